@@ -1,0 +1,86 @@
+/*
+ * config.h - the daemon's configuration, from Meridio's environment
+ * variables (same names, same defaults), validated as a whole.
+ *
+ * Every process parses the same environment with cfg_load; the supervisor
+ * does it first and refuses to start on a bad value, so workers only ever
+ * see a valid configuration. No logging, no exit.
+ */
+#ifndef IPAM_CONFIG_H
+#define IPAM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "prefix.h"
+
+/* Which families this instance serves (a bit set). */
+enum cfg_family {
+	CFG_IPV4 = 1,
+	CFG_IPV6 = 2,
+	CFG_DUALSTACK = 3,
+};
+
+/* One family's pool: the trench prefix and the lengths cut from it. */
+struct cfg_pool {
+	struct pfx prefix;		/* IPAM_PREFIX_IPV4/6 */
+	unsigned conduit_len;		/* IPAM_CONDUIT_PREFIX_LENGTH_IPV4/6 */
+	unsigned node_len;		/* IPAM_NODE_PREFIX_LENGTH_IPV4/6 */
+};
+
+struct cfg {
+	unsigned port;			/* IPAM_PORT, 1-65535 (7777) */
+	char *data_source;		/* IPAM_DATA_SOURCE or IPAM_DATASOURCE */
+	char *trench;			/* IPAM_TRENCH_NAME ("default") */
+	char *nsp_service;		/* IPAM_NSP_SERVICE host:port, "" = none */
+	struct cfg_pool v4;		/* IPv4 pool (169.255.0.0/16, 20, 24) */
+	struct cfg_pool v6;		/* IPv6 pool (fd00::/48, 56, 64) */
+	enum cfg_family family;		/* IPAM_IP_FAMILY (dualstack) */
+	enum log_level log_level;	/* IPAM_LOG_LEVEL (DEBUG) */
+	int64_t keepalive_ns;		/* IPAM_GRPC_KEEPALIVE_TIME (30s) */
+	int64_t probe_timeout_ns;	/* IPAM_GRPC_PROBE_RPC_TIMEOUT (1s) */
+	int64_t max_backoff_ns;		/* IPAM_GRPC_MAX_BACKOFF (5s) */
+	bool gc_enabled;		/* IPAM_GARBAGE_COLLECTION_ENABLED (true) */
+	int64_t gc_interval_ns;		/* IPAM_GARBAGE_COLLECTION_INTERVAL (2h) */
+	int64_t gc_threshold_ns;	/* IPAM_GARBAGE_COLLECTION_THRESHOLD (40m) */
+	char **conduits;		/* IPAM_CONDUITS, split on commas */
+	size_t nconduits;		/* number of entries in conduits */
+	int64_t release_cooldown_ns;	/* IPAM_RELEASE_COOLDOWN (0 = off) */
+	unsigned metrics_port;		/* IPAM_METRICS_PORT (0 = off) */
+	char *tls_cert;			/* IPAM_TLS_CERT ("" = plaintext) */
+	char *tls_key;			/* IPAM_TLS_KEY */
+	char *tls_ca;			/* IPAM_TLS_CA ("" = no client certs) */
+};
+
+/*
+ * Fills c from the environment as read by get (getenv in programs, a table
+ * in tests), applying defaults and validating every value. On error writes
+ * one line into err naming the variable, the value and what is expected,
+ * leaves c empty and returns -1. Returns 0 on success; free with cfg_free.
+ */
+int cfg_load(struct cfg *c, const char *(*get)(const char *name), char *err,
+    size_t errlen);
+
+/* Frees what cfg_load allocated. Accepts a zeroed or freed cfg. */
+void cfg_free(struct cfg *c);
+
+/* The effective configuration as a JSON object (for --debug). Caller frees.
+ * NULL on out of memory. */
+char *cfg_to_json(const struct cfg *c);
+
+/* The pool of a family (PFX_V4/PFX_V6), or NULL if it is not served. */
+const struct cfg_pool *cfg_pool_of(const struct cfg *c, int family);
+
+/*
+ * Parses a Go duration ("1h30m", "500ms", "1.5s", "2us", "0"): a sequence of
+ * decimal numbers with units ns, us (or µs), ms, s, m, h. Returns 0 or -1.
+ */
+int cfg_parse_duration(const char *s, int64_t *ns);
+
+/* Parses a boolean as Go's strconv.ParseBool: 1 t T TRUE true True,
+ * 0 f F FALSE false False. Returns 0 or -1. */
+int cfg_parse_bool(const char *s, bool *out);
+
+#endif

@@ -1,0 +1,97 @@
+/*
+ * store.h - the sqlite file, in Meridio's schema.
+ *
+ * Table `prefixes` (id, name, cidr, parent_id, updated_at, expirable) with
+ * Meridio's indexes, so a registry.db written by Meridio's IPAM opens here and
+ * the reverse. The store knows rows, not trees: checking that rows form a
+ * sound tree is the caller's job. Writes happen inside store_begin/commit so
+ * that many changes share one transaction and one fsync (group commit).
+ *
+ * A store holds an exclusive lock on the file for its lifetime: a second
+ * opener (another process) is refused at once with a clear error.
+ * No logging, no exit: errors are written into the caller's buffer.
+ */
+#ifndef IPAM_STORE_H
+#define IPAM_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+/* Longest text of a timestamp as store_format_time writes it, NUL included. */
+#define STORE_TIMESTRLEN 40
+
+/* One row of `prefixes`. Strings belong to the caller (or to the store for
+ * the duration of a store_load callback). */
+struct store_row {
+	const char *id;		/* primary key: name, or "<name>-<parent id>" */
+	const char *name;	/* the record's name */
+	const char *cidr;	/* prefix text, e.g. "169.255.0.1/32" */
+	const char *parent_id;	/* "" for a trench record */
+	int64_t updated_at;	/* ns since the epoch, UTC; 0 = NULL */
+	bool expirable;		/* may be reaped by GC */
+};
+
+enum store_flags {
+	STORE_SYNC_NORMAL = 1 << 0,	/* synchronous=NORMAL instead of FULL */
+	STORE_NO_CREATE = 1 << 1,	/* fail if the file does not exist */
+};
+
+/*
+ * Opens (creating if needed, unless STORE_NO_CREATE) the database at path:
+ * exclusive lock, schema (created if absent, checked if present), WAL
+ * journal, synchronous=FULL unless STORE_SYNC_NORMAL. A file that is not a
+ * database, or lacks the expected columns, is refused and left untouched.
+ * Returns 0, or -1 with err set.
+ */
+int store_open(struct store **out, const char *path, int flags, char *err,
+    size_t errlen);
+
+/* Closes the database and drops the lock. Accepts NULL. */
+void store_close(struct store *st);
+
+/*
+ * Calls fn for every row, parents before their children (rows ordered by
+ * depth). fn returning non-zero stops the walk and is returned.
+ * Returns 0, the callback's value, or -1 with err set.
+ */
+int store_load(struct store *st,
+    int (*fn)(void *arg, const struct store_row *row), void *arg,
+    char *err, size_t errlen);
+
+/* Starts a write transaction. Returns 0 or -1 with err set. */
+int store_begin(struct store *st, char *err, size_t errlen);
+
+/* Inserts a row. Returns 0 or -1 (e.g. duplicate id, disk full). */
+int store_insert(struct store *st, const struct store_row *row, char *err,
+    size_t errlen);
+
+/* Sets updated_at (and expirable) of row id. Returns 0 or -1. */
+int store_touch(struct store *st, const char *id, int64_t updated_at,
+    bool expirable, char *err, size_t errlen);
+
+/* Deletes row id (not its children: the caller deletes those first).
+ * Deleting an absent id is not an error. Returns 0 or -1. */
+int store_delete(struct store *st, const char *id, char *err, size_t errlen);
+
+/* Commits the transaction (one fsync of the WAL with synchronous=FULL).
+ * On failure the transaction is rolled back. Returns 0 or -1. */
+int store_commit(struct store *st, char *err, size_t errlen);
+
+/* Rolls back the open transaction, if any. */
+void store_rollback(struct store *st);
+
+/* Number of successful commits since open (each is one durable write). */
+uint64_t store_commit_count(const struct store *st);
+
+/* Writes ns as go-sqlite3 does: "2006-01-02 15:04:05.999999999+00:00"
+ * (UTC, fraction without trailing zeros, no fraction when zero). */
+void store_format_time(int64_t ns, char buf[STORE_TIMESTRLEN]);
+
+/* Parses that format (and the variants Go's driver accepts: 'T' separator,
+ * "Z", other offsets). Returns 0 or -1. */
+int store_parse_time(const char *s, int64_t *ns);
+
+#endif
