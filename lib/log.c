@@ -1,0 +1,404 @@
+/*
+ * log.c - one JSON object per line, written with a single write(2).
+ *
+ * The line is built with json-c (so escaping is json-c's, not ours) after
+ * every string has been made valid UTF-8: an invalid byte becomes U+FFFD, as
+ * Go's encoding/json does, so every line parses with a strict JSON reader.
+ * The whole line, newline included, goes out in one write so that lines of
+ * several processes sharing one stderr do not interleave.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+/* Longest process name kept; longer names are cut. */
+#define LOG_PROCESS_MAX 64
+
+/* Size of the stack buffer tried first for a printf-style message. */
+#define LOG_MSG_STACK 512
+
+/* Module state, set by log_init and read by every log call. */
+static struct {
+	char process[LOG_PROCESS_MAX];	/* "process" field of every line */
+	enum log_level min;		/* lowest level written */
+	int fd;				/* where lines go (2 = stderr) */
+	int initialised;		/* 0 until log_init ran: the
+					 * program's name stands in */
+} log_state = {
+	.process = "",
+	.min = LOGL_DEBUG,
+	.fd = 2,
+	.initialised = 0,
+};
+
+/* Level names, lower case, indexed by enum log_level. */
+static const char *const log_names[] = {
+	[LOGL_TRACE] = "trace",
+	[LOGL_DEBUG] = "debug",
+	[LOGL_INFO] = "info",
+	[LOGL_WARNING] = "warning",
+	[LOGL_ERROR] = "error",
+	[LOGL_FATAL] = "fatal",
+	[LOGL_PANIC] = "panic",
+};
+
+#define LOG_NLEVELS (sizeof(log_names) / sizeof(log_names[0]))
+
+/* Keys the line itself uses; a caller's field with one of these names is
+ * written as "fields.<name>" (logrus does the same) rather than lost. */
+static const char *const log_reserved[] = {
+	"time", "level", "process", "message",
+};
+
+void
+log_init(const char *process, enum log_level min, int fd)
+{
+	if (process == NULL)
+		process = "";
+	snprintf(log_state.process, sizeof(log_state.process), "%s", process);
+	if ((unsigned)min >= LOG_NLEVELS)
+		min = LOGL_DEBUG;
+	log_state.min = min;
+	log_state.fd = fd;
+	log_state.initialised = 1;
+}
+
+int
+log_level_parse(const char *s, enum log_level *out)
+{
+	size_t i;
+
+	if (s == NULL)
+		return -1;
+	for (i = 0; i < LOG_NLEVELS; i++) {
+		if (strcasecmp(s, log_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *
+log_level_name(enum log_level l)
+{
+	if ((unsigned)l >= LOG_NLEVELS)
+		return "unknown";
+	return log_names[l];
+}
+
+bool
+log_enabled(enum log_level l)
+{
+	return l >= log_state.min;
+}
+
+/*
+ * Length of the valid UTF-8 sequence at s (at most n bytes available), or 0
+ * if the bytes there do not start one. Refuses overlong forms, surrogates and
+ * code points above U+10FFFF, as RFC 3629 requires.
+ */
+static size_t
+log_utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	size_t len, i;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000))
+		return 0;
+	if (cp >= 0xd800 && cp <= 0xdfff)
+		return 0;
+	if (cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+/*
+ * A json-c string holding s made valid UTF-8: each byte that does not start
+ * a valid sequence is replaced by U+FFFD. Valid text is passed through as is.
+ * NULL on out of memory.
+ */
+static struct json_object *
+log_jstring(const char *s)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = strlen(s), i, k, out = 0;
+	struct json_object *j;
+	char *buf;
+	int bad = 0;
+
+	for (i = 0; i < n; i += k) {
+		k = log_utf8_seq(u + i, n - i);
+		if (k == 0) {
+			bad++;
+			k = 1;
+		}
+	}
+	if (bad == 0)
+		return json_object_new_string_len(s, (int)n);
+
+	buf = malloc(n + 2 * (size_t)bad + 1);
+	if (buf == NULL)
+		return NULL;
+	for (i = 0; i < n; i += k) {
+		k = log_utf8_seq(u + i, n - i);
+		if (k == 0) {
+			buf[out++] = (char)0xef;
+			buf[out++] = (char)0xbf;
+			buf[out++] = (char)0xbd;
+			k = 1;
+		} else {
+			memcpy(buf + out, s + i, k);
+			out += k;
+		}
+	}
+	j = json_object_new_string_len(buf, (int)out);
+	free(buf);
+	return j;
+}
+
+/* Writes all of buf to fd in as few write calls as the kernel allows
+ * (one for any line a pipe or terminal takes whole), retrying on EINTR. */
+static void
+log_write_all(int fd, const char *buf, size_t len)
+{
+	ssize_t w;
+
+	while (len > 0) {
+		w = write(fd, buf, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		buf += w;
+		len -= (size_t)w;
+	}
+}
+
+/* The current time as RFC 3339 UTC with milliseconds. */
+static void
+log_time(char *buf, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000L);
+}
+
+/* Adds key = value to obj; a NULL value becomes JSON null. Returns 0 or -1. */
+static int
+log_add(struct json_object *obj, const char *key, const char *value)
+{
+	struct json_object *v = NULL;
+
+	if (value != NULL) {
+		v = log_jstring(value);
+		if (v == NULL)
+			return -1;
+	}
+	if (json_object_object_add(obj, key, v) != 0) {
+		json_object_put(v);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Adds a caller's field. A key that clashes with a line field is renamed
+ * "fields.<key>"; an invalid UTF-8 key is repaired like a value.
+ */
+static int
+log_add_field(struct json_object *obj, const char *key, const char *value)
+{
+	struct json_object *jkey;
+	char *renamed = NULL;
+	const char *k;
+	size_t i;
+	int rc;
+
+	if (key == NULL)
+		key = "";
+	for (i = 0; i < sizeof(log_reserved) / sizeof(log_reserved[0]); i++) {
+		if (strcmp(key, log_reserved[i]) == 0) {
+			if (asprintf(&renamed, "fields.%s", key) < 0)
+				return -1;
+			key = renamed;
+			break;
+		}
+	}
+	jkey = log_jstring(key);
+	if (jkey == NULL) {
+		free(renamed);
+		return -1;
+	}
+	k = json_object_get_string(jkey);
+	rc = log_add(obj, k, value);
+	json_object_put(jkey);
+	free(renamed);
+	return rc;
+}
+
+/*
+ * Builds and writes one line: the fixed fields, then the pairs read from ap
+ * (key, value, ..., NULL). On out of memory a fixed line says so instead.
+ */
+static void
+log_line(enum log_level l, const char *msg, va_list ap)
+{
+	static const char oom[] =
+	    "{\"level\":\"error\",\"message\":\"log: out of memory\"}\n";
+	struct json_object *obj;
+	const char *key, *value, *text;
+	char when[40];
+	char *line;
+	size_t len;
+
+	obj = json_object_new_object();
+	if (obj == NULL)
+		goto fail;
+	log_time(when, sizeof(when));
+	if (log_add(obj, "time", when) != 0 ||
+	    log_add(obj, "level", log_level_name(l)) != 0 ||
+	    log_add(obj, "process", log_state.initialised ?
+	    log_state.process : program_invocation_short_name) != 0 ||
+	    log_add(obj, "message", msg != NULL ? msg : "") != 0)
+		goto fail_obj;
+	while ((key = va_arg(ap, const char *)) != NULL) {
+		value = va_arg(ap, const char *);
+		if (log_add_field(obj, key, value) != 0)
+			goto fail_obj;
+	}
+
+	text = json_object_to_json_string_ext(obj,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (text == NULL)
+		goto fail_obj;
+	len = strlen(text);
+	line = malloc(len + 1);
+	if (line == NULL)
+		goto fail_obj;
+	memcpy(line, text, len);
+	line[len] = '\n';
+	log_write_all(log_state.fd, line, len + 1);
+	free(line);
+	json_object_put(obj);
+	return;
+
+fail_obj:
+	json_object_put(obj);
+fail:
+	log_write_all(log_state.fd, oom, sizeof(oom) - 1);
+}
+
+/* Calls log_line with the pairs given as variadic arguments. */
+static void
+log_line_pairs(enum log_level l, const char *msg, ...)
+{
+	va_list ap;
+
+	va_start(ap, msg);
+	log_line(l, msg, ap);
+	va_end(ap);
+}
+
+void
+log_kv(enum log_level l, const char *msg, ...)
+{
+	va_list ap;
+
+	if (!log_enabled(l))
+		return;
+	va_start(ap, msg);
+	log_line(l, msg, ap);
+	va_end(ap);
+}
+
+/*
+ * Formats a printf-style message (in a stack buffer when it fits, else on
+ * the heap) and writes it as a line without fields.
+ */
+static void
+log_vfmt(enum log_level l, const char *fmt, va_list ap)
+{
+	char stackbuf[LOG_MSG_STACK];
+	char *heap = NULL;
+	const char *msg = stackbuf;
+	va_list ap2;
+	int n;
+
+	va_copy(ap2, ap);
+	n = vsnprintf(stackbuf, sizeof(stackbuf), fmt, ap2);
+	va_end(ap2);
+	if (n < 0) {
+		msg = fmt;
+	} else if ((size_t)n >= sizeof(stackbuf)) {
+		heap = malloc((size_t)n + 1);
+		if (heap != NULL) {
+			vsnprintf(heap, (size_t)n + 1, fmt, ap);
+			msg = heap;
+		}
+	}
+	log_line_pairs(l, msg, (const char *)NULL);
+	free(heap);
+}
+
+void
+log_fmt(enum log_level l, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_enabled(l))
+		return;
+	va_start(ap, fmt);
+	log_vfmt(l, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (log_enabled(LOGL_FATAL)) {
+		va_start(ap, fmt);
+		log_vfmt(LOGL_FATAL, fmt, ap);
+		va_end(ap);
+	}
+	exit(1);
+}

@@ -1,0 +1,481 @@
+/*
+ * test_log.c - lib/log.c: every line is one strict JSON object with the
+ * fixed fields first, escaping survives a round trip, invalid UTF-8 is
+ * repaired, levels filter, each line is one write, log_fatal exits 1.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "log.h"
+
+/* Both ends of the pipe the module writes into during a test. */
+static int tl_fds[2] = { -1, -1 };
+
+/* Opens a non-blocking pipe and points the logger at its write end. */
+static void
+tl_setup(void)
+{
+	cr_assert_eq(pipe2(tl_fds, O_NONBLOCK | O_CLOEXEC), 0);
+	log_init("unit", LOGL_TRACE, tl_fds[1]);
+}
+
+static void
+tl_teardown(void)
+{
+	if (tl_fds[0] >= 0)
+		close(tl_fds[0]);
+	if (tl_fds[1] >= 0)
+		close(tl_fds[1]);
+	tl_fds[0] = tl_fds[1] = -1;
+	log_init("unit", LOGL_DEBUG, 2);
+}
+
+TestSuite(log, .init = tl_setup, .fini = tl_teardown);
+
+/* Everything written into the pipe so far, NUL-terminated. Caller frees. */
+static char *
+tl_drain(void)
+{
+	size_t cap = 1 << 16, len = 0;
+	char *buf = malloc(cap + 1);
+	ssize_t r;
+
+	cr_assert_not_null(buf);
+	for (;;) {
+		if (len == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap + 1);
+			cr_assert_not_null(buf);
+		}
+		r = read(tl_fds[0], buf + len, cap - len);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+/* Parses one line as strict JSON (UTF-8 checked); fails the test if the
+ * text is not exactly one object. */
+static struct json_object *
+tl_parse(const char *line, size_t len)
+{
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *obj;
+
+	cr_assert_not_null(tok);
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
+	    JSON_TOKENER_VALIDATE_UTF8);
+	obj = json_tokener_parse_ex(tok, line, (int)len);
+	cr_assert_eq(json_tokener_get_error(tok), json_tokener_success,
+	    "not JSON: %.*s (%s)", (int)len, line,
+	    json_tokener_error_desc(json_tokener_get_error(tok)));
+	cr_assert_eq(tok->char_offset, (int)len, "trailing bytes in %.*s",
+	    (int)len, line);
+	json_tokener_free(tok);
+	cr_assert(json_object_is_type(obj, json_type_object));
+	return obj;
+}
+
+/* Reads exactly one line from the pipe and parses it. */
+static struct json_object *
+tl_one(void)
+{
+	char *all = tl_drain();
+	char *nl = strchr(all, '\n');
+	struct json_object *obj;
+
+	cr_assert_not_null(nl, "no line written");
+	cr_assert_eq(nl[1], '\0', "more than one line: %s", all);
+	obj = tl_parse(all, (size_t)(nl - all));
+	free(all);
+	return obj;
+}
+
+/* The string value of key in obj; fails if absent or not a string. */
+static const char *
+tl_str(struct json_object *obj, const char *key)
+{
+	struct json_object *v;
+
+	cr_assert(json_object_object_get_ex(obj, key, &v), "no key %s", key);
+	cr_assert(json_object_is_type(v, json_type_string), "%s not a string",
+	    key);
+	return json_object_get_string(v);
+}
+
+Test(log, fixed_fields_then_pairs_in_order)
+{
+	static const char *const want[] = {
+		"time", "level", "process", "message", "name", "address",
+	};
+	struct json_object *obj;
+	size_t i = 0;
+
+	log_kv(LOGL_INFO, "allocated", "name", "pod-1", "address",
+	    "10.0.0.1/24", NULL);
+	obj = tl_one();
+	json_object_object_foreach(obj, key, val) {
+		(void)val;
+		cr_assert_lt(i, sizeof(want) / sizeof(want[0]));
+		cr_assert_str_eq(key, want[i]);
+		i++;
+	}
+	cr_assert_eq(i, sizeof(want) / sizeof(want[0]));
+	cr_assert_str_eq(tl_str(obj, "level"), "info");
+	cr_assert_str_eq(tl_str(obj, "process"), "unit");
+	cr_assert_str_eq(tl_str(obj, "message"), "allocated");
+	cr_assert_str_eq(tl_str(obj, "name"), "pod-1");
+	cr_assert_str_eq(tl_str(obj, "address"), "10.0.0.1/24");
+	json_object_put(obj);
+}
+
+Test(log, time_is_rfc3339_utc_millis_and_now)
+{
+	struct json_object *obj;
+	const char *t;
+	struct tm tm;
+	time_t before, after, at;
+	char *end;
+
+	before = time(NULL);
+	log_kv(LOGL_INFO, "tick", NULL);
+	after = time(NULL);
+	obj = tl_one();
+	t = tl_str(obj, "time");
+	cr_assert_eq(strlen(t), strlen("2026-11-26T05:29:39.123Z"), "%s", t);
+	cr_assert_eq(t[4], '-');
+	cr_assert_eq(t[10], 'T');
+	cr_assert_eq(t[19], '.');
+	cr_assert_eq(t[23], 'Z');
+	for (int i = 20; i < 23; i++)
+		cr_assert(t[i] >= '0' && t[i] <= '9', "%s", t);
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
+	cr_assert_not_null(end, "%s", t);
+	cr_assert_eq(*end, '.');
+	at = timegm(&tm);
+	cr_assert(at >= before && at <= after, "time %s not now", t);
+	json_object_put(obj);
+}
+
+Test(log, every_level_name)
+{
+	static const char *const names[] = {
+		"trace", "debug", "info", "warning", "error", "fatal", "panic",
+	};
+	struct json_object *obj;
+
+	for (int l = LOGL_TRACE; l <= LOGL_PANIC; l++) {
+		cr_assert_str_eq(log_level_name((enum log_level)l), names[l]);
+		log_kv((enum log_level)l, "m", NULL);
+		obj = tl_one();
+		cr_assert_str_eq(tl_str(obj, "level"), names[l]);
+		json_object_put(obj);
+	}
+}
+
+Test(log, level_parse_any_case)
+{
+	static const struct {
+		const char *text;
+		int rc;
+		enum log_level want;
+	} cases[] = {
+		{ "TRACE", 0, LOGL_TRACE }, { "debug", 0, LOGL_DEBUG },
+		{ "Info", 0, LOGL_INFO }, { "WARNING", 0, LOGL_WARNING },
+		{ "eRRoR", 0, LOGL_ERROR }, { "fatal", 0, LOGL_FATAL },
+		{ "PANIC", 0, LOGL_PANIC }, { "", -1, 0 }, { "warn", -1, 0 },
+		{ "INFO ", -1, 0 }, { "INFOX", -1, 0 }, { "3", -1, 0 },
+	};
+	enum log_level got;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		got = (enum log_level)99;
+		cr_assert_eq(log_level_parse(cases[i].text, &got), cases[i].rc,
+		    "%s", cases[i].text);
+		if (cases[i].rc == 0)
+			cr_assert_eq(got, cases[i].want, "%s", cases[i].text);
+		else
+			cr_assert_eq(got, (enum log_level)99,
+			    "%s changed out", cases[i].text);
+	}
+	cr_assert_eq(log_level_parse(NULL, &got), -1);
+}
+
+Test(log, filters_below_min_level)
+{
+	char *all;
+	int lines = 0;
+
+	log_init("unit", LOGL_WARNING, tl_fds[1]);
+	cr_assert_not(log_enabled(LOGL_INFO));
+	cr_assert(log_enabled(LOGL_WARNING));
+	cr_assert(log_enabled(LOGL_PANIC));
+	log_kv(LOGL_TRACE, "no", NULL);
+	log_debug("no %d", 1);
+	log_info("no");
+	log_warn("yes-warning");
+	log_error("yes-error");
+	log_kv(LOGL_INFO, "no", "k", "v", NULL);
+	all = tl_drain();
+	for (char *p = all; *p != '\0'; p++)
+		lines += *p == '\n';
+	cr_assert_eq(lines, 2, "%s", all);
+	cr_assert_null(strstr(all, "\"no"), "%s", all);
+	cr_assert_not_null(strstr(all, "yes-warning"));
+	cr_assert_not_null(strstr(all, "yes-error"));
+	free(all);
+}
+
+Test(log, escapes_round_trip)
+{
+	static const char *const texts[] = {
+		"say \"hi\"", "back\\slash", "two\nlines", "cr\rtab\t",
+		"ctl\x01\x02\x1f\x7f", "a/b", "{\"json\":1}", "",
+	};
+	struct json_object *obj;
+	char *all;
+
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		log_kv(LOGL_INFO, texts[i], "k\"\n", texts[i], NULL);
+		all = tl_drain();
+		/* the only raw control byte is the final newline */
+		for (char *p = all; *p != '\0'; p++) {
+			if (p[1] != '\0')
+				cr_assert((unsigned char)*p >= 0x20,
+				    "raw control byte in %s", all);
+		}
+		cr_assert_eq(all[strlen(all) - 1], '\n');
+		obj = tl_parse(all, strlen(all) - 1);
+		cr_assert_str_eq(tl_str(obj, "message"), texts[i]);
+		cr_assert_str_eq(tl_str(obj, "k\"\n"), texts[i]);
+		json_object_put(obj);
+		free(all);
+	}
+}
+
+Test(log, invalid_utf8_repaired)
+{
+	static const struct {
+		const char *in;
+		const char *want;
+	} cases[] = {
+		{ "a\xff" "b", "a\xef\xbf\xbd" "b" },
+		{ "\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd" },	/* overlong */
+		{ "\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+		{ "end\xe2\x82", "end\xef\xbf\xbd\xef\xbf\xbd" }, /* cut */
+		{ "\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+		    "\xef\xbf\xbd" },				/* > U+10FFFF */
+		{ "\x80x", "\xef\xbf\xbdx" },
+		/* valid text is untouched: µ € U+1F600 */
+		{ "\xc2\xb5\xe2\x82\xac\xf0\x9f\x98\x80",
+		    "\xc2\xb5\xe2\x82\xac\xf0\x9f\x98\x80" },
+	};
+	struct json_object *obj;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		log_kv(LOGL_INFO, cases[i].in, "bad\xfekey", cases[i].in,
+		    NULL);
+		obj = tl_one();
+		cr_assert_str_eq(tl_str(obj, "message"), cases[i].want,
+		    "case %zu", i);
+		cr_assert_str_eq(tl_str(obj, "bad\xef\xbf\xbdkey"),
+		    cases[i].want, "case %zu", i);
+		json_object_put(obj);
+	}
+}
+
+Test(log, null_value_is_json_null)
+{
+	struct json_object *obj, *v;
+
+	log_kv(LOGL_INFO, "m", "gone", NULL, NULL);
+	obj = tl_one();
+	cr_assert(json_object_object_get_ex(obj, "gone", &v));
+	cr_assert_null(v);
+	json_object_put(obj);
+}
+
+Test(log, clashing_key_is_renamed)
+{
+	struct json_object *obj;
+
+	log_kv(LOGL_ERROR, "real", "level", "fake", "message", "other", NULL);
+	obj = tl_one();
+	cr_assert_str_eq(tl_str(obj, "level"), "error");
+	cr_assert_str_eq(tl_str(obj, "message"), "real");
+	cr_assert_str_eq(tl_str(obj, "fields.level"), "fake");
+	cr_assert_str_eq(tl_str(obj, "fields.message"), "other");
+	json_object_put(obj);
+}
+
+Test(log, printf_message_short_and_long)
+{
+	struct json_object *obj;
+	char *big;
+	size_t n = 5000;
+
+	log_info("n=%d s=%s", 42, "x");
+	obj = tl_one();
+	cr_assert_str_eq(tl_str(obj, "message"), "n=42 s=x");
+	json_object_put(obj);
+
+	big = malloc(n + 1);
+	cr_assert_not_null(big);
+	memset(big, 'q', n);
+	big[n] = '\0';
+	log_error("<%s>", big);
+	obj = tl_one();
+	cr_assert_eq(strlen(tl_str(obj, "message")), n + 2);
+	cr_assert_eq(tl_str(obj, "message")[n + 1], '>');
+	json_object_put(obj);
+	free(big);
+}
+
+Test(log, init_again_changes_process)
+{
+	struct json_object *obj;
+
+	log_init("db", LOGL_TRACE, tl_fds[1]);
+	log_kv(LOGL_INFO, "m", NULL);
+	obj = tl_one();
+	cr_assert_str_eq(tl_str(obj, "process"), "db");
+	json_object_put(obj);
+}
+
+/*
+ * A SOCK_SEQPACKET socket keeps write boundaries: each recv returns what one
+ * write sent. A long line with many fields must arrive as one record.
+ */
+Test(log, one_write_per_line)
+{
+	char buf[65536];
+	int sp[2];
+	ssize_t r;
+	struct json_object *obj;
+	char big[3000];
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp), 0);
+	log_init("unit", LOGL_TRACE, sp[0]);
+	memset(big, 'z', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	for (int i = 0; i < 3; i++)
+		log_kv(LOGL_INFO, big, "a", big, "b", big, "c", "x\ny", NULL);
+	for (int i = 0; i < 3; i++) {
+		r = recv(sp[1], buf, sizeof(buf), MSG_DONTWAIT);
+		cr_assert_gt(r, 9000, "record %d is %zd bytes", i, r);
+		cr_assert_eq(buf[r - 1], '\n');
+		cr_assert_null(memchr(buf, '\n', (size_t)r - 1));
+		obj = tl_parse(buf, (size_t)r - 1);
+		cr_assert_str_eq(tl_str(obj, "c"), "x\ny");
+		json_object_put(obj);
+	}
+	r = recv(sp[1], buf, sizeof(buf), MSG_DONTWAIT);
+	cr_assert_eq(r, -1);
+	close(sp[0]);
+	close(sp[1]);
+}
+
+/* Several processes logging at once into one pipe: every line read back is
+ * whole and parses. */
+Test(log, concurrent_writers_do_not_interleave)
+{
+	enum { WRITERS = 4, LINES = 200 };
+	int p[2], status, total = 0;
+	pid_t pids[WRITERS];
+	char *all = NULL, *line, *save = NULL;
+	size_t cap = 0, len = 0;
+	ssize_t r;
+	struct json_object *obj;
+
+	cr_assert_eq(pipe(p), 0);
+	for (int w = 0; w < WRITERS; w++) {
+		pids[w] = fork();
+		cr_assert_neq(pids[w], -1);
+		if (pids[w] == 0) {
+			char who[8];
+
+			close(p[0]);
+			snprintf(who, sizeof(who), "w%d", w);
+			log_init(who, LOGL_TRACE, p[1]);
+			for (int i = 0; i < LINES; i++)
+				log_kv(LOGL_INFO, "line with some length to "
+				    "make interleaving likely if writes split",
+				    "pad", "0123456789abcdef0123456789abcdef",
+				    NULL);
+			_exit(0);
+		}
+	}
+	close(p[1]);
+	for (;;) {
+		if (cap - len < 4096) {
+			cap = cap ? cap * 2 : 65536;
+			all = realloc(all, cap + 1);
+			cr_assert_not_null(all);
+		}
+		r = read(p[0], all + len, cap - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		cr_assert_geq(r, 0);
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(p[0]);
+	all[len] = '\0';
+	for (int w = 0; w < WRITERS; w++) {
+		cr_assert_eq(waitpid(pids[w], &status, 0), pids[w]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	for (line = strtok_r(all, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		obj = tl_parse(line, strlen(line));
+		cr_assert_eq(tl_str(obj, "process")[0], 'w');
+		json_object_put(obj);
+		total++;
+	}
+	cr_assert_eq(total, WRITERS * LINES);
+	free(all);
+}
+
+/* log_fatal writes a fatal line and exits 1 (run in a child). */
+Test(log, fatal_logs_and_exits_1)
+{
+	int status;
+	pid_t pid;
+	struct json_object *obj;
+	struct pollfd pfd;
+
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		log_init("dying", LOGL_INFO, tl_fds[1]);
+		log_fatal("cannot open %s", "registry.db");
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status));
+	cr_assert_eq(WEXITSTATUS(status), 1);
+	pfd.fd = tl_fds[0];
+	pfd.events = POLLIN;
+	cr_assert_eq(poll(&pfd, 1, 5000), 1);
+	obj = tl_one();
+	cr_assert_str_eq(tl_str(obj, "level"), "fatal");
+	cr_assert_str_eq(tl_str(obj, "process"), "dying");
+	cr_assert_str_eq(tl_str(obj, "message"), "cannot open registry.db");
+	json_object_put(obj);
+}
