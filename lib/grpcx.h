@@ -1,0 +1,114 @@
+/*
+ * grpcx.h - small glue between the gRPC C core and protobuf-c, shared by the
+ * api and nsp workers, ipamctl and ipam-bench.
+ *
+ * Byte buffers in and out of protobuf-c messages, status code names,
+ * deadlines as milliseconds, and a blocking unary client call. The module
+ * knows no generated message: callers pass descriptors. It never logs and
+ * never exits; it does not call grpc_init (the program does, after any fork).
+ */
+#ifndef IPAM_GRPCX_H
+#define IPAM_GRPCX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+#include <protobuf-c/protobuf-c.h>
+
+/* Room for a status message (NUL included) in struct grpcx_status. */
+#define GRPCX_MSG_MAX 512
+
+/* The outcome of a call as the client saw it. */
+struct grpcx_status {
+	grpc_status_code code;		/* GRPC_STATUS_OK or the error code */
+	char message[GRPCX_MSG_MAX];	/* status details, "" when none */
+};
+
+/*
+ * Packs m into a new byte buffer (one slice). NULL on out of memory.
+ * The caller destroys it with grpc_byte_buffer_destroy.
+ */
+grpc_byte_buffer *grpcx_pack(const ProtobufCMessage *m);
+
+/* Copies raw bytes into a new byte buffer. NULL on out of memory. */
+grpc_byte_buffer *grpcx_bytes(const void *data, size_t len);
+
+/*
+ * Copies the whole content of bb into one malloc'd buffer (*data, caller
+ * frees; never NULL on success, even for 0 bytes). Returns 0, or -1 when
+ * bb is NULL or memory runs out.
+ */
+int grpcx_read_all(grpc_byte_buffer *bb, uint8_t **data, size_t *len);
+
+/*
+ * Unpacks the content of bb as a message of type d. NULL when bb is NULL
+ * or its bytes are not a well-formed message. bb stays the caller's. Free
+ * the result with protobuf_c_message_free_unpacked(m, NULL).
+ */
+ProtobufCMessage *grpcx_unpack(const ProtobufCMessageDescriptor *d,
+    grpc_byte_buffer *bb);
+
+/* Upper-case name of a status code ("INVALID_ARGUMENT"); "UNKNOWN" for a
+ * number that is no status code. */
+const char *grpcx_status_name(int code);
+
+/* Parses a status code name (any case). Returns 0 or -1. */
+int grpcx_status_parse(const char *name, grpc_status_code *out);
+
+/* A number as a status code: itself if it is one (0..16), else UNKNOWN. */
+grpc_status_code grpcx_status_code(int code);
+
+/* Fills st with code and a printf-style message (truncated to fit). */
+void grpcx_status_set(struct grpcx_status *st, grpc_status_code code,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A monotonic deadline ms milliseconds from now; ms < 0 means none. */
+gpr_timespec grpcx_deadline_ms(int64_t ms);
+
+/* True if the deadline is "none" (infinitely far in the future). */
+bool grpcx_deadline_is_infinite(gpr_timespec deadline);
+
+/*
+ * Milliseconds left until deadline (any clock type): INT64_MAX when there
+ * is no deadline, 0 when it has passed.
+ */
+int64_t grpcx_ms_left(gpr_timespec deadline);
+
+/* A channel and the completion queue of its blocking calls. */
+struct grpcx_client;
+
+/*
+ * Opens an insecure channel to target ("host:port"). Connecting is lazy:
+ * a bad target shows up as UNAVAILABLE on the first call. NULL with err
+ * set on failure. grpc_init must have been called.
+ */
+struct grpcx_client *grpcx_client_new(const char *target, char *err,
+    size_t errlen);
+
+/* Closes the channel. Accepts NULL. */
+void grpcx_client_free(struct grpcx_client *c);
+
+/*
+ * Blocking unary call of method ("/pkg.Service/Method") with a raw request
+ * body, timeout_ms < 0 meaning no deadline. On OK, *resp (malloc'd, caller
+ * frees) and *resp_len hold the response body. Returns the status code (also
+ * in st). Safe to use from several threads on one client.
+ */
+int grpcx_call_bytes(struct grpcx_client *c, const char *method,
+    const void *req, size_t req_len, int64_t timeout_ms, uint8_t **resp,
+    size_t *resp_len, struct grpcx_status *st);
+
+/*
+ * Blocking unary call with protobuf-c messages: packs req, unpacks the
+ * response as resp_desc into *resp (free with
+ * protobuf_c_message_free_unpacked). A response that does not unpack gives
+ * INTERNAL. Returns the status code (also in st).
+ */
+int grpcx_call(struct grpcx_client *c, const char *method,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+    int64_t timeout_ms, ProtobufCMessage **resp, struct grpcx_status *st);
+
+#endif

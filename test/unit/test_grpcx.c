@@ -1,0 +1,564 @@
+/*
+ * test_grpcx.c - grpcx: packing, unpacking, status names, deadlines, and the
+ * blocking client call against a small gRPC C core server run in a thread
+ * of the test itself on a free loopback port.
+ */
+#include <criterion/criterion.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+
+#include "grpcx.h"
+#include "ipam/v1/ipam.pb-c.h"
+
+/* ---- packing ---------------------------------------------------------- */
+
+/* A Child with every field set, for round trips. */
+static void
+fill_child(Ipam__V1__Child *c, Ipam__V1__Subnet *s, Nsp__V1__Conduit *co,
+    Nsp__V1__Trench *t)
+{
+	ipam__v1__child__init(c);
+	ipam__v1__subnet__init(s);
+	nsp__v1__conduit__init(co);
+	nsp__v1__trench__init(t);
+	t->name = "trench-a";
+	co->name = "conduit-a";
+	co->trench = t;
+	s->conduit = co;
+	s->node = "worker-1";
+	s->ipfamily = IPAM__V1__IPFAMILY__IPV6;
+	c->name = "proxy-x";
+	c->subnet = s;
+}
+
+Test(grpcx, pack_unpack_round_trip)
+{
+	Ipam__V1__Child c;
+	Ipam__V1__Subnet s;
+	Nsp__V1__Conduit co;
+	Nsp__V1__Trench t;
+	grpc_byte_buffer *bb;
+	Ipam__V1__Child *out;
+
+	fill_child(&c, &s, &co, &t);
+	bb = grpcx_pack(&c.base);
+	cr_assert_not_null(bb);
+	out = (Ipam__V1__Child *)grpcx_unpack(&ipam__v1__child__descriptor,
+	    bb);
+	grpc_byte_buffer_destroy(bb);
+	cr_assert_not_null(out);
+	cr_expect_str_eq(out->name, "proxy-x");
+	cr_assert_not_null(out->subnet);
+	cr_expect_str_eq(out->subnet->node, "worker-1");
+	cr_expect_eq(out->subnet->ipfamily, IPAM__V1__IPFAMILY__IPV6);
+	cr_assert_not_null(out->subnet->conduit);
+	cr_expect_str_eq(out->subnet->conduit->name, "conduit-a");
+	cr_assert_not_null(out->subnet->conduit->trench);
+	cr_expect_str_eq(out->subnet->conduit->trench->name, "trench-a");
+	protobuf_c_message_free_unpacked(&out->base, NULL);
+}
+
+Test(grpcx, pack_empty_message_unpacks_to_defaults)
+{
+	Ipam__V1__Child c;
+	grpc_byte_buffer *bb;
+	Ipam__V1__Child *out;
+
+	ipam__v1__child__init(&c);
+	bb = grpcx_pack(&c.base);
+	cr_assert_not_null(bb);
+	cr_expect_eq(grpc_byte_buffer_length(bb), 0);
+	out = (Ipam__V1__Child *)grpcx_unpack(&ipam__v1__child__descriptor,
+	    bb);
+	grpc_byte_buffer_destroy(bb);
+	cr_assert_not_null(out);
+	cr_expect_str_eq(out->name, "");
+	cr_expect_null(out->subnet);
+	protobuf_c_message_free_unpacked(&out->base, NULL);
+}
+
+Test(grpcx, unpack_refuses_malformed_and_null)
+{
+	/* field 1, length-delimited, length 10 but only 2 bytes follow */
+	static const uint8_t truncated[] = { 0x0a, 0x0a, 'a', 'b' };
+	/* a varint that never ends */
+	static const uint8_t endless[] = { 0x10, 0xff, 0xff, 0xff, 0xff, 0xff,
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	grpc_byte_buffer *bb;
+
+	cr_expect_null(grpcx_unpack(&ipam__v1__child__descriptor, NULL));
+	bb = grpcx_bytes(truncated, sizeof(truncated));
+	cr_expect_null(grpcx_unpack(&ipam__v1__child__descriptor, bb));
+	grpc_byte_buffer_destroy(bb);
+	bb = grpcx_bytes(endless, sizeof(endless));
+	cr_expect_null(grpcx_unpack(&ipam__v1__child__descriptor, bb));
+	grpc_byte_buffer_destroy(bb);
+}
+
+Test(grpcx, read_all_copies_bytes)
+{
+	static const uint8_t data[] = { 1, 2, 3, 0, 5 };
+	grpc_byte_buffer *bb;
+	uint8_t *out = NULL;
+	size_t len = 0;
+
+	bb = grpcx_bytes(data, sizeof(data));
+	cr_assert_eq(grpcx_read_all(bb, &out, &len), 0);
+	cr_expect_eq(len, sizeof(data));
+	cr_expect_arr_eq(out, data, sizeof(data));
+	free(out);
+	grpc_byte_buffer_destroy(bb);
+
+	bb = grpcx_bytes(NULL, 0);
+	cr_assert_eq(grpcx_read_all(bb, &out, &len), 0);
+	cr_expect_eq(len, 0);
+	cr_expect_not_null(out);
+	free(out);
+	grpc_byte_buffer_destroy(bb);
+
+	cr_expect_eq(grpcx_read_all(NULL, &out, &len), -1);
+}
+
+/* ---- status codes ----------------------------------------------------- */
+
+Test(grpcx, status_names)
+{
+	cr_expect_str_eq(grpcx_status_name(GRPC_STATUS_OK), "OK");
+	cr_expect_str_eq(grpcx_status_name(GRPC_STATUS_INVALID_ARGUMENT),
+	    "INVALID_ARGUMENT");
+	cr_expect_str_eq(grpcx_status_name(GRPC_STATUS_UNAUTHENTICATED),
+	    "UNAUTHENTICATED");
+	cr_expect_str_eq(grpcx_status_name(GRPC_STATUS_UNAVAILABLE),
+	    "UNAVAILABLE");
+	cr_expect_str_eq(grpcx_status_name(17), "UNKNOWN");
+	cr_expect_str_eq(grpcx_status_name(-1), "UNKNOWN");
+}
+
+Test(grpcx, status_parse_and_code)
+{
+	grpc_status_code c = GRPC_STATUS_OK;
+
+	cr_expect_eq(grpcx_status_parse("not_found", &c), 0);
+	cr_expect_eq(c, GRPC_STATUS_NOT_FOUND);
+	cr_expect_eq(grpcx_status_parse("RESOURCE_EXHAUSTED", &c), 0);
+	cr_expect_eq(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	cr_expect_eq(grpcx_status_parse("NOPE", &c), -1);
+	cr_expect_eq(grpcx_status_code(5), GRPC_STATUS_NOT_FOUND);
+	cr_expect_eq(grpcx_status_code(16), GRPC_STATUS_UNAUTHENTICATED);
+	cr_expect_eq(grpcx_status_code(99), GRPC_STATUS_UNKNOWN);
+	cr_expect_eq(grpcx_status_code(-3), GRPC_STATUS_UNKNOWN);
+}
+
+Test(grpcx, status_set_formats_and_truncates)
+{
+	struct grpcx_status st;
+	char big[GRPCX_MSG_MAX * 2];
+
+	grpcx_status_set(&st, GRPC_STATUS_NOT_FOUND, "trench %s: %d", "x", 7);
+	cr_expect_eq(st.code, GRPC_STATUS_NOT_FOUND);
+	cr_expect_str_eq(st.message, "trench x: 7");
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	grpcx_status_set(&st, GRPC_STATUS_INTERNAL, "%s", big);
+	cr_expect_eq(strlen(st.message), GRPCX_MSG_MAX - 1);
+}
+
+/* ---- deadlines -------------------------------------------------------- */
+
+Test(grpcx, deadlines)
+{
+	gpr_timespec dl;
+	int64_t left;
+
+	dl = grpcx_deadline_ms(-1);
+	cr_expect(grpcx_deadline_is_infinite(dl));
+	cr_expect_eq(grpcx_ms_left(dl), INT64_MAX);
+	cr_expect(grpcx_deadline_is_infinite(
+	    gpr_inf_future(GPR_CLOCK_REALTIME)));
+
+	dl = grpcx_deadline_ms(1000);
+	cr_expect_not(grpcx_deadline_is_infinite(dl));
+	left = grpcx_ms_left(dl);
+	cr_expect(left > 900 && left <= 1000, "left %lld",
+	    (long long)left);
+
+	dl = grpcx_deadline_ms(0);
+	usleep(2000);
+	cr_expect_eq(grpcx_ms_left(dl), 0);
+
+	/* a realtime deadline is read against its own clock */
+	dl = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+	    gpr_time_from_millis(5000, GPR_TIMESPAN));
+	left = grpcx_ms_left(dl);
+	cr_expect(left > 4900 && left <= 5000, "left %lld",
+	    (long long)left);
+}
+
+/* ---- client calls against an in-process server ------------------------ */
+
+/*
+ * The test server's methods: Echo answers the request bytes; Fail answers
+ * INVALID_ARGUMENT "bad thing"; Slow waits 500 ms before answering OK;
+ * Garbage answers OK with bytes that are not a Child.
+ */
+enum tsrv_method { TS_ECHO, TS_FAIL, TS_SLOW, TS_GARBAGE, TS_N };
+
+static const char *const tsrv_paths[TS_N] = {
+	"/test.T/Echo", "/test.T/Fail", "/test.T/Slow", "/test.T/Garbage",
+};
+
+/* One posted or answered call of the test server. */
+struct tsrv_call {
+	int method;			/* enum tsrv_method */
+	int answering;			/* 0: posted request, 1: answer batch */
+	grpc_call *call;		/* the call once it arrived */
+	gpr_timespec deadline;		/* its deadline */
+	grpc_metadata_array md;		/* request metadata */
+	grpc_byte_buffer *payload;	/* request body */
+	grpc_byte_buffer *reply;	/* answer body or NULL */
+	int cancelled;			/* RECV_CLOSE_ON_SERVER result */
+};
+
+static grpc_server *tsrv;		/* the test server */
+static grpc_completion_queue *tsrv_cq;	/* its only completion queue */
+static void *tsrv_methods[TS_N];	/* registered method handles */
+static pthread_t tsrv_thread;		/* its polling thread */
+static int tsrv_port;			/* the port it bound */
+static char tsrv_target[64];		/* "127.0.0.1:<port>" */
+static int tsrv_shutdown_tag;		/* tag of shutdown_and_notify */
+
+/* Posts one request for method m. */
+static void
+tsrv_post(int m)
+{
+	struct tsrv_call *c;
+
+	c = calloc(1, sizeof(*c));
+	cr_assert_not_null(c);
+	c->method = m;
+	grpc_metadata_array_init(&c->md);
+	cr_assert_eq(grpc_server_request_registered_call(tsrv,
+	    tsrv_methods[m], &c->call, &c->deadline, &c->md, &c->payload,
+	    tsrv_cq, tsrv_cq, c), GRPC_CALL_OK);
+}
+
+static void
+tsrv_free(struct tsrv_call *c)
+{
+	if (c->call != NULL)
+		grpc_call_unref(c->call);
+	if (c->payload != NULL)
+		grpc_byte_buffer_destroy(c->payload);
+	if (c->reply != NULL)
+		grpc_byte_buffer_destroy(c->reply);
+	grpc_metadata_array_destroy(&c->md);
+	free(c);
+}
+
+/* Answers one arrived call according to its method. */
+static void
+tsrv_answer(struct tsrv_call *c)
+{
+	static const uint8_t garbage[] = { 0x0a, 0x7f, 'x' };
+	grpc_op ops[4];
+	size_t n = 0;
+	grpc_slice details;
+
+	memset(ops, 0, sizeof(ops));
+	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	details = grpc_empty_slice();
+	switch (c->method) {
+	case TS_ECHO:
+		c->reply = grpcx_bytes(NULL, 0);
+		if (c->payload != NULL) {
+			uint8_t *d;
+			size_t len;
+
+			grpc_byte_buffer_destroy(c->reply);
+			cr_assert_eq(grpcx_read_all(c->payload, &d, &len), 0);
+			c->reply = grpcx_bytes(d, len);
+			free(d);
+		}
+		break;
+	case TS_FAIL:
+		details = grpc_slice_from_static_string("bad thing");
+		break;
+	case TS_SLOW:
+		usleep(500000);
+		c->reply = grpcx_bytes(NULL, 0);
+		break;
+	case TS_GARBAGE:
+		c->reply = grpcx_bytes(garbage, sizeof(garbage));
+		break;
+	}
+	if (c->reply != NULL) {
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n++].data.send_message.send_message = c->reply;
+	}
+	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[n].data.send_status_from_server.status = c->method == TS_FAIL ?
+	    GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_OK;
+	ops[n++].data.send_status_from_server.status_details = &details;
+	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+	c->answering = 1;
+	cr_assert_eq(grpc_call_start_batch(c->call, ops, n, c, NULL),
+	    GRPC_CALL_OK);
+}
+
+/* Polls the test server's queue until its shutdown tag arrives. */
+static void *
+tsrv_loop(void *arg)
+{
+	grpc_event ev;
+	struct tsrv_call *c;
+	bool done = false;
+
+	(void)arg;
+	while (!done) {
+		ev = grpc_completion_queue_next(tsrv_cq,
+		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		if (ev.type != GRPC_OP_COMPLETE)
+			break;
+		if (ev.tag == &tsrv_shutdown_tag) {
+			done = true;
+			continue;
+		}
+		c = ev.tag;
+		if (!ev.success || c->answering) {
+			tsrv_free(c);
+			continue;
+		}
+		tsrv_post(c->method);
+		tsrv_answer(c);
+	}
+	return NULL;
+}
+
+static void
+tsrv_start(void)
+{
+	grpc_server_credentials *creds;
+
+	grpc_init();
+	tsrv = grpc_server_create(NULL, NULL);
+	tsrv_cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_server_register_completion_queue(tsrv, tsrv_cq, NULL);
+	for (int m = 0; m < TS_N; m++)
+		tsrv_methods[m] = grpc_server_register_method(tsrv,
+		    tsrv_paths[m], NULL,
+		    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+	creds = grpc_insecure_server_credentials_create();
+	tsrv_port = grpc_server_add_http2_port(tsrv, "127.0.0.1:0", creds);
+	grpc_server_credentials_release(creds);
+	cr_assert_gt(tsrv_port, 0);
+	snprintf(tsrv_target, sizeof(tsrv_target), "127.0.0.1:%d", tsrv_port);
+	grpc_server_start(tsrv);
+	for (int m = 0; m < TS_N; m++)
+		tsrv_post(m);
+	cr_assert_eq(pthread_create(&tsrv_thread, NULL, tsrv_loop, NULL), 0);
+}
+
+static void
+tsrv_stop(void)
+{
+	grpc_event ev;
+
+	grpc_server_shutdown_and_notify(tsrv, tsrv_cq, &tsrv_shutdown_tag);
+	grpc_server_cancel_all_calls(tsrv);
+	pthread_join(tsrv_thread, NULL);
+	grpc_completion_queue_shutdown(tsrv_cq);
+	do {
+		ev = grpc_completion_queue_next(tsrv_cq,
+		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		if (ev.type == GRPC_OP_COMPLETE && ev.tag != &tsrv_shutdown_tag)
+			tsrv_free(ev.tag);
+	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpc_server_destroy(tsrv);
+	grpc_completion_queue_destroy(tsrv_cq);
+	grpc_shutdown();
+}
+
+TestSuite(grpcx_call, .init = tsrv_start, .fini = tsrv_stop, .timeout = 60);
+
+Test(grpcx_call, message_round_trip)
+{
+	struct grpcx_client *cl;
+	struct grpcx_status st;
+	char err[128];
+	Ipam__V1__Child c;
+	Ipam__V1__Subnet s;
+	Nsp__V1__Conduit co;
+	Nsp__V1__Trench t;
+	ProtobufCMessage *resp = NULL;
+	Ipam__V1__Child *out;
+
+	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+	fill_child(&c, &s, &co, &t);
+	cr_expect_eq(grpcx_call(cl, tsrv_paths[TS_ECHO], &c.base,
+	    &ipam__v1__child__descriptor, 5000, &resp, &st), GRPC_STATUS_OK,
+	    "%s", st.message);
+	cr_expect_eq(st.code, GRPC_STATUS_OK);
+	cr_assert_not_null(resp);
+	out = (Ipam__V1__Child *)resp;
+	cr_expect_str_eq(out->name, "proxy-x");
+	cr_assert_not_null(out->subnet);
+	cr_expect_str_eq(out->subnet->conduit->trench->name, "trench-a");
+	protobuf_c_message_free_unpacked(resp, NULL);
+	grpcx_client_free(cl);
+}
+
+Test(grpcx_call, bytes_round_trip_without_deadline)
+{
+	struct grpcx_client *cl;
+	struct grpcx_status st;
+	char err[128];
+	static const uint8_t data[] = { 0x0a, 0x01, 'z' };
+	uint8_t *resp = NULL;
+	size_t len = 0;
+
+	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], data,
+	    sizeof(data), -1, &resp, &len, &st), GRPC_STATUS_OK);
+	cr_assert_not_null(resp);
+	cr_expect_eq(len, sizeof(data));
+	cr_expect_arr_eq(resp, data, sizeof(data));
+	free(resp);
+	grpcx_client_free(cl);
+}
+
+Test(grpcx_call, error_status_and_message)
+{
+	struct grpcx_client *cl;
+	struct grpcx_status st;
+	char err[128];
+	Ipam__V1__Child c;
+	ProtobufCMessage *resp = (ProtobufCMessage *)&c;
+
+	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+	ipam__v1__child__init(&c);
+	cr_expect_eq(grpcx_call(cl, tsrv_paths[TS_FAIL], &c.base,
+	    &ipam__v1__child__descriptor, 5000, &resp, &st),
+	    GRPC_STATUS_INVALID_ARGUMENT);
+	cr_expect_str_eq(st.message, "bad thing");
+	cr_expect_null(resp);
+	grpcx_client_free(cl);
+}
+
+Test(grpcx_call, deadline_exceeded)
+{
+	struct grpcx_client *cl;
+	struct grpcx_status st;
+	char err[128];
+	uint8_t *resp = NULL;
+	size_t len = 0;
+
+	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_SLOW], "", 0, 100,
+	    &resp, &len, &st), GRPC_STATUS_DEADLINE_EXCEEDED);
+	cr_expect_null(resp);
+	grpcx_client_free(cl);
+}
+
+Test(grpcx_call, malformed_response_is_internal)
+{
+	struct grpcx_client *cl;
+	struct grpcx_status st;
+	char err[128];
+	Ipam__V1__Child c;
+	ProtobufCMessage *resp = NULL;
+
+	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+	ipam__v1__child__init(&c);
+	cr_expect_eq(grpcx_call(cl, tsrv_paths[TS_GARBAGE], &c.base,
+	    &ipam__v1__child__descriptor, 5000, &resp, &st),
+	    GRPC_STATUS_INTERNAL);
+	cr_expect_null(resp);
+	cr_expect(strstr(st.message, "ipam.v1.Child") != NULL, "%s",
+	    st.message);
+	grpcx_client_free(cl);
+}
+
+Test(grpcx_call, unreachable_target_is_unavailable)
+{
+	struct grpcx_client *cl;
+	struct grpcx_status st;
+	char err[128], target[64];
+	uint8_t *resp = NULL;
+	size_t len = 0;
+
+	/* port 1 on loopback: nothing listens there in a test sandbox */
+	snprintf(target, sizeof(target), "127.0.0.1:1");
+	cl = grpcx_client_new(target, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], "", 0, 5000,
+	    &resp, &len, &st), GRPC_STATUS_UNAVAILABLE, "%s %s",
+	    grpcx_status_name(st.code), st.message);
+	grpcx_client_free(cl);
+}
+
+/* Twenty echo calls with payloads of its own; non-NULL if all matched. */
+static void *
+concurrent_worker(void *arg)
+{
+	struct grpcx_client *cl = arg;
+	struct grpcx_status st;
+	char body[64];
+	uint8_t *resp;
+	size_t len, n;
+	bool ok = true;
+
+	for (int i = 0; i < 20 && ok; i++) {
+		n = (size_t)snprintf(body, sizeof(body), "%p-%d",
+		    (void *)&st, i);
+		resp = NULL;
+		if (grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], body, n, 5000,
+		    &resp, &len, &st) != GRPC_STATUS_OK || len != n ||
+		    memcmp(resp, body, n) != 0)
+			ok = false;
+		free(resp);
+	}
+	return ok ? arg : NULL;
+}
+
+Test(grpcx_call, concurrent_calls_on_one_client)
+{
+	enum { NTHREADS = 8 };
+	struct grpcx_client *cl;
+	char err[128];
+	pthread_t th[NTHREADS];
+
+	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+	for (int i = 0; i < NTHREADS; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, concurrent_worker,
+		    cl), 0);
+	for (int i = 0; i < NTHREADS; i++) {
+		void *ok;
+
+		pthread_join(th[i], &ok);
+		cr_expect_not_null(ok);
+	}
+	grpcx_client_free(cl);
+}
+
+Test(grpcx, client_new_refuses_empty_target)
+{
+	char err[128] = "";
+
+	cr_expect_null(grpcx_client_new("", err, sizeof(err)));
+	cr_expect_str_eq(err, "empty target");
+	grpcx_client_free(NULL);
+}
