@@ -41,8 +41,8 @@ ssize_t ipc_conn_fill(struct ipc_conn *c);
 /*
  * Takes the next complete frame from the input. Returns 1 and sets
  * *data and *len (valid until the next call on c), 0 when no complete
- * frame is buffered, -1 (errno EMSGSIZE) when the length exceeds IPC_MAX_FRAME: the
- * connection must then be closed.
+ * frame is buffered, -1 (errno EMSGSIZE) when the length exceeds
+ * IPC_MAX_FRAME: the connection must then be closed.
  */
 int ipc_conn_next(struct ipc_conn *c, const uint8_t **data, size_t *len);
 

@@ -12,8 +12,22 @@
  *    worker sends WorkerStatus frames on it: ready = true once it serves, and
  *    at least one frame a second as a heartbeat. EOF on fd 3 means the
  *    supervisor is gone: the worker exits.
- *  - Workers also set PR_SET_PDEATHSIG(SIGTERM) and PR_SET_NO_NEW_PRIVS.
- *  - SIGTERM asks a worker for an orderly stop; it exits 0.
+ *  - The supervisor sets PR_SET_PDEATHSIG(SIGTERM) and PR_SET_NO_NEW_PRIVS
+ *    before exec (workers may set them again), resets the signal mask and
+ *    handlers, and closes every other fd. NOTIFY_SOCKET and WATCHDOG_* are
+ *    removed from a worker's environment: only the supervisor talks to
+ *    systemd.
+ *  - SIGTERM asks a worker for an orderly stop; it exits 0. On SIGTERM the
+ *    supervisor stops api and nsp first, the db worker when they are gone
+ *    (or after 2 s), and SIGKILLs what is left at 4.5 s.
+ *  - Exit status 78 (IPCMSG_EXIT_PERMANENT, EX_CONFIG) means a permanent
+ *    failure that a restart cannot fix (bad data file, locked database,
+ *    prefix mismatch): log why, then exit 78. The supervisor then stops the
+ *    other workers and exits 1 at once, without restarting anything.
+ *  - Any other death is restarted with a floor and a doubling backoff
+ *    (see supervise.h); too many deaths in a window stop everything.
+ *  - A frame on fd 3 that is not a WorkerStatus is a bug: the supervisor
+ *    logs it and kills and restarts that worker.
  *  - Configuration reaches workers through the same environment variables
  *    (already validated by the supervisor).
  */
@@ -31,6 +45,7 @@
 #define IPCMSG_DB_LISTEN_FD 4		/* db worker: the listening socket */
 #define IPCMSG_ENV_RUNDIR "IPAMD_RUNDIR"	/* runtime directory variable */
 #define IPCMSG_DB_SOCK "db.sock"	/* db socket, inside the runtime dir */
+#define IPCMSG_EXIT_PERMANENT 78	/* worker exit: do not restart, stop all */
 
 /* Packs r and queues it as one frame on c. Returns 0 or -1. */
 int ipcmsg_queue_request(struct ipc_conn *c, const Ipamd__V1__Request *r);

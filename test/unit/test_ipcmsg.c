@@ -1,0 +1,306 @@
+/*
+ * test_ipcmsg.c - ipamd.v1 messages through ipc frames; garbage and
+ * truncated bytes are refused.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ipcmsg.h"
+
+static int sv[2] = { -1, -1 };
+
+static void
+setup_pair(void)
+{
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+}
+
+static void
+teardown_pair(void)
+{
+	if (sv[0] >= 0)
+		close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+	sv[0] = sv[1] = -1;
+}
+
+/* An Allocate request with every field set, packed into buf. */
+static size_t
+pack_allocate(uint8_t *buf, size_t cap)
+{
+	Ipamd__V1__Request r = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Allocate a = IPAMD__V1__ALLOCATE__INIT;
+	size_t n;
+
+	a.trench = "trench-a";
+	a.conduit = "load-balancer";
+	a.node = "worker-1";
+	a.family = IPAMD__V1__FAMILY__FAMILY_IPV6;
+	a.name = "proxy-1";
+	a.wait_ms = 1500;
+	r.id = 42;
+	r.body_case = IPAMD__V1__REQUEST__BODY_ALLOCATE;
+	r.allocate = &a;
+	n = ipamd__v1__request__get_packed_size(&r);
+	cr_assert_leq(n, cap);
+	return ipamd__v1__request__pack(&r, buf);
+}
+
+Test(ipcmsg, request_roundtrip_through_conn, .init = setup_pair,
+    .fini = teardown_pair)
+{
+	Ipamd__V1__Request r = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Release rel = IPAMD__V1__RELEASE__INIT;
+	Ipamd__V1__Request *got;
+	struct ipc_conn *w = ipc_conn_new(sv[1]);
+	struct ipc_conn *rd = ipc_conn_new(sv[0]);
+	const uint8_t *data;
+	size_t len;
+
+	cr_assert_not_null(w);
+	cr_assert_not_null(rd);
+	sv[0] = sv[1] = -1;
+	rel.trench = "t";
+	rel.conduit = "c";
+	rel.node = "n";
+	rel.family = IPAMD__V1__FAMILY__FAMILY_IPV4;
+	rel.name = "x";
+	r.id = 7;
+	r.body_case = IPAMD__V1__REQUEST__BODY_RELEASE;
+	r.release = &rel;
+	cr_assert_eq(ipcmsg_queue_request(w, &r), 0);
+	cr_assert_eq(ipc_conn_flush(w), 0);
+	cr_assert_gt(ipc_conn_fill(rd), 0);
+	cr_assert_eq(ipc_conn_next(rd, &data, &len), 1);
+	got = ipcmsg_unpack_request(data, len);
+	cr_assert_not_null(got);
+	cr_assert_eq(got->id, 7);
+	cr_assert_eq(got->body_case, IPAMD__V1__REQUEST__BODY_RELEASE);
+	cr_assert_str_eq(got->release->node, "n");
+	cr_assert_eq(got->release->family, IPAMD__V1__FAMILY__FAMILY_IPV4);
+	cr_assert_str_eq(ipcmsg_request_name(got), "release");
+	ipamd__v1__request__free_unpacked(got, NULL);
+	ipc_conn_free(w);
+	ipc_conn_free(rd);
+}
+
+Test(ipcmsg, reply_roundtrip_through_conn, .init = setup_pair,
+    .fini = teardown_pair)
+{
+	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
+	Ipamd__V1__Reply *got;
+	struct ipc_conn *w = ipc_conn_new(sv[1]);
+	uint8_t *data = NULL;
+	size_t len;
+
+	cr_assert_not_null(w);
+	sv[1] = -1;
+	r.id = 9;
+	r.address = "169.255.0.1";
+	r.prefix_length = 24;
+	cr_assert_eq(ipcmsg_queue_reply(w, &r), 0);
+	cr_assert_eq(ipc_conn_flush(w), 0);
+	cr_assert_eq(ipc_recv(sv[0], &data, &len, 1000), 1);
+	got = ipcmsg_unpack_reply(data, len);
+	cr_assert_not_null(got);
+	cr_assert_eq(got->id, 9);
+	cr_assert_eq(got->code, 0);
+	cr_assert_str_eq(got->address, "169.255.0.1");
+	cr_assert_eq(got->prefix_length, 24);
+	ipamd__v1__reply__free_unpacked(got, NULL);
+	free(data);
+	ipc_conn_free(w);
+}
+
+Test(ipcmsg, send_request_blocking, .init = setup_pair, .fini = teardown_pair)
+{
+	Ipamd__V1__Request r = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Ping ping = IPAMD__V1__PING__INIT;
+	Ipamd__V1__Request *got;
+	uint8_t *data = NULL;
+	size_t len;
+
+	r.id = 1;
+	r.body_case = IPAMD__V1__REQUEST__BODY_PING;
+	r.ping = &ping;
+	cr_assert_eq(ipcmsg_send_request(sv[1], &r), 0);
+	cr_assert_eq(ipc_recv(sv[0], &data, &len, 1000), 1);
+	got = ipcmsg_unpack_request(data, len);
+	cr_assert_not_null(got);
+	cr_assert_str_eq(ipcmsg_request_name(got), "ping");
+	ipamd__v1__request__free_unpacked(got, NULL);
+	free(data);
+}
+
+Test(ipcmsg, large_request_uses_heap_path, .init = setup_pair,
+    .fini = teardown_pair)
+{
+	Ipamd__V1__Request r = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__SyncConduits s = IPAMD__V1__SYNC_CONDUITS__INIT;
+	Ipamd__V1__Request *got;
+	char *names[200], name[32];
+	uint8_t *data = NULL;
+	size_t len;
+
+	for (int i = 0; i < 200; i++) {
+		snprintf(name, sizeof(name), "conduit-%03d", i);
+		names[i] = strdup(name);
+	}
+	s.n_add = 200;
+	s.add = names;
+	r.id = 3;
+	r.body_case = IPAMD__V1__REQUEST__BODY_SYNC_CONDUITS;
+	r.sync_conduits = &s;
+	cr_assert_gt(ipamd__v1__request__get_packed_size(&r), 1024);
+	cr_assert_eq(ipcmsg_send_request(sv[1], &r), 0);
+	cr_assert_eq(ipc_recv(sv[0], &data, &len, 1000), 1);
+	got = ipcmsg_unpack_request(data, len);
+	cr_assert_not_null(got);
+	cr_assert_eq(got->sync_conduits->n_add, 200);
+	cr_assert_str_eq(got->sync_conduits->add[199], "conduit-199");
+	cr_assert_str_eq(ipcmsg_request_name(got), "sync_conduits");
+	ipamd__v1__request__free_unpacked(got, NULL);
+	free(data);
+	for (int i = 0; i < 200; i++)
+		free(names[i]);
+}
+
+Test(ipcmsg, oversize_message_refused, .init = setup_pair,
+    .fini = teardown_pair)
+{
+	Ipamd__V1__Request r = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Allocate a = IPAMD__V1__ALLOCATE__INIT;
+	char *big = malloc(IPC_MAX_FRAME + 1);
+
+	cr_assert_not_null(big);
+	memset(big, 'x', IPC_MAX_FRAME);
+	big[IPC_MAX_FRAME] = '\0';
+	a.name = big;
+	a.trench = a.conduit = a.node = "";
+	r.body_case = IPAMD__V1__REQUEST__BODY_ALLOCATE;
+	r.allocate = &a;
+	errno = 0;
+	cr_assert_eq(ipcmsg_send_request(sv[1], &r), -1);
+	cr_assert_eq(errno, EMSGSIZE);
+	free(big);
+}
+
+Test(ipcmsg, status_roundtrip, .init = setup_pair, .fini = teardown_pair)
+{
+	Ipamd__V1__WorkerStatus *st;
+	uint8_t *data = NULL;
+	size_t len;
+
+	cr_assert_eq(ipcmsg_send_status(sv[1], true, "serving"), 0);
+	cr_assert_eq(ipcmsg_send_status(sv[1], false, NULL), 0);
+	cr_assert_eq(ipc_recv(sv[0], &data, &len, 1000), 1);
+	st = ipcmsg_unpack_status(data, len);
+	cr_assert_not_null(st);
+	cr_assert(st->ready);
+	cr_assert_str_eq(st->status, "serving");
+	ipamd__v1__worker_status__free_unpacked(st, NULL);
+	free(data);
+	cr_assert_eq(ipc_recv(sv[0], &data, &len, 1000), 1);
+	st = ipcmsg_unpack_status(data, len);
+	cr_assert_not_null(st);
+	cr_assert_not(st->ready);
+	cr_assert_str_eq(st->status, "");
+	ipamd__v1__worker_status__free_unpacked(st, NULL);
+	free(data);
+}
+
+Test(ipcmsg, garbage_refused)
+{
+	/* A field-1 varint that never ends, an invalid wire type, and a
+	 * length-delimited field longer than the data. */
+	static const uint8_t bad_varint[] = { 0x08, 0xff, 0xff, 0xff, 0xff,
+	    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	static const uint8_t bad_wire[] = { 0x0f, 0x01 };
+	static const uint8_t bad_len[] = { 0x12, 0x7f, 'a' };
+
+	cr_assert_null(ipcmsg_unpack_request(bad_varint, sizeof(bad_varint)));
+	cr_assert_null(ipcmsg_unpack_reply(bad_varint, sizeof(bad_varint)));
+	cr_assert_null(ipcmsg_unpack_status(bad_varint, sizeof(bad_varint)));
+	cr_assert_null(ipcmsg_unpack_request(bad_wire, sizeof(bad_wire)));
+	cr_assert_null(ipcmsg_unpack_reply(bad_wire, sizeof(bad_wire)));
+	cr_assert_null(ipcmsg_unpack_status(bad_wire, sizeof(bad_wire)));
+	cr_assert_null(ipcmsg_unpack_request(bad_len, sizeof(bad_len)));
+	cr_assert_null(ipcmsg_unpack_reply(bad_len, sizeof(bad_len)));
+	cr_assert_null(ipcmsg_unpack_status(bad_len, sizeof(bad_len)));
+	cr_assert_null(ipcmsg_unpack_request(NULL, 5));
+	cr_assert_null(ipcmsg_unpack_reply(NULL, 5));
+	cr_assert_null(ipcmsg_unpack_status(NULL, 5));
+}
+
+Test(ipcmsg, request_without_body_refused)
+{
+	static const uint8_t only_id[] = { 0x08, 0x05 };
+
+	cr_assert_null(ipcmsg_unpack_request(only_id, sizeof(only_id)));
+	cr_assert_null(ipcmsg_unpack_request((const uint8_t *)"", 0));
+	cr_assert_str_eq(ipcmsg_request_name(NULL), "none");
+}
+
+/* Every proper prefix of a packed Allocate is refused: the cut falls in
+ * the id, in the body's header, or inside the body whose length says
+ * more bytes follow. */
+Test(ipcmsg, truncated_request_refused)
+{
+	uint8_t buf[256];
+	size_t n = pack_allocate(buf, sizeof(buf));
+	Ipamd__V1__Request *whole;
+
+	whole = ipcmsg_unpack_request(buf, n);
+	cr_assert_not_null(whole);
+	cr_assert_eq(whole->allocate->wait_ms, 1500);
+	cr_assert_str_eq(whole->allocate->name, "proxy-1");
+	ipamd__v1__request__free_unpacked(whole, NULL);
+	for (size_t cut = 1; cut < n; cut++)
+		cr_assert_null(ipcmsg_unpack_request(buf, cut), "cut %zu", cut);
+}
+
+Test(ipcmsg, truncated_reply_refused)
+{
+	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
+	uint8_t buf[128];
+	size_t n;
+
+	r.id = 1;
+	r.message = "conduit not found";
+	n = ipamd__v1__reply__pack(&r, buf);
+	/* Cut inside the message string (after tag and length bytes). */
+	for (size_t cut = 4; cut < n; cut++)
+		cr_assert_null(ipcmsg_unpack_reply(buf, cut), "cut %zu", cut);
+}
+
+Test(ipcmsg, db_path)
+{
+	char buf[256], small[8], longdir[200];
+
+	cr_assert_eq(ipcmsg_db_path("/run/x", buf, sizeof(buf)), 0);
+	cr_assert_str_eq(buf, "/run/x/db.sock");
+	cr_assert_eq(ipcmsg_db_path("/run/x", small, sizeof(small)), -1);
+	memset(longdir, 'd', sizeof(longdir) - 1);
+	longdir[sizeof(longdir) - 1] = '\0';
+	/* Fits buf but not sun_path. */
+	cr_assert_eq(ipcmsg_db_path(longdir, buf, sizeof(buf)), -1);
+}
+
+Test(ipcmsg, request_names)
+{
+	Ipamd__V1__Request r = IPAMD__V1__REQUEST__INIT;
+
+	r.body_case = IPAMD__V1__REQUEST__BODY_HELLO;
+	cr_assert_str_eq(ipcmsg_request_name(&r), "hello");
+	r.body_case = IPAMD__V1__REQUEST__BODY_ALLOCATE;
+	cr_assert_str_eq(ipcmsg_request_name(&r), "allocate");
+	r.body_case = IPAMD__V1__REQUEST__BODY__NOT_SET;
+	cr_assert_str_eq(ipcmsg_request_name(&r), "unknown");
+}
