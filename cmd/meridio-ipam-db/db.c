@@ -1,0 +1,636 @@
+/*
+ * db.c - the db worker's loop.
+ *
+ * One thread, one poll loop. Every turn reads all the requests that are
+ * ready on every connection, applies the changes among them in one registry
+ * batch (one sqlite transaction, one commit), and only then queues the
+ * answers: an answer means the change is on disk. If any change of a batch
+ * hits a storage error, the batch is undone and its requests are applied
+ * one by one, so that one bad request cannot fail its neighbours.
+ *
+ * An Allocate for a conduit that is not known yet is parked until the
+ * conduit appears or its wait_ms runs out.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "ipcmsg.h"
+#include "log.h"
+
+#define DB_MAX_CLIENTS 64		/* connections served at once */
+#define DB_MAX_BATCH 4096		/* requests applied in one commit */
+#define DB_MAX_NAME 512			/* longest child name */
+#define DB_MAX_LABEL 253		/* longest node, conduit, trench name */
+#define NS_PER_MS 1000000LL
+
+/* gRPC status codes used in replies. */
+enum {
+	CODE_OK = 0,
+	CODE_INVALID_ARGUMENT = 3,
+	CODE_DEADLINE_EXCEEDED = 4,
+	CODE_NOT_FOUND = 5,
+	CODE_RESOURCE_EXHAUSTED = 8,
+	CODE_FAILED_PRECONDITION = 9,
+	CODE_INTERNAL = 13,
+	CODE_UNAVAILABLE = 14,
+};
+
+/* One connection to the db worker. */
+struct client {
+	struct ipc_conn *conn;		/* NULL when the slot is free */
+	uint64_t gen;			/* bumped when the slot is reused */
+	int role;			/* Ipamd__V1__Role, 0 before Hello */
+	int pid;			/* the peer's pid, from Hello */
+};
+
+/* One request waiting for its answer. */
+struct pending {
+	int slot;			/* client slot */
+	uint64_t gen;			/* client generation at receipt */
+	Ipamd__V1__Request *req;	/* the request (owned) */
+	int64_t deadline;		/* parked: CLOCK_MONOTONIC ns limit */
+	bool park;			/* apply() asks to wait for a conduit */
+	int code;			/* reply code */
+	unsigned plen;			/* Allocate: prefix length */
+	char addr[PFX_ADDRSTRLEN];	/* Allocate: address */
+	char msg[512];			/* error text */
+};
+
+/* A growable array of pending requests. */
+struct plist {
+	struct pending *v;		/* entries */
+	size_t n, cap;			/* used and allocated */
+};
+
+struct db {
+	const struct cfg *cfg;		/* configuration */
+	struct store *st;		/* the file */
+	struct reg *reg;		/* the tree */
+	struct client cl[DB_MAX_CLIENTS]; /* connection slots */
+	struct plist batch;		/* requests of this turn */
+	struct plist parked;		/* waiting for their conduit */
+	bool conduits_changed;		/* a sync in this turn: retry parked */
+	uint64_t batches;		/* committed batches */
+	uint64_t requests;		/* requests answered */
+};
+
+static int64_t
+clock_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int
+plist_push(struct plist *l, const struct pending *p)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct pending *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL)
+			return -1;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = *p;
+	return 0;
+}
+
+static void
+client_close(struct db *d, int slot, const char *why)
+{
+	struct client *c = &d->cl[slot];
+
+	if (c->conn == NULL)
+		return;
+	log_kv(LOGL_DEBUG, "connection closed", "reason", why, NULL);
+	ipc_conn_free(c->conn);
+	c->conn = NULL;
+	c->gen++;
+	c->role = 0;
+}
+
+/* Queues the answer of p, if its client is still there. */
+static void
+reply(struct db *d, struct pending *p)
+{
+	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
+	struct client *c = &d->cl[p->slot];
+
+	d->requests++;
+	if (c->conn == NULL || c->gen != p->gen)
+		return;
+	r.id = p->req->id;
+	r.code = p->code;
+	r.message = p->msg;
+	r.address = p->addr;
+	r.prefix_length = (int32_t)p->plen;
+	if (ipcmsg_queue_reply(c->conn, &r) != 0)
+		client_close(d, p->slot, "cannot queue a reply");
+}
+
+static void
+pending_free(struct pending *p)
+{
+	if (p->req != NULL)
+		ipamd__v1__request__free_unpacked(p->req, NULL);
+	p->req = NULL;
+}
+
+static void
+fail(struct pending *p, int code, const char *fmt, const char *arg)
+{
+	p->code = code;
+	snprintf(p->msg, sizeof(p->msg), fmt, arg);
+}
+
+static int
+code_of(int rc)
+{
+	switch (rc) {
+	case REG_OK:
+		return CODE_OK;
+	case REG_EINVAL:
+		return CODE_INVALID_ARGUMENT;
+	case REG_EFAMILY:
+		return CODE_FAILED_PRECONDITION;
+	case REG_ETRENCH:
+	case REG_ENOCONDUIT:
+		return CODE_NOT_FOUND;
+	case REG_EXHAUSTED:
+		return CODE_RESOURCE_EXHAUSTED;
+	case REG_ESTORE:
+		return CODE_UNAVAILABLE;
+	default:
+		return CODE_INTERNAL;
+	}
+}
+
+/* Checks the fields shared by Allocate and Release. */
+static bool
+check_child(struct db *d, struct pending *p, const char *trench,
+    const char *conduit, const char *node, int family, const char *name)
+{
+	if (family != IPAMD__V1__FAMILY__FAMILY_IPV4 &&
+	    family != IPAMD__V1__FAMILY__FAMILY_IPV6) {
+		fail(p, CODE_INVALID_ARGUMENT, "%sunknown IP family", "");
+		return false;
+	}
+	if (name[0] == '\0' || strlen(name) > DB_MAX_NAME) {
+		fail(p, CODE_INVALID_ARGUMENT, "child name %s", name[0] ?
+		    "too long" : "empty");
+		return false;
+	}
+	if (node[0] == '\0' || strlen(node) > DB_MAX_LABEL) {
+		fail(p, CODE_INVALID_ARGUMENT, "node name %s", node[0] ?
+		    "too long" : "empty");
+		return false;
+	}
+	if (conduit[0] == '\0' || strlen(conduit) > DB_MAX_LABEL) {
+		fail(p, CODE_INVALID_ARGUMENT, "conduit name %s", conduit[0] ?
+		    "too long" : "empty");
+		return false;
+	}
+	if (strcmp(trench, d->cfg->trench) != 0) {
+		fail(p, CODE_NOT_FOUND, "trench %s not found", trench);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Applies one request inside the open batch and fills its reply fields.
+ * Returns the registry status (REG_ESTORE means: roll the batch back).
+ */
+static int
+apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
+{
+	Ipamd__V1__Request *q = p->req;
+	struct reg_result res;
+	char err[512] = "";
+	size_t i;
+	int rc = REG_OK;
+
+	p->park = false;
+	p->code = CODE_OK;
+	p->msg[0] = p->addr[0] = '\0';
+	p->plen = 0;
+	switch (q->body_case) {
+	case IPAMD__V1__REQUEST__BODY_ALLOCATE: {
+		Ipamd__V1__Allocate *a = q->allocate;
+		if (!check_child(d, p, a->trench, a->conduit, a->node,
+		    a->family, a->name))
+			return REG_OK;
+		rc = reg_allocate(d->reg, a->family, a->conduit, a->node,
+		    a->name, now, &res, err, sizeof(err));
+		if (rc == REG_ENOCONDUIT && a->wait_ms > 0) {
+			if (p->deadline == 0)
+				p->deadline = mono + a->wait_ms * NS_PER_MS;
+			if (mono < p->deadline) {
+				p->park = true;
+				return REG_OK;
+			}
+			snprintf(err + strlen(err), sizeof(err) - strlen(err),
+			    " (waited %u ms)", a->wait_ms);
+		}
+		if (rc == REG_OK) {
+			memcpy(p->addr, res.address, sizeof(p->addr));
+			p->plen = res.prefix_len;
+			if (res.created)
+				log_kv(LOGL_DEBUG, "allocated", "conduit",
+				    a->conduit, "node", a->node, "name",
+				    a->name, "address", res.address, NULL);
+		}
+		break;
+	}
+	case IPAMD__V1__REQUEST__BODY_RELEASE: {
+		Ipamd__V1__Release *r = q->release;
+		if (!check_child(d, p, r->trench, r->conduit, r->node,
+		    r->family, r->name))
+			return REG_OK;
+		rc = reg_release(d->reg, r->family, r->conduit, r->node,
+		    r->name, err, sizeof(err));
+		break;
+	}
+	case IPAMD__V1__REQUEST__BODY_SYNC_CONDUITS: {
+		Ipamd__V1__SyncConduits *s = q->sync_conduits;
+		for (i = 0; rc == REG_OK && i < s->n_remove; i++) {
+			rc = reg_remove_conduit(d->reg, s->remove[i], err,
+			    sizeof(err));
+			if (rc == REG_OK)
+				log_kv(LOGL_INFO, "conduit removed", "conduit",
+				    s->remove[i], NULL);
+		}
+		for (i = 0; rc == REG_OK && i < s->n_add; i++) {
+			if (s->add[i][0] == '\0' ||
+			    strlen(s->add[i]) > DB_MAX_LABEL) {
+				fail(p, CODE_INVALID_ARGUMENT,
+				    "bad conduit name %.300s", s->add[i]);
+				return REG_OK;
+			}
+			rc = reg_add_conduit(d->reg, s->add[i], now, err,
+			    sizeof(err));
+		}
+		d->conduits_changed = true;
+		break;
+	}
+	default:
+		fail(p, CODE_INVALID_ARGUMENT, "%sunexpected request", "");
+		return REG_OK;
+	}
+	if (rc != REG_OK) {
+		p->code = code_of(rc);
+		snprintf(p->msg, sizeof(p->msg), "%s", err);
+	}
+	return rc;
+}
+
+/* Applies all of l in one batch; falls back to one batch per request. */
+static void
+run_batch(struct db *d, struct plist *l)
+{
+	int64_t now = clock_ns(CLOCK_REALTIME), mono = clock_ns(CLOCK_MONOTONIC);
+	char err[512];
+	size_t i;
+	bool failed = false;
+
+	if (l->n == 0)
+		return;
+	if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
+		failed = true;
+	} else {
+		for (i = 0; i < l->n && !failed; i++)
+			failed = apply(d, &l->v[i], now, mono) == REG_ESTORE;
+		if (failed)
+			reg_rollback(d->reg);
+		else if (reg_commit(d->reg, err, sizeof(err)) != REG_OK)
+			failed = true;
+	}
+	if (failed) {
+		log_kv(LOGL_WARNING, "batch failed, applying its requests one "
+		    "by one", "error", err, NULL);
+		for (i = 0; i < l->n; i++) {
+			struct pending *p = &l->v[i];
+			if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
+				fail(p, CODE_UNAVAILABLE, "storage: %s", err);
+				continue;
+			}
+			if (apply(d, p, now, mono) == REG_ESTORE) {
+				reg_rollback(d->reg);
+				continue;
+			}
+			if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
+				p->park = false;
+				fail(p, CODE_UNAVAILABLE, "storage: %s", err);
+			}
+		}
+	}
+	d->batches++;
+	for (i = 0; i < l->n; i++) {
+		struct pending *p = &l->v[i];
+		if (p->park && plist_push(&d->parked, p) == 0)
+			continue;
+		if (p->park)
+			fail(p, CODE_INTERNAL, "%sout of memory", "");
+		reply(d, p);
+		pending_free(p);
+	}
+	l->n = 0;
+}
+
+/* Answers at once what needs no batch; returns true if it did. */
+static bool
+answer_now(struct db *d, struct pending *p)
+{
+	struct client *c = &d->cl[p->slot];
+	Ipamd__V1__Request *q = p->req;
+
+	p->code = CODE_OK;
+	p->msg[0] = p->addr[0] = '\0';
+	p->plen = 0;
+	if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO) {
+		c->role = q->hello->role;
+		c->pid = q->hello->pid;
+		log_fmt(LOGL_DEBUG, "hello from role %d pid %d", c->role,
+		    c->pid);
+	} else if (q->body_case != IPAMD__V1__REQUEST__BODY_PING) {
+		return false;
+	}
+	reply(d, p);
+	pending_free(p);
+	return true;
+}
+
+/* Reads every complete frame of one client into the batch. */
+static void
+client_read(struct db *d, int slot)
+{
+	struct client *c = &d->cl[slot];
+	const uint8_t *data;
+	size_t len;
+	ssize_t n;
+	int rc;
+
+	for (;;) {
+		n = ipc_conn_fill(c->conn);
+		if (n == 0) {
+			client_close(d, slot, "peer closed");
+			return;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+			client_close(d, slot, strerror(errno));
+			return;
+		}
+		while ((rc = ipc_conn_next(c->conn, &data, &len)) == 1) {
+			struct pending p = { .slot = slot, .gen = c->gen };
+			p.req = ipcmsg_unpack_request(data, len);
+			if (p.req == NULL || (c->role == 0 &&
+			    p.req->body_case != IPAMD__V1__REQUEST__BODY_HELLO)) {
+				log_kv(LOGL_WARNING, "malformed request frame "
+				    "or no hello: closing the connection",
+				    "role", c->role == 1 ? "api" : c->role == 2 ?
+				    "nsp" : "other", NULL);
+				pending_free(&p);
+				client_close(d, slot, "protocol error");
+				return;
+			}
+			if (answer_now(d, &p))
+				continue;
+			if (plist_push(&d->batch, &p) != 0) {
+				pending_free(&p);
+				client_close(d, slot, "out of memory");
+				return;
+			}
+		}
+		if (rc < 0) {
+			log_warn("oversized frame: closing the connection");
+			client_close(d, slot, "oversized frame");
+			return;
+		}
+		if (n < 0 || d->batch.n >= DB_MAX_BATCH)
+			return;
+	}
+}
+
+static void
+accept_clients(struct db *d, int lfd)
+{
+	int fd, slot;
+
+	while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >=
+	    0) {
+		for (slot = 0; slot < DB_MAX_CLIENTS; slot++)
+			if (d->cl[slot].conn == NULL)
+				break;
+		if (slot == DB_MAX_CLIENTS) {
+			log_warn("too many connections (%d): refusing one",
+			    DB_MAX_CLIENTS);
+			close(fd);
+			continue;
+		}
+		if ((d->cl[slot].conn = ipc_conn_new(fd)) == NULL) {
+			close(fd);
+			continue;
+		}
+		d->cl[slot].role = 0;
+	}
+}
+
+/* Moves parked requests back into the batch (conduits changed) and
+ * answers those whose wait is over. */
+static void
+revisit_parked(struct db *d, int64_t mono, bool all)
+{
+	size_t i, keep = 0;
+
+	for (i = 0; i < d->parked.n; i++) {
+		struct pending *p = &d->parked.v[i];
+		struct client *c = &d->cl[p->slot];
+		if (c->conn == NULL || c->gen != p->gen) {
+			pending_free(p);
+		} else if (all || mono >= p->deadline) {
+			if (plist_push(&d->batch, p) != 0)
+				d->parked.v[keep++] = *p;
+		} else {
+			d->parked.v[keep++] = *p;
+		}
+	}
+	d->parked.n = keep;
+}
+
+static int64_t
+next_parked_deadline(const struct db *d)
+{
+	int64_t t = INT64_MAX;
+	size_t i;
+
+	for (i = 0; i < d->parked.n; i++)
+		if (d->parked.v[i].deadline < t)
+			t = d->parked.v[i].deadline;
+	return t;
+}
+
+static void
+heartbeat(struct db *d, int status_fd)
+{
+	char status[160];
+
+	if (status_fd < 0)
+		return;
+	snprintf(status, sizeof(status), "db: %zu records, %zu addresses, "
+	    "%llu commits", reg_count(d->reg), reg_count_children(d->reg),
+	    (unsigned long long)store_commit_count(d->st));
+	if (ipcmsg_send_status(status_fd, true, status) != 0)
+		log_warn("cannot write to the supervisor: %s", strerror(errno));
+}
+
+static void
+run_gc(struct db *d)
+{
+	char err[512];
+	size_t reaped = 0;
+	int64_t now = clock_ns(CLOCK_REALTIME);
+
+	if (reg_begin(d->reg, err, sizeof(err)) != REG_OK ||
+	    reg_gc(d->reg, now, d->cfg->gc_threshold_ns, &reaped, err,
+	    sizeof(err)) != REG_OK) {
+		reg_rollback(d->reg);
+		log_kv(LOGL_ERROR, "garbage collection failed", "error", err,
+		    NULL);
+		return;
+	}
+	if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
+		log_kv(LOGL_ERROR, "garbage collection commit failed", "error",
+		    err, NULL);
+		return;
+	}
+	log_fmt(reaped ? LOGL_INFO : LOGL_DEBUG,
+	    "garbage collection reaped %zu records", reaped);
+}
+
+int
+db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
+    int lfd, int status_fd)
+{
+	struct db d = { .cfg = cfg, .st = st, .reg = reg };
+	struct pollfd pfd[3 + DB_MAX_CLIENTS];
+	int map[3 + DB_MAX_CLIENTS];
+	int64_t mono, next_hb, next_gc, wake;
+	sigset_t mask;
+	int sfd, n, i, timeout;
+	bool stop = false;
+	size_t k;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	if ((sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
+		log_fatal("signalfd: %s", strerror(errno));
+	mono = clock_ns(CLOCK_MONOTONIC);
+	next_hb = mono;
+	next_gc = cfg->gc_enabled ? mono + cfg->gc_interval_ns : INT64_MAX;
+	log_info("serving");
+
+	while (!stop) {
+		n = 0;
+		pfd[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+		pfd[n++] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+		pfd[n++] = (struct pollfd){ .fd = status_fd, .events = POLLIN };
+		for (i = 0; i < DB_MAX_CLIENTS; i++) {
+			if (d.cl[i].conn == NULL)
+				continue;
+			map[n] = i;
+			pfd[n++] = (struct pollfd){
+			    .fd = ipc_conn_fd(d.cl[i].conn),
+			    .events = POLLIN | (ipc_conn_pending(d.cl[i].conn) ?
+			    POLLOUT : 0) };
+		}
+		mono = clock_ns(CLOCK_MONOTONIC);
+		wake = next_hb;
+		if (next_gc < wake)
+			wake = next_gc;
+		if (next_parked_deadline(&d) < wake)
+			wake = next_parked_deadline(&d);
+		timeout = wake <= mono ? 0 : (int)((wake - mono) / NS_PER_MS + 1);
+		if (poll(pfd, (nfds_t)n, timeout) < 0 && errno != EINTR)
+			log_fatal("poll: %s", strerror(errno));
+
+		if (pfd[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) > 0)
+				log_fmt(LOGL_INFO, "signal %u: stopping",
+				    si.ssi_signo);
+			stop = true;
+		}
+		if (status_fd >= 0 && pfd[2].revents) {
+			char b[256];
+			ssize_t r = read(status_fd, b, sizeof(b));
+			if (r == 0 || (r < 0 && errno != EAGAIN)) {
+				log_warn("supervisor gone: stopping");
+				stop = true;
+			}
+		}
+		if (pfd[1].revents & POLLIN)
+			accept_clients(&d, lfd);
+		for (i = 3; i < n; i++) {
+			int slot = map[i];
+			if (d.cl[slot].conn == NULL)
+				continue;
+			if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
+				client_read(&d, slot);
+		}
+		mono = clock_ns(CLOCK_MONOTONIC);
+		revisit_parked(&d, mono, d.conduits_changed);
+		d.conduits_changed = false;
+		run_batch(&d, &d.batch);
+		/* A conduit added in this batch may release parked calls. */
+		if (d.conduits_changed) {
+			revisit_parked(&d, mono, true);
+			d.conduits_changed = false;
+			run_batch(&d, &d.batch);
+		}
+		for (i = 0; i < DB_MAX_CLIENTS; i++)
+			if (d.cl[i].conn != NULL &&
+			    ipc_conn_pending(d.cl[i].conn) &&
+			    ipc_conn_flush(d.cl[i].conn) < 0)
+				client_close(&d, i, "write failed");
+		mono = clock_ns(CLOCK_MONOTONIC);
+		if (mono >= next_gc) {
+			run_gc(&d);
+			next_gc = mono + cfg->gc_interval_ns;
+		}
+		if (mono >= next_hb) {
+			heartbeat(&d, status_fd);
+			next_hb = mono + 1000 * NS_PER_MS;
+		}
+	}
+	/* Everything acknowledged is committed; parked calls cannot wait. */
+	for (k = 0; k < d.parked.n; k++) {
+		struct pending *p = &d.parked.v[k];
+		fail(p, CODE_UNAVAILABLE, "%sdb worker stopping", "");
+		reply(&d, p);
+		pending_free(p);
+	}
+	for (i = 0; i < DB_MAX_CLIENTS; i++) {
+		if (d.cl[i].conn != NULL)
+			(void)ipc_conn_flush(d.cl[i].conn);
+		client_close(&d, i, "stopping");
+	}
+	free(d.batch.v);
+	free(d.parked.v);
+	close(sfd);
+	log_fmt(LOGL_INFO, "stopped after %llu batches, %llu requests",
+	    (unsigned long long)d.batches, (unsigned long long)d.requests);
+	return 0;
+}

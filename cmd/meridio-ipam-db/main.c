@@ -1,0 +1,123 @@
+/*
+ * meridio-ipam-db: the db worker. Started by the supervisor (fork + exec)
+ * with the listening IPC socket as fd 4 and the status channel as fd 3.
+ * Opens and locks the database, loads and checks it, then serves.
+ * Failures that a restart cannot cure (bad data file, lock held by another
+ * instance, stored prefix differs from the configuration) exit with
+ * DB_EXIT_PERMANENT so that the supervisor stops instead of looping.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "db.h"
+#include "ipcmsg.h"
+#include "log.h"
+#include "registry.h"
+#include "store.h"
+
+static const char *
+env_get(const char *name)
+{
+	return getenv(name);
+}
+
+static void
+on_problem(void *arg, const char *id, const char *what)
+{
+	(void)arg;
+	log_kv(LOGL_WARNING, "stored record skipped (left untouched on disk)",
+	    "id", id, "problem", what, NULL);
+}
+
+/* The listening socket: fd 4 from the supervisor, or our own when run by
+ * hand with only IPAMD_RUNDIR set. */
+static int
+listen_socket(void)
+{
+	char path[256], err[256];
+	const char *rundir;
+	int fd;
+
+	if (fcntl(IPCMSG_DB_LISTEN_FD, F_GETFD) != -1)
+		return IPCMSG_DB_LISTEN_FD;
+	if ((rundir = getenv(IPCMSG_ENV_RUNDIR)) == NULL ||
+	    ipcmsg_db_path(rundir, path, sizeof(path)) != 0)
+		log_fatal("no listening socket on fd %d and no usable %s",
+		    IPCMSG_DB_LISTEN_FD, IPCMSG_ENV_RUNDIR);
+	if ((fd = ipc_listen(path, 128, err, sizeof(err))) < 0)
+		log_fatal("%s", err);
+	return fd;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct cfg cfg;
+	struct store *st = NULL;
+	struct reg *reg = NULL;
+	struct reg_params rp = { 0 };
+	char err[512];
+	sigset_t mask;
+	int rc, status_fd, fi;
+
+	(void)argc;
+	(void)argv;
+	log_init("db", LOGL_INFO, 2);
+	if (cfg_load(&cfg, env_get, err, sizeof(err)) != 0) {
+		log_kv(LOGL_ERROR, "bad configuration", "error", err, NULL);
+		return DB_EXIT_PERMANENT;
+	}
+	log_init("db", cfg.log_level, 2);
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	status_fd = fcntl(IPCMSG_SUPERVISOR_FD, F_GETFD) != -1 ?
+	    IPCMSG_SUPERVISOR_FD : -1;
+
+	if (store_open(&st, cfg.data_source, 0, err, sizeof(err)) != 0) {
+		log_kv(LOGL_ERROR, "cannot open the database", "path",
+		    cfg.data_source, "error", err, NULL);
+		cfg_free(&cfg);
+		return DB_EXIT_PERMANENT;
+	}
+	rp.trench = cfg.trench;
+	for (fi = 0; fi < 2; fi++) {
+		const struct cfg_pool *pool = fi ? &cfg.v6 : &cfg.v4;
+		rp.fam[fi].enabled = cfg_pool_of(&cfg, fi ? PFX_V6 : PFX_V4) !=
+		    NULL;
+		rp.fam[fi].prefix = pool->prefix;
+		rp.fam[fi].conduit_len = pool->conduit_len;
+		rp.fam[fi].node_len = pool->node_len;
+	}
+	/* Node refreshes are damped, but never so much that GC could reap a
+	 * node whose children are still being renewed. */
+	rp.node_refresh_ns = 60LL * 1000000000;
+	if (cfg.gc_enabled && cfg.gc_threshold_ns / 4 < rp.node_refresh_ns)
+		rp.node_refresh_ns = cfg.gc_threshold_ns / 4;
+	rc = reg_open(&reg, st, &rp, on_problem, NULL, err, sizeof(err));
+	if (rc != REG_OK) {
+		log_kv(LOGL_ERROR, "cannot load the database", "path",
+		    cfg.data_source, "error", err, NULL);
+		store_close(st);
+		cfg_free(&cfg);
+		return rc == REG_ESTORE || rc == REG_ENOMEM ? 1 :
+		    DB_EXIT_PERMANENT;
+	}
+	log_fmt(LOGL_INFO, "database %s loaded: %zu records, %zu addresses",
+	    cfg.data_source, reg_count(reg), reg_count_children(reg));
+	rc = db_serve(&cfg, st, reg, listen_socket(), status_fd);
+	reg_close(reg);
+	store_close(st);
+	cfg_free(&cfg);
+	return rc;
+}

@@ -1,0 +1,911 @@
+/*
+ * registry.c - Meridio's IPAM tree in memory, written through to the store.
+ *
+ * Every record is a struct rec. A parent keeps its children twice: in an
+ * alloc_pool by address (to find free blocks) and in an RB tree by name (to
+ * find a child by name). Ids are not stored: "<name>-<parent id>" is rebuilt
+ * when the store needs it.
+ *
+ * Batches: every change made between reg_begin and reg_commit appends an
+ * undo entry. A removed subtree is only detached (kept whole, out of its
+ * parent) until the commit succeeds; then it is freed. On rollback the undo
+ * log is replayed backwards, so memory returns to what the file holds.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/cdefs.h>
+#ifndef __unused
+#define __unused __attribute__((unused))	/* libbsd's tree.h wants it */
+#endif
+#include <sys/tree.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "registry.h"
+
+/* Longest id we build: names are bounded by the callers (512 + 3 * 253). */
+#define REG_IDMAX 2048
+
+enum rec_level {
+	LVL_TRENCH = 0,
+	LVL_CONDUIT,
+	LVL_NODE,
+	LVL_CHILD,
+};
+
+struct rec {
+	RB_ENTRY(rec) link;		/* in the parent's kids, by name */
+	RB_HEAD(rec_kids, rec) kids;	/* children by name */
+	struct rec *parent;		/* NULL for a trench record */
+	struct alloc_pool *pool;	/* children by address; NULL for a child */
+	char *name;			/* record name */
+	struct pfx cidr;		/* the record's prefix */
+	int64_t updated_at;		/* ns since the epoch; 0 = NULL */
+	uint8_t level;			/* enum rec_level */
+	bool expirable;			/* may be reaped by GC */
+};
+
+static int
+rec_name_cmp(const struct rec *a, const struct rec *b)
+{
+	return strcmp(a->name, b->name);
+}
+
+RB_GENERATE_STATIC(rec_kids, rec, link, rec_name_cmp)
+
+enum undo_kind {
+	UNDO_INSERT,	/* rec was attached: detach and free it */
+	UNDO_DETACH,	/* rec was detached: attach it again */
+	UNDO_TOUCH,	/* rec's timestamp changed: restore it */
+};
+
+struct undo {
+	enum undo_kind kind;	/* what to undo */
+	struct rec *rec;	/* the record concerned */
+	int64_t updated_at;	/* UNDO_TOUCH: the old value */
+	bool expirable;		/* UNDO_TOUCH: the old value */
+};
+
+struct reg {
+	struct store *st;		/* the file (not owned) */
+	struct reg_params p;		/* what we serve (trench name copied) */
+	char *trench;			/* owned copy of p.trench */
+	struct rec *root[2];		/* our trench record per family, or NULL */
+	struct rec **foreign;		/* trench records of other trenches */
+	size_t nforeign;		/* entries in foreign */
+	struct undo *undo;		/* undo log of the open batch */
+	size_t nundo, capundo;		/* its length and capacity */
+	bool in_batch;			/* between reg_begin and commit/rollback */
+	size_t nrec;			/* attached records */
+	size_t nchild;			/* attached child (address) records */
+};
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static int
+fam_index(int family)
+{
+	return family == PFX_V6 ? 1 : 0;
+}
+
+/* Builds the id of r ("<name>-<parent id>") into buf. */
+static void
+rec_id(const struct rec *r, char *buf, size_t len)
+{
+	size_t n = 0;
+	const struct rec *q;
+
+	buf[0] = '\0';
+	for (q = r; q != NULL && n < len; q = q->parent) {
+		int w = snprintf(buf + n, len - n, "%s%s", q == r ? "" : "-",
+		    q->name);
+		if (w < 0)
+			break;
+		n += (size_t)w;
+	}
+}
+
+static struct rec *
+rec_new(const char *name, const struct pfx *cidr, int level)
+{
+	struct rec *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return NULL;
+	if ((r->name = strdup(name)) == NULL)
+		goto fail;
+	r->cidr = *cidr;
+	r->level = (uint8_t)level;
+	RB_INIT(&r->kids);
+	if (level < LVL_CHILD) {
+		if ((r->pool = alloc_pool_new(cidr)) == NULL)
+			goto fail;
+		/* A node never hands out its first and last address. */
+		if (level == LVL_NODE &&
+		    (alloc_pool_reserve(r->pool, pfx_first(cidr)) != ALLOC_OK ||
+		    alloc_pool_reserve(r->pool, pfx_last(cidr)) != ALLOC_OK))
+			goto fail;
+	}
+	return r;
+fail:
+	alloc_pool_free(r->pool);
+	free(r->name);
+	free(r);
+	return NULL;
+}
+
+/* Frees r and everything below it. */
+static void
+rec_free_tree(struct rec *r)
+{
+	struct rec *k, *next;
+
+	if (r == NULL)
+		return;
+	for (k = RB_MIN(rec_kids, &r->kids); k != NULL; k = next) {
+		next = RB_NEXT(rec_kids, &r->kids, k);
+		RB_REMOVE(rec_kids, &r->kids, k);
+		rec_free_tree(k);
+	}
+	alloc_pool_free(r->pool);
+	free(r->name);
+	free(r);
+}
+
+/* Counts r's subtree: all records and leaf children. */
+static void
+rec_count_tree(struct rec *r, size_t *nrec, size_t *nchild)
+{
+	struct rec *k;
+
+	(*nrec)++;
+	if (r->level == LVL_CHILD)
+		(*nchild)++;
+	RB_FOREACH(k, rec_kids, &r->kids)
+		rec_count_tree(k, nrec, nchild);
+}
+
+/* Links r under parent (pool and name tree). Returns an ALLOC_* code. */
+static int
+rec_attach(struct reg *g, struct rec *parent, struct rec *r)
+{
+	int rc;
+	size_t nrec = 0, nchild = 0;
+
+	if (RB_FIND(rec_kids, &parent->kids, r) != NULL)
+		return ALLOC_EOVERLAP;
+	if ((rc = alloc_pool_insert(parent->pool, &r->cidr, r)) != ALLOC_OK)
+		return rc;
+	RB_INSERT(rec_kids, &parent->kids, r);
+	r->parent = parent;
+	rec_count_tree(r, &nrec, &nchild);
+	g->nrec += nrec;
+	g->nchild += nchild;
+	return ALLOC_OK;
+}
+
+/* Unlinks r from its parent; r keeps its parent pointer and subtree. */
+static void
+rec_detach(struct reg *g, struct rec *r)
+{
+	size_t nrec = 0, nchild = 0;
+
+	alloc_pool_remove(r->parent->pool, &r->cidr);
+	RB_REMOVE(rec_kids, &r->parent->kids, r);
+	rec_count_tree(r, &nrec, &nchild);
+	g->nrec -= nrec;
+	g->nchild -= nchild;
+}
+
+static struct rec *
+rec_find(const struct rec *parent, const char *name)
+{
+	struct rec key;
+
+	if (parent == NULL)
+		return NULL;
+	key.name = (char *)name;
+	return RB_FIND(rec_kids, (struct rec_kids *)&parent->kids, &key);
+}
+
+static int
+undo_push(struct reg *g, enum undo_kind kind, struct rec *r)
+{
+	if (g->nundo == g->capundo) {
+		size_t cap = g->capundo ? g->capundo * 2 : 64;
+		struct undo *u = realloc(g->undo, cap * sizeof(*u));
+		if (u == NULL)
+			return -1;
+		g->undo = u;
+		g->capundo = cap;
+	}
+	g->undo[g->nundo++] = (struct undo){ kind, r, r->updated_at,
+	    r->expirable };
+	return 0;
+}
+
+static int
+store_row_of(const struct rec *r, char *id, char *pid, char *cidr,
+    struct store_row *row)
+{
+	rec_id(r, id, REG_IDMAX);
+	if (r->parent != NULL)
+		rec_id(r->parent, pid, REG_IDMAX);
+	else
+		pid[0] = '\0';
+	pfx_format(&r->cidr, cidr);
+	*row = (struct store_row){ .id = id, .name = r->name, .cidr = cidr,
+	    .parent_id = pid, .updated_at = r->updated_at,
+	    .expirable = r->expirable };
+	return 0;
+}
+
+/*
+ * Creates record name under parent at the lowest free block of length len,
+ * on disk and in memory, inside the open batch.
+ */
+static int
+rec_create(struct reg *g, struct rec *parent, const char *name, unsigned len,
+    bool expirable, int64_t now, struct rec **out, char *err, size_t errlen)
+{
+	struct pfx block;
+	struct rec *r;
+	struct store_row row;
+	char id[REG_IDMAX], pid[REG_IDMAX], cidr[PFX_STRLEN], ptxt[PFX_STRLEN];
+	int rc;
+
+	rc = alloc_pool_find(parent->pool, len, &block);
+	if (rc == ALLOC_ENOSPACE || rc == ALLOC_EINVAL) {
+		pfx_format(&parent->cidr, ptxt);
+		seterr(err, errlen, "%s: no free /%u left in %s", parent->name,
+		    len, ptxt);
+		return REG_EXHAUSTED;
+	}
+	if (rc != ALLOC_OK) {
+		seterr(err, errlen, "allocator failed (%d)", rc);
+		return REG_ENOMEM;
+	}
+	if ((r = rec_new(name, &block, parent->level + 1)) == NULL) {
+		seterr(err, errlen, "out of memory");
+		return REG_ENOMEM;
+	}
+	r->updated_at = now;
+	r->expirable = expirable;
+	r->parent = parent;
+	store_row_of(r, id, pid, cidr, &row);
+	if (store_insert(g->st, &row, err, errlen) != 0) {
+		rec_free_tree(r);
+		return REG_ESTORE;
+	}
+	if (rec_attach(g, parent, r) != ALLOC_OK || undo_push(g, UNDO_INSERT,
+	    r) != 0) {
+		/* The row is in the transaction: the caller must roll back. */
+		seterr(err, errlen, "out of memory");
+		rec_free_tree(r);
+		return REG_ESTORE;
+	}
+	*out = r;
+	return REG_OK;
+}
+
+/* Refreshes r's updated_at on disk and in memory, inside the batch. */
+static int
+rec_touch(struct reg *g, struct rec *r, int64_t now, char *err, size_t errlen)
+{
+	char id[REG_IDMAX];
+
+	rec_id(r, id, sizeof(id));
+	if (undo_push(g, UNDO_TOUCH, r) != 0) {
+		seterr(err, errlen, "out of memory");
+		return REG_ENOMEM;
+	}
+	if (store_touch(g->st, id, now, r->expirable, err, errlen) != 0)
+		return REG_ESTORE;
+	r->updated_at = now;
+	return REG_OK;
+}
+
+/* Deletes the rows of r's subtree, children before parents. */
+static int
+rec_store_delete(struct reg *g, struct rec *r, char *err, size_t errlen)
+{
+	struct rec *k;
+	char id[REG_IDMAX];
+
+	RB_FOREACH(k, rec_kids, &r->kids)
+		if (rec_store_delete(g, k, err, errlen) != 0)
+			return -1;
+	rec_id(r, id, sizeof(id));
+	return store_delete(g->st, id, err, errlen);
+}
+
+/* Removes r with its subtree, on disk now and in memory at commit. */
+static int
+rec_remove(struct reg *g, struct rec *r, char *err, size_t errlen)
+{
+	if (rec_store_delete(g, r, err, errlen) != 0)
+		return REG_ESTORE;
+	if (undo_push(g, UNDO_DETACH, r) != 0) {
+		seterr(err, errlen, "out of memory");
+		return REG_ESTORE;
+	}
+	rec_detach(g, r);
+	return REG_OK;
+}
+
+/* ---- loading ---------------------------------------------------------- */
+
+/* A temporary map id -> record, used only while loading. */
+struct idmap {
+	RB_ENTRY(idmap) link;
+	char *id;
+	struct rec *rec;
+};
+
+static int
+idmap_cmp(const struct idmap *a, const struct idmap *b)
+{
+	return strcmp(a->id, b->id);
+}
+
+RB_HEAD(idmap_tree, idmap);
+RB_GENERATE_STATIC(idmap_tree, idmap, link, idmap_cmp)
+
+struct load_ctx {
+	struct reg *g;			/* registry being built */
+	struct idmap_tree ids;		/* ids of the records kept */
+	reg_problem_fn problem;		/* where problems go */
+	void *arg;			/* its argument */
+	char *err;			/* the caller's error buffer */
+	size_t errlen;			/* its size */
+	int status;			/* first fatal error, REG_OK if none */
+};
+
+static void
+load_problem(struct load_ctx *lc, const char *id, const char *fmt, ...)
+{
+	char what[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (lc->problem != NULL)
+		lc->problem(lc->arg, id, what);
+}
+
+static int
+load_remember(struct load_ctx *lc, const char *id, struct rec *r)
+{
+	struct idmap *m = calloc(1, sizeof(*m));
+
+	if (m == NULL || (m->id = strdup(id)) == NULL) {
+		free(m);
+		return -1;
+	}
+	m->rec = r;
+	RB_INSERT(idmap_tree, &lc->ids, m);
+	return 0;
+}
+
+/* Loads one trench record (parent_id ''). */
+static int
+load_root(struct load_ctx *lc, const struct store_row *row,
+    const struct pfx *cidr)
+{
+	struct reg *g = lc->g;
+	char want[2][REG_IDMAX], have[PFX_STRLEN], conf[PFX_STRLEN];
+	struct rec *r, **fv;
+	int fi = fam_index(cidr->family);
+
+	snprintf(want[0], sizeof(want[0]), "%s-0", g->trench);
+	snprintf(want[1], sizeof(want[1]), "%s-1", g->trench);
+	if (strcmp(row->id, row->name) != 0) {
+		load_problem(lc, row->id, "trench record id differs from its "
+		    "name \"%s\"", row->name);
+		return 0;
+	}
+	if ((r = rec_new(row->name, cidr, LVL_TRENCH)) == NULL)
+		return -1;
+	r->updated_at = row->updated_at;
+	r->expirable = row->expirable;
+	if (strcmp(row->id, want[fi]) == 0 && g->root[fi] == NULL) {
+		if (g->p.fam[fi].enabled &&
+		    !pfx_equal(cidr, &g->p.fam[fi].prefix)) {
+			pfx_format(cidr, have);
+			pfx_format(&g->p.fam[fi].prefix, conf);
+			seterr(lc->err, lc->errlen, "stored trench prefix %s "
+			    "(record %s) differs from the configured %s "
+			    "(IPAM_PREFIX_IPV%c); refusing to start, nothing "
+			    "changed", have, row->id, conf, fi ? '6' : '4');
+			rec_free_tree(r);
+			lc->status = REG_EMISMATCH;
+			return 1;
+		}
+		g->root[fi] = r;
+	} else if (strcmp(row->id, want[1 - fi]) == 0) {
+		load_problem(lc, row->id, "trench record of the wrong family "
+		    "(%s)", row->cidr);
+		rec_free_tree(r);
+		return 0;
+	} else {
+		fv = realloc(g->foreign, (g->nforeign + 1) * sizeof(*fv));
+		if (fv == NULL) {
+			rec_free_tree(r);
+			return -1;
+		}
+		g->foreign = fv;
+		g->foreign[g->nforeign++] = r;
+	}
+	g->nrec++;
+	return load_remember(lc, row->id, r);
+}
+
+/* store_load callback: one row, parents before children. */
+static int
+load_row(void *arg, const struct store_row *row)
+{
+	struct load_ctx *lc = arg;
+	struct idmap key, *pm;
+	struct pfx cidr;
+	struct rec *r;
+	char perr[128], id[REG_IDMAX];
+	int rc;
+
+	if (pfx_parse(row->cidr, &cidr, perr, sizeof(perr)) != 0) {
+		load_problem(lc, row->id, "unparsable cidr: %s", perr);
+		return 0;
+	}
+	if (row->parent_id[0] == '\0') {
+		rc = load_root(lc, row, &cidr);
+		goto done;
+	}
+	key.id = (char *)row->parent_id;
+	if ((pm = RB_FIND(idmap_tree, &lc->ids, &key)) == NULL) {
+		load_problem(lc, row->id, "orphan: parent %s not found or not "
+		    "loaded", row->parent_id);
+		return 0;
+	}
+	if (pm->rec->level >= LVL_CHILD) {
+		load_problem(lc, row->id, "below an address record (%s)",
+		    row->parent_id);
+		return 0;
+	}
+	if (cidr.family != pm->rec->cidr.family ||
+	    !pfx_contains(&pm->rec->cidr, &cidr) ||
+	    cidr.len <= pm->rec->cidr.len) {
+		load_problem(lc, row->id, "%s is not inside its parent %s",
+		    row->cidr, row->parent_id);
+		return 0;
+	}
+	if ((r = rec_new(row->name, &cidr, pm->rec->level + 1)) == NULL)
+		return -1;
+	r->updated_at = row->updated_at;
+	r->expirable = row->expirable;
+	r->parent = pm->rec;
+	rec_id(r, id, sizeof(id));
+	if (strcmp(id, row->id) != 0) {
+		load_problem(lc, row->id, "id is not \"<name>-<parent id>\" "
+		    "(expected %s)", id);
+		rec_free_tree(r);
+		return 0;
+	}
+	if ((rc = rec_attach(lc->g, pm->rec, r)) != ALLOC_OK) {
+		load_problem(lc, row->id, rc == ALLOC_EOVERLAP ?
+		    "%s overlaps a sibling (or a reserved address, or its "
+		    "name is taken) under %s" : "%s cannot be placed under %s",
+		    row->cidr, row->parent_id);
+		rec_free_tree(r);
+		return 0;
+	}
+	rc = load_remember(lc, row->id, r);
+done:
+	if (rc < 0) {
+		seterr(lc->err, lc->errlen, "out of memory while loading");
+		lc->status = REG_ENOMEM;
+		return 1;
+	}
+	return rc;
+}
+
+/* Creates the trench record of each served family that has none. */
+static int
+reg_create_roots(struct reg *g, int64_t now, char *err, size_t errlen)
+{
+	char id[REG_IDMAX], cidr[PFX_STRLEN];
+	struct store_row row;
+	bool need = false;
+	int fi;
+
+	for (fi = 0; fi < 2; fi++)
+		need |= g->p.fam[fi].enabled && g->root[fi] == NULL;
+	if (!need)
+		return REG_OK;
+	if (store_begin(g->st, err, errlen) != 0)
+		return REG_ESTORE;
+	for (fi = 0; fi < 2; fi++) {
+		if (!g->p.fam[fi].enabled || g->root[fi] != NULL)
+			continue;
+		snprintf(id, sizeof(id), "%s-%d", g->trench, fi);
+		pfx_format(&g->p.fam[fi].prefix, cidr);
+		row = (struct store_row){ .id = id, .name = id, .cidr = cidr,
+		    .parent_id = "", .updated_at = now, .expirable = false };
+		if (store_insert(g->st, &row, err, errlen) != 0)
+			goto fail;
+	}
+	if (store_commit(g->st, err, errlen) != 0)
+		return REG_ESTORE;
+	for (fi = 0; fi < 2; fi++) {
+		if (!g->p.fam[fi].enabled || g->root[fi] != NULL)
+			continue;
+		snprintf(id, sizeof(id), "%s-%d", g->trench, fi);
+		g->root[fi] = rec_new(id, &g->p.fam[fi].prefix, LVL_TRENCH);
+		if (g->root[fi] == NULL) {
+			seterr(err, errlen, "out of memory");
+			return REG_ENOMEM;
+		}
+		g->root[fi]->updated_at = now;
+		g->nrec++;
+	}
+	return REG_OK;
+fail:
+	store_rollback(g->st);
+	return REG_ESTORE;
+}
+
+int
+reg_open(struct reg **out, struct store *st, const struct reg_params *p,
+    reg_problem_fn problem, void *arg, char *err, size_t errlen)
+{
+	struct load_ctx lc = { .problem = problem, .arg = arg, .err = err,
+	    .errlen = errlen, .status = REG_OK };
+	struct idmap *m, *next;
+	struct reg *g;
+	struct timespec ts;
+	int rc;
+
+	*out = NULL;
+	if (p->trench == NULL || p->trench[0] == '\0') {
+		seterr(err, errlen, "empty trench name");
+		return REG_EINVAL;
+	}
+	if ((g = calloc(1, sizeof(*g))) == NULL ||
+	    (g->trench = strdup(p->trench)) == NULL) {
+		free(g);
+		seterr(err, errlen, "out of memory");
+		return REG_ENOMEM;
+	}
+	g->st = st;
+	g->p = *p;
+	g->p.trench = g->trench;
+	lc.g = g;
+	RB_INIT(&lc.ids);
+	rc = store_load(st, load_row, &lc, err, errlen);
+	for (m = RB_MIN(idmap_tree, &lc.ids); m != NULL; m = next) {
+		next = RB_NEXT(idmap_tree, &lc.ids, m);
+		RB_REMOVE(idmap_tree, &lc.ids, m);
+		free(m->id);
+		free(m);
+	}
+	if (rc != 0) {
+		rc = lc.status != REG_OK ? lc.status : REG_ESTORE;
+		goto fail;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	rc = reg_create_roots(g, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
+	    err, errlen);
+	if (rc != REG_OK)
+		goto fail;
+	*out = g;
+	return REG_OK;
+fail:
+	reg_close(g);
+	return rc;
+}
+
+void
+reg_close(struct reg *g)
+{
+	size_t i;
+
+	if (g == NULL)
+		return;
+	if (g->in_batch)
+		reg_rollback(g);
+	rec_free_tree(g->root[0]);
+	rec_free_tree(g->root[1]);
+	for (i = 0; i < g->nforeign; i++)
+		rec_free_tree(g->foreign[i]);
+	free(g->foreign);
+	free(g->undo);
+	free(g->trench);
+	free(g);
+}
+
+/* ---- batches ---------------------------------------------------------- */
+
+int
+reg_begin(struct reg *g, char *err, size_t errlen)
+{
+	if (g->in_batch) {
+		seterr(err, errlen, "batch already open");
+		return REG_EINVAL;
+	}
+	if (store_begin(g->st, err, errlen) != 0)
+		return REG_ESTORE;
+	g->in_batch = true;
+	g->nundo = 0;
+	return REG_OK;
+}
+
+/* Replays the undo log backwards: memory returns to the last commit. */
+static void
+reg_undo(struct reg *g)
+{
+	while (g->nundo > 0) {
+		struct undo *u = &g->undo[--g->nundo];
+
+		switch (u->kind) {
+		case UNDO_INSERT:
+			rec_detach(g, u->rec);
+			rec_free_tree(u->rec);
+			break;
+		case UNDO_DETACH:
+			/* Its old place is free again: undo is LIFO. */
+			(void)rec_attach(g, u->rec->parent, u->rec);
+			break;
+		case UNDO_TOUCH:
+			u->rec->updated_at = u->updated_at;
+			u->rec->expirable = u->expirable;
+			break;
+		}
+	}
+}
+
+int
+reg_commit(struct reg *g, char *err, size_t errlen)
+{
+	size_t i;
+
+	if (!g->in_batch) {
+		seterr(err, errlen, "no open batch");
+		return REG_EINVAL;
+	}
+	g->in_batch = false;
+	if (store_commit(g->st, err, errlen) != 0) {
+		reg_undo(g);
+		return REG_ESTORE;
+	}
+	for (i = 0; i < g->nundo; i++)
+		if (g->undo[i].kind == UNDO_DETACH)
+			rec_free_tree(g->undo[i].rec);
+	g->nundo = 0;
+	return REG_OK;
+}
+
+void
+reg_rollback(struct reg *g)
+{
+	if (!g->in_batch)
+		return;
+	g->in_batch = false;
+	store_rollback(g->st);
+	reg_undo(g);
+}
+
+/* ---- operations ------------------------------------------------------- */
+
+/* The trench record of family, or an error. */
+static int
+reg_root(struct reg *g, int family, struct rec **root, char *err,
+    size_t errlen)
+{
+	int fi;
+
+	if (family != PFX_V4 && family != PFX_V6) {
+		seterr(err, errlen, "unknown IP family %d", family);
+		return REG_EINVAL;
+	}
+	fi = fam_index(family);
+	if (!g->p.fam[fi].enabled || g->root[fi] == NULL) {
+		seterr(err, errlen, "IPv%d is not served by this instance",
+		    family);
+		return REG_EFAMILY;
+	}
+	*root = g->root[fi];
+	return REG_OK;
+}
+
+static int
+need_batch(struct reg *g, char *err, size_t errlen)
+{
+	if (g->in_batch)
+		return REG_OK;
+	seterr(err, errlen, "no open batch");
+	return REG_EINVAL;
+}
+
+int
+reg_allocate(struct reg *g, int family, const char *conduit, const char *node,
+    const char *name, int64_t now, struct reg_result *res, char *err,
+    size_t errlen)
+{
+	struct rec *root, *c, *n, *k;
+	int fi, rc;
+
+	if ((rc = need_batch(g, err, errlen)) != REG_OK ||
+	    (rc = reg_root(g, family, &root, err, errlen)) != REG_OK)
+		return rc;
+	if (name[0] == '\0' || node[0] == '\0' || conduit[0] == '\0') {
+		seterr(err, errlen, "empty conduit, node or child name");
+		return REG_EINVAL;
+	}
+	fi = fam_index(family);
+	if ((c = rec_find(root, conduit)) == NULL) {
+		seterr(err, errlen, "conduit %s not found in trench %s",
+		    conduit, g->trench);
+		return REG_ENOCONDUIT;
+	}
+	if ((n = rec_find(c, node)) == NULL) {
+		rc = rec_create(g, c, node, g->p.fam[fi].node_len, true, now,
+		    &n, err, errlen);
+		if (rc != REG_OK)
+			return rc;
+	} else if (now - n->updated_at >= g->p.node_refresh_ns) {
+		if ((rc = rec_touch(g, n, now, err, errlen)) != REG_OK)
+			return rc;
+	}
+	res->created = false;
+	if ((k = rec_find(n, name)) != NULL) {
+		if ((rc = rec_touch(g, k, now, err, errlen)) != REG_OK)
+			return rc;
+	} else {
+		rc = rec_create(g, n, name, pfx_family_bits(family),
+		    strcmp(name, REG_BRIDGE_NAME) != 0, now, &k, err, errlen);
+		if (rc != REG_OK)
+			return rc;
+		res->created = true;
+	}
+	pfx_format_addr(family, k->cidr.addr, res->address);
+	res->prefix_len = n->cidr.len;
+	return REG_OK;
+}
+
+int
+reg_release(struct reg *g, int family, const char *conduit, const char *node,
+    const char *name, char *err, size_t errlen)
+{
+	struct rec *root, *k;
+	int rc;
+
+	if ((rc = need_batch(g, err, errlen)) != REG_OK ||
+	    (rc = reg_root(g, family, &root, err, errlen)) != REG_OK)
+		return rc;
+	k = rec_find(rec_find(rec_find(root, conduit), node), name);
+	if (k == NULL)
+		return REG_OK;
+	return rec_remove(g, k, err, errlen);
+}
+
+int
+reg_add_conduit(struct reg *g, const char *conduit, int64_t now, char *err,
+    size_t errlen)
+{
+	struct rec *c;
+	int fi, rc;
+
+	if ((rc = need_batch(g, err, errlen)) != REG_OK)
+		return rc;
+	if (conduit[0] == '\0') {
+		seterr(err, errlen, "empty conduit name");
+		return REG_EINVAL;
+	}
+	for (fi = 0; fi < 2; fi++) {
+		if (!g->p.fam[fi].enabled || g->root[fi] == NULL ||
+		    rec_find(g->root[fi], conduit) != NULL)
+			continue;
+		rc = rec_create(g, g->root[fi], conduit,
+		    g->p.fam[fi].conduit_len, false, now, &c, err, errlen);
+		if (rc != REG_OK)
+			return rc;
+	}
+	return REG_OK;
+}
+
+int
+reg_remove_conduit(struct reg *g, const char *conduit, char *err,
+    size_t errlen)
+{
+	struct rec *c;
+	int fi, rc;
+
+	if ((rc = need_batch(g, err, errlen)) != REG_OK)
+		return rc;
+	for (fi = 0; fi < 2; fi++) {
+		if ((c = rec_find(g->root[fi], conduit)) == NULL)
+			continue;
+		if ((rc = rec_remove(g, c, err, errlen)) != REG_OK)
+			return rc;
+	}
+	return REG_OK;
+}
+
+bool
+reg_has_conduit(const struct reg *g, int family, const char *conduit)
+{
+	if (family != PFX_V4 && family != PFX_V6)
+		return false;
+	return rec_find(g->root[fam_index(family)], conduit) != NULL;
+}
+
+/* Collects the GC victims below r (not descending into a victim). */
+static int
+gc_walk(struct reg *g, struct rec *r, int64_t limit, size_t *reaped,
+    char *err, size_t errlen)
+{
+	struct rec *k, *next;
+	size_t nrec = 0, nchild = 0;
+	int rc;
+
+	for (k = RB_MIN(rec_kids, &r->kids); k != NULL; k = next) {
+		next = RB_NEXT(rec_kids, &r->kids, k);
+		if (k->expirable && k->updated_at != 0 &&
+		    k->updated_at < limit &&
+		    strcmp(k->name, REG_BRIDGE_NAME) != 0) {
+			rec_count_tree(k, &nrec, &nchild);
+			if ((rc = rec_remove(g, k, err, errlen)) != REG_OK)
+				return rc;
+			*reaped += nrec;
+			nrec = nchild = 0;
+		} else if ((rc = gc_walk(g, k, limit, reaped, err, errlen)) !=
+		    REG_OK) {
+			return rc;
+		}
+	}
+	return REG_OK;
+}
+
+int
+reg_gc(struct reg *g, int64_t now, int64_t threshold_ns, size_t *reaped,
+    char *err, size_t errlen)
+{
+	int fi, rc;
+
+	*reaped = 0;
+	if ((rc = need_batch(g, err, errlen)) != REG_OK)
+		return rc;
+	for (fi = 0; fi < 2; fi++) {
+		if (g->root[fi] == NULL)
+			continue;
+		rc = gc_walk(g, g->root[fi], now - threshold_ns, reaped, err,
+		    errlen);
+		if (rc != REG_OK)
+			return rc;
+	}
+	return REG_OK;
+}
+
+size_t
+reg_count(const struct reg *g)
+{
+	return g->nrec;
+}
+
+size_t
+reg_count_children(const struct reg *g)
+{
+	return g->nchild;
+}

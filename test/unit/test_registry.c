@@ -1,0 +1,535 @@
+/*
+ * Unit tests of lib/registry: Meridio's semantics over a real store file.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "registry.h"
+#include "store.h"
+
+#define NS 1000000000LL
+#define T0 (1700000000LL * NS)
+
+static char dir[256];
+static char path[300];
+
+static void
+setup(void)
+{
+	const char *base = getenv("IPAM_TEST_TMP");
+	char tmpl[256];
+
+	if (base != NULL && base[0] != '\0') {
+		char cmd[300];
+		snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", base);
+		cr_assert_eq(system(cmd), 0);
+	}
+	snprintf(tmpl, sizeof(tmpl), "%s/regXXXXXX", base && *base ? base :
+	    "/tmp");
+	cr_assert_not_null(mkdtemp(tmpl));
+	snprintf(dir, sizeof(dir), "%s", tmpl);
+	snprintf(path, sizeof(path), "%s/registry.db", dir);
+}
+
+static void
+teardown(void)
+{
+	char cmd[400];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	(void)system(cmd);
+}
+
+TestSuite(registry, .init = setup, .fini = teardown);
+
+static struct reg_params
+params(void)
+{
+	struct reg_params p = { .trench = "default", .node_refresh_ns = 60 * NS };
+	char err[128];
+
+	p.fam[0].enabled = true;
+	cr_assert_eq(pfx_parse("169.255.0.0/16", &p.fam[0].prefix, err,
+	    sizeof(err)), 0);
+	p.fam[0].conduit_len = 20;
+	p.fam[0].node_len = 24;
+	p.fam[1].enabled = true;
+	cr_assert_eq(pfx_parse("fd00::/48", &p.fam[1].prefix, err, sizeof(err)),
+	    0);
+	p.fam[1].conduit_len = 56;
+	p.fam[1].node_len = 64;
+	return p;
+}
+
+struct problems {
+	int n;
+	char last[256];
+};
+
+static void
+on_problem(void *arg, const char *id, const char *what)
+{
+	struct problems *pr = arg;
+
+	pr->n++;
+	snprintf(pr->last, sizeof(pr->last), "%s: %s", id, what);
+}
+
+static struct store *
+open_store(void)
+{
+	struct store *st = NULL;
+	char err[256];
+
+	cr_assert_eq(store_open(&st, path, 0, err, sizeof(err)), 0, "%s", err);
+	return st;
+}
+
+static struct reg *
+open_reg(struct store *st, const struct reg_params *p, struct problems *pr)
+{
+	struct reg *g = NULL;
+	char err[256];
+	int rc = reg_open(&g, st, p, on_problem, pr, err, sizeof(err));
+
+	cr_assert_eq(rc, REG_OK, "reg_open: %d %s", rc, err);
+	return g;
+}
+
+static void
+add_conduits(struct reg *g, const char *const *names, int n, int64_t now)
+{
+	char err[256];
+	int i;
+
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	for (i = 0; i < n; i++)
+		cr_assert_eq(reg_add_conduit(g, names[i], now, err,
+		    sizeof(err)), REG_OK, "%s", err);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+}
+
+/* Allocates in its own batch and returns "addr/len". */
+static const char *
+alloc1(struct reg *g, int fam, const char *c, const char *n, const char *name,
+    int64_t now)
+{
+	static char out[80];
+	struct reg_result res;
+	char err[256];
+	int rc;
+
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	rc = reg_allocate(g, fam, c, n, name, now, &res, err, sizeof(err));
+	cr_assert_eq(rc, REG_OK, "allocate %s/%s/%s: %d %s", c, n, name, rc,
+	    err);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+	snprintf(out, sizeof(out), "%s/%u", res.address, res.prefix_len);
+	return out;
+}
+
+static void
+release1(struct reg *g, int fam, const char *c, const char *n,
+    const char *name)
+{
+	char err[256];
+
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_release(g, fam, c, n, name, err, sizeof(err)), REG_OK,
+	    "%s", err);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+}
+
+/* Counts rows on disk, and finds one id. */
+struct rows {
+	int n;
+	const char *want;
+	bool found;
+	char cidr[64];
+	int64_t updated;
+	bool expirable;
+};
+
+static int
+count_row(void *arg, const struct store_row *row)
+{
+	struct rows *r = arg;
+
+	r->n++;
+	if (r->want != NULL && strcmp(row->id, r->want) == 0) {
+		r->found = true;
+		snprintf(r->cidr, sizeof(r->cidr), "%s", row->cidr);
+		r->updated = row->updated_at;
+		r->expirable = row->expirable;
+	}
+	return 0;
+}
+
+static struct rows
+disk_rows(struct store *st, const char *want)
+{
+	struct rows r = { .want = want };
+	char err[256];
+
+	cr_assert_eq(store_load(st, count_row, &r, err, sizeof(err)), 0, "%s",
+	    err);
+	return r;
+}
+
+Test(registry, new_file_gets_trench_records)
+{
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	struct rows r;
+
+	r = disk_rows(st, "default-0");
+	cr_assert(r.found);
+	cr_assert_str_eq(r.cidr, "169.255.0.0/16");
+	cr_assert_not(r.expirable);
+	r = disk_rows(st, "default-1");
+	cr_assert(r.found);
+	cr_assert_str_eq(r.cidr, "fd00::/48");
+	cr_assert_eq(r.n, 2);
+	cr_assert_eq(reg_count(g), 2);
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, first_fit_both_families)
+{
+	static const char *const cs[] = { "conduit-a", "conduit-b" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+
+	add_conduits(g, cs, 2, T0);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "conduit-a", "w1", "x", T0),
+	    "169.255.0.1/24");
+	cr_assert_str_eq(alloc1(g, PFX_V4, "conduit-a", "w1", "y", T0),
+	    "169.255.0.2/24");
+	cr_assert_str_eq(alloc1(g, PFX_V4, "conduit-a", "w2", "x", T0),
+	    "169.255.1.1/24");
+	cr_assert_str_eq(alloc1(g, PFX_V4, "conduit-b", "w1", "x", T0),
+	    "169.255.16.1/24");
+	cr_assert_str_eq(alloc1(g, PFX_V6, "conduit-a", "w1", "x", T0),
+	    "fd00::1/64");
+	cr_assert_str_eq(alloc1(g, PFX_V6, "conduit-a", "w2", "x", T0),
+	    "fd00:0:0:1::1/64");
+	cr_assert_str_eq(alloc1(g, PFX_V6, "conduit-b", "w1", "x", T0),
+	    "fd00:0:0:100::1/64");
+	/* Meridio's ids and child cidrs. */
+	struct rows r = disk_rows(st, "y-w1-conduit-a-default-0");
+	cr_assert(r.found);
+	cr_assert_str_eq(r.cidr, "169.255.0.2/32");
+	cr_assert(r.expirable);
+	r = disk_rows(st, "x-w1-conduit-b-default-1");
+	cr_assert(r.found);
+	cr_assert_str_eq(r.cidr, "fd00:0:0:100::1/128");
+	r = disk_rows(st, "w2-conduit-a-default-0");
+	cr_assert(r.found);
+	cr_assert_str_eq(r.cidr, "169.255.1.0/24");
+	cr_assert(r.expirable);
+	r = disk_rows(st, "conduit-b-default-0");
+	cr_assert_str_eq(r.cidr, "169.255.16.0/20");
+	cr_assert_not(r.expirable);
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, allocate_is_idempotent_and_refreshes)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	struct rows r;
+
+	add_conduits(g, cs, 1, T0);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0), "169.255.0.1/24");
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0 + 5 * NS),
+	    "169.255.0.1/24");
+	r = disk_rows(st, "x-n-c-default-0");
+	cr_assert_eq(r.updated, T0 + 5 * NS);
+	/* The node refresh is damped to node_refresh_ns. */
+	r = disk_rows(st, "n-c-default-0");
+	cr_assert_eq(r.updated, T0);
+	alloc1(g, PFX_V4, "c", "n", "x", T0 + 61 * NS);
+	r = disk_rows(st, "n-c-default-0");
+	cr_assert_eq(r.updated, T0 + 61 * NS);
+	cr_assert_eq(reg_count_children(g), 1);
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, release_then_lowest_reused)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "a", T0);
+	alloc1(g, PFX_V4, "c", "n", "b", T0);
+	alloc1(g, PFX_V4, "c", "n", "c", T0);
+	release1(g, PFX_V4, "c", "n", "b");
+	cr_assert_not(disk_rows(st, "b-n-c-default-0").found);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "d", T0), "169.255.0.2/24");
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "e", T0), "169.255.0.4/24");
+	/* Unknown levels: success, nothing created. */
+	int before = disk_rows(st, NULL).n;
+	release1(g, PFX_V4, "c", "n", "nobody");
+	release1(g, PFX_V4, "c", "nonode", "a");
+	release1(g, PFX_V4, "noconduit", "n", "a");
+	cr_assert_eq(disk_rows(st, NULL).n, before);
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, unknown_conduit_and_family)
+{
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g;
+	struct reg_result res;
+	char err[256];
+
+	p.fam[1].enabled = false;
+	g = open_reg(st, &p, NULL);
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_allocate(g, PFX_V4, "nope", "n", "x", T0, &res, err,
+	    sizeof(err)), REG_ENOCONDUIT);
+	cr_assert(strstr(err, "nope") != NULL, "%s", err);
+	cr_assert_eq(reg_allocate(g, PFX_V6, "nope", "n", "x", T0, &res, err,
+	    sizeof(err)), REG_EFAMILY);
+	cr_assert_eq(reg_allocate(g, 5, "nope", "n", "x", T0, &res, err,
+	    sizeof(err)), REG_EINVAL);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	cr_assert_not(disk_rows(st, "default-1").found);
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, node_exhausted_names_prefix)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g;
+	struct reg_result res;
+	char err[256], name[16];
+	int i;
+
+	p.fam[0].node_len = 29;	/* 8 addresses, 6 usable */
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 1, T0);
+	for (i = 0; i < 6; i++) {
+		snprintf(name, sizeof(name), "k%d", i);
+		char want[32];
+		snprintf(want, sizeof(want), "169.255.0.%d/29", i + 1);
+		cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", name, T0), want);
+	}
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_allocate(g, PFX_V4, "c", "n", "k6", T0, &res, err,
+	    sizeof(err)), REG_EXHAUSTED);
+	cr_assert(strstr(err, "169.255.0.0/29") != NULL, "%s", err);
+	reg_rollback(g);
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, rollback_undoes_memory_and_disk)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	struct reg_result res;
+	char err[256];
+	size_t n;
+
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "keep", T0);
+	n = reg_count(g);
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_allocate(g, PFX_V4, "c", "n2", "x", T0, &res, err,
+	    sizeof(err)), REG_OK);
+	cr_assert_eq(reg_release(g, PFX_V4, "c", "n", "keep", err,
+	    sizeof(err)), REG_OK);
+	cr_assert_eq(reg_allocate(g, PFX_V4, "c", "n", "y", T0, &res, err,
+	    sizeof(err)), REG_OK);
+	cr_assert_str_eq(res.address, "169.255.0.1");
+	cr_assert_eq(reg_remove_conduit(g, "c", err, sizeof(err)), REG_OK);
+	reg_rollback(g);
+	cr_assert_eq(reg_count(g), n);
+	cr_assert(reg_has_conduit(g, PFX_V4, "c"));
+	/* keep still owns .1, y gets .2, n2 does not exist. */
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "keep", T0),
+	    "169.255.0.1/24");
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "y", T0),
+	    "169.255.0.2/24");
+	cr_assert_not(disk_rows(st, "n2-c-default-0").found);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n2", "x", T0),
+	    "169.255.1.1/24");
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, reopen_keeps_everything)
+{
+	static const char *const cs[] = { "a", "b" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	struct problems pr = { 0 };
+	size_t n;
+
+	add_conduits(g, cs, 2, T0);
+	alloc1(g, PFX_V4, "a", "n", "x", T0);
+	alloc1(g, PFX_V4, "b", "n", "y", T0);
+	alloc1(g, PFX_V6, "b", "n", "y", T0);
+	alloc1(g, PFX_V6, "b", "n", "bridge", T0);
+	n = reg_count(g);
+	reg_close(g);
+	store_close(st);
+
+	st = open_store();
+	g = open_reg(st, &p, &pr);
+	cr_assert_eq(pr.n, 0, "%s", pr.last);
+	cr_assert_eq(reg_count(g), n);
+	cr_assert_str_eq(alloc1(g, PFX_V6, "b", "n", "y", T0),
+	    "fd00:0:0:100::1/64");
+	cr_assert_str_eq(alloc1(g, PFX_V6, "b", "n", "bridge", T0),
+	    "fd00:0:0:100::2/64");
+	cr_assert_str_eq(alloc1(g, PFX_V4, "b", "n", "z", T0),
+	    "169.255.16.2/24");
+	cr_assert_not(disk_rows(st, "bridge-n-b-default-1").expirable);
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, conduit_remove_and_readd)
+{
+	static const char *const ab[] = { "a", "b" };
+	static const char *const a[] = { "a" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	char err[256];
+
+	add_conduits(g, ab, 2, T0);
+	alloc1(g, PFX_V4, "a", "n", "x", T0);
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_remove_conduit(g, "a", err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	cr_assert_not(reg_has_conduit(g, PFX_V4, "a"));
+	cr_assert_not(reg_has_conduit(g, PFX_V6, "a"));
+	cr_assert_not(disk_rows(st, "x-n-a-default-0").found);
+	cr_assert_not(disk_rows(st, "n-a-default-0").found);
+	cr_assert_not(disk_rows(st, "a-default-1").found);
+	add_conduits(g, a, 1, T0);
+	cr_assert_str_eq(disk_rows(st, "a-default-0").cidr, "169.255.0.0/20");
+	cr_assert_str_eq(disk_rows(st, "b-default-0").cidr, "169.255.16.0/20");
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, gc_reaps_stale_keeps_bridge_and_fresh)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g;
+	char err[256];
+	size_t reaped;
+
+	p.node_refresh_ns = 1 * NS;
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "old", T0);
+	alloc1(g, PFX_V4, "c", "n", "bridge", T0);
+	alloc1(g, PFX_V4, "c", "n", "fresh", T0 + 100 * NS);
+	alloc1(g, PFX_V4, "c", "stale", "x", T0);
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_gc(g, T0 + 110 * NS, 50 * NS, &reaped, err,
+	    sizeof(err)), REG_OK);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	/* "old", and node "stale" with its child. */
+	cr_assert_eq(reaped, 3);
+	cr_assert_not(disk_rows(st, "old-n-c-default-0").found);
+	cr_assert_not(disk_rows(st, "x-stale-c-default-0").found);
+	cr_assert_not(disk_rows(st, "stale-c-default-0").found);
+	cr_assert(disk_rows(st, "bridge-n-c-default-0").found);
+	cr_assert(disk_rows(st, "fresh-n-c-default-0").found);
+	cr_assert(disk_rows(st, "n-c-default-0").found);
+	cr_assert(disk_rows(st, "c-default-0").found);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "new", T0 + 110 * NS),
+	    "169.255.0.1/24");
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, stored_prefix_mismatch_refused)
+{
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	char err[256];
+	int n;
+
+	reg_close(g);
+	n = disk_rows(st, NULL).n;
+	cr_assert_eq(pfx_parse("10.0.0.0/16", &p.fam[0].prefix, err,
+	    sizeof(err)), 0);
+	g = NULL;
+	cr_assert_eq(reg_open(&g, st, &p, NULL, NULL, err, sizeof(err)),
+	    REG_EMISMATCH);
+	cr_assert_null(g);
+	cr_assert(strstr(err, "169.255.0.0/16") != NULL, "%s", err);
+	cr_assert(strstr(err, "10.0.0.0/16") != NULL, "%s", err);
+	cr_assert_eq(disk_rows(st, NULL).n, n);
+	cr_assert_str_eq(disk_rows(st, "default-0").cidr, "169.255.0.0/16");
+	store_close(st);
+}
+
+Test(registry, load_problems_reported_rows_untouched)
+{
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	struct problems pr = { 0 };
+	struct store_row rows[] = {
+		{ "c-default-0", "c", "169.255.0.0/20", "default-0", T0, false },
+		{ "n-c-default-0", "n", "169.255.0.0/24", "c-default-0", T0, true },
+		{ "x-n-c-default-0", "x", "169.255.0.1/32", "n-c-default-0", T0, true },
+		/* overlaps x */
+		{ "y-n-c-default-0", "y", "169.255.0.1/32", "n-c-default-0", T0, true },
+		/* outside its parent */
+		{ "z-n-c-default-0", "z", "169.255.9.1/32", "n-c-default-0", T0, true },
+		/* orphan */
+		{ "o-gone-default-0", "o", "169.255.3.0/24", "gone-default-0", T0, true },
+	};
+	char err[256];
+	size_t i;
+	int n;
+
+	reg_close(g);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		cr_assert_eq(store_insert(st, &rows[i], err, sizeof(err)), 0,
+		    "%s", err);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	n = disk_rows(st, NULL).n;
+	g = open_reg(st, &p, &pr);
+	cr_assert_eq(pr.n, 3, "problems: %d, last %s", pr.n, pr.last);
+	cr_assert_eq(disk_rows(st, NULL).n, n);
+	/* x keeps .1; the next child gets .2 */
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0), "169.255.0.1/24");
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "w", T0), "169.255.0.2/24");
+	reg_close(g);
+	store_close(st);
+}
