@@ -1,0 +1,970 @@
+/*
+ * config.c - Meridio's IPAM environment variables, parsed and validated.
+ *
+ * Every default is kept as text and goes through the same parser as a value
+ * from the environment, so a default can never bypass validation and the
+ * help text shows exactly what is used. An empty variable counts as unset.
+ * Errors are one line: NAME="value": expected <what>.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <json-c/json.h>
+
+/* Defaults, as text (Meridio's values where Meridio has the variable). */
+#define CFG_DEF_PORT "7777"
+#define CFG_DEF_DATA_SOURCE "/run/ipam/data/registry.db"
+#define CFG_DEF_TRENCH "default"
+#define CFG_DEF_NSP ""
+#define CFG_DEF_PREFIX_V4 "169.255.0.0/16"
+#define CFG_DEF_CONDUIT_V4 "20"
+#define CFG_DEF_NODE_V4 "24"
+#define CFG_DEF_PREFIX_V6 "fd00::/48"
+#define CFG_DEF_CONDUIT_V6 "56"
+#define CFG_DEF_NODE_V6 "64"
+#define CFG_DEF_FAMILY "dualstack"
+#define CFG_DEF_LOG_LEVEL "DEBUG"
+#define CFG_DEF_KEEPALIVE "30s"
+#define CFG_DEF_PROBE_TIMEOUT "1s"
+#define CFG_DEF_MAX_BACKOFF "5s"
+#define CFG_DEF_GC_ENABLED "true"
+#define CFG_DEF_GC_INTERVAL "2h"
+#define CFG_DEF_GC_THRESHOLD "40m"
+#define CFG_DEF_CONDUITS ""
+#define CFG_DEF_COOLDOWN "0"
+#define CFG_DEF_METRICS_PORT "0"
+
+/* Longest trench or conduit name (a DNS name's limit, as Kubernetes'). */
+#define CFG_NAME_MAX 253
+
+/* Longest node prefix: a node needs at least two usable addresses
+ * besides its first and last. */
+#define CFG_NODE_MAX_V4 30
+#define CFG_NODE_MAX_V6 126
+
+/* Bytes of a value quoted in an error message before it is cut. */
+#define CFG_QUOTE_MAX 80
+
+/* How cfg_load reads the environment during one call. */
+struct cfg_ctx {
+	const char *(*get)(const char *name);	/* lookup function */
+	char *err;				/* caller's error buffer */
+	size_t errlen;				/* its size */
+};
+
+/* Writes s into out as a double-quoted string: quotes, backslashes and
+ * control bytes escaped, long values cut with "...". */
+static void
+cfg_quote(const char *s, char *out, size_t outlen)
+{
+	size_t o = 0, i;
+	unsigned char c;
+
+	if (outlen < 8)
+		return;
+	out[o++] = '"';
+	for (i = 0; s[i] != '\0' && o + 8 < outlen; i++) {
+		if (i == CFG_QUOTE_MAX) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		c = (unsigned char)s[i];
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c < 0x20 || c == 0x7f) {
+			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x",
+			    c);
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+}
+
+/*
+ * Writes `name="value": expected <fmt...>` into the caller's buffer and
+ * returns -1, so a failing check is `return cfg_fail(...)`.
+ */
+static int
+cfg_fail(struct cfg_ctx *x, const char *name, const char *value,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static int
+cfg_fail(struct cfg_ctx *x, const char *name, const char *value,
+    const char *fmt, ...)
+{
+	char quoted[CFG_QUOTE_MAX * 4 + 16];
+	va_list ap;
+	int n;
+
+	if (x->err == NULL || x->errlen == 0)
+		return -1;
+	cfg_quote(value, quoted, sizeof(quoted));
+	n = snprintf(x->err, x->errlen, "%s=%s: expected ", name, quoted);
+	if (n < 0 || (size_t)n >= x->errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(x->err + n, x->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* The value of a variable, or def when it is unset or empty. */
+static const char *
+cfg_value(struct cfg_ctx *x, const char *name, const char *def)
+{
+	const char *v = x->get(name);
+
+	return v != NULL && v[0] != '\0' ? v : def;
+}
+
+/*
+ * Parses a decimal number in [lo, hi] with no sign, no spaces and no
+ * leading zero (Meridio's parser would read "010" as octal: refusing it
+ * avoids a silent difference). Returns 0 or -1.
+ */
+static int
+cfg_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+	unsigned long v = 0;
+	size_t i;
+
+	if (s[0] == '\0' || (s[0] == '0' && s[1] != '\0'))
+		return -1;
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+		if (v > hi)
+			return -1;
+	}
+	if (v < lo)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* True if s has no control byte (C0, DEL). */
+static bool
+cfg_no_ctl(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* True if s is usable as a trench or conduit name. */
+static bool
+cfg_name_ok(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > CFG_NAME_MAX)
+		return false;
+	for (i = 0; i < len; i++) {
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* Reports that memory ran out while reading name; returns -1. */
+static int
+cfg_oom(struct cfg_ctx *x, const char *name)
+{
+	if (x->err != NULL && x->errlen > 0)
+		snprintf(x->err, x->errlen, "%s: out of memory", name);
+	return -1;
+}
+
+/* A copy of s, or NULL (out of memory: reported as such). */
+static char *
+cfg_dup(struct cfg_ctx *x, const char *name, const char *s)
+{
+	char *d = strdup(s);
+
+	if (d == NULL)
+		cfg_oom(x, name);
+	return d;
+}
+
+/* Reads a port variable: 1-65535, or 0-65535 when zero_ok (0 = off). */
+static int
+cfg_port(struct cfg_ctx *x, const char *name, const char *def, bool zero_ok,
+    unsigned *out)
+{
+	const char *v = cfg_value(x, name, def);
+
+	if (cfg_parse_uint(v, zero_ok ? 0 : 1, 65535, out) != 0)
+		return cfg_fail(x, name, v, "a port number between %d and "
+		    "65535%s", zero_ok ? 0 : 1, zero_ok ? " (0 = off)" : "");
+	return 0;
+}
+
+/*
+ * Reads a duration variable. positive: must be > 0; otherwise >= 0.
+ * Negative values are refused for every variable we have.
+ */
+static int
+cfg_duration(struct cfg_ctx *x, const char *name, const char *def,
+    bool positive, int64_t *out)
+{
+	const char *v = cfg_value(x, name, def);
+
+	if (cfg_parse_duration(v, out) != 0 || *out < 0 ||
+	    (positive && *out == 0))
+		return cfg_fail(x, name, v, "a%s Go duration such as %s",
+		    positive ? " positive" : " non-negative",
+		    positive ? "30s, 1m30s or 2h" : "0, 30s or 1m30s");
+	return 0;
+}
+
+/* Reads a free-form string variable (no control bytes) into *out. */
+static int
+cfg_string(struct cfg_ctx *x, const char *name, const char *def,
+    const char *what, char **out)
+{
+	const char *v = cfg_value(x, name, def);
+
+	if (!cfg_no_ctl(v))
+		return cfg_fail(x, name, v, "%s without control characters",
+		    what);
+	*out = cfg_dup(x, name, v);
+	return *out != NULL ? 0 : -1;
+}
+
+/*
+ * Reads one family's pool: the trench prefix (of that family, short enough
+ * to hold a conduit and a node), then the conduit length (longer than the
+ * trench, shorter than the longest node), then the node length (longer
+ * than the conduit, at most 30 / 126). Each message names the variable
+ * whose value breaks the rule, given the ones read before it.
+ */
+static int
+cfg_pool(struct cfg_ctx *x, int family, struct cfg_pool *pool)
+{
+	bool v4 = family == PFX_V4;
+	const char *pname = v4 ? "IPAM_PREFIX_IPV4" : "IPAM_PREFIX_IPV6";
+	const char *cname = v4 ? "IPAM_CONDUIT_PREFIX_LENGTH_IPV4" :
+	    "IPAM_CONDUIT_PREFIX_LENGTH_IPV6";
+	const char *nname = v4 ? "IPAM_NODE_PREFIX_LENGTH_IPV4" :
+	    "IPAM_NODE_PREFIX_LENGTH_IPV6";
+	const char *fam = v4 ? "IPv4" : "IPv6";
+	unsigned nodemax = v4 ? CFG_NODE_MAX_V4 : CFG_NODE_MAX_V6;
+	char perr[128];
+	const char *v, *why, *p;
+
+	v = cfg_value(x, pname, v4 ? CFG_DEF_PREFIX_V4 : CFG_DEF_PREFIX_V6);
+	perr[0] = '\0';
+	if (pfx_parse(v, &pool->prefix, perr, sizeof(perr)) != 0) {
+		/* pfx_parse says "<text>: <problem>"; keep the problem only,
+		 * the value is quoted already */
+		why = perr;
+		for (p = strstr(perr, ": "); p != NULL; p = strstr(p + 2, ": "))
+			why = p + 2;
+		return cfg_fail(x, pname, v, "an %s prefix such as %s%s%s%s",
+		    fam, v4 ? CFG_DEF_PREFIX_V4 : CFG_DEF_PREFIX_V6,
+		    why[0] ? " (" : "", why, why[0] ? ")" : "");
+	}
+	if (pool->prefix.family != family)
+		return cfg_fail(x, pname, v, "an %s prefix such as %s", fam,
+		    v4 ? CFG_DEF_PREFIX_V4 : CFG_DEF_PREFIX_V6);
+	if (pool->prefix.len > nodemax - 2)
+		return cfg_fail(x, pname, v, "an %s prefix of length at "
+		    "most %u (room for conduit and node prefixes)", fam,
+		    nodemax - 2);
+
+	v = cfg_value(x, cname, v4 ? CFG_DEF_CONDUIT_V4 : CFG_DEF_CONDUIT_V6);
+	if (cfg_parse_uint(v, pool->prefix.len + 1u, nodemax - 1,
+	    &pool->conduit_len) != 0)
+		return cfg_fail(x, cname, v, "a prefix length between %u and "
+		    "%u", pool->prefix.len + 1u, nodemax - 1);
+
+	v = cfg_value(x, nname, v4 ? CFG_DEF_NODE_V4 : CFG_DEF_NODE_V6);
+	if (cfg_parse_uint(v, pool->conduit_len + 1, nodemax,
+	    &pool->node_len) != 0)
+		return cfg_fail(x, nname, v, "a prefix length between %u and "
+		    "%u", pool->conduit_len + 1, nodemax);
+	return 0;
+}
+
+/* Reads IPAM_IP_FAMILY: ipv4, ipv6 or dualstack, any case. */
+static int
+cfg_family(struct cfg_ctx *x, enum cfg_family *out)
+{
+	const char *v = cfg_value(x, "IPAM_IP_FAMILY", CFG_DEF_FAMILY);
+
+	if (strcasecmp(v, "ipv4") == 0)
+		*out = CFG_IPV4;
+	else if (strcasecmp(v, "ipv6") == 0)
+		*out = CFG_IPV6;
+	else if (strcasecmp(v, "dualstack") == 0)
+		*out = CFG_DUALSTACK;
+	else
+		return cfg_fail(x, "IPAM_IP_FAMILY", v,
+		    "ipv4, ipv6 or dualstack");
+	return 0;
+}
+
+/* True for the bytes strings are trimmed of (ASCII white space). */
+static bool
+cfg_is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
+	    c == '\v' || c == '\f';
+}
+
+/*
+ * Reads IPAM_CONDUITS: names separated by commas, each trimmed of white
+ * space. An empty entry, a bad name or a repeated name is refused (with
+ * its position), since each would silently mean something else.
+ */
+static int
+cfg_conduits(struct cfg_ctx *x, struct cfg *c)
+{
+	const char *name = "IPAM_CONDUITS";
+	const char *v = cfg_value(x, name, CFG_DEF_CONDUITS);
+	const char *p, *end, *s, *e;
+	size_t n = 1, i, k, len;
+
+	if (v[0] == '\0')
+		return 0;
+	for (p = v; *p != '\0'; p++)
+		n += *p == ',';
+	c->conduits = calloc(n, sizeof(*c->conduits));
+	if (c->conduits == NULL)
+		return cfg_oom(x, name);
+
+	for (p = v, i = 0; i < n; i++, p = end + 1) {
+		end = strchr(p, ',');
+		if (end == NULL)
+			end = p + strlen(p);
+		s = p;
+		e = end;
+		while (s < e && cfg_is_space(*s))
+			s++;
+		while (e > s && cfg_is_space(e[-1]))
+			e--;
+		len = (size_t)(e - s);
+		if (len == 0)
+			return cfg_fail(x, name, v, "comma-separated conduit "
+			    "names (entry %zu is empty)", i + 1);
+		if (!cfg_name_ok(s, len))
+			return cfg_fail(x, name, v, "comma-separated conduit "
+			    "names of 1 to %d bytes without control "
+			    "characters (entry %zu)", CFG_NAME_MAX, i + 1);
+		for (k = 0; k < c->nconduits; k++) {
+			if (strlen(c->conduits[k]) == len &&
+			    memcmp(c->conduits[k], s, len) == 0)
+				return cfg_fail(x, name, v, "comma-separated "
+				    "conduit names without repeats (entry "
+				    "%zu repeats entry %zu)", i + 1, k + 1);
+		}
+		c->conduits[c->nconduits] = strndup(s, len);
+		if (c->conduits[c->nconduits] == NULL)
+			return cfg_oom(x, name);
+		c->nconduits++;
+	}
+	return 0;
+}
+
+/*
+ * Reads TLS settings: IPAM_TLS_CERT and IPAM_TLS_KEY both or neither;
+ * IPAM_TLS_CA (client certificates) only together with them.
+ */
+static int
+cfg_tls(struct cfg_ctx *x, struct cfg *c)
+{
+	if (cfg_string(x, "IPAM_TLS_CERT", "", "a file path",
+	    &c->tls_cert) != 0 ||
+	    cfg_string(x, "IPAM_TLS_KEY", "", "a file path",
+	    &c->tls_key) != 0 ||
+	    cfg_string(x, "IPAM_TLS_CA", "", "a file path",
+	    &c->tls_ca) != 0)
+		return -1;
+	if (c->tls_cert[0] != '\0' && c->tls_key[0] == '\0')
+		return cfg_fail(x, "IPAM_TLS_KEY", c->tls_key, "a key file "
+		    "because IPAM_TLS_CERT is set");
+	if (c->tls_key[0] != '\0' && c->tls_cert[0] == '\0')
+		return cfg_fail(x, "IPAM_TLS_CERT", c->tls_cert, "a "
+		    "certificate file because IPAM_TLS_KEY is set");
+	if (c->tls_ca[0] != '\0' && c->tls_cert[0] == '\0')
+		return cfg_fail(x, "IPAM_TLS_CA", c->tls_ca, "no value "
+		    "unless IPAM_TLS_CERT and IPAM_TLS_KEY are set");
+	return 0;
+}
+
+/* Reads every variable into c (which starts zeroed). Returns 0 or -1. */
+static int
+cfg_load_all(struct cfg_ctx *x, struct cfg *c)
+{
+	const char *v, *name;
+
+	if (cfg_port(x, "IPAM_PORT", CFG_DEF_PORT, false, &c->port) != 0)
+		return -1;
+
+	name = "IPAM_DATA_SOURCE";
+	v = cfg_value(x, name, NULL);
+	if (v == NULL) {
+		name = "IPAM_DATASOURCE";
+		v = cfg_value(x, name, CFG_DEF_DATA_SOURCE);
+	}
+	if (!cfg_no_ctl(v))
+		return cfg_fail(x, name, v, "a file path without control "
+		    "characters");
+	c->data_source = cfg_dup(x, name, v);
+	if (c->data_source == NULL)
+		return -1;
+
+	v = cfg_value(x, "IPAM_TRENCH_NAME", CFG_DEF_TRENCH);
+	if (!cfg_name_ok(v, strlen(v)))
+		return cfg_fail(x, "IPAM_TRENCH_NAME", v, "a trench name of 1 "
+		    "to %d bytes without control characters", CFG_NAME_MAX);
+	c->trench = cfg_dup(x, "IPAM_TRENCH_NAME", v);
+	if (c->trench == NULL)
+		return -1;
+
+	v = cfg_value(x, "IPAM_NSP_SERVICE", CFG_DEF_NSP);
+	for (const char *p = v; *p != '\0'; p++) {
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+			return cfg_fail(x, "IPAM_NSP_SERVICE", v, "a gRPC "
+			    "target such as nsp-service-trench-a:7778, "
+			    "without spaces or control characters");
+	}
+	c->nsp_service = cfg_dup(x, "IPAM_NSP_SERVICE", v);
+	if (c->nsp_service == NULL)
+		return -1;
+
+	if (cfg_pool(x, PFX_V4, &c->v4) != 0 ||
+	    cfg_pool(x, PFX_V6, &c->v6) != 0 ||
+	    cfg_family(x, &c->family) != 0)
+		return -1;
+
+	v = cfg_value(x, "IPAM_LOG_LEVEL", CFG_DEF_LOG_LEVEL);
+	if (log_level_parse(v, &c->log_level) != 0)
+		return cfg_fail(x, "IPAM_LOG_LEVEL", v, "TRACE, DEBUG, INFO, "
+		    "WARNING, ERROR, FATAL or PANIC");
+
+	if (cfg_duration(x, "IPAM_GRPC_KEEPALIVE_TIME", CFG_DEF_KEEPALIVE,
+	    true, &c->keepalive_ns) != 0 ||
+	    cfg_duration(x, "IPAM_GRPC_PROBE_RPC_TIMEOUT",
+	    CFG_DEF_PROBE_TIMEOUT, true, &c->probe_timeout_ns) != 0 ||
+	    cfg_duration(x, "IPAM_GRPC_MAX_BACKOFF", CFG_DEF_MAX_BACKOFF,
+	    true, &c->max_backoff_ns) != 0)
+		return -1;
+
+	v = cfg_value(x, "IPAM_GARBAGE_COLLECTION_ENABLED", CFG_DEF_GC_ENABLED);
+	if (cfg_parse_bool(v, &c->gc_enabled) != 0)
+		return cfg_fail(x, "IPAM_GARBAGE_COLLECTION_ENABLED", v,
+		    "a boolean: true, false, 1, 0, t, f (any of Go's forms)");
+	/* Intervals must be positive only when GC runs; they are still
+	 * parsed (and must not be negative) when it does not. */
+	if (cfg_duration(x, "IPAM_GARBAGE_COLLECTION_INTERVAL",
+	    CFG_DEF_GC_INTERVAL, c->gc_enabled, &c->gc_interval_ns) != 0 ||
+	    cfg_duration(x, "IPAM_GARBAGE_COLLECTION_THRESHOLD",
+	    CFG_DEF_GC_THRESHOLD, c->gc_enabled, &c->gc_threshold_ns) != 0)
+		return -1;
+
+	if (cfg_conduits(x, c) != 0)
+		return -1;
+	if (cfg_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
+	    &c->release_cooldown_ns) != 0)
+		return -1;
+	if (cfg_port(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT, true,
+	    &c->metrics_port) != 0)
+		return -1;
+	if (c->metrics_port == c->port) {
+		v = cfg_value(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT);
+		return cfg_fail(x, "IPAM_METRICS_PORT", v, "a port other than "
+		    "IPAM_PORT (%u)", c->port);
+	}
+	return cfg_tls(x, c);
+}
+
+int
+cfg_load(struct cfg *c, const char *(*get)(const char *name), char *err,
+    size_t errlen)
+{
+	struct cfg_ctx x = { .get = get, .err = err, .errlen = errlen };
+	struct cfg n;
+
+	memset(&n, 0, sizeof(n));
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (cfg_load_all(&x, &n) != 0) {
+		cfg_free(&n);
+		memset(c, 0, sizeof(*c));
+		return -1;
+	}
+	*c = n;
+	return 0;
+}
+
+void
+cfg_free(struct cfg *c)
+{
+	size_t i;
+
+	if (c == NULL)
+		return;
+	free(c->data_source);
+	free(c->trench);
+	free(c->nsp_service);
+	for (i = 0; i < c->nconduits; i++)
+		free(c->conduits[i]);
+	free(c->conduits);
+	free(c->tls_cert);
+	free(c->tls_key);
+	free(c->tls_ca);
+	memset(c, 0, sizeof(*c));
+}
+
+const struct cfg_pool *
+cfg_pool_of(const struct cfg *c, int family)
+{
+	if (family == PFX_V4 && (c->family & CFG_IPV4) != 0)
+		return &c->v4;
+	if (family == PFX_V6 && (c->family & CFG_IPV6) != 0)
+		return &c->v6;
+	return NULL;
+}
+
+/* Units of a Go duration, in nanoseconds. */
+static const struct {
+	const char *name;	/* unit text, exact */
+	uint64_t ns;		/* nanoseconds per unit */
+} cfg_units[] = {
+	{ "ns", 1ULL },
+	{ "us", 1000ULL },
+	{ "\xc2\xb5s", 1000ULL },	/* U+00B5 micro sign */
+	{ "\xce\xbcs", 1000ULL },	/* U+03BC Greek small mu */
+	{ "ms", 1000000ULL },
+	{ "s", 1000000000ULL },
+	{ "m", 60000000000ULL },
+	{ "h", 3600000000000ULL },
+};
+
+#define CFG_D_LIMIT (1ULL << 63)
+
+/*
+ * Go's time.ParseDuration, rule for rule: [-+]? then one or more of
+ * number (digits, or digits '.' digits with either side possibly empty but
+ * not both) and unit; "0" alone needs no unit. Fraction digits past what a
+ * uint64 holds are dropped; any other overflow is an error.
+ */
+int
+cfg_parse_duration(const char *s, int64_t *ns)
+{
+	uint64_t d = 0, v, f, unit;
+	double scale;
+	bool neg = false, pre, post, over;
+	const char *p, *q;
+	size_t i, ulen;
+
+	if (s == NULL)
+		return -1;
+	p = s;
+	if (*p == '-' || *p == '+') {
+		neg = *p == '-';
+		p++;
+	}
+	if (strcmp(p, "0") == 0) {
+		*ns = 0;
+		return 0;
+	}
+	if (*p == '\0')
+		return -1;
+	while (*p != '\0') {
+		if (*p != '.' && !(*p >= '0' && *p <= '9'))
+			return -1;
+		v = 0;
+		for (q = p; *p >= '0' && *p <= '9'; p++) {
+			if (v > CFG_D_LIMIT / 10)
+				return -1;
+			v = v * 10 + (uint64_t)(*p - '0');
+			if (v > CFG_D_LIMIT)
+				return -1;
+		}
+		pre = p != q;
+		f = 0;
+		scale = 1;
+		post = false;
+		if (*p == '.') {
+			p++;
+			over = false;
+			for (q = p; *p >= '0' && *p <= '9'; p++) {
+				if (over)
+					continue;
+				if (f > (CFG_D_LIMIT - 1) / 10) {
+					over = true;
+					continue;
+				}
+				if (f * 10 + (uint64_t)(*p - '0') > CFG_D_LIMIT) {
+					over = true;
+					continue;
+				}
+				f = f * 10 + (uint64_t)(*p - '0');
+				scale *= 10;
+			}
+			post = p != q;
+		}
+		if (!pre && !post)
+			return -1;
+
+		for (q = p; *p != '\0' && *p != '.' && !(*p >= '0' &&
+		    *p <= '9'); p++)
+			;
+		ulen = (size_t)(p - q);
+		if (ulen == 0)
+			return -1;
+		unit = 0;
+		for (i = 0; i < sizeof(cfg_units) / sizeof(cfg_units[0]); i++) {
+			if (strlen(cfg_units[i].name) == ulen &&
+			    memcmp(cfg_units[i].name, q, ulen) == 0) {
+				unit = cfg_units[i].ns;
+				break;
+			}
+		}
+		if (unit == 0)
+			return -1;
+		if (v > CFG_D_LIMIT / unit)
+			return -1;
+		v *= unit;
+		if (f > 0) {
+			v += (uint64_t)((double)f * ((double)unit / scale));
+			if (v > CFG_D_LIMIT)
+				return -1;
+		}
+		d += v;
+		if (d > CFG_D_LIMIT)
+			return -1;
+	}
+	if (neg) {
+		*ns = d == CFG_D_LIMIT ? INT64_MIN : -(int64_t)d;
+		return 0;
+	}
+	if (d > CFG_D_LIMIT - 1)
+		return -1;
+	*ns = (int64_t)d;
+	return 0;
+}
+
+/*
+ * Appends the fraction of v over 10^prec as ".ddd" without trailing zeros
+ * (nothing when it is zero), as Go's fmtFrac does.
+ */
+static size_t
+cfg_frac(char *buf, size_t len, uint64_t frac, int prec)
+{
+	char digits[16];
+	int n;
+
+	buf[0] = '\0';
+	if (frac == 0)
+		return 0;
+	snprintf(digits, sizeof(digits), "%0*llu", prec,
+	    (unsigned long long)frac);
+	n = prec;
+	while (n > 0 && digits[n - 1] == '0')
+		n--;
+	digits[n] = '\0';
+	n = snprintf(buf, len, ".%s", digits);
+	return n < 0 ? 0 : (size_t)n;
+}
+
+void
+cfg_format_duration(int64_t ns, char *buf, size_t len)
+{
+	uint64_t u, div;
+	size_t o = 0;
+	int prec;
+	const char *unit;
+	char frac[16];
+
+	if (len == 0)
+		return;
+	if (ns == 0) {
+		snprintf(buf, len, "0s");
+		return;
+	}
+	u = ns < 0 ? (uint64_t)0 - (uint64_t)ns : (uint64_t)ns;
+	if (ns < 0 && o + 1 < len)
+		buf[o++] = '-';
+	if (u < 1000000000ULL) {
+		if (u < 1000ULL) {
+			div = 1;
+			prec = 0;
+			unit = "ns";
+		} else if (u < 1000000ULL) {
+			div = 1000ULL;
+			prec = 3;
+			unit = "\xc2\xb5s";
+		} else {
+			div = 1000000ULL;
+			prec = 6;
+			unit = "ms";
+		}
+		cfg_frac(frac, sizeof(frac), u % div, prec);
+		snprintf(buf + o, len - o, "%llu%s%s",
+		    (unsigned long long)(u / div), frac, unit);
+		return;
+	}
+	cfg_frac(frac, sizeof(frac), u % 1000000000ULL, 9);
+	u /= 1000000000ULL;
+	if (u >= 3600)
+		snprintf(buf + o, len - o, "%lluh%llum%llu%ss",
+		    (unsigned long long)(u / 3600),
+		    (unsigned long long)(u / 60 % 60),
+		    (unsigned long long)(u % 60), frac);
+	else if (u >= 60)
+		snprintf(buf + o, len - o, "%llum%llu%ss",
+		    (unsigned long long)(u / 60),
+		    (unsigned long long)(u % 60), frac);
+	else
+		snprintf(buf + o, len - o, "%llu%ss", (unsigned long long)u,
+		    frac);
+}
+
+int
+cfg_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "1", "t", "T", "TRUE", "true",
+		"True" };
+	static const char *const no[] = { "0", "f", "F", "FALSE", "false",
+		"False" };
+	size_t i;
+
+	if (s == NULL)
+		return -1;
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Adds key = text to obj. Returns 0 or -1. */
+static int
+cfg_json_add(struct json_object *obj, const char *key, const char *text)
+{
+	struct json_object *v = json_object_new_string(text);
+
+	if (v == NULL)
+		return -1;
+	if (json_object_object_add(obj, key, v) != 0) {
+		json_object_put(v);
+		return -1;
+	}
+	return 0;
+}
+
+/* Adds key = the decimal text of n. */
+static int
+cfg_json_uint(struct json_object *obj, const char *key, unsigned n)
+{
+	char buf[16];
+
+	snprintf(buf, sizeof(buf), "%u", n);
+	return cfg_json_add(obj, key, buf);
+}
+
+/* Adds key = the Go text of a duration. */
+static int
+cfg_json_dur(struct json_object *obj, const char *key, int64_t ns)
+{
+	char buf[40];
+
+	cfg_format_duration(ns, buf, sizeof(buf));
+	return cfg_json_add(obj, key, buf);
+}
+
+/* Adds one pool's three variables. */
+static int
+cfg_json_pool(struct json_object *obj, const struct cfg_pool *p, bool v4)
+{
+	char buf[PFX_STRLEN];
+
+	pfx_format(&p->prefix, buf);
+	if (cfg_json_add(obj, v4 ? "IPAM_PREFIX_IPV4" : "IPAM_PREFIX_IPV6",
+	    buf) != 0 ||
+	    cfg_json_uint(obj, v4 ? "IPAM_CONDUIT_PREFIX_LENGTH_IPV4" :
+	    "IPAM_CONDUIT_PREFIX_LENGTH_IPV6", p->conduit_len) != 0 ||
+	    cfg_json_uint(obj, v4 ? "IPAM_NODE_PREFIX_LENGTH_IPV4" :
+	    "IPAM_NODE_PREFIX_LENGTH_IPV6", p->node_len) != 0)
+		return -1;
+	return 0;
+}
+
+/* The conduit list joined with commas, as IPAM_CONDUITS takes it. */
+static char *
+cfg_join(const struct cfg *c)
+{
+	size_t len = 1, i, o = 0;
+	char *s;
+
+	for (i = 0; i < c->nconduits; i++)
+		len += strlen(c->conduits[i]) + 1;
+	s = malloc(len);
+	if (s == NULL)
+		return NULL;
+	for (i = 0; i < c->nconduits; i++) {
+		if (i > 0)
+			s[o++] = ',';
+		memcpy(s + o, c->conduits[i], strlen(c->conduits[i]));
+		o += strlen(c->conduits[i]);
+	}
+	s[o] = '\0';
+	return s;
+}
+
+/* Upper-case name of a level, as IPAM_LOG_LEVEL takes it. */
+static void
+cfg_level_upper(enum log_level l, char *buf, size_t len)
+{
+	size_t i;
+
+	snprintf(buf, len, "%s", log_level_name(l));
+	for (i = 0; buf[i] != '\0'; i++)
+		buf[i] = (char)toupper((unsigned char)buf[i]);
+}
+
+char *
+cfg_to_json(const struct cfg *c)
+{
+	static const char *const fams[] = {
+		[CFG_IPV4] = "ipv4", [CFG_IPV6] = "ipv6",
+		[CFG_DUALSTACK] = "dualstack",
+	};
+	struct json_object *obj;
+	char level[16], *conduits = NULL, *out = NULL;
+	const char *text;
+
+	obj = json_object_new_object();
+	if (obj == NULL)
+		return NULL;
+	conduits = cfg_join(c);
+	if (conduits == NULL)
+		goto done;
+	cfg_level_upper(c->log_level, level, sizeof(level));
+	if (cfg_json_uint(obj, "IPAM_PORT", c->port) != 0 ||
+	    cfg_json_add(obj, "IPAM_DATA_SOURCE",
+	    c->data_source ? c->data_source : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_TRENCH_NAME",
+	    c->trench ? c->trench : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_NSP_SERVICE",
+	    c->nsp_service ? c->nsp_service : "") != 0 ||
+	    cfg_json_pool(obj, &c->v4, true) != 0 ||
+	    cfg_json_pool(obj, &c->v6, false) != 0 ||
+	    cfg_json_add(obj, "IPAM_IP_FAMILY",
+	    (unsigned)c->family <= CFG_DUALSTACK && fams[c->family] ?
+	    fams[c->family] : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_LOG_LEVEL", level) != 0 ||
+	    cfg_json_dur(obj, "IPAM_GRPC_KEEPALIVE_TIME",
+	    c->keepalive_ns) != 0 ||
+	    cfg_json_dur(obj, "IPAM_GRPC_PROBE_RPC_TIMEOUT",
+	    c->probe_timeout_ns) != 0 ||
+	    cfg_json_dur(obj, "IPAM_GRPC_MAX_BACKOFF", c->max_backoff_ns) != 0 ||
+	    cfg_json_add(obj, "IPAM_GARBAGE_COLLECTION_ENABLED",
+	    c->gc_enabled ? "true" : "false") != 0 ||
+	    cfg_json_dur(obj, "IPAM_GARBAGE_COLLECTION_INTERVAL",
+	    c->gc_interval_ns) != 0 ||
+	    cfg_json_dur(obj, "IPAM_GARBAGE_COLLECTION_THRESHOLD",
+	    c->gc_threshold_ns) != 0 ||
+	    cfg_json_add(obj, "IPAM_CONDUITS", conduits) != 0 ||
+	    cfg_json_dur(obj, "IPAM_RELEASE_COOLDOWN",
+	    c->release_cooldown_ns) != 0 ||
+	    cfg_json_uint(obj, "IPAM_METRICS_PORT", c->metrics_port) != 0 ||
+	    cfg_json_add(obj, "IPAM_TLS_CERT", c->tls_cert ? c->tls_cert : "")
+	    != 0 ||
+	    cfg_json_add(obj, "IPAM_TLS_KEY", c->tls_key ? c->tls_key : "")
+	    != 0 ||
+	    cfg_json_add(obj, "IPAM_TLS_CA", c->tls_ca ? c->tls_ca : "") != 0)
+		goto done;
+	text = json_object_to_json_string_ext(obj,
+	    JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+	    JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (text != NULL)
+		out = strdup(text);
+done:
+	free(conduits);
+	json_object_put(obj);
+	return out;
+}
+
+const char *
+cfg_help(void)
+{
+	return
+	    "Environment variables (empty = unset = default):\n"
+	    "  IPAM_PORT                          gRPC port (default "
+	    CFG_DEF_PORT ")\n"
+	    "  IPAM_DATA_SOURCE                   sqlite file (default "
+	    CFG_DEF_DATA_SOURCE ");\n"
+	    "                                     IPAM_DATASOURCE is read "
+	    "when it is unset\n"
+	    "  IPAM_TRENCH_NAME                   trench name (default "
+	    CFG_DEF_TRENCH ")\n"
+	    "  IPAM_NSP_SERVICE                   NSP host:port, empty = no "
+	    "NSP (default \"" CFG_DEF_NSP "\")\n"
+	    "  IPAM_PREFIX_IPV4                   IPv4 trench prefix (default "
+	    CFG_DEF_PREFIX_V4 ")\n"
+	    "  IPAM_CONDUIT_PREFIX_LENGTH_IPV4    IPv4 conduit prefix length "
+	    "(default " CFG_DEF_CONDUIT_V4 ")\n"
+	    "  IPAM_NODE_PREFIX_LENGTH_IPV4       IPv4 node prefix length, at "
+	    "most 30 (default " CFG_DEF_NODE_V4 ")\n"
+	    "  IPAM_PREFIX_IPV6                   IPv6 trench prefix (default "
+	    CFG_DEF_PREFIX_V6 ")\n"
+	    "  IPAM_CONDUIT_PREFIX_LENGTH_IPV6    IPv6 conduit prefix length "
+	    "(default " CFG_DEF_CONDUIT_V6 ")\n"
+	    "  IPAM_NODE_PREFIX_LENGTH_IPV6       IPv6 node prefix length, at "
+	    "most 126 (default " CFG_DEF_NODE_V6 ")\n"
+	    "  IPAM_IP_FAMILY                     ipv4, ipv6 or dualstack "
+	    "(default " CFG_DEF_FAMILY ")\n"
+	    "  IPAM_LOG_LEVEL                     TRACE, DEBUG, INFO, WARNING, "
+	    "ERROR, FATAL, PANIC\n"
+	    "                                     (default " CFG_DEF_LOG_LEVEL
+	    ")\n"
+	    "  IPAM_GRPC_KEEPALIVE_TIME           gRPC keepalive, Go duration "
+	    "(default " CFG_DEF_KEEPALIVE ")\n"
+	    "  IPAM_GRPC_PROBE_RPC_TIMEOUT        health probe timeout "
+	    "(default " CFG_DEF_PROBE_TIMEOUT ")\n"
+	    "  IPAM_GRPC_MAX_BACKOFF              longest NSP reconnect wait "
+	    "(default " CFG_DEF_MAX_BACKOFF ")\n"
+	    "  IPAM_GARBAGE_COLLECTION_ENABLED    remove stale node and child "
+	    "prefixes (default " CFG_DEF_GC_ENABLED ")\n"
+	    "  IPAM_GARBAGE_COLLECTION_INTERVAL   time between collections "
+	    "(default " CFG_DEF_GC_INTERVAL ")\n"
+	    "  IPAM_GARBAGE_COLLECTION_THRESHOLD  age at which a record is "
+	    "stale (default " CFG_DEF_GC_THRESHOLD ")\n"
+	    "  IPAM_CONDUITS                      comma-separated conduits "
+	    "when there is no NSP (default \"" CFG_DEF_CONDUITS "\")\n"
+	    "  IPAM_RELEASE_COOLDOWN              time before a released "
+	    "address is reused (default " CFG_DEF_COOLDOWN ")\n"
+	    "  IPAM_METRICS_PORT                  metrics HTTP port, 0 = off "
+	    "(default " CFG_DEF_METRICS_PORT ")\n"
+	    "  IPAM_TLS_CERT                      server certificate file, "
+	    "empty = plaintext (default \"\")\n"
+	    "  IPAM_TLS_KEY                       its private key file "
+	    "(default \"\")\n"
+	    "  IPAM_TLS_CA                        CA file to require client "
+	    "certificates (default \"\")\n"
+	    "Durations use Go's syntax (1h30m, 500ms, 1.5s); booleans Go's "
+	    "(true, false, 1, 0, t, f).\n";
+}

@@ -1,0 +1,859 @@
+/*
+ * test_config.c - lib/config.c: every variable's default and a good value,
+ * every kind of bad value (the message names the variable and quotes the
+ * value), the IPAM_DATASOURCE alias, Go's duration and bool grammars, the
+ * duration text, the JSON dump and the help text.
+ */
+#include <criterion/criterion.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "config.h"
+
+/* The fake environment: name, value pairs ending with NULL. */
+static const char *const *tc_vars;
+
+/* Lookup function handed to cfg_load: reads tc_vars. */
+static const char *
+tc_get(const char *name)
+{
+	for (size_t i = 0; tc_vars != NULL && tc_vars[i] != NULL; i += 2) {
+		if (strcmp(tc_vars[i], name) == 0)
+			return tc_vars[i + 1];
+	}
+	return NULL;
+}
+
+static const char *const tc_empty[] = { NULL };
+
+/* Loads c from the pairs given; returns cfg_load's result. */
+static int
+tc_load(struct cfg *c, const char *const *vars, char *err, size_t errlen)
+{
+	tc_vars = vars;
+	return cfg_load(c, tc_get, err, errlen);
+}
+
+/* True if every byte of c is zero. */
+static bool
+tc_zero(const struct cfg *c)
+{
+	const unsigned char *p = (const unsigned char *)c;
+
+	for (size_t i = 0; i < sizeof(*c); i++) {
+		if (p[i] != 0)
+			return false;
+	}
+	return true;
+}
+
+/* Text of a prefix, for comparisons. */
+static const char *
+tc_pfx(const struct pfx *p)
+{
+	static char buf[4][PFX_STRLEN];
+	static int k;
+
+	k = (k + 1) % 4;
+	pfx_format(p, buf[k]);
+	return buf[k];
+}
+
+#define NS_S 1000000000LL
+#define NS_M (60 * NS_S)
+#define NS_H (60 * NS_M)
+
+Test(config, every_default)
+{
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.port, 7777);
+	cr_assert_str_eq(c.data_source, "/run/ipam/data/registry.db");
+	cr_assert_str_eq(c.trench, "default");
+	cr_assert_str_eq(c.nsp_service, "");
+	cr_assert_str_eq(tc_pfx(&c.v4.prefix), "169.255.0.0/16");
+	cr_assert_eq(c.v4.prefix.family, PFX_V4);
+	cr_assert_eq(c.v4.conduit_len, 20);
+	cr_assert_eq(c.v4.node_len, 24);
+	cr_assert_str_eq(tc_pfx(&c.v6.prefix), "fd00::/48");
+	cr_assert_eq(c.v6.prefix.family, PFX_V6);
+	cr_assert_eq(c.v6.conduit_len, 56);
+	cr_assert_eq(c.v6.node_len, 64);
+	cr_assert_eq(c.family, CFG_DUALSTACK);
+	cr_assert_eq(c.log_level, LOGL_DEBUG);
+	cr_assert_eq(c.keepalive_ns, 30 * NS_S);
+	cr_assert_eq(c.probe_timeout_ns, 1 * NS_S);
+	cr_assert_eq(c.max_backoff_ns, 5 * NS_S);
+	cr_assert(c.gc_enabled);
+	cr_assert_eq(c.gc_interval_ns, 2 * NS_H);
+	cr_assert_eq(c.gc_threshold_ns, 40 * NS_M);
+	cr_assert_eq(c.nconduits, 0);
+	cr_assert_eq(c.release_cooldown_ns, 0);
+	cr_assert_eq(c.metrics_port, 0);
+	cr_assert_str_eq(c.tls_cert, "");
+	cr_assert_str_eq(c.tls_key, "");
+	cr_assert_str_eq(c.tls_ca, "");
+	cr_assert_str_eq(err, "");
+	cfg_free(&c);
+	cr_assert(tc_zero(&c));
+}
+
+/* An empty variable means unset: every variable empty gives the defaults. */
+Test(config, empty_means_default)
+{
+	static const char *const vars[] = {
+		"IPAM_PORT", "", "IPAM_DATA_SOURCE", "", "IPAM_DATASOURCE", "",
+		"IPAM_TRENCH_NAME", "", "IPAM_PREFIX_IPV4", "",
+		"IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "",
+		"IPAM_NODE_PREFIX_LENGTH_IPV4", "", "IPAM_PREFIX_IPV6", "",
+		"IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "",
+		"IPAM_NODE_PREFIX_LENGTH_IPV6", "", "IPAM_IP_FAMILY", "",
+		"IPAM_LOG_LEVEL", "", "IPAM_GRPC_KEEPALIVE_TIME", "",
+		"IPAM_GARBAGE_COLLECTION_ENABLED", "",
+		"IPAM_GARBAGE_COLLECTION_INTERVAL", "", NULL,
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.port, 7777);
+	cr_assert_str_eq(c.data_source, "/run/ipam/data/registry.db");
+	cr_assert_str_eq(c.trench, "default");
+	cr_assert_str_eq(tc_pfx(&c.v4.prefix), "169.255.0.0/16");
+	cr_assert_eq(c.v6.node_len, 64);
+	cr_assert_eq(c.family, CFG_DUALSTACK);
+	cr_assert_eq(c.log_level, LOGL_DEBUG);
+	cr_assert_eq(c.keepalive_ns, 30 * NS_S);
+	cr_assert(c.gc_enabled);
+	cr_assert_eq(c.gc_interval_ns, 2 * NS_H);
+	cfg_free(&c);
+}
+
+Test(config, every_variable_set)
+{
+	static const char *const vars[] = {
+		"IPAM_PORT", "9000",
+		"IPAM_DATA_SOURCE", "/var/lib/ipam/r.db",
+		"IPAM_TRENCH_NAME", "trench-a",
+		"IPAM_NSP_SERVICE", "nsp-service-trench-a:7778",
+		"IPAM_PREFIX_IPV4", "10.0.0.0/8",
+		"IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "12",
+		"IPAM_NODE_PREFIX_LENGTH_IPV4", "30",
+		"IPAM_PREFIX_IPV6", "fd12:3400::/32",
+		"IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "40",
+		"IPAM_NODE_PREFIX_LENGTH_IPV6", "126",
+		"IPAM_IP_FAMILY", "IPv6",
+		"IPAM_LOG_LEVEL", "warning",
+		"IPAM_GRPC_KEEPALIVE_TIME", "1m30s",
+		"IPAM_GRPC_PROBE_RPC_TIMEOUT", "250ms",
+		"IPAM_GRPC_MAX_BACKOFF", "1.5s",
+		"IPAM_GARBAGE_COLLECTION_ENABLED", "F",
+		"IPAM_GARBAGE_COLLECTION_INTERVAL", "10m",
+		"IPAM_GARBAGE_COLLECTION_THRESHOLD", "1h",
+		"IPAM_CONDUITS", " load-balancer , lb-b,x",
+		"IPAM_RELEASE_COOLDOWN", "30s",
+		"IPAM_METRICS_PORT", "9100",
+		"IPAM_TLS_CERT", "/etc/ipam/tls.crt",
+		"IPAM_TLS_KEY", "/etc/ipam/tls.key",
+		"IPAM_TLS_CA", "/etc/ipam/ca.crt",
+		NULL,
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.port, 9000);
+	cr_assert_str_eq(c.data_source, "/var/lib/ipam/r.db");
+	cr_assert_str_eq(c.trench, "trench-a");
+	cr_assert_str_eq(c.nsp_service, "nsp-service-trench-a:7778");
+	cr_assert_str_eq(tc_pfx(&c.v4.prefix), "10.0.0.0/8");
+	cr_assert_eq(c.v4.conduit_len, 12);
+	cr_assert_eq(c.v4.node_len, 30);
+	cr_assert_str_eq(tc_pfx(&c.v6.prefix), "fd12:3400::/32");
+	cr_assert_eq(c.v6.conduit_len, 40);
+	cr_assert_eq(c.v6.node_len, 126);
+	cr_assert_eq(c.family, CFG_IPV6);
+	cr_assert_eq(c.log_level, LOGL_WARNING);
+	cr_assert_eq(c.keepalive_ns, 90 * NS_S);
+	cr_assert_eq(c.probe_timeout_ns, 250000000LL);
+	cr_assert_eq(c.max_backoff_ns, 1500000000LL);
+	cr_assert_not(c.gc_enabled);
+	cr_assert_eq(c.gc_interval_ns, 10 * NS_M);
+	cr_assert_eq(c.gc_threshold_ns, NS_H);
+	cr_assert_eq(c.nconduits, 3);
+	cr_assert_str_eq(c.conduits[0], "load-balancer");
+	cr_assert_str_eq(c.conduits[1], "lb-b");
+	cr_assert_str_eq(c.conduits[2], "x");
+	cr_assert_eq(c.release_cooldown_ns, 30 * NS_S);
+	cr_assert_eq(c.metrics_port, 9100);
+	cr_assert_str_eq(c.tls_cert, "/etc/ipam/tls.crt");
+	cr_assert_str_eq(c.tls_key, "/etc/ipam/tls.key");
+	cr_assert_str_eq(c.tls_ca, "/etc/ipam/ca.crt");
+	cfg_free(&c);
+}
+
+Test(config, family_and_level_any_case)
+{
+	static const struct {
+		const char *family;
+		enum cfg_family want;
+	} fams[] = {
+		{ "ipv4", CFG_IPV4 }, { "IPV4", CFG_IPV4 },
+		{ "ipv6", CFG_IPV6 }, { "Ipv6", CFG_IPV6 },
+		{ "dualstack", CFG_DUALSTACK }, { "DualStack", CFG_DUALSTACK },
+	};
+	static const struct {
+		const char *level;
+		enum log_level want;
+	} levels[] = {
+		{ "TRACE", LOGL_TRACE }, { "debug", LOGL_DEBUG },
+		{ "Info", LOGL_INFO }, { "WARNING", LOGL_WARNING },
+		{ "error", LOGL_ERROR }, { "FATAL", LOGL_FATAL },
+		{ "panic", LOGL_PANIC },
+	};
+	const char *vars[5] = { NULL };
+	struct cfg c;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
+		vars[0] = "IPAM_IP_FAMILY";
+		vars[1] = fams[i].family;
+		cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s",
+		    err);
+		cr_assert_eq(c.family, fams[i].want, "%s", fams[i].family);
+		cfg_free(&c);
+	}
+	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+		vars[0] = "IPAM_LOG_LEVEL";
+		vars[1] = levels[i].level;
+		cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s",
+		    err);
+		cr_assert_eq(c.log_level, levels[i].want, "%s",
+		    levels[i].level);
+		cfg_free(&c);
+	}
+}
+
+Test(config, pool_of_served_families_only)
+{
+	static const char *const v4[] = { "IPAM_IP_FAMILY", "ipv4", NULL };
+	static const char *const v6[] = { "IPAM_IP_FAMILY", "ipv6", NULL };
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg_pool_of(&c, PFX_V4), &c.v4);
+	cr_assert_eq(cfg_pool_of(&c, PFX_V6), &c.v6);
+	cr_assert_null(cfg_pool_of(&c, 5));
+	cfg_free(&c);
+
+	cr_assert_eq(tc_load(&c, v4, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg_pool_of(&c, PFX_V4), &c.v4);
+	cr_assert_null(cfg_pool_of(&c, PFX_V6));
+	/* the unserved pool is still parsed and valid */
+	cr_assert_eq(c.v6.node_len, 64);
+	cfg_free(&c);
+
+	cr_assert_eq(tc_load(&c, v6, err, sizeof(err)), 0, "%s", err);
+	cr_assert_null(cfg_pool_of(&c, PFX_V4));
+	cr_assert_eq(cfg_pool_of(&c, PFX_V6), &c.v6);
+	cfg_free(&c);
+}
+
+Test(config, datasource_alias_and_precedence)
+{
+	static const char *const alias[] = {
+		"IPAM_DATASOURCE", "/alias.db", NULL,
+	};
+	static const char *const both[] = {
+		"IPAM_DATASOURCE", "/alias.db", "IPAM_DATA_SOURCE", "/main.db",
+		NULL,
+	};
+	static const char *const main_empty[] = {
+		"IPAM_DATA_SOURCE", "", "IPAM_DATASOURCE", "/alias.db", NULL,
+	};
+	static const char *const bad_alias[] = {
+		"IPAM_DATASOURCE", "/a\nb", NULL,
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, alias, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.data_source, "/alias.db");
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, both, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.data_source, "/main.db");
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, main_empty, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.data_source, "/alias.db");
+	cfg_free(&c);
+	/* an error names the variable that was actually read */
+	cr_assert_eq(tc_load(&c, bad_alias, err, sizeof(err)), -1);
+	cr_assert_str_eq(err, "IPAM_DATASOURCE=\"/a\\x0ab\": expected a file "
+	    "path without control characters");
+}
+
+/* One bad setting: extra pairs (prerequisites) and the variable the
+ * message must name, with the text it must contain. */
+struct tc_bad {
+	const char *name;	/* variable the message must name */
+	const char *value;	/* its bad value */
+	const char *expect;	/* text the message must contain */
+	const char *n2, *v2;	/* another variable set with it, or NULL */
+	const char *n3, *v3;	/* and a third, or NULL */
+};
+
+/* Trailing fields left out of an entry are NULL, as C guarantees. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+static const struct tc_bad tc_bads[] = {
+	{ "IPAM_PORT", "0", "a port number between 1 and 65535" },
+	{ "IPAM_PORT", "65536", "between 1 and 65535" },
+	{ "IPAM_PORT", "99999999999999999999", "between 1 and 65535" },
+	{ "IPAM_PORT", "-1", "between 1 and 65535" },
+	{ "IPAM_PORT", "+80", "between 1 and 65535" },
+	{ "IPAM_PORT", "80x", "between 1 and 65535" },
+	{ "IPAM_PORT", " 80", "between 1 and 65535" },
+	{ "IPAM_PORT", "0080", "between 1 and 65535" },
+	{ "IPAM_PORT", "0x50", "between 1 and 65535" },
+	{ "IPAM_DATA_SOURCE", "/x\ty", "without control characters" },
+	{ "IPAM_TRENCH_NAME", "a\x01" "b", "a trench name of 1 to 253 bytes" },
+	{ "IPAM_TRENCH_NAME",
+	    "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+	    "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+	    "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+	    "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt",
+	    "a trench name of 1 to 253 bytes" },
+	{ "IPAM_NSP_SERVICE", "nsp service:7778", "without spaces" },
+	{ "IPAM_NSP_SERVICE", "nsp:7778\n", "without spaces" },
+	{ "IPAM_PREFIX_IPV4", "garbage", "an IPv4 prefix such as" },
+	{ "IPAM_PREFIX_IPV4", "10.0.0.1/8", "host bits set" },
+	{ "IPAM_PREFIX_IPV4", "10.0.0.0/33", "an IPv4 prefix" },
+	{ "IPAM_PREFIX_IPV4", "10.0.0.0", "an IPv4 prefix" },
+	{ "IPAM_PREFIX_IPV4", "fd00::/48", "an IPv4 prefix" },
+	{ "IPAM_PREFIX_IPV4", "10.0.0.0/29", "length at most 28" },
+	{ "IPAM_PREFIX_IPV6", "169.255.0.0/16", "an IPv6 prefix" },
+	{ "IPAM_PREFIX_IPV6", "fd00::1/48", "host bits set" },
+	{ "IPAM_PREFIX_IPV6", "fd00::/125", "length at most 124" },
+	{ "IPAM_PREFIX_IPV6", "fd00::/129", "an IPv6 prefix" },
+	{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "16",
+	    "a prefix length between 17 and 29" },
+	{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "30", "between 17 and 29" },
+	{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "x", "between 17 and 29" },
+	{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "20.5", "between 17 and 29" },
+	{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "8", "between 9 and 29",
+	    "IPAM_PREFIX_IPV4", "10.0.0.0/8" },
+	{ "IPAM_NODE_PREFIX_LENGTH_IPV4", "33",
+	    "a prefix length between 21 and 30" },
+	{ "IPAM_NODE_PREFIX_LENGTH_IPV4", "31", "between 21 and 30" },
+	{ "IPAM_NODE_PREFIX_LENGTH_IPV4", "20", "between 21 and 30" },
+	{ "IPAM_NODE_PREFIX_LENGTH_IPV4", "24", "between 25 and 30",
+	    "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "24" },
+	{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "48",
+	    "a prefix length between 49 and 125" },
+	{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "126", "between 49 and 125" },
+	{ "IPAM_NODE_PREFIX_LENGTH_IPV6", "127",
+	    "a prefix length between 57 and 126" },
+	{ "IPAM_NODE_PREFIX_LENGTH_IPV6", "56", "between 57 and 126" },
+	{ "IPAM_NODE_PREFIX_LENGTH_IPV6", "64", "between 65 and 126",
+	    "IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "64" },
+	{ "IPAM_IP_FAMILY", "ipv5", "ipv4, ipv6 or dualstack" },
+	{ "IPAM_IP_FAMILY", "dual", "ipv4, ipv6 or dualstack" },
+	{ "IPAM_LOG_LEVEL", "verbose", "TRACE, DEBUG, INFO, WARNING" },
+	{ "IPAM_LOG_LEVEL", "warn", "TRACE, DEBUG, INFO, WARNING" },
+	{ "IPAM_GRPC_KEEPALIVE_TIME", "30", "a positive Go duration" },
+	{ "IPAM_GRPC_KEEPALIVE_TIME", "0", "a positive Go duration" },
+	{ "IPAM_GRPC_KEEPALIVE_TIME", "-1s", "a positive Go duration" },
+	{ "IPAM_GRPC_PROBE_RPC_TIMEOUT", "1 s", "a positive Go duration" },
+	{ "IPAM_GRPC_PROBE_RPC_TIMEOUT", "0s", "a positive Go duration" },
+	{ "IPAM_GRPC_MAX_BACKOFF", "5sec", "a positive Go duration" },
+	{ "IPAM_GRPC_MAX_BACKOFF", "9999999999h", "a positive Go duration" },
+	{ "IPAM_GARBAGE_COLLECTION_ENABLED", "yes", "a boolean" },
+	{ "IPAM_GARBAGE_COLLECTION_ENABLED", "TRue", "a boolean" },
+	{ "IPAM_GARBAGE_COLLECTION_INTERVAL", "0", "a positive Go duration" },
+	{ "IPAM_GARBAGE_COLLECTION_INTERVAL", "-2h", "a positive Go duration" },
+	{ "IPAM_GARBAGE_COLLECTION_INTERVAL", "2 hours",
+	    "a positive Go duration" },
+	{ "IPAM_GARBAGE_COLLECTION_INTERVAL", "-2h",
+	    "a non-negative Go duration",
+	    "IPAM_GARBAGE_COLLECTION_ENABLED", "false" },
+	{ "IPAM_GARBAGE_COLLECTION_THRESHOLD", "0s", "a positive Go duration" },
+	{ "IPAM_GARBAGE_COLLECTION_THRESHOLD", "40", "a positive Go duration" },
+	{ "IPAM_GARBAGE_COLLECTION_THRESHOLD", "-1m",
+	    "a non-negative Go duration",
+	    "IPAM_GARBAGE_COLLECTION_ENABLED", "0" },
+	{ "IPAM_CONDUITS", "a,,b", "(entry 2 is empty)" },
+	{ "IPAM_CONDUITS", "a,", "(entry 2 is empty)" },
+	{ "IPAM_CONDUITS", ",a", "(entry 1 is empty)" },
+	{ "IPAM_CONDUITS", "a, ,b", "(entry 2 is empty)" },
+	{ "IPAM_CONDUITS", " ", "(entry 1 is empty)" },
+	{ "IPAM_CONDUITS", "a,b, a", "(entry 3 repeats entry 1)" },
+	{ "IPAM_CONDUITS", "a,b\x7f", "without control characters (entry 2)" },
+	{ "IPAM_CONDUITS",
+	    "ok,cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+	    "ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+	    "ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+	    "ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+	    "1 to 253 bytes" },
+	{ "IPAM_RELEASE_COOLDOWN", "-1s", "a non-negative Go duration" },
+	{ "IPAM_RELEASE_COOLDOWN", "soon", "a non-negative Go duration" },
+	{ "IPAM_METRICS_PORT", "65536", "between 0 and 65535 (0 = off)" },
+	{ "IPAM_METRICS_PORT", "x", "between 0 and 65535" },
+	{ "IPAM_METRICS_PORT", "7777", "a port other than IPAM_PORT (7777)" },
+	{ "IPAM_TLS_KEY", "", "a key file because IPAM_TLS_CERT is set",
+	    "IPAM_TLS_CERT", "/c.pem" },
+	{ "IPAM_TLS_CERT", "", "a certificate file because IPAM_TLS_KEY is set",
+	    "IPAM_TLS_KEY", "/k.pem" },
+	{ "IPAM_TLS_CA", "/ca.pem", "no value unless IPAM_TLS_CERT and "
+	    "IPAM_TLS_KEY are set" },
+	{ "IPAM_TLS_CERT", "/c\n.pem", "a file path without control" },
+	{ "IPAM_TLS_KEY", "/k\r.pem", "a file path without control",
+	    "IPAM_TLS_CERT", "/c.pem" },
+	{ "IPAM_TLS_CA", "\x1b", "a file path without control",
+	    "IPAM_TLS_CERT", "/c.pem", "IPAM_TLS_KEY", "/k.pem" },
+};
+#pragma GCC diagnostic pop
+
+/*
+ * Every bad value: cfg_load fails, leaves the struct zeroed, and writes one
+ * line "NAME=<quoted value>: expected ..." containing the expected text.
+ */
+Test(config, every_bad_value_named)
+{
+	char err[512], quoted[600], head[700];
+	const char *vars[7];
+	struct cfg c;
+
+	for (size_t i = 0; i < sizeof(tc_bads) / sizeof(tc_bads[0]); i++) {
+		const struct tc_bad *b = &tc_bads[i];
+		size_t n = 0, o = 0;
+
+		memset(vars, 0, sizeof(vars));
+		vars[n++] = b->name;
+		vars[n++] = b->value;
+		if (b->n2 != NULL) {
+			vars[n++] = b->n2;
+			vars[n++] = b->v2;
+		}
+		if (b->n3 != NULL) {
+			vars[n++] = b->n3;
+			vars[n++] = b->v3;
+		}
+		memset(&c, 0x5a, sizeof(c));
+		strcpy(err, "untouched");
+		cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1,
+		    "%s=%s accepted", b->name, b->value);
+		cr_assert(tc_zero(&c), "%s: cfg not left empty", b->name);
+		/* the expected head: NAME="value (escaped, cut at 80)" */
+		quoted[o++] = '"';
+		for (size_t k = 0; b->value[k] != '\0'; k++) {
+			unsigned char ch = (unsigned char)b->value[k];
+
+			if (k == 80) {
+				o += (size_t)sprintf(quoted + o, "...");
+				break;
+			}
+			if (ch < 0x20 || ch == 0x7f)
+				o += (size_t)sprintf(quoted + o, "\\x%02x",
+				    ch);
+			else
+				quoted[o++] = (char)ch;
+		}
+		quoted[o++] = '"';
+		quoted[o] = '\0';
+		snprintf(head, sizeof(head), "%s=%s: expected ", b->name,
+		    quoted);
+		cr_assert_eq(strncmp(err, head, strlen(head)), 0,
+		    "case %zu: got <%s>, want head <%s>", i, err, head);
+		cr_assert_not_null(strstr(err, b->expect),
+		    "case %zu: <%s> lacks <%s>", i, err, b->expect);
+		cr_assert_null(strchr(err, '\n'), "case %zu: not one line",
+		    i);
+	}
+}
+
+/* The example line of the brief, byte for byte. */
+Test(config, message_exact)
+{
+	static const char *const vars[] = {
+		"IPAM_NODE_PREFIX_LENGTH_IPV4", "33", NULL,
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+	cr_assert_str_eq(err, "IPAM_NODE_PREFIX_LENGTH_IPV4=\"33\": expected "
+	    "a prefix length between 21 and 30");
+}
+
+/* A default made invalid by another variable: the message names the
+ * unset variable and quotes the default it would take. */
+Test(config, default_broken_by_other_variable)
+{
+	static const char *const vars[] = {
+		"IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "64",
+		"IPAM_NODE_PREFIX_LENGTH_IPV6", "", NULL,
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+	cr_assert_str_eq(err, "IPAM_NODE_PREFIX_LENGTH_IPV6=\"64\": expected "
+	    "a prefix length between 65 and 126");
+}
+
+Test(config, quotes_escaped_in_message)
+{
+	static const char *const vars[] = {
+		"IPAM_IP_FAMILY", "a\"b\\c", NULL,
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+	cr_assert_str_eq(err, "IPAM_IP_FAMILY=\"a\\\"b\\\\c\": expected ipv4, "
+	    "ipv6 or dualstack");
+}
+
+/* A small or missing error buffer is never overrun. */
+Test(config, small_or_null_err_buffer)
+{
+	static const char *const vars[] = { "IPAM_PORT", "x", NULL };
+	char err[12];
+	struct cfg c;
+
+	memset(err, '#', sizeof(err));
+	cr_assert_eq(tc_load(&c, vars, err, 8), -1);
+	cr_assert_eq(strlen(err), 7);
+	cr_assert_eq(err[8], '#');
+	cr_assert_eq(tc_load(&c, vars, NULL, 0), -1);
+	cr_assert(tc_zero(&c));
+}
+
+/* Boundary values that are just valid. */
+Test(config, boundaries_accepted)
+{
+	static const char *const edges[][7] = {
+		{ "IPAM_PORT", "1", NULL },
+		{ "IPAM_PORT", "65535", NULL },
+		{ "IPAM_METRICS_PORT", "65535", NULL },
+		{ "IPAM_PREFIX_IPV4", "10.0.0.0/28",
+		    "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "29",
+		    "IPAM_NODE_PREFIX_LENGTH_IPV4", "30" },
+		{ "IPAM_PREFIX_IPV4", "0.0.0.0/0", NULL },
+		{ "IPAM_PREFIX_IPV6", "fd00::/124",
+		    "IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "125",
+		    "IPAM_NODE_PREFIX_LENGTH_IPV6", "126" },
+		{ "IPAM_GARBAGE_COLLECTION_ENABLED", "false",
+		    "IPAM_GARBAGE_COLLECTION_INTERVAL", "0",
+		    "IPAM_GARBAGE_COLLECTION_THRESHOLD", "0s" },
+		{ "IPAM_TRENCH_NAME",
+		    "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+		    "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+		    "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+		    "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+		    "ttttttttttttttttttttttttt", NULL },
+		{ "IPAM_TLS_CERT", "/c", "IPAM_TLS_KEY", "/k", NULL },
+		{ "IPAM_CONDUITS", "only", NULL },
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(strlen(edges[7][1]), 253);
+	for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+		cr_assert_eq(tc_load(&c, edges[i], err, sizeof(err)), 0,
+		    "case %zu: %s", i, err);
+		cfg_free(&c);
+	}
+}
+
+Test(config, conduits_trimmed_in_order)
+{
+	static const char *const vars[] = {
+		"IPAM_CONDUITS", "\tc-b ,c-a,  c-c\n", NULL,
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.nconduits, 3);
+	cr_assert_str_eq(c.conduits[0], "c-b");
+	cr_assert_str_eq(c.conduits[1], "c-a");
+	cr_assert_str_eq(c.conduits[2], "c-c");
+	cfg_free(&c);
+	cr_assert(tc_zero(&c));
+}
+
+Test(config, free_zeroed_and_twice)
+{
+	struct cfg c;
+	char err[256];
+
+	memset(&c, 0, sizeof(c));
+	cfg_free(&c);
+	cr_assert(tc_zero(&c));
+	cfg_free(NULL);
+	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
+	cfg_free(&c);
+	cfg_free(&c);
+	cr_assert(tc_zero(&c));
+}
+
+/* Go's time.ParseDuration: accepted texts and their value in ns. */
+Test(config, duration_good)
+{
+	static const struct {
+		const char *text;
+		int64_t ns;
+	} cases[] = {
+		{ "0", 0 }, { "+0", 0 }, { "-0", 0 }, { "0s", 0 },
+		{ "1ns", 1 }, { "2us", 2000 }, { "3\xc2\xb5s", 3000 },
+		{ "3\xce\xbcs", 3000 }, { "500ms", 500000000 },
+		{ "2s", 2 * NS_S }, { "1m", NS_M }, { "2h", 2 * NS_H },
+		{ "1h30m", NS_H + 30 * NS_M }, { "1.5h", NS_H + 30 * NS_M },
+		{ ".5s", NS_S / 2 }, { "1.s", NS_S }, { "1.5s", 1500000000 },
+		{ "1h2m3s4ms5us6ns", NS_H + 2 * NS_M + 3 * NS_S + 4005006 },
+		{ "3m3m", 6 * NS_M }, { "-1.5s", -1500000000 },
+		{ "+2m", 2 * NS_M }, { "0.000000001s", 1 },
+		{ "1.0000000001s", NS_S },	/* beyond ns precision */
+		/* Go drops a fraction worth less than one ns, so this is
+		 * the largest value, not an overflow */
+		{ "9223372036854775807.5ns", INT64_MAX },
+		{ "9223372036854775807ns", INT64_MAX },
+		{ "-9223372036854775808ns", INT64_MIN },
+		{ "2562047h47m16.854775807s", INT64_MAX },
+		{ "0.1234567890123456789012345678901234567890s", 123456789 },
+	};
+	int64_t ns;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ns = 42;
+		cr_assert_eq(cfg_parse_duration(cases[i].text, &ns), 0,
+		    "%s refused", cases[i].text);
+		cr_assert_eq(ns, cases[i].ns, "%s: %lld, want %lld",
+		    cases[i].text, (long long)ns, (long long)cases[i].ns);
+	}
+}
+
+Test(config, duration_bad)
+{
+	static const char *const bad[] = {
+		"", "+", "-", "1", "10", "s", ".s", "..5s", "1..5s", "1.5.s",
+		"5sec", "5 s", " 5s", "5s ", "1h 30m", "1H", "1S", "5mss",
+		"5x", "0x10s", "1e3s", "-+1s", "--1s", "1s-1s", "\xb5s", "1\xb5",
+		"9223372036854775808ns", "100000000000000000000000000000.5ns",
+		"2562047h47m16.854775808s", "2562048h", "9999999999999999999h",
+		"100000000000000000000ns", "-9223372036854775809ns", "NaNs",
+		"infs", "0.0", "00",
+	};
+	int64_t ns;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ns = 42;
+		cr_assert_eq(cfg_parse_duration(bad[i], &ns), -1,
+		    "\"%s\" accepted as %lld", bad[i], (long long)ns);
+		cr_assert_eq(ns, 42, "\"%s\" changed out", bad[i]);
+	}
+	cr_assert_eq(cfg_parse_duration(NULL, &ns), -1);
+}
+
+/* Go's time.Duration.String() for the values we print. */
+Test(config, duration_format)
+{
+	static const struct {
+		int64_t ns;
+		const char *text;
+	} cases[] = {
+		{ 0, "0s" }, { 1, "1ns" }, { 999, "999ns" },
+		{ 1000, "1\xc2\xb5s" }, { 1500, "1.5\xc2\xb5s" },
+		{ 1000000, "1ms" }, { 1100000, "1.1ms" },
+		{ 500000000, "500ms" }, { NS_S, "1s" }, { 1500000000, "1.5s" },
+		{ 30 * NS_S, "30s" }, { NS_M, "1m0s" },
+		{ 90 * NS_S, "1m30s" }, { 40 * NS_M, "40m0s" },
+		{ 2 * NS_H, "2h0m0s" }, { NS_H + 1, "1h0m0.000000001s" },
+		{ -1500000000, "-1.5s" }, { -1, "-1ns" },
+		{ INT64_MAX, "2562047h47m16.854775807s" },
+		{ INT64_MIN, "-2562047h47m16.854775808s" },
+	};
+	char buf[40];
+	int64_t back;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cfg_format_duration(cases[i].ns, buf, sizeof(buf));
+		cr_assert_str_eq(buf, cases[i].text);
+		cr_assert_eq(cfg_parse_duration(buf, &back), 0, "%s", buf);
+		cr_assert_eq(back, cases[i].ns, "%s", buf);
+	}
+	/* a short buffer is cut, not overrun */
+	memset(buf, '#', sizeof(buf));
+	cfg_format_duration(2 * NS_H, buf, 4);
+	cr_assert_str_eq(buf, "2h0");
+	cr_assert_eq(buf[4], '#');
+}
+
+Test(config, bool_grammar)
+{
+	static const char *const yes[] = { "1", "t", "T", "TRUE", "true",
+		"True" };
+	static const char *const no[] = { "0", "f", "F", "FALSE", "false",
+		"False" };
+	static const char *const bad[] = { "", "yes", "no", "on", "off",
+		"tRUE", "FaLse", "2", "true ", " 1", "y", "01" };
+	bool b;
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		b = false;
+		cr_assert_eq(cfg_parse_bool(yes[i], &b), 0, "%s", yes[i]);
+		cr_assert(b, "%s", yes[i]);
+	}
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+		b = true;
+		cr_assert_eq(cfg_parse_bool(no[i], &b), 0, "%s", no[i]);
+		cr_assert_not(b, "%s", no[i]);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		b = true;
+		cr_assert_eq(cfg_parse_bool(bad[i], &b), -1, "%s", bad[i]);
+		cr_assert(b, "%s changed out", bad[i]);
+	}
+	cr_assert_eq(cfg_parse_bool(NULL, &b), -1);
+}
+
+/* The string value of key in obj; fails if absent or not a string. */
+static const char *
+tc_jstr(struct json_object *obj, const char *key)
+{
+	struct json_object *v;
+
+	cr_assert(json_object_object_get_ex(obj, key, &v), "no key %s", key);
+	cr_assert(json_object_is_type(v, json_type_string), "%s", key);
+	return json_object_get_string(v);
+}
+
+Test(config, json_defaults)
+{
+	static const char *const want[][2] = {
+		{ "IPAM_PORT", "7777" },
+		{ "IPAM_DATA_SOURCE", "/run/ipam/data/registry.db" },
+		{ "IPAM_TRENCH_NAME", "default" },
+		{ "IPAM_NSP_SERVICE", "" },
+		{ "IPAM_PREFIX_IPV4", "169.255.0.0/16" },
+		{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "20" },
+		{ "IPAM_NODE_PREFIX_LENGTH_IPV4", "24" },
+		{ "IPAM_PREFIX_IPV6", "fd00::/48" },
+		{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "56" },
+		{ "IPAM_NODE_PREFIX_LENGTH_IPV6", "64" },
+		{ "IPAM_IP_FAMILY", "dualstack" },
+		{ "IPAM_LOG_LEVEL", "DEBUG" },
+		{ "IPAM_GRPC_KEEPALIVE_TIME", "30s" },
+		{ "IPAM_GRPC_PROBE_RPC_TIMEOUT", "1s" },
+		{ "IPAM_GRPC_MAX_BACKOFF", "5s" },
+		{ "IPAM_GARBAGE_COLLECTION_ENABLED", "true" },
+		{ "IPAM_GARBAGE_COLLECTION_INTERVAL", "2h0m0s" },
+		{ "IPAM_GARBAGE_COLLECTION_THRESHOLD", "40m0s" },
+		{ "IPAM_CONDUITS", "" },
+		{ "IPAM_RELEASE_COOLDOWN", "0s" },
+		{ "IPAM_METRICS_PORT", "0" },
+		{ "IPAM_TLS_CERT", "" },
+		{ "IPAM_TLS_KEY", "" },
+		{ "IPAM_TLS_CA", "" },
+	};
+	struct json_object *obj;
+	struct cfg c;
+	char err[256], *text;
+
+	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
+	text = cfg_to_json(&c);
+	cr_assert_not_null(text);
+	obj = json_tokener_parse(text);
+	cr_assert_not_null(obj, "%s", text);
+	cr_assert_eq(json_object_object_length(obj),
+	    (int)(sizeof(want) / sizeof(want[0])));
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		cr_assert_str_eq(tc_jstr(obj, want[i][0]), want[i][1], "%s",
+		    want[i][0]);
+	json_object_put(obj);
+	free(text);
+	cfg_free(&c);
+}
+
+/* Values set, fed back through cfg_load, give the same configuration. */
+Test(config, json_round_trip)
+{
+	static const char *const vars[] = {
+		"IPAM_IP_FAMILY", "IPV4", "IPAM_LOG_LEVEL", "error",
+		"IPAM_CONDUITS", "a, b", "IPAM_GRPC_KEEPALIVE_TIME", "90s",
+		"IPAM_RELEASE_COOLDOWN", "1500ms", "IPAM_PREFIX_IPV6",
+		"FD00:0:0::/40", "IPAM_DATASOURCE", "/x/\"q\".db", NULL,
+	};
+	const char *back[64];
+	struct json_object *obj;
+	struct cfg c, d;
+	char err[256], *text, *text2;
+	size_t n = 0;
+
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
+	text = cfg_to_json(&c);
+	cr_assert_not_null(text);
+	obj = json_tokener_parse(text);
+	cr_assert_not_null(obj);
+	cr_assert_str_eq(tc_jstr(obj, "IPAM_IP_FAMILY"), "ipv4");
+	cr_assert_str_eq(tc_jstr(obj, "IPAM_LOG_LEVEL"), "ERROR");
+	cr_assert_str_eq(tc_jstr(obj, "IPAM_CONDUITS"), "a,b");
+	cr_assert_str_eq(tc_jstr(obj, "IPAM_GRPC_KEEPALIVE_TIME"), "1m30s");
+	cr_assert_str_eq(tc_jstr(obj, "IPAM_RELEASE_COOLDOWN"), "1.5s");
+	cr_assert_str_eq(tc_jstr(obj, "IPAM_PREFIX_IPV6"), "fd00::/40");
+	cr_assert_str_eq(tc_jstr(obj, "IPAM_DATA_SOURCE"), "/x/\"q\".db");
+	json_object_object_foreach(obj, key, val) {
+		cr_assert_lt(n + 2, sizeof(back) / sizeof(back[0]));
+		back[n++] = key;
+		back[n++] = json_object_get_string(val);
+	}
+	back[n] = NULL;
+	cr_assert_eq(tc_load(&d, back, err, sizeof(err)), 0, "%s", err);
+	text2 = cfg_to_json(&d);
+	cr_assert_not_null(text2);
+	cr_assert_str_eq(text, text2);
+	json_object_put(obj);
+	free(text);
+	free(text2);
+	cfg_free(&c);
+	cfg_free(&d);
+}
+
+Test(config, help_lists_every_variable_and_default)
+{
+	static const char *const must[] = {
+		"IPAM_PORT", "7777", "IPAM_DATA_SOURCE",
+		"/run/ipam/data/registry.db", "IPAM_DATASOURCE",
+		"IPAM_TRENCH_NAME", "default", "IPAM_NSP_SERVICE",
+		"IPAM_PREFIX_IPV4", "169.255.0.0/16",
+		"IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "(default 20)",
+		"IPAM_NODE_PREFIX_LENGTH_IPV4", "(default 24)",
+		"IPAM_PREFIX_IPV6", "fd00::/48",
+		"IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "(default 56)",
+		"IPAM_NODE_PREFIX_LENGTH_IPV6", "(default 64)",
+		"IPAM_IP_FAMILY", "dualstack", "IPAM_LOG_LEVEL", "DEBUG",
+		"IPAM_GRPC_KEEPALIVE_TIME", "30s", "IPAM_GRPC_PROBE_RPC_TIMEOUT",
+		"(default 1s)", "IPAM_GRPC_MAX_BACKOFF", "(default 5s)",
+		"IPAM_GARBAGE_COLLECTION_ENABLED", "(default true)",
+		"IPAM_GARBAGE_COLLECTION_INTERVAL", "(default 2h)",
+		"IPAM_GARBAGE_COLLECTION_THRESHOLD", "(default 40m)",
+		"IPAM_CONDUITS", "IPAM_RELEASE_COOLDOWN", "(default 0)",
+		"IPAM_METRICS_PORT", "IPAM_TLS_CERT", "IPAM_TLS_KEY",
+		"IPAM_TLS_CA",
+	};
+	const char *h = cfg_help();
+
+	cr_assert_not_null(h);
+	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
+		cr_assert_not_null(strstr(h, must[i]), "help lacks %s",
+		    must[i]);
+}
