@@ -1,0 +1,46 @@
+#!/bin/sh
+# What `make run` runs: meridio-ipam in the foreground, for a demo or a
+# bare-metal test node. Data lives under ./run/ (created); static conduits
+# stand in for the NSP service. Every IPAM_* variable set by the caller wins.
+#   usage: scripts/run.sh [builddir]      (default: build)
+set -eu
+
+build=${1:-build}
+daemon="$build/bin/meridio-ipam"
+ctl="$build/bin/ipamctl"
+
+if [ ! -x "$daemon" ]; then
+	echo "run: $daemon is not built yet (run: make build)" >&2
+	exit 1
+fi
+
+mkdir -p run
+if [ -z "${IPAM_DATA_SOURCE:-}" ] && [ -z "${IPAM_DATASOURCE:-}" ]; then
+	IPAM_DATA_SOURCE="$(pwd)/run/registry.db"
+	export IPAM_DATA_SOURCE
+fi
+: "${IPAM_PORT:=7777}"
+: "${IPAM_LOG_LEVEL:=INFO}"
+: "${IPAM_NSP_SERVICE:=}"
+: "${IPAM_CONDUITS:=conduit-a,conduit-b}"
+export IPAM_PORT IPAM_LOG_LEVEL IPAM_NSP_SERVICE IPAM_CONDUITS
+
+target="localhost:$IPAM_PORT"
+conduit=${IPAM_CONDUITS%%,*}
+if [ -n "$IPAM_NSP_SERVICE" ]; then
+	conduits="from NSP $IPAM_NSP_SERVICE"
+else
+	conduits="$IPAM_CONDUITS (static)"
+fi
+cat <<MSG
+meridio-ipam: gRPC on port $IPAM_PORT, data ${IPAM_DATA_SOURCE:-$IPAM_DATASOURCE}
+  conduits: $conduits; logs: JSON lines on stderr, level $IPAM_LOG_LEVEL
+Talk to it from another shell:
+  $ctl allocate --conduit $conduit --node worker-1 --name proxy-1 --target $target
+  $ctl allocate --conduit $conduit --node worker-1 --name proxy-1 --family ipv6 --target $target
+  $ctl release  --conduit $conduit --node worker-1 --name proxy-1 --target $target
+  $ctl health --target $target
+Ctrl-C stops it (orderly: exit 0).
+MSG
+
+exec "$daemon"

@@ -1,0 +1,333 @@
+"""The daemon as a set of processes: health, orderly stop, restarts,
+workers killed with SIGKILL, and the NSP conduit watch (fake NSP)."""
+
+import os
+import signal
+import socket
+import threading
+import time
+import unittest
+
+import grpc
+
+import harness
+from harness import V4, V6, DaemonTest, RpcError, expect_code
+
+import health_pb2
+
+SC = grpc.StatusCode
+
+
+def allocate_many(client, names=5):
+    """A spread of allocations over conduits, nodes and families:
+    {(conduit, node, name, family): (address, length)}."""
+    out = {}
+    for conduit in ("conduit-a", "conduit-b"):
+        for node in ("worker-1", "worker-2"):
+            for fam in (V4, V6):
+                for i in range(names):
+                    k = (conduit, node, "pod-%d" % i, fam)
+                    out[k] = client.allocate(*k)
+    return out
+
+
+def port_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Health(DaemonTest):
+
+    def test_health_names(self):
+        d = self.daemon()
+        for name in ("", "ipam.v1.Ipam", "Liveness", "Readiness", "Startup"):
+            self.assertEqual(d.client.health(name), "SERVING", name)
+        # Unknown names: the standard NOT_FOUND status, or SERVICE_UNKNOWN.
+        for name in ("nope", "ipam.v1.Nope"):
+            try:
+                st = d.client.health(name)
+            except RpcError as e:
+                self.assertEqual(e.code, SC.NOT_FOUND, e.details)
+            else:
+                self.assertEqual(st, "SERVICE_UNKNOWN", name)
+
+    def test_health_watch(self):
+        d = self.daemon()
+        it = d.client.health_stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        first = next(it)
+        self.assertEqual(first.status, health_pb2.HealthCheckResponse.SERVING)
+        it.cancel()
+        it = d.client.health_stub.Watch(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+        self.assertEqual(next(it).status, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        it.cancel()
+
+    def test_not_serving_while_db_worker_does_not_answer(self):
+        d = self.daemon()
+        db = d.wait_worker("db")
+        os.kill(db, signal.SIGSTOP)
+        try:
+            harness.poll(lambda: d.client.health("", timeout=3.0) == "NOT_SERVING",
+                         15, 0.1, "health NOT_SERVING with the db worker stopped")
+        finally:
+            try:
+                os.kill(db, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        d.wait_serving(30)
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
+
+
+class Lifecycle(DaemonTest):
+
+    def stop_cleanly(self, d, sig=signal.SIGTERM):
+        workers = d.workers()
+        self.assertEqual(set(workers), set(harness.ROLES), "workers: %s" % workers)
+        rc, took = d.stop(sig)
+        self.assertEqual(rc, 0, "exit code after %s" % sig.name)
+        self.assertLess(took, 5.0, "stop took %.2fs" % took)
+        # The supervisor has exited; its workers must be gone at once
+        # (a short grace for the kernel to finish reaping them).
+        deadline = time.monotonic() + 1.0
+        while d.leftovers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(d.leftovers(), [], "processes left after stop")
+        self.assertTrue(port_free(d.port), "port still taken")
+
+    def test_sigterm_exits_zero_within_5s(self):
+        d = self.daemon()
+        d.client.allocate("conduit-a", "worker-1", "p")
+        self.stop_cleanly(d, signal.SIGTERM)
+
+    def test_sigint_exits_zero(self):
+        d = self.daemon()
+        self.stop_cleanly(d, signal.SIGINT)
+
+    def test_restart_keeps_every_allocation(self):
+        d = self.daemon()
+        before = allocate_many(d.client)
+        rows_before = harness.structural(d.rows())
+        self.stop_cleanly(d)
+        d.start()
+        for k, v in before.items():
+            self.assertEqual(d.client.allocate(*k), v, k)
+        self.assertEqual(harness.structural(d.rows()), rows_before)
+        # New children continue first-fit after the kept ones.
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "new"), ("169.255.0.6", 24))
+        self.assertEqual(d.client.allocate("conduit-b", "worker-2", "new", V6),
+                         ("fd00:0:0:101::6", 64))
+        self.assertSound(d.rows())
+
+    def test_workers_die_with_the_supervisor(self):
+        d = self.daemon()
+        workers = d.workers()
+        self.assertEqual(set(workers), set(harness.ROLES))
+        os.kill(d.proc.pid, signal.SIGKILL)
+        d.proc.wait(5)
+        harness.poll(lambda: not any(harness.pid_alive(p) for p in workers.values()),
+                     5, 0.05, "workers to exit after the supervisor died")
+        harness.poll(lambda: port_free(d.port), 5, 0.05, "port to be released")
+        # The lock is released too: a new instance starts on the same data.
+        d.start()
+        self.assertEqual(d.client.health(), "SERVING")
+
+    def test_second_instance_on_same_data_is_refused(self):
+        d = self.daemon()
+        d.client.allocate("conduit-a", "worker-1", "p")
+        other = self.daemon(data_dir=d.dir, start=False)
+        other.log_path = os.path.join(d.dir, "stderr-second.log")
+        other.start(wait=False)
+        harness.poll(lambda: other.proc.poll() is not None, 20, 0.1,
+                     "second instance to exit")
+        self.assertNotEqual(other.proc.returncode, 0)
+        self.assertEqual(other.leftovers(), [], "second instance left processes")
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
+        self.assertEqual(d.client.health(), "SERVING")
+
+
+class KillWorkers(DaemonTest):
+    """SIGKILL of each worker: the supervisor restarts it and nothing that
+    was acknowledged is lost."""
+
+    def kill_and_check(self, role, d):
+        before = allocate_many(d.client, names=3)
+        old = d.kill_worker(role)
+        new = d.wait_worker(role, not_pid=old)
+        self.assertNotEqual(new, old)
+        self.assertTrue(d.running(), "supervisor died")
+        d.wait_serving(30)
+        for k, v in before.items():
+            got = harness.poll(lambda: d.client.allocate(*k), 30, 0.1, "allocate %s" % (k,))
+            self.assertEqual(got, v, k)
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "after"), ("169.255.0.4", 24))
+        self.assertSound(d.rows())
+
+    def test_kill9_api_worker(self):
+        self.kill_and_check("api", self.daemon())
+
+    def test_kill9_nsp_worker(self):
+        nsp = self.nsp(["conduit-a", "conduit-b"])
+        d = self.daemon(conduits="", nsp=nsp.target)
+        self.kill_and_check("nsp", d)
+        # The restarted watcher follows the NSP again.
+        nsp.set_conduits(["conduit-a", "conduit-b", "conduit-c"])
+        self.assertEqual(d.client.allocate("conduit-c", "worker-1", "p", timeout=15),
+                         ("169.255.32.1", 24))
+
+    def test_kill9_db_worker(self):
+        self.kill_and_check("db", self.daemon())
+
+    def test_kill9_db_worker_under_load(self):
+        """Allocations run while the db worker is killed: every one that
+        was answered OK is answered the same afterwards."""
+        d = self.daemon()
+        acked = {}
+        stop = threading.Event()
+        failures = []
+
+        def load():
+            i = 0
+            while not stop.is_set():
+                name = "load-%d" % i
+                i += 1
+                try:
+                    acked[name] = d.client.allocate("conduit-a", "worker-1", name, timeout=5)
+                except RpcError as e:
+                    failures.append(e.code)
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            harness.poll(lambda: len(acked) >= 20, 20, 0.05, "some allocations")
+            old = d.kill_worker("db")
+            d.wait_worker("db", not_pid=old)
+            n = len(acked)
+            harness.poll(lambda: len(acked) >= n + 20, 30, 0.05, "allocations after restart")
+        finally:
+            stop.set()
+            t.join(30)
+        for code in failures:
+            self.assertIn(code, (SC.UNAVAILABLE, SC.DEADLINE_EXCEEDED), failures)
+        for name, v in acked.items():
+            self.assertEqual(d.client.allocate("conduit-a", "worker-1", name), v, name)
+        self.assertEqual(len(set(acked.values())), len(acked), "duplicate addresses")
+        self.assertSound(d.rows())
+
+    def test_each_worker_killed_in_turn(self):
+        nsp = self.nsp(["conduit-a", "conduit-b"])
+        d = self.daemon(conduits="", nsp=nsp.target)
+        before = allocate_many(d.client, names=2)
+        for role in ("db", "api", "nsp", "db"):
+            old = d.kill_worker(role)
+            d.wait_worker(role, not_pid=old)
+            d.wait_serving(30)
+        for k, v in before.items():
+            self.assertEqual(harness.poll(lambda: d.client.allocate(*k), 30, 0.1, str(k)), v, k)
+        rc, took = d.stop()
+        self.assertEqual(rc, 0)
+
+
+class NspWatch(DaemonTest):
+    """Conduits from a fake NSP that the test changes while the daemon runs."""
+
+    def test_conduit_added_removed_readded(self):
+        nsp = self.nsp(["conduit-a"])
+        d = self.daemon(conduits="", nsp=nsp.target)
+        c = d.client
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "p", timeout=15), ("169.255.0.1", 24))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "p", V6), ("fd00::1", 64))
+        nsp.set_conduits(["conduit-a", "conduit-b"])
+        self.assertEqual(c.allocate("conduit-b", "worker-1", "p", timeout=15),
+                         ("169.255.16.1", 24))
+        # conduit-a goes: its prefix, nodes and children go with it.
+        nsp.set_conduits(["conduit-b"])
+        harness.poll(lambda: "conduit-a-default-0" not in d.rows(), 15, 0.1,
+                     "conduit-a to be removed")
+        rows = d.rows()
+        self.assertFalse([i for i in rows if i.endswith("conduit-a-default-0")
+                          or i.endswith("conduit-a-default-1")], "left below conduit-a")
+        self.assertIn("conduit-b-default-0", rows)
+        self.assertSound(rows)
+        with self.assertRaises(RpcError) as cm:
+            c.allocate("conduit-a", "worker-1", "p", timeout=1.5)
+        self.assertIn(cm.exception.code, (SC.DEADLINE_EXCEEDED, SC.NOT_FOUND))
+        # Re-added: lowest free /20 again, fresh nodes and children.
+        nsp.set_conduits(["conduit-b", "conduit-a"])
+        self.assertEqual(c.allocate("conduit-a", "worker-9", "q", timeout=15), ("169.255.0.1", 24))
+        self.assertEqual(c.allocate("conduit-a", "worker-9", "q", V6), ("fd00::1", 64))
+        self.assertEqual(c.allocate("conduit-b", "worker-1", "p"), ("169.255.16.1", 24))
+
+    def test_allocate_waits_for_a_conduit_that_appears(self):
+        nsp = self.nsp(["conduit-a"])
+        d = self.daemon(conduits="", nsp=nsp.target)
+        d.client.allocate("conduit-a", "worker-1", "p", timeout=15)
+        result = {}
+
+        def ask():
+            t0 = time.monotonic()
+            try:
+                result["ok"] = d.client.allocate("conduit-new", "worker-1", "p", timeout=15)
+            except RpcError as e:
+                result["err"] = e
+            result["took"] = time.monotonic() - t0
+
+        t = threading.Thread(target=ask)
+        t.start()
+        time.sleep(1.0)   # the call must be waiting when the conduit comes
+        self.assertTrue(t.is_alive(), "Allocate did not wait: %s" % result)
+        nsp.set_conduits(["conduit-a", "conduit-new"])
+        t.join(20)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(result.get("ok"), ("169.255.16.1", 24), result)
+        self.assertLess(result["took"], 10)
+
+    def test_nsp_restart_watcher_reconnects(self):
+        nsp = self.nsp(["conduit-a"])
+        port = nsp.port
+        d = self.daemon(conduits="", nsp=nsp.target)
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p", timeout=15),
+                         ("169.255.0.1", 24))
+        nsp.stop()
+        # Serving goes on without the NSP.
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p2"), ("169.255.0.2", 24))
+        nsp2 = self.nsp(["conduit-a", "conduit-c"], port=port)
+        self.assertEqual(nsp2.port, port)
+        self.assertEqual(d.client.allocate("conduit-c", "worker-1", "p", timeout=20),
+                         ("169.255.16.1", 24))
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
+
+    def test_first_list_after_restart_deletes_nothing(self):
+        nsp = self.nsp(["conduit-a", "conduit-b"])
+        d = self.daemon(conduits="", nsp=nsp.target)
+        self.assertEqual(d.client.allocate("conduit-b", "worker-1", "p", timeout=15),
+                         ("169.255.16.1", 24))
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0)
+        # Restart while the NSP lists nothing, then only conduit-a and a new
+        # one: conduit-b was not listed in this run, so it stays.
+        nsp.set_conduits([])
+        d.start()
+        nsp.set_conduits(["conduit-a", "conduit-c"])
+        harness.poll(lambda: "conduit-c-default-0" in d.rows(), 15, 0.1, "conduit-c")
+        rows = d.rows()
+        self.assertIn("conduit-b-default-0", rows)
+        self.assertEqual(rows["conduit-c-default-0"]["cidr"], "169.255.32.0/20")
+        self.assertEqual(d.client.allocate("conduit-b", "worker-1", "p"), ("169.255.16.1", 24))
+        # Now conduit-b is listed and later dropped: that removes it.
+        nsp.set_conduits(["conduit-a", "conduit-b", "conduit-c"])
+        self.assertEqual(d.client.allocate("conduit-b", "worker-1", "p"), ("169.255.16.1", 24))
+        nsp.set_conduits(["conduit-a", "conduit-b", "conduit-c", "conduit-d"])
+        # conduit-d showing up proves the list naming conduit-b was applied.
+        harness.poll(lambda: "conduit-d-default-0" in d.rows(), 15, 0.1, "conduit-d")
+        nsp.set_conduits(["conduit-a", "conduit-c", "conduit-d"])
+        harness.poll(lambda: "conduit-b-default-0" not in d.rows(), 15, 0.1,
+                     "conduit-b removed")
+
+
+if __name__ == "__main__":
+    unittest.main()

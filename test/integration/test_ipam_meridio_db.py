@@ -1,0 +1,178 @@
+"""A registry.db written by Meridio's IPAM is served with every address
+kept, and the file stays one that Meridio can open."""
+
+import datetime
+import hashlib
+import os
+import sqlite3
+import unittest
+
+import grpc
+
+import harness
+from harness import V4, V6, DaemonTest
+
+SC = grpc.StatusCode
+
+NODE4 = "worker-1-conduit-a-default-0"
+NODE6 = "worker-1-conduit-a-default-1"
+
+
+def go_time(dt):
+    """A UTC time as go-sqlite3 writes it: nanoseconds, trailing zeros cut."""
+    frac = ("%09d" % (dt.microsecond * 1000 + 789)).rstrip("0")
+    return dt.strftime("%Y-%m-%d %H:%M:%S") + ("." + frac if frac else "") + "+00:00"
+
+
+def meridio_rows(ts):
+    """Rows as Meridio writes them: trench records with parent '', ids
+    <name>-<parent id>, children as host prefixes, bridge not expirable."""
+    return [
+        ("default-0", "default-0", "169.255.0.0/16", "", ts, 0),
+        ("conduit-a-default-0", "conduit-a", "169.255.0.0/20", "default-0", ts, 0),
+        (NODE4, "worker-1", "169.255.0.0/24", "conduit-a-default-0", ts, 1),
+        ("proxy-x-" + NODE4, "proxy-x", "169.255.0.1/32", NODE4, ts, 1),
+        ("bridge-" + NODE4, "bridge", "169.255.0.2/32", NODE4, ts, 0),
+        ("default-1", "default-1", "fd00::/48", "", ts, 0),
+        ("conduit-a-default-1", "conduit-a", "fd00::/56", "default-1", ts, 0),
+        (NODE6, "worker-1", "fd00::/64", "conduit-a-default-1", ts, 1),
+        ("proxy-x-" + NODE6, "proxy-x", "fd00::1/128", NODE6, ts, 1),
+        ("bridge-" + NODE6, "bridge", "fd00::2/128", NODE6, ts, 0),
+    ]
+
+
+def schema(db_path):
+    """(columns of prefixes, {index name: (unique, [columns])}) of a file."""
+    con = sqlite3.connect(db_path)
+    try:
+        cols = [r[1] for r in con.execute("PRAGMA table_info(prefixes)")]
+        idx = {}
+        for r in con.execute("PRAGMA index_list(prefixes)"):
+            name, unique = r[1], r[2]
+            if name.startswith("sqlite_autoindex"):
+                continue
+            idx[name] = (unique, [c[2] for c in con.execute("PRAGMA index_info(`%s`)" % name)])
+        return cols, idx
+    finally:
+        con.close()
+
+
+MERIDIO_INDEXES = {
+    "idx_prefixes_expirable": (0, ["expirable"]),
+    "idx_prefixes_updated_at": (0, ["updated_at"]),
+    "idx_parent_id_cidr": (1, ["cidr", "parent_id"]),
+    "idx_prefixes_parent_id": (0, ["parent_id"]),
+    "idx_prefixes_name": (0, ["name"]),
+}
+
+
+class MeridioDb(DaemonTest):
+
+    def meridio_daemon(self, env=None, start=True):
+        d = self.daemon(start=False, env=env)
+        self.ts = go_time(datetime.datetime.now(datetime.timezone.utc)
+                          - datetime.timedelta(minutes=5))
+        harness.write_meridio_db(d.db_path, meridio_rows(self.ts))
+        if start:
+            d.start()
+        return d
+
+    def test_meridio_registry_served_with_addresses_kept(self):
+        d = self.meridio_daemon()
+        c = d.client
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-x"), ("169.255.0.1", 24))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "bridge"), ("169.255.0.2", 24))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-y"), ("169.255.0.3", 24))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-x", V6), ("fd00::1", 64))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-y", V6), ("fd00::3", 64))
+        # A second node and conduit continue first-fit around the old data.
+        self.assertEqual(c.allocate("conduit-a", "worker-2", "proxy-x"), ("169.255.1.1", 24))
+        self.assertEqual(c.allocate("conduit-b", "worker-1", "proxy-x"), ("169.255.16.1", 24))
+
+        rows = d.rows()
+        self.assertSound(rows)
+        for rid, name, cidr, parent, _, expirable in meridio_rows(self.ts):
+            self.assertIn(rid, rows)
+            r = rows[rid]
+            self.assertEqual((r["name"], r["cidr"], r["parent_id"], int(r["expirable"])),
+                             (name, cidr, parent, expirable), rid)
+        new = rows["proxy-y-" + NODE4]
+        self.assertEqual((new["name"], new["cidr"], new["parent_id"], int(new["expirable"])),
+                         ("proxy-y", "169.255.0.3/32", NODE4, 1))
+        self.assertEqual(rows["proxy-y-" + NODE6]["cidr"], "fd00::3/128")
+        self.assertEqual(rows["conduit-b-default-0"]["cidr"], "169.255.16.0/20")
+        self.assertRegex(new["updated_at"], harness.UPDATED_AT_RE)
+        # The refresh of proxy-x is written in the same format, later.
+        px = rows["proxy-x-" + NODE4]["updated_at"]
+        self.assertRegex(px, harness.UPDATED_AT_RE)
+        self.assertGreater(px, self.ts)
+
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0)
+        cols, idx = schema(d.db_path)
+        self.assertEqual(cols, list(harness.PREFIX_COLUMNS))
+        for name, want in MERIDIO_INDEXES.items():
+            self.assertEqual(idx.get(name), want, name)
+
+    def test_meridio_children_released_and_reused(self):
+        d = self.meridio_daemon()
+        c = d.client
+        c.release("conduit-a", "worker-1", "proxy-x")
+        self.assertNotIn("proxy-x-" + NODE4, d.rows())
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-z"), ("169.255.0.1", 24))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-w"), ("169.255.0.3", 24))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-x", V6), ("fd00::1", 64))
+
+    def test_meridio_registry_survives_restart(self):
+        d = self.meridio_daemon()
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "proxy-y"), ("169.255.0.3", 24))
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0)
+        d.start()
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "proxy-x"), ("169.255.0.1", 24))
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "proxy-y"), ("169.255.0.3", 24))
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "bridge", V6), ("fd00::2", 64))
+
+    def test_our_database_has_meridios_schema(self):
+        d = self.daemon()
+        d.client.allocate("conduit-a", "worker-1", "p")
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0)
+        cols, idx = schema(d.db_path)
+        self.assertEqual(cols, list(harness.PREFIX_COLUMNS))
+        for name, want in MERIDIO_INDEXES.items():
+            self.assertEqual(idx.get(name), want, name)
+        rows = harness.read_prefixes(d.db_path)
+        self.assertEqual(rows["default-0"]["name"], "default-0")
+        self.assertEqual(rows["p-worker-1-conduit-a-default-0"]["cidr"], "169.255.0.1/32")
+        for r in rows.values():
+            self.assertRegex(r["updated_at"], harness.UPDATED_AT_RE, r["id"])
+        # Meridio's own statements work on it: its unique index holds.
+        con = sqlite3.connect(d.db_path)
+        try:
+            with self.assertRaises(sqlite3.IntegrityError):
+                con.execute("INSERT INTO `prefixes` VALUES (?,?,?,?,?,?)",
+                            ("dup", "dup", "169.255.0.1/32", "worker-1-conduit-a-default-0",
+                             "2026-11-20 10:00:00+00:00", 1))
+        finally:
+            con.close()
+
+    def test_trench_prefix_mismatch_refused_untouched(self):
+        d = self.meridio_daemon(env={"IPAM_PREFIX_IPV4": "10.0.0.0/16"}, start=False)
+        with open(d.db_path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        d.start(wait=False)
+        harness.poll(lambda: d.proc.poll() is not None, 30, 0.1, "daemon to refuse and exit")
+        self.assertNotEqual(d.proc.returncode, 0)
+        log = d.log_text()
+        self.assertIn("169.255.0.0/16", log)
+        self.assertIn("10.0.0.0/16", log)
+        with open(d.db_path, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, "file changed")
+        self.assertFalse(os.path.exists(d.db_path + "-wal")
+                         and os.path.getsize(d.db_path + "-wal") > 0, "WAL written")
+        self.assertEqual(d.leftovers(), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
