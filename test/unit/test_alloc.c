@@ -1,0 +1,709 @@
+/*
+ * test_alloc.c - unit tests of lib/alloc.c: Meridio's first-fit order on a
+ * node prefix, mixed child lengths, full pools, refused inserts, the edges of
+ * the address space, and a randomised comparison of every answer with a
+ * naive bitmap model of the same pool.
+ */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+
+/* Parses a prefix that the test knows to be valid. */
+static struct pfx
+P(const char *s)
+{
+	struct pfx p;
+	char err[128];
+
+	cr_assert_eq(pfx_parse(s, &p, err, sizeof(err)), 0, "%s", err);
+	return p;
+}
+
+/* Parses a bare address that the test knows to be valid. */
+static pfx_addr
+A(const char *s)
+{
+	pfx_addr a;
+	int family;
+	char err[128];
+
+	cr_assert_eq(pfx_parse_addr(s, &a, &family, err, sizeof(err)), 0,
+	    "%s", err);
+	return a;
+}
+
+/* Finds a block of length len; it must be want (a prefix text). */
+static void
+expect_find(struct alloc_pool *pool, unsigned len, const char *want)
+{
+	struct pfx got;
+	char buf[PFX_STRLEN];
+	int rc = alloc_pool_find(pool, len, &got);
+
+	cr_assert_eq(rc, ALLOC_OK, "find /%u: rc %d, want %s", len, rc, want);
+	pfx_format(&got, buf);
+	cr_assert_str_eq(buf, want, "find /%u", len);
+}
+
+/* Finds a block of length len and inserts it; it must be want. */
+static void
+expect_alloc(struct alloc_pool *pool, unsigned len, const char *want)
+{
+	struct pfx got;
+
+	expect_find(pool, len, want);
+	cr_assert_eq(alloc_pool_find(pool, len, &got), ALLOC_OK);
+	cr_assert_eq(alloc_pool_insert(pool, &got, pool), ALLOC_OK);
+}
+
+/* Inserts the child given as text; it must fit. */
+static void
+must_insert(struct alloc_pool *pool, const char *s, void *data)
+{
+	struct pfx p = P(s);
+
+	cr_assert_eq(alloc_pool_insert(pool, &p, data), ALLOC_OK, "%s", s);
+}
+
+/* Removes the child given as text; it must exist. */
+static void
+must_remove(struct alloc_pool *pool, const char *s)
+{
+	struct pfx p = P(s);
+
+	cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_OK, "%s", s);
+}
+
+/* A node prefix as the daemon makes one: first and last address reserved. */
+static struct alloc_pool *
+node_pool(const char *s)
+{
+	struct pfx p = P(s);
+	struct alloc_pool *pool = alloc_pool_new(&p);
+
+	cr_assert_not_null(pool);
+	cr_assert_eq(alloc_pool_reserve(pool, pfx_first(&p)), ALLOC_OK);
+	cr_assert_eq(alloc_pool_reserve(pool, pfx_last(&p)), ALLOC_OK);
+	return pool;
+}
+
+/* A pool with nothing reserved. */
+static struct alloc_pool *
+plain_pool(const char *s)
+{
+	struct pfx p = P(s);
+	struct alloc_pool *pool = alloc_pool_new(&p);
+
+	cr_assert_not_null(pool);
+	return pool;
+}
+
+Test(alloc, node_first_fit_v4)
+{
+	struct alloc_pool *pool = node_pool("169.255.16.0/24");
+
+	expect_alloc(pool, 32, "169.255.16.1/32");
+	expect_alloc(pool, 32, "169.255.16.2/32");
+	expect_alloc(pool, 32, "169.255.16.3/32");
+	must_remove(pool, "169.255.16.2/32");
+	expect_alloc(pool, 32, "169.255.16.2/32");
+	expect_alloc(pool, 32, "169.255.16.4/32");
+	/* a release further down wins over the end of the run */
+	must_remove(pool, "169.255.16.1/32");
+	must_remove(pool, "169.255.16.3/32");
+	expect_alloc(pool, 32, "169.255.16.1/32");
+	expect_alloc(pool, 32, "169.255.16.3/32");
+	expect_alloc(pool, 32, "169.255.16.5/32");
+	cr_assert_eq(alloc_pool_count(pool), 5);
+	alloc_pool_free(pool);
+}
+
+Test(alloc, node_first_fit_v6)
+{
+	struct alloc_pool *pool = node_pool("fd00:0:0:101::/64");
+
+	expect_alloc(pool, 128, "fd00:0:0:101::1/128");
+	expect_alloc(pool, 128, "fd00:0:0:101::2/128");
+	must_remove(pool, "fd00:0:0:101::1/128");
+	expect_alloc(pool, 128, "fd00:0:0:101::1/128");
+	expect_alloc(pool, 128, "fd00:0:0:101::3/128");
+	alloc_pool_free(pool);
+}
+
+/* Node prefixes inside a conduit prefix: uniform /24 blocks in a /20. */
+Test(alloc, conduit_nodes)
+{
+	struct alloc_pool *pool = plain_pool("169.255.0.0/20");
+
+	expect_alloc(pool, 24, "169.255.0.0/24");
+	expect_alloc(pool, 24, "169.255.1.0/24");
+	expect_alloc(pool, 24, "169.255.2.0/24");
+	must_remove(pool, "169.255.1.0/24");
+	expect_alloc(pool, 24, "169.255.1.0/24");
+	for (int i = 3; i < 16; i++) {
+		struct pfx got;
+
+		cr_assert_eq(alloc_pool_find(pool, 24, &got), ALLOC_OK);
+		cr_assert(got.addr == (pfx_addr)0xa9ff0000u + ((pfx_addr)i << 8));
+		cr_assert_eq(alloc_pool_insert(pool, &got, NULL), ALLOC_OK);
+	}
+	struct pfx got;
+	cr_assert_eq(alloc_pool_find(pool, 24, &got), ALLOC_ENOSPACE);
+	alloc_pool_free(pool);
+}
+
+/*
+ * Children of several lengths (left by a configuration change): the answer
+ * is the lowest aligned block overlapping none of them.
+ */
+Test(alloc, mixed_lengths)
+{
+	struct alloc_pool *pool = plain_pool("10.0.0.0/24");
+
+	must_insert(pool, "10.0.0.1/32", NULL);
+	expect_find(pool, 32, "10.0.0.0/32");
+	expect_find(pool, 31, "10.0.0.2/31");
+	expect_find(pool, 30, "10.0.0.4/30");
+	expect_find(pool, 25, "10.0.0.128/25");
+	must_insert(pool, "10.0.0.4/30", NULL);
+	expect_find(pool, 30, "10.0.0.8/30");
+	expect_find(pool, 29, "10.0.0.8/29");
+	expect_find(pool, 31, "10.0.0.2/31");
+	/* no /25 is free with children in both halves */
+	struct pfx got;
+	must_insert(pool, "10.0.0.128/26", NULL);
+	cr_assert_eq(alloc_pool_find(pool, 25, &got), ALLOC_ENOSPACE);
+	expect_find(pool, 26, "10.0.0.64/26");
+	must_insert(pool, "10.0.0.64/32", NULL);
+	expect_find(pool, 26, "10.0.0.192/26");
+	/* removing the small ones in the middle opens the low blocks again */
+	must_remove(pool, "10.0.0.1/32");
+	expect_find(pool, 30, "10.0.0.0/30");
+	expect_find(pool, 29, "10.0.0.8/29");
+	must_remove(pool, "10.0.0.4/30");
+	expect_find(pool, 29, "10.0.0.0/29");
+	expect_find(pool, 26, "10.0.0.0/26");
+	must_remove(pool, "10.0.0.64/32");
+	expect_find(pool, 25, "10.0.0.0/25");
+	must_remove(pool, "10.0.0.128/26");
+	expect_find(pool, 25, "10.0.0.0/25");
+	cr_assert_eq(alloc_pool_count(pool), 0);
+	alloc_pool_free(pool);
+}
+
+Test(alloc, full_pool)
+{
+	struct alloc_pool *pool = node_pool("10.0.0.0/29");
+	struct pfx got;
+
+	for (int i = 1; i <= 6; i++) {
+		cr_assert_eq(alloc_pool_find(pool, 32, &got), ALLOC_OK);
+		cr_assert(got.addr == 0x0a000000u + (pfx_addr)i);
+		cr_assert_eq(alloc_pool_insert(pool, &got, NULL), ALLOC_OK);
+	}
+	cr_assert_eq(alloc_pool_find(pool, 32, &got), ALLOC_ENOSPACE);
+	cr_assert_eq(alloc_pool_find(pool, 31, &got), ALLOC_ENOSPACE);
+	cr_assert_eq(alloc_pool_find(pool, 30, &got), ALLOC_ENOSPACE);
+	must_remove(pool, "10.0.0.5/32");
+	expect_find(pool, 32, "10.0.0.5/32");
+	cr_assert_eq(alloc_pool_find(pool, 31, &got), ALLOC_ENOSPACE);
+	must_remove(pool, "10.0.0.4/32");
+	expect_find(pool, 31, "10.0.0.4/31");
+	cr_assert_eq(alloc_pool_count(pool), 4);
+	alloc_pool_free(pool);
+}
+
+Test(alloc, refused_inserts_change_nothing)
+{
+	struct alloc_pool *pool = node_pool("10.0.0.0/24");
+	struct pfx p;
+	int x;
+
+	must_insert(pool, "10.0.0.4/30", &x);
+	p = P("10.0.1.0/32");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EOUTSIDE);
+	p = P("10.0.0.0/16");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EOUTSIDE);
+	p = P("::a00:5/128");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EOUTSIDE);
+	p = P("10.0.0.5/32");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EOVERLAP);
+	p = P("10.0.0.0/29");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EOVERLAP);
+	p = P("10.0.0.4/30");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EOVERLAP);
+	/* the reserved first and last addresses */
+	p = P("10.0.0.0/32");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EOVERLAP);
+	p = P("10.0.0.254/31");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EOVERLAP);
+	p = P("10.0.0.128/25");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EOVERLAP);
+	/* malformed: the parent itself, host bits set */
+	p = P("10.0.0.0/24");
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EINVAL);
+	p.addr = 0x0a000009u;
+	p.len = 30;
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EINVAL);
+	p.len = 33;
+	cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_EINVAL);
+
+	cr_assert_eq(alloc_pool_count(pool), 1);
+	p = P("10.0.0.4/30");
+	cr_assert_eq(alloc_pool_lookup(pool, &p), &x);
+	expect_find(pool, 32, "10.0.0.1/32");
+	expect_find(pool, 30, "10.0.0.8/30");
+	expect_find(pool, 26, "10.0.0.64/26");
+	/* the reserved last address spoils the upper /25 */
+	cr_assert_eq(alloc_pool_find(pool, 25, &p), ALLOC_ENOSPACE);
+	alloc_pool_free(pool);
+}
+
+Test(alloc, bad_lengths_and_removes)
+{
+	struct alloc_pool *pool = node_pool("10.0.0.0/24");
+	struct pfx p;
+
+	cr_assert_eq(alloc_pool_find(pool, 24, &p), ALLOC_EINVAL);
+	cr_assert_eq(alloc_pool_find(pool, 8, &p), ALLOC_EINVAL);
+	cr_assert_eq(alloc_pool_find(pool, 33, &p), ALLOC_EINVAL);
+	p = P("10.0.0.1/32");
+	cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_ENOENT);
+	/* a reserved address is not a child */
+	p = P("10.0.0.0/32");
+	cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_ENOENT);
+	cr_assert_null(alloc_pool_lookup(pool, &p));
+	/* same address, other length: not the same child */
+	must_insert(pool, "10.0.0.4/30", NULL);
+	p = P("10.0.0.4/31");
+	cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_ENOENT);
+	cr_assert_eq(alloc_pool_count(pool), 1);
+	alloc_pool_free(pool);
+}
+
+Test(alloc, reserve)
+{
+	struct alloc_pool *pool = plain_pool("10.0.0.0/24");
+
+	cr_assert_eq(alloc_pool_usable(pool), 256);
+	cr_assert_eq(alloc_pool_reserve(pool, A("10.0.1.0")), ALLOC_EOUTSIDE);
+	cr_assert_eq(alloc_pool_reserve(pool, A("10.0.0.1")), ALLOC_OK);
+	cr_assert_eq(alloc_pool_usable(pool), 255);
+	/* twice is harmless and counted once */
+	cr_assert_eq(alloc_pool_reserve(pool, A("10.0.0.1")), ALLOC_OK);
+	cr_assert_eq(alloc_pool_usable(pool), 255);
+	must_insert(pool, "10.0.0.8/30", NULL);
+	cr_assert_eq(alloc_pool_reserve(pool, A("10.0.0.9")), ALLOC_EOVERLAP);
+	cr_assert_eq(alloc_pool_usable(pool), 255);
+	/* a reserved address in the middle splits the run */
+	cr_assert_eq(alloc_pool_reserve(pool, A("10.0.0.2")), ALLOC_OK);
+	expect_find(pool, 32, "10.0.0.0/32");
+	expect_find(pool, 31, "10.0.0.4/31");
+	expect_find(pool, 30, "10.0.0.4/30");
+	expect_find(pool, 29, "10.0.0.16/29");
+	cr_assert_eq(alloc_pool_usable(pool), 254);
+	cr_assert_eq(alloc_pool_count(pool), 1);
+	alloc_pool_free(pool);
+}
+
+Test(alloc, slash0_v6)
+{
+	struct alloc_pool *pool = plain_pool("::/0");
+	struct pfx got;
+
+	cr_assert_eq(alloc_pool_usable(pool), SIZE_MAX);
+	expect_find(pool, 128, "::/128");
+	expect_alloc(pool, 1, "::/1");
+	expect_alloc(pool, 1, "8000::/1");
+	cr_assert_eq(alloc_pool_find(pool, 128, &got), ALLOC_ENOSPACE);
+	cr_assert_eq(alloc_pool_find(pool, 1, &got), ALLOC_ENOSPACE);
+	must_remove(pool, "8000::/1");
+	expect_find(pool, 128, "8000::/128");
+	expect_find(pool, 1, "8000::/1");
+	must_remove(pool, "::/1");
+	expect_find(pool, 1, "::/1");
+	alloc_pool_free(pool);
+}
+
+Test(alloc, slash0_v4_reserved)
+{
+	struct alloc_pool *pool = node_pool("0.0.0.0/0");
+	struct pfx got;
+
+	cr_assert_eq(alloc_pool_usable(pool), 4294967294u);
+	cr_assert_eq(alloc_pool_find(pool, 1, &got), ALLOC_ENOSPACE);
+	expect_find(pool, 2, "64.0.0.0/2");
+	expect_find(pool, 32, "0.0.0.1/32");
+	must_insert(pool, "255.255.255.254/32", NULL);
+	expect_find(pool, 31, "0.0.0.2/31");
+	alloc_pool_free(pool);
+}
+
+/* Tiny parents: a /31 or /127 node with both ends reserved has no room. */
+Test(alloc, tiny_parents)
+{
+	struct alloc_pool *pool;
+	struct pfx got;
+
+	pool = node_pool("10.0.0.0/31");
+	cr_assert_eq(alloc_pool_usable(pool), 0);
+	cr_assert_eq(alloc_pool_find(pool, 32, &got), ALLOC_ENOSPACE);
+	alloc_pool_free(pool);
+
+	pool = node_pool("fd00::/127");
+	cr_assert_eq(alloc_pool_usable(pool), 0);
+	cr_assert_eq(alloc_pool_find(pool, 128, &got), ALLOC_ENOSPACE);
+	alloc_pool_free(pool);
+
+	pool = plain_pool("fd00::1/128");
+	cr_assert_eq(alloc_pool_usable(pool), 1);
+	cr_assert_eq(alloc_pool_find(pool, 128, &got), ALLOC_EINVAL);
+	alloc_pool_free(pool);
+
+	pool = node_pool("10.0.0.0/30");
+	cr_assert_eq(alloc_pool_usable(pool), 2);
+	expect_alloc(pool, 32, "10.0.0.1/32");
+	expect_alloc(pool, 32, "10.0.0.2/32");
+	cr_assert_eq(alloc_pool_find(pool, 32, &got), ALLOC_ENOSPACE);
+	alloc_pool_free(pool);
+}
+
+/* The very last addresses of the space: no carry past all-ones. */
+Test(alloc, top_of_address_space)
+{
+	struct alloc_pool *pool =
+	    plain_pool("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffc/126");
+	struct pfx got;
+
+	expect_alloc(pool, 127, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffc/127");
+	expect_alloc(pool, 128, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/128");
+	expect_alloc(pool, 128, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128");
+	cr_assert_eq(alloc_pool_find(pool, 128, &got), ALLOC_ENOSPACE);
+	must_remove(pool, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128");
+	expect_find(pool, 128, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128");
+	must_remove(pool, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/128");
+	expect_find(pool, 127, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127");
+	alloc_pool_free(pool);
+
+	pool = plain_pool("255.255.255.0/24");
+	expect_find(pool, 25, "255.255.255.0/25");
+	must_insert(pool, "255.255.255.0/25", NULL);
+	expect_alloc(pool, 26, "255.255.255.128/26");
+	expect_alloc(pool, 26, "255.255.255.192/26");
+	cr_assert_eq(alloc_pool_find(pool, 32, &got), ALLOC_ENOSPACE);
+	must_remove(pool, "255.255.255.192/26");
+	expect_find(pool, 26, "255.255.255.192/26");
+	expect_find(pool, 32, "255.255.255.192/32");
+	cr_assert_eq(alloc_pool_find(pool, 25, &got), ALLOC_ENOSPACE);
+	alloc_pool_free(pool);
+}
+
+Test(alloc, usable_saturates)
+{
+	struct alloc_pool *pool = node_pool("fd00:0:0:101::/64");
+
+	cr_assert_eq(alloc_pool_usable(pool), SIZE_MAX - 1);
+	alloc_pool_free(pool);
+	pool = node_pool("fd00::/63");
+	cr_assert_eq(alloc_pool_usable(pool), SIZE_MAX);
+	alloc_pool_free(pool);
+	pool = node_pool("169.255.16.0/24");
+	cr_assert_eq(alloc_pool_usable(pool), 254);
+	cr_assert_eq(alloc_pool_count(pool), 0);
+	alloc_pool_free(pool);
+}
+
+Test(alloc, parent_and_free_null)
+{
+	struct alloc_pool *pool = plain_pool("169.255.16.0/24");
+	struct pfx want = P("169.255.16.0/24");
+
+	cr_assert(pfx_equal(alloc_pool_parent(pool), &want));
+	alloc_pool_free(pool);
+	alloc_pool_free(NULL);
+}
+
+/* Walk state: the prefixes and data seen, in order. */
+struct walk_seen {
+	struct pfx p[8];	/* prefixes in call order */
+	void *data[8];		/* data in call order */
+	int n;			/* calls so far */
+	int stop_at;		/* return non-zero on this call (1-based) */
+};
+
+/* Records one walk call; stops the walk at stop_at with 42. */
+static int
+walk_record(void *arg, const struct pfx *p, void *data)
+{
+	struct walk_seen *w = arg;
+
+	cr_assert_lt(w->n, 8);
+	w->p[w->n] = *p;
+	w->data[w->n] = data;
+	w->n++;
+	return w->n == w->stop_at ? 42 : 0;
+}
+
+Test(alloc, lookup_walk_count)
+{
+	struct alloc_pool *pool = node_pool("10.0.0.0/24");
+	int d1, d2, d3;
+	struct walk_seen w = { .n = 0, .stop_at = 0 };
+	struct pfx p;
+
+	must_insert(pool, "10.0.0.64/26", &d1);
+	must_insert(pool, "10.0.0.1/32", &d2);
+	must_insert(pool, "10.0.0.4/30", &d3);
+	cr_assert_eq(alloc_pool_count(pool), 3);
+	p = P("10.0.0.4/30");
+	cr_assert_eq(alloc_pool_lookup(pool, &p), &d3);
+	p = P("10.0.0.4/31");
+	cr_assert_null(alloc_pool_lookup(pool, &p));
+	cr_assert_eq(alloc_pool_walk(pool, walk_record, &w), 0);
+	cr_assert_eq(w.n, 3);
+	cr_assert(w.p[0].addr == 0x0a000001u && w.data[0] == &d2);
+	cr_assert(w.p[1].addr == 0x0a000004u && w.data[1] == &d3);
+	cr_assert(w.p[2].addr == 0x0a000040u && w.data[2] == &d1);
+	w.n = 0;
+	w.stop_at = 2;
+	cr_assert_eq(alloc_pool_walk(pool, walk_record, &w), 42);
+	cr_assert_eq(w.n, 2);
+	must_remove(pool, "10.0.0.1/32");
+	p = P("10.0.0.1/32");
+	cr_assert_null(alloc_pool_lookup(pool, &p));
+	cr_assert_eq(alloc_pool_count(pool), 2);
+	alloc_pool_free(pool);
+}
+
+/* Releases in the middle of a long run of children are found first. */
+Test(alloc, release_in_the_middle)
+{
+	struct alloc_pool *pool = node_pool("fd00:0:0:101::/64");
+	pfx_addr base = A("fd00:0:0:101::");
+	struct pfx got, p;
+
+	for (int i = 1; i <= 2000; i++) {
+		cr_assert_eq(alloc_pool_find(pool, 128, &got), ALLOC_OK);
+		cr_assert(got.addr == base + (pfx_addr)i);
+		cr_assert_eq(alloc_pool_insert(pool, &got, NULL), ALLOC_OK);
+	}
+	p = pfx_make(PFX_V6, base + 1500, 128);
+	cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_OK);
+	p = pfx_make(PFX_V6, base + 700, 128);
+	cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_OK);
+	p = pfx_make(PFX_V6, base + 701, 128);
+	cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_OK);
+	for (pfx_addr want = 700; want <= 702; want++) {
+		pfx_addr w = want == 702 ? 1500 : want;
+
+		cr_assert_eq(alloc_pool_find(pool, 128, &got), ALLOC_OK);
+		cr_assert(got.addr == base + w);
+		cr_assert_eq(alloc_pool_insert(pool, &got, NULL), ALLOC_OK);
+	}
+	cr_assert_eq(alloc_pool_find(pool, 128, &got), ALLOC_OK);
+	cr_assert(got.addr == base + 2001);
+	/* a /126 needs four aligned free addresses: after the last child */
+	p = pfx_make(PFX_V6, base + 1000, 128);
+	cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_OK);
+	cr_assert_eq(alloc_pool_find(pool, 126, &got), ALLOC_OK);
+	cr_assert(got.addr == base + 2004);
+	alloc_pool_free(pool);
+}
+
+/* ---- randomised comparison with a naive model -------------------------- */
+
+/* Host bits of the model's parents: 4096 addresses. */
+#define MODEL_HOST 12
+#define MODEL_SIZE (1u << MODEL_HOST)
+
+/* The naive model: who owns each address of the parent. */
+struct model {
+	struct pfx parent;		/* the parent prefix */
+	int owner[MODEL_SIZE];		/* 0 free, -1 reserved, else child
+					 * index + 1 */
+	struct pfx child[MODEL_SIZE];	/* children by index */
+	bool live[MODEL_SIZE];		/* index in use */
+	int nlive;			/* live children */
+};
+
+/* xorshift64*: a small PRNG so that every libc gives the same run. */
+static uint64_t
+rnd(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+/* True if the block of 2^host addresses at offset off is all free. */
+static bool
+model_free(const struct model *m, unsigned off, unsigned host)
+{
+	for (unsigned i = off; i < off + (1u << host); i++)
+		if (m->owner[i] != 0)
+			return false;
+	return true;
+}
+
+/* Naive first fit: try every aligned block from the bottom. */
+static bool
+model_find(const struct model *m, unsigned host, unsigned *off)
+{
+	for (unsigned o = 0; o < MODEL_SIZE; o += 1u << host) {
+		if (model_free(m, o, host)) {
+			*off = o;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Marks [off, off + 2^host) as owned by v. */
+static void
+model_mark(struct model *m, unsigned off, unsigned host, int v)
+{
+	for (unsigned i = off; i < off + (1u << host); i++)
+		m->owner[i] = v;
+}
+
+/* Compares alloc_pool_find with the model for one host length. */
+static void
+check_find(const struct alloc_pool *pool, const struct model *m,
+    unsigned host, uint64_t seed, int step)
+{
+	unsigned bits = pfx_family_bits(m->parent.family);
+	struct pfx got;
+	unsigned off;
+	int rc = alloc_pool_find(pool, bits - host, &got);
+
+	if (!model_find(m, host, &off)) {
+		cr_assert_eq(rc, ALLOC_ENOSPACE, "seed %llu step %d host %u",
+		    (unsigned long long)seed, step, host);
+		return;
+	}
+	cr_assert_eq(rc, ALLOC_OK, "seed %llu step %d host %u",
+	    (unsigned long long)seed, step, host);
+	cr_assert(got.addr == m->parent.addr + off && got.len == bits - host,
+	    "seed %llu step %d host %u: wrong block",
+	    (unsigned long long)seed, step, host);
+}
+
+/*
+ * Thousands of random operations on one parent: allocate the first fit of a
+ * random length, insert a random aligned block (fits or is refused exactly
+ * when the model says so), remove a random child, reserve a random address.
+ * After each step, finds of random lengths must equal the naive answer, and
+ * every 64 steps every length is checked.
+ */
+static void
+random_run(const char *parent, uint64_t seed, int steps, unsigned maxhost)
+{
+	static struct model m;
+	struct pfx pp = P(parent);
+	struct alloc_pool *pool = alloc_pool_new(&pp);
+	unsigned bits = pfx_family_bits(pp.family);
+	uint64_t s = seed;
+
+	cr_assert_not_null(pool);
+	cr_assert_eq(bits - pp.len, MODEL_HOST);
+	cr_assert_lt(maxhost, MODEL_HOST);
+	memset(&m, 0, sizeof(m));
+	m.parent = pp;
+	for (int step = 0; step < steps; step++) {
+		unsigned op = (unsigned)(rnd(&s) % 100);
+		unsigned host = (unsigned)(rnd(&s) % (maxhost + 1));
+		struct pfx p;
+		unsigned off;
+		int rc;
+
+		if (op < 45) {
+			rc = alloc_pool_find(pool, bits - host, &p);
+			if (rc == ALLOC_OK) {
+				off = (unsigned)(p.addr - pp.addr);
+				cr_assert(model_free(&m, off, host));
+				for (int i = 0; i < (int)MODEL_SIZE; i++) {
+					if (m.live[i])
+						continue;
+					m.live[i] = true;
+					m.child[i] = p;
+					m.nlive++;
+					model_mark(&m, off, host, i + 1);
+					cr_assert_eq(alloc_pool_insert(pool,
+					    &p, &m.child[i]), ALLOC_OK);
+					break;
+				}
+			}
+		} else if (op < 60) {
+			off = (unsigned)(rnd(&s) % MODEL_SIZE) &
+			    ~((1u << host) - 1);
+			p = pfx_make(pp.family, pp.addr + off, bits - host);
+			rc = alloc_pool_insert(pool, &p, NULL);
+			if (!model_free(&m, off, host)) {
+				cr_assert_eq(rc, ALLOC_EOVERLAP,
+				    "seed %llu step %d",
+				    (unsigned long long)seed, step);
+			} else {
+				cr_assert_eq(rc, ALLOC_OK);
+				cr_assert_eq(alloc_pool_remove(pool, &p),
+				    ALLOC_OK);
+			}
+		} else if (op < 97) {
+			if (m.nlive == 0)
+				continue;
+			int i;
+			do {
+				i = (int)(rnd(&s) % MODEL_SIZE);
+			} while (!m.live[i]);
+			p = m.child[i];
+			cr_assert_eq(alloc_pool_lookup(pool, &p), &m.child[i]);
+			cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_OK);
+			cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_ENOENT);
+			off = (unsigned)(p.addr - pp.addr);
+			model_mark(&m, off, bits - p.len, 0);
+			m.live[i] = false;
+			m.nlive--;
+		} else {
+			off = (unsigned)(rnd(&s) % MODEL_SIZE);
+			rc = alloc_pool_reserve(pool, pp.addr + off);
+			if (m.owner[off] > 0) {
+				cr_assert_eq(rc, ALLOC_EOVERLAP);
+			} else {
+				cr_assert_eq(rc, ALLOC_OK);
+				m.owner[off] = -1;
+			}
+		}
+		cr_assert_eq(alloc_pool_count(pool), (size_t)m.nlive);
+		check_find(pool, &m, (unsigned)(rnd(&s) % (maxhost + 1)), seed,
+		    step);
+		check_find(pool, &m, 0, seed, step);
+		if (step % 64 == 0)
+			for (unsigned h = 0; h < MODEL_HOST; h++)
+				check_find(pool, &m, h, seed, step);
+	}
+	alloc_pool_free(pool);
+}
+
+Test(alloc, random_v4_mixed, .timeout = 120)
+{
+	random_run("169.255.16.0/20", 1, 6000, 6);
+	random_run("169.255.16.0/20", 2, 6000, 3);
+	random_run("255.255.240.0/20", 3, 6000, 8);
+}
+
+Test(alloc, random_v6_mixed, .timeout = 120)
+{
+	random_run("fd00:0:0:101::f000/116", 4, 6000, 6);
+	random_run("ffff:ffff:ffff:ffff:ffff:ffff:ffff:f000/116", 5, 6000, 5);
+	random_run("::/116", 6, 6000, 11);
+}
+
+/* Single addresses only, as a node prefix is used: long runs of churn. */
+Test(alloc, random_v6_single, .timeout = 120)
+{
+	random_run("fd00:0:0:101::f000/116", 7, 20000, 0);
+	random_run("fd00:0:0:101::f000/116", 8, 20000, 1);
+}
