@@ -273,9 +273,9 @@ cfg_pool(struct cfg_ctx *x, int family, struct cfg_pool *pool)
 		why = perr;
 		for (p = strstr(perr, ": "); p != NULL; p = strstr(p + 2, ": "))
 			why = p + 2;
-		return cfg_fail(x, pname, v, "an %s prefix such as %s%s%s%s",
+		return cfg_fail(x, pname, v, "an %s prefix such as %s%s%s",
 		    fam, v4 ? CFG_DEF_PREFIX_V4 : CFG_DEF_PREFIX_V6,
-		    why[0] ? " (" : "", why, why[0] ? ")" : "");
+		    why[0] ? "; " : "", why);
 	}
 	if (pool->prefix.family != family)
 		return cfg_fail(x, pname, v, "an %s prefix such as %s", fam,
