@@ -1,0 +1,1110 @@
+/*
+ * store.c - Meridio's `prefixes` table in sqlite, behind an exclusive lock.
+ *
+ * Opening order matters, because a refused file must stay byte-for-byte as
+ * it was: stat (refuse a file this process already holds), open a lock fd,
+ * flock(LOCK_EX|LOCK_NB), check the 100-byte sqlite header ourselves, check
+ * the directory is writable, and only then hand the path to sqlite, which
+ * first only reads (schema check). The lock fd stays open until after
+ * sqlite3_close: closing any fd of a file drops the process's POSIX locks on
+ * it, sqlite's included, so it is never closed early.
+ *
+ * An existing file is switched to WAL and given its missing indexes on the
+ * first store_begin, not at open, so that a caller who refuses the file after
+ * store_load (e.g. prefix mismatch) leaves it unchanged on disk.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+/* How long sqlite waits for a lock held by a foreign reader (e.g. the
+ * sqlite3 shell). Our own second instances never get that far: flock. */
+#define STORE_BUSY_MS 5000
+
+/* Recursion bound of the load query: deeper rows are reported as orphans. */
+#define STORE_MAX_DEPTH 64
+
+/* The prepared statements a store keeps for its lifetime. */
+enum store_stmt_id {
+	STORE_ST_INSERT,
+	STORE_ST_TOUCH,
+	STORE_ST_DELETE,
+	STORE_ST_LOAD,
+	STORE_ST_BEGIN,
+	STORE_ST_COMMIT,
+	STORE_ST_ROLLBACK,
+	STORE_ST_COUNT,
+};
+
+struct store {
+	sqlite3 *db;			/* the connection */
+	sqlite3_stmt *stmt[STORE_ST_COUNT]; /* prepared at open, kept */
+	int lockfd;			/* fd holding flock(LOCK_EX); -1 none */
+	pid_t pid;			/* process that opened it (not a fork) */
+	dev_t dev;			/* device of the locked file */
+	ino_t ino;			/* inode of the locked file */
+	char *path;			/* path as given, for messages */
+	bool in_txn;			/* between store_begin and its end */
+	bool upgrade;			/* WAL + indexes still to do (1st begin) */
+	uint64_t commits;		/* successful store_commit calls */
+	struct store *next;		/* next open store of this process */
+};
+
+/* Stores open in this process (the db worker has one; not thread-safe). */
+static struct store *store_list;
+
+/* Meridio's table, as gorm writes it. */
+static const char store_ddl_table[] =
+    "CREATE TABLE `prefixes` (`id` text,`name` text,`cidr` text,"
+    "`parent_id` text,`updated_at` datetime,`expirable` numeric DEFAULT false,"
+    "PRIMARY KEY (`id`),CONSTRAINT `fk_prefixes_parent` FOREIGN KEY "
+    "(`parent_id`) REFERENCES `prefixes`(`id`))";
+
+/* Meridio's indexes. sqlite drops "IF NOT EXISTS" from the text it keeps in
+ * sqlite_master, so a new file reads exactly as one gorm made. */
+static const char store_ddl_indexes[] =
+    "CREATE INDEX IF NOT EXISTS `idx_prefixes_expirable` ON `prefixes`(`expirable`);"
+    "CREATE INDEX IF NOT EXISTS `idx_prefixes_updated_at` ON `prefixes`(`updated_at`);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS `idx_parent_id_cidr` ON `prefixes`(`cidr`,`parent_id`);"
+    "CREATE INDEX IF NOT EXISTS `idx_prefixes_parent_id` ON `prefixes`(`parent_id`);"
+    "CREATE INDEX IF NOT EXISTS `idx_prefixes_name` ON `prefixes`(`name`);";
+
+/* Index names, to tell whether an existing file lacks any. */
+static const char *const store_index_names[] = {
+	"idx_prefixes_expirable", "idx_prefixes_updated_at",
+	"idx_parent_id_cidr", "idx_prefixes_parent_id", "idx_prefixes_name",
+};
+
+/* Columns the table must have. */
+static const char *const store_columns[] = {
+	"id", "name", "cidr", "parent_id", "updated_at", "expirable",
+};
+
+/* Text of each kept statement, indexed by enum store_stmt_id. The load
+ * query walks the tree from the trench rows (parent_id '' or NULL) down,
+ * then lists every row by depth; rows not reached (orphans) come last. */
+static const char *const store_sql[STORE_ST_COUNT] = {
+	[STORE_ST_INSERT] = "INSERT INTO `prefixes` (`id`,`name`,`cidr`,"
+	    "`parent_id`,`updated_at`,`expirable`) VALUES (?1,?2,?3,?4,?5,?6)",
+	[STORE_ST_TOUCH] = "UPDATE `prefixes` SET `updated_at`=?2,"
+	    "`expirable`=?3 WHERE `id`=?1",
+	[STORE_ST_DELETE] = "DELETE FROM `prefixes` WHERE `id`=?1",
+	[STORE_ST_LOAD] =
+	    "WITH RECURSIVE tree(id, depth) AS ("
+	    " SELECT `id`, 0 FROM `prefixes`"
+	    "  WHERE `parent_id` = '' OR `parent_id` IS NULL"
+	    " UNION ALL"
+	    " SELECT p.`id`, t.depth + 1 FROM `prefixes` p"
+	    "  JOIN tree t ON p.`parent_id` = t.id"
+	    "  WHERE p.`parent_id` <> '' AND t.depth < ?1)"
+	    " SELECT p.`id`, p.`name`, p.`cidr`, p.`parent_id`,"
+	    "  p.`updated_at`, p.`expirable`"
+	    " FROM `prefixes` p LEFT JOIN tree t ON t.id = p.`id`"
+	    " ORDER BY t.depth IS NULL, t.depth, p.rowid",
+	[STORE_ST_BEGIN] = "BEGIN IMMEDIATE",
+	[STORE_ST_COMMIT] = "COMMIT",
+	[STORE_ST_ROLLBACK] = "ROLLBACK",
+};
+
+/* Writes a message into the caller's buffer (which may be NULL). */
+static void
+store_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Writes the directory part of path into buf ("." when there is none). */
+static void
+store_dirname(const char *path, char *buf, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n;
+
+	if (slash == NULL) {
+		snprintf(buf, len, ".");
+		return;
+	}
+	n = (size_t)(slash - path);
+	if (n == 0)
+		n = 1;		/* "/file" lives in "/" */
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, path, n);
+	buf[n] = '\0';
+}
+
+/*
+ * Finds the pid holding a flock on (dev, ino) in /proc/locks, so that the
+ * refusal can name it. Returns the pid, or 0 when it cannot be told (no
+ * /proc, a pid from another namespace, ...).
+ */
+static long
+store_lock_holder(dev_t dev, ino_t ino)
+{
+	char line[256];
+	FILE *f;
+	long found = 0;
+
+	f = fopen("/proc/locks", "re");
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char type[16];
+		long pid;
+		unsigned maj, min;
+		unsigned long long inode;
+
+		if (strstr(line, "->") != NULL)
+			continue;	/* a waiter, not a holder */
+		if (sscanf(line, "%*d: %15s %*s %*s %ld %x:%x:%llu", type,
+		    &pid, &maj, &min, &inode) != 5)
+			continue;
+		if (strcmp(type, "FLOCK") != 0 || pid <= 0)
+			continue;
+		if (maj == major(dev) && min == minor(dev) &&
+		    inode == (unsigned long long)ino) {
+			found = pid;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * Checks the first 100 bytes of a non-empty file the way sqlite would read
+ * them (magic, page size, format versions, payload fractions), so that a
+ * file that is not a database never reaches sqlite, which might otherwise
+ * create -wal/-shm files next to it. An empty file is a valid new database.
+ */
+static int
+store_check_header(int fd, const char *path, off_t size, char *err,
+    size_t errlen)
+{
+	static const char magic[16] = "SQLite format 3";
+	unsigned char h[100];
+	unsigned pgsz;
+	ssize_t n;
+
+	if (size == 0)
+		return 0;
+	if (size < (off_t)sizeof(h))
+		goto notdb;
+	n = pread(fd, h, sizeof(h), 0);
+	if (n < 0) {
+		store_err(err, errlen, "%s: cannot read: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if (n != (ssize_t)sizeof(h) || memcmp(h, magic, sizeof(magic)) != 0)
+		goto notdb;
+	pgsz = (unsigned)h[16] << 8 | h[17];
+	if (pgsz == 1)
+		pgsz = 65536;
+	if (pgsz < 512 || (pgsz & (pgsz - 1)) != 0)
+		goto notdb;
+	if (h[18] < 1 || h[18] > 2 || h[19] < 1 || h[19] > 2)
+		goto notdb;
+	if (h[21] != 64 || h[22] != 32 || h[23] != 32)
+		goto notdb;
+	return 0;
+notdb:
+	store_err(err, errlen, "%s: not an sqlite database (bad header); "
+	    "left untouched", path);
+	return -1;
+}
+
+/*
+ * Opens path read-write for the lock, creating it (O_EXCL) when it is
+ * missing and creation is allowed. Sets *created when this call made the
+ * file. Returns the fd or -1 with err set.
+ */
+static int
+store_open_lockfd(const char *path, int flags, bool *created, char *err,
+    size_t errlen)
+{
+	char dir[PATH_MAX];
+	int fd;
+
+	*created = false;
+	for (int tries = 0; tries < 3; tries++) {
+		fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+		if (fd >= 0)
+			return fd;
+		if (errno != ENOENT)
+			break;
+		if (flags & STORE_NO_CREATE) {
+			store_err(err, errlen, "%s: does not exist", path);
+			return -1;
+		}
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC |
+		    O_NOCTTY, 0644);
+		if (fd >= 0) {
+			*created = true;
+			return fd;
+		}
+		if (errno != EEXIST)
+			break;
+		/* created by someone else meanwhile: open that one */
+	}
+	store_dirname(path, dir, sizeof(dir));
+	if (errno == ENOENT)
+		store_err(err, errlen, "%s: cannot create: directory %s does "
+		    "not exist", path, dir);
+	else if (errno == EACCES || errno == EROFS || errno == EPERM)
+		store_err(err, errlen, "%s: cannot open for writing (file or "
+		    "directory %s read-only?): %s", path, dir, strerror(errno));
+	else
+		store_err(err, errlen, "%s: cannot open: %s", path,
+		    strerror(errno));
+	return -1;
+}
+
+/* Runs one statement of SQL text that returns no rows we need. */
+static int
+store_exec(struct store *st, const char *sql, const char *what, char *err,
+    size_t errlen)
+{
+	if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		store_err(err, errlen, "%s: %s: %s", st->path, what,
+		    sqlite3_errmsg(st->db));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Runs a query returning one integer (count(*) and the like) into *val.
+ * Returns 0 or -1 with err set.
+ */
+static int
+store_query_int(struct store *st, const char *sql, const char *arg,
+    int64_t *val, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+	if (arg != NULL)
+		sqlite3_bind_text(s, 1, arg, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		goto fail;
+	*val = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return 0;
+fail:
+	if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
+		store_err(err, errlen, "%s: not a usable sqlite database (%s); "
+		    "left untouched", st->path, sqlite3_errmsg(st->db));
+	else
+		store_err(err, errlen, "%s: cannot read schema: %s", st->path,
+		    sqlite3_errmsg(st->db));
+	sqlite3_finalize(s);
+	return -1;
+}
+
+/*
+ * Checks the schema of an existing database without writing anything.
+ * Sets *create when the database is empty (no table at all) and the schema
+ * must be made; sets st->upgrade when one of Meridio's indexes is missing.
+ * Refuses a database with other tables but no `prefixes`, or a
+ * `prefixes` lacking a column or keyed on something else than `id`.
+ */
+static int
+store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
+{
+	int64_t n;
+	size_t i;
+
+	*create = false;
+	if (store_query_int(st, "SELECT count(*) FROM sqlite_master "
+	    "WHERE type='table' AND name='prefixes'", NULL, &n, err,
+	    errlen) < 0)
+		return -1;
+	if (n == 0) {
+		if (store_query_int(st, "SELECT count(*) FROM sqlite_master",
+		    NULL, &n, err, errlen) < 0)
+			return -1;
+		if (n != 0) {
+			store_err(err, errlen, "%s: has no table `prefixes` "
+			    "(not a Meridio IPAM database?); left untouched",
+			    st->path);
+			return -1;
+		}
+		*create = true;
+		return 0;
+	}
+	for (i = 0; i < sizeof(store_columns) / sizeof(store_columns[0]);
+	    i++) {
+		if (store_query_int(st, "SELECT count(*) FROM "
+		    "pragma_table_info('prefixes') WHERE name=?1",
+		    store_columns[i], &n, err, errlen) < 0)
+			return -1;
+		if (n == 0) {
+			store_err(err, errlen, "%s: table `prefixes` has no "
+			    "column `%s` (not a Meridio IPAM database?); left "
+			    "untouched", st->path, store_columns[i]);
+			return -1;
+		}
+	}
+	if (store_query_int(st, "SELECT count(*) FROM "
+	    "pragma_table_info('prefixes') WHERE pk>0 AND name<>?1", "id", &n,
+	    err, errlen) < 0)
+		return -1;
+	if (n != 0) {
+		store_err(err, errlen, "%s: table `prefixes` has another primary "
+		    "key than `id`; left untouched", st->path);
+		return -1;
+	}
+	for (i = 0; i < sizeof(store_index_names) /
+	    sizeof(store_index_names[0]); i++) {
+		if (store_query_int(st, "SELECT count(*) FROM sqlite_master "
+		    "WHERE type='index' AND name=?1", store_index_names[i], &n,
+		    err, errlen) < 0)
+			return -1;
+		if (n == 0)
+			st->upgrade = true;
+	}
+	return 0;
+}
+
+/*
+ * Switches the file to WAL and adds Meridio's missing indexes (and, for a
+ * new file, the table). Runs outside any transaction.
+ */
+static int
+store_setup(struct store *st, bool create, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = NULL;
+	const char *mode;
+	bool wal;
+
+	if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s,
+	    NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+		store_err(err, errlen, "%s: cannot switch to WAL: %s",
+		    st->path, sqlite3_errmsg(st->db));
+		sqlite3_finalize(s);
+		return -1;
+	}
+	mode = (const char *)sqlite3_column_text(s, 0);
+	wal = mode != NULL && strcmp(mode, "wal") == 0;
+	sqlite3_finalize(s);
+	if (!wal) {
+		store_err(err, errlen, "%s: cannot switch to WAL journal",
+		    st->path);
+		return -1;
+	}
+	if (store_exec(st, "BEGIN IMMEDIATE", "begin", err, errlen) < 0)
+		return -1;
+	if (create && store_exec(st, store_ddl_table, "create table", err,
+	    errlen) < 0)
+		goto rollback;
+	if (store_exec(st, store_ddl_indexes, "create indexes", err,
+	    errlen) < 0)
+		goto rollback;
+	if (store_exec(st, "COMMIT", "commit schema", err, errlen) < 0)
+		goto rollback;
+	st->upgrade = false;
+	return 0;
+rollback:
+	if (!sqlite3_get_autocommit(st->db))
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+/* Sets the connection's durability and foreign key handling. */
+static int
+store_pragmas(struct store *st, int flags, char *err, size_t errlen)
+{
+	const char *sync = (flags & STORE_SYNC_NORMAL) ?
+	    "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL";
+
+	if (store_exec(st, sync, "set synchronous", err, errlen) < 0 ||
+	    store_exec(st, "PRAGMA foreign_keys=OFF", "set foreign_keys", err,
+	    errlen) < 0)
+		return -1;
+	return 0;
+}
+
+/* Prepares the statements kept for the store's lifetime (the table must
+ * exist by then). */
+static int
+store_prepare(struct store *st, char *err, size_t errlen)
+{
+	for (int i = 0; i < STORE_ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(st->db, store_sql[i], -1,
+		    SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL) !=
+		    SQLITE_OK) {
+			store_err(err, errlen, "%s: prepare: %s", st->path,
+			    sqlite3_errmsg(st->db));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Refuses a path whose file this process already holds open: opening and
+ * closing a second fd on it would drop sqlite's POSIX locks. Entries
+ * inherited through fork belong to the parent and hold no lock here. */
+static int
+store_check_not_open_here(const char *path, char *err, size_t errlen)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) < 0)
+		return 0;	/* open() below will tell */
+	for (struct store *s = store_list; s != NULL; s = s->next) {
+		if (s->pid == getpid() && s->dev == sb.st_dev &&
+		    s->ino == sb.st_ino) {
+			store_err(err, errlen, "%s: already open in this "
+			    "process (pid %ld)", path, (long)getpid());
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Opens the store: see the comment at the top of this file for the order
+ * of the steps and why. A file this call created is removed again when
+ * opening fails, so a failed open leaves the directory as it was.
+ */
+int
+store_open(struct store **out, const char *path, int flags, char *err,
+    size_t errlen)
+{
+	struct store *st;
+	struct stat sb;
+	char dir[PATH_MAX];
+	bool created = false, create = false;
+	long holder;
+
+	*out = NULL;
+	if (path == NULL || *path == '\0') {
+		store_err(err, errlen, "store: empty database path");
+		return -1;
+	}
+	if (store_check_not_open_here(path, err, errlen) < 0)
+		return -1;
+	st = calloc(1, sizeof(*st));
+	if (st == NULL || (st->path = strdup(path)) == NULL) {
+		store_err(err, errlen, "%s: out of memory", path);
+		free(st);
+		return -1;
+	}
+	st->lockfd = store_open_lockfd(path, flags, &created, err, errlen);
+	if (st->lockfd < 0)
+		goto fail;
+	if (flock(st->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK) {
+			store_err(err, errlen, "%s: cannot lock: %s", path,
+			    strerror(errno));
+			goto fail;
+		}
+		holder = fstat(st->lockfd, &sb) == 0 ?
+		    store_lock_holder(sb.st_dev, sb.st_ino) : 0;
+		if (holder > 0)
+			store_err(err, errlen, "%s: in use by another "
+			    "meridio-ipam (pid %ld)", path, holder);
+		else
+			store_err(err, errlen, "%s: locked by another process",
+			    path);
+		goto fail;
+	}
+	if (fstat(st->lockfd, &sb) < 0) {
+		store_err(err, errlen, "%s: cannot stat: %s", path,
+		    strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		store_err(err, errlen, "%s: not a regular file", path);
+		goto fail;
+	}
+	st->pid = getpid();
+	st->dev = sb.st_dev;
+	st->ino = sb.st_ino;
+	if (store_check_header(st->lockfd, path, sb.st_size, err, errlen) < 0)
+		goto fail;
+	store_dirname(path, dir, sizeof(dir));
+	if (access(dir, W_OK | X_OK) < 0) {
+		store_err(err, errlen, "%s: directory %s is not writable (the "
+		    "WAL journal lives there): %s", path, dir, strerror(errno));
+		goto fail;
+	}
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL) != SQLITE_OK) {
+		store_err(err, errlen, "%s: cannot open: %s", path,
+		    st->db != NULL ? sqlite3_errmsg(st->db) : "out of memory");
+		goto fail;
+	}
+	if (sqlite3_db_readonly(st->db, "main") == 1) {
+		store_err(err, errlen, "%s: opened read-only", path);
+		goto fail;
+	}
+	sqlite3_busy_timeout(st->db, STORE_BUSY_MS);
+	if (store_check_schema(st, &create, err, errlen) < 0)
+		goto fail;
+	if (store_pragmas(st, flags, err, errlen) < 0)
+		goto fail;
+	if (create) {
+		if (store_setup(st, true, err, errlen) < 0)
+			goto fail;
+	} else {
+		/* existing file: WAL and missing indexes on the first write,
+		 * unless it already is in WAL mode with every index */
+		if (sb.st_size >= 100) {
+			unsigned char v[2];
+
+			if (pread(st->lockfd, v, 2, 18) != 2 || v[0] != 2 ||
+			    v[1] != 2)
+				st->upgrade = true;
+		}
+	}
+	if (store_prepare(st, err, errlen) < 0)
+		goto fail;
+	st->next = store_list;
+	store_list = st;
+	*out = st;
+	return 0;
+fail:
+	for (int i = 0; i < STORE_ST_COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+	sqlite3_close(st->db);
+	if (created)
+		unlink(path);
+	if (st->lockfd >= 0)
+		close(st->lockfd);
+	free(st->path);
+	free(st);
+	return -1;
+}
+
+/* Rolls back any open transaction, releases sqlite, then the lock. */
+void
+store_close(struct store *st)
+{
+	struct store **pp;
+
+	if (st == NULL)
+		return;
+	store_rollback(st);
+	for (pp = &store_list; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == st) {
+			*pp = st->next;
+			break;
+		}
+	}
+	for (int i = 0; i < STORE_ST_COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+	sqlite3_close(st->db);
+	if (st->lockfd >= 0)
+		close(st->lockfd);
+	free(st->path);
+	free(st);
+}
+
+/* Reads a boolean column as Go's strconv.ParseBool would see it. */
+static bool
+store_column_bool(sqlite3_stmt *s, int col)
+{
+	const char *t;
+
+	switch (sqlite3_column_type(s, col)) {
+	case SQLITE_INTEGER:
+		return sqlite3_column_int64(s, col) != 0;
+	case SQLITE_FLOAT:
+		return sqlite3_column_double(s, col) != 0.0;
+	case SQLITE_TEXT:
+		t = (const char *)sqlite3_column_text(s, col);
+		return strcmp(t, "1") == 0 || strcmp(t, "t") == 0 ||
+		    strcmp(t, "T") == 0 || strcmp(t, "true") == 0 ||
+		    strcmp(t, "TRUE") == 0 || strcmp(t, "True") == 0;
+	default:
+		return false;
+	}
+}
+
+/*
+ * Reads updated_at as go-sqlite3 does for a datetime column: text in one of
+ * its formats, or an integer (seconds, or milliseconds when beyond 1e12).
+ * NULL is 0. Returns 0 or -1 for a value Go would not read as a time.
+ */
+static int
+store_column_time(sqlite3_stmt *s, int col, int64_t *ns)
+{
+	int64_t v;
+
+	switch (sqlite3_column_type(s, col)) {
+	case SQLITE_NULL:
+		*ns = 0;
+		return 0;
+	case SQLITE_TEXT:
+		return store_parse_time((const char *)sqlite3_column_text(s,
+		    col), ns);
+	case SQLITE_INTEGER:
+		v = sqlite3_column_int64(s, col);
+		if (v > 1000000000000LL || v < -1000000000000LL) {
+			if (__builtin_mul_overflow(v, 1000000, ns))
+				return -1;
+		} else {
+			*ns = v * 1000000000;
+		}
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* Column text, "" for NULL, so callbacks never see a NULL string. */
+static const char *
+store_column_str(sqlite3_stmt *s, int col)
+{
+	const char *t = (const char *)sqlite3_column_text(s, col);
+
+	return t != NULL ? t : "";
+}
+
+/*
+ * Walks every row, parents before children, orphans last (see the load
+ * query). A row whose updated_at is not a time stops the walk with an
+ * error naming it: the caller refuses rather than guess.
+ */
+int
+store_load(struct store *st, int (*fn)(void *arg, const struct store_row *row),
+    void *arg, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = st->stmt[STORE_ST_LOAD];
+	struct store_row row;
+	int rc, ret = 0;
+
+	sqlite3_bind_int(s, 1, STORE_MAX_DEPTH);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		row.id = store_column_str(s, 0);
+		row.name = store_column_str(s, 1);
+		row.cidr = store_column_str(s, 2);
+		row.parent_id = store_column_str(s, 3);
+		row.expirable = store_column_bool(s, 5);
+		if (store_column_time(s, 4, &row.updated_at) < 0) {
+			store_err(err, errlen, "%s: row %s: updated_at \"%s\" "
+			    "is not a time", st->path, row.id,
+			    store_column_str(s, 4));
+			ret = -1;
+			goto out;
+		}
+		ret = fn(arg, &row);
+		if (ret != 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		store_err(err, errlen, "%s: load: %s", st->path,
+		    sqlite3_errmsg(st->db));
+		ret = -1;
+	}
+out:
+	sqlite3_reset(s);
+	return ret;
+}
+
+/*
+ * Starts a write transaction. The first one on an existing file first
+ * switches it to WAL and adds missing indexes (see the top of the file).
+ */
+int
+store_begin(struct store *st, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = st->stmt[STORE_ST_BEGIN];
+	int rc;
+
+	if (st->in_txn) {
+		store_err(err, errlen, "%s: begin: a transaction is already "
+		    "open", st->path);
+		return -1;
+	}
+	if (st->upgrade && store_setup(st, false, err, errlen) < 0)
+		return -1;
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_DONE) {
+		store_err(err, errlen, "%s: begin: %s", st->path,
+		    sqlite3_errmsg(st->db));
+		sqlite3_reset(s);
+		return -1;
+	}
+	sqlite3_reset(s);
+	st->in_txn = true;
+	return 0;
+}
+
+/*
+ * Checks a write may go ahead: inside store_begin/commit, and the
+ * transaction not silently rolled back by sqlite after an I/O error (then
+ * a write would autocommit on its own and break the batch).
+ */
+static int
+store_check_txn(struct store *st, const char *what, char *err, size_t errlen)
+{
+	if (!st->in_txn) {
+		store_err(err, errlen, "%s: %s outside a transaction",
+		    st->path, what);
+		return -1;
+	}
+	if (sqlite3_get_autocommit(st->db)) {
+		store_err(err, errlen, "%s: %s: the transaction was rolled "
+		    "back after an earlier error", st->path, what);
+		return -1;
+	}
+	return 0;
+}
+
+/* Steps a bound write statement; on failure copies sqlite's message. */
+static int
+store_step_write(struct store *st, sqlite3_stmt *s, const char *what,
+    const char *id, char *err, size_t errlen)
+{
+	int rc = sqlite3_step(s);
+
+	if (rc != SQLITE_DONE)
+		store_err(err, errlen, "%s: %s %s: %s", st->path, what, id,
+		    sqlite3_errmsg(st->db));
+	sqlite3_clear_bindings(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Binds updated_at: go-sqlite3 text, NULL for 0. */
+static void
+store_bind_time(sqlite3_stmt *s, int idx, int64_t ns)
+{
+	char buf[STORE_TIMESTRLEN];
+
+	if (ns == 0) {
+		sqlite3_bind_null(s, idx);
+		return;
+	}
+	store_format_time(ns, buf);
+	sqlite3_bind_text(s, idx, buf, -1, SQLITE_TRANSIENT);
+}
+
+/* Inserts one row inside the open transaction. */
+int
+store_insert(struct store *st, const struct store_row *row, char *err,
+    size_t errlen)
+{
+	sqlite3_stmt *s = st->stmt[STORE_ST_INSERT];
+
+	if (row->id == NULL || row->name == NULL || row->cidr == NULL) {
+		store_err(err, errlen, "%s: insert: id, name and cidr are "
+		    "required", st->path);
+		return -1;
+	}
+	if (store_check_txn(st, "insert", err, errlen) < 0)
+		return -1;
+	sqlite3_bind_text(s, 1, row->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, row->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, row->cidr, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, row->parent_id != NULL ? row->parent_id : "",
+	    -1, SQLITE_STATIC);
+	store_bind_time(s, 5, row->updated_at);
+	sqlite3_bind_int(s, 6, row->expirable ? 1 : 0);
+	return store_step_write(st, s, "insert", row->id, err, errlen);
+}
+
+/* Sets updated_at and expirable of an existing row; a missing id is an
+ * error (the caller's memory and the file disagree). */
+int
+store_touch(struct store *st, const char *id, int64_t updated_at,
+    bool expirable, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = st->stmt[STORE_ST_TOUCH];
+
+	if (store_check_txn(st, "touch", err, errlen) < 0)
+		return -1;
+	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+	store_bind_time(s, 2, updated_at);
+	sqlite3_bind_int(s, 3, expirable ? 1 : 0);
+	if (store_step_write(st, s, "touch", id, err, errlen) < 0)
+		return -1;
+	if (sqlite3_changes(st->db) == 0) {
+		store_err(err, errlen, "%s: touch %s: no such row", st->path,
+		    id);
+		return -1;
+	}
+	return 0;
+}
+
+/* Deletes one row (not its children). */
+int
+store_delete(struct store *st, const char *id, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = st->stmt[STORE_ST_DELETE];
+
+	if (store_check_txn(st, "delete", err, errlen) < 0)
+		return -1;
+	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+	return store_step_write(st, s, "delete", id, err, errlen);
+}
+
+/*
+ * Commits. On failure (disk full, I/O error) the transaction is rolled
+ * back so that the file keeps the last committed state and the store can
+ * begin again.
+ */
+int
+store_commit(struct store *st, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = st->stmt[STORE_ST_COMMIT];
+	int rc;
+
+	if (store_check_txn(st, "commit", err, errlen) < 0) {
+		store_rollback(st);
+		return -1;
+	}
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_DONE)
+		store_err(err, errlen, "%s: commit: %s", st->path,
+		    sqlite3_errmsg(st->db));
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		store_rollback(st);
+		return -1;
+	}
+	st->in_txn = false;
+	st->commits++;
+	return 0;
+}
+
+/* Rolls back whatever is open; a no-op outside a transaction. */
+void
+store_rollback(struct store *st)
+{
+	sqlite3_stmt *s;
+
+	if (st == NULL)
+		return;
+	if (!sqlite3_get_autocommit(st->db)) {
+		s = st->stmt[STORE_ST_ROLLBACK];
+		if (s != NULL) {
+			sqlite3_step(s);
+			sqlite3_reset(s);
+		} else {
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		}
+	}
+	st->in_txn = false;
+}
+
+uint64_t
+store_commit_count(const struct store *st)
+{
+	return st->commits;
+}
+
+/* ---- time, as go-sqlite3 writes and reads it ---------------------------- */
+
+#define STORE_NS_PER_S 1000000000LL
+#define STORE_S_PER_DAY 86400LL
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (civil calendar
+ * arithmetic on 400-year eras, valid for any year). */
+static int64_t
+store_days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/* The inverse: a day count since 1970-01-01 to year, month, day. */
+static void
+store_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+	int64_t era, doe, yoe, doy, mp;
+
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
+	*y = yoe + era * 400 + (*m <= 2);
+}
+
+/* Floor division and its non-negative remainder. */
+static int64_t
+store_floordiv(int64_t a, int64_t b, int64_t *rem)
+{
+	int64_t q = a / b, r = a % b;
+
+	if (r < 0) {
+		r += b;
+		q--;
+	}
+	*rem = r;
+	return q;
+}
+
+/*
+ * Formats ns (UTC) as Go's "2006-01-02 15:04:05.999999999-07:00" layout
+ * does for a UTC time: trailing zeros of the fraction dropped, no dot when
+ * the fraction is zero. Times before 1970 are negative ns and format the
+ * same way (floor division), so format and parse round trip over the
+ * whole int64 range (1677-09-21 .. 2262-04-11).
+ */
+void
+store_format_time(int64_t ns, char buf[STORE_TIMESTRLEN])
+{
+	int64_t frac, sod, days, y;
+	unsigned mo, d, h, mi, s;
+	char fbuf[11];
+	int flen;
+
+	days = store_floordiv(store_floordiv(ns, STORE_NS_PER_S, &frac),
+	    STORE_S_PER_DAY, &sod);
+	store_civil_from_days(days, &y, &mo, &d);
+	h = (unsigned)(sod / 3600);
+	mi = (unsigned)(sod / 60 % 60);
+	s = (unsigned)(sod % 60);
+	fbuf[0] = '\0';
+	if (frac != 0) {
+		flen = snprintf(fbuf, sizeof(fbuf), ".%09u", (unsigned)frac);
+		while (flen > 1 && fbuf[flen - 1] == '0')
+			fbuf[--flen] = '\0';
+	}
+	snprintf(buf, STORE_TIMESTRLEN, "%04d-%02u-%02u %02u:%02u:%02u%s+00:00",
+	    (int)y, mo % 100, d % 100, h % 100, mi % 100, s % 100, fbuf);
+}
+
+/* Reads exactly n digits at *p into *v and advances *p. */
+static int
+store_digits(const char **p, int n, unsigned *v)
+{
+	*v = 0;
+	for (int i = 0; i < n; i++) {
+		if ((*p)[i] < '0' || (*p)[i] > '9')
+			return -1;
+		*v = *v * 10 + (unsigned)((*p)[i] - '0');
+	}
+	*p += n;
+	return 0;
+}
+
+/* Days in month m of year y (Gregorian). */
+static unsigned
+store_month_days(int64_t y, unsigned m)
+{
+	static const unsigned days[12] = { 31, 28, 31, 30, 31, 30, 31, 31,
+	    30, 31, 30, 31 };
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	return m == 2 && leap ? 29 : days[m - 1];
+}
+
+/*
+ * Parses the formats go-sqlite3 reads from a datetime column, after it
+ * has dropped one trailing 'Z': "YYYY-MM-DD", then optionally ' ' or 'T'
+ * and "HH:MM", then optionally ":SS", a fraction ('.' or ',' and one or
+ * more digits, cut after the 9th as Go does) and a "+HH:MM"/"-HH:MM"
+ * offset. No offset means UTC. Values outside int64 ns are refused.
+ */
+int
+store_parse_time(const char *s, int64_t *ns)
+{
+	char buf[64];
+	const char *p;
+	size_t len;
+	unsigned yy, mo, d, h = 0, mi = 0, sec = 0, oh, om, digit;
+	int64_t frac = 0, scale = 100000000, off = 0, secs, res;
+
+	if (s == NULL)
+		return -1;
+	len = strlen(s);
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, len + 1);
+	if (buf[len - 1] == 'Z')
+		buf[--len] = '\0';
+	p = buf;
+	if (store_digits(&p, 4, &yy) < 0 || *p++ != '-' ||
+	    store_digits(&p, 2, &mo) < 0 || *p++ != '-' ||
+	    store_digits(&p, 2, &d) < 0)
+		return -1;
+	if (mo < 1 || mo > 12 || d < 1 || d > store_month_days(yy, mo))
+		return -1;
+	if (*p == ' ' || *p == 'T') {
+		p++;
+		/* Go's "15" takes one or two digits */
+		if (store_digits(&p, 1, &h) < 0)
+			return -1;
+		if (store_digits(&p, 1, &digit) == 0)
+			h = h * 10 + digit;
+		if (*p++ != ':' || store_digits(&p, 2, &mi) < 0)
+			return -1;
+		if (*p == ':') {
+			p++;
+			if (store_digits(&p, 2, &sec) < 0)
+				return -1;
+			if ((*p == '.' || *p == ',') && p[1] >= '0' &&
+			    p[1] <= '9') {
+				for (p++; *p >= '0' && *p <= '9'; p++) {
+					frac += (*p - '0') * scale;
+					scale /= 10;
+				}
+			}
+			if (*p == '+' || *p == '-') {
+				int sign = *p++ == '-' ? -1 : 1;
+
+				if (store_digits(&p, 2, &oh) < 0 ||
+				    *p++ != ':' ||
+				    store_digits(&p, 2, &om) < 0 ||
+				    oh > 24 || om > 59)
+					return -1;
+				off = sign * (int64_t)(oh * 3600 + om * 60);
+			}
+		}
+		if (h > 23 || mi > 59 || sec > 59)
+			return -1;
+	}
+	if (*p != '\0')
+		return -1;
+	secs = store_days_from_civil(yy, mo, d) * STORE_S_PER_DAY +
+	    h * 3600 + mi * 60 + sec - off;
+	if (secs < 0 && frac > 0) {
+		/* borrow a second so that times just above INT64_MIN fit */
+		secs++;
+		frac -= STORE_NS_PER_S;
+	}
+	if (__builtin_mul_overflow(secs, STORE_NS_PER_S, &res) ||
+	    __builtin_add_overflow(res, frac, &res))
+		return -1;
+	*ns = res;
+	return 0;
+}

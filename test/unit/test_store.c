@@ -1,0 +1,1244 @@
+/*
+ * test_store.c - the sqlite store: Meridio's schema and rows, the lock,
+ * refusals that leave files untouched, failed commits, time text.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+/* 2024-03-01 10:00:00 UTC in seconds since the epoch. */
+#define T2024 1709287200LL
+#define NS 1000000000LL
+
+static char tdir[PATH_MAX];	/* this test's private directory */
+static char dbpath[PATH_MAX + 32];	/* tdir/registry.db */
+static char err[512];		/* error buffer handed to the store */
+
+/* ---- fixture ------------------------------------------------------------ */
+
+static int
+rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	chmod(p, 0700);
+	return remove(p);
+}
+
+static void
+make_dir(const char *base)
+{
+	snprintf(tdir, sizeof(tdir), "%s/store.XXXXXX", base);
+	cr_assert_not_null(mkdtemp(tdir), "mkdtemp %s: %s", tdir,
+	    strerror(errno));
+	snprintf(dbpath, sizeof(dbpath), "%s/registry.db", tdir);
+}
+
+static void
+setup(void)
+{
+	const char *base = getenv("IPAM_TEST_TMP");
+	char cmd[PATH_MAX + 16];
+
+	if (base == NULL || *base == '\0')
+		base = "/tmp";
+	snprintf(cmd, sizeof(cmd), "%s", base);
+	mkdir(cmd, 0755);	/* ctest names it; it may not exist yet */
+	make_dir(base);
+}
+
+static void
+teardown(void)
+{
+	chmod(tdir, 0700);
+	nftw(tdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(store, .init = setup, .fini = teardown);
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* A copy of one loaded row. */
+struct trow {
+	char id[128], name[64], cidr[64], parent[128];
+	int64_t updated_at;
+	bool expirable;
+};
+
+/* Every loaded row, in load order. */
+struct rows {
+	struct trow *v;
+	size_t n, cap;
+};
+
+static int
+collect(void *arg, const struct store_row *r)
+{
+	struct rows *rs = arg;
+
+	if (rs->n == rs->cap) {
+		rs->cap = rs->cap ? rs->cap * 2 : 64;
+		rs->v = realloc(rs->v, rs->cap * sizeof(*rs->v));
+		cr_assert_not_null(rs->v);
+	}
+	struct trow *t = &rs->v[rs->n++];
+	snprintf(t->id, sizeof(t->id), "%s", r->id);
+	snprintf(t->name, sizeof(t->name), "%s", r->name);
+	snprintf(t->cidr, sizeof(t->cidr), "%s", r->cidr);
+	snprintf(t->parent, sizeof(t->parent), "%s", r->parent_id);
+	t->updated_at = r->updated_at;
+	t->expirable = r->expirable;
+	return 0;
+}
+
+static struct rows
+load_all(struct store *st)
+{
+	struct rows rs = { 0 };
+
+	cr_assert_eq(store_load(st, collect, &rs, err, sizeof(err)), 0,
+	    "load: %s", err);
+	return rs;
+}
+
+static const struct trow *
+find(const struct rows *rs, const char *id)
+{
+	for (size_t i = 0; i < rs->n; i++)
+		if (strcmp(rs->v[i].id, id) == 0)
+			return &rs->v[i];
+	return NULL;
+}
+
+static size_t
+index_of(const struct rows *rs, const char *id)
+{
+	for (size_t i = 0; i < rs->n; i++)
+		if (strcmp(rs->v[i].id, id) == 0)
+			return i;
+	return SIZE_MAX;
+}
+
+static struct store *
+open_ok(int flags)
+{
+	struct store *st = NULL;
+
+	cr_assert_eq(store_open(&st, dbpath, flags, err, sizeof(err)), 0,
+	    "open %s: %s", dbpath, err);
+	cr_assert_not_null(st);
+	return st;
+}
+
+static void
+insert_ok(struct store *st, const char *id, const char *name,
+    const char *cidr, const char *parent, int64_t t, bool exp)
+{
+	struct store_row r = { id, name, cidr, parent, t, exp };
+
+	cr_assert_eq(store_insert(st, &r, err, sizeof(err)), 0, "insert %s: %s",
+	    id, err);
+}
+
+/* Reads a whole file; *len gets its size. */
+static unsigned char *
+slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char *buf;
+	long n;
+
+	cr_assert_not_null(f, "open %s", path);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = malloc((size_t)n + 1);
+	cr_assert_not_null(buf);
+	cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
+static void
+write_file(const char *path, const void *buf, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(buf, 1, len, f), len);
+	fclose(f);
+}
+
+static bool
+exists(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0;
+}
+
+/* Asserts that no sqlite side file appeared next to dbpath. */
+static void
+assert_no_side_files(void)
+{
+	static const char *const sfx[] = { "-wal", "-shm", "-journal" };
+	char p[PATH_MAX + 64];
+
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s%s", dbpath, sfx[i]);
+		cr_assert(!exists(p), "%s was created", p);
+	}
+}
+
+/* A plain sqlite connection, as Meridio's driver would have. */
+static sqlite3 *
+raw_open(const char *path)
+{
+	sqlite3 *db = NULL;
+
+	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	return db;
+}
+
+static void
+raw_exec(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+
+	cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &msg), SQLITE_OK,
+	    "%s: %s", sql, msg ? msg : "?");
+}
+
+/* First column of the first row of sql, as text, into buf ("" if none). */
+static void
+raw_text(sqlite3 *db, const char *sql, char *buf, size_t len)
+{
+	sqlite3_stmt *s = NULL;
+
+	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK,
+	    "%s: %s", sql, sqlite3_errmsg(db));
+	buf[0] = '\0';
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+		snprintf(buf, len, "%s", sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+}
+
+/* Meridio's DDL exactly as gorm issues it. */
+static const char meridio_table[] =
+    "CREATE TABLE `prefixes` (`id` text,`name` text,`cidr` text,"
+    "`parent_id` text,`updated_at` datetime,`expirable` numeric DEFAULT false,"
+    "PRIMARY KEY (`id`),CONSTRAINT `fk_prefixes_parent` FOREIGN KEY "
+    "(`parent_id`) REFERENCES `prefixes`(`id`))";
+static const char *const meridio_indexes[] = {
+	"CREATE INDEX `idx_prefixes_expirable` ON `prefixes`(`expirable`)",
+	"CREATE INDEX `idx_prefixes_updated_at` ON `prefixes`(`updated_at`)",
+	"CREATE UNIQUE INDEX `idx_parent_id_cidr` ON `prefixes`(`cidr`,`parent_id`)",
+	"CREATE INDEX `idx_prefixes_parent_id` ON `prefixes`(`parent_id`)",
+	"CREATE INDEX `idx_prefixes_name` ON `prefixes`(`name`)",
+};
+
+/*
+ * Builds dbpath as Meridio's IPAM leaves it (rollback journal, the gorm
+ * DDL, rows in go-sqlite3's text), children inserted before their parents
+ * so that load order cannot come from insertion order. skip_index names an
+ * index left out, or NULL.
+ */
+static void
+build_meridio_db(const char *skip_index)
+{
+	sqlite3 *db = raw_open(dbpath);
+
+	raw_exec(db, meridio_table);
+	for (size_t i = 0; i < 5; i++)
+		if (skip_index == NULL || strstr(meridio_indexes[i],
+		    skip_index) == NULL)
+			raw_exec(db, meridio_indexes[i]);
+	raw_exec(db,
+	    "INSERT INTO `prefixes` VALUES"
+	    "('proxy-a-worker-1-load-balancer-default-0','proxy-a',"
+	    " '169.255.0.1/32','worker-1-load-balancer-default-0',"
+	    " '2024-03-01 10:00:00.5+00:00',1),"
+	    "('bridge-worker-1-load-balancer-default-0','bridge',"
+	    " '169.255.0.2/32','worker-1-load-balancer-default-0',"
+	    " '2024-03-01 10:00:00+00:00',0),"
+	    "('proxy-a-worker-1-load-balancer-default-1','proxy-a',"
+	    " 'fd00::1/128','worker-1-load-balancer-default-1',"
+	    " '2024-03-01 10:00:00.000000001+00:00',1),"
+	    "('bridge-worker-1-load-balancer-default-1','bridge',"
+	    " 'fd00::2/128','worker-1-load-balancer-default-1',"
+	    " '2024-03-01T10:00:00Z',0),"
+	    "('worker-1-load-balancer-default-0','worker-1','169.255.0.0/24',"
+	    " 'load-balancer-default-0','2024-03-01 12:00:00.25+02:00',1),"
+	    "('worker-1-load-balancer-default-1','worker-1','fd00::/64',"
+	    " 'load-balancer-default-1','2024-03-01 10:00:00.999999999+00:00',1),"
+	    "('load-balancer-default-0','load-balancer','169.255.0.0/20',"
+	    " 'default-0','2024-03-01 10:00:00+00:00',0),"
+	    "('load-balancer-default-1','load-balancer','fd00::/56',"
+	    " 'default-1','2024-03-01 10:00:00+00:00',0),"
+	    "('default-0','default-0','169.255.0.0/16','',"
+	    " '2024-03-01 10:00:00.123456789+00:00',0),"
+	    "('default-1','default-1','fd00::/48','',"
+	    " '2024-03-01 10:00:00+00:00',0)");
+	cr_assert_eq(sqlite3_close(db), SQLITE_OK);
+}
+
+/* Asserts every row's parent came earlier (or is the root ''). */
+static void
+assert_parents_first(const struct rows *rs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (rs->v[i].parent[0] == '\0')
+			continue;
+		size_t p = index_of(rs, rs->v[i].parent);
+		cr_assert(p < i, "%s (at %zu) before its parent %s (at %zu)",
+		    rs->v[i].id, i, rs->v[i].parent, p);
+	}
+}
+
+/* ---- schema and round trips --------------------------------------------- */
+
+Test(store, new_file_has_meridio_schema_text)
+{
+	struct store *st = open_ok(0);
+	char buf[1024];
+	sqlite3 *db;
+
+	store_close(st);
+	db = raw_open(dbpath);
+	raw_text(db, "SELECT sql FROM sqlite_master WHERE name='prefixes'",
+	    buf, sizeof(buf));
+	cr_assert_str_eq(buf, meridio_table);
+	for (size_t i = 0; i < 5; i++) {
+		char q[256], want[256];
+		const char *name = strchr(meridio_indexes[i], '`') + 1;
+		int nlen = (int)(strchr(name, '`') - name);
+
+		snprintf(q, sizeof(q), "SELECT sql FROM sqlite_master WHERE "
+		    "type='index' AND name='%.*s'", nlen, name);
+		raw_text(db, q, buf, sizeof(buf));
+		snprintf(want, sizeof(want), "%s", meridio_indexes[i]);
+		cr_assert_str_eq(buf, want);
+	}
+	raw_text(db, "PRAGMA journal_mode", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "wal");
+	sqlite3_close(db);
+}
+
+Test(store, round_trip_every_field)
+{
+	struct store *st = open_ok(0);
+	int64_t t = T2024 * NS + 123456789;
+	struct rows rs;
+	const struct trow *r;
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", t,
+	    false);
+	insert_ok(st, "c-default-0", "c", "169.255.16.0/20", "default-0", 0,
+	    false);
+	insert_ok(st, "n-c-default-0", "n", "169.255.16.0/24", "c-default-0",
+	    -1, true);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 3);
+	r = find(&rs, "default-0");
+	cr_assert_not_null(r);
+	cr_assert_str_eq(r->name, "default-0");
+	cr_assert_str_eq(r->cidr, "169.255.0.0/16");
+	cr_assert_str_eq(r->parent, "");
+	cr_assert_eq(r->updated_at, t);
+	cr_assert(!r->expirable);
+	r = find(&rs, "c-default-0");
+	cr_assert_eq(r->updated_at, 0);
+	cr_assert_str_eq(r->parent, "default-0");
+	r = find(&rs, "n-c-default-0");
+	cr_assert_eq(r->updated_at, -1);
+	cr_assert(r->expirable);
+	cr_assert_str_eq(r->cidr, "169.255.16.0/24");
+	free(rs.v);
+	store_close(st);
+
+	/* and on disk exactly as go-sqlite3 and gorm write them */
+	sqlite3 *db = raw_open(dbpath);
+	char buf[128];
+
+	raw_text(db, "SELECT updated_at FROM prefixes WHERE id='default-0'",
+	    buf, sizeof(buf));
+	cr_assert_str_eq(buf, "2024-03-01 10:00:00.123456789+00:00");
+	raw_text(db, "SELECT typeof(updated_at) FROM prefixes WHERE "
+	    "id='c-default-0'", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "null");
+	raw_text(db, "SELECT typeof(expirable)||expirable FROM prefixes "
+	    "WHERE id='n-c-default-0'", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "integer1");
+	raw_text(db, "SELECT typeof(parent_id)||'['||parent_id||']' FROM "
+	    "prefixes WHERE id='default-0'", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "text[]");
+	sqlite3_close(db);
+}
+
+Test(store, reopen_keeps_rows)
+{
+	struct store *st = open_ok(0);
+	struct rows rs;
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "default-1", "default-1", "fd00::/48", "", T2024 * NS,
+	    false);
+	insert_ok(st, "c-default-1", "c", "fd00::/56", "default-1",
+	    T2024 * NS + 1, false);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	store_close(st);
+
+	st = open_ok(STORE_NO_CREATE);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 2);
+	cr_assert_str_eq(rs.v[0].id, "default-1");
+	cr_assert_str_eq(rs.v[1].id, "c-default-1");
+	cr_assert_eq(rs.v[1].updated_at, T2024 * NS + 1);
+	cr_assert_eq(store_commit_count(st), 0);
+	free(rs.v);
+	store_close(st);
+}
+
+/* Kind of a row in many_rows_one_transaction: 0 trench, 1 conduit, 2 node. */
+static int
+kind_order(void *arg, const struct store_row *r)
+{
+	int *last = arg;
+	int kind = r->parent_id[0] == '\0' ? 0 : r->name[0] == 'c' ? 1 : 2;
+
+	cr_assert_geq(kind, *last, "%s came after a deeper row", r->id);
+	*last = kind;
+	last[1]++;
+	return 0;
+}
+
+Test(store, many_rows_one_transaction)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	char id[128], name[32], parent[64], cidr[64];
+	int state[2] = { 0, 0 };	/* last kind, rows seen */
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	/* nodes first, then conduits, then the trench */
+	for (int c = 0; c < 100; c++) {
+		for (int n = 0; n < 199; n++) {
+			snprintf(name, sizeof(name), "n%d", n);
+			snprintf(parent, sizeof(parent), "c%d-default-0", c);
+			snprintf(id, sizeof(id), "%s-%s", name, parent);
+			snprintf(cidr, sizeof(cidr), "10.%d.%d.0/24", c, n);
+			insert_ok(st, id, name, cidr, parent, T2024 * NS, true);
+		}
+	}
+	for (int c = 0; c < 100; c++) {
+		snprintf(name, sizeof(name), "c%d", c);
+		snprintf(id, sizeof(id), "%s-default-0", name);
+		snprintf(cidr, sizeof(cidr), "10.%d.0.0/16", c);
+		insert_ok(st, id, name, cidr, "default-0", T2024 * NS, false);
+	}
+	insert_ok(st, "default-0", "default-0", "10.0.0.0/8", "", T2024 * NS,
+	    false);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_commit_count(st), 1);
+	cr_assert_eq(store_load(st, kind_order, state, err, sizeof(err)), 0);
+	cr_assert_eq(state[1], 1 + 100 + 100 * 199);
+	store_close(st);
+}
+
+Test(store, rollback_leaves_nothing)
+{
+	struct store *st = open_ok(0);
+	struct rows rs;
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	insert_ok(st, "c-default-0", "c", "169.255.0.0/20", "default-0", 1,
+	    false);
+	store_rollback(st);
+	cr_assert_eq(store_commit_count(st), 0);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 0);
+	/* the store is usable again after a rollback */
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	store_close(st);
+	st = open_ok(0);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 0);
+	store_close(st);
+}
+
+Test(store, close_rolls_back_open_transaction)
+{
+	struct store *st = open_ok(0);
+	struct rows rs;
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	store_close(st);
+	st = open_ok(0);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 0);
+	store_close(st);
+}
+
+Test(store, touch_and_delete)
+{
+	struct store *st = open_ok(0);
+	struct rows rs;
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 5, false);
+	insert_ok(st, "n-default-0", "n", "169.255.0.0/24", "default-0", 5,
+	    false);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	cr_assert_eq(store_touch(st, "n-default-0", T2024 * NS + 7, true, err,
+	    sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_touch(st, "absent", 1, true, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "absent") && strstr(err, "no such row"), "%s",
+	    err);
+	cr_assert_eq(store_delete(st, "never-there", err, sizeof(err)), 0);
+	cr_assert_eq(store_delete(st, "default-0", err, sizeof(err)), 0);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_commit_count(st), 2);
+
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 1);
+	cr_assert_str_eq(rs.v[0].id, "n-default-0");
+	cr_assert_eq(rs.v[0].updated_at, T2024 * NS + 7);
+	cr_assert(rs.v[0].expirable);
+	free(rs.v);
+	store_close(st);
+}
+
+Test(store, writes_need_a_transaction)
+{
+	struct store *st = open_ok(0);
+	struct store_row r = { "a", "a", "10.0.0.0/8", "", 1, false };
+	struct rows rs;
+
+	cr_assert_eq(store_insert(st, &r, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "outside a transaction"), "%s", err);
+	cr_assert_eq(store_touch(st, "a", 1, false, err, sizeof(err)), -1);
+	cr_assert_eq(store_delete(st, "a", err, sizeof(err)), -1);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), -1);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "already open"), "%s", err);
+	store_rollback(st);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 0);
+	store_close(st);
+}
+
+Test(store, duplicate_id_fails_alone)
+{
+	struct store *st = open_ok(0);
+	struct store_row dup = { "default-0", "x", "10.0.0.0/8", "", 1, false };
+	struct rows rs;
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	cr_assert_eq(store_insert(st, &dup, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "default-0") && strstr(err, dbpath), "%s", err);
+	/* same cidr under the same parent: Meridio's unique index */
+	struct store_row twin = { "b", "b", "169.255.0.0/16", "", 1, false };
+	cr_assert_eq(store_insert(st, &twin, err, sizeof(err)), -1);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 1);
+	cr_assert_str_eq(rs.v[0].name, "default-0");
+	free(rs.v);
+	store_close(st);
+}
+
+/* ---- Meridio's own files ------------------------------------------------ */
+
+Test(store, opens_meridio_database)
+{
+	struct rows rs;
+	struct store *st;
+	const struct trow *r;
+	unsigned char *before, *after;
+	size_t blen, alen;
+
+	build_meridio_db(NULL);
+	before = slurp(dbpath, &blen);
+	st = open_ok(STORE_NO_CREATE);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 10);
+	assert_parents_first(&rs, rs.n);
+	cr_assert_eq(rs.v[0].parent[0], '\0');
+	cr_assert_eq(rs.v[1].parent[0], '\0');
+
+	r = find(&rs, "default-0");
+	cr_assert_str_eq(r->cidr, "169.255.0.0/16");
+	cr_assert_eq(r->updated_at, T2024 * NS + 123456789);
+	r = find(&rs, "default-1");
+	cr_assert_str_eq(r->cidr, "fd00::/48");
+	cr_assert_eq(r->updated_at, T2024 * NS);
+	r = find(&rs, "worker-1-load-balancer-default-0");
+	cr_assert_str_eq(r->name, "worker-1");
+	cr_assert_str_eq(r->parent, "load-balancer-default-0");
+	cr_assert_eq(r->updated_at, T2024 * NS + 250000000, "+02:00 offset");
+	cr_assert(r->expirable);
+	r = find(&rs, "worker-1-load-balancer-default-1");
+	cr_assert_eq(r->updated_at, T2024 * NS + 999999999);
+	r = find(&rs, "bridge-worker-1-load-balancer-default-0");
+	cr_assert_str_eq(r->name, "bridge");
+	cr_assert_str_eq(r->cidr, "169.255.0.2/32");
+	cr_assert(!r->expirable);
+	r = find(&rs, "bridge-worker-1-load-balancer-default-1");
+	cr_assert_eq(r->updated_at, T2024 * NS, "T and Z variant");
+	r = find(&rs, "proxy-a-worker-1-load-balancer-default-1");
+	cr_assert_str_eq(r->cidr, "fd00::1/128");
+	cr_assert_eq(r->updated_at, T2024 * NS + 1);
+	cr_assert(r->expirable);
+	r = find(&rs, "proxy-a-worker-1-load-balancer-default-0");
+	cr_assert_eq(r->updated_at, T2024 * NS + 500000000);
+	free(rs.v);
+	store_close(st);
+
+	/* reading alone changed nothing on disk */
+	after = slurp(dbpath, &alen);
+	cr_assert_eq(alen, blen);
+	cr_assert_eq(memcmp(before, after, blen), 0);
+	free(after);
+
+	/* the first write turns it into WAL; Meridio's rows stay */
+	st = open_ok(0);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+	insert_ok(st, "proxy-b-worker-1-load-balancer-default-0", "proxy-b",
+	    "169.255.0.3/32", "worker-1-load-balancer-default-0", T2024 * NS,
+	    true);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 11);
+	free(rs.v);
+	store_close(st);
+	after = slurp(dbpath, &alen);
+	cr_assert_eq(after[18], 2, "WAL write version");
+	cr_assert_eq(after[19], 2, "WAL read version");
+	free(after);
+	free(before);
+}
+
+Test(store, adds_missing_index_on_first_write)
+{
+	struct store *st;
+	sqlite3 *db;
+	char buf[256];
+
+	build_meridio_db("idx_prefixes_name");
+	st = open_ok(0);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	store_close(st);
+	db = raw_open(dbpath);
+	raw_text(db, "SELECT sql FROM sqlite_master WHERE "
+	    "name='idx_prefixes_name'", buf, sizeof(buf));
+	cr_assert_str_eq(buf, meridio_indexes[4]);
+	raw_text(db, "SELECT count(*) FROM prefixes", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "10");
+	sqlite3_close(db);
+}
+
+Test(store, orphans_come_last)
+{
+	struct store *st;
+	struct rows rs;
+	sqlite3 *db;
+
+	build_meridio_db(NULL);
+	db = raw_open(dbpath);
+	raw_exec(db, "INSERT INTO prefixes VALUES "
+	    "('x-gone-default-0','x','169.255.1.1/32','gone-default-0',NULL,1),"
+	    "('y-x-gone-default-0','y','169.255.1.2/32','x-gone-default-0',"
+	    " NULL,1),"
+	    "('c2-default-0','c2','169.255.16.0/20','default-0',NULL,0)");
+	sqlite3_close(db);
+	st = open_ok(0);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 13);
+	cr_assert_geq(index_of(&rs, "x-gone-default-0"), 11);
+	cr_assert_geq(index_of(&rs, "y-x-gone-default-0"), 11);
+	assert_parents_first(&rs, 11);
+	cr_assert_lt(index_of(&rs, "c2-default-0"), 11);
+	free(rs.v);
+	store_close(st);
+}
+
+Test(store, integer_and_bad_updated_at)
+{
+	struct store *st;
+	struct rows rs;
+	sqlite3 *db;
+
+	build_meridio_db(NULL);
+	db = raw_open(dbpath);
+	raw_exec(db, "UPDATE prefixes SET updated_at=1709287200 WHERE "
+	    "id='default-0'");
+	raw_exec(db, "UPDATE prefixes SET updated_at=1709287200123 WHERE "
+	    "id='default-1'");
+	sqlite3_close(db);
+	st = open_ok(0);
+	rs = load_all(st);
+	cr_assert_eq(find(&rs, "default-0")->updated_at, T2024 * NS);
+	cr_assert_eq(find(&rs, "default-1")->updated_at,
+	    T2024 * NS + 123000000);
+	free(rs.v);
+	store_close(st);
+
+	db = raw_open(dbpath);
+	raw_exec(db, "UPDATE prefixes SET updated_at='yesterday' WHERE "
+	    "id='load-balancer-default-0'");
+	sqlite3_close(db);
+	st = open_ok(0);
+	memset(&rs, 0, sizeof(rs));
+	cr_assert_eq(store_load(st, collect, &rs, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "load-balancer-default-0") &&
+	    strstr(err, "yesterday"), "%s", err);
+	free(rs.v);
+	store_close(st);
+}
+
+/* A callback's non-zero value stops the walk and comes back. */
+static int
+stop_at_two(void *arg, const struct store_row *r)
+{
+	int *n = arg;
+
+	return ++*n == 2 ? 42 : 0;
+}
+
+Test(store, load_callback_stops_walk)
+{
+	struct store *st;
+	int n = 0;
+
+	build_meridio_db(NULL);
+	st = open_ok(0);
+	cr_assert_eq(store_load(st, stop_at_two, &n, err, sizeof(err)), 42);
+	cr_assert_eq(n, 2);
+	n = 0;
+	cr_assert_eq(store_load(st, stop_at_two, &n, err, sizeof(err)), 42,
+	    "the walk restarts from the top");
+	store_close(st);
+}
+
+/* ---- the lock ----------------------------------------------------------- */
+
+/* Result of an open attempted by a child process. */
+struct child_open {
+	int rc;			/* store_open's return */
+	double secs;		/* how long it took */
+	char err[400];		/* its message */
+};
+
+static struct child_open
+open_in_child(void)
+{
+	struct child_open res = { 0 };
+	int fds[2], status;
+	pid_t pid;
+
+	cr_assert_eq(pipe(fds), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct store *st = NULL;
+		struct timespec a, b;
+
+		close(fds[0]);
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		res.rc = store_open(&st, dbpath, 0, res.err, sizeof(res.err));
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		res.secs = (double)(b.tv_sec - a.tv_sec) +
+		    (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+		store_close(st);
+		_exit(write(fds[1], &res, sizeof(res)) == sizeof(res) ? 0 : 1);
+	}
+	close(fds[1]);
+	cr_assert_eq(read(fds[0], &res, sizeof(res)), (ssize_t)sizeof(res));
+	close(fds[0]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	return res;
+}
+
+Test(store, second_process_refused_at_once)
+{
+	struct store *st = open_ok(0);
+	struct child_open res;
+	char want[128];
+	struct rows rs;
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+
+	res = open_in_child();
+	cr_assert_eq(res.rc, -1);
+	snprintf(want, sizeof(want), "in use by another meridio-ipam (pid %ld)",
+	    (long)getpid());
+	cr_assert(strstr(res.err, want) && strstr(res.err, dbpath),
+	    "got: %s", res.err);
+	cr_log_info("refused in %.6f s", res.secs);
+
+	/* the holder is unharmed */
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+	insert_ok(st, "default-1", "default-1", "fd00::/48", "", 1, false);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 2);
+	free(rs.v);
+	store_close(st);
+
+	/* closing released the lock */
+	res = open_in_child();
+	cr_assert_eq(res.rc, 0, "%s", res.err);
+}
+
+Test(store, second_open_in_same_process_refused)
+{
+	struct store *st = open_ok(0), *st2 = NULL;
+	struct rows rs;
+
+	cr_assert_eq(store_open(&st2, dbpath, 0, err, sizeof(err)), -1);
+	cr_assert_null(st2);
+	cr_assert(strstr(err, "already open"), "%s", err);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 1);
+	free(rs.v);
+	store_close(st);
+}
+
+/* ---- refusals that leave the file alone --------------------------------- */
+
+/* Writes content to dbpath, asserts open refuses it naming the path and
+ * containing why, and that the file and its directory are unchanged. */
+static void
+assert_refused_untouched(const void *content, size_t len, const char *why)
+{
+	struct store *st = NULL;
+	unsigned char *after;
+	size_t alen;
+
+	write_file(dbpath, content, len);
+	cr_assert_eq(store_open(&st, dbpath, 0, err, sizeof(err)), -1);
+	cr_assert_null(st);
+	cr_assert(strstr(err, dbpath) && strstr(err, why), "got: %s", err);
+	after = slurp(dbpath, &alen);
+	cr_assert_eq(alen, len);
+	cr_assert_eq(memcmp(after, content, len), 0, "bytes changed");
+	free(after);
+	assert_no_side_files();
+}
+
+Test(store, garbage_file_refused_untouched)
+{
+	unsigned char buf[8192];
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (unsigned char)(i * 37 + 11);
+	assert_refused_untouched(buf, sizeof(buf), "not an sqlite database");
+	assert_refused_untouched("hello", 5, "not an sqlite database");
+	/* the magic, then garbage */
+	memcpy(buf, "SQLite format 3", 16);
+	assert_refused_untouched(buf, sizeof(buf), "not an sqlite database");
+}
+
+Test(store, corrupt_database_refused_untouched)
+{
+	unsigned char *db;
+	size_t len;
+
+	build_meridio_db(NULL);
+	db = slurp(dbpath, &len);
+	/* keep the 100-byte header, wreck the rest of page 1 (the schema) */
+	for (size_t i = 100; i < 4096 && i < len; i++)
+		db[i] = (unsigned char)(i * 13 + 7);
+	assert_refused_untouched(db, len, "not a usable sqlite database");
+	free(db);
+}
+
+Test(store, foreign_schema_refused_untouched)
+{
+	unsigned char *db;
+	size_t len;
+	sqlite3 *raw;
+
+	raw = raw_open(dbpath);
+	raw_exec(raw, "CREATE TABLE other (a text)");
+	sqlite3_close(raw);
+	db = slurp(dbpath, &len);
+	assert_refused_untouched(db, len, "has no table `prefixes`");
+	free(db);
+
+	unlink(dbpath);
+	raw = raw_open(dbpath);
+	raw_exec(raw, "CREATE TABLE `prefixes` (`id` text,`name` text,"
+	    "`cidr` text,`parent_id` text,`updated_at` datetime,"
+	    "PRIMARY KEY (`id`))");
+	sqlite3_close(raw);
+	db = slurp(dbpath, &len);
+	assert_refused_untouched(db, len, "no column `expirable`");
+	free(db);
+}
+
+Test(store, missing_directory_or_file)
+{
+	struct store *st = NULL;
+	char p[PATH_MAX + 32], dir[PATH_MAX + 16];
+
+	snprintf(dir, sizeof(dir), "%s/nope", tdir);
+	snprintf(p, sizeof(p), "%s/registry.db", dir);
+	cr_assert_eq(store_open(&st, p, 0, err, sizeof(err)), -1);
+	cr_assert(strstr(err, p) && strstr(err, "directory") &&
+	    strstr(err, "does not exist"), "%s", err);
+	cr_assert(!exists(dir));
+
+	cr_assert_eq(store_open(&st, dbpath, STORE_NO_CREATE, err,
+	    sizeof(err)), -1);
+	cr_assert(strstr(err, dbpath) && strstr(err, "does not exist"), "%s",
+	    err);
+	cr_assert(!exists(dbpath));
+	cr_assert_eq(store_open(&st, "", 0, err, sizeof(err)), -1);
+}
+
+/*
+ * Runs store_open in a child that cannot write where it must: as root the
+ * child drops to nobody (root ignores permission bits). Returns the child's
+ * message through the pipe; rc is store_open's return.
+ */
+static int
+open_unprivileged(char *msg, size_t len)
+{
+	int fds[2], status, rc = 0;
+	pid_t pid;
+
+	cr_assert_eq(pipe(fds), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct store *st = NULL;
+		char e[400] = "";
+		int r;
+
+		close(fds[0]);
+		if (geteuid() == 0 && (setgroups(0, NULL) != 0 ||
+		    setgid(65534) != 0 || setuid(65534) != 0))
+			_exit(3);
+		r = store_open(&st, dbpath, 0, e, sizeof(e));
+		store_close(st);
+		if (write(fds[1], &r, sizeof(r)) != sizeof(r) ||
+		    write(fds[1], e, sizeof(e)) != sizeof(e))
+			_exit(4);
+		_exit(0);
+	}
+	close(fds[1]);
+	cr_assert_eq(read(fds[0], &rc, sizeof(rc)), (ssize_t)sizeof(rc));
+	cr_assert_gt(read(fds[0], msg, len), 0);
+	msg[len - 1] = '\0';
+	close(fds[0]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "child status %d", status);
+	return rc;
+}
+
+Test(store, read_only_directory_refused)
+{
+	char msg[400];
+	unsigned char *before, *after;
+	size_t blen, alen;
+	struct store *st;
+
+	/* nobody must be able to reach the directory: use /tmp */
+	teardown();
+	make_dir("/tmp");
+	st = open_ok(0);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	store_close(st);
+	before = slurp(dbpath, &blen);
+
+	/* the file is writable, its directory is not: no room for -wal */
+	cr_assert_eq(chmod(dbpath, 0666), 0);
+	cr_assert_eq(chmod(tdir, 0555), 0);
+	cr_assert_eq(open_unprivileged(msg, sizeof(msg)), -1);
+	cr_assert(strstr(msg, dbpath) && strstr(msg, "not writable"), "%s",
+	    msg);
+	after = slurp(dbpath, &alen);
+	cr_assert(alen == blen && memcmp(before, after, blen) == 0);
+	free(after);
+	assert_no_side_files();
+
+	/* a read-only file is refused as well */
+	cr_assert_eq(chmod(dbpath, 0444), 0);
+	cr_assert_eq(chmod(tdir, 0755), 0);
+	cr_assert_eq(open_unprivileged(msg, sizeof(msg)), -1);
+	cr_assert(strstr(msg, dbpath) && strstr(msg, "cannot open for "
+	    "writing"), "%s", msg);
+	after = slurp(dbpath, &alen);
+	cr_assert(alen == blen && memcmp(before, after, blen) == 0);
+	free(after);
+	assert_no_side_files();
+
+	/* and a new file in a read-only directory */
+	unlink(dbpath);
+	cr_assert_eq(chmod(tdir, 0555), 0);
+	cr_assert_eq(open_unprivileged(msg, sizeof(msg)), -1);
+	cr_assert(strstr(msg, dbpath) && strstr(msg, "Permission denied"),
+	    "%s", msg);
+	cr_assert(!exists(dbpath));
+	free(before);
+}
+
+/* ---- disk full ---------------------------------------------------------- */
+
+/*
+ * In a child limited by RLIMIT_FSIZE (SIGXFSZ ignored, so writes fail with
+ * EFBIG, which sqlite reports as SQLITE_FULL): a big batch must fail to
+ * commit, the earlier rows must still load, and once room is back the same
+ * store must commit again. Exit code says which step broke.
+ */
+static int
+disk_full_child(void)
+{
+	struct store *st = NULL;
+	struct rlimit rl;
+	char e[400], id[64], name[300];
+	struct rows rs = { 0 };
+	int failed = 0;
+
+	signal(SIGXFSZ, SIG_IGN);
+	if (store_open(&st, dbpath, 0, e, sizeof(e)) < 0)
+		return 10;
+	if (getrlimit(RLIMIT_FSIZE, &rl) < 0)
+		return 11;
+	rl.rlim_cur = 64 * 1024;
+	if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+		return 12;
+	if (store_begin(st, e, sizeof(e)) < 0)
+		return 13;
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	for (int i = 0; i < 2000 && !failed; i++) {
+		struct store_row r = { id, name, id, "default-0", 1, true };
+
+		snprintf(id, sizeof(id), "big-%d", i);
+		if (store_insert(st, &r, e, sizeof(e)) < 0)
+			failed = 1;	/* a cache spill hit the limit */
+	}
+	if (!failed && store_commit(st, e, sizeof(e)) == 0)
+		return 14;	/* the whole batch fit: the limit did nothing */
+	/* EFBIG is "disk I/O error" to sqlite, ENOSPC "disk is full" */
+	if (strstr(e, "disk") == NULL) {
+		fprintf(stderr, "unexpected: %s\n", e);
+		return 15;
+	}
+	if (failed && store_commit(st, e, sizeof(e)) == 0)
+		return 21;
+	if (store_load(st, collect, &rs, e, sizeof(e)) != 0 || rs.n != 10)
+		return 16;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+		return 17;
+	if (store_begin(st, e, sizeof(e)) < 0)
+		return 18;
+	struct store_row after = { "after", "after", "10.9.9.9/32", "default-0",
+	    1, true };
+	if (store_insert(st, &after, e, sizeof(e)) < 0 ||
+	    store_commit(st, e, sizeof(e)) < 0)
+		return 19;
+	if (store_commit_count(st) != 1)
+		return 20;
+	store_close(st);
+	return 0;
+}
+
+Test(store, disk_full_commit_fails_and_keeps_data)
+{
+	struct store *st = open_ok(0);
+	char id[32], cidr[32];
+	struct rows rs;
+	int status;
+	pid_t pid;
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "default-0", "default-0", "10.0.0.0/8", "", 1, false);
+	for (int i = 0; i < 9; i++) {
+		snprintf(id, sizeof(id), "r%d-default-0", i);
+		snprintf(cidr, sizeof(cidr), "10.0.%d.0/24", i);
+		insert_ok(st, id, "r", cidr, "default-0", 1, true);
+	}
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	store_close(st);
+
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(disk_full_child());
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "child status %d", status);
+	cr_assert_eq(WEXITSTATUS(status), 0, "disk_full_child step %d",
+	    WEXITSTATUS(status));
+
+	st = open_ok(0);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 11);
+	cr_assert_not_null(find(&rs, "after"));
+	cr_assert_null(find(&rs, "big-0"));
+	free(rs.v);
+	store_close(st);
+}
+
+/* ---- time text ---------------------------------------------------------- */
+
+static void
+assert_format(int64_t ns, const char *want)
+{
+	char buf[STORE_TIMESTRLEN];
+
+	store_format_time(ns, buf);
+	cr_assert_str_eq(buf, want, "ns %" PRId64, ns);
+}
+
+Test(store, time_format)
+{
+	assert_format(T2024 * NS, "2024-03-01 10:00:00+00:00");
+	assert_format(T2024 * NS + 1, "2024-03-01 10:00:00.000000001+00:00");
+	assert_format(T2024 * NS + 999999999,
+	    "2024-03-01 10:00:00.999999999+00:00");
+	assert_format(T2024 * NS + 500000000, "2024-03-01 10:00:00.5+00:00");
+	assert_format(T2024 * NS + 120000, "2024-03-01 10:00:00.00012+00:00");
+	assert_format(0, "1970-01-01 00:00:00+00:00");
+	assert_format(-1, "1969-12-31 23:59:59.999999999+00:00");
+	assert_format(-NS, "1969-12-31 23:59:59+00:00");
+	assert_format(INT64_MAX, "2262-04-11 23:47:16.854775807+00:00");
+	assert_format(INT64_MIN, "1677-09-21 00:12:43.145224192+00:00");
+}
+
+static void
+assert_parse(const char *s, int64_t want)
+{
+	int64_t got = 0;
+
+	cr_assert_eq(store_parse_time(s, &got), 0, "refused \"%s\"", s);
+	cr_assert_eq(got, want, "\"%s\": %" PRId64 " != %" PRId64, s, got,
+	    want);
+}
+
+Test(store, time_parse_variants)
+{
+	assert_parse("2024-03-01 10:00:00+00:00", T2024 * NS);
+	assert_parse("2024-03-01 10:00:00.123456789+00:00",
+	    T2024 * NS + 123456789);
+	assert_parse("2024-03-01T10:00:00.5+00:00", T2024 * NS + 500000000);
+	assert_parse("2024-03-01 10:00:00Z", T2024 * NS);
+	assert_parse("2024-03-01T10:00:00.25Z", T2024 * NS + 250000000);
+	assert_parse("2024-03-01 10:00:00", T2024 * NS);
+	assert_parse("2024-03-01 10:00:00.000000001", T2024 * NS + 1);
+	assert_parse("2024-03-01 12:30:00+02:30", T2024 * NS);
+	assert_parse("2024-03-01 05:00:00-05:00", T2024 * NS);
+	assert_parse("2024-03-01 10:00", T2024 * NS);
+	assert_parse("2024-03-01T10:00", T2024 * NS);
+	assert_parse("2024-03-01", (T2024 - 36000) * NS);
+	assert_parse("2024-03-01 9:00:00+00:00", (T2024 - 3600) * NS);
+	assert_parse("2024-03-01 10:00:00,5+00:00", T2024 * NS + 500000000);
+	/* Go cuts a fraction after nine digits */
+	assert_parse("2024-03-01 10:00:00.1234567891+00:00",
+	    T2024 * NS + 123456789);
+	assert_parse("2024-02-29 00:00:00", (T2024 - 86400 - 36000) * NS);
+	assert_parse("1969-12-31 23:59:59.999999999+00:00", -1);
+	assert_parse("1677-09-21 00:12:43.145224192+00:00", INT64_MIN);
+	assert_parse("2262-04-11 23:47:16.854775807+00:00", INT64_MAX);
+}
+
+Test(store, time_parse_rejects)
+{
+	static const char *const bad[] = {
+		"", "now", "2024-3-01", "24-03-01", "2024-13-01",
+		"2024-00-10", "2023-02-29", "2024-04-31", "2024-03-00",
+		"2024-03-01 24:00:00", "2024-03-01 10:60:00",
+		"2024-03-01 10:00:60", "2024-03-01 10:00:00 ",
+		"2024-03-01 10:00:00+0000", "2024-03-01 10:00:00+25:00",
+		"2024-03-01 10:00:00.", "2024-03-01 10:00:00.x",
+		"2024-03-01 10:00+00:00", "2024-03-01X10:00:00",
+		"2024-03-01 10:00:00+00:00junk", "2262-04-11 23:47:16.854775808",
+		"1677-09-21 00:12:43.145224191", "1000-01-01", "9999-12-31",
+		"2024-03-01 10:00:00ZZ",
+	};
+	int64_t ns = 77;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(store_parse_time(bad[i], &ns), -1, "accepted \"%s\"",
+		    bad[i]);
+		cr_assert_eq(ns, 77, "\"%s\" wrote a result", bad[i]);
+	}
+	cr_assert_eq(store_parse_time(NULL, &ns), -1);
+}
+
+/*
+ * Format then parse gives the value back over the whole range, and the
+ * date and time fields agree with the C library's gmtime_r (an independent
+ * calendar) for times on both sides of 1970.
+ */
+Test(store, time_round_trip)
+{
+	uint64_t x = 88172645463325252ULL;	/* xorshift state */
+	char buf[STORE_TIMESTRLEN], want[64];
+	int64_t got;
+
+	for (int i = 0; i < 200000; i++) {
+		int64_t ns;
+		time_t secs;
+		struct tm tm;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		ns = (int64_t)x;
+		if (ns < INT64_MIN + NS || ns > INT64_MAX - NS)
+			ns /= 2;	/* keep the variants below in range */
+		if (i % 4 == 1)
+			ns -= ns % NS;		/* zero fraction */
+		else if (i % 4 == 2)
+			ns = ns / NS * NS + 1;	/* 1 ns */
+		else if (i % 4 == 3)
+			ns = ns / NS * NS + 999999999 * (ns < 0 ? -1 : 1);
+		store_format_time(ns, buf);
+		cr_assert_eq(store_parse_time(buf, &got), 0, "%s", buf);
+		cr_assert_eq(got, ns, "%s", buf);
+
+		secs = (time_t)(ns / NS - (ns % NS < 0));
+		cr_assert_not_null(gmtime_r(&secs, &tm));
+		strftime(want, sizeof(want), "%Y-%m-%d %H:%M:%S", &tm);
+		cr_assert_eq(strncmp(buf, want, 19), 0, "%s vs %s", buf, want);
+	}
+}
