@@ -1,0 +1,368 @@
+/*
+ * ipamctl - operator client of meridio-ipam (first version).
+ *
+ *   ipamctl allocate|release --conduit C --node N --name X [--family F]
+ *           [--trench T] [--target host:port] [--timeout D]
+ *   ipamctl health [--service S] [--target host:port] [--timeout D]
+ *
+ * Exit status: 0 ok, 1 RPC error (or health not SERVING), 2 usage error.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/grpc.h>
+
+#include "config.h"
+#include "google/protobuf/empty.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpcx.h"
+#include "ipam/v1/ipam.pb-c.h"
+
+#define CTL_OK 0
+#define CTL_RPC 1
+#define CTL_USAGE 2
+#define CTL_DEFAULT_PORT "7777"
+#define CTL_DEFAULT_TIMEOUT_MS 5000
+
+/* What the command line asked for. */
+struct ctl_args {
+	const char *cmd;		/* "allocate", "release" or "health" */
+	const char *conduit;		/* --conduit */
+	const char *node;		/* --node */
+	const char *name;		/* --name */
+	const char *trench;		/* --trench, else $IPAM_TRENCH_NAME */
+	const char *service;		/* --service (health), "" by default */
+	int family;			/* IPAM__V1__IPFAMILY__IPV4 or _IPV6 */
+	char target[300];		/* --target, else localhost:$IPAM_PORT */
+	int64_t timeout_ms;		/* --timeout */
+};
+
+static void
+ctl_usage_main(FILE *f)
+{
+	fprintf(f,
+	    "usage: ipamctl <command> [options]\n"
+	    "\n"
+	    "commands:\n"
+	    "  allocate   allocate (or renew) the address of a child\n"
+	    "  release    release the address of a child\n"
+	    "  health     print the serving status of the server\n"
+	    "\n"
+	    "`ipamctl <command> --help` describes a command's options.\n"
+	    "Exit status: 0 ok, 1 RPC error or not SERVING, 2 usage error.\n");
+}
+
+static void
+ctl_usage_child(FILE *f, const char *cmd)
+{
+	fprintf(f,
+	    "usage: ipamctl %s --conduit C --node N --name X [--family F]\n"
+	    "       [--trench T] [--target HOST:PORT] [--timeout D]\n"
+	    "\n"
+	    "  --conduit C      conduit name (required)\n"
+	    "  --node N         node name (required)\n"
+	    "  --name X         child name (required)\n"
+	    "  --family F       ipv4 (default) or ipv6\n"
+	    "  --trench T       trench name (default $IPAM_TRENCH_NAME or "
+	    "\"default\")\n"
+	    "  --target H:P     server (default localhost:$IPAM_PORT or "
+	    "localhost:7777)\n"
+	    "  --timeout D      deadline as a Go duration (default 5s)\n"
+	    "\n"
+	    "%s",
+	    cmd, strcmp(cmd, "allocate") == 0 ?
+	    "Prints the address and the node prefix length, e.g. "
+	    "169.255.0.1/24.\n" : "Prints nothing on success.\n");
+}
+
+static void
+ctl_usage_health(FILE *f)
+{
+	fprintf(f,
+	    "usage: ipamctl health [--service S] [--target HOST:PORT] "
+	    "[--timeout D]\n"
+	    "\n"
+	    "  --service S      service name to check (default \"\": the "
+	    "server)\n"
+	    "  --target H:P     server (default localhost:$IPAM_PORT or "
+	    "localhost:7777)\n"
+	    "  --timeout D      deadline as a Go duration (default 5s)\n"
+	    "\n"
+	    "Prints SERVING, NOT_SERVING, ...; exits 0 only when SERVING.\n");
+}
+
+/* Prints a usage error for cmd and returns CTL_USAGE. */
+static int
+ctl_bad(const char *cmd, const char *fmt, const char *arg)
+{
+	fprintf(stderr, "ipamctl: %s: ", cmd);
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry `ipamctl %s --help`.\n", cmd);
+	return CTL_USAGE;
+}
+
+/*
+ * Fills the defaults that come from the environment: the target from
+ * IPAM_PORT (which must be a port number when set) and the trench.
+ */
+static int
+ctl_defaults(struct ctl_args *a)
+{
+	const char *port = getenv("IPAM_PORT");
+	const char *trench = getenv("IPAM_TRENCH_NAME");
+	char *end;
+	long p;
+
+	if (port == NULL || port[0] == '\0')
+		port = CTL_DEFAULT_PORT;
+	p = strtol(port, &end, 10);
+	if (*end != '\0' || p < 1 || p > 65535)
+		return ctl_bad(a->cmd, "IPAM_PORT=%s is not a port number",
+		    port);
+	snprintf(a->target, sizeof(a->target), "localhost:%ld", p);
+	a->trench = trench != NULL && trench[0] != '\0' ? trench : "default";
+	a->service = "";
+	a->family = IPAM__V1__IPFAMILY__IPV4;
+	a->timeout_ms = CTL_DEFAULT_TIMEOUT_MS;
+	return CTL_OK;
+}
+
+/* Parses the options after the command word. Returns CTL_OK, CTL_USAGE,
+ * or -1 when --help was printed. */
+static int
+ctl_parse(struct ctl_args *a, int argc, char **argv)
+{
+	enum { O_CONDUIT = 1, O_NODE, O_NAME, O_FAMILY, O_TRENCH, O_TARGET,
+		O_TIMEOUT, O_SERVICE, O_HELP };
+	static const struct option child_opts[] = {
+		{ "conduit", required_argument, NULL, O_CONDUIT },
+		{ "node", required_argument, NULL, O_NODE },
+		{ "name", required_argument, NULL, O_NAME },
+		{ "family", required_argument, NULL, O_FAMILY },
+		{ "trench", required_argument, NULL, O_TRENCH },
+		{ "target", required_argument, NULL, O_TARGET },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	static const struct option health_opts[] = {
+		{ "service", required_argument, NULL, O_SERVICE },
+		{ "target", required_argument, NULL, O_TARGET },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool health = strcmp(a->cmd, "health") == 0;
+	int64_t ns;
+	int o;
+
+	opterr = 0;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, ":h", health ? health_opts :
+	    child_opts, NULL)) != -1) {
+		switch (o) {
+		case O_CONDUIT:
+			a->conduit = optarg;
+			break;
+		case O_NODE:
+			a->node = optarg;
+			break;
+		case O_NAME:
+			a->name = optarg;
+			break;
+		case O_FAMILY:
+			if (strcasecmp(optarg, "ipv4") == 0)
+				a->family = IPAM__V1__IPFAMILY__IPV4;
+			else if (strcasecmp(optarg, "ipv6") == 0)
+				a->family = IPAM__V1__IPFAMILY__IPV6;
+			else
+				return ctl_bad(a->cmd, "--family %s: expected "
+				    "ipv4 or ipv6", optarg);
+			break;
+		case O_TRENCH:
+			a->trench = optarg;
+			break;
+		case O_TARGET:
+			if (optarg[0] == '\0')
+				return ctl_bad(a->cmd, "--target: empty%s",
+				    "");
+			snprintf(a->target, sizeof(a->target), "%s", optarg);
+			break;
+		case O_TIMEOUT:
+			if (cfg_parse_duration(optarg, &ns) < 0 || ns <= 0)
+				return ctl_bad(a->cmd, "--timeout %s: expected "
+				    "a positive Go duration such as 5s or "
+				    "500ms", optarg);
+			a->timeout_ms = (ns + 999999) / 1000000;
+			break;
+		case O_SERVICE:
+			a->service = optarg;
+			break;
+		case 'h':
+		case O_HELP:
+			if (health)
+				ctl_usage_health(stdout);
+			else
+				ctl_usage_child(stdout, a->cmd);
+			return -1;
+		case ':':
+			return ctl_bad(a->cmd, "%s needs a value",
+			    argv[optind - 1]);
+		default:
+			return ctl_bad(a->cmd, "unknown option %s",
+			    argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return ctl_bad(a->cmd, "unexpected argument %s", argv[optind]);
+	if (health)
+		return CTL_OK;
+	if (a->conduit == NULL)
+		return ctl_bad(a->cmd, "--conduit is required%s", "");
+	if (a->node == NULL)
+		return ctl_bad(a->cmd, "--node is required%s", "");
+	if (a->name == NULL)
+		return ctl_bad(a->cmd, "--name is required%s", "");
+	return CTL_OK;
+}
+
+/* Prints a failed call on stderr: command, status name and message. */
+static int
+ctl_rpc_error(const struct ctl_args *a, const struct grpcx_status *st)
+{
+	fprintf(stderr, "ipamctl: %s: %s: %s\n", a->cmd,
+	    grpcx_status_name(st->code),
+	    st->message[0] != '\0' ? st->message : "(no message)");
+	return CTL_RPC;
+}
+
+/* Allocate or Release one child. */
+static int
+ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
+{
+	Ipam__V1__Child ch = IPAM__V1__CHILD__INIT;
+	Ipam__V1__Subnet sn = IPAM__V1__SUBNET__INIT;
+	Nsp__V1__Conduit co = NSP__V1__CONDUIT__INIT;
+	Nsp__V1__Trench tr = NSP__V1__TRENCH__INIT;
+	struct grpcx_status st;
+	ProtobufCMessage *resp = NULL;
+	bool alloc = strcmp(a->cmd, "allocate") == 0;
+
+	tr.name = (char *)a->trench;
+	co.name = (char *)a->conduit;
+	co.trench = &tr;
+	sn.conduit = &co;
+	sn.node = (char *)a->node;
+	sn.ipfamily = a->family;
+	ch.name = (char *)a->name;
+	ch.subnet = &sn;
+	if (grpcx_call(cl, alloc ? "/ipam.v1.Ipam/Allocate" :
+	    "/ipam.v1.Ipam/Release", &ch.base, alloc ?
+	    &ipam__v1__prefix__descriptor : &google__protobuf__empty__descriptor,
+	    a->timeout_ms, &resp, &st) != GRPC_STATUS_OK)
+		return ctl_rpc_error(a, &st);
+	if (alloc) {
+		Ipam__V1__Prefix *p = (Ipam__V1__Prefix *)resp;
+
+		printf("%s/%d\n", p->address, (int)p->prefixlength);
+	}
+	protobuf_c_message_free_unpacked(resp, NULL);
+	return CTL_OK;
+}
+
+static const char *
+ctl_serving_name(int s)
+{
+	switch (s) {
+	case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING:
+		return "SERVING";
+	case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING:
+		return "NOT_SERVING";
+	case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN:
+		return "SERVICE_UNKNOWN";
+	default:
+		return "UNKNOWN";
+	}
+}
+
+/* Health Check: prints the status, exit 0 only when SERVING. */
+static int
+ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
+{
+	Grpc__Health__V1__HealthCheckRequest rq =
+	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	Grpc__Health__V1__HealthCheckResponse *rs;
+	struct grpcx_status st;
+	ProtobufCMessage *resp = NULL;
+	int rc;
+
+	rq.service = (char *)a->service;
+	if (grpcx_call(cl, "/grpc.health.v1.Health/Check", &rq.base,
+	    &grpc__health__v1__health_check_response__descriptor,
+	    a->timeout_ms, &resp, &st) != GRPC_STATUS_OK)
+		return ctl_rpc_error(a, &st);
+	rs = (Grpc__Health__V1__HealthCheckResponse *)resp;
+	printf("%s\n", ctl_serving_name(rs->status));
+	rc = rs->status ==
+	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ?
+	    CTL_OK : CTL_RPC;
+	protobuf_c_message_free_unpacked(resp, NULL);
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct ctl_args a;
+	struct grpcx_client *cl;
+	char err[256];
+	int rc;
+
+	if (argc < 2) {
+		ctl_usage_main(stderr);
+		return CTL_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		ctl_usage_main(stdout);
+		return CTL_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("ipamctl %s\n", IPAM_VERSION);
+		return CTL_OK;
+	}
+	memset(&a, 0, sizeof(a));
+	a.cmd = argv[1];
+	if (strcmp(a.cmd, "allocate") != 0 && strcmp(a.cmd, "release") != 0 &&
+	    strcmp(a.cmd, "health") != 0) {
+		fprintf(stderr, "ipamctl: unknown command %s\n", a.cmd);
+		ctl_usage_main(stderr);
+		return CTL_USAGE;
+	}
+	rc = ctl_defaults(&a);
+	if (rc != CTL_OK)
+		return rc;
+	rc = ctl_parse(&a, argc - 1, argv + 1);
+	if (rc < 0)
+		return CTL_OK;
+	if (rc != CTL_OK)
+		return rc;
+
+	grpc_init();
+	cl = grpcx_client_new(a.target, err, sizeof(err));
+	if (cl == NULL) {
+		fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
+		rc = CTL_USAGE;
+		goto out;
+	}
+	if (strcmp(a.cmd, "health") == 0)
+		rc = ctl_health(cl, &a);
+	else
+		rc = ctl_child(cl, &a);
+	grpcx_client_free(cl);
+out:
+	grpc_shutdown();
+	return rc;
+}
