@@ -95,8 +95,10 @@ static const char *const store_columns[] = {
 };
 
 /* Text of each kept statement, indexed by enum store_stmt_id. The load
- * query walks the tree from the trench rows (parent_id '' or NULL) down,
- * then lists every row by depth; rows not reached (orphans) come last. */
+ * query walks the tree from the trench rows (parent_id '' or NULL) down
+ * through idx_prefixes_parent_id, carrying the columns along (no join back),
+ * adds the rows not reached (orphans) one level below the deepest, and
+ * sorts by depth, then rowid (insertion order) for a stable result. */
 static const char *const store_sql[STORE_ST_COUNT] = {
 	[STORE_ST_INSERT] = "INSERT INTO `prefixes` (`id`,`name`,`cidr`,"
 	    "`parent_id`,`updated_at`,`expirable`) VALUES (?1,?2,?3,?4,?5,?6)",
@@ -104,17 +106,23 @@ static const char *const store_sql[STORE_ST_COUNT] = {
 	    "`expirable`=?3 WHERE `id`=?1",
 	[STORE_ST_DELETE] = "DELETE FROM `prefixes` WHERE `id`=?1",
 	[STORE_ST_LOAD] =
-	    "WITH RECURSIVE tree(id, depth) AS ("
-	    " SELECT `id`, 0 FROM `prefixes`"
+	    "WITH RECURSIVE tree(depth, rid, id, name, cidr, parent_id,"
+	    "  updated_at, expirable) AS ("
+	    " SELECT 0, rowid, `id`, `name`, `cidr`, `parent_id`,"
+	    "  `updated_at`, `expirable` FROM `prefixes`"
 	    "  WHERE `parent_id` = '' OR `parent_id` IS NULL"
 	    " UNION ALL"
-	    " SELECT p.`id`, t.depth + 1 FROM `prefixes` p"
-	    "  JOIN tree t ON p.`parent_id` = t.id"
+	    " SELECT t.depth + 1, p.rowid, p.`id`, p.`name`, p.`cidr`,"
+	    "  p.`parent_id`, p.`updated_at`, p.`expirable`"
+	    "  FROM tree t JOIN `prefixes` p ON p.`parent_id` = t.id"
 	    "  WHERE p.`parent_id` <> '' AND t.depth < ?1)"
-	    " SELECT p.`id`, p.`name`, p.`cidr`, p.`parent_id`,"
-	    "  p.`updated_at`, p.`expirable`"
-	    " FROM `prefixes` p LEFT JOIN tree t ON t.id = p.`id`"
-	    " ORDER BY t.depth IS NULL, t.depth, p.rowid",
+	    " SELECT depth, rid, id, name, cidr, parent_id, updated_at,"
+	    "  expirable FROM tree"
+	    " UNION ALL"
+	    " SELECT ?1 + 1, rowid, `id`, `name`, `cidr`, `parent_id`,"
+	    "  `updated_at`, `expirable` FROM `prefixes`"
+	    "  WHERE rowid NOT IN (SELECT rid FROM tree)"
+	    " ORDER BY 1, 2",
 	[STORE_ST_BEGIN] = "BEGIN IMMEDIATE",
 	[STORE_ST_COMMIT] = "COMMIT",
 	[STORE_ST_ROLLBACK] = "ROLLBACK",
@@ -702,15 +710,15 @@ store_load(struct store *st, int (*fn)(void *arg, const struct store_row *row),
 
 	sqlite3_bind_int(s, 1, STORE_MAX_DEPTH);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		row.id = store_column_str(s, 0);
-		row.name = store_column_str(s, 1);
-		row.cidr = store_column_str(s, 2);
-		row.parent_id = store_column_str(s, 3);
-		row.expirable = store_column_bool(s, 5);
-		if (store_column_time(s, 4, &row.updated_at) < 0) {
+		row.id = store_column_str(s, 2);
+		row.name = store_column_str(s, 3);
+		row.cidr = store_column_str(s, 4);
+		row.parent_id = store_column_str(s, 5);
+		row.expirable = store_column_bool(s, 7);
+		if (store_column_time(s, 6, &row.updated_at) < 0) {
 			store_err(err, errlen, "%s: row %s: updated_at \"%s\" "
 			    "is not a time", st->path, row.id,
-			    store_column_str(s, 4));
+			    store_column_str(s, 6));
 			ret = -1;
 			goto out;
 		}

@@ -10,6 +10,7 @@
  * A store holds an exclusive lock on the file for its lifetime: a second
  * opener (another process) is refused at once with a clear error.
  * No logging, no exit: errors are written into the caller's buffer.
+ * A store is used by one thread; one process opens a file only once.
  */
 #ifndef IPAM_STORE_H
 #define IPAM_STORE_H
@@ -30,7 +31,8 @@ struct store_row {
 	const char *name;	/* the record's name */
 	const char *cidr;	/* prefix text, e.g. "169.255.0.1/32" */
 	const char *parent_id;	/* "" for a trench record */
-	int64_t updated_at;	/* ns since the epoch, UTC; 0 = NULL */
+	int64_t updated_at;	/* ns since the epoch, UTC; 0 = NULL (also
+				 * written as NULL); before 1970 negative */
 	bool expirable;		/* may be reaped by GC */
 };
 
@@ -44,6 +46,10 @@ enum store_flags {
  * exclusive lock, schema (created if absent, checked if present), WAL
  * journal, synchronous=FULL unless STORE_SYNC_NORMAL. A file that is not a
  * database, or lacks the expected columns, is refused and left untouched.
+ * An existing file is switched to WAL, and given any of Meridio's indexes
+ * it lacks, on the first store_begin: opening and loading alone write
+ * nothing. A file this process already has open is refused. A file this
+ * call created is removed again if the open fails.
  * Returns 0, or -1 with err set.
  */
 int store_open(struct store **out, const char *path, int flags, char *err,
@@ -54,21 +60,29 @@ void store_close(struct store *st);
 
 /*
  * Calls fn for every row, parents before their children (rows ordered by
- * depth). fn returning non-zero stops the walk and is returned.
- * Returns 0, the callback's value, or -1 with err set.
+ * depth, then insertion order); rows whose parent does not exist (orphans)
+ * and their descendants come last. NULL text columns are passed as "".
+ * fn returning non-zero stops the walk and is returned. A row whose
+ * updated_at is not a time go-sqlite3 reads stops the walk with -1 and err
+ * naming it. Returns 0, the callback's value, or -1 with err set.
  */
 int store_load(struct store *st,
     int (*fn)(void *arg, const struct store_row *row), void *arg,
     char *err, size_t errlen);
 
-/* Starts a write transaction. Returns 0 or -1 with err set. */
+/* Starts a write transaction (insert, touch and delete are refused outside
+ * one). Returns 0 or -1 with err set. */
 int store_begin(struct store *st, char *err, size_t errlen);
 
-/* Inserts a row. Returns 0 or -1 (e.g. duplicate id, disk full). */
+/* Inserts a row. Returns 0 or -1 (e.g. duplicate id, same cidr under the
+ * same parent, disk full). After -1 the batch may have been rolled back
+ * by sqlite (I/O error): then later writes and the commit fail too; the
+ * caller should store_rollback the batch. */
 int store_insert(struct store *st, const struct store_row *row, char *err,
     size_t errlen);
 
-/* Sets updated_at (and expirable) of row id. Returns 0 or -1. */
+/* Sets updated_at (and expirable) of row id. Returns 0 or -1 (also when
+ * no row has that id). */
 int store_touch(struct store *st, const char *id, int64_t updated_at,
     bool expirable, char *err, size_t errlen);
 

@@ -463,6 +463,27 @@ Test(store, many_rows_one_transaction)
 	store_close(st);
 }
 
+Test(store, same_depth_in_insertion_order)
+{
+	struct store *st = open_ok(0);
+	struct rows rs;
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "b-t-0", "b", "10.1.0.0/16", "t-0", 1, false);
+	insert_ok(st, "t-0", "t-0", "10.0.0.0/8", "", 1, false);
+	insert_ok(st, "c-t-0", "c", "10.2.0.0/16", "t-0", 1, false);
+	insert_ok(st, "a-t-0", "a", "10.0.0.0/16", "t-0", 1, false);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 4);
+	cr_assert_str_eq(rs.v[0].id, "t-0");
+	cr_assert_str_eq(rs.v[1].id, "b-t-0");
+	cr_assert_str_eq(rs.v[2].id, "c-t-0");
+	cr_assert_str_eq(rs.v[3].id, "a-t-0");
+	free(rs.v);
+	store_close(st);
+}
+
 Test(store, rollback_leaves_nothing)
 {
 	struct store *st = open_ok(0);
