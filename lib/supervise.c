@@ -39,7 +39,7 @@ sup_env_int(const char *(*get)(const char *), const char *name, int64_t min,
 	v = strtoll(s, &end, 10);
 	if (errno != 0 || *end != '\0' || end == s || s[0] == ' ' ||
 	    v < min || v > max) {
-		snprintf(err, errlen, "%s=%s: expected an integer from %lld"
+		snprintf(err, errlen, "%s=\"%s\": expected an integer from %lld"
 		    " to %lld", name, s, (long long)min, (long long)max);
 		return -1;
 	}
@@ -72,7 +72,7 @@ sup_policy_load(struct sup_policy *p, const char *(*get)(const char *),
 		return -1;
 	p->max_deaths = (unsigned)deaths;
 	if (p->cap_ms < p->floor_ms) {
-		snprintf(err, errlen, "IPAMD_RESTART_CAP_MS=%lld: expected at"
+		snprintf(err, errlen, "IPAMD_RESTART_CAP_MS=\"%lld\": expected at"
 		    " least IPAMD_RESTART_FLOOR_MS (%lld)",
 		    (long long)p->cap_ms, (long long)p->floor_ms);
 		return -1;
@@ -113,6 +113,15 @@ void
 sup_worker_stopping(struct sup_worker *w)
 {
 	w->state = SUP_STOPPING;
+}
+
+bool
+sup_worker_cancel(struct sup_worker *w)
+{
+	if (w->state != SUP_IDLE && w->state != SUP_WAITING)
+		return false;
+	w->state = SUP_GONE;
+	return true;
 }
 
 /* Adds a death at now to the tally, dropping those older than the window.

@@ -94,6 +94,10 @@ bool sup_worker_beat(struct sup_worker *w, bool ready, int64_t now);
 /* Records that the worker was asked to stop (SIGTERM sent). */
 void sup_worker_stopping(struct sup_worker *w);
 
+/* Cancels a pending (re)start: an IDLE or WAITING worker becomes GONE.
+ * Returns true if it did; a running worker is left alone. */
+bool sup_worker_cancel(struct sup_worker *w);
+
 /*
  * Records the death of the worker with waitpid status wstatus and decides.
  * SUP_RESTART sets *delay_ms and leaves the worker WAITING; the others

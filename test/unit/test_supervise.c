@@ -349,3 +349,23 @@ Test(supervise, describe_exit)
 	sup_describe_exit(ST_SIGNAL(SIGSEGV) | 0x80, buf, sizeof(buf));
 	cr_assert_str_eq(buf, "signal 11 (Segmentation fault), core dumped");
 }
+
+Test(supervise, cancel_only_pending_starts)
+{
+	struct sup_policy p;
+	struct sup_worker w;
+	int64_t now = 0, delay;
+
+	sup_policy_default(&p);
+	sup_worker_init(&w);
+	cr_assert(sup_worker_cancel(&w));
+	cr_assert_eq(w.state, SUP_GONE);
+	sup_worker_init(&w);
+	sup_worker_started(&w, 7, 0);
+	cr_assert_not(sup_worker_cancel(&w));
+	cr_assert_eq(w.state, SUP_RUNNING);
+	cr_assert_eq(run_and_die(&w, &p, &now, 10, ST_EXIT(1), &delay),
+	    SUP_RESTART);
+	cr_assert(sup_worker_cancel(&w));
+	cr_assert_not(sup_worker_due(&w, now + delay));
+}

@@ -1,0 +1,79 @@
+/*
+ * meridio-ipam - the supervisor: validates the configuration, then runs
+ * the db, api and nsp workers (see supervisor.c and ipcmsg.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "supervise.h"
+#include "supervisor.h"
+
+static const char *
+main_getenv(const char *name)
+{
+	return getenv(name);
+}
+
+static void
+main_usage(FILE *f)
+{
+	fprintf(f, "usage: meridio-ipam [--help | --version | --debug]\n");
+}
+
+/*
+ * Flags first (they need no valid environment, except --debug which shows
+ * it), then the configuration and the restart policy: a bad value prints
+ * one line and exits 2 before anything is created.
+ */
+int
+main(int argc, char **argv)
+{
+	struct cfg cfg = { 0 };
+	struct sup_policy policy;
+	char err[512];
+	bool debug = false;
+	char *json;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0) {
+			main_usage(stdout);
+			fputs(cfg_help(), stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("meridio-ipam %s\n", IPAM_VERSION);
+			return 0;
+		} else if (strcmp(argv[i], "--debug") == 0) {
+			debug = true;
+		} else {
+			fprintf(stderr, "meridio-ipam: unknown argument: %s\n",
+			    argv[i]);
+			main_usage(stderr);
+			return 2;
+		}
+	}
+	if (cfg_load(&cfg, main_getenv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 2;
+	}
+	if (sup_policy_load(&policy, main_getenv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		cfg_free(&cfg);
+		return 2;
+	}
+	if (debug) {
+		json = cfg_to_json(&cfg);
+		rc = json != NULL && printf("%s\n", json) > 0 ? 0 : 1;
+		free(json);
+		cfg_free(&cfg);
+		return rc;
+	}
+	log_init("supervisor", cfg.log_level, 2);
+	rc = sv_run(&cfg, &policy);
+	cfg_free(&cfg);
+	return rc;
+}

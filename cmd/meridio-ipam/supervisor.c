@@ -1,0 +1,768 @@
+/*
+ * supervisor.c - one poll loop over a signalfd and the workers' status
+ * channels. Workers are rows of a table, started with fork + exec; the
+ * restart decisions come from lib/supervise, the process contract is the
+ * comment at the top of ipcmsg.h.
+ */
+#include "supervisor.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "ipcmsg.h"
+#include "log.h"
+
+#ifndef IPAM_LIBEXECDIR
+#define IPAM_LIBEXECDIR "/usr/local/libexec/meridio-ipam"
+#endif
+
+#define SV_TERM_DB_MS 2000	/* stop: SIGTERM to the db worker after this */
+#define SV_KILL_MS 4500		/* stop: SIGKILL whatever is left after this */
+#define SV_BACKLOG 64		/* listen backlog of the db socket */
+
+extern char **environ;
+
+/* One row of the worker table: adding a worker is adding a row. */
+struct sv_row {
+	const char *name;	/* short name for logs and STATUS= */
+	const char *binary;	/* executable file name */
+	bool gets_listen_fd;	/* receives the db socket as fd 4 */
+	bool stops_last;	/* stopped after the others are gone */
+};
+
+static const struct sv_row sv_rows[] = {
+	{ "db", "meridio-ipam-db", true, true },
+	{ "api", "meridio-ipam-api", false, false },
+	{ "nsp", "meridio-ipam-nsp", false, false },
+};
+
+#define SV_N (sizeof(sv_rows) / sizeof(sv_rows[0]))
+
+/* What the supervisor keeps per worker besides the policy state. */
+struct sv_worker {
+	const struct sv_row *row;	/* its row in sv_rows */
+	char path[PATH_MAX];		/* resolved executable */
+	struct ipc_conn *chan;		/* our end of fd 3, NULL when closed */
+	char status[256];		/* last status text it reported */
+};
+
+struct sv {
+	struct sup_policy policy;	/* restart numbers */
+	struct sv_worker w[SV_N];	/* workers, same order as sv_rows */
+	struct sup_worker st[SV_N];	/* their policy state */
+	char rundir[PATH_MAX];		/* private runtime dir, "" if none */
+	char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
+					/* db socket path inside rundir */
+	int listen_fd;			/* db socket, listening; -1 if none */
+	int sig_fd;			/* signalfd for TERM, INT, CHLD */
+	char **envp;			/* environment given to workers */
+	int64_t wd_ms;			/* WATCHDOG_USEC in ms, 0 = off */
+	int64_t wd_next;		/* next watchdog tick */
+	bool wd_withheld;		/* last tick withheld the ping */
+	bool ready_sent;		/* READY=1 was sent */
+	char status[512];		/* last STATUS= sent */
+	bool stopping;			/* an orderly stop is under way */
+	int64_t stop_at;		/* when the stop began */
+	bool last_termed;		/* stops_last workers got SIGTERM */
+	bool killed;			/* SIGKILL was sent */
+	int exit_code;			/* what sv_run returns */
+};
+
+static int64_t
+sv_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool
+sv_alive(const struct sup_worker *s)
+{
+	return s->state == SUP_RUNNING || s->state == SUP_STOPPING;
+}
+
+/*
+ * Finds a worker binary beside our own executable (a build tree, or a
+ * package that installs everything in one directory), else in
+ * IPAM_LIBEXECDIR. 0, or -1 when neither is executable.
+ */
+static int
+sv_find_binary(const char *binary, char *out, size_t outlen)
+{
+	char self[PATH_MAX], *slash;
+	ssize_t n;
+
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash != NULL) {
+			*slash = '\0';
+			if ((size_t)snprintf(out, outlen, "%s/%s", self,
+			    binary) < outlen && access(out, X_OK) == 0)
+				return 0;
+		}
+	}
+	if ((size_t)snprintf(out, outlen, "%s/%s", IPAM_LIBEXECDIR, binary) <
+	    outlen && access(out, X_OK) == 0)
+		return 0;
+	return -1;
+}
+
+/*
+ * The workers' environment: ours without anything that would let a worker
+ * talk to systemd itself, plus IPAMD_RUNDIR. Built once, before any fork.
+ */
+static char **
+sv_worker_env(const char *rundir)
+{
+	static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_USEC=",
+	    "WATCHDOG_PID=", IPCMSG_ENV_RUNDIR "=" };
+	size_t n = 0, k = 0;
+	char **envp;
+
+	while (environ[n] != NULL)
+		n++;
+	envp = calloc(n + 2, sizeof(*envp));
+	if (envp == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		bool skip = false;
+
+		for (size_t d = 0; d < sizeof(drop) / sizeof(drop[0]); d++)
+			if (strncmp(environ[i], drop[d], strlen(drop[d])) == 0)
+				skip = true;
+		if (!skip)
+			envp[k++] = environ[i];
+	}
+	if (asprintf(&envp[k], "%s=%s", IPCMSG_ENV_RUNDIR, rundir) < 0) {
+		free(envp);
+		return NULL;
+	}
+	return envp;
+}
+
+static void
+sv_free_env(char **envp)
+{
+	size_t n = 0;
+
+	if (envp == NULL)
+		return;
+	while (envp[n] != NULL)
+		n++;
+	if (n > 0)
+		free(envp[n - 1]);	/* the IPAMD_RUNDIR entry we made */
+	free(envp);
+}
+
+/*
+ * In the child between fork and exec: die with the supervisor, no new
+ * privileges, default signals, and exactly fds 0-2, 3 (status channel)
+ * and, for the db worker, 4 (listening socket). Sources are first moved
+ * above 10 so that dup2 onto 3 and 4 cannot clobber one another.
+ */
+static void __attribute__((noreturn))
+sv_child(const struct sv *sv, const struct sv_worker *w, int chan,
+    pid_t parent)
+{
+	char *argv[] = { (char *)w->row->binary, NULL };
+	struct sigaction sa = { .sa_handler = SIG_DFL };
+	sigset_t none;
+	int a, b = -1, first_free = IPCMSG_SUPERVISOR_FD + 1;
+
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+		_exit(127);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		_exit(127);
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	a = fcntl(chan, F_DUPFD, 10);
+	if (w->row->gets_listen_fd)
+		b = fcntl(sv->listen_fd, F_DUPFD, 10);
+	if (a < 0 || (w->row->gets_listen_fd && b < 0))
+		_exit(127);
+	if (dup2(a, IPCMSG_SUPERVISOR_FD) < 0)
+		_exit(127);
+	if (b >= 0) {
+		if (dup2(b, IPCMSG_DB_LISTEN_FD) < 0)
+			_exit(127);
+		first_free = IPCMSG_DB_LISTEN_FD + 1;
+	}
+	if (syscall(SYS_close_range, first_free, ~0U, 0) < 0)
+		for (int fd = first_free; fd < 65536; fd++)
+			close(fd);
+	execve(w->path, argv, sv->envp);
+	_exit(127);
+}
+
+/* Formats a number for log_kv. */
+static const char *
+sv_num(char *buf, size_t len, long long v)
+{
+	snprintf(buf, len, "%lld", v);
+	return buf;
+}
+
+/*
+ * Starts worker i. A failure to fork counts as an immediate death so the
+ * usual backoff and tally apply.
+ */
+static void
+sv_start(struct sv *sv, size_t i, int64_t now)
+{
+	struct sv_worker *w = &sv->w[i];
+	char pidbuf[24], delaybuf[24];
+	int sp[2] = { -1, -1 };
+	int64_t delay;
+	pid_t pid, self = getpid();
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		goto fail;
+	pid = fork();
+	if (pid < 0)
+		goto fail;
+	if (pid == 0)
+		sv_child(sv, w, sp[1], self);
+	close(sp[1]);
+	w->chan = ipc_conn_new(sp[0]);
+	if (w->chan == NULL)
+		close(sp[0]);
+	w->status[0] = '\0';
+	sup_worker_started(&sv->st[i], pid, now);
+	log_kv(LOGL_INFO, "worker started", "worker", w->row->name, "pid",
+	    sv_num(pidbuf, sizeof(pidbuf), pid), "path", w->path, NULL);
+	return;
+fail:
+	log_kv(LOGL_ERROR, "cannot start worker", "worker", w->row->name,
+	    "error", strerror(errno), NULL);
+	if (sp[0] >= 0) {
+		close(sp[0]);
+		close(sp[1]);
+	}
+	sup_worker_started(&sv->st[i], 0, now);
+	if (sup_worker_died(&sv->st[i], &sv->policy, 127 << 8, now, &delay) ==
+	    SUP_RESTART)
+		log_kv(LOGL_WARNING, "restart scheduled", "worker",
+		    w->row->name, "restart_in_ms",
+		    sv_num(delaybuf, sizeof(delaybuf), delay), NULL);
+	else
+		log_kv(LOGL_ERROR, "worker cannot be started; giving up",
+		    "worker", w->row->name, NULL);
+}
+
+static void
+sv_close_chan(struct sv_worker *w)
+{
+	ipc_conn_free(w->chan);
+	w->chan = NULL;
+}
+
+static void
+sv_signal(struct sv *sv, size_t i, int sig)
+{
+	if (sv_alive(&sv->st[i]) && sv->st[i].pid > 0)
+		kill(sv->st[i].pid, sig);
+}
+
+/*
+ * Begins the orderly stop: nothing is started any more, workers that do
+ * not stop last get SIGTERM now. The first caller's exit code wins.
+ */
+static void
+sv_begin_stop(struct sv *sv, int code, const char *why, int64_t now)
+{
+	if (sv->stopping)
+		return;
+	sv->stopping = true;
+	sv->exit_code = code;
+	sv->stop_at = now;
+	log_kv(code == 0 ? LOGL_INFO : LOGL_ERROR, "stopping", "reason", why,
+	    NULL);
+	sd_notify(0, "STOPPING=1");
+	for (size_t i = 0; i < SV_N; i++) {
+		sup_worker_cancel(&sv->st[i]);
+		if (!sv_rows[i].stops_last && sv->st[i].state == SUP_RUNNING) {
+			sv_signal(sv, i, SIGTERM);
+			sup_worker_stopping(&sv->st[i]);
+		}
+	}
+}
+
+/* Moves the stop along: SIGTERM to the last ones when the others are gone
+ * or SV_TERM_DB_MS passed, SIGKILL to everyone at SV_KILL_MS. */
+static void
+sv_advance_stop(struct sv *sv, int64_t now)
+{
+	bool others_alive = false;
+
+	for (size_t i = 0; i < SV_N; i++)
+		if (!sv_rows[i].stops_last && sv_alive(&sv->st[i]))
+			others_alive = true;
+	if (!sv->last_termed &&
+	    (!others_alive || now - sv->stop_at >= SV_TERM_DB_MS)) {
+		sv->last_termed = true;
+		for (size_t i = 0; i < SV_N; i++)
+			if (sv->st[i].state == SUP_RUNNING) {
+				sv_signal(sv, i, SIGTERM);
+				sup_worker_stopping(&sv->st[i]);
+			}
+	}
+	if (!sv->killed && now - sv->stop_at >= SV_KILL_MS) {
+		sv->killed = true;
+		for (size_t i = 0; i < SV_N; i++)
+			if (sv_alive(&sv->st[i])) {
+				log_kv(LOGL_WARNING, "worker did not stop; "
+				    "killing it", "worker", sv_rows[i].name,
+				    NULL);
+				sv_signal(sv, i, SIGKILL);
+			}
+	}
+}
+
+static bool
+sv_any_alive(const struct sv *sv)
+{
+	for (size_t i = 0; i < SV_N; i++)
+		if (sv_alive(&sv->st[i]))
+			return true;
+	return false;
+}
+
+/*
+ * Sends STATUS= when the summary changed, and READY=1 the first time
+ * every worker is ready: "serving: db api nsp ready", otherwise what is
+ * being waited for ("restarting api", "starting nsp").
+ */
+static void
+sv_update_status(struct sv *sv)
+{
+	char text[sizeof(sv->status)], msg[sizeof(sv->status) + 16];
+	size_t off;
+
+	if (sv->stopping) {
+		snprintf(text, sizeof(text), "stopping");
+	} else if (sup_all_ready(sv->st, SV_N)) {
+		off = (size_t)snprintf(text, sizeof(text), "serving:");
+		for (size_t i = 0; i < SV_N && off < sizeof(text); i++)
+			off += (size_t)snprintf(text + off, sizeof(text) - off,
+			    " %s", sv_rows[i].name);
+		if (off < sizeof(text))
+			snprintf(text + off, sizeof(text) - off, " ready");
+	} else {
+		off = 0;
+		text[0] = '\0';
+		for (size_t i = 0; i < SV_N && off < sizeof(text); i++) {
+			const char *what = NULL;
+
+			if (sv->st[i].state == SUP_WAITING)
+				what = "restarting";
+			else if (sv->st[i].state == SUP_RUNNING &&
+			    !sv->st[i].ready)
+				what = "starting";
+			if (what != NULL)
+				off += (size_t)snprintf(text + off,
+				    sizeof(text) - off, "%s%s %s",
+				    off > 0 ? ", " : "", what,
+				    sv_rows[i].name);
+		}
+	}
+	if (strcmp(text, sv->status) == 0)
+		return;
+	snprintf(sv->status, sizeof(sv->status), "%s", text);
+	log_kv(LOGL_INFO, "status", "status", text, NULL);
+	if (!sv->ready_sent && !sv->stopping && sup_all_ready(sv->st, SV_N)) {
+		sv->ready_sent = true;
+		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s", text);
+		log_kv(LOGL_INFO, "all workers ready", NULL);
+	} else {
+		snprintf(msg, sizeof(msg), "STATUS=%s", text);
+	}
+	sd_notify(0, msg);
+}
+
+/*
+ * Handles a death reported by waitpid: logs it with the status and the
+ * restart delay, and stops everything on a permanent failure or when the
+ * tally says the worker dies too often.
+ */
+static void
+sv_reaped(struct sv *sv, pid_t pid, int wstatus, int64_t now)
+{
+	char how[96], pidbuf[24], delaybuf[24], why[160];
+	enum sup_verdict v;
+	int64_t delay = 0;
+	size_t i;
+
+	for (i = 0; i < SV_N; i++)
+		if (sv_alive(&sv->st[i]) && sv->st[i].pid == pid)
+			break;
+	if (i == SV_N)
+		return;
+	sv_close_chan(&sv->w[i]);
+	sup_describe_exit(wstatus, how, sizeof(how));
+	sv_num(pidbuf, sizeof(pidbuf), pid);
+	v = sup_worker_died(&sv->st[i], &sv->policy, wstatus, now, &delay);
+	switch (v) {
+	case SUP_STOPPED:
+		log_kv(LOGL_INFO, "worker stopped", "worker", sv_rows[i].name,
+		    "pid", pidbuf, "status", how, NULL);
+		break;
+	case SUP_RESTART:
+		log_kv(LOGL_WARNING, "worker died", "worker", sv_rows[i].name,
+		    "pid", pidbuf, "status", how, "restart_in_ms",
+		    sv_num(delaybuf, sizeof(delaybuf), delay), NULL);
+		if (sv->stopping)
+			sup_worker_cancel(&sv->st[i]);
+		break;
+	case SUP_PERMANENT:
+		log_kv(LOGL_ERROR, "worker failed permanently", "worker",
+		    sv_rows[i].name, "pid", pidbuf, "status", how, NULL);
+		snprintf(why, sizeof(why), "%s worker failed permanently (%s)",
+		    sv_rows[i].name, how);
+		sv_begin_stop(sv, 1, why, now);
+		break;
+	case SUP_GIVE_UP:
+		log_kv(LOGL_ERROR, "worker died too often", "worker",
+		    sv_rows[i].name, "pid", pidbuf, "status", how, "deaths",
+		    sv_num(delaybuf, sizeof(delaybuf), sv->st[i].ndeaths),
+		    NULL);
+		snprintf(why, sizeof(why), "%s worker died more than %u times"
+		    " within %lld ms", sv_rows[i].name, sv->policy.max_deaths,
+		    (long long)sv->policy.window_ms);
+		sv_begin_stop(sv, 1, why, now);
+		break;
+	}
+}
+
+static void
+sv_reap(struct sv *sv, int64_t now)
+{
+	pid_t pid;
+	int st;
+
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+		sv_reaped(sv, pid, st, now);
+}
+
+/*
+ * Reads worker i's status channel. Every WorkerStatus frame is a
+ * heartbeat; anything else is a bug in the worker: it is killed, and the
+ * restart policy takes over when it is reaped.
+ */
+static void
+sv_read_chan(struct sv *sv, size_t i, int64_t now)
+{
+	struct sv_worker *w = &sv->w[i];
+	Ipamd__V1__WorkerStatus *m;
+	const uint8_t *data;
+	const char *bad = NULL;
+	char pidbuf[24];
+	size_t len;
+	ssize_t n;
+	int r;
+
+	n = ipc_conn_fill(w->chan);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	if (n <= 0) {
+		log_kv(LOGL_DEBUG, "status channel closed", "worker",
+		    w->row->name, "error", n < 0 ? strerror(errno) : "eof",
+		    NULL);
+		sv_close_chan(w);
+		return;
+	}
+	while (bad == NULL && (r = ipc_conn_next(w->chan, &data, &len)) != 0) {
+		if (r < 0) {
+			bad = "oversize frame";
+			break;
+		}
+		m = ipcmsg_unpack_status(data, len);
+		if (m == NULL) {
+			bad = "frame is not a WorkerStatus";
+			break;
+		}
+		if (sup_worker_beat(&sv->st[i], m->ready, now))
+			log_kv(LOGL_INFO, "worker ready", "worker",
+			    w->row->name, NULL);
+		if (strcmp(m->status, w->status) != 0) {
+			snprintf(w->status, sizeof(w->status), "%s", m->status);
+			log_kv(LOGL_INFO, "worker status", "worker",
+			    w->row->name, "status", w->status, NULL);
+		}
+		ipamd__v1__worker_status__free_unpacked(m, NULL);
+	}
+	if (bad != NULL) {
+		log_kv(LOGL_ERROR, "nonsense on status channel; killing worker",
+		    "worker", w->row->name, "pid", sv_num(pidbuf,
+		    sizeof(pidbuf), sv->st[i].pid), "error", bad, NULL);
+		sv_signal(sv, i, SIGKILL);
+		sv_close_chan(w);
+	}
+}
+
+/* Reads the signalfd: TERM and INT begin the stop, CHLD reaps. */
+static void
+sv_read_signals(struct sv *sv, int64_t now)
+{
+	struct signalfd_siginfo si;
+	char why[64];
+
+	while (read(sv->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGCHLD) {
+			sv_reap(sv, now);
+		} else {
+			snprintf(why, sizeof(why), "signal %s",
+			    si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+			sv_begin_stop(sv, 0, why, now);
+		}
+	}
+}
+
+/* Pets systemd's watchdog every half interval, only while every worker
+ * beat within the interval. */
+static void
+sv_watchdog(struct sv *sv, int64_t now)
+{
+	bool ok;
+
+	if (sv->wd_ms == 0 || now < sv->wd_next)
+		return;
+	sv->wd_next = now + sv->wd_ms / 2;
+	ok = sup_watchdog_ok(sv->st, SV_N, now, sv->wd_ms);
+	if (ok)
+		sd_notify(0, "WATCHDOG=1");
+	if (ok == sv->wd_withheld)
+		log_kv(ok ? LOGL_INFO : LOGL_WARNING, ok ?
+		    "watchdog pings resumed" : "watchdog ping withheld: a "
+		    "worker is silent", NULL);
+	sv->wd_withheld = !ok;
+}
+
+/* Milliseconds until the next timed event (restart, watchdog, stop
+ * phase), at most 1 s. */
+static int
+sv_timeout(const struct sv *sv, int64_t now)
+{
+	int64_t next = now + 1000;
+
+	for (size_t i = 0; i < SV_N; i++)
+		if (sv->st[i].state == SUP_WAITING &&
+		    sv->st[i].restart_at_ms < next)
+			next = sv->st[i].restart_at_ms;
+	if (sv->wd_ms > 0 && !sv->stopping && sv->wd_next < next)
+		next = sv->wd_next;
+	if (sv->stopping) {
+		if (!sv->last_termed && sv->stop_at + SV_TERM_DB_MS < next)
+			next = sv->stop_at + SV_TERM_DB_MS;
+		if (!sv->killed && sv->stop_at + SV_KILL_MS < next)
+			next = sv->stop_at + SV_KILL_MS;
+	}
+	return next <= now ? 0 : (int)(next - now);
+}
+
+/* The loop: signals, status frames, restarts, watchdog, until the stop is
+ * complete. */
+static void
+sv_loop(struct sv *sv)
+{
+	struct pollfd pfd[1 + SV_N];
+	size_t idx[1 + SV_N], n;
+	int64_t now;
+
+	for (;;) {
+		now = sv_now();
+		if (sv->stopping) {
+			sv_advance_stop(sv, now);
+			if (!sv_any_alive(sv))
+				break;
+		} else {
+			for (size_t i = 0; i < SV_N; i++)
+				if (sup_worker_due(&sv->st[i], now) ||
+				    sv->st[i].state == SUP_IDLE)
+					sv_start(sv, i, now);
+			sv_watchdog(sv, now);
+		}
+		sv_update_status(sv);
+		pfd[0] = (struct pollfd){ .fd = sv->sig_fd, .events = POLLIN };
+		n = 1;
+		for (size_t i = 0; i < SV_N; i++)
+			if (sv->w[i].chan != NULL) {
+				pfd[n] = (struct pollfd){ .events = POLLIN,
+				    .fd = ipc_conn_fd(sv->w[i].chan) };
+				idx[n++] = i;
+			}
+		if (poll(pfd, n, sv_timeout(sv, now)) < 0 && errno != EINTR) {
+			log_kv(LOGL_ERROR, "poll", "error", strerror(errno),
+			    NULL);
+			sv_begin_stop(sv, 1, "poll failed", now);
+			continue;
+		}
+		now = sv_now();
+		for (size_t k = 1; k < n; k++)
+			if (pfd[k].revents != 0 && sv->w[idx[k]].chan != NULL)
+				sv_read_chan(sv, idx[k], now);
+		if (pfd[0].revents != 0)
+			sv_read_signals(sv, now);
+	}
+}
+
+/* Removes the runtime directory and what workers left in it (one level:
+ * nothing in the contract makes subdirectories). */
+static void
+sv_remove_rundir(const char *rundir)
+{
+	struct dirent *de;
+	DIR *d;
+
+	if (rundir[0] == '\0')
+		return;
+	d = opendir(rundir);
+	if (d != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			if (strcmp(de->d_name, ".") == 0 ||
+			    strcmp(de->d_name, "..") == 0)
+				continue;
+			if (unlinkat(dirfd(d), de->d_name, 0) < 0 &&
+			    errno == EISDIR)
+				unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
+		}
+		closedir(d);
+	}
+	if (rmdir(rundir) < 0)
+		log_kv(LOGL_WARNING, "cannot remove runtime directory", "path",
+		    rundir, "error", strerror(errno), NULL);
+}
+
+/*
+ * Makes the private runtime directory (mkdtemp: mode 0700, a fresh name
+ * per instance) under $XDG_RUNTIME_DIR, else $TMPDIR, else /tmp, and binds
+ * the db socket in it.
+ */
+static int
+sv_setup_rundir(struct sv *sv)
+{
+	const char *base = getenv("XDG_RUNTIME_DIR");
+	char err[256];
+
+	if (base == NULL || *base == '\0')
+		base = getenv("TMPDIR");
+	if (base == NULL || *base == '\0')
+		base = "/tmp";
+	if ((size_t)snprintf(sv->rundir, sizeof(sv->rundir),
+	    "%s/meridio-ipam.XXXXXX", base) >= sizeof(sv->rundir) ||
+	    mkdtemp(sv->rundir) == NULL) {
+		log_kv(LOGL_ERROR, "cannot create runtime directory", "base",
+		    base, "error", strerror(errno), NULL);
+		sv->rundir[0] = '\0';
+		return -1;
+	}
+	if (ipcmsg_db_path(sv->rundir, sv->sock, sizeof(sv->sock)) < 0) {
+		log_kv(LOGL_ERROR, "runtime directory path too long for a "
+		    "Unix socket", "path", sv->rundir, NULL);
+		return -1;
+	}
+	sv->listen_fd = ipc_listen(sv->sock, SV_BACKLOG, err, sizeof(err));
+	if (sv->listen_fd < 0) {
+		log_kv(LOGL_ERROR, "cannot listen on db socket", "error", err,
+		    NULL);
+		return -1;
+	}
+	log_kv(LOGL_INFO, "runtime directory", "path", sv->rundir, NULL);
+	return 0;
+}
+
+/* Blocks TERM, INT and CHLD into a signalfd; ignores SIGPIPE. */
+static int
+sv_setup_signals(struct sv *sv)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	sv->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	return sv->sig_fd < 0 ? -1 : 0;
+}
+
+int
+sv_run(const struct cfg *cfg, const struct sup_policy *policy)
+{
+	struct sv sv = { .policy = *policy, .listen_fd = -1, .sig_fd = -1,
+	    .exit_code = 1 };
+	uint64_t usec = 0;
+	char msbuf[24];
+
+	(void)cfg;	/* workers read the same, validated, environment */
+	for (size_t i = 0; i < SV_N; i++) {
+		sv.w[i].row = &sv_rows[i];
+		sup_worker_init(&sv.st[i]);
+		if (sv_find_binary(sv_rows[i].binary, sv.w[i].path,
+		    sizeof(sv.w[i].path)) < 0) {
+			log_kv(LOGL_ERROR, "worker binary not found beside the"
+			    " supervisor nor in " IPAM_LIBEXECDIR, "binary",
+			    sv_rows[i].binary, NULL);
+			return 1;
+		}
+	}
+	if (sv_setup_signals(&sv) < 0) {
+		log_kv(LOGL_ERROR, "cannot set up signals", "error",
+		    strerror(errno), NULL);
+		goto out;
+	}
+	if (sv_setup_rundir(&sv) < 0)
+		goto out;
+	sv.envp = sv_worker_env(sv.rundir);
+	if (sv.envp == NULL) {
+		log_kv(LOGL_ERROR, "out of memory", NULL);
+		goto out;
+	}
+	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+		sv.wd_ms = (int64_t)(usec / 1000) > 1 ?
+		    (int64_t)(usec / 1000) : 2;
+		sv.wd_next = sv_now();
+		log_kv(LOGL_INFO, "watchdog enabled", "interval_ms",
+		    sv_num(msbuf, sizeof(msbuf), sv.wd_ms), NULL);
+	}
+	sv.exit_code = 0;
+	sv_loop(&sv);
+	sv_update_status(&sv);
+out:
+	for (size_t i = 0; i < SV_N; i++)
+		sv_close_chan(&sv.w[i]);
+	if (sv.listen_fd >= 0)
+		close(sv.listen_fd);
+	if (sv.sig_fd >= 0)
+		close(sv.sig_fd);
+	sv_remove_rundir(sv.rundir);
+	sv_free_env(sv.envp);
+	log_kv(LOGL_INFO, "exiting", "code", sv_num(msbuf, sizeof(msbuf),
+	    sv.exit_code), NULL);
+	return sv.exit_code;
+}
