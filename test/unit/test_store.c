@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -838,6 +839,56 @@ Test(store, second_process_refused_at_once)
 	/* closing released the lock */
 	res = open_in_child();
 	cr_assert_eq(res.rc, 0, "%s", res.err);
+}
+
+/* The lock is taken before sqlite sees the file: an empty file locked by
+ * another process stays empty (no schema written), and the refusal names
+ * the holder. */
+Test(store, locked_file_left_alone)
+{
+	struct store *st = NULL;
+	int ready[2], done[2], status;
+	char want[128], c;
+	pid_t pid;
+	struct stat sb;
+
+	write_file(dbpath, "", 0);
+	cr_assert_eq(pipe(ready), 0);
+	cr_assert_eq(pipe(done), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int fd = open(dbpath, O_RDWR);
+
+		close(ready[0]);
+		close(done[1]);
+		if (fd < 0 || flock(fd, LOCK_EX) < 0)
+			_exit(1);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(2);
+		/* hold the lock until the parent is done (or gone) */
+		_exit(read(done[0], &c, 1) >= 0 ? 0 : 3);
+	}
+	close(ready[1]);
+	close(done[0]);
+	cr_assert_eq(read(ready[0], &c, 1), 1);
+	cr_assert_eq(store_open(&st, dbpath, 0, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "in use by another meridio-ipam (pid %ld)",
+	    (long)pid);
+	cr_assert(strstr(err, want) && strstr(err, dbpath), "got: %s", err);
+	cr_assert_eq(stat(dbpath, &sb), 0);
+	cr_assert_eq(sb.st_size, 0, "the schema was written despite the lock");
+	assert_no_side_files();
+	close(done[1]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(ready[0]);
+
+	/* once released, the same empty file becomes a store */
+	st = open_ok(0);
+	store_close(st);
+	cr_assert_eq(stat(dbpath, &sb), 0);
+	cr_assert_gt(sb.st_size, 0);
 }
 
 Test(store, second_open_in_same_process_refused)
