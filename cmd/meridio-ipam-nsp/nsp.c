@@ -50,6 +50,7 @@
 #define NSP_READY_GRACE_MS 2000		/* ready without an NSP answer after */
 #define NSP_JOIN_MS 700			/* wait for the watch thread on exit */
 #define NSP_STATUS_MAX 256		/* room for one status line */
+#define NSP_MAX_MESSAGE (32 << 20)	/* largest ConduitResponse accepted */
 
 /* What the watch thread is doing, for the status line. */
 enum nsp_wstate {
@@ -406,33 +407,43 @@ nsp_watch_main(void *arg)
 	return NULL;
 }
 
+/* Sets one integer channel argument. */
+static void
+nsp_arg_int(grpc_arg *a, const char *key, int value)
+{
+	a->type = GRPC_ARG_INTEGER;
+	a->key = (char *)key;
+	a->value.integer = value;
+}
+
 /*
- * Opens the channel to IPAM_NSP_SERVICE: keepalive as configured, and the
- * channel's own reconnect backoff aligned with ours so that a restarted
- * NSP is found again within IPAM_GRPC_MAX_BACKOFF.
+ * Opens the channel to IPAM_NSP_SERVICE: keepalive pings every
+ * IPAM_GRPC_KEEPALIVE_TIME for as long as the stream lives (an idle watch
+ * carries no data, and a dead NSP must still be noticed), the channel's own
+ * reconnect backoff aligned with ours so that a restarted NSP is found
+ * again within IPAM_GRPC_MAX_BACKOFF, and room for a list of
+ * CONDUITSET_MAX conduits with their port NATs.
  */
 static grpc_channel *
 nsp_channel_new(const struct cfg *cfg)
 {
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
-	grpc_arg args[4];
+	grpc_arg args[6];
 	grpc_channel_args chargs;
+	int cap = nsp_ns_to_ms(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
 
 	memset(args, 0, sizeof(args));
-	args[0].type = GRPC_ARG_INTEGER;
-	args[0].key = (char *)GRPC_ARG_KEEPALIVE_TIME_MS;
-	args[0].value.integer = nsp_ns_to_ms(cfg->keepalive_ns, 1);
-	args[1].type = GRPC_ARG_INTEGER;
-	args[1].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
-	args[1].value.integer = NSP_BACKOFF_MIN_MS;
-	args[2].type = GRPC_ARG_INTEGER;
-	args[2].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-	args[2].value.integer = NSP_BACKOFF_MIN_MS;
-	args[3].type = GRPC_ARG_INTEGER;
-	args[3].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
-	args[3].value.integer = nsp_ns_to_ms(cfg->max_backoff_ns,
+	nsp_arg_int(&args[0], GRPC_ARG_KEEPALIVE_TIME_MS,
+	    nsp_ns_to_ms(cfg->keepalive_ns, 1));
+	nsp_arg_int(&args[1], GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+	nsp_arg_int(&args[2], GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
 	    NSP_BACKOFF_MIN_MS);
+	nsp_arg_int(&args[3], GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+	    NSP_BACKOFF_MIN_MS);
+	nsp_arg_int(&args[4], GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, cap);
+	nsp_arg_int(&args[5], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+	    NSP_MAX_MESSAGE);
 	chargs.num_args = sizeof(args) / sizeof(args[0]);
 	chargs.args = args;
 	creds = grpc_insecure_credentials_create();
@@ -591,8 +602,8 @@ nsp_sync_reply(struct nsp_sync *sy, struct nsp_watch *w,
 	}
 	for (i = 0; i < sy->diff.nremove; i++)
 		if (conduitset_contains(sy->set, sy->diff.remove[i]))
-			log_kv(LOGL_INFO, "conduit removed", "conduit",
-			    sy->diff.remove[i], NULL);
+			log_kv(LOGL_DEBUG, "conduit removal acknowledged",
+			    "conduit", sy->diff.remove[i], NULL);
 	conduitset_commit(sy->set, &sy->diff);
 	sy->pending = false;
 	sy->synced_once = true;

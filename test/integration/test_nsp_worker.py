@@ -408,6 +408,7 @@ class NspWorkerTest(unittest.TestCase):
         self.expect_syncs(1)
         self.expect_status(lambda r, s: r and "watching" in s, "watching")
 
+        log_before = len(self.worker.log())
         self.nsp.stop()
         self.expect_status(lambda r, s: "NSP unreachable, retry in" in s,
                            "unreachable")
@@ -427,7 +428,7 @@ class NspWorkerTest(unittest.TestCase):
             "watching again")
         self.assertEqual(self.db.conduits, ["conduit-a", "conduit-c"])
         self.assertEqual(self.nsp.request_trenches(), ["default"])
-        warnings = [l for l in self.worker.log().splitlines()
+        warnings = [l for l in self.worker.log()[log_before:].splitlines()
                     if '"NSP watch failed"' in l and '"warning"' in l]
         self.assertEqual(len(warnings), 1, warnings)
 
