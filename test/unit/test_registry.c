@@ -507,7 +507,7 @@ Test(registry, load_problems_reported_rows_untouched)
 		{ "n-c-default-0", "n", "169.255.0.0/24", "c-default-0", T0, true },
 		{ "x-n-c-default-0", "x", "169.255.0.1/32", "n-c-default-0", T0, true },
 		/* overlaps x */
-		{ "y-n-c-default-0", "y", "169.255.0.1/32", "n-c-default-0", T0, true },
+		{ "y-n-c-default-0", "y", "169.255.0.0/30", "n-c-default-0", T0, true },
 		/* outside its parent */
 		{ "z-n-c-default-0", "z", "169.255.9.1/32", "n-c-default-0", T0, true },
 		/* orphan */
