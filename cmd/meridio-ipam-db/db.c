@@ -12,6 +12,7 @@
  * conduit appears or its wait_ms runs out.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -537,6 +538,10 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	sigaddset(&mask, SIGINT);
 	if ((sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
 		log_fatal("signalfd: %s", strerror(errno));
+	/* The inherited listening socket may be blocking: accept_clients
+	 * loops until EAGAIN. */
+	if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0)
+		log_fatal("listening socket: %s", strerror(errno));
 	mono = clock_ns(CLOCK_MONOTONIC);
 	next_hb = mono;
 	next_gc = cfg->gc_enabled ? mono + cfg->gc_interval_ns : INT64_MAX;
