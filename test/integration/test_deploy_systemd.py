@@ -1,0 +1,266 @@
+"""systemd unit, example env file and the install rules.
+
+The unit is checked with the real systemd-analyze (verify, and the offline
+security exposure). The install rules are run for real: `cmake --install
+--prefix` and `make install DESTDIR=`; the DESTDIR copy is then run in place
+(a private mount namespace binds it over the prefix) and must serve. The notify protocol itself (READY=1, STATUS=,
+WATCHDOG=1) is covered by test_supervisor.py.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[2]
+UNIT = TOP / "systemd" / "meridio-ipam.service"
+ENV_EXAMPLE = TOP / "systemd" / "meridio-ipam.env"
+BIN = Path(os.environ.get("IPAM_BIN_DIR", TOP / "build" / "bin"))
+BUILD = BIN.parent
+WORKERS = ("meridio-ipam-db", "meridio-ipam-api", "meridio-ipam-nsp")
+
+
+def run(cmd, timeout=300, **kw):
+    """Runs cmd with a time bound, capturing text output."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def unit_entries(text):
+    """(section, key, value) for every assignment of a unit file, in order."""
+    out, section = [], None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out.append((section, key.strip(), value.strip()))
+    return out
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def example_env():
+    """The example env file with every line uncommented, as a dict."""
+    env = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        m = re.match(r"^#?(IPAM_[A-Z0-9_]+)=(.*)$", line)
+        if m:
+            env[m.group(1)] = m.group(2)
+    return env
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        base = os.environ.get("IPAM_TEST_TMP")
+        if base:
+            os.makedirs(base, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix="deploy-sd-", dir=base)
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def verify(self, text):
+        """systemd-analyze verify on a copy of a unit; returns the result."""
+        d = tempfile.mkdtemp(dir=self.tmp)
+        p = os.path.join(d, "meridio-ipam.service")
+        with open(p, "w") as f:
+            f.write(text)
+        return run(["systemd-analyze", "verify", p])
+
+
+class Unit(Base):
+    def test_verify_clean(self):
+        # ExecStart must name a real executable for verify: use the build's.
+        exe = BIN / "meridio-ipam"
+        self.assertTrue(os.access(exe, os.X_OK), f"{exe} not built")
+        text = re.sub(r"(?m)^ExecStart=.*$", f"ExecStart={exe}", UNIT.read_text())
+        r = self.verify(text)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr.strip(), "", "verify warned")
+
+    def test_verify_catches_mistakes(self):
+        # The clean check above means something: verify reports a bad key,
+        # a bad value and a missing executable.
+        good = re.sub(r"(?m)^ExecStart=.*$", "ExecStart=/bin/true", UNIT.read_text())
+        self.assertEqual(self.verify(good).stderr.strip(), "")
+        r = self.verify(good.replace("\nType=notify", "\nTpye=notify"))
+        self.assertIn("Unknown key", r.stderr)
+        r = self.verify(good.replace("\nKillMode=mixed", "\nKillMode=gently"))
+        self.assertIn("kill mode", r.stderr)
+        r = self.verify(good.replace("ExecStart=/bin/true", "ExecStart=/nonexistent/ipam"))
+        self.assertNotEqual(r.returncode, 0)
+
+    def test_security_exposure(self):
+        d = tempfile.mkdtemp(dir=self.tmp)
+        p = os.path.join(d, "meridio-ipam.service")
+        with open(p, "w") as f:
+            f.write(re.sub(r"(?m)^ExecStart=.*$", "ExecStart=/bin/true", UNIT.read_text()))
+        r = run(["systemd-analyze", "security", "--offline=yes", "--no-pager", p])
+        m = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", r.stdout)
+        self.assertIsNotNone(m, r.stdout + r.stderr)
+        self.assertLessEqual(float(m.group(1)), 2.0, r.stdout)
+        for line in ("PrivateDevices=", "ProtectSystem=", "NoNewPrivileges=",
+                     "MemoryDenyWriteExecute=", "SystemCallArchitectures=",
+                     "RestrictAddressFamilies=~AF_PACKET", "ProtectKernelModules="):
+            self.assertRegex(r.stdout, r"✓ " + re.escape(line), line)
+
+    def test_settings(self):
+        entries = unit_entries(UNIT.read_text())
+        svc = {}
+        for section, k, v in entries:
+            if section == "Service":
+                svc.setdefault(k, []).append(v)
+        one = {k: v[-1] for k, v in svc.items()}
+        self.assertEqual(one["Type"], "notify")
+        self.assertEqual(one["NotifyAccess"], "main")
+        self.assertEqual(one["Restart"], "on-failure")
+        self.assertEqual(one["KillMode"], "mixed")
+        self.assertRegex(one["WatchdogSec"], r"^[1-9][0-9]*s$")
+        self.assertEqual(one["DynamicUser"], "yes")
+        self.assertEqual(one["CapabilityBoundingSet"], "")
+        self.assertEqual(one["RestrictAddressFamilies"], "AF_UNIX AF_INET AF_INET6")
+        self.assertIn("@system-service", svc["SystemCallFilter"])
+        for k in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices",
+                  "MemoryDenyWriteExecute", "LockPersonality", "RestrictNamespaces",
+                  "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs"):
+            self.assertEqual(one[k], "yes", k)
+        self.assertEqual(one["ProtectSystem"], "strict")
+        self.assertEqual(one["SystemCallArchitectures"], "native")
+        # The data file lives in the StateDirectory, the runtime dir in the
+        # RuntimeDirectory: the only places ProtectSystem=strict lets it write.
+        env = dict(v.split("=", 1) for v in svc["Environment"])
+        self.assertEqual(os.path.dirname(env["IPAM_DATA_SOURCE"]),
+                         "/var/lib/" + one["StateDirectory"])
+        self.assertEqual(env["XDG_RUNTIME_DIR"], "%t/" + one["RuntimeDirectory"])
+        # The env file is optional and comes after Environment= (it wins).
+        self.assertEqual(one["EnvironmentFile"], "-/etc/meridio-ipam/env")
+        keys = [k for s, k, _ in entries if s == "Service"]
+        self.assertLess(max(i for i, k in enumerate(keys) if k == "Environment"),
+                        keys.index("EnvironmentFile"))
+
+    def test_env_example_shows_defaults(self):
+        # Uncommenting the whole example changes nothing but the two values
+        # it sets on purpose: every other line is the daemon's default.
+        exe = str(BIN / "meridio-ipam")
+        ex = example_env()
+        for k in ("IPAM_PORT", "IPAM_TRENCH_NAME", "IPAM_PREFIX_IPV4", "IPAM_PREFIX_IPV6",
+                  "IPAM_IP_FAMILY", "IPAM_LOG_LEVEL", "IPAM_NSP_SERVICE", "IPAM_CONDUITS",
+                  "IPAM_GARBAGE_COLLECTION_THRESHOLD", "IPAM_GRPC_MAX_BACKOFF"):
+            self.assertIn(k, ex)
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        chosen = {k: ex[k] for k in ("IPAM_DATA_SOURCE", "IPAM_CONDUITS")}
+        a = run([exe, "--debug"], timeout=30, env={**base, **ex})
+        b = run([exe, "--debug"], timeout=30, env={**base, **chosen})
+        self.assertEqual(a.returncode, 0, a.stderr)
+        self.assertEqual(b.returncode, 0, b.stderr)
+        self.assertEqual(json.loads(a.stdout), json.loads(b.stdout))
+
+
+class Install(Base):
+    def check_tree(self, root, prefix):
+        """Binaries, workers, unit and env example under root; the unit's
+        ExecStart names <prefix>/bin/meridio-ipam."""
+        root = Path(root)
+        for exe in ("meridio-ipam", "ipamctl"):
+            self.assertTrue(os.access(root / "bin" / exe, os.X_OK), exe)
+        for w in WORKERS:
+            self.assertTrue(os.access(root / "libexec" / "meridio-ipam" / w, os.X_OK), w)
+            self.assertFalse((root / "bin" / w).exists(), w + " must not be in bin")
+        unit = root / "lib" / "systemd" / "system" / "meridio-ipam.service"
+        text = unit.read_text()
+        execs = re.findall(r"(?m)^ExecStart=(.*)$", text)
+        self.assertEqual(execs, [f"{prefix}/bin/meridio-ipam"])
+        # Apart from ExecStart the installed unit is the source unit.
+        src = UNIT.read_text()
+        self.assertEqual(re.sub(r"(?m)^ExecStart=.*$", "", text),
+                         re.sub(r"(?m)^ExecStart=.*$", "", src))
+        self.assertEqual((root / "share" / "doc" / "meridio-ipam" / "meridio-ipam.env").read_text(),
+                         ENV_EXAMPLE.read_text())
+        return unit
+
+    def test_cmake_install_prefix(self):
+        prefix = os.path.join(self.tmp, "prefix")
+        r = run(["cmake", "--install", str(BUILD), "--prefix", prefix])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        unit = self.check_tree(prefix, prefix)
+        # The installed unit verifies as it is: its ExecStart is real.
+        v = run(["systemd-analyze", "verify", str(unit)])
+        self.assertEqual(v.returncode, 0, v.stderr)
+        self.assertEqual(v.stderr.strip(), "")
+
+
+    @staticmethod
+    def stop(proc):
+        """SIGTERM, bounded wait, SIGKILL as a last resort; returns the code."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        return proc.returncode
+
+    def test_make_install_destdir(self):
+        cache = (BUILD / "CMakeCache.txt").read_text()
+        prefix = re.search(r"(?m)^CMAKE_INSTALL_PREFIX:PATH=(.*)$", cache).group(1)
+        dest = os.path.join(self.tmp, "dest")
+        r = run(["make", "-C", str(TOP), "install", f"BUILD={BUILD}", f"DESTDIR={dest}"],
+                timeout=600)
+        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+        # Everything lands under DESTDIR; nothing names DESTDIR inside.
+        self.check_tree(dest + prefix, prefix)
+        self.assertEqual(os.listdir(dest), [prefix.strip("/").split("/")[0]])
+
+        # Run what was installed as if it were in place: in a private mount
+        # namespace, DESTDIR's copy is bound over the prefix (its libexec
+        # when the host has one), so the supervisor, started from DESTDIR's
+        # bin (no workers beside it), must find the installed workers in the
+        # configured libexec dir. Nothing on the host changes.
+        target = prefix + "/libexec" if os.path.isdir(prefix + "/libexec") else prefix
+        self.assertTrue(os.path.isdir(target), target)
+        self.assertNotEqual(target, "/usr", "refusing to bind over /usr")
+        port = free_port()
+        data = os.path.join(self.tmp, "data")
+        os.mkdir(data)
+        env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(port),
+               "IPAM_DATA_SOURCE": os.path.join(data, "registry.db"),
+               "XDG_RUNTIME_DIR": self.tmp, "IPAM_CONDUITS": "lb",
+               "IPAM_LOG_LEVEL": "INFO"}
+        logpath = os.path.join(self.tmp, "daemon.log")
+        log = open(logpath, "w")
+        self.addCleanup(log.close)
+        script = 'mount --make-rprivate / && mount --bind "$1" "$2" && shift 2 && exec "$@"'
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "sh", "-c", script, "sh", dest + target, target,
+             dest + prefix + "/bin/meridio-ipam"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
+        self.addCleanup(self.stop, proc)
+        ok = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            h = run([dest + prefix + "/bin/ipamctl", "health", "--target",
+                     f"127.0.0.1:{port}"], timeout=10)
+            if h.returncode == 0:
+                ok = True
+                break
+            time.sleep(0.3)
+        self.assertTrue(ok, "installed daemon never served:\n" + Path(logpath).read_text()[-3000:])
+        self.assertTrue(os.path.exists(env["IPAM_DATA_SOURCE"]))
+        self.assertEqual(self.stop(proc), 0, Path(logpath).read_text()[-3000:])
+
+
+if __name__ == "__main__":
+    unittest.main()
