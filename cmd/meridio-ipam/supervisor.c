@@ -226,6 +226,44 @@ sv_num(char *buf, size_t len, long long v)
 	return buf;
 }
 
+static void
+sv_close_chan(struct sv_worker *w)
+{
+	ipc_conn_free(w->chan);
+	w->chan = NULL;
+}
+
+static void
+sv_signal(struct sv *sv, size_t i, int sig)
+{
+	if (sv_alive(&sv->st[i]) && sv->st[i].pid > 0)
+		kill(sv->st[i].pid, sig);
+}
+
+/*
+ * Begins the orderly stop: nothing is started any more, workers that do
+ * not stop last get SIGTERM now. The first caller's exit code wins.
+ */
+static void
+sv_begin_stop(struct sv *sv, int code, const char *why, int64_t now)
+{
+	if (sv->stopping)
+		return;
+	sv->stopping = true;
+	sv->exit_code = code;
+	sv->stop_at = now;
+	log_kv(code == 0 ? LOGL_INFO : LOGL_ERROR, "stopping", "reason", why,
+	    NULL);
+	sd_notify(0, "STOPPING=1");
+	for (size_t i = 0; i < SV_N; i++) {
+		sup_worker_cancel(&sv->st[i]);
+		if (!sv_rows[i].stops_last && sv->st[i].state == SUP_RUNNING) {
+			sv_signal(sv, i, SIGTERM);
+			sup_worker_stopping(&sv->st[i]);
+		}
+	}
+}
+
 /*
  * Starts worker i. A failure to fork counts as an immediate death so the
  * usual backoff and tally apply.
@@ -269,46 +307,7 @@ fail:
 		    w->row->name, "restart_in_ms",
 		    sv_num(delaybuf, sizeof(delaybuf), delay), NULL);
 	else
-		log_kv(LOGL_ERROR, "worker cannot be started; giving up",
-		    "worker", w->row->name, NULL);
-}
-
-static void
-sv_close_chan(struct sv_worker *w)
-{
-	ipc_conn_free(w->chan);
-	w->chan = NULL;
-}
-
-static void
-sv_signal(struct sv *sv, size_t i, int sig)
-{
-	if (sv_alive(&sv->st[i]) && sv->st[i].pid > 0)
-		kill(sv->st[i].pid, sig);
-}
-
-/*
- * Begins the orderly stop: nothing is started any more, workers that do
- * not stop last get SIGTERM now. The first caller's exit code wins.
- */
-static void
-sv_begin_stop(struct sv *sv, int code, const char *why, int64_t now)
-{
-	if (sv->stopping)
-		return;
-	sv->stopping = true;
-	sv->exit_code = code;
-	sv->stop_at = now;
-	log_kv(code == 0 ? LOGL_INFO : LOGL_ERROR, "stopping", "reason", why,
-	    NULL);
-	sd_notify(0, "STOPPING=1");
-	for (size_t i = 0; i < SV_N; i++) {
-		sup_worker_cancel(&sv->st[i]);
-		if (!sv_rows[i].stops_last && sv->st[i].state == SUP_RUNNING) {
-			sv_signal(sv, i, SIGTERM);
-			sup_worker_stopping(&sv->st[i]);
-		}
-	}
+		sv_begin_stop(sv, 1, "a worker cannot be started", now);
 }
 
 /* Moves the stop along: SIGTERM to the last ones when the others are gone
@@ -509,7 +508,7 @@ sv_read_chan(struct sv *sv, size_t i, int64_t now)
 			    w->row->name, NULL);
 		if (strcmp(m->status, w->status) != 0) {
 			snprintf(w->status, sizeof(w->status), "%s", m->status);
-			log_kv(LOGL_INFO, "worker status", "worker",
+			log_kv(LOGL_DEBUG, "worker status", "worker",
 			    w->row->name, "status", w->status, NULL);
 		}
 		ipamd__v1__worker_status__free_unpacked(m, NULL);
