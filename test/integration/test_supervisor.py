@@ -161,7 +161,10 @@ class SupervisorTest(unittest.TestCase):
         out = []
         with open(self.stderr_path) as f:
             for line in f:
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue    # not ours: e.g. a library writing to stderr
                 if message is None or rec.get("message") == message:
                     out.append(rec)
         return out
@@ -379,6 +382,35 @@ class SupervisorTest(unittest.TestCase):
         self.assertIn("libexec", rec["message"])
         self.assertEqual(self.rundirs(), [])
         self.assertEqual(self.events(), [])
+
+    def test_real_workers_restart_and_stop(self):
+        """The same supervisor with the real db, api and nsp workers."""
+        for name in WORKERS:
+            shutil.copy2(os.path.join(BIN_DIR, "meridio-ipam-" + name), self.bin)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        self.start(notify=True, watchdog_usec=2000000, IPAM_PORT=port, IPAM_CONDUITS="a,b",
+                   IPAM_LOG_LEVEL="INFO", IPAMD_RESTART_MIN_RUN_MS=100)
+        serving = "serving: db api nsp ready"
+        self.assertTrue(wait_for(lambda: self.notify.with_key("READY"), 15), "no READY=1")
+        for name in WORKERS:
+            time.sleep(0.2)
+            pid = [int(r["pid"]) for r in self.logs("worker started") if r["worker"] == name][-1]
+            killed_at = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            again = wait_for(lambda: [f for _, f in self.notify.with_key("STATUS", since=killed_at)
+                                      if f["STATUS"] == serving], 15)
+            self.assertTrue(again, "not serving again after kill -9 of " + name)
+            died = [r for r in self.logs("worker died") if r["pid"] == str(pid)]
+            self.assertEqual(died[0]["worker"], name)
+        self.assertTrue(self.notify.with_key("WATCHDOG"))
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.wait_exit(5), 0)
+        stopped = {r["worker"]: r["status"] for r in self.logs("worker stopped")}
+        self.assertEqual(stopped, {"db": "exit 0", "api": "exit 0", "nsp": "exit 0"})
+        self.assertEqual(self.rundirs(), [])
 
     def test_flags(self):
         exe = os.path.join(self.bin, "meridio-ipam")
