@@ -285,7 +285,13 @@ class Client:
         self.target = target
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_send_message_length", 1 << 20),
-                             ("grpc.enable_retries", 0)])
+                             ("grpc.enable_retries", 0),
+                             # Reconnect fast while the daemon (re)starts:
+                             # the default backoff would add seconds.
+                             ("grpc.initial_reconnect_backoff_ms", 50),
+                             ("grpc.min_reconnect_backoff_ms", 50),
+                             ("grpc.max_reconnect_backoff_ms", 250),
+                             ("grpc.use_local_subchannel_pool", 1)])
         self.ipam = ipam_pb2_grpc.IpamStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
@@ -398,6 +404,8 @@ class Daemon:
         """Starts the supervisor; with wait, until Health/Check SERVING."""
         if not os.access(self.bin, os.X_OK):
             raise AssertionError("daemon binary not built: %s" % self.bin)
+        if self._log_fh is not None:
+            self._log_fh.close()
         self._log_fh = open(self.log_path, "ab")
         self._log_fh.write(b"==== start %d ====\n" % (self.starts + 1))
         self._log_fh.flush()
@@ -412,7 +420,27 @@ class Daemon:
             self.client = Client(self.target)
         if wait:
             self.wait_serving(timeout)
+            # Static conduits are applied asynchronously after start: wait
+            # for their records so that tests start from a settled state.
+            if not self.env.get("IPAM_NSP_SERVICE") and self.env.get("IPAM_CONDUITS"):
+                self.wait_conduits(self.env["IPAM_CONDUITS"].split(","), timeout)
         return self
+
+    def families(self):
+        """Trench record suffixes this instance serves (0: IPv4, 1: IPv6)."""
+        fam = self.env.get("IPAM_IP_FAMILY", "dualstack").lower()
+        return {"ipv4": [0], "ipv6": [1]}.get(fam, [0, 1])
+
+    def wait_conduits(self, names, timeout=START_TIMEOUT):
+        """Polls the database until every conduit in names has its record
+        in every served family."""
+        want = ["%s-%s-%d" % (n.strip(), self.env["IPAM_TRENCH_NAME"], f)
+                for n in names if n.strip() for f in self.families()]
+
+        def present():
+            rows = self.rows()
+            return all(w in rows for w in want)
+        poll(present, timeout, 0.05, "conduit records %s" % want)
 
     def wait_serving(self, timeout=START_TIMEOUT, service=""):
         """Polls Health/Check until SERVING; fails early if the supervisor
@@ -423,12 +451,20 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise AssertionError("daemon exited with %s before serving\n%s"
                                      % (self.proc.returncode, self.log_tail()))
+            # A fresh channel per probe: a channel that failed to connect
+            # sits in gRPC's reconnect backoff (seconds) whatever its options.
+            probe = Client(self.target)
             try:
-                last = self.client.health(service, timeout=1.0)
-                if last == "SERVING":
-                    return
+                last = probe.health(service, timeout=1.0)
             except RpcError as e:
                 last = e
+            finally:
+                probe.close()
+            if last == "SERVING":
+                if self.client is not None:
+                    self.client.close()
+                self.client = Client(self.target)
+                return
             time.sleep(0.05)
         raise AssertionError("daemon not SERVING after %.0fs (last: %s)\n%s"
                              % (timeout, last, self.log_tail()))

@@ -32,7 +32,10 @@ def allocate_many(client, names=5):
 
 
 def port_free(port):
+    """True when nothing listens on port. SO_REUSEADDR, as a daemon would
+    use it: connections in TIME_WAIT do not count as taken."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
         return True
