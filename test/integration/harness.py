@@ -23,10 +23,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
-from concurrent import futures
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(os.path.dirname(_HERE))
@@ -43,10 +41,9 @@ if _HERE not in sys.path:
 
 import grpc  # noqa: E402
 from ipam.v1 import ipam_pb2, ipam_pb2_grpc  # noqa: E402
-from nsp.v1 import model_pb2  # noqa: E402
-from nsp.v1 import configurationmanager_pb2 as _cm_pb2  # noqa: E402,F401
 import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
+import fakensp  # noqa: E402
 
 SUPERVISOR = "meridio-ipam"
 ROLES = ("db", "api", "nsp")
@@ -237,8 +234,6 @@ def _family(f):
         return ipam_pb2.IPV6
     return int(f)
 
-
-_MISSING = object()
 
 
 def child_msg(conduit="conduit-a", node="worker-1", name="proxy-1",
@@ -704,110 +699,13 @@ def write_meridio_db(path, rows):
 # Fake NSP
 
 
-class FakeNsp:
-    """A fake NSP server (nsp.v1.ConfigurationManager/WatchConduit) in this
-    process. Uses the team's test/integration/fakensp.py when present;
-    otherwise a small server of its own with the same surface:
-    start(port), set_conduits(names), stop()."""
-
-    def __init__(self, trench=TRENCH):
-        self.trench = trench
-        self.port = None
-        self._impl = None
-        self._server = None
-        self._cond = threading.Condition()
-        self._conduits = []
-        self._version = 0
-        self._stopped = False
-        self.watchers = 0
+class FakeNsp(fakensp.FakeNsp):
+    """The team's fake NSP server (fakensp.py: start(port), set_conduits,
+    stop()) with the address the daemon is given."""
 
     @property
     def target(self):
         return "127.0.0.1:%d" % self.port
-
-    def start(self, port=None):
-        self.port = port or free_port()
-        impl = _team_fakensp()
-        if impl is not None:
-            self._impl = impl
-            self._impl.start(self.port)
-            if self._conduits:
-                self._impl.set_conduits(list(self._conduits))
-            return self
-        with self._cond:
-            self._stopped = False
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        handler = grpc.method_handlers_generic_handler(
-            "nsp.v1.ConfigurationManager",
-            {"WatchConduit": grpc.unary_stream_rpc_method_handler(
-                self._watch,
-                request_deserializer=model_pb2.Conduit.FromString,
-                response_serializer=model_pb2.ConduitResponse.SerializeToString)})
-        self._server.add_generic_rpc_handlers((handler,))
-        self._server.add_insecure_port("127.0.0.1:%d" % self.port)
-        self._server.start()
-        return self
-
-    def set_conduits(self, names):
-        with self._cond:
-            self._conduits = list(names)
-            self._version += 1
-            self._cond.notify_all()
-        if self._impl is not None:
-            self._impl.set_conduits(list(names))
-
-    def stop(self):
-        if self._impl is not None:
-            self._impl.stop()
-            self._impl = None
-            return
-        # Stop the server first so that open streams end as on a crash of
-        # the NSP (the client sees the connection go), not with an OK.
-        if self._server is not None:
-            self._server.stop(0).wait(5)
-            self._server = None
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-
-    def _response(self, names):
-        return model_pb2.ConduitResponse(conduits=[
-            model_pb2.Conduit(name=n, trench=model_pb2.Trench(name=self.trench))
-            for n in names])
-
-    def _watch(self, request, context):
-        with self._cond:
-            self.watchers += 1
-        try:
-            seen = -1
-            while context.is_active():
-                with self._cond:
-                    if self._stopped:
-                        return
-                    if seen == self._version:
-                        self._cond.wait(0.2)
-                        continue
-                    seen = self._version
-                    names = list(self._conduits)
-                yield self._response(names)
-        finally:
-            with self._cond:
-                self.watchers -= 1
-
-
-def _team_fakensp():
-    """An instance of the team's fake NSP (test/integration/fakensp.py) with
-    start/set_conduits/stop, or None while that module is not there."""
-    if not os.path.exists(os.path.join(_HERE, "fakensp.py")):
-        return None
-    import fakensp  # noqa: E402
-    for cls_name in ("FakeNsp", "FakeNSP", "Server", "FakeNspServer"):
-        cls = getattr(fakensp, cls_name, None)
-        if isinstance(cls, type):
-            return cls()
-    if all(hasattr(fakensp, f) for f in ("start", "set_conduits", "stop")):
-        return fakensp
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -838,7 +736,7 @@ class DaemonTest(unittest.TestCase):
         n = FakeNsp()
         n.set_conduits(list(conduits))
         self._nsps.append(n)
-        n.start(port)
+        n.start(port or 0)
         return n
 
     def _cleanup_all(self):

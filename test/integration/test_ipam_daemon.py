@@ -11,7 +11,7 @@ import unittest
 import grpc
 
 import harness
-from harness import V4, V6, DaemonTest, RpcError, expect_code
+from harness import V4, V6, DaemonTest, RpcError
 
 import health_pb2
 

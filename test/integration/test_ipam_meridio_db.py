@@ -7,12 +7,10 @@ import os
 import sqlite3
 import unittest
 
-import grpc
 
 import harness
-from harness import V4, V6, DaemonTest
+from harness import V6, DaemonTest
 
-SC = grpc.StatusCode
 
 NODE4 = "worker-1-conduit-a-default-0"
 NODE6 = "worker-1-conduit-a-default-1"
