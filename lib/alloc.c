@@ -1,28 +1,36 @@
 /*
  * alloc.c - first-fit allocator index of one parent prefix.
  *
- * Two libbsd red-black trees per pool:
+ * A pool keeps three structures:
  *
- *  - the children (and, in a second tree of the same type, the reserved
- *    addresses), keyed by prefix, for lookup, walks and counting;
- *  - the free runs: maximal ranges of addresses inside the parent that no
- *    child and no reserved address covers, keyed by start address.
+ *  - the occupied blocks (children and reserved addresses) in a libbsd
+ *    red-black tree by address, for walks in address order;
+ *  - the same blocks in an open-addressing hash table by address, so that
+ *    lookup and remove of a known prefix cost O(1), not a descent;
+ *  - the free runs (maximal ranges of addresses inside the parent that no
+ *    block covers) in a second red-black tree by start address.
  *
  * Every free run knows its "order": the largest k such that an aligned block
- * of 2^k addresses lies entirely inside the run. If a run holds an aligned
- * block of 2^k addresses it also holds one of every smaller power of two (a
- * half of it), so "a block of host length k fits" is exactly "order >= k".
- * Each node also keeps the largest order in its subtree. The lowest free
- * aligned block of host length k is then found by one descent to the
- * leftmost run whose order is >= k, and starts at that run's start rounded
- * up to the block size: O(log n), whatever the mix of child lengths.
+ * of 2^k addresses lies entirely inside the run. A run that holds an aligned
+ * block of 2^k addresses also holds one of every smaller power of two (a half
+ * of it), so "a block of host length k fits" is exactly "order >= k". Each
+ * node also keeps the largest order in its subtree. The lowest free aligned
+ * block of host length k is then found by one descent to the leftmost run
+ * whose order is >= k, and starts at that run's start rounded up to the
+ * block size: O(log n), whatever the mix of child lengths.
  *
  * Keeping the subtree maximum right: libbsd calls RB_AUGMENT on the nodes a
  * rotation touches and on the splice point of a removal, but does not walk
- * up to the root after an insert (and not always after a remove). So a node
- * enters and leaves the tree "neutral" (order -1, which changes no maximum),
- * and its real order is set, or cleared, by walking its path to the root
- * ourselves. Every rotation then recomputes nodes from correct children.
+ * up to the root after an insert. So a run enters and leaves the tree
+ * "neutral" (order -1, which changes no maximum), and its real order is set,
+ * or cleared, by walking its path towards the root ourselves. Every rotation
+ * then recomputes nodes from correct children.
+ *
+ * Each free run also remembers the block right below its start. A new block
+ * carved out of a run has that block as its predecessor in address order, so
+ * it is linked into the block tree beside it and rebalanced, without a
+ * descent from the root; a removed block finds its predecessor with RB_PREV.
+ * The only descents left per operation are in the free-run tree.
  */
 #include "alloc.h"
 
@@ -32,19 +40,25 @@
 #include <sys/tree.h>
 
 /* An occupied block: a child, or a reserved address (a /bits block). */
-struct alloc_child {
-	RB_ENTRY(alloc_child) entry;	/* link in children or reserved */
+struct alloc_block {
+	RB_ENTRY(alloc_block) entry;	/* link in the block tree */
 	struct pfx p;			/* the block */
 	void *data;			/* caller's record; NULL if reserved */
+	struct alloc_free *above;	/* free run starting right after the
+					 * block, or NULL */
+	bool reserved;			/* a reserved address, not a child */
 };
 
-RB_HEAD(alloc_child_tree, alloc_child);
+RB_HEAD(alloc_block_tree, alloc_block);
 
 /* A maximal run of free addresses, inclusive at both ends. */
 struct alloc_free {
 	RB_ENTRY(alloc_free) entry;	/* link in the free-run tree */
 	pfx_addr start;			/* first free address (the key) */
 	pfx_addr end;			/* last free address */
+	struct alloc_block *below;	/* block ending at start - 1; NULL
+					 * when the run starts the parent;
+					 * then below->above is this run */
 	int16_t order;			/* largest aligned 2^order block
 					 * inside the run; -1 while the
 					 * node is entering or leaving */
@@ -53,20 +67,36 @@ struct alloc_free {
 
 RB_HEAD(alloc_free_tree, alloc_free);
 
-struct alloc_pool {
-	struct pfx parent;		/* the prefix being divided */
-	struct alloc_child_tree children; /* children by address */
-	struct alloc_child_tree reserved; /* reserved addresses */
-	struct alloc_free_tree free;	/* free runs by start address */
-	size_t nchildren;		/* entries in children */
-	size_t nreserved;		/* entries in reserved */
+/* Blocks by address: open addressing, linear probing, load <= 1/2. */
+struct alloc_hash {
+	struct alloc_block **slot;	/* cap entries, NULL = empty */
+	size_t cap;			/* a power of two, or 0 */
+	size_t used;			/* occupied slots */
 };
 
-/* Orders occupied blocks by address, then length (pfx_cmp). */
+struct alloc_pool {
+	struct pfx parent;		/* the prefix being divided */
+	struct alloc_block_tree blocks;	/* children and reserved, by address */
+	struct alloc_hash hash;		/* the same blocks, by address */
+	struct alloc_free_tree free;	/* free runs by start address */
+	struct alloc_free *first;	/* lowest free run, or NULL */
+	size_t nchildren;		/* blocks that are children */
+	size_t nreserved;		/* blocks that are reserved */
+};
+
+/* Smallest hash table allocated. */
+#define ALLOC_HASH_MIN 16
+
+/*
+ * Orders blocks by first address. Blocks never overlap, so the address alone
+ * identifies one. A plain inline comparison: it runs at every tree level.
+ */
 static int
-alloc_child_cmp(const struct alloc_child *a, const struct alloc_child *b)
+alloc_block_cmp(const struct alloc_block *a, const struct alloc_block *b)
 {
-	return pfx_cmp(&a->p, &b->p);
+	if (a->p.addr != b->p.addr)
+		return a->p.addr < b->p.addr ? -1 : 1;
+	return 0;
 }
 
 /* Orders free runs by their first address; runs never overlap. */
@@ -99,14 +129,165 @@ alloc_free_augment(struct alloc_free *f)
  */
 #define __unused __attribute__((__unused__))
 
-/* The child tree needs no augmentation: generate it with the no-op hook. */
-RB_GENERATE_STATIC(alloc_child_tree, alloc_child, entry, alloc_child_cmp)
+/* The block tree needs no augmentation: generate it with the no-op hook. */
+RB_GENERATE_STATIC(alloc_block_tree, alloc_block, entry, alloc_block_cmp)
 
 #undef RB_AUGMENT
 #define RB_AUGMENT(x) alloc_free_augment(x)
 RB_GENERATE_STATIC(alloc_free_tree, alloc_free, entry, alloc_free_cmp)
 #undef RB_AUGMENT
 #undef __unused
+
+/* ---- hash table of blocks -------------------------------------------- */
+
+/* Mixes a 128-bit address into a 64-bit hash (splitmix64 finaliser). */
+static uint64_t
+alloc_hash_of(pfx_addr a)
+{
+	uint64_t x = (uint64_t)a ^ ((uint64_t)(a >> 64) * 0x9e3779b97f4a7c15ull);
+
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	return x;
+}
+
+/* The block starting at address a, or NULL. */
+static struct alloc_block *
+alloc_hash_get(const struct alloc_hash *h, pfx_addr a)
+{
+	size_t mask, i;
+
+	if (h->cap == 0)
+		return NULL;
+	mask = h->cap - 1;
+	for (i = alloc_hash_of(a) & mask; h->slot[i] != NULL;
+	    i = (i + 1) & mask)
+		if (h->slot[i]->p.addr == a)
+			return h->slot[i];
+	return NULL;
+}
+
+/* Puts b in the first empty slot of its probe sequence (room is known). */
+static void
+alloc_hash_place(struct alloc_block **slot, size_t cap, struct alloc_block *b)
+{
+	size_t mask = cap - 1, i;
+
+	for (i = alloc_hash_of(b->p.addr) & mask; slot[i] != NULL;
+	    i = (i + 1) & mask)
+		;
+	slot[i] = b;
+}
+
+/*
+ * Makes room for one more block, doubling the table when it would pass half
+ * full. Called before anything else changes, so a failure changes nothing.
+ */
+static int
+alloc_hash_room(struct alloc_hash *h)
+{
+	struct alloc_block **slot;
+	size_t cap, i;
+
+	if ((h->used + 1) * 2 <= h->cap)
+		return ALLOC_OK;
+	cap = h->cap != 0 ? h->cap * 2 : ALLOC_HASH_MIN;
+	slot = calloc(cap, sizeof(*slot));
+	if (slot == NULL)
+		return ALLOC_ENOMEM;
+	for (i = 0; i < h->cap; i++)
+		if (h->slot[i] != NULL)
+			alloc_hash_place(slot, cap, h->slot[i]);
+	free(h->slot);
+	h->slot = slot;
+	h->cap = cap;
+	return ALLOC_OK;
+}
+
+/* Adds b; alloc_hash_room must have succeeded just before. */
+static void
+alloc_hash_put(struct alloc_hash *h, struct alloc_block *b)
+{
+	alloc_hash_place(h->slot, h->cap, b);
+	h->used++;
+}
+
+/*
+ * Removes b. Linear probing without tombstones: every later entry of the
+ * same cluster whose home slot does not lie cyclically in (hole, itself]
+ * moves back into the hole, so no probe sequence is cut.
+ */
+static void
+alloc_hash_del(struct alloc_hash *h, const struct alloc_block *b)
+{
+	size_t mask = h->cap - 1, i, j, home;
+
+	for (i = alloc_hash_of(b->p.addr) & mask; h->slot[i] != b;
+	    i = (i + 1) & mask)
+		;
+	for (j = (i + 1) & mask; h->slot[j] != NULL; j = (j + 1) & mask) {
+		home = alloc_hash_of(h->slot[j]->p.addr) & mask;
+		if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+			continue;
+		h->slot[i] = h->slot[j];
+		i = j;
+	}
+	h->slot[i] = NULL;
+	h->used--;
+}
+
+/* ---- block tree -------------------------------------------------------- */
+
+/*
+ * Links b into the block tree right after pred (NULL: before every block)
+ * and rebalances. b is the first block above pred, so it goes in pred's
+ * empty right link, or else in the empty left link of pred's successor:
+ * no descent from the root, and the rebalancing is libbsd's own.
+ */
+static void
+alloc_block_link(struct alloc_pool *pool, struct alloc_block *b,
+    struct alloc_block *pred)
+{
+	struct alloc_block *parent;
+
+	if (pred == NULL) {
+		parent = RB_MIN(alloc_block_tree, &pool->blocks);
+		RB_SET(b, parent, entry);
+		if (parent == NULL)
+			RB_ROOT(&pool->blocks) = b;
+		else
+			RB_LEFT(parent, entry) = b;
+	} else if (RB_RIGHT(pred, entry) == NULL) {
+		RB_SET(b, pred, entry);
+		RB_RIGHT(pred, entry) = b;
+	} else {
+		parent = RB_RIGHT(pred, entry);
+		while (RB_LEFT(parent, entry) != NULL)
+			parent = RB_LEFT(parent, entry);
+		RB_SET(b, parent, entry);
+		RB_LEFT(parent, entry) = b;
+	}
+	alloc_block_tree_RB_INSERT_COLOR(&pool->blocks, b);
+}
+
+/* The child (not a reserved address) exactly equal to p, or NULL. */
+static struct alloc_block *
+alloc_child_get(const struct alloc_pool *pool, const struct pfx *p)
+{
+	struct alloc_block *b;
+
+	if (p->family != pool->parent.family)
+		return NULL;
+	b = alloc_hash_get(&pool->hash, p->addr);
+	if (b == NULL || b->reserved || b->p.len != p->len)
+		return NULL;
+	return b;
+}
+
+/* ---- free runs --------------------------------------------------------- */
 
 /* Index of the highest set bit of a non-zero 128-bit value. */
 static unsigned
@@ -145,12 +326,33 @@ alloc_run_order(pfx_addr x, pfx_addr e)
 	return (int16_t)alloc_high_bit(lo > hi ? lo : hi);
 }
 
-/* Recomputes the subtree maxima from f up to the root. O(log n). */
+/*
+ * Recomputes the subtree maxima from f towards the root, O(log n). A node
+ * whose maximum comes out unchanged leaves every ancestor unchanged too, so
+ * the walk stops there.
+ */
 static void
 alloc_free_fixup(struct alloc_free *f)
 {
-	for (; f != NULL; f = RB_PARENT(f, entry))
+	int16_t old;
+
+	for (; f != NULL; f = RB_PARENT(f, entry)) {
+		old = f->max;
 		alloc_free_augment(f);
+		if (f->max == old)
+			break;
+	}
+}
+
+/* Makes blk the block right below run f, keeping blk->above in step. */
+static void
+alloc_free_set_below(struct alloc_free *f, struct alloc_block *blk)
+{
+	if (f->below != NULL && f->below->above == f)
+		f->below->above = NULL;
+	f->below = blk;
+	if (blk != NULL)
+		blk->above = f;
 }
 
 /*
@@ -169,13 +371,26 @@ alloc_free_set(struct alloc_free *f, pfx_addr start, pfx_addr end)
 /* Links a new run [start, end] (neutral first, see the top of the file). */
 static void
 alloc_free_link(struct alloc_pool *pool, struct alloc_free *f,
-    pfx_addr start, pfx_addr end)
+    pfx_addr start, pfx_addr end, struct alloc_block *below)
 {
 	f->start = start;
 	f->end = end;
+	f->below = NULL;
 	f->order = -1;
 	f->max = -1;
-	RB_INSERT(alloc_free_tree, &pool->free, f);
+	if (pool->first != NULL && start < pool->first->start) {
+		/* a new lowest run (a release below every other run, the
+		 * usual first-fit churn) goes into the empty left link of
+		 * the old lowest: no descent */
+		RB_SET(f, pool->first, entry);
+		RB_LEFT(pool->first, entry) = f;
+		alloc_free_tree_RB_INSERT_COLOR(&pool->free, f);
+	} else {
+		RB_INSERT(alloc_free_tree, &pool->free, f);
+	}
+	alloc_free_set_below(f, below);
+	if (pool->first == NULL || start < pool->first->start)
+		pool->first = f;
 	alloc_free_set(f, start, end);
 }
 
@@ -185,6 +400,9 @@ alloc_free_unlink(struct alloc_pool *pool, struct alloc_free *f)
 {
 	f->order = -1;
 	alloc_free_fixup(f);
+	if (pool->first == f)
+		pool->first = RB_NEXT(alloc_free_tree, &pool->free, f);
+	alloc_free_set_below(f, NULL);
 	RB_REMOVE(alloc_free_tree, &pool->free, f);
 	free(f);
 }
@@ -206,32 +424,16 @@ alloc_free_floor(const struct alloc_pool *pool, pfx_addr a)
 	return best;
 }
 
-/* The run with the least start >= a, or NULL. */
-static struct alloc_free *
-alloc_free_ceil(const struct alloc_pool *pool, pfx_addr a)
-{
-	struct alloc_free *n = RB_ROOT(&pool->free), *best = NULL;
-
-	while (n != NULL) {
-		if (n->start >= a) {
-			best = n;
-			n = RB_LEFT(n, entry);
-		} else {
-			n = RB_RIGHT(n, entry);
-		}
-	}
-	return best;
-}
-
 /*
- * Takes [a, b] out of the free run f that contains it. spare is a node for
- * the upper remainder when the run splits in two; returns true if it was
- * used (the caller frees it otherwise).
+ * Takes block b = [a, b->last] out of the free run f that contains it.
+ * spare is a node for the upper remainder when the run splits in two;
+ * returns true if it was used (the caller frees it otherwise).
  */
 static bool
-alloc_free_carve(struct alloc_pool *pool, struct alloc_free *f, pfx_addr a,
-    pfx_addr b, struct alloc_free *spare)
+alloc_free_carve(struct alloc_pool *pool, struct alloc_free *f,
+    struct alloc_block *blk, struct alloc_free *spare)
 {
+	pfx_addr a = pfx_first(&blk->p), b = pfx_last(&blk->p);
 	pfx_addr end = f->end;
 
 	if (a == f->start && b == end) {
@@ -241,53 +443,50 @@ alloc_free_carve(struct alloc_pool *pool, struct alloc_free *f, pfx_addr a,
 	if (a == f->start) {
 		/* the start moves up but stays below the next run: the key
 		 * order is unchanged, so the node is updated in place */
+		alloc_free_set_below(f, blk);
 		alloc_free_set(f, b + 1, end);
 		return false;
 	}
 	alloc_free_set(f, f->start, a - 1);
 	if (b == end)
 		return false;
-	alloc_free_link(pool, spare, b + 1, end);
+	alloc_free_link(pool, spare, b + 1, end, blk);
 	return true;
 }
 
 /*
- * The free runs right next to the occupied range [a, b]: *prev ends at
- * a - 1, *next starts at b + 1; either is NULL if there is none.
+ * The free runs right next to block c: *prev ends just below it, *next
+ * starts just above it; either is NULL if there is none. pred is the block
+ * below c (NULL if none). No descent: the run right above a block is linked
+ * from it, and a free run below c with no block under it can only be the
+ * lowest run, starting at the parent's first address.
  */
 static void
-alloc_free_neighbours(const struct alloc_pool *pool, pfx_addr a, pfx_addr b,
+alloc_free_neighbours(const struct alloc_pool *pool,
+    const struct alloc_block *c, const struct alloc_block *pred,
     struct alloc_free **prev, struct alloc_free **next)
 {
-	struct alloc_free *f;
-
-	*prev = NULL;
-	*next = NULL;
-	if (a > 0) {
-		f = alloc_free_floor(pool, a - 1);
-		if (f != NULL && f->end == a - 1)
-			*prev = f;
-	}
-	if (b != ~(pfx_addr)0) {
-		f = alloc_free_ceil(pool, b + 1);
-		if (f != NULL && f->start == b + 1)
-			*next = f;
-	}
+	if (pred != NULL)
+		*prev = pred->above;
+	else if (pool->first != NULL && pool->first->start < c->p.addr)
+		*prev = pool->first;
+	else
+		*prev = NULL;
+	*next = c->above;
 }
 
 /*
- * Gives the occupied range [a, b] back to the free runs, merged with its
- * neighbours. spare is used (and true returned) only when there is neither
- * neighbour: the caller allocates it beforehand so that nothing can fail
- * half-way.
+ * Gives the range [a, b] of a block being removed back to the free runs,
+ * merged with its neighbours prev and next (from alloc_free_neighbours).
+ * pred is the block below it. spare is used (and true returned) only when
+ * there is neither neighbour: the caller allocates it beforehand so that
+ * nothing can fail half-way.
  */
 static bool
 alloc_free_release(struct alloc_pool *pool, pfx_addr a, pfx_addr b,
-    struct alloc_free *spare)
+    struct alloc_free *prev, struct alloc_free *next,
+    struct alloc_block *pred, struct alloc_free *spare)
 {
-	struct alloc_free *prev, *next;
-
-	alloc_free_neighbours(pool, a, b, &prev, &next);
 	if (prev != NULL && next != NULL) {
 		pfx_addr end = next->end;
 
@@ -296,23 +495,26 @@ alloc_free_release(struct alloc_pool *pool, pfx_addr a, pfx_addr b,
 	} else if (prev != NULL) {
 		alloc_free_set(prev, prev->start, b);
 	} else if (next != NULL) {
+		alloc_free_set_below(next, pred);
 		alloc_free_set(next, a, next->end);
 	} else {
-		alloc_free_link(pool, spare, a, b);
+		alloc_free_link(pool, spare, a, b, pred);
 		return true;
 	}
 	return false;
 }
 
-/* Frees a child subtree without rebalancing (the pool is going away). */
+/* ---- pool -------------------------------------------------------------- */
+
+/* Frees a block subtree without rebalancing (the pool is going away). */
 static void
-alloc_child_destroy(struct alloc_child *c)
+alloc_block_destroy(struct alloc_block *b)
 {
-	if (c == NULL)
+	if (b == NULL)
 		return;
-	alloc_child_destroy(RB_LEFT(c, entry));
-	alloc_child_destroy(RB_RIGHT(c, entry));
-	free(c);
+	alloc_block_destroy(RB_LEFT(b, entry));
+	alloc_block_destroy(RB_RIGHT(b, entry));
+	free(b);
 }
 
 /* Frees a free-run subtree without rebalancing. */
@@ -324,6 +526,62 @@ alloc_free_destroy(struct alloc_free *f)
 	alloc_free_destroy(RB_LEFT(f, entry));
 	alloc_free_destroy(RB_RIGHT(f, entry));
 	free(f);
+}
+
+/*
+ * Occupies block p (a child, or a reserved address when reserved is set),
+ * which the caller has checked to lie inside the parent. All memory is
+ * taken first, so an error leaves the pool as it was.
+ */
+static int
+alloc_occupy(struct alloc_pool *pool, const struct pfx *p, void *data,
+    bool reserved)
+{
+	pfx_addr a = pfx_first(p), b = pfx_last(p);
+	struct alloc_free *f, *spare = NULL;
+	struct alloc_block *blk;
+	int rc;
+
+	/* first fits mostly land in the lowest run: skip the descent */
+	f = pool->first;
+	if (f == NULL || f->start > a || f->end < a)
+		f = alloc_free_floor(pool, a);
+	if (f == NULL || f->end < b)
+		return ALLOC_EOVERLAP;
+	rc = alloc_hash_room(&pool->hash);
+	if (rc != ALLOC_OK)
+		goto fail;
+	blk = calloc(1, sizeof(*blk));
+	if (blk == NULL) {
+		rc = ALLOC_ENOMEM;
+		goto fail;
+	}
+	if (a != f->start && b != f->end) {
+		spare = malloc(sizeof(*spare));
+		if (spare == NULL) {
+			rc = ALLOC_ENOMEM;
+			goto fail_blk;
+		}
+	}
+	blk->p = *p;
+	blk->data = data;
+	blk->reserved = reserved;
+	/* the free addresses below a in f lie above f->below, so that block
+	 * is the new one's predecessor */
+	alloc_block_link(pool, blk, f->below);
+	alloc_hash_put(&pool->hash, blk);
+	if (reserved)
+		pool->nreserved++;
+	else
+		pool->nchildren++;
+	if (!alloc_free_carve(pool, f, blk, spare))
+		free(spare);
+	return ALLOC_OK;
+
+fail_blk:
+	free(blk);
+fail:
+	return rc;
 }
 
 struct alloc_pool *
@@ -339,11 +597,10 @@ alloc_pool_new(const struct pfx *parent)
 	if (f == NULL)
 		goto fail_pool;
 	pool->parent = pfx_make(parent->family, parent->addr, parent->len);
-	RB_INIT(&pool->children);
-	RB_INIT(&pool->reserved);
+	RB_INIT(&pool->blocks);
 	RB_INIT(&pool->free);
 	alloc_free_link(pool, f, pfx_first(&pool->parent),
-	    pfx_last(&pool->parent));
+	    pfx_last(&pool->parent), NULL);
 	return pool;
 
 fail_pool:
@@ -357,9 +614,9 @@ alloc_pool_free(struct alloc_pool *pool)
 {
 	if (pool == NULL)
 		return;
-	alloc_child_destroy(RB_ROOT(&pool->children));
-	alloc_child_destroy(RB_ROOT(&pool->reserved));
+	alloc_block_destroy(RB_ROOT(&pool->blocks));
 	alloc_free_destroy(RB_ROOT(&pool->free));
+	free(pool->hash.slot);
 	free(pool);
 }
 
@@ -377,33 +634,16 @@ int
 alloc_pool_reserve(struct alloc_pool *pool, pfx_addr addr)
 {
 	unsigned bits = pfx_family_bits(pool->parent.family);
-	struct alloc_child key, *r;
-	struct alloc_free *f, *spare = NULL;
+	struct alloc_block *b;
+	struct pfx p;
 
-	key.p = pfx_make(pool->parent.family, addr, bits);
-	if (key.p.addr != addr || !pfx_contains(&pool->parent, &key.p))
+	p = pfx_make(pool->parent.family, addr, bits);
+	if (p.addr != addr || !pfx_contains(&pool->parent, &p))
 		return ALLOC_EOUTSIDE;
-	if (RB_FIND(alloc_child_tree, &pool->reserved, &key) != NULL)
+	b = alloc_hash_get(&pool->hash, addr);
+	if (b != NULL && b->reserved)
 		return ALLOC_OK;
-	f = alloc_free_floor(pool, addr);
-	if (f == NULL || f->end < addr)
-		return ALLOC_EOVERLAP;
-	r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		return ALLOC_ENOMEM;
-	if (addr != f->start && addr != f->end) {
-		spare = malloc(sizeof(*spare));
-		if (spare == NULL) {
-			free(r);
-			return ALLOC_ENOMEM;
-		}
-	}
-	r->p = key.p;
-	RB_INSERT(alloc_child_tree, &pool->reserved, r);
-	pool->nreserved++;
-	if (!alloc_free_carve(pool, f, addr, addr, spare))
-		free(spare);
-	return ALLOC_OK;
+	return alloc_occupy(pool, &p, NULL, true);
 }
 
 /*
@@ -422,15 +662,20 @@ alloc_pool_find(const struct alloc_pool *pool, unsigned len, struct pfx *out)
 	k = (int16_t)(bits - len);
 	if (n == NULL || n->max < k)
 		return ALLOC_ENOSPACE;
-	while (n != NULL) {
-		l = RB_LEFT(n, entry);
-		if (l != NULL && l->max >= k)
-			n = l;
-		else if (n->order >= k)
-			break;
-		else
-			n = RB_RIGHT(n, entry);
-	}
+	/* the lowest run answers whenever the block fits in it, as a single
+	 * address always does; otherwise descend */
+	if (pool->first->order >= k)
+		n = pool->first;
+	else
+		while (n != NULL) {
+			l = RB_LEFT(n, entry);
+			if (l != NULL && l->max >= k)
+				n = l;
+			else if (n->order >= k)
+				break;
+			else
+				n = RB_RIGHT(n, entry);
+		}
 	/* n == NULL or a failed align_up would mean broken maxima */
 	if (n == NULL)
 		return ALLOC_ENOSPACE;
@@ -443,9 +688,6 @@ int
 alloc_pool_insert(struct alloc_pool *pool, const struct pfx *p, void *data)
 {
 	unsigned bits = pfx_family_bits(pool->parent.family);
-	struct alloc_free *f, *spare = NULL;
-	struct alloc_child *c;
-	pfx_addr a, b;
 
 	if (p->family != pool->parent.family)
 		return ALLOC_EOUTSIDE;
@@ -455,65 +697,43 @@ alloc_pool_insert(struct alloc_pool *pool, const struct pfx *p, void *data)
 		return ALLOC_EOUTSIDE;
 	if (p->len == pool->parent.len)
 		return ALLOC_EINVAL;
-	a = pfx_first(p);
-	b = pfx_last(p);
-	f = alloc_free_floor(pool, a);
-	if (f == NULL || f->end < b)
-		return ALLOC_EOVERLAP;
-	c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return ALLOC_ENOMEM;
-	if (a != f->start && b != f->end) {
-		spare = malloc(sizeof(*spare));
-		if (spare == NULL) {
-			free(c);
-			return ALLOC_ENOMEM;
-		}
-	}
-	c->p = *p;
-	c->data = data;
-	RB_INSERT(alloc_child_tree, &pool->children, c);
-	pool->nchildren++;
-	if (!alloc_free_carve(pool, f, a, b, spare))
-		free(spare);
-	return ALLOC_OK;
+	return alloc_occupy(pool, p, data, false);
 }
 
 int
 alloc_pool_remove(struct alloc_pool *pool, const struct pfx *p)
 {
-	struct alloc_child key, *c;
 	struct alloc_free *prev, *next, *spare = NULL;
+	struct alloc_block *c, *pred;
 	pfx_addr a, b;
 
-	key.p = *p;
-	c = RB_FIND(alloc_child_tree, &pool->children, &key);
+	c = alloc_child_get(pool, p);
 	if (c == NULL)
 		return ALLOC_ENOENT;
 	a = pfx_first(&c->p);
 	b = pfx_last(&c->p);
-	alloc_free_neighbours(pool, a, b, &prev, &next);
+	pred = RB_PREV(alloc_block_tree, &pool->blocks, c);
+	alloc_free_neighbours(pool, c, pred, &prev, &next);
 	if (prev == NULL && next == NULL) {
 		spare = malloc(sizeof(*spare));
 		if (spare == NULL)
 			return ALLOC_ENOMEM;
 	}
-	RB_REMOVE(alloc_child_tree, &pool->children, c);
+	RB_REMOVE(alloc_block_tree, &pool->blocks, c);
+	alloc_hash_del(&pool->hash, c);
 	pool->nchildren--;
-	free(c);
-	if (!alloc_free_release(pool, a, b, spare))
+	/* c is freed last: the run above it still points at it */
+	if (!alloc_free_release(pool, a, b, prev, next, pred, spare))
 		free(spare);
+	free(c);
 	return ALLOC_OK;
 }
 
 void *
 alloc_pool_lookup(const struct alloc_pool *pool, const struct pfx *p)
 {
-	struct alloc_child key, *c;
+	struct alloc_block *c = alloc_child_get(pool, p);
 
-	key.p = *p;
-	c = RB_FIND(alloc_child_tree,
-	    (struct alloc_child_tree *)&pool->children, &key);
 	return c != NULL ? c->data : NULL;
 }
 
@@ -536,16 +756,19 @@ alloc_pool_usable(const struct alloc_pool *pool)
 	return usable > SIZE_MAX ? SIZE_MAX : (size_t)usable;
 }
 
+/* Children in address order; reserved addresses are skipped. */
 int
 alloc_pool_walk(const struct alloc_pool *pool,
     int (*fn)(void *arg, const struct pfx *p, void *data), void *arg)
 {
-	struct alloc_child *c;
+	struct alloc_block *b;
 	int rc;
 
-	RB_FOREACH(c, alloc_child_tree,
-	    (struct alloc_child_tree *)&pool->children) {
-		rc = fn(arg, &c->p, c->data);
+	RB_FOREACH(b, alloc_block_tree,
+	    (struct alloc_block_tree *)&pool->blocks) {
+		if (b->reserved)
+			continue;
+		rc = fn(arg, &b->p, b->data);
 		if (rc != 0)
 			return rc;
 	}

@@ -592,6 +592,30 @@ check_find(const struct alloc_pool *pool, const struct model *m,
 	    (unsigned long long)seed, step, host);
 }
 
+/* Walk state of the randomised test: order and records are checked. */
+struct walk_check {
+	pfx_addr last;		/* address of the previous child */
+	size_t n;		/* children seen */
+};
+
+/*
+ * Checks one walked child: strictly after the previous one, and its data is
+ * the model's record of exactly that prefix.
+ */
+static int
+walk_check_one(void *arg, const struct pfx *p, void *data)
+{
+	struct walk_check *w = arg;
+	const struct pfx *rec = data;
+
+	cr_assert(w->n == 0 || p->addr > w->last, "walk out of order");
+	cr_assert_not_null(rec);
+	cr_assert(pfx_equal(rec, p), "walk data does not match prefix");
+	w->last = p->addr;
+	w->n++;
+	return 0;
+}
+
 /*
  * Thousands of random operations on one parent: allocate the first fit of a
  * random length, insert a random aligned block (fits or is refused exactly
@@ -654,10 +678,12 @@ random_run(const char *parent, uint64_t seed, int steps, unsigned maxhost)
 		} else if (op < 97) {
 			if (m.nlive == 0)
 				continue;
-			int i;
-			do {
-				i = (int)(rnd(&s) % MODEL_SIZE);
-			} while (!m.live[i]);
+			/* the first live child from a random index on */
+			int i = (int)(rnd(&s) % MODEL_SIZE);
+			for (int tries = 0; tries < (int)MODEL_SIZE &&
+			    !m.live[i]; tries++)
+				i = (i + 1) % (int)MODEL_SIZE;
+			cr_assert(m.live[i]);
 			p = m.child[i];
 			cr_assert_eq(alloc_pool_lookup(pool, &p), &m.child[i]);
 			cr_assert_eq(alloc_pool_remove(pool, &p), ALLOC_OK);
@@ -680,9 +706,15 @@ random_run(const char *parent, uint64_t seed, int steps, unsigned maxhost)
 		check_find(pool, &m, (unsigned)(rnd(&s) % (maxhost + 1)), seed,
 		    step);
 		check_find(pool, &m, 0, seed, step);
-		if (step % 64 == 0)
+		if (step % 64 == 0) {
+			struct walk_check w = { .last = 0, .n = 0 };
+
 			for (unsigned h = 0; h < MODEL_HOST; h++)
 				check_find(pool, &m, h, seed, step);
+			cr_assert_eq(alloc_pool_walk(pool, walk_check_one, &w),
+			    0);
+			cr_assert_eq(w.n, (size_t)m.nlive);
+		}
 	}
 	alloc_pool_free(pool);
 }
