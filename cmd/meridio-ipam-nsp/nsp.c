@@ -789,6 +789,12 @@ nsp_take_list(struct nsp_watch *w, struct nsp_sync *sy, int wake_r)
 		nsp_release_thread(w, sy);	/* the list was unusable */
 }
 
+/*
+ * The main loop (see the top of this file). Each turn: connect to the db
+ * if due, send the latest list if it is pending, report status when it
+ * changed or a second passed, then poll with a timeout that wakes for the
+ * next of those deadlines.
+ */
 int
 nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 {

@@ -461,6 +461,22 @@ class NspWorkerTest(unittest.TestCase):
         self.assertEqual(syncs[2][0], ["conduit-b"])
         self.assertEqual(self.db.bad, [])
 
+    def test_db_absent_at_start_retried(self):
+        path = self.db.path
+        self.db.stop()
+        os.unlink(path)
+        self.start_watching(["conduit-a"])
+        time.sleep(0.6)         # several 100 ms connect attempts fail
+        self.assertIsNone(self.worker.poll())
+        self.expect_status(lambda r, s: not r and "waiting for the db" in s,
+                           "not ready without the db")
+        self.db = FakeDb(path)
+        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
+        self.expect_status(lambda r, s: r, "ready once the db answers")
+        failures = [l for l in self.worker.log().splitlines()
+                    if "cannot connect to db" in l]
+        self.assertEqual(len(failures), 1, "logged once per outage")
+
     def test_lost_request_resent_with_removal(self):
         self.start_watching(["conduit-a", "conduit-b"])
         self.expect_syncs(1)
