@@ -41,7 +41,7 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
         self._cond = threading.Condition()
         self._conduits = []      # current list: (name, trench or None)
         self._version = 0        # bumped by every set_conduits
-        self._requests = []      # trench names of WatchConduit requests
+        self._requests = []      # WatchConduit requests (nsp.v1.Conduit)
         self._streams = 0        # streams currently open
         self._server = None
         self._stopping = False
@@ -87,10 +87,15 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
             self._version += 1
             self._cond.notify_all()
 
+    def requests(self):
+        """The WatchConduit requests received (nsp.v1.Conduit), in order."""
+        with self._cond:
+            return list(self._requests)
+
     def request_trenches(self):
         """Trench names of the WatchConduit requests received, in order."""
         with self._cond:
-            return list(self._requests)
+            return [r.trench.name for r in self._requests]
 
     def open_streams(self):
         """Number of WatchConduit streams currently open."""
@@ -116,7 +121,9 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
 
     def WatchConduit(self, request, context):
         with self._cond:
-            self._requests.append(request.trench.name)
+            req = _model.Conduit()
+            req.CopyFrom(request)
+            self._requests.append(req)
             self._streams += 1
             self._cond.notify_all()
             version = self._version

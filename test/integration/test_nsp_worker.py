@@ -388,6 +388,9 @@ class NspWorkerTest(unittest.TestCase):
         self.assertEqual(self.expect_syncs(1)[0],
                          (["conduit-a", "conduit-c"], []))
         self.assertEqual(self.nsp.request_trenches(), ["red"])
+        req = self.nsp.requests()[0]
+        self.assertEqual(req.name, "")
+        self.assertEqual(len(req.destinationPortNats), 0)
 
     def test_too_many_conduits_ignored(self):
         self.start_watching(["conduit-a"])
@@ -506,7 +509,7 @@ class NspWorkerTest(unittest.TestCase):
         recent = [t for t in times if t >= times[-1] - 3.0]
         self.assertGreaterEqual(len(recent), 3, times)
         gaps = [b - a for a, b in zip(times, times[1:])]
-        self.assertLess(max(gaps), 1.5, gaps)
+        self.assertLess(max(gaps), 1.8, gaps)
 
     def test_sigterm_exits_zero_quickly(self):
         self.start_watching(["conduit-a"])
