@@ -1,8 +1,11 @@
 """The daemon as a set of processes: health, orderly stop, restarts,
 workers killed with SIGKILL, and the NSP conduit watch (fake NSP)."""
 
+import json
 import os
+import shutil
 import signal
+import stat
 import socket
 import threading
 import time
@@ -151,6 +154,68 @@ class Lifecycle(DaemonTest):
         self.assertEqual(other.leftovers(), [], "second instance left processes")
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
         self.assertEqual(d.client.health(), "SERVING")
+
+
+class Process(DaemonTest):
+    """What the daemon shows the outside: its runtime directory, its logs
+    and its messages to systemd."""
+
+    def test_private_runtime_dir(self):
+        d = self.daemon()
+        socks = []
+        for root, _dirs, files in os.walk(d.dir):
+            for f in files:
+                p = os.path.join(root, f)
+                if stat.S_ISSOCK(os.lstat(p).st_mode):
+                    socks.append(p)
+        self.assertTrue(socks, "no internal socket under the data dir or TMPDIR")
+        for p in socks:
+            mode = stat.S_IMODE(os.stat(os.path.dirname(p)).st_mode)
+            self.assertEqual(mode, 0o700, "%s: mode %o" % (os.path.dirname(p), mode))
+
+    def test_logs_are_json_lines_filtered_by_level(self):
+        d = self.daemon(env={"IPAM_LOG_LEVEL": "INFO"})
+        d.client.allocate("conduit-a", "worker-1", "p")
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0)
+        lines = [ln for ln in d.log_text().splitlines()
+                 if ln and not ln.startswith("==== start")]
+        self.assertTrue(lines, "no log lines")
+        procs = set()
+        for ln in lines:
+            try:
+                o = json.loads(ln)
+            except ValueError:
+                self.fail("not a JSON line: %r" % ln)
+            for k in ("time", "level", "process", "message"):
+                self.assertIn(k, o, ln)
+            self.assertNotIn(o["level"].lower(), ("debug", "trace"), ln)
+            procs.add(o["process"])
+        for role in ("db", "api", "nsp"):
+            self.assertTrue(any(role in p for p in procs), "no %s lines in %s" % (role, procs))
+
+    def test_sd_notify_ready_status_watchdog(self):
+        tmp = harness.make_tmpdir("ipam-notify-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "notify.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(s.close)
+        s.bind(path)
+        s.settimeout(0.1)
+        self.daemon(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+        got = []
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                got.extend(s.recv(4096).decode(errors="replace").split("\n"))
+            except socket.timeout:
+                pass
+            if "READY=1" in got and got.count("WATCHDOG=1") >= 3:
+                break
+        self.assertIn("READY=1", got)
+        self.assertTrue([m for m in got if m.startswith("STATUS=")], "no STATUS= line")
+        # Half of WATCHDOG_USEC: a ping every 0.5 s while all workers live.
+        self.assertGreaterEqual(got.count("WATCHDOG=1"), 3, got)
 
 
 class KillWorkers(DaemonTest):
