@@ -513,6 +513,175 @@ Test(alloc, release_in_the_middle)
 	alloc_pool_free(pool);
 }
 
+/* ---- out of memory ------------------------------------------------------ */
+
+/*
+ * Allocation failure injection: this program's malloc and calloc stand in
+ * for the C library's (glibc allows replacing them; free stays glibc's, and
+ * the memory still comes from glibc's allocator). While oom_countdown is
+ * >= 0, that many more allocations succeed and the next one fails. Not
+ * built under AddressSanitizer, which replaces malloc itself.
+ */
+#ifndef __SANITIZE_ADDRESS__
+
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t n, size_t size);
+
+/* Allocations left before the injected failure; -1 = never fail. */
+static int oom_countdown = -1;
+
+/* True if this allocation is the one that must fail. */
+static bool
+oom_now(void)
+{
+	if (oom_countdown < 0)
+		return false;
+	if (oom_countdown == 0) {
+		oom_countdown = -1;
+		return true;
+	}
+	oom_countdown--;
+	return false;
+}
+
+void *
+malloc(size_t size)
+{
+	return oom_now() ? NULL : __libc_malloc(size);
+}
+
+void *
+calloc(size_t n, size_t size)
+{
+	return oom_now() ? NULL : __libc_calloc(n, size);
+}
+
+/* What a caller can observe of a pool, to check that nothing changed. */
+struct snapshot {
+	size_t count;		/* alloc_pool_count */
+	size_t usable;		/* alloc_pool_usable */
+	int rc[9];		/* find rc for lengths 24 + 1 .. 24 + 8 */
+	struct pfx found[9];	/* find results for those lengths */
+	pfx_addr walked[256];	/* child addresses in walk order */
+	size_t nwalked;		/* entries of walked */
+};
+
+/* Records one walked child into a snapshot. */
+static int
+snap_walk(void *arg, const struct pfx *p, void *data)
+{
+	struct snapshot *sn = arg;
+
+	cr_assert_lt(sn->nwalked, 256);
+	sn->walked[sn->nwalked++] = p->addr;
+	return 0;
+}
+
+/* Takes a snapshot of a pool whose parent is a v4 /24. */
+static void
+snap(const struct alloc_pool *pool, struct snapshot *sn)
+{
+	memset(sn, 0, sizeof(*sn));
+	sn->count = alloc_pool_count(pool);
+	sn->usable = alloc_pool_usable(pool);
+	for (unsigned i = 1; i <= 8; i++)
+		sn->rc[i] = alloc_pool_find(pool, 24 + i, &sn->found[i]);
+	alloc_pool_walk(pool, snap_walk, sn);
+}
+
+/* Asserts two snapshots are the same. */
+static void
+snap_same(const struct snapshot *a, const struct snapshot *b)
+{
+	cr_assert_eq(a->count, b->count);
+	cr_assert_eq(a->usable, b->usable);
+	for (unsigned i = 1; i <= 8; i++) {
+		cr_assert_eq(a->rc[i], b->rc[i]);
+		if (a->rc[i] == ALLOC_OK)
+			cr_assert(pfx_equal(&a->found[i], &b->found[i]));
+	}
+	cr_assert_eq(a->nwalked, b->nwalked);
+	for (size_t i = 0; i < a->nwalked; i++)
+		cr_assert(a->walked[i] == b->walked[i]);
+}
+
+/* Operations the failure sweep applies. */
+enum oom_op {
+	OOM_INSERT,	/* alloc_pool_insert */
+	OOM_REMOVE,	/* alloc_pool_remove */
+	OOM_RESERVE,	/* alloc_pool_reserve */
+};
+
+/*
+ * Runs one operation with the n-th allocation failing, for n = 0, 1, ...
+ * until it succeeds: every ALLOC_ENOMEM must leave the pool exactly as it
+ * was. Returns how many failures were seen.
+ */
+static int
+oom_sweep(struct alloc_pool *pool, enum oom_op op, const struct pfx *p)
+{
+	struct snapshot before, after;
+	int failures = 0, rc = ALLOC_ENOMEM;
+
+	for (int n = 0; n < 16 && rc == ALLOC_ENOMEM; n++) {
+		snap(pool, &before);
+		oom_countdown = n;
+		if (op == OOM_INSERT)
+			rc = alloc_pool_insert(pool, p, NULL);
+		else if (op == OOM_REMOVE)
+			rc = alloc_pool_remove(pool, p);
+		else
+			rc = alloc_pool_reserve(pool, p->addr);
+		oom_countdown = -1;
+		if (rc == ALLOC_ENOMEM) {
+			failures++;
+			snap(pool, &after);
+			snap_same(&before, &after);
+		}
+	}
+	cr_assert_eq(rc, ALLOC_OK);
+	return failures;
+}
+
+Test(alloc, out_of_memory_changes_nothing)
+{
+	struct alloc_pool *pool;
+	struct pfx parent = P("10.0.0.0/24"), p;
+	int failures = 0;
+
+	oom_countdown = 0;
+	cr_assert_null(alloc_pool_new(&parent));
+	oom_countdown = 1;
+	cr_assert_null(alloc_pool_new(&parent));
+	oom_countdown = -1;
+	pool = node_pool("10.0.0.0/24");
+
+	/* every other address, so each insert splits a run and the hash
+	 * table grows several times on the way */
+	for (unsigned i = 2; i < 80; i += 2) {
+		p = pfx_make(PFX_V4, 0x0a000000u + i, 32);
+		failures += oom_sweep(pool, OOM_INSERT, &p);
+	}
+	cr_assert_geq(failures, 39 * 2, "each split insert needs memory");
+	/* fill the gaps, then remove from the middle: a new run is needed */
+	for (unsigned i = 3; i < 80; i += 2) {
+		p = pfx_make(PFX_V4, 0x0a000000u + i, 32);
+		cr_assert_eq(alloc_pool_insert(pool, &p, NULL), ALLOC_OK);
+	}
+	p = P("10.0.0.40/32");
+	cr_assert_geq(oom_sweep(pool, OOM_REMOVE, &p), 1);
+	/* a reserved address in the middle of a run splits it */
+	p = P("10.0.0.200/32");
+	cr_assert_geq(oom_sweep(pool, OOM_RESERVE, &p), 2);
+	expect_find(pool, 32, "10.0.0.1/32");
+	expect_find(pool, 31, "10.0.0.80/31");
+	expect_find(pool, 29, "10.0.0.80/29");
+	cr_assert_eq(alloc_pool_usable(pool), 253);
+	alloc_pool_free(pool);
+}
+
+#endif /* !__SANITIZE_ADDRESS__ */
+
 /* ---- randomised comparison with a naive model -------------------------- */
 
 /* Host bits of the model's parents: 4096 addresses. */
