@@ -2,9 +2,11 @@
  * alloc.h - the allocator index of one parent prefix.
  *
  * An alloc_pool holds the occupied blocks (children) of one parent prefix in
- * an ordered tree (libbsd sys/tree.h) keyed by address, augmented so that the
- * lowest free aligned block of any length is found in O(log n), also after
- * removals in the middle. Children may have different lengths. Addresses can
+ * an ordered tree (libbsd sys/tree.h) keyed by address, and its free runs in
+ * a second tree augmented so that the lowest free aligned block of any
+ * length is found in O(log n), also after removals in the middle; lookup and
+ * remove of a known child are O(1) (hash by address). Children may have
+ * different lengths. Addresses can
  * be reserved (a node prefix reserves its first and last address): they are
  * never handed out and do not count as children.
  *
