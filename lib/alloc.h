@@ -6,9 +6,9 @@
  * a second tree augmented so that the lowest free aligned block of any
  * length is found in O(log n), also after removals in the middle; lookup and
  * remove of a known child are O(1) (hash by address). Children may have
- * different lengths. Addresses can
- * be reserved (a node prefix reserves its first and last address): they are
- * never handed out and do not count as children.
+ * different lengths. Addresses can be reserved (a node prefix reserves its
+ * first and last address): they are never handed out and do not count as
+ * children.
  *
  * First-fit is the contract: alloc_pool_find returns the lowest block of the
  * wanted length that is aligned, inside the parent, and overlaps no child and
