@@ -690,7 +690,7 @@ cfg_format_duration(int64_t ns, char *buf, size_t len)
 	size_t o = 0;
 	int prec;
 	const char *unit;
-	char frac[16];
+	char frac[24];		/* ".ddddddddd" with room to spare */
 
 	if (len == 0)
 		return;
