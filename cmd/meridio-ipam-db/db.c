@@ -324,7 +324,7 @@ run_batch(struct db *d, struct plist *l)
 		for (i = 0; i < l->n; i++) {
 			struct pending *p = &l->v[i];
 			if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
-				fail(p, CODE_UNAVAILABLE, "storage: %s", err);
+				fail(p, CODE_UNAVAILABLE, "storage: %.400s", err);
 				continue;
 			}
 			if (apply(d, p, now, mono) == REG_ESTORE) {
@@ -333,7 +333,7 @@ run_batch(struct db *d, struct plist *l)
 			}
 			if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
 				p->park = false;
-				fail(p, CODE_UNAVAILABLE, "storage: %s", err);
+				fail(p, CODE_UNAVAILABLE, "storage: %.400s", err);
 			}
 		}
 	}
