@@ -96,6 +96,20 @@ class FirstFit(DaemonTest):
         self.assertEqual(harness.structural(self.d.rows()), harness.structural(before))
         self.assertEqual(a("conduit-a", "worker-1", "other"), ("169.255.0.2", 24))
 
+    def test_allocate_refreshes_child_and_damps_node(self):
+        a = self.c.allocate
+        a("conduit-a", "worker-1", "proxy")
+        cid, nid = child_id("proxy", "worker-1", "conduit-a"), node_id("worker-1", "conduit-a")
+        rows = self.d.rows()
+        child_t, node_t = rows[cid]["updated_at"], rows[nid]["updated_at"]
+        time.sleep(0.05)   # updated_at has nanoseconds: a later write differs
+        a("conduit-a", "worker-1", "proxy")
+        a("conduit-a", "worker-1", "other")
+        rows = self.d.rows()
+        self.assertGreater(rows[cid]["updated_at"], child_t, "child not refreshed")
+        # Node refreshes are damped (once a minute with the default GC).
+        self.assertEqual(rows[nid]["updated_at"], node_t, "node rewritten on every Allocate")
+
     def test_concurrent_allocates_of_one_name_agree(self):
         with futures.ThreadPoolExecutor(max_workers=20) as ex:
             got = list(ex.map(lambda _: self.c.allocate("conduit-a", "worker-1", "same"),
