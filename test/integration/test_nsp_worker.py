@@ -7,6 +7,7 @@ a socketpair whose other end this test reads (WorkerStatus frames), and the
 NSP service is fakensp.py on a free loopback port. Every wait is bounded.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 import unittest
+from concurrent import futures
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(os.path.dirname(_HERE))
@@ -27,8 +29,10 @@ for _p in (PYGEN, _HERE):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import grpc  # noqa: E402
 import fakensp  # noqa: E402
 from ipamd.v1 import ipamd_pb2  # noqa: E402
+from nsp.v1 import model_pb2  # noqa: E402
 
 NSP_BIN = os.path.join(BIN_DIR, "meridio-ipam-nsp")
 TIMEOUT = 10.0          # generous bound for anything that should be quick
@@ -443,6 +447,52 @@ class NspWorkerTest(unittest.TestCase):
         self.assertGreaterEqual(time.monotonic() - t0, 1.5)
         self.expect_status(lambda r, s: "NSP unreachable" in s, "unreachable")
         self.assertEqual(self.db.syncs, [])
+
+    def test_backoff_doubles_from_100ms_to_cap(self):
+        self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port(),
+                          IPAM_GRPC_MAX_BACKOFF="1s")
+        want = ["100ms", "200ms", "400ms", "800ms", "1000ms", "1000ms"]
+        deadline = time.monotonic() + TIMEOUT
+        delays = []
+        while time.monotonic() < deadline:
+            delays = [json.loads(l).get("retry_in")
+                      for l in self.worker.log().splitlines()
+                      if '"NSP watch failed"' in l]
+            if len(delays) >= len(want):
+                break
+            time.sleep(0.1)
+        self.assertEqual(delays[:len(want)], want)
+        self.expect_status(lambda r, s: s == "nsp: NSP unreachable, retry "
+                           "in 1s", "capped retry in the status")
+
+    def test_malformed_message_ignored_stream_kept(self):
+        good = model_pb2.ConduitResponse(
+            conduits=[model_pb2.Conduit(name="conduit-a")]).SerializeToString()
+
+        def watch(request, context):
+            yield b"\x0a\xff\xff\xff"     # field 1, length past the end
+            yield good
+            while context.is_active():
+                time.sleep(0.05)
+
+        handler = grpc.method_handlers_generic_handler(
+            "nsp.v1.ConfigurationManager",
+            {"WatchConduit": grpc.unary_stream_rpc_method_handler(
+                watch, request_deserializer=None,
+                response_serializer=None)})
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        try:
+            self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % port)
+            self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
+            self.assertIn("malformed ConduitResponse", self.worker.log())
+            failures = [l for l in self.worker.log().splitlines()
+                        if '"NSP watch failed"' in l]
+            self.assertEqual(failures, [], "the stream was kept")
+        finally:
+            server.stop(None).wait(5)
 
     def test_static_conduits(self):
         self.start_worker(IPAM_NSP_SERVICE="",
