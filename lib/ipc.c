@@ -201,6 +201,8 @@ ipc_conn_queue(struct ipc_conn *c, const void *data, size_t len)
 	}
 	if (c->out.off == c->out.len)
 		c->out.off = c->out.len = 0;
+	else if (c->out.off > c->out.cap / 2)
+		ipc_buf_compact(&c->out);	/* amortised: half is dead */
 	if (ipc_buf_reserve(&c->out, IPC_HDR + len) < 0)
 		return -1;
 	ipc_put_be32(c->out.data + c->out.len, (uint32_t)len);
@@ -433,10 +435,11 @@ ipc_addr(struct sockaddr_un *sun, const char *path, char *err,
 }
 
 /*
- * A socket file left by an earlier run is removed; any other kind of file
- * at path is left alone and bind fails on it. The socket is created with
- * mode 0600 through the umask, so there is no window in which it is more
- * open than that.
+ * A socket file nobody listens on any more (left by an earlier run) is
+ * removed; a live one is refused (EADDRINUSE) rather than stolen, and any
+ * other kind of file at path is left alone for bind to fail on. The socket
+ * is created with mode 0600 through the umask, so there is no window in
+ * which it is more open than that.
  */
 int
 ipc_listen(const char *path, int backlog, char *err, size_t errlen)
@@ -448,11 +451,19 @@ ipc_listen(const char *path, int backlog, char *err, size_t errlen)
 
 	if (ipc_addr(&sun, path, err, errlen) < 0)
 		return -1;
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-	    unlink(path) < 0) {
-		ipc_err(err, errlen, "remove stale socket %s: %s", path,
-		    strerror(errno));
-		return -1;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		fd = ipc_connect(path, NULL, 0);
+		if (fd >= 0) {
+			close(fd);
+			ipc_err(err, errlen, "socket %s is in use", path);
+			errno = EADDRINUSE;
+			return -1;
+		}
+		if (unlink(path) < 0) {
+			ipc_err(err, errlen, "remove stale socket %s: %s",
+			    path, strerror(errno));
+			return -1;
+		}
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {

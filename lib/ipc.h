@@ -34,7 +34,8 @@ int ipc_conn_fd(const struct ipc_conn *c);
 /*
  * Reads what the socket has. Returns the number of bytes read (> 0),
  * 0 when the peer closed the connection, -1 with errno set on error
- * (EAGAIN: nothing to read now).
+ * (EAGAIN: nothing to read now; ENOBUFS: a frame's worth is already
+ * buffered, take frames out with ipc_conn_next first).
  */
 ssize_t ipc_conn_fill(struct ipc_conn *c);
 
@@ -69,11 +70,13 @@ int ipc_recv(int fd, uint8_t **data, size_t *len, int timeout_ms);
 
 /*
  * Binds and listens on a Unix stream socket at path (an old socket file is
- * replaced), mode 0600. Returns the fd or -1 with err set.
+ * replaced; one that still accepts connections is refused, EADDRINUSE),
+ * mode 0600, close-on-exec. Returns the fd or -1 with err set.
  */
 int ipc_listen(const char *path, int backlog, char *err, size_t errlen);
 
-/* Connects to the Unix stream socket at path. Returns the fd or -1. */
+/* Connects to the Unix stream socket at path (close-on-exec, blocking).
+ * Returns the fd or -1 with err set (err may be NULL). */
 int ipc_connect(const char *path, char *err, size_t errlen);
 
 /* The uid of the peer of a connected Unix socket (SO_PEERCRED). 0 or -1. */

@@ -398,17 +398,19 @@ Test(ipc, zero_length_frame, .init = setup_pair, .fini = teardown_pair)
 
 /*
  * A tiny send buffer forces partial writes: flush must report what is
- * left, keep it queued, and the reader must still get every byte in order.
+ * left, keep it queued, accept more frames meanwhile (the queue compacts
+ * behind the written part), and the reader must get every byte in order.
  */
 Test(ipc, partial_writes_with_tiny_sndbuf, .init = setup_pair,
     .fini = teardown_pair)
 {
+	enum { NFRAMES = 20, FIRST = 5 };
 	int small = 1024;
 	struct ipc_conn *w, *r;
-	static uint8_t payload[5][100000];
+	static uint8_t payload[NFRAMES][30000];
 	const uint8_t *data;
-	size_t len, got = 0;
-	int fr, saw_partial = 0, rounds = 0;
+	size_t len, got = 0, queued = 0;
+	int fr, partial = 0, rounds = 0;
 
 	cr_assert_eq(setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small,
 	    sizeof(small)), 0);
@@ -418,31 +420,97 @@ Test(ipc, partial_writes_with_tiny_sndbuf, .init = setup_pair,
 	r = ipc_conn_new(sv[0]);
 	cr_assert_not_null(w);
 	cr_assert_not_null(r);
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < NFRAMES; i++) {
 		memset(payload[i], 'a' + i, sizeof(payload[i]));
 		payload[i][0] = (uint8_t)i;
-		cr_assert_eq(ipc_conn_queue(w, payload[i], sizeof(payload[i])),
-		    0);
 	}
-	while (got < 5 && rounds++ < 1000000) {
+	for (; queued < FIRST; queued++)
+		cr_assert_eq(ipc_conn_queue(w, payload[queued],
+		    sizeof(payload[queued])), 0);
+	while (got < NFRAMES && rounds++ < 1000000) {
 		fr = ipc_conn_flush(w);
 		cr_assert_geq(fr, 0);
 		if (fr == 1) {
-			saw_partial = 1;
+			partial++;
 			cr_assert(ipc_conn_pending(w));
+			if (queued < NFRAMES) {
+				cr_assert_eq(ipc_conn_queue(w, payload[queued],
+				    sizeof(payload[queued])), 0);
+				queued++;
+			}
+		} else if (queued < NFRAMES) {
+			cr_assert_eq(ipc_conn_queue(w, payload[queued],
+			    sizeof(payload[queued])), 0);
+			queued++;
 		}
 		if (ipc_conn_fill(r) < 0)
 			cr_assert_eq(errno, EAGAIN);
 		while (ipc_conn_next(r, &data, &len) == 1) {
 			cr_assert_eq(len, sizeof(payload[got]));
-			cr_assert_eq(memcmp(data, payload[got], len), 0);
+			cr_assert_eq(memcmp(data, payload[got], len), 0,
+			    "frame %zu", got);
 			got++;
 		}
 	}
-	cr_assert_eq(got, 5);
-	cr_assert(saw_partial);
+	cr_assert_eq(got, NFRAMES);
+	cr_assert_gt(partial, NFRAMES);
 	cr_assert_eq(ipc_conn_flush(w), 0);
 	cr_assert_not(ipc_conn_pending(w));
+	ipc_conn_free(w);
+	ipc_conn_free(r);
+	sv[1] = -1;
+}
+
+/*
+ * Queueing while most of a large frame is written reuses the written part
+ * of the queue (it is compacted): the second frame must still arrive
+ * intact behind the first.
+ */
+Test(ipc, queue_behind_a_mostly_written_frame, .init = setup_pair,
+    .fini = teardown_pair)
+{
+	int small = 1024;
+	struct ipc_conn *w, *r;
+	static uint8_t a[100000], b[100000];
+	const uint8_t *data;
+	size_t len, read_total = 0, got = 0;
+	ssize_t n;
+	int rounds = 0;
+
+	cr_assert_eq(setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small,
+	    sizeof(small)), 0);
+	cr_assert_eq(setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &small,
+	    sizeof(small)), 0);
+	w = ipc_conn_new(sv[1]);
+	r = ipc_conn_new(sv[0]);
+	cr_assert_not_null(w);
+	cr_assert_not_null(r);
+	for (size_t i = 0; i < sizeof(a); i++) {
+		a[i] = (uint8_t)(i * 13);
+		b[i] = (uint8_t)(i * 7 + 1);
+	}
+	cr_assert_eq(ipc_conn_queue(w, a, sizeof(a)), 0);
+	/* Let about 70% of a through; it cannot be read as a frame yet. */
+	while (read_total < 70000 && rounds++ < 1000000) {
+		cr_assert_eq(ipc_conn_flush(w), 1);
+		n = ipc_conn_fill(r);
+		if (n > 0)
+			read_total += (size_t)n;
+	}
+	cr_assert_geq(read_total, 70000);
+	cr_assert(ipc_conn_pending(w));
+	cr_assert_eq(ipc_conn_queue(w, b, sizeof(b)), 0);
+	while (got < 2 && rounds++ < 1000000) {
+		cr_assert_geq(ipc_conn_flush(w), 0);
+		ipc_conn_fill(r);
+		while (ipc_conn_next(r, &data, &len) == 1) {
+			cr_assert_eq(len, sizeof(a));
+			cr_assert_eq(memcmp(data, got == 0 ? a : b, len), 0,
+			    "frame %zu", got);
+			got++;
+		}
+	}
+	cr_assert_eq(got, 2);
 	ipc_conn_free(w);
 	ipc_conn_free(r);
 	sv[1] = -1;
@@ -573,6 +641,26 @@ Test(ipc, listen_replaces_stale_socket, .init = setup_dir,
 	cr_assert_geq(c, 0, "%s", err);
 	close(c);
 	close(l2);
+}
+
+Test(ipc, listen_refuses_live_socket, .init = setup_dir,
+    .fini = teardown_dir)
+{
+	char path[400], err[256] = "";
+	int l1, c;
+
+	snprintf(path, sizeof(path), "%s/s.sock", tmpdir);
+	l1 = ipc_listen(path, 8, err, sizeof(err));
+	cr_assert_geq(l1, 0, "%s", err);
+	errno = 0;
+	cr_assert_eq(ipc_listen(path, 8, err, sizeof(err)), -1);
+	cr_assert_eq(errno, EADDRINUSE);
+	cr_assert_neq(strstr(err, "in use"), NULL, "%s", err);
+	/* The first listener still owns the path. */
+	c = ipc_connect(path, err, sizeof(err));
+	cr_assert_geq(c, 0, "%s", err);
+	close(c);
+	close(l1);
 }
 
 Test(ipc, listen_keeps_regular_file, .init = setup_dir, .fini = teardown_dir)
