@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import unittest
+from concurrent import futures
 
 import grpc
 
@@ -284,6 +285,23 @@ class KillWorkers(DaemonTest):
         for name, v in acked.items():
             self.assertEqual(d.client.allocate("conduit-a", "worker-1", name), v, name)
         self.assertEqual(len(set(acked.values())), len(acked), "duplicate addresses")
+        self.assertSound(d.rows())
+
+    def test_kill9_of_everything_keeps_what_was_acknowledged(self):
+        """An answer means the allocation is on disk: SIGKILL of the whole
+        process group right after the answers loses none of them."""
+        d = self.daemon()
+        with futures.ThreadPoolExecutor(max_workers=20) as ex:
+            names = ["crash-%d" % i for i in range(60)]
+            got = dict(zip(names, ex.map(
+                lambda n: d.client.allocate("conduit-b", "worker-3", n, timeout=20), names)))
+        os.killpg(d.pgid, signal.SIGKILL)
+        d.proc.wait(5)
+        harness.poll(lambda: not d.leftovers(), 5, 0.05, "all processes gone")
+        d.start()
+        for n, v in got.items():
+            self.assertEqual(d.client.allocate("conduit-b", "worker-3", n), v, n)
+        self.assertEqual(d.client.allocate("conduit-b", "worker-3", "next"), ("169.255.16.61", 24))
         self.assertSound(d.rows())
 
     def test_each_worker_killed_in_turn(self):

@@ -338,6 +338,33 @@ class Load(DaemonTest):
         kids = [r for r in rows.values() if r["parent_id"] == node_id("worker-1", "conduit-a")]
         self.assertEqual(len(kids), n)
 
+    def test_a_failing_request_fails_alone(self):
+        """Meridio's ids can collide (node x on conduit a-b and node x-a on
+        conduit b are both x-a-b-default-0). Whatever the daemon answers the
+        colliding call, the calls batched with it succeed and the data stay
+        sound."""
+        d = self.daemon(conduits="a-b,b")
+        self.assertEqual(d.client.allocate("a-b", "x", "first"), ("169.255.0.1", 24))
+
+        def one(i):
+            try:
+                if i % 4 == 0:
+                    return ("collide", d.client.allocate("b", "x-a", "c%d" % i))
+                return ("ok", d.client.allocate("a-b", "x", "n%d" % i))
+            except RpcError as e:
+                return ("err", (i, e.code))
+
+        with futures.ThreadPoolExecutor(max_workers=24) as ex:
+            got = list(ex.map(one, range(48)))
+        errs = [g[1] for g in got if g[0] == "err"]
+        self.assertFalse([e for e in errs if e[0] % 4 != 0], "good calls failed: %s" % errs)
+        good = [g[1] for g in got if g[0] == "ok"]
+        self.assertEqual(len(good), 36)
+        self.assertEqual(len(set(good)), 36, "duplicate addresses")
+        self.assertTrue(d.running())
+        self.assertSound(d.rows())
+        self.assertEqual(d.client.allocate("a-b", "x", "first"), ("169.255.0.1", 24))
+
     def test_node_exhausted_after_254(self):
         d = self.daemon()
         with futures.ThreadPoolExecutor(max_workers=16) as ex:
