@@ -503,6 +503,12 @@ class NspWorkerTest(unittest.TestCase):
                            "static ready")
         self.assert_no_more_syncs(1)
 
+    def test_static_without_conduits_ready(self):
+        self.start_worker(IPAM_NSP_SERVICE="", IPAM_CONDUITS="")
+        self.assertEqual(self.expect_syncs(1)[0], ([], []))
+        self.expect_status(lambda r, s: r and s == "nsp: static, 0 conduits",
+                           "static ready")
+
     def test_db_restart_resends_list(self):
         self.start_watching(["conduit-a", "conduit-b"])
         self.expect_syncs(1)
