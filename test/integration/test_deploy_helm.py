@@ -20,6 +20,9 @@ CHART = TOP / "helm" / "meridio-ipam"
 VALIDATE = TOP / "test" / "deploy" / "validate.js"
 TOOLS = Path(os.environ.get("IPAM_TOOLS_DIR", TOP / ".tools"))
 HELM = TOOLS / "bin" / "helm"
+BIN = Path(os.environ.get("IPAM_BIN_DIR", TOP / "build" / "bin"))
+DURATIONS = ("IPAM_GRPC_KEEPALIVE_TIME", "IPAM_GRPC_PROBE_RPC_TIMEOUT", "IPAM_GRPC_MAX_BACKOFF",
+             "IPAM_GARBAGE_COLLECTION_INTERVAL", "IPAM_GARBAGE_COLLECTION_THRESHOLD")
 
 
 def run(cmd, **kw):
@@ -77,11 +80,20 @@ class HelmChart(unittest.TestCase):
             by_kind.setdefault(o["kind"], []).append(o)
         return by_kind
 
-    @staticmethod
-    def env_of(sts):
-        """The ipam container's env as a dict (every entry has a value)."""
+    def env_of(self, sts):
+        """The ipam container's env as a dict (every entry has a value),
+        after checking that the real daemon accepts it: `meridio-ipam
+        --debug` with exactly this environment exits 0 and reports the same
+        values (durations aside, which it prints normalised)."""
         c = sts["spec"]["template"]["spec"]["containers"][0]
-        return {e["name"]: e["value"] for e in c["env"]}
+        env = {e["name"]: e["value"] for e in c["env"]}
+        r = run([str(BIN / "meridio-ipam"), "--debug"], env=env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        eff = json.loads(r.stdout)
+        for k, v in env.items():
+            if k.startswith("IPAM_") and k not in DURATIONS and k in eff:
+                self.assertEqual(eff[k], v, k)
+        return env
 
     # -- tests -------------------------------------------------------------
 

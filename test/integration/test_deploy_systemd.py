@@ -166,6 +166,8 @@ class Unit(Base):
         self.assertEqual(a.returncode, 0, a.stderr)
         self.assertEqual(b.returncode, 0, b.stderr)
         self.assertEqual(json.loads(a.stdout), json.loads(b.stdout))
+        # And it is complete: every variable the daemon reports is in it.
+        self.assertEqual(sorted(set(json.loads(a.stdout)) - set(ex)), [])
 
 
 class Install(Base):
