@@ -61,11 +61,13 @@ def process_facts():
     sig = ctypes.c_int(0)
     libc.prctl(PR_GET_PDEATHSIG, ctypes.byref(sig), 0, 0, 0)
     nnp = libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
-    blocked = "?"
+    blocked = ignored = "?"
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("SigBlk:"):
                 blocked = line.split()[1]
+            elif line.startswith("SigIgn:"):
+                ignored = line.split()[1]
     listening = "-"
     if NAME == "db":
         try:
@@ -74,7 +76,8 @@ def process_facts():
             s.close()
         except OSError:
             listening = "0"
-    return "pdeathsig=%d nnp=%d sigblk=%s listen=%s" % (sig.value, nnp, blocked, listening)
+    return "pdeathsig=%d nnp=%d sigblk=%s sigign=%s listen=%s" % (
+        sig.value, nnp, blocked, ignored, listening)
 
 
 def frame(payload):

@@ -113,7 +113,7 @@ class SupervisorTest(unittest.TestCase):
 
     # -- helpers ---------------------------------------------------------
 
-    def start(self, notify=False, watchdog_usec=None, **extra):
+    def start(self, notify=False, watchdog_usec=None, ignore_hup=False, **extra):
         env = {
             "PATH": "/usr/bin:/bin",
             "IPAM_DATA_SOURCE": os.path.join(self.tmp, "registry.db"),
@@ -127,8 +127,13 @@ class SupervisorTest(unittest.TestCase):
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         env.update({k: str(v) for k, v in extra.items()})
+        env = {k: v for k, v in env.items() if extra.get(k, "") is not None}
+        argv = [os.path.join(self.bin, "meridio-ipam")]
+        if ignore_hup:
+            # Started with SIGHUP ignored: the workers must not inherit it.
+            argv = ["/bin/sh", "-c", 'trap "" HUP; exec "$0"'] + argv
         self.stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([os.path.join(self.bin, "meridio-ipam")], env=env,
+        self.proc = subprocess.Popen(argv, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=self.stderr)
         self.stderr.close()
@@ -189,7 +194,7 @@ class SupervisorTest(unittest.TestCase):
     # -- tests -----------------------------------------------------------
 
     def test_workers_get_the_contract(self):
-        self.start()
+        self.start(ignore_hup=True)
         self.wait_ready()
         rundirs = self.rundirs()
         self.assertEqual(len(rundirs), 1)
@@ -210,7 +215,28 @@ class SupervisorTest(unittest.TestCase):
             self.assertEqual(facts["pdeathsig"], str(int(signal.SIGTERM)))
             self.assertEqual(facts["nnp"], "1")
             self.assertEqual(int(facts["sigblk"], 16), 0)
+            self.assertEqual(int(facts["sigign"], 16) & (1 << (signal.SIGHUP - 1)), 0,
+                             "SIGHUP still ignored in " + name)
             self.assertEqual(facts["listen"], "1" if name == "db" else "-")
+
+    def test_runtime_dir_falls_back_to_tmpdir_then_tmp(self):
+        self.start(XDG_RUNTIME_DIR=None, TMPDIR=self.run_dir)
+        self.wait_ready()
+        (rundir,) = self.rundirs()
+        self.assertEqual(self.starts("db")[0][4].split("rundir=")[1].split()[0],
+                         os.path.join(self.run_dir, rundir))
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.wait_exit(5), 0)
+        self.assertEqual(self.rundirs(), [])
+        os.unlink(os.path.join(self.ctl, "events"))
+        self.start(XDG_RUNTIME_DIR=None)
+        self.wait_ready()
+        used = self.starts("db")[0][4].split("rundir=")[1].split()[0]
+        self.assertTrue(used.startswith("/tmp/meridio-ipam."), used)
+        self.assertTrue(os.path.isdir(used))
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.wait_exit(5), 0)
+        self.assertFalse(os.path.exists(used))
 
     def test_notify_ready_status_watchdog(self):
         self.start(notify=True, watchdog_usec=400000)
