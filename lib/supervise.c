@@ -190,6 +190,12 @@ sup_worker_died(struct sup_worker *w, const struct sup_policy *p, int wstatus,
 }
 
 bool
+sup_worker_alive(const struct sup_worker *w)
+{
+	return w->state == SUP_RUNNING || w->state == SUP_STOPPING;
+}
+
+bool
 sup_worker_due(const struct sup_worker *w, int64_t now)
 {
 	return w->state == SUP_WAITING && now >= w->restart_at_ms;

@@ -106,6 +106,9 @@ bool sup_worker_cancel(struct sup_worker *w);
 enum sup_verdict sup_worker_died(struct sup_worker *w,
     const struct sup_policy *p, int wstatus, int64_t now, int64_t *delay_ms);
 
+/* True while the worker has a process (RUNNING or STOPPING). */
+bool sup_worker_alive(const struct sup_worker *w);
+
 /* True when a WAITING worker's restart time has come. */
 bool sup_worker_due(const struct sup_worker *w, int64_t now);
 

@@ -95,12 +95,6 @@ sv_now(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static bool
-sv_alive(const struct sup_worker *s)
-{
-	return s->state == SUP_RUNNING || s->state == SUP_STOPPING;
-}
-
 /*
  * Finds a worker binary beside our own executable (a build tree, or a
  * package that installs everything in one directory), else in
@@ -236,7 +230,7 @@ sv_close_chan(struct sv_worker *w)
 static void
 sv_signal(struct sv *sv, size_t i, int sig)
 {
-	if (sv_alive(&sv->st[i]) && sv->st[i].pid > 0)
+	if (sup_worker_alive(&sv->st[i]) && sv->st[i].pid > 0)
 		kill(sv->st[i].pid, sig);
 }
 
@@ -318,7 +312,7 @@ sv_advance_stop(struct sv *sv, int64_t now)
 	bool others_alive = false;
 
 	for (size_t i = 0; i < SV_N; i++)
-		if (!sv_rows[i].stops_last && sv_alive(&sv->st[i]))
+		if (!sv_rows[i].stops_last && sup_worker_alive(&sv->st[i]))
 			others_alive = true;
 	if (!sv->last_termed &&
 	    (!others_alive || now - sv->stop_at >= SV_TERM_DB_MS)) {
@@ -332,7 +326,7 @@ sv_advance_stop(struct sv *sv, int64_t now)
 	if (!sv->killed && now - sv->stop_at >= SV_KILL_MS) {
 		sv->killed = true;
 		for (size_t i = 0; i < SV_N; i++)
-			if (sv_alive(&sv->st[i])) {
+			if (sup_worker_alive(&sv->st[i])) {
 				log_kv(LOGL_WARNING, "worker did not stop; "
 				    "killing it", "worker", sv_rows[i].name,
 				    NULL);
@@ -345,7 +339,7 @@ static bool
 sv_any_alive(const struct sv *sv)
 {
 	for (size_t i = 0; i < SV_N; i++)
-		if (sv_alive(&sv->st[i]))
+		if (sup_worker_alive(&sv->st[i]))
 			return true;
 	return false;
 }
@@ -416,7 +410,7 @@ sv_reaped(struct sv *sv, pid_t pid, int wstatus, int64_t now)
 	size_t i;
 
 	for (i = 0; i < SV_N; i++)
-		if (sv_alive(&sv->st[i]) && sv->st[i].pid == pid)
+		if (sup_worker_alive(&sv->st[i]) && sv->st[i].pid == pid)
 			break;
 	if (i == SV_N)
 		return;

@@ -350,6 +350,26 @@ Test(supervise, describe_exit)
 	cr_assert_str_eq(buf, "signal 11 (Segmentation fault), core dumped");
 }
 
+Test(supervise, alive_while_it_has_a_process)
+{
+	struct sup_policy p;
+	struct sup_worker w;
+	int64_t delay;
+
+	sup_policy_default(&p);
+	sup_worker_init(&w);
+	cr_assert_not(sup_worker_alive(&w));
+	sup_worker_started(&w, 5, 0);
+	cr_assert(sup_worker_alive(&w));
+	sup_worker_died(&w, &p, ST_EXIT(1), 10, &delay);
+	cr_assert_not(sup_worker_alive(&w));
+	sup_worker_started(&w, 6, 200);
+	sup_worker_stopping(&w);
+	cr_assert(sup_worker_alive(&w));
+	sup_worker_died(&w, &p, ST_EXIT(0), 300, &delay);
+	cr_assert_not(sup_worker_alive(&w));
+}
+
 Test(supervise, cancel_only_pending_starts)
 {
 	struct sup_policy p;
