@@ -146,7 +146,6 @@ class FirstFit(DaemonTest):
         a, rel = self.c.allocate, self.c.release
         self.assertEqual(a("conduit-a", "worker-1", "keep"), ("169.255.0.1", 24))
         before = harness.structural(self.d.rows())
-        rel("conduit-a", "worker-1", "keep", trench="other-trench")   # unknown trench
         rel("conduit-zz", "worker-1", "keep")                          # unknown conduit
         rel("conduit-a", "worker-7", "keep")                           # unknown node
         rel("conduit-b", "worker-1", "keep")                           # conduit, no node
@@ -155,6 +154,15 @@ class FirstFit(DaemonTest):
         after = harness.structural(self.d.rows())
         self.assertEqual(after, before)
         self.assertEqual(a("conduit-a", "worker-1", "keep"), ("169.255.0.1", 24))
+
+    def test_release_in_unknown_trench_succeeds(self):
+        # Issue 3: Release succeeds when the trench is unknown (only
+        # Allocate answers NOT_FOUND for it) and touches nothing.
+        self.assertEqual(self.c.allocate("conduit-a", "worker-1", "keep"), ("169.255.0.1", 24))
+        before = harness.structural(self.d.rows())
+        self.c.release("conduit-a", "worker-1", "keep", trench="other-trench")
+        self.assertEqual(harness.structural(self.d.rows()), before)
+        self.assertEqual(self.c.allocate("conduit-a", "worker-1", "keep"), ("169.255.0.1", 24))
 
     def test_static_conduits_in_list_order(self):
         # IPAM_CONDUITS=conduit-a,conduit-b: both exist before any Allocate.
