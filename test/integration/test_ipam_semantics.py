@@ -214,6 +214,59 @@ class StaticConduitList(DaemonTest):
                          "IPv6 records in an ipv4-only instance")
 
 
+class Geometry(DaemonTest):
+    """The configured prefixes and lengths, and a change of them between runs."""
+
+    def test_ipv6_only_instance_refuses_ipv4(self):
+        d = self.daemon(env={"IPAM_IP_FAMILY": "IPv6"})
+        expect_code(self, SC.FAILED_PRECONDITION, d.client.allocate,
+                    "conduit-a", "worker-1", "p", V4)
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p", V6), ("fd00::1", 64))
+        self.assertNotIn("default-0", d.rows())
+
+    def test_custom_prefixes_and_lengths(self):
+        d = self.daemon(env={"IPAM_PREFIX_IPV4": "10.10.0.0/16",
+                             "IPAM_CONDUIT_PREFIX_LENGTH_IPV4": "24",
+                             "IPAM_NODE_PREFIX_LENGTH_IPV4": "30",
+                             "IPAM_PREFIX_IPV6": "fd12:3456::/32",
+                             "IPAM_CONDUIT_PREFIX_LENGTH_IPV6": "40",
+                             "IPAM_NODE_PREFIX_LENGTH_IPV6": "126"})
+        a = d.client.allocate
+        # A /30 node has two usable addresses.
+        self.assertEqual(a("conduit-a", "w1", "p1"), ("10.10.0.1", 30))
+        self.assertEqual(a("conduit-a", "w1", "p2"), ("10.10.0.2", 30))
+        e = expect_code(self, SC.RESOURCE_EXHAUSTED, a, "conduit-a", "w1", "p3")
+        self.assertIn("10.10.0.0/30", e.details)
+        self.assertEqual(a("conduit-a", "w2", "p1"), ("10.10.0.5", 30))
+        self.assertEqual(a("conduit-b", "w1", "p1"), ("10.10.1.1", 30))
+        self.assertEqual(a("conduit-a", "w1", "p1", V6), ("fd12:3456::1", 126))
+        self.assertEqual(a("conduit-a", "w1", "p2", V6), ("fd12:3456::2", 126))
+        expect_code(self, SC.RESOURCE_EXHAUSTED, a, "conduit-a", "w1", "p3", V6)
+        self.assertEqual(a("conduit-b", "w1", "p1", V6), ("fd12:3456:100::1", 126))
+        rows = d.rows()
+        self.assertEqual(rows["default-0"]["cidr"], "10.10.0.0/16")
+        self.assertEqual(rows["conduit-b-default-1"]["cidr"], "fd12:3456:100::/40")
+        self.assertSound(rows)
+
+    def test_node_length_changed_between_runs(self):
+        d = self.daemon()
+        a = d.client.allocate
+        self.assertEqual(a("conduit-a", "w1", "p"), ("169.255.0.1", 24))
+        self.assertEqual(a("conduit-a", "w2", "p"), ("169.255.1.1", 24))
+        d.client.release("conduit-a", "w1", "p")
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0)
+        d.env["IPAM_NODE_PREFIX_LENGTH_IPV4"] = "25"
+        d.start()
+        a = d.client.allocate
+        # Old nodes keep their length; new ones are /25, first-fit around them.
+        self.assertEqual(a("conduit-a", "w2", "p"), ("169.255.1.1", 24))
+        self.assertEqual(a("conduit-a", "w1", "q"), ("169.255.0.1", 24))
+        self.assertEqual(a("conduit-a", "w3", "p"), ("169.255.2.1", 25))
+        self.assertEqual(a("conduit-a", "w4", "p"), ("169.255.2.129", 25))
+        self.assertSound(d.rows())
+
+
 class BadInput(DaemonTest):
     """Each invalid request and its status code; none changes the data."""
 
