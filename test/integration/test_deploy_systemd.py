@@ -24,6 +24,7 @@ ENV_EXAMPLE = TOP / "systemd" / "meridio-ipam.env"
 BIN = Path(os.environ.get("IPAM_BIN_DIR", TOP / "build" / "bin"))
 BUILD = BIN.parent
 WORKERS = ("meridio-ipam-db", "meridio-ipam-api", "meridio-ipam-nsp")
+DYN_UID = 61234         # in systemd's DynamicUser= range, owned by nobody here
 
 
 def run(cmd, timeout=300, **kw):
@@ -168,6 +169,154 @@ class Unit(Base):
         self.assertEqual(json.loads(a.stdout), json.loads(b.stdout))
         # And it is complete: every variable the daemon reports is in it.
         self.assertEqual(sorted(set(json.loads(a.stdout)) - set(ex)), [])
+
+
+def syscall_groups():
+    """systemd's syscall groups as systemd-analyze lists them, expanded."""
+    r = run(["systemd-analyze", "syscall-filter", "--no-pager"])
+    raw, cur = {}, None
+    for line in r.stdout.splitlines():
+        if line.startswith("@"):
+            cur = line.strip()
+            raw[cur] = []
+        elif not line.startswith(" "):
+            cur = None          # a top-level comment ends the group
+        elif cur and line.strip() and not line.strip().startswith("#"):
+            raw[cur].append(line.strip())
+
+    def expand(name, seen=()):
+        out = set()
+        for e in raw.get(name, []):
+            out |= expand(e, seen + (name,)) if e.startswith("@") and e not in seen else {e}
+        return out
+    return {g: expand(g) for g in raw}
+
+
+def unit_filter():
+    """The syscalls the unit allows: its SystemCallFilter= lines in order
+    (an allow list, then ~ removals), as systemd applies them."""
+    groups = syscall_groups()
+    allowed = None
+    for section, k, v in unit_entries(UNIT.read_text()):
+        if section != "Service" or k != "SystemCallFilter":
+            continue
+        deny = v.startswith("~")
+        names = set()
+        for w in v.lstrip("~").split():
+            names |= groups[w] if w.startswith("@") else {w}
+        if deny:
+            allowed = (allowed if allowed is not None else set()) - names
+        else:
+            allowed = (allowed or set()) | names
+    return allowed
+
+
+class Sandbox(Base):
+    """Runs the daemon under strace through start, health, allocate, release
+    and stop, and checks what it did against what the unit permits: the
+    system-call filter, the address families, W^X memory, and writes only
+    below the data and runtime directories (ProtectSystem=strict)."""
+
+    def test_daemon_stays_inside_the_unit(self):
+        r = run([str(TOP / "scripts" / "deps.sh"), "strace"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        allowed = unit_filter()
+        self.assertIn("openat", allowed)
+        self.assertNotIn("setuid", allowed)
+        port = free_port()
+        data = os.path.join(self.tmp, "data")
+        rt = os.path.join(self.tmp, "rt")
+        os.mkdir(data)
+        os.mkdir(rt)
+        env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(port),
+               "IPAM_DATA_SOURCE": os.path.join(data, "registry.db"),
+               "XDG_RUNTIME_DIR": rt, "IPAM_CONDUITS": "lb", "IPAM_LOG_LEVEL": "INFO"}
+        trace = os.path.join(self.tmp, "strace.log")
+        logpath = os.path.join(self.tmp, "daemon.log")
+        log = open(logpath, "w")
+        self.addCleanup(log.close)
+        # As the unit runs it: a user of its own (DynamicUser=), no new
+        # privileges, umask 0077; strace runs as that user too, so that only
+        # the daemon's own calls are traced.
+        for d in (self.tmp, data, rt):
+            os.chown(d, DYN_UID, DYN_UID)
+        os.chmod(self.tmp, 0o755)
+        proc = subprocess.Popen(["setpriv", f"--reuid={DYN_UID}", f"--regid={DYN_UID}",
+                                 "--clear-groups", "--no-new-privs",
+                                 "strace", "-f", "-qq", "-s", "256", "-o", trace,
+                                 str(BIN / "meridio-ipam")],
+                                preexec_fn=lambda: os.umask(0o077),
+                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
+        self.addCleanup(Install.stop, proc)
+        ctl = [str(BIN / "ipamctl")]
+        target = ["--target", f"127.0.0.1:{port}"]
+        ok = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if run(ctl + ["health"] + target, timeout=10).returncode == 0:
+                ok = True
+                break
+            time.sleep(0.5)
+        self.assertTrue(ok, Path(logpath).read_text()[-3000:])
+        for fam in ("ipv4", "ipv6"):
+            a = run(ctl + ["allocate", "--conduit", "lb", "--node", "n1", "--name", "c1",
+                           "--family", fam, "--timeout", "20s"] + target, timeout=30)
+            self.assertEqual(a.returncode, 0, a.stdout + a.stderr)
+            r = run(ctl + ["release", "--conduit", "lb", "--node", "n1", "--name", "c1",
+                           "--family", fam, "--timeout", "20s"] + target, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # SIGTERM goes to the supervisor (strace's child), as systemd's
+        # KillMode=mixed does; strace exits with its exit status.
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        self.assertEqual(len(kids), 1, kids)
+        os.kill(int(kids[0]), signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = None
+        self.assertEqual(code, 0, Path(logpath).read_text()[-3000:])
+
+        calls, families, wx, writes, devs = set(), set(), [], set(), set()
+        for line in Path(trace).read_text(errors="replace").splitlines():
+            m = re.match(r"^\d+\s+([a-z0-9_]+)\((.*)", line)
+            if not m:
+                continue
+            name, rest = m.groups()
+            calls.add(name)
+            if name in ("socket", "socketpair"):
+                families.add(rest.split(",")[0])
+            if name in ("mmap", "mprotect", "pkey_mprotect") and \
+                    "PROT_WRITE" in rest and "PROT_EXEC" in rest:
+                wx.append(line)
+            o = re.match(r'^(?:AT_FDCWD|\d+)?,?\s*"([^"]*)", ([A-Z_|]+)', rest)
+            if name in ("openat", "open", "creat") and o:
+                path, flags = o.groups()
+                if path.startswith("/dev/"):
+                    devs.add(path)
+                if re.search(r"O_WRONLY|O_RDWR|O_CREAT|O_TRUNC", flags) and \
+                        not path.startswith("/dev/"):
+                    writes.add(path)
+            if name in ("mkdir", "mkdirat", "unlink", "unlinkat", "rename", "renameat",
+                        "renameat2", "bind"):
+                for path in re.findall(r'"(/[^"]*)"', rest):
+                    writes.add(path)
+        # The trace is the daemon's whole life: it bound, served and wrote.
+        self.assertTrue({"bind", "listen", "execve"} <= calls, sorted(calls))
+        self.assertIn(env["IPAM_DATA_SOURCE"], writes)
+        # execve, exit_group and the like are in every filter; the rest must
+        # be in the unit's.
+        self.assertEqual(sorted(calls - allowed), [], "system calls the unit's filter refuses")
+        self.assertTrue(families, "no socket seen")
+        unit_families = [v for sec, k, v in unit_entries(UNIT.read_text())
+                         if sec == "Service" and k == "RestrictAddressFamilies"]
+        self.assertEqual(sorted(families - set(unit_families[-1].split())), [])
+        self.assertEqual(wx, [], "writable and executable memory")
+        outside = sorted(p for p in writes
+                         if not (p.startswith(data + "/") or p.startswith(rt + "/")))
+        self.assertEqual(outside, [], "writes outside the state and runtime dirs")
+        # PrivateDevices= leaves only the pseudo devices.
+        self.assertEqual(sorted(devs - {"/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                                        "/dev/urandom", "/dev/tty"}), [])
 
 
 class Install(Base):
