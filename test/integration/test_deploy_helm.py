@@ -306,6 +306,10 @@ logLevel: DEBUG
              "ipFamily ipv4 needs subnetPool.ipv4"),
             (["--set", "ipFamily=ipv6", "--set", "subnetPool.ipv6="],
              "ipFamily ipv6 needs subnetPool.ipv6"),
+            (["--set", "subnetPool.conduitPrefixLength.ipv4=24"],
+             "subnetPool.conduitPrefixLength.ipv4 (24) must be shorter"),
+            (["--set", "subnetPool.nodePrefixLength.ipv6=50"],
+             "subnetPool.conduitPrefixLength.ipv6 (56) must be shorter"),
         ]
         for args, word in cases:
             rc, _, err = self.template(*args)
