@@ -76,6 +76,26 @@ class Health(DaemonTest):
 
     def test_not_serving_while_db_worker_does_not_answer(self):
         d = self.daemon()
+        # A Watch stream sees the same transitions as Check. Its own
+        # channel: wait_serving() replaces d.client.
+        wc = harness.Client(d.target)
+        self.addCleanup(wc.close)
+        watch = wc.health_stub.Watch(health_pb2.HealthCheckRequest(service="Readiness"),
+                                     timeout=60)
+        seen = []
+
+        def follow():
+            try:
+                for m in watch:
+                    seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(m.status))
+            except grpc.RpcError:
+                pass
+
+        t = threading.Thread(target=follow)
+        t.start()
+        self.addCleanup(t.join, 10)
+        self.addCleanup(watch.cancel)
+        harness.poll(lambda: seen[:1] == ["SERVING"], 5, 0.05, "first Watch message")
         db = d.wait_worker("db")
         os.kill(db, signal.SIGSTOP)
         try:
@@ -88,6 +108,8 @@ class Health(DaemonTest):
                 pass
         d.wait_serving(30)
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
+        harness.poll(lambda: seen[-1:] == ["SERVING"] and "NOT_SERVING" in seen, 10, 0.05,
+                     "Watch to report NOT_SERVING then SERVING (saw %s)" % seen)
 
 
 class Lifecycle(DaemonTest):
