@@ -34,6 +34,11 @@
 #define IPAM_LIBEXECDIR "/usr/local/libexec/meridio-ipam"
 #endif
 
+/* The policy module cannot include the generated messages; keep the two
+ * names of the contract's permanent-failure status equal. */
+_Static_assert(SUP_EXIT_PERMANENT == IPCMSG_EXIT_PERMANENT,
+    "exit status for a permanent failure differs between modules");
+
 #define SV_TERM_DB_MS 2000	/* stop: SIGTERM to the db worker after this */
 #define SV_KILL_MS 4500		/* stop: SIGKILL whatever is left after this */
 #define SV_BACKLOG 64		/* listen backlog of the db socket */
