@@ -1,0 +1,800 @@
+/*
+ * bench.c - ipam-bench's load engine (see bench.h).
+ *
+ * One thread, one completion queue, C slots: each slot holds one unary call
+ * (a single batch: send metadata, message and close, receive metadata,
+ * message and status). When a call completes, its latency is recorded, its
+ * answer checked, and the slot starts the next call at once, so C calls stay
+ * in flight (a closed loop). Calls are spread round-robin over the channels.
+ *
+ * Name n always means the same child: "<tag>-<n>" on node
+ * "<node_prefix>-<n/F % nodes>" of conduit n/F/nodes % nconduits, in family
+ * n % F of the chosen ones (F = 1 or 2), so consecutive calls hit different
+ * families, nodes and conduits. Every address handed out is kept in a hash
+ * table keyed by (family, address): a second name with the same address is
+ * a duplicate, a renewal answering another address a mismatch.
+ */
+#include "bench.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpcx.h"
+#include "ipam/v1/ipam.pb-c.h"
+#include "prefix.h"
+
+#define BENCH_NS_PER_S 1000000000LL
+#define BENCH_NS_PER_MS 1000000LL
+#define BENCH_POLL_MS 200	/* completion queue wake-up when idle */
+#define BENCH_GRACE_MS 5000	/* wait this long past the last deadline */
+#define BENCH_READY_STEP_MS 2	/* pause between readiness probes */
+#define BENCH_READY_CALL_MS 250	/* deadline of one readiness probe */
+
+/* The RPC of a phase. */
+enum bench_op {
+	BENCH_OP_CHECK,
+	BENCH_OP_ALLOCATE,
+	BENCH_OP_RELEASE,
+};
+
+/* One call in flight (or an idle slot). */
+struct bench_slot {
+	grpc_call *call;		/* NULL when idle */
+	grpc_metadata_array md_init;	/* received initial metadata */
+	grpc_metadata_array md_trail;	/* received trailing metadata */
+	grpc_byte_buffer *send;		/* request body */
+	grpc_byte_buffer *recv;		/* response body, NULL if none */
+	grpc_status_code status;	/* the call's status */
+	grpc_slice details;		/* the status message */
+	int64_t start_ns;		/* CLOCK_MONOTONIC at start */
+	uint64_t name;			/* name index of the call */
+};
+
+/* What the running phase does and when it stops starting calls. */
+struct bench_phase {
+	enum bench_op op;		/* the RPC */
+	uint64_t next;			/* next name index */
+	uint64_t limit;			/* names below this (UINT64_MAX: all) */
+	bool cycle;			/* start over at 0 at the limit */
+	uint64_t max_calls;		/* start no more than this (0: any) */
+	uint64_t started;		/* calls started in this phase */
+	int64_t warm_end_ns;		/* window start (CLOCK_MONOTONIC) */
+	int64_t end_ns;			/* window end; INT64_MAX: untimed */
+	bool measure;			/* record latencies in the window */
+};
+
+/* What is known of one name. */
+struct bench_name {
+	pfx_addr addr;			/* its address, if have */
+	bool have;			/* an Allocate answered for it */
+};
+
+/* A hash table entry: an address and the name holding it. */
+struct bench_slotaddr {
+	pfx_addr addr;			/* the address */
+	uint64_t name1;			/* name index + 1; 0 = empty entry */
+	uint8_t family;			/* PFX_V4 or PFX_V6 */
+};
+
+struct bench {
+	const struct bench_opts *o;	/* options */
+	grpc_completion_queue *cq;	/* the only completion queue */
+	grpc_channel **ch;		/* o->channels channels */
+	grpc_slice method[3];		/* paths, by enum bench_op */
+	struct bench_slot *slots;	/* o->concurrency slots */
+	unsigned inflight;		/* slots with a call */
+	struct bench_phase ph;		/* the running phase */
+	int famv[2];			/* families in use (PFX_V4/PFX_V6) */
+	unsigned nfam;			/* entries in famv */
+
+	uint32_t *lat;			/* latencies in the window, us */
+	size_t nlat, caplat;		/* used and allocated */
+	int64_t last_done_ns;		/* last completion in the window */
+	uint64_t done_calls;		/* completions in this phase */
+
+	struct bench_name *names;	/* by name index */
+	size_t capnames;		/* allocated entries of names */
+	struct bench_slotaddr *tab;	/* addresses handed out */
+	size_t tabcap, tabn;		/* size (power of 2) and used */
+
+	struct bench_result *r;		/* where counts go */
+};
+
+static int64_t
+bench_now(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * BENCH_NS_PER_S + ts.tv_nsec;
+}
+
+/* Records the first error's text; later ones are only counted. */
+static void
+bench_error(struct bench *b, const char *fmt, const char *a, const char *c)
+{
+	b->r->errors++;
+	if (b->r->first_error[0] == '\0')
+		snprintf(b->r->first_error, sizeof(b->r->first_error), fmt, a,
+		    c);
+}
+
+/*
+ * An insecure channel to target. A local subchannel pool gives every
+ * channel its own connection (the global pool would share one), and short
+ * reconnect backoffs let a readiness probe see a server soon after it
+ * starts listening.
+ */
+static grpc_channel *
+bench_channel(const char *target, bool fast_reconnect)
+{
+	grpc_arg args[4];
+	grpc_channel_args ca = { .num_args = 1, .args = args };
+	grpc_channel_credentials *creds;
+	grpc_channel *ch;
+
+	args[0].type = GRPC_ARG_INTEGER;
+	args[0].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
+	args[0].value.integer = 1;
+	if (fast_reconnect) {
+		args[1].type = args[2].type = args[3].type = GRPC_ARG_INTEGER;
+		args[1].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+		args[2].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+		args[3].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+		args[1].value.integer = args[2].value.integer = 1;
+		args[3].value.integer = 20;
+		ca.num_args = 4;
+	}
+	creds = grpc_insecure_credentials_create();
+	if (creds == NULL)
+		return NULL;
+	ch = grpc_channel_create(target, creds, &ca);
+	grpc_channel_credentials_release(creds);
+	return ch;
+}
+
+/* ---- address bookkeeping --------------------------------------------- */
+
+static size_t
+bench_hash(int family, pfx_addr a, size_t mask)
+{
+	uint64_t h = (uint64_t)a ^ (uint64_t)(a >> 64) * 0x9e3779b97f4a7c15ULL;
+
+	h ^= (uint64_t)family;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return (size_t)h & mask;
+}
+
+/* Doubles the table (or makes the first one). Returns 0 or -1. */
+static int
+bench_tab_grow(struct bench *b)
+{
+	size_t cap = b->tabcap ? b->tabcap * 2 : 4096, i, j;
+	struct bench_slotaddr *t = calloc(cap, sizeof(*t));
+
+	if (t == NULL)
+		return -1;
+	for (i = 0; i < b->tabcap; i++) {
+		if (b->tab[i].name1 == 0)
+			continue;
+		j = bench_hash(b->tab[i].family, b->tab[i].addr, cap - 1);
+		while (t[j].name1 != 0)
+			j = (j + 1) & (cap - 1);
+		t[j] = b->tab[i];
+	}
+	free(b->tab);
+	b->tab = t;
+	b->tabcap = cap;
+	return 0;
+}
+
+/*
+ * Notes that name holds (family, a). Returns the index + 1 of another name
+ * already holding it (a duplicate), 0 if none, or -1 on out of memory.
+ */
+static int64_t
+bench_claim(struct bench *b, int family, pfx_addr a, uint64_t name)
+{
+	size_t j;
+
+	if ((b->tabn + 1) * 2 > b->tabcap && bench_tab_grow(b) != 0)
+		return -1;
+	j = bench_hash(family, a, b->tabcap - 1);
+	while (b->tab[j].name1 != 0) {
+		if (b->tab[j].family == family && b->tab[j].addr == a)
+			return b->tab[j].name1 == name + 1 ? 0 :
+			    (int64_t)b->tab[j].name1;
+		j = (j + 1) & (b->tabcap - 1);
+	}
+	b->tab[j] = (struct bench_slotaddr){ .addr = a, .name1 = name + 1,
+	    .family = (uint8_t)family };
+	b->tabn++;
+	return 0;
+}
+
+/* The record of name n, growing the array as needed (NULL: no memory). */
+static struct bench_name *
+bench_name_rec(struct bench *b, uint64_t n)
+{
+	if (n >= b->capnames) {
+		size_t cap = b->capnames ? b->capnames : 4096;
+		struct bench_name *v;
+		while (cap <= n)
+			cap *= 2;
+		v = realloc(b->names, cap * sizeof(*v));
+		if (v == NULL)
+			return NULL;
+		memset(v + b->capnames, 0, (cap - b->capnames) * sizeof(*v));
+		b->names = v;
+		b->capnames = cap;
+	}
+	return &b->names[n];
+}
+
+/* ---- calls ------------------------------------------------------------ */
+
+static int
+bench_family_of(const struct bench *b, uint64_t n)
+{
+	return b->famv[n % b->nfam];
+}
+
+/* Packs the request of name n for op (Check has no name). */
+static grpc_byte_buffer *
+bench_request(const struct bench *b, enum bench_op op, uint64_t n)
+{
+	const struct bench_opts *o = b->o;
+	Grpc__Health__V1__HealthCheckRequest hc =
+	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	Ipam__V1__Child ch = IPAM__V1__CHILD__INIT;
+	Ipam__V1__Subnet sn = IPAM__V1__SUBNET__INIT;
+	Nsp__V1__Conduit co = NSP__V1__CONDUIT__INIT;
+	Nsp__V1__Trench tr = NSP__V1__TRENCH__INIT;
+	char name[160], node[160];
+	uint64_t k = n / b->nfam;
+
+	if (op == BENCH_OP_CHECK) {
+		hc.service = (char *)"";
+		return grpcx_pack(&hc.base);
+	}
+	snprintf(name, sizeof(name), "%s-%llu", o->tag, (unsigned long long)n);
+	snprintf(node, sizeof(node), "%s-%llu", o->node_prefix,
+	    (unsigned long long)(k % o->nodes));
+	tr.name = (char *)o->trench;
+	co.name = o->conduits[(k / o->nodes) % o->nconduits];
+	co.trench = &tr;
+	sn.conduit = &co;
+	sn.node = node;
+	sn.ipfamily = bench_family_of(b, n) == PFX_V6 ?
+	    IPAM__V1__IPFAMILY__IPV6 : IPAM__V1__IPFAMILY__IPV4;
+	ch.name = name;
+	ch.subnet = &sn;
+	return grpcx_pack(&ch.base);
+}
+
+/*
+ * Picks the next name of the phase and starts its call on slot s.
+ * Returns false when the phase starts no more calls (or the start failed,
+ * which is counted as an error).
+ */
+static bool
+bench_start(struct bench *b, struct bench_slot *s, unsigned idx)
+{
+	struct bench_phase *ph = &b->ph;
+	grpc_op ops[6];
+	int64_t now = bench_now(CLOCK_MONOTONIC);
+	grpc_call_error e;
+
+	if (now >= ph->end_ns)
+		return false;
+	if (ph->max_calls != 0 && ph->started >= ph->max_calls)
+		return false;
+	if (ph->op != BENCH_OP_CHECK && ph->next >= ph->limit) {
+		if (!ph->cycle || ph->limit == 0)
+			return false;
+		ph->next = 0;
+	}
+	s->name = ph->op == BENCH_OP_CHECK ? 0 : ph->next++;
+	ph->started++;
+	s->send = bench_request(b, ph->op, s->name);
+	if (s->send == NULL) {
+		bench_error(b, "%s%sout of memory", "", "");
+		return false;
+	}
+	s->recv = NULL;
+	s->status = GRPC_STATUS_UNKNOWN;
+	s->details = grpc_empty_slice();
+	grpc_metadata_array_init(&s->md_init);
+	grpc_metadata_array_init(&s->md_trail);
+	s->start_ns = now;
+	s->call = grpc_channel_create_call(b->ch[idx % b->o->channels], NULL,
+	    GRPC_PROPAGATE_DEFAULTS, b->cq, b->method[ph->op], NULL,
+	    grpcx_deadline_ms(b->o->timeout_ms), NULL);
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = s->send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->md_init;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &s->recv;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &s->md_trail;
+	ops[5].data.recv_status_on_client.status = &s->status;
+	ops[5].data.recv_status_on_client.status_details = &s->details;
+	e = grpc_call_start_batch(s->call, ops, 6, s, NULL);
+	if (e != GRPC_CALL_OK) {
+		bench_error(b, "%s%sgrpc_call_start_batch failed", "", "");
+		grpc_call_unref(s->call);
+		s->call = NULL;
+		grpc_byte_buffer_destroy(s->send);
+		grpc_metadata_array_destroy(&s->md_init);
+		grpc_metadata_array_destroy(&s->md_trail);
+		return false;
+	}
+	b->inflight++;
+	return true;
+}
+
+/* Checks an Allocate answer of name n: family, uniqueness, stability. */
+static void
+bench_check_prefix(struct bench *b, uint64_t n, const Ipam__V1__Prefix *p)
+{
+	struct bench_name *rec;
+	pfx_addr a;
+	int fam, want = bench_family_of(b, n);
+	char err[128];
+	int64_t other;
+
+	if (pfx_parse_addr(p->address, &a, &fam, err, sizeof(err)) != 0) {
+		bench_error(b, "bad address in answer: %s (%s)", p->address,
+		    err);
+		return;
+	}
+	if (fam != want || p->prefixlength <= 0 ||
+	    (unsigned)p->prefixlength > pfx_family_bits(fam)) {
+		bench_error(b, "answer %s/%s does not fit the request",
+		    p->address, fam == want ? "bad length" : "wrong family");
+		return;
+	}
+	if ((rec = bench_name_rec(b, n)) == NULL) {
+		bench_error(b, "%s%sout of memory", "", "");
+		return;
+	}
+	if (rec->have && rec->addr != a) {
+		b->r->mismatches++;
+		bench_error(b, "a renewal moved a name to %s%s", p->address,
+		    "");
+		return;
+	}
+	rec->have = true;
+	rec->addr = a;
+	other = bench_claim(b, fam, a, n);
+	if (other < 0) {
+		bench_error(b, "%s%sout of memory", "", "");
+	} else if (other > 0) {
+		b->r->duplicates++;
+		bench_error(b, "address %s given to two names%s", p->address,
+		    "");
+	}
+}
+
+/* Checks the answer of a completed call and counts it. */
+static void
+bench_check(struct bench *b, struct bench_slot *s, bool ok)
+{
+	ProtobufCMessage *m;
+	char details[200];
+	size_t dl;
+
+	if (!ok) {
+		bench_error(b, "%s%sa call's batch failed", "", "");
+		return;
+	}
+	if (s->status != GRPC_STATUS_OK) {
+		dl = GRPC_SLICE_LENGTH(s->details);
+		if (dl >= sizeof(details))
+			dl = sizeof(details) - 1;
+		memcpy(details, GRPC_SLICE_START_PTR(s->details), dl);
+		details[dl] = '\0';
+		bench_error(b, "%s: %s", grpcx_status_name(s->status),
+		    details);
+		return;
+	}
+	switch (b->ph.op) {
+	case BENCH_OP_CHECK:
+		m = grpcx_unpack(&grpc__health__v1__health_check_response__descriptor,
+		    s->recv);
+		if (m == NULL)
+			bench_error(b, "%s%sbad Check answer", "", "");
+		else if (((Grpc__Health__V1__HealthCheckResponse *)m)->status !=
+		    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
+			bench_error(b, "%s%snot SERVING", "", "");
+		break;
+	case BENCH_OP_ALLOCATE:
+		m = grpcx_unpack(&ipam__v1__prefix__descriptor, s->recv);
+		if (m == NULL)
+			bench_error(b, "%s%sbad Allocate answer", "", "");
+		else
+			bench_check_prefix(b, s->name,
+			    (const Ipam__V1__Prefix *)m);
+		break;
+	case BENCH_OP_RELEASE:
+	default:
+		m = NULL;
+		if (s->recv == NULL)
+			bench_error(b, "%s%sRelease answered no body", "", "");
+		break;
+	}
+	if (m != NULL)
+		protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* Frees what a completed call held; the slot becomes idle. */
+static void
+bench_slot_clear(struct bench *b, struct bench_slot *s)
+{
+	grpc_call_unref(s->call);
+	s->call = NULL;
+	grpc_byte_buffer_destroy(s->send);
+	s->send = NULL;
+	if (s->recv != NULL)
+		grpc_byte_buffer_destroy(s->recv);
+	s->recv = NULL;
+	grpc_slice_unref(s->details);
+	grpc_metadata_array_destroy(&s->md_init);
+	grpc_metadata_array_destroy(&s->md_trail);
+	b->inflight--;
+}
+
+/* Appends one latency (us) of the window. Returns 0 or -1. */
+static int
+bench_lat_push(struct bench *b, uint32_t us)
+{
+	if (b->nlat == b->caplat) {
+		size_t cap = b->caplat ? b->caplat * 2 : 65536;
+		uint32_t *v = realloc(b->lat, cap * sizeof(*v));
+		if (v == NULL)
+			return -1;
+		b->lat = v;
+		b->caplat = cap;
+	}
+	b->lat[b->nlat++] = us;
+	return 0;
+}
+
+/*
+ * Runs the phase in b->ph until no call is left in flight: fills every
+ * slot, then restarts each slot as its call completes. The loop is
+ * bounded: calls carry deadlines, and it gives up BENCH_GRACE_MS after the
+ * last one could have expired. Returns 0 or -1 with err set.
+ */
+static int
+bench_phase_run(struct bench *b, char *err, size_t errlen)
+{
+	struct bench_phase *ph = &b->ph;
+	unsigned i;
+	int64_t done, give_up = INT64_MAX, now;
+	grpc_event ev;
+	struct bench_slot *s;
+
+	b->done_calls = 0;
+	for (i = 0; i < b->o->concurrency; i++)
+		if (!bench_start(b, &b->slots[i], i))
+			break;
+	while (b->inflight > 0) {
+		ev = grpc_completion_queue_next(b->cq,
+		    grpcx_deadline_ms(BENCH_POLL_MS), NULL);
+		now = bench_now(CLOCK_MONOTONIC);
+		if (ev.type == GRPC_QUEUE_TIMEOUT) {
+			if (give_up == INT64_MAX && (now >= ph->end_ns ||
+			    (ph->max_calls && ph->started >= ph->max_calls)))
+				give_up = now + (b->o->timeout_ms +
+				    BENCH_GRACE_MS) * BENCH_NS_PER_MS;
+			if (now >= give_up) {
+				snprintf(err, errlen, "%u calls never "
+				    "completed", b->inflight);
+				return -1;
+			}
+			continue;
+		}
+		if (ev.type != GRPC_OP_COMPLETE) {
+			snprintf(err, errlen, "completion queue shut down");
+			return -1;
+		}
+		s = ev.tag;
+		done = now;
+		bench_check(b, s, ev.success != 0);
+		b->done_calls++;
+		if (ph->measure && done >= ph->warm_end_ns &&
+		    done <= ph->end_ns) {
+			int64_t us = (done - s->start_ns) / 1000;
+			if (bench_lat_push(b, us > UINT32_MAX ? UINT32_MAX :
+			    (uint32_t)us) != 0) {
+				snprintf(err, errlen, "out of memory");
+				return -1;
+			}
+			b->last_done_ns = done;
+		}
+		bench_slot_clear(b, s);
+		bench_start(b, s, (unsigned)(s - b->slots));
+	}
+	return 0;
+}
+
+static int
+bench_cmp_u32(const void *x, const void *y)
+{
+	uint32_t a = *(const uint32_t *)x, c = *(const uint32_t *)y;
+
+	return a < c ? -1 : a > c;
+}
+
+/* Nearest-rank percentile q (0..1) of the sorted latencies. */
+static uint32_t
+bench_pct(const struct bench *b, double q)
+{
+	size_t k;
+
+	if (b->nlat == 0)
+		return 0;
+	k = (size_t)(q * (double)b->nlat + 0.999999);
+	if (k == 0)
+		k = 1;
+	if (k > b->nlat)
+		k = b->nlat;
+	return b->lat[k - 1];
+}
+
+/* Sets up the phase that makes names 0..n-1 (existing and release). */
+static int
+bench_setup(struct bench *b, uint64_t n, char *err, size_t errlen)
+{
+	b->ph = (struct bench_phase){ .op = BENCH_OP_ALLOCATE, .limit = n,
+	    .end_ns = INT64_MAX };
+	if (bench_phase_run(b, err, errlen) != 0)
+		return -1;
+	b->r->setup_calls = b->done_calls;
+	return 0;
+}
+
+/* Creates the channels, the queue and the slots. Returns 0 or -1. */
+static int
+bench_open(struct bench *b, char *err, size_t errlen)
+{
+	unsigned i;
+
+	b->cq = grpc_completion_queue_create_for_next(NULL);
+	b->ch = calloc(b->o->channels, sizeof(*b->ch));
+	b->slots = calloc(b->o->concurrency, sizeof(*b->slots));
+	if (b->cq == NULL || b->ch == NULL || b->slots == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < b->o->channels; i++) {
+		if ((b->ch[i] = bench_channel(b->o->target, false)) == NULL) {
+			snprintf(err, errlen, "cannot make a channel to %s",
+			    b->o->target);
+			return -1;
+		}
+	}
+	b->method[BENCH_OP_CHECK] =
+	    grpc_slice_from_static_string("/grpc.health.v1.Health/Check");
+	b->method[BENCH_OP_ALLOCATE] =
+	    grpc_slice_from_static_string("/ipam.v1.Ipam/Allocate");
+	b->method[BENCH_OP_RELEASE] =
+	    grpc_slice_from_static_string("/ipam.v1.Ipam/Release");
+	b->nfam = 0;
+	if (b->o->families & BENCH_FAM_V4)
+		b->famv[b->nfam++] = PFX_V4;
+	if (b->o->families & BENCH_FAM_V6)
+		b->famv[b->nfam++] = PFX_V6;
+	return 0;
+}
+
+/* Closes what bench_open made (any part of it). */
+static void
+bench_close(struct bench *b)
+{
+	grpc_event ev;
+	unsigned i;
+
+	if (b->ch != NULL)
+		for (i = 0; i < b->o->channels; i++)
+			if (b->ch[i] != NULL)
+				grpc_channel_destroy(b->ch[i]);
+	if (b->cq != NULL) {
+		grpc_completion_queue_shutdown(b->cq);
+		do {
+			ev = grpc_completion_queue_next(b->cq,
+			    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+		grpc_completion_queue_destroy(b->cq);
+	}
+	free(b->ch);
+	free(b->slots);
+	free(b->lat);
+	free(b->names);
+	free(b->tab);
+}
+
+int
+bench_run(const struct bench_opts *o, struct bench_result *r, char *err,
+    size_t errlen)
+{
+	struct bench b = { .o = o, .r = r };
+	struct bench_phase *ph = &b.ph;
+	int64_t t0, win_end;
+	int rc = -1;
+
+	memset(r, 0, sizeof(*r));
+	if (bench_open(&b, err, errlen) != 0)
+		goto out;
+	if ((o->mode == BENCH_ALLOC_EXISTING || o->mode == BENCH_RELEASE) &&
+	    bench_setup(&b, o->names, err, errlen) != 0)
+		goto out;
+	*ph = (struct bench_phase){ .measure = true, .limit = UINT64_MAX };
+	switch (o->mode) {
+	case BENCH_HEALTH:
+		ph->op = BENCH_OP_CHECK;
+		break;
+	case BENCH_ALLOC_NEW:
+		ph->op = BENCH_OP_ALLOCATE;
+		break;
+	case BENCH_ALLOC_EXISTING:
+		ph->op = BENCH_OP_ALLOCATE;
+		ph->limit = o->names;
+		ph->cycle = true;
+		break;
+	case BENCH_RELEASE:
+	default:
+		ph->op = BENCH_OP_RELEASE;
+		ph->limit = o->names;
+		break;
+	}
+	t0 = bench_now(CLOCK_MONOTONIC);
+	if (o->count > 0) {
+		ph->max_calls = o->count;
+		ph->warm_end_ns = t0;
+		ph->end_ns = INT64_MAX;
+	} else {
+		ph->warm_end_ns = t0 + o->warmup_ns;
+		ph->end_ns = ph->warm_end_ns + o->duration_ns;
+	}
+	if (bench_phase_run(&b, err, errlen) != 0)
+		goto out;
+	/* The window ends at its planned end, or earlier when the calls
+	 * ran out (release, --count). */
+	win_end = ph->end_ns;
+	if (ph->end_ns == INT64_MAX || (ph->op == BENCH_OP_RELEASE &&
+	    ph->next >= ph->limit && b.last_done_ns < ph->end_ns)) {
+		win_end = b.last_done_ns;
+		r->ran_out = o->count == 0;
+	}
+	r->calls = b.nlat;
+	r->seconds = win_end > ph->warm_end_ns ?
+	    (double)(win_end - ph->warm_end_ns) / BENCH_NS_PER_S : 0;
+	r->ops_per_s = r->seconds > 0 ? (double)r->calls / r->seconds : 0;
+	qsort(b.lat, b.nlat, sizeof(*b.lat), bench_cmp_u32);
+	r->p50_us = bench_pct(&b, 0.50);
+	r->p99_us = bench_pct(&b, 0.99);
+	r->p999_us = bench_pct(&b, 0.999);
+	r->max_us = b.nlat ? b.lat[b.nlat - 1] : 0;
+	rc = 0;
+out:
+	bench_close(&b);
+	return rc;
+}
+
+/* One blocking Check on a fresh channel; true if it answered SERVING. */
+static bool
+bench_probe(const char *target, grpc_completion_queue *cq)
+{
+	Grpc__Health__V1__HealthCheckRequest hc =
+	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	Grpc__Health__V1__HealthCheckResponse *rs;
+	struct bench_slot s = { 0 };
+	grpc_channel *ch;
+	grpc_op ops[6];
+	grpc_event ev;
+	bool serving = false;
+
+	if ((ch = bench_channel(target, true)) == NULL)
+		return false;
+	hc.service = (char *)"";
+	s.send = grpcx_pack(&hc.base);
+	s.details = grpc_empty_slice();
+	grpc_metadata_array_init(&s.md_init);
+	grpc_metadata_array_init(&s.md_trail);
+	s.call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS,
+	    cq, grpc_slice_from_static_string("/grpc.health.v1.Health/Check"),
+	    NULL, grpcx_deadline_ms(BENCH_READY_CALL_MS), NULL);
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = s.send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &s.md_init;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &s.recv;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &s.md_trail;
+	ops[5].data.recv_status_on_client.status = &s.status;
+	ops[5].data.recv_status_on_client.status_details = &s.details;
+	if (s.send != NULL && grpc_call_start_batch(s.call, ops, 6, &s,
+	    NULL) == GRPC_CALL_OK) {
+		/* The call's own deadline bounds this wait. */
+		ev = grpc_completion_queue_next(cq,
+		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		if (ev.type == GRPC_OP_COMPLETE && ev.success &&
+		    s.status == GRPC_STATUS_OK) {
+			rs = (Grpc__Health__V1__HealthCheckResponse *)
+			    grpcx_unpack(
+			    &grpc__health__v1__health_check_response__descriptor,
+			    s.recv);
+			serving = rs != NULL && rs->status ==
+			    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+			if (rs != NULL)
+				protobuf_c_message_free_unpacked(&rs->base,
+				    NULL);
+		}
+	}
+	grpc_call_unref(s.call);
+	if (s.send != NULL)
+		grpc_byte_buffer_destroy(s.send);
+	if (s.recv != NULL)
+		grpc_byte_buffer_destroy(s.recv);
+	grpc_slice_unref(s.details);
+	grpc_metadata_array_destroy(&s.md_init);
+	grpc_metadata_array_destroy(&s.md_trail);
+	grpc_channel_destroy(ch);
+	return serving;
+}
+
+int
+bench_wait_ready(const struct bench_opts *o, int64_t *ready_ns,
+    unsigned *attempts, char *err, size_t errlen)
+{
+	grpc_completion_queue *cq;
+	struct timespec pause = { 0, BENCH_READY_STEP_MS * BENCH_NS_PER_MS };
+	int64_t limit = bench_now(CLOCK_MONOTONIC) + o->duration_ns;
+	grpc_event ev;
+	int rc = -1;
+
+	*attempts = 0;
+	if ((cq = grpc_completion_queue_create_for_next(NULL)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (;;) {
+		(*attempts)++;
+		if (bench_probe(o->target, cq)) {
+			*ready_ns = bench_now(CLOCK_REALTIME);
+			rc = 0;
+			break;
+		}
+		if (bench_now(CLOCK_MONOTONIC) >= limit) {
+			snprintf(err, errlen, "%s not SERVING after %u "
+			    "attempts", o->target, *attempts);
+			break;
+		}
+		nanosleep(&pause, NULL);
+	}
+	grpc_completion_queue_shutdown(cq);
+	do {
+		ev = grpc_completion_queue_next(cq,
+		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpc_completion_queue_destroy(cq);
+	return rc;
+}

@@ -1,0 +1,378 @@
+/*
+ * ipam-bench - load generator for meridio-ipam (gRPC C core client).
+ *
+ *   ipam-bench health|allocate-new|allocate-existing|release|ready
+ *       [--target H:P] [--concurrency C] [--duration S] [--warmup S]
+ *       [--conduits a,b] [--nodes N] [--names N] [--count N]
+ *       [--family ipv4|ipv6|both] [--channels K] [--trench T] [--tag X]
+ *       [--node-prefix X] [--timeout S]
+ *
+ * Prints calls/s, latency percentiles, errors and duplicates, then one
+ * machine-readable line. Exit status: 0 when the run had no error and no
+ * duplicate, 1 otherwise, 2 on a usage error.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+
+#include "bench.h"
+
+#define BENCH_EXIT_OK 0
+#define BENCH_EXIT_FAIL 1
+#define BENCH_EXIT_USAGE 2
+#define BENCH_MAX_CONDUITS 64
+
+static const char *const bench_mode_names[] = {
+	[BENCH_HEALTH] = "health",
+	[BENCH_ALLOC_NEW] = "allocate-new",
+	[BENCH_ALLOC_EXISTING] = "allocate-existing",
+	[BENCH_RELEASE] = "release",
+	[BENCH_READY] = "ready",
+};
+
+static void
+bench_usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: ipam-bench MODE [options]\n"
+	    "\n"
+	    "modes:\n"
+	    "  health             Health.Check (the null-RPC baseline)\n"
+	    "  allocate-new       Allocate of names never used before\n"
+	    "  allocate-existing  Allocate (renewal) of --names names made "
+	    "first\n"
+	    "  release            Release of --names names made first (the "
+	    "run ends\n"
+	    "                     early when they are all released)\n"
+	    "  ready              wait for SERVING, print ready_ns=<unix ns>\n"
+	    "\n"
+	    "options:\n"
+	    "  --target H:P       server (default localhost:7777)\n"
+	    "  --concurrency C    calls in flight (default 16)\n"
+	    "  --duration S       measured seconds (default 5; ready: how "
+	    "long to wait)\n"
+	    "  --warmup S         seconds run before measuring (default 1)\n"
+	    "  --conduits a,b     conduits to spread children over (default "
+	    "conduit-a,conduit-b;\n"
+	    "                     the daemon must serve them)\n"
+	    "  --nodes N          nodes to spread children over (default 16)\n"
+	    "  --names N          names made before allocate-existing and "
+	    "release\n"
+	    "                     (default 1000 and 20000)\n"
+	    "  --count N          allocate-new: stop after N calls instead of "
+	    "by time\n"
+	    "  --family F         ipv4, ipv6 or both (default both)\n"
+	    "  --channels K       connections to spread calls over (default "
+	    "1)\n"
+	    "  --trench T         trench name (default $IPAM_TRENCH_NAME or "
+	    "default)\n"
+	    "  --tag X            child names are X-<n> (default unique per "
+	    "run)\n"
+	    "  --node-prefix X    node names are X-<n> (default bench-node)\n"
+	    "  --timeout S        deadline of each call (default 10)\n"
+	    "\n"
+	    "Last line: mode=M conc=C ops_per_s=... p50_us=... p99_us=... "
+	    "p999_us=...\n"
+	    "errors=E duplicates=D. Exit 0 only when E and D are 0.\n");
+}
+
+static int
+bench_bad(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "ipam-bench: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry `ipam-bench --help`.\n");
+	return BENCH_EXIT_USAGE;
+}
+
+/* Seconds as "2", "0.5", "2s" or "500ms" into ns. Returns 0 or -1. */
+static int
+bench_parse_seconds(const char *s, int64_t *ns)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end == s || v < 0 || v > 86400)
+		return -1;
+	if (strcmp(end, "ms") == 0)
+		v /= 1000;
+	else if (*end != '\0' && strcmp(end, "s") != 0)
+		return -1;
+	*ns = (int64_t)(v * 1e9);
+	return 0;
+}
+
+/* A whole number in [lo, hi]. Returns 0 or -1. */
+static int
+bench_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (s[0] < '0' || s[0] > '9')
+		return -1;
+	v = strtoull(s, &end, 10);
+	if (*end != '\0' || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Splits list (modified in place) at commas into o->conduits. */
+static int
+bench_parse_conduits(struct bench_opts *o, char *list, char **store)
+{
+	char *tok, *save = NULL;
+
+	o->nconduits = 0;
+	for (tok = strtok_r(list, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		if (o->nconduits == BENCH_MAX_CONDUITS)
+			return -1;
+		store[o->nconduits++] = tok;
+	}
+	o->conduits = store;
+	return o->nconduits > 0 ? 0 : -1;
+}
+
+/*
+ * Parses the options after the mode. Returns BENCH_EXIT_OK,
+ * BENCH_EXIT_USAGE, or -1 when --help was printed.
+ */
+static int
+bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
+    char *cbuf, size_t cbuflen)
+{
+	enum { O_TARGET = 1, O_CONC, O_DUR, O_WARM, O_CONDUITS, O_NODES,
+		O_NAMES, O_COUNT, O_FAMILY, O_CHANNELS, O_TRENCH, O_TAG,
+		O_NODEPFX, O_TIMEOUT, O_HELP };
+	static const struct option opts[] = {
+		{ "target", required_argument, NULL, O_TARGET },
+		{ "concurrency", required_argument, NULL, O_CONC },
+		{ "duration", required_argument, NULL, O_DUR },
+		{ "warmup", required_argument, NULL, O_WARM },
+		{ "conduits", required_argument, NULL, O_CONDUITS },
+		{ "nodes", required_argument, NULL, O_NODES },
+		{ "names", required_argument, NULL, O_NAMES },
+		{ "count", required_argument, NULL, O_COUNT },
+		{ "family", required_argument, NULL, O_FAMILY },
+		{ "channels", required_argument, NULL, O_CHANNELS },
+		{ "trench", required_argument, NULL, O_TRENCH },
+		{ "tag", required_argument, NULL, O_TAG },
+		{ "node-prefix", required_argument, NULL, O_NODEPFX },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t v;
+	int64_t ns;
+	int c;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case O_TARGET:
+			if (optarg[0] == '\0')
+				return bench_bad("--target: empty%s", "");
+			o->target = optarg;
+			break;
+		case O_CONC:
+			if (bench_parse_u64(optarg, 1, 100000, &v) != 0)
+				return bench_bad("--concurrency %s: expected "
+				    "1..100000", optarg);
+			o->concurrency = (unsigned)v;
+			break;
+		case O_DUR:
+		case O_WARM:
+			if (bench_parse_seconds(optarg, &ns) != 0)
+				return bench_bad("%s: expected seconds such as "
+				    "3, 0.5 or 500ms", optarg);
+			if (c == O_DUR)
+				o->duration_ns = ns;
+			else
+				o->warmup_ns = ns;
+			break;
+		case O_TIMEOUT:
+			if (bench_parse_seconds(optarg, &ns) != 0 ||
+			    ns < 1000000)
+				return bench_bad("--timeout %s: expected at "
+				    "least 1ms", optarg);
+			o->timeout_ms = ns / 1000000;
+			break;
+		case O_CONDUITS:
+			snprintf(cbuf, cbuflen, "%s", optarg);
+			if (strlen(optarg) >= cbuflen ||
+			    bench_parse_conduits(o, cbuf, cstore) != 0)
+				return bench_bad("--conduits %s: expected 1 to "
+				    "64 comma-separated names", optarg);
+			break;
+		case O_NODES:
+			if (bench_parse_u64(optarg, 1, 1000000, &v) != 0)
+				return bench_bad("--nodes %s: expected "
+				    "1..1000000", optarg);
+			o->nodes = (unsigned)v;
+			break;
+		case O_NAMES:
+		case O_COUNT:
+			if (bench_parse_u64(optarg, 1, 100000000, &v) != 0)
+				return bench_bad("%s: expected 1..100000000",
+				    optarg);
+			if (c == O_NAMES)
+				o->names = v;
+			else
+				o->count = v;
+			break;
+		case O_FAMILY:
+			if (strcasecmp(optarg, "ipv4") == 0)
+				o->families = BENCH_FAM_V4;
+			else if (strcasecmp(optarg, "ipv6") == 0)
+				o->families = BENCH_FAM_V6;
+			else if (strcasecmp(optarg, "both") == 0)
+				o->families = BENCH_FAM_V4 | BENCH_FAM_V6;
+			else
+				return bench_bad("--family %s: expected ipv4, "
+				    "ipv6 or both", optarg);
+			break;
+		case O_CHANNELS:
+			if (bench_parse_u64(optarg, 1, 1024, &v) != 0)
+				return bench_bad("--channels %s: expected "
+				    "1..1024", optarg);
+			o->channels = (unsigned)v;
+			break;
+		case O_TRENCH:
+			o->trench = optarg;
+			break;
+		case O_TAG:
+		case O_NODEPFX:
+			if (optarg[0] == '\0' || strlen(optarg) > 100)
+				return bench_bad("%s: expected 1 to 100 "
+				    "characters", optarg);
+			if (c == O_TAG)
+				o->tag = optarg;
+			else
+				o->node_prefix = optarg;
+			break;
+		case 'h':
+		case O_HELP:
+			bench_usage(stdout);
+			return -1;
+		case ':':
+			return bench_bad("%s needs a value", argv[optind - 1]);
+		default:
+			return bench_bad("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return bench_bad("unexpected argument %s", argv[optind]);
+	if (o->count > 0 && o->mode != BENCH_ALLOC_NEW)
+		return bench_bad("--count is for allocate-new only%s", "");
+	return BENCH_EXIT_OK;
+}
+
+/* Prints the human report and the machine-readable last line. */
+static void
+bench_print(const struct bench_opts *o, const struct bench_result *r)
+{
+	const char *mode = bench_mode_names[o->mode];
+
+	if (r->setup_calls > 0)
+		printf("setup: %llu names allocated first\n",
+		    (unsigned long long)r->setup_calls);
+	printf("%s: concurrency %u, %llu calls in %.2f s%s\n", mode,
+	    o->concurrency, (unsigned long long)r->calls, r->seconds,
+	    r->ran_out ? " (the names ran out before --duration)" : "");
+	printf("  calls/s   %.0f\n", r->ops_per_s);
+	printf("  latency   p50 %u us, p99 %u us, p99.9 %u us, max %u us\n",
+	    r->p50_us, r->p99_us, r->p999_us, r->max_us);
+	printf("  errors    %llu\n", (unsigned long long)r->errors);
+	if (r->first_error[0])
+		printf("  first error: %s\n", r->first_error);
+	printf("  duplicates %llu, renewals that moved %llu\n",
+	    (unsigned long long)r->duplicates,
+	    (unsigned long long)r->mismatches);
+	printf("mode=%s conc=%u ops_per_s=%.0f p50_us=%u p99_us=%u "
+	    "p999_us=%u errors=%llu duplicates=%llu\n", mode, o->concurrency,
+	    r->ops_per_s, r->p50_us, r->p99_us, r->p999_us,
+	    (unsigned long long)r->errors, (unsigned long long)r->duplicates);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct bench_opts o = { 0 };
+	struct bench_result r;
+	char *cstore[BENCH_MAX_CONDUITS];
+	char cbuf[4096] = "conduit-a,conduit-b";
+	char tag[64], err[512];
+	const char *trench = getenv("IPAM_TRENCH_NAME");
+	int64_t ready_ns;
+	unsigned attempts, m;
+	int rc;
+
+	if (argc < 2) {
+		bench_usage(stderr);
+		return BENCH_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		bench_usage(stdout);
+		return BENCH_EXIT_OK;
+	}
+	for (m = 0; m < sizeof(bench_mode_names) / sizeof(*bench_mode_names);
+	    m++)
+		if (strcmp(argv[1], bench_mode_names[m]) == 0)
+			break;
+	if (m == sizeof(bench_mode_names) / sizeof(*bench_mode_names))
+		return bench_bad("unknown mode %s", argv[1]);
+	o.mode = (enum bench_mode)m;
+	o.target = "localhost:7777";
+	o.concurrency = 16;
+	o.channels = 1;
+	o.duration_ns = 5000000000LL;
+	o.warmup_ns = 1000000000LL;
+	o.nodes = 16;
+	o.trench = trench != NULL && trench[0] != '\0' ? trench : "default";
+	o.node_prefix = "bench-node";
+	o.names = o.mode == BENCH_RELEASE ? 20000 : 1000;
+	o.families = BENCH_FAM_V4 | BENCH_FAM_V6;
+	o.timeout_ms = 10000;
+	/* A tag of its own per run keeps allocate-new names new. */
+	snprintf(tag, sizeof(tag), "b%lx-%x", (unsigned long)time(NULL),
+	    (unsigned)getpid());
+	o.tag = tag;
+	if (bench_parse_conduits(&o, cbuf, cstore) != 0)
+		return BENCH_EXIT_USAGE;
+	rc = bench_parse(&o, argc - 1, argv + 1, cstore, cbuf, sizeof(cbuf));
+	if (rc < 0)
+		return BENCH_EXIT_OK;
+	if (rc != BENCH_EXIT_OK)
+		return rc;
+
+	grpc_init();
+	if (o.mode == BENCH_READY) {
+		rc = bench_wait_ready(&o, &ready_ns, &attempts, err,
+		    sizeof(err));
+		if (rc == 0)
+			printf("mode=ready ready_ns=%lld attempts=%u\n",
+			    (long long)ready_ns, attempts);
+	} else {
+		rc = bench_run(&o, &r, err, sizeof(err));
+		if (rc == 0)
+			bench_print(&o, &r);
+	}
+	grpc_shutdown();
+	if (rc != 0) {
+		fprintf(stderr, "ipam-bench: %s: %s\n", bench_mode_names[o.mode],
+		    err);
+		return BENCH_EXIT_FAIL;
+	}
+	if (o.mode != BENCH_READY && (r.errors > 0 || r.duplicates > 0))
+		return BENCH_EXIT_FAIL;
+	return BENCH_EXIT_OK;
+}
