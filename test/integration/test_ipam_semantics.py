@@ -142,6 +142,19 @@ class FirstFit(DaemonTest):
         self.assertEqual(a("conduit-a", "worker-1", "q", V6), ("fd00::1", 64))
         self.assertSound(self.d.rows())
 
+    def test_release_is_per_family_and_node(self):
+        a, rel = self.c.allocate, self.c.release
+        self.assertEqual(a("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
+        self.assertEqual(a("conduit-a", "worker-1", "p", V6), ("fd00::1", 64))
+        self.assertEqual(a("conduit-a", "worker-2", "p"), ("169.255.1.1", 24))
+        rel("conduit-a", "worker-1", "p", V6)
+        rows = self.d.rows()
+        self.assertNotIn(child_id("p", "worker-1", "conduit-a", V6), rows)
+        self.assertIn(child_id("p", "worker-1", "conduit-a", V4), rows)
+        self.assertIn(child_id("p", "worker-2", "conduit-a", V4), rows)
+        self.assertEqual(a("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
+        self.assertEqual(a("conduit-a", "worker-2", "p"), ("169.255.1.1", 24))
+
     def test_release_of_unknown_succeeds_and_creates_nothing(self):
         a, rel = self.c.allocate, self.c.release
         self.assertEqual(a("conduit-a", "worker-1", "keep"), ("169.255.0.1", 24))
@@ -202,6 +215,18 @@ class StaticConduitList(DaemonTest):
         self.assertNotIn("conduit-x-default-0", d.rows())
         # Still serving afterwards.
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
+
+    def test_unknown_conduit_without_client_deadline_waits_30s(self):
+        d = self.daemon()
+        t0 = time.monotonic()
+        with self.assertRaises(RpcError) as cm:
+            d.client.allocate("conduit-x", "worker-1", "p", timeout=None)
+        took = time.monotonic() - t0
+        self.assertIn(cm.exception.code, (SC.DEADLINE_EXCEEDED, SC.NOT_FOUND),
+                      cm.exception.details)
+        self.assertIn("conduit-x", cm.exception.details)
+        self.assertGreater(took, 28.0)
+        self.assertLess(took, 40.0)
 
     def test_ipv4_only_instance_refuses_ipv6(self):
         d = self.daemon(env={"IPAM_IP_FAMILY": "ipv4"})
