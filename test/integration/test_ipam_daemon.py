@@ -241,6 +241,90 @@ class Process(DaemonTest):
         self.assertGreaterEqual(got.count("WATCHDOG=1"), 3, got)
 
 
+class InternalSocket(DaemonTest):
+    """The db worker's Unix socket: frames are a 4-byte big-endian length
+    and a protobuf payload. Bad frames close that connection only."""
+
+    def db_sock(self, d):
+        for root, _dirs, files in os.walk(d.dir):
+            if "db.sock" in files:
+                return os.path.join(root, "db.sock")
+        self.fail("db.sock not found under %s" % d.dir)
+
+    def connect(self, path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(s.close)
+        s.settimeout(5.0)
+        s.connect(path)
+        return s
+
+    @staticmethod
+    def frame(payload):
+        return len(payload).to_bytes(4, "big") + payload
+
+    def recv_frame(self, s):
+        """One frame's payload, or None when the peer closed."""
+        buf = b""
+        while len(buf) < 4:
+            chunk = s.recv(4 - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        n = int.from_bytes(buf, "big")
+        body = b""
+        while len(body) < n:
+            chunk = s.recv(n - len(body))
+            if not chunk:
+                return None
+            body += chunk
+        return body
+
+    def test_bad_frames_close_only_that_connection(self):
+        from ipamd.v1 import ipamd_pb2 as pb
+        d = self.daemon()
+        d.client.allocate("conduit-a", "worker-1", "keep")
+        db = d.workers()["db"]
+        before = harness.structural(d.rows())
+        path = self.db_sock(d)
+        hello = pb.Request(id=1, hello=pb.Hello(role=pb.ROLE_CTL, pid=os.getpid()))
+        alloc = pb.Request(id=2, allocate=pb.Allocate(
+            trench="default", conduit="conduit-a", node="worker-1",
+            family=pb.FAMILY_IPV4, name="sneaky"))
+        bad = {
+            "oversized length": b"\xff\xff\xff\xff" + b"x" * 16,
+            "length above the cap": (2 << 20).to_bytes(4, "big"),
+            "not protobuf": self.frame(b"\xff\xff\xff"),
+            "no hello first": self.frame(alloc.SerializeToString()),
+        }
+        for what, data in bad.items():
+            s = self.connect(path)
+            s.sendall(data)
+            try:
+                got = self.recv_frame(s)
+            except socket.timeout:
+                self.fail("%s: connection left open" % what)
+            except ConnectionResetError:
+                got = None
+            if got is not None:
+                r = pb.Reply.FromString(got)
+                self.assertNotEqual(r.code, 0, "%s: answered OK" % what)
+                self.assertIsNone(self.recv_frame(s), "%s: connection left open" % what)
+        self.assertEqual(d.workers().get("db"), db, "db worker died")
+        self.assertEqual(harness.structural(d.rows()), before, "data changed")
+        # A well-formed conversation still works on a new connection.
+        s = self.connect(path)
+        s.sendall(self.frame(hello.SerializeToString()) + self.frame(alloc.SerializeToString()))
+        replies = {}
+        while 2 not in replies:
+            body = self.recv_frame(s)
+            self.assertIsNotNone(body, "db worker closed a good connection")
+            r = pb.Reply.FromString(body)
+            replies[r.id] = r
+        self.assertEqual((replies[2].code, replies[2].address, replies[2].prefix_length),
+                         (0, "169.255.0.2", 24))
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "sneaky"), ("169.255.0.2", 24))
+
+
 class KillWorkers(DaemonTest):
     """SIGKILL of each worker: the supervisor restarts it and nothing that
     was acknowledged is lost."""
