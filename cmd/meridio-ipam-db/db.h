@@ -9,9 +9,6 @@
 #include "registry.h"
 #include "store.h"
 
-/* Exit status telling the supervisor not to restart us (sysexits EX_CONFIG). */
-#define DB_EXIT_PERMANENT 78
-
 /*
  * Serves requests on listen_fd until SIGTERM (blocked by the caller and
  * delivered through a signalfd) or until the supervisor channel status_fd

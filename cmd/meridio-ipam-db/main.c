@@ -4,7 +4,7 @@
  * Opens and locks the database, loads and checks it, then serves.
  * Failures that a restart cannot cure (bad data file, lock held by another
  * instance, stored prefix differs from the configuration) exit with
- * DB_EXIT_PERMANENT so that the supervisor stops instead of looping.
+ * IPCMSG_EXIT_PERMANENT so that the supervisor stops instead of looping.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -72,7 +72,7 @@ main(int argc, char **argv)
 	log_init("db", LOGL_INFO, 2);
 	if (cfg_load(&cfg, env_get, err, sizeof(err)) != 0) {
 		log_kv(LOGL_ERROR, "bad configuration", "error", err, NULL);
-		return DB_EXIT_PERMANENT;
+		return IPCMSG_EXIT_PERMANENT;
 	}
 	log_init("db", cfg.log_level, 2);
 	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
@@ -88,7 +88,7 @@ main(int argc, char **argv)
 		log_kv(LOGL_ERROR, "cannot open the database", "path",
 		    cfg.data_source, "error", err, NULL);
 		cfg_free(&cfg);
-		return DB_EXIT_PERMANENT;
+		return IPCMSG_EXIT_PERMANENT;
 	}
 	rp.trench = cfg.trench;
 	for (fi = 0; fi < 2; fi++) {
@@ -111,7 +111,7 @@ main(int argc, char **argv)
 		store_close(st);
 		cfg_free(&cfg);
 		return rc == REG_ESTORE || rc == REG_ENOMEM ? 1 :
-		    DB_EXIT_PERMANENT;
+		    IPCMSG_EXIT_PERMANENT;
 	}
 	log_fmt(LOGL_INFO, "database %s loaded: %zu records, %zu addresses",
 	    cfg.data_source, reg_count(reg), reg_count_children(reg));
