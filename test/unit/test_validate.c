@@ -1,0 +1,313 @@
+/*
+ * test_validate.c - lib/validate.c: the UTF-8 checker on good text and on
+ * every kind of bad sequence, and each check of validate_child with the
+ * field its message names, its status code, its bound, and its order.
+ */
+#include <criterion/criterion.h>
+
+#include <string.h>
+
+#include "validate.h"
+
+/* The fake environment: name, value pairs ending with NULL. */
+static const char *const *tv_vars;
+
+/* Lookup function handed to cfg_load: reads tv_vars. */
+static const char *
+tv_get(const char *name)
+{
+	for (size_t i = 0; tv_vars != NULL && tv_vars[i] != NULL; i += 2) {
+		if (strcmp(tv_vars[i], name) == 0)
+			return tv_vars[i + 1];
+	}
+	return NULL;
+}
+
+static const char *const tv_dual[] = { "IPAM_TRENCH_NAME", "red", NULL };
+static const char *const tv_v4only[] = { "IPAM_TRENCH_NAME", "red",
+	"IPAM_IP_FAMILY", "ipv4", NULL };
+
+/* A Child and the messages it points to, all on the caller's stack. */
+struct tv_child {
+	Ipam__V1__Child child;		/* the request */
+	Ipam__V1__Subnet subnet;	/* child.subnet */
+	Nsp__V1__Conduit conduit;	/* child.subnet.conduit */
+	Nsp__V1__Trench trench;		/* child.subnet.conduit.trench */
+};
+
+/* Fills t with a valid IPv4 request for trench "red". */
+static void
+tv_init(struct tv_child *t)
+{
+	t->child = (Ipam__V1__Child)IPAM__V1__CHILD__INIT;
+	t->subnet = (Ipam__V1__Subnet)IPAM__V1__SUBNET__INIT;
+	t->conduit = (Nsp__V1__Conduit)NSP__V1__CONDUIT__INIT;
+	t->trench = (Nsp__V1__Trench)NSP__V1__TRENCH__INIT;
+	t->trench.name = "red";
+	t->conduit.name = "load-balancer";
+	t->conduit.trench = &t->trench;
+	t->subnet.conduit = &t->conduit;
+	t->subnet.node = "worker-1";
+	t->subnet.ipfamily = IPAM__V1__IPFAMILY__IPV4;
+	t->child.name = "proxy-a";
+	t->child.subnet = &t->subnet;
+}
+
+/* Runs validate_child with the configuration of vars; returns the code
+ * and leaves the status in st and the family in *family. */
+static int
+tv_check_msg(const char *const *vars, const Ipam__V1__Child *ch, int *family,
+    struct grpcx_status *st)
+{
+	struct cfg c;
+	char err[256];
+	int rc;
+
+	tv_vars = vars;
+	cr_assert_eq(cfg_load(&c, tv_get, err, sizeof(err)), 0, "%s", err);
+	rc = validate_child(&c, ch, family, st);
+	cfg_free(&c);
+	return rc;
+}
+
+/* tv_check_msg on the request held in t. */
+static int
+tv_check(const char *const *vars, const struct tv_child *t, int *family,
+    struct grpcx_status *st)
+{
+	return tv_check_msg(vars, &t->child, family, st);
+}
+
+/* Asserts that t is refused with code and a message containing want. */
+static void
+tv_refused(const char *const *vars, const struct tv_child *t, int code,
+    const char *want)
+{
+	struct grpcx_status st;
+	int family = 0;
+
+	cr_assert_eq(tv_check(vars, t, &family, &st), code, "%s", st.message);
+	cr_assert_eq(st.code, code);
+	cr_assert(strstr(st.message, want) != NULL, "message \"%s\" lacks "
+	    "\"%s\"", st.message, want);
+}
+
+Test(validate, utf8_accepts_well_formed_text)
+{
+	cr_assert(validate_utf8("", 0));
+	cr_assert(validate_utf8("proxy-1", 7));
+	cr_assert(validate_utf8("\xc3\xa9", 2));		/* U+00E9 */
+	cr_assert(validate_utf8("\xe2\x82\xac", 3));		/* U+20AC */
+	cr_assert(validate_utf8("\xf0\x9f\x98\x80", 4));	/* U+1F600 */
+	cr_assert(validate_utf8("\xf4\x8f\xbf\xbf", 4));	/* U+10FFFF */
+	cr_assert(validate_utf8("\xed\x9f\xbf", 3));		/* U+D7FF */
+	/* Only len bytes count: a bad byte after them is not read. */
+	cr_assert(validate_utf8("ab\xff", 2));
+}
+
+Test(validate, utf8_refuses_bad_sequences)
+{
+	cr_assert_not(validate_utf8("\x80", 1), "lone continuation");
+	cr_assert_not(validate_utf8("\xc0\x80", 2), "overlong NUL");
+	cr_assert_not(validate_utf8("\xc1\xbf", 2), "overlong 2-byte");
+	cr_assert_not(validate_utf8("\xe0\x80\x80", 3), "overlong 3-byte");
+	cr_assert_not(validate_utf8("\xf0\x80\x80\x80", 4), "overlong 4-byte");
+	cr_assert_not(validate_utf8("\xed\xa0\x80", 3), "surrogate D800");
+	cr_assert_not(validate_utf8("\xed\xbf\xbf", 3), "surrogate DFFF");
+	cr_assert_not(validate_utf8("\xf4\x90\x80\x80", 4), "above 10FFFF");
+	cr_assert_not(validate_utf8("\xf5\x80\x80\x80", 4), "lead F5");
+	cr_assert_not(validate_utf8("\xff", 1), "byte FF");
+	cr_assert_not(validate_utf8("\xc3", 1), "cut 2-byte");
+	cr_assert_not(validate_utf8("a\xe2\x82", 3), "cut 3-byte");
+	cr_assert_not(validate_utf8("\xc3\x28", 2), "bad continuation");
+	cr_assert_not(validate_utf8("\xf0\x9f\x98\x28", 4),
+	    "bad last continuation");
+}
+
+Test(validate, accepts_both_families)
+{
+	struct tv_child t;
+	struct grpcx_status st;
+	int family = 0;
+
+	tv_init(&t);
+	cr_assert_eq(tv_check(tv_dual, &t, &family, &st), GRPC_STATUS_OK, "%s",
+	    st.message);
+	cr_assert_eq(st.code, GRPC_STATUS_OK);
+	cr_assert_str_empty(st.message);
+	cr_assert_eq(family, 4);
+
+	t.subnet.ipfamily = IPAM__V1__IPFAMILY__IPV6;
+	family = 0;
+	cr_assert_eq(tv_check(tv_dual, &t, &family, &st), GRPC_STATUS_OK, "%s",
+	    st.message);
+	cr_assert_eq(family, 6);
+}
+
+Test(validate, missing_messages)
+{
+	struct tv_child t;
+
+	tv_init(&t);
+	t.child.subnet = NULL;
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet: missing");
+
+	tv_init(&t);
+	t.subnet.conduit = NULL;
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.conduit: missing");
+
+	tv_init(&t);
+	t.conduit.trench = NULL;
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.conduit.trench: missing");
+}
+
+Test(validate, child_name)
+{
+	struct tv_child t;
+	char name[VALIDATE_MAX_NAME + 2];
+	struct grpcx_status st;
+	int family;
+
+	tv_init(&t);
+	t.child.name = "";
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.name: empty");
+
+	memset(name, 'n', sizeof(name) - 1);
+	name[VALIDATE_MAX_NAME] = '\0';
+	t.child.name = name;
+	cr_assert_eq(tv_check(tv_dual, &t, &family, &st), GRPC_STATUS_OK,
+	    "a name of exactly the bound: %s", st.message);
+	name[VALIDATE_MAX_NAME] = 'n';
+	name[VALIDATE_MAX_NAME + 1] = '\0';
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.name: 513 bytes, at most 512 allowed");
+
+	t.child.name = "proxy-\xc0\xaf";
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.name: not valid UTF-8");
+}
+
+Test(validate, node_name)
+{
+	struct tv_child t;
+	char node[VALIDATE_MAX_NODE + 2];
+	struct grpcx_status st;
+	int family;
+
+	tv_init(&t);
+	t.subnet.node = "";
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.node: empty");
+
+	memset(node, 'w', sizeof(node) - 1);
+	node[VALIDATE_MAX_NODE] = '\0';
+	t.subnet.node = node;
+	cr_assert_eq(tv_check(tv_dual, &t, &family, &st), GRPC_STATUS_OK,
+	    "a node of exactly the bound: %s", st.message);
+	node[VALIDATE_MAX_NODE] = 'w';
+	node[VALIDATE_MAX_NODE + 1] = '\0';
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.node: 254 bytes, at most 253 allowed");
+
+	t.subnet.node = "\xed\xa0\x80";
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.node: not valid UTF-8");
+}
+
+Test(validate, family_unknown_or_not_served)
+{
+	struct tv_child t;
+
+	tv_init(&t);
+	t.subnet.ipfamily = (Ipam__V1__IPFamily)7;
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.ipFamily: unknown value 7");
+
+	tv_init(&t);
+	t.subnet.ipfamily = IPAM__V1__IPFAMILY__IPV6;
+	tv_refused(tv_v4only, &t, GRPC_STATUS_FAILED_PRECONDITION,
+	    "IPV6 is not served");
+}
+
+Test(validate, trench_and_conduit)
+{
+	struct tv_child t;
+
+	tv_init(&t);
+	t.trench.name = "blue";
+	tv_refused(tv_dual, &t, GRPC_STATUS_NOT_FOUND,
+	    "trench \"blue\" not found (this instance serves \"red\")");
+
+	tv_init(&t);
+	t.conduit.name = "";
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.conduit.name: empty");
+
+	tv_init(&t);
+	t.conduit.name = "lb-\xe2\x82";
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.conduit.name: not valid UTF-8");
+}
+
+/* The first problem wins: each pair below has two, and the status names
+ * the one checked first. */
+Test(validate, first_problem_is_reported)
+{
+	struct tv_child t;
+
+	tv_init(&t);
+	t.child.name = "";
+	t.subnet.conduit = NULL;
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.conduit: missing");
+
+	tv_init(&t);
+	t.child.name = "";
+	t.subnet.node = "";
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.name: empty");
+
+	tv_init(&t);
+	t.subnet.node = "";
+	t.trench.name = "blue";
+	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
+	    "child.subnet.node: empty");
+
+	tv_init(&t);
+	t.subnet.ipfamily = IPAM__V1__IPFAMILY__IPV6;
+	t.trench.name = "blue";
+	tv_refused(tv_v4only, &t, GRPC_STATUS_FAILED_PRECONDITION,
+	    "IPV6 is not served");
+
+	tv_init(&t);
+	t.trench.name = "blue";
+	t.conduit.name = "";
+	tv_refused(tv_dual, &t, GRPC_STATUS_NOT_FOUND, "trench \"blue\"");
+}
+
+/* A request that went over the wire: packed, unpacked, then checked. */
+Test(validate, unpacked_request)
+{
+	struct tv_child t;
+	struct grpcx_status st;
+	uint8_t buf[256];
+	Ipam__V1__Child *ch;
+	size_t n;
+	int family = 0;
+
+	tv_init(&t);
+	t.subnet.ipfamily = IPAM__V1__IPFAMILY__IPV6;
+	n = ipam__v1__child__pack(&t.child, buf);
+	cr_assert_lt(n, sizeof(buf));
+	ch = ipam__v1__child__unpack(NULL, n, buf);
+	cr_assert_not_null(ch);
+	cr_assert_str_eq(ch->subnet->conduit->trench->name, "red");
+	cr_assert_eq(tv_check_msg(tv_dual, ch, &family, &st), GRPC_STATUS_OK,
+	    "%s", st.message);
+	cr_assert_eq(family, 6);
+	ipam__v1__child__free_unpacked(ch, NULL);
+}
