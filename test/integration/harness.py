@@ -95,7 +95,8 @@ def make_tmpdir(prefix="ipam-it-"):
 def poll(predicate, timeout, interval=0.05, what="condition"):
     """Calls predicate() until it returns a true value, at most timeout s.
 
-    Returns that value; raises AssertionError naming `what` on timeout.
+    Returns that value; raises AssertionError naming `what` (a string, or
+    a callable giving one at the time of failure) on timeout.
     Exceptions raised by predicate count as "not yet".
     """
     deadline = time.monotonic() + timeout
@@ -109,6 +110,8 @@ def poll(predicate, timeout, interval=0.05, what="condition"):
             last_exc = e
         if time.monotonic() >= deadline:
             extra = " (last error: %r)" % (last_exc,) if last_exc else ""
+            if callable(what):
+                what = what()
             raise AssertionError("timed out after %.1fs waiting for %s%s"
                                  % (timeout, what, extra))
         time.sleep(interval)
