@@ -43,14 +43,13 @@
 #include "ipam/v1/ipam.pb-c.h"
 #include "ipcmsg.h"
 #include "log.h"
+#include "validate.h"
 
 #define API_MAX_INFLIGHT 4096	/* calls alive at once; more: EXHAUSTED */
 #define API_SLOTS 8192		/* pending table size, > API_MAX_INFLIGHT */
 #define API_POSTED_UNARY 16	/* requests kept posted for Allocate/Release */
 #define API_POSTED_OTHER 2	/* ... for Check, Watch and unknown methods */
 #define API_MAX_MESSAGE 65536	/* largest request body accepted */
-#define API_MAX_NAME 512	/* longest child name, bytes */
-#define API_MAX_NODE 253	/* longest node name, bytes */
 #define API_TICK_MS 100		/* gRPC thread's idle wake-up */
 #define API_PING_MS 1000	/* ping and heartbeat period */
 #define API_PONG_MAX_MS 2500	/* no pong for this long: NOT_SERVING */
@@ -282,145 +281,6 @@ api_fail(struct api_call *c, grpc_status_code code, const char *msg)
 	api_finish(c, code, msg, NULL);
 }
 
-/* ---- validation ------------------------------------------------------- */
-
-/*
- * True if s (len bytes) is well-formed UTF-8: no overlong forms, no
- * surrogates, nothing above U+10FFFF, no truncated sequence.
- */
-static bool
-api_utf8_valid(const char *s, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0;
-
-	while (i < len) {
-		unsigned char b = p[i];
-		uint32_t cp;
-		size_t n;
-
-		if (b < 0x80) {
-			i++;
-			continue;
-		}
-		if (b >= 0xc2 && b <= 0xdf) {
-			n = 1;
-			cp = b & 0x1f;
-		} else if (b >= 0xe0 && b <= 0xef) {
-			n = 2;
-			cp = b & 0x0f;
-		} else if (b >= 0xf0 && b <= 0xf4) {
-			n = 3;
-			cp = b & 0x07;
-		} else {
-			return false;
-		}
-		if (len - i <= n)
-			return false;
-		for (size_t k = 1; k <= n; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (p[i + k] & 0x3f);
-		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += n + 1;
-	}
-	return true;
-}
-
-/*
- * Checks a Child in the order the issue gives, and fills st with the first
- * problem (INVALID_ARGUMENT naming the field, FAILED_PRECONDITION for a
- * family not served, NOT_FOUND for another trench). On success sets
- * *family (4 or 6) and returns 0; otherwise returns the status code.
- */
-static int
-api_validate(const struct cfg *cfg, const Ipam__V1__Child *ch, int *family,
-    struct grpcx_status *st)
-{
-	const Ipam__V1__Subnet *s = ch->subnet;
-	size_t n;
-
-	st->code = GRPC_STATUS_OK;
-	st->message[0] = '\0';
-	if (s == NULL)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet: missing");
-	else if (s->conduit == NULL)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.conduit: missing");
-	else if (s->conduit->trench == NULL)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.conduit.trench: missing");
-	if (st->code != GRPC_STATUS_OK)
-		return st->code;
-
-	n = strlen(ch->name);
-	if (n == 0)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.name: empty");
-	else if (n > API_MAX_NAME)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.name: %zu bytes, at most %d allowed", n,
-		    API_MAX_NAME);
-	else if (!api_utf8_valid(ch->name, n))
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.name: not valid UTF-8");
-	if (st->code != GRPC_STATUS_OK)
-		return st->code;
-
-	n = strlen(s->node);
-	if (n == 0)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.node: empty");
-	else if (n > API_MAX_NODE)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.node: %zu bytes, at most %d allowed", n,
-		    API_MAX_NODE);
-	else if (!api_utf8_valid(s->node, n))
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.node: not valid UTF-8");
-	if (st->code != GRPC_STATUS_OK)
-		return st->code;
-
-	switch ((int)s->ipfamily) {
-	case IPAM__V1__IPFAMILY__IPV4:
-		*family = 4;
-		break;
-	case IPAM__V1__IPFAMILY__IPV6:
-		*family = 6;
-		break;
-	default:
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.ipFamily: unknown value %d, expected IPV4 "
-		    "(0) or IPV6 (1)", (int)s->ipfamily);
-		return st->code;
-	}
-	if (cfg_pool_of(cfg, *family == 4 ? PFX_V4 : PFX_V6) == NULL) {
-		grpcx_status_set(st, GRPC_STATUS_FAILED_PRECONDITION,
-		    "child.subnet.ipFamily: %s is not served by this instance",
-		    *family == 4 ? "IPV4" : "IPV6");
-		return st->code;
-	}
-	if (strcmp(s->conduit->trench->name, cfg->trench) != 0) {
-		grpcx_status_set(st, GRPC_STATUS_NOT_FOUND,
-		    "child.subnet.conduit.trench.name: trench \"%.100s\" not "
-		    "found (this instance serves \"%.100s\")",
-		    s->conduit->trench->name, cfg->trench);
-		return st->code;
-	}
-	n = strlen(s->conduit->name);
-	if (n == 0)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.conduit.name: empty");
-	else if (!api_utf8_valid(s->conduit->name, n))
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.conduit.name: not valid UTF-8");
-	return st->code;
-}
-
 /* ---- forwarding to the db worker -------------------------------------- */
 
 /*
@@ -486,7 +346,7 @@ api_forward(struct api *a, struct api_call *c)
 		    "malformed request body: not an ipam.v1.Child");
 		return;
 	}
-	if (api_validate(a->cfg, ch, &family, &st) != GRPC_STATUS_OK) {
+	if (validate_child(a->cfg, ch, &family, &st) != GRPC_STATUS_OK) {
 		api_fail(c, st.code, st.message);
 		goto out;
 	}
