@@ -238,7 +238,6 @@ def _family(f):
     return int(f)
 
 
-
 def child_msg(conduit="conduit-a", node="worker-1", name="proxy-1",
               family=V4, trench=TRENCH, subnet=True):
     """A Child message. conduit=None leaves subnet.conduit unset,
@@ -284,11 +283,8 @@ class Client:
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_send_message_length", 1 << 20),
                              ("grpc.enable_retries", 0),
-                             # Reconnect fast while the daemon (re)starts:
-                             # the default backoff would add seconds.
-                             ("grpc.initial_reconnect_backoff_ms", 50),
-                             ("grpc.min_reconnect_backoff_ms", 50),
-                             ("grpc.max_reconnect_backoff_ms", 250),
+                             # Own subchannels: a fresh Client must not
+                             # share another one's reconnect backoff.
                              ("grpc.use_local_subchannel_pool", 1)])
         self.ipam = ipam_pb2_grpc.IpamStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
