@@ -34,6 +34,7 @@ enum rec_level {
 	LVL_CONDUIT,
 	LVL_NODE,
 	LVL_CHILD,
+	LVL_COOL,	/* a released address cooling down (not a record) */
 };
 
 struct rec {
@@ -46,6 +47,7 @@ struct rec {
 	int64_t updated_at;		/* ns since the epoch; 0 = NULL */
 	uint8_t level;			/* enum rec_level */
 	bool expirable;			/* may be reaped by GC */
+	uint32_t ncool;			/* cooling addresses in pool */
 };
 
 static int
@@ -60,6 +62,7 @@ enum undo_kind {
 	UNDO_INSERT,	/* rec was attached: detach and free it */
 	UNDO_DETACH,	/* rec was detached: attach it again */
 	UNDO_TOUCH,	/* rec's timestamp changed: restore it */
+	UNDO_COOL,	/* rec is the newest cooling entry: drop it */
 };
 
 struct undo {
@@ -81,6 +84,19 @@ struct reg {
 	bool in_batch;			/* between reg_begin and commit/rollback */
 	size_t nrec;			/* attached records */
 	size_t nchild;			/* attached child (address) records */
+	/* Cooling addresses, oldest first: entries [cool_head, cool_n) of
+	 * cool. The cooldown is the same for all, so expiry follows order. */
+	struct rec **cool;		/* LVL_COOL placeholders */
+	size_t cool_head, cool_n, cool_cap;
+	struct reg_loadprob *probs;	/* rows left out at load */
+	size_t nprobs;			/* entries in probs */
+};
+
+/* A row left out at load, kept for reg_check. */
+struct reg_loadprob {
+	char *id;			/* the row's id */
+	const char *kind;		/* static string */
+	char *what;			/* the problem */
 };
 
 static void
@@ -147,18 +163,27 @@ fail:
 	return NULL;
 }
 
-/* Frees r and everything below it. */
+/* Frees r and everything below it. Cooling entries inside a freed node
+ * are marked dead (parent NULL): they expire without touching it. */
 static void
-rec_free_tree(struct rec *r)
+rec_free_tree(struct reg *g, struct rec *r)
 {
 	struct rec *k, *next;
+	size_t i;
 
 	if (r == NULL)
 		return;
 	for (k = RB_MIN(rec_kids, &r->kids); k != NULL; k = next) {
 		next = RB_NEXT(rec_kids, &r->kids, k);
 		RB_REMOVE(rec_kids, &r->kids, k);
-		rec_free_tree(k);
+		rec_free_tree(g, k);
+	}
+	for (i = g != NULL ? g->cool_head : 0; r->ncool > 0 && g != NULL &&
+	    i < g->cool_n; i++) {
+		if (g->cool[i]->parent == r) {
+			g->cool[i]->parent = NULL;
+			r->ncool--;
+		}
 	}
 	alloc_pool_free(r->pool);
 	free(r->name);
@@ -287,14 +312,14 @@ rec_create(struct reg *g, struct rec *parent, const char *name, unsigned len,
 	r->parent = parent;
 	store_row_of(r, id, pid, cidr, &row);
 	if (store_insert(g->st, &row, err, errlen) != 0) {
-		rec_free_tree(r);
+		rec_free_tree(g, r);
 		return REG_ESTORE;
 	}
 	if (rec_attach(g, parent, r) != ALLOC_OK || undo_push(g, UNDO_INSERT,
 	    r) != 0) {
 		/* The row is in the transaction: the caller must roll back. */
 		seterr(err, errlen, "out of memory");
-		rec_free_tree(r);
+		rec_free_tree(g, r);
 		return REG_ESTORE;
 	}
 	*out = r;
@@ -374,9 +399,13 @@ struct load_ctx {
 	int status;			/* first fatal error, REG_OK if none */
 };
 
+/* Reports a row left out, and keeps it for reg_check. */
 static void
-load_problem(struct load_ctx *lc, const char *id, const char *fmt, ...)
+load_problem(struct load_ctx *lc, const char *id, const char *kind,
+    const char *fmt, ...)
 {
+	struct reg *g = lc->g;
+	struct reg_loadprob *pv;
 	char what[512];
 	va_list ap;
 
@@ -385,6 +414,19 @@ load_problem(struct load_ctx *lc, const char *id, const char *fmt, ...)
 	va_end(ap);
 	if (lc->problem != NULL)
 		lc->problem(lc->arg, id, what);
+	pv = realloc(g->probs, (g->nprobs + 1) * sizeof(*pv));
+	if (pv == NULL)
+		return;
+	g->probs = pv;
+	pv[g->nprobs].kind = kind;
+	pv[g->nprobs].id = strdup(id);
+	pv[g->nprobs].what = strdup(what);
+	if (pv[g->nprobs].id == NULL || pv[g->nprobs].what == NULL) {
+		free(pv[g->nprobs].id);
+		free(pv[g->nprobs].what);
+		return;
+	}
+	g->nprobs++;
 }
 
 static int
@@ -414,7 +456,7 @@ load_root(struct load_ctx *lc, const struct store_row *row,
 	snprintf(want[0], sizeof(want[0]), "%s-0", g->trench);
 	snprintf(want[1], sizeof(want[1]), "%s-1", g->trench);
 	if (strcmp(row->id, row->name) != 0) {
-		load_problem(lc, row->id, "trench record id differs from its "
+		load_problem(lc, row->id, "bad-id", "trench record id differs from its "
 		    "name \"%s\"", row->name);
 		return 0;
 	}
@@ -431,20 +473,20 @@ load_root(struct load_ctx *lc, const struct store_row *row,
 			    "(record %s) differs from the configured %s "
 			    "(IPAM_PREFIX_IPV%c); refusing to start, nothing "
 			    "changed", have, row->id, conf, fi ? '6' : '4');
-			rec_free_tree(r);
+			rec_free_tree(g, r);
 			lc->status = REG_EMISMATCH;
 			return 1;
 		}
 		g->root[fi] = r;
 	} else if (strcmp(row->id, want[1 - fi]) == 0) {
-		load_problem(lc, row->id, "trench record of the wrong family "
+		load_problem(lc, row->id, "bad-cidr", "trench record of the wrong family "
 		    "(%s)", row->cidr);
-		rec_free_tree(r);
+		rec_free_tree(g, r);
 		return 0;
 	} else {
 		fv = realloc(g->foreign, (g->nforeign + 1) * sizeof(*fv));
 		if (fv == NULL) {
-			rec_free_tree(r);
+			rec_free_tree(g, r);
 			return -1;
 		}
 		g->foreign = fv;
@@ -466,7 +508,7 @@ load_row(void *arg, const struct store_row *row)
 	int rc;
 
 	if (pfx_parse(row->cidr, &cidr, perr, sizeof(perr)) != 0) {
-		load_problem(lc, row->id, "unparsable cidr: %s", perr);
+		load_problem(lc, row->id, "bad-cidr", "unparsable cidr: %s", perr);
 		return 0;
 	}
 	if (row->parent_id[0] == '\0') {
@@ -475,19 +517,19 @@ load_row(void *arg, const struct store_row *row)
 	}
 	key.id = (char *)row->parent_id;
 	if ((pm = RB_FIND(idmap_tree, &lc->ids, &key)) == NULL) {
-		load_problem(lc, row->id, "orphan: parent %s not found or not "
+		load_problem(lc, row->id, "orphan", "orphan: parent %s not found or not "
 		    "loaded", row->parent_id);
 		return 0;
 	}
 	if (pm->rec->level >= LVL_CHILD) {
-		load_problem(lc, row->id, "below an address record (%s)",
+		load_problem(lc, row->id, "orphan", "below an address record (%s)",
 		    row->parent_id);
 		return 0;
 	}
 	if (cidr.family != pm->rec->cidr.family ||
 	    !pfx_contains(&pm->rec->cidr, &cidr) ||
 	    cidr.len <= pm->rec->cidr.len) {
-		load_problem(lc, row->id, "%s is not inside its parent %s",
+		load_problem(lc, row->id, "outside", "%s is not inside its parent %s",
 		    row->cidr, row->parent_id);
 		return 0;
 	}
@@ -498,17 +540,17 @@ load_row(void *arg, const struct store_row *row)
 	r->parent = pm->rec;
 	rec_id(r, id, sizeof(id));
 	if (strcmp(id, row->id) != 0) {
-		load_problem(lc, row->id, "id is not \"<name>-<parent id>\" "
+		load_problem(lc, row->id, "bad-id", "id is not \"<name>-<parent id>\" "
 		    "(expected %s)", id);
-		rec_free_tree(r);
+		rec_free_tree(lc->g, r);
 		return 0;
 	}
 	if ((rc = rec_attach(lc->g, pm->rec, r)) != ALLOC_OK) {
-		load_problem(lc, row->id, rc == ALLOC_EOVERLAP ?
+		load_problem(lc, row->id, "overlap", rc == ALLOC_EOVERLAP ?
 		    "%s overlaps a sibling (or a reserved address, or its "
 		    "name is taken) under %s" : "%s cannot be placed under %s",
 		    row->cidr, row->parent_id);
-		rec_free_tree(r);
+		rec_free_tree(lc->g, r);
 		return 0;
 	}
 	rc = load_remember(lc, row->id, r);
@@ -625,14 +667,115 @@ reg_close(struct reg *g)
 		return;
 	if (g->in_batch)
 		reg_rollback(g);
-	rec_free_tree(g->root[0]);
-	rec_free_tree(g->root[1]);
+	/* Cooling entries die with their pools: no need to unlink them. */
+	for (i = g->cool_head; i < g->cool_n; i++) {
+		if (g->cool[i]->parent != NULL)
+			g->cool[i]->parent->ncool = 0;
+		rec_free_tree(NULL, g->cool[i]);
+	}
+	free(g->cool);
+	g->cool = NULL;
+	g->cool_head = g->cool_n = 0;
+	for (i = 0; i < g->nprobs; i++) {
+		free(g->probs[i].id);
+		free(g->probs[i].what);
+	}
+	free(g->probs);
+	rec_free_tree(g, g->root[0]);
+	rec_free_tree(g, g->root[1]);
 	for (i = 0; i < g->nforeign; i++)
-		rec_free_tree(g->foreign[i]);
+		rec_free_tree(g, g->foreign[i]);
 	free(g->foreign);
 	free(g->undo);
 	free(g->trench);
 	free(g);
+}
+
+/* ---- release cooldown --------------------------------------------------- */
+
+/* Takes a cooling placeholder out of its node's pool (if the node lives). */
+static void
+cool_unlink(struct rec *c)
+{
+	if (c->parent == NULL)
+		return;
+	alloc_pool_remove(c->parent->pool, &c->cidr);
+	c->parent->ncool--;
+	c->parent = NULL;
+}
+
+/*
+ * Keeps the address of child k (just removed) out of use until now plus
+ * the cooldown: a placeholder takes its place in the node's pool.
+ */
+static int
+cool_start(struct reg *g, struct rec *k, int64_t now, char *err,
+    size_t errlen)
+{
+	struct rec *c, **v;
+	struct pfx zero = k->cidr;
+
+	if (g->p.release_cooldown_ns <= 0 || k->level != LVL_CHILD)
+		return REG_OK;
+	if (g->cool_n == g->cool_cap) {
+		if (g->cool_head > 0) {
+			memmove(g->cool, g->cool + g->cool_head,
+			    (g->cool_n - g->cool_head) * sizeof(*g->cool));
+			g->cool_n -= g->cool_head;
+			g->cool_head = 0;
+		}
+		if (g->cool_n == g->cool_cap) {
+			size_t cap = g->cool_cap ? g->cool_cap * 2 : 64;
+			if ((v = realloc(g->cool, cap * sizeof(*v))) == NULL)
+				goto nomem;
+			g->cool = v;
+			g->cool_cap = cap;
+		}
+	}
+	if ((c = rec_new("", &zero, LVL_COOL)) == NULL)
+		goto nomem;
+	c->updated_at = now + g->p.release_cooldown_ns;
+	if (alloc_pool_insert(k->parent->pool, &c->cidr, c) != ALLOC_OK) {
+		rec_free_tree(NULL, c);
+		goto nomem;
+	}
+	c->parent = k->parent;
+	c->parent->ncool++;
+	g->cool[g->cool_n++] = c;
+	if (undo_push(g, UNDO_COOL, c) != 0) {
+		/* Unreachable in practice (the log grew for the detach);
+		 * keep the entry: it expires like the others. */
+		goto nomem;
+	}
+	return REG_OK;
+nomem:
+	seterr(err, errlen, "out of memory");
+	return REG_ESTORE;
+}
+
+size_t
+reg_expire_cooldowns(struct reg *g, int64_t now)
+{
+	size_t n = 0;
+
+	if (g->in_batch)
+		return 0;
+	while (g->cool_head < g->cool_n &&
+	    g->cool[g->cool_head]->updated_at <= now) {
+		struct rec *c = g->cool[g->cool_head++];
+		cool_unlink(c);
+		rec_free_tree(NULL, c);
+		n++;
+	}
+	if (g->cool_head == g->cool_n)
+		g->cool_head = g->cool_n = 0;
+	return n;
+}
+
+size_t
+reg_count_cooling(const struct reg *g)
+{
+	return g->cool_n - g->cool_head;
 }
 
 /* ---- batches ---------------------------------------------------------- */
@@ -661,7 +804,7 @@ reg_undo(struct reg *g)
 		switch (u->kind) {
 		case UNDO_INSERT:
 			rec_detach(g, u->rec);
-			rec_free_tree(u->rec);
+			rec_free_tree(g, u->rec);
 			break;
 		case UNDO_DETACH:
 			/* Its old place is free again: undo is LIFO. */
@@ -670,6 +813,12 @@ reg_undo(struct reg *g)
 		case UNDO_TOUCH:
 			u->rec->updated_at = u->updated_at;
 			u->rec->expirable = u->expirable;
+			break;
+		case UNDO_COOL:
+			/* Pushed in this batch: it is the newest entry. */
+			g->cool_n--;
+			cool_unlink(u->rec);
+			rec_free_tree(NULL, u->rec);
 			break;
 		}
 	}
@@ -691,7 +840,7 @@ reg_commit(struct reg *g, char *err, size_t errlen)
 	}
 	for (i = 0; i < g->nundo; i++)
 		if (g->undo[i].kind == UNDO_DETACH)
-			rec_free_tree(g->undo[i].rec);
+			rec_free_tree(g, g->undo[i].rec);
 	g->nundo = 0;
 	return REG_OK;
 }
@@ -786,7 +935,7 @@ reg_allocate(struct reg *g, int family, const char *conduit, const char *node,
 
 int
 reg_release(struct reg *g, int family, const char *conduit, const char *node,
-    const char *name, char *err, size_t errlen)
+    const char *name, int64_t now, char *err, size_t errlen)
 {
 	struct rec *root, *k;
 	int rc;
@@ -797,7 +946,9 @@ reg_release(struct reg *g, int family, const char *conduit, const char *node,
 	k = rec_find(rec_find(rec_find(root, conduit), node), name);
 	if (k == NULL)
 		return REG_OK;
-	return rec_remove(g, k, err, errlen);
+	if ((rc = rec_remove(g, k, err, errlen)) != REG_OK)
+		return rc;
+	return cool_start(g, k, now, err, errlen);
 }
 
 int
@@ -853,8 +1004,8 @@ reg_has_conduit(const struct reg *g, int family, const char *conduit)
 
 /* Collects the GC victims below r (not descending into a victim). */
 static int
-gc_walk(struct reg *g, struct rec *r, int64_t limit, size_t *reaped,
-    char *err, size_t errlen)
+gc_walk(struct reg *g, struct rec *r, int64_t limit, int64_t threshold,
+    size_t *reaped, char *err, size_t errlen)
 {
 	struct rec *k, *next;
 	size_t nrec = 0, nchild = 0;
@@ -866,12 +1017,14 @@ gc_walk(struct reg *g, struct rec *r, int64_t limit, size_t *reaped,
 		    k->updated_at < limit &&
 		    strcmp(k->name, REG_BRIDGE_NAME) != 0) {
 			rec_count_tree(k, &nrec, &nchild);
-			if ((rc = rec_remove(g, k, err, errlen)) != REG_OK)
+			if ((rc = rec_remove(g, k, err, errlen)) != REG_OK ||
+			    (rc = cool_start(g, k, limit + threshold, err,
+			    errlen)) != REG_OK)
 				return rc;
 			*reaped += nrec;
 			nrec = nchild = 0;
-		} else if ((rc = gc_walk(g, k, limit, reaped, err, errlen)) !=
-		    REG_OK) {
+		} else if ((rc = gc_walk(g, k, limit, threshold, reaped, err,
+		    errlen)) != REG_OK) {
 			return rc;
 		}
 	}
@@ -890,8 +1043,8 @@ reg_gc(struct reg *g, int64_t now, int64_t threshold_ns, size_t *reaped,
 	for (fi = 0; fi < 2; fi++) {
 		if (g->root[fi] == NULL)
 			continue;
-		rc = gc_walk(g, g->root[fi], now - threshold_ns, reaped, err,
-		    errlen);
+		rc = gc_walk(g, g->root[fi], now - threshold_ns, threshold_ns,
+		    reaped, err, errlen);
 		if (rc != REG_OK)
 			return rc;
 	}
@@ -908,4 +1061,202 @@ size_t
 reg_count_children(const struct reg *g)
 {
 	return g->nchild;
+}
+
+/* ---- operators' view ---------------------------------------------------- */
+
+/* How many child blocks r can hold: a node its addresses but two, a trench
+ * or conduit the blocks of the configured length below it. */
+static size_t
+rec_usable(const struct reg *g, const struct rec *r)
+{
+	unsigned len, shift;
+	int fi = fam_index(r->cidr.family);
+
+	if (r->level == LVL_NODE)
+		return alloc_pool_usable(r->pool);
+	if (r->level == LVL_TRENCH)
+		len = g->p.fam[fi].conduit_len;
+	else if (r->level == LVL_CONDUIT)
+		len = g->p.fam[fi].node_len;
+	else
+		return 0;
+	if (len <= r->cidr.len)
+		return 0;
+	shift = len - r->cidr.len;
+	return shift >= sizeof(size_t) * 8 ? SIZE_MAX : (size_t)1 << shift;
+}
+
+struct walk_ctx {
+	struct reg *g;				/* the registry */
+	const char *conduit, *node;		/* filters, NULL = none */
+	int (*fn)(void *, const struct reg_record *); /* the caller's */
+	void *arg;				/* its argument */
+};
+
+static int walk_rec(struct walk_ctx *w, struct rec *r);
+
+/* alloc_pool_walk callback: children in address order. */
+static int
+walk_child(void *arg, const struct pfx *p, void *data)
+{
+	struct walk_ctx *w = arg;
+	struct rec *k = data;
+
+	(void)p;
+	if (k == NULL || k->level == LVL_COOL)
+		return 0;
+	if (k->level == LVL_CONDUIT && w->conduit != NULL &&
+	    strcmp(k->name, w->conduit) != 0)
+		return 0;
+	if (k->level == LVL_NODE && w->node != NULL &&
+	    strcmp(k->name, w->node) != 0)
+		return 0;
+	return walk_rec(w, k);
+}
+
+static int
+walk_rec(struct walk_ctx *w, struct rec *r)
+{
+	char id[REG_IDMAX], pid[REG_IDMAX];
+	struct reg_record rec;
+	struct rec *k;
+	size_t n = 0;
+	int rc;
+
+	rec_id(r, id, sizeof(id));
+	if (r->parent != NULL)
+		rec_id(r->parent, pid, sizeof(pid));
+	else
+		pid[0] = '\0';
+	RB_FOREACH(k, rec_kids, &r->kids)
+		n++;
+	rec = (struct reg_record){ .id = id, .name = r->name, .parent_id = pid,
+	    .cidr = r->cidr, .updated_at = r->updated_at,
+	    .expirable = r->expirable, .level = r->level, .children = n,
+	    .usable = rec_usable(w->g, r) };
+	if ((rc = w->fn(w->arg, &rec)) != 0)
+		return rc;
+	if (r->pool == NULL)
+		return 0;
+	return alloc_pool_walk(r->pool, walk_child, w);
+}
+
+int
+reg_walk(struct reg *g, const char *conduit, const char *node,
+    int (*fn)(void *arg, const struct reg_record *rec), void *arg)
+{
+	struct walk_ctx w = { g, conduit && *conduit ? conduit : NULL,
+	    node && *node ? node : NULL, fn, arg };
+	int fi, rc;
+
+	for (fi = 0; fi < 2; fi++)
+		if (g->root[fi] != NULL && (rc = walk_rec(&w, g->root[fi])) != 0)
+			return rc;
+	return 0;
+}
+
+struct check_ctx {
+	struct reg *g;				/* the registry */
+	int64_t limit;				/* stale before this; 0 = off */
+	void (*fn)(void *, const struct reg_problem *); /* the caller's */
+	void *arg;				/* its argument */
+	size_t n;				/* problems found */
+	const struct rec *prev;			/* previous sibling in order */
+	const struct rec *parent;		/* parent of the walk */
+};
+
+static void
+check_report(struct check_ctx *c, const struct rec *r, const char *kind,
+    const char *fmt, ...)
+{
+	char id[REG_IDMAX], what[512];
+	struct reg_problem p = { id, kind, what };
+	va_list ap;
+
+	rec_id(r, id, sizeof(id));
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	c->n++;
+	if (c->fn != NULL)
+		c->fn(c->arg, &p);
+}
+
+static void check_rec(struct check_ctx *c, const struct rec *r);
+
+/* Siblings come in address order: each must start after the previous. */
+static int
+check_child(void *arg, const struct pfx *p, void *data)
+{
+	struct check_ctx *c = arg;
+	const struct rec *k = data, *parent = c->parent, *prev = c->prev;
+	char a[PFX_STRLEN], b[PFX_STRLEN];
+
+	if (k == NULL)
+		return 0;
+	if (!pfx_contains(&parent->cidr, p) || k->parent != parent) {
+		pfx_format(p, a);
+		pfx_format(&parent->cidr, b);
+		check_report(c, k->level == LVL_COOL ? parent : k, "outside",
+		    "%s is not inside its parent %s", a, b);
+	}
+	if (prev != NULL && pfx_first(p) <= pfx_last(&prev->cidr)) {
+		pfx_format(p, a);
+		pfx_format(&prev->cidr, b);
+		check_report(c, k->level == LVL_COOL ? parent : k, "overlap",
+		    "%s overlaps its sibling %s", a, b);
+	}
+	c->prev = k;
+	if (k->level != LVL_COOL) {
+		check_rec(c, k);
+		c->parent = parent;
+	}
+	c->prev = k;
+	return 0;
+}
+
+static void
+check_rec(struct check_ctx *c, const struct rec *r)
+{
+	char t[STORE_TIMESTRLEN];
+	struct rec *k;
+
+	if (c->limit != 0 && r->expirable && r->updated_at != 0 &&
+	    r->updated_at < c->limit && strcmp(r->name, REG_BRIDGE_NAME) != 0) {
+		store_format_time(r->updated_at, t);
+		check_report(c, r, "stale", "not refreshed since %s: garbage "
+		    "collection would reap it", t);
+	}
+	if (r->pool == NULL)
+		return;
+	RB_FOREACH(k, rec_kids, (struct rec_kids *)&r->kids)
+		if (alloc_pool_lookup(r->pool, &k->cidr) != k)
+			check_report(c, k, "index", "missing from its "
+			    "parent's address index");
+	c->parent = r;
+	c->prev = NULL;
+	(void)alloc_pool_walk(r->pool, check_child, c);
+}
+
+size_t
+reg_check(struct reg *g, int64_t now, int64_t threshold_ns,
+    void (*fn)(void *arg, const struct reg_problem *p), void *arg)
+{
+	struct check_ctx c = { .g = g, .fn = fn, .arg = arg };
+	size_t i;
+	int fi;
+
+	for (i = 0; i < g->nprobs; i++) {
+		struct reg_problem p = { g->probs[i].id, g->probs[i].kind,
+		    g->probs[i].what };
+		c.n++;
+		if (fn != NULL)
+			fn(arg, &p);
+	}
+	c.limit = threshold_ns > 0 ? now - threshold_ns : 0;
+	for (fi = 0; fi < 2; fi++)
+		if (g->root[fi] != NULL)
+			check_rec(&c, g->root[fi]);
+	return c.n;
 }

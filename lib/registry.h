@@ -51,6 +51,8 @@ struct reg_params {
 		unsigned node_len;	/* length of node prefixes */
 	} fam[2];			/* [0] IPv4, [1] IPv6 */
 	int64_t node_refresh_ns;	/* damping of node updated_at refreshes */
+	int64_t release_cooldown_ns;	/* a released address stays unused this
+					 * long (0 = reusable at once) */
 };
 
 /*
@@ -98,9 +100,11 @@ int reg_allocate(struct reg *r, int family, const char *conduit,
     const char *node, const char *name, int64_t now, struct reg_result *res,
     char *err, size_t errlen);
 
-/* Releases child name; unknown conduit/node/child is not an error. */
+/* Releases child name at now (ns); unknown conduit/node/child is not an
+ * error. With a release cooldown its address stays unused for a while. */
 int reg_release(struct reg *r, int family, const char *conduit,
-    const char *node, const char *name, char *err, size_t errlen);
+    const char *node, const char *name, int64_t now, char *err,
+    size_t errlen);
 
 /* Makes sure conduit exists in every served family (first-fit). Returns
  * REG_OK when it already exists. */
@@ -125,5 +129,55 @@ int reg_gc(struct reg *r, int64_t now, int64_t threshold_ns, size_t *reaped,
 /* Record counts: all records, and children (leaf addresses). */
 size_t reg_count(const struct reg *r);
 size_t reg_count_children(const struct reg *r);
+
+/*
+ * Makes addresses whose release cooldown has passed by now usable again.
+ * Call it outside a batch, before each one. Returns how many were freed.
+ */
+size_t reg_expire_cooldowns(struct reg *r, int64_t now);
+
+/* Released addresses still cooling down. */
+size_t reg_count_cooling(const struct reg *r);
+
+/* A record as reg_walk shows it; valid during the callback only. */
+struct reg_record {
+	const char *id;			/* Meridio's id */
+	const char *name;		/* record name */
+	const char *parent_id;		/* "" for a trench record */
+	struct pfx cidr;		/* the record's prefix */
+	int64_t updated_at;		/* ns since the epoch; 0 = NULL */
+	bool expirable;			/* GC may reap it */
+	unsigned level;			/* 0 trench, 1 conduit, 2 node, 3 child */
+	size_t children;		/* direct children */
+	size_t usable;			/* child blocks it can hold (node: its
+					 * addresses but the first and last) */
+};
+
+/*
+ * Calls fn for every record of the served trenches, parents first (children
+ * in address order), or only for the records on the way to and below
+ * conduit and/or node (NULL or "" = no filter). fn returning non-zero stops
+ * the walk and is returned.
+ */
+int reg_walk(struct reg *r, const char *conduit, const char *node,
+    int (*fn)(void *arg, const struct reg_record *rec), void *arg);
+
+/* A problem found by reg_check. */
+struct reg_problem {
+	const char *id;			/* record concerned */
+	const char *kind;		/* orphan, outside, overlap, bad-cidr,
+					 * bad-id, stale, index */
+	const char *what;		/* one line for people */
+};
+
+/*
+ * Audits the registry without changing it: rows left out at load (they are
+ * still on disk), any broken invariant of the index (a child outside its
+ * parent, overlapping siblings), and, when threshold_ns > 0, records that
+ * garbage collection would reap at now. Calls fn per problem; returns the
+ * number of problems.
+ */
+size_t reg_check(struct reg *r, int64_t now, int64_t threshold_ns,
+    void (*fn)(void *arg, const struct reg_problem *p), void *arg);
 
 #endif

@@ -32,6 +32,8 @@
 #define DB_MAX_NAME 512			/* longest child name */
 #define DB_MAX_LABEL 253		/* longest node, conduit, trench name */
 #define NS_PER_MS 1000000LL
+#define DB_DUMP_CHUNK 1000		/* records per Dump reply frame */
+#define DB_MAX_PROBLEMS 2000		/* problems listed by one Check */
 
 /* gRPC status codes used in replies. */
 enum {
@@ -261,7 +263,7 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 		    r->family, r->name))
 			return REG_OK;
 		rc = reg_release(d->reg, r->family, r->conduit, r->node,
-		    r->name, err, sizeof(err));
+		    r->name, now, err, sizeof(err));
 		break;
 	}
 	case IPAMD__V1__REQUEST__BODY_SYNC_CONDUITS: {
@@ -308,6 +310,7 @@ run_batch(struct db *d, struct plist *l)
 
 	if (l->n == 0)
 		return;
+	reg_expire_cooldowns(d->reg, now);
 	if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
 		failed = true;
 	} else {
@@ -350,6 +353,174 @@ run_batch(struct db *d, struct plist *l)
 	l->n = 0;
 }
 
+/* Collects Dump records into reply frames of DB_DUMP_CHUNK records. */
+struct dump_ctx {
+	struct db *d;			/* the worker */
+	struct pending *p;		/* the Dump request */
+	Ipamd__V1__Record recs[DB_DUMP_CHUNK];	/* this chunk */
+	char strs[DB_DUMP_CHUNK][3][PFX_STRLEN + 1]; /* its short strings */
+	char *ids[DB_DUMP_CHUNK][3];	/* its id, name, parent id copies */
+	size_t n;			/* records in this chunk */
+	bool failed;			/* out of memory: stop */
+};
+
+/* Sends the records collected so far as one Reply. */
+static void
+dump_flush(struct dump_ctx *x, bool more)
+{
+	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
+	Ipamd__V1__Record *ptrs[DB_DUMP_CHUNK];
+	struct client *c = &x->d->cl[x->p->slot];
+	size_t i;
+
+	for (i = 0; i < x->n; i++)
+		ptrs[i] = &x->recs[i];
+	r.id = x->p->req->id;
+	r.n_records = x->n;
+	r.records = ptrs;
+	r.more = more;
+	r.message = (char *)"";
+	r.address = (char *)"";
+	if (c->conn != NULL && c->gen == x->p->gen &&
+	    ipcmsg_queue_reply(c->conn, &r) != 0)
+		client_close(x->d, x->p->slot, "cannot queue a reply");
+	for (i = 0; i < x->n; i++) {
+		free(x->ids[i][0]);
+		free(x->ids[i][1]);
+		free(x->ids[i][2]);
+	}
+	x->n = 0;
+}
+
+static int
+dump_one(void *arg, const struct reg_record *rec)
+{
+	struct dump_ctx *x = arg;
+	Ipamd__V1__Record *o = &x->recs[x->n];
+	char **ids = x->ids[x->n];
+
+	ipamd__v1__record__init(o);
+	ids[0] = strdup(rec->id);
+	ids[1] = strdup(rec->name);
+	ids[2] = strdup(rec->parent_id);
+	if (ids[0] == NULL || ids[1] == NULL || ids[2] == NULL) {
+		free(ids[0]);
+		free(ids[1]);
+		free(ids[2]);
+		x->failed = true;
+		return 1;
+	}
+	pfx_format(&rec->cidr, x->strs[x->n][0]);
+	o->id = ids[0];
+	o->name = ids[1];
+	o->parent_id = ids[2];
+	o->cidr = x->strs[x->n][0];
+	o->updated_at = rec->updated_at;
+	o->expirable = rec->expirable;
+	o->level = rec->level;
+	o->children = rec->children;
+	o->usable = rec->usable;
+	if (++x->n == DB_DUMP_CHUNK)
+		dump_flush(x, true);
+	return 0;
+}
+
+/* Answers a Dump: the walk is short (in-memory), frames stay capped. */
+static void
+answer_dump(struct db *d, struct pending *p)
+{
+	struct dump_ctx *x = calloc(1, sizeof(*x));
+	Ipamd__V1__Dump *q = p->req->dump;
+
+	if (x == NULL) {
+		fail(p, CODE_INTERNAL, "%sout of memory", "");
+		reply(d, p);
+		return;
+	}
+	x->d = d;
+	x->p = p;
+	(void)reg_walk(d->reg, q->conduit, q->node, dump_one, x);
+	if (x->failed) {
+		x->n = 0;
+		fail(p, CODE_INTERNAL, "%sout of memory", "");
+		reply(d, p);
+	} else {
+		dump_flush(x, false);
+		d->requests++;
+	}
+	free(x);
+}
+
+/* Collects Check problems. */
+struct check_ctx {
+	Ipamd__V1__Problem *v;		/* problems, DB_MAX_PROBLEMS at most */
+	size_t n;			/* how many */
+	size_t total;			/* how many were found */
+};
+
+static void
+check_one(void *arg, const struct reg_problem *pr)
+{
+	struct check_ctx *x = arg;
+	Ipamd__V1__Problem *o;
+
+	if (x->total++ >= DB_MAX_PROBLEMS)
+		return;
+	o = &x->v[x->n];
+	ipamd__v1__problem__init(o);
+	o->id = strdup(pr->id);
+	o->kind = strdup(pr->kind);
+	o->what = strdup(pr->what);
+	if (o->id == NULL || o->kind == NULL || o->what == NULL) {
+		free(o->id);
+		free(o->kind);
+		free(o->what);
+		return;
+	}
+	x->n++;
+}
+
+/* Answers a Check from the index. */
+static void
+answer_check(struct db *d, struct pending *p)
+{
+	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
+	Ipamd__V1__Problem *ptrs[DB_MAX_PROBLEMS];
+	struct check_ctx x = { 0 };
+	struct client *c = &d->cl[p->slot];
+	char msg[128];
+	size_t i;
+
+	x.v = calloc(DB_MAX_PROBLEMS, sizeof(*x.v));
+	if (x.v == NULL) {
+		fail(p, CODE_INTERNAL, "%sout of memory", "");
+		reply(d, p);
+		return;
+	}
+	(void)reg_check(d->reg, clock_ns(CLOCK_REALTIME), d->cfg->gc_enabled ?
+	    d->cfg->gc_threshold_ns : 0, check_one, &x);
+	for (i = 0; i < x.n; i++)
+		ptrs[i] = &x.v[i];
+	snprintf(msg, sizeof(msg), x.total > x.n ? "%zu problems, first %zu "
+	    "listed" : "%zu problems", x.total, x.n);
+	r.id = p->req->id;
+	r.message = msg;
+	r.address = (char *)"";
+	r.n_problems = x.n;
+	r.problems = ptrs;
+	r.record_count = reg_count(d->reg);
+	if (c->conn != NULL && c->gen == p->gen &&
+	    ipcmsg_queue_reply(c->conn, &r) != 0)
+		client_close(d, p->slot, "cannot queue a reply");
+	d->requests++;
+	for (i = 0; i < x.n; i++) {
+		free(x.v[i].id);
+		free(x.v[i].kind);
+		free(x.v[i].what);
+	}
+	free(x.v);
+}
+
 /* Answers at once what needs no batch; returns true if it did. */
 static bool
 answer_now(struct db *d, struct pending *p)
@@ -365,6 +536,14 @@ answer_now(struct db *d, struct pending *p)
 		c->pid = q->hello->pid;
 		log_fmt(LOGL_DEBUG, "hello from role %d pid %d", c->role,
 		    c->pid);
+	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_DUMP) {
+		answer_dump(d, p);
+		pending_free(p);
+		return true;
+	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_CHECK) {
+		answer_check(d, p);
+		pending_free(p);
+		return true;
 	} else if (q->body_case != IPAMD__V1__REQUEST__BODY_PING) {
 		return false;
 	}
@@ -490,8 +669,10 @@ heartbeat(struct db *d, int status_fd)
 	if (status_fd < 0)
 		return;
 	snprintf(status, sizeof(status), "db: %zu records, %zu addresses, "
-	    "%llu commits", reg_count(d->reg), reg_count_children(d->reg),
-	    (unsigned long long)store_commit_count(d->st));
+	    "%llu commits, %zu cooling", reg_count(d->reg),
+	    reg_count_children(d->reg),
+	    (unsigned long long)store_commit_count(d->st),
+	    reg_count_cooling(d->reg));
 	if (ipcmsg_send_status(status_fd, true, status) != 0)
 		log_warn("cannot write to the supervisor: %s", strerror(errno));
 }

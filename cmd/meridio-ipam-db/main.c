@@ -102,6 +102,7 @@ main(int argc, char **argv)
 	/* Node refreshes are damped, but never so much that GC could reap a
 	 * node whose children are still being renewed. */
 	rp.node_refresh_ns = 60LL * 1000000000;
+	rp.release_cooldown_ns = cfg.release_cooldown_ns;
 	if (cfg.gc_enabled && cfg.gc_threshold_ns / 4 < rp.node_refresh_ns)
 		rp.node_refresh_ns = cfg.gc_threshold_ns / 4;
 	rc = reg_open(&reg, st, &rp, on_problem, NULL, err, sizeof(err));

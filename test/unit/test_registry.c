@@ -74,6 +74,8 @@ on_problem(void *arg, const char *id, const char *what)
 {
 	struct problems *pr = arg;
 
+	if (pr == NULL)
+		return;
 	pr->n++;
 	snprintf(pr->last, sizeof(pr->last), "%s: %s", id, what);
 }
@@ -138,7 +140,7 @@ release1(struct reg *g, int fam, const char *c, const char *n,
 	char err[256];
 
 	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_release(g, fam, c, n, name, err, sizeof(err)), REG_OK,
+	cr_assert_eq(reg_release(g, fam, c, n, name, T0, err, sizeof(err)), REG_OK,
 	    "%s", err);
 	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
 }
@@ -358,7 +360,7 @@ Test(registry, rollback_undoes_memory_and_disk)
 	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
 	cr_assert_eq(reg_allocate(g, PFX_V4, "c", "n2", "x", T0, &res, err,
 	    sizeof(err)), REG_OK);
-	cr_assert_eq(reg_release(g, PFX_V4, "c", "n", "keep", err,
+	cr_assert_eq(reg_release(g, PFX_V4, "c", "n", "keep", T0, err,
 	    sizeof(err)), REG_OK);
 	cr_assert_eq(reg_allocate(g, PFX_V4, "c", "n", "y", T0, &res, err,
 	    sizeof(err)), REG_OK);
@@ -530,6 +532,184 @@ Test(registry, load_problems_reported_rows_untouched)
 	/* x keeps .1; the next child gets .2 */
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0), "169.255.0.1/24");
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "w", T0), "169.255.0.2/24");
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, release_cooldown_keeps_address_unused)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g;
+
+	p.release_cooldown_ns = 10 * NS;
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "a", T0);
+	alloc1(g, PFX_V4, "c", "n", "b", T0);
+	alloc1(g, PFX_V4, "c", "n", "c", T0);
+	release1(g, PFX_V4, "c", "n", "b");
+	cr_assert_eq(reg_count_cooling(g), 1);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "d", T0), "169.255.0.4/24");
+	cr_assert_eq(reg_expire_cooldowns(g, T0 + 9 * NS), 0);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "e", T0), "169.255.0.5/24");
+	cr_assert_eq(reg_expire_cooldowns(g, T0 + 10 * NS), 1);
+	cr_assert_eq(reg_count_cooling(g), 0);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "f", T0), "169.255.0.2/24");
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, release_cooldown_undone_by_rollback)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g;
+	char err[256];
+
+	p.release_cooldown_ns = 10 * NS;
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "a", T0);
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_release(g, PFX_V4, "c", "n", "a", T0, err,
+	    sizeof(err)), REG_OK);
+	cr_assert_eq(reg_count_cooling(g), 1);
+	reg_rollback(g);
+	cr_assert_eq(reg_count_cooling(g), 0);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "a", T0), "169.255.0.1/24");
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "b", T0), "169.255.0.2/24");
+	reg_close(g);
+	store_close(st);
+}
+
+Test(registry, release_cooldown_survives_its_node_being_reaped)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g;
+	char err[256];
+	size_t reaped;
+
+	p.release_cooldown_ns = 10 * NS;
+	p.node_refresh_ns = NS;
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "a", T0);
+	alloc1(g, PFX_V4, "c", "n", "b", T0);
+	release1(g, PFX_V4, "c", "n", "a");
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_gc(g, T0 + 100 * NS, 50 * NS, &reaped, err,
+	    sizeof(err)), REG_OK);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reaped, 2);
+	cr_assert_eq(reg_expire_cooldowns(g, T0 + 20 * NS), 1);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "a", T0 + 100 * NS),
+	    "169.255.0.1/24");
+	reg_close(g);
+	store_close(st);
+}
+
+struct seen {
+	int n;
+	char lines[16][160];
+};
+
+static int
+on_record(void *arg, const struct reg_record *r)
+{
+	struct seen *s = arg;
+	char cidr[PFX_STRLEN];
+
+	pfx_format(&r->cidr, cidr);
+	if (s->n < 16)
+		snprintf(s->lines[s->n], sizeof(s->lines[0]), "%u %s %s %s %zu/%zu",
+		    r->level, r->id, r->parent_id[0] ? r->parent_id : "-", cidr,
+		    r->children, r->usable);
+	s->n++;
+	return 0;
+}
+
+Test(registry, walk_lists_parents_first_in_address_order)
+{
+	static const char *const cs[] = { "a", "b" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g;
+	struct seen s = { 0 };
+
+	p.fam[1].enabled = false;
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 2, T0);
+	alloc1(g, PFX_V4, "a", "n", "z", T0);
+	alloc1(g, PFX_V4, "a", "n", "y", T0);
+	alloc1(g, PFX_V4, "b", "m", "x", T0);
+	cr_assert_eq(reg_walk(g, NULL, NULL, on_record, &s), 0);
+	cr_assert_eq(s.n, 8);
+	cr_assert_str_eq(s.lines[0], "0 default-0 - 169.255.0.0/16 2/16");
+	cr_assert_str_eq(s.lines[1], "1 a-default-0 default-0 169.255.0.0/20 1/16");
+	cr_assert_str_eq(s.lines[2], "2 n-a-default-0 a-default-0 169.255.0.0/24 2/254");
+	cr_assert_str_eq(s.lines[3], "3 z-n-a-default-0 n-a-default-0 169.255.0.1/32 0/0");
+	cr_assert_str_eq(s.lines[4], "3 y-n-a-default-0 n-a-default-0 169.255.0.2/32 0/0");
+	cr_assert_str_eq(s.lines[5], "1 b-default-0 default-0 169.255.16.0/20 1/16");
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(reg_walk(g, "b", NULL, on_record, &s), 0);
+	cr_assert_eq(s.n, 4);
+	cr_assert_str_eq(s.lines[1], "1 b-default-0 default-0 169.255.16.0/20 1/16");
+	cr_assert_str_eq(s.lines[3], "3 x-m-b-default-0 m-b-default-0 169.255.16.1/32 0/0");
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(reg_walk(g, "a", "nope", on_record, &s), 0);
+	cr_assert_eq(s.n, 2);
+	reg_close(g);
+	store_close(st);
+}
+
+struct found {
+	int n;
+	char kinds[256];
+};
+
+static void
+on_found(void *arg, const struct reg_problem *p)
+{
+	struct found *f = arg;
+
+	f->n++;
+	strncat(f->kinds, p->kind, sizeof(f->kinds) - strlen(f->kinds) - 2);
+	strcat(f->kinds, " ");
+}
+
+Test(registry, check_reports_load_problems_and_stale_records)
+{
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	struct store_row orphan = { "o-gone-default-0", "o", "169.255.3.0/24",
+	    "gone-default-0", T0, true };
+	struct found f = { 0 };
+	static const char *const cs[] = { "c" };
+	char err[256];
+
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "old", T0);
+	alloc1(g, PFX_V4, "c", "n", "bridge", T0);
+	cr_assert_eq(reg_check(g, T0 + 10 * NS, 50 * NS, on_found, &f), 0,
+	    "%s", f.kinds);
+	reg_close(g);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	cr_assert_eq(store_insert(st, &orphan, err, sizeof(err)), 0);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	g = open_reg(st, &p, NULL);
+	memset(&f, 0, sizeof(f));
+	/* The node and "old" are stale; "bridge" never is. */
+	cr_assert_eq(reg_check(g, T0 + 100 * NS, 50 * NS, on_found, &f), 3,
+	    "%s", f.kinds);
+	cr_assert_str_eq(f.kinds, "orphan stale stale ");
+	memset(&f, 0, sizeof(f));
+	cr_assert_eq(reg_check(g, T0 + 100 * NS, 0, on_found, &f), 1);
 	reg_close(g);
 	store_close(st);
 }
