@@ -497,6 +497,30 @@ class NspWatch(DaemonTest):
                          ("169.255.16.1", 24))
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
 
+    def test_a_conduit_that_does_not_fit_blocks_no_later_list(self):
+        """169.255.0.0/16 holds sixteen /20 conduits. A list of seventeen
+        places the first sixteen in list order; the next list, which drops
+        c00 and fits, must then be applied (c00 removed, c16 placed in the
+        freed /20) rather than the worker retrying the old list forever."""
+        names = ["c%02d" % i for i in range(17)]
+        nsp = self.nsp(names)
+        d = self.daemon(conduits="", nsp=nsp.target)
+        harness.poll(lambda: "c15-default-0" in d.rows(), 15, 0.1, "the first 16 conduits")
+        rows = d.rows()
+        self.assertEqual(rows["c00-default-0"]["cidr"], "169.255.0.0/20")
+        self.assertEqual(rows["c15-default-0"]["cidr"], "169.255.240.0/20")
+        self.assertNotIn("c16-default-0", rows)
+        self.assertEqual(d.client.allocate("c15", "w", "p"), ("169.255.240.1", 24))
+        nsp.set_conduits(names[1:])
+        harness.poll(lambda: "c16-default-0" in d.rows(), 15, 0.1,
+                     lambda: "c16 placed after c00 left the list (conduit rows: %s)"
+                     % sorted(i for i, r in d.rows().items() if r["parent_id"] == "default-0"))
+        rows = d.rows()
+        self.assertNotIn("c00-default-0", rows)
+        self.assertEqual(rows["c16-default-0"]["cidr"], "169.255.0.0/20")
+        self.assertEqual(d.client.allocate("c16", "w", "p"), ("169.255.0.1", 24))
+        self.assertSound(rows)
+
     def test_first_list_after_restart_deletes_nothing(self):
         nsp = self.nsp(["conduit-a", "conduit-b"])
         d = self.daemon(conduits="", nsp=nsp.target)
