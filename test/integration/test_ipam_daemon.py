@@ -458,6 +458,41 @@ class NspWatch(DaemonTest):
         self.assertEqual(c.allocate("conduit-a", "worker-9", "q", V6), ("fd00::1", 64))
         self.assertEqual(c.allocate("conduit-b", "worker-1", "p"), ("169.255.16.1", 24))
 
+    def test_conduit_removed_under_load_leaves_nothing_below(self):
+        """Allocations race the removal of their conduit: afterwards nothing
+        is left below it and no record is orphaned."""
+        nsp = self.nsp(["conduit-a", "conduit-b"])
+        d = self.daemon(conduits="", nsp=nsp.target)
+        d.client.allocate("conduit-a", "w0", "p", timeout=15)
+        stop = threading.Event()
+        counts = {"ok": 0, "codes": set()}
+
+        def load(k):
+            i = 0
+            while not stop.is_set():
+                try:
+                    d.client.allocate("conduit-a", "w%d" % (i % 5), "p%d-%d" % (k, i), timeout=2)
+                    counts["ok"] += 1
+                except RpcError as e:
+                    counts["codes"].add(e.code)
+                i += 1
+
+        ts = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        try:
+            harness.poll(lambda: counts["ok"] >= 50, 15, 0.05, "allocations under way")
+            nsp.set_conduits(["conduit-b"])
+            harness.poll(lambda: counts["codes"], 15, 0.05, "allocations to be refused")
+        finally:
+            stop.set()
+            for t in ts:
+                t.join(15)
+        self.assertLessEqual(counts["codes"], {SC.NOT_FOUND, SC.DEADLINE_EXCEEDED})
+        rows = d.rows()
+        self.assertFalse([i for i in rows if "conduit-a" in i], "records left below conduit-a")
+        self.assertSound(rows)
+
     def test_allocate_waits_for_a_conduit_that_appears(self):
         nsp = self.nsp(["conduit-a"])
         d = self.daemon(conduits="", nsp=nsp.target)
