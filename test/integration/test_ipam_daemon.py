@@ -141,6 +141,42 @@ class Lifecycle(DaemonTest):
         d = self.daemon()
         self.stop_cleanly(d, signal.SIGINT)
 
+    def test_sigterm_under_load_drains_and_keeps_acknowledged(self):
+        d = self.daemon()
+        acked = {}
+        codes = set()
+        stop = threading.Event()
+
+        def load(k):
+            i = 0
+            while not stop.is_set():
+                name = "t%d-%d" % (k, i)
+                i += 1
+                try:
+                    acked[name] = d.client.allocate("conduit-a", "w%d" % k, name, timeout=5)
+                except RpcError as e:
+                    codes.add(e.code)
+                    stop.wait(0.02)
+
+        ts = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        try:
+            harness.poll(lambda: len(acked) >= 40, 20, 0.05, "allocations under way")
+            rc, took = d.stop()
+        finally:
+            stop.set()
+            for t in ts:
+                t.join(15)
+        self.assertEqual(rc, 0)
+        self.assertLess(took, 5.0)
+        self.assertLessEqual(codes, {SC.UNAVAILABLE, SC.CANCELLED, SC.DEADLINE_EXCEEDED})
+        d.start()
+        for name, v in acked.items():
+            k = int(name[1:].split("-")[0])
+            self.assertEqual(d.client.allocate("conduit-a", "w%d" % k, name), v, name)
+        self.assertSound(d.rows())
+
     def test_restart_keeps_every_allocation(self):
         d = self.daemon()
         before = allocate_many(d.client)
