@@ -340,6 +340,8 @@ class ImageBuild(unittest.TestCase):
             time.sleep(0.3)
         self.assertTrue(ok, "image never served:\n" + Path(logpath).read_text()[-3000:])
         self.assertEqual(self.stop(proc), 0, Path(logpath).read_text()[-3000:])
+        # With the daemon gone the same health check fails.
+        self.assertNotEqual(run(in_image(*hc[1:]), env=env, timeout=15).returncode, 0)
         db = os.path.join(data, "registry.db")
         self.assertTrue(os.path.exists(db))
         self.assertEqual(os.stat(db).st_uid, 10004)
