@@ -316,6 +316,15 @@ logLevel: DEBUG
             self.assertNotEqual(rc, 0, args)
             self.assertIn(word, err, args)
 
+    def test_kube_version(self):
+        # gRPC probes need Kubernetes 1.24: older clusters are refused up
+        # front, 1.24 itself renders valid objects.
+        rc, _, err = self.template("--kube-version", "1.23.0")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("chart requires kubeVersion", err)
+        objs = self.render("--kube-version", "1.24.0")
+        self.assertEqual(len(objs["StatefulSet"]), 1)
+
     def test_extra_env_and_scheduling(self):
         vals = self.values_file("extra.yaml", """
 extraEnv:
