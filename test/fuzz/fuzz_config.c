@@ -1,0 +1,194 @@
+/*
+ * fuzz_config.c - libFuzzer target for configuration parsing (cfg_load).
+ *
+ * The input is an environment: lines "NAME=value" separated by '\n' (a
+ * later line for the same name wins, as a shell's export would). cfg_load
+ * reads it through its lookup function, exactly as the daemon reads its
+ * real environment.
+ *
+ * Oracles beyond the sanitizers: a refusal leaves the cfg zeroed and says
+ * which variable is wrong; an accepted configuration keeps every invariant
+ * the workers rely on (port range, pool geometry, positive durations), its
+ * durations survive a format/parse round trip, it serialises to JSON, and
+ * loading the same environment twice gives the same answer.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+/* Most variables one input can set. */
+#define FC_MAX_VARS 64
+
+/* The environment of the current input: names and values, NUL-ended
+ * copies in one buffer. */
+static struct {
+	char *buf;			/* the input, '\n' and '=' replaced by NUL */
+	const char *name[FC_MAX_VARS];	/* variable names */
+	const char *value[FC_MAX_VARS];	/* their values */
+	size_t n;			/* variables set */
+} fc_env;
+
+/* Aborts with a message: libFuzzer records the input as a crash. */
+static void
+fc_fail(const char *what, const char *detail)
+{
+	fprintf(stderr, "fuzz_config: %s: %s\n", what, detail);
+	abort();
+}
+
+/* cfg_load's lookup: the last line that sets name, or NULL. */
+static const char *
+fc_get(const char *name)
+{
+	for (size_t i = fc_env.n; i-- > 0;) {
+		if (strcmp(fc_env.name[i], name) == 0)
+			return fc_env.value[i];
+	}
+	return NULL;
+}
+
+/* Cuts the input into fc_env. Lines without '=' are ignored. */
+static void
+fc_parse(const uint8_t *data, size_t size)
+{
+	char *line, *next, *eq;
+
+	fc_env.n = 0;
+	fc_env.buf = malloc(size + 1);
+	if (fc_env.buf == NULL)
+		fc_fail("malloc", "input copy");
+	memcpy(fc_env.buf, data, size);
+	fc_env.buf[size] = '\0';
+	for (line = fc_env.buf; line != NULL && fc_env.n < FC_MAX_VARS;
+	    line = next) {
+		next = strchr(line, '\n');
+		if (next != NULL)
+			*next++ = '\0';
+		if ((eq = strchr(line, '=')) == NULL)
+			continue;
+		*eq = '\0';
+		fc_env.name[fc_env.n] = line;
+		fc_env.value[fc_env.n] = eq + 1;
+		fc_env.n++;
+	}
+}
+
+/* A duration must print and parse back to itself. */
+static void
+fc_duration(int64_t ns, const char *what)
+{
+	char buf[32];
+	int64_t back;
+
+	if (ns < 0)
+		fc_fail("negative duration accepted", what);
+	cfg_format_duration(ns, buf, sizeof(buf));
+	if (cfg_parse_duration(buf, &back) != 0 || back != ns)
+		fc_fail("duration does not round-trip", buf);
+}
+
+/* The pool invariants the allocator relies on. */
+static void
+fc_pool(const struct cfg_pool *p, int family)
+{
+	unsigned bits = pfx_family_bits(family);
+
+	if (p->prefix.family != family)
+		fc_fail("pool family", "differs");
+	if (!(p->prefix.len < p->conduit_len && p->conduit_len <
+	    p->node_len && p->node_len <= bits - 2))
+		fc_fail("pool lengths", "not prefix < conduit < node <= max");
+	if ((p->prefix.addr & ~pfx_mask(family, p->prefix.len)) != 0)
+		fc_fail("pool prefix", "host bits set");
+}
+
+/* Checks an accepted configuration. */
+static void
+fc_check(const struct cfg *c)
+{
+	char *json;
+
+	if (c->port < 1 || c->port > 65535)
+		fc_fail("port out of range", "IPAM_PORT");
+	if (c->metrics_port > 65535 || (c->metrics_port != 0 &&
+	    c->metrics_port == c->port))
+		fc_fail("bad metrics port", "IPAM_METRICS_PORT");
+	if (c->data_source == NULL || c->data_source[0] == '\0' ||
+	    c->trench == NULL || c->trench[0] == '\0' ||
+	    c->nsp_service == NULL)
+		fc_fail("missing string", "data source, trench or nsp");
+	if (c->family != CFG_IPV4 && c->family != CFG_IPV6 &&
+	    c->family != CFG_DUALSTACK)
+		fc_fail("family", "not a known set");
+	if ((c->family & CFG_IPV4) != 0)
+		fc_pool(&c->v4, PFX_V4);
+	if ((c->family & CFG_IPV6) != 0)
+		fc_pool(&c->v6, PFX_V6);
+	if ((cfg_pool_of(c, PFX_V4) != NULL) != ((c->family & CFG_IPV4) != 0) ||
+	    (cfg_pool_of(c, PFX_V6) != NULL) != ((c->family & CFG_IPV6) != 0))
+		fc_fail("cfg_pool_of", "disagrees with family");
+	fc_duration(c->keepalive_ns, "IPAM_GRPC_KEEPALIVE_TIME");
+	fc_duration(c->probe_timeout_ns, "IPAM_GRPC_PROBE_RPC_TIMEOUT");
+	fc_duration(c->max_backoff_ns, "IPAM_GRPC_MAX_BACKOFF");
+	fc_duration(c->gc_interval_ns, "IPAM_GARBAGE_COLLECTION_INTERVAL");
+	fc_duration(c->gc_threshold_ns, "IPAM_GARBAGE_COLLECTION_THRESHOLD");
+	fc_duration(c->release_cooldown_ns, "IPAM_RELEASE_COOLDOWN");
+	for (size_t i = 0; i < c->nconduits; i++) {
+		if (c->conduits[i] == NULL || c->conduits[i][0] == '\0')
+			fc_fail("conduit list", "empty entry");
+	}
+	if ((json = cfg_to_json(c)) == NULL)
+		fc_fail("cfg_to_json", "NULL");
+	free(json);
+}
+
+/* True if every byte of c is zero. */
+static bool
+fc_zero(const struct cfg *c)
+{
+	const unsigned char *p = (const unsigned char *)c;
+
+	for (size_t i = 0; i < sizeof(*c); i++) {
+		if (p[i] != 0)
+			return false;
+	}
+	return true;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct cfg c, again;
+	char err[512], err2[512];
+	int rc, rc2;
+
+	fc_parse(data, size);
+	rc = cfg_load(&c, fc_get, err, sizeof(err));
+	rc2 = cfg_load(&again, fc_get, err2, sizeof(err2));
+	if (rc != rc2)
+		fc_fail("not deterministic", err);
+	if (rc != 0) {
+		if (!fc_zero(&c))
+			fc_fail("refused but cfg not zeroed", err);
+		if (strstr(err, "IPAM_") == NULL)
+			fc_fail("refusal names no variable", err);
+		if (strcmp(err, err2) != 0)
+			fc_fail("two different refusals", err);
+	} else {
+		fc_check(&c);
+		if (c.port != again.port || c.nconduits != again.nconduits ||
+		    strcmp(c.trench, again.trench) != 0)
+			fc_fail("not deterministic", "accepted twice differently");
+	}
+	cfg_free(&c);
+	cfg_free(&again);
+	free(fc_env.buf);
+	fc_env.buf = NULL;
+	return 0;
+}

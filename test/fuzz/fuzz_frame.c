@@ -1,0 +1,259 @@
+/*
+ * fuzz_frame.c - libFuzzer target for the internal frame decoder.
+ *
+ * The input is a byte stream as a peer could write it on an internal
+ * socket. Its first byte picks the size of the pieces it arrives in (so
+ * frames are split across reads in every way); the rest is the stream. It
+ * goes through both decoders of lib/ipc: the non-blocking reassembly
+ * (ipc_conn_fill + ipc_conn_next) and the blocking ipc_recv. Every frame is
+ * unpacked as each internal message type (lib/ipcmsg), and a decoded
+ * Request is packed again and must decode to the same message.
+ *
+ * Oracles beyond the sanitizers: both decoders must cut the stream into
+ * the same frames and stop at the same place, no frame is longer than
+ * IPC_MAX_FRAME, and re-encoding a decoded Request is stable.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ipcmsg.h"
+
+/* Most frames compared between the two decoders for one input. */
+#define FF_MAX_FRAMES 4096
+
+/* Where a decoder stopped and what it cut: frame i is bytes
+ * [start[i], start[i] + len[i]) of the stream. */
+struct ff_cut {
+	size_t n;			/* frames decoded */
+	size_t start[FF_MAX_FRAMES];	/* offset of each payload */
+	size_t len[FF_MAX_FRAMES];	/* length of each payload */
+	int end;			/* 0: clean end, else the errno */
+};
+
+static struct ff_cut ff_conn_cut, ff_recv_cut;
+
+/* Aborts with a message: libFuzzer records the input as a crash. */
+static void
+ff_fail(const char *what)
+{
+	fprintf(stderr, "fuzz_frame: %s\n", what);
+	abort();
+}
+
+/*
+ * Packs a decoded Request again through the real queueing code, reads the
+ * frame back with ipc_recv and checks that it decodes to the same bytes.
+ */
+static void
+ff_roundtrip(const Ipamd__V1__Request *r)
+{
+	int sv[2];
+	struct ipc_conn *c;
+	uint8_t *back = NULL, *again = NULL;
+	size_t n = 0;
+	Ipamd__V1__Request *r2;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		ff_fail("socketpair");
+	if ((c = ipc_conn_new(sv[0])) == NULL)
+		ff_fail("ipc_conn_new");
+	if (ipcmsg_queue_request(c, r) < 0) {
+		if (errno != EMSGSIZE)
+			ff_fail("ipcmsg_queue_request");
+		goto out;
+	}
+	/* A frame below 64 KiB + 4 fits the socket buffer in one go. */
+	if (ipc_conn_flush(c) != 0)
+		goto out;
+	if (ipc_recv(sv[1], &back, &n, 1000) != 1)
+		ff_fail("ipc_recv of a queued frame");
+	r2 = ipcmsg_unpack_request(back, n);
+	if (r2 == NULL)
+		ff_fail("a re-encoded Request does not decode");
+	if (protobuf_c_message_get_packed_size(&r2->base) != n)
+		ff_fail("re-encoding is not stable (size)");
+	if ((again = malloc(n > 0 ? n : 1)) == NULL)
+		ff_fail("malloc");
+	protobuf_c_message_pack(&r2->base, again);
+	if (memcmp(again, back, n) != 0)
+		ff_fail("re-encoding is not stable (bytes)");
+	ipamd__v1__request__free_unpacked(r2, NULL);
+out:
+	free(again);
+	free(back);
+	ipc_conn_free(c);
+	close(sv[1]);
+}
+
+/* Unpacks one frame as every internal message type. */
+static void
+ff_unpack(const uint8_t *p, size_t n)
+{
+	Ipamd__V1__Request *rq;
+	Ipamd__V1__Reply *rp;
+	Ipamd__V1__WorkerStatus *st;
+
+	if (n > IPC_MAX_FRAME)
+		ff_fail("frame above IPC_MAX_FRAME");
+	if ((rq = ipcmsg_unpack_request(p, n)) != NULL) {
+		/* Logs name every request: the name must exist. */
+		if (ipcmsg_request_name(rq) == NULL)
+			ff_fail("request without a name");
+		ff_roundtrip(rq);
+		ipamd__v1__request__free_unpacked(rq, NULL);
+	}
+	if ((rp = ipcmsg_unpack_reply(p, n)) != NULL)
+		ipamd__v1__reply__free_unpacked(rp, NULL);
+	if ((st = ipcmsg_unpack_status(p, n)) != NULL)
+		ipamd__v1__worker_status__free_unpacked(st, NULL);
+}
+
+/* Records a frame into cut; stream is the start of the whole stream. */
+static void
+ff_record(struct ff_cut *cut, const uint8_t *stream, const uint8_t *p,
+    size_t n)
+{
+	if (cut->n < FF_MAX_FRAMES) {
+		cut->start[cut->n] = (size_t)(p - stream);
+		cut->len[cut->n] = n;
+	}
+	cut->n++;
+}
+
+/*
+ * The non-blocking path, as the db worker runs it: the stream arrives in
+ * pieces of `piece` bytes, and after each piece every complete frame is
+ * taken out. The socket's reader and the frames it hands out are checked
+ * against the stream, byte for byte.
+ */
+static void
+ff_via_conn(const uint8_t *s, size_t len, size_t piece, struct ff_cut *cut)
+{
+	int sv[2];
+	struct ipc_conn *c;
+	size_t sent = 0, taken = 0;
+	bool eof = false;
+
+	cut->n = 0;
+	cut->end = 0;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		ff_fail("socketpair");
+	if ((c = ipc_conn_new(sv[0])) == NULL)
+		ff_fail("ipc_conn_new");
+	while (!eof) {
+		const uint8_t *p;
+		size_t n;
+		ssize_t r;
+		int k;
+
+		if (sent < len) {
+			size_t m = len - sent < piece ? len - sent : piece;
+			if (write(sv[1], s + sent, m) != (ssize_t)m)
+				ff_fail("write to socketpair");
+			sent += m;
+		} else if (sv[1] >= 0) {
+			close(sv[1]);
+			sv[1] = -1;
+		}
+		do
+			r = ipc_conn_fill(c);
+		while (r > 0);
+		if (r == 0)
+			eof = true;
+		else if (errno != EAGAIN)
+			ff_fail("ipc_conn_fill");
+		while ((k = ipc_conn_next(c, &p, &n)) == 1) {
+			/* The frame is the stream's bytes after a header. */
+			if (taken + 4 + n > sent || memcmp(p, s + taken + 4,
+			    n) != 0)
+				ff_fail("frame differs from the stream");
+			ff_record(cut, s, s + taken + 4, n);
+			ff_unpack(p, n);
+			taken += 4 + n;
+		}
+		if (k < 0) {
+			if (errno != EMSGSIZE)
+				ff_fail("ipc_conn_next: unexpected errno");
+			cut->end = EMSGSIZE;
+			break;
+		}
+	}
+	/* EOF inside a header or a payload: ipc_recv calls that EPROTO. */
+	if (cut->end == 0 && taken < len)
+		cut->end = EPROTO;
+	ipc_conn_free(c);
+	if (sv[1] >= 0)
+		close(sv[1]);
+}
+
+/*
+ * The blocking path: the whole stream is written, the writer closes, and
+ * ipc_recv takes frames until EOF or an error.
+ */
+static void
+ff_via_recv(const uint8_t *s, size_t len, struct ff_cut *cut)
+{
+	int sv[2];
+	size_t taken = 0;
+	int sndbuf = (int)len + 4096;
+
+	cut->n = 0;
+	cut->end = 0;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		ff_fail("socketpair");
+	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	if (len > 0 && write(sv[1], s, len) != (ssize_t)len)
+		ff_fail("write to socketpair");
+	close(sv[1]);
+	for (;;) {
+		uint8_t *p = NULL;
+		size_t n = 0;
+		int r = ipc_recv(sv[0], &p, &n, 1000);
+
+		if (r == 0)
+			break;
+		if (r < 0) {
+			if (errno != EMSGSIZE && errno != EPROTO)
+				ff_fail("ipc_recv: unexpected errno");
+			cut->end = errno;
+			break;
+		}
+		if (taken + 4 + n > len || memcmp(p, s + taken + 4, n) != 0)
+			ff_fail("ipc_recv frame differs from the stream");
+		ff_record(cut, s, s + taken + 4, n);
+		taken += 4 + n;
+		free(p);
+	}
+	close(sv[0]);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	size_t piece;
+
+	if (size < 1)
+		return 0;
+	/* Pieces of 1..256 bytes, or the whole stream at once for 0. */
+	piece = data[0] == 0 ? size : (size_t)data[0];
+	ff_via_conn(data + 1, size - 1, piece, &ff_conn_cut);
+	ff_via_recv(data + 1, size - 1, &ff_recv_cut);
+
+	if (ff_conn_cut.n != ff_recv_cut.n)
+		ff_fail("the two decoders cut a different number of frames");
+	for (size_t i = 0; i < ff_conn_cut.n && i < FF_MAX_FRAMES; i++) {
+		if (ff_conn_cut.start[i] != ff_recv_cut.start[i] ||
+		    ff_conn_cut.len[i] != ff_recv_cut.len[i])
+			ff_fail("the two decoders cut different frames");
+	}
+	if (ff_conn_cut.end != ff_recv_cut.end)
+		ff_fail("the two decoders stop differently");
+	return 0;
+}
