@@ -322,6 +322,29 @@ api_send_locked(struct api *a, Ipamd__V1__Request *r, bool *wake)
 }
 
 /*
+ * Release in a trench this instance does not serve succeeds (issue 3:
+ * Release succeeds when the trench is unknown) without asking the db
+ * worker, which holds nothing of it. The fields checked after the trench
+ * must still be valid: validate_child runs again with this instance's
+ * trench in place of the foreign one. Returns true if the Release is
+ * valid that way (the caller answers OK); st then says what is wrong
+ * otherwise.
+ */
+static bool
+api_release_foreign(struct api *a, Ipam__V1__Child *ch, int *family,
+    struct grpcx_status *st)
+{
+	Nsp__V1__Trench *t = ch->subnet->conduit->trench;
+	char *foreign = t->name;
+	int rc;
+
+	t->name = a->cfg->trench;
+	rc = validate_child(a->cfg, ch, family, st);
+	t->name = foreign;
+	return rc == GRPC_STATUS_OK;
+}
+
+/*
  * Validates an Allocate or Release call and forwards it to the db worker,
  * or answers it at once (bad input, no db connection). The call moves to
  * the pending table under mu, and from then on only the db thread answers
@@ -347,6 +370,13 @@ api_forward(struct api *a, struct api_call *c)
 		return;
 	}
 	if (validate_child(a->cfg, ch, &family, &st) != GRPC_STATUS_OK) {
+		if (c->method == API_RELEASE && st.code == GRPC_STATUS_NOT_FOUND &&
+		    api_release_foreign(a, ch, &family, &st)) {
+			Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
+
+			api_finish(c, GRPC_STATUS_OK, NULL, &e.base);
+			goto out;
+		}
 		api_fail(c, st.code, st.message);
 		goto out;
 	}
@@ -943,7 +973,7 @@ api_db_read(struct api_db *d)
 	const uint8_t *data;
 	size_t len, nd;
 	ssize_t n;
-	int rc;
+	int rc = 0;
 	const char *why = NULL;
 	bool more = true;
 

@@ -367,7 +367,7 @@ class TestForwarding(ApiCase):
 
     def test_late_reply_is_dropped_and_worker_keeps_serving(self):
         self.db.handler = lambda req: None
-        code, _ = self.code_of(self.ipam.Allocate, child(), timeout=0.3)
+        code, _ = self.code_of(self.ipam.Allocate, child(), timeout=1.0)
         self.assertEqual(code, SC.DEADLINE_EXCEEDED)
         req = self.db.wait_requests(1)[0]
         self.db.answer(0, ipamd_pb2.Reply(id=req.id, address="169.255.0.9", prefix_length=24))
@@ -430,10 +430,18 @@ class TestValidation(ApiCase):
             self.bad(child(node=""), SC.INVALID_ARGUMENT, "child.subnet.node: empty", method)
             self.bad(child(node="n" * 254), SC.INVALID_ARGUMENT, "child.subnet.node:", method)
             self.bad(child(family=7), SC.INVALID_ARGUMENT, "child.subnet.ipFamily", method)
-            # the trench is checked before the conduit name
-            self.bad(child(trench="other", conduit=""), SC.NOT_FOUND, "other", method)
             self.bad(child(conduit=""), SC.INVALID_ARGUMENT, "child.subnet.conduit.name: empty",
                      method)
+        # Allocate: the trench is checked before the conduit name
+        self.bad(child(trench="other", conduit=""), SC.NOT_FOUND, "other")
+        # Release: another trench is no error, but a bad field after it still is
+        self.bad(child(trench="other", conduit=""), SC.INVALID_ARGUMENT,
+                 "child.subnet.conduit.name: empty", "Release")
+        self.assertEqual(self.db.requests, [])
+
+    def test_release_in_another_trench_succeeds_without_the_db(self):
+        r = self.ipam.Release(child(trench="other"), timeout=5)
+        self.assertEqual(r.ByteSize(), 0)
         self.assertEqual(self.db.requests, [])
 
     def test_limits_are_inclusive(self):
