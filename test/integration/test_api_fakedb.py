@@ -402,6 +402,27 @@ class TestForwarding(ApiCase):
         self.assertEqual(got, want)
         self.assertEqual(len({r.id for r in self.db.wait_requests(200)}), 200)
 
+    def test_calls_in_flight_are_capped(self):
+        self.db.handler = lambda req: None
+        futs = [self.ipam.Allocate.future(child(name="h-%d" % i), timeout=60)
+                for i in range(4096 + 20)]
+        self.assertTrue(wait_for(lambda: len(self.db.requests) >= 4096, 30))
+        self.assertTrue(wait_for(lambda: sum(f.done() for f in futs) >= 20, 10))
+        refused = [f for f in futs if f.done()]
+        self.assertEqual(len(refused), 20)
+        for f in refused:
+            self.assertEqual(f.code(), SC.RESOURCE_EXHAUSTED)
+            self.assertIn("too many calls", f.details())
+        self.assertEqual(len(self.db.requests), 4096)
+        # the db connection drops: every held call ends, capacity comes back
+        self.db.handler = FakeDb.default_handler
+        self.db.drop_connections()
+        for f in futs:
+            if f not in refused:
+                self.assertEqual(f.code(), SC.UNAVAILABLE)
+        self.assertTrue(wait_for(lambda: len(self.db.hellos) >= 2, 5))
+        self.assertEqual(self.ipam.Allocate(child(), timeout=5).prefixLength, 24)
+
     def test_ipv6_loopback(self):
         with grpc.insecure_channel("[::1]:%d" % self.api.port) as ch:
             p = ipam_pb2_grpc.IpamStub(ch).Allocate(child(), timeout=5)
