@@ -26,6 +26,12 @@ test: build
 bench: build
 	@scripts/bench.sh $(BUILD)
 
+# libFuzzer targets (clang), FUZZ_SECONDS each, on test/fuzz/corpus seeds.
+FUZZ_BUILD   ?= build-fuzz-targets
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD)
 
