@@ -56,7 +56,10 @@
 #define API_RECONNECT_MS 100	/* delay between connection attempts */
 #define API_DEFAULT_WAIT_MS 30000	/* wait_ms when the client set no deadline */
 #define API_DEADLINE_MARGIN_MS 20	/* answer this much before the deadline */
-#define API_EXPIRE_SLACK_MS 5000	/* give up on a silent db after wait + this */
+#define API_EXPIRE_SLACK_MS 5000	/* no deadline: give up on a silent db
+					   after the wait plus this */
+#define API_AFTER_DEADLINE_MS 1000	/* deadline: forget the call this
+					   long after it (gRPC answered) */
 #define API_DRAIN_MS 2000	/* let in-flight calls finish this long */
 #define API_FINAL_MS 3000	/* then wait this long for cancelled calls */
 
@@ -390,7 +393,7 @@ api_forward(struct api *a, struct api_call *c)
 		    left - API_DEADLINE_MARGIN_MS : 0;
 		if (wait > UINT32_MAX)
 			wait = UINT32_MAX;
-		c->expire_ms = api_now_ms() + wait + API_EXPIRE_SLACK_MS;
+		c->expire_ms = api_now_ms() + left + API_AFTER_DEADLINE_MS;
 	}
 
 	if (c->method == API_ALLOCATE) {

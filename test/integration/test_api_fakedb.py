@@ -423,6 +423,24 @@ class TestForwarding(ApiCase):
         self.assertTrue(wait_for(lambda: len(self.db.hellos) >= 2, 5))
         self.assertEqual(self.ipam.Allocate(child(), timeout=5).prefixLength, 24)
 
+    def test_calls_past_their_deadline_free_their_place(self):
+        # 4096 calls the db never answers fill every place; a second after
+        # their deadline the worker forgets them and forwards new calls.
+        self.db.handler = lambda req: None
+        futs = [self.ipam.Allocate.future(child(name="h-%d" % i), timeout=2.0)
+                for i in range(4096)]
+        self.assertTrue(wait_for(lambda: len(self.db.requests) >= 4096, 30))
+        for f in futs:
+            self.assertEqual(f.code(), SC.DEADLINE_EXCEEDED)
+        self.db.handler = FakeDb.default_handler
+        self.assertTrue(wait_for(lambda: self.ok_allocate("again"), 3.5, 0.2))
+
+    def ok_allocate(self, name):
+        try:
+            return self.ipam.Allocate(child(name=name), timeout=5).prefixLength == 24
+        except grpc.RpcError:
+            return False
+
     def test_ipv6_loopback(self):
         with grpc.insecure_channel("[::1]:%d" % self.api.port) as ch:
             p = ipam_pb2_grpc.IpamStub(ch).Allocate(child(), timeout=5)
