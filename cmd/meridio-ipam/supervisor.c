@@ -102,14 +102,18 @@ sv_now(void)
 
 /*
  * Finds a worker binary beside our own executable (a build tree, or a
- * package that installs everything in one directory), else in
- * IPAM_LIBEXECDIR. 0, or -1 when neither is executable.
+ * package that installs everything in one directory), then in
+ * ../libexec/meridio-ipam relative to it (an install under any prefix, even
+ * one moved after the build), else in IPAM_LIBEXECDIR. 0, or -1 when none
+ * is executable.
  */
 static int
 sv_find_binary(const char *binary, char *out, size_t outlen)
 {
+	static const char *const rel[] = { "", "/../libexec/meridio-ipam" };
 	char self[PATH_MAX], *slash;
 	ssize_t n;
+	size_t i;
 
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n > 0) {
@@ -117,9 +121,11 @@ sv_find_binary(const char *binary, char *out, size_t outlen)
 		slash = strrchr(self, '/');
 		if (slash != NULL) {
 			*slash = '\0';
-			if ((size_t)snprintf(out, outlen, "%s/%s", self,
-			    binary) < outlen && access(out, X_OK) == 0)
-				return 0;
+			for (i = 0; i < sizeof(rel) / sizeof(rel[0]); i++)
+				if ((size_t)snprintf(out, outlen, "%s%s/%s",
+				    self, rel[i], binary) < outlen &&
+				    access(out, X_OK) == 0)
+					return 0;
 		}
 	}
 	if ((size_t)snprintf(out, outlen, "%s/%s", IPAM_LIBEXECDIR, binary) <

@@ -350,6 +350,9 @@ class Install(Base):
         v = run(["systemd-analyze", "verify", str(unit)])
         self.assertEqual(v.returncode, 0, v.stderr)
         self.assertEqual(v.stderr.strip(), "")
+        # Installed under a prefix other than the configured one, the
+        # supervisor still finds its workers (in ../libexec/meridio-ipam).
+        self.assert_serves([prefix + "/bin/meridio-ipam"], prefix + "/bin/ipamctl")
 
 
     @staticmethod
@@ -383,27 +386,29 @@ class Install(Base):
         target = prefix + "/libexec" if os.path.isdir(prefix + "/libexec") else prefix
         self.assertTrue(os.path.isdir(target), target)
         self.assertNotEqual(target, "/usr", "refusing to bind over /usr")
+        script = 'mount --make-rprivate / && mount --bind "$1" "$2" && shift 2 && exec "$@"'
+        self.assert_serves(["unshare", "--mount", "sh", "-c", script, "sh", dest + target,
+                            target, dest + prefix + "/bin/meridio-ipam"],
+                           dest + prefix + "/bin/ipamctl")
+
+    def assert_serves(self, cmd, ipamctl):
+        """Runs the daemon command until `ipamctl health` says SERVING, then
+        stops it with SIGTERM and expects exit 0."""
         port = free_port()
-        data = os.path.join(self.tmp, "data")
-        os.mkdir(data)
+        data = tempfile.mkdtemp(prefix="data-", dir=self.tmp)
         env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(port),
                "IPAM_DATA_SOURCE": os.path.join(data, "registry.db"),
                "XDG_RUNTIME_DIR": self.tmp, "IPAM_CONDUITS": "lb",
                "IPAM_LOG_LEVEL": "INFO"}
-        logpath = os.path.join(self.tmp, "daemon.log")
+        logpath = os.path.join(data, "daemon.log")
         log = open(logpath, "w")
         self.addCleanup(log.close)
-        script = 'mount --make-rprivate / && mount --bind "$1" "$2" && shift 2 && exec "$@"'
-        proc = subprocess.Popen(
-            ["unshare", "--mount", "sh", "-c", script, "sh", dest + target, target,
-             dest + prefix + "/bin/meridio-ipam"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
         self.addCleanup(self.stop, proc)
         ok = False
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
-            h = run([dest + prefix + "/bin/ipamctl", "health", "--target",
-                     f"127.0.0.1:{port}"], timeout=10)
+            h = run([ipamctl, "health", "--target", f"127.0.0.1:{port}"], timeout=10)
             if h.returncode == 0:
                 ok = True
                 break
