@@ -450,6 +450,27 @@ class KillWorkers(DaemonTest):
         self.assertEqual(d.client.allocate("conduit-b", "worker-3", "next"), ("169.255.16.61", 24))
         self.assertSound(d.rows())
 
+    def test_supervisor_gives_up_on_a_worker_that_keeps_dying(self):
+        """Too many deaths in a window: everything stops and the supervisor
+        exits non-zero (for systemd or the kubelet to take over)."""
+        d = self.daemon()
+        deadline = time.monotonic() + 120
+        kills = 0
+        while d.running() and time.monotonic() < deadline:
+            pid = d.workers().get("db")
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    kills += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+        self.assertFalse(d.running(), "still restarting after %d kills" % kills)
+        self.assertGreater(d.proc.returncode, 0)
+        self.assertGreater(kills, 1)
+        harness.poll(lambda: not d.leftovers(), 5, 0.05, "workers to be gone")
+        self.assertTrue(port_free(d.port), "port still taken")
+
     def test_each_worker_killed_in_turn(self):
         nsp = self.nsp(["conduit-a", "conduit-b"])
         d = self.daemon(conduits="", nsp=nsp.target)
