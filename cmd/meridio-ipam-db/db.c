@@ -603,13 +603,32 @@ client_read(struct db *d, int slot)
 	}
 }
 
+/*
+ * Accepts every waiting connection. A peer of another uid than ours is
+ * refused (SO_PEERCRED): the 0700 runtime directory keeps other users out
+ * already, this still holds if its mode or the socket's is loosened.
+ */
 static void
 accept_clients(struct db *d, int lfd)
 {
 	int fd, slot;
+	uid_t uid;
 
 	while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >=
 	    0) {
+		if (ipc_peer_uid(fd, &uid) != 0) {
+			log_warn("refusing a connection: SO_PEERCRED: %s",
+			    strerror(errno));
+			close(fd);
+			continue;
+		}
+		if (uid != geteuid()) {
+			log_warn("refusing a connection from uid %lu (only uid "
+			    "%lu may connect)", (unsigned long)uid,
+			    (unsigned long)geteuid());
+			close(fd);
+			continue;
+		}
 		for (slot = 0; slot < DB_MAX_CLIENTS; slot++)
 			if (d->cl[slot].conn == NULL)
 				break;
