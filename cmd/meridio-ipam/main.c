@@ -2,9 +2,11 @@
  * meridio-ipam - the supervisor: validates the configuration, then runs
  * the db, api and nsp workers (see supervisor.c and ipcmsg.h).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "config.h"
 #include "log.h"
@@ -73,6 +75,13 @@ main(int argc, char **argv)
 		return rc;
 	}
 	log_init("supervisor", cfg.log_level, 2);
+	/* No process of the daemon ever needs to gain privileges (setuid
+	 * binaries, file capabilities); workers inherit this. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		log_error("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+		cfg_free(&cfg);
+		return 1;
+	}
 	rc = sv_run(&cfg, &policy);
 	cfg_free(&cfg);
 	return rc;
