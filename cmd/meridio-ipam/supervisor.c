@@ -42,6 +42,7 @@ _Static_assert(SUP_EXIT_PERMANENT == IPCMSG_EXIT_PERMANENT,
 #define SV_TERM_DB_MS 2000	/* stop: SIGTERM to the db worker after this */
 #define SV_KILL_MS 4500		/* stop: SIGKILL whatever is left after this */
 #define SV_BACKLOG 64		/* listen backlog of the db socket */
+#define SV_ENV_WRAPPER "IPAMD_WORKER_WRAPPER"	/* tests: run workers under */
 
 extern char **environ;
 
@@ -182,6 +183,36 @@ sv_free_env(char **envp)
 }
 
 /*
+ * A debugging aid for tests (valgrind, strace): with $IPAMD_WORKER_WRAPPER
+ * set to a command line ("valgrind --leak-check=full"), a worker runs as
+ * that command followed by the worker's path. Words are split on spaces,
+ * the first is looked up in PATH. Returns only when the variable is unset
+ * or empty; a wrapper that cannot be run ends the child with 127.
+ */
+static void
+sv_exec_wrapped(const struct sv *sv, const struct sv_worker *w)
+{
+	const char *wrap = getenv(SV_ENV_WRAPPER);
+	char buf[1024], *argv[34], *word;
+	size_t n = 0;
+
+	if (wrap == NULL || wrap[0] == '\0')
+		return;
+	if (strlen(wrap) >= sizeof(buf))
+		_exit(127);
+	memcpy(buf, wrap, strlen(wrap) + 1);
+	for (word = strtok(buf, " "); word != NULL && n < 32;
+	    word = strtok(NULL, " "))
+		argv[n++] = word;
+	if (n == 0 || word != NULL)
+		_exit(127);
+	argv[n++] = (char *)w->path;
+	argv[n] = NULL;
+	execvpe(argv[0], argv, sv->envp);
+	_exit(127);
+}
+
+/*
  * In the child between fork and exec: die with the supervisor, no new
  * privileges, default signals, and exactly fds 0-2, 3 (status channel)
  * and, for the db worker, 4 (listening socket). Sources are first moved
@@ -219,6 +250,7 @@ sv_child(const struct sv *sv, const struct sv_worker *w, int chan,
 	if (syscall(SYS_close_range, first_free, ~0U, 0) < 0)
 		for (int fd = first_free; fd < 65536; fd++)
 			close(fd);
+	sv_exec_wrapped(sv, w);
 	execve(w->path, argv, sv->envp);
 	_exit(127);
 }
