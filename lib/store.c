@@ -387,6 +387,18 @@ store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
 		    "key than `id`; left untouched", st->path);
 		return -1;
 	}
+	/* Damaged pages are found here, at open, so that the file is refused
+	 * for good: found later by the load, they looked like a passing
+	 * storage error and the worker was restarted until the supervisor
+	 * gave up. One read of the file (~0.1 s for 200k rows). */
+	if (store_query_int(st, "SELECT count(*) FROM pragma_quick_check "
+	    "WHERE quick_check<>'ok'", NULL, &n, err, errlen) < 0)
+		return -1;
+	if (n != 0) {
+		store_err(err, errlen, "%s: damaged (sqlite quick_check found "
+		    "%lld problems); left untouched", st->path, (long long)n);
+		return -1;
+	}
 	for (i = 0; i < sizeof(store_index_names) /
 	    sizeof(store_index_names[0]); i++) {
 		if (store_query_int(st, "SELECT count(*) FROM sqlite_master "
