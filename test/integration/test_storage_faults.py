@@ -1,0 +1,398 @@
+"""Storage faults (issue 4): the data directory missing or read-only, a
+corrupt database file, a file held by another instance, and the disk
+filling up during a commit.
+
+Each fault must give one clear log line, lose no acknowledged data, and
+delete or rewrite nothing: a refused file keeps every byte, and a failed
+commit answers errors (UNAVAILABLE) while what was committed before stays.
+
+The read-only cases run the daemon as an unprivileged uid (setpriv), since
+the tests run as root and root writes anywhere. The disk-full case mounts a
+small tmpfs in a private mount namespace of the daemon (unshare -m), so
+nothing is mounted where anyone else can see it; the test reaches the files
+through /proc/<pid>/root.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+import unittest
+
+import grpc
+
+import harness
+from harness import V4, V6, DaemonTest, RpcError
+
+SC = grpc.StatusCode
+
+NOBODY = 65534
+# How long a refused daemon may take to exit (it should be far quicker).
+EXIT_BOUND = 20.0
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def snapshot(directory, skip=("stderr.log",)):
+    """{name: (size, mtime_ns, sha256)} of the regular files in directory
+    (the daemon's log and its private runtime directory left out)."""
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        p = os.path.join(directory, name)
+        if (name in skip or name.startswith("stderr") or name.endswith(".sh")
+                or not os.path.isfile(p)):
+            continue
+        st = os.stat(p)
+        out[name] = (st.st_size, st.st_mtime_ns, digest(p))
+    return out
+
+
+def log_records(d):
+    """The JSON log records of d, in order."""
+    out = []
+    for line in d.log_text().splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def wrap(d, setup="", prefix="", name="wrap.sh", target=None):
+    """Makes d start through a shell script: setup commands, then exec of
+    prefix + target (by default what d started so far), so the pid Popen
+    sees ends up being the supervisor's (every step execs, none forks)."""
+    script = os.path.join(d.dir, name)
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nset -e\n%s\nexec %s%s\n"
+                % (setup, prefix, target or d.bin))
+    os.chmod(script, 0o755)
+    d.bin = script
+
+
+class StorageTest(DaemonTest):
+
+    def expect_refusal(self, d, *needles):
+        """Starts d, expects a non-zero exit within EXIT_BOUND and one
+        error record whose text holds every needle. Returns the record."""
+        t0 = time.monotonic()
+        d.start(wait=False)
+        try:
+            rc = d.proc.wait(EXIT_BOUND)
+        except subprocess.TimeoutExpired:
+            self.fail("daemon did not exit on a storage fault\n" + d.log_tail())
+        took = time.monotonic() - t0
+        self.assertGreater(rc, 0, "exit status %s\n%s" % (rc, d.log_tail()))
+        harness.poll(lambda: not d.leftovers(), 5, 0.05, "no process left behind")
+        errors = [r for r in log_records(d) if r.get("level") == "error"
+                  and all(n in json.dumps(r) for n in needles)]
+        self.assertTrue(errors, "no error line with %s\n%s" % (needles, d.log_tail()))
+        return errors[0], took
+
+    def make_data(self, d, n=20):
+        """Starts d, allocates n children, stops it cleanly; returns the
+        answers."""
+        d.start()
+        got = {}
+        for i in range(n):
+            k = ("conduit-a" if i % 2 else "conduit-b", "worker-%d" % (i % 3),
+                 "pod-%d" % i, V4 if i % 4 else V6)
+            got[k] = d.client.allocate(*k)
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0)
+        return got
+
+    def check_kept(self, d, got):
+        """Starts d again and checks every earlier answer is still given."""
+        d.start()
+        for k, v in got.items():
+            self.assertEqual(d.client.allocate(*k), v, k)
+        self.assertSound(d.rows())
+
+
+class MissingDirectory(StorageTest):
+
+    def test_missing_data_directory(self):
+        d = self.daemon(start=False)
+        missing = os.path.join(d.dir, "no-such-dir")
+        d.env["IPAM_DATA_SOURCE"] = os.path.join(missing, "registry.db")
+        rec, took = self.expect_refusal(d, "cannot open the database", "does not exist")
+        self.assertEqual(rec.get("process"), "db")
+        self.assertFalse(os.path.exists(missing), "the daemon created the directory")
+        self.assertLess(took, EXIT_BOUND)
+
+
+class ReadOnly(StorageTest):
+    """The daemon runs as nobody; the data directory and file belong to
+    root. TMPDIR (its runtime directory) is a directory nobody may write."""
+
+    def as_nobody(self, d):
+        run = os.path.join(d.dir, "run")
+        os.makedirs(run, exist_ok=True)
+        os.chown(run, NOBODY, NOBODY)
+        os.chmod(d.dir, 0o755)
+        d.env["TMPDIR"] = run
+        wrap(d, prefix="setpriv --reuid=%d --regid=%d --clear-groups "
+             "--inh-caps=-all " % (NOBODY, NOBODY))
+
+    def make_root_data(self):
+        """A data directory with a database written by a root daemon;
+        returns (the daemon object to reuse the directory, its answers)."""
+        owner = self.daemon(start=False)
+        got = self.make_data(owner)
+        return owner, got
+
+    def test_nobody_can_run_it_on_a_writable_directory(self):
+        """Control: the same setup with the files given to nobody serves,
+        so the refusals below come from the permissions alone."""
+        owner, got = self.make_root_data()
+        for name in os.listdir(owner.dir):
+            os.chown(os.path.join(owner.dir, name), NOBODY, NOBODY)
+        os.chown(owner.dir, NOBODY, NOBODY)
+        d = self.daemon(start=False, data_dir=owner.dir)
+        self.as_nobody(d)
+        self.check_kept(d, got)
+        uids = {os.stat("/proc/%d" % pid).st_uid for pid in d.workers().values()}
+        self.assertEqual(uids, {NOBODY})
+
+    def test_read_only_directory(self):
+        owner, got = self.make_root_data()
+        before = snapshot(owner.dir)
+        d = self.daemon(start=False, data_dir=owner.dir)
+        self.as_nobody(d)
+        os.chmod(owner.dir, 0o755)
+        rec, _ = self.expect_refusal(d, "cannot open the database", owner.db_path)
+        self.assertEqual(rec.get("process"), "db")
+        self.assertEqual(snapshot(owner.dir), before, "files changed")
+        # Back to root: everything is still there.
+        owner.log_path = os.path.join(owner.dir, "stderr-after.log")
+        self.check_kept(owner, got)
+
+    def test_read_only_file(self):
+        """The directory is writable but the database file is not."""
+        owner, got = self.make_root_data()
+        os.chown(owner.dir, NOBODY, NOBODY)
+        os.chmod(owner.db_path, 0o644)
+        before = snapshot(owner.dir)
+        d = self.daemon(start=False, data_dir=owner.dir)
+        self.as_nobody(d)
+        self.expect_refusal(d, "cannot open the database", owner.db_path)
+        self.assertEqual(snapshot(owner.dir), before, "files changed")
+        owner.log_path = os.path.join(owner.dir, "stderr-after.log")
+        self.check_kept(owner, got)
+
+    def test_read_only_empty_directory_creates_nothing(self):
+        d = self.daemon(start=False)
+        data = os.path.join(d.dir, "data")
+        os.makedirs(data)
+        os.chmod(data, 0o755)
+        d.env["IPAM_DATA_SOURCE"] = os.path.join(data, "registry.db")
+        self.as_nobody(d)
+        self.expect_refusal(d, "cannot open the database")
+        self.assertEqual(os.listdir(data), [])
+
+
+class Corrupt(StorageTest):
+
+    def refuse_bytes(self, d, data, *needles):
+        with open(d.db_path, "wb") as f:
+            f.write(data)
+        before = snapshot(d.dir)
+        rec, took = self.expect_refusal(d, *needles)
+        self.assertEqual(snapshot(d.dir), before, "files changed or appeared")
+        with open(d.db_path, "rb") as f:
+            self.assertEqual(f.read(), data, "bytes changed")
+        return rec, took
+
+    def test_garbage_file(self):
+        d = self.daemon(start=False)
+        garbage = os.urandom(64 * 1024)
+        rec, took = self.refuse_bytes(d, garbage, "cannot open the database", d.db_path)
+        self.assertEqual(rec.get("process"), "db")
+        self.assertLess(took, EXIT_BOUND)
+
+    def test_text_file(self):
+        d = self.daemon(start=False)
+        self.refuse_bytes(d, b"this is not a database\n" * 100,
+                          "cannot open the database", d.db_path)
+
+    def test_garbage_pages_behind_a_valid_header(self):
+        """A real database whose pages after the first are overwritten: it
+        passes the header check, so sqlite itself must notice."""
+        d = self.daemon(start=False)
+        self.make_data(d)
+        # Checkpointed at the clean stop: everything is in the main file.
+        self.assertFalse(os.path.exists(d.db_path + "-wal")
+                         and os.path.getsize(d.db_path + "-wal") > 0)
+        with open(d.db_path, "rb") as f:
+            good = f.read()
+        pgsz = int.from_bytes(good[16:18], "big") or 65536
+        self.assertGreater(len(good), 2 * pgsz)
+        bad = good[:pgsz] + os.urandom(len(good) - pgsz)
+        for name in ("-wal", "-shm"):
+            if os.path.exists(d.db_path + name):
+                os.unlink(d.db_path + name)
+        d.log_path = os.path.join(d.dir, "stderr-corrupt.log")
+        t0 = time.monotonic()
+        rec, _ = self.refuse_bytes(d, bad, "cannot open the database", d.db_path,
+                                   "left untouched")
+        # Refused for good at once, not restarted until the death limit.
+        self.assertLess(time.monotonic() - t0, 5.0)
+        self.assertEqual(rec.get("process"), "db")
+        self.assertEqual(len([r for r in log_records(d) if r.get("message") == "worker started"
+                              and r.get("worker") == "db"]), 1, "db worker restarted")
+
+
+class HeldByAnother(StorageTest):
+
+    def test_second_instance_refused_at_once_first_keeps_serving(self):
+        first = self.daemon()
+        got = {}
+        for i in range(10):
+            k = ("conduit-a", "worker-1", "p%d" % i, V4 if i % 2 else V6)
+            got[k] = first.client.allocate(*k)
+        first_workers = first.workers()
+        second = self.daemon(start=False, data_dir=first.dir)
+        second.log_path = os.path.join(first.dir, "stderr-second.log")
+        rec, took = self.expect_refusal(second, "in use by another meridio-ipam",
+                                        "pid %d" % first_workers["db"])
+        print("second instance refused after %.3f s" % took)
+        self.assertLess(took, 5.0, "not refused at once")
+        # The first one never noticed.
+        self.assertEqual(first.workers(), first_workers)
+        self.assertEqual(first.client.health(), "SERVING")
+        for k, v in got.items():
+            self.assertEqual(first.client.allocate(*k), v, k)
+        self.assertEqual(first.client.allocate("conduit-a", "worker-1", "new"),
+                         ("169.255.0.6", 24))
+        self.assertSound(first.rows())
+
+
+class DiskFull(StorageTest):
+    """The database lives on a 16 MiB tmpfs private to the daemon. The test
+    fills it with a ballast file, expects the next commit to fail with
+    UNAVAILABLE while earlier data stays, then frees the space."""
+
+    SIZE = "16m"
+
+    def setUp(self):
+        super().setUp()
+        if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+            self.fail("unshare and nsenter (util-linux) are needed")
+        d = self.daemon(start=False)
+        self.mnt = os.path.join(d.dir, "mnt")
+        os.makedirs(self.mnt)
+        d.env["IPAM_DATA_SOURCE"] = os.path.join(self.mnt, "registry.db")
+        # unshare replaces itself with the inner script, which mounts and
+        # execs the daemon: one pid, in a mount namespace of its own.
+        wrap(d, setup="mount -t tmpfs -o size=%s,mode=0755 ipam-full %s"
+             % (self.SIZE, self.mnt), name="inner.sh")
+        wrap(d, prefix="unshare -m --propagation private ")
+        d.start(wait=False)
+        self.pid = d.proc.pid
+        self.root = "/proc/%d/root" % self.pid
+        d.db_path = self.root + os.path.join(self.mnt, "registry.db")
+        d.wait_serving()
+        d.wait_conduits(["conduit-a", "conduit-b"])
+        self.d = d
+
+    def inside(self, path):
+        return self.root + path
+
+    def fill(self):
+        """Writes a ballast file until the tmpfs is full (bounded)."""
+        ballast = self.inside(os.path.join(self.mnt, "ballast"))
+        chunk = b"\xa5" * 65536
+        written = 0
+        with open(ballast, "wb", buffering=0) as f:
+            for _ in range(1024):
+                try:
+                    f.write(chunk)
+                    written += len(chunk)
+                except OSError:
+                    break
+            else:
+                self.fail("tmpfs never filled up")
+            # Fill the last partial block as well.
+            for _ in range(65536):
+                try:
+                    f.write(b"\0" * 512)
+                except OSError:
+                    break
+        return ballast
+
+    def test_disk_full_during_commit(self):
+        d = self.d
+        self.assertFalse(os.path.ismount(self.mnt), "tmpfs visible outside")
+        before = {}
+        for i in range(40):
+            k = ("conduit-a" if i % 2 else "conduit-b", "worker-%d" % (i % 4),
+                 "pre-%d" % i, V4 if i % 3 else V6)
+            before[k] = d.client.allocate(*k)
+        ballast = self.fill()
+        # Commits now run out of room: some may still fit (the WAL reuses
+        # its space after a checkpoint), then one must fail.
+        during, failed = {}, None
+        for i in range(3000):
+            k = ("conduit-a", "worker-%d" % (i % 4), "full-%d" % i, V4 if i % 2 else V6)
+            try:
+                during[k] = d.client.allocate(*k, timeout=10)
+            except RpcError as e:
+                failed = (k, e)
+                break
+        self.assertIsNotNone(failed, "no commit failed on a full disk")
+        key, err = failed
+        print("disk full: %d commits fitted after the fill, then %s: %s"
+              % (len(during), err.code.name, err.details))
+        self.assertEqual(err.code, SC.UNAVAILABLE, err.details)
+        self.assertIn("storage", err.details)
+        # Nothing died; the log names the cause.
+        self.assertTrue(d.running())
+        self.assertEqual(set(d.workers()), set(harness.ROLES))
+        full_lines = [r for r in log_records(d)
+                      if "full" in json.dumps(r).lower() and r.get("level") in ("warning", "error")]
+        self.assertTrue(full_lines, "no log line names the full disk\n" + d.log_tail())
+        # Still full: the next new child fails the same way, a renewal
+        # still answers (it may or may not be able to write updated_at,
+        # but it must never give another address).
+        harness.expect_code(self, SC.UNAVAILABLE, d.client.allocate, *key)
+        for k, v in list(before.items())[:5]:
+            try:
+                self.assertEqual(d.client.allocate(*k), v)
+            except RpcError as e:
+                self.assertEqual(e.code, SC.UNAVAILABLE, e.details)
+        # The failed batch left nothing behind; earlier data stays.
+        rows = d.rows()
+        self.assertNotIn(harness.meridio_id(key[2], key[1], key[0], "default-%d"
+                                            % (0 if key[3] == V4 else 1)), rows)
+        for k in list(before) + list(during):
+            conduit, node, name, fam = k
+            self.assertIn(harness.meridio_id(name, node, conduit,
+                                             "default-%d" % (0 if fam == V4 else 1)), rows, k)
+        # Space returns: the service recovers by itself.
+        os.unlink(ballast)
+        t0 = time.monotonic()
+        got = harness.poll(lambda: d.client.allocate(*key), 10, 0.05, "allocate after space returned")
+        print("disk full: recovered %.3f s after the space returned" % (time.monotonic() - t0))
+        self.assertTrue(got[0])
+        for k, v in list(before.items()) + list(during.items()):
+            self.assertEqual(d.client.allocate(*k), v, k)
+        # And it is on disk: a restarted db worker reads the same.
+        old = d.kill_worker("db")
+        d.wait_worker("db", not_pid=old)
+        d.wait_serving()
+        for k, v in list(before.items()) + list(during.items()) + [(key, got)]:
+            self.assertEqual(harness.poll(lambda: d.client.allocate(*k), 10, 0.05, str(k)), v, k)
+        self.assertSound(d.rows())
+
+
+if __name__ == "__main__":
+    unittest.main()
