@@ -380,7 +380,7 @@ class Daemon:
             "IPAM_NSP_SERVICE": "" if nsp is None else nsp,
             "IPAM_CONDUITS": conduits or "",
             "IPAM_GRPC_MAX_BACKOFF": "1s",
-            "TMPDIR": self.dir,
+            "TMPDIR": self.tmp_dir(),
         })
         self.env.update(env or {})
         self.proc = None
@@ -393,6 +393,20 @@ class Daemon:
     @property
     def target(self):
         return "127.0.0.1:%d" % self.port
+
+    def tmp_dir(self):
+        """TMPDIR for the daemon, where it makes its runtime directory.
+        The data dir when its path is short; otherwise a short directory
+        under /tmp, since a Unix socket path must fit in 108 bytes."""
+        if len(self.dir) <= 48:
+            self.rt_dir = self.dir
+        else:
+            self.rt_dir = tempfile.mkdtemp(prefix="ipam-rt-", dir="/tmp")
+        return self.rt_dir
+
+    def socket_roots(self):
+        """Directories under which the daemon's runtime directory lies."""
+        return sorted({self.dir, self.rt_dir})
 
     def start(self, wait=True, timeout=START_TIMEOUT):
         """Starts the supervisor; with wait, until Health/Check SERVING."""
@@ -532,6 +546,8 @@ class Daemon:
             self._log_fh = None
 
     def remove_dir(self):
+        if self.rt_dir != self.dir:
+            shutil.rmtree(self.rt_dir, ignore_errors=True)
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -747,11 +763,8 @@ class DaemonTest(unittest.TestCase):
             d.close()
         for n in self._nsps:
             n.stop()
-        seen = set()
         for d in self._daemons:
-            if d.dir not in seen:
-                seen.add(d.dir)
-                d.remove_dir()
+            d.remove_dir()
 
     def assertSound(self, rows):
         problems = check_invariants(rows)

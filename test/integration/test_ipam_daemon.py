@@ -226,12 +226,12 @@ class Process(DaemonTest):
     def test_private_runtime_dir(self):
         d = self.daemon()
         socks = []
-        for root, _dirs, files in os.walk(d.dir):
+        for root, _dirs, files in (w for r in d.socket_roots() for w in os.walk(r)):
             for f in files:
                 p = os.path.join(root, f)
                 if stat.S_ISSOCK(os.lstat(p).st_mode):
                     socks.append(p)
-        self.assertTrue(socks, "no internal socket under the data dir or TMPDIR")
+        self.assertTrue(socks, "no internal socket under %s" % d.socket_roots())
         for p in socks:
             mode = stat.S_IMODE(os.stat(os.path.dirname(p)).st_mode)
             self.assertEqual(mode, 0o700, "%s: mode %o" % (os.path.dirname(p), mode))
@@ -286,10 +286,11 @@ class InternalSocket(DaemonTest):
     and a protobuf payload. Bad frames close that connection only."""
 
     def db_sock(self, d):
-        for root, _dirs, files in os.walk(d.dir):
-            if "db.sock" in files:
-                return os.path.join(root, "db.sock")
-        self.fail("db.sock not found under %s" % d.dir)
+        for top in d.socket_roots():
+            for root, _dirs, files in os.walk(top):
+                if "db.sock" in files:
+                    return os.path.join(root, "db.sock")
+        self.fail("db.sock not found under %s" % d.socket_roots())
 
     def connect(self, path):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
