@@ -98,6 +98,7 @@ struct bench {
 	size_t nlat, caplat;		/* used and allocated */
 	int64_t last_done_ns;		/* last completion in the window */
 	uint64_t done_calls;		/* completions in this phase */
+	unsigned nslots;		/* slots allocated */
 
 	struct bench_name *names;	/* by name index */
 	size_t capnames;		/* allocated entries of names */
@@ -473,13 +474,13 @@ bench_lat_push(struct bench *b, uint32_t us)
 }
 
 /*
- * Runs the phase in b->ph until no call is left in flight: fills every
- * slot, then restarts each slot as its call completes. The loop is
+ * Runs the phase in b->ph until no call is left in flight: fills conc
+ * slots, then restarts each slot as its call completes. The loop is
  * bounded: calls carry deadlines, and it gives up BENCH_GRACE_MS after the
  * last one could have expired. Returns 0 or -1 with err set.
  */
 static int
-bench_phase_run(struct bench *b, char *err, size_t errlen)
+bench_phase_run(struct bench *b, unsigned conc, char *err, size_t errlen)
 {
 	struct bench_phase *ph = &b->ph;
 	unsigned i;
@@ -488,7 +489,7 @@ bench_phase_run(struct bench *b, char *err, size_t errlen)
 	struct bench_slot *s;
 
 	b->done_calls = 0;
-	for (i = 0; i < b->o->concurrency; i++)
+	for (i = 0; i < conc && i < b->nslots; i++)
 		if (!bench_start(b, &b->slots[i], i))
 			break;
 	while (b->inflight > 0) {
@@ -555,13 +556,17 @@ bench_pct(const struct bench *b, double q)
 	return b->lat[k - 1];
 }
 
-/* Sets up the phase that makes names 0..n-1 (existing and release). */
+/*
+ * Makes names 0..n-1 (existing and release) with at least
+ * o->setup_concurrency calls in flight, so that a run at concurrency 1
+ * does not spend most of its time preparing.
+ */
 static int
 bench_setup(struct bench *b, uint64_t n, char *err, size_t errlen)
 {
 	b->ph = (struct bench_phase){ .op = BENCH_OP_ALLOCATE, .limit = n,
 	    .end_ns = INT64_MAX };
-	if (bench_phase_run(b, err, errlen) != 0)
+	if (bench_phase_run(b, b->nslots, err, errlen) != 0)
 		return -1;
 	b->r->setup_calls = b->done_calls;
 	return 0;
@@ -575,7 +580,9 @@ bench_open(struct bench *b, char *err, size_t errlen)
 
 	b->cq = grpc_completion_queue_create_for_next(NULL);
 	b->ch = calloc(b->o->channels, sizeof(*b->ch));
-	b->slots = calloc(b->o->concurrency, sizeof(*b->slots));
+	b->nslots = b->o->concurrency > b->o->setup_concurrency ?
+	    b->o->concurrency : b->o->setup_concurrency;
+	b->slots = calloc(b->nslots, sizeof(*b->slots));
 	if (b->cq == NULL || b->ch == NULL || b->slots == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
@@ -670,8 +677,9 @@ bench_run(const struct bench_opts *o, struct bench_result *r, char *err,
 		ph->warm_end_ns = t0 + o->warmup_ns;
 		ph->end_ns = ph->warm_end_ns + o->duration_ns;
 	}
-	if (bench_phase_run(&b, err, errlen) != 0)
+	if (bench_phase_run(&b, o->concurrency, err, errlen) != 0)
 		goto out;
+	r->total_calls = b.done_calls;
 	/* The window ends at its planned end, or earlier when the calls
 	 * ran out (release, --count). */
 	win_end = ph->end_ns;

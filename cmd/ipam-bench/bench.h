@@ -28,6 +28,7 @@ struct bench_opts {
 	enum bench_mode mode;		/* what to run */
 	const char *target;		/* "host:port" of the server */
 	unsigned concurrency;		/* calls kept in flight */
+	unsigned setup_concurrency;	/* ... while making names in setup */
 	unsigned channels;		/* connections to spread calls over */
 	int64_t duration_ns;		/* measured time (after the warm-up) */
 	int64_t warmup_ns;		/* time run but not measured */
@@ -48,6 +49,7 @@ struct bench_opts {
 struct bench_result {
 	uint64_t calls;			/* calls completed in the window */
 	uint64_t setup_calls;		/* calls of the setup phase */
+	uint64_t total_calls;		/* calls of warm-up and window */
 	uint64_t errors;		/* failed or wrong answers (all phases) */
 	uint64_t duplicates;		/* answers giving a taken address */
 	uint64_t mismatches;		/* renewals answering another address */

@@ -288,7 +288,8 @@ bench_print(const struct bench_opts *o, const struct bench_result *r)
 	printf("%s: concurrency %u, %llu calls in %.2f s%s\n", mode,
 	    o->concurrency, (unsigned long long)r->calls, r->seconds,
 	    r->ran_out ? " (the names ran out before --duration)" : "");
-	printf("  calls/s   %.0f\n", r->ops_per_s);
+	printf("  calls/s   %.0f (%llu calls with the warm-up)\n",
+	    r->ops_per_s, (unsigned long long)r->total_calls);
 	printf("  latency   p50 %u us, p99 %u us, p99.9 %u us, max %u us\n",
 	    r->p50_us, r->p99_us, r->p999_us, r->max_us);
 	printf("  errors    %llu\n", (unsigned long long)r->errors);
@@ -333,6 +334,7 @@ main(int argc, char **argv)
 	o.mode = (enum bench_mode)m;
 	o.target = "localhost:7777";
 	o.concurrency = 16;
+	o.setup_concurrency = 64;
 	o.channels = 1;
 	o.duration_ns = 5000000000LL;
 	o.warmup_ns = 1000000000LL;

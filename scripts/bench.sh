@@ -1,0 +1,240 @@
+#!/bin/sh
+# bench.sh <builddir> - what `make bench` runs (issue 5).
+#
+# 1. Starts a fresh meridio-ipam (synchronous=FULL: every answer is on disk)
+#    on a free loopback port with a temporary data directory and 4 static
+#    conduits, then runs ipam-bench in the modes health, allocate-new,
+#    allocate-existing and release at concurrency 1, 16, 64 and 256, and
+#    prints one table with the ratios to health measured in the same run.
+# 2. Counts fsync/fdatasync calls of the db worker (perf tracepoints, or
+#    strace -c) during a separate allocate-new run at concurrency 64.
+# 3. Fills a second fresh daemon with 100k allocations, sums VmRSS (and
+#    Pss) over the supervisor and its workers, restarts it and times the
+#    start to SERVING.
+# 4. Runs scripts/bench-alloc.sh (allocator flatness).
+# Ends with the targets of issue 5 and whether each was met. Environment:
+# BENCH_DURATION (s, default 3), BENCH_WARMUP (s, default 1),
+# BENCH_FILL (allocations for step 3, default 100000).
+set -eu
+
+if [ $# -lt 1 ]; then
+	echo "usage: $0 <builddir>" >&2
+	exit 2
+fi
+dir=$(cd "$1" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+dur=${BENCH_DURATION:-3}
+warm=${BENCH_WARMUP:-1}
+fill=${BENCH_FILL:-100000}
+conduits=bench-c0,bench-c1,bench-c2,bench-c3
+nodes=64
+py=/usr/bin/python3
+
+cmake --build "$dir" --target meridio-ipam meridio-ipam-db meridio-ipam-api \
+    meridio-ipam-nsp ipam-bench >/dev/null
+bench="$dir/bin/ipam-bench"
+tmp=$(mktemp -d /tmp/ipam-bench.XXXXXX)
+pid=
+
+stop_daemon() {
+	if [ -n "$pid" ]; then
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		pid=
+	fi
+}
+cleanup() {
+	stop_daemon
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	$py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_daemon <datadir>: starts meridio-ipam in the background ($pid),
+# records the start time in ns ($t0).
+start_daemon() {
+	port=$(free_port)
+	target=127.0.0.1:$port
+	mkdir -p "$1"
+	t0=$(date +%s%N)
+	env IPAM_PORT="$port" IPAM_DATA_SOURCE="$1/registry.db" \
+	    IPAM_CONDUITS="$conduits" IPAM_NSP_SERVICE= \
+	    IPAM_LOG_LEVEL=WARNING IPAM_TRENCH_NAME=default \
+	    IPAM_PREFIX_IPV4=10.0.0.0/8 IPAM_CONDUIT_PREFIX_LENGTH_IPV4=12 \
+	    IPAM_NODE_PREFIX_LENGTH_IPV4=20 IPAM_PREFIX_IPV6=fd00::/48 \
+	    IPAM_CONDUIT_PREFIX_LENGTH_IPV6=56 IPAM_NODE_PREFIX_LENGTH_IPV6=64 \
+	    IPAM_GARBAGE_COLLECTION_ENABLED=false \
+	    "$dir/bin/meridio-ipam" >>"$tmp/daemon.log" 2>&1 &
+	pid=$!
+	if ! out=$("$bench" ready --target "$target" --duration 20); then
+		echo "bench: the daemon did not become SERVING; its log:" >&2
+		tail -20 "$tmp/daemon.log" >&2
+		exit 1
+	fi
+	ready_ns=$(echo "$out" | sed -n 's/.*ready_ns=\([0-9]*\).*/\1/p')
+	start_ms=$(( (ready_ns - t0) / 1000000 ))
+}
+
+# The db worker: the supervisor's child named meridio-ipam-db.
+db_pid() {
+	pgrep -P "$pid" -x meridio-ipam-db
+}
+
+# Sums VmRSS and Pss (kB) over the supervisor and its children.
+memory() {
+	rss=0
+	pss=0
+	for p in "$pid" $(pgrep -P "$pid"); do
+		r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status")
+		s=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" \
+		    2>/dev/null || echo 0)
+		rss=$((rss + ${r:-0}))
+		pss=$((pss + ${s:-0}))
+	done
+}
+
+# field <line> <key>: the value of key=value in a machine-readable line.
+field() {
+	echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# run <mode> <conc> [extra args]: one ipam-bench run; sets $last.
+run() {
+	mode=$1
+	conc=$2
+	shift 2
+	if ! out=$("$bench" "$mode" --target "$target" --concurrency "$conc" \
+	    --duration "$dur" --warmup "$warm" --conduits "$conduits" \
+	    --nodes "$nodes" "$@"); then
+		echo "$out" >&2
+		echo "bench: $mode at concurrency $conc failed" >&2
+		exit 1
+	fi
+	last=$(echo "$out" | tail -1)
+	echo "$out" >>"$tmp/runs.txt"
+}
+
+echo "meridio-ipam benchmark: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)"
+echo "build: $(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$dir/CMakeCache.txt"), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "runs: ${warm}s warm-up + ${dur}s measured; synchronous=FULL, WAL"
+echo
+
+# ---- 1. the table -------------------------------------------------------
+start_daemon "$tmp/table"
+printf '| conc | health/s | alloc-new/s | alloc-existing/s | release/s | new/health | existing/health | p50/p99/p99.9 new (us) |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---|\n'
+for c in 1 16 64 256; do
+	run health "$c"
+	h=$(field "$last" ops_per_s)
+	run allocate-new "$c"
+	n=$(field "$last" ops_per_s)
+	np="$(field "$last" p50_us)/$(field "$last" p99_us)/$(field "$last" p999_us)"
+	eval "p99new_$c=$(field "$last" p99_us)"
+	run allocate-existing "$c"
+	e=$(field "$last" ops_per_s)
+	run release "$c"
+	r=$(field "$last" ops_per_s)
+	rn=$(awk -v a="$n" -v b="$h" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+	re=$(awk -v a="$e" -v b="$h" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+	eval "rnew_$c=$rn; rex_$c=$re"
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$h" "$n" \
+	    "$e" "$r" "$rn" "$re" "$np"
+done
+
+# ---- 2. fsyncs per allocation -----------------------------------------
+dbp=$(db_pid)
+fs_method=none
+fs_count=
+perf stat -x, -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync \
+    -p "$dbp" -o "$tmp/perf.txt" >/dev/null 2>&1 &
+tracer=$!
+sleep 0.5
+if kill -0 "$tracer" 2>/dev/null; then
+	fs_method="perf stat (syscall tracepoints)"
+else
+	strace -f -c -e trace=fsync,fdatasync -p "$dbp" -o "$tmp/strace.txt" \
+	    >/dev/null 2>&1 &
+	tracer=$!
+	sleep 0.5
+	kill -0 "$tracer" 2>/dev/null && fs_method="strace -c"
+fi
+run allocate-new 64 --warmup 0
+allocs=$(echo "$out" | sed -n 's/.*(\([0-9]*\) calls with the warm-up).*/\1/p')
+kill -INT "$tracer" 2>/dev/null || true
+wait "$tracer" 2>/dev/null || true
+case $fs_method in
+perf*)
+	fs_count=$(awk -F, '/sys_enter_f/ { n += $1 } END { print n + 0 }' \
+	    "$tmp/perf.txt") ;;
+strace*)
+	fs_count=$(awk '$NF == "fsync" || $NF == "fdatasync" { n += $4 } END { print n + 0 }' \
+	    "$tmp/strace.txt") ;;
+esac
+if [ -n "$fs_count" ] && [ "${allocs:-0}" -gt 0 ]; then
+	fsync_per=$(awk -v f="$fs_count" -v a="$allocs" 'BEGIN { printf "%.4f", f / a }')
+else
+	fsync_per=n/a
+fi
+echo
+echo "fsyncs per allocation at concurrency 64: $fsync_per ($fs_count fsync+fdatasync for $allocs allocations; $fs_method)"
+stop_daemon
+
+# ---- 3. 100k allocations: memory and restart ---------------------------
+start_daemon "$tmp/fill"
+fill_t=$(date +%s%N)
+if ! out=$("$bench" allocate-new --target "$target" --concurrency 64 \
+    --count "$fill" --conduits "$conduits" --nodes "$nodes"); then
+	echo "$out" >&2
+	echo "bench: filling $fill allocations failed" >&2
+	exit 1
+fi
+fill_s=$(( ($(date +%s%N) - fill_t) / 1000000 ))
+memory
+rss_live=$rss
+pss_live=$pss
+stop_daemon
+start_daemon "$tmp/fill"
+restart_ms=$start_ms
+memory
+rss_restart=$rss
+pss_restart=$pss
+# A second restart: the first one may still have found the file cold.
+stop_daemon
+start_daemon "$tmp/fill"
+restart2_ms=$start_ms
+stop_daemon
+echo "$fill allocations made in $fill_s ms"
+echo "RSS of all processes at $fill allocations: $((rss_live / 1024)) MiB after filling ($((pss_live / 1024)) MiB Pss), $((rss_restart / 1024)) MiB after a restart ($((pss_restart / 1024)) MiB Pss)"
+echo "restart to SERVING with $fill allocations: $restart_ms ms (again: $restart2_ms ms)"
+
+# ---- 4. allocator flatness ---------------------------------------------
+echo
+if alloc_out=$("$here/bench-alloc.sh" "$dir" 2>&1); then
+	alloc_ok=yes
+else
+	alloc_ok=no
+fi
+echo "$alloc_out"
+flat=$(echo "$alloc_out" | sed -n 's/^alloc_flatness ratio_100k_over_1k=//p')
+
+# ---- targets -------------------------------------------------------------
+verdict() {
+	if awk "BEGIN { exit !($1) }"; then echo met; else echo MISSED; fi
+}
+echo
+echo "targets (issue 5):"
+echo "  allocate-new >= 0.5 x health at 64:        $rnew_64  $(verdict "$rnew_64 >= 0.5")"
+echo "  allocate-existing >= 0.7 x health at 64:   $rex_64  $(verdict "$rex_64 >= 0.7")"
+echo "  p99 allocate-new at 64 <= 5000 us:         $p99new_64  $(verdict "$p99new_64 <= 5000")"
+if [ "$fsync_per" = n/a ]; then
+	echo "  <= 0.1 fsync per allocation at 64:         n/a (neither perf nor strace could attach)"
+else
+	echo "  <= 0.1 fsync per allocation at 64:         $fsync_per  $(verdict "$fsync_per <= 0.1")"
+fi
+echo "  restart to SERVING at 100k <= 300 ms:      $restart_ms  $(verdict "$restart_ms <= 300")"
+echo "  all processes <= 32 MiB RSS at 100k:       $((rss_live / 1024)) / $((rss_restart / 1024)) MiB  $(verdict "$rss_live <= 32768 && $rss_restart <= 32768")"
+echo "  allocator flatness 100k/1k <= 1.5:         ${flat:-n/a}  $([ "$alloc_ok" = yes ] && echo met || echo MISSED)"
