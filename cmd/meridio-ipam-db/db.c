@@ -284,6 +284,16 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 			}
 			rc = reg_add_conduit(d->reg, s->add[i], now, err,
 			    sizeof(err));
+			/* A conduit that does not fit must not block the
+			 * others, nor later lists: it is skipped (and tried
+			 * again with the next list), the rest applies. */
+			if (rc == REG_EXHAUSTED) {
+				log_kv(LOGL_ERROR, "conduit does not fit",
+				    "conduit", s->add[i], "error", err, NULL);
+				snprintf(p->msg, sizeof(p->msg), "%.100s does "
+				    "not fit: %.300s", s->add[i], err);
+				rc = REG_OK;
+			}
 		}
 		d->conduits_changed = true;
 		break;
