@@ -17,8 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import stat
 import subprocess
 import time
 import unittest
