@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import time
 import unittest
+from concurrent import futures
 
 import grpc
 
@@ -327,6 +328,14 @@ class DiskFull(StorageTest):
                     break
         return ballast
 
+    def try_allocate(self, key):
+        """The status code of one Allocate (OK or the error's)."""
+        try:
+            self.d.client.allocate(*key, timeout=10)
+            return SC.OK
+        except RpcError as e:
+            return e.code
+
     def test_disk_full_during_commit(self):
         d = self.d
         self.assertFalse(os.path.ismount(self.mnt), "tmpfs visible outside")
@@ -362,6 +371,11 @@ class DiskFull(StorageTest):
         # still answers (it may or may not be able to write updated_at,
         # but it must never give another address).
         harness.expect_code(self, SC.UNAVAILABLE, d.client.allocate, *key)
+        # A batch of many requests at once fails as a whole, each answered.
+        with futures.ThreadPoolExecutor(max_workers=16) as ex:
+            outcome = list(ex.map(lambda i: self.try_allocate(
+                ("conduit-b", "worker-9", "batch-%d" % i, V4)), range(16)))
+        self.assertEqual(outcome, [SC.UNAVAILABLE] * 16)
         for k, v in list(before.items())[:5]:
             try:
                 self.assertEqual(d.client.allocate(*k), v)
@@ -371,6 +385,7 @@ class DiskFull(StorageTest):
         rows = d.rows()
         self.assertNotIn(harness.meridio_id(key[2], key[1], key[0], "default-%d"
                                             % (0 if key[3] == V4 else 1)), rows)
+        self.assertFalse([i for i in rows if i.startswith("batch-")], "rows of a failed batch")
         for k in list(before) + list(during):
             conduit, node, name, fam = k
             self.assertIn(harness.meridio_id(name, node, conduit,
