@@ -512,6 +512,10 @@ api_health_now(struct api *a)
 	return atomic_load(&a->health);
 }
 
+/*
+ * Health Check: the current status for a served name, NOT_FOUND for any
+ * other (grpc's health spec; SERVICE_UNKNOWN is Watch's answer).
+ */
 static void
 api_check(struct api *a, struct api_call *c)
 {
@@ -607,6 +611,11 @@ api_watch_maybe_free(struct api *a, struct api_call *c)
 	api_call_free(c);
 }
 
+/*
+ * Health Watch: the call joins the watcher list, a RECV_CLOSE batch tells
+ * when the client leaves, and the first message (the current status, or
+ * SERVICE_UNKNOWN for a name not served) goes out at once.
+ */
 static void
 api_watch_start(struct api *a, struct api_call *c)
 {
@@ -1235,6 +1244,11 @@ api_server_destroy(struct api *a)
 	grpc_completion_queue_destroy(a->cq);
 }
 
+/*
+ * Sets up signals (signalfd; the caller blocked them), the server and the
+ * db thread, serves until the orderly stop is over, then tears down in
+ * reverse order. The server is destroyed only when every call completed.
+ */
 int
 api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 {
