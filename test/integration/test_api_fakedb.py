@@ -231,6 +231,7 @@ class Api:
                 self.proc.wait(5)
         self.sup.close()
         self.log.close()
+        return self.proc.returncode
 
     def logtext(self):
         with open(self.log_path, "rb") as f:
@@ -289,12 +290,16 @@ class ApiCase(unittest.TestCase):
 
     def tearDown(self):
         self.channel.close()
-        self.api.stop()
+        rc = self.api.stop()
         if self.db:
             self.db.close()
+        log = self.api.logtext()
         for name in os.listdir(self.rundir):
             os.unlink(os.path.join(self.rundir, name))
         os.rmdir(self.rundir)
+        # every test ends with an orderly stop (SIGTERM, or the supervisor
+        # channel closed): exit 0, also under sanitizers (leaks exit non-zero)
+        self.assertEqual(rc, 0, log)
 
     def code_of(self, fn, req, timeout=5):
         with self.assertRaises(grpc.RpcError) as cm:
