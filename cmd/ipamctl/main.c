@@ -105,9 +105,10 @@ ctl_bad(const char *cmd, const char *fmt, const char *arg)
 
 /*
  * Fills the defaults that come from the environment: the target from
- * IPAM_PORT (which must be a port number when set) and the trench.
+ * IPAM_PORT and the trench. A bad IPAM_PORT leaves the target empty: that
+ * is an error only when --target does not replace it (see main).
  */
-static int
+static void
 ctl_defaults(struct ctl_args *a)
 {
 	const char *port = getenv("IPAM_PORT");
@@ -118,15 +119,12 @@ ctl_defaults(struct ctl_args *a)
 	if (port == NULL || port[0] == '\0')
 		port = CTL_DEFAULT_PORT;
 	p = strtol(port, &end, 10);
-	if (*end != '\0' || p < 1 || p > 65535)
-		return ctl_bad(a->cmd, "IPAM_PORT=%s is not a port number",
-		    port);
-	snprintf(a->target, sizeof(a->target), "localhost:%ld", p);
+	if (*end == '\0' && p >= 1 && p <= 65535)
+		snprintf(a->target, sizeof(a->target), "localhost:%ld", p);
 	a->trench = trench != NULL && trench[0] != '\0' ? trench : "default";
 	a->service = "";
 	a->family = IPAM__V1__IPFAMILY__IPV4;
 	a->timeout_ms = CTL_DEFAULT_TIMEOUT_MS;
-	return CTL_OK;
 }
 
 /* Parses the options after the command word. Returns CTL_OK, CTL_USAGE,
@@ -341,14 +339,15 @@ main(int argc, char **argv)
 		ctl_usage_main(stderr);
 		return CTL_USAGE;
 	}
-	rc = ctl_defaults(&a);
-	if (rc != CTL_OK)
-		return rc;
+	ctl_defaults(&a);
 	rc = ctl_parse(&a, argc - 1, argv + 1);
 	if (rc < 0)
 		return CTL_OK;
 	if (rc != CTL_OK)
 		return rc;
+	if (a.target[0] == '\0')
+		return ctl_bad(a.cmd, "IPAM_PORT=%s is not a port number: set "
+		    "it right or give --target", getenv("IPAM_PORT"));
 
 	grpc_init();
 	cl = grpcx_client_new(a.target, err, sizeof(err));

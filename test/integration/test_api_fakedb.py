@@ -710,6 +710,15 @@ class TestIpamctl(ApiCase):
         self.assertIn("--service", self.ctl("health", "--help").stdout)
         self.assertEqual(self.db.requests, [])
 
+    def test_bad_ipam_port(self):
+        bad = {"IPAM_PORT": "77x"}
+        r = self.ctl("health", env=bad)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("IPAM_PORT=77x", r.stderr)
+        self.assertEqual(self.ctl("health", "--help", env=bad).returncode, 0)
+        r = self.ctl("health", "--target", self.target, env=bad)
+        self.assertEqual((r.returncode, r.stdout), (0, "SERVING\n"), r.stderr)
+
     def test_unreachable_target(self):
         r = self.ctl("health", "--target", "127.0.0.1:1", "--timeout", "2s")
         self.assertEqual(r.returncode, 1)
