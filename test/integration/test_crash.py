@@ -382,8 +382,8 @@ class CrashTest(DaemonTest):
         starts a new instance on the same port and file at once."""
         d = self.d
         self.start_load()
-        workers = d.workers()
-        self.assertEqual(set(workers), set(harness.ROLES))
+        workers = harness.poll(lambda: set(d.workers()) == set(harness.ROLES) and d.workers(),
+                               10, 0.05, "all three workers running")
         transient = self.book.transient
         self.freeze()
         t_kill = time.monotonic()

@@ -261,10 +261,16 @@ class HeldByAnother(StorageTest):
         first_workers = first.workers()
         second = self.daemon(start=False, data_dir=first.dir)
         second.log_path = os.path.join(first.dir, "stderr-second.log")
+        names = sorted(os.listdir(first.dir))
+        inode = os.stat(first.db_path).st_ino
         rec, took = self.expect_refusal(second, "in use by another meridio-ipam",
                                         "pid %d" % first_workers["db"])
         print("second instance refused after %.3f s" % took)
         self.assertLess(took, 5.0, "not refused at once")
+        # The second created, removed or replaced nothing.
+        self.assertEqual(sorted(n for n in os.listdir(first.dir) if n != "stderr-second.log"),
+                         names)
+        self.assertEqual(os.stat(first.db_path).st_ino, inode)
         # The first one never noticed.
         self.assertEqual(first.workers(), first_workers)
         self.assertEqual(first.client.health(), "SERVING")
