@@ -34,6 +34,7 @@
 #define NS_PER_MS 1000000LL
 #define DB_DUMP_CHUNK 1000		/* records per Dump reply frame */
 #define DB_MAX_PROBLEMS 2000		/* problems listed by one Check */
+#define DB_SIZE_BUCKETS 13		/* batch sizes 1, 2, 4, ... 4096 */
 
 /* gRPC status codes used in replies. */
 enum {
@@ -84,6 +85,10 @@ struct db {
 	bool conduits_changed;		/* a sync in this turn: retry parked */
 	uint64_t batches;		/* committed batches */
 	uint64_t requests;		/* requests answered */
+	uint64_t batched;		/* requests applied in batches */
+	uint64_t gc_runs;		/* garbage collection runs */
+	uint64_t gc_reaped;		/* records they removed */
+	uint64_t sizes[DB_SIZE_BUCKETS]; /* batches of size <= 2^i */
 };
 
 static int64_t
@@ -351,6 +356,10 @@ run_batch(struct db *d, struct plist *l)
 		}
 	}
 	d->batches++;
+	d->batched += l->n;
+	for (i = 0; i < DB_SIZE_BUCKETS - 1 && ((size_t)1 << i) < l->n; i++)
+		;
+	d->sizes[i]++;
 	for (i = 0; i < l->n; i++) {
 		struct pending *p = &l->v[i];
 		if (p->park && plist_push(&d->parked, p) == 0)
@@ -531,6 +540,34 @@ answer_check(struct db *d, struct pending *p)
 	free(x.v);
 }
 
+/* Answers a Stats request: the counters the metrics endpoint shows. */
+static void
+answer_stats(struct db *d, struct pending *p)
+{
+	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
+	Ipamd__V1__DbStats s = IPAMD__V1__DB_STATS__INIT;
+	struct client *c = &d->cl[p->slot];
+
+	d->requests++;
+	s.commits = store_commit_count(d->st);
+	s.batches = d->batches;
+	s.batched = d->batched;
+	s.requests = d->requests;
+	s.gc_runs = d->gc_runs;
+	s.gc_reaped = d->gc_reaped;
+	s.cooling = reg_count_cooling(d->reg);
+	s.records = reg_count(d->reg);
+	s.n_batch_sizes = DB_SIZE_BUCKETS;
+	s.batch_sizes = d->sizes;
+	r.id = p->req->id;
+	r.message = (char *)"";
+	r.address = (char *)"";
+	r.stats = &s;
+	if (c->conn != NULL && c->gen == p->gen &&
+	    ipcmsg_queue_reply(c->conn, &r) != 0)
+		client_close(d, p->slot, "cannot queue a reply");
+}
+
 /* Answers at once what needs no batch; returns true if it did. */
 static bool
 answer_now(struct db *d, struct pending *p)
@@ -552,6 +589,10 @@ answer_now(struct db *d, struct pending *p)
 		return true;
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_CHECK) {
 		answer_check(d, p);
+		pending_free(p);
+		return true;
+	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_STATS) {
+		answer_stats(d, p);
 		pending_free(p);
 		return true;
 	} else if (q->body_case != IPAMD__V1__REQUEST__BODY_PING) {
@@ -726,6 +767,8 @@ run_gc(struct db *d)
 		    err, NULL);
 		return;
 	}
+	d->gc_runs++;
+	d->gc_reaped += reaped;
 	log_fmt(reaped ? LOGL_INFO : LOGL_DEBUG,
 	    "garbage collection reaped %zu records", reaped);
 }
