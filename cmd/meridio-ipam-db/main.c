@@ -77,6 +77,9 @@ main(int argc, char **argv)
 	log_init("db", cfg.log_level, 2);
 	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
+	/* A write past RLIMIT_FSIZE must fail (EFBIG: the batch answers
+	 * UNAVAILABLE, as on a full disk), not kill the worker each time. */
+	signal(SIGXFSZ, SIG_IGN);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
