@@ -413,5 +413,53 @@ class DiskFull(StorageTest):
         self.assertSound(d.rows())
 
 
+class FileSizeLimit(StorageTest):
+    """RLIMIT_FSIZE (systemd's LimitFSIZE=, ulimit -f) below what the
+    database grows to: a write past it must fail the batch like a full disk,
+    not kill the db worker with SIGXFSZ over and over until the supervisor
+    gives up."""
+
+    LIMIT = 256 * 1024
+
+    def test_write_past_the_file_size_limit(self):
+        d = self.daemon(start=False, env={"IPAMD_RESTART_MAX_DEATHS": "3"})
+        # Soft limit only: lifting it later needs no CAP_SYS_RESOURCE.
+        wrap(d, prefix="prlimit --fsize=%d:unlimited " % self.LIMIT)
+        d.start()
+        db_pid = d.workers()["db"]
+        acked, failed = {}, None
+        for i in range(5000):
+            k = ("conduit-a" if i % 2 else "conduit-b", "worker-%d" % (i % 8),
+                 "f%d" % i, V4 if i % 3 else V6)
+            try:
+                acked[k] = d.client.allocate(*k, timeout=10)
+            except RpcError as e:
+                failed = (k, e)
+                break
+        self.assertIsNotNone(failed, "the database never reached the limit")
+        key, err = failed
+        print("file size limit: %d commits, then %s: %s"
+              % (len(acked), err.code.name, err.details))
+        self.assertEqual(err.code, SC.UNAVAILABLE, err.details)
+        self.assertIn("storage", err.details)
+        self.assertEqual(d.workers().get("db"), db_pid, "the db worker died\n" + d.log_tail())
+        self.assertTrue(d.running())
+        for k, v in list(acked.items())[:: max(1, len(acked) // 50)]:
+            try:
+                self.assertEqual(d.client.allocate(*k), v, k)
+            except RpcError as e:
+                self.assertEqual(e.code, SC.UNAVAILABLE, e.details)
+        # The limit is lifted: the same worker writes again.
+        r = subprocess.run(["prlimit", "--pid", str(db_pid), "--fsize=unlimited"],
+                           capture_output=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = harness.poll(lambda: d.client.allocate(*key), 10, 0.05, "allocate after the limit")
+        self.assertTrue(got[0])
+        self.assertEqual(d.workers().get("db"), db_pid)
+        for k, v in acked.items():
+            self.assertEqual(d.client.allocate(*k), v, k)
+        self.assertSound(d.rows())
+
+
 if __name__ == "__main__":
     unittest.main()
