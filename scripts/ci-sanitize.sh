@@ -35,6 +35,7 @@ cmake --build "$ASAN_BUILD" -j "$JOBS" >/dev/null
 logs=$ASAN_BUILD/sanitizer-logs
 rm -rf "$logs"
 mkdir -p "$logs"
+chmod 1777 "$logs"	# tests also run the daemon as other uids (nobody)
 # For the unit tests (criterion): leaks too, and the first report stops.
 export ASAN_OPTIONS=detect_leaks=1:print_suppressions=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
