@@ -111,4 +111,72 @@ int grpcx_call(struct grpcx_client *c, const char *method,
     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
     int64_t timeout_ms, ProtobufCMessage **resp, struct grpcx_status *st);
 
+/* ---- TLS from PEM files, picked up again when they change on disk ---- */
+
+/*
+ * A certificate chain, its private key and a CA bundle, each a PEM file
+ * path ("" or NULL = not used), with the contents last read from them.
+ * Certificates rotate on disk (SPIRE's helpers, Kubernetes secrets
+ * rewrite them): grpcx_tls_refresh reads the files again when one changed
+ * (device, inode, size, mtime or ctime), so new connections use them.
+ * Safe to use from several threads.
+ */
+struct grpcx_tls;
+
+/* Largest PEM file read (a certificate chain or a CA bundle). */
+#define GRPCX_PEM_MAX (1 << 20)
+
+/*
+ * Reads the files now. cert and key go together (both or neither); for a
+ * server cert and key are required, ca then means clients must present a
+ * certificate it signed; for a client ca is the roots to verify the server
+ * against (the system's when unset) and cert/key its own certificate.
+ * NULL with err set (naming the file) when a file cannot be read or holds
+ * no PEM block of the expected kind.
+ */
+struct grpcx_tls *grpcx_tls_new(const char *cert, const char *key,
+    const char *ca, char *err, size_t errlen);
+
+/* Frees t. Accepts NULL. A server using t must be destroyed first. */
+void grpcx_tls_free(struct grpcx_tls *t);
+
+/*
+ * Reads the files again if one changed since the last read. Returns 1
+ * when new contents are in place, 0 when nothing changed, -1 with err set
+ * when a changed file cannot be read or holds no PEM (the previous
+ * contents stay, and the next call tries again).
+ */
+int grpcx_tls_refresh(struct grpcx_tls *t, char *err, size_t errlen);
+
+/* How many times the files were read successfully (1 after new). */
+uint64_t grpcx_tls_generation(const struct grpcx_tls *t);
+
+/* True if t has a certificate and key (a client: presents one). */
+bool grpcx_tls_has_cert(const struct grpcx_tls *t);
+
+/*
+ * Server credentials that ask t for its contents on every new handshake
+ * (gRPC's certificate config fetcher), refreshing them from disk first:
+ * a rotated certificate is served without a restart. With a CA, clients
+ * must present a certificate signed by it. Use it for one server port;
+ * t must outlive that server. NULL if t has no certificate.
+ */
+grpc_server_credentials *grpcx_tls_server_credentials(struct grpcx_tls *t);
+
+/*
+ * Channel credentials from t's current contents (call grpcx_tls_refresh
+ * first to pick up new files; a channel keeps the credentials it was made
+ * with, so recreate it after a change). Release with
+ * grpc_channel_credentials_release.
+ */
+grpc_channel_credentials *grpcx_tls_channel_credentials(struct grpcx_tls *t);
+
+/*
+ * Like grpcx_client_new, over TLS with t's contents (plaintext when t is
+ * NULL). server_name, when not NULL or "", is the name checked in the
+ * server's certificate instead of the target's host.
+ */
+struct grpcx_client *grpcx_client_new_tls(const char *target,
+    struct grpcx_tls *t, const char *server_name, char *err, size_t errlen);
+
 #endif
