@@ -19,6 +19,8 @@
  * for Check" is the Watch behaviour, and standard probes expect NOT_FOUND.
  */
 #include "api.h"
+#include "admin.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -107,6 +109,7 @@ struct api_call {
 	int cancelled;			/* RECV_CLOSE_ON_SERVER result */
 	uint64_t id;			/* db request id while pending */
 	int64_t expire_ms;		/* give up on the db at this time */
+	int64_t arrived_ns;		/* when the call arrived (metrics) */
 	/* Watch only (gRPC thread): */
 	bool watching;			/* in the watcher list */
 	bool known;			/* a served name, not SERVICE_UNKNOWN */
@@ -271,6 +274,10 @@ api_finish(struct api_call *c, grpc_status_code code, const char *msg,
 	    NULL);
 	if (e != GRPC_CALL_OK)
 		log_fatal("grpc_call_start_batch: error %d", (int)e);
+	if (c->method == API_ALLOCATE || c->method == API_RELEASE)
+		metrics_call_done(c->method == API_ALLOCATE ?
+		    METRICS_ALLOCATE : METRICS_RELEASE, code,
+		    metrics_now_ns() - c->arrived_ns);
 }
 
 /* Answers an error status, logged at debug level with the method. */
@@ -671,6 +678,7 @@ api_on_new(struct api *a, struct api_call *c)
 		log_error("cannot post a request for %s",
 		    c->method < API_GENERIC ? api_paths[c->method] : "generic");
 	a->live++;
+	c->arrived_ns = metrics_now_ns();
 	if (a->live > API_MAX_INFLIGHT) {
 		api_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
 		    "too many calls in flight");
@@ -1256,6 +1264,9 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	struct api_db d;
 	pthread_t th;
 	sigset_t sigs;
+	struct admin *adm;		/* Admin service, NULL if it failed */
+	struct metrics *mx = NULL;	/* metrics endpoint, NULL if off */
+	char err[512];
 	bool clean;
 	int rc = 1;
 
@@ -1283,6 +1294,11 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 		log_fatal("signalfd/eventfd: %s", strerror(errno));
 
 	grpc_init();
+	if (cfg->metrics_port != 0 && (mx = metrics_start(cfg->metrics_port,
+	    db_path, err, sizeof(err))) == NULL) {
+		log_kv(LOGL_ERROR, "cannot serve metrics", "error", err, NULL);
+		goto out_grpc;
+	}
 	if (api_server_start(a) < 0) {
 		if (a->server != NULL) {
 			a->stopping = true;
@@ -1293,10 +1309,17 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 		}
 		goto out_grpc;
 	}
+	adm = admin_start(getenv(IPCMSG_ENV_RUNDIR), db_path, err,
+	    sizeof(err));
+	if (adm == NULL)
+		log_kv(LOGL_ERROR, "no admin service", "error", err, NULL);
 	if (pthread_create(&th, NULL, api_db_main, &d) != 0)
 		log_fatal("pthread_create: %s", strerror(errno));
 
 	clean = api_loop(a);
+	admin_stop(adm);
+	metrics_stop(mx);
+	mx = NULL;
 
 	atomic_store(&a->db_quit, true);
 	api_wake(a);
@@ -1314,6 +1337,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	rc = 0;
 	log_info("stopped");
 out_grpc:
+	metrics_stop(mx);
 	grpc_shutdown();
 	close(a->wake_fd);
 	close(d.sig_fd);

@@ -1,0 +1,700 @@
+/*
+ * admin.c - ipamadmin.v1.Admin, served on a Unix socket only.
+ *
+ * A grpc_server of its own, bound to unix:<rundir>/admin.sock and nothing
+ * else, with two completion queues: one for the notification of new calls
+ * (registered with the server) and one bound to the call being served, so
+ * that the admin thread can run each call's batches one after the other
+ * and wait for each. Calls are served one at a time: operators' requests
+ * are rare, and the db worker answers them from its in-memory index.
+ *
+ * Every call opens its own connection to the db worker (role CTL): the
+ * api worker's connection, with its pending table and reply matching for
+ * Ipam calls, stays untouched.
+ */
+#include "admin.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+
+#include "grpcx.h"
+#include "ipamadmin/v1/admin.pb-c.h"
+#include "ipc.h"
+#include "ipcmsg.h"
+#include "log.h"
+
+#define ADMIN_DB_TIMEOUT_MS 10000	/* longest wait for the db worker */
+#define ADMIN_MAX_MESSAGE 4096		/* admin requests are tiny */
+#define ADMIN_MAX_FILTER 253		/* longest conduit or node filter */
+#define ADMIN_HELLO_ID 1		/* request ids on a db connection */
+#define ADMIN_REQ_ID 2
+
+enum admin_method {
+	ADMIN_DUMP,
+	ADMIN_CHECK,
+	ADMIN_GENERIC,		/* anything else: UNIMPLEMENTED */
+	ADMIN_NMETHODS,
+};
+
+static const char *const admin_paths[ADMIN_GENERIC] = {
+	"/ipamadmin.v1.Admin/Dump",
+	"/ipamadmin.v1.Admin/Check",
+};
+
+/* One posted request, then the call that landed in it. */
+struct admin_call {
+	enum admin_method method;	/* what was posted */
+	grpc_call *call;		/* the call, once it arrived */
+	gpr_timespec deadline;		/* registered calls: client deadline */
+	grpc_call_details details;	/* generic calls: method, deadline */
+	grpc_metadata_array md;		/* request metadata (unused) */
+	grpc_byte_buffer *payload;	/* request body, NULL if none */
+	bool md_sent;			/* initial metadata went out */
+};
+
+struct admin {
+	char db_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+					/* the db worker's socket */
+	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+					/* our socket */
+	grpc_server *server;		/* the Admin server */
+	grpc_completion_queue *cq;	/* new calls and the shutdown tag */
+	grpc_completion_queue *call_cq;	/* batches of the call served */
+	void *methods[ADMIN_GENERIC];	/* registered method handles */
+	unsigned posted;		/* requests posted, not completed */
+	pthread_t thread;		/* serves the calls */
+	bool thread_started;		/* thread must be joined */
+	atomic_bool stop;		/* admin_stop was called */
+};
+
+static int admin_shutdown_tag;		/* tag of shutdown_and_notify */
+
+static int64_t
+admin_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the db client ------------------------------------------------------ */
+
+int
+admin_db_call(const char *db_path, Ipamd__V1__Request *req,
+    admin_reply_fn fn, void *arg, int timeout_ms, char *err, size_t errlen)
+{
+	Ipamd__V1__Request hreq = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Hello hello = IPAMD__V1__HELLO__INIT;
+	Ipamd__V1__Reply *r;
+	int64_t end = admin_now_ms() + timeout_ms, left;
+	uint8_t *data;
+	size_t len;
+	int fd, n, v, rc = -1;
+	bool more;
+
+	fd = ipc_connect(db_path, err, errlen);
+	if (fd < 0)
+		return -1;
+	hello.role = IPAMD__V1__ROLE__ROLE_CTL;
+	hello.pid = (int32_t)getpid();
+	hreq.id = ADMIN_HELLO_ID;
+	hreq.body_case = IPAMD__V1__REQUEST__BODY_HELLO;
+	hreq.hello = &hello;
+	req->id = ADMIN_REQ_ID;
+	if (ipcmsg_send_request(fd, &hreq) < 0 ||
+	    ipcmsg_send_request(fd, req) < 0) {
+		snprintf(err, errlen, "cannot write to the db worker: %s",
+		    strerror(errno));
+		goto out;
+	}
+	for (;;) {
+		left = end - admin_now_ms();
+		if (left <= 0) {
+			snprintf(err, errlen, "the db worker did not answer "
+			    "in %d ms", timeout_ms);
+			goto out;
+		}
+		n = ipc_recv(fd, &data, &len, (int)left);
+		if (n == 0) {
+			snprintf(err, errlen, "the db worker closed the "
+			    "connection");
+			goto out;
+		}
+		if (n < 0) {
+			snprintf(err, errlen, "reading from the db worker: %s",
+			    strerror(errno));
+			goto out;
+		}
+		r = ipcmsg_unpack_reply(data, len);
+		free(data);
+		if (r == NULL) {
+			snprintf(err, errlen, "malformed reply from the db "
+			    "worker");
+			goto out;
+		}
+		if (r->id == ADMIN_HELLO_ID) {
+			if (r->code != 0)
+				snprintf(err, errlen, "the db worker refused "
+				    "hello: %s", r->message);
+			v = r->code;
+			ipamd__v1__reply__free_unpacked(r, NULL);
+			if (v != 0)
+				goto out;
+			continue;
+		}
+		if (r->id != ADMIN_REQ_ID) {
+			ipamd__v1__reply__free_unpacked(r, NULL);
+			snprintf(err, errlen, "reply to an unknown request "
+			    "from the db worker");
+			goto out;
+		}
+		more = r->more;
+		v = fn(arg, r);
+		ipamd__v1__reply__free_unpacked(r, NULL);
+		if (v != 0) {
+			rc = v;
+			goto out;
+		}
+		if (!more) {
+			rc = 0;
+			goto out;
+		}
+	}
+out:
+	close(fd);
+	return rc;
+}
+
+/* ---- calls -------------------------------------------------------------- */
+
+static void
+admin_call_free(struct admin_call *c)
+{
+	if (c == NULL)
+		return;
+	if (c->call != NULL)
+		grpc_call_unref(c->call);
+	if (c->method == ADMIN_GENERIC)
+		grpc_call_details_destroy(&c->details);
+	grpc_metadata_array_destroy(&c->md);
+	if (c->payload != NULL)
+		grpc_byte_buffer_destroy(c->payload);
+	free(c);
+}
+
+/*
+ * Posts one request for method m: notification on cq, the call's batches
+ * on call_cq. Returns 0 or -1.
+ */
+static int
+admin_post(struct admin *ad, enum admin_method m)
+{
+	struct admin_call *c;
+	grpc_call_error e;
+
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -1;
+	c->method = m;
+	grpc_metadata_array_init(&c->md);
+	if (m == ADMIN_GENERIC) {
+		grpc_call_details_init(&c->details);
+		e = grpc_server_request_call(ad->server, &c->call, &c->details,
+		    &c->md, ad->call_cq, ad->cq, c);
+	} else {
+		e = grpc_server_request_registered_call(ad->server,
+		    ad->methods[m], &c->call, &c->deadline, &c->md, &c->payload,
+		    ad->call_cq, ad->cq, c);
+	}
+	if (e != GRPC_CALL_OK) {
+		admin_call_free(c);
+		return -1;
+	}
+	ad->posted++;
+	return 0;
+}
+
+/*
+ * Runs one batch on the served call and waits for it: the call is the
+ * only one with batches on call_cq, so its next event is this batch.
+ * Returns true if the batch succeeded (false: the client is gone or the
+ * call was cancelled).
+ */
+static bool
+admin_batch(struct admin *ad, struct admin_call *c, grpc_op *ops, size_t n)
+{
+	grpc_event ev;
+
+	if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK)
+		log_fatal("admin: grpc_call_start_batch failed");
+	do {
+		ev = grpc_completion_queue_next(ad->call_cq,
+		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+	} while (ev.type != GRPC_OP_COMPLETE);
+	return ev.success != 0;
+}
+
+/* Sends one message of a response (initial metadata first). */
+static bool
+admin_send(struct admin *ad, struct admin_call *c, const ProtobufCMessage *m)
+{
+	grpc_op ops[2];
+	grpc_byte_buffer *bb;
+	size_t n = 0;
+	bool ok;
+
+	bb = grpcx_pack(m);
+	if (bb == NULL)
+		return false;
+	memset(ops, 0, sizeof(ops));
+	if (!c->md_sent) {
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+		c->md_sent = true;
+	}
+	ops[n].op = GRPC_OP_SEND_MESSAGE;
+	ops[n++].data.send_message.send_message = bb;
+	ok = admin_batch(ad, c, ops, n);
+	grpc_byte_buffer_destroy(bb);
+	return ok;
+}
+
+/*
+ * Ends a call: initial metadata if not sent yet, the body if any (OK
+ * only), the status, and RECV_CLOSE.
+ */
+static void
+admin_finish(struct admin *ad, struct admin_call *c, grpc_status_code code,
+    const char *msg, const ProtobufCMessage *body)
+{
+	grpc_op ops[4];
+	grpc_byte_buffer *bb = NULL;
+	grpc_slice details;
+	int cancelled = 0;
+	size_t n = 0;
+
+	memset(ops, 0, sizeof(ops));
+	if (!c->md_sent) {
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+		c->md_sent = true;
+	}
+	if (code == GRPC_STATUS_OK && body != NULL &&
+	    (bb = grpcx_pack(body)) != NULL) {
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n++].data.send_message.send_message = bb;
+	}
+	details = grpc_slice_from_copied_string(msg != NULL ? msg : "");
+	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[n].data.send_status_from_server.status = code;
+	ops[n++].data.send_status_from_server.status_details = &details;
+	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	ops[n++].data.recv_close_on_server.cancelled = &cancelled;
+	(void)admin_batch(ad, c, ops, n);
+	grpc_slice_unref(details);
+	if (bb != NULL)
+		grpc_byte_buffer_destroy(bb);
+}
+
+/* Milliseconds the db worker may take for this call. */
+static int
+admin_timeout(const struct admin_call *c)
+{
+	int64_t left = grpcx_ms_left(c->deadline);
+
+	return left < ADMIN_DB_TIMEOUT_MS ? (int)left : ADMIN_DB_TIMEOUT_MS;
+}
+
+/* State of one Dump while the db worker's replies come in. */
+struct admin_dump {
+	struct admin *ad;		/* the service */
+	struct admin_call *c;		/* the Dump call */
+	int code;			/* db worker's error code, 0 none */
+	char msg[GRPCX_MSG_MAX];	/* its message */
+};
+
+/* Streams one db Reply of a Dump to the client as one DumpChunk. */
+static int
+admin_dump_chunk(void *arg, const Ipamd__V1__Reply *r)
+{
+	struct admin_dump *x = arg;
+	Ipamadmin__V1__DumpChunk ch = IPAMADMIN__V1__DUMP_CHUNK__INIT;
+	Ipamadmin__V1__Record *recs, **ptrs;
+	bool ok;
+
+	if (r->code != 0) {
+		x->code = r->code;
+		snprintf(x->msg, sizeof(x->msg), "%s", r->message);
+		return 1;
+	}
+	if (r->n_records == 0)
+		return 0;
+	recs = calloc(r->n_records, sizeof(*recs));
+	ptrs = calloc(r->n_records, sizeof(*ptrs));
+	if (recs == NULL || ptrs == NULL) {
+		free(recs);
+		free(ptrs);
+		x->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		snprintf(x->msg, sizeof(x->msg), "out of memory");
+		return 1;
+	}
+	for (size_t i = 0; i < r->n_records; i++) {
+		const Ipamd__V1__Record *s = r->records[i];
+		Ipamadmin__V1__Record *o = &recs[i];
+
+		ipamadmin__v1__record__init(o);
+		o->id = s->id;
+		o->name = s->name;
+		o->cidr = s->cidr;
+		o->parent_id = s->parent_id;
+		o->updated_at = s->updated_at;
+		o->expirable = s->expirable;
+		o->level = s->level;
+		o->children = s->children;
+		o->usable = s->usable;
+		ptrs[i] = o;
+	}
+	ch.n_records = r->n_records;
+	ch.records = ptrs;
+	ok = admin_send(x->ad, x->c, &ch.base);
+	free(recs);
+	free(ptrs);
+	return ok ? 0 : 2;
+}
+
+/* Dump: the db worker's records, streamed in its chunks. */
+static void
+admin_dump(struct admin *ad, struct admin_call *c)
+{
+	Ipamadmin__V1__DumpRequest *rq;
+	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Dump dump = IPAMD__V1__DUMP__INIT;
+	struct admin_dump x = { .ad = ad, .c = c };
+	char err[GRPCX_MSG_MAX], msg[GRPCX_MSG_MAX + 32];
+	int rc;
+
+	rq = (Ipamadmin__V1__DumpRequest *)grpcx_unpack(
+	    &ipamadmin__v1__dump_request__descriptor, c->payload);
+	if (rq == NULL) {
+		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
+		    "malformed request body: not a DumpRequest", NULL);
+		return;
+	}
+	if (strlen(rq->conduit) > ADMIN_MAX_FILTER ||
+	    strlen(rq->node) > ADMIN_MAX_FILTER) {
+		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
+		    "conduit or node filter too long", NULL);
+		goto out;
+	}
+	dump.conduit = rq->conduit;
+	dump.node = rq->node;
+	req.body_case = IPAMD__V1__REQUEST__BODY_DUMP;
+	req.dump = &dump;
+	rc = admin_db_call(ad->db_path, &req, admin_dump_chunk, &x,
+	    admin_timeout(c), err, sizeof(err));
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "db worker: %s", err);
+		admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+	} else if (x.code != 0) {
+		admin_finish(ad, c, grpcx_status_code(x.code), x.msg, NULL);
+	} else {
+		/* rc 2 (client gone): the status batch just fails */
+		admin_finish(ad, c, GRPC_STATUS_OK, NULL, NULL);
+	}
+out:
+	ipamadmin__v1__dump_request__free_unpacked(rq, NULL);
+}
+
+/* State of one Check while the db worker answers. */
+struct admin_check {
+	struct admin *ad;		/* the service */
+	struct admin_call *c;		/* the Check call */
+};
+
+/* Answers the Check call from the db worker's one Reply. */
+static int
+admin_check_reply(void *arg, const Ipamd__V1__Reply *r)
+{
+	struct admin_check *x = arg;
+	Ipamadmin__V1__CheckReport rep = IPAMADMIN__V1__CHECK_REPORT__INIT;
+	Ipamadmin__V1__Problem *pv, **ptrs;
+
+	if (r->code != 0) {
+		admin_finish(x->ad, x->c, grpcx_status_code(r->code),
+		    r->message, NULL);
+		return 1;
+	}
+	pv = calloc(r->n_problems + 1, sizeof(*pv));
+	ptrs = calloc(r->n_problems + 1, sizeof(*ptrs));
+	if (pv == NULL || ptrs == NULL) {
+		free(pv);
+		free(ptrs);
+		admin_finish(x->ad, x->c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		    "out of memory", NULL);
+		return 1;
+	}
+	for (size_t i = 0; i < r->n_problems; i++) {
+		ipamadmin__v1__problem__init(&pv[i]);
+		pv[i].id = r->problems[i]->id;
+		pv[i].kind = r->problems[i]->kind;
+		pv[i].what = r->problems[i]->what;
+		ptrs[i] = &pv[i];
+	}
+	rep.n_problems = r->n_problems;
+	rep.problems = ptrs;
+	rep.records = r->record_count;
+	admin_finish(x->ad, x->c, GRPC_STATUS_OK, NULL, &rep.base);
+	free(pv);
+	free(ptrs);
+	return 1;
+}
+
+/* Check: the db worker's audit of its index. */
+static void
+admin_check(struct admin *ad, struct admin_call *c)
+{
+	Ipamadmin__V1__CheckRequest *rq;
+	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Check chk = IPAMD__V1__CHECK__INIT;
+	struct admin_check x = { .ad = ad, .c = c };
+	char err[GRPCX_MSG_MAX], msg[GRPCX_MSG_MAX + 32];
+
+	rq = (Ipamadmin__V1__CheckRequest *)grpcx_unpack(
+	    &ipamadmin__v1__check_request__descriptor, c->payload);
+	if (rq == NULL) {
+		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
+		    "malformed request body: not a CheckRequest", NULL);
+		return;
+	}
+	ipamadmin__v1__check_request__free_unpacked(rq, NULL);
+	req.body_case = IPAMD__V1__REQUEST__BODY_CHECK;
+	req.check = &chk;
+	if (admin_db_call(ad->db_path, &req, admin_check_reply, &x,
+	    admin_timeout(c), err, sizeof(err)) < 0) {
+		snprintf(msg, sizeof(msg), "db worker: %s", err);
+		admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+	}
+}
+
+/* Serves one call to its end. */
+static void
+admin_serve(struct admin *ad, struct admin_call *c)
+{
+	char msg[300];
+	int len;
+
+	log_kv(LOGL_DEBUG, "admin call", "method", c->method < ADMIN_GENERIC ?
+	    admin_paths[c->method] : "generic", NULL);
+	switch (c->method) {
+	case ADMIN_DUMP:
+		admin_dump(ad, c);
+		break;
+	case ADMIN_CHECK:
+		admin_check(ad, c);
+		break;
+	default:
+		len = (int)GRPC_SLICE_LENGTH(c->details.method);
+		snprintf(msg, sizeof(msg), "unknown method %.*s",
+		    len > 200 ? 200 : len,
+		    (const char *)GRPC_SLICE_START_PTR(c->details.method));
+		admin_finish(ad, c, GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
+		break;
+	}
+}
+
+/*
+ * The admin thread: waits for calls, re-posts for the method, serves the
+ * call. Returns once the server's shutdown completed and every posted
+ * request came back.
+ */
+static void *
+admin_main(void *arg)
+{
+	struct admin *ad = arg;
+	struct admin_call *c;
+	grpc_event ev;
+	bool shut = false;
+
+	while (!shut || ad->posted > 0) {
+		ev = grpc_completion_queue_next(ad->cq,
+		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type != GRPC_OP_COMPLETE)
+			continue;
+		if (ev.tag == &admin_shutdown_tag) {
+			shut = true;
+			continue;
+		}
+		c = ev.tag;
+		ad->posted--;
+		if (!ev.success) {
+			admin_call_free(c);
+			continue;
+		}
+		if (!atomic_load(&ad->stop) && admin_post(ad, c->method) < 0)
+			log_error("admin: cannot post a request");
+		admin_serve(ad, c);
+		admin_call_free(c);
+	}
+	return NULL;
+}
+
+/* ---- setup and teardown ------------------------------------------------- */
+
+/* Shuts a completion queue down, drains and destroys it. Accepts NULL. */
+static void
+admin_cq_destroy(grpc_completion_queue *cq)
+{
+	grpc_event ev;
+
+	if (cq == NULL)
+		return;
+	grpc_completion_queue_shutdown(cq);
+	do {
+		ev = grpc_completion_queue_next(cq,
+		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		if (ev.type == GRPC_OP_COMPLETE && ev.tag != &admin_shutdown_tag)
+			admin_call_free(ev.tag);
+	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpc_completion_queue_destroy(cq);
+}
+
+/*
+ * Creates the server and binds it to the socket (created with mode 0600
+ * under a tight umask; a stale socket file is removed first).
+ */
+static int
+admin_bind(struct admin *ad, char *err, size_t errlen)
+{
+	grpc_arg arg;
+	grpc_channel_args args;
+	grpc_server_credentials *creds;
+	char addr[sizeof(ad->sock_path) + 8];
+	struct stat sb;
+	mode_t old;
+	int port;
+
+	arg.type = GRPC_ARG_INTEGER;
+	arg.key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	arg.value.integer = ADMIN_MAX_MESSAGE;
+	args.num_args = 1;
+	args.args = &arg;
+	ad->server = grpc_server_create(&args, NULL);
+	ad->cq = grpc_completion_queue_create_for_next(NULL);
+	ad->call_cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_server_register_completion_queue(ad->server, ad->cq, NULL);
+	for (int m = 0; m < ADMIN_GENERIC; m++)
+		ad->methods[m] = grpc_server_register_method(ad->server,
+		    admin_paths[m], NULL,
+		    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+	if (lstat(ad->sock_path, &sb) == 0 && S_ISSOCK(sb.st_mode))
+		(void)unlink(ad->sock_path);
+	snprintf(addr, sizeof(addr), "unix:%s", ad->sock_path);
+	creds = grpc_insecure_server_credentials_create();
+	old = umask(0177);
+	port = grpc_server_add_http2_port(ad->server, addr, creds);
+	umask(old);
+	grpc_server_credentials_release(creds);
+	if (port == 0) {
+		snprintf(err, errlen, "cannot listen on %s", addr);
+		return -1;
+	}
+	return 0;
+}
+
+struct admin *
+admin_start(const char *rundir, const char *db_path, char *err,
+    size_t errlen)
+{
+	struct admin *ad;
+	int n;
+
+	ad = calloc(1, sizeof(*ad));
+	if (ad == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	atomic_init(&ad->stop, false);
+	if (rundir == NULL || rundir[0] == '\0') {
+		snprintf(err, errlen, "%s is not set", IPCMSG_ENV_RUNDIR);
+		free(ad);
+		return NULL;
+	}
+	n = snprintf(ad->sock_path, sizeof(ad->sock_path), "%s/%s", rundir,
+	    ADMIN_SOCK);
+	if (n < 0 || (size_t)n >= sizeof(ad->sock_path) ||
+	    strlen(db_path) >= sizeof(ad->db_path)) {
+		snprintf(err, errlen, "%s: path too long for a Unix socket",
+		    rundir);
+		free(ad);
+		return NULL;
+	}
+	snprintf(ad->db_path, sizeof(ad->db_path), "%s", db_path);
+	if (admin_bind(ad, err, errlen) < 0)
+		goto fail;
+	grpc_server_start(ad->server);
+	if (chmod(ad->sock_path, 0600) < 0) {
+		snprintf(err, errlen, "chmod %s: %s", ad->sock_path,
+		    strerror(errno));
+		goto fail_started;
+	}
+	for (int m = 0; m < ADMIN_NMETHODS; m++)
+		if (admin_post(ad, (enum admin_method)m) < 0) {
+			snprintf(err, errlen, "cannot post a request");
+			goto fail_started;
+		}
+	if (pthread_create(&ad->thread, NULL, admin_main, ad) != 0) {
+		snprintf(err, errlen, "pthread_create: %s", strerror(errno));
+		goto fail_started;
+	}
+	ad->thread_started = true;
+	return ad;
+
+fail_started:
+	admin_stop(ad);
+	return NULL;
+fail:
+	if (ad->server != NULL)
+		grpc_server_destroy(ad->server);
+	admin_cq_destroy(ad->cq);
+	admin_cq_destroy(ad->call_cq);
+	(void)unlink(ad->sock_path);
+	free(ad);
+	return NULL;
+}
+
+/*
+ * Shutdown as grpc wants it: shutdown_and_notify, cancel what is in
+ * flight (the admin thread's batch then fails and it moves on), wait for
+ * the thread to see the tag and the posted requests come back, then
+ * drain the queues and destroy.
+ */
+void
+admin_stop(struct admin *ad)
+{
+	if (ad == NULL)
+		return;
+	atomic_store(&ad->stop, true);
+	grpc_server_shutdown_and_notify(ad->server, ad->cq, &admin_shutdown_tag);
+	grpc_server_cancel_all_calls(ad->server);
+	if (ad->thread_started)
+		pthread_join(ad->thread, NULL);
+	admin_cq_destroy(ad->cq);
+	grpc_server_destroy(ad->server);
+	admin_cq_destroy(ad->call_cq);
+	(void)unlink(ad->sock_path);
+	free(ad);
+}

@@ -1,0 +1,516 @@
+/*
+ * metrics.c - Prometheus text exposition with libmicrohttpd.
+ *
+ * Counters of this process are atomics bumped by the gRPC and db threads.
+ * A scrape renders them, then asks the db worker (a fresh connection, as
+ * the Admin service does) for its Stats and a Dump of the whole tree to
+ * report pool usage. When the db worker does not answer, ipam_db_up is 0
+ * and its series are left out: the scrape itself still succeeds.
+ */
+#include "metrics.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "admin.h"
+#include "grpcx.h"
+
+#define METRICS_CODES 17		/* gRPC status codes 0..16 */
+#define METRICS_DB_TIMEOUT_MS 3000	/* a scrape waits this long for db */
+#define METRICS_CONN_LIMIT 16		/* scrapers at once */
+#define METRICS_CONN_TIMEOUT_S 10	/* idle connection timeout */
+
+/* Upper bounds (seconds) of the latency buckets; +Inf is implied. */
+static const double metrics_bounds[] = {
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+	2.5, 5, 10, 30,
+};
+#define METRICS_NBOUNDS (sizeof(metrics_bounds) / sizeof(metrics_bounds[0]))
+
+static const char *const metrics_method_names[METRICS_NMETHODS] = {
+	"Allocate", "Release",
+};
+
+/* Per-method counters (all atomics: several threads bump them). */
+struct metrics_calls {
+	atomic_uint_fast64_t by_code[METRICS_CODES];	/* answers by status */
+	atomic_uint_fast64_t bucket[METRICS_NBOUNDS + 1]; /* latency, not
+							   * cumulative; last
+							   * is +Inf */
+	atomic_uint_fast64_t sum_ns;			/* total latency */
+};
+
+static struct metrics_calls metrics_calls[METRICS_NMETHODS];
+
+struct metrics {
+	struct MHD_Daemon *mhd;		/* the HTTP server */
+	char db_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+					/* the db worker's socket */
+	double started;			/* process start, s since the epoch */
+};
+
+int64_t
+metrics_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void
+metrics_call_done(enum metrics_method m, int code, int64_t took_ns)
+{
+	struct metrics_calls *c;
+	double s;
+	size_t i;
+
+	if ((unsigned)m >= METRICS_NMETHODS)
+		return;
+	c = &metrics_calls[m];
+	if (code < 0 || code >= METRICS_CODES)
+		code = GRPC_STATUS_UNKNOWN;
+	if (took_ns < 0)
+		took_ns = 0;
+	s = (double)took_ns / 1e9;
+	for (i = 0; i < METRICS_NBOUNDS && s > metrics_bounds[i]; i++)
+		;
+	atomic_fetch_add(&c->by_code[code], 1);
+	atomic_fetch_add(&c->bucket[i], 1);
+	atomic_fetch_add(&c->sum_ns, (uint_fast64_t)took_ns);
+}
+
+/* ---- rendering ---------------------------------------------------------- */
+
+/* Writes s as a label value: backslash, quote and newline escaped. */
+static void
+metrics_label(FILE *f, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if (*s == '\\' || *s == '"')
+			fprintf(f, "\\%c", *s);
+		else if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+static void
+metrics_head(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* The counts and latency histogram of Allocate and Release. */
+static void
+metrics_render_calls(FILE *f)
+{
+	uint64_t v, cum;
+
+	metrics_head(f, "ipam_requests_total", "counter",
+	    "Ipam calls answered, by method and gRPC status code.");
+	for (int m = 0; m < METRICS_NMETHODS; m++)
+		for (int k = 0; k < METRICS_CODES; k++) {
+			v = atomic_load(&metrics_calls[m].by_code[k]);
+			if (v == 0 && k != GRPC_STATUS_OK)
+				continue;
+			fprintf(f, "ipam_requests_total{method=\"%s\",code=\"%s\"}"
+			    " %llu\n", metrics_method_names[m],
+			    grpcx_status_name(k), (unsigned long long)v);
+		}
+	metrics_head(f, "ipam_request_duration_seconds", "histogram",
+	    "Time from the arrival of an Ipam call to its answer.");
+	for (int m = 0; m < METRICS_NMETHODS; m++) {
+		struct metrics_calls *c = &metrics_calls[m];
+
+		cum = 0;
+		for (size_t i = 0; i <= METRICS_NBOUNDS; i++) {
+			cum += atomic_load(&c->bucket[i]);
+			if (i < METRICS_NBOUNDS)
+				fprintf(f, "ipam_request_duration_seconds_bucket"
+				    "{method=\"%s\",le=\"%g\"} %llu\n",
+				    metrics_method_names[m], metrics_bounds[i],
+				    (unsigned long long)cum);
+			else
+				fprintf(f, "ipam_request_duration_seconds_bucket"
+				    "{method=\"%s\",le=\"+Inf\"} %llu\n",
+				    metrics_method_names[m],
+				    (unsigned long long)cum);
+		}
+		fprintf(f, "ipam_request_duration_seconds_sum{method=\"%s\"} "
+		    "%.9f\n", metrics_method_names[m],
+		    (double)atomic_load(&c->sum_ns) / 1e9);
+		fprintf(f, "ipam_request_duration_seconds_count{method=\"%s\"} "
+		    "%llu\n", metrics_method_names[m], (unsigned long long)cum);
+	}
+}
+
+/* Keeps the db worker's Stats reply. */
+static int
+metrics_stats_reply(void *arg, const Ipamd__V1__Reply *r)
+{
+	Ipamd__V1__DbStats *out = arg;
+
+	if (r->code != 0 || r->stats == NULL)
+		return 1;
+	*out = *r->stats;
+	out->batch_sizes = NULL;
+	out->n_batch_sizes = 0;
+	if (r->stats->n_batch_sizes > 0) {
+		out->batch_sizes = calloc(r->stats->n_batch_sizes,
+		    sizeof(uint64_t));
+		if (out->batch_sizes == NULL)
+			return 1;
+		memcpy(out->batch_sizes, r->stats->batch_sizes,
+		    r->stats->n_batch_sizes * sizeof(uint64_t));
+		out->n_batch_sizes = r->stats->n_batch_sizes;
+	}
+	return 0;
+}
+
+/* The db worker's counters. */
+static void
+metrics_render_db(FILE *f, const Ipamd__V1__DbStats *s)
+{
+	uint64_t cum = 0;
+
+	metrics_head(f, "ipam_db_commits_total", "counter",
+	    "Transactions the db worker committed.");
+	fprintf(f, "ipam_db_commits_total %llu\n",
+	    (unsigned long long)s->commits);
+	metrics_head(f, "ipam_db_fsyncs_total", "counter",
+	    "WAL fsyncs at commit (synchronous=FULL: one per commit).");
+	fprintf(f, "ipam_db_fsyncs_total %llu\n",
+	    (unsigned long long)s->commits);
+	metrics_head(f, "ipam_db_requests_total", "counter",
+	    "Requests the db worker answered (all roles, pings included).");
+	fprintf(f, "ipam_db_requests_total %llu\n",
+	    (unsigned long long)s->requests);
+	metrics_head(f, "ipam_db_batch_size", "histogram",
+	    "Requests applied per batch (one commit each, or one per request "
+	    "after a storage error).");
+	for (size_t i = 0; i < s->n_batch_sizes; i++) {
+		cum += s->batch_sizes[i];
+		fprintf(f, "ipam_db_batch_size_bucket{le=\"%llu\"} %llu\n",
+		    1ULL << i, (unsigned long long)cum);
+	}
+	fprintf(f, "ipam_db_batch_size_bucket{le=\"+Inf\"} %llu\n",
+	    (unsigned long long)s->batches);
+	fprintf(f, "ipam_db_batch_size_sum %llu\n",
+	    (unsigned long long)s->batched);
+	fprintf(f, "ipam_db_batch_size_count %llu\n",
+	    (unsigned long long)s->batches);
+	metrics_head(f, "ipam_gc_runs_total", "counter",
+	    "Garbage collection runs.");
+	fprintf(f, "ipam_gc_runs_total %llu\n",
+	    (unsigned long long)s->gc_runs);
+	metrics_head(f, "ipam_gc_reaped_records_total", "counter",
+	    "Records removed by garbage collection.");
+	fprintf(f, "ipam_gc_reaped_records_total %llu\n",
+	    (unsigned long long)s->gc_reaped);
+	metrics_head(f, "ipam_cooling_addresses", "gauge",
+	    "Released addresses not handed out again until "
+	    "IPAM_RELEASE_COOLDOWN has passed.");
+	fprintf(f, "ipam_cooling_addresses %llu\n",
+	    (unsigned long long)s->cooling);
+	metrics_head(f, "ipam_records", "gauge", "Records in the index.");
+	fprintf(f, "ipam_records %llu\n", (unsigned long long)s->records);
+}
+
+/* Pool usage collected from a Dump: rendered in two passes (conduits,
+ * then nodes) so that each metric's lines stay together. */
+struct metrics_pool {
+	FILE *conduits;			/* conduit lines */
+	FILE *nodes;			/* node lines */
+	char *cbuf, *nbuf;		/* their buffers */
+	size_t clen, nlen;		/* and lengths */
+	char conduit_id[1024];		/* last conduit seen (parents first) */
+	char conduit[512];		/* its name */
+};
+
+/* One Dump chunk: conduit and node records become usage lines. */
+static int
+metrics_pool_chunk(void *arg, const Ipamd__V1__Reply *r)
+{
+	struct metrics_pool *p = arg;
+
+	if (r->code != 0)
+		return 1;
+	for (size_t i = 0; i < r->n_records; i++) {
+		const Ipamd__V1__Record *rec = r->records[i];
+		const char *fam = strchr(rec->cidr, ':') != NULL ? "ipv6" :
+		    "ipv4";
+
+		if (rec->level == 1) {
+			snprintf(p->conduit_id, sizeof(p->conduit_id), "%s",
+			    rec->id);
+			snprintf(p->conduit, sizeof(p->conduit), "%s",
+			    rec->name);
+			fprintf(p->conduits, "%s\t", fam);
+			metrics_label(p->conduits, rec->name);
+			fprintf(p->conduits, "\t%llu\t%llu\n",
+			    (unsigned long long)rec->children,
+			    (unsigned long long)rec->usable);
+		} else if (rec->level == 2) {
+			fprintf(p->nodes, "%s\t", fam);
+			metrics_label(p->nodes,
+			    strcmp(rec->parent_id, p->conduit_id) == 0 ?
+			    p->conduit : "");
+			fputc('\t', p->nodes);
+			metrics_label(p->nodes, rec->name);
+			fprintf(p->nodes, "\t%llu\t%llu\n",
+			    (unsigned long long)rec->children,
+			    (unsigned long long)rec->usable);
+		}
+	}
+	return 0;
+}
+
+/*
+ * Writes one gauge from the tab-separated lines of a pass: family, labels
+ * (already escaped), used, usable. col picks used (0) or usable (1).
+ */
+static void
+metrics_render_lines(FILE *f, const char *name, const char *buf, bool node,
+    int col)
+{
+	char *copy = strdup(buf), *save = NULL, *line;
+
+	if (copy == NULL)
+		return;
+	for (line = strtok_r(copy, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		char *fld[5];
+		int n = 0;
+
+		for (char *t = line; n < 5; n++) {
+			fld[n] = t;
+			t = strchr(t, '\t');
+			if (t == NULL) {
+				n++;
+				break;
+			}
+			*t++ = '\0';
+		}
+		if (n != (node ? 5 : 4))
+			continue;
+		if (node)
+			fprintf(f, "%s{family=\"%s\",conduit=\"%s\",node=\"%s\"} "
+			    "%s\n", name, fld[0], fld[1], fld[2],
+			    fld[3 + col]);
+		else
+			fprintf(f, "%s{family=\"%s\",conduit=\"%s\"} %s\n",
+			    name, fld[0], fld[1], fld[2 + col]);
+	}
+	free(copy);
+}
+
+/* Pool usage per conduit and node, from a Dump. Returns 0 or -1. */
+static int
+metrics_render_pool(FILE *f, const char *db_path)
+{
+	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Dump dump = IPAMD__V1__DUMP__INIT;
+	struct metrics_pool p;
+	char err[256];
+	int rc = -1;
+
+	memset(&p, 0, sizeof(p));
+	p.conduits = open_memstream(&p.cbuf, &p.clen);
+	p.nodes = open_memstream(&p.nbuf, &p.nlen);
+	if (p.conduits == NULL || p.nodes == NULL)
+		goto out;
+	dump.conduit = (char *)"";
+	dump.node = (char *)"";
+	req.body_case = IPAMD__V1__REQUEST__BODY_DUMP;
+	req.dump = &dump;
+	if (admin_db_call(db_path, &req, metrics_pool_chunk, &p,
+	    METRICS_DB_TIMEOUT_MS, err, sizeof(err)) != 0)
+		goto out;
+	fclose(p.conduits);
+	fclose(p.nodes);
+	p.conduits = p.nodes = NULL;
+	metrics_head(f, "ipam_conduit_prefixes_used", "gauge",
+	    "Node prefixes allocated in a conduit prefix.");
+	metrics_render_lines(f, "ipam_conduit_prefixes_used", p.cbuf, false,
+	    0);
+	metrics_head(f, "ipam_conduit_prefixes_usable", "gauge",
+	    "Node prefixes a conduit prefix can hold.");
+	metrics_render_lines(f, "ipam_conduit_prefixes_usable", p.cbuf, false,
+	    1);
+	metrics_head(f, "ipam_node_addresses_used", "gauge",
+	    "Addresses allocated in a node prefix.");
+	metrics_render_lines(f, "ipam_node_addresses_used", p.nbuf, true, 0);
+	metrics_head(f, "ipam_node_addresses_usable", "gauge",
+	    "Addresses a node prefix can hand out (all but its first and "
+	    "last).");
+	metrics_render_lines(f, "ipam_node_addresses_usable", p.nbuf, true, 1);
+	rc = 0;
+out:
+	if (p.conduits != NULL)
+		fclose(p.conduits);
+	if (p.nodes != NULL)
+		fclose(p.nodes);
+	free(p.cbuf);
+	free(p.nbuf);
+	return rc;
+}
+
+/* The whole page into a malloc'd buffer; NULL on out of memory. */
+static char *
+metrics_render(struct metrics *mx, size_t *len)
+{
+	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Stats st = IPAMD__V1__STATS__INIT;
+	Ipamd__V1__DbStats s = IPAMD__V1__DB_STATS__INIT;
+	char *buf = NULL, err[256];
+	FILE *f;
+	bool up;
+
+	f = open_memstream(&buf, len);
+	if (f == NULL)
+		return NULL;
+	metrics_render_calls(f);
+	metrics_head(f, "ipam_api_start_time_seconds", "gauge",
+	    "When this api worker started (a change means a restart).");
+	fprintf(f, "ipam_api_start_time_seconds %.3f\n", mx->started);
+	req.body_case = IPAMD__V1__REQUEST__BODY_STATS;
+	req.stats = &st;
+	up = admin_db_call(mx->db_path, &req, metrics_stats_reply, &s,
+	    METRICS_DB_TIMEOUT_MS, err, sizeof(err)) == 0;
+	if (up) {
+		metrics_render_db(f, &s);
+		up = metrics_render_pool(f, mx->db_path) == 0;
+	}
+	free(s.batch_sizes);
+	metrics_head(f, "ipam_db_up", "gauge",
+	    "1 if the db worker answered this scrape.");
+	fprintf(f, "ipam_db_up %d\n", up ? 1 : 0);
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/* ---- HTTP --------------------------------------------------------------- */
+
+/* Answers a plain-text status page. */
+static enum MHD_Result
+metrics_reply(struct MHD_Connection *conn, unsigned status, const char *text)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	r = MHD_create_response_from_buffer(strlen(text), (void *)text,
+	    MHD_RESPMEM_PERSISTENT);
+	if (r == NULL)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+	    "text/plain; charset=utf-8");
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* GET /metrics: the page; any other path 404, any other method 405. */
+static enum MHD_Result
+metrics_handler(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+	struct metrics *mx = cls;
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+	char *page;
+	size_t len = 0;
+
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+	    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return metrics_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+		    "method not allowed\n");
+	if (strcmp(url, "/metrics") != 0)
+		return metrics_reply(conn, MHD_HTTP_NOT_FOUND,
+		    "not found: the metrics are at /metrics\n");
+	page = metrics_render(mx, &len);
+	if (page == NULL)
+		return metrics_reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+		    "out of memory\n");
+	r = MHD_create_response_from_buffer(len, page, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(page);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+	    "text/plain; version=0.0.4; charset=utf-8");
+	ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/*
+ * Starts libmicrohttpd's thread on port: dual stack first, IPv4 alone on a
+ * host without IPv6.
+ */
+struct metrics *
+metrics_start(unsigned port, const char *db_path, char *err, size_t errlen)
+{
+	struct metrics *mx;
+	struct timespec ts;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
+
+	if (port == 0 || port > 65535) {
+		snprintf(err, errlen, "bad port %u", port);
+		return NULL;
+	}
+	mx = calloc(1, sizeof(*mx));
+	if (mx == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (strlen(db_path) >= sizeof(mx->db_path)) {
+		snprintf(err, errlen, "db socket path too long");
+		free(mx);
+		return NULL;
+	}
+	snprintf(mx->db_path, sizeof(mx->db_path), "%s", db_path);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	mx->started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	mx->mhd = MHD_start_daemon(flags | MHD_USE_DUAL_STACK, (uint16_t)port,
+	    NULL, NULL, metrics_handler, mx,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_CONN_LIMIT,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_CONN_TIMEOUT_S,
+	    MHD_OPTION_END);
+	if (mx->mhd == NULL)
+		mx->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL,
+		    metrics_handler, mx,
+		    MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_CONN_LIMIT,
+		    MHD_OPTION_CONNECTION_TIMEOUT,
+		    (unsigned)METRICS_CONN_TIMEOUT_S, MHD_OPTION_END);
+	if (mx->mhd == NULL) {
+		snprintf(err, errlen, "cannot listen on port %u (in use?)",
+		    port);
+		free(mx);
+		return NULL;
+	}
+	return mx;
+}
+
+void
+metrics_stop(struct metrics *mx)
+{
+	if (mx == NULL)
+		return;
+	MHD_stop_daemon(mx->mhd);
+	free(mx);
+}
