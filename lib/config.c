@@ -405,6 +405,62 @@ cfg_tls(struct cfg_ctx *x, struct cfg *c)
 	return 0;
 }
 
+/*
+ * Reads the NSP client's TLS settings: IPAM_NSP_TLS_CERT and
+ * IPAM_NSP_TLS_KEY both or neither. TLS to NSP is on when IPAM_NSP_TLS_CA
+ * or the certificate is set (without a CA the system's roots verify NSP);
+ * IPAM_NSP_TLS_SERVER_NAME only with TLS on. None of them without
+ * IPAM_NSP_SERVICE, where it would silently do nothing.
+ */
+static int
+cfg_nsp_tls(struct cfg_ctx *x, struct cfg *c)
+{
+	static const char *const names[] = {
+		"IPAM_NSP_TLS_CA", "IPAM_NSP_TLS_CERT", "IPAM_NSP_TLS_KEY",
+		"IPAM_NSP_TLS_SERVER_NAME",
+	};
+	char **out[] = {
+		&c->nsp_tls_ca, &c->nsp_tls_cert, &c->nsp_tls_key,
+		&c->nsp_tls_server_name,
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (cfg_string(x, names[i], "", i < 3 ? "a file path" :
+		    "a host name", out[i]) != 0)
+			return -1;
+	if (c->nsp_tls_cert[0] != '\0' && c->nsp_tls_key[0] == '\0')
+		return cfg_fail(x, "IPAM_NSP_TLS_KEY", c->nsp_tls_key, "a key "
+		    "file because IPAM_NSP_TLS_CERT is set");
+	if (c->nsp_tls_key[0] != '\0' && c->nsp_tls_cert[0] == '\0')
+		return cfg_fail(x, "IPAM_NSP_TLS_CERT", c->nsp_tls_cert, "a "
+		    "certificate file because IPAM_NSP_TLS_KEY is set");
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if ((*out[i])[0] != '\0' && c->nsp_service[0] == '\0')
+			return cfg_fail(x, names[i], *out[i], "no value "
+			    "unless IPAM_NSP_SERVICE is set");
+	}
+	if (c->nsp_tls_server_name[0] != '\0' && c->nsp_tls_ca[0] == '\0' &&
+	    c->nsp_tls_cert[0] == '\0')
+		return cfg_fail(x, "IPAM_NSP_TLS_SERVER_NAME",
+		    c->nsp_tls_server_name, "no value unless IPAM_NSP_TLS_CA "
+		    "or IPAM_NSP_TLS_CERT is set");
+	for (const char *p = c->nsp_tls_server_name; *p != '\0'; p++) {
+		if (*p == ' ')
+			return cfg_fail(x, "IPAM_NSP_TLS_SERVER_NAME",
+			    c->nsp_tls_server_name, "a host name without "
+			    "spaces");
+	}
+	return 0;
+}
+
+/* True if the NSP client talks TLS (see cfg_nsp_tls). */
+bool
+cfg_nsp_tls_on(const struct cfg *c)
+{
+	return c->nsp_tls_ca != NULL && c->nsp_tls_cert != NULL &&
+	    (c->nsp_tls_ca[0] != '\0' || c->nsp_tls_cert[0] != '\0');
+}
+
 /* Reads every variable into c (which starts zeroed). Returns 0 or -1. */
 static int
 cfg_load_all(struct cfg_ctx *x, struct cfg *c)
@@ -489,7 +545,9 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 		return cfg_fail(x, "IPAM_METRICS_PORT", v, "a port other than "
 		    "IPAM_PORT (%u)", c->port);
 	}
-	return cfg_tls(x, c);
+	if (cfg_tls(x, c) != 0)
+		return -1;
+	return cfg_nsp_tls(x, c);
 }
 
 int
@@ -527,6 +585,10 @@ cfg_free(struct cfg *c)
 	free(c->tls_cert);
 	free(c->tls_key);
 	free(c->tls_ca);
+	free(c->nsp_tls_ca);
+	free(c->nsp_tls_cert);
+	free(c->nsp_tls_key);
+	free(c->nsp_tls_server_name);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -895,7 +957,15 @@ cfg_to_json(const struct cfg *c)
 	    != 0 ||
 	    cfg_json_add(obj, "IPAM_TLS_KEY", c->tls_key ? c->tls_key : "")
 	    != 0 ||
-	    cfg_json_add(obj, "IPAM_TLS_CA", c->tls_ca ? c->tls_ca : "") != 0)
+	    cfg_json_add(obj, "IPAM_TLS_CA", c->tls_ca ? c->tls_ca : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_NSP_TLS_CA",
+	    c->nsp_tls_ca ? c->nsp_tls_ca : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_NSP_TLS_CERT",
+	    c->nsp_tls_cert ? c->nsp_tls_cert : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_NSP_TLS_KEY",
+	    c->nsp_tls_key ? c->nsp_tls_key : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_NSP_TLS_SERVER_NAME",
+	    c->nsp_tls_server_name ? c->nsp_tls_server_name : "") != 0)
 		goto done;
 	text = json_object_to_json_string_ext(obj,
 	    JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -965,6 +1035,18 @@ cfg_help(void)
 	    "(default \"\")\n"
 	    "  IPAM_TLS_CA                        CA file to require client "
 	    "certificates (default \"\")\n"
+	    "  IPAM_NSP_TLS_CA                    CA file to verify NSP's "
+	    "certificate; set (or\n"
+	    "                                     IPAM_NSP_TLS_CERT) = TLS to "
+	    "NSP (default \"\")\n"
+	    "  IPAM_NSP_TLS_CERT                  client certificate file "
+	    "for NSP (default \"\")\n"
+	    "  IPAM_NSP_TLS_KEY                   its private key file "
+	    "(default \"\")\n"
+	    "  IPAM_NSP_TLS_SERVER_NAME           name expected in NSP's "
+	    "certificate (default \"\":\n"
+	    "                                     the host of "
+	    "IPAM_NSP_SERVICE)\n"
 	    "Durations use Go's syntax (1h30m, 500ms, 1.5s); booleans Go's "
 	    "(true, false, 1, 0, t, f).\n";
 }

@@ -52,6 +52,11 @@ struct cfg {
 	char *tls_cert;			/* IPAM_TLS_CERT ("" = plaintext) */
 	char *tls_key;			/* IPAM_TLS_KEY */
 	char *tls_ca;			/* IPAM_TLS_CA ("" = no client certs) */
+	char *nsp_tls_ca;		/* IPAM_NSP_TLS_CA: roots for NSP's cert */
+	char *nsp_tls_cert;		/* IPAM_NSP_TLS_CERT: our client cert */
+	char *nsp_tls_key;		/* IPAM_NSP_TLS_KEY: its private key */
+	char *nsp_tls_server_name;	/* IPAM_NSP_TLS_SERVER_NAME ("" = host
+					 * of IPAM_NSP_SERVICE) */
 };
 
 /*
@@ -69,6 +74,10 @@ void cfg_free(struct cfg *c);
 /* The effective configuration as a JSON object (for --debug). Caller frees.
  * NULL on out of memory. */
 char *cfg_to_json(const struct cfg *c);
+
+/* True if the NSP client is to use TLS (IPAM_NSP_TLS_CA or
+ * IPAM_NSP_TLS_CERT set). */
+bool cfg_nsp_tls_on(const struct cfg *c);
 
 /* The pool of a family (PFX_V4/PFX_V6), or NULL if it is not served. */
 const struct cfg_pool *cfg_pool_of(const struct cfg *c, int family);

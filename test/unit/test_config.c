@@ -163,6 +163,10 @@ Test(config, every_variable_set)
 		"IPAM_TLS_CERT", "/etc/ipam/tls.crt",
 		"IPAM_TLS_KEY", "/etc/ipam/tls.key",
 		"IPAM_TLS_CA", "/etc/ipam/ca.crt",
+		"IPAM_NSP_TLS_CA", "/etc/ipam/nsp-ca.crt",
+		"IPAM_NSP_TLS_CERT", "/etc/ipam/nsp.crt",
+		"IPAM_NSP_TLS_KEY", "/etc/ipam/nsp.key",
+		"IPAM_NSP_TLS_SERVER_NAME", "nsp.trench-a.svc",
 		NULL,
 	};
 	struct cfg c;
@@ -196,6 +200,11 @@ Test(config, every_variable_set)
 	cr_assert_str_eq(c.tls_cert, "/etc/ipam/tls.crt");
 	cr_assert_str_eq(c.tls_key, "/etc/ipam/tls.key");
 	cr_assert_str_eq(c.tls_ca, "/etc/ipam/ca.crt");
+	cr_assert_str_eq(c.nsp_tls_ca, "/etc/ipam/nsp-ca.crt");
+	cr_assert_str_eq(c.nsp_tls_cert, "/etc/ipam/nsp.crt");
+	cr_assert_str_eq(c.nsp_tls_key, "/etc/ipam/nsp.key");
+	cr_assert_str_eq(c.nsp_tls_server_name, "nsp.trench-a.svc");
+	cr_assert(cfg_nsp_tls_on(&c));
 	cfg_free(&c);
 }
 
@@ -418,6 +427,25 @@ static const struct tc_bad tc_bads[] = {
 	    "IPAM_TLS_CERT", "/c.pem" },
 	{ "IPAM_TLS_CA", "\x1b", "a file path without control",
 	    "IPAM_TLS_CERT", "/c.pem", "IPAM_TLS_KEY", "/k.pem" },
+	{ "IPAM_NSP_TLS_KEY", "", "a key file because IPAM_NSP_TLS_CERT is set",
+	    "IPAM_NSP_TLS_CERT", "/c.pem", "IPAM_NSP_SERVICE", "nsp:7778" },
+	{ "IPAM_NSP_TLS_CERT", "", "a certificate file because "
+	    "IPAM_NSP_TLS_KEY is set", "IPAM_NSP_TLS_KEY", "/k.pem",
+	    "IPAM_NSP_SERVICE", "nsp:7778" },
+	{ "IPAM_NSP_TLS_CA", "/ca.pem", "no value unless IPAM_NSP_SERVICE "
+	    "is set" },
+	{ "IPAM_NSP_TLS_CERT", "/c.pem", "no value unless IPAM_NSP_SERVICE "
+	    "is set", "IPAM_NSP_TLS_KEY", "/k.pem" },
+	{ "IPAM_NSP_TLS_SERVER_NAME", "nsp", "no value unless "
+	    "IPAM_NSP_SERVICE is set" },
+	{ "IPAM_NSP_TLS_SERVER_NAME", "nsp", "no value unless IPAM_NSP_TLS_CA "
+	    "or IPAM_NSP_TLS_CERT is set", "IPAM_NSP_SERVICE", "nsp:7778" },
+	{ "IPAM_NSP_TLS_SERVER_NAME", "a b", "a host name without spaces",
+	    "IPAM_NSP_SERVICE", "nsp:7778", "IPAM_NSP_TLS_CA", "/ca.pem" },
+	{ "IPAM_NSP_TLS_SERVER_NAME", "a\tb", "a host name without control",
+	    "IPAM_NSP_SERVICE", "nsp:7778", "IPAM_NSP_TLS_CA", "/ca.pem" },
+	{ "IPAM_NSP_TLS_CA", "/c\n", "a file path without control",
+	    "IPAM_NSP_SERVICE", "nsp:7778" },
 };
 #pragma GCC diagnostic pop
 
@@ -561,6 +589,10 @@ Test(config, boundaries_accepted)
 		    "ttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
 		    "ttttttttttttttttttttttttt", NULL },
 		{ "IPAM_TLS_CERT", "/c", "IPAM_TLS_KEY", "/k", NULL },
+		{ "IPAM_NSP_SERVICE", "nsp:7778", "IPAM_NSP_TLS_CA", "/ca",
+		    NULL },
+		{ "IPAM_NSP_SERVICE", "nsp:7778", "IPAM_NSP_TLS_CERT", "/c",
+		    "IPAM_NSP_TLS_KEY", "/k" },
 		{ "IPAM_CONDUITS", "only", NULL },
 	};
 	struct cfg c;
@@ -764,6 +796,10 @@ Test(config, json_defaults)
 		{ "IPAM_TLS_CERT", "" },
 		{ "IPAM_TLS_KEY", "" },
 		{ "IPAM_TLS_CA", "" },
+		{ "IPAM_NSP_TLS_CA", "" },
+		{ "IPAM_NSP_TLS_CERT", "" },
+		{ "IPAM_NSP_TLS_KEY", "" },
+		{ "IPAM_NSP_TLS_SERVER_NAME", "" },
 	};
 	struct json_object *obj;
 	struct cfg c;
@@ -848,7 +884,8 @@ Test(config, help_lists_every_variable_and_default)
 		"IPAM_GARBAGE_COLLECTION_THRESHOLD", "(default 40m)",
 		"IPAM_CONDUITS", "IPAM_RELEASE_COOLDOWN", "(default 0)",
 		"IPAM_METRICS_PORT", "IPAM_TLS_CERT", "IPAM_TLS_KEY",
-		"IPAM_TLS_CA",
+		"IPAM_TLS_CA", "IPAM_NSP_TLS_CA", "IPAM_NSP_TLS_CERT",
+		"IPAM_NSP_TLS_KEY", "IPAM_NSP_TLS_SERVER_NAME",
 	};
 	const char *h = cfg_help();
 
@@ -856,4 +893,30 @@ Test(config, help_lists_every_variable_and_default)
 	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
 		cr_assert_not_null(strstr(h, must[i]), "help lacks %s",
 		    must[i]);
+}
+
+/* TLS to NSP is on with a CA, with a client certificate, or both. */
+Test(config, nsp_tls_on_with_ca_or_certificate)
+{
+	static const char *const cases[][9] = {
+		{ "IPAM_NSP_SERVICE", "nsp:7778", NULL },
+		{ "IPAM_NSP_SERVICE", "nsp:7778", "IPAM_NSP_TLS_CA", "/ca",
+		    NULL },
+		{ "IPAM_NSP_SERVICE", "nsp:7778", "IPAM_NSP_TLS_CERT", "/c",
+		    "IPAM_NSP_TLS_KEY", "/k", NULL },
+		{ "IPAM_NSP_SERVICE", "nsp:7778", "IPAM_NSP_TLS_CERT", "/c",
+		    "IPAM_NSP_TLS_KEY", "/k", "IPAM_NSP_TLS_SERVER_NAME", "n" },
+		{ "IPAM_TLS_CERT", "/c", "IPAM_TLS_KEY", "/k", "IPAM_TLS_CA",
+		    "/ca", NULL },
+	};
+	static const bool on[] = { false, true, true, true, false };
+	struct cfg c;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(tc_load(&c, cases[i], err, sizeof(err)), 0,
+		    "case %zu: %s", i, err);
+		cr_expect_eq(cfg_nsp_tls_on(&c), on[i], "case %zu", i);
+		cfg_free(&c);
+	}
 }
