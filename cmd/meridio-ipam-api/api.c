@@ -128,6 +128,7 @@ struct api {
 	grpc_server *server;		/* the gRPC server */
 	grpc_completion_queue *cq;	/* its only completion queue */
 	void *methods[API_GENERIC];	/* registered method handles */
+	struct grpcx_tls *tls;		/* IPAM_TLS_* files, NULL = plaintext */
 
 	/* gRPC thread only */
 	unsigned live;			/* calls that arrived and are alive */
@@ -1187,6 +1188,35 @@ api_db_main(void *arg)
 
 /* ---- setup and teardown ----------------------------------------------- */
 
+/*
+ * The credentials of the port: plaintext, or TLS from IPAM_TLS_CERT and
+ * IPAM_TLS_KEY (clients must present a certificate signed by IPAM_TLS_CA
+ * when it is set). gRPC asks a->tls before every handshake, and a->tls
+ * reads the files again when they changed: rotated certificates are served
+ * to new connections without a restart. NULL (logged) when a file cannot
+ * be read at start.
+ */
+static grpc_server_credentials *
+api_server_creds(struct api *a)
+{
+	const struct cfg *c = a->cfg;
+	grpc_server_credentials *creds;
+	char err[512];
+
+	if (c->tls_cert[0] == '\0')
+		return grpc_insecure_server_credentials_create();
+	a->tls = grpcx_tls_new(c->tls_cert, c->tls_key, c->tls_ca, err,
+	    sizeof(err));
+	if (a->tls == NULL) {
+		log_kv(LOGL_ERROR, "cannot load TLS files", "error", err, NULL);
+		return NULL;
+	}
+	creds = grpcx_tls_server_credentials(a->tls);
+	if (creds == NULL)
+		log_error("cannot make TLS server credentials");
+	return creds;
+}
+
 /* Creates, binds and starts the server. Returns 0 or -1 (logged). */
 static int
 api_server_start(struct api *a)
@@ -1197,6 +1227,9 @@ api_server_start(struct api *a)
 	char addr[32];
 	int port;
 
+	creds = api_server_creds(a);
+	if (creds == NULL)
+		return -1;
 	arg.type = GRPC_ARG_INTEGER;
 	arg.key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
 	arg.value.integer = API_MAX_MESSAGE;
@@ -1210,7 +1243,6 @@ api_server_start(struct api *a)
 		    api_paths[m], NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
 		    0);
 	snprintf(addr, sizeof(addr), "[::]:%u", a->cfg->port);
-	creds = grpc_insecure_server_credentials_create();
 	port = grpc_server_add_http2_port(a->server, addr, creds);
 	grpc_server_credentials_release(creds);
 	if (port == 0) {
@@ -1226,7 +1258,8 @@ api_server_start(struct api *a)
 			if (api_post(a, (enum api_method)m) < 0)
 				return -1;
 	}
-	log_kv(LOGL_INFO, "listening", "address", addr, NULL);
+	log_kv(LOGL_INFO, "listening", "address", addr, "tls", a->tls == NULL ?
+	    "off" : a->cfg->tls_ca[0] != '\0' ? "mutual" : "on", NULL);
 	return 0;
 }
 
@@ -1339,6 +1372,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 out_grpc:
 	metrics_stop(mx);
 	grpc_shutdown();
+	grpcx_tls_free(a->tls);	/* gRPC's fetcher used it until here */
 	close(a->wake_fd);
 	close(d.sig_fd);
 	pthread_mutex_destroy(&a->mu);
