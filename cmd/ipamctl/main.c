@@ -4,6 +4,7 @@
  *   ipamctl allocate|release --conduit C --node N --name X [--family F]
  *           [--trench T] [--target host:port] [--timeout D]
  *   ipamctl health [--service S] [--target host:port] [--timeout D]
+ *   (both: [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N])
  *
  * Exit status: 0 ok, 1 RPC error (or health not SERVING), 2 usage error.
  */
@@ -37,7 +38,21 @@ struct ctl_args {
 	int family;			/* IPAM__V1__IPFAMILY__IPV4 or _IPV6 */
 	char target[300];		/* --target, else localhost:$IPAM_PORT */
 	int64_t timeout_ms;		/* --timeout */
+	const char *tls_ca;		/* --tls-ca: roots for the server */
+	const char *tls_cert;		/* --tls-cert: our certificate */
+	const char *tls_key;		/* --tls-key: its private key */
+	const char *tls_name;		/* --tls-server-name */
+	bool tls;			/* any --tls-* given: talk TLS */
 };
+
+/* The --tls-* options, in every command's usage. */
+#define CTL_TLS_USAGE \
+	"  --tls-ca F       talk TLS, verify the server with CA file F\n" \
+	"                   (any --tls-* means TLS; system roots without it)\n" \
+	"  --tls-cert F     client certificate file (mTLS), with --tls-key\n" \
+	"  --tls-key F      its private key file\n" \
+	"  --tls-server-name N  name expected in the server's certificate\n" \
+	"                   (default: the host of --target)\n"
 
 static void
 ctl_usage_main(FILE *f)
@@ -70,6 +85,7 @@ ctl_usage_child(FILE *f, const char *cmd)
 	    "  --target H:P     server (default localhost:$IPAM_PORT or "
 	    "localhost:7777)\n"
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
+	    CTL_TLS_USAGE
 	    "\n"
 	    "%s",
 	    cmd, strcmp(cmd, "allocate") == 0 ?
@@ -89,6 +105,7 @@ ctl_usage_health(FILE *f)
 	    "  --target H:P     server (default localhost:$IPAM_PORT or "
 	    "localhost:7777)\n"
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
+	    CTL_TLS_USAGE
 	    "\n"
 	    "Prints SERVING, NOT_SERVING, ...; exits 0 only when SERVING.\n");
 }
@@ -133,7 +150,8 @@ static int
 ctl_parse(struct ctl_args *a, int argc, char **argv)
 {
 	enum { O_CONDUIT = 1, O_NODE, O_NAME, O_FAMILY, O_TRENCH, O_TARGET,
-		O_TIMEOUT, O_SERVICE, O_HELP };
+		O_TIMEOUT, O_SERVICE, O_HELP, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
+		O_TLS_NAME };
 	static const struct option child_opts[] = {
 		{ "conduit", required_argument, NULL, O_CONDUIT },
 		{ "node", required_argument, NULL, O_NODE },
@@ -142,6 +160,10 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 		{ "trench", required_argument, NULL, O_TRENCH },
 		{ "target", required_argument, NULL, O_TARGET },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "tls-ca", required_argument, NULL, O_TLS_CA },
+		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
+		{ "tls-key", required_argument, NULL, O_TLS_KEY },
+		{ "tls-server-name", required_argument, NULL, O_TLS_NAME },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -149,6 +171,10 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 		{ "service", required_argument, NULL, O_SERVICE },
 		{ "target", required_argument, NULL, O_TARGET },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "tls-ca", required_argument, NULL, O_TLS_CA },
+		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
+		{ "tls-key", required_argument, NULL, O_TLS_KEY },
+		{ "tls-server-name", required_argument, NULL, O_TLS_NAME },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -197,6 +223,18 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			break;
 		case O_SERVICE:
 			a->service = optarg;
+			break;
+		case O_TLS_CA:
+		case O_TLS_CERT:
+		case O_TLS_KEY:
+		case O_TLS_NAME:
+			if (optarg[0] == '\0')
+				return ctl_bad(a->cmd, "%s: empty",
+				    argv[optind - 1]);
+			*(o == O_TLS_CA ? &a->tls_ca : o == O_TLS_CERT ?
+			    &a->tls_cert : o == O_TLS_KEY ? &a->tls_key :
+			    &a->tls_name) = optarg;
+			a->tls = true;
 			break;
 		case 'h':
 		case O_HELP:
@@ -315,7 +353,8 @@ main(int argc, char **argv)
 {
 	struct ctl_args a;
 	struct grpcx_client *cl;
-	char err[256];
+	struct grpcx_tls *tls = NULL;
+	char err[512];
 	int rc;
 
 	if (argc < 2) {
@@ -350,7 +389,17 @@ main(int argc, char **argv)
 		    "it right or give --target", getenv("IPAM_PORT"));
 
 	grpc_init();
-	cl = grpcx_client_new(a.target, err, sizeof(err));
+	if (a.tls) {
+		tls = grpcx_tls_new(a.tls_cert, a.tls_key, a.tls_ca, err,
+		    sizeof(err));
+		if (tls == NULL) {
+			fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
+			rc = CTL_USAGE;
+			goto out;
+		}
+	}
+	cl = grpcx_client_new_tls(a.target, tls, a.tls_name, err,
+	    sizeof(err));
 	if (cl == NULL) {
 		fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
 		rc = CTL_USAGE;
@@ -362,6 +411,7 @@ main(int argc, char **argv)
 		rc = ctl_child(cl, &a);
 	grpcx_client_free(cl);
 out:
+	grpcx_tls_free(tls);
 	grpc_shutdown();
 	return rc;
 }
