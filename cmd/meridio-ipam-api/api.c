@@ -38,6 +38,7 @@
 
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/log.h>
 
 #include "google/protobuf/empty.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -154,6 +155,8 @@ struct api {
 };
 
 static int api_shutdown_tag;		/* tag of shutdown_and_notify */
+/* Set by the gRPC log hook: the listener gave up accepting. */
+static atomic_bool api_accept_dead;
 
 #define HEALTH_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define HEALTH_NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
@@ -182,6 +185,28 @@ api_wake(struct api *a)
 
 	if (write(a->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("cannot wake the db thread: %s", strerror(errno));
+}
+
+/*
+ * gRPC core's own log lines, written as ours (JSON). One of them matters:
+ * "Failed accept4" (EMFILE, ENFILE, ...) means the listener gave up for
+ * good (gRPC 1.51 never re-arms it), leaving the worker alive but deaf.
+ * It is flagged so that the gRPC thread exits and the supervisor starts a
+ * fresh worker, which also drops every connection that used up the fds.
+ */
+static void
+api_grpc_log(gpr_log_func_args *args)
+{
+	enum log_level l = LOGL_DEBUG;
+
+	if (args->severity == GPR_LOG_SEVERITY_ERROR)
+		l = LOGL_ERROR;
+	else if (args->severity == GPR_LOG_SEVERITY_INFO)
+		l = LOGL_INFO;
+	if (strstr(args->message, "Failed accept4") != NULL)
+		atomic_store(&api_accept_dead, true);
+	log_kv(l, "grpc core", "text", args->message, "file", args->file,
+	    NULL);
 }
 
 /* ---- calls ------------------------------------------------------------ */
@@ -803,6 +828,11 @@ api_loop(struct api *a)
 		else if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			return false;
 
+		if (atomic_load(&api_accept_dead)) {
+			log_error("the gRPC listener stopped accepting; exiting "
+			    "so that the supervisor starts a fresh worker");
+			_exit(1);
+		}
 		if (!a->stopping && atomic_load(&a->stop)) {
 			api_begin_stop(a);
 			drain_end = api_now_ms() + API_DRAIN_MS;
@@ -1326,6 +1356,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	if (d.sig_fd < 0 || a->wake_fd < 0)
 		log_fatal("signalfd/eventfd: %s", strerror(errno));
 
+	gpr_set_log_function(api_grpc_log);
 	grpc_init();
 	if (cfg->metrics_port != 0 && (mx = metrics_start(cfg->metrics_port,
 	    db_path, err, sizeof(err))) == NULL) {
