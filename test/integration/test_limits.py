@@ -285,6 +285,45 @@ class Connections(LimitTest):
         self.assert_still_serving()
 
 
+class Descriptors(DaemonTest):
+    """Connections until the api worker runs out of file descriptors (a
+    soft RLIMIT_NOFILE of 128 here; the systemd unit allows 65536). gRPC
+    1.51 stops accepting for good after EMFILE; the worker must not stay
+    alive but deaf: once the connections go, a client is served again."""
+
+    def test_running_out_of_descriptors_is_survived(self):
+        d = self.daemon(start=False)
+        script = os.path.join(d.dir, "nofile.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nexec prlimit --nofile=128:4096 %s\n" % d.bin)
+        os.chmod(script, 0o755)
+        d.bin = script
+        d.start()
+        first = d.client.allocate("conduit-a", "worker-1", "before")
+        socks = []
+        for _ in range(200):
+            socks.append(socket.create_connection(("127.0.0.1", d.port), timeout=5))
+        self.addCleanup(lambda: [s.close() for s in socks])
+        harness.poll(lambda: log_has(d, "Too many open files"), 10, 0.05,
+                     "the api worker to run out of descriptors")
+        for s in socks:
+            s.close()
+        t0 = time.monotonic()
+
+        def served():
+            # A fresh channel per try: no client reconnect backoff.
+            c = harness.Client(d.target)
+            try:
+                return c.allocate("conduit-a", "worker-1", "before", timeout=1)
+            finally:
+                c.close()
+        got = harness.poll(served, 20, 0.05, "an Allocate answered after the connections closed")
+        print("out of descriptors: served again %.3f s after the connections closed"
+              % (time.monotonic() - t0))
+        self.assertEqual(got, first)
+        self.assertTrue(d.running())
+
+
 class HugeNsp(harness.FakeNsp):
     """The fake NSP, able to pad every conduit with a big PortNat."""
 
