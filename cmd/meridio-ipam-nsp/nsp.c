@@ -72,8 +72,15 @@ struct nsp_watch {
 	int64_t retry_ms;		/* NSP_W_BACKOFF: delay of this wait */
 	int wake_w;			/* write end of the wake pipe */
 	const struct cfg *cfg;		/* configuration (read only) */
-	grpc_channel *channel;		/* channel to the NSP service */
+	grpc_channel *channel;		/* channel to the NSP service, NULL
+					 * until made (watch thread only) */
+	struct grpcx_tls *tls;		/* IPAM_NSP_TLS_* files, NULL when
+					 * plaintext or not read yet */
+	char tls_err[NSP_STATUS_MAX];	/* last TLS file error logged */
 };
+
+static grpc_channel *nsp_channel_new(const struct cfg *cfg,
+    struct grpcx_tls *tls);
 
 /* The db connection and the request that carries the latest list. */
 struct nsp_db {
@@ -334,6 +341,58 @@ out_md:
 }
 
 /*
+ * Makes sure the watch has a channel before a call, and that a TLS
+ * channel uses the current IPAM_NSP_TLS_* files: they are read again when
+ * they changed (certificates rotate on disk), and the channel is then made
+ * anew, since a channel keeps the credentials it was made with. The
+ * running stream is not cut for a rotation: the new files serve from the
+ * next connection on. Files that cannot be read (not written yet, half
+ * rewritten) are logged once per distinct error and tried again at the
+ * next attempt; until the first read there is no channel and the attempt
+ * fails. Returns true when there is a channel to call on; false with
+ * details set otherwise.
+ */
+static bool
+nsp_watch_channel(struct nsp_watch *w, char *details, size_t dlen)
+{
+	const struct cfg *c = w->cfg;
+	char err[NSP_STATUS_MAX];
+	int rc = 0;
+
+	err[0] = '\0';
+	if (cfg_nsp_tls_on(c)) {
+		if (w->tls == NULL) {
+			w->tls = grpcx_tls_new(c->nsp_tls_cert, c->nsp_tls_key,
+			    c->nsp_tls_ca, err, sizeof(err));
+			rc = w->tls != NULL ? 1 : -1;
+		} else {
+			rc = grpcx_tls_refresh(w->tls, err, sizeof(err));
+		}
+	}
+	if (rc < 0 && strcmp(err, w->tls_err) != 0) {
+		log_kv(LOGL_WARNING, "cannot read NSP TLS files", "error", err,
+		    NULL);
+		snprintf(w->tls_err, sizeof(w->tls_err), "%s", err);
+	} else if (rc >= 0) {
+		w->tls_err[0] = '\0';
+	}
+	if (rc > 0 && w->channel != NULL) {
+		log_info("NSP TLS files changed: new channel to %s",
+		    c->nsp_service);
+		grpc_channel_destroy(w->channel);
+		w->channel = NULL;
+	}
+	if (w->channel == NULL && (w->tls != NULL || !cfg_nsp_tls_on(c)))
+		w->channel = nsp_channel_new(c, w->tls);
+	if (w->channel == NULL) {
+		snprintf(details, dlen, "%s", err[0] != '\0' ? err :
+		    "cannot create a channel");
+		return false;
+	}
+	return true;
+}
+
+/*
  * The watch thread: one call after another until the worker stops, with
  * an exponential backoff (100 ms doubling, capped at IPAM_GRPC_MAX_BACKOFF)
  * between calls, reset by a call that delivered a message. A failure is
@@ -364,7 +423,13 @@ nsp_watch_main(void *arg)
 		if (stop)
 			break;
 
-		nsp_watch_call(w, cq, &code, details, sizeof(details), &got);
+		if (nsp_watch_channel(w, details, sizeof(details))) {
+			nsp_watch_call(w, cq, &code, details, sizeof(details),
+			    &got);
+		} else {
+			code = GRPC_STATUS_UNAVAILABLE;
+			got = false;
+		}
 		pthread_mutex_lock(&w->mu);
 		stop = w->stop;
 		pthread_mutex_unlock(&w->mu);
@@ -425,11 +490,11 @@ nsp_arg_int(grpc_arg *a, const char *key, int value)
  * CONDUITSET_MAX conduits with their port NATs.
  */
 static grpc_channel *
-nsp_channel_new(const struct cfg *cfg)
+nsp_channel_new(const struct cfg *cfg, struct grpcx_tls *tls)
 {
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
-	grpc_arg args[6];
+	grpc_arg args[7];
 	grpc_channel_args chargs;
 	int cap = nsp_ns_to_ms(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
 
@@ -444,9 +509,19 @@ nsp_channel_new(const struct cfg *cfg)
 	nsp_arg_int(&args[4], GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, cap);
 	nsp_arg_int(&args[5], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
 	    NSP_MAX_MESSAGE);
-	chargs.num_args = sizeof(args) / sizeof(args[0]);
+	chargs.num_args = sizeof(args) / sizeof(args[0]) - 1;
 	chargs.args = args;
-	creds = grpc_insecure_credentials_create();
+	if (tls != NULL && cfg->nsp_tls_server_name[0] != '\0') {
+		/* the name NSP's certificate must carry, if not the host */
+		args[6].type = GRPC_ARG_STRING;
+		args[6].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[6].value.string = cfg->nsp_tls_server_name;
+		chargs.num_args++;
+	}
+	creds = tls != NULL ? grpcx_tls_channel_credentials(tls) :
+	    grpc_insecure_credentials_create();
+	if (creds == NULL)
+		return NULL;
 	ch = grpc_channel_create(cfg->nsp_service, creds, &chargs);
 	grpc_channel_credentials_release(creds);
 	return ch;
@@ -721,13 +796,9 @@ nsp_watch_start(struct nsp_watch *w, pthread_t *tid, const struct cfg *cfg,
 	w->cfg = cfg;
 	w->wake_w = wake_w;
 	w->state = NSP_W_CONNECTING;
-	/* Only here, in a freshly exec'd process (see GRPC-CORE-NOTES). */
+	/* Only here, in a freshly exec'd process (see GRPC-CORE-NOTES). The
+	 * watch thread makes the channel (nsp_watch_channel). */
 	grpc_init();
-	w->channel = nsp_channel_new(cfg);
-	if (w->channel == NULL) {
-		log_error("cannot create a channel to %s", cfg->nsp_service);
-		return -1;
-	}
 	err = pthread_create(tid, NULL, nsp_watch_main, w);
 	if (err != 0) {
 		log_error("cannot start the watch thread: %s", strerror(err));
@@ -767,6 +838,7 @@ nsp_watch_stop(struct nsp_watch *w, pthread_t tid, bool started)
 	if (w->channel != NULL)
 		grpc_channel_destroy(w->channel);
 	grpc_shutdown();
+	grpcx_tls_free(w->tls);
 }
 
 /* Handles a wake from the watch thread: a list may be waiting. */

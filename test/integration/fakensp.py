@@ -12,7 +12,9 @@ Use the module functions for the common single-server case:
     fakensp.set_conduits(["conduit-a", ("conduit-b", "other-trench")])
     fakensp.stop()
 
-or FakeNsp objects for several servers. Conduits are names (str, no trench
+or FakeNsp objects for several servers. start(port, credentials=...) serves
+over TLS with grpc.ssl_server_credentials(...); peer_names() then tells the
+client certificate's common name of each request. Conduits are names (str, no trench
 set in the message) or (name, trench) pairs. Needs $IPAM_PYGEN (the stubs
 built by the test CMake file) and Debian's python3-grpcio.
 """
@@ -42,6 +44,7 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
         self._conduits = []      # current list: (name, trench or None)
         self._version = 0        # bumped by every set_conduits
         self._requests = []      # WatchConduit requests (nsp.v1.Conduit)
+        self._peers = []         # client certificate CN per request, or None
         self._streams = 0        # streams currently open
         self._server = None
         self._stopping = False
@@ -49,11 +52,15 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
 
     # -- control -----------------------------------------------------------
 
-    def start(self, port=0):
-        """Serves on 127.0.0.1:port (0: a free port). Returns the port."""
+    def start(self, port=0, credentials=None):
+        """Serves on 127.0.0.1:port (0: a free port), over TLS when
+        credentials (grpc.ServerCredentials) are given. Returns the port."""
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         _cm_grpc.add_ConfigurationManagerServicer_to_server(self, server)
-        bound = server.add_insecure_port("127.0.0.1:%d" % port)
+        if credentials is None:
+            bound = server.add_insecure_port("127.0.0.1:%d" % port)
+        else:
+            bound = server.add_secure_port("127.0.0.1:%d" % port, credentials)
         if bound == 0:
             raise OSError("fakensp: cannot bind 127.0.0.1:%d" % port)
         with self._cond:
@@ -97,6 +104,12 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
         with self._cond:
             return [r.trench.name for r in self._requests]
 
+    def peer_names(self):
+        """Common name of the client certificate of each request, in order
+        (None for a request without one)."""
+        with self._cond:
+            return list(self._peers)
+
     def open_streams(self):
         """Number of WatchConduit streams currently open."""
         with self._cond:
@@ -124,6 +137,8 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
             req = _model.Conduit()
             req.CopyFrom(request)
             self._requests.append(req)
+            cn = context.auth_context().get("x509_common_name")
+            self._peers.append(cn[0].decode() if cn else None)
             self._streams += 1
             self._cond.notify_all()
             version = self._version
@@ -155,9 +170,9 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
 _default = FakeNsp()
 
 
-def start(port=0):
+def start(port=0, credentials=None):
     """Starts the module's default server; returns its port."""
-    return _default.start(port)
+    return _default.start(port, credentials)
 
 
 def set_conduits(conduits):
