@@ -128,15 +128,16 @@ bench_error(struct bench *b, const char *fmt, const char *a, const char *c)
 }
 
 /*
- * An insecure channel to target. A local subchannel pool gives every
+ * A channel to o->target, plaintext or TLS (o->tls, o->tls_server_name).
+ * A local subchannel pool gives every
  * channel its own connection (the global pool would share one), and short
  * reconnect backoffs let a readiness probe see a server soon after it
  * starts listening.
  */
 static grpc_channel *
-bench_channel(const char *target, bool fast_reconnect)
+bench_channel(const struct bench_opts *o, bool fast_reconnect)
 {
-	grpc_arg args[4];
+	grpc_arg args[5];
 	grpc_channel_args ca = { .num_args = 1, .args = args };
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
@@ -153,10 +154,16 @@ bench_channel(const char *target, bool fast_reconnect)
 		args[3].value.integer = 20;
 		ca.num_args = 4;
 	}
-	creds = grpc_insecure_credentials_create();
+	if (o->tls != NULL && o->tls_server_name != NULL) {
+		args[ca.num_args].type = GRPC_ARG_STRING;
+		args[ca.num_args].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[ca.num_args++].value.string = (char *)o->tls_server_name;
+	}
+	creds = o->tls != NULL ? grpcx_tls_channel_credentials(o->tls) :
+	    grpc_insecure_credentials_create();
 	if (creds == NULL)
 		return NULL;
-	ch = grpc_channel_create(target, creds, &ca);
+	ch = grpc_channel_create(o->target, creds, &ca);
 	grpc_channel_credentials_release(creds);
 	return ch;
 }
@@ -588,7 +595,7 @@ bench_open(struct bench *b, char *err, size_t errlen)
 		return -1;
 	}
 	for (i = 0; i < b->o->channels; i++) {
-		if ((b->ch[i] = bench_channel(b->o->target, false)) == NULL) {
+		if ((b->ch[i] = bench_channel(b->o, false)) == NULL) {
 			snprintf(err, errlen, "cannot make a channel to %s",
 			    b->o->target);
 			return -1;
@@ -705,7 +712,7 @@ out:
 
 /* One blocking Check on a fresh channel; true if it answered SERVING. */
 static bool
-bench_probe(const char *target, grpc_completion_queue *cq)
+bench_probe(const struct bench_opts *o, grpc_completion_queue *cq)
 {
 	Grpc__Health__V1__HealthCheckRequest hc =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -716,7 +723,7 @@ bench_probe(const char *target, grpc_completion_queue *cq)
 	grpc_event ev;
 	bool serving = false;
 
-	if ((ch = bench_channel(target, true)) == NULL)
+	if ((ch = bench_channel(o, true)) == NULL)
 		return false;
 	hc.service = (char *)"";
 	s.send = grpcx_pack(&hc.base);
@@ -786,7 +793,7 @@ bench_wait_ready(const struct bench_opts *o, int64_t *ready_ns,
 	}
 	for (;;) {
 		(*attempts)++;
-		if (bench_probe(o->target, cq)) {
+		if (bench_probe(o, cq)) {
 			*ready_ns = bench_now(CLOCK_REALTIME);
 			rc = 0;
 			break;

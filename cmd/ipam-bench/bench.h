@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct grpcx_tls;			/* lib/grpcx.h */
+
 /* What is measured. */
 enum bench_mode {
 	BENCH_HEALTH,		/* Health.Check: the null-RPC baseline */
@@ -43,6 +45,12 @@ struct bench_opts {
 					 * calls, untimed (0: run by time) */
 	int families;			/* BENCH_FAM_* mask */
 	int64_t timeout_ms;		/* deadline of each call */
+	const char *tls_ca;		/* --tls-ca, NULL = system roots */
+	const char *tls_cert;		/* --tls-cert, NULL = none */
+	const char *tls_key;		/* --tls-key, with --tls-cert */
+	bool use_tls;			/* any --tls-* given */
+	struct grpcx_tls *tls;		/* those files read, NULL = plaintext */
+	const char *tls_server_name;	/* --tls-server-name, NULL = host */
 };
 
 /* What a run measured. */

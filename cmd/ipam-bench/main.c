@@ -5,7 +5,8 @@
  *       [--target H:P] [--concurrency C] [--duration S] [--warmup S]
  *       [--conduits a,b] [--nodes N] [--names N] [--count N]
  *       [--family ipv4|ipv6|both] [--channels K] [--trench T] [--tag X]
- *       [--node-prefix X] [--timeout S]
+ *       [--node-prefix X] [--timeout S] [--tls-ca F] [--tls-cert F]
+ *       [--tls-key F] [--tls-server-name N]
  *
  * Prints calls/s, latency percentiles, errors and duplicates, then one
  * machine-readable line. Exit status: 0 when the run had no error and no
@@ -22,6 +23,7 @@
 #include <grpc/grpc.h>
 
 #include "bench.h"
+#include "grpcx.h"
 
 #define BENCH_EXIT_OK 0
 #define BENCH_EXIT_FAIL 1
@@ -76,6 +78,14 @@ bench_usage(FILE *f)
 	    "run)\n"
 	    "  --node-prefix X    node names are X-<n> (default bench-node)\n"
 	    "  --timeout S        deadline of each call (default 10)\n"
+	    "  --tls-ca F         talk TLS, verify the server with CA file F "
+	    "(any --tls-*\n"
+	    "                     means TLS; system roots without it)\n"
+	    "  --tls-cert F       client certificate file (mTLS), with "
+	    "--tls-key\n"
+	    "  --tls-key F        its private key file\n"
+	    "  --tls-server-name N  name expected in the server's "
+	    "certificate\n"
 	    "\n"
 	    "Last line: mode=M conc=C ops_per_s=... p50_us=... p99_us=... "
 	    "p999_us=...\n"
@@ -151,7 +161,8 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 {
 	enum { O_TARGET = 1, O_CONC, O_DUR, O_WARM, O_CONDUITS, O_NODES,
 		O_NAMES, O_COUNT, O_FAMILY, O_CHANNELS, O_TRENCH, O_TAG,
-		O_NODEPFX, O_TIMEOUT, O_HELP };
+		O_NODEPFX, O_TIMEOUT, O_HELP, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
+		O_TLS_NAME };
 	static const struct option opts[] = {
 		{ "target", required_argument, NULL, O_TARGET },
 		{ "concurrency", required_argument, NULL, O_CONC },
@@ -167,6 +178,10 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 		{ "tag", required_argument, NULL, O_TAG },
 		{ "node-prefix", required_argument, NULL, O_NODEPFX },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "tls-ca", required_argument, NULL, O_TLS_CA },
+		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
+		{ "tls-key", required_argument, NULL, O_TLS_KEY },
+		{ "tls-server-name", required_argument, NULL, O_TLS_NAME },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -258,6 +273,17 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 				o->tag = optarg;
 			else
 				o->node_prefix = optarg;
+			break;
+		case O_TLS_CA:
+		case O_TLS_CERT:
+		case O_TLS_KEY:
+		case O_TLS_NAME:
+			if (optarg[0] == '\0')
+				return bench_bad("%s: empty", argv[optind - 1]);
+			*(c == O_TLS_CA ? &o->tls_ca : c == O_TLS_CERT ?
+			    &o->tls_cert : c == O_TLS_KEY ? &o->tls_key :
+			    &o->tls_server_name) = optarg;
+			o->use_tls = true;
 			break;
 		case 'h':
 		case O_HELP:
@@ -357,6 +383,15 @@ main(int argc, char **argv)
 		return rc;
 
 	grpc_init();
+	if (o.use_tls) {
+		o.tls = grpcx_tls_new(o.tls_cert, o.tls_key, o.tls_ca, err,
+		    sizeof(err));
+		if (o.tls == NULL) {
+			grpc_shutdown();
+			fprintf(stderr, "ipam-bench: %s\n", err);
+			return BENCH_EXIT_USAGE;
+		}
+	}
 	if (o.mode == BENCH_READY) {
 		rc = bench_wait_ready(&o, &ready_ns, &attempts, err,
 		    sizeof(err));
@@ -369,6 +404,7 @@ main(int argc, char **argv)
 			bench_print(&o, &r);
 	}
 	grpc_shutdown();
+	grpcx_tls_free(o.tls);
 	if (rc != 0) {
 		fprintf(stderr, "ipam-bench: %s: %s\n", bench_mode_names[o.mode],
 		    err);
