@@ -33,6 +33,9 @@ import grpc
 import harness
 from harness import V4, V6, DaemonTest, RpcError
 
+import health_pb2_grpc
+from ipam.v1 import ipam_pb2_grpc
+
 SC = grpc.StatusCode
 
 THREADS = 32
@@ -44,6 +47,25 @@ SLOTS = 24
 TRANSIENT = (SC.UNAVAILABLE, SC.DEADLINE_EXCEEDED, SC.CANCELLED)
 # Sanity bound of every measured figure (not the target, which is 1 s).
 SANITY_S = 10.0
+
+
+def fast_client(target):
+    """A harness Client whose channel re-resolves its target at once after
+    a lost connection. gRPC's default cooldown between resolutions (seen
+    here as 1 to 5 s before a reconnect) would otherwise be measured as the
+    daemon's recovery time."""
+    c = harness.Client(target)
+    c.channel.close()
+    c.channel = grpc.insecure_channel(
+        target, options=[("grpc.enable_retries", 0),
+                         ("grpc.initial_reconnect_backoff_ms", 50),
+                         ("grpc.min_reconnect_backoff_ms", 50),
+                         ("grpc.max_reconnect_backoff_ms", 250),
+                         ("grpc.dns_min_time_between_resolutions_ms", 0),
+                         ("grpc.use_local_subchannel_pool", 1)])
+    c.ipam = ipam_pb2_grpc.IpamStub(c.channel)
+    c.health_stub = health_pb2_grpc.HealthStub(c.channel)
+    return c
 
 
 def figure(text):
@@ -198,7 +220,7 @@ class Load:
                   NODES[(tid // 2 + j) % len(NODES)],
                   "t%d-%d" % (tid, j),
                   V4 if (tid + j // 2) % 2 == 0 else V6) for j in range(SLOTS)]
-        client = harness.Client(self.target)
+        client = fast_client(self.target)
         i = 0
         try:
             while not self.stopping.is_set():
@@ -276,7 +298,7 @@ class CrashTest(DaemonTest):
                             30, 0.01, "first OK answer after %s" % what)
         took = done - t_kill
         figure("%s -> first OK answer: %.3f s to a fresh client, %.3f s "
-               "to the load's clients" % (what, fresh, took))
+               "to the 32 load clients (open channels)" % (what, fresh, took))
         self.assertLess(fresh, SANITY_S, "%s: no OK answer for %.1f s" % (what, fresh))
         self.assertLess(took, SANITY_S, "%s: no OK answer for %.1f s" % (what, took))
         n = self.load.ok_count()
