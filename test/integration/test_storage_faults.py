@@ -413,6 +413,45 @@ class DiskFull(StorageTest):
         self.assertSound(d.rows())
 
 
+class DiskFullAtStart(StorageTest):
+    """A restart on a full disk: the tmpfs lives in a mount namespace held
+    by a sleeping process, and each daemon start enters it (nsenter), so the
+    data outlives the daemon."""
+
+    def test_start_on_a_full_disk(self):
+        d = self.daemon(start=False)
+        mnt = os.path.join(d.dir, "mnt")
+        os.makedirs(mnt)
+        holder = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             "mount -t tmpfs -o size=16m,mode=0755 ipam-full %s && echo ok && exec sleep 300"
+             % mnt], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.addCleanup(holder.wait, 10)
+        self.addCleanup(holder.kill)
+        self.assertEqual(holder.stdout.readline(), b"ok\n")
+        root = "/proc/%d/root" % holder.pid
+        d.env["IPAM_DATA_SOURCE"] = os.path.join(mnt, "registry.db")
+        d.db_path = root + d.env["IPAM_DATA_SOURCE"]
+        wrap(d, prefix="nsenter -t %d -m -- " % holder.pid)
+        got = self.make_data(d, 30)
+        before = digest(d.db_path)
+        ballast = root + os.path.join(mnt, "ballast")
+        with open(ballast, "wb", buffering=0) as f:
+            for size in (65536, 512):
+                for _ in range(1 << 16):
+                    try:
+                        f.write(b"\0" * size)
+                    except OSError:
+                        break
+        d.log_path = os.path.join(d.dir, "stderr-full.log")
+        rec, took = self.expect_refusal(d, "cannot open the database", "registry.db")
+        print("start on a full disk: refused after %.3f s: %s" % (took, rec.get("error")))
+        self.assertEqual(digest(d.db_path), before, "database rewritten")
+        # Space returns: the next start serves everything that was there.
+        os.unlink(ballast)
+        self.check_kept(d, got)
+
+
 class FileSizeLimit(StorageTest):
     """RLIMIT_FSIZE (systemd's LimitFSIZE=, ulimit -f) below what the
     database grows to: a write past it must fail the batch like a full disk,
