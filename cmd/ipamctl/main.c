@@ -3,10 +3,14 @@
  *
  *   ipamctl allocate|release --conduit C --node N --name X [--family F]
  *           [--trench T] [--target host:port] [--timeout D]
- *   ipamctl health [--service S] [--target host:port] [--timeout D]
+ *   ipamctl health [--service S] [--target host:port] [--timeout D] [--json]
  *   (both: [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N])
  *
- * Exit status: 0 ok, 1 RPC error (or health not SERVING), 2 usage error.
+ *   ipamctl show|usage|check|export|import ... (commands.c: the Admin
+ *           socket of the running daemon, or the file of a stopped one)
+ *
+ * Exit status: 0 ok, 1 RPC error (or health not SERVING, or a problem
+ * found), 2 usage error.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -14,16 +18,15 @@
 #include <string.h>
 
 #include <grpc/grpc.h>
+#include <json-c/json.h>
 
 #include "config.h"
+#include "ctl.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
 #include "ipam/v1/ipam.pb-c.h"
 
-#define CTL_OK 0
-#define CTL_RPC 1
-#define CTL_USAGE 2
 #define CTL_DEFAULT_PORT "7777"
 #define CTL_DEFAULT_TIMEOUT_MS 5000
 
@@ -43,6 +46,7 @@ struct ctl_args {
 	const char *tls_key;		/* --tls-key: its private key */
 	const char *tls_name;		/* --tls-server-name */
 	bool tls;			/* any --tls-* given: talk TLS */
+	bool json;			/* --json (health) */
 };
 
 /* The --tls-* options, in every command's usage. */
@@ -64,9 +68,15 @@ ctl_usage_main(FILE *f)
 	    "  allocate   allocate (or renew) the address of a child\n"
 	    "  release    release the address of a child\n"
 	    "  health     print the serving status of the server\n"
+	    "  show       the tree of prefixes of the running daemon\n"
+	    "  usage      used / usable per conduit and node, fullest first\n"
+	    "  check      online audit; exit 1 with one line per problem\n"
+	    "  export     every record as JSON (%s)\n"
+	    "  import     an export into the file of a stopped instance\n"
 	    "\n"
 	    "`ipamctl <command> --help` describes a command's options.\n"
-	    "Exit status: 0 ok, 1 RPC error or not SERVING, 2 usage error.\n");
+	    "Exit status: 0 ok, 1 RPC error, not SERVING or a problem found,\n"
+	    "2 usage error.\n", CTL_EXPORT_FORMAT);
 }
 
 static void
@@ -98,13 +108,14 @@ ctl_usage_health(FILE *f)
 {
 	fprintf(f,
 	    "usage: ipamctl health [--service S] [--target HOST:PORT] "
-	    "[--timeout D]\n"
+	    "[--timeout D] [--json]\n"
 	    "\n"
 	    "  --service S      service name to check (default \"\": the "
 	    "server)\n"
 	    "  --target H:P     server (default localhost:$IPAM_PORT or "
 	    "localhost:7777)\n"
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
+	    "  --json           {\"service\": S, \"status\": \"SERVING\"}\n"
 	    CTL_TLS_USAGE
 	    "\n"
 	    "Prints SERVING, NOT_SERVING, ...; exits 0 only when SERVING.\n");
@@ -151,7 +162,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 {
 	enum { O_CONDUIT = 1, O_NODE, O_NAME, O_FAMILY, O_TRENCH, O_TARGET,
 		O_TIMEOUT, O_SERVICE, O_HELP, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
-		O_TLS_NAME };
+		O_TLS_NAME, O_JSON };
 	static const struct option child_opts[] = {
 		{ "conduit", required_argument, NULL, O_CONDUIT },
 		{ "node", required_argument, NULL, O_NODE },
@@ -169,6 +180,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 	};
 	static const struct option health_opts[] = {
 		{ "service", required_argument, NULL, O_SERVICE },
+		{ "json", no_argument, NULL, O_JSON },
 		{ "target", required_argument, NULL, O_TARGET },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "tls-ca", required_argument, NULL, O_TLS_CA },
@@ -223,6 +235,9 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			break;
 		case O_SERVICE:
 			a->service = optarg;
+			break;
+		case O_JSON:
+			a->json = true;
 			break;
 		case O_TLS_CA:
 		case O_TLS_CERT:
@@ -340,7 +355,19 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 	    a->timeout_ms, &resp, &st) != GRPC_STATUS_OK)
 		return ctl_rpc_error(a, &st);
 	rs = (Grpc__Health__V1__HealthCheckResponse *)resp;
-	printf("%s\n", ctl_serving_name(rs->status));
+	if (a->json) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "service",
+		    json_object_new_string(a->service));
+		json_object_object_add(o, "status",
+		    json_object_new_string(ctl_serving_name(rs->status)));
+		printf("%s\n", json_object_to_json_string_ext(o,
+		    JSON_C_TO_STRING_PLAIN));
+		json_object_put(o);
+	} else {
+		printf("%s\n", ctl_serving_name(rs->status));
+	}
 	rc = rs->status ==
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ?
 	    CTL_OK : CTL_RPC;
@@ -370,6 +397,8 @@ main(int argc, char **argv)
 		printf("ipamctl %s\n", IPAM_VERSION);
 		return CTL_OK;
 	}
+	if (ctl_is_op(argv[1]))
+		return ctl_op_main(argc - 1, argv + 1);
 	memset(&a, 0, sizeof(a));
 	a.cmd = argv[1];
 	if (strcmp(a.cmd, "allocate") != 0 && strcmp(a.cmd, "release") != 0 &&

@@ -1,0 +1,322 @@
+/*
+ * admin.c - ipamctl's client of ipamadmin.v1.Admin: finding the admin
+ * socket of the running daemon, Dump (server streaming) and Check.
+ */
+#include "ctl.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+
+#define CTL_SCAN_MAX 16			/* instances listed when ambiguous */
+#define CTL_SUN_PATH sizeof(((struct sockaddr_un *)0)->sun_path)
+
+/* True if a process accepts connections on the Unix socket at path. */
+static bool
+ctl_sock_live(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd;
+	bool ok;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path));
+	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* Found sockets of a scan. */
+struct ctl_found {
+	char path[CTL_SCAN_MAX][CTL_SUN_PATH];	/* the first ones */
+	size_t n;				/* how many in all */
+};
+
+/*
+ * Adds base/meridio-ipam.* /admin.sock entries that are sockets of our
+ * uid with a live listener.
+ */
+static void
+ctl_scan_dir(const char *base, struct ctl_found *f)
+{
+	char path[1024];
+	struct dirent *e;
+	int n;
+	struct stat sb;
+	DIR *d;
+
+	d = opendir(base);
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, "meridio-ipam.", 13) != 0)
+			continue;
+		n = snprintf(path, sizeof(path), "%s/%s/%s", base, e->d_name,
+		    CTL_ADMIN_SOCK);
+		if (n < 0 || (size_t)n >= CTL_SUN_PATH)
+			continue;
+		if (lstat(path, &sb) != 0 || !S_ISSOCK(sb.st_mode) ||
+		    sb.st_uid != geteuid() || !ctl_sock_live(path))
+			continue;
+		if (f->n < CTL_SCAN_MAX)
+			memcpy(f->path[f->n], path, (size_t)n + 1);
+		f->n++;
+	}
+	closedir(d);
+}
+
+int
+ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
+    size_t errlen)
+{
+	const char *bases[3], *rundir;
+	struct ctl_found *f;
+	size_t nb = 0, used;
+	int rc = -1;
+
+	if (opt != NULL || ((rundir = getenv("IPAMD_RUNDIR")) != NULL &&
+	    rundir[0] != '\0')) {
+		if (opt != NULL)
+			used = (size_t)snprintf(path, pathlen, "%s", opt);
+		else
+			used = (size_t)snprintf(path, pathlen, "%s/%s", rundir,
+			    CTL_ADMIN_SOCK);
+		if (used >= pathlen || used >= CTL_SUN_PATH) {
+			snprintf(err, errlen, "admin socket path too long");
+			return -1;
+		}
+		return 0;
+	}
+	f = calloc(1, sizeof(*f));
+	if (f == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	bases[nb] = getenv("XDG_RUNTIME_DIR");
+	if (bases[nb] != NULL && bases[nb][0] != '\0')
+		nb++;
+	bases[nb] = getenv("TMPDIR");
+	if (bases[nb] != NULL && bases[nb][0] != '\0')
+		nb++;
+	bases[nb++] = "/tmp";
+	for (size_t i = 0; i < nb; i++) {
+		bool seen = false;
+
+		for (size_t k = 0; k < i; k++)
+			seen = seen || strcmp(bases[k], bases[i]) == 0;
+		if (!seen)
+			ctl_scan_dir(bases[i], f);
+	}
+	if (f->n == 1) {
+		snprintf(path, pathlen, "%s", f->path[0]);
+		rc = 0;
+	} else if (f->n == 0) {
+		snprintf(err, errlen, "no running meridio-ipam found (looked "
+		    "for meridio-ipam.*/%s under $XDG_RUNTIME_DIR, $TMPDIR and "
+		    "/tmp): give --admin PATH or set IPAMD_RUNDIR",
+		    CTL_ADMIN_SOCK);
+	} else {
+		size_t off = (size_t)snprintf(err, errlen, "%zu running "
+		    "instances, pick one with --admin PATH:", f->n);
+
+		for (size_t i = 0; i < f->n && i < CTL_SCAN_MAX &&
+		    off < errlen; i++)
+			off += (size_t)snprintf(err + off, errlen - off, " %s",
+			    f->path[i]);
+	}
+	free(f);
+	return rc;
+}
+
+/* Runs one batch on call and waits for it (the only one in flight). */
+static bool
+ctl_batch(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops,
+    size_t n)
+{
+	grpc_event ev;
+	char tag;
+
+	if (grpc_call_start_batch(call, ops, n, &tag, NULL) != GRPC_CALL_OK)
+		return false;
+	do {
+		ev = grpc_completion_queue_next(cq,
+		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	} while (ev.type != GRPC_OP_COMPLETE);
+	return ev.success != 0;
+}
+
+/* Appends a chunk and its records to d. Returns 0 or -1. */
+static int
+ctl_dump_add(struct ctl_dump *d, Ipamadmin__V1__DumpChunk *ch)
+{
+	Ipamadmin__V1__DumpChunk **cv;
+	const Ipamadmin__V1__Record **rv;
+
+	cv = realloc(d->chunks, (d->nchunks + 1) * sizeof(*cv));
+	if (cv == NULL)
+		return -1;
+	d->chunks = cv;
+	rv = realloc(d->recs, (d->n + ch->n_records + 1) * sizeof(*rv));
+	if (rv == NULL)
+		return -1;
+	d->recs = rv;
+	d->chunks[d->nchunks++] = ch;
+	for (size_t i = 0; i < ch->n_records; i++)
+		d->recs[d->n++] = ch->records[i];
+	return 0;
+}
+
+void
+ctl_dump_free(struct ctl_dump *d)
+{
+	if (d == NULL)
+		return;
+	for (size_t i = 0; i < d->nchunks; i++)
+		ipamadmin__v1__dump_chunk__free_unpacked(d->chunks[i], NULL);
+	free(d->chunks);
+	free(d->recs);
+	memset(d, 0, sizeof(*d));
+}
+
+/*
+ * The streaming call, batch by batch: send the request and read the
+ * initial metadata, read messages until there is none, then the status.
+ */
+int
+ctl_admin_dump(const char *sock, const char *conduit, const char *node,
+    int64_t timeout_ms, struct ctl_dump *out, struct grpcx_status *st)
+{
+	Ipamadmin__V1__DumpRequest rq = IPAMADMIN__V1__DUMP_REQUEST__INIT;
+	grpc_channel_credentials *creds;
+	grpc_channel *ch;
+	grpc_completion_queue *cq;
+	grpc_call *call;
+	grpc_byte_buffer *send, *recv = NULL;
+	grpc_metadata_array md_initial, md_trailing;
+	grpc_slice method, details = grpc_empty_slice();
+	grpc_status_code code = GRPC_STATUS_UNKNOWN;
+	const char *error_string = NULL;
+	char target[CTL_SUN_PATH + 8];
+	grpc_op ops[4];
+	grpc_event ev;
+	bool failed = false;
+	size_t n;
+
+	memset(out, 0, sizeof(*out));
+	grpcx_status_set(st, GRPC_STATUS_UNKNOWN, "%s", "");
+	snprintf(target, sizeof(target), "unix:%s", sock);
+	creds = grpc_insecure_credentials_create();
+	ch = grpc_channel_create(target, creds, NULL);
+	grpc_channel_credentials_release(creds);
+	cq = grpc_completion_queue_create_for_next(NULL);
+	method = grpc_slice_from_static_string("/ipamadmin.v1.Admin/Dump");
+	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+	    method, NULL, grpcx_deadline_ms(timeout_ms), NULL);
+	grpc_slice_unref(method);
+	rq.conduit = (char *)(conduit != NULL ? conduit : "");
+	rq.node = (char *)(node != NULL ? node : "");
+	send = grpcx_pack(&rq.base);
+	grpc_metadata_array_init(&md_initial);
+	grpc_metadata_array_init(&md_trailing);
+
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_initial;
+	(void)ctl_batch(call, cq, ops, 4);
+	for (;;) {
+		Ipamadmin__V1__DumpChunk *c;
+
+		memset(ops, 0, sizeof(ops));
+		ops[0].op = GRPC_OP_RECV_MESSAGE;
+		ops[0].data.recv_message.recv_message = &recv;
+		if (!ctl_batch(call, cq, ops, 1) || recv == NULL)
+			break;
+		c = (Ipamadmin__V1__DumpChunk *)grpcx_unpack(
+		    &ipamadmin__v1__dump_chunk__descriptor, recv);
+		grpc_byte_buffer_destroy(recv);
+		recv = NULL;
+		if (c == NULL || ctl_dump_add(out, c) < 0) {
+			if (c != NULL)
+				ipamadmin__v1__dump_chunk__free_unpacked(c,
+				    NULL);
+			failed = true;
+			grpc_call_cancel(call, NULL);
+			break;
+		}
+	}
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[0].data.recv_status_on_client.trailing_metadata = &md_trailing;
+	ops[0].data.recv_status_on_client.status = &code;
+	ops[0].data.recv_status_on_client.status_details = &details;
+	ops[0].data.recv_status_on_client.error_string = &error_string;
+	(void)ctl_batch(call, cq, ops, 1);
+	n = GRPC_SLICE_LENGTH(details);
+	grpcx_status_set(st, code, "%.*s", (int)(n > 400 ? 400 : n),
+	    (const char *)GRPC_SLICE_START_PTR(details));
+	if (failed)
+		grpcx_status_set(st, GRPC_STATUS_INTERNAL,
+		    "malformed DumpChunk or out of memory");
+	if (st->code != GRPC_STATUS_OK)
+		ctl_dump_free(out);
+
+	grpc_slice_unref(details);
+	if (error_string != NULL)
+		gpr_free((void *)error_string);
+	grpc_byte_buffer_destroy(send);
+	grpc_metadata_array_destroy(&md_initial);
+	grpc_metadata_array_destroy(&md_trailing);
+	grpc_call_unref(call);
+	grpc_completion_queue_shutdown(cq);
+	do {
+		ev = grpc_completion_queue_next(cq,
+		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpc_completion_queue_destroy(cq);
+	grpc_channel_destroy(ch);
+	return st->code;
+}
+
+int
+ctl_admin_check(const char *sock, int64_t timeout_ms,
+    Ipamadmin__V1__CheckReport **out, struct grpcx_status *st)
+{
+	Ipamadmin__V1__CheckRequest rq = IPAMADMIN__V1__CHECK_REQUEST__INIT;
+	struct grpcx_client *cl;
+	ProtobufCMessage *resp = NULL;
+	char target[CTL_SUN_PATH + 8], err[256];
+
+	*out = NULL;
+	snprintf(target, sizeof(target), "unix:%s", sock);
+	cl = grpcx_client_new(target, err, sizeof(err));
+	if (cl == NULL) {
+		grpcx_status_set(st, GRPC_STATUS_INTERNAL, "%s", err);
+		return st->code;
+	}
+	if (grpcx_call(cl, "/ipamadmin.v1.Admin/Check", &rq.base,
+	    &ipamadmin__v1__check_report__descriptor, timeout_ms, &resp,
+	    st) == GRPC_STATUS_OK)
+		*out = (Ipamadmin__V1__CheckReport *)resp;
+	grpcx_client_free(cl);
+	return st->code;
+}

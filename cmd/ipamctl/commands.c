@@ -1,0 +1,274 @@
+/*
+ * commands.c - ipamctl's operator commands: show, usage, check and export
+ * (over the Admin socket of the running daemon) and import (into the
+ * sqlite file of a stopped one). Each parses its own options.
+ */
+#include "ctl.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/grpc.h>
+
+#include "config.h"
+
+#define CTL_ADMIN_TIMEOUT_MS 30000	/* default --timeout of these */
+
+/* What the command line of an operator command asked for. */
+struct ctl_op {
+	const char *cmd;		/* show, usage, check, export, import */
+	const char *admin;		/* --admin PATH, NULL: search */
+	const char *conduit;		/* --conduit filter, "" = all */
+	const char *node;		/* --node filter, "" = all */
+	const char *data_source;	/* import: --data-source */
+	const char *file;		/* import: FILE */
+	bool json;			/* --json */
+	int64_t timeout_ms;		/* --timeout */
+};
+
+/* How the admin socket is found, in every command's help. */
+#define CTL_ADMIN_HELP \
+	"  --admin PATH     the daemon's admin socket; default\n" \
+	"                   $IPAMD_RUNDIR/admin.sock, else the one live\n" \
+	"                   meridio-ipam.*/admin.sock of this user under\n" \
+	"                   $XDG_RUNTIME_DIR, $TMPDIR or /tmp\n" \
+	"  --timeout D      deadline as a Go duration (default 30s)\n"
+
+static void
+ctl_op_usage(FILE *f, const char *cmd)
+{
+	if (strcmp(cmd, "show") == 0)
+		fprintf(f,
+		    "usage: ipamctl show [--conduit C] [--node N] [--json] "
+		    "[--admin PATH]\n\n"
+		    "The tree trench / conduit / node / children: names, "
+		    "prefixes,\nlast refresh, and used / usable child blocks.\n"
+		    "\n"
+		    "  --conduit C      only conduit C (and the trench records)\n"
+		    "  --node N         only node N\n"
+		    "  --json           {\"trench\", \"tree\": [record with "
+		    "\"below\": [...]]}\n"
+		    CTL_ADMIN_HELP);
+	else if (strcmp(cmd, "usage") == 0)
+		fprintf(f,
+		    "usage: ipamctl usage [--conduit C] [--node N] [--json] "
+		    "[--admin PATH]\n\n"
+		    "Used / usable / percent per conduit (node prefixes) and "
+		    "node\n(addresses), fullest first.\n\n"
+		    "  --conduit C      only conduit C\n"
+		    "  --node N         only node N\n"
+		    "  --json           {\"usage\": [{kind, family, conduit, "
+		    "node, used,\n"
+		    "                   usable, percent}]}\n"
+		    CTL_ADMIN_HELP);
+	else if (strcmp(cmd, "check") == 0)
+		fprintf(f,
+		    "usage: ipamctl check [--json] [--admin PATH]\n\n"
+		    "Online audit of the running daemon: rows left out at load "
+		    "(orphans,\nchildren outside their parent, overlapping "
+		    "siblings, bad cidrs or\nids) and records garbage "
+		    "collection would reap now.\nPrints \"ok: N records\" and "
+		    "exits 0 when clean; else one line per\nproblem (\"KIND "
+		    "ID: WHAT\") and exit 1.\n\n"
+		    "  --json           {\"ok\", \"records\", \"problems\": "
+		    "[{id, kind, what}]}\n"
+		    CTL_ADMIN_HELP);
+	else if (strcmp(cmd, "export") == 0)
+		fprintf(f,
+		    "usage: ipamctl export [--admin PATH]\n\n"
+		    "Every record as JSON on stdout, parents first:\n"
+		    "  {\"format\": \"%s\", \"trench\": T,\n"
+		    "   \"records\": [{\"id\", \"name\", \"cidr\", "
+		    "\"parent_id\",\n"
+		    "                \"updated_at\" (go-sqlite3 text or null), "
+		    "\"expirable\"}]}\n\n"
+		    CTL_ADMIN_HELP, CTL_EXPORT_FORMAT);
+	else
+		fprintf(f,
+		    "usage: ipamctl import FILE [--data-source PATH]\n\n"
+		    "Writes the records of an export FILE into the sqlite file "
+		    "of a STOPPED\ninstance (its lock refuses a running one), "
+		    "in one transaction. Refuses\nmalformed records, ids that "
+		    "exist with other contents, missing parents,\nchildren "
+		    "outside their parent and overlapping siblings: then "
+		    "nothing is\nwritten. Records identical to stored rows are "
+		    "skipped.\n\n"
+		    "  --data-source P  the sqlite file (default "
+		    "$IPAM_DATA_SOURCE)\n");
+}
+
+/* A usage error of cmd; returns CTL_USAGE. */
+static int
+ctl_op_bad(const char *cmd, const char *what, const char *arg)
+{
+	fprintf(stderr, "ipamctl: %s: %s%s\nTry `ipamctl %s --help`.\n", cmd,
+	    what, arg, cmd);
+	return CTL_USAGE;
+}
+
+/* Parses the options. Returns CTL_OK, CTL_USAGE, or -1 after --help. */
+static int
+ctl_op_parse(struct ctl_op *op, int argc, char **argv)
+{
+	enum { O_ADMIN = 1, O_CONDUIT, O_NODE, O_JSON, O_TIMEOUT, O_DATA,
+		O_HELP };
+	static const struct option all[] = {
+		{ "admin", required_argument, NULL, O_ADMIN },
+		{ "conduit", required_argument, NULL, O_CONDUIT },
+		{ "node", required_argument, NULL, O_NODE },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "data-source", required_argument, NULL, O_DATA },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool filters = strcmp(op->cmd, "show") == 0 ||
+	    strcmp(op->cmd, "usage") == 0;
+	bool json = filters || strcmp(op->cmd, "check") == 0;
+	bool import = strcmp(op->cmd, "import") == 0;
+	int64_t ns;
+	int o;
+
+	opterr = 0;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, ":h", all, NULL)) != -1) {
+		const char *opt = argv[optind - 1];
+
+		if (((o == O_CONDUIT || o == O_NODE) && !filters) ||
+		    (o == O_JSON && !json) ||
+		    ((o == O_ADMIN || o == O_TIMEOUT) && import) ||
+		    (o == O_DATA && !import))
+			return ctl_op_bad(op->cmd, "unknown option ", opt);
+		switch (o) {
+		case O_ADMIN:
+			if (optarg[0] == '\0')
+				return ctl_op_bad(op->cmd, "--admin: empty", "");
+			op->admin = optarg;
+			break;
+		case O_CONDUIT:
+			op->conduit = optarg;
+			break;
+		case O_NODE:
+			op->node = optarg;
+			break;
+		case O_JSON:
+			op->json = true;
+			break;
+		case O_TIMEOUT:
+			if (cfg_parse_duration(optarg, &ns) < 0 || ns <= 0)
+				return ctl_op_bad(op->cmd, "--timeout: expected "
+				    "a positive Go duration, not ", optarg);
+			op->timeout_ms = (ns + 999999) / 1000000;
+			break;
+		case O_DATA:
+			op->data_source = optarg;
+			break;
+		case 'h':
+		case O_HELP:
+			ctl_op_usage(stdout, op->cmd);
+			return -1;
+		case ':':
+			return ctl_op_bad(op->cmd, "needs a value: ", opt);
+		default:
+			return ctl_op_bad(op->cmd, "unknown option ", opt);
+		}
+	}
+	if (import && optind < argc)
+		op->file = argv[optind++];
+	if (optind < argc)
+		return ctl_op_bad(op->cmd, "unexpected argument ",
+		    argv[optind]);
+	if (import && op->file == NULL)
+		return ctl_op_bad(op->cmd, "FILE is required", "");
+	if (import && (op->data_source == NULL || op->data_source[0] == '\0'))
+		return ctl_op_bad(op->cmd, "--data-source is required (or set "
+		    "IPAM_DATA_SOURCE)", "");
+	return CTL_OK;
+}
+
+/* Prints a failed call; returns CTL_RPC. */
+static int
+ctl_op_rpc_error(const struct ctl_op *op, const char *sock,
+    const struct grpcx_status *st)
+{
+	fprintf(stderr, "ipamctl: %s: %s: %s (admin socket %s)\n", op->cmd,
+	    grpcx_status_name(st->code), st->message[0] != '\0' ?
+	    st->message : "(no message)", sock);
+	return CTL_RPC;
+}
+
+/* The commands that talk to the daemon's Admin service. */
+static int
+ctl_op_admin(const struct ctl_op *op)
+{
+	char sock[256], err[2048];
+	struct grpcx_status st;
+	struct ctl_dump d;
+	Ipamadmin__V1__CheckReport *rep = NULL;
+	int rc;
+
+	if (ctl_admin_find(op->admin, sock, sizeof(sock), err,
+	    sizeof(err)) < 0) {
+		fprintf(stderr, "ipamctl: %s: %s\n", op->cmd, err);
+		return CTL_RPC;
+	}
+	grpc_init();
+	if (strcmp(op->cmd, "check") == 0) {
+		if (ctl_admin_check(sock, op->timeout_ms, &rep, &st) !=
+		    GRPC_STATUS_OK) {
+			rc = ctl_op_rpc_error(op, sock, &st);
+		} else {
+			rc = ctl_print_check(rep, op->json);
+			ipamadmin__v1__check_report__free_unpacked(rep, NULL);
+		}
+		goto out;
+	}
+	if (ctl_admin_dump(sock, op->conduit, op->node, op->timeout_ms, &d,
+	    &st) != GRPC_STATUS_OK) {
+		rc = ctl_op_rpc_error(op, sock, &st);
+		goto out;
+	}
+	if (strcmp(op->cmd, "show") == 0)
+		rc = ctl_print_show(&d, op->json);
+	else if (strcmp(op->cmd, "usage") == 0)
+		rc = ctl_print_usage(&d, op->json);
+	else
+		rc = ctl_print_export(&d);
+	ctl_dump_free(&d);
+out:
+	grpc_shutdown();
+	return rc;
+}
+
+bool
+ctl_is_op(const char *cmd)
+{
+	return strcmp(cmd, "show") == 0 || strcmp(cmd, "usage") == 0 ||
+	    strcmp(cmd, "check") == 0 || strcmp(cmd, "export") == 0 ||
+	    strcmp(cmd, "import") == 0;
+}
+
+int
+ctl_op_main(int argc, char **argv)
+{
+	struct ctl_op op;
+	const char *ds = getenv("IPAM_DATA_SOURCE");
+	int rc;
+
+	memset(&op, 0, sizeof(op));
+	op.cmd = argv[0];
+	op.conduit = "";
+	op.node = "";
+	op.timeout_ms = CTL_ADMIN_TIMEOUT_MS;
+	op.data_source = ds;
+	rc = ctl_op_parse(&op, argc, argv);
+	if (rc < 0)
+		return CTL_OK;
+	if (rc != CTL_OK)
+		return rc;
+	if (strcmp(op.cmd, "import") == 0)
+		return ctl_import(op.file, op.data_source);
+	return ctl_op_admin(&op);
+}

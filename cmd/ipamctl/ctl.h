@@ -1,0 +1,75 @@
+/*
+ * ctl.h - what the files of ipamctl share: exit codes, the Admin client
+ * (Unix socket of a running daemon), the read commands and import.
+ */
+#ifndef IPAM_CTL_H
+#define IPAM_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "grpcx.h"
+#include "ipamadmin/v1/admin.pb-c.h"
+
+#define CTL_OK 0		/* success */
+#define CTL_RPC 1		/* RPC error, problem found, bad input */
+#define CTL_USAGE 2		/* bad command line */
+
+#define CTL_ADMIN_SOCK "admin.sock"	/* inside the runtime directory */
+#define CTL_EXPORT_FORMAT "meridio-ipam-export/1"
+
+/* The records of a Dump, parents first, in the chunks that carry them. */
+struct ctl_dump {
+	Ipamadmin__V1__DumpChunk **chunks;	/* unpacked chunks (owned) */
+	size_t nchunks;				/* how many */
+	const Ipamadmin__V1__Record **recs;	/* every record, in order */
+	size_t n;				/* how many */
+};
+
+/*
+ * The admin socket to use: opt (--admin) if given, else
+ * $IPAMD_RUNDIR/admin.sock, else the one live meridio-ipam.*\/admin.sock
+ * owned by us under $XDG_RUNTIME_DIR, $TMPDIR and /tmp. Returns 0 with
+ * path filled, or -1 with err saying why (none, or several: listed).
+ */
+int ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
+    size_t errlen);
+
+/*
+ * Dump over the admin socket sock (filters "" = all). Returns the status
+ * code (also in st); on OK *out holds the records (ctl_dump_free).
+ */
+int ctl_admin_dump(const char *sock, const char *conduit, const char *node,
+    int64_t timeout_ms, struct ctl_dump *out, struct grpcx_status *st);
+
+/* Frees what ctl_admin_dump filled. Accepts an empty dump. */
+void ctl_dump_free(struct ctl_dump *d);
+
+/*
+ * Check over the admin socket. Returns the status code (also in st); on
+ * OK *out is the report (ipamadmin__v1__check_report__free_unpacked).
+ */
+int ctl_admin_check(const char *sock, int64_t timeout_ms,
+    Ipamadmin__V1__CheckReport **out, struct grpcx_status *st);
+
+/* Read commands: print what d holds (text or JSON). Return an exit code. */
+int ctl_print_show(const struct ctl_dump *d, bool json);
+int ctl_print_usage(const struct ctl_dump *d, bool json);
+int ctl_print_export(const struct ctl_dump *d);
+int ctl_print_check(const Ipamadmin__V1__CheckReport *r, bool json);
+
+/* True if cmd is one of the operator commands of commands.c. */
+bool ctl_is_op(const char *cmd);
+
+/* Runs an operator command; argv[0] is the command. Returns the exit code. */
+int ctl_op_main(int argc, char **argv);
+
+/*
+ * Imports an export file into the sqlite file data_source of a stopped
+ * instance, in one transaction. Messages go to stderr. Returns an exit
+ * code.
+ */
+int ctl_import(const char *file, const char *data_source);
+
+#endif
