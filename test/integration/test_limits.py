@@ -34,6 +34,15 @@ def child_bytes(name_len, conduit="conduit-a"):
     return harness.child_msg(conduit, "worker-1", "n" * name_len).SerializeToString()
 
 
+def rss_kib(pid):
+    """Resident set size of pid in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
 def log_has(d, text):
     return text in d.log_text()
 
@@ -91,6 +100,7 @@ class RequestSize(LimitTest):
         body = child_bytes(1 << 20)
         codes = []
         lock = threading.Lock()
+        rss_before = rss_kib(self.api_pid)
 
         def one():
             c = harness.Client(self.d.target)
@@ -118,6 +128,11 @@ class RequestSize(LimitTest):
         self.assertFalse(any(t.is_alive() for t in threads))
         self.assertEqual(len(codes), 256)
         self.assertEqual(set(codes), {SC.RESOURCE_EXHAUSTED})
+        grown = rss_kib(self.api_pid) - rss_before
+        print("256 bodies of 1 MiB refused; api worker RSS grew %d KiB" % grown)
+        # Bodies are refused by their announced length, not buffered: far
+        # less than the 256 MiB sent may stay behind.
+        self.assertLess(grown, 64 * 1024)
         self.assert_still_serving()
 
     def test_huge_metadata_is_refused(self):
