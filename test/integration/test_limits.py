@@ -432,6 +432,28 @@ class NspLists(DaemonTest):
         self.assertEqual(self.d.client.health(), "SERVING")
         self.assertSound(self.d.rows())
 
+    def test_list_at_the_cap_larger_than_the_pool(self):
+        """4096 conduits but room for 16 per family (the default /16 pool
+        in /20 conduits): the first that fit are stored, the others are
+        logged, and nothing else gives way."""
+        self.start_with_nsp()
+        names = ["conduit-a", "conduit-b"] + ["bulk-%d" % i for i in range(CONDUIT_LIST_CAP - 2)]
+        self.nspd.set_conduits(names)
+        harness.poll(lambda: len(self.conduit_rows()) == 32, 30, 0.1, "16 conduits per family")
+        harness.poll(lambda: self.d.log_text().count("conduit does not fit") >= 4096 - 16,
+                     30, 0.1, "a log line per conduit that does not fit")
+        rows = self.conduit_rows()
+        for name in ["conduit-a", "conduit-b"] + ["bulk-%d" % i for i in range(14)]:
+            for fam in (0, 1):
+                self.assertIn("%s-%s-%d" % (name, harness.TRENCH, fam), rows)
+        self.assertEqual(self.d.client.allocate("conduit-a", "worker-1", "before"), self.first)
+        self.assertEqual(self.d.client.allocate("bulk-13", "worker-1", "p", V6)[1], 64)
+        harness.expect_code(self, SC.NOT_FOUND, self.d.client.allocate,
+                            "bulk-100", "worker-1", "p", timeout=1)
+        self.assertEqual(self.d.client.health(), "SERVING")
+        self.assertEqual(self.d.workers().get("api"), self.api_pid)
+        self.assertSound(self.d.rows())
+
 
 if __name__ == "__main__":
     unittest.main()
