@@ -1,0 +1,425 @@
+"""ipamctl's operator commands and the Admin service they use, against the
+real daemon: show, usage, check, export, import, release, health --json,
+--help and exit codes; the admin socket (0600, Unix only: Admin on the TCP
+port is UNIMPLEMENTED) and how ipamctl finds it."""
+
+import glob
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import stat
+import subprocess
+import tempfile
+import unittest
+
+import grpc
+
+import harness
+from harness import V6, DaemonTest
+from ipamadmin.v1 import admin_pb2, admin_pb2_grpc
+
+CTL = os.path.join(harness.BIN_DIR, "ipamctl")
+
+
+def admin_socks(d):
+    """The admin sockets under the daemon's runtime directory root."""
+    return glob.glob(os.path.join(d.rt_dir, "meridio-ipam.*", "admin.sock"))
+
+
+def ctl_env(extra=None):
+    """An environment without the variables ipamctl reads by default."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("IPAMD_RUNDIR", "XDG_RUNTIME_DIR", "IPAM_DATA_SOURCE")
+           and not k.startswith("IPAM_")}
+    env.update(extra or {})
+    return env
+
+
+def ctl(args, env=None, timeout=30):
+    """Runs ipamctl; (exit code, stdout, stderr)."""
+    r = subprocess.run([CTL] + list(args), env=env or ctl_env(),
+                       capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+
+class IpamctlTest(DaemonTest):
+
+    def start(self, **kw):
+        d = self.daemon(**kw)
+        socks = admin_socks(d)
+        self.assertEqual(len(socks), 1, socks)
+        d.admin = socks[0]
+        return d
+
+    def run_ok(self, d, *args):
+        rc, out, err = ctl(list(args) + ["--admin", d.admin])
+        self.assertEqual(rc, 0, "ipamctl %s: %s" % (" ".join(args), err))
+        return out
+
+    def export_file(self, d):
+        out = self.run_ok(d, "export")
+        fd, path = tempfile.mkstemp(prefix="export-", suffix=".json", dir=d.dir)
+        with os.fdopen(fd, "w") as f:
+            f.write(out)
+        return path, json.loads(out)
+
+
+class AdminSocket(IpamctlTest):
+
+    def test_unix_socket_0600_and_admin_unimplemented_on_tcp(self):
+        d = self.start()
+        d.client.allocate("conduit-a", "w1", "a")
+        st = os.lstat(d.admin)
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
+        self.assertEqual(st.st_uid, os.geteuid())
+        # The TCP port serves Ipam and Health, never Admin.
+        tcp = admin_pb2_grpc.AdminStub(d.client.channel)
+        for call in (lambda: tcp.Check(admin_pb2.CheckRequest(), timeout=5),
+                     lambda: list(tcp.Dump(admin_pb2.DumpRequest(), timeout=5))):
+            with self.assertRaises(grpc.RpcError) as cm:
+                call()
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        # The Unix socket serves it.
+        ch = grpc.insecure_channel("unix:" + d.admin)
+        self.addCleanup(ch.close)
+        adm = admin_pb2_grpc.AdminStub(ch)
+        rep = adm.Check(admin_pb2.CheckRequest(), timeout=5)
+        self.assertEqual((len(rep.problems), rep.records), (0, len(d.rows())))
+        recs = [r for c in adm.Dump(admin_pb2.DumpRequest(), timeout=5)
+                for r in c.records]
+        self.assertEqual(sorted(r.id for r in recs), sorted(d.rows()))
+        with self.assertRaises(grpc.RpcError) as cm:
+            ch.unary_unary("/ipamadmin.v1.Admin/Nope")(b"", timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        # Socket gone after an orderly stop.
+        self.assertEqual(d.stop()[0], 0)
+        self.assertFalse(os.path.exists(d.admin))
+
+    def test_socket_found_by_rundir_scan_and_ambiguity_reported(self):
+        d = self.start()
+        rundir = os.path.dirname(d.admin)
+        # IPAMD_RUNDIR names it.
+        rc, out, err = ctl(["check"], env=ctl_env({"IPAMD_RUNDIR": rundir}))
+        self.assertEqual((rc, out.startswith("ok: ")), (0, True), err)
+        # --admin to nothing: an RPC error, exit 1.
+        rc, out, err = ctl(["check", "--admin", os.path.join(d.dir, "none.sock")])
+        self.assertEqual(rc, 1)
+        self.assertIn("UNAVAILABLE", err)
+        # The scan: TMPDIR and /tmp. What ipamctl must find is computed here
+        # the same way (live sockets of ours), other instances in /tmp too.
+        def live(base):
+            found = []
+            for p in glob.glob(os.path.join(base, "meridio-ipam.*", "admin.sock")):
+                s = socket.socket(socket.AF_UNIX)
+                try:
+                    if os.lstat(p).st_uid == os.geteuid():
+                        s.connect(p)
+                        found.append(p)
+                except OSError:
+                    pass
+                finally:
+                    s.close()
+            return found
+        others = live("/tmp")
+        env = ctl_env({"TMPDIR": d.rt_dir})
+        rc, out, err = ctl(["check"], env=env)
+        if others:
+            self.assertEqual(rc, 1)
+            self.assertIn("pick one with --admin", err)
+        else:
+            self.assertEqual(rc, 0, err)
+        # A second instance under the same TMPDIR makes it ambiguous.
+        d2 = self.daemon(env={"TMPDIR": d.rt_dir})
+        socks = live(d.rt_dir)
+        self.assertEqual(len(socks), 2, socks)
+        rc, out, err = ctl(["show"], env=env)
+        self.assertEqual(rc, 1)
+        self.assertIn("pick one with --admin", err)
+        for s in socks:
+            self.assertIn(s, err)
+        d2.close()
+
+
+class ReadCommands(IpamctlTest):
+
+    def test_show_tree_text_json_and_filters(self):
+        d = self.start()
+        for n in ("p0", "p1"):
+            d.client.allocate("conduit-a", "w1", n)
+        d.client.allocate("conduit-b", "w2", "q", family=V6)
+        out = self.run_ok(d, "show")
+        lines = out.splitlines()
+        self.assertEqual(lines[0], "trench default")
+        self.assertIn("  default-0  169.255.0.0/16  conduits 2/16 (12.5%)", lines)
+        self.assertIn("    conduit-a  169.255.0.0/20  nodes 1/16 (6.2%)", lines)
+        node = [l for l in lines if l.startswith("      w1  169.255.0.0/24  ")]
+        self.assertEqual(len(node), 1, out)
+        self.assertIn("addresses 2/254 (0.8%)", node[0])
+        self.assertIn("refreshed ", node[0])
+        self.assertTrue(any(l.startswith("        p1  169.255.0.2/32  refreshed")
+                            for l in lines), out)
+        doc = json.loads(self.run_ok(d, "show", "--json"))
+        self.assertEqual(doc["trench"], "default")
+        self.assertEqual([t["id"] for t in doc["tree"]], ["default-0", "default-1"])
+        ca = [c for c in doc["tree"][0]["below"] if c["name"] == "conduit-a"][0]
+        w1 = ca["below"][0]
+        self.assertEqual((w1["name"], w1["cidr"], w1["used"], w1["usable"], w1["level"]),
+                         ("w1", "169.255.0.0/24", 2, 254, 2))
+        self.assertEqual([(k["name"], k["cidr"]) for k in w1["below"]],
+                         [("p0", "169.255.0.1/32"), ("p1", "169.255.0.2/32")])
+        rows = d.rows()
+        self.assertEqual(w1["below"][0]["updated_at"], rows["p0-w1-conduit-a-default-0"]["updated_at"])
+        # Filters: conduit-b only (with the trench records), then one node.
+        doc = json.loads(self.run_ok(d, "show", "--json", "--conduit", "conduit-b"))
+        names = []
+
+        def walk(lst):
+            for r in lst:
+                names.append(r["id"])
+                walk(r.get("below", []))
+        walk(doc["tree"])
+        self.assertEqual(sorted(names), sorted([
+            "default-0", "default-1", "conduit-b-default-0", "conduit-b-default-1",
+            "w2-conduit-b-default-1", "q-w2-conduit-b-default-1"]))
+        out = self.run_ok(d, "show", "--conduit", "conduit-a", "--node", "w1")
+        self.assertIn("p0", out)
+        self.assertNotIn("conduit-b", out)
+
+    def test_usage_sorted_by_fullness(self):
+        # Small node prefixes make fullness differ visibly: /29 holds 6.
+        d = self.start(env={"IPAM_NODE_PREFIX_LENGTH_IPV4": "29"})
+        for i in range(5):
+            d.client.allocate("conduit-a", "w1", "a%d" % i)
+        d.client.allocate("conduit-a", "w2", "b0")
+        for i in range(3):
+            d.client.allocate("conduit-b", "w3", "c%d" % i)
+        doc = json.loads(self.run_ok(d, "usage", "--json"))
+        use = doc["usage"]
+        pct = [u["percent"] for u in use]
+        self.assertEqual(pct, sorted(pct, reverse=True))
+        by = {(u["kind"], u["family"], u["conduit"], u["node"]): u for u in use}
+        w1 = by[("node", "ipv4", "conduit-a", "w1")]
+        self.assertEqual((w1["used"], w1["usable"]), (5, 6))
+        self.assertAlmostEqual(w1["percent"], 500 / 6)
+        self.assertEqual(use[0]["node"], "w1")
+        self.assertEqual((by[("node", "ipv4", "conduit-b", "w3")]["used"]), 3)
+        ca = by[("conduit", "ipv4", "conduit-a", "")]
+        self.assertEqual(ca["used"], 2)
+        self.assertIn(("conduit", "ipv6", "conduit-b", ""), by)
+        text = self.run_ok(d, "usage").splitlines()
+        self.assertEqual(text[0].split(), ["KIND", "FAMILY", "CONDUIT", "NODE",
+                                           "USED/USABLE", "PERCENT"])
+        self.assertEqual(text[1].split(), ["node", "ipv4", "conduit-a", "w1", "5/6", "83.3%"])
+        self.assertEqual(text[2].split(), ["node", "ipv4", "conduit-b", "w3", "3/6", "50.0%"])
+        self.assertEqual(len(text), 1 + len(use))
+        # A filter keeps only that node's line and its conduit's.
+        doc = json.loads(self.run_ok(d, "usage", "--json", "--conduit", "conduit-a",
+                                     "--node", "w2"))
+        self.assertEqual(sorted((u["kind"], u["node"]) for u in doc["usage"]),
+                         [("conduit", ""), ("conduit", ""), ("node", "w2")])
+
+    def test_check_clean_then_one_line_per_problem(self):
+        d = self.start()
+        d.client.allocate("conduit-a", "w1", "a")
+        rc, out, err = ctl(["check", "--admin", d.admin])
+        self.assertEqual((rc, out), (0, "ok: %d records\n" % len(d.rows())), err)
+        rc, out, err = ctl(["check", "--json", "--admin", d.admin])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out), {"ok": True, "records": len(d.rows()),
+                                           "problems": []})
+        self.assertEqual(d.stop()[0], 0)
+        # Written behind its back: an orphan and a child outside its node.
+        con = sqlite3.connect(d.db_path)
+        con.executemany(
+            "INSERT INTO prefixes (id, name, cidr, parent_id, updated_at, expirable)"
+            " VALUES (?,?,?,?,?,?)",
+            [("o-gone-default-0", "o", "169.255.99.0/24", "gone-default-0",
+              "2026-11-20 10:00:00+00:00", 1),
+             ("x-w1-conduit-a-default-0", "x", "169.255.7.7/32",
+              "w1-conduit-a-default-0", "2026-11-20 10:00:00+00:00", 1)])
+        con.commit()
+        con.close()
+        d.start()
+        socks = admin_socks(d)
+        self.assertEqual(len(socks), 1, socks)
+        d.admin = socks[0]
+        rc, out, err = ctl(["check", "--admin", d.admin])
+        self.assertEqual(rc, 1, err)
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 2, out)
+        self.assertTrue(any(l.startswith("orphan o-gone-default-0: ") for l in lines), out)
+        self.assertTrue(any(l.startswith("outside x-w1-conduit-a-default-0: ")
+                            for l in lines), out)
+        rc, out, err = ctl(["check", "--json", "--admin", d.admin])
+        self.assertEqual(rc, 1)
+        doc = json.loads(out)
+        self.assertFalse(doc["ok"])
+        self.assertEqual(sorted((p["kind"], p["id"]) for p in doc["problems"]),
+                         [("orphan", "o-gone-default-0"),
+                          ("outside", "x-w1-conduit-a-default-0")])
+
+    def test_check_reports_what_gc_would_reap(self):
+        d = self.start(env={"IPAM_GARBAGE_COLLECTION_ENABLED": "true",
+                            "IPAM_GARBAGE_COLLECTION_INTERVAL": "1h",
+                            "IPAM_GARBAGE_COLLECTION_THRESHOLD": "1s"})
+        d.client.allocate("conduit-a", "w1", "a")
+        harness.poll(lambda: ctl(["check", "--admin", d.admin])[0] == 1, 10,
+                     what="a stale record reported")
+        rc, out, err = ctl(["check", "--json", "--admin", d.admin])
+        kinds = {(p["kind"], p["id"]) for p in json.loads(out)["problems"]}
+        self.assertIn(("stale", "a-w1-conduit-a-default-0"), kinds)
+
+    def test_health_json_and_release(self):
+        d = self.start()
+        rc, out, err = ctl(["health", "--json", "--target", d.target])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out), {"service": "", "status": "SERVING"})
+        d.client.allocate("conduit-a", "w1", "a")
+        rc, out, err = ctl(["release", "--name", "a", "--conduit", "conduit-a",
+                            "--node", "w1", "--target", d.target])
+        self.assertEqual((rc, out), (0, ""), err)
+        self.assertNotIn("a-w1-conduit-a-default-0", d.rows())
+        self.assertNotIn(" a  ", self.run_ok(d, "show"))
+
+
+class ExportImport(IpamctlTest):
+
+    def populated(self):
+        d = self.start()
+        for i in range(3):
+            d.client.allocate("conduit-a", "w1", "p%d" % i)
+        d.client.allocate("conduit-a", "w2", "bridge")
+        d.client.allocate("conduit-b", "w3", "q", family=V6)
+        return d
+
+    def test_export_format_and_roundtrip_into_empty_file(self):
+        d = self.populated()
+        path, doc = self.export_file(d)
+        self.assertEqual((doc["format"], doc["trench"]), ("meridio-ipam-export/1", "default"))
+        seen = set()
+        for r in doc["records"]:
+            self.assertEqual(sorted(r), ["cidr", "expirable", "id", "name",
+                                         "parent_id", "updated_at"])
+            self.assertTrue(r["parent_id"] == "" or r["parent_id"] in seen, r)
+            seen.add(r["id"])
+        rows = d.rows()
+        self.assertEqual(seen, set(rows))
+        for r in doc["records"]:
+            want = rows[r["id"]]
+            self.assertEqual((r["name"], r["cidr"], r["parent_id"], r["updated_at"],
+                              r["expirable"]),
+                             (want["name"], want["cidr"], want["parent_id"],
+                              want["updated_at"], bool(want["expirable"])))
+        self.assertEqual(d.stop()[0], 0)
+        # Into a file that does not exist yet: exactly the same rows.
+        fresh_dir = harness.make_tmpdir()
+        self.addCleanup(shutil.rmtree, fresh_dir, True)
+        fresh = os.path.join(fresh_dir, "registry.db")
+        rc, out, err = ctl(["import", path, "--data-source", fresh])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("imported %d records" % len(rows), out)
+        self.assertEqual(harness.read_prefixes(fresh), rows)
+        # A daemon on the imported file hands out the same addresses.
+        d2 = self.daemon(data_dir=fresh_dir)
+        self.assertEqual(d2.client.allocate("conduit-a", "w1", "p1"), ("169.255.0.2", 24))
+        self.assertEqual(d2.client.allocate("conduit-a", "w1", "new"), ("169.255.0.4", 24))
+
+    def test_import_refuses_a_running_instance(self):
+        d = self.populated()
+        path, doc = self.export_file(d)
+        before = d.rows()
+        rc, out, err = ctl(["import", path, "--data-source", d.db_path])
+        self.assertEqual(rc, 1)
+        self.assertIn("stopped", err)
+        self.assertEqual(d.rows(), before)
+
+    def test_import_skips_identical_rows_and_refuses_bad_input_whole(self):
+        d = self.populated()
+        path, doc = self.export_file(d)
+        self.assertEqual(d.stop()[0], 0)
+        before = harness.read_prefixes(d.db_path)
+        # Everything already there: nothing written, not an error.
+        rc, out, err = ctl(["import", path, "--data-source", d.db_path])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("imported 0 records", out)
+
+        node = "w1-conduit-a-default-0"
+        good = {"id": "n1-%s" % node, "name": "n1", "cidr": "169.255.0.9/32",
+                "parent_id": node, "updated_at": "2026-11-20 10:00:00+00:00",
+                "expirable": True}
+
+        def variant(extra, fmt="meridio-ipam-export/1"):
+            v = dict(doc, format=fmt, records=doc["records"] + [good] + extra)
+            p = os.path.join(d.dir, "variant.json")
+            with open(p, "w") as f:
+                json.dump(v, f)
+            return p
+
+        cases = {
+            "conflict": [dict(good, id="p0-%s" % node, name="p0", cidr="169.255.0.77/32")],
+            "overlap": [dict(good, id="n2-%s" % node, name="n2", cidr="169.255.0.1/32")],
+            "outside": [dict(good, id="n3-%s" % node, name="n3", cidr="169.255.9.1/32")],
+            "orphan": [dict(good, id="n4-nope", name="n4", parent_id="nope")],
+            "bad id": [dict(good, id="n5-elsewhere", name="n5", cidr="169.255.0.20/32")],
+            "bad cidr": [dict(good, id="n6-%s" % node, name="n6", cidr="169.255.0.300/32")],
+            "not canonical": [dict(good, id="n7-%s" % node, name="n7", cidr="169.255.0.21/24")],
+            "bad time": [dict(good, id="n8-%s" % node, name="n8", cidr="169.255.0.22/32",
+                              updated_at="yesterday")],
+            "missing field": [{"id": "n9-%s" % node, "name": "n9", "cidr": "169.255.0.23/32",
+                               "parent_id": node}],
+            "twice": [dict(good)],
+        }
+        for what, extra in cases.items():
+            with self.subTest(what):
+                rc, out, err = ctl(["import", variant(extra), "--data-source", d.db_path])
+                self.assertEqual(rc, 1, "%s accepted: %s" % (what, out))
+                self.assertIn("nothing imported", err)
+                self.assertEqual(harness.read_prefixes(d.db_path), before)
+        for what, fmt in (("wrong format", "other/1"),):
+            rc, out, err = ctl(["import", variant([], fmt), "--data-source", d.db_path])
+            self.assertEqual(rc, 1, what)
+            self.assertIn("not an export file", err)
+        junk = os.path.join(d.dir, "junk.json")
+        with open(junk, "w") as f:
+            f.write("{not json")
+        rc, out, err = ctl(["import", junk, "--data-source", d.db_path])
+        self.assertEqual(rc, 1)
+        self.assertIn("not a JSON file", err)
+        self.assertEqual(harness.read_prefixes(d.db_path), before)
+        # The good record alone goes in, and the daemon serves it.
+        rc, out, err = ctl(["import", variant([]), "--data-source", d.db_path])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("imported 1 records", out)
+        rows = harness.read_prefixes(d.db_path)
+        self.assertEqual(rows["n1-%s" % node]["cidr"], "169.255.0.9/32")
+        self.assertSound(rows)
+        d.start()
+        self.assertEqual(d.client.allocate("conduit-a", "w1", "n1"), ("169.255.0.9", 24))
+
+
+class CommandLine(unittest.TestCase):
+
+    def test_help_per_command_and_usage_errors(self):
+        for cmd in ("show", "usage", "check", "export", "import", "health",
+                    "allocate", "release"):
+            rc, out, err = ctl([cmd, "--help"])
+            self.assertEqual(rc, 0, cmd)
+            self.assertTrue(out.startswith("usage: ipamctl %s" % cmd), out)
+        rc, out, err = ctl(["--help"])
+        self.assertEqual(rc, 0)
+        for cmd in ("show", "usage", "check", "export", "import"):
+            self.assertIn("  %s " % cmd, out)
+        for args in (["show", "--bogus"], ["check", "--conduit", "x"],
+                     ["export", "--json"], ["import"], ["import", "f.json"],
+                     ["show", "--timeout", "soon"], ["usage", "extra"],
+                     ["show", "--admin"], ["nosuchcommand"]):
+            rc, out, err = ctl(args)
+            self.assertEqual(rc, 2, "%s: %s" % (args, err))
+            self.assertNotEqual(err, "")
+
+
+if __name__ == "__main__":
+    unittest.main()
