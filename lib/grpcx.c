@@ -433,6 +433,9 @@ struct grpcx_tls {
 	struct grpcx_pem pem[GRPCX_NPEM]; /* the files, by kind */
 	uint64_t generation;		/* successful reads so far */
 	uint64_t served;		/* generation last given to the server */
+	grpcx_tls_notify_fn notify;	/* the fetcher's reports, or NULL */
+	void *notify_arg;		/* its first argument */
+	char notified[256];		/* last error reported, "" if none */
 };
 
 /* The stamp of a stat result. */
@@ -674,8 +677,8 @@ grpcx_tls_has_cert(const struct grpcx_tls *t)
 /*
  * gRPC's certificate config fetcher: called when the server port is bound
  * and then before every new handshake. It refreshes from disk (a failed
- * read keeps the previous contents: the error shows in the next refresh
- * that the program makes itself) and hands gRPC a new config only when
+ * read keeps the previous contents, and is reported to t->notify once per
+ * distinct error) and hands gRPC a new config only when
  * the contents changed since the last one it got. gRPC keeps its current
  * config when the new one does not load (say, a key not matching the
  * certificate while a rotation is half done).
@@ -687,9 +690,20 @@ grpcx_tls_fetch(void *arg, grpc_ssl_server_certificate_config **config)
 	grpc_ssl_pem_key_cert_pair pair;
 	grpc_ssl_certificate_config_reload_status rs;
 	char err[256];
+	int rc;
 
 	pthread_mutex_lock(&t->mu);
-	(void)grpcx_tls_refresh_locked(t, false, err, sizeof(err));
+	err[0] = '\0';
+	rc = grpcx_tls_refresh_locked(t, false, err, sizeof(err));
+	if (rc > 0) {
+		t->notified[0] = '\0';
+		if (t->notify != NULL)
+			t->notify(t->notify_arg, 1, "");
+	} else if (rc < 0 && strcmp(err, t->notified) != 0) {
+		snprintf(t->notified, sizeof(t->notified), "%s", err);
+		if (t->notify != NULL)
+			t->notify(t->notify_arg, -1, err);
+	}
 	if (t->served == t->generation) {
 		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
 		goto out;
@@ -711,6 +725,15 @@ grpcx_tls_fetch(void *arg, grpc_ssl_server_certificate_config **config)
 out:
 	pthread_mutex_unlock(&t->mu);
 	return rs;
+}
+
+void
+grpcx_tls_set_notify(struct grpcx_tls *t, grpcx_tls_notify_fn fn, void *arg)
+{
+	pthread_mutex_lock(&t->mu);
+	t->notify = fn;
+	t->notify_arg = arg;
+	pthread_mutex_unlock(&t->mu);
 }
 
 grpc_server_credentials *

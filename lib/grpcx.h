@@ -155,6 +155,20 @@ uint64_t grpcx_tls_generation(const struct grpcx_tls *t);
 bool grpcx_tls_has_cert(const struct grpcx_tls *t);
 
 /*
+ * What the server's fetcher (below) reports: rc 1 after it read changed
+ * files (err ""), rc -1 when changed files could not be read (err says
+ * which and why; reported once per distinct error while it lasts). Called
+ * on a gRPC thread with t locked: it must not use t, and should be quick.
+ * gRPC may still refuse contents that were read (a key that does not match
+ * the certificate): it then logs and keeps serving the previous ones.
+ */
+typedef void (*grpcx_tls_notify_fn)(void *arg, int rc, const char *err);
+
+/* Sets the function the fetcher reports to (NULL: none). */
+void grpcx_tls_set_notify(struct grpcx_tls *t, grpcx_tls_notify_fn fn,
+    void *arg);
+
+/*
  * Server credentials that ask t for its contents on every new handshake
  * (gRPC's certificate config fetcher), refreshing them from disk first:
  * a rotated certificate is served without a restart. With a CA, clients

@@ -932,3 +932,51 @@ Test(grpcx_tls, client_server_name_override)
 	tsrv_stop();
 	grpcx_tls_free(t);
 }
+
+/* What the fetcher reported, for the notify test. */
+static int notify_ok, notify_fail;
+static char notify_err[256];
+
+static void
+notify_record(void *arg, int rc, const char *err)
+{
+	cr_assert_eq(arg, &notify_ok);
+	if (rc > 0) {
+		notify_ok++;
+	} else {
+		notify_fail++;
+		snprintf(notify_err, sizeof(notify_err), "%s", err);
+	}
+}
+
+Test(grpcx_tls, fetcher_reports_reloads_and_errors_once)
+{
+	struct grpcx_tls *t;
+	grpc_server_credentials *creds;
+	char err[256];
+
+	t = grpcx_tls_new(tls_path("server.crt"), tls_path("server.key"),
+	    NULL, err, sizeof(err));
+	cr_assert_not_null(t, "%s", err);
+	grpcx_tls_set_notify(t, notify_record, &notify_ok);
+	creds = grpcx_tls_server_credentials(t);
+	cr_assert_not_null(creds);
+	tsrv_start_creds(creds);
+
+	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
+	cr_expect_eq(notify_ok + notify_fail, 0);
+
+	tls_sh("printf garbage > %s/server.key", tls_dir);
+	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
+	cr_expect_eq(notify_fail, 1, "one report while the error lasts");
+	cr_expect(strstr(notify_err, "server.key") != NULL, "%s", notify_err);
+
+	tls_replace("srv2.crt", "server.crt");
+	tls_replace("srv2.key", "server.key");
+	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"), GRPC_STATUS_OK);
+	cr_expect_eq(notify_ok, 1);
+	cr_expect_eq(notify_fail, 1);
+	tsrv_stop();
+	grpcx_tls_free(t);
+}
