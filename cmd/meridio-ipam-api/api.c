@@ -1218,6 +1218,19 @@ api_db_main(void *arg)
 
 /* ---- setup and teardown ----------------------------------------------- */
 
+/* Logs what the TLS fetcher found when it looked at the files (it runs
+ * on a gRPC thread before a handshake). */
+static void
+api_tls_notify(void *arg, int rc, const char *err)
+{
+	(void)arg;
+	if (rc > 0)
+		log_info("TLS files changed: new connections get them");
+	else
+		log_kv(LOGL_WARNING, "cannot reload TLS files; serving the "
+		    "previous ones", "error", err, NULL);
+}
+
 /*
  * The credentials of the port: plaintext, or TLS from IPAM_TLS_CERT and
  * IPAM_TLS_KEY (clients must present a certificate signed by IPAM_TLS_CA
@@ -1241,6 +1254,7 @@ api_server_creds(struct api *a)
 		log_kv(LOGL_ERROR, "cannot load TLS files", "error", err, NULL);
 		return NULL;
 	}
+	grpcx_tls_set_notify(a->tls, api_tls_notify, NULL);
 	creds = grpcx_tls_server_credentials(a->tls);
 	if (creds == NULL)
 		log_error("cannot make TLS server credentials");
