@@ -296,14 +296,15 @@ api_finish(struct api_call *c, grpc_status_code code, const char *msg,
 	ops[n++].data.send_status_from_server.status_details = &c->status_msg;
 	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
 	ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
-	e = grpc_call_start_batch(c->call, ops, n, api_tag(c, API_TAG_DONE),
-	    NULL);
-	if (e != GRPC_CALL_OK)
-		log_fatal("grpc_call_start_batch: error %d", (int)e);
+	/* counted before the answer leaves: a client that got it sees it */
 	if (c->method == API_ALLOCATE || c->method == API_RELEASE)
 		metrics_call_done(c->method == API_ALLOCATE ?
 		    METRICS_ALLOCATE : METRICS_RELEASE, code,
 		    metrics_now_ns() - c->arrived_ns);
+	e = grpc_call_start_batch(c->call, ops, n, api_tag(c, API_TAG_DONE),
+	    NULL);
+	if (e != GRPC_CALL_OK)
+		log_fatal("grpc_call_start_batch: error %d", (int)e);
 }
 
 /* Answers an error status, logged at debug level with the method. */
