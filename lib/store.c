@@ -12,6 +12,14 @@
  * An existing file is switched to WAL and given its missing indexes on the
  * first store_begin, not at open, so that a caller who refuses the file after
  * store_load (e.g. prefix mismatch) leaves it unchanged on disk.
+ *
+ * Checkpoints (copying the WAL back into the file) run in a thread of their
+ * own with its own connection, woken by a commit that leaves the WAL past
+ * STORE_CKPT_FRAMES: run inside the committing call, as sqlite does by
+ * default, each one stalled a commit for tens of milliseconds and doubled
+ * the reads and writes of a batch (perf: p99 of an allocation 80 ms with,
+ * 24 ms without). A commit checkpoints by itself only when the WAL grows
+ * past STORE_CKPT_HARD_FRAMES anyway (the thread is behind or failed).
  */
 #include "store.h"
 
@@ -27,6 +35,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -34,6 +43,11 @@
 /* How long sqlite waits for a lock held by a foreign reader (e.g. the
  * sqlite3 shell). Our own second instances never get that far: flock. */
 #define STORE_BUSY_MS 5000
+
+/* WAL frames after a commit that wake the checkpointer, and the size past
+ * which the committing connection checkpoints itself. */
+#define STORE_CKPT_FRAMES 1000
+#define STORE_CKPT_HARD_FRAMES 16000
 
 /* Recursion bound of the load query: deeper rows are reported as orphans. */
 #define STORE_MAX_DEPTH 64
@@ -62,6 +76,13 @@ struct store {
 	bool upgrade;			/* WAL + indexes still to do (1st begin) */
 	uint64_t commits;		/* successful store_commit calls */
 	struct store *next;		/* next open store of this process */
+	bool sync_normal;		/* STORE_SYNC_NORMAL was asked for */
+	pthread_mutex_t ck_mu;		/* guards ck_want and ck_stop */
+	pthread_cond_t ck_cv;		/* wakes the checkpointer */
+	pthread_t ck_thread;		/* the checkpointer, if ck_started */
+	bool ck_started;		/* the checkpointer runs */
+	bool ck_want;			/* a commit asks for a checkpoint */
+	bool ck_stop;			/* store_close asks it to return */
 };
 
 /* Stores open in this process (the db worker has one; not thread-safe). */
@@ -438,6 +459,90 @@ rollback:
 	return -1;
 }
 
+/*
+ * The checkpointer thread: its own connection to the file, one PASSIVE
+ * checkpoint each time a commit asks for one (PASSIVE never waits for, nor
+ * blocks, the writer). If the connection cannot be opened, the thread only
+ * waits to be stopped and commits checkpoint by themselves at the hard
+ * limit. Errors are left for the next round.
+ */
+static void *
+store_ckpt_main(void *arg)
+{
+	struct store *st = arg;
+	sqlite3 *db = NULL;
+
+	if (sqlite3_open_v2(st->path, &db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		sqlite3_close(db);
+		db = NULL;
+	} else if (sqlite3_exec(db, st->sync_normal ?
+	    "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", NULL,
+	    NULL, NULL) != SQLITE_OK) {
+		sqlite3_close(db);
+		db = NULL;
+	}
+	pthread_mutex_lock(&st->ck_mu);
+	for (;;) {
+		while (!st->ck_want && !st->ck_stop)
+			pthread_cond_wait(&st->ck_cv, &st->ck_mu);
+		if (st->ck_stop)
+			break;
+		st->ck_want = false;
+		pthread_mutex_unlock(&st->ck_mu);
+		if (db != NULL)
+			(void)sqlite3_wal_checkpoint_v2(db, NULL,
+			    SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		pthread_mutex_lock(&st->ck_mu);
+	}
+	pthread_mutex_unlock(&st->ck_mu);
+	sqlite3_close(db);
+	return NULL;
+}
+
+/*
+ * sqlite's WAL hook, called after each commit with the frames now in the
+ * WAL: wakes the checkpointer (started on first need) past
+ * STORE_CKPT_FRAMES; checkpoints here past STORE_CKPT_HARD_FRAMES or when
+ * no thread can be started.
+ */
+static int
+store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	struct store *st = arg;
+
+	if (frames < STORE_CKPT_FRAMES)
+		return SQLITE_OK;
+	if (!st->ck_started && pthread_create(&st->ck_thread, NULL,
+	    store_ckpt_main, st) == 0)
+		st->ck_started = true;
+	if (frames >= STORE_CKPT_HARD_FRAMES || !st->ck_started) {
+		(void)sqlite3_wal_checkpoint_v2(db, name,
+		    SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		return SQLITE_OK;
+	}
+	pthread_mutex_lock(&st->ck_mu);
+	st->ck_want = true;
+	pthread_cond_signal(&st->ck_cv);
+	pthread_mutex_unlock(&st->ck_mu);
+	return SQLITE_OK;
+}
+
+/* Stops the checkpointer (before the writer closes: the last connection
+ * to close checkpoints and removes the WAL). */
+static void
+store_ckpt_stop(struct store *st)
+{
+	if (!st->ck_started)
+		return;
+	pthread_mutex_lock(&st->ck_mu);
+	st->ck_stop = true;
+	pthread_cond_signal(&st->ck_cv);
+	pthread_mutex_unlock(&st->ck_mu);
+	pthread_join(st->ck_thread, NULL);
+	st->ck_started = false;
+}
+
 /* Sets the connection's durability and foreign key handling. */
 static int
 store_pragmas(struct store *st, int flags, char *err, size_t errlen)
@@ -449,6 +554,9 @@ store_pragmas(struct store *st, int flags, char *err, size_t errlen)
 	    store_exec(st, "PRAGMA foreign_keys=OFF", "set foreign_keys", err,
 	    errlen) < 0)
 		return -1;
+	st->sync_normal = (flags & STORE_SYNC_NORMAL) != 0;
+	/* Replaces sqlite's own checkpoint-on-commit (see the top). */
+	sqlite3_wal_hook(st->db, store_wal_hook, st);
 	return 0;
 }
 
@@ -518,6 +626,8 @@ store_open(struct store **out, const char *path, int flags, char *err,
 		free(st);
 		return -1;
 	}
+	pthread_mutex_init(&st->ck_mu, NULL);
+	pthread_cond_init(&st->ck_cv, NULL);
 	st->lockfd = store_open_lockfd(path, flags, &created, err, errlen);
 	if (st->lockfd < 0)
 		goto fail;
@@ -593,6 +703,7 @@ store_open(struct store **out, const char *path, int flags, char *err,
 	*out = st;
 	return 0;
 fail:
+	store_ckpt_stop(st);
 	for (int i = 0; i < STORE_ST_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	sqlite3_close(st->db);
@@ -600,6 +711,8 @@ fail:
 		unlink(path);
 	if (st->lockfd >= 0)
 		close(st->lockfd);
+	pthread_cond_destroy(&st->ck_cv);
+	pthread_mutex_destroy(&st->ck_mu);
 	free(st->path);
 	free(st);
 	return -1;
@@ -620,11 +733,14 @@ store_close(struct store *st)
 			break;
 		}
 	}
+	store_ckpt_stop(st);
 	for (int i = 0; i < STORE_ST_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	sqlite3_close(st->db);
 	if (st->lockfd >= 0)
 		close(st->lockfd);
+	pthread_cond_destroy(&st->ck_cv);
+	pthread_mutex_destroy(&st->ck_mu);
 	free(st->path);
 	free(st);
 }

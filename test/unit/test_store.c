@@ -1411,3 +1411,81 @@ Test(store, load_order_matches_recursive_query)
 	free(rs.v);
 	store_close(st);
 }
+
+/* ---- checkpoints in the background ---------------------------------------- */
+
+/* Threads of this process. */
+static int
+task_count(void)
+{
+	char line[256];
+	int n = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "Threads: %d", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
+/* mxFrame (frames in the WAL) and nBackfill (frames copied back) from the
+ * wal-index file, as sqlite lays it out (native byte order). */
+static void
+wal_index(uint32_t *mx, uint32_t *backfill)
+{
+	char p[PATH_MAX + 40];
+	unsigned char h[100];
+	int fd;
+
+	snprintf(p, sizeof(p), "%s-shm", dbpath);
+	fd = open(p, O_RDONLY);
+	cr_assert_geq(fd, 0, "%s: %s", p, strerror(errno));
+	cr_assert_eq(pread(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
+	close(fd);
+	memcpy(mx, h + 16, 4);
+	memcpy(backfill, h + 96, 4);
+}
+
+/*
+ * Commits leave the WAL to a thread of the store's own: a commit that
+ * leaves more than 1000 frames starts it, it copies the frames back while
+ * nothing commits, and store_close stops it and removes the WAL.
+ */
+Test(store, checkpoints_run_in_a_thread)
+{
+	struct store *st = open_ok(0);
+	int base = task_count();
+	uint32_t mx = 0, done = 0;
+	char id[64], cidr[64], wal[PATH_MAX + 40];
+	struct rows rs;
+	int i, rows;
+
+	for (i = 0; i < 2000 && mx < 1000; i++) {
+		cr_assert_eq(task_count(), base, "a thread before 1000 frames");
+		cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+		snprintf(id, sizeof(id), "row-%d", i);
+		snprintf(cidr, sizeof(cidr), "10.%d.%d.0/24", i / 256, i % 256);
+		insert_ok(st, id, id, cidr, "", T2024 * NS + i, true);
+		cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+		wal_index(&mx, &done);
+	}
+	rows = i;
+	cr_assert_geq(mx, 1000, "the WAL never reached 1000 frames");
+	cr_assert_eq(task_count(), base + 1);
+	for (i = 0; i < 500 && done < mx; i++) {
+		usleep(10000);
+		wal_index(&mx, &done);
+	}
+	cr_assert_eq(done, mx, "only %u of %u frames copied back", done, mx);
+	store_close(st);
+	cr_assert_eq(task_count(), base);
+	snprintf(wal, sizeof(wal), "%s-wal", dbpath);
+	cr_assert(!exists(wal), "the WAL outlived the store");
+	st = open_ok(0);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, (size_t)rows);
+	free(rs.v);
+	store_close(st);
+}
