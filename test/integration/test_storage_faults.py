@@ -163,12 +163,16 @@ class ReadOnly(StorageTest):
         self.assertEqual(uids, {NOBODY})
 
     def test_read_only_directory(self):
+        """The file is nobody's, the directory is not: the WAL journal
+        could not be created beside the file."""
         owner, got = self.make_root_data()
+        os.chown(owner.db_path, NOBODY, NOBODY)
         before = snapshot(owner.dir)
         d = self.daemon(start=False, data_dir=owner.dir)
         self.as_nobody(d)
         os.chmod(owner.dir, 0o755)
-        rec, _ = self.expect_refusal(d, "cannot open the database", owner.db_path)
+        rec, _ = self.expect_refusal(d, "cannot open the database", owner.db_path,
+                                     "is not writable")
         self.assertEqual(rec.get("process"), "db")
         self.assertEqual(snapshot(owner.dir), before, "files changed")
         # Back to root: everything is still there.
@@ -176,7 +180,7 @@ class ReadOnly(StorageTest):
         self.check_kept(owner, got)
 
     def test_read_only_file(self):
-        """The directory is writable but the database file is not."""
+        """The directory is nobody's but the database file is root's."""
         owner, got = self.make_root_data()
         os.chown(owner.dir, NOBODY, NOBODY)
         os.chmod(owner.db_path, 0o644)
