@@ -373,8 +373,8 @@ ctl_import(const char *file, const char *data_source)
 		goto out_json;
 	}
 	if (store_open(&st, data_source, 0, err, sizeof(err)) < 0) {
-		fprintf(stderr, "ipamctl: import: %s: %s (import needs the "
-		    "instance stopped)\n", data_source, err);
+		fprintf(stderr, "ipamctl: import: %s (import needs the "
+		    "instance stopped)\n", err);
 		goto out_json;
 	}
 	if (store_load(st, ctl_load_row, &im, err, sizeof(err)) != 0) {
