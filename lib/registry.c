@@ -496,6 +496,17 @@ load_root(struct load_ctx *lc, const struct store_row *row,
 	return load_remember(lc, row->id, r);
 }
 
+/* True if row->id is "<name>-<parent_id>" and short enough for rec_id. */
+static bool
+load_id_ok(const struct store_row *row)
+{
+	size_t n = strlen(row->name);
+
+	return strncmp(row->id, row->name, n) == 0 && row->id[n] == '-' &&
+	    strcmp(row->id + n + 1, row->parent_id) == 0 &&
+	    strlen(row->id) < REG_IDMAX;
+}
+
 /* store_load callback: one row, parents before children. */
 static int
 load_row(void *arg, const struct store_row *row)
@@ -538,8 +549,11 @@ load_row(void *arg, const struct store_row *row)
 	r->updated_at = row->updated_at;
 	r->expirable = row->expirable;
 	r->parent = pm->rec;
-	rec_id(r, id, sizeof(id));
-	if (strcmp(id, row->id) != 0) {
+	/* The parent's id is row->parent_id (the map's key), so the id must
+	 * be "<name>-<parent_id>": checked in place, since building it with
+	 * rec_id (snprintf per level) was 10% of loading (perf). */
+	if (!load_id_ok(row)) {
+		rec_id(r, id, sizeof(id));
 		load_problem(lc, row->id, "bad-id", "id is not \"<name>-<parent id>\" "
 		    "(expected %s)", id);
 		rec_free_tree(lc->g, r);

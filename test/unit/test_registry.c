@@ -740,3 +740,33 @@ Test(registry, row_below_an_address_is_an_orphan)
 	reg_close(g);
 	store_close(st);
 }
+
+/* A row whose id is not "<name>-<parent id>" is left out at load with a
+ * bad-id problem; its well-named sibling loads. */
+Test(registry, row_with_a_foreign_id_is_left_out)
+{
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	struct store_row odd = { "y-n-c-default-0x", "y", "169.255.0.9/32",
+	    "n-c-default-0", T0, true };
+	struct store_row near = { "y-n-c-default", "y", "169.255.0.8/32",
+	    "n-c-default-0", T0, true };
+	struct found f = { 0 };
+	static const char *const cs[] = { "c" };
+	char err[256];
+
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "x", T0);
+	reg_close(g);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	cr_assert_eq(store_insert(st, &odd, err, sizeof(err)), 0);
+	cr_assert_eq(store_insert(st, &near, err, sizeof(err)), 0);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	g = open_reg(st, &p, NULL);
+	cr_assert_eq(reg_count_children(g), 1);
+	cr_assert_eq(reg_check(g, T0, 0, on_found, &f), 2, "%s", f.kinds);
+	cr_assert_str_eq(f.kinds, "bad-id bad-id ");
+	reg_close(g);
+	store_close(st);
+}
