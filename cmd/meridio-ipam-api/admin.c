@@ -37,6 +37,8 @@
 #include "log.h"
 
 #define ADMIN_DB_TIMEOUT_MS 10000	/* longest wait for the db worker */
+#define ADMIN_BATCH_TIMEOUT_MS 30000	/* longest wait for one batch (a
+					   client that stops reading) */
 #define ADMIN_MAX_MESSAGE 4096		/* admin requests are tiny */
 #define ADMIN_MAX_FILTER 253		/* longest conduit or node filter */
 #define ADMIN_HELLO_ID 1		/* request ids on a db connection */
@@ -231,21 +233,35 @@ admin_post(struct admin *ad, enum admin_method m)
 /*
  * Runs one batch on the served call and waits for it: the call is the
  * only one with batches on call_cq, so its next event is this batch.
- * Returns true if the batch succeeded (false: the client is gone or the
- * call was cancelled).
+ * Calls are served one at a time, so a client that stops reading (flow
+ * control holds a send) must not hold the service: after
+ * ADMIN_BATCH_TIMEOUT_MS the call is cancelled, which completes the
+ * batch. Returns true if the batch succeeded (false: the client is gone,
+ * too slow, or the call was cancelled).
  */
 static bool
 admin_batch(struct admin *ad, struct admin_call *c, grpc_op *ops, size_t n)
 {
 	grpc_event ev;
+	gpr_timespec limit = grpcx_deadline_ms(ADMIN_BATCH_TIMEOUT_MS);
+	bool cancelled = false;
 
 	if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK)
 		log_fatal("admin: grpc_call_start_batch failed");
-	do {
-		ev = grpc_completion_queue_next(ad->call_cq,
-		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-	} while (ev.type != GRPC_OP_COMPLETE);
-	return ev.success != 0;
+	for (;;) {
+		ev = grpc_completion_queue_next(ad->call_cq, cancelled ?
+		    gpr_inf_future(GPR_CLOCK_MONOTONIC) : limit, NULL);
+		if (ev.type == GRPC_OP_COMPLETE)
+			return ev.success != 0;
+		if (ev.type == GRPC_QUEUE_TIMEOUT && !cancelled) {
+			log_warn("admin: a client does not read its answer: "
+			    "cancelling the call");
+			grpc_call_cancel_with_status(c->call,
+			    GRPC_STATUS_DEADLINE_EXCEEDED,
+			    "admin client too slow", NULL);
+			cancelled = true;
+		}
+	}
 }
 
 /* Sends one message of a response (initial metadata first). */

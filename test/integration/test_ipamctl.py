@@ -98,6 +98,41 @@ class AdminSocket(IpamctlTest):
         self.assertEqual(d.stop()[0], 0)
         self.assertFalse(os.path.exists(d.admin))
 
+    def test_client_that_stops_reading_holds_admin_30s_at_most(self):
+        # About 700 KB of records: more than the flow-control windows hold.
+        data_dir = harness.make_tmpdir()
+        self.addCleanup(shutil.rmtree, data_dir, True)
+        ts = "2026-11-26 06:00:00+00:00"
+        rows = [("default-0", "default-0", "169.255.0.0/16", "", ts, 0),
+                ("conduit-a-default-0", "conduit-a", "169.255.0.0/20", "default-0", ts, 0)]
+        for node in range(12):
+            nid = "w%d-conduit-a-default-0" % node
+            rows.append((nid, "w%d" % node, "169.255.%d.0/24" % node,
+                         "conduit-a-default-0", ts, 1))
+            for k in range(1, 255):
+                name = "c%d-" % k + "x" * 200
+                rows.append(("%s-%s" % (name, nid), name, "169.255.%d.%d/32" % (node, k),
+                             nid, ts, 1))
+        harness.write_meridio_db(os.path.join(data_dir, "registry.db"), rows)
+        d = self.daemon(data_dir=data_dir, conduits="conduit-a")
+        d.admin = admin_socks(d)[0]
+        slow = grpc.insecure_channel("unix:" + d.admin,
+                                     options=[("grpc.http2.bdp_probe", 0)])
+        self.addCleanup(slow.close)
+        stalled = admin_pb2_grpc.AdminStub(slow).Dump(admin_pb2.DumpRequest())
+        t0 = harness.time.monotonic()
+        harness.time.sleep(1)
+        rc, out, err = ctl(["check", "--json", "--admin", d.admin], timeout=60)
+        took = harness.time.monotonic() - t0
+        self.assertEqual(json.loads(out)["records"], len(d.rows()), err)
+        self.assertLess(took, 45)
+        self.assertGreater(took, 20, "the stalled Dump did not hold the service")
+        with self.assertRaises(grpc.RpcError) as cm:
+            for _ in stalled:
+                pass
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertIn("admin client too slow", cm.exception.details())
+
     def test_socket_found_by_rundir_scan_and_ambiguity_reported(self):
         d = self.start()
         rundir = os.path.dirname(d.admin)
