@@ -8,6 +8,8 @@
 #    prints one table with the ratios to health measured in the same run.
 # 2. Counts fsync/fdatasync calls of the db worker (perf tracepoints, or
 #    strace -c) during a separate allocate-new run at concurrency 64.
+# 2b. CPU per call (perf stat task-clock) of the client, the api worker and
+#    the db worker at concurrency 64, per mode: where the time goes.
 # 3. Fills a second fresh daemon with 100k allocations, sums VmRSS (and
 #    Pss) over the supervisor and its workers, restarts it and times the
 #    start to SERVING.
@@ -84,16 +86,20 @@ db_pid() {
 	pgrep -P "$pid" -x meridio-ipam-db
 }
 
-# Sums VmRSS and Pss (kB) over the supervisor and its children.
+# Sums VmRSS and Pss (kB) over the supervisor and its children; $per
+# lists each process's VmRSS (anonymous + file-backed) in MiB.
 memory() {
 	rss=0
 	pss=0
+	per=
 	for p in "$pid" $(pgrep -P "$pid"); do
 		r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status")
+		a=$(awk '/^RssAnon:/ { print $2 }' "/proc/$p/status")
 		s=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" \
 		    2>/dev/null || echo 0)
 		rss=$((rss + ${r:-0}))
 		pss=$((pss + ${s:-0}))
+		per="$per $(cat "/proc/$p/comm")=$(( ${r:-0} / 1024 ))(anon $(( ${a:-0} / 1024 )))"
 	done
 }
 
@@ -181,6 +187,39 @@ else
 fi
 echo
 echo "fsyncs per allocation at concurrency 64: $fsync_per ($fs_count fsync+fdatasync for $allocs allocations; $fs_method)"
+
+# ---- 2b. CPU per call -------------------------------------------------
+# task-clock of a process over a run, in ms ("" when perf cannot attach).
+api_pid=$(pgrep -P "$pid" -f meridio-ipam-api | head -1)
+echo
+echo "CPU per call at concurrency 64 (us; perf stat task-clock, all threads):"
+echo "  mode               client    api     db   calls/s"
+for m in health allocate-existing allocate-new; do
+	perf stat -x, -o "$tmp/cpu-db" -e task-clock -p "$dbp" >/dev/null 2>&1 &
+	pa=$!
+	perf stat -x, -o "$tmp/cpu-api" -e task-clock -p "$api_pid" >/dev/null 2>&1 &
+	pb=$!
+	sleep 0.3
+	if ! perf stat -x, -o "$tmp/cpu-cl" -e task-clock -- "$bench" "$m" \
+	    --target "$target" --concurrency 64 --duration "$dur" --warmup 0 \
+	    --conduits "$conduits" --nodes "$nodes" --names 5000 \
+	    >"$tmp/cpu-out"; then
+		cat "$tmp/cpu-out" >&2
+		exit 1
+	fi
+	kill -INT "$pa" "$pb" 2>/dev/null || true
+	wait "$pa" "$pb" 2>/dev/null || true
+	n=$(sed -n 's/.*(\([0-9]*\) calls with the warm-up).*/\1/p' "$tmp/cpu-out")
+	# allocate-existing's setup calls are not in n: leave them out of
+	# the db and api figures by counting them in.
+	setup=$(sed -n 's/^setup: \([0-9]*\) names.*/\1/p' "$tmp/cpu-out")
+	us() {
+		awk -F, -v n="$2" '/task-clock/ { if (n > 0) printf "%.1f", $1 * 1000 / n }' "$1"
+	}
+	printf '  %-18s %6s %6s %6s %9s\n' "$m" "$(us "$tmp/cpu-cl" $((n + ${setup:-0})))" \
+	    "$(us "$tmp/cpu-api" $((n + ${setup:-0})))" "$(us "$tmp/cpu-db" $((n + ${setup:-0})))" \
+	    "$(field "$(tail -1 "$tmp/cpu-out")" ops_per_s)"
+done
 stop_daemon
 
 # ---- 3. 100k allocations: memory and restart ---------------------------
@@ -196,6 +235,7 @@ fill_s=$(( ($(date +%s%N) - fill_t) / 1000000 ))
 memory
 rss_live=$rss
 pss_live=$pss
+per_live=$per
 stop_daemon
 start_daemon "$tmp/fill"
 restart_ms=$start_ms
@@ -209,6 +249,7 @@ restart2_ms=$start_ms
 stop_daemon
 echo "$fill allocations made in $fill_s ms"
 echo "RSS of all processes at $fill allocations: $((rss_live / 1024)) MiB after filling ($((pss_live / 1024)) MiB Pss), $((rss_restart / 1024)) MiB after a restart ($((pss_restart / 1024)) MiB Pss)"
+echo "  per process, MiB:$per_live"
 echo "restart to SERVING with $fill allocations: $restart_ms ms (again: $restart2_ms ms)"
 
 # ---- 4. allocator flatness ---------------------------------------------
