@@ -1373,11 +1373,12 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 
 	gpr_set_log_function(api_grpc_log);
 	grpc_init();
+	/* Metrics are for monitoring: a port that is taken must not stop
+	 * allocations. Logged as an error; the endpoint stays off. */
 	if (cfg->metrics_port != 0 && (mx = metrics_start(cfg->metrics_port,
-	    db_path, err, sizeof(err))) == NULL) {
-		log_kv(LOGL_ERROR, "cannot serve metrics", "error", err, NULL);
-		goto out_grpc;
-	}
+	    db_path, err, sizeof(err))) == NULL)
+		log_kv(LOGL_ERROR, "cannot serve metrics: endpoint off", "error",
+		    err, NULL);
 	if (api_server_start(a) < 0) {
 		if (a->server != NULL) {
 			a->stopping = true;

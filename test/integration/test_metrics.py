@@ -7,6 +7,7 @@ import glob
 import os
 import re
 import signal
+import socket
 import urllib.error
 import urllib.request
 
@@ -99,6 +100,19 @@ class Metrics(DaemonTest):
         with self.assertRaises(urllib.error.HTTPError) as cm:
             urllib.request.urlopen(req, timeout=10)
         self.assertEqual(cm.exception.code, 405)
+
+    def test_taken_port_leaves_metrics_off_but_serves(self):
+        blocker = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.addCleanup(blocker.close)
+        blocker.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        blocker.bind(("::", 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        d = self.daemon(env={"IPAM_METRICS_PORT": str(port)})
+        self.assertEqual(d.client.allocate("conduit-a", "w1", "a"), ("169.255.0.1", 24))
+        harness.poll(lambda: "cannot serve metrics" in d.log_text(), 10,
+                     what="the error line")
+        self.assertEqual(listening_ports(d.wait_worker("api")), {d.port})
 
     def test_values_move_with_allocations(self):
         d = self.start()
