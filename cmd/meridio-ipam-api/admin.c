@@ -570,9 +570,9 @@ admin_main(void *arg)
 
 /* ---- setup and teardown ------------------------------------------------- */
 
-/* Shuts a completion queue down, drains and destroys it. Accepts NULL. */
+/* Shuts a completion queue down and drains it. Accepts NULL. */
 static void
-admin_cq_destroy(grpc_completion_queue *cq)
+admin_cq_drain(grpc_completion_queue *cq)
 {
 	grpc_event ev;
 
@@ -585,7 +585,23 @@ admin_cq_destroy(grpc_completion_queue *cq)
 		if (ev.type == GRPC_OP_COMPLETE && ev.tag != &admin_shutdown_tag)
 			admin_call_free(ev.tag);
 	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
-	grpc_completion_queue_destroy(cq);
+}
+
+/* The end of teardown, in grpc's order: queues drained, server destroyed,
+ * then the queues; the socket file removed. */
+static void
+admin_free(struct admin *ad)
+{
+	admin_cq_drain(ad->cq);
+	admin_cq_drain(ad->call_cq);
+	if (ad->server != NULL)
+		grpc_server_destroy(ad->server);
+	if (ad->cq != NULL)
+		grpc_completion_queue_destroy(ad->cq);
+	if (ad->call_cq != NULL)
+		grpc_completion_queue_destroy(ad->call_cq);
+	(void)unlink(ad->sock_path);
+	free(ad);
 }
 
 /*
@@ -683,12 +699,7 @@ fail_started:
 	admin_stop(ad);
 	return NULL;
 fail:
-	if (ad->server != NULL)
-		grpc_server_destroy(ad->server);
-	admin_cq_destroy(ad->cq);
-	admin_cq_destroy(ad->call_cq);
-	(void)unlink(ad->sock_path);
-	free(ad);
+	admin_free(ad);
 	return NULL;
 }
 
@@ -708,9 +719,5 @@ admin_stop(struct admin *ad)
 	grpc_server_cancel_all_calls(ad->server);
 	if (ad->thread_started)
 		pthread_join(ad->thread, NULL);
-	admin_cq_destroy(ad->cq);
-	grpc_server_destroy(ad->server);
-	admin_cq_destroy(ad->call_cq);
-	(void)unlink(ad->sock_path);
-	free(ad);
+	admin_free(ad);
 }
