@@ -83,10 +83,43 @@ struct store {
 	bool ck_started;		/* the checkpointer runs */
 	bool ck_want;			/* a commit asks for a checkpoint */
 	bool ck_stop;			/* store_close asks it to return */
+	struct store_scan *prefetch;	/* rows read while quick_check ran,
+					 * for the first store_load; NULL */
 };
 
 /* Stores open in this process (the db worker has one; not thread-safe). */
 static struct store *store_list;
+
+/* A row of the load scan; its text lives in the scan's arena. */
+struct store_lrow {
+	size_t id, name, cidr, parent;	/* arena offsets of the columns */
+	size_t idlen, parentlen;	/* bytes of id and parent_id */
+	size_t bad;			/* arena offset of updated_at's text
+					 * when it is not a time, else 0 */
+	int64_t updated_at;		/* parsed updated_at */
+	int16_t depth;			/* see STORE_DEPTH_* */
+	uint8_t idtype, parenttype;	/* sqlite type of id and parent_id */
+	bool expirable;			/* the expirable column */
+};
+
+/* Depths below 0 while ordering: not yet known, or no root within
+ * STORE_MAX_DEPTH levels (orphans, deep rows and cycles: delivered last). */
+#define STORE_DEPTH_UNKNOWN (-1)
+#define STORE_DEPTH_ORPHAN (STORE_MAX_DEPTH + 1)
+
+/* All rows of one load, in rowid order, and an id index over them. */
+struct store_scan {
+	struct store_lrow *v;		/* rows */
+	size_t n, cap;			/* used and allocated rows */
+	char *arena;			/* NUL-terminated column texts */
+	size_t alen, acap;		/* used and allocated bytes */
+	uint32_t *slot;			/* id hash: row index + 1, 0 = empty */
+	size_t nslot;			/* a power of two, >= 2n */
+};
+
+static int store_scan_read(struct store *st, struct store_scan *sc,
+    char *err, size_t errlen);
+static void store_scan_free(struct store_scan *sc, bool heap);
 
 /* Meridio's table, as gorm writes it. */
 static const char store_ddl_table[] =
@@ -391,18 +424,7 @@ store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
 		    "key than `id`; left untouched", st->path);
 		return -1;
 	}
-	/* Damaged pages are found here, at open, so that the file is refused
-	 * for good: found later by the load, they looked like a passing
-	 * storage error and the worker was restarted until the supervisor
-	 * gave up. One read of the file (~0.1 s for 200k rows). */
-	if (store_query_int(st, "SELECT count(*) FROM pragma_quick_check "
-	    "WHERE quick_check<>'ok'", NULL, &n, err, errlen) < 0)
-		return -1;
-	if (n != 0) {
-		store_err(err, errlen, "%s: damaged (sqlite quick_check found "
-		    "%lld problems); left untouched", st->path, (long long)n);
-		return -1;
-	}
+	/* Damaged pages are looked for by store_open (store_verify). */
 	for (i = 0; i < sizeof(store_index_names) /
 	    sizeof(store_index_names[0]); i++) {
 		if (store_query_int(st, "SELECT count(*) FROM sqlite_master "
@@ -598,6 +620,100 @@ store_check_not_open_here(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* A quick_check run by store_verify's helper thread. */
+struct store_qc {
+	const char *path;		/* the file */
+	int rc;				/* 0; -1 with err set; 1 = not run */
+	int64_t n;			/* problems found */
+	char err[512];			/* why it failed */
+};
+
+/* Counts the problems quick_check finds in db into *n. Returns 0, or -1
+ * with err set as store_query_int sets it. */
+static int
+store_quick_check(sqlite3 *db, const char *path, int64_t *n, char *err,
+    size_t errlen)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM pragma_quick_check "
+	    "WHERE quick_check<>'ok'", -1, &s, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		*n = sqlite3_column_int64(s, 0);
+		sqlite3_finalize(s);
+		return 0;
+	}
+	if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
+		store_err(err, errlen, "%s: not a usable sqlite database (%s); "
+		    "left untouched", path, sqlite3_errmsg(db));
+	else
+		store_err(err, errlen, "%s: cannot read schema: %s", path,
+		    sqlite3_errmsg(db));
+	sqlite3_finalize(s);
+	return -1;
+}
+
+/* The helper thread: quick_check on a connection of its own. */
+static void *
+store_qc_main(void *arg)
+{
+	struct store_qc *q = arg;
+	sqlite3 *db = NULL;
+
+	if (sqlite3_open_v2(q->path, &db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK) {
+		sqlite3_busy_timeout(db, STORE_BUSY_MS);
+		q->rc = store_quick_check(db, q->path, &q->n, q->err,
+		    sizeof(q->err));
+	}
+	sqlite3_close(db);
+	return NULL;
+}
+
+/*
+ * Looks for damaged pages at open, so that a damaged file is refused for
+ * good: found later by the load, they looked like a passing storage error
+ * and the worker was restarted until the supervisor gave up. quick_check
+ * reads the whole file (~30 ms for 100k rows, 15 % of a start): it runs
+ * in a helper thread while this thread reads the rows for the first
+ * store_load (~60 ms), on the other core. Where no thread or connection
+ * can be had, it runs here. Only reads. Returns 0 or -1 with err set.
+ */
+static int
+store_verify(struct store *st, char *err, size_t errlen)
+{
+	struct store_qc q = { .path = st->path, .rc = 1 };
+	char ignored[8];
+	pthread_t t;
+	bool threaded;
+
+	threaded = pthread_create(&t, NULL, store_qc_main, &q) == 0;
+	st->prefetch = calloc(1, sizeof(*st->prefetch));
+	if (st->prefetch != NULL && store_scan_read(st, st->prefetch,
+	    ignored, sizeof(ignored)) != 0) {
+		/* store_load reads again and reports the error. */
+		store_scan_free(st->prefetch, true);
+		st->prefetch = NULL;
+	}
+	if (threaded)
+		pthread_join(t, NULL);
+	if (q.rc == 1)
+		q.rc = store_quick_check(st->db, st->path, &q.n, q.err,
+		    sizeof(q.err));
+	if (q.rc != 0) {
+		store_err(err, errlen, "%s", q.err);
+		return -1;
+	}
+	if (q.n != 0) {
+		store_err(err, errlen, "%s: damaged (sqlite quick_check found "
+		    "%lld problems); left untouched", st->path,
+		    (long long)q.n);
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * Opens the store: see the comment at the top of this file for the order
  * of the steps and why. A file this call created is removed again when
@@ -698,12 +814,15 @@ store_open(struct store **out, const char *path, int flags, char *err,
 	}
 	if (store_prepare(st, err, errlen) < 0)
 		goto fail;
+	if (!create && store_verify(st, err, errlen) < 0)
+		goto fail;
 	st->next = store_list;
 	store_list = st;
 	*out = st;
 	return 0;
 fail:
 	store_ckpt_stop(st);
+	store_scan_free(st->prefetch, true);
 	for (int i = 0; i < STORE_ST_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	sqlite3_close(st->db);
@@ -734,6 +853,7 @@ store_close(struct store *st)
 		}
 	}
 	store_ckpt_stop(st);
+	store_scan_free(st->prefetch, true);
 	for (int i = 0; i < STORE_ST_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	sqlite3_close(st->db);
@@ -797,32 +917,19 @@ store_column_time(sqlite3_stmt *s, int col, int64_t *ns)
 	}
 }
 
-/* A row of the load scan; its text lives in the scan's arena. */
-struct store_lrow {
-	size_t id, name, cidr, parent;	/* arena offsets of the columns */
-	size_t idlen, parentlen;	/* bytes of id and parent_id */
-	size_t bad;			/* arena offset of updated_at's text
-					 * when it is not a time, else 0 */
-	int64_t updated_at;		/* parsed updated_at */
-	int16_t depth;			/* see STORE_DEPTH_* */
-	uint8_t idtype, parenttype;	/* sqlite type of id and parent_id */
-	bool expirable;			/* the expirable column */
-};
-
-/* Depths below 0 while ordering: not yet known, or no root within
- * STORE_MAX_DEPTH levels (orphans, deep rows and cycles: delivered last). */
-#define STORE_DEPTH_UNKNOWN (-1)
-#define STORE_DEPTH_ORPHAN (STORE_MAX_DEPTH + 1)
-
-/* All rows of one load, in rowid order, and an id index over them. */
-struct store_scan {
-	struct store_lrow *v;		/* rows */
-	size_t n, cap;			/* used and allocated rows */
-	char *arena;			/* NUL-terminated column texts */
-	size_t alen, acap;		/* used and allocated bytes */
-	uint32_t *slot;			/* id hash: row index + 1, 0 = empty */
-	size_t nslot;			/* a power of two, >= 2n */
-};
+/* Frees what a scan holds, and the scan itself if heap is set. Accepts
+ * NULL. */
+static void
+store_scan_free(struct store_scan *sc, bool heap)
+{
+	if (sc == NULL)
+		return;
+	free(sc->slot);
+	free(sc->v);
+	free(sc->arena);
+	if (heap)
+		free(sc);
+}
 
 /* Copies len bytes (plus a NUL) into the arena; SIZE_MAX on no memory.
  * Offset 0 is never returned for a copy (the arena starts with a NUL). */
@@ -1038,40 +1145,45 @@ int
 store_load(struct store *st, int (*fn)(void *arg, const struct store_row *row),
     void *arg, char *err, size_t errlen)
 {
-	struct store_scan sc = { 0 };
+	struct store_scan local = { 0 }, *sc = st->prefetch;
 	struct store_row row;
 	size_t count[STORE_DEPTH_ORPHAN + 2] = { 0 }, *order = NULL, i;
 	int ret = -1, d;
 
-	if (store_scan_read(st, &sc, err, errlen) != 0)
-		goto out;
-	if (store_scan_index(&sc) != 0 ||
-	    (order = malloc((sc.n + 1) * sizeof(*order))) == NULL) {
+	/* The rows read at open serve the first load (no write since). */
+	st->prefetch = NULL;
+	if (sc == NULL) {
+		sc = &local;
+		if (store_scan_read(st, sc, err, errlen) != 0)
+			goto out;
+	}
+	if (store_scan_index(sc) != 0 ||
+	    (order = malloc((sc->n + 1) * sizeof(*order))) == NULL) {
 		store_err(err, errlen, "%s: load: out of memory", st->path);
 		goto out;
 	}
 	/* A stable counting sort by depth keeps rowid order within a depth. */
-	for (i = 0; i < sc.n; i++) {
-		store_scan_depth(&sc, i);
-		count[sc.v[i].depth + 1]++;
+	for (i = 0; i < sc->n; i++) {
+		store_scan_depth(sc, i);
+		count[sc->v[i].depth + 1]++;
 	}
 	for (d = 1; d <= STORE_DEPTH_ORPHAN + 1; d++)
 		count[d] += count[d - 1];
-	for (i = 0; i < sc.n; i++)
-		order[count[sc.v[i].depth]++] = i;
+	for (i = 0; i < sc->n; i++)
+		order[count[sc->v[i].depth]++] = i;
 	ret = 0;
-	for (i = 0; i < sc.n && ret == 0; i++) {
-		const struct store_lrow *r = &sc.v[order[i]];
-		row.id = sc.arena + r->id;
-		row.name = sc.arena + r->name;
-		row.cidr = sc.arena + r->cidr;
-		row.parent_id = sc.arena + r->parent;
+	for (i = 0; i < sc->n && ret == 0; i++) {
+		const struct store_lrow *r = &sc->v[order[i]];
+		row.id = sc->arena + r->id;
+		row.name = sc->arena + r->name;
+		row.cidr = sc->arena + r->cidr;
+		row.parent_id = sc->arena + r->parent;
 		row.updated_at = r->updated_at;
 		row.expirable = r->expirable;
 		if (r->bad != 0) {
 			store_err(err, errlen, "%s: row %s: updated_at \"%s\" "
 			    "is not a time", st->path, row.id,
-			    sc.arena + r->bad);
+			    sc->arena + r->bad);
 			ret = -1;
 			break;
 		}
@@ -1079,9 +1191,7 @@ store_load(struct store *st, int (*fn)(void *arg, const struct store_row *row),
 	}
 out:
 	free(order);
-	free(sc.slot);
-	free(sc.v);
-	free(sc.arena);
+	store_scan_free(sc, sc != &local);
 	return ret;
 }
 
@@ -1100,6 +1210,9 @@ store_begin(struct store *st, char *err, size_t errlen)
 		    "open", st->path);
 		return -1;
 	}
+	/* Rows read at open would not show what this batch writes. */
+	store_scan_free(st->prefetch, true);
+	st->prefetch = NULL;
 	if (st->upgrade && store_setup(st, false, err, errlen) < 0)
 		return -1;
 	rc = sqlite3_step(s);

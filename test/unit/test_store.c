@@ -1489,3 +1489,27 @@ Test(store, checkpoints_run_in_a_thread)
 	free(rs.v);
 	store_close(st);
 }
+
+/* The rows store_open reads ahead (while quick_check runs) serve the first
+ * load only if nothing was written in between. */
+Test(store, load_after_a_write_sees_the_write)
+{
+	struct store *st;
+	struct rows rs;
+
+	build_meridio_db(NULL);
+	st = open_ok(STORE_NO_CREATE);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+	insert_ok(st, "late-default-0", "late", "169.255.32.0/20", "default-0",
+	    T2024 * NS, false);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 11);
+	cr_assert_not_null(find(&rs, "late-default-0"));
+	free(rs.v);
+	/* and a second load reads the file again */
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 11);
+	free(rs.v);
+	store_close(st);
+}
