@@ -22,7 +22,8 @@ TOOLS = Path(os.environ.get("IPAM_TOOLS_DIR", TOP / ".tools"))
 HELM = TOOLS / "bin" / "helm"
 BIN = Path(os.environ.get("IPAM_BIN_DIR", TOP / "build" / "bin"))
 DURATIONS = ("IPAM_GRPC_KEEPALIVE_TIME", "IPAM_GRPC_PROBE_RPC_TIMEOUT", "IPAM_GRPC_MAX_BACKOFF",
-             "IPAM_GARBAGE_COLLECTION_INTERVAL", "IPAM_GARBAGE_COLLECTION_THRESHOLD")
+             "IPAM_GARBAGE_COLLECTION_INTERVAL", "IPAM_GARBAGE_COLLECTION_THRESHOLD",
+             "IPAM_RELEASE_COOLDOWN")
 
 
 def run(cmd, **kw):
@@ -343,6 +344,23 @@ tolerations:
         self.assertEqual(self.env_of(objs["StatefulSet"][0])["IPAM_GARBAGE_COLLECTION_ENABLED_X"], "1")
         self.assertEqual(pod["nodeSelector"], {"kubernetes.io/os": "linux"})
         self.assertEqual(pod["tolerations"][0]["value"], "meridio")
+
+    def test_metrics_port_and_release_cooldown(self):
+        sts = self.render()["StatefulSet"][0]
+        env = self.env_of(sts)
+        self.assertEqual((env["IPAM_METRICS_PORT"], env["IPAM_RELEASE_COOLDOWN"]), ("0", "0s"))
+        c = sts["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual([p["name"] for p in c["ports"]], ["grpc"])
+        vals = self.values_file("metrics.yaml", "metrics:\n  port: 9090\nreleaseCooldown: 10s\n")
+        sts = self.render("-f", vals)["StatefulSet"][0]
+        env = self.env_of(sts)
+        self.assertEqual((env["IPAM_METRICS_PORT"], env["IPAM_RELEASE_COOLDOWN"]), ("9090", "10s"))
+        c = sts["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn({"name": "metrics", "containerPort": 9090, "protocol": "TCP"}, c["ports"])
+        bad = self.values_file("bad-metrics.yaml", "metrics:\n  port: 70000\n")
+        rc, _, err = self.template("-f", bad)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("metrics", err)
 
 
 if __name__ == "__main__":
