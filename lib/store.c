@@ -45,8 +45,13 @@
 #define STORE_BUSY_MS 5000
 
 /* WAL frames after a commit that wake the checkpointer, and the size past
- * which the committing connection checkpoints itself. */
-#define STORE_CKPT_FRAMES 1000
+ * which the committing connection checkpoints itself (what is left: the
+ * thread did most of it). Under steady writes the thread seldom catches up
+ * with the writer, so the WAL cycles up to the hard size (64 MB on disk).
+ * Waking it at 10000 rather than 1000 frames lets one pass copy a hot page
+ * once instead of ten times: db worker CPU per new allocation 68 -> 49 us,
+ * allocate-new at concurrency 64 10.6k -> 13.5k/s (paired runs). */
+#define STORE_CKPT_FRAMES 10000
 #define STORE_CKPT_HARD_FRAMES 16000
 
 /* Recursion bound of the load query: deeper rows are reported as orphans. */

@@ -1450,8 +1450,9 @@ wal_index(uint32_t *mx, uint32_t *backfill)
 
 /*
  * Commits leave the WAL to a thread of the store's own: a commit that
- * leaves more than 1000 frames starts it, it copies the frames back while
- * nothing commits, and store_close stops it and removes the WAL.
+ * leaves more than 10000 frames (STORE_CKPT_FRAMES) starts it, it copies
+ * the frames back while nothing commits, and store_close stops it and
+ * removes the WAL.
  */
 Test(store, checkpoints_run_in_a_thread)
 {
@@ -1462,17 +1463,18 @@ Test(store, checkpoints_run_in_a_thread)
 	struct rows rs;
 	int i, rows;
 
-	for (i = 0; i < 2000 && mx < 1000; i++) {
-		cr_assert_eq(task_count(), base, "a thread before 1000 frames");
+	for (i = 0; i < 20000 && mx < 10000; i++) {
+		cr_assert_eq(task_count(), base, "a thread before 10000 frames");
 		cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
 		snprintf(id, sizeof(id), "row-%d", i);
-		snprintf(cidr, sizeof(cidr), "10.%d.%d.0/24", i / 256, i % 256);
+		snprintf(cidr, sizeof(cidr), "%d.%d.%d.0/24", 10 + i / 65536,
+		    i / 256 % 256, i % 256);
 		insert_ok(st, id, id, cidr, "", T2024 * NS + i, true);
 		cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 		wal_index(&mx, &done);
 	}
 	rows = i;
-	cr_assert_geq(mx, 1000, "the WAL never reached 1000 frames");
+	cr_assert_geq(mx, 10000, "the WAL never reached 10000 frames");
 	cr_assert_eq(task_count(), base + 1);
 	for (i = 0; i < 500 && done < mx; i++) {
 		usleep(10000);
