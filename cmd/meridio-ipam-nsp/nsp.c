@@ -45,6 +45,8 @@
 
 #define NSP_METHOD "/nsp.v1.ConfigurationManager/WatchConduit"
 #define NSP_BACKOFF_MIN_MS 100		/* first retry delay of the watch */
+#define NSP_CONNECT_MS 5000		/* time a connection attempt may take */
+#define NSP_BACKUP_POLL_MS "100"	/* gRPC's polling of idle channels */
 #define NSP_DB_RETRY_MS 100		/* delay between db connect attempts */
 #define NSP_HEARTBEAT_MS 1000		/* WorkerStatus period */
 #define NSP_READY_GRACE_MS 2000		/* ready without an NSP answer after */
@@ -488,6 +490,11 @@ nsp_arg_int(grpc_arg *a, const char *key, int value)
  * reconnect backoff aligned with ours so that a restarted NSP is found
  * again within IPAM_GRPC_MAX_BACKOFF, and room for a list of
  * CONDUITSET_MAX conduits with their port NATs.
+ *
+ * gRPC 1.51 reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the time one
+ * attempt (TCP connect, TLS handshake, HTTP/2 settings) may take: it is
+ * NSP_CONNECT_MS, not the 100 ms first backoff, which cut TLS handshakes
+ * short (see also nsp_watch_start on polling).
  */
 static grpc_channel *
 nsp_channel_new(const struct cfg *cfg, struct grpcx_tls *tls)
@@ -505,7 +512,7 @@ nsp_channel_new(const struct cfg *cfg, struct grpcx_tls *tls)
 	nsp_arg_int(&args[2], GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
 	    NSP_BACKOFF_MIN_MS);
 	nsp_arg_int(&args[3], GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-	    NSP_BACKOFF_MIN_MS);
+	    NSP_CONNECT_MS);
 	nsp_arg_int(&args[4], GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, cap);
 	nsp_arg_int(&args[5], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
 	    NSP_MAX_MESSAGE);
@@ -796,6 +803,16 @@ nsp_watch_start(struct nsp_watch *w, pthread_t *tid, const struct cfg *cfg,
 	w->cfg = cfg;
 	w->wake_w = wake_w;
 	w->state = NSP_W_CONNECTING;
+	/*
+	 * A reconnection runs in the background while no call is on the
+	 * channel (a failing channel fails calls at once), so only gRPC's
+	 * backup poller moves its socket, every 5 s by default: the attempt
+	 * then crawls, one TLS round trip per 5 s, and times out. Poll idle
+	 * channels every 100 ms instead (this process has one); an operator's
+	 * own value of the variable wins.
+	 */
+	setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS",
+	    NSP_BACKUP_POLL_MS, 0);
 	/* Only here, in a freshly exec'd process (see GRPC-CORE-NOTES). The
 	 * watch thread makes the channel (nsp_watch_channel). */
 	grpc_init();
