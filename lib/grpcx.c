@@ -467,7 +467,8 @@ grpcx_stamp_eq(const struct grpcx_stamp *a, const struct grpcx_stamp *b)
  * after reading: a file that changed meanwhile (a writer in the middle of
  * a rotation) is refused, so the next refresh reads it again. Also refused:
  * not a regular file, over GRPCX_PEM_MAX, a NUL byte, no BEGIN line of
- * the expected kind. Returns 0, or -1 with err set.
+ * the expected kind, no END line after it (a file cut short). The blocks
+ * themselves are parsed by gRPC. Returns 0, or -1 with err set.
  */
 static int
 grpcx_pem_read(const char *path, enum grpcx_pem_kind kind, char **data,
@@ -476,6 +477,7 @@ grpcx_pem_read(const char *path, enum grpcx_pem_kind kind, char **data,
 	struct stat st;
 	struct grpcx_stamp after;
 	char *buf = NULL, marker[64];
+	const char *begin;
 	size_t len = 0;
 	ssize_t n;
 	int fd;
@@ -522,8 +524,9 @@ grpcx_pem_read(const char *path, enum grpcx_pem_kind kind, char **data,
 	}
 	buf[len] = '\0';
 	snprintf(marker, sizeof(marker), "%s", grpcx_pem_marker[kind]);
-	if (strlen(buf) != len || strstr(buf, "-----BEGIN ") == NULL ||
-	    strstr(buf, marker) == NULL) {
+	begin = strstr(buf, "-----BEGIN ");
+	if (strlen(buf) != len || begin == NULL || strstr(begin, marker) ==
+	    NULL || strstr(begin, "-----END ") == NULL) {
 		snprintf(err, errlen, "%s file %s: no PEM %s in it",
 		    grpcx_pem_what[kind], path, grpcx_pem_what[kind]);
 		goto fail;

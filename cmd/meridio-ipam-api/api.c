@@ -1226,7 +1226,8 @@ api_tls_notify(void *arg, int rc, const char *err)
 {
 	(void)arg;
 	if (rc > 0)
-		log_info("TLS files changed: new connections get them");
+		log_info("TLS files changed and read again (gRPC logs an "
+		    "error if it cannot use them)");
 	else
 		log_kv(LOGL_WARNING, "cannot reload TLS files; serving the "
 		    "previous ones", "error", err, NULL);

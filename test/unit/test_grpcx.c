@@ -807,6 +807,12 @@ Test(grpcx_tls, refresh_reads_only_changed_files)
 	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), 1, "%s", err);
 	cr_expect_eq(grpcx_tls_generation(t), 3);
 
+	/* a file cut short: BEGIN without END */
+	tls_sh("head -c 100 %s/srv1.key > %s/server.key", tls_dir, tls_dir);
+	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "no PEM private key") != NULL, "%s", err);
+	cr_expect_eq(grpcx_tls_generation(t), 3);
+
 	/* a broken file keeps the old contents and is tried again */
 	tls_sh("printf garbage > %s/server.key", tls_dir);
 	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), -1);
