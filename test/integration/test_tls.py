@@ -324,8 +324,12 @@ class TlsTest(harness.DaemonTest):
         self.assertEqual(common_name(served_cert(d.port, ca1, cert, key)),
                          "ipam-server-2")
         self.assertEqual(one_health(TlsClient(d.target, ca1, cert, key)), "SERVING")
-        # and no restart happened on the way
+        # and no restart happened on the way; the log tells what happened
         self.assertEqual(d.workers()["api"], api)
+        log = d.log_text()
+        self.assertIn("TLS files changed", log)
+        self.assertEqual(log.count("cannot reload TLS files"), 1, d.log_tail())
+        self.assertIn("tls.crt", log[log.index("cannot reload TLS files"):])
 
     def test_unreadable_files_are_reported(self):
         d = self.daemon(env={"IPAM_TLS_CERT": self.file("missing.crt"),
@@ -336,9 +340,12 @@ class TlsTest(harness.DaemonTest):
                      lambda: "log line about the missing file\n" + d.log_tail())
         self.assertNotEqual(one_health(harness.Client(d.target)), "SERVING")
 
-    def nsp_tls(self, require_client_cert=True):
-        """A fake NSP over TLS (certificate nsp from ca1; client
-        certificates from ca1 required) listing conduit-a."""
+    def nsp_tls(self, port, require_client_cert=True):
+        """A fake NSP over TLS on port (certificate nsp from ca1; client
+        certificates from ca1 required) listing conduit-a.
+
+        Start it after the daemons: a fork (subprocess) while python's gRPC
+        server has connections in handshake can stall them."""
         creds = grpc.ssl_server_credentials(
             [(read(self.c("nsp.key")), read(self.c("nsp.crt")))],
             root_certificates=read(self.c("ca1.crt")),
@@ -346,16 +353,16 @@ class TlsTest(harness.DaemonTest):
         n = harness.FakeNsp()
         n.set_conduits(["conduit-a"])
         self._nsps.append(n)
-        n.start(0, credentials=creds)
+        n.start(port, credentials=creds)
         return n, creds
 
     def test_nsp_over_mtls_and_client_rotation(self):
-        n, creds = self.nsp_tls()
-        d = self.daemon(nsp=n.target, conduits="", env={
+        port = harness.free_port()
+        d = self.daemon(nsp="127.0.0.1:%d" % port, conduits="", env={
             "IPAM_NSP_TLS_CA": self.file("ca.crt"),
             "IPAM_NSP_TLS_CERT": self.file("nsp.crt"),
-            "IPAM_NSP_TLS_KEY": self.file("nsp.key")}, start=False)
-        d.start()
+            "IPAM_NSP_TLS_KEY": self.file("nsp.key")})
+        n, creds = self.nsp_tls(port)
         d.wait_conduits(["conduit-a"])
         self.assertIn("ipam-nsp-1", n.peer_names())
 
@@ -364,7 +371,6 @@ class TlsTest(harness.DaemonTest):
         nsp_pid = d.workers()["nsp"]
         replace(self.c("nspclient2.crt"), self.file("nsp.crt"))
         replace(self.c("nspclient2.key"), self.file("nsp.key"))
-        port = n.port
         n.stop()
         n.set_conduits(["conduit-a", "conduit-b"])
         n.start(port, credentials=creds)
@@ -375,24 +381,29 @@ class TlsTest(harness.DaemonTest):
         self.assertIn("NSP TLS files changed", d.log_text())
 
     def test_nsp_refused_with_wrong_ca_or_plaintext(self):
-        n, _ = self.nsp_tls(require_client_cert=False)
+        port = harness.free_port()
+        target = "127.0.0.1:%d" % port
         # the daemon trusts only ca2: NSP's certificate is not accepted
-        d = self.daemon(nsp=n.target, conduits="", env={
-            "IPAM_NSP_TLS_CA": self.c("ca2.crt")}, start=False)
-        d.start(wait=False)
-        d2 = self.daemon(nsp=n.target, conduits="", start=False)
-        d2.start(wait=False)
-        harness.poll(lambda: "NSP watch failed" in d.log_text() and
-                     "NSP watch failed" in d2.log_text(), 15, 0.1,
-                     lambda: "watch failures\n" + d.log_tail() + d2.log_tail())
-        self.assertEqual(n.requests(), [])
-        rows = [r for r in d.rows() if r.startswith("conduit-a")]
-        self.assertEqual(rows, [])
+        d = self.daemon(nsp=target, conduits="", env={
+            "IPAM_NSP_TLS_CA": self.c("ca2.crt")})
+        # plaintext to a TLS NSP
+        d2 = self.daemon(nsp=target, conduits="")
         # with the right CA, no client certificate needed here
-        d3 = self.daemon(nsp=n.target, conduits="", env={
+        d3 = self.daemon(nsp=target, conduits="", env={
             "IPAM_NSP_TLS_CA": self.c("ca1.crt")})
+        n, _ = self.nsp_tls(port, require_client_cert=False)
         d3.wait_conduits(["conduit-a"])
         self.assertEqual(n.peer_names(), [None])
+        # d and d2 keep trying with NSP up, and keep failing
+        fails = lambda x: x.log_text().count("NSP watch failed")  # noqa: E731
+        before = (fails(d), fails(d2))
+        harness.poll(lambda: fails(d) >= before[0] + 2 and
+                     fails(d2) >= before[1] + 2, 15, 0.1,
+                     lambda: "watch failures\n" + d.log_tail() + d2.log_tail())
+        self.assertEqual(len(n.requests()), 1)
+        for x in (d, d2):
+            rows = [r for r in x.rows() if r.startswith("conduit-a")]
+            self.assertEqual(rows, [])
 
 
 if __name__ == "__main__":
