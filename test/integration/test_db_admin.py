@@ -1,7 +1,7 @@
 """The db worker's operator requests (Dump, Check) spoken directly on its
 internal socket, and the release cooldown, against the real daemon."""
 
-import glob
+import json
 import os
 import socket
 import sqlite3
@@ -18,12 +18,20 @@ class DbSocket:
     """A client of the db worker: 4-byte big-endian length + ipamd.v1."""
 
     def __init__(self, daemon):
-        paths = glob.glob(os.path.join(daemon.dir, "meridio-ipam.*", "db.sock"))
-        if len(paths) != 1:
+        # The supervisor logs where its runtime directory is.
+        paths = []
+        for line in daemon.log_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("message") == "runtime directory":
+                paths.append(os.path.join(rec["path"], "db.sock"))
+        if not paths or not os.path.exists(paths[-1]):
             raise AssertionError("db socket not found: %s" % paths)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(10)
-        self.sock.connect(paths[0])
+        self.sock.connect(paths[-1])
         self.next_id = 1
         hello = self.call(hello=ipamd_pb2.Hello(role=ipamd_pb2.ROLE_CTL, pid=os.getpid()))
         assert hello[0].code == 0, hello
