@@ -30,6 +30,9 @@
  *    logs it and kills and restarts that worker.
  *  - Configuration reaches workers through the same environment variables
  *    (already validated by the supervisor).
+ *  - The supervisor keeps $IPAMD_RUNDIR/restarts (IPCMSG_RESTARTS_FILE)
+ *    up to date: one line "<worker> <restarts>" per worker, replaced whole
+ *    (rename) at every start, so the api worker can export the counts.
  */
 #ifndef IPAM_IPCMSG_H
 #define IPAM_IPCMSG_H
@@ -46,6 +49,7 @@
 #define IPCMSG_ENV_RUNDIR "IPAMD_RUNDIR"	/* runtime directory variable */
 #define IPCMSG_DB_SOCK "db.sock"	/* db socket, inside the runtime dir */
 #define IPCMSG_EXIT_PERMANENT 78	/* worker exit: do not restart, stop all */
+#define IPCMSG_RESTARTS_FILE "restarts"	/* restart counts, inside the runtime dir */
 
 /* Packs r and queues it as one frame on c. Returns 0 or -1. */
 int ipcmsg_queue_request(struct ipc_conn *c, const Ipamd__V1__Request *r);

@@ -9,6 +9,7 @@
  */
 #include "metrics.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 
 #include "admin.h"
 #include "grpcx.h"
+#include "ipcmsg.h"
 
 #define METRICS_CODES 17		/* gRPC status codes 0..16 */
 #define METRICS_DB_TIMEOUT_MS 3000	/* a scrape waits this long for db */
@@ -364,6 +366,36 @@ out:
 	return rc;
 }
 
+/*
+ * Worker restarts, as the supervisor keeps them in the runtime directory
+ * (ipcmsg.h: one "<worker> <count>" line per worker). Left out when the
+ * file cannot be read (a worker run by hand, without a supervisor).
+ */
+static void
+metrics_render_restarts(FILE *f)
+{
+	const char *rundir = getenv(IPCMSG_ENV_RUNDIR);
+	char path[PATH_MAX], name[32];
+	unsigned long long n;
+	bool head = false;
+	FILE *in;
+
+	if (rundir == NULL || (size_t)snprintf(path, sizeof(path), "%s/%s",
+	    rundir, IPCMSG_RESTARTS_FILE) >= sizeof(path) ||
+	    (in = fopen(path, "r")) == NULL)
+		return;
+	while (fscanf(in, "%31s %llu", name, &n) == 2) {
+		if (!head)
+			metrics_head(f, "ipam_worker_restarts_total", "counter",
+			    "Restarts of each worker by the supervisor.");
+		head = true;
+		fprintf(f, "ipam_worker_restarts_total{worker=\"");
+		metrics_label(f, name);
+		fprintf(f, "\"} %llu\n", n);
+	}
+	fclose(in);
+}
+
 /* The whole page into a malloc'd buffer; NULL on out of memory. */
 static char *
 metrics_render(struct metrics *mx, size_t *len)
@@ -382,6 +414,7 @@ metrics_render(struct metrics *mx, size_t *len)
 	metrics_head(f, "ipam_api_start_time_seconds", "gauge",
 	    "When this api worker started (a change means a restart).");
 	fprintf(f, "ipam_api_start_time_seconds %.3f\n", mx->started);
+	metrics_render_restarts(f);
 	req.body_case = IPAMD__V1__REQUEST__BODY_STATS;
 	req.stats = &st;
 	up = admin_db_call(mx->db_path, &req, metrics_stats_reply, &s,

@@ -68,6 +68,7 @@ struct sv_worker {
 	char path[PATH_MAX];		/* resolved executable */
 	struct ipc_conn *chan;		/* our end of fd 3, NULL when closed */
 	char status[256];		/* last status text it reported */
+	uint64_t starts;		/* times started in this run */
 };
 
 struct sv {
@@ -302,6 +303,39 @@ sv_begin_stop(struct sv *sv, int code, const char *why, int64_t now)
 }
 
 /*
+ * Rewrites <rundir>/restarts with every worker's restart count (starts
+ * after the first), through a temporary file and rename so that a reader
+ * never sees half a file. A failure only costs the metric: logged.
+ */
+static void
+sv_write_restarts(struct sv *sv)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	FILE *f;
+	size_t i;
+
+	if (sv->rundir[0] == '\0')
+		return;
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", sv->rundir,
+	    IPCMSG_RESTARTS_FILE) >= sizeof(path) || (size_t)snprintf(tmp,
+	    sizeof(tmp), "%s/%s.tmp", sv->rundir, IPCMSG_RESTARTS_FILE) >=
+	    sizeof(tmp))
+		return;
+	if ((f = fopen(tmp, "w")) == NULL)
+		goto fail;
+	for (i = 0; i < SV_N; i++)
+		fprintf(f, "%s %llu\n", sv_rows[i].name, (unsigned long long)
+		    (sv->w[i].starts > 0 ? sv->w[i].starts - 1 : 0));
+	if (fclose(f) != 0 || rename(tmp, path) != 0)
+		goto fail;
+	return;
+fail:
+	log_kv(LOGL_WARNING, "cannot write the restart counts", "path", path,
+	    "error", strerror(errno), NULL);
+	(void)unlink(tmp);
+}
+
+/*
  * Starts worker i. A failure to fork counts as an immediate death so the
  * usual backoff and tally apply.
  */
@@ -314,6 +348,8 @@ sv_start(struct sv *sv, size_t i, int64_t now)
 	int64_t delay;
 	pid_t pid, self = getpid();
 
+	w->starts++;
+	sv_write_restarts(sv);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		goto fail;
 	pid = fork();
