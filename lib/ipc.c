@@ -6,6 +6,7 @@
  * the socket takes it. No logging, no exit: errors are return codes with
  * errno set, or a message in the caller's buffer.
  */
+#include "errbuf.h"
 #include "ipc.h"
 
 #include <errno.h>
@@ -90,19 +91,6 @@ ipc_get_be32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
 	    (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
-/* Writes a formatted message into err (if any). */
-static void
-ipc_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 struct ipc_conn *
@@ -424,7 +412,7 @@ ipc_addr(struct sockaddr_un *sun, const char *path, char *err,
 	memset(sun, 0, sizeof(*sun));
 	sun->sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof(sun->sun_path)) {
-		ipc_err(err, errlen, "socket path too long (%zu bytes, at most"
+		errbuf_set(err, errlen, "socket path too long (%zu bytes, at most"
 		    " %zu): %s", strlen(path), sizeof(sun->sun_path) - 1,
 		    path);
 		errno = ENAMETOOLONG;
@@ -455,19 +443,19 @@ ipc_listen(const char *path, int backlog, char *err, size_t errlen)
 		fd = ipc_connect(path, NULL, 0);
 		if (fd >= 0) {
 			close(fd);
-			ipc_err(err, errlen, "socket %s is in use", path);
+			errbuf_set(err, errlen, "socket %s is in use", path);
 			errno = EADDRINUSE;
 			return -1;
 		}
 		if (unlink(path) < 0) {
-			ipc_err(err, errlen, "remove stale socket %s: %s",
+			errbuf_set(err, errlen, "remove stale socket %s: %s",
 			    path, strerror(errno));
 			return -1;
 		}
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		ipc_err(err, errlen, "socket: %s", strerror(errno));
+		errbuf_set(err, errlen, "socket: %s", strerror(errno));
 		return -1;
 	}
 	old = umask(0177);
@@ -475,12 +463,12 @@ ipc_listen(const char *path, int backlog, char *err, size_t errlen)
 	saved = errno;
 	umask(old);
 	if (r < 0) {
-		ipc_err(err, errlen, "bind %s: %s", path, strerror(saved));
+		errbuf_set(err, errlen, "bind %s: %s", path, strerror(saved));
 		goto fail;
 	}
 	if (listen(fd, backlog) < 0) {
 		saved = errno;
-		ipc_err(err, errlen, "listen %s: %s", path, strerror(saved));
+		errbuf_set(err, errlen, "listen %s: %s", path, strerror(saved));
 		unlink(path);
 		goto fail;
 	}
@@ -501,13 +489,13 @@ ipc_connect(const char *path, char *err, size_t errlen)
 		return -1;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		ipc_err(err, errlen, "socket: %s", strerror(errno));
+		errbuf_set(err, errlen, "socket: %s", strerror(errno));
 		return -1;
 	}
 	r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
 	if (r < 0) {
 		saved = errno;
-		ipc_err(err, errlen, "connect %s: %s", path, strerror(saved));
+		errbuf_set(err, errlen, "connect %s: %s", path, strerror(saved));
 		close(fd);
 		errno = saved;
 		return -1;

@@ -8,6 +8,7 @@
  * bits of a pfx_addr, and "the end of the address space" is the all-ones
  * value of the family's width.
  */
+#include "errbuf.h"
 #include "prefix.h"
 
 #include <arpa/inet.h>
@@ -28,20 +29,6 @@ pfx_family_ones(int family)
 	if (family == PFX_V4)
 		return (pfx_addr)UINT32_MAX;
 	return ~(pfx_addr)0;
-}
-
-/* Writes a printf-style message into err when the caller gave a buffer. */
-__attribute__((format(printf, 3, 4)))
-static void
-pfx_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 unsigned
@@ -117,32 +104,32 @@ pfx_parse(const char *s, struct pfx *out, char *err, size_t errlen)
 	int family, len;
 
 	if (s == NULL) {
-		pfx_err(err, errlen, "(null): not an IP prefix");
+		errbuf_set(err, errlen, "(null): not an IP prefix");
 		return -1;
 	}
 	slash = strchr(s, '/');
 	if (slash == NULL) {
-		pfx_err(err, errlen, "%.*s: not an IP prefix (no /length)",
+		errbuf_set(err, errlen, "%.*s: not an IP prefix (no /length)",
 		    PFX_ERR_QUOTE, s);
 		return -1;
 	}
 	if (pfx_text_to_addr(s, (size_t)(slash - s), &a, &family) != 0) {
-		pfx_err(err, errlen, "%.*s: not an IP prefix", PFX_ERR_QUOTE, s);
+		errbuf_set(err, errlen, "%.*s: not an IP prefix", PFX_ERR_QUOTE, s);
 		return -1;
 	}
 	len = pfx_parse_len(slash + 1);
 	if (len < 0) {
-		pfx_err(err, errlen, "%.*s: bad prefix length", PFX_ERR_QUOTE,
+		errbuf_set(err, errlen, "%.*s: bad prefix length", PFX_ERR_QUOTE,
 		    s);
 		return -1;
 	}
 	if ((unsigned)len > pfx_family_bits(family)) {
-		pfx_err(err, errlen, "%.*s: length out of range for %s",
+		errbuf_set(err, errlen, "%.*s: length out of range for %s",
 		    PFX_ERR_QUOTE, s, family == PFX_V4 ? "IPv4" : "IPv6");
 		return -1;
 	}
 	if ((a & ~pfx_mask(family, (unsigned)len)) != 0) {
-		pfx_err(err, errlen, "%.*s: host bits set", PFX_ERR_QUOTE, s);
+		errbuf_set(err, errlen, "%.*s: host bits set", PFX_ERR_QUOTE, s);
 		return -1;
 	}
 	out->addr = a;
@@ -156,11 +143,11 @@ pfx_parse_addr(const char *s, pfx_addr *addr, int *family, char *err,
     size_t errlen)
 {
 	if (s == NULL) {
-		pfx_err(err, errlen, "(null): not an IP address");
+		errbuf_set(err, errlen, "(null): not an IP address");
 		return -1;
 	}
 	if (pfx_text_to_addr(s, strlen(s), addr, family) != 0) {
-		pfx_err(err, errlen, "%.*s: not an IP address", PFX_ERR_QUOTE,
+		errbuf_set(err, errlen, "%.*s: not an IP address", PFX_ERR_QUOTE,
 		    s);
 		return -1;
 	}

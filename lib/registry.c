@@ -23,6 +23,7 @@
 #include <sys/tree.h>
 #include <time.h>
 
+#include "errbuf.h"
 #include "alloc.h"
 #include "registry.h"
 
@@ -98,18 +99,6 @@ struct reg_loadprob {
 	const char *kind;		/* static string */
 	char *what;			/* the problem */
 };
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static int
 fam_index(int family)
@@ -295,16 +284,16 @@ rec_create(struct reg *g, struct rec *parent, const char *name, unsigned len,
 	rc = alloc_pool_find(parent->pool, len, &block);
 	if (rc == ALLOC_ENOSPACE || rc == ALLOC_EINVAL) {
 		pfx_format(&parent->cidr, ptxt);
-		seterr(err, errlen, "%s: no free /%u left in %s", parent->name,
+		errbuf_set(err, errlen, "%s: no free /%u left in %s", parent->name,
 		    len, ptxt);
 		return REG_EXHAUSTED;
 	}
 	if (rc != ALLOC_OK) {
-		seterr(err, errlen, "allocator failed (%d)", rc);
+		errbuf_set(err, errlen, "allocator failed (%d)", rc);
 		return REG_ENOMEM;
 	}
 	if ((r = rec_new(name, &block, parent->level + 1)) == NULL) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return REG_ENOMEM;
 	}
 	r->updated_at = now;
@@ -318,7 +307,7 @@ rec_create(struct reg *g, struct rec *parent, const char *name, unsigned len,
 	if (rec_attach(g, parent, r) != ALLOC_OK || undo_push(g, UNDO_INSERT,
 	    r) != 0) {
 		/* The row is in the transaction: the caller must roll back. */
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		rec_free_tree(g, r);
 		return REG_ESTORE;
 	}
@@ -334,7 +323,7 @@ rec_touch(struct reg *g, struct rec *r, int64_t now, char *err, size_t errlen)
 
 	rec_id(r, id, sizeof(id));
 	if (undo_push(g, UNDO_TOUCH, r) != 0) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return REG_ENOMEM;
 	}
 	if (store_touch(g->st, id, now, r->expirable, err, errlen) != 0)
@@ -364,7 +353,7 @@ rec_remove(struct reg *g, struct rec *r, char *err, size_t errlen)
 	if (rec_store_delete(g, r, err, errlen) != 0)
 		return REG_ESTORE;
 	if (undo_push(g, UNDO_DETACH, r) != 0) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return REG_ESTORE;
 	}
 	rec_detach(g, r);
@@ -469,7 +458,7 @@ load_root(struct load_ctx *lc, const struct store_row *row,
 		    !pfx_equal(cidr, &g->p.fam[fi].prefix)) {
 			pfx_format(cidr, have);
 			pfx_format(&g->p.fam[fi].prefix, conf);
-			seterr(lc->err, lc->errlen, "stored trench prefix %s "
+			errbuf_set(lc->err, lc->errlen, "stored trench prefix %s "
 			    "(record %s) differs from the configured %s "
 			    "(IPAM_PREFIX_IPV%c); refusing to start, nothing "
 			    "changed", have, row->id, conf, fi ? '6' : '4');
@@ -573,7 +562,7 @@ load_row(void *arg, const struct store_row *row)
 	rc = r->level < LVL_CHILD ? load_remember(lc, row->id, r) : 0;
 done:
 	if (rc < 0) {
-		seterr(lc->err, lc->errlen, "out of memory while loading");
+		errbuf_set(lc->err, lc->errlen, "out of memory while loading");
 		lc->status = REG_ENOMEM;
 		return 1;
 	}
@@ -613,7 +602,7 @@ reg_create_roots(struct reg *g, int64_t now, char *err, size_t errlen)
 		snprintf(id, sizeof(id), "%s-%d", g->trench, fi);
 		g->root[fi] = rec_new(id, &g->p.fam[fi].prefix, LVL_TRENCH);
 		if (g->root[fi] == NULL) {
-			seterr(err, errlen, "out of memory");
+			errbuf_set(err, errlen, "out of memory");
 			return REG_ENOMEM;
 		}
 		g->root[fi]->updated_at = now;
@@ -638,13 +627,13 @@ reg_open(struct reg **out, struct store *st, const struct reg_params *p,
 
 	*out = NULL;
 	if (p->trench == NULL || p->trench[0] == '\0') {
-		seterr(err, errlen, "empty trench name");
+		errbuf_set(err, errlen, "empty trench name");
 		return REG_EINVAL;
 	}
 	if ((g = calloc(1, sizeof(*g))) == NULL ||
 	    (g->trench = strdup(p->trench)) == NULL) {
 		free(g);
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return REG_ENOMEM;
 	}
 	g->st = st;
@@ -766,7 +755,7 @@ cool_start(struct reg *g, struct rec *k, int64_t now, char *err,
 	}
 	return REG_OK;
 nomem:
-	seterr(err, errlen, "out of memory");
+	errbuf_set(err, errlen, "out of memory");
 	return REG_ESTORE;
 }
 
@@ -801,7 +790,7 @@ int
 reg_begin(struct reg *g, char *err, size_t errlen)
 {
 	if (g->in_batch) {
-		seterr(err, errlen, "batch already open");
+		errbuf_set(err, errlen, "batch already open");
 		return REG_EINVAL;
 	}
 	if (store_begin(g->st, err, errlen) != 0)
@@ -847,7 +836,7 @@ reg_commit(struct reg *g, char *err, size_t errlen)
 	size_t i;
 
 	if (!g->in_batch) {
-		seterr(err, errlen, "no open batch");
+		errbuf_set(err, errlen, "no open batch");
 		return REG_EINVAL;
 	}
 	g->in_batch = false;
@@ -882,12 +871,12 @@ reg_root(struct reg *g, int family, struct rec **root, char *err,
 	int fi;
 
 	if (family != PFX_V4 && family != PFX_V6) {
-		seterr(err, errlen, "unknown IP family %d", family);
+		errbuf_set(err, errlen, "unknown IP family %d", family);
 		return REG_EINVAL;
 	}
 	fi = fam_index(family);
 	if (!g->p.fam[fi].enabled || g->root[fi] == NULL) {
-		seterr(err, errlen, "IPv%d is not served by this instance",
+		errbuf_set(err, errlen, "IPv%d is not served by this instance",
 		    family);
 		return REG_EFAMILY;
 	}
@@ -900,7 +889,7 @@ need_batch(struct reg *g, char *err, size_t errlen)
 {
 	if (g->in_batch)
 		return REG_OK;
-	seterr(err, errlen, "no open batch");
+	errbuf_set(err, errlen, "no open batch");
 	return REG_EINVAL;
 }
 
@@ -916,12 +905,12 @@ reg_allocate(struct reg *g, int family, const char *conduit, const char *node,
 	    (rc = reg_root(g, family, &root, err, errlen)) != REG_OK)
 		return rc;
 	if (name[0] == '\0' || node[0] == '\0' || conduit[0] == '\0') {
-		seterr(err, errlen, "empty conduit, node or child name");
+		errbuf_set(err, errlen, "empty conduit, node or child name");
 		return REG_EINVAL;
 	}
 	fi = fam_index(family);
 	if ((c = rec_find(root, conduit)) == NULL) {
-		seterr(err, errlen, "conduit %s not found in trench %s",
+		errbuf_set(err, errlen, "conduit %s not found in trench %s",
 		    conduit, g->trench);
 		return REG_ENOCONDUIT;
 	}
@@ -978,7 +967,7 @@ reg_add_conduit(struct reg *g, const char *conduit, int64_t now, char *err,
 	if ((rc = need_batch(g, err, errlen)) != REG_OK)
 		return rc;
 	if (conduit[0] == '\0') {
-		seterr(err, errlen, "empty conduit name");
+		errbuf_set(err, errlen, "empty conduit name");
 		return REG_EINVAL;
 	}
 	for (fi = 0; fi < 2; fi++) {

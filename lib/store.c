@@ -21,6 +21,7 @@
  * 24 ms without). A commit checkpoints by itself only when the WAL grows
  * past STORE_CKPT_HARD_FRAMES anyway (the thread is behind or failed).
  */
+#include "errbuf.h"
 #include "store.h"
 
 #include <errno.h>
@@ -170,19 +171,6 @@ static const char *const store_sql[STORE_ST_COUNT] = {
 	[STORE_ST_ROLLBACK] = "ROLLBACK",
 };
 
-/* Writes a message into the caller's buffer (which may be NULL). */
-static void
-store_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Writes the directory part of path into buf ("." when there is none). */
 static void
 store_dirname(const char *path, char *buf, size_t len)
@@ -262,7 +250,7 @@ store_check_header(int fd, const char *path, off_t size, char *err,
 		goto notdb;
 	n = pread(fd, h, sizeof(h), 0);
 	if (n < 0) {
-		store_err(err, errlen, "%s: cannot read: %s", path,
+		errbuf_set(err, errlen, "%s: cannot read: %s", path,
 		    strerror(errno));
 		return -1;
 	}
@@ -279,7 +267,7 @@ store_check_header(int fd, const char *path, off_t size, char *err,
 		goto notdb;
 	return 0;
 notdb:
-	store_err(err, errlen, "%s: not an sqlite database (bad header); "
+	errbuf_set(err, errlen, "%s: not an sqlite database (bad header); "
 	    "left untouched", path);
 	return -1;
 }
@@ -304,7 +292,7 @@ store_open_lockfd(const char *path, int flags, bool *created, char *err,
 		if (errno != ENOENT)
 			break;
 		if (flags & STORE_NO_CREATE) {
-			store_err(err, errlen, "%s: does not exist", path);
+			errbuf_set(err, errlen, "%s: does not exist", path);
 			return -1;
 		}
 		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC |
@@ -319,13 +307,13 @@ store_open_lockfd(const char *path, int flags, bool *created, char *err,
 	}
 	store_dirname(path, dir, sizeof(dir));
 	if (errno == ENOENT)
-		store_err(err, errlen, "%s: cannot create: directory %s does "
+		errbuf_set(err, errlen, "%s: cannot create: directory %s does "
 		    "not exist", path, dir);
 	else if (errno == EACCES || errno == EROFS || errno == EPERM)
-		store_err(err, errlen, "%s: cannot open for writing (file or "
+		errbuf_set(err, errlen, "%s: cannot open for writing (file or "
 		    "directory %s read-only?): %s", path, dir, strerror(errno));
 	else
-		store_err(err, errlen, "%s: cannot open: %s", path,
+		errbuf_set(err, errlen, "%s: cannot open: %s", path,
 		    strerror(errno));
 	return -1;
 }
@@ -336,7 +324,7 @@ store_exec(struct store *st, const char *sql, const char *what, char *err,
     size_t errlen)
 {
 	if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-		store_err(err, errlen, "%s: %s: %s", st->path, what,
+		errbuf_set(err, errlen, "%s: %s: %s", st->path, what,
 		    sqlite3_errmsg(st->db));
 		return -1;
 	}
@@ -367,10 +355,10 @@ store_query_int(struct store *st, const char *sql, const char *arg,
 	return 0;
 fail:
 	if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
-		store_err(err, errlen, "%s: not a usable sqlite database (%s); "
+		errbuf_set(err, errlen, "%s: not a usable sqlite database (%s); "
 		    "left untouched", st->path, sqlite3_errmsg(st->db));
 	else
-		store_err(err, errlen, "%s: cannot read schema: %s", st->path,
+		errbuf_set(err, errlen, "%s: cannot read schema: %s", st->path,
 		    sqlite3_errmsg(st->db));
 	sqlite3_finalize(s);
 	return -1;
@@ -399,7 +387,7 @@ store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
 		    NULL, &n, err, errlen) < 0)
 			return -1;
 		if (n != 0) {
-			store_err(err, errlen, "%s: has no table `prefixes` "
+			errbuf_set(err, errlen, "%s: has no table `prefixes` "
 			    "(not a Meridio IPAM database?); left untouched",
 			    st->path);
 			return -1;
@@ -414,7 +402,7 @@ store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
 		    store_columns[i], &n, err, errlen) < 0)
 			return -1;
 		if (n == 0) {
-			store_err(err, errlen, "%s: table `prefixes` has no "
+			errbuf_set(err, errlen, "%s: table `prefixes` has no "
 			    "column `%s` (not a Meridio IPAM database?); left "
 			    "untouched", st->path, store_columns[i]);
 			return -1;
@@ -425,7 +413,7 @@ store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
 	    err, errlen) < 0)
 		return -1;
 	if (n != 0) {
-		store_err(err, errlen, "%s: table `prefixes` has another primary "
+		errbuf_set(err, errlen, "%s: table `prefixes` has another primary "
 		    "key than `id`; left untouched", st->path);
 		return -1;
 	}
@@ -455,7 +443,7 @@ store_setup(struct store *st, bool create, char *err, size_t errlen)
 
 	if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s,
 	    NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
-		store_err(err, errlen, "%s: cannot switch to WAL: %s",
+		errbuf_set(err, errlen, "%s: cannot switch to WAL: %s",
 		    st->path, sqlite3_errmsg(st->db));
 		sqlite3_finalize(s);
 		return -1;
@@ -464,7 +452,7 @@ store_setup(struct store *st, bool create, char *err, size_t errlen)
 	wal = mode != NULL && strcmp(mode, "wal") == 0;
 	sqlite3_finalize(s);
 	if (!wal) {
-		store_err(err, errlen, "%s: cannot switch to WAL journal",
+		errbuf_set(err, errlen, "%s: cannot switch to WAL journal",
 		    st->path);
 		return -1;
 	}
@@ -596,7 +584,7 @@ store_prepare(struct store *st, char *err, size_t errlen)
 		if (sqlite3_prepare_v3(st->db, store_sql[i], -1,
 		    SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL) !=
 		    SQLITE_OK) {
-			store_err(err, errlen, "%s: prepare: %s", st->path,
+			errbuf_set(err, errlen, "%s: prepare: %s", st->path,
 			    sqlite3_errmsg(st->db));
 			return -1;
 		}
@@ -617,7 +605,7 @@ store_check_not_open_here(const char *path, char *err, size_t errlen)
 	for (struct store *s = store_list; s != NULL; s = s->next) {
 		if (s->pid == getpid() && s->dev == sb.st_dev &&
 		    s->ino == sb.st_ino) {
-			store_err(err, errlen, "%s: already open in this "
+			errbuf_set(err, errlen, "%s: already open in this "
 			    "process (pid %ld)", path, (long)getpid());
 			return -1;
 		}
@@ -650,10 +638,10 @@ store_quick_check(sqlite3 *db, const char *path, int64_t *n, char *err,
 		return 0;
 	}
 	if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
-		store_err(err, errlen, "%s: not a usable sqlite database (%s); "
+		errbuf_set(err, errlen, "%s: not a usable sqlite database (%s); "
 		    "left untouched", path, sqlite3_errmsg(db));
 	else
-		store_err(err, errlen, "%s: cannot read schema: %s", path,
+		errbuf_set(err, errlen, "%s: cannot read schema: %s", path,
 		    sqlite3_errmsg(db));
 	sqlite3_finalize(s);
 	return -1;
@@ -707,11 +695,11 @@ store_verify(struct store *st, char *err, size_t errlen)
 		q.rc = store_quick_check(st->db, st->path, &q.n, q.err,
 		    sizeof(q.err));
 	if (q.rc != 0) {
-		store_err(err, errlen, "%s", q.err);
+		errbuf_set(err, errlen, "%s", q.err);
 		return -1;
 	}
 	if (q.n != 0) {
-		store_err(err, errlen, "%s: damaged (sqlite quick_check found "
+		errbuf_set(err, errlen, "%s: damaged (sqlite quick_check found "
 		    "%lld problems); left untouched", st->path,
 		    (long long)q.n);
 		return -1;
@@ -736,14 +724,14 @@ store_open(struct store **out, const char *path, int flags, char *err,
 
 	*out = NULL;
 	if (path == NULL || *path == '\0') {
-		store_err(err, errlen, "store: empty database path");
+		errbuf_set(err, errlen, "store: empty database path");
 		return -1;
 	}
 	if (store_check_not_open_here(path, err, errlen) < 0)
 		return -1;
 	st = calloc(1, sizeof(*st));
 	if (st == NULL || (st->path = strdup(path)) == NULL) {
-		store_err(err, errlen, "%s: out of memory", path);
+		errbuf_set(err, errlen, "%s: out of memory", path);
 		free(st);
 		return -1;
 	}
@@ -754,27 +742,27 @@ store_open(struct store **out, const char *path, int flags, char *err,
 		goto fail;
 	if (flock(st->lockfd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno != EWOULDBLOCK) {
-			store_err(err, errlen, "%s: cannot lock: %s", path,
+			errbuf_set(err, errlen, "%s: cannot lock: %s", path,
 			    strerror(errno));
 			goto fail;
 		}
 		holder = fstat(st->lockfd, &sb) == 0 ?
 		    store_lock_holder(sb.st_dev, sb.st_ino) : 0;
 		if (holder > 0)
-			store_err(err, errlen, "%s: in use by another "
+			errbuf_set(err, errlen, "%s: in use by another "
 			    "meridio-ipam (pid %ld)", path, holder);
 		else
-			store_err(err, errlen, "%s: locked by another process",
+			errbuf_set(err, errlen, "%s: locked by another process",
 			    path);
 		goto fail;
 	}
 	if (fstat(st->lockfd, &sb) < 0) {
-		store_err(err, errlen, "%s: cannot stat: %s", path,
+		errbuf_set(err, errlen, "%s: cannot stat: %s", path,
 		    strerror(errno));
 		goto fail;
 	}
 	if (!S_ISREG(sb.st_mode)) {
-		store_err(err, errlen, "%s: not a regular file", path);
+		errbuf_set(err, errlen, "%s: not a regular file", path);
 		goto fail;
 	}
 	st->pid = getpid();
@@ -784,18 +772,18 @@ store_open(struct store **out, const char *path, int flags, char *err,
 		goto fail;
 	store_dirname(path, dir, sizeof(dir));
 	if (access(dir, W_OK | X_OK) < 0) {
-		store_err(err, errlen, "%s: directory %s is not writable (the "
+		errbuf_set(err, errlen, "%s: directory %s is not writable (the "
 		    "WAL journal lives there): %s", path, dir, strerror(errno));
 		goto fail;
 	}
 	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE |
 	    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL) != SQLITE_OK) {
-		store_err(err, errlen, "%s: cannot open: %s", path,
+		errbuf_set(err, errlen, "%s: cannot open: %s", path,
 		    st->db != NULL ? sqlite3_errmsg(st->db) : "out of memory");
 		goto fail;
 	}
 	if (sqlite3_db_readonly(st->db, "main") == 1) {
-		store_err(err, errlen, "%s: opened read-only", path);
+		errbuf_set(err, errlen, "%s: opened read-only", path);
 		goto fail;
 	}
 	sqlite3_busy_timeout(st->db, STORE_BUSY_MS);
@@ -1126,14 +1114,14 @@ store_scan_read(struct store *st, struct store_scan *sc, char *err,
 		sc->n++;
 	}
 	if (rc != SQLITE_DONE) {
-		store_err(err, errlen, "%s: load: %s", st->path,
+		errbuf_set(err, errlen, "%s: load: %s", st->path,
 		    sqlite3_errmsg(st->db));
 		goto out;
 	}
 	ret = 0;
 	goto out;
 nomem:
-	store_err(err, errlen, "%s: load: out of memory", st->path);
+	errbuf_set(err, errlen, "%s: load: out of memory", st->path);
 out:
 	sqlite3_reset(s);
 	return ret;
@@ -1164,7 +1152,7 @@ store_load(struct store *st, int (*fn)(void *arg, const struct store_row *row),
 	}
 	if (store_scan_index(sc) != 0 ||
 	    (order = malloc((sc->n + 1) * sizeof(*order))) == NULL) {
-		store_err(err, errlen, "%s: load: out of memory", st->path);
+		errbuf_set(err, errlen, "%s: load: out of memory", st->path);
 		goto out;
 	}
 	/* A stable counting sort by depth keeps rowid order within a depth. */
@@ -1186,7 +1174,7 @@ store_load(struct store *st, int (*fn)(void *arg, const struct store_row *row),
 		row.updated_at = r->updated_at;
 		row.expirable = r->expirable;
 		if (r->bad != 0) {
-			store_err(err, errlen, "%s: row %s: updated_at \"%s\" "
+			errbuf_set(err, errlen, "%s: row %s: updated_at \"%s\" "
 			    "is not a time", st->path, row.id,
 			    sc->arena + r->bad);
 			ret = -1;
@@ -1211,7 +1199,7 @@ store_begin(struct store *st, char *err, size_t errlen)
 	int rc;
 
 	if (st->in_txn) {
-		store_err(err, errlen, "%s: begin: a transaction is already "
+		errbuf_set(err, errlen, "%s: begin: a transaction is already "
 		    "open", st->path);
 		return -1;
 	}
@@ -1222,7 +1210,7 @@ store_begin(struct store *st, char *err, size_t errlen)
 		return -1;
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_DONE) {
-		store_err(err, errlen, "%s: begin: %s", st->path,
+		errbuf_set(err, errlen, "%s: begin: %s", st->path,
 		    sqlite3_errmsg(st->db));
 		sqlite3_reset(s);
 		return -1;
@@ -1241,12 +1229,12 @@ static int
 store_check_txn(struct store *st, const char *what, char *err, size_t errlen)
 {
 	if (!st->in_txn) {
-		store_err(err, errlen, "%s: %s outside a transaction",
+		errbuf_set(err, errlen, "%s: %s outside a transaction",
 		    st->path, what);
 		return -1;
 	}
 	if (sqlite3_get_autocommit(st->db)) {
-		store_err(err, errlen, "%s: %s: the transaction was rolled "
+		errbuf_set(err, errlen, "%s: %s: the transaction was rolled "
 		    "back after an earlier error", st->path, what);
 		return -1;
 	}
@@ -1261,7 +1249,7 @@ store_step_write(struct store *st, sqlite3_stmt *s, const char *what,
 	int rc = sqlite3_step(s);
 
 	if (rc != SQLITE_DONE)
-		store_err(err, errlen, "%s: %s %s: %s", st->path, what, id,
+		errbuf_set(err, errlen, "%s: %s %s: %s", st->path, what, id,
 		    sqlite3_errmsg(st->db));
 	sqlite3_clear_bindings(s);
 	sqlite3_reset(s);
@@ -1290,7 +1278,7 @@ store_insert(struct store *st, const struct store_row *row, char *err,
 	sqlite3_stmt *s = st->stmt[STORE_ST_INSERT];
 
 	if (row->id == NULL || row->name == NULL || row->cidr == NULL) {
-		store_err(err, errlen, "%s: insert: id, name and cidr are "
+		errbuf_set(err, errlen, "%s: insert: id, name and cidr are "
 		    "required", st->path);
 		return -1;
 	}
@@ -1322,7 +1310,7 @@ store_touch(struct store *st, const char *id, int64_t updated_at,
 	if (store_step_write(st, s, "touch", id, err, errlen) < 0)
 		return -1;
 	if (sqlite3_changes(st->db) == 0) {
-		store_err(err, errlen, "%s: touch %s: no such row", st->path,
+		errbuf_set(err, errlen, "%s: touch %s: no such row", st->path,
 		    id);
 		return -1;
 	}
@@ -1358,7 +1346,7 @@ store_commit(struct store *st, char *err, size_t errlen)
 	}
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_DONE)
-		store_err(err, errlen, "%s: commit: %s", st->path,
+		errbuf_set(err, errlen, "%s: commit: %s", st->path,
 		    sqlite3_errmsg(st->db));
 	sqlite3_reset(s);
 	if (rc != SQLITE_DONE) {
