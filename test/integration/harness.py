@@ -690,6 +690,30 @@ def check_invariants(rows):
     return problems
 
 
+def ipc_frame(payload):
+    """One frame of the daemon's internal sockets: 4-byte big-endian length
+    + payload (bytes)."""
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def ipc_recv_frame(s):
+    """One frame's payload read from socket s, or None when the peer closed."""
+    buf = b""
+    while len(buf) < 4:
+        chunk = s.recv(4 - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    n = int.from_bytes(buf, "big")
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return body
+
+
 def meridio_id(*names):
     """Meridio's id of a record: names from the record up to the trench
     record, e.g. meridio_id('worker-1', 'conduit-a', 'default-0')."""

@@ -5,7 +5,6 @@ import json
 import os
 import socket
 import sqlite3
-import struct
 import time
 import unittest
 
@@ -36,25 +35,18 @@ class DbSocket:
         hello = self.call(hello=ipamd_pb2.Hello(role=ipamd_pb2.ROLE_CTL, pid=os.getpid()))
         assert hello[0].code == 0, hello
 
-    def _recv_exact(self, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise EOFError("db worker closed the connection")
-            buf += chunk
-        return buf
-
     def call(self, **body):
         """Sends one Request; returns every Reply of it (Dump may send many)."""
         req = ipamd_pb2.Request(id=self.next_id, **body)
         self.next_id += 1
         data = req.SerializeToString()
-        self.sock.sendall(struct.pack(">I", len(data)) + data)
+        self.sock.sendall(harness.ipc_frame(data))
         replies = []
         while True:
-            (n,) = struct.unpack(">I", self._recv_exact(4))
-            rep = ipamd_pb2.Reply.FromString(self._recv_exact(n))
+            body = harness.ipc_recv_frame(self.sock)
+            if body is None:
+                raise EOFError("db worker closed the connection")
+            rep = ipamd_pb2.Reply.FromString(body)
             if rep.id != req.id:
                 raise AssertionError("reply for %d, expected %d" % (rep.id, req.id))
             replies.append(rep)

@@ -299,27 +299,6 @@ class InternalSocket(DaemonTest):
         s.connect(path)
         return s
 
-    @staticmethod
-    def frame(payload):
-        return len(payload).to_bytes(4, "big") + payload
-
-    def recv_frame(self, s):
-        """One frame's payload, or None when the peer closed."""
-        buf = b""
-        while len(buf) < 4:
-            chunk = s.recv(4 - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-        n = int.from_bytes(buf, "big")
-        body = b""
-        while len(body) < n:
-            chunk = s.recv(n - len(body))
-            if not chunk:
-                return None
-            body += chunk
-        return body
-
     def test_bad_frames_close_only_that_connection(self):
         from ipamd.v1 import ipamd_pb2 as pb
         d = self.daemon()
@@ -334,14 +313,14 @@ class InternalSocket(DaemonTest):
         bad = {
             "oversized length": b"\xff\xff\xff\xff" + b"x" * 16,
             "length above the cap": (2 << 20).to_bytes(4, "big"),
-            "not protobuf": self.frame(b"\xff\xff\xff"),
-            "no hello first": self.frame(alloc.SerializeToString()),
+            "not protobuf": harness.ipc_frame(b"\xff\xff\xff"),
+            "no hello first": harness.ipc_frame(alloc.SerializeToString()),
         }
         for what, data in bad.items():
             s = self.connect(path)
             s.sendall(data)
             try:
-                got = self.recv_frame(s)
+                got = harness.ipc_recv_frame(s)
             except socket.timeout:
                 self.fail("%s: connection left open" % what)
             except ConnectionResetError:
@@ -349,15 +328,15 @@ class InternalSocket(DaemonTest):
             if got is not None:
                 r = pb.Reply.FromString(got)
                 self.assertNotEqual(r.code, 0, "%s: answered OK" % what)
-                self.assertIsNone(self.recv_frame(s), "%s: connection left open" % what)
+                self.assertIsNone(harness.ipc_recv_frame(s), "%s: connection left open" % what)
         self.assertEqual(d.workers().get("db"), db, "db worker died")
         self.assertEqual(harness.structural(d.rows()), before, "data changed")
         # A well-formed conversation still works on a new connection.
         s = self.connect(path)
-        s.sendall(self.frame(hello.SerializeToString()) + self.frame(alloc.SerializeToString()))
+        s.sendall(harness.ipc_frame(hello.SerializeToString()) + harness.ipc_frame(alloc.SerializeToString()))
         replies = {}
         while 2 not in replies:
-            body = self.recv_frame(s)
+            body = harness.ipc_recv_frame(s)
             self.assertIsNotNone(body, "db worker closed a good connection")
             r = pb.Reply.FromString(body)
             replies[r.id] = r

@@ -27,26 +27,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 def frame(msg):
-    body = msg.SerializeToString()
-    return len(body).to_bytes(4, "big") + body
-
-
-def recv_frame(s):
-    """One frame's payload, or None when the peer closed."""
-    buf = b""
-    while len(buf) < 4:
-        chunk = s.recv(4 - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    n = int.from_bytes(buf, "big")
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return body
+    return harness.ipc_frame(msg.SerializeToString())
 
 
 def rundir_of(pid):
@@ -108,7 +89,7 @@ class PeerCredentials(DaemonTest):
         s.sendall(frame(pb.Request(id=1, hello=pb.Hello(role=pb.ROLE_CTL, pid=os.getpid())))
                   + frame(pb.Request(id=7, ping=pb.Ping())))
         while True:
-            body = recv_frame(s)
+            body = harness.ipc_recv_frame(s)
             self.assertIsNotNone(body, "db worker closed our own connection")
             r = pb.Reply.FromString(body)
             if r.id == 7:
