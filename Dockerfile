@@ -19,7 +19,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc libc6-dev make cmake pkg-config \
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev \
-      libsqlite3-dev libsystemd-dev libjson-c-dev libbsd-dev libmicrohttpd-dev \
+      libsqlite3-dev libsystemd-dev libjson-c-dev libbsd-dev \
  && rm -rf /var/lib/apt/lists/*
 
 # .dockerignore lets only the sources in (CMakeLists.txt, proto, lib, cmd,
@@ -44,7 +44,6 @@ FROM ${DEBIAN_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libgrpc29 libprotobuf-c1 libsqlite3-0 libsystemd0 libjson-c5 \
-      libmicrohttpd12 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10004 meridio \
  && useradd --system --uid 10004 --gid 10004 --no-create-home \

@@ -1,5 +1,5 @@
 /*
- * metrics.c - Prometheus text exposition with libmicrohttpd.
+ * metrics.c - Prometheus text exposition, served by lib/httpd.
  *
  * Counters of this process are atomics bumped by the gRPC and db threads.
  * A scrape renders them, then asks the db worker (a fresh connection, as
@@ -18,16 +18,15 @@
 #include <sys/un.h>
 #include <time.h>
 
-#include <microhttpd.h>
-
 #include "admin.h"
 #include "grpcx.h"
+#include "httpd.h"
 #include "ipcmsg.h"
 
 #define METRICS_CODES 17		/* gRPC status codes 0..16 */
 #define METRICS_DB_TIMEOUT_MS 3000	/* a scrape waits this long for db */
 #define METRICS_CONN_LIMIT 16		/* scrapers at once */
-#define METRICS_CONN_TIMEOUT_S 10	/* idle connection timeout */
+#define METRICS_CONN_TIMEOUT_S 10	/* per request and idle timeout */
 
 /* Upper bounds (seconds) of the latency buckets; +Inf is implied. */
 static const double metrics_bounds[] = {
@@ -52,7 +51,7 @@ struct metrics_calls {
 static struct metrics_calls metrics_calls[METRICS_NMETHODS];
 
 struct metrics {
-	struct MHD_Daemon *mhd;		/* the HTTP server */
+	struct httpd *http;		/* the HTTP server */
 	char db_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 					/* the db worker's socket */
 	double started;			/* process start, s since the epoch */
@@ -436,71 +435,64 @@ metrics_render(struct metrics *mx, size_t *len)
 
 /* ---- HTTP --------------------------------------------------------------- */
 
-/* Answers a plain-text status page. */
-static enum MHD_Result
-metrics_reply(struct MHD_Connection *conn, unsigned status, const char *text)
+/* A short plain-text answer (404, 405, 500). */
+static void
+metrics_text(struct httpd_reply *rep, int status, const char *text)
 {
-	struct MHD_Response *r;
-	enum MHD_Result ret;
-
-	r = MHD_create_response_from_buffer(strlen(text), (void *)text,
-	    MHD_RESPMEM_PERSISTENT);
-	if (r == NULL)
-		return MHD_NO;
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-	    "text/plain; charset=utf-8");
-	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-	ret = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
-/* GET /metrics: the page; any other path 404, any other method 405. */
-static enum MHD_Result
-metrics_handler(void *cls, struct MHD_Connection *conn, const char *url,
-    const char *method, const char *version, const char *upload_data,
-    size_t *upload_data_size, void **con_cls)
-{
-	struct metrics *mx = cls;
-	struct MHD_Response *r;
-	enum MHD_Result ret;
-	char *page;
-	size_t len = 0;
-
-	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
-	    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-		return metrics_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
-		    "method not allowed\n");
-	if (strcmp(url, "/metrics") != 0)
-		return metrics_reply(conn, MHD_HTTP_NOT_FOUND,
-		    "not found: the metrics are at /metrics\n");
-	page = metrics_render(mx, &len);
-	if (page == NULL)
-		return metrics_reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-		    "out of memory\n");
-	r = MHD_create_response_from_buffer(len, page, MHD_RESPMEM_MUST_FREE);
-	if (r == NULL) {
-		free(page);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-	    "text/plain; version=0.0.4; charset=utf-8");
-	ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
-	MHD_destroy_response(r);
-	return ret;
+	rep->status = status;
+	rep->type = "text/plain; charset=utf-8";
+	rep->body = strdup(text);
+	rep->len = rep->body != NULL ? strlen(text) : 0;
 }
 
 /*
- * Starts libmicrohttpd's thread on port: dual stack first, IPv4 alone on a
- * host without IPv6.
+ * GET or HEAD /metrics: the page; any other method 405 (with Allow), any
+ * other path 404. Runs on the server's thread; the db worker's answer
+ * takes at most METRICS_DB_TIMEOUT_MS per question.
  */
+static void
+metrics_handler(void *arg, const struct httpd_req *req,
+    struct httpd_reply *rep)
+{
+	struct metrics *mx = arg;
+	size_t len = 0;
+	char *page;
+
+	if (strcmp(req->method, "GET") != 0 &&
+	    strcmp(req->method, "HEAD") != 0) {
+		metrics_text(rep, 405, "method not allowed\n");
+		rep->allow = "GET, HEAD";
+		return;
+	}
+	if (strcmp(req->path, "/metrics") != 0) {
+		metrics_text(rep, 404, "not found: the metrics are at /metrics\n");
+		return;
+	}
+	page = metrics_render(mx, &len);
+	if (page == NULL) {
+		metrics_text(rep, 500, "out of memory\n");
+		return;
+	}
+	rep->status = 200;
+	rep->type = "text/plain; version=0.0.4; charset=utf-8";
+	rep->body = page;
+	rep->len = len;
+}
+
+/* Starts the HTTP server's thread on [::]:port (IPv4 alone on a host
+ * without IPv6). */
 struct metrics *
 metrics_start(unsigned port, const char *db_path, char *err, size_t errlen)
 {
+	struct httpd_opts o = {
+		.host = NULL,
+		.port = port,
+		.max_conns = METRICS_CONN_LIMIT,
+		.timeout_ms = METRICS_CONN_TIMEOUT_S * 1000,
+		.handler = metrics_handler,
+	};
 	struct metrics *mx;
 	struct timespec ts;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
 
 	if (port == 0 || port > 65535) {
 		snprintf(err, errlen, "bad port %u", port);
@@ -519,20 +511,9 @@ metrics_start(unsigned port, const char *db_path, char *err, size_t errlen)
 	snprintf(mx->db_path, sizeof(mx->db_path), "%s", db_path);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	mx->started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-	mx->mhd = MHD_start_daemon(flags | MHD_USE_DUAL_STACK, (uint16_t)port,
-	    NULL, NULL, metrics_handler, mx,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_CONN_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_CONN_TIMEOUT_S,
-	    MHD_OPTION_END);
-	if (mx->mhd == NULL)
-		mx->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL,
-		    metrics_handler, mx,
-		    MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_CONN_LIMIT,
-		    MHD_OPTION_CONNECTION_TIMEOUT,
-		    (unsigned)METRICS_CONN_TIMEOUT_S, MHD_OPTION_END);
-	if (mx->mhd == NULL) {
-		snprintf(err, errlen, "cannot listen on port %u (in use?)",
-		    port);
+	o.arg = mx;
+	mx->http = httpd_start(&o, err, errlen);
+	if (mx->http == NULL) {
 		free(mx);
 		return NULL;
 	}
@@ -544,6 +525,6 @@ metrics_stop(struct metrics *mx)
 {
 	if (mx == NULL)
 		return;
-	MHD_stop_daemon(mx->mhd);
+	httpd_stop(mx->http);
 	free(mx);
 }

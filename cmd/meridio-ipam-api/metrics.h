@@ -2,7 +2,7 @@
  * metrics.h - the api worker's Prometheus endpoint (IPAM_METRICS_PORT).
  *
  * GET /metrics on [::]:port (dual stack; 127.0.0.1 and ::1 included),
- * served by libmicrohttpd's own thread, in the Prometheus text format
+ * served by lib/httpd's own thread, in the Prometheus text format
  * 0.0.4. Call counts and latencies are kept here (metrics_call_done, from
  * any thread); the db worker's counters (commits, batch sizes, garbage
  * collection, cooling addresses) and the pool usage per conduit and node
