@@ -1,25 +1,25 @@
 /*
  * nsp.c - the NSP watcher worker.
  *
- * Two threads. The watch thread owns the gRPC call to
- * /nsp.v1.ConfigurationManager/WatchConduit: it reads one ConduitResponse
- * at a time, filters it, hands the names to the main thread and waits until
- * the db has acknowledged them before it asks gRPC for the next message
- * (so lists are applied one by one, in order). It reconnects with a capped
- * exponential backoff. The main thread runs a poll loop over the signalfd,
- * the supervisor's status channel (fd 3), the db socket and a wake pipe
- * from the watch thread: it turns each list into a SyncConduits request
- * through lib/conduitset, keeps the db connection (re-sending the latest
- * list after a reconnect), and sends a WorkerStatus heartbeat every second.
+ * The main thread runs a poll loop over the signalfd, the supervisor's
+ * status channel (fd 3), the db socket and a wake pipe from the watch
+ * module: it turns each conduit list into a SyncConduits request through
+ * lib/conduitset, keeps the db connection (re-sending the latest list
+ * after a reconnect), and sends a WorkerStatus heartbeat every second.
  *
- * Without IPAM_NSP_SERVICE there is no watch thread and no gRPC: the list
- * is IPAM_CONDUITS, sent once per db connection.
+ * With IPAM_NSP_SERVICE set, the lists come from the NSP service's
+ * WatchConduit stream, read by the watch module nsp-watch.so (watch.h,
+ * watch/watch.c): a gRPC client in a thread of its own, loaded with
+ * dlopen only then (watchload.c), so that this program links no gRPC.
+ * The module hands over one list at a time and reads the next message
+ * only when the db has acknowledged it (done()). Without IPAM_NSP_SERVICE
+ * nothing is loaded, there is no second thread and no gRPC: the list is
+ * IPAM_CONDUITS, sent once per db connection.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -30,59 +30,26 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
-#include <grpc/support/alloc.h>
-
 #include "conduitset.h"
 #include "config.h"
-#include "grpcx.h"
 #include "ipc.h"
 #include "ipcmsg.h"
 #include "log.h"
 #include "nsp.h"
-#include "nsp/v1/configurationmanager.pb-c.h"
+#include "watch.h"
 
-#define NSP_METHOD "/nsp.v1.ConfigurationManager/WatchConduit"
-#define NSP_BACKOFF_MIN_MS 100		/* first retry delay of the watch */
-#define NSP_CONNECT_MS 5000		/* time a connection attempt may take */
-#define NSP_BACKUP_POLL_MS "100"	/* gRPC's polling of idle channels */
+#define NSP_BACKOFF_MIN_MS 100		/* first retry delay after an error */
 #define NSP_DB_RETRY_MS 100		/* delay between db connect attempts */
 #define NSP_HEARTBEAT_MS 1000		/* WorkerStatus period */
 #define NSP_READY_GRACE_MS 2000		/* ready without an NSP answer after */
-#define NSP_JOIN_MS 700			/* wait for the watch thread on exit */
 #define NSP_STATUS_MAX 256		/* room for one status line */
-#define NSP_MAX_MESSAGE (32 << 20)	/* largest ConduitResponse accepted */
 
-/* What the watch thread is doing, for the status line. */
-enum nsp_wstate {
-	NSP_W_CONNECTING,		/* a call is starting */
-	NSP_W_WATCHING,			/* the stream delivered a message */
-	NSP_W_BACKOFF,			/* waiting before the next call */
-};
-
-/* State shared by the main thread and the watch thread. */
+/* The watch module while IPAM_NSP_SERVICE is set. */
 struct nsp_watch {
-	pthread_mutex_t mu;		/* guards the fields up to wake_w */
-	pthread_cond_t cv;		/* signalled on stop and when a list is done */
-	bool stop;			/* the worker is stopping */
-	grpc_call *call;		/* the running call (for cancel), or NULL */
-	const char **names;		/* list handed to the main thread */
-	size_t nnames;			/* entries in names */
-	bool handed;			/* names waits for the main thread */
-	enum nsp_wstate state;		/* for the status line */
-	int64_t retry_ms;		/* NSP_W_BACKOFF: delay of this wait */
-	int wake_w;			/* write end of the wake pipe */
-	const struct cfg *cfg;		/* configuration (read only) */
-	grpc_channel *channel;		/* channel to the NSP service, NULL
-					 * until made (watch thread only) */
-	struct grpcx_tls *tls;		/* IPAM_NSP_TLS_* files, NULL when
-					 * plaintext or not read yet */
-	char tls_err[NSP_STATUS_MAX];	/* last TLS file error logged */
+	const struct nspw_ops *ops;	/* the module's operations */
+	struct nspw *w;			/* the running watch, NULL if none */
+	struct nspw_host host;		/* what the module borrows from us */
 };
-
-static grpc_channel *nsp_channel_new(const struct cfg *cfg,
-    struct grpcx_tls *tls);
 
 /* The db connection and the request that carries the latest list. */
 struct nsp_db {
@@ -133,409 +100,7 @@ nsp_ns_to_ms(int64_t ns, int lo)
 }
 
 /* ---------------------------------------------------------------------
- * Watch thread
- */
-
-/* Waits for the one operation outstanding on cq; its success flag. */
-static bool
-nsp_cq_wait(grpc_completion_queue *cq)
-{
-	grpc_event ev;
-
-	ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
-	    NULL);
-	return ev.type == GRPC_OP_COMPLETE && ev.success;
-}
-
-/*
- * Filters one ConduitResponse and hands its names to the main thread, then
- * waits until the main thread is done with them (db acknowledged) or the
- * worker stops. Oversized or malformed lists are logged and dropped.
- */
-static void
-nsp_watch_message(struct nsp_watch *w, grpc_byte_buffer *bb)
-{
-	Nsp__V1__ConduitResponse *resp;
-	Nsp__V1__Conduit *c;
-	const char **names = NULL;
-	size_t i, n = 0, other = 0;
-	char buf[32];
-
-	resp = (Nsp__V1__ConduitResponse *)grpcx_unpack(
-	    &nsp__v1__conduit_response__descriptor, bb);
-	if (resp == NULL) {
-		log_warn("NSP sent a malformed ConduitResponse; ignored");
-		return;
-	}
-	if (resp->n_conduits > CONDUITSET_MAX) {
-		snprintf(buf, sizeof(buf), "%zu", resp->n_conduits);
-		log_kv(LOGL_WARNING, "conduit list too long; ignored",
-		    "count", buf, NULL);
-		goto out;
-	}
-	names = calloc(resp->n_conduits + 1, sizeof(*names));
-	if (names == NULL) {
-		log_error("out of memory for a conduit list; ignored");
-		goto out;
-	}
-	for (i = 0; i < resp->n_conduits; i++) {
-		c = resp->conduits[i];
-		if (c->trench != NULL && c->trench->name[0] != '\0' &&
-		    strcmp(c->trench->name, w->cfg->trench) != 0) {
-			other++;
-			continue;
-		}
-		names[n++] = c->name;
-	}
-	if (other > 0) {
-		snprintf(buf, sizeof(buf), "%zu", other);
-		log_kv(LOGL_DEBUG, "ignored conduits of other trenches",
-		    "count", buf, NULL);
-	}
-
-	pthread_mutex_lock(&w->mu);
-	w->names = names;
-	w->nnames = n;
-	w->handed = true;
-	pthread_mutex_unlock(&w->mu);
-	if (write(w->wake_w, "l", 1) < 0 && errno != EAGAIN)
-		log_error("wake pipe: %s", strerror(errno));
-	pthread_mutex_lock(&w->mu);
-	while (w->handed && !w->stop)
-		pthread_cond_wait(&w->cv, &w->mu);
-	w->handed = false;
-	w->names = NULL;
-	pthread_mutex_unlock(&w->mu);
-out:
-	free(names);
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
-}
-
-/*
- * Runs one WatchConduit call to its end: sends the trench, then reads
- * messages until the stream ends, fails or is cancelled. Fills code and
- * details with the final status; *got_message tells whether any message
- * arrived (a stream that worked resets the backoff).
- */
-static void
-nsp_watch_call(struct nsp_watch *w, grpc_completion_queue *cq,
-    grpc_status_code *code, char *details, size_t dlen, bool *got_message)
-{
-	Nsp__V1__Trench trench = NSP__V1__TRENCH__INIT;
-	Nsp__V1__Conduit req = NSP__V1__CONDUIT__INIT;
-	grpc_metadata_array md_init, md_trail;
-	grpc_byte_buffer *sendbuf = NULL, *recvbuf;
-	grpc_slice method, sdetails = grpc_empty_slice();
-	const char *errstr = NULL;
-	grpc_call *call;
-	grpc_op ops[4];
-	bool stop;
-
-	*code = GRPC_STATUS_UNKNOWN;
-	*got_message = false;
-	snprintf(details, dlen, "call not started");
-	grpc_metadata_array_init(&md_init);
-	grpc_metadata_array_init(&md_trail);
-
-	trench.name = w->cfg->trench;
-	req.trench = &trench;
-	sendbuf = grpcx_pack(&req.base);
-	if (sendbuf == NULL) {
-		snprintf(details, dlen, "out of memory");
-		goto out_md;
-	}
-	method = grpc_slice_from_static_string(NSP_METHOD);
-	call = grpc_channel_create_call(w->channel, NULL,
-	    GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
-	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	if (call == NULL) {
-		snprintf(details, dlen, "cannot create a call");
-		goto out_buf;
-	}
-	pthread_mutex_lock(&w->mu);
-	stop = w->stop;
-	if (!stop)
-		w->call = call;
-	pthread_mutex_unlock(&w->mu);
-	if (stop)
-		goto out_call;
-
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = sendbuf;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
-	if (grpc_call_start_batch(call, ops, 4, (void *)1, NULL) !=
-	    GRPC_CALL_OK) {
-		snprintf(details, dlen, "cannot start the call");
-		goto out_unlink;
-	}
-	if (!nsp_cq_wait(cq))
-		goto status;
-
-	for (;;) {
-		recvbuf = NULL;
-		memset(ops, 0, sizeof(ops));
-		ops[0].op = GRPC_OP_RECV_MESSAGE;
-		ops[0].data.recv_message.recv_message = &recvbuf;
-		if (grpc_call_start_batch(call, ops, 1, (void *)2, NULL) !=
-		    GRPC_CALL_OK)
-			break;
-		if (!nsp_cq_wait(cq) || recvbuf == NULL) {
-			grpc_byte_buffer_destroy(recvbuf);
-			break;
-		}
-		if (!*got_message) {
-			*got_message = true;
-			log_kv(LOGL_INFO, "watching conduits", "target",
-			    w->cfg->nsp_service, "trench", w->cfg->trench,
-			    NULL);
-		}
-		pthread_mutex_lock(&w->mu);
-		w->state = NSP_W_WATCHING;
-		pthread_mutex_unlock(&w->mu);
-		nsp_watch_message(w, recvbuf);
-		grpc_byte_buffer_destroy(recvbuf);
-		pthread_mutex_lock(&w->mu);
-		stop = w->stop;
-		pthread_mutex_unlock(&w->mu);
-		if (stop) {
-			grpc_call_cancel(call, NULL);
-			break;
-		}
-	}
-
-status:
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[0].data.recv_status_on_client.trailing_metadata = &md_trail;
-	ops[0].data.recv_status_on_client.status = code;
-	ops[0].data.recv_status_on_client.status_details = &sdetails;
-	ops[0].data.recv_status_on_client.error_string = &errstr;
-	if (grpc_call_start_batch(call, ops, 1, (void *)3, NULL) ==
-	    GRPC_CALL_OK && nsp_cq_wait(cq)) {
-		if (GRPC_SLICE_LENGTH(sdetails) > 0)
-			snprintf(details, dlen, "%.*s",
-			    (int)GRPC_SLICE_LENGTH(sdetails),
-			    (const char *)GRPC_SLICE_START_PTR(sdetails));
-		else if (*code == GRPC_STATUS_OK)
-			snprintf(details, dlen, "stream ended");
-		else
-			snprintf(details, dlen, "%s", "no details");
-	} else {
-		snprintf(details, dlen, "no status received");
-	}
-	grpc_slice_unref(sdetails);
-	gpr_free((void *)errstr);
-out_unlink:
-	pthread_mutex_lock(&w->mu);
-	w->call = NULL;
-	pthread_mutex_unlock(&w->mu);
-out_call:
-	grpc_call_unref(call);
-out_buf:
-	grpc_byte_buffer_destroy(sendbuf);
-out_md:
-	grpc_metadata_array_destroy(&md_init);
-	grpc_metadata_array_destroy(&md_trail);
-}
-
-/*
- * Makes sure the watch has a channel before a call, and that a TLS
- * channel uses the current IPAM_NSP_TLS_* files: they are read again when
- * they changed (certificates rotate on disk), and the channel is then made
- * anew, since a channel keeps the credentials it was made with. The
- * running stream is not cut for a rotation: the new files serve from the
- * next connection on. Files that cannot be read (not written yet, half
- * rewritten) are logged once per distinct error and tried again at the
- * next attempt; until the first read there is no channel and the attempt
- * fails. Returns true when there is a channel to call on; false with
- * details set otherwise.
- */
-static bool
-nsp_watch_channel(struct nsp_watch *w, char *details, size_t dlen)
-{
-	const struct cfg *c = w->cfg;
-	char err[NSP_STATUS_MAX];
-	int rc = 0;
-
-	err[0] = '\0';
-	if (cfg_nsp_tls_on(c)) {
-		if (w->tls == NULL) {
-			w->tls = grpcx_tls_new(c->nsp_tls_cert, c->nsp_tls_key,
-			    c->nsp_tls_ca, err, sizeof(err));
-			rc = w->tls != NULL ? 1 : -1;
-		} else {
-			rc = grpcx_tls_refresh(w->tls, err, sizeof(err));
-		}
-	}
-	if (rc < 0 && strcmp(err, w->tls_err) != 0) {
-		log_kv(LOGL_WARNING, "cannot read NSP TLS files", "error", err,
-		    NULL);
-		snprintf(w->tls_err, sizeof(w->tls_err), "%s", err);
-	} else if (rc >= 0) {
-		w->tls_err[0] = '\0';
-	}
-	if (rc > 0 && w->channel != NULL) {
-		log_info("NSP TLS files changed: new channel to %s",
-		    c->nsp_service);
-		grpc_channel_destroy(w->channel);
-		w->channel = NULL;
-	}
-	if (w->channel == NULL && (w->tls != NULL || !cfg_nsp_tls_on(c)))
-		w->channel = nsp_channel_new(c, w->tls);
-	if (w->channel == NULL) {
-		snprintf(details, dlen, "%s", err[0] != '\0' ? err :
-		    "cannot create a channel");
-		return false;
-	}
-	return true;
-}
-
-/*
- * The watch thread: one call after another until the worker stops, with
- * an exponential backoff (100 ms doubling, capped at IPAM_GRPC_MAX_BACKOFF)
- * between calls, reset by a call that delivered a message. A failure is
- * logged as a warning when its status code differs from the previous
- * failure's in this outage (the details of UNAVAILABLE vary from attempt to
- * attempt), so an outage writes one warning, not one per attempt; the
- * attempts in between are logged at debug level.
- */
-static void *
-nsp_watch_main(void *arg)
-{
-	struct nsp_watch *w = arg;
-	grpc_completion_queue *cq;
-	grpc_status_code code;
-	char details[NSP_STATUS_MAX], cur[32];
-	char last[sizeof(cur)] = "", delay[32];
-	int64_t backoff = NSP_BACKOFF_MIN_MS, cap;
-	struct timespec until;
-	bool got, stop;
-
-	cap = nsp_ns_to_ms(w->cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
-	cq = grpc_completion_queue_create_for_next(NULL);
-	for (;;) {
-		pthread_mutex_lock(&w->mu);
-		stop = w->stop;
-		w->state = NSP_W_CONNECTING;
-		pthread_mutex_unlock(&w->mu);
-		if (stop)
-			break;
-
-		if (nsp_watch_channel(w, details, sizeof(details))) {
-			nsp_watch_call(w, cq, &code, details, sizeof(details),
-			    &got);
-		} else {
-			code = GRPC_STATUS_UNAVAILABLE;
-			got = false;
-		}
-		pthread_mutex_lock(&w->mu);
-		stop = w->stop;
-		pthread_mutex_unlock(&w->mu);
-		if (stop)
-			break;
-
-		if (got) {
-			backoff = NSP_BACKOFF_MIN_MS;
-			last[0] = '\0';
-		}
-		snprintf(cur, sizeof(cur), "%s", grpcx_status_name(code));
-		snprintf(delay, sizeof(delay), "%" PRId64 "ms", backoff);
-		log_kv(strcmp(cur, last) != 0 ? LOGL_WARNING : LOGL_DEBUG,
-		    "NSP watch failed", "target", w->cfg->nsp_service,
-		    "code", grpcx_status_name(code), "details", details,
-		    "retry_in", delay, NULL);
-		snprintf(last, sizeof(last), "%s", cur);
-
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += backoff / 1000;
-		until.tv_nsec += (backoff % 1000) * 1000000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
-		pthread_mutex_lock(&w->mu);
-		w->state = NSP_W_BACKOFF;
-		w->retry_ms = backoff;
-		while (!w->stop &&
-		    pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
-			;
-		pthread_mutex_unlock(&w->mu);
-		backoff = backoff * 2 > cap ? cap : backoff * 2;
-	}
-	grpc_completion_queue_shutdown(cq);
-	while (grpc_completion_queue_next(cq,
-	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(cq);
-	return NULL;
-}
-
-/* Sets one integer channel argument. */
-static void
-nsp_arg_int(grpc_arg *a, const char *key, int value)
-{
-	a->type = GRPC_ARG_INTEGER;
-	a->key = (char *)key;
-	a->value.integer = value;
-}
-
-/*
- * Opens the channel to IPAM_NSP_SERVICE: keepalive pings every
- * IPAM_GRPC_KEEPALIVE_TIME for as long as the stream lives (an idle watch
- * carries no data, and a dead NSP must still be noticed), the channel's own
- * reconnect backoff aligned with ours so that a restarted NSP is found
- * again within IPAM_GRPC_MAX_BACKOFF, and room for a list of
- * CONDUITSET_MAX conduits with their port NATs.
- *
- * gRPC 1.51 reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the time one
- * attempt (TCP connect, TLS handshake, HTTP/2 settings) may take: it is
- * NSP_CONNECT_MS, not the 100 ms first backoff, which cut TLS handshakes
- * short (see also nsp_watch_start on polling).
- */
-static grpc_channel *
-nsp_channel_new(const struct cfg *cfg, struct grpcx_tls *tls)
-{
-	grpc_channel_credentials *creds;
-	grpc_channel *ch;
-	grpc_arg args[7];
-	grpc_channel_args chargs;
-	int cap = nsp_ns_to_ms(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
-
-	memset(args, 0, sizeof(args));
-	nsp_arg_int(&args[0], GRPC_ARG_KEEPALIVE_TIME_MS,
-	    nsp_ns_to_ms(cfg->keepalive_ns, 1));
-	nsp_arg_int(&args[1], GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-	nsp_arg_int(&args[2], GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-	    NSP_BACKOFF_MIN_MS);
-	nsp_arg_int(&args[3], GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-	    NSP_CONNECT_MS);
-	nsp_arg_int(&args[4], GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, cap);
-	nsp_arg_int(&args[5], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-	    NSP_MAX_MESSAGE);
-	chargs.num_args = sizeof(args) / sizeof(args[0]) - 1;
-	chargs.args = args;
-	if (tls != NULL && cfg->nsp_tls_server_name[0] != '\0') {
-		/* the name NSP's certificate must carry, if not the host */
-		args[6].type = GRPC_ARG_STRING;
-		args[6].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-		args[6].value.string = cfg->nsp_tls_server_name;
-		chargs.num_args++;
-	}
-	creds = tls != NULL ? grpcx_tls_channel_credentials(tls) :
-	    grpc_insecure_credentials_create();
-	if (creds == NULL)
-		return NULL;
-	ch = grpc_channel_create(cfg->nsp_service, creds, &chargs);
-	grpc_channel_credentials_release(creds);
-	return ch;
-}
-
-/* ---------------------------------------------------------------------
- * Main thread: db connection and sync
+ * db connection and sync
  */
 
 /* Closes the db connection; the next attempt comes NSP_DB_RETRY_MS later. */
@@ -598,10 +163,7 @@ nsp_release_thread(struct nsp_watch *w, struct nsp_sync *sy)
 {
 	if (w == NULL || !sy->thread_waits)
 		return;
-	pthread_mutex_lock(&w->mu);
-	w->handed = false;
-	pthread_cond_broadcast(&w->cv);
-	pthread_mutex_unlock(&w->mu);
+	w->ops->done(w->w);
 	sy->thread_waits = false;
 }
 
@@ -753,7 +315,7 @@ nsp_status_line(char *buf, size_t len, const struct cfg *cfg,
     const struct nsp_db *db, const struct nsp_sync *sy, struct nsp_watch *w)
 {
 	size_t n = conduitset_listed(sy->set);
-	enum nsp_wstate st;
+	enum nspw_state st;
 	int64_t retry;
 
 	if (!db->ok) {
@@ -764,16 +326,13 @@ nsp_status_line(char *buf, size_t len, const struct cfg *cfg,
 		snprintf(buf, len, "nsp: static, %zu conduits", n);
 		return;
 	}
-	pthread_mutex_lock(&w->mu);
-	st = w->state;
-	retry = w->retry_ms;
-	pthread_mutex_unlock(&w->mu);
+	w->ops->state(w->w, &st, &retry);
 	switch (st) {
-	case NSP_W_WATCHING:
+	case NSPW_WATCHING:
 		snprintf(buf, len, "nsp: watching %s, %zu conduits",
 		    cfg->nsp_service, n);
 		break;
-	case NSP_W_BACKOFF:
+	case NSPW_BACKOFF:
 		if (retry >= 1000)
 			snprintf(buf, len, "nsp: NSP unreachable, retry in "
 			    "%" PRId64 "s", (retry + 500) / 1000);
@@ -787,93 +346,49 @@ nsp_status_line(char *buf, size_t len, const struct cfg *cfg,
 	}
 }
 
-/* Starts gRPC, the channel and the watch thread. 0 or -1 (logged). */
-static int
-nsp_watch_start(struct nsp_watch *w, pthread_t *tid, const struct cfg *cfg,
-    int wake_w)
-{
-	pthread_condattr_t ca;
-	int err;
-
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&w->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	w->cfg = cfg;
-	w->wake_w = wake_w;
-	w->state = NSP_W_CONNECTING;
-	/*
-	 * A reconnection runs in the background while no call is on the
-	 * channel (a failing channel fails calls at once), so only gRPC's
-	 * backup poller moves its socket, every 5 s by default: the attempt
-	 * then crawls, one TLS round trip per 5 s, and times out. Poll idle
-	 * channels every 100 ms instead (this process has one); an operator's
-	 * own value of the variable wins.
-	 */
-	setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS",
-	    NSP_BACKUP_POLL_MS, 0);
-	/* Only here, in a freshly exec'd process (see GRPC-CORE-NOTES). The
-	 * watch thread makes the channel (nsp_watch_channel). */
-	grpc_init();
-	err = pthread_create(tid, NULL, nsp_watch_main, w);
-	if (err != 0) {
-		log_error("cannot start the watch thread: %s", strerror(err));
-		return -1;
-	}
-	return 0;
-}
-
 /*
- * Stops the watch thread: cancels the call, wakes every wait, and joins
- * within NSP_JOIN_MS. gRPC is shut down only if the thread is gone; if it
- * is not, the process exits anyway (the deadline of SIGTERM matters more).
+ * Loads the watch module and starts it: the module initialises gRPC and
+ * runs the watch thread. Returns 0, IPCMSG_EXIT_PERMANENT when the module
+ * cannot be loaded (a restart would find the same files), or 1 when it
+ * did not start (logged).
  */
-static void
-nsp_watch_stop(struct nsp_watch *w, pthread_t tid, bool started)
+static int
+nsp_watch_start(struct nsp_watch *w, const struct cfg *cfg, int wake_w)
 {
-	struct timespec until;
+	char path[NSP_PATH_MAX], err[NSP_PATH_MAX + 256];
 
-	pthread_mutex_lock(&w->mu);
-	w->stop = true;
-	if (w->call != NULL)
-		grpc_call_cancel(w->call, NULL);
-	pthread_cond_broadcast(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-	if (started) {
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += NSP_JOIN_MS * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000;
-		until.tv_nsec %= 1000000000;
-		if (pthread_timedjoin_np(tid, NULL, &until) != 0) {
-			log_warn("watch thread did not stop in time");
-			return;
-		}
-		pthread_cond_destroy(&w->cv);
-		pthread_mutex_destroy(&w->mu);
+	w->ops = nsp_watch_load(path, sizeof(path), err, sizeof(err));
+	if (w->ops == NULL) {
+		log_kv(LOGL_ERROR, "cannot load the NSP watch module",
+		    "error", err, NULL);
+		return IPCMSG_EXIT_PERMANENT;
 	}
-	if (w->channel != NULL)
-		grpc_channel_destroy(w->channel);
-	grpc_shutdown();
-	grpcx_tls_free(w->tls);
+	log_kv(LOGL_DEBUG, "NSP watch module loaded", "path", path, NULL);
+	w->host.cfg = cfg;
+	w->host.tls = cfg_nsp_tls_on(cfg);
+	w->host.wake_fd = wake_w;
+	w->host.log_kv = log_kv;
+	w->host.log_fmt = log_fmt;
+	w->w = w->ops->start(&w->host);
+	return w->w != NULL ? 0 : 1;
 }
 
 /* Handles a wake from the watch thread: a list may be waiting. */
 static void
 nsp_take_list(struct nsp_watch *w, struct nsp_sync *sy, int wake_r)
 {
+	const char *const *names;
 	char drain[64];
+	size_t n;
 
 	while (read(wake_r, drain, sizeof(drain)) > 0)
 		;
 	if (sy->thread_waits)
 		return;
-	pthread_mutex_lock(&w->mu);
-	if (w->handed) {
-		nsp_sync_list(sy, w->names, w->nnames);
+	if (w->ops->take(w->w, &names, &n)) {
+		nsp_sync_list(sy, names, n);
 		sy->thread_waits = true;
 	}
-	pthread_mutex_unlock(&w->mu);
 	if (sy->thread_waits && !sy->pending)
 		nsp_release_thread(w, sy);	/* the list was unusable */
 }
@@ -894,9 +409,8 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 	struct signalfd_siginfo si;
 	char status[NSP_STATUS_MAX], last_status[NSP_STATUS_MAX] = "";
 	int64_t now, next_hb = 0, ready_at, cap_ms, timeout;
-	pthread_t tid;
-	bool started = false, ready, last_ready = false, running = true;
-	int wake[2] = { -1, -1 }, rc = 1, i, npfd;
+	bool ready, last_ready = false, running = true;
+	int wake[2] = { -1, -1 }, rc = 1, err, i, npfd;
 	char buf[64];
 
 	memset(&db, 0, sizeof(db));
@@ -925,9 +439,10 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 		    cfg->nconduits);
 	} else {
 		w = &watch;
-		if (nsp_watch_start(w, &tid, cfg, wake[1]) < 0)
+		if ((err = nsp_watch_start(w, cfg, wake[1])) != 0) {
+			rc = err;
 			goto out_stop;
-		started = true;
+		}
 	}
 	/* With NSP, readiness waits for the first list at most this long:
 	 * the db must keep serving existing conduits while NSP is down, so
@@ -1025,8 +540,9 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 	rc = 0;
 
 out_stop:
-	if (w != NULL)
-		nsp_watch_stop(w, tid, started);
+	/* The module stays mapped: gRPC is not made to be unloaded. */
+	if (w != NULL && w->ops != NULL)
+		w->ops->stop(w->w);
 out:
 	ipc_conn_free(db.conn);
 	conduitset_diff_clear(&sy.diff);

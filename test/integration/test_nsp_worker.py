@@ -184,7 +184,7 @@ class Worker:
     """meridio-ipam-nsp started like the supervisor does: fd 3 is our
     socketpair, stderr goes to a log file."""
 
-    def __init__(self, rundir, env):
+    def __init__(self, rundir, env, binary=NSP_BIN):
         self.log_path = os.path.join(rundir, "nsp.log")
         ours, theirs = socket.socketpair()
         self.status_sock = ours
@@ -206,7 +206,7 @@ class Worker:
                   (os.POSIX_SPAWN_DUP2, logfd, 2),
                   (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)]
             assert theirs.fileno() > 3
-            self.pid = os.posix_spawn(NSP_BIN, [NSP_BIN], full_env,
+            self.pid = os.posix_spawn(binary, [binary], full_env,
                                       file_actions=fa)
         finally:
             os.close(logfd)
@@ -303,9 +303,44 @@ class NspWorkerTest(unittest.TestCase):
         self.nsp.set_conduits(conduits)
         return self.nsp.start(port)
 
-    def start_worker(self, **env):
-        self.worker = Worker(self.rundir, env)
+    def start_worker(self, binary=NSP_BIN, **env):
+        self.worker = Worker(self.rundir, env, binary)
         return self.worker
+
+    def mapped_files(self):
+        """The files the running worker has mapped (/proc/<pid>/maps)."""
+        with open("/proc/%d/maps" % self.worker.pid) as f:
+            return {line.split(None, 5)[5].strip()
+                    for line in f if len(line.split(None, 5)) == 6}
+
+    def lone_worker(self, module=None):
+        """A copy of the worker in a directory of its own, with `module`
+        (bytes) as its nsp-watch.so beside it, or none: it looks for the
+        module beside itself first, then in ../libexec/meridio-ipam and the
+        configured libexec dir, where nothing is installed on a test
+        machine."""
+        d = tempfile.mkdtemp(prefix="lone-", dir=self.rundir)
+        exe = os.path.join(d, "meridio-ipam-nsp")
+        shutil.copy(NSP_BIN, exe)
+        if module is not None:
+            with open(os.path.join(d, "nsp-watch.so"), "wb") as f:
+                f.write(module)
+        return d, exe
+
+    def expect_module_error(self, exe):
+        """The worker exits 78 (permanent) and says why in one log line;
+        returns that line's error field."""
+        rc = self.worker.wait(TIMEOUT)
+        if rc != 78:
+            self.fail_with_log("exit status %r, not 78" % rc)
+        lines = [json.loads(l) for l in self.worker.log().splitlines()]
+        errors = [l for l in lines if l.get("level") in ("error", "ERROR", "fatal", "FATAL")]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertEqual(errors[0]["message"], "cannot load the NSP watch module")
+        self.assertEqual([l for l in lines if "NSP watch" in l.get("message", "")
+                          and l is not errors[0]], [])
+        self.assertEqual(self.db.syncs, [], "nothing sent without a watch")
+        return errors[0]["error"]
 
     def start_watching(self, conduits, trench="default"):
         port = self.start_nsp(conduits)
@@ -508,6 +543,72 @@ class NspWorkerTest(unittest.TestCase):
         self.assertEqual(self.expect_syncs(1)[0], ([], []))
         self.expect_status(lambda r, s: r and s == "nsp: static, 0 conduits",
                            "static ready")
+
+    def test_static_mode_maps_no_grpc(self):
+        """Without IPAM_NSP_SERVICE the worker loads no watch module and
+        maps none of gRPC's libraries (issue 5: their pages are most of
+        the worker's RSS)."""
+        self.start_worker(IPAM_NSP_SERVICE="", IPAM_CONDUITS="conduit-a")
+        self.expect_status(lambda r, s: r and s == "nsp: static, 1 conduits",
+                           "static ready")
+        maps = self.mapped_files()
+        self.assertTrue(any("/libc.so" in m for m in maps), maps)
+        heavy = sorted(m for m in maps if any(
+            k in os.path.basename(m) for k in
+            ("libgrpc", "libgpr", "libssl", "libcrypto", "libabsl",
+             "libre2", "libupb", "libcares", "nsp-watch")))
+        self.assertEqual(heavy, [])
+
+    def test_nsp_mode_loads_the_module(self):
+        """With IPAM_NSP_SERVICE the watch module beside the worker is
+        loaded, and gRPC with it."""
+        self.start_watching(["conduit-a"])
+        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
+        maps = self.mapped_files()
+        self.assertIn(os.path.realpath(os.path.join(BIN_DIR, "nsp-watch.so")),
+                      maps)
+        self.assertTrue(any("libgrpc.so" in m for m in maps), sorted(maps))
+
+    def test_static_mode_needs_no_module(self):
+        _, exe = self.lone_worker()
+        self.start_worker(binary=exe, IPAM_NSP_SERVICE="",
+                          IPAM_CONDUITS="conduit-a")
+        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
+        self.expect_status(lambda r, s: r, "static ready without a module")
+
+    def test_module_missing_exits_78(self):
+        d, exe = self.lone_worker()
+        self.start_worker(binary=exe, IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port())
+        err = self.expect_module_error(exe)
+        self.assertTrue(err.startswith("nsp-watch.so not found in %s, %s/../libexec/"
+                                       "meridio-ipam or /" % (d, d)), err)
+
+    def test_module_broken_exits_78(self):
+        d, exe = self.lone_worker(module=b"not an ELF file\n" * 8)
+        self.start_worker(binary=exe, IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port())
+        err = self.expect_module_error(exe)
+        self.assertIn(os.path.join(d, "nsp-watch.so"), err)
+        self.assertIn("ELF", err)
+
+    def test_module_without_entry_exits_78(self):
+        """A loadable library that is not a watch module (libprotobuf-c,
+        which the worker has loaded anyway)."""
+        lib = [m for m in self.find_libs("libprotobuf-c.so")][0]
+        with open(lib, "rb") as f:
+            d, exe = self.lone_worker(module=f.read())
+        self.start_worker(binary=exe, IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port())
+        err = self.expect_module_error(exe)
+        self.assertEqual(err, "%s/nsp-watch.so: no symbol nspw_entry (not a "
+                         "watch module)" % d)
+
+    @staticmethod
+    def find_libs(name):
+        """Paths of the shared library `name` the worker binary links."""
+        import subprocess
+        out = subprocess.run(["ldd", NSP_BIN], capture_output=True, text=True,
+                             timeout=30).stdout
+        return [l.split("=>")[1].split()[0] for l in out.splitlines()
+                if name in l and "=>" in l]
 
     def test_db_restart_resends_list(self):
         self.start_watching(["conduit-a", "conduit-b"])

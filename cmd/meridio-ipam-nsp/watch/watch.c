@@ -1,0 +1,630 @@
+/*
+ * watch.c - nsp-watch.so, the WatchConduit client of the nsp worker.
+ *
+ * A shared module (see ../watch.h): the worker dlopen()s it only when
+ * IPAM_NSP_SERVICE is set, so that a worker with static conduits never
+ * maps gRPC. It runs one thread, which owns the gRPC call to
+ * /nsp.v1.ConfigurationManager/WatchConduit: it reads one ConduitResponse
+ * at a time, filters it, hands the names to the worker's main thread and
+ * waits until the worker calls done() (the db acknowledged them) before it
+ * asks gRPC for the next message, so lists are applied one by one, in
+ * order. It reconnects with a capped exponential backoff. It logs through
+ * the worker's logger (struct nspw_host).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+
+#include "conduitset.h"
+#include "config.h"
+#include "grpcx.h"
+#include "log.h"
+#include "nsp/v1/configurationmanager.pb-c.h"
+#include "watch.h"
+
+#define NSP_METHOD "/nsp.v1.ConfigurationManager/WatchConduit"
+#define NSP_BACKOFF_MIN_MS 100		/* first retry delay of the watch */
+#define NSP_CONNECT_MS 5000		/* time a connection attempt may take */
+#define NSP_BACKUP_POLL_MS "100"	/* gRPC's polling of idle channels */
+#define NSP_JOIN_MS 700			/* wait for the watch thread on exit */
+#define NSP_STATUS_MAX 256		/* room for one details/error line */
+#define NSP_MAX_MESSAGE (32 << 20)	/* largest ConduitResponse accepted */
+
+/* A running watch: state shared by the worker's main thread (through the
+ * ops) and the watch thread. */
+struct nspw {
+	pthread_mutex_t mu;		/* guards the fields up to retry_ms */
+	pthread_cond_t cv;		/* signalled on stop and when a list is done */
+	bool stop;			/* the worker is stopping */
+	grpc_call *call;		/* the running call (for cancel), or NULL */
+	const char **names;		/* list handed to the main thread */
+	size_t nnames;			/* entries in names */
+	bool handed;			/* names waits for the main thread */
+	enum nspw_state state;		/* for the status line */
+	int64_t retry_ms;		/* NSPW_BACKOFF: delay of this wait */
+	const struct nspw_host *h;	/* the worker's loan (logger, wake fd) */
+	const struct cfg *cfg;		/* h->cfg */
+	pthread_t tid;			/* the watch thread */
+	grpc_channel *channel;		/* channel to the NSP service, NULL
+					 * until made (watch thread only) */
+	struct grpcx_tls *tls;		/* IPAM_NSP_TLS_* files, NULL when
+					 * plaintext or not read yet */
+	char tls_err[NSP_STATUS_MAX];	/* last TLS file error logged */
+};
+
+static grpc_channel *nspw_channel_new(const struct cfg *cfg,
+    struct grpcx_tls *tls);
+
+/* Nanoseconds of configuration as milliseconds in [lo, INT32_MAX]. */
+static int
+nspw_ns_to_ms(int64_t ns, int lo)
+{
+	int64_t ms = ns / 1000000;
+
+	if (ms < lo)
+		return lo;
+	if (ms > INT32_MAX)
+		return INT32_MAX;
+	return (int)ms;
+}
+
+/* ---------------------------------------------------------------------
+ * Watch thread
+ */
+
+/* Waits for the one operation outstanding on cq; its success flag. */
+static bool
+nspw_cq_wait(grpc_completion_queue *cq)
+{
+	grpc_event ev;
+
+	ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+	    NULL);
+	return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+/*
+ * Filters one ConduitResponse and hands its names to the main thread, then
+ * waits until the main thread is done with them (db acknowledged) or the
+ * worker stops. Oversized or malformed lists are logged and dropped.
+ */
+static void
+nspw_message(struct nspw *w, grpc_byte_buffer *bb)
+{
+	Nsp__V1__ConduitResponse *resp;
+	Nsp__V1__Conduit *c;
+	const char **names = NULL;
+	size_t i, n = 0, other = 0;
+	char buf[32];
+
+	resp = (Nsp__V1__ConduitResponse *)grpcx_unpack(
+	    &nsp__v1__conduit_response__descriptor, bb);
+	if (resp == NULL) {
+		w->h->log_fmt(LOGL_WARNING, "NSP sent a malformed ConduitResponse; ignored");
+		return;
+	}
+	if (resp->n_conduits > CONDUITSET_MAX) {
+		snprintf(buf, sizeof(buf), "%zu", resp->n_conduits);
+		w->h->log_kv(LOGL_WARNING, "conduit list too long; ignored",
+		    "count", buf, NULL);
+		goto out;
+	}
+	names = calloc(resp->n_conduits + 1, sizeof(*names));
+	if (names == NULL) {
+		w->h->log_fmt(LOGL_ERROR, "out of memory for a conduit list; ignored");
+		goto out;
+	}
+	for (i = 0; i < resp->n_conduits; i++) {
+		c = resp->conduits[i];
+		if (c->trench != NULL && c->trench->name[0] != '\0' &&
+		    strcmp(c->trench->name, w->cfg->trench) != 0) {
+			other++;
+			continue;
+		}
+		names[n++] = c->name;
+	}
+	if (other > 0) {
+		snprintf(buf, sizeof(buf), "%zu", other);
+		w->h->log_kv(LOGL_DEBUG, "ignored conduits of other trenches",
+		    "count", buf, NULL);
+	}
+
+	pthread_mutex_lock(&w->mu);
+	w->names = names;
+	w->nnames = n;
+	w->handed = true;
+	pthread_mutex_unlock(&w->mu);
+	if (write(w->h->wake_fd, "l", 1) < 0 && errno != EAGAIN)
+		w->h->log_fmt(LOGL_ERROR, "wake pipe: %s", strerror(errno));
+	pthread_mutex_lock(&w->mu);
+	while (w->handed && !w->stop)
+		pthread_cond_wait(&w->cv, &w->mu);
+	w->handed = false;
+	w->names = NULL;
+	pthread_mutex_unlock(&w->mu);
+out:
+	free(names);
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/*
+ * Runs one WatchConduit call to its end: sends the trench, then reads
+ * messages until the stream ends, fails or is cancelled. Fills code and
+ * details with the final status; *got_message tells whether any message
+ * arrived (a stream that worked resets the backoff).
+ */
+static void
+nspw_call(struct nspw *w, grpc_completion_queue *cq,
+    grpc_status_code *code, char *details, size_t dlen, bool *got_message)
+{
+	Nsp__V1__Trench trench = NSP__V1__TRENCH__INIT;
+	Nsp__V1__Conduit req = NSP__V1__CONDUIT__INIT;
+	grpc_metadata_array md_init, md_trail;
+	grpc_byte_buffer *sendbuf = NULL, *recvbuf;
+	grpc_slice method, sdetails = grpc_empty_slice();
+	const char *errstr = NULL;
+	grpc_call *call;
+	grpc_op ops[4];
+	bool stop;
+
+	*code = GRPC_STATUS_UNKNOWN;
+	*got_message = false;
+	snprintf(details, dlen, "call not started");
+	grpc_metadata_array_init(&md_init);
+	grpc_metadata_array_init(&md_trail);
+
+	trench.name = w->cfg->trench;
+	req.trench = &trench;
+	sendbuf = grpcx_pack(&req.base);
+	if (sendbuf == NULL) {
+		snprintf(details, dlen, "out of memory");
+		goto out_md;
+	}
+	method = grpc_slice_from_static_string(NSP_METHOD);
+	call = grpc_channel_create_call(w->channel, NULL,
+	    GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
+	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	if (call == NULL) {
+		snprintf(details, dlen, "cannot create a call");
+		goto out_buf;
+	}
+	pthread_mutex_lock(&w->mu);
+	stop = w->stop;
+	if (!stop)
+		w->call = call;
+	pthread_mutex_unlock(&w->mu);
+	if (stop)
+		goto out_call;
+
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = sendbuf;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
+	if (grpc_call_start_batch(call, ops, 4, (void *)1, NULL) !=
+	    GRPC_CALL_OK) {
+		snprintf(details, dlen, "cannot start the call");
+		goto out_unlink;
+	}
+	if (!nspw_cq_wait(cq))
+		goto status;
+
+	for (;;) {
+		recvbuf = NULL;
+		memset(ops, 0, sizeof(ops));
+		ops[0].op = GRPC_OP_RECV_MESSAGE;
+		ops[0].data.recv_message.recv_message = &recvbuf;
+		if (grpc_call_start_batch(call, ops, 1, (void *)2, NULL) !=
+		    GRPC_CALL_OK)
+			break;
+		if (!nspw_cq_wait(cq) || recvbuf == NULL) {
+			grpc_byte_buffer_destroy(recvbuf);
+			break;
+		}
+		if (!*got_message) {
+			*got_message = true;
+			w->h->log_kv(LOGL_INFO, "watching conduits", "target",
+			    w->cfg->nsp_service, "trench", w->cfg->trench,
+			    NULL);
+		}
+		pthread_mutex_lock(&w->mu);
+		w->state = NSPW_WATCHING;
+		pthread_mutex_unlock(&w->mu);
+		nspw_message(w, recvbuf);
+		grpc_byte_buffer_destroy(recvbuf);
+		pthread_mutex_lock(&w->mu);
+		stop = w->stop;
+		pthread_mutex_unlock(&w->mu);
+		if (stop) {
+			grpc_call_cancel(call, NULL);
+			break;
+		}
+	}
+
+status:
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[0].data.recv_status_on_client.trailing_metadata = &md_trail;
+	ops[0].data.recv_status_on_client.status = code;
+	ops[0].data.recv_status_on_client.status_details = &sdetails;
+	ops[0].data.recv_status_on_client.error_string = &errstr;
+	if (grpc_call_start_batch(call, ops, 1, (void *)3, NULL) ==
+	    GRPC_CALL_OK && nspw_cq_wait(cq)) {
+		if (GRPC_SLICE_LENGTH(sdetails) > 0)
+			snprintf(details, dlen, "%.*s",
+			    (int)GRPC_SLICE_LENGTH(sdetails),
+			    (const char *)GRPC_SLICE_START_PTR(sdetails));
+		else if (*code == GRPC_STATUS_OK)
+			snprintf(details, dlen, "stream ended");
+		else
+			snprintf(details, dlen, "%s", "no details");
+	} else {
+		snprintf(details, dlen, "no status received");
+	}
+	grpc_slice_unref(sdetails);
+	gpr_free((void *)errstr);
+out_unlink:
+	pthread_mutex_lock(&w->mu);
+	w->call = NULL;
+	pthread_mutex_unlock(&w->mu);
+out_call:
+	grpc_call_unref(call);
+out_buf:
+	grpc_byte_buffer_destroy(sendbuf);
+out_md:
+	grpc_metadata_array_destroy(&md_init);
+	grpc_metadata_array_destroy(&md_trail);
+}
+
+/*
+ * Makes sure the watch has a channel before a call, and that a TLS
+ * channel uses the current IPAM_NSP_TLS_* files: they are read again when
+ * they changed (certificates rotate on disk), and the channel is then made
+ * anew, since a channel keeps the credentials it was made with. The
+ * running stream is not cut for a rotation: the new files serve from the
+ * next connection on. Files that cannot be read (not written yet, half
+ * rewritten) are logged once per distinct error and tried again at the
+ * next attempt; until the first read there is no channel and the attempt
+ * fails. Returns true when there is a channel to call on; false with
+ * details set otherwise.
+ */
+static bool
+nspw_channel(struct nspw *w, char *details, size_t dlen)
+{
+	const struct cfg *c = w->cfg;
+	char err[NSP_STATUS_MAX];
+	int rc = 0;
+
+	err[0] = '\0';
+	if (w->h->tls) {
+		if (w->tls == NULL) {
+			w->tls = grpcx_tls_new(c->nsp_tls_cert, c->nsp_tls_key,
+			    c->nsp_tls_ca, err, sizeof(err));
+			rc = w->tls != NULL ? 1 : -1;
+		} else {
+			rc = grpcx_tls_refresh(w->tls, err, sizeof(err));
+		}
+	}
+	if (rc < 0 && strcmp(err, w->tls_err) != 0) {
+		w->h->log_kv(LOGL_WARNING, "cannot read NSP TLS files", "error", err,
+		    NULL);
+		snprintf(w->tls_err, sizeof(w->tls_err), "%s", err);
+	} else if (rc >= 0) {
+		w->tls_err[0] = '\0';
+	}
+	if (rc > 0 && w->channel != NULL) {
+		w->h->log_fmt(LOGL_INFO, "NSP TLS files changed: new channel to %s",
+		    c->nsp_service);
+		grpc_channel_destroy(w->channel);
+		w->channel = NULL;
+	}
+	if (w->channel == NULL && (w->tls != NULL || !w->h->tls))
+		w->channel = nspw_channel_new(c, w->tls);
+	if (w->channel == NULL) {
+		snprintf(details, dlen, "%s", err[0] != '\0' ? err :
+		    "cannot create a channel");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The watch thread: one call after another until the worker stops, with
+ * an exponential backoff (100 ms doubling, capped at IPAM_GRPC_MAX_BACKOFF)
+ * between calls, reset by a call that delivered a message. A failure is
+ * logged as a warning when its status code differs from the previous
+ * failure's in this outage (the details of UNAVAILABLE vary from attempt to
+ * attempt), so an outage writes one warning, not one per attempt; the
+ * attempts in between are logged at debug level.
+ */
+static void *
+nspw_main(void *arg)
+{
+	struct nspw *w = arg;
+	grpc_completion_queue *cq;
+	grpc_status_code code;
+	char details[NSP_STATUS_MAX], cur[32];
+	char last[sizeof(cur)] = "", delay[32];
+	int64_t backoff = NSP_BACKOFF_MIN_MS, cap;
+	struct timespec until;
+	bool got, stop;
+
+	cap = nspw_ns_to_ms(w->cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+	cq = grpc_completion_queue_create_for_next(NULL);
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		stop = w->stop;
+		w->state = NSPW_CONNECTING;
+		pthread_mutex_unlock(&w->mu);
+		if (stop)
+			break;
+
+		if (nspw_channel(w, details, sizeof(details))) {
+			nspw_call(w, cq, &code, details, sizeof(details),
+			    &got);
+		} else {
+			code = GRPC_STATUS_UNAVAILABLE;
+			got = false;
+		}
+		pthread_mutex_lock(&w->mu);
+		stop = w->stop;
+		pthread_mutex_unlock(&w->mu);
+		if (stop)
+			break;
+
+		if (got) {
+			backoff = NSP_BACKOFF_MIN_MS;
+			last[0] = '\0';
+		}
+		snprintf(cur, sizeof(cur), "%s", grpcx_status_name(code));
+		snprintf(delay, sizeof(delay), "%" PRId64 "ms", backoff);
+		w->h->log_kv(strcmp(cur, last) != 0 ? LOGL_WARNING : LOGL_DEBUG,
+		    "NSP watch failed", "target", w->cfg->nsp_service,
+		    "code", grpcx_status_name(code), "details", details,
+		    "retry_in", delay, NULL);
+		snprintf(last, sizeof(last), "%s", cur);
+
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += backoff / 1000;
+		until.tv_nsec += (backoff % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&w->mu);
+		w->state = NSPW_BACKOFF;
+		w->retry_ms = backoff;
+		while (!w->stop &&
+		    pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
+			;
+		pthread_mutex_unlock(&w->mu);
+		backoff = backoff * 2 > cap ? cap : backoff * 2;
+	}
+	grpc_completion_queue_shutdown(cq);
+	while (grpc_completion_queue_next(cq,
+	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+	return NULL;
+}
+
+/* Sets one integer channel argument. */
+static void
+nspw_arg_int(grpc_arg *a, const char *key, int value)
+{
+	a->type = GRPC_ARG_INTEGER;
+	a->key = (char *)key;
+	a->value.integer = value;
+}
+
+/*
+ * Opens the channel to IPAM_NSP_SERVICE: keepalive pings every
+ * IPAM_GRPC_KEEPALIVE_TIME for as long as the stream lives (an idle watch
+ * carries no data, and a dead NSP must still be noticed), the channel's own
+ * reconnect backoff aligned with ours so that a restarted NSP is found
+ * again within IPAM_GRPC_MAX_BACKOFF, and room for a list of
+ * CONDUITSET_MAX conduits with their port NATs.
+ *
+ * gRPC 1.51 reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the time one
+ * attempt (TCP connect, TLS handshake, HTTP/2 settings) may take: it is
+ * NSP_CONNECT_MS, not the 100 ms first backoff, which cut TLS handshakes
+ * short (see also nspw_start on polling).
+ */
+static grpc_channel *
+nspw_channel_new(const struct cfg *cfg, struct grpcx_tls *tls)
+{
+	grpc_channel_credentials *creds;
+	grpc_channel *ch;
+	grpc_arg args[7];
+	grpc_channel_args chargs;
+	int cap = nspw_ns_to_ms(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+
+	memset(args, 0, sizeof(args));
+	nspw_arg_int(&args[0], GRPC_ARG_KEEPALIVE_TIME_MS,
+	    nspw_ns_to_ms(cfg->keepalive_ns, 1));
+	nspw_arg_int(&args[1], GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+	nspw_arg_int(&args[2], GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+	    NSP_BACKOFF_MIN_MS);
+	nspw_arg_int(&args[3], GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+	    NSP_CONNECT_MS);
+	nspw_arg_int(&args[4], GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, cap);
+	nspw_arg_int(&args[5], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+	    NSP_MAX_MESSAGE);
+	chargs.num_args = sizeof(args) / sizeof(args[0]) - 1;
+	chargs.args = args;
+	if (tls != NULL && cfg->nsp_tls_server_name[0] != '\0') {
+		/* the name NSP's certificate must carry, if not the host */
+		args[6].type = GRPC_ARG_STRING;
+		args[6].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[6].value.string = cfg->nsp_tls_server_name;
+		chargs.num_args++;
+	}
+	creds = tls != NULL ? grpcx_tls_channel_credentials(tls) :
+	    grpc_insecure_credentials_create();
+	if (creds == NULL)
+		return NULL;
+	ch = grpc_channel_create(cfg->nsp_service, creds, &chargs);
+	grpc_channel_credentials_release(creds);
+	return ch;
+}
+
+/* ---------------------------------------------------------------------
+ * Operations (struct nspw_ops), called from the worker's main thread
+ */
+
+/*
+ * Initialises gRPC and starts the watch thread (which makes the channel,
+ * see nspw_channel). NULL on failure, logged.
+ */
+static struct nspw *
+nspw_start(const struct nspw_host *host)
+{
+	pthread_condattr_t ca;
+	struct nspw *w;
+	int err;
+
+	w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		host->log_fmt(LOGL_ERROR, "out of memory for the NSP watch");
+		return NULL;
+	}
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	w->h = host;
+	w->cfg = host->cfg;
+	w->state = NSPW_CONNECTING;
+	/*
+	 * A reconnection runs in the background while no call is on the
+	 * channel (a failing channel fails calls at once), so only gRPC's
+	 * backup poller moves its socket, every 5 s by default: the attempt
+	 * then crawls, one TLS round trip per 5 s, and times out. Poll idle
+	 * channels every 100 ms instead (this process has one); an operator's
+	 * own value of the variable wins. Set while the process has one
+	 * thread, before gRPC reads it.
+	 */
+	setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS",
+	    NSP_BACKUP_POLL_MS, 0);
+	/* Only here, in a freshly exec'd process (see GRPC-CORE-NOTES). */
+	grpc_init();
+	err = pthread_create(&w->tid, NULL, nspw_main, w);
+	if (err != 0) {
+		host->log_fmt(LOGL_ERROR, "cannot start the watch thread: %s",
+		    strerror(err));
+		grpc_shutdown();
+		pthread_cond_destroy(&w->cv);
+		pthread_mutex_destroy(&w->mu);
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* Points *names at the list the thread handed over, if there is one. */
+static bool
+nspw_take(struct nspw *w, const char *const **names, size_t *n)
+{
+	bool handed;
+
+	pthread_mutex_lock(&w->mu);
+	handed = w->handed;
+	if (handed) {
+		*names = (const char *const *)w->names;
+		*n = w->nnames;
+	}
+	pthread_mutex_unlock(&w->mu);
+	return handed;
+}
+
+/* Hands the current list back to the watch thread, which then reads the
+ * next message. */
+static void
+nspw_done(struct nspw *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->handed = false;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* What the watch thread is doing, for the status line. */
+static void
+nspw_state(struct nspw *w, enum nspw_state *st, int64_t *retry_ms)
+{
+	pthread_mutex_lock(&w->mu);
+	*st = w->state;
+	*retry_ms = w->retry_ms;
+	pthread_mutex_unlock(&w->mu);
+}
+
+/*
+ * Stops the watch thread: cancels the call, wakes every wait, and joins
+ * within NSP_JOIN_MS. gRPC is shut down and w freed only if the thread is
+ * gone; if it is not, the process exits anyway (the deadline of SIGTERM
+ * matters more).
+ */
+static void
+nspw_stop(struct nspw *w)
+{
+	struct timespec until;
+
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	if (w->call != NULL)
+		grpc_call_cancel(w->call, NULL);
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += NSP_JOIN_MS * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000;
+	until.tv_nsec %= 1000000000;
+	if (pthread_timedjoin_np(w->tid, NULL, &until) != 0) {
+		w->h->log_fmt(LOGL_WARNING, "watch thread did not stop in time");
+		return;
+	}
+	pthread_cond_destroy(&w->cv);
+	pthread_mutex_destroy(&w->mu);
+	if (w->channel != NULL)
+		grpc_channel_destroy(w->channel);
+	grpc_shutdown();
+	grpcx_tls_free(w->tls);
+	free(w);
+}
+
+/* The operations, as the worker finds them through NSPW_ENTRY. */
+static const struct nspw_ops nspw_ops = {
+	.abi = NSPW_ABI,
+	.cfg_size = sizeof(struct cfg),
+	.version = IPAM_VERSION,
+	.start = nspw_start,
+	.take = nspw_take,
+	.done = nspw_done,
+	.state = nspw_state,
+	.stop = nspw_stop,
+};
+
+/* The module's one exported symbol (the build hides every other). */
+__attribute__((visibility("default"))) const struct nspw_ops *nspw_entry(void);
+
+const struct nspw_ops *
+nspw_entry(void)
+{
+	return &nspw_ops;
+}
