@@ -679,12 +679,8 @@ httpd_accept(struct httpd *h)
 		int64_t now;
 		int fd, one = 1;
 
-		if (h->nconns == h->o.max_conns) {
-			c = httpd_idlest(h);
-			if (c == NULL)
-				return;
-			httpd_conn_close(h, c);
-		}
+		if (h->nconns == h->o.max_conns && httpd_idlest(h) == NULL)
+			return;
 		fd = accept4(h->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE ||
@@ -694,6 +690,11 @@ httpd_accept(struct httpd *h)
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			return;
+		}
+		/* only now that someone is there: make room */
+		if (h->nconns == h->o.max_conns) {
+			c = httpd_idlest(h);
+			httpd_conn_close(h, c);
 		}
 		for (unsigned i = 0; c == NULL && i < h->o.max_conns; i++)
 			if (h->conns[i].state == HTTPD_FREE)

@@ -1,13 +1,17 @@
 """The Prometheus endpoint of the api worker (IPAM_METRICS_PORT), scraped
 with urllib against the real daemon: off by default, both loopback
 families, text format that parses, and values that move as allocations,
-releases, garbage collection and cooldowns happen."""
+releases, garbage collection and cooldowns happen. The HTTP side (lib/httpd)
+as a scraper meets it: keep-alive, HEAD, Connection: close, refusals of bad
+requests, and clients that stall."""
 
 import glob
+import http.client
 import os
 import re
 import signal
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -100,6 +104,122 @@ class Metrics(DaemonTest):
         with self.assertRaises(urllib.error.HTTPError) as cm:
             urllib.request.urlopen(req, timeout=10)
         self.assertEqual(cm.exception.code, 405)
+
+    # ---- HTTP behaviour of the endpoint ----------------------------------
+
+    def raw(self, data, timeout=5):
+        """Sends data on a fresh connection; returns all it gets back
+        until the server closes (failing if it does not within timeout)."""
+        s = socket.create_connection(("127.0.0.1", self.mport), timeout=timeout)
+        with s:
+            s.sendall(data)
+            out, end = b"", time.monotonic() + timeout
+            while time.monotonic() < end:
+                b = s.recv(65536)
+                if not b:
+                    return out
+                out += b
+            self.fail("the server kept the connection open: %r" % out[:200])
+
+    def test_keep_alive_head_and_close(self):
+        d = self.start()
+        d.client.allocate("conduit-a", "w1", "a")
+        c = http.client.HTTPConnection("127.0.0.1", self.mport, timeout=10)
+        self.addCleanup(c.close)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        first = r.read().decode()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.getheader("Content-Type"),
+                         "text/plain; version=0.0.4; charset=utf-8")
+        self.assertIsNone(r.getheader("Connection"))
+        sock = c.sock
+        # The second request goes on the same connection.
+        c.request("HEAD", "/metrics")
+        r = c.getresponse()
+        self.assertIs(c.sock, sock)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.read(), b"")
+        self.assertGreater(int(r.getheader("Content-Length")), 0)
+        self.assertIn("ipam_db_up 1", first)
+        # The third, on the same socket by hand, asks to close.
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                     b"Connection: close\r\n\r\n")
+        out, end = b"", time.monotonic() + 10
+        while time.monotonic() < end:
+            b = sock.recv(65536)
+            if not b:
+                break
+            out += b
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK\r\n"), out[:100])
+        self.assertIn(b"\r\nConnection: close\r\n", out)
+        self.assertIn(b"\nipam_db_up 1\n", out)
+        self.assertEqual(b, b"", "not closed after Connection: close")
+
+    def test_method_and_path_refusals(self):
+        self.start()
+        c = http.client.HTTPConnection("127.0.0.1", self.mport, timeout=10)
+        self.addCleanup(c.close)
+        c.request("DELETE", "/metrics")
+        r = c.getresponse()
+        r.read()
+        self.assertEqual(r.status, 405)
+        self.assertEqual(r.getheader("Allow"), "GET, HEAD")
+        c.request("GET", "/metricsx")
+        r = c.getresponse()
+        r.read()
+        self.assertEqual(r.status, 404)
+        # A POST with a body is answered and the connection closed; the
+        # unread body does not reset the connection under the answer.
+        out = self.raw(b"POST /metrics HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Length: 300000\r\n\r\n" + b"z" * 300000)
+        self.assertTrue(out.startswith(b"HTTP/1.1 405 "), out[:100])
+
+    def test_garbage_and_oversize_head(self):
+        d = self.start()
+        out = self.raw(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03")
+        self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out[:100])
+        self.assertIn(b"\r\nConnection: close\r\n", out)
+        out = self.raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                       b"X-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 431 "), out[:100])
+        out = self.raw(b"GET /metrics HTTP/1.1\r\n\r\n")   # no Host
+        self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out[:100])
+        # HTTP/1.0: the page, then close
+        out = self.raw(b"GET /metrics HTTP/1.0\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:100])
+        self.assertIn(b"\nipam_db_up 1\n", out)
+        self.assertIn("ipam_db_up 1", self.scrape())
+        d.client.allocate("conduit-a", "w1", "a")
+
+    def test_stalled_clients_do_not_block_a_scrape(self):
+        d = self.start()
+        api = d.wait_worker("api")
+        stalled = []
+        # More idle and half-sent connections than the connection cap (16).
+        for i in range(24):
+            s = socket.create_connection(("127.0.0.1", self.mport), timeout=5)
+            if i % 2:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost:")
+            stalled.append(s)
+        self.addCleanup(lambda: [s.close() for s in stalled])
+        t0 = time.monotonic()
+        self.assertIn("ipam_db_up 1", self.scrape())
+        self.assertLess(time.monotonic() - t0, 3)
+        # gRPC is not held either.
+        self.assertEqual(d.client.allocate("conduit-a", "w1", "a"),
+                         ("169.255.0.1", 24))
+        # A reader that never reads its (large) answer is no obstacle.
+        for i in range(300):
+            d.client.allocate("conduit-a", "w%d" % (i % 10), "n%d" % i)
+        slow = socket.create_connection(("127.0.0.1", self.mport), timeout=5)
+        self.addCleanup(slow.close)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+        t0 = time.monotonic()
+        self.assertIn("ipam_db_up 1", self.scrape())
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertEqual(d.wait_worker("api"), api)
 
     def test_taken_port_leaves_metrics_off_but_serves(self):
         blocker = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)

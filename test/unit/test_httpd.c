@@ -664,6 +664,27 @@ Test(server, idle_connections_make_room_at_the_cap)
 	close(fd);
 }
 
+Test(server, no_room_made_below_the_cap)
+{
+	struct answer a;
+	int i1, fd;
+
+	start(2, 10000);
+	i1 = dial();
+	usleep(100 * 1000);
+	fd = dial();
+	send_str(fd, "GET /y HTTP/1.1\r\nHost: t\r\n\r\n");
+	read_answer(fd, &a, false);
+	cr_assert_str_eq(a.body, "GET /y\n");
+	/* two connections fit two slots: the idle one stays */
+	cr_assert_not(closed_within(i1, 300));
+	send_str(i1, "GET /z HTTP/1.1\r\nHost: t\r\n\r\n");
+	read_answer(i1, &a, false);
+	cr_assert_str_eq(a.body, "GET /z\n");
+	close(i1);
+	close(fd);
+}
+
 Test(server, busy_connections_at_the_cap_wait_for_the_timeout)
 {
 	struct answer a;
