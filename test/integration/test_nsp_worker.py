@@ -9,10 +9,12 @@ NSP service is fakensp.py on a free loopback port. Every wait is bounded.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -184,7 +186,7 @@ class Worker:
     """meridio-ipam-nsp started like the supervisor does: fd 3 is our
     socketpair, stderr goes to a log file."""
 
-    def __init__(self, rundir, env, binary=NSP_BIN):
+    def __init__(self, rundir, env, binary=NSP_BIN, argv=None):
         self.log_path = os.path.join(rundir, "nsp.log")
         ours, theirs = socket.socketpair()
         self.status_sock = ours
@@ -206,7 +208,7 @@ class Worker:
                   (os.POSIX_SPAWN_DUP2, logfd, 2),
                   (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)]
             assert theirs.fileno() > 3
-            self.pid = os.posix_spawn(binary, [binary], full_env,
+            self.pid = os.posix_spawn(binary, argv or [binary], full_env,
                                       file_actions=fa)
         finally:
             os.close(logfd)
@@ -303,8 +305,8 @@ class NspWorkerTest(unittest.TestCase):
         self.nsp.set_conduits(conduits)
         return self.nsp.start(port)
 
-    def start_worker(self, binary=NSP_BIN, **env):
-        self.worker = Worker(self.rundir, env, binary)
+    def start_worker(self, binary=NSP_BIN, argv=None, **env):
+        self.worker = Worker(self.rundir, env, binary, argv)
         return self.worker
 
     def mapped_files(self):
@@ -604,11 +606,101 @@ class NspWorkerTest(unittest.TestCase):
     @staticmethod
     def find_libs(name):
         """Paths of the shared library `name` the worker binary links."""
-        import subprocess
         out = subprocess.run(["ldd", NSP_BIN], capture_output=True, text=True,
                              timeout=30).stdout
         return [l.split("=>")[1].split()[0] for l in out.splitlines()
                 if name in l and "=>" in l]
+
+    def test_installed_worker_loads_the_installed_module(self):
+        """cmake --install puts nsp-watch.so beside the installed workers
+        (libexec/meridio-ipam, not bin), and the installed worker loads
+        that copy."""
+        prefix = os.path.join(self.rundir, "prefix")
+        r = subprocess.run(["cmake", "--install", os.path.dirname(BIN_DIR),
+                            "--prefix", prefix], capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        libexec = os.path.join(prefix, "libexec", "meridio-ipam")
+        self.assertTrue(os.path.isfile(os.path.join(libexec, "nsp-watch.so")))
+        self.assertFalse(os.path.exists(os.path.join(prefix, "bin", "nsp-watch.so")))
+        port = self.start_nsp(["conduit-a"])
+        self.start_worker(binary=os.path.join(libexec, "meridio-ipam-nsp"),
+                          IPAM_NSP_SERVICE="127.0.0.1:%d" % port)
+        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
+        self.assertIn(os.path.realpath(os.path.join(libexec, "nsp-watch.so")),
+                      self.mapped_files())
+
+    def test_module_loads_inside_the_unit_sandbox(self):
+        """Loading the module with dlopen does nothing the systemd unit
+        forbids: every system call is in its SystemCallFilter, and under
+        MemoryDenyWriteExecute no mapping is writable and executable and
+        none is made executable after the fact (mprotect with PROT_EXEC is
+        refused there). The worker runs under strace, NSP configured."""
+        import test_deploy_systemd as unit     # the unit's filter, expanded
+        allowed = unit.unit_filter()
+        self.assertIn("openat", allowed)
+        trace = os.path.join(self.rundir, "strace.log")
+        port = self.start_nsp(["conduit-a"])
+        self.start_worker(binary=shutil.which("strace"),
+                          argv=["strace", "-f", "-qq", "-s", "256", "-o", trace,
+                                NSP_BIN],
+                          IPAM_NSP_SERVICE="127.0.0.1:%d" % port)
+        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
+        # Supervisor gone: the worker exits, strace with it.
+        self.worker.status_sock.shutdown(socket.SHUT_RDWR)
+        if self.worker.wait(TIMEOUT) is None:
+            self.fail_with_log("still running after fd 3 EOF")
+        calls, wx, module = set(), [], []
+        with open(trace, errors="replace") as f:
+            for line in f:
+                m = re.match(r"^\d+\s+([a-z0-9_]+)\((.*)", line)
+                if not m:
+                    continue
+                name, rest = m.groups()
+                calls.add(name)
+                if name in ("mmap", "mprotect", "pkey_mprotect") and \
+                        "PROT_WRITE" in rest and "PROT_EXEC" in rest:
+                    wx.append(line)
+                if name in ("mprotect", "pkey_mprotect") and "PROT_EXEC" in rest:
+                    wx.append(line)
+                if name == "openat" and "/nsp-watch.so\"" in rest and \
+                        not re.search(r"= -\d+ E", rest):
+                    module.append(line)
+        self.assertTrue(module, "the trace shows no load of nsp-watch.so")
+        self.assertEqual(wx, [], "memory made executable")
+        self.assertEqual(sorted(calls - allowed), [],
+                         "system calls the unit's filter refuses")
+
+    def test_daemon_without_module_stops_for_good(self):
+        """The whole daemon, NSP configured, its nsp-watch.so missing: the
+        nsp worker's exit 78 stops the daemon at once (no restart loop)."""
+        d = tempfile.mkdtemp(prefix="daemon-", dir=self.rundir)
+        for exe in ("meridio-ipam", "meridio-ipam-db", "meridio-ipam-api",
+                    "meridio-ipam-nsp"):
+            shutil.copy(os.path.join(BIN_DIR, exe), d)
+        env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(free_port()),
+               "IPAM_DATA_SOURCE": os.path.join(d, "registry.db"),
+               "XDG_RUNTIME_DIR": d, "IPAM_LOG_LEVEL": "INFO",
+               "IPAM_NSP_SERVICE": "127.0.0.1:%d" % free_port()}
+        logpath = os.path.join(d, "daemon.log")
+        with open(logpath, "w") as log:
+            proc = subprocess.Popen([os.path.join(d, "meridio-ipam")], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        with open(logpath, errors="replace") as f:
+            lines = [json.loads(l) for l in f if l.startswith("{")]
+        text = "\n".join(json.dumps(l) for l in lines)
+        self.assertNotEqual(rc, 0, text)
+        loads = [l for l in lines if l.get("message") == "cannot load the NSP watch module"]
+        self.assertEqual(len(loads), 1, text)
+        self.assertEqual(loads[0]["process"], "nsp")
+        perm = [l for l in lines if l.get("message") == "worker failed permanently"]
+        self.assertEqual(len(perm), 1, text)
 
     def test_db_restart_resends_list(self):
         self.start_watching(["conduit-a", "conduit-b"])
