@@ -53,7 +53,7 @@ struct nspw {
 	bool handed;			/* names waits for the main thread */
 	enum nspw_state state;		/* for the status line */
 	int64_t retry_ms;		/* NSPW_BACKOFF: delay of this wait */
-	const struct nspw_host *h;	/* the worker's loan (logger, wake fd) */
+	const struct nspw_host *h;	/* the worker's loan (log, wake fd) */
 	const struct cfg *cfg;		/* h->cfg */
 	pthread_t tid;			/* the watch thread */
 	grpc_channel *channel;		/* channel to the NSP service, NULL
@@ -95,9 +95,9 @@ nspw_cq_wait(grpc_completion_queue *cq)
 }
 
 /*
- * Filters one ConduitResponse and hands its names to the main thread, then
- * waits until the main thread is done with them (db acknowledged) or the
- * worker stops. Oversized or malformed lists are logged and dropped.
+ * Filters one ConduitResponse and hands its names to the worker's main
+ * thread, then waits until it is done with them (done(): the db
+ * acknowledged them) or the worker stops. Oversized or malformed lists are logged and dropped.
  */
 static void
 nspw_message(struct nspw *w, grpc_byte_buffer *bb)
@@ -111,7 +111,8 @@ nspw_message(struct nspw *w, grpc_byte_buffer *bb)
 	resp = (Nsp__V1__ConduitResponse *)grpcx_unpack(
 	    &nsp__v1__conduit_response__descriptor, bb);
 	if (resp == NULL) {
-		w->h->log_fmt(LOGL_WARNING, "NSP sent a malformed ConduitResponse; ignored");
+		w->h->log_fmt(LOGL_WARNING,
+		    "NSP sent a malformed ConduitResponse; ignored");
 		return;
 	}
 	if (resp->n_conduits > CONDUITSET_MAX) {
@@ -122,7 +123,8 @@ nspw_message(struct nspw *w, grpc_byte_buffer *bb)
 	}
 	names = calloc(resp->n_conduits + 1, sizeof(*names));
 	if (names == NULL) {
-		w->h->log_fmt(LOGL_ERROR, "out of memory for a conduit list; ignored");
+		w->h->log_fmt(LOGL_ERROR,
+		    "out of memory for a conduit list; ignored");
 		goto out;
 	}
 	for (i = 0; i < resp->n_conduits; i++) {
@@ -319,15 +321,15 @@ nspw_channel(struct nspw *w, char *details, size_t dlen)
 		}
 	}
 	if (rc < 0 && strcmp(err, w->tls_err) != 0) {
-		w->h->log_kv(LOGL_WARNING, "cannot read NSP TLS files", "error", err,
-		    NULL);
+		w->h->log_kv(LOGL_WARNING, "cannot read NSP TLS files",
+		    "error", err, NULL);
 		snprintf(w->tls_err, sizeof(w->tls_err), "%s", err);
 	} else if (rc >= 0) {
 		w->tls_err[0] = '\0';
 	}
 	if (rc > 0 && w->channel != NULL) {
-		w->h->log_fmt(LOGL_INFO, "NSP TLS files changed: new channel to %s",
-		    c->nsp_service);
+		w->h->log_fmt(LOGL_INFO,
+		    "NSP TLS files changed: new channel to %s", c->nsp_service);
 		grpc_channel_destroy(w->channel);
 		w->channel = NULL;
 	}
@@ -596,7 +598,8 @@ nspw_stop(struct nspw *w)
 	until.tv_sec += until.tv_nsec / 1000000000;
 	until.tv_nsec %= 1000000000;
 	if (pthread_timedjoin_np(w->tid, NULL, &until) != 0) {
-		w->h->log_fmt(LOGL_WARNING, "watch thread did not stop in time");
+		w->h->log_fmt(LOGL_WARNING,
+		    "watch thread did not stop in time");
 		return;
 	}
 	pthread_cond_destroy(&w->cv);
