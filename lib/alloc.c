@@ -4,9 +4,15 @@
  * A pool keeps three structures:
  *
  *  - the occupied blocks (children and reserved addresses) in a libbsd
- *    red-black tree by address, for walks in address order;
- *  - the same blocks in an open-addressing hash table by address, so that
- *    lookup and remove of a known prefix cost O(1), not a descent;
+ *    red-black tree by address, for walks in address order; a block is a
+ *    struct alloc_node, either the caller's own (alloc_pool_link) or the
+ *    head of an alloc_block the pool allocates (alloc_pool_insert, and
+ *    reserved addresses);
+ *  - once a child has been inserted with alloc_pool_insert, the same blocks
+ *    in an open-addressing hash table by address, so that lookup and remove
+ *    of a known prefix cost O(1), not a descent. Pools of linked nodes (the
+ *    registry's) skip it: 16-32 bytes per child that a caller holding the
+ *    node does not need;
  *  - the free runs (maximal ranges of addresses inside the parent that no
  *    block covers) in a second red-black tree by start address.
  *
@@ -39,24 +45,27 @@
 
 #include <sys/tree.h>
 
-/* An occupied block: a child, or a reserved address (a /bits block). */
-struct alloc_block {
-	RB_ENTRY(alloc_block) entry;	/* link in the block tree */
-	struct pfx p;			/* the block */
-	void *data;			/* caller's record; NULL if reserved */
-	struct alloc_free *above;	/* free run starting right after the
-					 * block, or NULL */
-	bool reserved;			/* a reserved address, not a child */
+/* Who owns a block (alloc_node.an_kind). */
+enum alloc_kind {
+	ALLOC_KIND_LINKED = 1,	/* the caller's node (alloc_pool_link) */
+	ALLOC_KIND_CHILD,	/* an alloc_block of alloc_pool_insert */
+	ALLOC_KIND_RESERVED,	/* an alloc_block of a reserved address */
 };
 
-RB_HEAD(alloc_block_tree, alloc_block);
+/* A block the pool allocates: a child by data, or a reserved address. */
+struct alloc_block {
+	struct alloc_node n;		/* the block (first: cast to and fro) */
+	void *data;			/* caller's record; NULL if reserved */
+};
+
+RB_HEAD(alloc_block_tree, alloc_node);
 
 /* A maximal run of free addresses, inclusive at both ends. */
 struct alloc_free {
 	RB_ENTRY(alloc_free) entry;	/* link in the free-run tree */
 	pfx_addr start;			/* first free address (the key) */
 	pfx_addr end;			/* last free address */
-	struct alloc_block *below;	/* block ending at start - 1; NULL
+	struct alloc_node *below;	/* block ending at start - 1; NULL
 					 * when the run starts the parent;
 					 * then below->above is this run */
 	int16_t order;			/* largest aligned 2^order block
@@ -69,7 +78,7 @@ RB_HEAD(alloc_free_tree, alloc_free);
 
 /* Blocks by address: open addressing, linear probing, load <= 1/2. */
 struct alloc_hash {
-	struct alloc_block **slot;	/* cap entries, NULL = empty */
+	struct alloc_node **slot;	/* cap entries, NULL = empty */
 	size_t cap;			/* a power of two, or 0 */
 	size_t used;			/* occupied slots */
 };
@@ -78,6 +87,8 @@ struct alloc_pool {
 	struct pfx parent;		/* the prefix being divided */
 	struct alloc_block_tree blocks;	/* children and reserved, by address */
 	struct alloc_hash hash;		/* the same blocks, by address */
+	bool hashed;			/* hash is kept (an alloc_pool_insert
+					 * child was seen); else unused */
 	struct alloc_free_tree free;	/* free runs by start address */
 	struct alloc_free *first;	/* lowest free run, or NULL */
 	size_t nchildren;		/* blocks that are children */
@@ -92,10 +103,10 @@ struct alloc_pool {
  * identifies one. A plain inline comparison: it runs at every tree level.
  */
 static int
-alloc_block_cmp(const struct alloc_block *a, const struct alloc_block *b)
+alloc_block_cmp(const struct alloc_node *a, const struct alloc_node *b)
 {
-	if (a->p.addr != b->p.addr)
-		return a->p.addr < b->p.addr ? -1 : 1;
+	if (a->an_addr != b->an_addr)
+		return a->an_addr < b->an_addr ? -1 : 1;
 	return 0;
 }
 
@@ -130,7 +141,7 @@ alloc_free_augment(struct alloc_free *f)
 #define __unused __attribute__((__unused__))
 
 /* The block tree needs no augmentation: generate it with the no-op hook. */
-RB_GENERATE_STATIC(alloc_block_tree, alloc_block, entry, alloc_block_cmp)
+RB_GENERATE_STATIC(alloc_block_tree, alloc_node, an_entry, alloc_block_cmp)
 
 #undef RB_AUGMENT
 #define RB_AUGMENT(x) alloc_free_augment(x)
@@ -155,7 +166,7 @@ alloc_hash_of(pfx_addr a)
 }
 
 /* The block starting at address a, or NULL. */
-static struct alloc_block *
+static struct alloc_node *
 alloc_hash_get(const struct alloc_hash *h, pfx_addr a)
 {
 	size_t mask, i;
@@ -165,18 +176,18 @@ alloc_hash_get(const struct alloc_hash *h, pfx_addr a)
 	mask = h->cap - 1;
 	for (i = alloc_hash_of(a) & mask; h->slot[i] != NULL;
 	    i = (i + 1) & mask)
-		if (h->slot[i]->p.addr == a)
+		if (h->slot[i]->an_addr == a)
 			return h->slot[i];
 	return NULL;
 }
 
 /* Puts b in the first empty slot of its probe sequence (room is known). */
 static void
-alloc_hash_place(struct alloc_block **slot, size_t cap, struct alloc_block *b)
+alloc_hash_place(struct alloc_node **slot, size_t cap, struct alloc_node *b)
 {
 	size_t mask = cap - 1, i;
 
-	for (i = alloc_hash_of(b->p.addr) & mask; slot[i] != NULL;
+	for (i = alloc_hash_of(b->an_addr) & mask; slot[i] != NULL;
 	    i = (i + 1) & mask)
 		;
 	slot[i] = b;
@@ -189,7 +200,7 @@ alloc_hash_place(struct alloc_block **slot, size_t cap, struct alloc_block *b)
 static int
 alloc_hash_room(struct alloc_hash *h)
 {
-	struct alloc_block **slot;
+	struct alloc_node **slot;
 	size_t cap, i;
 
 	if ((h->used + 1) * 2 <= h->cap)
@@ -209,7 +220,7 @@ alloc_hash_room(struct alloc_hash *h)
 
 /* Adds b; alloc_hash_room must have succeeded just before. */
 static void
-alloc_hash_put(struct alloc_hash *h, struct alloc_block *b)
+alloc_hash_put(struct alloc_hash *h, struct alloc_node *b)
 {
 	alloc_hash_place(h->slot, h->cap, b);
 	h->used++;
@@ -221,15 +232,15 @@ alloc_hash_put(struct alloc_hash *h, struct alloc_block *b)
  * moves back into the hole, so no probe sequence is cut.
  */
 static void
-alloc_hash_del(struct alloc_hash *h, const struct alloc_block *b)
+alloc_hash_del(struct alloc_hash *h, const struct alloc_node *b)
 {
 	size_t mask = h->cap - 1, i, j, home;
 
-	for (i = alloc_hash_of(b->p.addr) & mask; h->slot[i] != b;
+	for (i = alloc_hash_of(b->an_addr) & mask; h->slot[i] != b;
 	    i = (i + 1) & mask)
 		;
 	for (j = (i + 1) & mask; h->slot[j] != NULL; j = (j + 1) & mask) {
-		home = alloc_hash_of(h->slot[j]->p.addr) & mask;
+		home = alloc_hash_of(h->slot[j]->an_addr) & mask;
 		if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
 			continue;
 		h->slot[i] = h->slot[j];
@@ -239,7 +250,42 @@ alloc_hash_del(struct alloc_hash *h, const struct alloc_block *b)
 	h->used--;
 }
 
+/*
+ * Starts keeping the hash: every block goes in, with room for one more.
+ * Nothing changes on failure.
+ */
+static int
+alloc_hash_build(struct alloc_pool *pool)
+{
+	struct alloc_hash *h = &pool->hash;
+	struct alloc_node *b;
+	size_t n = pool->nchildren + pool->nreserved + 1, cap = ALLOC_HASH_MIN;
+
+	while (cap < n * 2)
+		cap *= 2;
+	h->slot = calloc(cap, sizeof(*h->slot));
+	if (h->slot == NULL)
+		return ALLOC_ENOMEM;
+	h->cap = cap;
+	h->used = 0;
+	RB_FOREACH(b, alloc_block_tree, &pool->blocks)
+		alloc_hash_put(h, b);
+	pool->hashed = true;
+	return ALLOC_OK;
+}
+
 /* ---- block tree -------------------------------------------------------- */
+
+/* Last address of a block. */
+static pfx_addr
+alloc_node_last(const struct alloc_node *n)
+{
+	unsigned host = (n->an_family == PFX_V4 ? 32u : 128u) - n->an_len;
+
+	if (host >= 128)
+		return ~(pfx_addr)0;
+	return n->an_addr | (((pfx_addr)1 << host) - 1);
+}
 
 /*
  * Links b into the block tree right after pred (NULL: before every block)
@@ -248,43 +294,65 @@ alloc_hash_del(struct alloc_hash *h, const struct alloc_block *b)
  * no descent from the root, and the rebalancing is libbsd's own.
  */
 static void
-alloc_block_link(struct alloc_pool *pool, struct alloc_block *b,
-    struct alloc_block *pred)
+alloc_block_link(struct alloc_pool *pool, struct alloc_node *b,
+    struct alloc_node *pred)
 {
-	struct alloc_block *parent;
+	struct alloc_node *parent;
 
 	if (pred == NULL) {
 		parent = RB_MIN(alloc_block_tree, &pool->blocks);
-		RB_SET(b, parent, entry);
+		RB_SET(b, parent, an_entry);
 		if (parent == NULL)
 			RB_ROOT(&pool->blocks) = b;
 		else
-			RB_LEFT(parent, entry) = b;
-	} else if (RB_RIGHT(pred, entry) == NULL) {
-		RB_SET(b, pred, entry);
-		RB_RIGHT(pred, entry) = b;
+			RB_LEFT(parent, an_entry) = b;
+	} else if (RB_RIGHT(pred, an_entry) == NULL) {
+		RB_SET(b, pred, an_entry);
+		RB_RIGHT(pred, an_entry) = b;
 	} else {
-		parent = RB_RIGHT(pred, entry);
-		while (RB_LEFT(parent, entry) != NULL)
-			parent = RB_LEFT(parent, entry);
-		RB_SET(b, parent, entry);
-		RB_LEFT(parent, entry) = b;
+		parent = RB_RIGHT(pred, an_entry);
+		while (RB_LEFT(parent, an_entry) != NULL)
+			parent = RB_LEFT(parent, an_entry);
+		RB_SET(b, parent, an_entry);
+		RB_LEFT(parent, an_entry) = b;
 	}
 	alloc_block_tree_RB_INSERT_COLOR(&pool->blocks, b);
 }
 
+/* The block starting at address a: the hash if kept, else a descent. */
+static struct alloc_node *
+alloc_node_get(const struct alloc_pool *pool, pfx_addr a)
+{
+	struct alloc_node key;
+
+	if (pool->hashed)
+		return alloc_hash_get(&pool->hash, a);
+	key.an_addr = a;
+	return RB_FIND(alloc_block_tree, (struct alloc_block_tree *)&pool->blocks,
+	    &key);
+}
+
 /* The child (not a reserved address) exactly equal to p, or NULL. */
-static struct alloc_block *
+static struct alloc_node *
 alloc_child_get(const struct alloc_pool *pool, const struct pfx *p)
 {
-	struct alloc_block *b;
+	struct alloc_node *b;
 
 	if (p->family != pool->parent.family)
 		return NULL;
-	b = alloc_hash_get(&pool->hash, p->addr);
-	if (b == NULL || b->reserved || b->p.len != p->len)
+	b = alloc_node_get(pool, p->addr);
+	if (b == NULL || b->an_kind == ALLOC_KIND_RESERVED || b->an_len != p->len)
 		return NULL;
 	return b;
+}
+
+/* The caller's data of a child block: its own node when linked. */
+static void *
+alloc_node_data(struct alloc_node *b)
+{
+	if (b->an_kind == ALLOC_KIND_LINKED)
+		return b;
+	return ((struct alloc_block *)b)->data;
 }
 
 /* ---- free runs --------------------------------------------------------- */
@@ -344,15 +412,15 @@ alloc_free_fixup(struct alloc_free *f)
 	}
 }
 
-/* Makes blk the block right below run f, keeping blk->above in step. */
+/* Makes blk the block right below run f, keeping blk->an_above in step. */
 static void
-alloc_free_set_below(struct alloc_free *f, struct alloc_block *blk)
+alloc_free_set_below(struct alloc_free *f, struct alloc_node *blk)
 {
-	if (f->below != NULL && f->below->above == f)
-		f->below->above = NULL;
+	if (f->below != NULL && f->below->an_above == f)
+		f->below->an_above = NULL;
 	f->below = blk;
 	if (blk != NULL)
-		blk->above = f;
+		blk->an_above = f;
 }
 
 /*
@@ -371,7 +439,7 @@ alloc_free_set(struct alloc_free *f, pfx_addr start, pfx_addr end)
 /* Links a new run [start, end] (neutral first, see the top of the file). */
 static void
 alloc_free_link(struct alloc_pool *pool, struct alloc_free *f,
-    pfx_addr start, pfx_addr end, struct alloc_block *below)
+    pfx_addr start, pfx_addr end, struct alloc_node *below)
 {
 	f->start = start;
 	f->end = end;
@@ -431,9 +499,9 @@ alloc_free_floor(const struct alloc_pool *pool, pfx_addr a)
  */
 static bool
 alloc_free_carve(struct alloc_pool *pool, struct alloc_free *f,
-    struct alloc_block *blk, struct alloc_free *spare)
+    struct alloc_node *blk, struct alloc_free *spare)
 {
-	pfx_addr a = pfx_first(&blk->p), b = pfx_last(&blk->p);
+	pfx_addr a = blk->an_addr, b = alloc_node_last(blk);
 	pfx_addr end = f->end;
 
 	if (a == f->start && b == end) {
@@ -463,16 +531,16 @@ alloc_free_carve(struct alloc_pool *pool, struct alloc_free *f,
  */
 static void
 alloc_free_neighbours(const struct alloc_pool *pool,
-    const struct alloc_block *c, const struct alloc_block *pred,
+    const struct alloc_node *c, const struct alloc_node *pred,
     struct alloc_free **prev, struct alloc_free **next)
 {
 	if (pred != NULL)
-		*prev = pred->above;
-	else if (pool->first != NULL && pool->first->start < c->p.addr)
+		*prev = pred->an_above;
+	else if (pool->first != NULL && pool->first->start < c->an_addr)
 		*prev = pool->first;
 	else
 		*prev = NULL;
-	*next = c->above;
+	*next = c->an_above;
 }
 
 /*
@@ -485,7 +553,7 @@ alloc_free_neighbours(const struct alloc_pool *pool,
 static bool
 alloc_free_release(struct alloc_pool *pool, pfx_addr a, pfx_addr b,
     struct alloc_free *prev, struct alloc_free *next,
-    struct alloc_block *pred, struct alloc_free *spare)
+    struct alloc_node *pred, struct alloc_free *spare)
 {
 	if (prev != NULL && next != NULL) {
 		pfx_addr end = next->end;
@@ -506,15 +574,17 @@ alloc_free_release(struct alloc_pool *pool, pfx_addr a, pfx_addr b,
 
 /* ---- pool -------------------------------------------------------------- */
 
-/* Frees a block subtree without rebalancing (the pool is going away). */
+/* Frees the pool's blocks of a subtree without rebalancing (the pool is
+ * going away); linked nodes are their owners'. */
 static void
-alloc_block_destroy(struct alloc_block *b)
+alloc_block_destroy(struct alloc_node *b)
 {
 	if (b == NULL)
 		return;
-	alloc_block_destroy(RB_LEFT(b, entry));
-	alloc_block_destroy(RB_RIGHT(b, entry));
-	free(b);
+	alloc_block_destroy(RB_LEFT(b, an_entry));
+	alloc_block_destroy(RB_RIGHT(b, an_entry));
+	if (b->an_kind != ALLOC_KIND_LINKED)
+		free(b);
 }
 
 /* Frees a free-run subtree without rebalancing. */
@@ -529,17 +599,15 @@ alloc_free_destroy(struct alloc_free *f)
 }
 
 /*
- * Occupies block p (a child, or a reserved address when reserved is set),
- * which the caller has checked to lie inside the parent. All memory is
- * taken first, so an error leaves the pool as it was.
+ * Links block blk (its prefix, and an_kind, set by the caller), which the
+ * caller has checked to lie inside the parent. All memory is taken first,
+ * so an error leaves the pool as it was.
  */
 static int
-alloc_occupy(struct alloc_pool *pool, const struct pfx *p, void *data,
-    bool reserved)
+alloc_occupy(struct alloc_pool *pool, struct alloc_node *blk)
 {
-	pfx_addr a = pfx_first(p), b = pfx_last(p);
+	pfx_addr a = blk->an_addr, b = alloc_node_last(blk);
 	struct alloc_free *f, *spare = NULL;
-	struct alloc_block *blk;
 	int rc;
 
 	/* first fits mostly land in the lowest run: skip the descent */
@@ -548,40 +616,112 @@ alloc_occupy(struct alloc_pool *pool, const struct pfx *p, void *data,
 		f = alloc_free_floor(pool, a);
 	if (f == NULL || f->end < b)
 		return ALLOC_EOVERLAP;
-	rc = alloc_hash_room(&pool->hash);
-	if (rc != ALLOC_OK)
-		goto fail;
-	blk = calloc(1, sizeof(*blk));
-	if (blk == NULL) {
-		rc = ALLOC_ENOMEM;
-		goto fail;
-	}
+	if (pool->hashed && (rc = alloc_hash_room(&pool->hash)) != ALLOC_OK)
+		return rc;
 	if (a != f->start && b != f->end) {
 		spare = malloc(sizeof(*spare));
-		if (spare == NULL) {
-			rc = ALLOC_ENOMEM;
-			goto fail_blk;
-		}
+		if (spare == NULL)
+			return ALLOC_ENOMEM;
 	}
-	blk->p = *p;
-	blk->data = data;
-	blk->reserved = reserved;
+	blk->an_above = NULL;
 	/* the free addresses below a in f lie above f->below, so that block
 	 * is the new one's predecessor */
 	alloc_block_link(pool, blk, f->below);
-	alloc_hash_put(&pool->hash, blk);
-	if (reserved)
+	if (pool->hashed)
+		alloc_hash_put(&pool->hash, blk);
+	if (blk->an_kind == ALLOC_KIND_RESERVED)
 		pool->nreserved++;
 	else
 		pool->nchildren++;
 	if (!alloc_free_carve(pool, f, blk, spare))
 		free(spare);
 	return ALLOC_OK;
+}
 
-fail_blk:
-	free(blk);
-fail:
+/*
+ * Allocates and links a block of the pool's own: a child by data, or a
+ * reserved address.
+ */
+static int
+alloc_occupy_new(struct alloc_pool *pool, const struct pfx *p, void *data,
+    enum alloc_kind kind)
+{
+	struct alloc_block *blk;
+	int rc;
+
+	blk = calloc(1, sizeof(*blk));
+	if (blk == NULL)
+		return ALLOC_ENOMEM;
+	alloc_node_init(&blk->n, p);
+	blk->n.an_kind = (uint8_t)kind;
+	blk->data = data;
+	rc = alloc_occupy(pool, &blk->n);
+	if (rc != ALLOC_OK)
+		free(blk);
 	return rc;
+}
+
+/*
+ * Takes child block c out of the tree (and the hash) and gives its
+ * addresses back to the free runs. Does not free c.
+ */
+static int
+alloc_vacate(struct alloc_pool *pool, struct alloc_node *c)
+{
+	struct alloc_free *prev, *next, *spare = NULL;
+	struct alloc_node *pred;
+	pfx_addr a = c->an_addr, b = alloc_node_last(c);
+
+	pred = RB_PREV(alloc_block_tree, &pool->blocks, c);
+	alloc_free_neighbours(pool, c, pred, &prev, &next);
+	if (prev == NULL && next == NULL) {
+		spare = malloc(sizeof(*spare));
+		if (spare == NULL)
+			return ALLOC_ENOMEM;
+	}
+	RB_REMOVE(alloc_block_tree, &pool->blocks, c);
+	if (pool->hashed)
+		alloc_hash_del(&pool->hash, c);
+	pool->nchildren--;
+	/* the run above c still points at it until released */
+	if (!alloc_free_release(pool, a, b, prev, next, pred, spare))
+		free(spare);
+	c->an_above = NULL;
+	return ALLOC_OK;
+}
+
+/* Checks that child p can be a block of pool (not yet that it is free). */
+static int
+alloc_child_ok(const struct alloc_pool *pool, const struct pfx *p)
+{
+	unsigned bits = pfx_family_bits(pool->parent.family);
+
+	if (p->family != pool->parent.family)
+		return ALLOC_EOUTSIDE;
+	if (p->len > bits || (p->addr & ~pfx_mask(p->family, p->len)) != 0)
+		return ALLOC_EINVAL;
+	if (!pfx_contains(&pool->parent, p))
+		return ALLOC_EOUTSIDE;
+	if (p->len == pool->parent.len)
+		return ALLOC_EINVAL;
+	return ALLOC_OK;
+}
+
+void
+alloc_node_init(struct alloc_node *n, const struct pfx *p)
+{
+	n->an_addr = p->addr;
+	n->an_len = p->len;
+	n->an_family = p->family;
+	n->an_above = NULL;
+	n->an_kind = 0;
+}
+
+struct pfx
+alloc_node_pfx(const struct alloc_node *n)
+{
+	return (struct pfx){ .addr = n->an_addr, .len = n->an_len,
+	    .family = n->an_family };
 }
 
 struct alloc_pool *
@@ -634,16 +774,16 @@ int
 alloc_pool_reserve(struct alloc_pool *pool, pfx_addr addr)
 {
 	unsigned bits = pfx_family_bits(pool->parent.family);
-	struct alloc_block *b;
+	struct alloc_node *b;
 	struct pfx p;
 
 	p = pfx_make(pool->parent.family, addr, bits);
 	if (p.addr != addr || !pfx_contains(&pool->parent, &p))
 		return ALLOC_EOUTSIDE;
-	b = alloc_hash_get(&pool->hash, addr);
-	if (b != NULL && b->reserved)
+	b = alloc_node_get(pool, addr);
+	if (b != NULL && b->an_kind == ALLOC_KIND_RESERVED)
 		return ALLOC_OK;
-	return alloc_occupy(pool, &p, NULL, true);
+	return alloc_occupy_new(pool, &p, NULL, ALLOC_KIND_RESERVED);
 }
 
 /*
@@ -684,57 +824,84 @@ alloc_pool_find(const struct alloc_pool *pool, unsigned len, struct pfx *out)
 	return ALLOC_OK;
 }
 
+/* A child by data: from now on the pool keeps its by-address hash. */
 int
 alloc_pool_insert(struct alloc_pool *pool, const struct pfx *p, void *data)
 {
-	unsigned bits = pfx_family_bits(pool->parent.family);
+	int rc;
 
-	if (p->family != pool->parent.family)
-		return ALLOC_EOUTSIDE;
-	if (p->len > bits || (p->addr & ~pfx_mask(p->family, p->len)) != 0)
-		return ALLOC_EINVAL;
-	if (!pfx_contains(&pool->parent, p))
-		return ALLOC_EOUTSIDE;
-	if (p->len == pool->parent.len)
-		return ALLOC_EINVAL;
-	return alloc_occupy(pool, p, data, false);
+	if ((rc = alloc_child_ok(pool, p)) != ALLOC_OK)
+		return rc;
+	if (!pool->hashed && (rc = alloc_hash_build(pool)) != ALLOC_OK)
+		return rc;
+	return alloc_occupy_new(pool, p, data, ALLOC_KIND_CHILD);
 }
 
 int
+alloc_pool_link(struct alloc_pool *pool, struct alloc_node *n)
+{
+	struct pfx p = alloc_node_pfx(n);
+	int rc;
+
+	if ((rc = alloc_child_ok(pool, &p)) != ALLOC_OK)
+		return rc;
+	n->an_kind = ALLOC_KIND_LINKED;
+	return alloc_occupy(pool, n);
+}
+
+int
+alloc_pool_unlink(struct alloc_pool *pool, struct alloc_node *n)
+{
+	return alloc_vacate(pool, n);
+}
+
+/* Removes a child by prefix; a block of the pool's own is freed too. */
+int
 alloc_pool_remove(struct alloc_pool *pool, const struct pfx *p)
 {
-	struct alloc_free *prev, *next, *spare = NULL;
-	struct alloc_block *c, *pred;
-	pfx_addr a, b;
+	struct alloc_node *c;
+	int rc;
 
 	c = alloc_child_get(pool, p);
 	if (c == NULL)
 		return ALLOC_ENOENT;
-	a = pfx_first(&c->p);
-	b = pfx_last(&c->p);
-	pred = RB_PREV(alloc_block_tree, &pool->blocks, c);
-	alloc_free_neighbours(pool, c, pred, &prev, &next);
-	if (prev == NULL && next == NULL) {
-		spare = malloc(sizeof(*spare));
-		if (spare == NULL)
-			return ALLOC_ENOMEM;
-	}
-	RB_REMOVE(alloc_block_tree, &pool->blocks, c);
-	alloc_hash_del(&pool->hash, c);
-	pool->nchildren--;
-	/* c is freed last: the run above it still points at it */
-	if (!alloc_free_release(pool, a, b, prev, next, pred, spare))
-		free(spare);
-	free(c);
+	if ((rc = alloc_vacate(pool, c)) != ALLOC_OK)
+		return rc;
+	if (c->an_kind != ALLOC_KIND_LINKED)
+		free(c);
 	return ALLOC_OK;
 }
 
 void *
 alloc_pool_lookup(const struct alloc_pool *pool, const struct pfx *p)
 {
-	struct alloc_block *c = alloc_child_get(pool, p);
+	struct alloc_node *c = alloc_child_get(pool, p);
 
-	return c != NULL ? c->data : NULL;
+	return c != NULL ? alloc_node_data(c) : NULL;
+}
+
+/* Skips the pool's own blocks from b on: the next linked node or NULL. */
+static struct alloc_node *
+alloc_linked_from(const struct alloc_pool *pool, struct alloc_node *b)
+{
+	while (b != NULL && b->an_kind != ALLOC_KIND_LINKED)
+		b = RB_NEXT(alloc_block_tree,
+		    (struct alloc_block_tree *)&pool->blocks, b);
+	return b;
+}
+
+struct alloc_node *
+alloc_pool_first(const struct alloc_pool *pool)
+{
+	return alloc_linked_from(pool, RB_MIN(alloc_block_tree,
+	    (struct alloc_block_tree *)&pool->blocks));
+}
+
+struct alloc_node *
+alloc_pool_next(const struct alloc_pool *pool, const struct alloc_node *n)
+{
+	return alloc_linked_from(pool, RB_NEXT(alloc_block_tree,
+	    (struct alloc_block_tree *)&pool->blocks, (struct alloc_node *)n));
 }
 
 size_t
@@ -761,14 +928,16 @@ int
 alloc_pool_walk(const struct alloc_pool *pool,
     int (*fn)(void *arg, const struct pfx *p, void *data), void *arg)
 {
-	struct alloc_block *b;
+	struct alloc_node *b;
+	struct pfx p;
 	int rc;
 
 	RB_FOREACH(b, alloc_block_tree,
 	    (struct alloc_block_tree *)&pool->blocks) {
-		if (b->reserved)
+		if (b->an_kind == ALLOC_KIND_RESERVED)
 			continue;
-		rc = fn(arg, &b->p, b->data);
+		p = alloc_node_pfx(b);
+		rc = fn(arg, &p, alloc_node_data(b));
 		if (rc != 0)
 			return rc;
 	}

@@ -16,6 +16,17 @@
  *
  * The pool stores an opaque pointer per child (the caller's record) and never
  * frees it. No logging, no exit; errors are return codes.
+ *
+ * Intrusive children: a caller that keeps many children can embed a struct
+ * alloc_node in each of its records and link it with alloc_pool_link. Such
+ * a child costs the pool no allocation of its own, and the node holds the
+ * child's prefix, so the record needs no copy of it. alloc_pool_lookup and
+ * alloc_pool_walk then give the node itself as the child's data.
+ *
+ * The by-address hash behind O(1) alloc_pool_lookup / alloc_pool_remove is
+ * built only once a child is inserted with alloc_pool_insert; a pool whose
+ * children are all linked nodes never builds it (they are unlinked by
+ * pointer, and a lookup by prefix descends the tree, O(log n)).
  */
 #ifndef IPAM_ALLOC_H
 #define IPAM_ALLOC_H
@@ -23,9 +34,30 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <stdint.h>
+#include <sys/tree.h>
+
 #include "prefix.h"
 
 struct alloc_pool;
+struct alloc_free;
+
+/*
+ * One occupied block, embedded in the caller's record for alloc_pool_link.
+ * Set its prefix with alloc_node_init and read it with alloc_node_pfx; every
+ * other field belongs to the pool while the node is linked.
+ */
+struct alloc_node {
+	RB_ENTRY(alloc_node) an_entry;	/* link in the pool's block tree */
+	pfx_addr an_addr;		/* first address of the block */
+	struct alloc_free *an_above;	/* free run starting right after the
+					 * block, or NULL */
+	uint8_t an_len;			/* prefix length */
+	uint8_t an_family;		/* PFX_V4 or PFX_V6 */
+	uint8_t an_kind;		/* alloc.c's: who owns the node */
+	uint8_t an_user[2];		/* the owner's; the pool never touches
+					 * them (they fill padding) */
+};
 
 enum {
 	ALLOC_OK = 0,
@@ -40,7 +72,11 @@ enum {
 /* New empty pool for the children of parent. NULL on out of memory. */
 struct alloc_pool *alloc_pool_new(const struct pfx *parent);
 
-/* Frees the pool (not the callers' records). Accepts NULL. */
+/*
+ * Frees the pool (not the callers' records). Nodes still linked with
+ * alloc_pool_link must be valid (their links are read) and stay their
+ * owners'. Accepts NULL.
+ */
 void alloc_pool_free(struct alloc_pool *pool);
 
 /* The parent prefix. */
@@ -71,6 +107,35 @@ int alloc_pool_remove(struct alloc_pool *pool, const struct pfx *p);
 
 /* The data of the child block equal to p, or NULL. */
 void *alloc_pool_lookup(const struct alloc_pool *pool, const struct pfx *p);
+
+/* Sets the prefix of a node that is not linked. */
+void alloc_node_init(struct alloc_node *n, const struct pfx *p);
+
+/* The prefix of a node. */
+struct pfx alloc_node_pfx(const struct alloc_node *n);
+
+/*
+ * Links the caller's node as a child block (its prefix from
+ * alloc_node_init): alloc_pool_insert without an allocation for the child.
+ * Same checks and errors; the node must not be linked anywhere.
+ */
+int alloc_pool_link(struct alloc_pool *pool, struct alloc_node *n);
+
+/*
+ * Unlinks a node linked with alloc_pool_link; the caller still owns it.
+ * ALLOC_ENOMEM (nothing changed) when the free run it leaves behind cannot
+ * be allocated.
+ */
+int alloc_pool_unlink(struct alloc_pool *pool, struct alloc_node *n);
+
+/*
+ * The linked nodes (alloc_pool_link) in address order: the lowest, and the
+ * one after n; NULL at the end. Unlinking the current node is allowed when
+ * its successor was taken before; a node linked meanwhile may be missed.
+ */
+struct alloc_node *alloc_pool_first(const struct alloc_pool *pool);
+struct alloc_node *alloc_pool_next(const struct alloc_pool *pool,
+    const struct alloc_node *n);
 
 /* Number of children (reserved addresses not counted). */
 size_t alloc_pool_count(const struct alloc_pool *pool);
