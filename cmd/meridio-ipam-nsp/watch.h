@@ -46,8 +46,9 @@ struct nspw_host {
 	bool tls;			/* cfg_nsp_tls_on(cfg): TLS to NSP */
 	int wake_fd;			/* write end of a non-blocking pipe: a
 					 * byte means take() has a list */
-	void (*log_kv)(enum log_level l, const char *msg, ...)
-	    __attribute__((sentinel));	/* the worker's log_kv */
+	void (*log_kv)(enum log_level l, const char *msg, ...);
+					/* the worker's log_kv: key, value
+					 * pairs, then NULL */
 	void (*log_fmt)(enum log_level l, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));	/* its log_fmt */
 };
