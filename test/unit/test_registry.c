@@ -2,6 +2,8 @@
  * Unit tests of lib/registry: Meridio's semantics over a real store file.
  */
 #include <criterion/criterion.h>
+#include <malloc.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -767,6 +769,290 @@ Test(registry, row_with_a_foreign_id_is_left_out)
 	cr_assert_eq(reg_count_children(g), 1);
 	cr_assert_eq(reg_check(g, T0, 0, on_found, &f), 2, "%s", f.kinds);
 	cr_assert_str_eq(f.kinds, "bad-id bad-id ");
+	reg_close(g);
+	store_close(st);
+}
+
+/* ---- record layout ------------------------------------------------------ */
+
+/* Allocates name in a batch of its own; returns the result. */
+static struct reg_result
+alloc_res(struct reg *g, int fam, const char *c, const char *n,
+    const char *name, int64_t now)
+{
+	struct reg_result res;
+	char err[256];
+	int rc;
+
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	rc = reg_allocate(g, fam, c, n, name, now, &res, err, sizeof(err));
+	cr_assert_eq(rc, REG_OK, "allocate %s: %d %s", name, rc, err);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+	return res;
+}
+
+/* Counts the problems reg_check reports. */
+static void
+count_problem(void *arg, const struct reg_problem *p)
+{
+	int *n = arg;
+
+	(void)p;
+	(*n)++;
+}
+
+/*
+ * Names are stored inline in their records: very long names and names that
+ * are prefixes of one another (or share a long prefix) are distinct
+ * children, each found again by its exact name, also after a reload.
+ */
+Test(registry, long_names_and_shared_prefixes)
+{
+	static const char *const cs[] = { "c" };
+	static char names[40][520], addr[40][PFX_ADDRSTRLEN];
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg_result res;
+	struct reg *g;
+	int i, n = 0, problems = 0;
+
+	for (i = 0; i < 10; i++) {		/* x, xx, ..., 10 x */
+		memset(names[n], 'x', (size_t)i + 1);
+		names[n++][i + 1] = '\0';
+	}
+	for (i = 0; i < 30; i++) {		/* 500 chars, last one differs */
+		memset(names[n], 'p', 499);
+		names[n][499] = (char)('A' + i);
+		names[n++][500] = '\0';
+	}
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 1, T0);
+	for (i = 0; i < n; i++) {
+		res = alloc_res(g, PFX_V6, "c", "node", names[i], T0);
+		cr_assert(res.created, "%d", i);
+		snprintf(addr[i], sizeof(addr[i]), "%s", res.address);
+	}
+	cr_assert_str_eq(addr[0], "fd00::1");
+	cr_assert_str_eq(addr[39], "fd00::28");
+	for (i = 0; i < n; i++) {
+		res = alloc_res(g, PFX_V6, "c", "node", names[i], T0);
+		cr_assert(!res.created, "%d", i);
+		cr_assert_str_eq(res.address, addr[i], "%d", i);
+	}
+	release1(g, PFX_V6, "c", "node", "xxx");
+	release1(g, PFX_V6, "c", "node", names[20]);
+	cr_assert_eq(reg_count_children(g), (size_t)n - 2);
+	reg_close(g);
+	g = open_reg(st, &p, NULL);
+	cr_assert_eq(reg_count_children(g), (size_t)n - 2);
+	for (i = 0; i < n; i++) {
+		res = alloc_res(g, PFX_V6, "c", "node", names[i], T0);
+		if (i == 2 || i == 20) {
+			cr_assert(res.created, "%d", i);
+			continue;
+		}
+		cr_assert(!res.created, "%d", i);
+		cr_assert_str_eq(res.address, addr[i], "%d", i);
+	}
+	cr_assert_eq(reg_check(g, T0, 0, count_problem, &problems), 0);
+	reg_close(g);
+	store_close(st);
+}
+
+/* Heap in use outside sqlite's own allocations. */
+static size_t
+reg_heap(void)
+{
+	return mallinfo2().uordblks - (size_t)sqlite3_memory_used();
+}
+
+/* Fills node "n" with count children named child-name-<i>, 100 a batch. */
+static void
+fill_node(struct reg *g, int count, char addrs[][PFX_ADDRSTRLEN])
+{
+	struct reg_result res;
+	char err[256], name[64];
+	int i;
+
+	for (i = 0; i < count; i++) {
+		if (i % 100 == 0)
+			cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+		snprintf(name, sizeof(name), "child-name-%010d", i);
+		cr_assert_eq(reg_allocate(g, PFX_V6, "c", "n", name, T0, &res,
+		    err, sizeof(err)), REG_OK, "%s", err);
+		cr_assert(res.created);
+		snprintf(addrs[i], PFX_ADDRSTRLEN, "%s", res.address);
+		if (i % 100 == 99 || i == count - 1)
+			cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK,
+			    "%s", err);
+	}
+}
+
+/* Releases what fill_node made, 100 a batch. */
+static void
+empty_node(struct reg *g, int count)
+{
+	char err[256], name[64];
+	int i;
+
+	for (i = 0; i < count; i++) {
+		if (i % 100 == 0)
+			cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+		snprintf(name, sizeof(name), "child-name-%010d", i);
+		cr_assert_eq(reg_release(g, PFX_V6, "c", "n", name, T0, err,
+		    sizeof(err)), REG_OK, "%s", err);
+		if (i % 100 == 99 || i == count - 1)
+			cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	}
+}
+
+/*
+ * What an address record costs, and that release and re-allocation reuse
+ * the memory: 2000 children in one node, released and allocated again
+ * 14 times. Each fill gets the same addresses (first fit). The first ten
+ * cycles warm up: they grow the undo log and sqlite's cache, and glibc's
+ * tcache keeps up to 7 freed chunks per size (mallinfo2 counts those as in
+ * use); after them the heap after each fill and after each release stays
+ * where cycle 10 left it (a byte per record and cycle would show). And a
+ * child costs at most 144 bytes of heap (the record with its name, ~16
+ * bytes of name table; it was ~300 with a tree node per index).
+ */
+Test(registry, release_and_reallocate_keep_the_heap_bounded,
+    .timeout = 120)
+{
+	static const char *const cs[] = { "c" };
+	static char first[2000][PFX_ADDRSTRLEN], again[2000][PFX_ADDRSTRLEN];
+	struct store *st = open_store();
+	struct reg_params p = params();
+	size_t empty0, full0, empty, full;
+	struct reg *g;
+	int cycle;
+
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 1, T0);
+	/* the node itself, so that the figures below are its children only */
+	alloc1(g, PFX_V6, "c", "n", "seed", T0);
+	empty0 = reg_heap();
+	fill_node(g, 2000, first);
+	full0 = reg_heap();
+	cr_assert_leq((full0 - empty0) / 2000, 144, "%zu bytes per child",
+	    (full0 - empty0) / 2000);
+	for (cycle = 0; cycle < 14; cycle++) {
+		empty_node(g, 2000);
+		cr_assert_eq(reg_count_children(g), 1);
+		empty = reg_heap();
+		if (cycle == 10)
+			empty0 = empty;
+		cr_assert(cycle <= 10 || empty <= empty0 + 4096,
+		    "cycle %d: %zu > %zu", cycle, empty, empty0);
+		fill_node(g, 2000, again);
+		full = reg_heap();
+		if (cycle == 10)
+			full0 = full;
+		cr_assert(cycle <= 10 || full <= full0 + 4096,
+		    "cycle %d: %zu > %zu", cycle, full, full0);
+		for (int i = 0; i < 2000; i++)
+			cr_assert_str_eq(again[i], first[i]);
+	}
+	cr_assert_leq(full0 - empty0, 2000 * 144);
+	reg_close(g);
+	store_close(st);
+}
+
+/* Counts the records reg_walk shows and keeps the node's child count. */
+struct walk_count {
+	size_t records;		/* records walked */
+	size_t node_children;	/* children of the (single) node */
+};
+
+static int
+on_walk_count(void *arg, const struct reg_record *r)
+{
+	struct walk_count *w = arg;
+
+	w->records++;
+	if (r->level == 2)
+		w->node_children = r->children;
+	return 0;
+}
+
+/*
+ * GC in a node of 300 children, a third of them stale, with the release
+ * cooldown on: the victims go (their addresses cool), the others stay
+ * findable at their addresses. Then a batch releasing all the rest is
+ * rolled back: every child is back, and nothing is left inconsistent.
+ */
+Test(registry, gc_and_rollback_in_a_large_node)
+{
+	static const char *const cs[] = { "c" };
+	static char addr[300][PFX_ADDRSTRLEN];
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct walk_count w = { 0, 0 };
+	struct reg_result res;
+	char err[256], name[32];
+	size_t reaped;
+	struct reg *g;
+	int i, problems = 0;
+
+	p.release_cooldown_ns = 10 * NS;
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 1, T0);
+	for (i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "k%d", i);
+		res = alloc_res(g, PFX_V6, "c", "n", name,
+		    i % 3 == 0 ? T0 : T0 + 90 * NS);
+		snprintf(addr[i], sizeof(addr[i]), "%s", res.address);
+	}
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_gc(g, T0 + 100 * NS, 50 * NS, &reaped, err,
+	    sizeof(err)), REG_OK, "%s", err);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reaped, 100);
+	cr_assert_eq(reg_count_cooling(g), 100);
+	cr_assert_eq(reg_count_children(g), 200);
+	cr_assert_eq(reg_check(g, T0 + 100 * NS, 0, count_problem, &problems),
+	    0);
+	/* every survivor where it was; the victims' addresses stay unused */
+	for (i = 0; i < 300; i++) {
+		if (i % 3 == 0)
+			continue;
+		snprintf(name, sizeof(name), "k%d", i);
+		res = alloc_res(g, PFX_V6, "c", "n", name, T0 + 95 * NS);
+		cr_assert(!res.created && strcmp(res.address, addr[i]) == 0,
+		    "%s", name);
+	}
+	res = alloc_res(g, PFX_V6, "c", "n", "new", T0 + 95 * NS);
+	cr_assert_str_eq(res.address, "fd00::12d");
+	/* release everything in one batch, then roll it back */
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	for (i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "k%d", i);
+		cr_assert_eq(reg_release(g, PFX_V6, "c", "n", name,
+		    T0 + 96 * NS, err, sizeof(err)), REG_OK);
+	}
+	cr_assert_eq(reg_release(g, PFX_V6, "c", "n", "new", T0 + 96 * NS,
+	    err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_count_children(g), 0);
+	reg_rollback(g);
+	cr_assert_eq(reg_count_children(g), 201);
+	cr_assert_eq(reg_count_cooling(g), 100);
+	cr_assert_eq(reg_walk(g, NULL, NULL, on_walk_count, &w), 0);
+	cr_assert_eq(w.node_children, 201);
+	cr_assert_eq(w.records, 2 + 2 + 1 + 201);
+	cr_assert_eq(reg_check(g, T0 + 100 * NS, 0, count_problem, &problems),
+	    0);
+	for (i = 0; i < 300; i++) {
+		if (i % 3 == 0)
+			continue;
+		snprintf(name, sizeof(name), "k%d", i);
+		res = alloc_res(g, PFX_V6, "c", "n", name, T0 + 97 * NS);
+		cr_assert(!res.created && strcmp(res.address, addr[i]) == 0,
+		    "%s", name);
+	}
+	cr_assert_eq(reg_expire_cooldowns(g, T0 + 200 * NS), 100);
+	res = alloc_res(g, PFX_V6, "c", "n", "newer", T0 + 200 * NS);
+	cr_assert_str_eq(res.address, "fd00::1");
 	reg_close(g);
 	store_close(st);
 }
