@@ -328,8 +328,8 @@ alloc_node_get(const struct alloc_pool *pool, pfx_addr a)
 	if (pool->hashed)
 		return alloc_hash_get(&pool->hash, a);
 	key.an_addr = a;
-	return RB_FIND(alloc_block_tree, (struct alloc_block_tree *)&pool->blocks,
-	    &key);
+	return RB_FIND(alloc_block_tree,
+	    (struct alloc_block_tree *)&pool->blocks, &key);
 }
 
 /* The child (not a reserved address) exactly equal to p, or NULL. */
@@ -341,7 +341,8 @@ alloc_child_get(const struct alloc_pool *pool, const struct pfx *p)
 	if (p->family != pool->parent.family)
 		return NULL;
 	b = alloc_node_get(pool, p->addr);
-	if (b == NULL || b->an_kind == ALLOC_KIND_RESERVED || b->an_len != p->len)
+	if (b == NULL || b->an_kind == ALLOC_KIND_RESERVED ||
+	    b->an_len != p->len)
 		return NULL;
 	return b;
 }

@@ -42,6 +42,10 @@
 struct alloc_pool;
 struct alloc_free;
 
+/* An address aligned to 8 bytes, not 16: a node packs into records that
+ * come 8-byte aligned (the registry's slabs) without padding. */
+typedef pfx_addr alloc_addr __attribute__((aligned(8)));
+
 /*
  * One occupied block, embedded in the caller's record for alloc_pool_link.
  * Set its prefix with alloc_node_init and read it with alloc_node_pfx; every
@@ -49,7 +53,7 @@ struct alloc_free;
  */
 struct alloc_node {
 	RB_ENTRY(alloc_node) an_entry;	/* link in the pool's block tree */
-	pfx_addr an_addr;		/* first address of the block */
+	alloc_addr an_addr;		/* first address of the block */
 	struct alloc_free *an_above;	/* free run starting right after the
 					 * block, or NULL */
 	uint8_t an_len;			/* prefix length */

@@ -6,15 +6,16 @@
  * (to find a child by name). Ids are not stored: "<name>-<parent id>" is
  * rebuilt when the store needs it.
  *
- * Memory per record (most records are addresses: 100k of them cost the db
- * worker ~330 bytes each before this layout, ~125 now): one malloc per
- * record. The record embeds its alloc_node, which is both its prefix and its
- * link in the parent's pool (the pool allocates nothing per child and keeps
- * no by-address hash), its name is stored inline, and what only a parent
- * needs (pool, children by name) sits in a struct rec_ext allocated in front
- * of the records that are parents. The name index is an open-addressing
- * table of tagged pointers (8 bytes a slot, at most 3/4 full) instead of a
- * tree link (32 bytes) in every child.
+ * Memory per record (most records are addresses: 100k of them cost ~300
+ * bytes of heap each before this layout, ~120 now): one block per record.
+ * The record embeds its alloc_node, which is both its prefix and its link
+ * in the parent's pool (the pool allocates nothing per child and keeps no
+ * by-address hash), its name is stored inline, and what only a parent
+ * needs (pool, children by name) sits in a struct rec_ext allocated in
+ * front of the records that are parents. Leaf records come from slabs
+ * (below). The name index is an open-addressing table of tagged pointers
+ * (8 bytes a slot, at most 3/4 full) instead of a tree link (32 bytes) in
+ * every child.
  *
  * Batches: every change made between reg_begin and reg_commit appends an
  * undo entry. A removed subtree is only detached (kept whole, out of its
@@ -64,8 +65,8 @@ struct rec {
 
 /*
  * Children by name: open addressing with linear probing, at most 3/4 full.
- * A slot is a record pointer whose low 4 bits (zero: records are 16-byte
- * aligned) hold 4 bits of the name's hash, so that most probes of other
+ * A slot is a record pointer whose low 3 bits (zero: records are 8-byte
+ * aligned) hold 3 bits of the name's hash, so that most probes of other
  * names are rejected without reading their record.
  */
 struct rec_names {
@@ -83,10 +84,11 @@ struct rec_ext {
 };
 
 /* Room taken by a rec_ext in front of a parent record (keeps alignment). */
-#define REC_EXT_SIZE ((sizeof(struct rec_ext) + 15) & ~(size_t)15)
+#define REC_EXT_SIZE ((sizeof(struct rec_ext) + _Alignof(struct rec) - 1) & \
+    ~(_Alignof(struct rec) - 1))
 
-/* Tag bits of a name table slot. */
-#define REC_TAG_MASK ((uintptr_t)15)
+/* Tag bits of a name table slot (records are 8-byte aligned). */
+#define REC_TAG_MASK ((uintptr_t)7)
 
 /* Smallest name table. */
 #define REC_NAMES_MIN 8
@@ -94,7 +96,7 @@ struct rec_ext {
 _Static_assert(offsetof(struct rec, node) == 0,
     "a pool's node pointer is its record");
 _Static_assert(_Alignof(struct rec) > REC_TAG_MASK,
-    "name table tags need 16-byte aligned records");
+    "name table tags need 8-byte aligned records");
 
 /* The parent part of a trench, conduit or node record. */
 static struct rec_ext *
@@ -109,6 +111,52 @@ rec_cidr(const struct rec *r)
 {
 	return alloc_node_pfx(&r->node);
 }
+
+/*
+ * Leaf records (addresses and cooling placeholders, most of the memory)
+ * come from slabs: 16 KiB blocks cut into equal slots, one slab class per
+ * 8-byte step of record size. A slot costs its size rounded up to 8 bytes,
+ * where malloc adds an 8-byte header and rounds up to 16 (a bench record
+ * of 102 bytes: 104 instead of 112). Freed slots go on their slab's free
+ * list and are handed out again first; a slab left empty goes back to
+ * malloc at once, so memory follows the live records, not their peak.
+ */
+
+/* Bytes of one slab: a 16 KiB malloc chunk with glibc's header. */
+#define SLAB_BYTES (16384 - 16)
+
+/* Size step between slab classes. */
+#define SLAB_STEP 8
+
+/* Smallest record (empty name) and largest one that a slab holds; larger
+ * ones (names of more than ~420 bytes) are malloc'd. */
+#define SLAB_MINREC ((offsetof(struct rec, name) + 1 + SLAB_STEP - 1) / \
+    SLAB_STEP * SLAB_STEP)
+#define SLAB_MAXREC 512
+
+/* Number of slab classes. */
+#define SLAB_NCLASS ((SLAB_MAXREC - SLAB_MINREC) / SLAB_STEP + 1)
+
+/* One slab. */
+struct slab {
+	struct slab *next, *prev;	/* in its class's list of slabs with a
+					 * free slot */
+	void *free;			/* freed slots, linked through their
+					 * first word */
+	uint32_t live;			/* slots in use */
+	uint32_t fresh;			/* slots from here on never used */
+	uint32_t cls;			/* slab class */
+	uint32_t nslots;		/* slots in mem */
+	char mem[];			/* the slots */
+};
+
+/* The slabs of one registry. */
+struct rec_slabs {
+	struct slab *room[SLAB_NCLASS];	/* per class: slabs with a free slot */
+	struct slab **all;		/* every slab, by address (to find a
+					 * slot's slab when it is freed) */
+	size_t n, cap;			/* entries of all, and its capacity */
+};
 
 enum undo_kind {
 	UNDO_INSERT,	/* rec was attached: detach and free it */
@@ -142,6 +190,8 @@ struct reg {
 	size_t cool_head, cool_n, cool_cap;
 	struct reg_loadprob *probs;	/* rows left out at load */
 	size_t nprobs;			/* entries in probs */
+	struct rec_slabs slabs;		/* leaf records' memory */
+	bool closing;			/* reg_close is freeing everything */
 };
 
 /* A row left out at load, kept for reg_check. */
@@ -292,8 +342,8 @@ names_del(struct rec_names *t, const struct rec *r)
 {
 	uint32_t i, j, home, cap = t->cap;
 
-	for (i = names_home(names_hash(r->name), cap); names_rec(t->slot[i]) != r;
-	    i = i + 1 == cap ? 0 : i + 1)
+	for (i = names_home(names_hash(r->name), cap);
+	    names_rec(t->slot[i]) != r; i = i + 1 == cap ? 0 : i + 1)
 		;
 	for (j = i + 1 == cap ? 0 : i + 1; t->slot[j] != 0;
 	    j = j + 1 == cap ? 0 : j + 1) {
@@ -325,23 +375,165 @@ names_next(const struct rec_names *t, uint32_t *i)
 	return NULL;
 }
 
+/* ---- leaf record slabs -------------------------------------------------- */
+
+/* Slot size of a class. */
+static size_t
+slab_slot(unsigned cls)
+{
+	return SLAB_MINREC + (size_t)cls * SLAB_STEP;
+}
+
+/* The class of a record of size bytes, or -1 when malloc serves it. */
+static int
+slab_class(size_t size)
+{
+	if (size > SLAB_MAXREC)
+		return -1;
+	if (size < SLAB_MINREC)
+		size = SLAB_MINREC;
+	return (int)((size - SLAB_MINREC + SLAB_STEP - 1) / SLAB_STEP);
+}
+
+/* Puts s at the head of its class's list of slabs with room. */
+static void
+slab_room_add(struct rec_slabs *sl, struct slab *s)
+{
+	s->prev = NULL;
+	s->next = sl->room[s->cls];
+	if (s->next != NULL)
+		s->next->prev = s;
+	sl->room[s->cls] = s;
+}
+
+/* Takes s out of its class's list of slabs with room. */
+static void
+slab_room_del(struct rec_slabs *sl, struct slab *s)
+{
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		sl->room[s->cls] = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	s->next = s->prev = NULL;
+}
+
+/* How many slabs start at or below address p (binary search). */
+static size_t
+slab_upper(const struct rec_slabs *sl, const void *p)
+{
+	size_t lo = 0, hi = sl->n, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if ((uintptr_t)sl->all[mid] <= (uintptr_t)p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* A new empty slab of class cls, listed everywhere. NULL on no memory. */
+static struct slab *
+slab_new(struct rec_slabs *sl, unsigned cls)
+{
+	struct slab *s, **v;
+	size_t i, cap;
+
+	if (sl->n == sl->cap) {
+		cap = sl->cap != 0 ? sl->cap * 2 : 16;
+		if ((v = realloc(sl->all, cap * sizeof(*v))) == NULL)
+			return NULL;
+		sl->all = v;
+		sl->cap = cap;
+	}
+	if ((s = malloc(SLAB_BYTES)) == NULL)
+		return NULL;
+	s->free = NULL;
+	s->live = s->fresh = 0;
+	s->cls = cls;
+	s->nslots = (uint32_t)((SLAB_BYTES - offsetof(struct slab, mem)) /
+	    slab_slot(cls));
+	i = slab_upper(sl, s);
+	memmove(&sl->all[i + 1], &sl->all[i], (sl->n - i) * sizeof(*sl->all));
+	sl->all[i] = s;
+	sl->n++;
+	slab_room_add(sl, s);
+	return s;
+}
+
+/* A slot of class cls, or NULL. */
+static void *
+slab_get(struct rec_slabs *sl, unsigned cls)
+{
+	struct slab *s = sl->room[cls];
+	void *p;
+
+	if (s == NULL && (s = slab_new(sl, cls)) == NULL)
+		return NULL;
+	if (s->free != NULL) {
+		p = s->free;
+		memcpy(&s->free, p, sizeof(s->free));
+	} else {
+		p = s->mem + (size_t)s->fresh++ * slab_slot(cls);
+	}
+	if (++s->live == s->nslots)
+		slab_room_del(sl, s);
+	return p;
+}
+
+/* Gives slot p back; an empty slab goes back to malloc. */
+static void
+slab_put(struct rec_slabs *sl, void *p)
+{
+	size_t i = slab_upper(sl, p);
+	struct slab *s = sl->all[i - 1];
+
+	if (s->live == s->nslots)
+		slab_room_add(sl, s);
+	memcpy(p, &s->free, sizeof(s->free));
+	s->free = p;
+	if (--s->live > 0)
+		return;
+	slab_room_del(sl, s);
+	memmove(&sl->all[i - 1], &sl->all[i], (sl->n - i) * sizeof(*sl->all));
+	sl->n--;
+	free(s);
+}
+
+/* Frees every slab. */
+static void
+slab_free_all(struct rec_slabs *sl)
+{
+	size_t i;
+
+	for (i = 0; i < sl->n; i++)
+		free(sl->all[i]);
+	free(sl->all);
+	memset(sl, 0, sizeof(*sl));
+}
+
 /* ---- records ----------------------------------------------------------- */
 
 /*
  * A new record, not linked anywhere: one allocation holding the rec_ext
- * (parents only), the record and its name.
+ * (parents only), the record and its name; a slab slot for a leaf.
  */
 static struct rec *
-rec_new(const char *name, const struct pfx *cidr, int level)
+rec_new(struct reg *g, const char *name, const struct pfx *cidr, int level)
 {
 	size_t nlen = strlen(name) + 1;
 	size_t ext = level < LVL_CHILD ? REC_EXT_SIZE : 0;
 	size_t head = ext + offsetof(struct rec, name);
+	int cls = level >= LVL_CHILD ? slab_class(head + nlen) : -1;
 	struct rec_ext *x;
 	struct rec *r;
 	char *m;
 
-	if ((m = malloc(head + nlen)) == NULL)
+	m = cls >= 0 ? slab_get(&g->slabs, (unsigned)cls) : malloc(head + nlen);
+	if (m == NULL)
 		return NULL;
 	memset(m, 0, head);
 	r = (struct rec *)(m + ext);
@@ -365,17 +557,24 @@ fail:
 	return NULL;
 }
 
-/* Frees the block holding r (and its rec_ext when r is a parent). */
+/* Frees the memory of r (with its rec_ext when r is a parent). */
 static void
-rec_mem_free(struct rec *r)
+rec_mem_free(struct reg *g, struct rec *r)
 {
-	free((char *)r - (REC_LEVEL(r) < LVL_CHILD ? REC_EXT_SIZE : 0));
+	size_t size = offsetof(struct rec, name) + strlen(r->name) + 1;
+
+	if (REC_LEVEL(r) < LVL_CHILD)
+		free((char *)r - REC_EXT_SIZE);
+	else if (slab_class(size) >= 0)
+		slab_put(&g->slabs, r);
+	else
+		free(r);
 }
 
 /*
  * Frees r and everything below it. Cooling entries inside a freed node
- * are marked dead (parent NULL): they expire without touching it; with g
- * NULL they are not looked for (reg_close frees them after the trees).
+ * are marked dead (parent NULL): they expire without touching it; while
+ * closing they are not looked for (reg_close frees them after the trees).
  * The pool is freed before the children: it reads their links.
  */
 static void
@@ -389,12 +588,12 @@ rec_free_tree(struct reg *g, struct rec *r)
 	if (r == NULL)
 		return;
 	if (REC_LEVEL(r) >= LVL_CHILD) {
-		rec_mem_free(r);
+		rec_mem_free(g, r);
 		return;
 	}
 	x = rec_ext(r);
-	for (i = g != NULL ? g->cool_head : 0; x->ncool > 0 && g != NULL &&
-	    i < g->cool_n; i++) {
+	for (i = g->cool_head; x->ncool > 0 && !g->closing && i < g->cool_n;
+	    i++) {
 		if (g->cool[i]->parent == r) {
 			g->cool[i]->parent = NULL;
 			x->ncool--;
@@ -404,7 +603,7 @@ rec_free_tree(struct reg *g, struct rec *r)
 	for (j = 0; (k = names_next(&x->kids, &j)) != NULL;)
 		rec_free_tree(g, k);
 	free(x->kids.slot);
-	rec_mem_free(r);
+	rec_mem_free(g, r);
 }
 
 /* Counts r's subtree: all records and leaf children. */
@@ -527,7 +726,7 @@ rec_create(struct reg *g, struct rec *parent, const char *name, unsigned len,
 		errbuf_set(err, errlen, "allocator failed (%d)", rc);
 		return REG_ENOMEM;
 	}
-	if ((r = rec_new(name, &block, REC_LEVEL(parent) + 1)) == NULL) {
+	if ((r = rec_new(g, name, &block, REC_LEVEL(parent) + 1)) == NULL) {
 		errbuf_set(err, errlen, "out of memory");
 		return REG_ENOMEM;
 	}
@@ -686,7 +885,7 @@ load_root(struct load_ctx *lc, const struct store_row *row,
 		    "name \"%s\"", row->name);
 		return 0;
 	}
-	if ((r = rec_new(row->name, cidr, LVL_TRENCH)) == NULL)
+	if ((r = rec_new(g, row->name, cidr, LVL_TRENCH)) == NULL)
 		return -1;
 	r->updated_at = row->updated_at;
 	REC_EXPIRABLE(r) = row->expirable;
@@ -770,7 +969,7 @@ load_row(void *arg, const struct store_row *row)
 		    row->cidr, row->parent_id);
 		return 0;
 	}
-	if ((r = rec_new(row->name, &cidr, REC_LEVEL(pm->rec) + 1)) == NULL)
+	if ((r = rec_new(lc->g, row->name, &cidr, REC_LEVEL(pm->rec) + 1)) == NULL)
 		return -1;
 	r->updated_at = row->updated_at;
 	REC_EXPIRABLE(r) = row->expirable;
@@ -837,7 +1036,7 @@ reg_create_roots(struct reg *g, int64_t now, char *err, size_t errlen)
 		if (!g->p.fam[fi].enabled || g->root[fi] != NULL)
 			continue;
 		snprintf(id, sizeof(id), "%s-%d", g->trench, fi);
-		g->root[fi] = rec_new(id, &g->p.fam[fi].prefix, LVL_TRENCH);
+		g->root[fi] = rec_new(g, id, &g->p.fam[fi].prefix, LVL_TRENCH);
 		if (g->root[fi] == NULL) {
 			errbuf_set(err, errlen, "out of memory");
 			return REG_ENOMEM;
@@ -917,16 +1116,18 @@ reg_close(struct reg *g)
 	free(g->probs);
 	/* The trees go first: their pools read the links of the cooling
 	 * entries, which die with the pools and need no unlinking. */
-	rec_free_tree(NULL, g->root[0]);
-	rec_free_tree(NULL, g->root[1]);
+	g->closing = true;
+	rec_free_tree(g, g->root[0]);
+	rec_free_tree(g, g->root[1]);
 	for (i = 0; i < g->nforeign; i++)
-		rec_free_tree(NULL, g->foreign[i]);
+		rec_free_tree(g, g->foreign[i]);
 	free(g->foreign);
 	for (i = g->cool_head; i < g->cool_n; i++)
-		rec_free_tree(NULL, g->cool[i]);
+		rec_free_tree(g, g->cool[i]);
 	free(g->cool);
 	g->cool = NULL;
 	g->cool_head = g->cool_n = 0;
+	slab_free_all(&g->slabs);
 	free(g->undo);
 	free(g->trench);
 	free(g);
@@ -973,11 +1174,11 @@ cool_start(struct reg *g, struct rec *k, int64_t now, char *err,
 			g->cool_cap = cap;
 		}
 	}
-	if ((c = rec_new("", &zero, LVL_COOL)) == NULL)
+	if ((c = rec_new(g, "", &zero, LVL_COOL)) == NULL)
 		goto nomem;
 	c->updated_at = now + g->p.release_cooldown_ns;
 	if (alloc_pool_link(rec_ext(k->parent)->pool, &c->node) != ALLOC_OK) {
-		rec_free_tree(NULL, c);
+		rec_free_tree(g, c);
 		goto nomem;
 	}
 	c->parent = k->parent;
@@ -1005,7 +1206,7 @@ reg_expire_cooldowns(struct reg *g, int64_t now)
 	    g->cool[g->cool_head]->updated_at <= now) {
 		struct rec *c = g->cool[g->cool_head++];
 		cool_unlink(c);
-		rec_free_tree(NULL, c);
+		rec_free_tree(g, c);
 		n++;
 	}
 	if (g->cool_head == g->cool_n)
@@ -1059,7 +1260,7 @@ reg_undo(struct reg *g)
 			/* Pushed in this batch: it is the newest entry. */
 			g->cool_n--;
 			cool_unlink(u->rec);
-			rec_free_tree(NULL, u->rec);
+			rec_free_tree(g, u->rec);
 			break;
 		}
 	}
@@ -1272,8 +1473,9 @@ gc_walk(struct reg *g, struct rec *r, int64_t limit, int64_t threshold,
 				return rc;
 			*reaped += nrec;
 			nrec = nchild = 0;
-		} else if (REC_LEVEL(k) < LVL_CHILD && (rc = gc_walk(g, k, limit,
-		    threshold, reaped, err, errlen)) != REG_OK) {
+		} else if (REC_LEVEL(k) < LVL_CHILD &&
+		    (rc = gc_walk(g, k, limit, threshold, reaped, err,
+		    errlen)) != REG_OK) {
 			return rc;
 		}
 	}

@@ -1248,7 +1248,8 @@ random_linked_run(const char *parent, uint64_t seed, int steps)
 				i = (i + 1) % (int)MODEL_SIZE;
 			p = m.child[i];
 			cr_assert_eq(alloc_pool_lookup(pool, &p), &node[i]);
-			cr_assert_eq(alloc_pool_unlink(pool, &node[i]), ALLOC_OK);
+			cr_assert_eq(alloc_pool_unlink(pool, &node[i]),
+			    ALLOC_OK);
 			cr_assert_null(alloc_pool_lookup(pool, &p));
 			model_mark(&m, (unsigned)(p.addr - pp.addr),
 			    bits - p.len, 0);
