@@ -50,10 +50,14 @@ enum rec_level {
 	LVL_COOL,	/* a released address cooling down (not a record) */
 };
 
+/*
+ * A record. It does not point at its parent: every path to an address
+ * record comes from its parent, which is passed along (parents keep theirs
+ * in their rec_ext), and 8 bytes are a tenth of an address record.
+ */
 struct rec {
 	struct alloc_node node;		/* the record's prefix, and its link in
 					 * the parent's pool (first member) */
-	struct rec *parent;		/* NULL for a trench record */
 	int64_t updated_at;		/* ns since the epoch; 0 = NULL */
 	char name[];			/* record name, NUL-terminated */
 };
@@ -80,6 +84,7 @@ struct rec_names {
 struct rec_ext {
 	struct rec_names kids;		/* children by name */
 	struct alloc_pool *pool;	/* children by address */
+	struct rec *parent;		/* NULL for a trench record */
 	uint32_t ncool;			/* cooling addresses in pool */
 };
 
@@ -103,6 +108,13 @@ static struct rec_ext *
 rec_ext(const struct rec *r)
 {
 	return (struct rec_ext *)((char *)(uintptr_t)r - REC_EXT_SIZE);
+}
+
+/* The parent of a trench, conduit or node record (NULL for a trench). */
+static struct rec *
+rec_up(const struct rec *r)
+{
+	return rec_ext(r)->parent;
 }
 
 /* The record's prefix. */
@@ -168,6 +180,7 @@ enum undo_kind {
 struct undo {
 	enum undo_kind kind;	/* what to undo */
 	struct rec *rec;	/* the record concerned */
+	struct rec *parent;	/* its parent (INSERT, DETACH) */
 	int64_t updated_at;	/* UNDO_TOUCH: the old value */
 	bool expirable;		/* UNDO_TOUCH: the old value */
 };
@@ -186,12 +199,19 @@ struct reg {
 	size_t nchild;			/* attached child (address) records */
 	/* Cooling addresses, oldest first: entries [cool_head, cool_n) of
 	 * cool. The cooldown is the same for all, so expiry follows order. */
-	struct rec **cool;		/* LVL_COOL placeholders */
+	struct reg_cool *cool;		/* LVL_COOL placeholders */
 	size_t cool_head, cool_n, cool_cap;
 	struct reg_loadprob *probs;	/* rows left out at load */
 	size_t nprobs;			/* entries in probs */
 	struct rec_slabs slabs;		/* leaf records' memory */
 	bool closing;			/* reg_close is freeing everything */
+};
+
+/* A cooling address: its placeholder record in a node's pool. */
+struct reg_cool {
+	struct rec *rec;		/* the LVL_COOL placeholder */
+	struct rec *node;		/* its node; NULL once the node is
+					 * freed (the entry is dead) */
 };
 
 /* A row left out at load, kept for reg_check. */
@@ -207,15 +227,16 @@ fam_index(int family)
 	return family == PFX_V6 ? 1 : 0;
 }
 
-/* Builds the id of r ("<name>-<parent id>") into buf. */
+/* Builds the id of r, a child of parent (NULL for a trench record):
+ * "<name>-<parent id>", into buf. */
 static void
-rec_id(const struct rec *r, char *buf, size_t len)
+rec_id(const struct rec *r, const struct rec *parent, char *buf, size_t len)
 {
 	size_t n = 0;
 	const struct rec *q;
 
 	buf[0] = '\0';
-	for (q = r; q != NULL && n < len; q = q->parent) {
+	for (q = r; q != NULL && n < len; q = q == r ? parent : rec_up(q)) {
 		int w = snprintf(buf + n, len - n, "%s%s", q == r ? "" : "-",
 		    q->name);
 		if (w < 0)
@@ -594,8 +615,8 @@ rec_free_tree(struct reg *g, struct rec *r)
 	x = rec_ext(r);
 	for (i = g->cool_head; x->ncool > 0 && !g->closing && i < g->cool_n;
 	    i++) {
-		if (g->cool[i]->parent == r) {
-			g->cool[i]->parent = NULL;
+		if (g->cool[i].node == r) {
+			g->cool[i].node = NULL;
 			x->ncool--;
 		}
 	}
@@ -637,21 +658,22 @@ rec_attach(struct reg *g, struct rec *parent, struct rec *r)
 	if ((rc = alloc_pool_link(x->pool, &r->node)) != ALLOC_OK)
 		return rc;
 	names_put(&x->kids, r);
-	r->parent = parent;
+	if (REC_LEVEL(r) < LVL_CHILD)
+		rec_ext(r)->parent = parent;
 	rec_count_tree(r, &nrec, &nchild);
 	g->nrec += nrec;
 	g->nchild += nchild;
 	return ALLOC_OK;
 }
 
-/* Unlinks r from its parent; r keeps its parent pointer and subtree. */
+/* Unlinks r from its parent; r keeps its subtree. */
 static void
-rec_detach(struct reg *g, struct rec *r)
+rec_detach(struct reg *g, struct rec *parent, struct rec *r)
 {
 	size_t nrec = 0, nchild = 0;
 
-	(void)alloc_pool_unlink(rec_ext(r->parent)->pool, &r->node);
-	names_del(&rec_ext(r->parent)->kids, r);
+	(void)alloc_pool_unlink(rec_ext(parent)->pool, &r->node);
+	names_del(&rec_ext(parent)->kids, r);
 	rec_count_tree(r, &nrec, &nchild);
 	g->nrec -= nrec;
 	g->nchild -= nchild;
@@ -667,7 +689,8 @@ rec_find(const struct rec *parent, const char *name)
 }
 
 static int
-undo_push(struct reg *g, enum undo_kind kind, struct rec *r)
+undo_push(struct reg *g, enum undo_kind kind, struct rec *r,
+    struct rec *parent)
 {
 	if (g->nundo == g->capundo) {
 		size_t cap = g->capundo ? g->capundo * 2 : 64;
@@ -677,22 +700,22 @@ undo_push(struct reg *g, enum undo_kind kind, struct rec *r)
 		g->undo = u;
 		g->capundo = cap;
 	}
-	g->undo[g->nundo++] = (struct undo){ kind, r, r->updated_at,
+	g->undo[g->nundo++] = (struct undo){ kind, r, parent, r->updated_at,
 	    REC_EXPIRABLE(r) };
 	return 0;
 }
 
 static int
-store_row_of(const struct rec *r, char *id, char *pid, char *cidr,
-    struct store_row *row)
+store_row_of(const struct rec *r, const struct rec *parent, char *id,
+    char *pid, char *cidr, struct store_row *row)
 {
-	rec_id(r, id, REG_IDMAX);
-	if (r->parent != NULL)
-		rec_id(r->parent, pid, REG_IDMAX);
-	else
-		pid[0] = '\0';
 	struct pfx p = rec_cidr(r);
 
+	rec_id(r, parent, id, REG_IDMAX);
+	if (parent != NULL)
+		rec_id(parent, rec_up(parent), pid, REG_IDMAX);
+	else
+		pid[0] = '\0';
 	pfx_format(&p, cidr);
 	*row = (struct store_row){ .id = id, .name = r->name, .cidr = cidr,
 	    .parent_id = pid, .updated_at = r->updated_at,
@@ -732,14 +755,13 @@ rec_create(struct reg *g, struct rec *parent, const char *name, unsigned len,
 	}
 	r->updated_at = now;
 	REC_EXPIRABLE(r) = expirable;
-	r->parent = parent;
-	store_row_of(r, id, pid, cidr, &row);
+	store_row_of(r, parent, id, pid, cidr, &row);
 	if (store_insert(g->st, &row, err, errlen) != 0) {
 		rec_free_tree(g, r);
 		return REG_ESTORE;
 	}
 	if (rec_attach(g, parent, r) != ALLOC_OK || undo_push(g, UNDO_INSERT,
-	    r) != 0) {
+	    r, parent) != 0) {
 		/* The row is in the transaction: the caller must roll back. */
 		errbuf_set(err, errlen, "out of memory");
 		rec_free_tree(g, r);
@@ -749,14 +771,16 @@ rec_create(struct reg *g, struct rec *parent, const char *name, unsigned len,
 	return REG_OK;
 }
 
-/* Refreshes r's updated_at on disk and in memory, inside the batch. */
+/* Refreshes r's updated_at (r a child of parent) on disk and in memory,
+ * inside the batch. */
 static int
-rec_touch(struct reg *g, struct rec *r, int64_t now, char *err, size_t errlen)
+rec_touch(struct reg *g, struct rec *parent, struct rec *r, int64_t now,
+    char *err, size_t errlen)
 {
 	char id[REG_IDMAX];
 
-	rec_id(r, id, sizeof(id));
-	if (undo_push(g, UNDO_TOUCH, r) != 0) {
+	rec_id(r, parent, id, sizeof(id));
+	if (undo_push(g, UNDO_TOUCH, r, parent) != 0) {
 		errbuf_set(err, errlen, "out of memory");
 		return REG_ENOMEM;
 	}
@@ -766,9 +790,11 @@ rec_touch(struct reg *g, struct rec *r, int64_t now, char *err, size_t errlen)
 	return REG_OK;
 }
 
-/* Deletes the rows of r's subtree, children before parents. */
+/* Deletes the rows of r's subtree (r a child of parent), children before
+ * parents. */
 static int
-rec_store_delete(struct reg *g, struct rec *r, char *err, size_t errlen)
+rec_store_delete(struct reg *g, struct rec *parent, struct rec *r, char *err,
+    size_t errlen)
 {
 	struct rec *k;
 	char id[REG_IDMAX];
@@ -776,23 +802,25 @@ rec_store_delete(struct reg *g, struct rec *r, char *err, size_t errlen)
 
 	for (i = 0; REC_LEVEL(r) < LVL_CHILD &&
 	    (k = names_next(&rec_ext(r)->kids, &i)) != NULL;)
-		if (rec_store_delete(g, k, err, errlen) != 0)
+		if (rec_store_delete(g, r, k, err, errlen) != 0)
 			return -1;
-	rec_id(r, id, sizeof(id));
+	rec_id(r, parent, id, sizeof(id));
 	return store_delete(g->st, id, err, errlen);
 }
 
-/* Removes r with its subtree, on disk now and in memory at commit. */
+/* Removes r, a child of parent, with its subtree, on disk now and in
+ * memory at commit. */
 static int
-rec_remove(struct reg *g, struct rec *r, char *err, size_t errlen)
+rec_remove(struct reg *g, struct rec *parent, struct rec *r, char *err,
+    size_t errlen)
 {
-	if (rec_store_delete(g, r, err, errlen) != 0)
+	if (rec_store_delete(g, parent, r, err, errlen) != 0)
 		return REG_ESTORE;
-	if (undo_push(g, UNDO_DETACH, r) != 0) {
+	if (undo_push(g, UNDO_DETACH, r, parent) != 0) {
 		errbuf_set(err, errlen, "out of memory");
 		return REG_ESTORE;
 	}
-	rec_detach(g, r);
+	rec_detach(g, parent, r);
 	return REG_OK;
 }
 
@@ -973,12 +1001,11 @@ load_row(void *arg, const struct store_row *row)
 		return -1;
 	r->updated_at = row->updated_at;
 	REC_EXPIRABLE(r) = row->expirable;
-	r->parent = pm->rec;
 	/* The parent's id is row->parent_id (the map's key), so the id must
 	 * be "<name>-<parent_id>": checked in place, since building it with
 	 * rec_id (snprintf per level) was 10% of loading (perf). */
 	if (!load_id_ok(row)) {
-		rec_id(r, id, sizeof(id));
+		rec_id(r, pm->rec, id, sizeof(id));
 		load_problem(lc, row->id, "bad-id", "id is not \"<name>-<parent id>\" "
 		    "(expected %s)", id);
 		rec_free_tree(lc->g, r);
@@ -1123,7 +1150,7 @@ reg_close(struct reg *g)
 		rec_free_tree(g, g->foreign[i]);
 	free(g->foreign);
 	for (i = g->cool_head; i < g->cool_n; i++)
-		rec_free_tree(g, g->cool[i]);
+		rec_free_tree(g, g->cool[i].rec);
 	free(g->cool);
 	g->cool = NULL;
 	g->cool_head = g->cool_n = 0;
@@ -1137,13 +1164,13 @@ reg_close(struct reg *g)
 
 /* Takes a cooling placeholder out of its node's pool (if the node lives). */
 static void
-cool_unlink(struct rec *c)
+cool_unlink(struct reg_cool *e)
 {
-	if (c->parent == NULL)
+	if (e->node == NULL)
 		return;
-	(void)alloc_pool_unlink(rec_ext(c->parent)->pool, &c->node);
-	rec_ext(c->parent)->ncool--;
-	c->parent = NULL;
+	(void)alloc_pool_unlink(rec_ext(e->node)->pool, &e->rec->node);
+	rec_ext(e->node)->ncool--;
+	e->node = NULL;
 }
 
 /*
@@ -1151,10 +1178,11 @@ cool_unlink(struct rec *c)
  * the cooldown: a placeholder takes its place in the node's pool.
  */
 static int
-cool_start(struct reg *g, struct rec *k, int64_t now, char *err,
-    size_t errlen)
+cool_start(struct reg *g, struct rec *node, struct rec *k, int64_t now,
+    char *err, size_t errlen)
 {
-	struct rec *c, **v;
+	struct reg_cool *v;
+	struct rec *c;
 	struct pfx zero = rec_cidr(k);
 
 	if (g->p.release_cooldown_ns <= 0 || REC_LEVEL(k) != LVL_CHILD)
@@ -1177,14 +1205,13 @@ cool_start(struct reg *g, struct rec *k, int64_t now, char *err,
 	if ((c = rec_new(g, "", &zero, LVL_COOL)) == NULL)
 		goto nomem;
 	c->updated_at = now + g->p.release_cooldown_ns;
-	if (alloc_pool_link(rec_ext(k->parent)->pool, &c->node) != ALLOC_OK) {
+	if (alloc_pool_link(rec_ext(node)->pool, &c->node) != ALLOC_OK) {
 		rec_free_tree(g, c);
 		goto nomem;
 	}
-	c->parent = k->parent;
-	rec_ext(c->parent)->ncool++;
-	g->cool[g->cool_n++] = c;
-	if (undo_push(g, UNDO_COOL, c) != 0) {
+	rec_ext(node)->ncool++;
+	g->cool[g->cool_n++] = (struct reg_cool){ c, node };
+	if (undo_push(g, UNDO_COOL, c, node) != 0) {
 		/* Unreachable in practice (the log grew for the detach);
 		 * keep the entry: it expires like the others. */
 		goto nomem;
@@ -1203,10 +1230,10 @@ reg_expire_cooldowns(struct reg *g, int64_t now)
 	if (g->in_batch)
 		return 0;
 	while (g->cool_head < g->cool_n &&
-	    g->cool[g->cool_head]->updated_at <= now) {
-		struct rec *c = g->cool[g->cool_head++];
-		cool_unlink(c);
-		rec_free_tree(g, c);
+	    g->cool[g->cool_head].rec->updated_at <= now) {
+		struct reg_cool *e = &g->cool[g->cool_head++];
+		cool_unlink(e);
+		rec_free_tree(g, e->rec);
 		n++;
 	}
 	if (g->cool_head == g->cool_n)
@@ -1245,12 +1272,12 @@ reg_undo(struct reg *g)
 
 		switch (u->kind) {
 		case UNDO_INSERT:
-			rec_detach(g, u->rec);
+			rec_detach(g, u->parent, u->rec);
 			rec_free_tree(g, u->rec);
 			break;
 		case UNDO_DETACH:
 			/* Its old place is free again: undo is LIFO. */
-			(void)rec_attach(g, u->rec->parent, u->rec);
+			(void)rec_attach(g, u->parent, u->rec);
 			break;
 		case UNDO_TOUCH:
 			u->rec->updated_at = u->updated_at;
@@ -1259,7 +1286,7 @@ reg_undo(struct reg *g)
 		case UNDO_COOL:
 			/* Pushed in this batch: it is the newest entry. */
 			g->cool_n--;
-			cool_unlink(u->rec);
+			cool_unlink(&g->cool[g->cool_n]);
 			rec_free_tree(g, u->rec);
 			break;
 		}
@@ -1356,12 +1383,12 @@ reg_allocate(struct reg *g, int family, const char *conduit, const char *node,
 		if (rc != REG_OK)
 			return rc;
 	} else if (now - n->updated_at >= g->p.node_refresh_ns) {
-		if ((rc = rec_touch(g, n, now, err, errlen)) != REG_OK)
+		if ((rc = rec_touch(g, c, n, now, err, errlen)) != REG_OK)
 			return rc;
 	}
 	res->created = false;
 	if ((k = rec_find(n, name)) != NULL) {
-		if ((rc = rec_touch(g, k, now, err, errlen)) != REG_OK)
+		if ((rc = rec_touch(g, n, k, now, err, errlen)) != REG_OK)
 			return rc;
 	} else {
 		rc = rec_create(g, n, name, pfx_family_bits(family),
@@ -1379,18 +1406,18 @@ int
 reg_release(struct reg *g, int family, const char *conduit, const char *node,
     const char *name, int64_t now, char *err, size_t errlen)
 {
-	struct rec *root, *k;
+	struct rec *root, *n, *k;
 	int rc;
 
 	if ((rc = need_batch(g, err, errlen)) != REG_OK ||
 	    (rc = reg_root(g, family, &root, err, errlen)) != REG_OK)
 		return rc;
-	k = rec_find(rec_find(rec_find(root, conduit), node), name);
-	if (k == NULL)
+	n = rec_find(rec_find(root, conduit), node);
+	if ((k = rec_find(n, name)) == NULL)
 		return REG_OK;
-	if ((rc = rec_remove(g, k, err, errlen)) != REG_OK)
+	if ((rc = rec_remove(g, n, k, err, errlen)) != REG_OK)
 		return rc;
-	return cool_start(g, k, now, err, errlen);
+	return cool_start(g, n, k, now, err, errlen);
 }
 
 int
@@ -1430,7 +1457,7 @@ reg_remove_conduit(struct reg *g, const char *conduit, char *err,
 	for (fi = 0; fi < 2; fi++) {
 		if ((c = rec_find(g->root[fi], conduit)) == NULL)
 			continue;
-		if ((rc = rec_remove(g, c, err, errlen)) != REG_OK)
+		if ((rc = rec_remove(g, g->root[fi], c, err, errlen)) != REG_OK)
 			return rc;
 	}
 	return REG_OK;
@@ -1467,8 +1494,8 @@ gc_walk(struct reg *g, struct rec *r, int64_t limit, int64_t threshold,
 		    k->updated_at < limit &&
 		    strcmp(k->name, REG_BRIDGE_NAME) != 0) {
 			rec_count_tree(k, &nrec, &nchild);
-			if ((rc = rec_remove(g, k, err, errlen)) != REG_OK ||
-			    (rc = cool_start(g, k, limit + threshold, err,
+			if ((rc = rec_remove(g, r, k, err, errlen)) != REG_OK ||
+			    (rc = cool_start(g, r, k, limit + threshold, err,
 			    errlen)) != REG_OK)
 				return rc;
 			*reaped += nrec;
@@ -1543,9 +1570,10 @@ struct walk_ctx {
 	const char *conduit, *node;		/* filters, NULL = none */
 	int (*fn)(void *, const struct reg_record *); /* the caller's */
 	void *arg;				/* its argument */
+	struct rec *parent;			/* parent of the pool walked */
 };
 
-static int walk_rec(struct walk_ctx *w, struct rec *r);
+static int walk_rec(struct walk_ctx *w, struct rec *r, struct rec *parent);
 
 /* alloc_pool_walk callback: children in address order. */
 static int
@@ -1563,20 +1591,22 @@ walk_child(void *arg, const struct pfx *p, void *data)
 	if (REC_LEVEL(k) == LVL_NODE && w->node != NULL &&
 	    strcmp(k->name, w->node) != 0)
 		return 0;
-	return walk_rec(w, k);
+	return walk_rec(w, k, w->parent);
 }
 
+/* Shows r, a child of parent (NULL: a trench record), then its children. */
 static int
-walk_rec(struct walk_ctx *w, struct rec *r)
+walk_rec(struct walk_ctx *w, struct rec *r, struct rec *parent)
 {
 	char id[REG_IDMAX], pid[REG_IDMAX];
 	struct reg_record rec;
+	struct rec *saved;
 	size_t n = 0;
 	int rc;
 
-	rec_id(r, id, sizeof(id));
-	if (r->parent != NULL)
-		rec_id(r->parent, pid, sizeof(pid));
+	rec_id(r, parent, id, sizeof(id));
+	if (parent != NULL)
+		rec_id(parent, rec_up(parent), pid, sizeof(pid));
 	else
 		pid[0] = '\0';
 	if (REC_LEVEL(r) < LVL_CHILD)
@@ -1589,7 +1619,11 @@ walk_rec(struct walk_ctx *w, struct rec *r)
 		return rc;
 	if (REC_LEVEL(r) >= LVL_CHILD)
 		return 0;
-	return alloc_pool_walk(rec_ext(r)->pool, walk_child, w);
+	saved = w->parent;
+	w->parent = r;
+	rc = alloc_pool_walk(rec_ext(r)->pool, walk_child, w);
+	w->parent = saved;
+	return rc;
 }
 
 int
@@ -1597,11 +1631,12 @@ reg_walk(struct reg *g, const char *conduit, const char *node,
     int (*fn)(void *arg, const struct reg_record *rec), void *arg)
 {
 	struct walk_ctx w = { g, conduit && *conduit ? conduit : NULL,
-	    node && *node ? node : NULL, fn, arg };
+	    node && *node ? node : NULL, fn, arg, NULL };
 	int fi, rc;
 
 	for (fi = 0; fi < 2; fi++)
-		if (g->root[fi] != NULL && (rc = walk_rec(&w, g->root[fi])) != 0)
+		if (g->root[fi] != NULL &&
+		    (rc = walk_rec(&w, g->root[fi], NULL)) != 0)
 			return rc;
 	return 0;
 }
@@ -1616,15 +1651,16 @@ struct check_ctx {
 	const struct rec *parent;		/* parent of the walk */
 };
 
+/* Reports a problem of r, a child of parent (NULL: a trench record). */
 static void
-check_report(struct check_ctx *c, const struct rec *r, const char *kind,
-    const char *fmt, ...)
+check_report(struct check_ctx *c, const struct rec *r,
+    const struct rec *parent, const char *kind, const char *fmt, ...)
 {
 	char id[REG_IDMAX], what[512];
 	struct reg_problem p = { id, kind, what };
 	va_list ap;
 
-	rec_id(r, id, sizeof(id));
+	rec_id(r, parent, id, sizeof(id));
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
@@ -1633,7 +1669,8 @@ check_report(struct check_ctx *c, const struct rec *r, const char *kind,
 		c->fn(c->arg, &p);
 }
 
-static void check_rec(struct check_ctx *c, const struct rec *r);
+static void check_rec(struct check_ctx *c, const struct rec *r,
+    const struct rec *parent);
 
 /* Siblings come in address order: each must start after the previous. */
 static int
@@ -1641,35 +1678,46 @@ check_child(void *arg, const struct pfx *p, void *data)
 {
 	struct check_ctx *c = arg;
 	const struct rec *k = data, *parent = c->parent, *prev = c->prev;
+	const struct rec *who = k, *whose = parent;
 	char a[PFX_STRLEN], b[PFX_STRLEN];
 	struct pfx pp, pv;
 
 	if (k == NULL)
 		return 0;
+	if (REC_LEVEL(k) == LVL_COOL) {		/* reported as its node */
+		who = parent;
+		whose = rec_up(parent);
+	}
 	pp = rec_cidr(parent);
-	if (!pfx_contains(&pp, p) || k->parent != parent) {
+	if (!pfx_contains(&pp, p) ||
+	    (REC_LEVEL(k) < LVL_CHILD && rec_up(k) != parent)) {
 		pfx_format(p, a);
 		pfx_format(&pp, b);
-		check_report(c, REC_LEVEL(k) == LVL_COOL ? parent : k, "outside",
+		check_report(c, who, whose, "outside",
 		    "%s is not inside its parent %s", a, b);
 	}
-	if (prev != NULL && (pv = rec_cidr(prev), pfx_first(p) <= pfx_last(&pv))) {
+	if (REC_LEVEL(k) != LVL_COOL && rec_find(parent, k->name) != k)
+		check_report(c, k, parent, "index", "missing from its "
+		    "parent's name index");
+	if (prev != NULL &&
+	    (pv = rec_cidr(prev), pfx_first(p) <= pfx_last(&pv))) {
 		pfx_format(p, a);
 		pfx_format(&pv, b);
-		check_report(c, REC_LEVEL(k) == LVL_COOL ? parent : k, "overlap",
+		check_report(c, who, whose, "overlap",
 		    "%s overlaps its sibling %s", a, b);
 	}
 	c->prev = k;
 	if (REC_LEVEL(k) != LVL_COOL) {
-		check_rec(c, k);
+		check_rec(c, k, parent);
 		c->parent = parent;
 	}
 	c->prev = k;
 	return 0;
 }
 
+/* Audits r, a child of parent (NULL: a trench record), and below it. */
 static void
-check_rec(struct check_ctx *c, const struct rec *r)
+check_rec(struct check_ctx *c, const struct rec *r, const struct rec *parent)
 {
 	char t[STORE_TIMESTRLEN];
 	struct rec_ext *x;
@@ -1680,8 +1728,8 @@ check_rec(struct check_ctx *c, const struct rec *r)
 	if (c->limit != 0 && REC_EXPIRABLE(r) && r->updated_at != 0 &&
 	    r->updated_at < c->limit && strcmp(r->name, REG_BRIDGE_NAME) != 0) {
 		store_format_time(r->updated_at, t);
-		check_report(c, r, "stale", "not refreshed since %s: garbage "
-		    "collection would reap it", t);
+		check_report(c, r, parent, "stale", "not refreshed since %s: "
+		    "garbage collection would reap it", t);
 	}
 	if (REC_LEVEL(r) >= LVL_CHILD)
 		return;
@@ -1689,7 +1737,7 @@ check_rec(struct check_ctx *c, const struct rec *r)
 	for (i = 0; (k = names_next(&x->kids, &i)) != NULL;) {
 		kp = rec_cidr(k);
 		if (alloc_pool_lookup(x->pool, &kp) != k)
-			check_report(c, k, "index", "missing from its "
+			check_report(c, k, r, "index", "missing from its "
 			    "parent's address index");
 	}
 	c->parent = r;
@@ -1715,6 +1763,6 @@ reg_check(struct reg *g, int64_t now, int64_t threshold_ns,
 	c.limit = threshold_ns > 0 ? now - threshold_ns : 0;
 	for (fi = 0; fi < 2; fi++)
 		if (g->root[fi] != NULL)
-			check_rec(&c, g->root[fi]);
+			check_rec(&c, g->root[fi], NULL);
 	return c.n;
 }
