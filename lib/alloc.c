@@ -36,7 +36,11 @@
  * carved out of a run has that block as its predecessor in address order, so
  * it is linked into the block tree beside it and rebalanced, without a
  * descent from the root; a removed block finds its predecessor with RB_PREV.
- * The only descents left per operation are in the free-run tree.
+ * The only descents left per operation are in the free-run tree, and a
+ * block does not point back at the run above it (8 bytes in each of the
+ * registry's records): a removed block finds its neighbouring runs from the
+ * lowest run when it lies below every run (first-fit churn), else with one
+ * descent among the runs.
  */
 #include "alloc.h"
 
@@ -413,15 +417,11 @@ alloc_free_fixup(struct alloc_free *f)
 	}
 }
 
-/* Makes blk the block right below run f, keeping blk->an_above in step. */
+/* Makes blk the block right below run f. */
 static void
 alloc_free_set_below(struct alloc_free *f, struct alloc_node *blk)
 {
-	if (f->below != NULL && f->below->an_above == f)
-		f->below->an_above = NULL;
 	f->below = blk;
-	if (blk != NULL)
-		blk->an_above = f;
 }
 
 /*
@@ -525,23 +525,35 @@ alloc_free_carve(struct alloc_pool *pool, struct alloc_free *f,
 
 /*
  * The free runs right next to block c: *prev ends just below it, *next
- * starts just above it; either is NULL if there is none. pred is the block
- * below c (NULL if none). No descent: the run right above a block is linked
- * from it, and a free run below c with no block under it can only be the
- * lowest run, starting at the parent's first address.
+ * starts just above it; either is NULL if there is none. When the lowest
+ * run starts above c (first-fit churn gives back the lowest block) it is
+ * the only candidate, and no descent is needed; otherwise the run below c
+ * is the one with the greatest start under c's address (one descent), and
+ * the one above follows it. A run starting at 0 cannot follow another, so
+ * the wrap of c's last address + 1 at the top of the space matches none.
  */
 static void
 alloc_free_neighbours(const struct alloc_pool *pool,
-    const struct alloc_node *c, const struct alloc_node *pred,
-    struct alloc_free **prev, struct alloc_free **next)
+    const struct alloc_node *c, struct alloc_free **prev,
+    struct alloc_free **next)
 {
-	if (pred != NULL)
-		*prev = pred->an_above;
-	else if (pool->first != NULL && pool->first->start < c->an_addr)
-		*prev = pool->first;
-	else
-		*prev = NULL;
-	*next = c->an_above;
+	pfx_addr after = alloc_node_last(c) + 1;
+	struct alloc_free *f = pool->first;
+
+	*prev = *next = NULL;
+	if (f == NULL)
+		return;
+	if (f->start > c->an_addr) {
+		if (f->start == after)
+			*next = f;
+		return;
+	}
+	f = alloc_free_floor(pool, c->an_addr);
+	if (f->end + 1 == c->an_addr)
+		*prev = f;
+	f = RB_NEXT(alloc_free_tree, (struct alloc_free_tree *)&pool->free, f);
+	if (f != NULL && f->start == after)
+		*next = f;
 }
 
 /*
@@ -624,7 +636,6 @@ alloc_occupy(struct alloc_pool *pool, struct alloc_node *blk)
 		if (spare == NULL)
 			return ALLOC_ENOMEM;
 	}
-	blk->an_above = NULL;
 	/* the free addresses below a in f lie above f->below, so that block
 	 * is the new one's predecessor */
 	alloc_block_link(pool, blk, f->below);
@@ -674,7 +685,7 @@ alloc_vacate(struct alloc_pool *pool, struct alloc_node *c)
 	pfx_addr a = c->an_addr, b = alloc_node_last(c);
 
 	pred = RB_PREV(alloc_block_tree, &pool->blocks, c);
-	alloc_free_neighbours(pool, c, pred, &prev, &next);
+	alloc_free_neighbours(pool, c, &prev, &next);
 	if (prev == NULL && next == NULL) {
 		spare = malloc(sizeof(*spare));
 		if (spare == NULL)
@@ -684,10 +695,8 @@ alloc_vacate(struct alloc_pool *pool, struct alloc_node *c)
 	if (pool->hashed)
 		alloc_hash_del(&pool->hash, c);
 	pool->nchildren--;
-	/* the run above c still points at it until released */
 	if (!alloc_free_release(pool, a, b, prev, next, pred, spare))
 		free(spare);
-	c->an_above = NULL;
 	return ALLOC_OK;
 }
 
@@ -714,7 +723,6 @@ alloc_node_init(struct alloc_node *n, const struct pfx *p)
 	n->an_addr = p->addr;
 	n->an_len = p->len;
 	n->an_family = p->family;
-	n->an_above = NULL;
 	n->an_kind = 0;
 }
 

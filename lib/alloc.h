@@ -40,7 +40,6 @@
 #include "prefix.h"
 
 struct alloc_pool;
-struct alloc_free;
 
 /* An address aligned to 8 bytes, not 16: a node packs into records that
  * come 8-byte aligned (the registry's slabs) without padding. */
@@ -54,8 +53,6 @@ typedef pfx_addr alloc_addr __attribute__((aligned(8)));
 struct alloc_node {
 	RB_ENTRY(alloc_node) an_entry;	/* link in the pool's block tree */
 	alloc_addr an_addr;		/* first address of the block */
-	struct alloc_free *an_above;	/* free run starting right after the
-					 * block, or NULL */
 	uint8_t an_len;			/* prefix length */
 	uint8_t an_family;		/* PFX_V4 or PFX_V6 */
 	uint8_t an_kind;		/* alloc.c's: who owns the node */
