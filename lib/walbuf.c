@@ -26,9 +26,11 @@
 /* Where the wrapped file starts after ours: 16-byte aligned. */
 #define WALBUF_HDR ((sizeof(struct walbuf_file) + 15) / 16 * 16)
 
-/* Largest single write handed on: sqlite's unix VFS writes at most
- * 0x1ffff bytes per call (it masks the length) and takes a shorter write
- * for a full disk, so gathered runs go out in pieces below that. */
+/* Largest single write handed on, and so the most bytes gathered: sqlite's
+ * unix VFS writes at most 0x1ffff bytes per call (it masks the length)
+ * and takes a shorter write for a full disk. A commit larger than this
+ * goes out one full piece at a time, as many writes as one buffer of its
+ * whole size would take, for 124 KiB of memory. */
 #define WALBUF_CHUNK (124u << 10)
 
 /* Smallest gather buffer allocated. */
@@ -81,7 +83,7 @@ walbuf_flush(struct walbuf_file *w)
 	return rc;
 }
 
-/* Makes room for need bytes in the gather buffer (need <= WALBUF_MAX). */
+/* Makes room for need bytes in the gather buffer (need <= WALBUF_CHUNK). */
 static bool
 walbuf_reserve(struct walbuf_file *w, size_t need)
 {
@@ -92,8 +94,8 @@ walbuf_reserve(struct walbuf_file *w, size_t need)
 		return true;
 	while (cap < need)
 		cap *= 2;
-	if (cap > WALBUF_MAX)
-		cap = WALBUF_MAX;
+	if (cap > WALBUF_CHUNK)
+		cap = WALBUF_CHUNK;
 	nb = realloc(w->buf, cap);
 	if (nb == NULL)
 		return false;
@@ -117,9 +119,9 @@ walbuf_write(sqlite3_file *f, const void *p, int amt, sqlite3_int64 off)
 		memcpy(w->buf + (off - w->off), p, n);
 		return SQLITE_OK;
 	}
-	/* right after it, with room: append */
+	/* right after it, within one write's worth: append */
 	if (w->len > 0 && off == w->off + (sqlite3_int64)w->len &&
-	    w->len + n <= WALBUF_MAX && walbuf_reserve(w, w->len + n)) {
+	    w->len + n <= WALBUF_CHUNK && walbuf_reserve(w, w->len + n)) {
 		memcpy(w->buf + w->len, p, n);
 		w->len += n;
 		return SQLITE_OK;

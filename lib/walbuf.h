@@ -23,9 +23,6 @@
 
 #include <stddef.h>
 
-/* Largest run of WAL bytes gathered before it is written out anyway. */
-#define WALBUF_MAX (4u << 20)
-
 /*
  * Registers (once per process; later calls return the same answer) a VFS
  * named name that wraps the VFS named base (NULL = sqlite's default).
