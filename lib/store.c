@@ -569,7 +569,14 @@ store_pragmas(struct store *st, int flags, char *err, size_t errlen)
 	const char *sync = (flags & STORE_SYNC_NORMAL) ?
 	    "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL";
 
+	/* The page cache: 1 MiB instead of sqlite's 2. The registry keeps
+	 * every record in memory, so the store only reads at load and for
+	 * index pages while writing; paired runs at concurrency 64 with
+	 * 1, 2, 4, 8 and 16 MiB gave the same db worker CPU per allocation
+	 * (27-31 us): a miss is a pread from the OS page cache. */
 	if (store_exec(st, sync, "set synchronous", err, errlen) < 0 ||
+	    store_exec(st, "PRAGMA cache_size=-1024", "set cache_size", err,
+	    errlen) < 0 ||
 	    store_exec(st, "PRAGMA foreign_keys=OFF", "set foreign_keys", err,
 	    errlen) < 0)
 		return -1;
