@@ -257,6 +257,30 @@ class Process(DaemonTest):
         for role in ("db", "api", "nsp"):
             self.assertTrue(any(role in p for p in procs), "no %s lines in %s" % (role, procs))
 
+    def test_api_worker_returns_heap_after_a_burst_once_idle(self):
+        # issue 5 (memory): after a burst of forwarded calls the api worker
+        # gives its freed heap back (malloc_trim) once a whole second went
+        # by without calls - once per burst, never while calls flow
+        d = self.daemon()
+        marker = "freed heap returned to the system"
+
+        def trims():
+            return d.log_text().count(marker)
+
+        base = trims()
+        deadline = time.monotonic() + 1.5
+        n = 0
+        while time.monotonic() < deadline:
+            d.client.allocate("conduit-a", "worker-1", "burst-%d" % (n % 100))
+            n += 1
+        self.assertEqual(trims(), base, "trimmed while calls were flowing")
+        harness.poll(lambda: trims() == base + 1, 5.0, what="a trim after the burst")
+        time.sleep(2.5)
+        self.assertEqual(trims(), base + 1, "trimmed again while idle")
+        d.client.allocate("conduit-a", "worker-1", "burst-again")
+        harness.poll(lambda: trims() == base + 2, 5.0,
+                     what="a trim after the 2nd burst")
+
     def test_sd_notify_ready_status_watchdog(self):
         tmp = harness.make_tmpdir("ipam-notify-")
         self.addCleanup(shutil.rmtree, tmp, True)
