@@ -1515,3 +1515,52 @@ Test(store, load_after_a_write_sees_the_write)
 	free(rs.v);
 	store_close(st);
 }
+
+Test(store, renewal_touch_keeps_expirable_and_normalises_foreign_values)
+{
+	struct store *st;
+	struct rows rs;
+	sqlite3 *raw;
+	char buf[64];
+
+	/* rows as another writer could leave them: expirable as text */
+	st = open_ok(0);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	insert_ok(st, "a-x", "a", "fd00::1/128", "x", 5, true);
+	insert_ok(st, "b-x", "b", "fd00::2/128", "x", 5, false);
+	insert_ok(st, "c-x", "c", "fd00::3/128", "x", 5, true);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	store_close(st);
+	raw = raw_open(dbpath);
+	raw_exec(raw, "UPDATE prefixes SET expirable='true' WHERE id='c-x'");
+	sqlite3_close(raw);
+
+	st = open_ok(STORE_NO_CREATE);
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
+	/* renewals: same expirable, new time */
+	cr_assert_eq(store_touch(st, "a-x", T2024 * NS + 1, true, err,
+	    sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_touch(st, "b-x", T2024 * NS + 2, false, err,
+	    sizeof(err)), 0, "%s", err);
+	/* stored as text: rewritten as go-sqlite3 writes a bool */
+	cr_assert_eq(store_touch(st, "c-x", T2024 * NS + 3, true, err,
+	    sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 3);
+	cr_assert_eq(find(&rs, "a-x")->updated_at, T2024 * NS + 1);
+	cr_assert(find(&rs, "a-x")->expirable);
+	cr_assert_eq(find(&rs, "b-x")->updated_at, T2024 * NS + 2);
+	cr_assert(!find(&rs, "b-x")->expirable);
+	cr_assert_eq(find(&rs, "c-x")->updated_at, T2024 * NS + 3);
+	cr_assert(find(&rs, "c-x")->expirable);
+	free(rs.v);
+	store_close(st);
+	raw = raw_open(dbpath);
+	raw_text(raw, "SELECT typeof(expirable) || expirable FROM prefixes "
+	    "WHERE id='c-x'", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "integer1");
+	raw_text(raw, "PRAGMA integrity_check", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "ok");
+	sqlite3_close(raw);
+}
