@@ -86,19 +86,6 @@ nsp_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Nanoseconds of configuration as milliseconds in [lo, INT32_MAX]. */
-static int
-nsp_ns_to_ms(int64_t ns, int lo)
-{
-	int64_t ms = ns / 1000000;
-
-	if (ms < lo)
-		return lo;
-	if (ms > INT32_MAX)
-		return INT32_MAX;
-	return (int)ms;
-}
-
 /* ---------------------------------------------------------------------
  * db connection and sync
  */
@@ -416,7 +403,7 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 	memset(&db, 0, sizeof(db));
 	memset(&sy, 0, sizeof(sy));
 	memset(&watch, 0, sizeof(watch));
-	cap_ms = nsp_ns_to_ms(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+	cap_ms = nspw_ms_of_ns(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
 	sy.retry_ms = NSP_BACKOFF_MIN_MS;
 	if (ipcmsg_db_path(rundir, db.path, sizeof(db.path)) < 0) {
 		log_error("runtime directory path too long: %s", rundir);

@@ -86,4 +86,18 @@ struct nspw_ops {
 /* The type of NSPW_ENTRY. */
 typedef const struct nspw_ops *(*nspw_entry_fn)(void);
 
+/* Nanoseconds of configuration as milliseconds in [lo, INT32_MAX]; used
+ * on both sides (the worker's db retries, the module's backoff). */
+static inline int
+nspw_ms_of_ns(int64_t ns, int lo)
+{
+	int64_t ms = ns / 1000000;
+
+	if (ms < lo)
+		return lo;
+	if (ms > INT32_MAX)
+		return INT32_MAX;
+	return (int)ms;
+}
+
 #endif

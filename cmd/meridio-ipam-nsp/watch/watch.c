@@ -66,19 +66,6 @@ struct nspw {
 static grpc_channel *nspw_channel_new(const struct cfg *cfg,
     struct grpcx_tls *tls);
 
-/* Nanoseconds of configuration as milliseconds in [lo, INT32_MAX]. */
-static int
-nspw_ns_to_ms(int64_t ns, int lo)
-{
-	int64_t ms = ns / 1000000;
-
-	if (ms < lo)
-		return lo;
-	if (ms > INT32_MAX)
-		return INT32_MAX;
-	return (int)ms;
-}
-
 /* ---------------------------------------------------------------------
  * Watch thread
  */
@@ -364,7 +351,7 @@ nspw_main(void *arg)
 	struct timespec until;
 	bool got, stop;
 
-	cap = nspw_ns_to_ms(w->cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+	cap = nspw_ms_of_ns(w->cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
 	cq = grpc_completion_queue_create_for_next(NULL);
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
@@ -452,11 +439,11 @@ nspw_channel_new(const struct cfg *cfg, struct grpcx_tls *tls)
 	grpc_channel *ch;
 	grpc_arg args[7];
 	grpc_channel_args chargs;
-	int cap = nspw_ns_to_ms(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+	int cap = nspw_ms_of_ns(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
 
 	memset(args, 0, sizeof(args));
 	nspw_arg_int(&args[0], GRPC_ARG_KEEPALIVE_TIME_MS,
-	    nspw_ns_to_ms(cfg->keepalive_ns, 1));
+	    nspw_ms_of_ns(cfg->keepalive_ns, 1));
 	nspw_arg_int(&args[1], GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
 	nspw_arg_int(&args[2], GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
 	    NSP_BACKOFF_MIN_MS);
