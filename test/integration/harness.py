@@ -619,12 +619,13 @@ UPDATED_AT_RE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{0,8}[1-9])?\+00:00$")
 
 
-def read_prefixes(db_path):
-    """All rows of the prefixes table as a {id: dict} map.
+def query_db_copy(db_path, sql):
+    """The rows of sql, run on a copy of the database and its WAL.
 
     The daemon may hold the file with an exclusive lock, so the database and
     its WAL are copied to a scratch directory and the copy is read (sqlite
-    rebuilds the WAL index from the WAL file and ignores an unfinished tail).
+    rebuilds the WAL index from the WAL file and ignores an unfinished tail);
+    the daemon's own file stays untouched.
     """
     tmp = tempfile.mkdtemp(prefix="ipam-db-", dir=TEST_TMP if os.path.isdir(TEST_TMP) else None)
     try:
@@ -634,16 +635,20 @@ def read_prefixes(db_path):
             shutil.copyfile(db_path + "-wal", copy + "-wal")
         con = sqlite3.connect(copy)
         try:
-            cur = con.execute("SELECT %s FROM prefixes" % ",".join(PREFIX_COLUMNS))
-            rows = {}
-            for r in cur.fetchall():
-                d = dict(zip(PREFIX_COLUMNS, r))
-                rows[d["id"]] = d
-            return rows
+            return con.execute(sql).fetchall()
         finally:
             con.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_prefixes(db_path):
+    """All rows of the prefixes table as a {id: dict} map (query_db_copy)."""
+    rows = {}
+    for r in query_db_copy(db_path, "SELECT %s FROM prefixes" % ",".join(PREFIX_COLUMNS)):
+        d = dict(zip(PREFIX_COLUMNS, r))
+        rows[d["id"]] = d
+    return rows
 
 
 def structural(rows):

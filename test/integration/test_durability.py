@@ -34,10 +34,8 @@ import re
 import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -159,19 +157,7 @@ def exe_name(pid):
 def integrity(db_path):
     """PRAGMA integrity_check of a copy of the file and its WAL (the copy
     keeps the daemon's own file untouched for the restart that follows)."""
-    tmp = tempfile.mkdtemp(prefix="ipam-dur-", dir=harness.TEST_TMP)
-    try:
-        copy = os.path.join(tmp, "copy.db")
-        shutil.copyfile(db_path, copy)
-        if os.path.exists(db_path + "-wal"):
-            shutil.copyfile(db_path + "-wal", copy + "-wal")
-        con = sqlite3.connect(copy)
-        try:
-            return [r[0] for r in con.execute("PRAGMA integrity_check")]
-        finally:
-            con.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return [r[0] for r in harness.query_db_copy(db_path, "PRAGMA integrity_check")]
 
 
 def child_id(node, name, conduit="conduit-a"):
