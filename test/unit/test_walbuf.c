@@ -185,20 +185,28 @@ wal_frames(sqlite3 *db)
 	return log;
 }
 
-Test(walbuf, a_commit_goes_out_in_few_writes)
+/* Commits 400 rows on db after restarting its WAL; *frames gets
+ * the frames the commit wrote. Returns the pwrite calls it took. */
+static long
+measured_commit(sqlite3 *db, int *frames)
 {
-	sqlite3 *db = open_db(TEST_VFS);
-	long before, writes;
-	int frames;
+	long before;
 
 	cr_assert_eq(insert_rows(db, 0, 10), SQLITE_OK);
-	/* checkpoint and restart the WAL so the next commit starts clean */
 	cr_assert_eq(sqlite3_wal_checkpoint_v2(db, NULL,
 	    SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL), SQLITE_OK);
 	before = atomic_load(&nwrites);
 	cr_assert_eq(insert_rows(db, 1000, 400), SQLITE_OK);
-	writes = atomic_load(&nwrites) - before;
-	frames = wal_frames(db);
+	*frames = wal_frames(db);
+	return atomic_load(&nwrites) - before;
+}
+
+Test(walbuf, a_commit_goes_out_in_few_writes)
+{
+	sqlite3 *db = open_db(TEST_VFS);
+	int frames;
+	long writes = measured_commit(db, &frames);
+
 	cr_assert_gt(frames, 20, "the commit wrote %d frames", frames);
 	/* (frames * (4096 + 24) + 32) bytes in pieces of 120-124 KiB: the
 	 * most gathered at a time is one piece */
@@ -214,16 +222,9 @@ Test(walbuf, the_plain_vfs_writes_each_frame_twice)
 {
 	/* what the first test guards against, seen with the same counter */
 	sqlite3 *db = open_db(NULL);
-	long before, writes;
 	int frames;
+	long writes = measured_commit(db, &frames);
 
-	cr_assert_eq(insert_rows(db, 0, 10), SQLITE_OK);
-	cr_assert_eq(sqlite3_wal_checkpoint_v2(db, NULL,
-	    SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL), SQLITE_OK);
-	before = atomic_load(&nwrites);
-	cr_assert_eq(insert_rows(db, 1000, 400), SQLITE_OK);
-	writes = atomic_load(&nwrites) - before;
-	frames = wal_frames(db);
 	cr_assert_geq(writes, 2L * frames, "%ld writes for %d frames", writes,
 	    frames);
 	sqlite3_close(db);
