@@ -38,6 +38,7 @@
 #define CFG_DEF_GC_THRESHOLD "40m"
 #define CFG_DEF_CONDUITS ""
 #define CFG_DEF_COOLDOWN "0"
+#define CFG_DEF_RENEWAL_REFRESH "0"
 #define CFG_DEF_METRICS_PORT "0"
 
 /* Longest trench or conduit name (a DNS name's limit, as Kubernetes'). */
@@ -537,6 +538,9 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 	if (cfg_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
 	    &c->release_cooldown_ns) != 0)
 		return -1;
+	if (cfg_duration(x, "IPAM_RENEWAL_REFRESH", CFG_DEF_RENEWAL_REFRESH,
+	    false, &c->renewal_refresh_ns) != 0)
+		return -1;
 	if (cfg_port(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT, true,
 	    &c->metrics_port) != 0)
 		return -1;
@@ -952,6 +956,8 @@ cfg_to_json(const struct cfg *c)
 	    cfg_json_add(obj, "IPAM_CONDUITS", conduits) != 0 ||
 	    cfg_json_dur(obj, "IPAM_RELEASE_COOLDOWN",
 	    c->release_cooldown_ns) != 0 ||
+	    cfg_json_dur(obj, "IPAM_RENEWAL_REFRESH",
+	    c->renewal_refresh_ns) != 0 ||
 	    cfg_json_uint(obj, "IPAM_METRICS_PORT", c->metrics_port) != 0 ||
 	    cfg_json_add(obj, "IPAM_TLS_CERT", c->tls_cert ? c->tls_cert : "")
 	    != 0 ||
@@ -1027,6 +1033,9 @@ cfg_help(void)
 	    "when there is no NSP (default \"" CFG_DEF_CONDUITS "\")\n"
 	    "  IPAM_RELEASE_COOLDOWN              time before a released "
 	    "address is reused (default " CFG_DEF_COOLDOWN ")\n"
+	    "  IPAM_RENEWAL_REFRESH               a renewal writes its "
+	    "updated_at only when older, 0 = always (default "
+	    CFG_DEF_RENEWAL_REFRESH ")\n"
 	    "  IPAM_METRICS_PORT                  metrics HTTP port, 0 = off "
 	    "(default " CFG_DEF_METRICS_PORT ")\n"
 	    "  IPAM_TLS_CERT                      server certificate file, "

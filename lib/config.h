@@ -48,6 +48,8 @@ struct cfg {
 	char **conduits;		/* IPAM_CONDUITS, split on commas */
 	size_t nconduits;		/* number of entries in conduits */
 	int64_t release_cooldown_ns;	/* IPAM_RELEASE_COOLDOWN (0 = off) */
+	int64_t renewal_refresh_ns;	/* IPAM_RENEWAL_REFRESH (0 = a renewal
+					 * always writes updated_at) */
 	unsigned metrics_port;		/* IPAM_METRICS_PORT (0 = off) */
 	char *tls_cert;			/* IPAM_TLS_CERT ("" = plaintext) */
 	char *tls_key;			/* IPAM_TLS_KEY */

@@ -1388,7 +1388,11 @@ reg_allocate(struct reg *g, int family, const char *conduit, const char *node,
 	}
 	res->created = false;
 	if ((k = rec_find(n, name)) != NULL) {
-		if ((rc = rec_touch(g, n, k, now, err, errlen)) != REG_OK)
+		/* a renewal refreshes updated_at - unless it was refreshed
+		 * less than child_refresh_ns ago (IPAM_RENEWAL_REFRESH) */
+		if ((g->p.child_refresh_ns <= 0 ||
+		    now - k->updated_at >= g->p.child_refresh_ns) &&
+		    (rc = rec_touch(g, n, k, now, err, errlen)) != REG_OK)
 			return rc;
 	} else {
 		rc = rec_create(g, n, name, pfx_family_bits(family),

@@ -51,6 +51,8 @@ struct reg_params {
 		unsigned node_len;	/* length of node prefixes */
 	} fam[2];			/* [0] IPv4, [1] IPv6 */
 	int64_t node_refresh_ns;	/* damping of node updated_at refreshes */
+	int64_t child_refresh_ns;	/* the same for a child's renewal; 0 =
+					 * every renewal writes (Meridio) */
 	int64_t release_cooldown_ns;	/* a released address stays unused this
 					 * long (0 = reusable at once) */
 };

@@ -107,8 +107,17 @@ main(int argc, char **argv)
 	 * node whose children are still being renewed. */
 	rp.node_refresh_ns = 60LL * 1000000000;
 	rp.release_cooldown_ns = cfg.release_cooldown_ns;
+	rp.child_refresh_ns = cfg.renewal_refresh_ns;
 	if (cfg.gc_enabled && cfg.gc_threshold_ns / 4 < rp.node_refresh_ns)
 		rp.node_refresh_ns = cfg.gc_threshold_ns / 4;
+	/* Likewise a renewal's refresh (IPAM_RENEWAL_REFRESH): a child that
+	 * keeps being renewed is never older than a quarter of the GC age. */
+	if (cfg.gc_enabled && cfg.gc_threshold_ns / 4 < rp.child_refresh_ns) {
+		log_fmt(LOGL_WARNING, "IPAM_RENEWAL_REFRESH is capped at a "
+		    "quarter of IPAM_GARBAGE_COLLECTION_THRESHOLD (%lld ms)",
+		    (long long)(cfg.gc_threshold_ns / 4 / 1000000));
+		rp.child_refresh_ns = cfg.gc_threshold_ns / 4;
+	}
 	rc = reg_open(&reg, st, &rp, on_problem, NULL, err, sizeof(err));
 	if (rc != REG_OK) {
 		log_kv(LOGL_ERROR, "cannot load the database", "path",

@@ -23,7 +23,7 @@ HELM = TOOLS / "bin" / "helm"
 BIN = Path(os.environ.get("IPAM_BIN_DIR", TOP / "build" / "bin"))
 DURATIONS = ("IPAM_GRPC_KEEPALIVE_TIME", "IPAM_GRPC_PROBE_RPC_TIMEOUT", "IPAM_GRPC_MAX_BACKOFF",
              "IPAM_GARBAGE_COLLECTION_INTERVAL", "IPAM_GARBAGE_COLLECTION_THRESHOLD",
-             "IPAM_RELEASE_COOLDOWN")
+             "IPAM_RELEASE_COOLDOWN", "IPAM_RENEWAL_REFRESH")
 
 
 def run(cmd, **kw):
@@ -351,10 +351,13 @@ tolerations:
         self.assertEqual((env["IPAM_METRICS_PORT"], env["IPAM_RELEASE_COOLDOWN"]), ("0", "0s"))
         c = sts["spec"]["template"]["spec"]["containers"][0]
         self.assertEqual([p["name"] for p in c["ports"]], ["grpc"])
-        vals = self.values_file("metrics.yaml", "metrics:\n  port: 9090\nreleaseCooldown: 10s\n")
+        self.assertEqual(env["IPAM_RENEWAL_REFRESH"], "0s")
+        vals = self.values_file("metrics.yaml", "metrics:\n  port: 9090\nreleaseCooldown: 10s\n"
+                                "renewalRefresh: 1m\n")
         sts = self.render("-f", vals)["StatefulSet"][0]
         env = self.env_of(sts)
         self.assertEqual((env["IPAM_METRICS_PORT"], env["IPAM_RELEASE_COOLDOWN"]), ("9090", "10s"))
+        self.assertEqual(env["IPAM_RENEWAL_REFRESH"], "1m")
         c = sts["spec"]["template"]["spec"]["containers"][0]
         self.assertIn({"name": "metrics", "containerPort": 9090, "protocol": "TCP"}, c["ports"])
         bad = self.values_file("bad-metrics.yaml", "metrics:\n  port: 70000\n")

@@ -110,6 +110,21 @@ class FirstFit(DaemonTest):
         # Node refreshes are damped (once a minute with the default GC).
         self.assertEqual(rows[nid]["updated_at"], node_t, "node rewritten on every Allocate")
 
+    def test_renewal_refresh_damps_child_writes(self):
+        # IPAM_RENEWAL_REFRESH (off by default, as Meridio): a renewal
+        # within that time of the last refresh writes nothing
+        d = self.daemon(env={"IPAM_RENEWAL_REFRESH": "1500ms"})
+        c = d.client
+        cid = child_id("proxy", "worker-1", "conduit-a")
+        first = c.allocate("conduit-a", "worker-1", "proxy")
+        t0 = d.rows()[cid]["updated_at"]
+        time.sleep(0.3)
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy"), first)
+        self.assertEqual(d.rows()[cid]["updated_at"], t0, "renewal wrote updated_at")
+        time.sleep(1.4)
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy"), first)
+        self.assertGreater(d.rows()[cid]["updated_at"], t0, "no refresh after the interval")
+
     def test_concurrent_allocates_of_one_name_agree(self):
         with futures.ThreadPoolExecutor(max_workers=20) as ex:
             got = list(ex.map(lambda _: self.c.allocate("conduit-a", "worker-1", "same"),

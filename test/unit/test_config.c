@@ -96,6 +96,7 @@ Test(config, every_default)
 	cr_assert_eq(c.gc_threshold_ns, 40 * NS_M);
 	cr_assert_eq(c.nconduits, 0);
 	cr_assert_eq(c.release_cooldown_ns, 0);
+	cr_assert_eq(c.renewal_refresh_ns, 0);
 	cr_assert_eq(c.metrics_port, 0);
 	cr_assert_str_eq(c.tls_cert, "");
 	cr_assert_str_eq(c.tls_key, "");
@@ -158,7 +159,7 @@ Test(config, every_variable_set)
 		"IPAM_GARBAGE_COLLECTION_INTERVAL", "10m",
 		"IPAM_GARBAGE_COLLECTION_THRESHOLD", "1h",
 		"IPAM_CONDUITS", " load-balancer , lb-b,x",
-		"IPAM_RELEASE_COOLDOWN", "30s",
+		"IPAM_RELEASE_COOLDOWN", "30s", "IPAM_RENEWAL_REFRESH", "1m",
 		"IPAM_METRICS_PORT", "9100",
 		"IPAM_TLS_CERT", "/etc/ipam/tls.crt",
 		"IPAM_TLS_KEY", "/etc/ipam/tls.key",
@@ -196,6 +197,7 @@ Test(config, every_variable_set)
 	cr_assert_str_eq(c.conduits[1], "lb-b");
 	cr_assert_str_eq(c.conduits[2], "x");
 	cr_assert_eq(c.release_cooldown_ns, 30 * NS_S);
+	cr_assert_eq(c.renewal_refresh_ns, 60 * NS_S);
 	cr_assert_eq(c.metrics_port, 9100);
 	cr_assert_str_eq(c.tls_cert, "/etc/ipam/tls.crt");
 	cr_assert_str_eq(c.tls_key, "/etc/ipam/tls.key");
@@ -413,6 +415,8 @@ static const struct tc_bad tc_bads[] = {
 	    "1 to 253 bytes" },
 	{ "IPAM_RELEASE_COOLDOWN", "-1s", "a non-negative Go duration" },
 	{ "IPAM_RELEASE_COOLDOWN", "soon", "a non-negative Go duration" },
+	{ "IPAM_RENEWAL_REFRESH", "-5s", "a non-negative Go duration" },
+	{ "IPAM_RENEWAL_REFRESH", "60", "a non-negative Go duration" },
 	{ "IPAM_METRICS_PORT", "65536", "between 0 and 65535 (0 = off)" },
 	{ "IPAM_METRICS_PORT", "x", "between 0 and 65535" },
 	{ "IPAM_METRICS_PORT", "7777", "a port other than IPAM_PORT (7777)" },
@@ -792,6 +796,7 @@ Test(config, json_defaults)
 		{ "IPAM_GARBAGE_COLLECTION_THRESHOLD", "40m0s" },
 		{ "IPAM_CONDUITS", "" },
 		{ "IPAM_RELEASE_COOLDOWN", "0s" },
+		{ "IPAM_RENEWAL_REFRESH", "0s" },
 		{ "IPAM_METRICS_PORT", "0" },
 		{ "IPAM_TLS_CERT", "" },
 		{ "IPAM_TLS_KEY", "" },
@@ -883,6 +888,7 @@ Test(config, help_lists_every_variable_and_default)
 		"IPAM_GARBAGE_COLLECTION_INTERVAL", "(default 2h)",
 		"IPAM_GARBAGE_COLLECTION_THRESHOLD", "(default 40m)",
 		"IPAM_CONDUITS", "IPAM_RELEASE_COOLDOWN", "(default 0)",
+		"IPAM_RENEWAL_REFRESH",
 		"IPAM_METRICS_PORT", "IPAM_TLS_CERT", "IPAM_TLS_KEY",
 		"IPAM_TLS_CA", "IPAM_NSP_TLS_CA", "IPAM_NSP_TLS_CERT",
 		"IPAM_NSP_TLS_KEY", "IPAM_NSP_TLS_SERVER_NAME",

@@ -1138,3 +1138,41 @@ Test(registry, gc_and_rollback_in_a_large_node)
 	reg_close(g);
 	store_close(st);
 }
+
+Test(registry, renewal_refresh_damps_child_writes)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g;
+	uint64_t commits;
+
+	/* default (Meridio): every renewal writes */
+	g = open_reg(st, &p, NULL);
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "k", T0);
+	alloc1(g, PFX_V4, "c", "n", "k", T0 + 1 * NS);
+	cr_assert_eq(disk_rows(st, "k-n-c-default-0").updated, T0 + 1 * NS);
+	reg_close(g);
+
+	/* damped: a renewal within child_refresh_ns of the last write
+	 * writes nothing and keeps the address; a later one writes */
+	p.child_refresh_ns = 10 * NS;
+	g = open_reg(st, &p, NULL);
+	commits = store_commit_count(st);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "k", T0 + 5 * NS),
+	    "169.255.0.1/24");
+	cr_assert_eq(disk_rows(st, "k-n-c-default-0").updated, T0 + 1 * NS);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "k", T0 + 10 * NS),
+	    "169.255.0.1/24");
+	cr_assert_eq(disk_rows(st, "k-n-c-default-0").updated, T0 + 1 * NS);
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "k", T0 + 11 * NS),
+	    "169.255.0.1/24");
+	cr_assert_eq(disk_rows(st, "k-n-c-default-0").updated, T0 + 11 * NS);
+	/* a new child is written at once whatever the damping */
+	alloc1(g, PFX_V4, "c", "n", "other", T0 + 12 * NS);
+	cr_assert(disk_rows(st, "other-n-c-default-0").found);
+	cr_assert_geq(store_commit_count(st), commits + 2);
+	reg_close(g);
+	store_close(st);
+}
