@@ -382,7 +382,7 @@ main(int argc, char **argv)
 	if (rc != BENCH_EXIT_OK)
 		return rc;
 
-	grpc_init();
+	(void)grpcx_init();
 	if (o.use_tls) {
 		o.tls = grpcx_tls_new(o.tls_cert, o.tls_key, o.tls_ca, err,
 		    sizeof(err));

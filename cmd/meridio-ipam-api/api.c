@@ -1408,7 +1408,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 		log_fatal("signalfd/eventfd: %s", strerror(errno));
 
 	gpr_set_log_function(api_grpc_log);
-	grpc_init();
+	(void)grpcx_init();
 	/* Metrics are for monitoring: a port that is taken must not stop
 	 * allocations. Logged as an error; the endpoint stays off. */
 	if (cfg->metrics_port != 0 && (mx = metrics_start(cfg->metrics_port,

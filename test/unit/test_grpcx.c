@@ -986,3 +986,23 @@ Test(grpcx_tls, fetcher_reports_reloads_and_errors_once)
 	tsrv_stop();
 	grpcx_tls_free(t);
 }
+
+Test(grpcx, init_turns_off_absl_deadlock_detection)
+{
+	/* Debian 12's absl (the one gRPC 1.51 loads here) exports the
+	 * switch: grpcx_init must find it, and gRPC must still work after */
+	grpc_completion_queue *cq;
+	grpc_event ev;
+
+	cr_assert(grpcx_init(), "absl's SetMutexDeadlockDetectionMode not "
+	    "found: gRPC's absl is not Debian 12's (update "
+	    "grpcx_absl_deadlock_syms)");
+	cq = grpc_completion_queue_create_for_next(NULL);
+	ev = grpc_completion_queue_next(cq, grpcx_deadline_ms(10), NULL);
+	cr_assert_eq(ev.type, GRPC_QUEUE_TIMEOUT);
+	grpc_completion_queue_shutdown(cq);
+	ev = grpc_completion_queue_next(cq, grpcx_deadline_ms(1000), NULL);
+	cr_assert_eq(ev.type, GRPC_QUEUE_SHUTDOWN);
+	grpc_completion_queue_destroy(cq);
+	grpc_shutdown();
+}

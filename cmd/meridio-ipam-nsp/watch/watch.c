@@ -510,7 +510,7 @@ nspw_start(const struct nspw_host *host)
 	setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS",
 	    NSP_BACKUP_POLL_MS, 0);
 	/* Only here, in a freshly exec'd process (see GRPC-CORE-NOTES). */
-	grpc_init();
+	(void)grpcx_init();
 	err = pthread_create(&w->tid, NULL, nspw_main, w);
 	if (err != 0) {
 		host->log_fmt(LOGL_ERROR, "cannot start the watch thread: %s",
