@@ -872,54 +872,85 @@ reg_heap(void)
 	return mallinfo2().uordblks - (size_t)sqlite3_memory_used();
 }
 
-/* Fills node "n" with count children named child-name-<i>, 100 a batch. */
+/*
+ * Checkpoints and empties the WAL from a connection of its own, so that it
+ * never reaches the size at which the store starts its checkpointer
+ * thread: that thread's connection allocates when the scheduler lets it
+ * run, and its malloc overhead moved reg_heap by ~30 KB from one cycle to
+ * the next on a loaded machine.
+ */
+static void
+wal_reset(void)
+{
+	sqlite3 *db = NULL;
+
+	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	cr_assert_eq(sqlite3_wal_checkpoint_v2(db, NULL,
+	    SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL), SQLITE_OK, "%s",
+	    sqlite3_errmsg(db));
+	sqlite3_close(db);
+}
+
+/*
+ * Fills node "n" with count children named child-name-<i>, 100 a batch.
+ * Checked once at the end, not per call: every criterion assertion is a
+ * message to the runner, and its buffers moved the heap figures of the
+ * test below by kilobytes depending on how soon the runner read them.
+ */
 static void
 fill_node(struct reg *g, int count, char addrs[][PFX_ADDRSTRLEN])
 {
 	struct reg_result res;
-	char err[256], name[64];
-	int i;
+	char err[256] = "", name[64];
+	int i, bad = -1;
 
-	for (i = 0; i < count; i++) {
-		if (i % 100 == 0)
-			cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	for (i = 0; i < count && bad < 0; i++) {
+		if (i % 100 == 0 && reg_begin(g, err, sizeof(err)) != REG_OK)
+			bad = i;
 		snprintf(name, sizeof(name), "child-name-%010d", i);
-		cr_assert_eq(reg_allocate(g, PFX_V6, "c", "n", name, T0, &res,
-		    err, sizeof(err)), REG_OK, "%s", err);
-		cr_assert(res.created);
-		snprintf(addrs[i], PFX_ADDRSTRLEN, "%s", res.address);
-		if (i % 100 == 99 || i == count - 1)
-			cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK,
-			    "%s", err);
+		if (bad < 0 && (reg_allocate(g, PFX_V6, "c", "n", name, T0,
+		    &res, err, sizeof(err)) != REG_OK || !res.created))
+			bad = i;
+		if (bad < 0)
+			snprintf(addrs[i], PFX_ADDRSTRLEN, "%s", res.address);
+		if (bad < 0 && (i % 100 == 99 || i == count - 1) &&
+		    reg_commit(g, err, sizeof(err)) != REG_OK)
+			bad = i;
 	}
+	cr_assert_eq(bad, -1, "allocating child %d: %s", bad, err);
 }
 
-/* Releases what fill_node made, 100 a batch. */
+/* Releases what fill_node made, 100 a batch (checked the same way). */
 static void
 empty_node(struct reg *g, int count)
 {
-	char err[256], name[64];
-	int i;
+	char err[256] = "", name[64];
+	int i, bad = -1;
 
-	for (i = 0; i < count; i++) {
-		if (i % 100 == 0)
-			cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	for (i = 0; i < count && bad < 0; i++) {
+		if (i % 100 == 0 && reg_begin(g, err, sizeof(err)) != REG_OK)
+			bad = i;
 		snprintf(name, sizeof(name), "child-name-%010d", i);
-		cr_assert_eq(reg_release(g, PFX_V6, "c", "n", name, T0, err,
-		    sizeof(err)), REG_OK, "%s", err);
-		if (i % 100 == 99 || i == count - 1)
-			cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+		if (bad < 0 && reg_release(g, PFX_V6, "c", "n", name, T0, err,
+		    sizeof(err)) != REG_OK)
+			bad = i;
+		if (bad < 0 && (i % 100 == 99 || i == count - 1) &&
+		    reg_commit(g, err, sizeof(err)) != REG_OK)
+			bad = i;
 	}
+	cr_assert_eq(bad, -1, "releasing child %d: %s", bad, err);
 }
 
 /*
  * What an address record costs, and that release and re-allocation reuse
  * the memory: 2000 children in one node, released and allocated again
- * 14 times. Each fill gets the same addresses (first fit). The first ten
+ * 18 times. Each fill gets the same addresses (first fit). The first 13
  * cycles warm up: they grow the undo log and sqlite's cache, and glibc's
  * tcache keeps up to 7 freed chunks per size (mallinfo2 counts those as in
- * use); after them the heap after each fill and after each release stays
- * where cycle 10 left it (a byte per record and cycle would show). And a
+ * use); with ten, a loaded machine (ctest -j, CI) still saw one late step
+ * of 8-28 KB at cycle 11 in about one run of six. After them the heap
+ * after each fill and after each release stays where cycle 13 left it (a
+ * byte per record and cycle would show within the four checked). And a
  * child costs at most 144 bytes of heap (the record with its name, ~16
  * bytes of name table; it was ~300 with a tree node per index).
  */
@@ -938,27 +969,31 @@ Test(registry, release_and_reallocate_keep_the_heap_bounded,
 	add_conduits(g, cs, 1, T0);
 	/* the node itself, so that the figures below are its children only */
 	alloc1(g, PFX_V6, "c", "n", "seed", T0);
+	wal_reset();
 	empty0 = reg_heap();
 	fill_node(g, 2000, first);
 	full0 = reg_heap();
 	cr_assert_leq((full0 - empty0) / 2000, 144, "%zu bytes per child",
 	    (full0 - empty0) / 2000);
-	for (cycle = 0; cycle < 14; cycle++) {
+	for (cycle = 0; cycle < 18; cycle++) {
+		wal_reset();
 		empty_node(g, 2000);
 		cr_assert_eq(reg_count_children(g), 1);
 		empty = reg_heap();
-		if (cycle == 10)
+		if (cycle == 13)
 			empty0 = empty;
-		cr_assert(cycle <= 10 || empty <= empty0 + 4096,
+		cr_assert(cycle <= 13 || empty <= empty0 + 4096,
 		    "cycle %d: %zu > %zu", cycle, empty, empty0);
 		fill_node(g, 2000, again);
 		full = reg_heap();
-		if (cycle == 10)
+		if (cycle == 13)
 			full0 = full;
-		cr_assert(cycle <= 10 || full <= full0 + 4096,
+		cr_assert(cycle <= 13 || full <= full0 + 4096,
 		    "cycle %d: %zu > %zu", cycle, full, full0);
 		for (int i = 0; i < 2000; i++)
-			cr_assert_str_eq(again[i], first[i]);
+			if (strcmp(again[i], first[i]) != 0)
+				cr_assert_fail("cycle %d, child %d: %s, was %s",
+				    cycle, i, again[i], first[i]);
 	}
 	cr_assert_leq(full0 - empty0, 2000 * 144);
 	reg_close(g);
