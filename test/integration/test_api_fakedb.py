@@ -10,7 +10,6 @@ python3-grpcio and ipamctl. Every wait is bounded.
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from ipamd.v1 import ipamd_pb2  # noqa: E402
 from nsp.v1 import model_pb2  # noqa: E402
 import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
+import harness  # noqa: E402  (the internal frame codec)
 
 API = os.path.join(BIN_DIR, "meridio-ipam-api")
 CTL = os.path.join(BIN_DIR, "ipamctl")
@@ -57,27 +57,8 @@ def free_port():
     return port
 
 
-def read_frame(sock):
-    """One frame (bytes) from a blocking socket, None on EOF."""
-    hdr = b""
-    while len(hdr) < 4:
-        b = sock.recv(4 - len(hdr))
-        if not b:
-            return None
-        hdr += b
-    (n,) = struct.unpack(">I", hdr)
-    data = b""
-    while len(data) < n:
-        b = sock.recv(n - len(data))
-        if not b:
-            return None
-        data += b
-    return data
-
-
 def frame(msg):
-    data = msg.SerializeToString()
-    return struct.pack(">I", len(data)) + data
+    return harness.ipc_frame(msg.SerializeToString())
 
 
 class FakeDb:
@@ -120,7 +101,7 @@ class FakeDb:
     def _serve(self, c):
         while True:
             try:
-                data = read_frame(c)
+                data = harness.ipc_recv_frame(c)
             except OSError:
                 return
             if data is None:
@@ -208,7 +189,7 @@ class Api:
     def _read_status(self):
         while True:
             try:
-                data = read_frame(self.sup)
+                data = harness.ipc_recv_frame(self.sup)
             except OSError:
                 return
             if data is None:
