@@ -30,7 +30,8 @@ static atomic_long nwrites;		/* pwrite calls seen */
 static atomic_bool fail_writes;		/* fail them with ENOSPC */
 static atomic_size_t max_write;		/* largest pwrite seen */
 
-static void
+/* Counts one pwrite of n bytes; -1 (ENOSPC) when writes are to fail. */
+static int
 note_write(size_t n)
 {
 	size_t m = atomic_load(&max_write);
@@ -38,30 +39,28 @@ note_write(size_t n)
 	atomic_fetch_add(&nwrites, 1);
 	while (n > m && !atomic_compare_exchange_weak(&max_write, &m, n))
 		;
-}
-
-static ssize_t
-count_pwrite(int fd, const void *buf, size_t n, off_t off)
-{
-	note_write(n);
 	if (atomic_load(&fail_writes)) {
 		errno = ENOSPC;
 		return -1;
 	}
-	return ((ssize_t (*)(int, const void *, size_t, off_t))real_pwrite)(
-	    fd, buf, n, off);
+	return 0;
+}
+
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+
+/* What the unix VFS calls instead of pwrite and pwrite64. */
+static ssize_t
+count_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	return note_write(n) < 0 ? -1 :
+	    ((pwrite_fn)real_pwrite)(fd, buf, n, off);
 }
 
 static ssize_t
 count_pwrite64(int fd, const void *buf, size_t n, off_t off)
 {
-	note_write(n);
-	if (atomic_load(&fail_writes)) {
-		errno = ENOSPC;
-		return -1;
-	}
-	return ((ssize_t (*)(int, const void *, size_t, off_t))real_pwrite64)(
-	    fd, buf, n, off);
+	return note_write(n) < 0 ? -1 :
+	    ((pwrite_fn)real_pwrite64)(fd, buf, n, off);
 }
 
 static void
