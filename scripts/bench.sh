@@ -128,6 +128,20 @@ run() {
 	echo "$out" >>"$tmp/runs.txt"
 }
 
+# ratio <a> <b>: a / b with two decimals (0 when b is 0).
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
+}
+
+# paired <mode>: health, then mode, at concurrency 64; $pr gets the mode's
+# calls/s over the health run's, $last the mode's line.
+paired() {
+	run health 64
+	ph=$(field "$last" ops_per_s)
+	run "$1" 64
+	pr=$(ratio "$(field "$last" ops_per_s)" "$ph")
+}
+
 echo "meridio-ipam benchmark: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)"
 echo "build: $(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$dir/CMakeCache.txt"), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "runs: ${warm}s warm-up + ${dur}s measured; synchronous=FULL, WAL"
@@ -148,8 +162,8 @@ for c in 1 16 64 256; do
 	e=$(field "$last" ops_per_s)
 	run release "$c"
 	r=$(field "$last" ops_per_s)
-	rn=$(awk -v a="$n" -v b="$h" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-	re=$(awk -v a="$e" -v b="$h" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+	rn=$(ratio "$n" "$h")
+	re=$(ratio "$e" "$h")
 	eval "rnew_$c=$rn; rex_$c=$re"
 	printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$h" "$n" \
 	    "$e" "$r" "$rn" "$re" "$np"
@@ -164,15 +178,11 @@ median3() {
 }
 rn=; re=; pn=
 for round in 1 2 3; do
-	run health 64
-	h=$(field "$last" ops_per_s)
-	run allocate-new 64
-	rn="$rn $(awk -v a="$(field "$last" ops_per_s)" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
+	paired allocate-new
+	rn="$rn $pr"
 	pn="$pn $(field "$last" p99_us)"
-	run health 64
-	h=$(field "$last" ops_per_s)
-	run allocate-existing 64
-	re="$re $(awk -v a="$(field "$last" ops_per_s)" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
+	paired allocate-existing
+	re="$re $pr"
 done
 # shellcheck disable=SC2086
 { rnew_64=$(median3 $rn); rex_64=$(median3 $re); p99new_64=$(median3 $pn); }
@@ -260,10 +270,8 @@ extra_env=IPAM_RENEWAL_REFRESH=1m
 start_daemon "$tmp/refresh"
 re=
 for round in 1 2 3; do
-	run health 64
-	h=$(field "$last" ops_per_s)
-	run allocate-existing 64
-	re="$re $(awk -v a="$(field "$last" ops_per_s)" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
+	paired allocate-existing
+	re="$re $pr"
 done
 # shellcheck disable=SC2086
 rex_refresh=$(median3 $re)
