@@ -294,8 +294,11 @@ class SupervisorTest(unittest.TestCase):
 
     def test_backoff_grows_to_the_cap(self):
         self.control("api", "exit", "1")
+        # A worker that ran for IPAMD_RESTART_MIN_RUN_MS (1 s by default) is
+        # restarted at once; a fake worker slowed past that by a loaded CI
+        # machine then broke the series with a 0. Make it unreachable here.
         self.start(notify=True, IPAMD_RESTART_FLOOR_MS=100, IPAMD_RESTART_CAP_MS=800,
-                   IPAMD_RESTART_MAX_DEATHS=63)
+                   IPAMD_RESTART_MAX_DEATHS=63, IPAMD_RESTART_MIN_RUN_MS=60000)
         self.assertTrue(wait_for(lambda: len(self.pids("api")) >= 7, 15))
         delays = [int(r["restart_in_ms"]) for r in self.logs("worker died") if r["worker"] == "api"]
         self.assertEqual(delays[:6], [100, 200, 400, 800, 800, 800])
