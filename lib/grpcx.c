@@ -791,6 +791,20 @@ static const char *const grpcx_absl_deadlock_syms[] = {
 	    "15OnDeadlockCycleE",
 };
 
+grpc_completion_queue *
+grpcx_cq_quiet(void)
+{
+	grpc_completion_queue_attributes at;
+	const grpc_completion_queue_factory *f;
+
+	memset(&at, 0, sizeof(at));
+	at.version = 1;		/* completion and polling type only */
+	at.cq_completion_type = GRPC_CQ_NEXT;
+	at.cq_polling_type = GRPC_CQ_NON_POLLING;
+	f = grpc_completion_queue_factory_lookup(&at);
+	return f != NULL ? grpc_completion_queue_create(f, &at, NULL) : NULL;
+}
+
 bool
 grpcx_init(void)
 {

@@ -35,6 +35,16 @@ struct grpcx_status {
 bool grpcx_init(void);
 
 /*
+ * A completion queue (grpc_completion_queue_next) whose callers never poll
+ * for I/O: its events are made by the threads polling other queues. For a
+ * second server beside one whose thread polls all the time: a second
+ * polling thread takes I/O of the first server's connections too (gRPC
+ * polls every connection from one epoll set) and hands each event over
+ * with a wake-up. NULL if gRPC has no such queue.
+ */
+grpc_completion_queue *grpcx_cq_quiet(void);
+
+/*
  * Packs m into a new byte buffer (one slice). NULL on out of memory.
  * The caller destroys it with grpc_byte_buffer_destroy.
  */

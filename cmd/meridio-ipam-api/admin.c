@@ -79,7 +79,7 @@ struct admin {
 	unsigned posted;		/* requests posted, not completed */
 	pthread_t thread;		/* serves the calls */
 	bool thread_started;		/* thread must be joined */
-	atomic_bool stop;		/* admin_stop was called */
+	atomic_bool stop;		/* admin_begin_stop was called */
 };
 
 static int admin_shutdown_tag;		/* tag of shutdown_and_notify */
@@ -609,7 +609,8 @@ admin_free(struct admin *ad)
  * under a tight umask; a stale socket file is removed first).
  */
 static int
-admin_bind(struct admin *ad, char *err, size_t errlen)
+admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
+    size_t errlen)
 {
 	grpc_arg arg;
 	grpc_channel_args args;
@@ -624,9 +625,21 @@ admin_bind(struct admin *ad, char *err, size_t errlen)
 	arg.value.integer = ADMIN_MAX_MESSAGE;
 	args.num_args = 1;
 	args.args = &arg;
+	/* The admin thread waits on queues that do not poll: the gRPC
+	 * thread of the API polls all connections, ours included (it
+	 * accepts through poll_cq). As a second poller the admin thread took
+	 * half of the API's socket reads and handed each over with a
+	 * wake-up: health calls 46-55k/s -> 69k/s at concurrency 64, api
+	 * worker CPU per call 15.3 -> 13.6 us (health), 28.5 -> 21.4 us (new
+	 * allocation). */
+	ad->cq = grpcx_cq_quiet();
+	ad->call_cq = grpcx_cq_quiet();
+	if (ad->cq == NULL || ad->call_cq == NULL) {
+		snprintf(err, errlen, "cannot create a completion queue");
+		return -1;
+	}
 	ad->server = grpc_server_create(&args, NULL);
-	ad->cq = grpc_completion_queue_create_for_next(NULL);
-	ad->call_cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_server_register_completion_queue(ad->server, poll_cq, NULL);
 	grpc_server_register_completion_queue(ad->server, ad->cq, NULL);
 	for (int m = 0; m < ADMIN_GENERIC; m++)
 		ad->methods[m] = grpc_server_register_method(ad->server,
@@ -648,8 +661,8 @@ admin_bind(struct admin *ad, char *err, size_t errlen)
 }
 
 struct admin *
-admin_start(const char *rundir, const char *db_path, char *err,
-    size_t errlen)
+admin_start(const char *rundir, const char *db_path,
+    grpc_completion_queue *poll_cq, char *err, size_t errlen)
 {
 	struct admin *ad;
 	int n;
@@ -675,7 +688,7 @@ admin_start(const char *rundir, const char *db_path, char *err,
 		return NULL;
 	}
 	snprintf(ad->db_path, sizeof(ad->db_path), "%s", db_path);
-	if (admin_bind(ad, err, errlen) < 0)
+	if (admin_bind(ad, poll_cq, err, errlen) < 0)
 		goto fail;
 	grpc_server_start(ad->server);
 	if (chmod(ad->sock_path, 0600) < 0) {
@@ -705,18 +718,25 @@ fail:
 
 /*
  * Shutdown as grpc wants it: shutdown_and_notify, cancel what is in
- * flight (the admin thread's batch then fails and it moves on), wait for
- * the thread to see the tag and the posted requests come back, then
- * drain the queues and destroy.
+ * flight (the admin thread's batch then fails and it moves on). Once.
  */
+void
+admin_begin_stop(struct admin *ad)
+{
+	if (ad == NULL || atomic_exchange(&ad->stop, true))
+		return;
+	grpc_server_shutdown_and_notify(ad->server, ad->cq, &admin_shutdown_tag);
+	grpc_server_cancel_all_calls(ad->server);
+}
+
+/* Then wait for the thread to see the tag and the posted requests come
+ * back, drain the queues and destroy. */
 void
 admin_stop(struct admin *ad)
 {
 	if (ad == NULL)
 		return;
-	atomic_store(&ad->stop, true);
-	grpc_server_shutdown_and_notify(ad->server, ad->cq, &admin_shutdown_tag);
-	grpc_server_cancel_all_calls(ad->server);
+	admin_begin_stop(ad);
 	if (ad->thread_started)
 		pthread_join(ad->thread, NULL);
 	admin_free(ad);

@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 
+#include <grpc/grpc.h>
+
 #include "ipamd/v1/ipamd.pb-c.h"
 
 /* Name of the admin socket inside the runtime directory. */
@@ -38,14 +40,25 @@ int admin_db_call(const char *db_path, Ipamd__V1__Request *req,
 
 /*
  * Creates the Admin server on unix:<rundir>/admin.sock and starts its
- * thread. grpc_init must have been called. NULL with err set on failure
- * (nothing left behind).
+ * thread. grpc_init must have been called. The admin thread does not
+ * poll for I/O: poll_cq, a queue another thread polls all the time (the
+ * API's), is where the server accepts connections; it gets no event of
+ * ours and must outlive admin_stop. NULL with err set on failure (nothing
+ * left behind).
  */
-struct admin *admin_start(const char *rundir, const char *db_path, char *err,
-    size_t errlen);
+struct admin *admin_start(const char *rundir, const char *db_path,
+    grpc_completion_queue *poll_cq, char *err, size_t errlen);
 
 /*
- * Stops the server (calls in flight are cancelled), joins its thread,
+ * Starts the server's shutdown: no new calls, calls in flight cancelled.
+ * Does not block. The admin queues do not poll (grpcx_cq_quiet): call it
+ * while the API's thread still polls, so that the shutdown completes.
+ * Accepts NULL; a second call does nothing.
+ */
+void admin_begin_stop(struct admin *ad);
+
+/*
+ * Stops the server (admin_begin_stop if not done yet), joins its thread,
  * destroys it and removes the socket. Call before grpc_shutdown. Accepts
  * NULL.
  */

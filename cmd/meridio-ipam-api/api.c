@@ -131,6 +131,7 @@ struct api {
 	grpc_completion_queue *cq;	/* its only completion queue */
 	void *methods[API_GENERIC];	/* registered method handles */
 	struct grpcx_tls *tls;		/* IPAM_TLS_* files, NULL = plaintext */
+	struct admin *adm;		/* Admin service, NULL if it failed */
 
 	/* gRPC thread only */
 	unsigned live;			/* calls that arrived and are alive */
@@ -786,6 +787,8 @@ api_begin_stop(struct api *a)
 	log_info("stopping: draining calls in flight");
 	a->stopping = true;
 	grpc_server_shutdown_and_notify(a->server, a->cq, &api_shutdown_tag);
+	/* its queues do not poll: this thread makes its shutdown progress */
+	admin_begin_stop(a->adm);
 	api_watch_all(a);
 }
 
@@ -1378,7 +1381,6 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	struct api_db d;
 	pthread_t th;
 	sigset_t sigs;
-	struct admin *adm;		/* Admin service, NULL if it failed */
 	struct metrics *mx = NULL;	/* metrics endpoint, NULL if off */
 	char err[512];
 	bool clean;
@@ -1425,15 +1427,16 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 		}
 		goto out_grpc;
 	}
-	adm = admin_start(getenv(IPCMSG_ENV_RUNDIR), db_path, err,
+	a->adm = admin_start(getenv(IPCMSG_ENV_RUNDIR), db_path, a->cq, err,
 	    sizeof(err));
-	if (adm == NULL)
+	if (a->adm == NULL)
 		log_kv(LOGL_ERROR, "no admin service", "error", err, NULL);
 	if (pthread_create(&th, NULL, api_db_main, &d) != 0)
 		log_fatal("pthread_create: %s", strerror(errno));
 
 	clean = api_loop(a);
-	admin_stop(adm);
+	admin_stop(a->adm);
+	a->adm = NULL;
 	metrics_stop(mx);
 	mx = NULL;
 

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1004,5 +1005,167 @@ Test(grpcx, init_turns_off_absl_deadlock_detection)
 	ev = grpc_completion_queue_next(cq, grpcx_deadline_ms(1000), NULL);
 	cr_assert_eq(ev.type, GRPC_QUEUE_SHUTDOWN);
 	grpc_completion_queue_destroy(cq);
+	grpc_shutdown();
+}
+
+/* ---- a completion queue that does not poll ----------------------------- */
+
+static grpc_completion_queue *quiet_cq;	/* the served server's queue */
+static atomic_int quiet_arrived;	/* the request reached quiet_cq */
+
+/* Waits on quiet_cq for the request, answers it, waits for the answer.
+ * Returns NULL, or what went wrong (no criterion assertion off the main
+ * thread). */
+static void *
+quiet_loop(void *arg)
+{
+	struct tsrv_call *c = arg;
+	grpc_event ev;
+
+	ev = grpc_completion_queue_next(quiet_cq,
+	    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+	if (ev.type != GRPC_OP_COMPLETE || ev.tag != c || !ev.success)
+		return (void *)"the request did not arrive";
+	atomic_store(&quiet_arrived, 1);
+	tsrv_answer(c);
+	ev = grpc_completion_queue_next(quiet_cq,
+	    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+	if (ev.type != GRPC_OP_COMPLETE || ev.tag != c)
+		return (void *)"the answer did not complete";
+	return NULL;
+}
+
+Test(grpcx, cq_quiet_leaves_polling_to_other_threads, .timeout = 60)
+{
+	/* A server on a quiet queue gets its request only while another
+	 * thread polls some queue of the process: the quiet queue's waiter
+	 * alone makes no I/O progress (a default queue's waiter would). */
+	grpc_server *srv;
+	grpc_completion_queue *ccq;
+	grpc_channel *ch;
+	grpc_call *call;
+	struct tsrv_call *c;
+	grpc_op ops[6];
+	grpc_byte_buffer *req, *resp = NULL;
+	grpc_metadata_array mi, mt;
+	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	grpc_slice details, method;
+	grpc_channel_credentials *cc;
+	grpc_server_credentials *sc;
+	grpc_event ev;
+	pthread_t th;
+	char target[64];
+	void *m, *ret;
+	int port;
+
+	/* (the client channel's backup poller first runs 5 s after the
+	 * channel is made: after the quiet window below) */
+	grpc_init();
+	quiet_cq = grpcx_cq_quiet();
+	cr_assert_not_null(quiet_cq);
+	ccq = grpc_completion_queue_create_for_next(NULL);
+	srv = grpc_server_create(NULL, NULL);
+	/* a server needs a polling queue to accept on (gRPC picks the new
+	 * connection's pollset from those): the client's here */
+	grpc_server_register_completion_queue(srv, ccq, NULL);
+	grpc_server_register_completion_queue(srv, quiet_cq, NULL);
+	m = grpc_server_register_method(srv, "/test.T/Echo", NULL,
+	    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+	sc = grpc_insecure_server_credentials_create();
+	port = grpc_server_add_http2_port(srv, "127.0.0.1:0", sc);
+	grpc_server_credentials_release(sc);
+	cr_assert_gt(port, 0);
+	grpc_server_start(srv);
+	c = calloc(1, sizeof(*c));
+	cr_assert_not_null(c);
+	c->method = TS_ECHO;
+	grpc_metadata_array_init(&c->md);
+	cr_assert_eq(grpc_server_request_registered_call(srv, m, &c->call,
+	    &c->deadline, &c->md, &c->payload, quiet_cq, quiet_cq, c),
+	    GRPC_CALL_OK);
+	cr_assert_eq(pthread_create(&th, NULL, quiet_loop, c), 0);
+
+	snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+	cc = grpc_insecure_credentials_create();
+	ch = grpc_channel_create(target, cc, NULL);
+	grpc_channel_credentials_release(cc);
+	method = grpc_slice_from_static_string("/test.T/Echo");
+	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS,
+	    ccq, method, NULL, grpcx_deadline_ms(30000), NULL);
+	req = grpcx_bytes("ping", 4);
+	grpc_metadata_array_init(&mi);
+	grpc_metadata_array_init(&mt);
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = req;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &mi;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &resp;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &mt;
+	ops[5].data.recv_status_on_client.status = &status;
+	ops[5].data.recv_status_on_client.status_details = &details;
+	cr_assert_eq(grpc_call_start_batch(call, ops, 6, call, NULL),
+	    GRPC_CALL_OK);
+
+	/* nobody polls: the request does not arrive */
+	usleep(500000);
+	cr_expect_eq(atomic_load(&quiet_arrived), 0,
+	    "the quiet queue's waiter polled for I/O");
+
+	/* this thread polls the client's queue: everything moves */
+	ev = grpc_completion_queue_next(ccq, grpcx_deadline_ms(20000), NULL);
+	cr_assert_eq(ev.type, GRPC_OP_COMPLETE);
+	cr_assert(ev.success);
+	cr_assert_eq(status, GRPC_STATUS_OK);
+	cr_assert_eq(atomic_load(&quiet_arrived), 1);
+	cr_assert_not_null(resp);
+	{
+		uint8_t *d;
+		size_t len;
+
+		cr_assert_eq(grpcx_read_all(resp, &d, &len), 0);
+		cr_assert_eq(len, 4);
+		cr_assert_eq(memcmp(d, "ping", 4), 0);
+		free(d);
+	}
+	cr_assert_eq(pthread_join(th, &ret), 0);
+	cr_assert_null(ret, "%s", (const char *)ret);
+
+	grpc_byte_buffer_destroy(resp);
+	grpc_byte_buffer_destroy(req);
+	grpc_slice_unref(details);
+	grpc_metadata_array_destroy(&mi);
+	grpc_metadata_array_destroy(&mt);
+	grpc_call_unref(call);
+	grpc_channel_destroy(ch);
+	grpc_server_shutdown_and_notify(srv, quiet_cq, &tsrv_shutdown_tag);
+	grpc_server_cancel_all_calls(srv);
+	/* the shutdown completes while this thread polls the client queue */
+	for (int i = 0; i < 200; i++) {
+		(void)grpc_completion_queue_next(ccq, grpcx_deadline_ms(50),
+		    NULL);
+		ev = grpc_completion_queue_next(quiet_cq, grpcx_deadline_ms(0),
+		    NULL);
+		if (ev.type != GRPC_QUEUE_TIMEOUT)
+			break;
+	}
+	cr_assert_eq(ev.type, GRPC_OP_COMPLETE);
+	cr_assert_eq(ev.tag, &tsrv_shutdown_tag);
+	grpc_completion_queue_shutdown(ccq);
+	while (grpc_completion_queue_next(ccq, gpr_inf_future(
+	    GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	tsrv_free(c);
+	grpc_server_destroy(srv);
+	grpc_completion_queue_shutdown(quiet_cq);
+	while (grpc_completion_queue_next(quiet_cq, gpr_inf_future(
+	    GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(quiet_cq);
+	grpc_completion_queue_destroy(ccq);
 	grpc_shutdown();
 }
