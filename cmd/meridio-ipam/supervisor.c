@@ -22,13 +22,13 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ipc.h"
 #include "ipcmsg.h"
 #include "log.h"
+#include "sdnotify.h"
 
 #ifndef IPAM_LIBEXECDIR
 #define IPAM_LIBEXECDIR "/usr/local/libexec/meridio-ipam"
@@ -292,7 +292,7 @@ sv_begin_stop(struct sv *sv, int code, const char *why, int64_t now)
 	sv->stop_at = now;
 	log_kv(code == 0 ? LOGL_INFO : LOGL_ERROR, "stopping", "reason", why,
 	    NULL);
-	sd_notify(0, "STOPPING=1");
+	sdn_notify("STOPPING=1");
 	for (size_t i = 0; i < SV_N; i++) {
 		sup_worker_cancel(&sv->st[i]);
 		if (!sv_rows[i].stops_last && sv->st[i].state == SUP_RUNNING) {
@@ -472,7 +472,7 @@ sv_update_status(struct sv *sv)
 	} else {
 		snprintf(msg, sizeof(msg), "STATUS=%s", text);
 	}
-	sd_notify(0, msg);
+	sdn_notify(msg);
 }
 
 /*
@@ -625,7 +625,7 @@ sv_watchdog(struct sv *sv, int64_t now)
 	sv->wd_next = now + sv->wd_ms / 2;
 	ok = sup_watchdog_ok(sv->st, SV_N, now, sv->wd_ms);
 	if (ok)
-		sd_notify(0, "WATCHDOG=1");
+		sdn_notify("WATCHDOG=1");
 	if (ok == sv->wd_withheld)
 		log_kv(ok ? LOGL_INFO : LOGL_WARNING, ok ?
 		    "watchdog pings resumed" : "watchdog ping withheld: a "
@@ -789,7 +789,7 @@ sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 	struct sv sv = { .policy = *policy, .listen_fd = -1, .sig_fd = -1,
 	    .exit_code = 1 };
 	uint64_t usec = 0;
-	char msbuf[24];
+	char msbuf[24], err[512];
 
 	(void)cfg;	/* workers read the same, validated, environment */
 	for (size_t i = 0; i < SV_N; i++) {
@@ -815,7 +815,12 @@ sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 		log_kv(LOGL_ERROR, "out of memory", NULL);
 		goto out;
 	}
-	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+	if (sdn_open(err, sizeof(err)) < 0) {
+		log_kv(LOGL_ERROR, "cannot notify systemd", "error", err,
+		    NULL);
+		goto out;
+	}
+	if (sdn_watchdog_enabled(&usec) > 0 && usec > 0) {
 		sv.wd_ms = (int64_t)(usec / 1000) > 1 ?
 		    (int64_t)(usec / 1000) : 2;
 		sv.wd_next = sv_now();

@@ -255,6 +255,42 @@ class SupervisorTest(unittest.TestCase):
         self.assertEqual(self.wait_exit(5), 0)
         self.assertTrue(wait_for(lambda: self.notify.with_key("STOPPING"), 2))
 
+    def maps_libsystemd(self):
+        with open("/proc/%d/maps" % self.proc.pid) as f:
+            return "libsystemd.so" in f.read()
+
+    def test_libsystemd_loaded_only_for_systemd(self):
+        # Without NOTIFY_SOCKET or WATCHDOG_USEC nobody listens: the
+        # supervisor must not map libsystemd (~1 MB with its dependencies).
+        self.start()
+        self.assertTrue(wait_for(lambda: self.logs("all workers ready"), 10))
+        self.assertFalse(self.maps_libsystemd())
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.wait_exit(5), 0)
+        for extra in ({"notify": True}, {"watchdog_usec": 5000000}):
+            self.start(**extra)
+            self.assertTrue(wait_for(lambda: self.logs("all workers ready"), 10))
+            self.assertTrue(self.maps_libsystemd(), str(extra))
+            self.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(self.wait_exit(5), 0)
+
+    def test_unusable_libsystemd_is_a_clear_error(self):
+        # NOTIFY_SOCKET set and the library found lacks sd_notify: the
+        # supervisor says so and exits instead of never reporting READY.
+        libdir = os.path.join(self.tmp, "lib")
+        os.mkdir(libdir)
+        src = os.path.join(libdir, "empty.c")
+        with open(src, "w") as f:
+            f.write("int ipam_test_nothing;\n")
+        subprocess.run(["cc", "-shared", "-fPIC", "-o",
+                        os.path.join(libdir, "libsystemd.so.0"), src], check=True)
+        self.start(notify=True, LD_LIBRARY_PATH=libdir)
+        self.assertEqual(self.wait_exit(5), 1)
+        (rec,) = self.logs("cannot notify systemd")
+        self.assertIn("NOTIFY_SOCKET is set but libsystemd.so.0 lacks sd_notify",
+                      rec["error"])
+        self.assertEqual(self.starts("db") + self.starts("api"), [])
+
     def test_watchdog_stops_when_a_worker_is_silent(self):
         self.start(notify=True, watchdog_usec=600000)
         self.assertTrue(wait_for(lambda: len(self.notify.with_key("WATCHDOG")) >= 2, 10))
