@@ -98,8 +98,9 @@ class AdminSocket(IpamctlTest):
         self.assertEqual(d.stop()[0], 0)
         self.assertFalse(os.path.exists(d.admin))
 
-    def test_client_that_stops_reading_holds_admin_30s_at_most(self):
-        # About 700 KB of records: more than the flow-control windows hold.
+    def stalled_dump_daemon(self):
+        """A daemon with ~700 KB of records (more than the flow-control
+        windows hold) and a Dump whose client does not read."""
         data_dir = harness.make_tmpdir()
         self.addCleanup(shutil.rmtree, data_dir, True)
         ts = "2026-11-26 06:00:00+00:00"
@@ -120,6 +121,10 @@ class AdminSocket(IpamctlTest):
                                      options=[("grpc.http2.bdp_probe", 0)])
         self.addCleanup(slow.close)
         stalled = admin_pb2_grpc.AdminStub(slow).Dump(admin_pb2.DumpRequest())
+        return d, stalled
+
+    def test_client_that_stops_reading_holds_admin_30s_at_most(self):
+        d, stalled = self.stalled_dump_daemon()
         t0 = harness.time.monotonic()
         harness.time.sleep(1)
         rc, out, err = ctl(["check", "--json", "--admin", d.admin], timeout=60)
@@ -132,6 +137,20 @@ class AdminSocket(IpamctlTest):
                 pass
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         self.assertIn("admin client too slow", cm.exception.details())
+
+    def test_orderly_stop_during_a_stalled_admin_stream(self):
+        # The admin thread does not poll for I/O (the API's thread does):
+        # its shutdown must still complete, at once, with a call stuck.
+        d, stalled = self.stalled_dump_daemon()
+        harness.time.sleep(1)
+        addr, _ = d.client.allocate("conduit-a", "fresh", "new-one")
+        self.assertTrue(addr.startswith("169.255."), addr)
+        rc, took = d.stop()
+        self.assertEqual(rc, 0)
+        self.assertLess(took, 5)
+        with self.assertRaises(grpc.RpcError):
+            for _ in stalled:
+                pass
 
     def test_socket_found_by_rundir_scan_and_ambiguity_reported(self):
         d = self.start()
