@@ -31,6 +31,9 @@ BIN = Path(os.environ.get("IPAM_BIN_DIR", TOP / "build" / "bin"))
 TOOLS = Path(os.environ.get("IPAM_TOOLS_DIR", TOP / ".tools"))
 PROGRAMS = ("meridio-ipam", "ipamctl")
 WORKERS = ("meridio-ipam-db", "meridio-ipam-api", "meridio-ipam-nsp")
+# Loaded with dlopen, so ldd does not list it: the supervisor opens
+# libsystemd when NOTIFY_SOCKET is set (systemd, or podman --sdnotify).
+DLOPENED = ("libsystemd.so.0",)
 IMAGE = "localhost/meridio-ipam:deploy-test"
 
 
@@ -187,6 +190,19 @@ class RuntimeLibraries(unittest.TestCase):
                 pkg = pkg.split(":")[0]
                 used.add(pkg)
                 self.assertIn(pkg, have, f"{exe}: {lib} ({pkg}) is not in the runtime stage")
+        for soname in DLOPENED:
+            r = run(["ldconfig", "-p"])
+            found = [l for l in r.stdout.splitlines()
+                     if l.strip().startswith(soname + " ")]
+            # this machine's word size first (ldconfig tags 64-bit entries)
+            found.sort(key=lambda l: "64" not in l.split("=>")[0])
+            paths = [l.split(" => ")[1].strip() for l in found]
+            self.assertTrue(paths, f"{soname} not found by ldconfig")
+            pkg = owner(paths[0])
+            self.assertIsNotNone(pkg, f"{paths[0]} belongs to no package")
+            pkg = pkg.split(":")[0]
+            used.add(pkg)
+            self.assertIn(pkg, have, f"{soname} ({pkg}) is not in the runtime stage")
         # Nothing listed that no binary loads.
         self.assertEqual(sorted(set(runtime) - used), [], "unused runtime packages")
 
