@@ -271,6 +271,51 @@ grpcx_take_details(struct grpcx_status *st, grpc_slice details)
  * queue of its own: several threads can call at once on one channel and
  * nobody else ever sees this queue's events.
  */
+grpc_call_error
+grpcx_unary_start(grpc_call *call, grpc_byte_buffer *send,
+    struct grpcx_unary *u, void *tag)
+{
+	grpc_op ops[6];
+
+	memset(u, 0, sizeof(*u));
+	u->send = send;
+	u->status = GRPC_STATUS_UNKNOWN;
+	u->details = grpc_empty_slice();
+	grpc_metadata_array_init(&u->md_init);
+	grpc_metadata_array_init(&u->md_trail);
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->md_init;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &u->recv;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &u->md_trail;
+	ops[5].data.recv_status_on_client.status = &u->status;
+	ops[5].data.recv_status_on_client.status_details = &u->details;
+	ops[5].data.recv_status_on_client.error_string = &u->error_string;
+	return grpc_call_start_batch(call, ops, 6, tag, NULL);
+}
+
+void
+grpcx_unary_clear(struct grpcx_unary *u)
+{
+	if (u->send != NULL)
+		grpc_byte_buffer_destroy(u->send);
+	if (u->recv != NULL)
+		grpc_byte_buffer_destroy(u->recv);
+	if (u->error_string != NULL)
+		gpr_free((void *)u->error_string);
+	grpc_slice_unref(u->details);
+	grpc_metadata_array_destroy(&u->md_init);
+	grpc_metadata_array_destroy(&u->md_trail);
+	memset(u, 0, sizeof(*u));
+	u->details = grpc_empty_slice();
+}
+
 int
 grpcx_call_bytes(struct grpcx_client *c, const char *method,
     const void *req, size_t req_len, int64_t timeout_ms, uint8_t **resp,
@@ -278,12 +323,9 @@ grpcx_call_bytes(struct grpcx_client *c, const char *method,
 {
 	grpc_completion_queue *cq;
 	grpc_call *call;
-	grpc_slice mslice, details;
-	grpc_byte_buffer *send = NULL, *recv = NULL;
-	grpc_metadata_array md_initial, md_trailing;
-	grpc_status_code code = GRPC_STATUS_UNKNOWN;
-	const char *error_string = NULL;
-	grpc_op ops[6];
+	grpc_slice mslice;
+	grpc_byte_buffer *send;
+	struct grpcx_unary u;
 	grpc_event ev;
 	gpr_timespec deadline;
 	char tag;
@@ -306,49 +348,30 @@ grpcx_call_bytes(struct grpcx_client *c, const char *method,
 		goto out_cq;
 	}
 	send = grpcx_bytes(req, req_len);
-	grpc_metadata_array_init(&md_initial);
-	grpc_metadata_array_init(&md_trailing);
-	details = grpc_empty_slice();
-
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_initial;
-	ops[4].op = GRPC_OP_RECV_MESSAGE;
-	ops[4].data.recv_message.recv_message = &recv;
-	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[5].data.recv_status_on_client.trailing_metadata = &md_trailing;
-	ops[5].data.recv_status_on_client.status = &code;
-	ops[5].data.recv_status_on_client.status_details = &details;
-	ops[5].data.recv_status_on_client.error_string = &error_string;
-
-	if (grpc_call_start_batch(call, ops, 6, &tag, NULL) != GRPC_CALL_OK) {
+	if (send == NULL) {
+		grpcx_status_set(st, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		    "out of memory");
+		grpc_call_unref(call);
+		goto out_cq;
+	}
+	if (grpcx_unary_start(call, send, &u, &tag) != GRPC_CALL_OK) {
 		grpcx_status_set(st, GRPC_STATUS_INTERNAL,
 		    "cannot start the call");
-		grpc_slice_unref(details);
 		goto out_call;
 	}
 	ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
 	    NULL);
 	(void)ev;	/* the batch always completes; status says the rest */
-	st->code = code;
-	grpcx_take_details(st, details);
-	if (code == GRPC_STATUS_OK) {
-		if (grpcx_read_all(recv, resp, resp_len) < 0)
+	st->code = u.status;
+	grpcx_take_details(st, u.details);
+	u.details = grpc_empty_slice();
+	if (u.status == GRPC_STATUS_OK) {
+		if (grpcx_read_all(u.recv, resp, resp_len) < 0)
 			grpcx_status_set(st, GRPC_STATUS_INTERNAL,
 			    "no response message");
 	}
 out_call:
-	if (error_string != NULL)
-		gpr_free((void *)error_string);
-	grpc_byte_buffer_destroy(send);
-	if (recv != NULL)
-		grpc_byte_buffer_destroy(recv);
-	grpc_metadata_array_destroy(&md_initial);
-	grpc_metadata_array_destroy(&md_trailing);
+	grpcx_unary_clear(&u);
 	grpc_call_unref(call);
 out_cq:
 	grpc_completion_queue_shutdown(cq);

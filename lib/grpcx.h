@@ -94,6 +94,31 @@ bool grpcx_deadline_is_infinite(gpr_timespec deadline);
  */
 int64_t grpcx_ms_left(gpr_timespec deadline);
 
+/* What the batch of one client unary call (grpcx_unary_start) fills. */
+struct grpcx_unary {
+	grpc_byte_buffer *send;		/* request body (owned) */
+	grpc_byte_buffer *recv;		/* response body, NULL if none */
+	grpc_metadata_array md_init;	/* response initial metadata */
+	grpc_metadata_array md_trail;	/* trailing metadata */
+	grpc_status_code status;	/* the call's status */
+	grpc_slice details;		/* its message */
+	const char *error_string;	/* gRPC's debug text, NULL if none */
+};
+
+/*
+ * Starts the whole client side of a unary call on call as one batch: send
+ * metadata, the request (send, which u then owns), close, receive
+ * metadata, the response and the status. The batch completes with tag on
+ * the call's queue. u is initialised here; release it with
+ * grpcx_unary_clear once the batch completed, or at once if this fails.
+ * Returns grpc_call_start_batch's result.
+ */
+grpc_call_error grpcx_unary_start(grpc_call *call, grpc_byte_buffer *send,
+    struct grpcx_unary *u, void *tag);
+
+/* Frees what u holds and leaves it empty (a second call does nothing). */
+void grpcx_unary_clear(struct grpcx_unary *u);
+
 /* A channel and the completion queue of its blocking calls. */
 struct grpcx_client;
 

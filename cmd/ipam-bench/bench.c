@@ -47,12 +47,8 @@ enum bench_op {
 /* One call in flight (or an idle slot). */
 struct bench_slot {
 	grpc_call *call;		/* NULL when idle */
-	grpc_metadata_array md_init;	/* received initial metadata */
-	grpc_metadata_array md_trail;	/* received trailing metadata */
-	grpc_byte_buffer *send;		/* request body */
-	grpc_byte_buffer *recv;		/* response body, NULL if none */
-	grpc_status_code status;	/* the call's status */
-	grpc_slice details;		/* the status message */
+	struct grpcx_unary u;		/* what the call's batch sends and
+					 * receives */
 	int64_t start_ns;		/* CLOCK_MONOTONIC at start */
 	uint64_t name;			/* name index of the call */
 };
@@ -297,9 +293,8 @@ static bool
 bench_start(struct bench *b, struct bench_slot *s, unsigned idx)
 {
 	struct bench_phase *ph = &b->ph;
-	grpc_op ops[6];
+	grpc_byte_buffer *send;
 	int64_t now = bench_now(CLOCK_MONOTONIC);
-	grpc_call_error e;
 
 	if (now >= ph->end_ns)
 		return false;
@@ -312,41 +307,20 @@ bench_start(struct bench *b, struct bench_slot *s, unsigned idx)
 	}
 	s->name = ph->op == BENCH_OP_CHECK ? 0 : ph->next++;
 	ph->started++;
-	s->send = bench_request(b, ph->op, s->name);
-	if (s->send == NULL) {
+	send = bench_request(b, ph->op, s->name);
+	if (send == NULL) {
 		bench_error(b, "%s%sout of memory", "", "");
 		return false;
 	}
-	s->recv = NULL;
-	s->status = GRPC_STATUS_UNKNOWN;
-	s->details = grpc_empty_slice();
-	grpc_metadata_array_init(&s->md_init);
-	grpc_metadata_array_init(&s->md_trail);
 	s->start_ns = now;
 	s->call = grpc_channel_create_call(b->ch[idx % b->o->channels], NULL,
 	    GRPC_PROPAGATE_DEFAULTS, b->cq, b->method[ph->op], NULL,
 	    grpcx_deadline_ms(b->o->timeout_ms), NULL);
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = s->send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->md_init;
-	ops[4].op = GRPC_OP_RECV_MESSAGE;
-	ops[4].data.recv_message.recv_message = &s->recv;
-	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[5].data.recv_status_on_client.trailing_metadata = &s->md_trail;
-	ops[5].data.recv_status_on_client.status = &s->status;
-	ops[5].data.recv_status_on_client.status_details = &s->details;
-	e = grpc_call_start_batch(s->call, ops, 6, s, NULL);
-	if (e != GRPC_CALL_OK) {
+	if (grpcx_unary_start(s->call, send, &s->u, s) != GRPC_CALL_OK) {
 		bench_error(b, "%s%sgrpc_call_start_batch failed", "", "");
 		grpc_call_unref(s->call);
 		s->call = NULL;
-		grpc_byte_buffer_destroy(s->send);
-		grpc_metadata_array_destroy(&s->md_init);
-		grpc_metadata_array_destroy(&s->md_trail);
+		grpcx_unary_clear(&s->u);
 		return false;
 	}
 	b->inflight++;
@@ -408,20 +382,20 @@ bench_check(struct bench *b, struct bench_slot *s, bool ok)
 		bench_error(b, "%s%sa call's batch failed", "", "");
 		return;
 	}
-	if (s->status != GRPC_STATUS_OK) {
-		dl = GRPC_SLICE_LENGTH(s->details);
+	if (s->u.status != GRPC_STATUS_OK) {
+		dl = GRPC_SLICE_LENGTH(s->u.details);
 		if (dl >= sizeof(details))
 			dl = sizeof(details) - 1;
-		memcpy(details, GRPC_SLICE_START_PTR(s->details), dl);
+		memcpy(details, GRPC_SLICE_START_PTR(s->u.details), dl);
 		details[dl] = '\0';
-		bench_error(b, "%s: %s", grpcx_status_name(s->status),
+		bench_error(b, "%s: %s", grpcx_status_name(s->u.status),
 		    details);
 		return;
 	}
 	switch (b->ph.op) {
 	case BENCH_OP_CHECK:
 		m = grpcx_unpack(&grpc__health__v1__health_check_response__descriptor,
-		    s->recv);
+		    s->u.recv);
 		if (m == NULL)
 			bench_error(b, "%s%sbad Check answer", "", "");
 		else if (((Grpc__Health__V1__HealthCheckResponse *)m)->status !=
@@ -429,7 +403,7 @@ bench_check(struct bench *b, struct bench_slot *s, bool ok)
 			bench_error(b, "%s%snot SERVING", "", "");
 		break;
 	case BENCH_OP_ALLOCATE:
-		m = grpcx_unpack(&ipam__v1__prefix__descriptor, s->recv);
+		m = grpcx_unpack(&ipam__v1__prefix__descriptor, s->u.recv);
 		if (m == NULL)
 			bench_error(b, "%s%sbad Allocate answer", "", "");
 		else
@@ -439,7 +413,7 @@ bench_check(struct bench *b, struct bench_slot *s, bool ok)
 	case BENCH_OP_RELEASE:
 	default:
 		m = NULL;
-		if (s->recv == NULL)
+		if (s->u.recv == NULL)
 			bench_error(b, "%s%sRelease answered no body", "", "");
 		break;
 	}
@@ -453,14 +427,7 @@ bench_slot_clear(struct bench *b, struct bench_slot *s)
 {
 	grpc_call_unref(s->call);
 	s->call = NULL;
-	grpc_byte_buffer_destroy(s->send);
-	s->send = NULL;
-	if (s->recv != NULL)
-		grpc_byte_buffer_destroy(s->recv);
-	s->recv = NULL;
-	grpc_slice_unref(s->details);
-	grpc_metadata_array_destroy(&s->md_init);
-	grpc_metadata_array_destroy(&s->md_trail);
+	grpcx_unary_clear(&s->u);
 	b->inflight--;
 }
 
@@ -717,46 +684,33 @@ bench_probe(const struct bench_opts *o, grpc_completion_queue *cq)
 	Grpc__Health__V1__HealthCheckRequest hc =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	Grpc__Health__V1__HealthCheckResponse *rs;
-	struct bench_slot s = { 0 };
+	struct grpcx_unary u;
+	grpc_byte_buffer *send;
 	grpc_channel *ch;
-	grpc_op ops[6];
+	grpc_call *call;
 	grpc_event ev;
 	bool serving = false;
 
 	if ((ch = bench_channel(o, true)) == NULL)
 		return false;
 	hc.service = (char *)"";
-	s.send = grpcx_pack(&hc.base);
-	s.details = grpc_empty_slice();
-	grpc_metadata_array_init(&s.md_init);
-	grpc_metadata_array_init(&s.md_trail);
-	s.call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS,
+	if ((send = grpcx_pack(&hc.base)) == NULL) {
+		grpc_channel_destroy(ch);
+		return false;
+	}
+	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS,
 	    cq, grpc_slice_from_static_string("/grpc.health.v1.Health/Check"),
 	    NULL, grpcx_deadline_ms(BENCH_READY_CALL_MS), NULL);
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = s.send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &s.md_init;
-	ops[4].op = GRPC_OP_RECV_MESSAGE;
-	ops[4].data.recv_message.recv_message = &s.recv;
-	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[5].data.recv_status_on_client.trailing_metadata = &s.md_trail;
-	ops[5].data.recv_status_on_client.status = &s.status;
-	ops[5].data.recv_status_on_client.status_details = &s.details;
-	if (s.send != NULL && grpc_call_start_batch(s.call, ops, 6, &s,
-	    NULL) == GRPC_CALL_OK) {
+	if (grpcx_unary_start(call, send, &u, &u) == GRPC_CALL_OK) {
 		/* The call's own deadline bounds this wait. */
 		ev = grpc_completion_queue_next(cq,
 		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
 		if (ev.type == GRPC_OP_COMPLETE && ev.success &&
-		    s.status == GRPC_STATUS_OK) {
+		    u.status == GRPC_STATUS_OK) {
 			rs = (Grpc__Health__V1__HealthCheckResponse *)
 			    grpcx_unpack(
 			    &grpc__health__v1__health_check_response__descriptor,
-			    s.recv);
+			    u.recv);
 			serving = rs != NULL && rs->status ==
 			    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
 			if (rs != NULL)
@@ -764,14 +718,8 @@ bench_probe(const struct bench_opts *o, grpc_completion_queue *cq)
 				    NULL);
 		}
 	}
-	grpc_call_unref(s.call);
-	if (s.send != NULL)
-		grpc_byte_buffer_destroy(s.send);
-	if (s.recv != NULL)
-		grpc_byte_buffer_destroy(s.recv);
-	grpc_slice_unref(s.details);
-	grpc_metadata_array_destroy(&s.md_init);
-	grpc_metadata_array_destroy(&s.md_trail);
+	grpcx_unary_clear(&u);
+	grpc_call_unref(call);
 	grpc_channel_destroy(ch);
 	return serving;
 }

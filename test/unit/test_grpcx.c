@@ -1045,11 +1045,8 @@ Test(grpcx, cq_quiet_leaves_polling_to_other_threads, .timeout = 60)
 	grpc_channel *ch;
 	grpc_call *call;
 	struct tsrv_call *c;
-	grpc_op ops[6];
-	grpc_byte_buffer *req, *resp = NULL;
-	grpc_metadata_array mi, mt;
-	grpc_status_code status = GRPC_STATUS_UNKNOWN;
-	grpc_slice details, method;
+	struct grpcx_unary u;
+	grpc_slice method;
 	grpc_channel_credentials *cc;
 	grpc_server_credentials *sc;
 	grpc_event ev;
@@ -1092,23 +1089,7 @@ Test(grpcx, cq_quiet_leaves_polling_to_other_threads, .timeout = 60)
 	method = grpc_slice_from_static_string("/test.T/Echo");
 	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS,
 	    ccq, method, NULL, grpcx_deadline_ms(30000), NULL);
-	req = grpcx_bytes("ping", 4);
-	grpc_metadata_array_init(&mi);
-	grpc_metadata_array_init(&mt);
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = req;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &mi;
-	ops[4].op = GRPC_OP_RECV_MESSAGE;
-	ops[4].data.recv_message.recv_message = &resp;
-	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[5].data.recv_status_on_client.trailing_metadata = &mt;
-	ops[5].data.recv_status_on_client.status = &status;
-	ops[5].data.recv_status_on_client.status_details = &details;
-	cr_assert_eq(grpc_call_start_batch(call, ops, 6, call, NULL),
+	cr_assert_eq(grpcx_unary_start(call, grpcx_bytes("ping", 4), &u, call),
 	    GRPC_CALL_OK);
 
 	/* nobody polls: the request does not arrive */
@@ -1120,14 +1101,14 @@ Test(grpcx, cq_quiet_leaves_polling_to_other_threads, .timeout = 60)
 	ev = grpc_completion_queue_next(ccq, grpcx_deadline_ms(20000), NULL);
 	cr_assert_eq(ev.type, GRPC_OP_COMPLETE);
 	cr_assert(ev.success);
-	cr_assert_eq(status, GRPC_STATUS_OK);
+	cr_assert_eq(u.status, GRPC_STATUS_OK);
 	cr_assert_eq(atomic_load(&quiet_arrived), 1);
-	cr_assert_not_null(resp);
+	cr_assert_not_null(u.recv);
 	{
 		uint8_t *d;
 		size_t len;
 
-		cr_assert_eq(grpcx_read_all(resp, &d, &len), 0);
+		cr_assert_eq(grpcx_read_all(u.recv, &d, &len), 0);
 		cr_assert_eq(len, 4);
 		cr_assert_eq(memcmp(d, "ping", 4), 0);
 		free(d);
@@ -1135,11 +1116,10 @@ Test(grpcx, cq_quiet_leaves_polling_to_other_threads, .timeout = 60)
 	cr_assert_eq(pthread_join(th, &ret), 0);
 	cr_assert_null(ret, "%s", (const char *)ret);
 
-	grpc_byte_buffer_destroy(resp);
-	grpc_byte_buffer_destroy(req);
-	grpc_slice_unref(details);
-	grpc_metadata_array_destroy(&mi);
-	grpc_metadata_array_destroy(&mt);
+	grpcx_unary_clear(&u);
+	grpcx_unary_clear(&u);	/* a second clear does nothing */
+	cr_assert_null(u.send);
+	cr_assert_null(u.recv);
 	grpc_call_unref(call);
 	grpc_channel_destroy(ch);
 	grpc_server_shutdown_and_notify(srv, quiet_cq, &tsrv_shutdown_tag);
