@@ -271,37 +271,109 @@ grpcx_take_details(struct grpcx_status *st, grpc_slice details)
  * queue of its own: several threads can call at once on one channel and
  * nobody else ever sees this queue's events.
  */
-grpc_call_error
-grpcx_unary_start(grpc_call *call, grpc_byte_buffer *send,
-    struct grpcx_unary *u, void *tag)
+/* Initialises u for a call sending send (taken). */
+static void
+grpcx_ccall_init(struct grpcx_ccall *u, grpc_byte_buffer *send)
 {
-	grpc_op ops[6];
-
 	memset(u, 0, sizeof(*u));
 	u->send = send;
 	u->status = GRPC_STATUS_UNKNOWN;
 	u->details = grpc_empty_slice();
 	grpc_metadata_array_init(&u->md_init);
 	grpc_metadata_array_init(&u->md_trail);
-	memset(ops, 0, sizeof(ops));
+}
+
+/* Fills the four ops that send u's request and read the initial
+ * metadata; returns 4. */
+static size_t
+grpcx_ops_request(grpc_op *ops, struct grpcx_ccall *u)
+{
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = send;
+	ops[1].data.send_message.send_message = u->send;
 	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
 	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
 	ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->md_init;
-	ops[4].op = GRPC_OP_RECV_MESSAGE;
-	ops[4].data.recv_message.recv_message = &u->recv;
-	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[5].data.recv_status_on_client.trailing_metadata = &u->md_trail;
-	ops[5].data.recv_status_on_client.status = &u->status;
-	ops[5].data.recv_status_on_client.status_details = &u->details;
-	ops[5].data.recv_status_on_client.error_string = &u->error_string;
-	return grpc_call_start_batch(call, ops, 6, tag, NULL);
+	return 4;
+}
+
+/* Fills the op that receives one message into u->recv. */
+static void
+grpcx_op_message(grpc_op *op, struct grpcx_ccall *u)
+{
+	op->op = GRPC_OP_RECV_MESSAGE;
+	op->data.recv_message.recv_message = &u->recv;
+}
+
+/* Fills the op that receives the status into u. */
+static void
+grpcx_op_status(grpc_op *op, struct grpcx_ccall *u)
+{
+	op->op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	op->data.recv_status_on_client.trailing_metadata = &u->md_trail;
+	op->data.recv_status_on_client.status = &u->status;
+	op->data.recv_status_on_client.status_details = &u->details;
+	op->data.recv_status_on_client.error_string = &u->error_string;
+}
+
+/* Initialises u, then starts the request ops, and for a unary call the
+ * response and status ops too, as one batch. */
+static grpc_call_error
+grpcx_ccall_start(grpc_call *call, grpc_byte_buffer *send,
+    struct grpcx_ccall *u, void *tag, bool unary)
+{
+	grpc_op ops[6];
+	size_t n;
+
+	grpcx_ccall_init(u, send);
+	memset(ops, 0, sizeof(ops));
+	n = grpcx_ops_request(ops, u);
+	if (unary) {
+		grpcx_op_message(&ops[n++], u);
+		grpcx_op_status(&ops[n++], u);
+	}
+	return grpc_call_start_batch(call, ops, n, tag, NULL);
+}
+
+grpc_call_error
+grpcx_unary_start(grpc_call *call, grpc_byte_buffer *send,
+    struct grpcx_ccall *u, void *tag)
+{
+	return grpcx_ccall_start(call, send, u, tag, true);
+}
+
+grpc_call_error
+grpcx_stream_start(grpc_call *call, grpc_byte_buffer *send,
+    struct grpcx_ccall *u, void *tag)
+{
+	return grpcx_ccall_start(call, send, u, tag, false);
+}
+
+grpc_call_error
+grpcx_stream_next(grpc_call *call, struct grpcx_ccall *u, void *tag)
+{
+	grpc_op op;
+
+	if (u->recv != NULL)
+		grpc_byte_buffer_destroy(u->recv);
+	u->recv = NULL;
+	memset(&op, 0, sizeof(op));
+	grpcx_op_message(&op, u);
+	return grpc_call_start_batch(call, &op, 1, tag, NULL);
+}
+
+grpc_call_error
+grpcx_stream_finish(grpc_call *call, struct grpcx_ccall *u, void *tag)
+{
+	grpc_op op;
+
+	memset(&op, 0, sizeof(op));
+	grpcx_op_status(&op, u);
+	return grpc_call_start_batch(call, &op, 1, tag, NULL);
 }
 
 void
-grpcx_unary_clear(struct grpcx_unary *u)
+grpcx_ccall_clear(struct grpcx_ccall *u)
 {
 	if (u->send != NULL)
 		grpc_byte_buffer_destroy(u->send);
@@ -325,7 +397,7 @@ grpcx_call_bytes(struct grpcx_client *c, const char *method,
 	grpc_call *call;
 	grpc_slice mslice;
 	grpc_byte_buffer *send;
-	struct grpcx_unary u;
+	struct grpcx_ccall u;
 	grpc_event ev;
 	gpr_timespec deadline;
 	char tag;
@@ -371,7 +443,7 @@ grpcx_call_bytes(struct grpcx_client *c, const char *method,
 			    "no response message");
 	}
 out_call:
-	grpcx_unary_clear(&u);
+	grpcx_ccall_clear(&u);
 	grpc_call_unref(call);
 out_cq:
 	grpc_completion_queue_shutdown(cq);

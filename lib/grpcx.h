@@ -94,8 +94,8 @@ bool grpcx_deadline_is_infinite(gpr_timespec deadline);
  */
 int64_t grpcx_ms_left(gpr_timespec deadline);
 
-/* What the batch of one client unary call (grpcx_unary_start) fills. */
-struct grpcx_unary {
+/* What the batches of one client call (below) send and fill. */
+struct grpcx_ccall {
 	grpc_byte_buffer *send;		/* request body (owned) */
 	grpc_byte_buffer *recv;		/* response body, NULL if none */
 	grpc_metadata_array md_init;	/* response initial metadata */
@@ -110,14 +110,31 @@ struct grpcx_unary {
  * metadata, the request (send, which u then owns), close, receive
  * metadata, the response and the status. The batch completes with tag on
  * the call's queue. u is initialised here; release it with
- * grpcx_unary_clear once the batch completed, or at once if this fails.
+ * grpcx_ccall_clear once the batch completed, or at once if this fails.
  * Returns grpc_call_start_batch's result.
  */
 grpc_call_error grpcx_unary_start(grpc_call *call, grpc_byte_buffer *send,
-    struct grpcx_unary *u, void *tag);
+    struct grpcx_ccall *u, void *tag);
+
+/*
+ * The client side of a server-streaming call, one batch at a time, each
+ * completing with tag on the call's queue. grpcx_stream_start sends
+ * metadata, the request (send, which u then owns) and the close, and
+ * receives the initial metadata; u is initialised here. grpcx_stream_next
+ * receives one message into u->recv (NULL once the stream ended; a
+ * message still there is freed first). grpcx_stream_finish receives the
+ * status into u. Release u with grpcx_ccall_clear. Each returns
+ * grpc_call_start_batch's result.
+ */
+grpc_call_error grpcx_stream_start(grpc_call *call, grpc_byte_buffer *send,
+    struct grpcx_ccall *u, void *tag);
+grpc_call_error grpcx_stream_next(grpc_call *call, struct grpcx_ccall *u,
+    void *tag);
+grpc_call_error grpcx_stream_finish(grpc_call *call, struct grpcx_ccall *u,
+    void *tag);
 
 /* Frees what u holds and leaves it empty (a second call does nothing). */
-void grpcx_unary_clear(struct grpcx_unary *u);
+void grpcx_ccall_clear(struct grpcx_ccall *u);
 
 /* A channel and the completion queue of its blocking calls. */
 struct grpcx_client;

@@ -47,7 +47,7 @@ enum bench_op {
 /* One call in flight (or an idle slot). */
 struct bench_slot {
 	grpc_call *call;		/* NULL when idle */
-	struct grpcx_unary u;		/* what the call's batch sends and
+	struct grpcx_ccall u;		/* what the call's batch sends and
 					 * receives */
 	int64_t start_ns;		/* CLOCK_MONOTONIC at start */
 	uint64_t name;			/* name index of the call */
@@ -320,7 +320,7 @@ bench_start(struct bench *b, struct bench_slot *s, unsigned idx)
 		bench_error(b, "%s%sgrpc_call_start_batch failed", "", "");
 		grpc_call_unref(s->call);
 		s->call = NULL;
-		grpcx_unary_clear(&s->u);
+		grpcx_ccall_clear(&s->u);
 		return false;
 	}
 	b->inflight++;
@@ -427,7 +427,7 @@ bench_slot_clear(struct bench *b, struct bench_slot *s)
 {
 	grpc_call_unref(s->call);
 	s->call = NULL;
-	grpcx_unary_clear(&s->u);
+	grpcx_ccall_clear(&s->u);
 	b->inflight--;
 }
 
@@ -684,7 +684,7 @@ bench_probe(const struct bench_opts *o, grpc_completion_queue *cq)
 	Grpc__Health__V1__HealthCheckRequest hc =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	Grpc__Health__V1__HealthCheckResponse *rs;
-	struct grpcx_unary u;
+	struct grpcx_ccall u;
 	grpc_byte_buffer *send;
 	grpc_channel *ch;
 	grpc_call *call;
@@ -718,7 +718,7 @@ bench_probe(const struct bench_opts *o, grpc_completion_queue *cq)
 				    NULL);
 		}
 	}
-	grpcx_unary_clear(&u);
+	grpcx_ccall_clear(&u);
 	grpc_call_unref(call);
 	grpc_channel_destroy(ch);
 	return serving;

@@ -144,15 +144,14 @@ ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
 	return rc;
 }
 
-/* Runs one batch on call and waits for it (the only one in flight). */
+/* Waits for the batch just started (e, the only one in flight). False
+ * if it did not start or failed. */
 static bool
-ctl_batch(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops,
-    size_t n)
+ctl_wait(grpc_call_error e, grpc_completion_queue *cq)
 {
 	grpc_event ev;
-	char tag;
 
-	if (grpc_call_start_batch(call, ops, n, &tag, NULL) != GRPC_CALL_OK)
+	if (e != GRPC_CALL_OK)
 		return false;
 	do {
 		ev = grpc_completion_queue_next(cq,
@@ -207,13 +206,9 @@ ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 	grpc_channel *ch;
 	grpc_completion_queue *cq;
 	grpc_call *call;
-	grpc_byte_buffer *send, *recv = NULL;
-	grpc_metadata_array md_initial, md_trailing;
-	grpc_slice method, details = grpc_empty_slice();
-	grpc_status_code code = GRPC_STATUS_UNKNOWN;
-	const char *error_string = NULL;
+	struct grpcx_ccall u;
+	grpc_slice method;
 	char target[CTL_SUN_PATH + 8];
-	grpc_op ops[4];
 	grpc_event ev;
 	bool failed = false;
 	size_t n;
@@ -231,30 +226,16 @@ ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 	grpc_slice_unref(method);
 	rq.conduit = (char *)(conduit != NULL ? conduit : "");
 	rq.node = (char *)(node != NULL ? node : "");
-	send = grpcx_pack(&rq.base);
-	grpc_metadata_array_init(&md_initial);
-	grpc_metadata_array_init(&md_trailing);
-
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_initial;
-	(void)ctl_batch(call, cq, ops, 4);
+	(void)ctl_wait(grpcx_stream_start(call, grpcx_pack(&rq.base), &u, &u),
+	    cq);
 	for (;;) {
 		Ipamadmin__V1__DumpChunk *c;
 
-		memset(ops, 0, sizeof(ops));
-		ops[0].op = GRPC_OP_RECV_MESSAGE;
-		ops[0].data.recv_message.recv_message = &recv;
-		if (!ctl_batch(call, cq, ops, 1) || recv == NULL)
+		if (!ctl_wait(grpcx_stream_next(call, &u, &u), cq) ||
+		    u.recv == NULL)
 			break;
 		c = (Ipamadmin__V1__DumpChunk *)grpcx_unpack(
-		    &ipamadmin__v1__dump_chunk__descriptor, recv);
-		grpc_byte_buffer_destroy(recv);
-		recv = NULL;
+		    &ipamadmin__v1__dump_chunk__descriptor, u.recv);
 		if (c == NULL || ctl_dump_add(out, c) < 0) {
 			if (c != NULL)
 				ipamadmin__v1__dump_chunk__free_unpacked(c,
@@ -264,28 +245,17 @@ ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 			break;
 		}
 	}
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[0].data.recv_status_on_client.trailing_metadata = &md_trailing;
-	ops[0].data.recv_status_on_client.status = &code;
-	ops[0].data.recv_status_on_client.status_details = &details;
-	ops[0].data.recv_status_on_client.error_string = &error_string;
-	(void)ctl_batch(call, cq, ops, 1);
-	n = GRPC_SLICE_LENGTH(details);
-	grpcx_status_set(st, code, "%.*s", (int)(n > 400 ? 400 : n),
-	    (const char *)GRPC_SLICE_START_PTR(details));
+	(void)ctl_wait(grpcx_stream_finish(call, &u, &u), cq);
+	n = GRPC_SLICE_LENGTH(u.details);
+	grpcx_status_set(st, u.status, "%.*s", (int)(n > 400 ? 400 : n),
+	    (const char *)GRPC_SLICE_START_PTR(u.details));
 	if (failed)
 		grpcx_status_set(st, GRPC_STATUS_INTERNAL,
 		    "malformed DumpChunk or out of memory");
 	if (st->code != GRPC_STATUS_OK)
 		ctl_dump_free(out);
 
-	grpc_slice_unref(details);
-	if (error_string != NULL)
-		gpr_free((void *)error_string);
-	grpc_byte_buffer_destroy(send);
-	grpc_metadata_array_destroy(&md_initial);
-	grpc_metadata_array_destroy(&md_trailing);
+	grpcx_ccall_clear(&u);
 	grpc_call_unref(call);
 	grpc_completion_queue_shutdown(cq);
 	do {

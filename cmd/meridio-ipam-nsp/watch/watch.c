@@ -159,26 +159,22 @@ nspw_call(struct nspw *w, grpc_completion_queue *cq,
 {
 	Nsp__V1__Trench trench = NSP__V1__TRENCH__INIT;
 	Nsp__V1__Conduit req = NSP__V1__CONDUIT__INIT;
-	grpc_metadata_array md_init, md_trail;
-	grpc_byte_buffer *sendbuf = NULL, *recvbuf;
-	grpc_slice method, sdetails = grpc_empty_slice();
-	const char *errstr = NULL;
+	struct grpcx_ccall u;
+	grpc_byte_buffer *sendbuf;
+	grpc_slice method;
 	grpc_call *call;
-	grpc_op ops[4];
 	bool stop;
 
 	*code = GRPC_STATUS_UNKNOWN;
 	*got_message = false;
 	snprintf(details, dlen, "call not started");
-	grpc_metadata_array_init(&md_init);
-	grpc_metadata_array_init(&md_trail);
 
 	trench.name = w->cfg->trench;
 	req.trench = &trench;
 	sendbuf = grpcx_pack(&req.base);
 	if (sendbuf == NULL) {
 		snprintf(details, dlen, "out of memory");
-		goto out_md;
+		return;
 	}
 	method = grpc_slice_from_static_string(NSP_METHOD);
 	call = grpc_channel_create_call(w->channel, NULL,
@@ -186,43 +182,30 @@ nspw_call(struct nspw *w, grpc_completion_queue *cq,
 	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	if (call == NULL) {
 		snprintf(details, dlen, "cannot create a call");
-		goto out_buf;
+		grpc_byte_buffer_destroy(sendbuf);
+		return;
 	}
 	pthread_mutex_lock(&w->mu);
 	stop = w->stop;
 	if (!stop)
 		w->call = call;
 	pthread_mutex_unlock(&w->mu);
-	if (stop)
+	if (stop) {
+		grpc_byte_buffer_destroy(sendbuf);
 		goto out_call;
+	}
 
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = sendbuf;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
-	if (grpc_call_start_batch(call, ops, 4, (void *)1, NULL) !=
-	    GRPC_CALL_OK) {
+	if (grpcx_stream_start(call, sendbuf, &u, (void *)1) != GRPC_CALL_OK) {
 		snprintf(details, dlen, "cannot start the call");
-		goto out_unlink;
+		goto out_clear;
 	}
 	if (!nspw_cq_wait(cq))
 		goto status;
 
 	for (;;) {
-		recvbuf = NULL;
-		memset(ops, 0, sizeof(ops));
-		ops[0].op = GRPC_OP_RECV_MESSAGE;
-		ops[0].data.recv_message.recv_message = &recvbuf;
-		if (grpc_call_start_batch(call, ops, 1, (void *)2, NULL) !=
-		    GRPC_CALL_OK)
+		if (grpcx_stream_next(call, &u, (void *)2) != GRPC_CALL_OK ||
+		    !nspw_cq_wait(cq) || u.recv == NULL)
 			break;
-		if (!nspw_cq_wait(cq) || recvbuf == NULL) {
-			grpc_byte_buffer_destroy(recvbuf);
-			break;
-		}
 		if (!*got_message) {
 			*got_message = true;
 			w->h->log_kv(LOGL_INFO, "watching conduits", "target",
@@ -232,8 +215,7 @@ nspw_call(struct nspw *w, grpc_completion_queue *cq,
 		pthread_mutex_lock(&w->mu);
 		w->state = NSPW_WATCHING;
 		pthread_mutex_unlock(&w->mu);
-		nspw_message(w, recvbuf);
-		grpc_byte_buffer_destroy(recvbuf);
+		nspw_message(w, u.recv);
 		pthread_mutex_lock(&w->mu);
 		stop = w->stop;
 		pthread_mutex_unlock(&w->mu);
@@ -244,18 +226,13 @@ nspw_call(struct nspw *w, grpc_completion_queue *cq,
 	}
 
 status:
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[0].data.recv_status_on_client.trailing_metadata = &md_trail;
-	ops[0].data.recv_status_on_client.status = code;
-	ops[0].data.recv_status_on_client.status_details = &sdetails;
-	ops[0].data.recv_status_on_client.error_string = &errstr;
-	if (grpc_call_start_batch(call, ops, 1, (void *)3, NULL) ==
-	    GRPC_CALL_OK && nspw_cq_wait(cq)) {
-		if (GRPC_SLICE_LENGTH(sdetails) > 0)
+	if (grpcx_stream_finish(call, &u, (void *)3) == GRPC_CALL_OK &&
+	    nspw_cq_wait(cq)) {
+		*code = u.status;
+		if (GRPC_SLICE_LENGTH(u.details) > 0)
 			snprintf(details, dlen, "%.*s",
-			    (int)GRPC_SLICE_LENGTH(sdetails),
-			    (const char *)GRPC_SLICE_START_PTR(sdetails));
+			    (int)GRPC_SLICE_LENGTH(u.details),
+			    (const char *)GRPC_SLICE_START_PTR(u.details));
 		else if (*code == GRPC_STATUS_OK)
 			snprintf(details, dlen, "stream ended");
 		else
@@ -263,19 +240,13 @@ status:
 	} else {
 		snprintf(details, dlen, "no status received");
 	}
-	grpc_slice_unref(sdetails);
-	gpr_free((void *)errstr);
-out_unlink:
+out_clear:
+	grpcx_ccall_clear(&u);
 	pthread_mutex_lock(&w->mu);
 	w->call = NULL;
 	pthread_mutex_unlock(&w->mu);
 out_call:
 	grpc_call_unref(call);
-out_buf:
-	grpc_byte_buffer_destroy(sendbuf);
-out_md:
-	grpc_metadata_array_destroy(&md_init);
-	grpc_metadata_array_destroy(&md_trail);
 }
 
 /*
