@@ -32,9 +32,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 dur=${BENCH_DURATION:-3}
 warm=${BENCH_WARMUP:-1}
 fill=${BENCH_FILL:-100000}
-conduits=bench-c0,bench-c1,bench-c2,bench-c3
+. "$here/bench-daemon.sh"
+conduits=$bench_conduits
 nodes=64
-py=/usr/bin/python3
 
 cmake --build "$dir" --target meridio-ipam meridio-ipam-db meridio-ipam-api \
     meridio-ipam-nsp ipam-bench >/dev/null
@@ -56,32 +56,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-	$py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# start_daemon <datadir>: starts meridio-ipam in the background ($pid),
-# records the start time in ns ($t0).
+# start_daemon <datadir>: starts meridio-ipam in the background ($pid,
+# $target); $start_ms is the time from its start to SERVING.
 start_daemon() {
-	port=$(free_port)
-	target=127.0.0.1:$port
-	mkdir -p "$1"
-	t0=$(date +%s%N)
-	env IPAM_PORT="$port" IPAM_DATA_SOURCE="$1/registry.db" \
-	    IPAM_CONDUITS="$conduits" IPAM_NSP_SERVICE= \
-	    IPAM_LOG_LEVEL=WARNING IPAM_TRENCH_NAME=default \
-	    IPAM_PREFIX_IPV4=10.0.0.0/8 IPAM_CONDUIT_PREFIX_LENGTH_IPV4=12 \
-	    IPAM_NODE_PREFIX_LENGTH_IPV4=20 IPAM_PREFIX_IPV6=fd00::/48 \
-	    IPAM_CONDUIT_PREFIX_LENGTH_IPV6=56 IPAM_NODE_PREFIX_LENGTH_IPV6=64 \
-	    IPAM_GARBAGE_COLLECTION_ENABLED=false ${extra_env:-} \
-	    "$dir/bin/meridio-ipam" >>"$tmp/daemon.log" 2>&1 &
-	pid=$!
-	if ! out=$("$bench" ready --target "$target" --duration 20); then
-		echo "bench: the daemon did not become SERVING; its log:" >&2
-		tail -20 "$tmp/daemon.log" >&2
-		exit 1
-	fi
-	ready_ns=$(echo "$out" | sed -n 's/.*ready_ns=\([0-9]*\).*/\1/p')
+	bench_daemon "$dir/bin" "$1" "$tmp/daemon.log" || exit 1
 	start_ms=$(( (ready_ns - t0) / 1000000 ))
 }
 
