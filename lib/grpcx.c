@@ -266,11 +266,6 @@ grpcx_take_details(struct grpcx_status *st, grpc_slice details)
 	grpc_slice_unref(details);
 }
 
-/*
- * One call, one batch with every op of a unary exchange, on a completion
- * queue of its own: several threads can call at once on one channel and
- * nobody else ever sees this queue's events.
- */
 /* Initialises u for a call sending send (taken). */
 static void
 grpcx_ccall_init(struct grpcx_ccall *u, grpc_byte_buffer *send)
@@ -388,6 +383,11 @@ grpcx_ccall_clear(struct grpcx_ccall *u)
 	u->details = grpc_empty_slice();
 }
 
+/*
+ * One call, one batch with every op of a unary exchange, on a completion
+ * queue of its own: several threads can call at once on one channel and
+ * nobody else ever sees this queue's events.
+ */
 int
 grpcx_call_bytes(struct grpcx_client *c, const char *method,
     const void *req, size_t req_len, int64_t timeout_ms, uint8_t **resp,
@@ -871,6 +871,20 @@ grpcx_tls_channel_credentials(struct grpcx_tls *t)
 	return creds;
 }
 
+grpc_completion_queue *
+grpcx_cq_quiet(void)
+{
+	grpc_completion_queue_attributes at;
+	const grpc_completion_queue_factory *f;
+
+	memset(&at, 0, sizeof(at));
+	at.version = 1;		/* completion and polling type only */
+	at.cq_completion_type = GRPC_CQ_NEXT;
+	at.cq_polling_type = GRPC_CQ_NON_POLLING;
+	f = grpc_completion_queue_factory_lookup(&at);
+	return f != NULL ? grpc_completion_queue_create(f, &at, NULL) : NULL;
+}
+
 /*
  * absl's Mutex deadlock detection records every lock order in a graph
  * (GraphCycles): on by default in builds without NDEBUG, which Debian's
@@ -885,20 +899,6 @@ static const char *const grpcx_absl_deadlock_syms[] = {
 	"_ZN4absl12lts_2022062329SetMutexDeadlockDetectionModeENS0_"
 	    "15OnDeadlockCycleE",
 };
-
-grpc_completion_queue *
-grpcx_cq_quiet(void)
-{
-	grpc_completion_queue_attributes at;
-	const grpc_completion_queue_factory *f;
-
-	memset(&at, 0, sizeof(at));
-	at.version = 1;		/* completion and polling type only */
-	at.cq_completion_type = GRPC_CQ_NEXT;
-	at.cq_polling_type = GRPC_CQ_NON_POLLING;
-	f = grpc_completion_queue_factory_lookup(&at);
-	return f != NULL ? grpc_completion_queue_create(f, &at, NULL) : NULL;
-}
 
 bool
 grpcx_init(void)
