@@ -245,6 +245,17 @@ rec_id(const struct rec *r, const struct rec *parent, char *buf, size_t len)
 	}
 }
 
+/* Builds the id of a trench, conduit or node record (its parent_id column
+ * for the records below it) into buf; "" for NULL (a trench's parent). */
+static void
+rec_parent_id(const struct rec *parent, char *buf, size_t len)
+{
+	if (parent == NULL)
+		buf[0] = '\0';
+	else
+		rec_id(parent, rec_up(parent), buf, len);
+}
+
 /* ---- children by name ------------------------------------------------ */
 
 /* 64-bit FNV-1a of a name, finished with a multiply-xorshift mix. */
@@ -712,10 +723,7 @@ store_row_of(const struct rec *r, const struct rec *parent, char *id,
 	struct pfx p = rec_cidr(r);
 
 	rec_id(r, parent, id, REG_IDMAX);
-	if (parent != NULL)
-		rec_id(parent, rec_up(parent), pid, REG_IDMAX);
-	else
-		pid[0] = '\0';
+	rec_parent_id(parent, pid, REG_IDMAX);
 	pfx_format(&p, cidr);
 	*row = (struct store_row){ .id = id, .name = r->name, .cidr = cidr,
 	    .parent_id = pid, .updated_at = r->updated_at,
@@ -1609,10 +1617,7 @@ walk_rec(struct walk_ctx *w, struct rec *r, struct rec *parent)
 	int rc;
 
 	rec_id(r, parent, id, sizeof(id));
-	if (parent != NULL)
-		rec_id(parent, rec_up(parent), pid, sizeof(pid));
-	else
-		pid[0] = '\0';
+	rec_parent_id(parent, pid, sizeof(pid));
 	if (REC_LEVEL(r) < LVL_CHILD)
 		n = rec_ext(r)->kids.used;
 	rec = (struct reg_record){ .id = id, .name = r->name, .parent_id = pid,
