@@ -5,7 +5,8 @@
 # AB_FILL (30000) allocations, then runs `ipam-bench <mode>` (default
 # allocate-new) at concurrency 64 for 3 s against A, then B, `rounds`
 # times (default 6), with perf stat on each daemon's api and db workers
-# when perf works. Prints each run and the means, B over A.
+# when perf works (bench_cpu_run, as bench.sh's CPU per call). Prints
+# each run and the means, B over A.
 set -eu
 
 if [ $# -lt 2 ]; then
@@ -42,32 +43,27 @@ for x in A B; do
 	    --nodes 64 >/dev/null
 done
 
-# cpu <perf output> <calls>: microseconds of task-clock per call, or -.
-cpu() {
-	awk -F, -v n="$2" '/task-clock/ && n > 0 { printf "%.1f", $1 * 1000 / n; f = 1 }
-	    END { if (!f) printf "-" }' "$1" 2>/dev/null || printf -- -
-}
-
+if bench_perf_works; then perf=yes; else perf=no; fi
 echo "A: $1  B: $2  mode: $mode at concurrency 64, $rounds rounds of 3 s"
 for r in $(seq "$rounds"); do
 	for x in A B; do
 		eval "p=\$pid$x; t=\$target$x"
-		api=$(pgrep -P "$p" -x meridio-ipam-ap || true)
-		db=$(pgrep -P "$p" -x meridio-ipam-db || true)
-		perf stat -x, -e task-clock -p "$api" -o "$tmp/api" \
-		    >/dev/null 2>&1 & pa=$!
-		perf stat -x, -e task-clock -p "$db" -o "$tmp/db" \
-		    >/dev/null 2>&1 & pd=$!
-		sleep 0.2
-		line=$("$bench" "$mode" --target "$t" --concurrency 64 \
-		    --duration 3 --warmup 0 --conduits "$bench_conduits" \
-		    --nodes 64 --names 5000 | tail -1)
-		kill -INT "$pa" "$pd" 2>/dev/null || true
-		wait "$pa" "$pd" 2>/dev/null || true
-		ops=$(echo "$line" | tr ' ' '\n' | sed -n 's/^ops_per_s=//p')
-		calls=$((ops * 3))
-		echo "$x round $r: calls/s $ops p99_us $(echo "$line" | tr ' ' '\n' |
-		    sed -n 's/^p99_us=//p') api_us $(cpu "$tmp/api" "$calls") db_us $(cpu "$tmp/db" "$calls")" |
+		if [ "$perf" = yes ]; then
+			bench_cpu_run "$binA" "$mode" "$t" \
+			    "$(pgrep -P "$p" -x meridio-ipam-ap)" \
+			    "$(pgrep -P "$p" -x meridio-ipam-db)" "$tmp" 3 || exit 1
+			line=$cpu_line
+			api_us=$(bench_us "$tmp/cpu-api" "$cpu_calls")
+			db_us=$(bench_us "$tmp/cpu-db" "$cpu_calls")
+		else
+			line=$("$bench" "$mode" --target "$t" --concurrency 64 \
+			    --duration 3 --warmup 0 --conduits "$bench_conduits" \
+			    --nodes 64 --names 5000 | tail -1)
+			api_us=-
+			db_us=-
+		fi
+		echo "$x round $r: calls/s $(field "$line" ops_per_s) p99_us" \
+		    "$(field "$line" p99_us) api_us $api_us db_us $db_us" |
 		    tee -a "$tmp/runs"
 	done
 done

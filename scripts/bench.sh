@@ -85,11 +85,6 @@ memory() {
 	done
 }
 
-# field <line> <key>: the value of key=value in a machine-readable line.
-field() {
-	echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
-}
-
 # run <mode> <conc> [extra args]: one ipam-bench run; sets $last.
 run() {
 	mode=$1
@@ -213,7 +208,7 @@ echo "fsyncs per allocation at concurrency 64: $fsync_per ($fs_count fsync+fdata
 # ---- 2b. CPU per call -------------------------------------------------
 api_pid=$(pgrep -P "$pid" -f meridio-ipam-api | head -1)
 echo
-if perf stat -e task-clock -- true >/dev/null 2>&1; then
+if bench_perf_works; then
 	cpu_modes="health allocate-existing allocate-new"
 	echo "CPU per call at concurrency 64 (us; perf stat task-clock, all threads):"
 	echo "  mode               client    api     db   calls/s"
@@ -222,30 +217,13 @@ else
 	echo "CPU per call: skipped (perf stat does not work here)"
 fi
 for m in $cpu_modes; do
-	perf stat -x, -o "$tmp/cpu-db" -e task-clock -p "$dbp" >/dev/null 2>&1 &
-	pa=$!
-	perf stat -x, -o "$tmp/cpu-api" -e task-clock -p "$api_pid" >/dev/null 2>&1 &
-	pb=$!
-	sleep 0.3
-	if ! perf stat -x, -o "$tmp/cpu-cl" -e task-clock -- "$bench" "$m" \
-	    --target "$target" --concurrency 64 --duration "$dur" --warmup 0 \
-	    --conduits "$conduits" --nodes "$nodes" --names 5000 \
-	    >"$tmp/cpu-out"; then
-		cat "$tmp/cpu-out" >&2
-		exit 1
-	fi
-	kill -INT "$pa" "$pb" 2>/dev/null || true
-	wait "$pa" "$pb" 2>/dev/null || true
-	n=$(sed -n 's/.*(\([0-9]*\) calls with the warm-up).*/\1/p' "$tmp/cpu-out")
-	# allocate-existing's setup calls are not in n: leave them out of
-	# the db and api figures by counting them in.
-	setup=$(sed -n 's/^setup: \([0-9]*\) names.*/\1/p' "$tmp/cpu-out")
-	us() {
-		awk -F, -v n="$2" '/task-clock/ { if (n > 0) printf "%.1f", $1 * 1000 / n }' "$1"
-	}
-	printf '  %-18s %6s %6s %6s %9s\n' "$m" "$(us "$tmp/cpu-cl" $((n + ${setup:-0})))" \
-	    "$(us "$tmp/cpu-api" $((n + ${setup:-0})))" "$(us "$tmp/cpu-db" $((n + ${setup:-0})))" \
-	    "$(field "$(tail -1 "$tmp/cpu-out")" ops_per_s)"
+	bench_cpu_run "$dir/bin" "$m" "$target" "$api_pid" "$dbp" "$tmp" \
+	    "$dur" || exit 1
+	printf '  %-18s %6s %6s %6s %9s\n' "$m" \
+	    "$(bench_us "$tmp/cpu-cl" "$cpu_calls")" \
+	    "$(bench_us "$tmp/cpu-api" "$cpu_calls")" \
+	    "$(bench_us "$tmp/cpu-db" "$cpu_calls")" \
+	    "$(field "$cpu_line" ops_per_s)"
 done
 stop_daemon
 
