@@ -458,7 +458,7 @@ walbuf_register(const char *name, const char *base, char *err,
 	strcpy(v->name, name);
 	v->real = real;
 	v->vfs.iVersion = 2;
-	/* our struct, then the wrapped file, pointer-aligned */
+	/* our struct, then the wrapped file, 16-byte aligned (WALBUF_HDR) */
 	v->vfs.szOsFile = (int)WALBUF_HDR + real->szOsFile;
 	v->vfs.mxPathname = real->mxPathname;
 	v->vfs.zName = v->name;
