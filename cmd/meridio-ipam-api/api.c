@@ -31,6 +31,7 @@
 #include "admin.h"
 #include "metrics.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <malloc.h>
 #include <poll.h>
@@ -56,6 +57,7 @@
 #include "ipam/v1/ipam.pb-c.h"
 #include "ipcmsg.h"
 #include "log.h"
+#include "portowner.h"
 #include "validate.h"
 
 #define API_MAX_INFLIGHT 4096	/* calls alive at once; more: EXHAUSTED */
@@ -67,6 +69,7 @@
 #define API_PING_MS 1000	/* ping and heartbeat period */
 #define API_PONG_MAX_MS 2500	/* no pong for this long: NOT_SERVING */
 #define API_RECONNECT_MS 100	/* delay between connection attempts */
+#define API_PORT_TAKEN (-2)	/* api_server_start: IPAM_PORT not free */
 #define API_DEFAULT_WAIT_MS 30000	/* wait_ms when the client set no deadline */
 #define API_DEADLINE_MARGIN_MS 20	/* answer this much before the deadline */
 #define API_EXPIRE_SLACK_MS 5000	/* no deadline: give up on a silent db
@@ -172,6 +175,8 @@ struct api {
 static int api_shutdown_tag;		/* tag of shutdown_and_notify */
 /* Set by the gRPC log hook: the listener gave up accepting. */
 static atomic_bool api_accept_dead;
+/* True while binding IPAM_PORT: gRPC's own lines about it are DEBUG. */
+static atomic_bool api_binding;
 
 #define HEALTH_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define HEALTH_NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
@@ -214,7 +219,9 @@ api_grpc_log(gpr_log_func_args *args)
 {
 	enum log_level l = LOGL_DEBUG;
 
-	if (args->severity == GPR_LOG_SEVERITY_ERROR)
+	if (atomic_load(&api_binding))
+		l = LOGL_DEBUG;	/* a failed bind is told in one line of ours */
+	else if (args->severity == GPR_LOG_SEVERITY_ERROR)
 		l = LOGL_ERROR;
 	else if (args->severity == GPR_LOG_SEVERITY_INFO)
 		l = LOGL_INFO;
@@ -1330,11 +1337,39 @@ api_server_creds(struct api *a)
 	return creds;
 }
 
-/* Creates, binds and starts the server. Returns 0 or -1 (logged). */
+/*
+ * Says in one line why IPAM_PORT cannot be listened on, naming the process
+ * that holds it where /proc tells. A port in use is permanent: a restart
+ * of the worker cannot free it.
+ */
+static void
+api_port_failed(const struct api *a, const char *addr)
+{
+	char what[96], who[96] = "", holder[160] = "";
+	int e = portowner_bind_errno(a->cfg->port);
+
+	snprintf(what, sizeof(what), "IPAM_PORT=%u: %s", a->cfg->port,
+	    e != 0 ? strerror(e) : "cannot listen");
+	what[strcspn(what, ":") + 2] = (char)tolower(
+	    (unsigned char)what[strcspn(what, ":") + 2]);
+	if (e == EADDRINUSE && portowner_find(a->cfg->port, who, sizeof(who)))
+		snprintf(holder, sizeof(holder), "%s listens on it", who);
+	else if (e == EADDRINUSE)
+		snprintf(holder, sizeof(holder), "another process listens on it");
+	log_kv(LOGL_ERROR, what, "address", addr, "holder",
+	    holder[0] != '\0' ? holder : NULL, NULL);
+}
+
+/*
+ * Creates, binds and starts the server. SO_REUSEPORT is off (gRPC turns it
+ * on by default): a second instance on the same port would otherwise bind
+ * too and the kernel would split clients between two daemons that hand out
+ * the same addresses. Returns 0, -1 (logged), or API_PORT_TAKEN.
+ */
 static int
 api_server_start(struct api *a)
 {
-	grpc_arg arg;
+	grpc_arg arg[2];
 	grpc_channel_args args;
 	grpc_server_credentials *creds;
 	char addr[32];
@@ -1343,11 +1378,14 @@ api_server_start(struct api *a)
 	creds = api_server_creds(a);
 	if (creds == NULL)
 		return -1;
-	arg.type = GRPC_ARG_INTEGER;
-	arg.key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	arg.value.integer = API_MAX_MESSAGE;
-	args.num_args = 1;
-	args.args = &arg;
+	arg[0].type = GRPC_ARG_INTEGER;
+	arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	arg[0].value.integer = API_MAX_MESSAGE;
+	arg[1].type = GRPC_ARG_INTEGER;
+	arg[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+	arg[1].value.integer = 0;
+	args.num_args = 2;
+	args.args = arg;
 	a->server = grpc_server_create(&args, NULL);
 	a->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(a->server, a->cq, NULL);
@@ -1356,11 +1394,13 @@ api_server_start(struct api *a)
 		    api_paths[m], NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
 		    0);
 	snprintf(addr, sizeof(addr), "[::]:%u", a->cfg->port);
+	atomic_store(&api_binding, true);
 	port = grpc_server_add_http2_port(a->server, addr, creds);
+	atomic_store(&api_binding, false);
 	grpc_server_credentials_release(creds);
 	if (port == 0) {
-		log_kv(LOGL_ERROR, "cannot listen", "address", addr, NULL);
-		return -1;
+		api_port_failed(a, addr);
+		return API_PORT_TAKEN;
 	}
 	grpc_server_start(a->server);
 	for (int m = 0; m < API_NMETHODS; m++) {
@@ -1446,7 +1486,8 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	    db_path, err, sizeof(err))) == NULL)
 		log_kv(LOGL_ERROR, "cannot serve metrics: endpoint off", "error",
 		    err, NULL);
-	if (api_server_start(a) < 0) {
+	if ((rc = api_server_start(a)) < 0) {
+		rc = rc == API_PORT_TAKEN ? IPCMSG_EXIT_PERMANENT : 1;
 		if (a->server != NULL) {
 			a->stopping = true;
 			grpc_server_shutdown_and_notify(a->server, a->cq,

@@ -218,6 +218,64 @@ class Lifecycle(DaemonTest):
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
         self.assertEqual(d.client.health(), "SERVING")
 
+    def test_second_instance_on_same_port_is_refused(self):
+        """Another data file, the same IPAM_PORT: the second bind must fail
+        (gRPC turns SO_REUSEPORT on by default, and the kernel would then
+        split clients between two daemons that hand out the same
+        addresses). The second instance stops at once with one line naming
+        IPAM_PORT and the process that holds it; every name keeps a
+        distinct address."""
+        d = self.daemon()
+        other = self.daemon(port=d.port, start=False)
+        started = time.monotonic()
+        other.start(wait=False)
+        harness.poll(lambda: other.proc.poll() is not None, 20, 0.1,
+                     "second instance to exit")
+        self.assertNotEqual(other.proc.returncode, 0)
+        self.assertLess(time.monotonic() - started, 5.0,
+                        "a taken port is permanent: no restart loop")
+        self.assertEqual(other.leftovers(), [], "second instance left processes")
+        log = other.log_text()
+        lines = [json.loads(l) for l in log.splitlines() if l.startswith("{")]
+        named = [l for l in lines if "IPAM_PORT=%d" % d.port in json.dumps(l)]
+        self.assertTrue(named, "no line names IPAM_PORT:\n" + log)
+        api_pid = d.workers()["api"]
+        self.assertIn("pid %d" % api_pid, json.dumps(named[0]),
+                      "the holder is not named:\n" + log)
+        self.assertLess(log.count("api worker died"), 1,
+                        "restarted the api worker:\n" + log)
+        # One listener: every client reaches the first instance.
+        addrs = set()
+        for i in range(20):
+            c = harness.Client(d.target)
+            try:
+                addrs.add(c.allocate("conduit-a", "worker-1", "pod-%d" % i))
+            finally:
+                c.close()
+        self.assertEqual(len(addrs), 20, "duplicate addresses: %s" % addrs)
+
+    def test_port_taken_by_another_program(self):
+        """A port held by something else: one line naming IPAM_PORT and
+        exit at once, not a crash loop."""
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.bind(("::", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        try:
+            other = self.daemon(port=port, start=False)
+            started = time.monotonic()
+            other.start(wait=False)
+            harness.poll(lambda: other.proc.poll() is not None, 20, 0.1,
+                         "daemon to exit")
+            self.assertNotEqual(other.proc.returncode, 0)
+            self.assertLess(time.monotonic() - started, 5.0)
+            log = other.log_text()
+            self.assertIn("IPAM_PORT=%d" % port, log)
+            self.assertIn("address already in use", log)
+            self.assertIn("pid %d" % os.getpid(), log)
+        finally:
+            s.close()
+
 
 class Process(DaemonTest):
     """What the daemon shows the outside: its runtime directory, its logs
