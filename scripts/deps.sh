@@ -1,12 +1,18 @@
 #!/bin/sh
 # Checks the Debian packages meridio-ipam needs to build, run and test.
 # As root, installs the missing ones with apt-get; otherwise prints the exact
-# command to run and fails.
+# command to run and fails. `deps.sh --list` prints the list.
 set -eu
 
 PKGS="build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
 libsqlite3-dev libsystemd-dev libjson-c-dev libbsd-dev libcriterion-dev sqlite3
 protobuf-compiler protobuf-compiler-grpc python3 python3-grpcio python3-protobuf strace"
+# --list: print the package names, one a line, and do nothing else (the
+# build-dependency test reads them).
+if [ "${1:-}" = "--list" ]; then
+	printf '%s\n' $PKGS
+	exit 0
+fi
 [ $# -gt 0 ] && PKGS="$PKGS $*"
 
 missing=""
