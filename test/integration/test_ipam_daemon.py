@@ -388,7 +388,7 @@ class InternalSocket(DaemonTest):
         db = d.workers()["db"]
         before = harness.structural(d.rows())
         path = self.db_sock(d)
-        hello = pb.Request(id=1, hello=pb.Hello(role=pb.ROLE_CTL, pid=os.getpid()))
+        hello = pb.Request(id=1, hello=pb.Hello(role=pb.ROLE_API, pid=os.getpid()))
         alloc = pb.Request(id=2, allocate=pb.Allocate(
             trench="default", conduit="conduit-a", node="worker-1",
             family=pb.FAMILY_IPV4, name="sneaky"))
@@ -425,6 +425,91 @@ class InternalSocket(DaemonTest):
         self.assertEqual((replies[2].code, replies[2].address, replies[2].prefix_length),
                          (0, "169.255.0.2", 24))
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "sneaky"), ("169.255.0.2", 24))
+
+    def converse(self, path, role, *requests):
+        """Hello as role, then requests (ids from 2); {id: Reply}."""
+        from ipamd.v1 import ipamd_pb2 as pb
+        s = self.connect(path)
+        data = harness.ipc_frame(pb.Request(id=1, hello=pb.Hello(
+            role=role, pid=os.getpid())).SerializeToString())
+        for i, r in enumerate(requests):
+            r.id = i + 2
+            data += harness.ipc_frame(r.SerializeToString())
+        s.sendall(data)
+        replies = {}
+        while not all(i + 2 in replies for i in range(len(requests))):
+            body = harness.ipc_recv_frame(s)
+            self.assertIsNotNone(body, "db worker closed the connection")
+            r = pb.Reply.FromString(body)
+            replies[r.id] = r
+        s.close()
+        return replies
+
+    def test_requests_outside_the_senders_role_are_refused(self):
+        """Only the nsp worker may change the conduit list, only the api
+        worker may allocate, the admin path reads and releases; a second
+        Hello cannot change a role. Refused: PERMISSION_DENIED, logged,
+        nothing changed, the connection still served."""
+        from ipamd.v1 import ipamd_pb2 as pb
+        d = self.daemon()
+        d.client.allocate("conduit-a", "worker-1", "keep")
+        db = d.workers()["db"]
+        before = harness.structural(d.rows())
+        path = self.db_sock(d)
+
+        def sync():
+            return pb.Request(sync_conduits=pb.SyncConduits(remove=["conduit-a"]))
+
+        def alloc():
+            return pb.Request(allocate=pb.Allocate(
+                trench="default", conduit="conduit-a", node="worker-1",
+                family=pb.FAMILY_IPV4, name="sneaky"))
+        cases = [
+            (pb.ROLE_CTL, sync(), "sync_conduits", "ROLE_CTL"),
+            (pb.ROLE_CTL, alloc(), "allocate", "ROLE_CTL"),
+            (pb.ROLE_API, sync(), "sync_conduits", "ROLE_API"),
+            (pb.ROLE_API, pb.Request(dump=pb.Dump()), "dump", "ROLE_API"),
+            (pb.ROLE_NSP, alloc(), "allocate", "ROLE_NSP"),
+            (pb.ROLE_CTL, pb.Request(hello=pb.Hello(role=pb.ROLE_NSP)),
+             "hello", "ROLE_CTL"),
+        ]
+        for role, req, what, rname in cases:
+            r = self.converse(path, role, req, pb.Request(ping=pb.Ping()))
+            self.assertEqual(r[2].code, grpc.StatusCode.PERMISSION_DENIED.value[0],
+                             "%s as %s: %s" % (what, rname, r[2]))
+            self.assertIn("%s is not allowed for role %s" % (what, rname), r[2].message)
+            self.assertEqual(r[3].code, 0, "%s: the connection is not served after" % what)
+        # A Hello without a role is no Hello: the next request closes.
+        s = self.connect(path)
+        s.sendall(harness.ipc_frame(pb.Request(id=1, hello=pb.Hello(
+            role=pb.ROLE_UNKNOWN)).SerializeToString()) +
+            harness.ipc_frame(pb.Request(id=2, release=pb.Release(
+                trench="default", conduit="conduit-a", node="worker-1",
+                family=pb.FAMILY_IPV4, name="keep")).SerializeToString()))
+        got = []
+        try:
+            while True:
+                body = harness.ipc_recv_frame(s)
+                if body is None:
+                    break
+                got.append(pb.Reply.FromString(body).id)
+        except ConnectionResetError:
+            pass
+        self.assertNotIn(2, got, "a release without a role was answered")
+        s.close()
+        self.assertEqual(harness.structural(d.rows()), before, "data changed")
+        self.assertEqual(d.workers().get("db"), db, "db worker died")
+        log = d.log_text()
+        self.assertIn("not allowed for the sender's role", log)
+        # What each role may do still works.
+        r = self.converse(path, pb.ROLE_CTL, pb.Request(release=pb.Release(
+            trench="default", conduit="conduit-a", node="worker-1",
+            family=pb.FAMILY_IPV4, name="keep")))
+        self.assertEqual(r[2].code, 0)
+        r = self.converse(path, pb.ROLE_API, alloc())
+        self.assertEqual((r[2].code, r[2].address), (0, "169.255.0.1"))
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "sneaky"),
+                         ("169.255.0.1", 24))
 
 
 class KillWorkers(DaemonTest):
