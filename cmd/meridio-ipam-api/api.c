@@ -881,6 +881,13 @@ api_loop(struct api *a)
 			continue;
 		if (a->shutdown_done && a->live == 0 && a->posted == 0)
 			return true;
+		/* Nothing in flight and the queue idle for a tick: only idle
+		 * connections hold the shutdown back (gRPC waits for their
+		 * clients to leave); close them now. */
+		if (!cancelled && a->live == 0 && ev.type == GRPC_QUEUE_TIMEOUT) {
+			cancelled = true;
+			grpc_server_cancel_all_calls(a->server);
+		}
 		if (!cancelled && api_now_ms() >= drain_end) {
 			cancelled = true;
 			api_cancel_rest(a);
@@ -897,7 +904,7 @@ api_loop(struct api *a)
 /* State of the db thread (only it touches this). */
 struct api_db {
 	struct api *a;			/* the worker */
-	int sig_fd;			/* signalfd of SIGTERM and SIGINT */
+	int sig_fd;			/* signalfd of SIGTERM */
 	int64_t next_connect_ms;	/* when to try connecting again */
 	int64_t next_ping_ms;		/* when to ping and report next */
 	int64_t last_pong_ms;		/* when the last ping was answered */
@@ -1472,7 +1479,6 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
 	d.sig_fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
 	a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (d.sig_fd < 0 || a->wake_fd < 0)

@@ -91,7 +91,6 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
 	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0)
 		log_fatal("pthread_sigmask failed");
 

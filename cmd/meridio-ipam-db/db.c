@@ -857,7 +857,6 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
 	if ((sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
 		log_fatal("signalfd: %s", strerror(errno));
 	/* The inherited listening socket may be blocking: accept_clients

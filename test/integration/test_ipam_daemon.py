@@ -141,6 +141,58 @@ class Lifecycle(DaemonTest):
         d = self.daemon()
         self.stop_cleanly(d, signal.SIGINT)
 
+    def test_ctrl_c_on_a_terminal_stops_in_order(self):
+        """Ctrl-C on the terminal of `make run`: the tty sends SIGINT to the
+        whole foreground process group, workers included. Only the
+        supervisor may act on it (the documented orderly stop: api drains,
+        then the db worker closes), so: exit 0 and not one warning."""
+        import pty
+        d = self.daemon(start=False)
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: session leader on the new terminal
+            try:
+                os.execve(d.bin, [d.bin], d.env)
+            finally:
+                os._exit(127)
+        out = []
+
+        def reader():
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                out.append(data)
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        try:
+            harness.poll(lambda: b"worker ready" in b"".join(out) and
+                         harness.Client(d.target).health() == "SERVING",
+                         harness.START_TIMEOUT, 0.2, "the daemon on a pty to serve")
+            c = harness.Client(d.target)
+            self.addCleanup(c.close)
+            self.assertEqual(c.allocate("conduit-a", "worker-1", "tty"),
+                             ("169.255.0.1", 24))
+            os.write(fd, b"\x03")  # ^C: the line discipline sends SIGINT
+            _, status = os.waitpid(pid, 0)
+            pid = None
+        finally:
+            if pid is not None:
+                os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        t.join(5)
+        os.close(fd)
+        text = b"".join(out).decode("utf-8", "replace")
+        self.assertTrue(os.WIFEXITED(status), "killed by a signal:\n" + text)
+        self.assertEqual(os.WEXITSTATUS(status), 0, text)
+        warnings = [l for l in text.splitlines()
+                    if '"level":"warning"' in l or '"level":"error"' in l
+                    or '"severity":"warning"' in l or '"severity":"error"' in l]
+        self.assertEqual(warnings, [], "warnings on Ctrl-C:\n" + text)
+        self.assertIn("SIGINT", text)
+
     def test_sigterm_under_load_drains_and_keeps_acknowledged(self):
         d = self.daemon()
         acked = {}
