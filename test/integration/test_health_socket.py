@@ -283,6 +283,13 @@ class NonRoot(DaemonTest):
         d.start()
         self.assertEqual(os.lstat(path).st_uid, self.UID)
         self.assertEqual(check_once(path, "Readiness"), "SERVING")
+        # the exec probe runs as the same user, as in the pod
+        probe = os.path.join(harness.BIN_DIR, "grpc_health_probe")
+        r = subprocess.run(["setpriv", "--reuid=%d" % self.UID, "--regid=%d" % self.UID,
+                            "--clear-groups", probe, "-addr=unix://" + path,
+                            "-service=Startup"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
         rc, _ = d.stop()
         self.assertEqual(rc, 0, d.log_tail())
         self.assertFalse(os.path.exists(path))
