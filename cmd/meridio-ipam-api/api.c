@@ -1394,10 +1394,10 @@ api_port_failed(const struct api *a, const char *addr)
 /*
  * The health socket (IPAM_HEALTH_SOCKET): Check, Watch and nothing else,
  * plaintext, on the completion queue of the port, so that both answer
- * from the same state. It serves (NOT_SERVING) before the port is up.
- * A socket another process serves, or a path that cannot be used, stops
- * the daemon (exit 78: a restart would meet the same socket), with one
- * line naming the variable. Returns 0 or -1 (cannot post, logged).
+ * from the same state (NOT_SERVING until the db worker answers). A socket
+ * another process serves, or a path that cannot be used, stops the daemon
+ * (exit 78: a restart would meet the same socket), with one line naming
+ * the variable. Returns 0 or -1 (cannot post, logged).
  */
 static int
 api_hsock_start(struct api *a)
@@ -1421,8 +1421,11 @@ api_hsock_start(struct api *a)
 	hsock_start(a->hs);
 	for (int m = API_CHECK; m < API_NMETHODS; m++)
 		for (int i = 0; i < API_POSTED_OTHER; i++)
-			if (api_post_on(a, (enum api_method)m, true) < 0)
+			if (api_post_on(a, (enum api_method)m, true) < 0) {
+				log_error("cannot post a request on the health "
+				    "socket");
 				return -1;
+			}
 	log_kv(LOGL_INFO, "health socket listening", "path", path, NULL);
 	return 0;
 }
