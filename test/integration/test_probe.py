@@ -327,9 +327,10 @@ class Tls(DaemonTest):
 
     def test_mutual_tls_port(self):
         d, addr = self.tls_daemon(mutual=True)
-        rc, err, _, _ = probe("-addr=" + addr, "-tls", "-tls-ca-cert=" + self.c("ca1.crt"),
-                              *self.client_args(True))
-        self.assertEqual(rc, 0, err)
+        for verify in (["-tls-ca-cert=" + self.c("ca1.crt")], ["-tls-no-verify"]):
+            rc, err, _, _ = probe("-addr=" + addr, "-tls", *verify,
+                                  *self.client_args(True))
+            self.assertEqual(rc, 0, "%s: %s" % (verify, err))
         for extra in ([],
                       ["-tls-client-cert=" + self.c("rogue.crt"),
                        "-tls-client-key=" + self.c("rogue.key")]):
