@@ -6,7 +6,8 @@ set -eu
 
 PKGS="build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
 libsqlite3-dev libsystemd-dev libjson-c-dev libbsd-dev libcriterion-dev sqlite3
-protobuf-compiler protobuf-compiler-grpc python3 python3-grpcio python3-protobuf strace"
+protobuf-compiler protobuf-compiler-grpc python3 python3-grpcio python3-protobuf strace
+libssl-dev openssl"
 [ $# -gt 0 ] && PKGS="$PKGS $*"
 
 missing=""
