@@ -30,6 +30,7 @@
 #include "api.h"
 #include "admin.h"
 #include "metrics.h"
+#include "mtls.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -144,6 +145,7 @@ struct api {
 	void *methods[API_GENERIC];	/* registered method handles */
 	struct grpcx_tls *tls;		/* IPAM_TLS_* files, NULL = plaintext */
 	struct admin *adm;		/* Admin service, NULL if it failed */
+	struct mtls *mtls;		/* SPIFFE mTLS, NULL when off */
 
 	/* gRPC thread only */
 	unsigned live;			/* calls that arrived and are alive */
@@ -164,6 +166,8 @@ struct api {
 
 	/* shared, atomic */
 	atomic_int health;		/* SERVING or NOT_SERVING */
+	atomic_bool port_up;		/* the port is served (with SPIFFE:
+					 * only once an SVID came) */
 	atomic_bool stop;		/* SIGTERM or supervisor gone */
 	atomic_bool db_quit;		/* tells the db thread to return */
 	int wake_fd;			/* eventfd: wakes the db thread */
@@ -172,6 +176,8 @@ struct api {
 static int api_shutdown_tag;		/* tag of shutdown_and_notify */
 /* Set by the gRPC log hook: the listener gave up accepting. */
 static atomic_bool api_accept_dead;
+
+static int api_server_start(struct api *a);
 
 #define HEALTH_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define HEALTH_NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
@@ -220,6 +226,10 @@ api_grpc_log(gpr_log_func_args *args)
 		l = LOGL_INFO;
 	if (strstr(args->message, "Failed accept4") != NULL)
 		atomic_store(&api_accept_dead, true);
+	/* clients send the service's host name (SNI); SVIDs carry none */
+	if (l == LOGL_ERROR && strstr(args->message,
+	    "No match found for server name") != NULL)
+		l = LOGL_DEBUG;
 	log_kv(l, "grpc core", "text", args->message, "file", args->file,
 	    NULL);
 }
@@ -714,6 +724,26 @@ api_watch_all(struct api *a)
 
 /* ---- the gRPC thread -------------------------------------------------- */
 
+/*
+ * With SPIFFE, every call on the port must come from a SPIFFE ID of our
+ * trust domain, and Ipam calls from one IPAM_SPIFFE_ALLOWED_IDS allows
+ * (Health stays open to the whole trust domain, for probes). Answers the
+ * call and returns false when it may not go on.
+ */
+static bool
+api_authorized(struct api *a, struct api_call *c)
+{
+	grpc_status_code code;
+	char msg[600];
+
+	code = mtls_authorize(a->mtls, c->call, c->method == API_ALLOCATE ||
+	    c->method == API_RELEASE, msg, sizeof(msg));
+	if (code == GRPC_STATUS_OK)
+		return true;
+	api_fail(c, code, msg);
+	return false;
+}
+
 /* A call arrived: re-post for its method, then handle it. */
 static void
 api_on_new(struct api *a, struct api_call *c)
@@ -730,6 +760,8 @@ api_on_new(struct api *a, struct api_call *c)
 		    "too many calls in flight");
 		return;
 	}
+	if (a->mtls != NULL && !api_authorized(a, c))
+		return;
 	switch (c->method) {
 	case API_ALLOCATE:
 	case API_RELEASE:
@@ -806,7 +838,11 @@ api_begin_stop(struct api *a)
 {
 	log_info("stopping: draining calls in flight");
 	a->stopping = true;
-	grpc_server_shutdown_and_notify(a->server, a->cq, &api_shutdown_tag);
+	if (a->server != NULL)
+		grpc_server_shutdown_and_notify(a->server, a->cq,
+		    &api_shutdown_tag);
+	else
+		a->shutdown_done = true;	/* SPIFFE: never served */
 	/* its queues do not poll: this thread makes its shutdown progress */
 	admin_begin_stop(a->adm);
 	api_watch_all(a);
@@ -824,7 +860,8 @@ api_cancel_rest(struct api *a)
 	size_t n;
 
 	log_warn("drain time over: cancelling %u calls", a->live);
-	grpc_server_cancel_all_calls(a->server);
+	if (a->server != NULL)
+		grpc_server_cancel_all_calls(a->server);
 	pthread_mutex_lock(&a->mu);
 	v = api_take_all_locked(a, &n);
 	pthread_mutex_unlock(&a->mu);
@@ -860,6 +897,9 @@ api_loop(struct api *a)
 			    "so that the supervisor starts a fresh worker");
 			_exit(1);
 		}
+		if (a->server == NULL && !a->stopping && a->mtls != NULL &&
+		    mtls_ready(a->mtls) && api_server_start(a) < 0)
+			log_fatal("cannot serve the port with the SVID");
 		if (!a->stopping && atomic_load(&a->stop)) {
 			api_begin_stop(a);
 			drain_end = api_now_ms() + API_DRAIN_MS;
@@ -958,7 +998,8 @@ api_db_health(struct api_db *d)
 
 	pthread_mutex_lock(&a->mu);
 	serving = a->conn != NULL && d->last_pong_ms > 0 &&
-	    api_now_ms() - d->last_pong_ms <= API_PONG_MAX_MS;
+	    api_now_ms() - d->last_pong_ms <= API_PONG_MAX_MS &&
+	    atomic_load(&a->port_up);
 	pthread_mutex_unlock(&a->mu);
 	atomic_store(&a->health, serving ? HEALTH_SERVING : HEALTH_NOT_SERVING);
 	if (serving != d->was_serving) {
@@ -1315,6 +1356,8 @@ api_server_creds(struct api *a)
 	grpc_server_credentials *creds;
 	char err[512];
 
+	if (a->mtls != NULL)
+		return mtls_server_credentials(a->mtls);
 	if (c->tls_cert[0] == '\0')
 		return grpc_insecure_server_credentials_create();
 	a->tls = grpcx_tls_new(c->tls_cert, c->tls_key, c->tls_ca, err,
@@ -1349,7 +1392,8 @@ api_server_start(struct api *a)
 	args.num_args = 1;
 	args.args = &arg;
 	a->server = grpc_server_create(&args, NULL);
-	a->cq = grpc_completion_queue_create_for_next(NULL);
+	if (a->cq == NULL)
+		a->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(a->server, a->cq, NULL);
 	for (int m = 0; m < API_GENERIC; m++)
 		a->methods[m] = grpc_server_register_method(a->server,
@@ -1371,8 +1415,10 @@ api_server_start(struct api *a)
 			if (api_post(a, (enum api_method)m) < 0)
 				return -1;
 	}
-	log_kv(LOGL_INFO, "listening", "address", addr, "tls", a->tls == NULL ?
-	    "off" : a->cfg->tls_ca[0] != '\0' ? "mutual" : "on", NULL);
+	log_kv(LOGL_INFO, "listening", "address", addr, "tls", a->mtls != NULL ?
+	    "spiffe" : a->tls == NULL ? "off" : a->cfg->tls_ca[0] != '\0' ?
+	    "mutual" : "on", NULL);
+	atomic_store(&a->port_up, true);
 	return 0;
 }
 
@@ -1394,7 +1440,8 @@ api_server_destroy(struct api *a)
 			api_call_free((struct api_call *)((uintptr_t)ev.tag &
 			    ~(uintptr_t)3u));
 	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
-	grpc_server_destroy(a->server);
+	if (a->server != NULL)
+		grpc_server_destroy(a->server);
 	grpc_completion_queue_destroy(a->cq);
 }
 
@@ -1424,6 +1471,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	a->next_id = 1;
 	a->health_seen = HEALTH_NOT_SERVING;
 	atomic_init(&a->health, HEALTH_NOT_SERVING);
+	atomic_init(&a->port_up, false);
 	atomic_init(&a->stop, false);
 	atomic_init(&a->db_quit, false);
 	pthread_mutex_init(&a->mu, NULL);
@@ -1446,7 +1494,11 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	    db_path, err, sizeof(err))) == NULL)
 		log_kv(LOGL_ERROR, "cannot serve metrics: endpoint off", "error",
 		    err, NULL);
-	if (api_server_start(a) < 0) {
+	/* With SPIFFE the port is bound by api_loop once an SVID came. */
+	if (cfg->spiffe_socket[0] != '\0') {
+		a->mtls = mtls_start(cfg);
+		a->cq = grpc_completion_queue_create_for_next(NULL);
+	} else if (api_server_start(a) < 0) {
 		if (a->server != NULL) {
 			a->stopping = true;
 			grpc_server_shutdown_and_notify(a->server, a->cq,
@@ -1486,6 +1538,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	log_info("stopped");
 out_grpc:
 	metrics_stop(mx);
+	mtls_stop(a->mtls);	/* the server that used it is gone */
 	grpc_shutdown();
 	grpcx_tls_free(a->tls);	/* gRPC's fetcher used it until here */
 	close(a->wake_fd);
