@@ -425,6 +425,7 @@ struct spiffe_stream {
 	grpc_metadata_array md_trail;	/* trailing metadata */
 	grpc_status_code status;	/* the call's status */
 	grpc_slice details;		/* its message */
+	bool md_asked;			/* RECV_INITIAL_METADATA was started */
 };
 
 /* Waits for the one batch in flight; its success flag. */
@@ -439,9 +440,9 @@ spiffe_wait(struct spiffe_stream *st)
 }
 
 /*
- * Opens the channel and the call, and sends the request with the
- * Workload API's metadata (the batch also waits for the agent's initial
- * metadata). Returns 0, or -1 when the call cannot even start.
+ * Opens the channel and the call, and starts sending the request with the
+ * Workload API's metadata (its completion comes with the first receive).
+ * Returns 0, or -1 when the call cannot even start.
  */
 static int
 spiffe_stream_open(struct spiffe_stream *st, const char *target,
@@ -450,7 +451,7 @@ spiffe_stream_open(struct spiffe_stream *st, const char *target,
 	X509SVIDRequest rq = X509_SVIDREQUEST__INIT;
 	grpc_channel_credentials *creds;
 	grpc_metadata md;
-	grpc_op ops[4];
+	grpc_op ops[3];
 	grpc_slice method;
 
 	memset(st, 0, sizeof(*st));
@@ -476,9 +477,7 @@ spiffe_stream_open(struct spiffe_stream *st, const char *target,
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = st->send;
 	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &st->md_init;
-	if (grpc_call_start_batch(st->call, ops, 4, st, NULL) != GRPC_CALL_OK)
+	if (grpc_call_start_batch(st->call, ops, 3, st, NULL) != GRPC_CALL_OK)
 		return -1;
 	spiffe_wait(st);	/* a failure shows in the status */
 	return 0;
@@ -488,16 +487,23 @@ spiffe_stream_open(struct spiffe_stream *st, const char *target,
 static void
 spiffe_stream_next(struct spiffe_stream *st)
 {
-	grpc_op op;
+	grpc_op ops[2];
+	size_t n = 0;
 
 	if (st->recv != NULL) {
 		grpc_byte_buffer_destroy(st->recv);
 		st->recv = NULL;
 	}
-	memset(&op, 0, sizeof(op));
-	op.op = GRPC_OP_RECV_MESSAGE;
-	op.data.recv_message.recv_message = &st->recv;
-	if (grpc_call_start_batch(st->call, &op, 1, st, NULL) == GRPC_CALL_OK)
+	memset(ops, 0, sizeof(ops));
+	if (!st->md_asked) {
+		st->md_asked = true;
+		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+		ops[n++].data.recv_initial_metadata.recv_initial_metadata =
+		    &st->md_init;
+	}
+	ops[n].op = GRPC_OP_RECV_MESSAGE;
+	ops[n++].data.recv_message.recv_message = &st->recv;
+	if (grpc_call_start_batch(st->call, ops, n, st, NULL) == GRPC_CALL_OK)
 		spiffe_wait(st);
 }
 
