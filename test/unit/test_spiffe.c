@@ -564,3 +564,391 @@ Test(spiffe, fetch_fails_without_agent)
 	    strstr(err, "DEADLINE_EXCEEDED") != NULL, "%s", err);
 	cr_expect(strstr(err, "no-agent.sock") != NULL, "%s", err);
 }
+
+/* ---- a test Workload API: FetchX509SVID on a Unix socket --------------- */
+
+/*
+ * Serves one stream at a time from its own thread: refuses a call without
+ * the workload.spiffe.io header (as SPIRE does), else sends the current
+ * response and then each new one set with tagent_set, until stopped.
+ */
+struct tagent {
+	char path[600];
+	grpc_server *server;
+	grpc_completion_queue *cq;
+	pthread_t th;
+	pthread_mutex_t mu;
+	uint8_t *msg;			/* current packed response */
+	size_t len;
+	int version;			/* bumped by tagent_set */
+	int calls, refused;		/* calls served, refused (no header) */
+	bool stop;
+};
+
+/* Tags of the agent's batches. */
+enum { TA_NEW = 1, TA_SENT, TA_CLOSED, TA_STATUS };
+
+static void
+tagent_set(struct tagent *a, const char *id, const char *name)
+{
+	uint8_t *msg;
+	size_t len;
+
+	msg = response(id, name, name, "ca", &len);
+	pthread_mutex_lock(&a->mu);
+	free(a->msg);
+	a->msg = msg;
+	a->len = len;
+	a->version++;
+	pthread_mutex_unlock(&a->mu);
+}
+
+static bool
+tagent_has_header(const grpc_metadata_array *md)
+{
+	for (size_t i = 0; i < md->count; i++) {
+		if (grpc_slice_str_cmp(md->metadata[i].key, SPIFFE_MD_KEY) ==
+		    0 && grpc_slice_str_cmp(md->metadata[i].value, "true") == 0)
+			return true;
+	}
+	return false;
+}
+
+static void *
+tagent_main(void *arg)
+{
+	struct tagent *a = arg;
+	grpc_call *call = NULL;
+	grpc_call_details det;
+	grpc_metadata_array md;
+	grpc_byte_buffer *bb = NULL;
+	grpc_op ops[3];
+	grpc_slice msg = grpc_slice_from_static_string("no header");
+	grpc_event ev;
+	int cancelled, sent = 0;
+	bool busy = false, open = false, md_sent = false;
+
+	grpc_call_details_init(&det);
+	grpc_metadata_array_init(&md);
+	grpc_server_request_call(a->server, &call, &det, &md, a->cq, a->cq,
+	    (void *)(intptr_t)TA_NEW);
+	for (;;) {
+		ev = grpc_completion_queue_next(a->cq, grpcx_deadline_ms(20),
+		    NULL);
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type == GRPC_OP_COMPLETE) {
+			switch ((intptr_t)ev.tag) {
+			case TA_NEW:
+				if (!ev.success)
+					break;
+				memset(ops, 0, sizeof(ops));
+				ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+				ops[0].data.recv_close_on_server.cancelled =
+				    &cancelled;
+				grpc_call_start_batch(call, ops, 1,
+				    (void *)(intptr_t)TA_CLOSED, NULL);
+				if (!tagent_has_header(&md)) {
+					pthread_mutex_lock(&a->mu);
+					a->refused++;
+					pthread_mutex_unlock(&a->mu);
+					memset(ops, 0, sizeof(ops));
+					ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+					ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+					ops[1].data.send_status_from_server.status =
+					    GRPC_STATUS_INVALID_ARGUMENT;
+					ops[1].data.send_status_from_server.
+					    status_details = &msg;
+					grpc_call_start_batch(call, ops, 2,
+					    (void *)(intptr_t)TA_STATUS, NULL);
+					busy = true;
+				} else {
+					pthread_mutex_lock(&a->mu);
+					a->calls++;
+					pthread_mutex_unlock(&a->mu);
+					open = true;
+					md_sent = false;
+					sent = 0;
+				}
+				break;
+			case TA_SENT:
+				busy = false;
+				if (bb != NULL)
+					grpc_byte_buffer_destroy(bb);
+				bb = NULL;
+				if (!ev.success)
+					open = false;
+				break;
+			case TA_STATUS:
+				busy = false;
+				break;
+			case TA_CLOSED:
+				/* the call is over: take the next one */
+				open = false;
+				while (busy) {
+					ev = grpc_completion_queue_next(a->cq,
+					    gpr_inf_future(GPR_CLOCK_REALTIME),
+					    NULL);
+					busy = false;
+				}
+				if (bb != NULL)
+					grpc_byte_buffer_destroy(bb);
+				bb = NULL;
+				grpc_call_unref(call);
+				call = NULL;
+				grpc_call_details_destroy(&det);
+				grpc_metadata_array_destroy(&md);
+				grpc_call_details_init(&det);
+				grpc_metadata_array_init(&md);
+				pthread_mutex_lock(&a->mu);
+				if (!a->stop)
+					grpc_server_request_call(a->server,
+					    &call, &det, &md, a->cq, a->cq,
+					    (void *)(intptr_t)TA_NEW);
+				pthread_mutex_unlock(&a->mu);
+				break;
+			}
+		}
+		pthread_mutex_lock(&a->mu);
+		if (open && !busy && a->msg != NULL && sent != a->version) {
+			sent = a->version;
+			bb = grpcx_bytes(a->msg, a->len);
+			memset(ops, 0, sizeof(ops));
+			ops[0].op = GRPC_OP_SEND_MESSAGE;
+			ops[0].data.send_message.send_message = bb;
+			ops[1].op = GRPC_OP_SEND_INITIAL_METADATA;
+			grpc_call_start_batch(call, ops, md_sent ? 1 : 2,
+			    (void *)(intptr_t)TA_SENT, NULL);
+			md_sent = true;
+			busy = true;
+		}
+		pthread_mutex_unlock(&a->mu);
+	}
+	if (call != NULL)
+		grpc_call_unref(call);
+	grpc_call_details_destroy(&det);
+	grpc_metadata_array_destroy(&md);
+	return NULL;
+}
+
+static void
+tagent_start(struct tagent *a)
+{
+	char addr[700];
+
+	a->server = grpc_server_create(NULL, NULL);
+	a->cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_server_register_completion_queue(a->server, a->cq, NULL);
+	snprintf(addr, sizeof(addr), "unix:%s", a->path);
+	unlink(a->path);
+	{
+		grpc_server_credentials *c =
+		    grpc_insecure_server_credentials_create();
+
+		cr_assert_neq(grpc_server_add_http2_port(a->server, addr, c), 0);
+		grpc_server_credentials_release(c);
+	}
+	a->stop = false;
+	grpc_server_start(a->server);
+	pthread_create(&a->th, NULL, tagent_main, a);
+}
+
+/* Stops serving: the open stream breaks, as when an agent dies. */
+static void
+tagent_stop(struct tagent *a)
+{
+	pthread_mutex_lock(&a->mu);
+	a->stop = true;
+	pthread_mutex_unlock(&a->mu);
+	grpc_server_shutdown_and_notify(a->server, a->cq, (void *)0);
+	grpc_server_cancel_all_calls(a->server);
+	grpc_completion_queue_shutdown(a->cq);
+	pthread_join(a->th, NULL);
+	grpc_server_destroy(a->server);
+	grpc_completion_queue_destroy(a->cq);
+	unlink(a->path);
+}
+
+static void
+tagent_init(struct tagent *a)
+{
+	memset(a, 0, sizeof(*a));
+	pthread_mutex_init(&a->mu, NULL);
+	snprintf(a->path, sizeof(a->path), "%s/agent.sock", dir);
+}
+
+/* What the watcher reported, for the checks. */
+struct tevents {
+	pthread_mutex_t mu;
+	int update, failed, rejected;
+	char last[SPIFFE_ID_MAX + 1];
+};
+
+static void
+tevent(void *arg, enum spiffe_event ev, const char *text)
+{
+	struct tevents *e = arg;
+
+	pthread_mutex_lock(&e->mu);
+	if (ev == SPIFFE_EV_UPDATE)
+		e->update++;
+	else if (ev == SPIFFE_EV_FAILED)
+		e->failed++;
+	else
+		e->rejected++;
+	snprintf(e->last, sizeof(e->last), "%s", text);
+	pthread_mutex_unlock(&e->mu);
+}
+
+Test(spiffe, fetch_sends_header_and_gets_svid)
+{
+	struct tagent a;
+	struct spiffe_svid *s;
+	char err[512] = "", target[700];
+
+	tagent_init(&a);
+	tagent_set(&a, "spiffe://example.org/ipam", "server");
+	tagent_start(&a);
+	snprintf(target, sizeof(target), "unix:%s", a.path);
+	s = spiffe_fetch(target, 5000, err, sizeof(err));
+	cr_assert_not_null(s, "%s", err);
+	cr_expect_str_eq(s->id, "spiffe://example.org/ipam");
+	cr_expect(strstr(s->key, "BEGIN PRIVATE KEY") != NULL);
+	cr_expect_eq(a.calls, 1);
+	cr_expect_eq(a.refused, 0);
+	spiffe_svid_free(s);
+	tagent_stop(&a);
+	free(a.msg);
+}
+
+Test(spiffe, fetch_reports_a_refused_svid)
+{
+	struct tagent a;
+	char err[512] = "", target[700];
+	uint8_t *msg;
+	size_t len;
+
+	tagent_init(&a);
+	msg = response("spiffe://example.org/wrong", "server", "server", "ca",
+	    &len);
+	a.msg = msg;
+	a.len = len;
+	a.version = 1;
+	tagent_start(&a);
+	snprintf(target, sizeof(target), "unix:%s", a.path);
+	cr_expect_null(spiffe_fetch(target, 5000, err, sizeof(err)));
+	cr_expect(strstr(err, "exactly one URI SAN") != NULL, "%s", err);
+	tagent_stop(&a);
+	free(a.msg);
+}
+
+Test(spiffe, watcher_follows_rotation_and_agent_restart)
+{
+	struct tagent a;
+	struct spiffe_source *src = spiffe_source_new();
+	struct tevents ev = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct spiffe_svid *s;
+	char err[256], target[700];
+	uint64_t gen;
+
+	tagent_init(&a);
+	snprintf(target, sizeof(target), "unix:%s", a.path);
+	/* no agent yet: one failure report, no SVID */
+	cr_assert_eq(spiffe_source_watch(src, target, 200, tevent, &ev, err,
+	    sizeof(err)), 0, "%s", err);
+	usleep(800 * 1000);	/* several attempts */
+	cr_expect_eq(spiffe_source_generation(src), 0);
+	pthread_mutex_lock(&ev.mu);
+	cr_expect_eq(ev.failed, 1, "one report per failure streak, got %d",
+	    ev.failed);
+	pthread_mutex_unlock(&ev.mu);
+
+	tagent_set(&a, "spiffe://example.org/ipam", "server");
+	tagent_start(&a);
+	cr_assert(spiffe_source_wait(src, 0, 5000), "no SVID from the agent");
+	s = spiffe_source_get(src, &gen);
+	cr_expect_str_eq(s->id, "spiffe://example.org/ipam");
+	spiffe_svid_free(s);
+
+	/* a rotation on the open stream */
+	tagent_set(&a, "spiffe://example.org/ipam2", "server2");
+	cr_assert(spiffe_source_wait(src, gen, 5000), "rotation not seen");
+	s = spiffe_source_get(src, &gen);
+	cr_expect_str_eq(s->id, "spiffe://example.org/ipam2");
+	spiffe_svid_free(s);
+	cr_expect_eq(a.calls, 1, "the stream was reopened");
+
+	/* the agent goes: the SVID stays; it comes back: the new one */
+	tagent_stop(&a);
+	for (int i = 0; i < 100; i++) {	/* until the break is reported */
+		pthread_mutex_lock(&ev.mu);
+		gen = (uint64_t)ev.failed;
+		pthread_mutex_unlock(&ev.mu);
+		if (gen == 2)
+			break;
+		usleep(50 * 1000);
+	}
+	gen = spiffe_source_generation(src);
+	s = spiffe_source_get(src, NULL);
+	cr_expect_str_eq(s->id, "spiffe://example.org/ipam2");
+	spiffe_svid_free(s);
+	pthread_mutex_lock(&ev.mu);
+	cr_expect_eq(ev.failed, 2, "one more report for the new streak");
+	pthread_mutex_unlock(&ev.mu);
+	tagent_set(&a, "spiffe://example.org/ipam", "server");
+	tagent_start(&a);
+	cr_assert(spiffe_source_wait(src, gen, 5000), "no SVID after restart");
+	s = spiffe_source_get(src, NULL);
+	cr_expect_str_eq(s->id, "spiffe://example.org/ipam");
+	spiffe_svid_free(s);
+	cr_expect_eq(a.refused, 0);
+
+	spiffe_source_free(src);	/* cancels the open stream, joins */
+	cr_expect_eq(ev.rejected, 0);
+	cr_expect_eq(ev.update, 3);
+	tagent_stop(&a);
+	free(a.msg);
+}
+
+Test(spiffe, agent_refuses_call_without_header)
+{
+	struct tagent a;
+	grpc_channel *ch;
+	grpc_completion_queue *cq;
+	grpc_call *call;
+	struct grpcx_ccall u;
+	char target[700];
+
+	/* checks the test agent itself, so that the tests above mean
+	 * something: a call without the header fails */
+	tagent_init(&a);
+	tagent_set(&a, "spiffe://example.org/ipam", "server");
+	tagent_start(&a);
+	snprintf(target, sizeof(target), "unix:%s", a.path);
+	{
+		grpc_channel_credentials *c = grpc_insecure_credentials_create();
+
+		ch = grpc_channel_create(target, c, NULL);
+		grpc_channel_credentials_release(c);
+	}
+	cq = grpc_completion_queue_create_for_next(NULL);
+	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+	    grpc_slice_from_static_string(SPIFFE_METHOD), NULL,
+	    grpcx_deadline_ms(5000), NULL);
+	cr_assert_eq(grpcx_unary_start(call, grpcx_bytes("", 0), &u, &u),
+	    GRPC_CALL_OK);
+	grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+	    NULL);
+	cr_expect_eq(u.status, GRPC_STATUS_INVALID_ARGUMENT);
+	cr_expect_eq(a.refused, 1);
+	grpcx_ccall_clear(&u);
+	grpc_call_unref(call);
+	grpc_completion_queue_shutdown(cq);
+	while (grpc_completion_queue_next(cq, gpr_inf_future(
+	    GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+	grpc_channel_destroy(ch);
+	tagent_stop(&a);
+	free(a.msg);
+}
