@@ -440,13 +440,14 @@ spiffe_wait(struct spiffe_stream *st)
 }
 
 /*
- * Opens the channel and the call, and starts sending the request with the
- * Workload API's metadata (its completion comes with the first receive).
- * Returns 0, or -1 when the call cannot even start.
+ * Opens the channel and the call, and sends the request with the
+ * Workload API's metadata. The call is made known to src (when not NULL)
+ * before anything waits, so that stopping the source cancels it. Returns
+ * 0, or -1 when the call cannot even start.
  */
 static int
 spiffe_stream_open(struct spiffe_stream *st, const char *target,
-    gpr_timespec deadline)
+    gpr_timespec deadline, struct spiffe_source *src)
 {
 	X509SVIDRequest rq = X509_SVIDREQUEST__INIT;
 	grpc_channel_credentials *creds;
@@ -467,6 +468,13 @@ spiffe_stream_open(struct spiffe_stream *st, const char *target,
 	    GRPC_PROPAGATE_DEFAULTS, st->cq, method, NULL, deadline, NULL);
 	if (st->call == NULL)
 		return -1;
+	if (src != NULL) {
+		pthread_mutex_lock(&src->mu);
+		src->call = st->call;
+		if (src->stop)
+			grpc_call_cancel(st->call, NULL);
+		pthread_mutex_unlock(&src->mu);
+	}
 	st->send = grpcx_pack(&rq.base);
 	md.key = grpc_slice_from_static_string(SPIFFE_MD_KEY);
 	md.value = grpc_slice_from_static_string(SPIFFE_MD_VALUE);
@@ -588,8 +596,8 @@ spiffe_fetch(const char *target, int64_t timeout_ms, char *err,
 	struct spiffe_svid *s = NULL;
 	char why[256];
 
-	if (spiffe_stream_open(&st, target, grpcx_deadline_ms(timeout_ms)) <
-	    0) {
+	if (spiffe_stream_open(&st, target, grpcx_deadline_ms(timeout_ms),
+	    NULL) < 0) {
 		spiffe_err(err, errlen, "Workload API %s: cannot start a call",
 		    target);
 		goto out;
@@ -635,13 +643,15 @@ spiffe_watch_once(struct spiffe_source *s, char *err, size_t errlen)
 	bool got = false, stop;
 
 	if (spiffe_stream_open(&st, s->target,
-	    gpr_inf_future(GPR_CLOCK_REALTIME)) < 0) {
+	    gpr_inf_future(GPR_CLOCK_REALTIME), s) < 0) {
 		spiffe_err(err, errlen, "cannot start a call");
+		pthread_mutex_lock(&s->mu);
+		s->call = NULL;
+		pthread_mutex_unlock(&s->mu);
 		spiffe_stream_close(&st);
 		return false;
 	}
 	pthread_mutex_lock(&s->mu);
-	s->call = st.call;
 	stop = s->stop;
 	pthread_mutex_unlock(&s->mu);
 	while (!stop) {

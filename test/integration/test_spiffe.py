@@ -311,6 +311,14 @@ class SpiffeTest(DaemonTest):
         self.wait_serving(d)
         self.assertTrue(self.allocate(d, "late")["ok"])
 
+    def test_orderly_stop_before_first_svid(self):
+        d = self.spiffe_daemon()
+        poll(lambda: "waiting for an SVID" in d.log_text(), 15,
+             what="the api worker waiting")
+        rc, took = d.stop(timeout=10)
+        self.assertEqual(rc, 0, d.log_tail())
+        self.assertLess(took, 5.0)
+
     def test_allowed_ids(self):
         self.agent.start()
         d = self.spiffe_daemon(env={
