@@ -981,7 +981,8 @@ api_report(struct api_db *d, bool serving)
 
 	if (a->status_fd < 0)
 		return;
-	snprintf(status, sizeof(status), "api: port %u, db %s", a->cfg->port,
+	snprintf(status, sizeof(status), "api: port %u%s, db %s", a->cfg->port,
+	    atomic_load(&a->port_up) ? "" : " waiting for an SVID",
 	    serving ? "answering" : "unavailable");
 	if (ipcmsg_send_status(a->status_fd, d->ready_sent, status) < 0) {
 		log_error("supervisor channel: %s: stopping", strerror(errno));

@@ -216,6 +216,56 @@ Test(spiffe, parse_to_pem)
 	spiffe_svid_free(d);
 }
 
+/* A chain with an intermediate after the leaf: one PEM block each. */
+Test(spiffe, parse_chain_of_two)
+{
+	X509SVIDResponse r = X509_SVIDRESPONSE__INIT;
+	X509SVID v = X509_SVID__INIT, *vp = &v;
+	struct spiffe_svid *s;
+	uint8_t *leaf, *ca, *buf;
+	size_t nleaf, nca, len;
+	char err[256] = "";
+	const char *p;
+	int n = 0;
+
+	leaf = slurp("server.der", &nleaf);
+	ca = slurp("ca.der", &nca);
+	v.spiffe_id = "spiffe://example.org/ipam";
+	v.x509_svid.data = malloc(nleaf + nca);
+	memcpy(v.x509_svid.data, leaf, nleaf);
+	memcpy(v.x509_svid.data + nleaf, ca, nca);
+	v.x509_svid.len = nleaf + nca;
+	v.x509_svid_key.data = slurp("server.key.der", &v.x509_svid_key.len);
+	v.bundle.data = ca;
+	v.bundle.len = nca;
+	r.n_svids = 1;
+	r.svids = &vp;
+	len = x509_svidresponse__get_packed_size(&r);
+	buf = malloc(len);
+	x509_svidresponse__pack(&r, buf);
+	s = spiffe_svid_parse(buf, len, err, sizeof(err));
+	cr_assert_not_null(s, "%s", err);
+	for (p = s->cert; (p = strstr(p, "BEGIN CERTIFICATE")) != NULL; p++)
+		n++;
+	cr_expect_eq(n, 2);
+	{
+		size_t n1, n2;
+		char *pl = (char *)slurp("server.pem", &n1);
+		char *pc = (char *)slurp("ca.pem", &n2);
+
+		cr_expect(strncmp(s->cert, pl, n1) == 0, "leaf not first");
+		cr_expect_str_eq(s->cert + n1, pc, "intermediate not second");
+		free(pl);
+		free(pc);
+	}
+	spiffe_svid_free(s);
+	free(buf);
+	free(leaf);
+	free(ca);
+	free(v.x509_svid.data);
+	free(v.x509_svid_key.data);
+}
+
 Test(spiffe, parse_refusals)
 {
 	char err[256] = "";
