@@ -458,6 +458,126 @@ cfg_nsp_tls(struct cfg_ctx *x, struct cfg *c)
 	return 0;
 }
 
+/* Room for a Unix socket path (sun_path, NUL included). */
+#define CFG_SUN_PATH 108
+
+int
+cfg_spiffe_target(const char *value, char *target, size_t len, char *err,
+    size_t errlen)
+{
+	const char *path;
+
+	if (strncmp(value, "unix://", 7) == 0)
+		path = value + 7;
+	else if (strncmp(value, "unix:", 5) == 0)
+		path = value + 5;
+	else
+		path = NULL;
+	if (path == NULL || path[0] != '/' || strpbrk(path, "?#") != NULL ||
+	    !cfg_no_ctl(path)) {
+		snprintf(err, errlen, "a Unix socket URI, unix:///path or "
+		    "unix:/path (an absolute path without host, query or "
+		    "fragment; the Workload API is served on Unix sockets "
+		    "only)");
+		return -1;
+	}
+	if (strlen(path) >= CFG_SUN_PATH || strlen(path) + 6 > len) {
+		snprintf(err, errlen, "a Unix socket path of at most %d bytes",
+		    CFG_SUN_PATH - 1);
+		return -1;
+	}
+	snprintf(target, len, "unix:%s", path);
+	return 0;
+}
+
+/*
+ * Reads IPAM_SPIFFE_ALLOWED_IDS: SPIFFE IDs or ID prefixes ending in '/',
+ * separated by commas, each trimmed of white space. An entry that is not
+ * spiffe://trust-domain/... is refused, as is the list without
+ * SPIFFE_ENDPOINT_SOCKET (it would silently do nothing).
+ */
+static int
+cfg_spiffe_allowed(struct cfg_ctx *x, struct cfg *c)
+{
+	const char *name = "IPAM_SPIFFE_ALLOWED_IDS";
+	const char *v = cfg_value(x, name, "");
+	const char *p, *end, *s, *e;
+	size_t n = 1, i, len;
+
+	if (v[0] == '\0')
+		return 0;
+	if (c->spiffe_socket[0] == '\0')
+		return cfg_fail(x, name, v, "no value unless "
+		    "SPIFFE_ENDPOINT_SOCKET is set");
+	for (p = v; *p != '\0'; p++)
+		n += *p == ',';
+	c->spiffe_allowed = calloc(n, sizeof(*c->spiffe_allowed));
+	if (c->spiffe_allowed == NULL)
+		return cfg_oom(x, name);
+	for (p = v, i = 0; i < n; i++, p = end + 1) {
+		end = strchr(p, ',');
+		if (end == NULL)
+			end = p + strlen(p);
+		s = p;
+		e = end;
+		while (s < e && cfg_is_space(*s))
+			s++;
+		while (e > s && cfg_is_space(e[-1]))
+			e--;
+		len = (size_t)(e - s);
+		if (len <= 9 || strncmp(s, "spiffe://", 9) != 0 || s[9] == '/' ||
+		    !cfg_name_ok(s, len) || memchr(s, ' ', len) != NULL)
+			return cfg_fail(x, name, v, "comma-separated SPIFFE IDs "
+			    "or ID prefixes ending in /, each "
+			    "spiffe://trust-domain/path (entry %zu)", i + 1);
+		c->spiffe_allowed[c->nspiffe_allowed] = strndup(s, len);
+		if (c->spiffe_allowed[c->nspiffe_allowed] == NULL)
+			return cfg_oom(x, name);
+		c->nspiffe_allowed++;
+	}
+	return 0;
+}
+
+/*
+ * Reads SPIFFE_ENDPOINT_SOCKET (see cfg_spiffe_target) and the list of
+ * allowed IDs. SPIFFE replaces the TLS files: setting both is refused,
+ * naming both, rather than one silently winning.
+ */
+static int
+cfg_spiffe(struct cfg_ctx *x, struct cfg *c)
+{
+	static const char *const tls[] = {
+		"IPAM_TLS_CERT", "IPAM_TLS_KEY", "IPAM_TLS_CA",
+		"IPAM_NSP_TLS_CA", "IPAM_NSP_TLS_CERT", "IPAM_NSP_TLS_KEY",
+		"IPAM_NSP_TLS_SERVER_NAME",
+	};
+	const char *name = "SPIFFE_ENDPOINT_SOCKET";
+	char target[CFG_SUN_PATH + 8], why[256];
+
+	if (cfg_string(x, name, "", "a Unix socket URI", &c->spiffe_socket)
+	    != 0)
+		return -1;
+	if (c->spiffe_socket[0] != '\0') {
+		if (cfg_spiffe_target(c->spiffe_socket, target, sizeof(target),
+		    why, sizeof(why)) != 0)
+			return cfg_fail(x, name, c->spiffe_socket, "%s", why);
+		for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
+			if (cfg_value(x, tls[i], "")[0] != '\0')
+				return cfg_fail(x, name, c->spiffe_socket,
+				    "no value when %s is set: SPIFFE mTLS and "
+				    "TLS files exclude each other (unset one "
+				    "of SPIFFE_ENDPOINT_SOCKET and %s)",
+				    tls[i], tls[i]);
+		}
+	} else {
+		target[0] = '\0';
+	}
+	c->spiffe_target = cfg_dup(x, name, target);
+	if (c->spiffe_target == NULL)
+		return -1;
+	return cfg_spiffe_allowed(x, c);
+}
+
 /* True if the NSP client talks TLS (see cfg_nsp_tls). */
 bool
 cfg_nsp_tls_on(const struct cfg *c)
@@ -591,7 +711,9 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 		return -1;
 	if (cfg_nsp_tls(x, c) != 0)
 		return -1;
-	return cfg_health_socket(x, c);
+	if (cfg_health_socket(x, c) != 0)
+		return -1;
+	return cfg_spiffe(x, c);
 }
 
 int
@@ -634,6 +756,11 @@ cfg_free(struct cfg *c)
 	free(c->nsp_tls_key);
 	free(c->nsp_tls_server_name);
 	free(c->health_socket);
+	free(c->spiffe_socket);
+	free(c->spiffe_target);
+	for (i = 0; i < c->nspiffe_allowed; i++)
+		free(c->spiffe_allowed[i]);
+	free(c->spiffe_allowed);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -921,21 +1048,21 @@ cfg_json_pool(struct json_object *obj, const struct cfg_pool *p, bool v4)
 
 /* The conduit list joined with commas, as IPAM_CONDUITS takes it. */
 static char *
-cfg_join(const struct cfg *c)
+cfg_join(char *const *v, size_t n)
 {
 	size_t len = 1, i, o = 0;
 	char *s;
 
-	for (i = 0; i < c->nconduits; i++)
-		len += strlen(c->conduits[i]) + 1;
+	for (i = 0; i < n; i++)
+		len += strlen(v[i]) + 1;
 	s = malloc(len);
 	if (s == NULL)
 		return NULL;
-	for (i = 0; i < c->nconduits; i++) {
+	for (i = 0; i < n; i++) {
 		if (i > 0)
 			s[o++] = ',';
-		memcpy(s + o, c->conduits[i], strlen(c->conduits[i]));
-		o += strlen(c->conduits[i]);
+		memcpy(s + o, v[i], strlen(v[i]));
+		o += strlen(v[i]);
 	}
 	s[o] = '\0';
 	return s;
@@ -960,14 +1087,15 @@ cfg_to_json(const struct cfg *c)
 		[CFG_DUALSTACK] = "dualstack",
 	};
 	struct json_object *obj;
-	char level[16], *conduits = NULL, *out = NULL;
+	char level[16], *conduits = NULL, *allowed = NULL, *out = NULL;
 	const char *text;
 
 	obj = json_object_new_object();
 	if (obj == NULL)
 		return NULL;
-	conduits = cfg_join(c);
-	if (conduits == NULL)
+	conduits = cfg_join(c->conduits, c->nconduits);
+	allowed = cfg_join(c->spiffe_allowed, c->nspiffe_allowed);
+	if (conduits == NULL || allowed == NULL)
 		goto done;
 	cfg_level_upper(c->log_level, level, sizeof(level));
 	if (cfg_json_uint(obj, "IPAM_PORT", c->port) != 0 ||
@@ -1014,7 +1142,10 @@ cfg_to_json(const struct cfg *c)
 	    cfg_json_add(obj, "IPAM_NSP_TLS_SERVER_NAME",
 	    c->nsp_tls_server_name ? c->nsp_tls_server_name : "") != 0 ||
 	    cfg_json_add(obj, "IPAM_HEALTH_SOCKET",
-	    c->health_socket ? c->health_socket : "") != 0)
+	    c->health_socket ? c->health_socket : "") != 0 ||
+	    cfg_json_add(obj, "SPIFFE_ENDPOINT_SOCKET",
+	    c->spiffe_socket ? c->spiffe_socket : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_SPIFFE_ALLOWED_IDS", allowed) != 0)
 		goto done;
 	text = json_object_to_json_string_ext(obj,
 	    JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -1023,6 +1154,7 @@ cfg_to_json(const struct cfg *c)
 		out = strdup(text);
 done:
 	free(conduits);
+	free(allowed);
 	json_object_put(obj);
 	return out;
 }
@@ -1103,6 +1235,14 @@ cfg_help(void)
 	    "service for probes,\n"
 	    "                                     set but empty = off (default "
 	    CFG_DEF_HEALTH_SOCKET ")\n"
+	    "  SPIFFE_ENDPOINT_SOCKET             SPIRE agent's Workload API, "
+	    "unix:///path: mTLS with\n"
+	    "                                     its SVIDs on the port and to "
+	    "NSP (default \"\")\n"
+	    "  IPAM_SPIFFE_ALLOWED_IDS            SPIFFE IDs (or prefixes "
+	    "ending in /) allowed to\n"
+	    "                                     call Ipam, empty = any "
+	    "(default \"\")\n"
 	    "Durations use Go's syntax (1h30m, 500ms, 1.5s); booleans Go's "
 	    "(true, false, 1, 0, t, f).\n";
 }

@@ -62,6 +62,12 @@ struct cfg {
 	char *health_socket;		/* IPAM_HEALTH_SOCKET, plaintext
 					 * grpc.health.v1 for exec probes
 					 * (/tmp/health.sock; "" = off) */
+	char *spiffe_socket;		/* SPIFFE_ENDPOINT_SOCKET ("" = no
+					 * SPIFFE: IPAM_TLS_* or plaintext) */
+	char *spiffe_target;		/* its gRPC target, "unix:/path" */
+	char **spiffe_allowed;		/* IPAM_SPIFFE_ALLOWED_IDS, split on
+					 * commas (none = any ID) */
+	size_t nspiffe_allowed;		/* number of entries in it */
 };
 
 /*
@@ -83,6 +89,15 @@ char *cfg_to_json(const struct cfg *c);
 /* True if the NSP client is to use TLS (IPAM_NSP_TLS_CA or
  * IPAM_NSP_TLS_CERT set). */
 bool cfg_nsp_tls_on(const struct cfg *c);
+
+/*
+ * The gRPC target of a Workload API address as go-spiffe reads
+ * SPIFFE_ENDPOINT_SOCKET: "unix:///path" or "unix:/path" (an absolute path,
+ * no host, query or fragment) gives "unix:/path" in target. Returns 0, or
+ * -1 with why (the expected form) in err.
+ */
+int cfg_spiffe_target(const char *value, char *target, size_t len,
+    char *err, size_t errlen);
 
 /* The pool of a family (PFX_V4/PFX_V6), or NULL if it is not served. */
 const struct cfg_pool *cfg_pool_of(const struct cfg *c, int family);

@@ -6,7 +6,10 @@ set -eu
 
 PKGS="build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
 libsqlite3-dev libsystemd-dev libjson-c-dev libbsd-dev libcriterion-dev sqlite3
-protobuf-compiler protobuf-compiler-grpc python3 python3-grpcio python3-protobuf strace"
+protobuf-compiler protobuf-compiler-grpc python3 python3-grpcio python3-protobuf strace
+libssl-dev openssl python3-cryptography nodejs"
+# npm: Debian's package, unless the nodejs installed brings its own.
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 # --list: print the package names, one a line, and do nothing else (the
 # build-dependency test reads them).
 if [ "${1:-}" = "--list" ]; then

@@ -31,6 +31,7 @@
 #include "admin.h"
 #include "hsock.h"
 #include "metrics.h"
+#include "mtls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -150,6 +151,7 @@ struct api {
 	struct grpcx_tls *tls;		/* IPAM_TLS_* files, NULL = plaintext */
 	struct admin *adm;		/* Admin service, NULL if it failed */
 	struct hsock *hs;		/* health socket, NULL when off */
+	struct mtls *mtls;		/* SPIFFE mTLS, NULL when off */
 
 	/* gRPC thread only */
 	unsigned live;			/* calls that arrived and are alive */
@@ -170,6 +172,8 @@ struct api {
 
 	/* shared, atomic */
 	atomic_int health;		/* SERVING or NOT_SERVING */
+	atomic_bool port_up;		/* the port is served (with SPIFFE:
+					 * only once an SVID came) */
 	atomic_bool stop;		/* SIGTERM or supervisor gone */
 	atomic_bool db_quit;		/* tells the db thread to return */
 	int wake_fd;			/* eventfd: wakes the db thread */
@@ -180,6 +184,8 @@ static int api_shutdown_tag;		/* tag of shutdown_and_notify */
 static atomic_bool api_accept_dead;
 /* True while binding IPAM_PORT: gRPC's own lines about it are DEBUG. */
 static atomic_bool api_binding;
+
+static int api_server_start(struct api *a);
 
 #define HEALTH_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define HEALTH_NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
@@ -230,6 +236,10 @@ api_grpc_log(gpr_log_func_args *args)
 		l = LOGL_INFO;
 	if (strstr(args->message, "Failed accept4") != NULL)
 		atomic_store(&api_accept_dead, true);
+	/* clients send the service's host name (SNI); SVIDs carry none */
+	if (l == LOGL_ERROR && strstr(args->message,
+	    "No match found for server name") != NULL)
+		l = LOGL_DEBUG;
 	log_kv(l, "grpc core", "text", args->message, "file", args->file,
 	    NULL);
 }
@@ -739,6 +749,26 @@ api_watch_all(struct api *a)
 
 /* ---- the gRPC thread -------------------------------------------------- */
 
+/*
+ * With SPIFFE, every call on the port must come from a SPIFFE ID of our
+ * trust domain, and Ipam calls from one IPAM_SPIFFE_ALLOWED_IDS allows
+ * (Health stays open to the whole trust domain, for probes). Answers the
+ * call and returns false when it may not go on.
+ */
+static bool
+api_authorized(struct api *a, struct api_call *c)
+{
+	grpc_status_code code;
+	char msg[600];
+
+	code = mtls_authorize(a->mtls, c->call, c->method == API_ALLOCATE ||
+	    c->method == API_RELEASE, msg, sizeof(msg));
+	if (code == GRPC_STATUS_OK)
+		return true;
+	api_fail(c, code, msg);
+	return false;
+}
+
 /* A call arrived: re-post for its method, then handle it. */
 static void
 api_on_new(struct api *a, struct api_call *c)
@@ -755,6 +785,8 @@ api_on_new(struct api *a, struct api_call *c)
 		    "too many calls in flight");
 		return;
 	}
+	if (a->mtls != NULL && !api_authorized(a, c))
+		return;
 	switch (c->method) {
 	case API_ALLOCATE:
 	case API_RELEASE:
@@ -833,7 +865,11 @@ api_begin_stop(struct api *a)
 {
 	log_info("stopping: draining calls in flight");
 	a->stopping = true;
-	grpc_server_shutdown_and_notify(a->server, a->cq, &api_shutdown_tag);
+	if (a->server != NULL)
+		grpc_server_shutdown_and_notify(a->server, a->cq,
+		    &api_shutdown_tag);
+	else
+		a->shutdown_done = true;	/* SPIFFE: never served */
 	hsock_begin_stop(a->hs);
 	/* its queues do not poll: this thread makes its shutdown progress */
 	admin_begin_stop(a->adm);
@@ -852,7 +888,8 @@ api_cancel_rest(struct api *a)
 	size_t n;
 
 	log_warn("drain time over: cancelling %u calls", a->live);
-	grpc_server_cancel_all_calls(a->server);
+	if (a->server != NULL)
+		grpc_server_cancel_all_calls(a->server);
 	hsock_cancel_all(a->hs);
 	pthread_mutex_lock(&a->mu);
 	v = api_take_all_locked(a, &n);
@@ -874,7 +911,7 @@ api_loop(struct api *a)
 	gpr_timespec tick;
 	int64_t drain_end = 0, final_end = 0;
 	bool cancelled = false;
-	int h;
+	int h, rc;
 
 	for (;;) {
 		tick = grpcx_deadline_ms(API_TICK_MS);
@@ -888,6 +925,11 @@ api_loop(struct api *a)
 			log_error("the gRPC listener stopped accepting; exiting "
 			    "so that the supervisor starts a fresh worker");
 			_exit(1);
+		}
+		if (a->server == NULL && !a->stopping && a->mtls != NULL &&
+		    mtls_ready(a->mtls) && (rc = api_server_start(a)) < 0) {
+			log_error("cannot serve the port with the SVID");
+			_exit(rc == API_PORT_TAKEN ? IPCMSG_EXIT_PERMANENT : 1);
 		}
 		if (!a->stopping && atomic_load(&a->stop)) {
 			api_begin_stop(a);
@@ -909,7 +951,8 @@ api_loop(struct api *a)
 		 * clients to leave); close them now. */
 		if (!cancelled && a->live == 0 && ev.type == GRPC_QUEUE_TIMEOUT) {
 			cancelled = true;
-			grpc_server_cancel_all_calls(a->server);
+			if (a->server != NULL)
+				grpc_server_cancel_all_calls(a->server);
 			hsock_cancel_all(a->hs);
 		}
 		if (!cancelled && api_now_ms() >= drain_end) {
@@ -979,7 +1022,8 @@ api_report(struct api_db *d, bool serving)
 
 	if (a->status_fd < 0)
 		return;
-	snprintf(status, sizeof(status), "api: port %u, db %s", a->cfg->port,
+	snprintf(status, sizeof(status), "api: port %u%s, db %s", a->cfg->port,
+	    atomic_load(&a->port_up) ? "" : " waiting for an SVID",
 	    serving ? "answering" : "unavailable");
 	if (ipcmsg_send_status(a->status_fd, d->ready_sent, status) < 0) {
 		log_error("supervisor channel: %s: stopping", strerror(errno));
@@ -996,7 +1040,8 @@ api_db_health(struct api_db *d)
 
 	pthread_mutex_lock(&a->mu);
 	serving = a->conn != NULL && d->last_pong_ms > 0 &&
-	    api_now_ms() - d->last_pong_ms <= API_PONG_MAX_MS;
+	    api_now_ms() - d->last_pong_ms <= API_PONG_MAX_MS &&
+	    atomic_load(&a->port_up);
 	pthread_mutex_unlock(&a->mu);
 	atomic_store(&a->health, serving ? HEALTH_SERVING : HEALTH_NOT_SERVING);
 	if (serving != d->was_serving) {
@@ -1353,6 +1398,8 @@ api_server_creds(struct api *a)
 	grpc_server_credentials *creds;
 	char err[512];
 
+	if (a->mtls != NULL)
+		return mtls_server_credentials(a->mtls);
 	if (c->tls_cert[0] == '\0')
 		return grpc_insecure_server_credentials_create();
 	a->tls = grpcx_tls_new(c->tls_cert, c->tls_key, c->tls_ca, err,
@@ -1457,14 +1504,13 @@ api_server_start(struct api *a)
 	args.num_args = 2;
 	args.args = arg;
 	a->server = grpc_server_create(&args, NULL);
-	a->cq = grpc_completion_queue_create_for_next(NULL);
+	if (a->cq == NULL)
+		a->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(a->server, a->cq, NULL);
 	for (int m = 0; m < API_GENERIC; m++)
 		a->methods[m] = grpc_server_register_method(a->server,
 		    api_paths[m], NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
 		    0);
-	if (api_hsock_start(a) < 0)
-		return -1;
 	snprintf(addr, sizeof(addr), "[::]:%u", a->cfg->port);
 	atomic_store(&api_binding, true);
 	port = grpc_server_add_http2_port(a->server, addr, creds);
@@ -1483,8 +1529,10 @@ api_server_start(struct api *a)
 			if (api_post(a, (enum api_method)m) < 0)
 				return -1;
 	}
-	log_kv(LOGL_INFO, "listening", "address", addr, "tls", a->tls == NULL ?
-	    "off" : a->cfg->tls_ca[0] != '\0' ? "mutual" : "on", NULL);
+	log_kv(LOGL_INFO, "listening", "address", addr, "tls", a->mtls != NULL ?
+	    "spiffe" : a->tls == NULL ? "off" : a->cfg->tls_ca[0] != '\0' ?
+	    "mutual" : "on", NULL);
+	atomic_store(&a->port_up, true);
 	return 0;
 }
 
@@ -1507,7 +1555,8 @@ api_server_destroy(struct api *a)
 			api_call_free((struct api_call *)((uintptr_t)ev.tag &
 			    ~(uintptr_t)3u));
 	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
-	grpc_server_destroy(a->server);
+	if (a->server != NULL)
+		grpc_server_destroy(a->server);
 	hsock_free(a->hs);
 	a->hs = NULL;
 	grpc_completion_queue_destroy(a->cq);
@@ -1539,6 +1588,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	a->next_id = 1;
 	a->health_seen = HEALTH_NOT_SERVING;
 	atomic_init(&a->health, HEALTH_NOT_SERVING);
+	atomic_init(&a->port_up, false);
 	atomic_init(&a->stop, false);
 	atomic_init(&a->db_quit, false);
 	pthread_mutex_init(&a->mu, NULL);
@@ -1560,17 +1610,24 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	    db_path, err, sizeof(err))) == NULL)
 		log_kv(LOGL_ERROR, "cannot serve metrics: endpoint off", "error",
 		    err, NULL);
-	if ((rc = api_server_start(a)) < 0) {
+	/* The health socket serves from the start (NOT_SERVING until the
+	 * db worker answers and the port is up). With SPIFFE the port is
+	 * bound by api_loop once an SVID came. */
+	a->cq = grpc_completion_queue_create_for_next(NULL);
+	if (cfg->spiffe_socket[0] != '\0')
+		a->mtls = mtls_start(cfg);
+	if ((rc = api_hsock_start(a)) < 0 ||
+	    (a->mtls == NULL && (rc = api_server_start(a)) < 0)) {
 		rc = rc == API_PORT_TAKEN ? IPCMSG_EXIT_PERMANENT : 1;
+		a->stopping = true;
 		if (a->server != NULL) {
-			a->stopping = true;
 			grpc_server_shutdown_and_notify(a->server, a->cq,
 			    &api_shutdown_tag);
 			grpc_server_cancel_all_calls(a->server);
-			hsock_begin_stop(a->hs);
-			hsock_cancel_all(a->hs);
-			api_server_destroy(a);
 		}
+		hsock_begin_stop(a->hs);
+		hsock_cancel_all(a->hs);
+		api_server_destroy(a);
 		goto out_grpc;
 	}
 	a->adm = admin_start(getenv(IPCMSG_ENV_RUNDIR), db_path, a->cq, err,
@@ -1603,6 +1660,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	log_info("stopped");
 out_grpc:
 	metrics_stop(mx);
+	mtls_stop(a->mtls);	/* the server that used it is gone */
 	grpc_shutdown();
 	grpcx_tls_free(a->tls);	/* gRPC's fetcher used it until here */
 	close(a->wake_fd);

@@ -60,7 +60,7 @@ def example_env():
     """The example env file with every line uncommented, as a dict."""
     env = {}
     for line in ENV_EXAMPLE.read_text().splitlines():
-        m = re.match(r"^#?(IPAM_[A-Z0-9_]+)=(.*)$", line)
+        m = re.match(r"^#?((?:IPAM|SPIFFE)_[A-Z0-9_]+)=(.*)$", line)
         if m:
             env[m.group(1)] = m.group(2)
     return env

@@ -818,6 +818,8 @@ Test(config, json_defaults)
 		{ "IPAM_NSP_TLS_KEY", "" },
 		{ "IPAM_NSP_TLS_SERVER_NAME", "" },
 		{ "IPAM_HEALTH_SOCKET", "/tmp/health.sock" },
+		{ "SPIFFE_ENDPOINT_SOCKET", "" },
+		{ "IPAM_SPIFFE_ALLOWED_IDS", "" },
 	};
 	struct json_object *obj;
 	struct cfg c;
@@ -847,7 +849,7 @@ Test(config, json_round_trip)
 		"IPAM_RELEASE_COOLDOWN", "1500ms", "IPAM_PREFIX_IPV6",
 		"FD00:0:0::/40", "IPAM_DATASOURCE", "/x/\"q\".db", NULL,
 	};
-	const char *back[64];
+	const char *back[96];
 	struct json_object *obj;
 	struct cfg c, d;
 	char err[256], *text, *text2;
@@ -906,6 +908,7 @@ Test(config, help_lists_every_variable_and_default)
 		"IPAM_TLS_CA", "IPAM_NSP_TLS_CA", "IPAM_NSP_TLS_CERT",
 		"IPAM_NSP_TLS_KEY", "IPAM_NSP_TLS_SERVER_NAME",
 		"IPAM_HEALTH_SOCKET", "/tmp/health.sock",
+		"SPIFFE_ENDPOINT_SOCKET", "IPAM_SPIFFE_ALLOWED_IDS",
 	};
 	const char *h = cfg_help();
 
@@ -976,4 +979,124 @@ Test(config, health_socket_empty_is_off)
 	cr_assert_eq(tc_load(&c, longest, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.health_socket, longest[1]);
 	cfg_free(&c);
+}
+
+/* SPIFFE_ENDPOINT_SOCKET in go-spiffe's two Unix forms, as a gRPC target. */
+Test(config, spiffe_endpoint_forms)
+{
+	static const char *const cases[][2] = {
+		{ "unix:///run/spire/sockets/agent.sock",
+		    "unix:/run/spire/sockets/agent.sock" },
+		{ "unix:/tmp/agent.sock", "unix:/tmp/agent.sock" },
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
+	cr_expect_str_eq(c.spiffe_socket, "");
+	cr_expect_str_eq(c.spiffe_target, "");
+	cr_expect_eq(c.nspiffe_allowed, 0);
+	cfg_free(&c);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", cases[i][0],
+		    NULL };
+
+		cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
+		cr_expect_str_eq(c.spiffe_socket, cases[i][0]);
+		cr_expect_str_eq(c.spiffe_target, cases[i][1]);
+		cfg_free(&c);
+	}
+}
+
+/* Other schemes, relative paths, hosts, queries: refused, named. */
+Test(config, spiffe_endpoint_refused)
+{
+	static const char *const bad[] = {
+		"tcp://127.0.0.1:8081", "unix:agent.sock", "unix://host/a.sock",
+		"/run/spire/sockets/agent.sock", "unix:///a.sock?x=1",
+		"unix:///a.sock#f", "unix://", "unix:///run/\x01",
+		"unix:///aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	};
+	struct cfg c;
+	char err[512];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", bad[i], NULL };
+
+		cr_expect_eq(tc_load(&c, vars, err, sizeof(err)), -1, "%s", bad[i]);
+		cr_expect(strncmp(err, "SPIFFE_ENDPOINT_SOCKET=", 23) == 0,
+		    "%s: %s", bad[i], err);
+		cr_expect(tc_zero(&c));
+	}
+	cr_expect_eq(cfg_spiffe_target("unix:/a", err, 4, err, sizeof(err)),
+	    -1);
+}
+
+/* SPIFFE and TLS files exclude each other; the message names both. */
+Test(config, spiffe_and_tls_conflict)
+{
+	static const char *const tls[][2] = {
+		{ "IPAM_TLS_CERT", "IPAM_TLS_KEY" },
+		{ "IPAM_NSP_TLS_CA", NULL },
+	};
+	struct cfg c;
+	char err[512];
+
+	for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
+		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET",
+		    "unix:///s.sock", "IPAM_NSP_SERVICE", "nsp:7778",
+		    tls[i][0], "/f", tls[i][1], "/k", NULL };
+
+		cr_expect_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+		cr_expect(strstr(err, "SPIFFE_ENDPOINT_SOCKET") != NULL, "%s",
+		    err);
+		cr_expect(strstr(err, tls[i][0]) != NULL, "%s", err);
+		cr_expect(tc_zero(&c));
+	}
+}
+
+/* IPAM_SPIFFE_ALLOWED_IDS: trimmed IDs and prefixes; bad entries named. */
+Test(config, spiffe_allowed_ids)
+{
+	static const char *const good[] = {
+		"SPIFFE_ENDPOINT_SOCKET", "unix:/s.sock",
+		"IPAM_SPIFFE_ALLOWED_IDS",
+		" spiffe://example.org/proxy ,spiffe://example.org/ns/a/", NULL,
+	};
+	static const char *const bad[][2] = {
+		{ "spiffe://example.org/a,,spiffe://example.org/b", "entry 2" },
+		{ "https://example.org/a", "entry 1" },
+		{ "spiffe:///path", "entry 1" },
+		{ "spiffe://example.org/a,spiffe://x/a b", "entry 2" },
+	};
+	struct cfg c;
+	char err[512], *text;
+
+	cr_assert_eq(tc_load(&c, good, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.nspiffe_allowed, 2);
+	cr_expect_str_eq(c.spiffe_allowed[0], "spiffe://example.org/proxy");
+	cr_expect_str_eq(c.spiffe_allowed[1], "spiffe://example.org/ns/a/");
+	text = cfg_to_json(&c);
+	cr_expect(strstr(text, "\"spiffe://example.org/proxy,"
+	    "spiffe://example.org/ns/a/\"") != NULL, "%s", text);
+	free(text);
+	cfg_free(&c);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", "unix:/s.sock",
+		    "IPAM_SPIFFE_ALLOWED_IDS", bad[i][0], NULL };
+
+		cr_expect_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+		cr_expect(strncmp(err, "IPAM_SPIFFE_ALLOWED_IDS=", 24) == 0,
+		    "%s", err);
+		cr_expect(strstr(err, bad[i][1]) != NULL, "%s", err);
+	}
+	{
+		const char *vars[] = { "IPAM_SPIFFE_ALLOWED_IDS",
+		    "spiffe://example.org/a", NULL };
+
+		cr_expect_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+		cr_expect(strstr(err, "unless SPIFFE_ENDPOINT_SOCKET") != NULL,
+		    "%s", err);
+	}
 }
