@@ -38,6 +38,7 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -96,6 +97,11 @@ struct store {
 	bool ck_stop;			/* store_close asks it to return */
 	struct store_scan *prefetch;	/* rows read while quick_check ran,
 					 * for the first store_load; NULL */
+	unsigned add_cols;		/* bits of store_added_columns the
+					 * file lacks */
+	bool mig_found;			/* store_open found a migration */
+	bool mig_pending;		/* ... held in an open transaction */
+	struct store_migration mig;	/* what it does */
 };
 
 /* Stores open in this process (the db worker has one; not thread-safe). */
@@ -156,8 +162,35 @@ static const char *const store_index_names[] = {
 
 /* Columns the table must have. */
 static const char *const store_columns[] = {
-	"id", "name", "cidr", "parent_id", "updated_at", "expirable",
+	"id", "name", "cidr", "parent_id",
 };
+
+/* Columns that Meridio releases before garbage collection lacked, and how
+ * gorm's AutoMigrate adds them. */
+static const struct {
+	const char *name;
+	const char *ddl;
+} store_added_columns[] = {
+	{ "updated_at", "ALTER TABLE `prefixes` ADD `updated_at` datetime" },
+	{ "expirable", "ALTER TABLE `prefixes` ADD `expirable` numeric "
+	    "DEFAULT false" },
+};
+
+/* The node records (below a conduit, below a trench) as Meridio's
+ * migrate() finds them. */
+#define STORE_NODE_IDS "SELECT `id` FROM `prefixes` WHERE `parent_id` IN " \
+	"(SELECT `id` FROM `prefixes` WHERE `parent_id` IN " \
+	"(SELECT `id` FROM `prefixes` WHERE `parent_id` = ''))"
+
+/* Meridio's migrate(): a node's children other than bridges, then the
+ * nodes, made expirable unless they are; gorm sets updated_at (?1) too. */
+static const char store_mig_children[] =
+    "UPDATE `prefixes` SET `expirable`=1,`updated_at`=?1 WHERE `parent_id` IN ("
+    STORE_NODE_IDS ") AND `name` != 'bridge' AND "
+    "(`expirable` IS NULL OR `expirable` = false)";
+static const char store_mig_nodes[] =
+    "UPDATE `prefixes` SET `expirable`=1,`updated_at`=?1 WHERE `id` IN ("
+    STORE_NODE_IDS ") AND (`expirable` IS NULL OR `expirable` = false)";
 
 /* Text of each kept statement, indexed by enum store_stmt_id. The load
  * query is one scan of the table in rowid (insertion) order: store_load
@@ -426,6 +459,15 @@ store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
 		    "key than `id`; left untouched", st->path);
 		return -1;
 	}
+	for (i = 0; i < sizeof(store_added_columns) /
+	    sizeof(store_added_columns[0]); i++) {
+		if (store_query_int(st, "SELECT count(*) FROM "
+		    "pragma_table_info('prefixes') WHERE name=?1",
+		    store_added_columns[i].name, &n, err, errlen) < 0)
+			return -1;
+		if (n == 0)
+			st->add_cols |= 1u << i;
+	}
 	/* Damaged pages are looked for by store_open (store_verify). */
 	for (i = 0; i < sizeof(store_index_names) /
 	    sizeof(store_index_names[0]); i++) {
@@ -433,10 +475,114 @@ store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
 		    "WHERE type='index' AND name=?1", store_index_names[i], &n,
 		    err, errlen) < 0)
 			return -1;
-		if (n == 0)
+		if (n == 0) {
 			st->upgrade = true;
+			st->mig.indexes++;
+		}
 	}
 	return 0;
+}
+
+/* Runs one of the migrate() updates with updated_at = now; adds the rows
+ * it changed to *count. */
+static int
+store_mig_update(struct store *st, const char *sql, int64_t now,
+    int64_t *count, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = NULL;
+	char t[STORE_TIMESTRLEN];
+
+	store_format_time(now, t);
+	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK ||
+	    (sqlite3_bind_text(s, 1, t, -1, SQLITE_STATIC), 0) ||
+	    sqlite3_step(s) != SQLITE_DONE) {
+		errbuf_set(err, errlen, "%s: migrate: %s; left untouched",
+		    st->path, sqlite3_errmsg(st->db));
+		sqlite3_finalize(s);
+		return -1;
+	}
+	*count += sqlite3_changes(st->db);
+	sqlite3_finalize(s);
+	return 0;
+}
+
+/*
+ * Brings an older Meridio file to the current schema as Meridio's start-up
+ * does (see struct store_migration), in one transaction that stays open:
+ * store_begin commits it, store_close rolls it back. Without anything to
+ * do, the transaction is rolled back at once and nothing is reported.
+ * Dirty pages are kept in memory until the commit (cache_spill off), so
+ * that readers (store_verify's quick_check) are never locked out.
+ */
+static int
+store_migrate(struct store *st, int64_t now, char *err, size_t errlen)
+{
+	size_t i;
+
+	if (store_exec(st, "PRAGMA cache_spill=OFF", "set cache_spill", err,
+	    errlen) < 0 ||
+	    store_exec(st, "BEGIN IMMEDIATE", "begin migration", err,
+	    errlen) < 0)
+		return -1;
+	for (i = 0; i < sizeof(store_added_columns) /
+	    sizeof(store_added_columns[0]); i++) {
+		if (!(st->add_cols & (1u << i)))
+			continue;
+		if (store_exec(st, store_added_columns[i].ddl, "migrate: add "
+		    "column", err, errlen) < 0)
+			goto rollback;
+		st->mig.columns++;
+	}
+	if (st->mig.columns > 0) {
+		if (store_exec(st, store_ddl_indexes, "migrate: create indexes",
+		    err, errlen) < 0)
+			goto rollback;
+		st->upgrade = st->upgrade || st->mig.indexes > 0;
+	}
+	if (store_mig_update(st, store_mig_children, now, &st->mig.children,
+	    err, errlen) < 0 ||
+	    store_mig_update(st, store_mig_nodes, now, &st->mig.nodes, err,
+	    errlen) < 0)
+		goto rollback;
+	if (st->mig.columns == 0 && st->mig.nodes == 0 &&
+	    st->mig.children == 0) {
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		memset(&st->mig, 0, sizeof(st->mig));
+		return store_exec(st, "PRAGMA cache_spill=ON", "set cache_spill",
+		    err, errlen);
+	}
+	if (st->mig.columns == 0)
+		st->mig.indexes = 0;	/* those come with the WAL switch */
+	st->mig_found = true;
+	st->mig_pending = true;
+	return 0;
+rollback:
+	/* "migrate: create indexes: UNIQUE constraint failed" and the
+	 * like: the file is refused as it is */
+	if (strstr(err, "left untouched") == NULL) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", err);
+		errbuf_set(err, errlen, "%s; left untouched", why);
+	}
+	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+/* Commits a migration held open since store_open. */
+static int
+store_mig_commit(struct store *st, char *err, size_t errlen)
+{
+	if (!st->mig_pending)
+		return 0;
+	if (store_exec(st, "COMMIT", "commit migration", err, errlen) < 0) {
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		st->mig_pending = false;
+		return -1;
+	}
+	st->mig_pending = false;
+	return store_exec(st, "PRAGMA cache_spill=ON", "set cache_spill", err,
+	    errlen);
 }
 
 /*
@@ -816,6 +962,14 @@ store_open(struct store **out, const char *path, int flags, char *err,
 		goto fail;
 	if (store_pragmas(st, flags, err, errlen) < 0)
 		goto fail;
+	if (!create) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if (store_migrate(st, (int64_t)ts.tv_sec * 1000000000 +
+		    ts.tv_nsec, err, errlen) < 0)
+			goto fail;
+	}
 	if (create) {
 		if (store_setup(st, true, err, errlen) < 0)
 			goto fail;
@@ -863,6 +1017,7 @@ store_close(struct store *st)
 
 	if (st == NULL)
 		return;
+	st->mig_pending = false;	/* never written: dropped */
 	store_rollback(st);
 	for (pp = &store_list; *pp != NULL; pp = &(*pp)->next) {
 		if (*pp == st) {
@@ -1231,6 +1386,8 @@ store_begin(struct store *st, char *err, size_t errlen)
 	/* Rows read at open would not show what this batch writes. */
 	store_scan_free(st->prefetch, true);
 	st->prefetch = NULL;
+	if (store_mig_commit(st, err, errlen) < 0)
+		return -1;
 	if (st->upgrade && store_setup(st, false, err, errlen) < 0)
 		return -1;
 	rc = sqlite3_step(s);
@@ -1395,7 +1552,8 @@ store_commit(struct store *st, char *err, size_t errlen)
 	return 0;
 }
 
-/* Rolls back whatever is open; a no-op outside a transaction. */
+/* Rolls back whatever is open; a no-op outside a transaction. A
+ * migration held since store_open stays (store_close drops it). */
 void
 store_rollback(struct store *st)
 {
@@ -1403,7 +1561,7 @@ store_rollback(struct store *st)
 
 	if (st == NULL)
 		return;
-	if (!sqlite3_get_autocommit(st->db)) {
+	if (!sqlite3_get_autocommit(st->db) && !st->mig_pending) {
 		s = st->stmt[STORE_ST_ROLLBACK];
 		if (s != NULL) {
 			sqlite3_step(s);
@@ -1413,6 +1571,25 @@ store_rollback(struct store *st)
 		}
 	}
 	st->in_txn = false;
+}
+
+bool
+store_migration(const struct store *st, struct store_migration *m)
+{
+	if (!st->mig_found) {
+		memset(m, 0, sizeof(*m));
+		return false;
+	}
+	*m = st->mig;
+	return true;
+}
+
+int
+store_upgrade(struct store *st, char *err, size_t errlen)
+{
+	if (store_begin(st, err, errlen) < 0)
+		return -1;
+	return store_commit(st, err, errlen);
 }
 
 uint64_t

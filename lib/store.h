@@ -45,7 +45,8 @@ enum store_flags {
  * Opens (creating if needed, unless STORE_NO_CREATE) the database at path:
  * exclusive lock, schema (created if absent, checked if present), WAL
  * journal, synchronous=FULL unless STORE_SYNC_NORMAL. A file that is not a
- * database, or lacks the expected columns, is refused and left untouched.
+ * database, or lacks the expected columns, is refused and left untouched;
+ * one of an older Meridio is migrated (see struct store_migration).
  * An existing file is switched to WAL, and given any of Meridio's indexes
  * it lacks, on the first store_begin: opening and loading alone write
  * nothing. A file this process already has open is refused. A file this
@@ -54,6 +55,31 @@ enum store_flags {
  */
 int store_open(struct store **out, const char *path, int flags, char *err,
     size_t errlen);
+
+/*
+ * What store_open found to do to bring a file written by an older Meridio
+ * to the current schema, as Meridio's own start-up does: gorm's
+ * AutoMigrate adds the missing columns (updated_at, expirable) and
+ * indexes, then migrate() makes every node record (below a conduit) and
+ * its children other than "bridge" expirable, with updated_at now. The
+ * open connection holds it in one uncommitted transaction, so store_load
+ * sees the result; the first store_begin (or store_upgrade) commits it,
+ * and store_close without a write leaves the file as it was.
+ */
+struct store_migration {
+	int columns;		/* columns added */
+	int indexes;		/* indexes added with them */
+	int64_t nodes;		/* node records made expirable */
+	int64_t children;	/* address records made expirable */
+};
+
+/* Fills *m (zeroed when there is none) and returns true when opening
+ * found a migration to do; it stays reported after it is committed. */
+bool store_migration(const struct store *st, struct store_migration *m);
+
+/* Writes now what a first write would (the migration, the WAL journal,
+ * missing indexes): an empty store_begin/store_commit. Returns 0 or -1. */
+int store_upgrade(struct store *st, char *err, size_t errlen);
 
 /* Closes the database and drops the lock. Accepts NULL. */
 void store_close(struct store *st);

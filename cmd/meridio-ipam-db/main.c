@@ -37,6 +37,32 @@ on_problem(void *arg, const char *id, const char *what)
 	    "id", id, "problem", what, NULL);
 }
 
+/* Writes the migration of an older Meridio file that store_open found
+ * (once it loaded), and logs what it did. Returns 0 or -1 (logged). */
+static int
+migrate(struct store *st, const char *path)
+{
+	struct store_migration m;
+	char err[512], cols[16], idx[16], nodes[24], children[24];
+
+	if (!store_migration(st, &m))
+		return 0;
+	if (store_upgrade(st, err, sizeof(err)) != 0) {
+		log_kv(LOGL_ERROR, "cannot write the migration of the database",
+		    "path", path, "error", err, NULL);
+		return -1;
+	}
+	snprintf(cols, sizeof(cols), "%d", m.columns);
+	snprintf(idx, sizeof(idx), "%d", m.indexes);
+	snprintf(nodes, sizeof(nodes), "%lld", (long long)m.nodes);
+	snprintf(children, sizeof(children), "%lld", (long long)m.children);
+	log_kv(LOGL_INFO, "database migrated as Meridio's start-up does",
+	    "path", path, "columns_added", cols, "indexes_added", idx,
+	    "nodes_made_expirable", nodes, "children_made_expirable", children,
+	    NULL);
+	return 0;
+}
+
 /* The listening socket: fd 4 from the supervisor, or our own when run by
  * hand with only IPAMD_RUNDIR set. */
 static int
@@ -126,6 +152,12 @@ main(int argc, char **argv)
 		cfg_free(&cfg);
 		return rc == REG_ESTORE || rc == REG_ENOMEM ? 1 :
 		    IPCMSG_EXIT_PERMANENT;
+	}
+	if (migrate(st, cfg.data_source) != 0) {
+		reg_close(reg);
+		store_close(st);
+		cfg_free(&cfg);
+		return 1;
 	}
 	log_fmt(LOGL_INFO, "database %s loaded: %zu records, %zu addresses",
 	    cfg.data_source, reg_count(reg), reg_count_children(reg));

@@ -3,6 +3,7 @@ kept, and the file stays one that Meridio can open."""
 
 import datetime
 import hashlib
+import json
 import os
 import sqlite3
 import unittest
@@ -170,6 +171,90 @@ class MeridioDb(DaemonTest):
         self.assertFalse(os.path.exists(d.db_path + "-wal")
                          and os.path.getsize(d.db_path + "-wal") > 0, "WAL written")
         self.assertEqual(d.leftovers(), [])
+
+
+# The table of Meridio releases before garbage collection (gorm, from a
+# model with id, name, cidr and parent_id only; no index).
+OLD_MERIDIO_TABLE = (
+    "CREATE TABLE `prefixes` (`id` text,`name` text,`cidr` text,`parent_id` text,"
+    "PRIMARY KEY (`id`),CONSTRAINT `fk_prefixes_parent` FOREIGN KEY (`parent_id`) "
+    "REFERENCES `prefixes`(`id`))")
+
+
+def json_lines(text):
+    """The JSON objects among the lines of a log."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+class OlderMeridioDb(DaemonTest):
+    """A registry.db of Meridio releases before updated_at/expirable."""
+
+    def write_old_db(self, path):
+        con = sqlite3.connect(path)
+        try:
+            con.execute(OLD_MERIDIO_TABLE)
+            con.executemany("INSERT INTO `prefixes` VALUES (?,?,?,?)",
+                            [r[:4] for r in meridio_rows(None)])
+            con.commit()
+        finally:
+            con.close()
+
+    def test_older_schema_served_and_migrated_as_meridio_does(self):
+        d = self.daemon(start=False)
+        self.write_old_db(d.db_path)
+        t0 = datetime.datetime.now(datetime.timezone.utc)
+        d.start()
+        c = d.client
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-x"), ("169.255.0.1", 24))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "bridge", V6), ("fd00::2", 64))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-y"), ("169.255.0.3", 24))
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0)
+
+        cols, idx = schema(d.db_path)
+        self.assertEqual(cols, list(harness.PREFIX_COLUMNS))
+        for name, want in MERIDIO_INDEXES.items():
+            self.assertEqual(idx.get(name), want, name)
+        rows = d.rows()
+        self.assertSound(rows)
+        for rid, name, cidr, parent, _, expirable in meridio_rows(None):
+            r = rows[rid]
+            self.assertEqual((r["name"], r["cidr"], r["parent_id"], int(r["expirable"])),
+                             (name, cidr, parent, expirable), rid)
+        # Meridio's migrate() gave nodes and their children the time of the
+        # start; bridges, conduits and trenches keep none.
+        start = go_time(t0)[:19]
+        for rid in (NODE4, NODE6, "proxy-x-" + NODE6):
+            self.assertRegex(rows[rid]["updated_at"], harness.UPDATED_AT_RE, rid)
+            self.assertGreaterEqual(rows[rid]["updated_at"], start, rid)
+        self.assertIsNone(rows["bridge-" + NODE4]["updated_at"])
+
+        (rec,) = [r for r in json_lines(d.log_text())
+                  if "migrated" in r.get("message", "")]
+        text = json.dumps(rec)
+        for want in ("columns_added", "indexes_added", "nodes_made_expirable",
+                     "children_made_expirable", d.db_path):
+            self.assertIn(want, text)
+
+    def test_older_schema_refused_on_mismatch_stays_untouched(self):
+        d = self.daemon(start=False, env={"IPAM_PREFIX_IPV4": "10.0.0.0/16"})
+        self.write_old_db(d.db_path)
+        with open(d.db_path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        d.start(wait=False)
+        harness.poll(lambda: d.proc.poll() is not None, 30, 0.1, "daemon to refuse and exit")
+        self.assertNotEqual(d.proc.returncode, 0)
+        with open(d.db_path, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, "file changed")
+        cols, _ = schema(d.db_path)
+        self.assertEqual(cols, ["id", "name", "cidr", "parent_id"])
 
 
 if __name__ == "__main__":
