@@ -136,6 +136,10 @@ struct store_scan {
 
 static int store_scan_read(struct store *st, struct store_scan *sc,
     char *err, size_t errlen);
+static int store_parse_wide(const char *s, int64_t *secsp, int64_t *fracp);
+
+/* Go's zero time.Time, 0001-01-01 00:00:00 UTC, in seconds since 1970. */
+#define STORE_GO_ZERO_S (-62135596800LL)
 static void store_scan_free(struct store_scan *sc, bool heap);
 
 /* Meridio's table, as gorm writes it. */
@@ -1062,20 +1066,31 @@ store_column_bool(sqlite3_stmt *s, int col)
 /*
  * Reads updated_at as go-sqlite3 does for a datetime column: text in one of
  * its formats, or an integer (seconds, or milliseconds when beyond 1e12).
- * NULL is 0. Returns 0 or -1 for a value Go would not read as a time.
+ * NULL and Go's zero time (what gorm writes for an unset time) are 0, "no
+ * time", which garbage collection skips as Meridio's does. Text times that
+ * int64 ns cannot hold keep their side of now: before 1678 become 1 (long
+ * ago), after 2262 INT64_MAX (never old). Returns 0 or -1 for a value Go
+ * would not read as a time.
  */
 static int
 store_column_time(sqlite3_stmt *s, int col, int64_t *ns)
 {
-	int64_t v;
+	const char *t;
+	int64_t v, secs, frac;
 
 	switch (sqlite3_column_type(s, col)) {
 	case SQLITE_NULL:
 		*ns = 0;
 		return 0;
 	case SQLITE_TEXT:
-		return store_parse_time((const char *)sqlite3_column_text(s,
-		    col), ns);
+		t = (const char *)sqlite3_column_text(s, col);
+		if (store_parse_wide(t, &secs, &frac) < 0)
+			return -1;
+		if (secs == STORE_GO_ZERO_S && frac == 0)
+			*ns = 0;
+		else if (store_parse_time(t, ns) < 0)
+			*ns = secs < 0 ? 1 : INT64_MAX;
+		return 0;
 	case SQLITE_INTEGER:
 		v = sqlite3_column_int64(s, col);
 		if (v > 1000000000000LL || v < -1000000000000LL) {
@@ -1354,10 +1369,10 @@ store_load(struct store *st, int (*fn)(void *arg, const struct store_row *row),
 		row.updated_at = r->updated_at;
 		row.expirable = r->expirable;
 		if (r->bad != 0) {
-			errbuf_set(err, errlen, "%s: row %s: updated_at \"%s\" "
-			    "is not a time", st->path, row.id,
+			errbuf_set(err, errlen, "%s: row %s: column updated_at "
+			    "\"%s\" is not a time", st->path, row.id,
 			    sc->arena + r->bad);
-			ret = -1;
+			ret = STORE_EROW;
 			break;
 		}
 		ret = fn(arg, &row);
@@ -1710,16 +1725,17 @@ store_month_days(int64_t y, unsigned m)
  * has dropped one trailing 'Z': "YYYY-MM-DD", then optionally ' ' or 'T'
  * and "HH:MM", then optionally ":SS", a fraction ('.' or ',' and one or
  * more digits, cut after the 9th as Go does) and a "+HH:MM"/"-HH:MM"
- * offset. No offset means UTC. Values outside int64 ns are refused.
+ * offset. No offset means UTC. Gives seconds since the epoch and the
+ * fraction in ns (0 <= frac < 1e9), for any year Go reads (0-9999).
  */
-int
-store_parse_time(const char *s, int64_t *ns)
+static int
+store_parse_wide(const char *s, int64_t *secsp, int64_t *fracp)
 {
 	char buf[64];
 	const char *p;
 	size_t len;
 	unsigned yy, mo, d, h = 0, mi = 0, sec = 0, oh, om, digit;
-	int64_t frac = 0, scale = 100000000, off = 0, secs, res;
+	int64_t frac = 0, scale = 100000000, off = 0;
 
 	if (s == NULL)
 		return -1;
@@ -1772,8 +1788,20 @@ store_parse_time(const char *s, int64_t *ns)
 	}
 	if (*p != '\0')
 		return -1;
-	secs = store_days_from_civil(yy, mo, d) * STORE_S_PER_DAY +
+	*secsp = store_days_from_civil(yy, mo, d) * STORE_S_PER_DAY +
 	    h * 3600 + mi * 60 + sec - off;
+	*fracp = frac;
+	return 0;
+}
+
+/* store_parse_wide, then refuses values outside int64 ns. */
+int
+store_parse_time(const char *s, int64_t *ns)
+{
+	int64_t secs, frac, res;
+
+	if (store_parse_wide(s, &secs, &frac) < 0)
+		return -1;
 	if (secs < 0 && frac > 0) {
 		/* borrow a second so that times just above INT64_MIN fit */
 		secs++;

@@ -31,8 +31,9 @@ struct store_row {
 	const char *name;	/* the record's name */
 	const char *cidr;	/* prefix text, e.g. "169.255.0.1/32" */
 	const char *parent_id;	/* "" for a trench record */
-	int64_t updated_at;	/* ns since the epoch, UTC; 0 = NULL (also
-				 * written as NULL); before 1970 negative */
+	int64_t updated_at;	/* ns since the epoch, UTC; 0 = no time: NULL
+				 * or Go's zero time (written as NULL);
+				 * before 1970 negative */
 	bool expirable;		/* may be reaped by GC */
 };
 
@@ -89,9 +90,11 @@ void store_close(struct store *st);
  * depth, then insertion order); rows whose parent does not exist (orphans)
  * and their descendants come last. NULL text columns are passed as "".
  * fn returning non-zero stops the walk and is returned. A row whose
- * updated_at is not a time go-sqlite3 reads stops the walk with -1 and err
- * naming it. Returns 0, the callback's value, or -1 with err set.
+ * updated_at is not a time go-sqlite3 reads stops the walk with STORE_EROW
+ * and err naming the row id and the column. Returns 0, the callback's
+ * value, STORE_EROW, or -1 with err set.
  */
+#define STORE_EROW (-2)	/* store_load: a row cannot be read */
 int store_load(struct store *st,
     int (*fn)(void *arg, const struct store_row *row), void *arg,
     char *err, size_t errlen);

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 import unittest
 
 
@@ -255,6 +256,65 @@ class OlderMeridioDb(DaemonTest):
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, "file changed")
         cols, _ = schema(d.db_path)
         self.assertEqual(cols, ["id", "name", "cidr", "parent_id"])
+
+
+GO_ZERO = "0001-01-01 00:00:00+00:00"   # Go's zero time as go-sqlite3 writes it
+
+
+class MeridioTimes(DaemonTest):
+    """updated_at values Meridio writes that are not plain times."""
+
+    def test_zero_and_null_times_served_and_never_reaped(self):
+        d = self.daemon(start=False, env={"IPAM_GARBAGE_COLLECTION_ENABLED": "true",
+                                          "IPAM_GARBAGE_COLLECTION_INTERVAL": "1s",
+                                          "IPAM_GARBAGE_COLLECTION_THRESHOLD": "2s"})
+        old = go_time(datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+        rows = []
+        for rid, name, cidr, parent, _, exp in meridio_rows(None):
+            rows.append((rid, name, cidr, parent, None if rid.endswith("-1") else GO_ZERO, exp))
+        # A stale record beside them shows garbage collection ran.
+        rows.append(("proxy-old-" + NODE4, "proxy-old", "169.255.0.9/32", NODE4, old, 1))
+        harness.write_meridio_db(d.db_path, rows)
+        d.start()
+        stale = "proxy-old-" + NODE4
+        harness.poll(lambda: stale not in d.rows(), 20, 0.2, "GC to reap %s" % stale)
+        time.sleep(2.5)     # two more rounds
+        got = d.rows()
+        for rid, _, cidr, _, t, _ in rows[:-1]:
+            self.assertIn(rid, got, "%s (updated_at %r) was reaped" % (rid, t))
+            self.assertEqual(got[rid]["cidr"], cidr)
+        self.assertEqual(got["proxy-x-" + NODE4]["updated_at"], GO_ZERO)
+        self.assertIsNone(got["proxy-x-" + NODE6]["updated_at"])
+        # Served with the addresses kept; a renewal gives them a time.
+        c = d.client
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-x"), ("169.255.0.1", 24))
+        self.assertEqual(c.allocate("conduit-a", "worker-1", "proxy-x", V6), ("fd00::1", 64))
+        got = d.rows()
+        for rid in ("proxy-x-" + NODE4, NODE4, "proxy-x-" + NODE6, NODE6):
+            self.assertRegex(got[rid]["updated_at"], harness.UPDATED_AT_RE, rid)
+            self.assertGreater(got[rid]["updated_at"], "2026", rid)
+
+    def test_unreadable_row_stops_at_once_naming_row_and_column(self):
+        d = self.daemon(start=False)
+        ts = go_time(datetime.datetime.now(datetime.timezone.utc))
+        rows = meridio_rows(ts)
+        rows[3] = rows[3][:4] + ("last tuesday",) + rows[3][5:]
+        harness.write_meridio_db(d.db_path, rows)
+        t0 = time.monotonic()
+        d.start(wait=False)
+        harness.poll(lambda: d.proc.poll() is not None, 10, 0.05, "daemon to stop")
+        took = time.monotonic() - t0
+        self.assertNotEqual(d.proc.returncode, 0)
+        self.assertLess(took, 5.0, "stopped only after %.1f s" % took)
+        recs = json_lines(d.log_text())
+        bad = [r for r in recs if rows[3][0] in json.dumps(r)]
+        self.assertEqual(len(bad), 1, "\n".join(json.dumps(r) for r in recs))
+        self.assertIn("updated_at", json.dumps(bad[0]))
+        self.assertIn("last tuesday", json.dumps(bad[0]))
+        started = [r for r in recs if r.get("message") == "worker started"
+                   and r.get("worker") == "db"]
+        self.assertEqual(len(started), 1, "the db worker was restarted")
+        self.assertEqual(d.leftovers(), [])
 
 
 if __name__ == "__main__":

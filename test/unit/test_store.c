@@ -737,9 +737,59 @@ Test(store, integer_and_bad_updated_at)
 	sqlite3_close(db);
 	st = open_ok(0);
 	memset(&rs, 0, sizeof(rs));
-	cr_assert_eq(store_load(st, collect, &rs, err, sizeof(err)), -1);
+	cr_assert_eq(store_load(st, collect, &rs, err, sizeof(err)),
+	    STORE_EROW);
 	cr_assert(strstr(err, "load-balancer-default-0") &&
-	    strstr(err, "yesterday"), "%s", err);
+	    strstr(err, "updated_at") && strstr(err, "yesterday"), "%s", err);
+	free(rs.v);
+	store_close(st);
+}
+
+/*
+ * Go's zero time (as go-sqlite3 writes it, or in its other forms) and
+ * NULL load as "no time" (0); times Go reads that int64 nanoseconds cannot
+ * hold are clamped: before 1678 to 1 ns (long ago), after 2262 to the
+ * largest value (never old).
+ */
+Test(store, go_zero_time_null_and_far_times_load)
+{
+	static const struct {
+		const char *id, *sql;
+		int64_t want;
+	} cases[] = {
+		{ "default-0", "'0001-01-01 00:00:00+00:00'", 0 },
+		{ "default-1", "NULL", 0 },
+		{ "load-balancer-default-0", "'0001-01-01T00:00:00Z'", 0 },
+		{ "load-balancer-default-1", "'0001-01-01 00:00:00'", 0 },
+		{ "worker-1-load-balancer-default-0", "'1500-06-01 10:00:00+00:00'",
+		    1 },
+		{ "worker-1-load-balancer-default-1", "'0001-01-01 00:00:00.5+00:00'",
+		    1 },
+		{ "bridge-worker-1-load-balancer-default-0",
+		    "'3000-01-01 00:00:00+00:00'", INT64_MAX },
+		{ "bridge-worker-1-load-balancer-default-1",
+		    "'9999-12-31 23:59:59.999999999+00:00'", INT64_MAX },
+	};
+	struct store *st;
+	struct rows rs;
+	sqlite3 *db;
+	char sql[256];
+	size_t i;
+
+	build_meridio_db(NULL);
+	db = raw_open(dbpath);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(sql, sizeof(sql), "UPDATE prefixes SET updated_at=%s "
+		    "WHERE id='%s'", cases[i].sql, cases[i].id);
+		raw_exec(db, sql);
+	}
+	sqlite3_close(db);
+	st = open_ok(0);
+	rs = load_all(st);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		cr_assert_eq(find(&rs, cases[i].id)->updated_at, cases[i].want,
+		    "%s: %s gave %" PRId64, cases[i].id, cases[i].sql,
+		    find(&rs, cases[i].id)->updated_at);
 	free(rs.v);
 	store_close(st);
 }
