@@ -546,6 +546,24 @@ class NspWorkerTest(unittest.TestCase):
         self.expect_status(lambda r, s: r and s == "nsp: static, 0 conduits",
                            "static ready")
 
+    def test_nsp_service_defaults_to_meridios(self):
+        """Neither IPAM_NSP_SERVICE nor IPAM_CONDUITS: the worker watches
+        Meridio's default NSP, nsp-service:7778, through its module."""
+        self.start_worker()
+        self.expect_status(lambda r, s: "nsp-service:7778" in s, "NSP mode on the default")
+        self.assertIn(os.path.realpath(os.path.join(BIN_DIR, "nsp-watch.so")),
+                      self.mapped_files())
+
+    def test_conduits_select_static_over_nsp_service(self):
+        """IPAM_CONDUITS set: static conduits and no NSP, even with
+        IPAM_NSP_SERVICE set (Meridio's chart always sets it)."""
+        self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port(),
+                          IPAM_CONDUITS="conduit-a")
+        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
+        self.expect_status(lambda r, s: r and s == "nsp: static, 1 conduits",
+                           "static ready")
+        self.assertFalse([m for m in self.mapped_files() if "nsp-watch" in m])
+
     def test_static_mode_maps_no_grpc(self):
         """Without IPAM_NSP_SERVICE the worker loads no watch module and
         maps none of gRPC's libraries (issue 5: their pages are most of
