@@ -43,7 +43,7 @@ static int
 migrate(struct store *st, const char *path)
 {
 	struct store_migration m;
-	char err[512], cols[16], idx[16], nodes[24], children[24];
+	char err[512];
 
 	if (!store_migration(st, &m))
 		return 0;
@@ -52,14 +52,11 @@ migrate(struct store *st, const char *path)
 		    "path", path, "error", err, NULL);
 		return -1;
 	}
-	snprintf(cols, sizeof(cols), "%d", m.columns);
-	snprintf(idx, sizeof(idx), "%d", m.indexes);
-	snprintf(nodes, sizeof(nodes), "%lld", (long long)m.nodes);
-	snprintf(children, sizeof(children), "%lld", (long long)m.children);
 	log_kv(LOGL_INFO, "database migrated as Meridio's start-up does",
-	    "path", path, "columns_added", cols, "indexes_added", idx,
-	    "nodes_made_expirable", nodes, "children_made_expirable", children,
-	    NULL);
+	    "path", path, LOG_INT("columns_added", m.columns),
+	    LOG_INT("indexes_added", m.indexes),
+	    LOG_INT("nodes_made_expirable", m.nodes),
+	    LOG_INT("children_made_expirable", m.children), NULL);
 	return 0;
 }
 

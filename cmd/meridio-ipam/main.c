@@ -39,7 +39,7 @@ main_log_start(const struct cfg *c)
 	for (i = 0; i < c->nconduits && o < sizeof(conduits); i++)
 		o += (size_t)snprintf(conduits + o, sizeof(conduits) - o,
 		    "%s%s", i ? "," : "", c->conduits[i]);
-	log_kv(LOGL_INFO, "starting", "version", IPAM_VERSION, "trench",
+	log_kv(LOGL_INFO, "starting", "release", IPAM_VERSION, "trench",
 	    c->trench, "namespace", c->k8s_namespace, "nsp_service",
 	    c->nsp_service, "conduits", conduits, NULL);
 	if (c->nsp_ignored)

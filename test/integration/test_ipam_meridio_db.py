@@ -312,7 +312,7 @@ class MeridioTimes(DaemonTest):
         self.assertIn("updated_at", json.dumps(bad[0]))
         self.assertIn("last tuesday", json.dumps(bad[0]))
         started = [r for r in recs if r.get("message") == "worker started"
-                   and r.get("worker") == "db"]
+                   and r["extra_data"].get("worker") == "db"]
         self.assertEqual(len(started), 1, "the db worker was restarted")
         self.assertEqual(d.leftovers(), [])
 

@@ -28,8 +28,8 @@ def records(d):
 
 
 def field(rec, key):
-    """A caller's field of a log record."""
-    return rec.get(key)
+    """A caller's field of a log record (Meridio's extra_data)."""
+    return rec["extra_data"].get(key)
 
 
 def with_message(d, text):
@@ -61,7 +61,7 @@ class MeridioDefaults(DaemonTest):
         d.wait_conduits(["conduit-a", "conduit-b"])
         self.assertEqual(d.client.allocate("conduit-b", "worker-1", "p"), ("169.255.16.1", 24))
         (warn,) = with_message(d, "IPAM_NSP_SERVICE ignored")
-        self.assertEqual(warn["level"], "warning")
+        self.assertEqual(warn["severity"], "warning")
         self.assertEqual(field(warn, "IPAM_NSP_SERVICE"), "nsp-service-trench-a:7778")
         (start,) = with_message(d, "starting")
         self.assertEqual(field(start, "nsp_service"), "")
@@ -70,7 +70,7 @@ class MeridioDefaults(DaemonTest):
         d = self.daemon(conduits="")
         self.assertEqual(d.env["IPAM_NSP_SERVICE"], "")
         (warn,) = with_message(d, "no conduits")
-        self.assertEqual(warn["level"], "warning")
+        self.assertEqual(warn["severity"], "warning")
         self.assertIn("IPAM_CONDUITS", warn["message"])
         self.assertIn("IPAM_NSP_SERVICE", warn["message"])
 

@@ -336,13 +336,13 @@ class NspWorkerTest(unittest.TestCase):
         if rc != 78:
             self.fail_with_log("exit status %r, not 78" % rc)
         lines = [json.loads(l) for l in self.worker.log().splitlines()]
-        errors = [l for l in lines if l.get("level") in ("error", "ERROR", "fatal", "FATAL")]
+        errors = [l for l in lines if l.get("severity") in ("error", "critical")]
         self.assertEqual(len(errors), 1, errors)
         self.assertEqual(errors[0]["message"], "cannot load the NSP watch module")
         self.assertEqual([l for l in lines if "NSP watch" in l.get("message", "")
                           and l is not errors[0]], [])
         self.assertEqual(self.db.syncs, [], "nothing sent without a watch")
-        return errors[0]["error"]
+        return errors[0]["extra_data"]["error"]
 
     def start_watching(self, conduits, trench="default"):
         port = self.start_nsp(conduits)
@@ -492,7 +492,7 @@ class NspWorkerTest(unittest.TestCase):
         deadline = time.monotonic() + TIMEOUT
         delays = []
         while time.monotonic() < deadline:
-            delays = [json.loads(l).get("retry_in")
+            delays = [json.loads(l)["extra_data"].get("retry_in")
                       for l in self.worker.log().splitlines()
                       if '"NSP watch failed"' in l]
             if len(delays) >= len(want):
@@ -719,7 +719,7 @@ class NspWorkerTest(unittest.TestCase):
         self.assertNotEqual(rc, 0, text)
         loads = [l for l in lines if l.get("message") == "cannot load the NSP watch module"]
         self.assertEqual(len(loads), 1, text)
-        self.assertEqual(loads[0]["process"], "nsp")
+        self.assertEqual(loads[0]["extra_data"]["process"], "nsp")
         perm = [l for l in lines if l.get("message") == "worker failed permanently"]
         self.assertEqual(len(perm), 1, text)
 
