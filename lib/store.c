@@ -188,13 +188,19 @@ static const struct {
 
 /* Meridio's migrate(): a node's children other than bridges, then the
  * nodes, made expirable unless they are; gorm sets updated_at (?1) too. */
-static const char store_mig_children[] =
-    "UPDATE `prefixes` SET `expirable`=1,`updated_at`=?1 WHERE `parent_id` IN ("
-    STORE_NODE_IDS ") AND `name` != 'bridge' AND "
-    "(`expirable` IS NULL OR `expirable` = false)";
-static const char store_mig_nodes[] =
-    "UPDATE `prefixes` SET `expirable`=1,`updated_at`=?1 WHERE `id` IN ("
-    STORE_NODE_IDS ") AND (`expirable` IS NULL OR `expirable` = false)";
+#define STORE_MIG_CHILDREN "`parent_id` IN (" STORE_NODE_IDS ") AND " \
+	"`name` != 'bridge' AND (`expirable` IS NULL OR `expirable` = false)"
+#define STORE_MIG_NODES "`id` IN (" STORE_NODE_IDS ") AND " \
+	"(`expirable` IS NULL OR `expirable` = false)"
+static const char store_mig_children[] = "UPDATE `prefixes` SET "
+    "`expirable`=1,`updated_at`=?1 WHERE " STORE_MIG_CHILDREN;
+static const char store_mig_nodes[] = "UPDATE `prefixes` SET "
+    "`expirable`=1,`updated_at`=?1 WHERE " STORE_MIG_NODES;
+/* How many rows those would change: a file without any opens without a
+ * write lock. */
+static const char store_mig_count[] = "SELECT (SELECT count(*) FROM "
+    "`prefixes` WHERE " STORE_MIG_CHILDREN ") + (SELECT count(*) FROM "
+    "`prefixes` WHERE " STORE_MIG_NODES ")";
 
 /* Text of each kept statement, indexed by enum store_stmt_id. The load
  * query is one scan of the table in rowid (insertion) order: store_load
@@ -513,16 +519,23 @@ store_mig_update(struct store *st, const char *sql, int64_t now,
 /*
  * Brings an older Meridio file to the current schema as Meridio's start-up
  * does (see struct store_migration), in one transaction that stays open:
- * store_begin commits it, store_close rolls it back. Without anything to
- * do, the transaction is rolled back at once and nothing is reported.
- * Dirty pages are kept in memory until the commit (cache_spill off), so
+ * store_begin commits it, store_close rolls it back. A file without
+ * anything to do is only read, and nothing is reported. Dirty pages are kept in memory until the commit (cache_spill off), so
  * that readers (store_verify's quick_check) are never locked out.
  */
 static int
 store_migrate(struct store *st, int64_t now, char *err, size_t errlen)
 {
+	int64_t n;
 	size_t i;
 
+	if (st->add_cols == 0) {
+		if (store_query_int(st, store_mig_count, NULL, &n, err,
+		    errlen) < 0)
+			return -1;
+		if (n == 0)
+			return 0;
+	}
 	if (store_exec(st, "PRAGMA cache_spill=OFF", "set cache_spill", err,
 	    errlen) < 0 ||
 	    store_exec(st, "BEGIN IMMEDIATE", "begin migration", err,
@@ -541,20 +554,12 @@ store_migrate(struct store *st, int64_t now, char *err, size_t errlen)
 		if (store_exec(st, store_ddl_indexes, "migrate: create indexes",
 		    err, errlen) < 0)
 			goto rollback;
-		st->upgrade = st->upgrade || st->mig.indexes > 0;
 	}
 	if (store_mig_update(st, store_mig_children, now, &st->mig.children,
 	    err, errlen) < 0 ||
 	    store_mig_update(st, store_mig_nodes, now, &st->mig.nodes, err,
 	    errlen) < 0)
 		goto rollback;
-	if (st->mig.columns == 0 && st->mig.nodes == 0 &&
-	    st->mig.children == 0) {
-		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		memset(&st->mig, 0, sizeof(st->mig));
-		return store_exec(st, "PRAGMA cache_spill=ON", "set cache_spill",
-		    err, errlen);
-	}
 	if (st->mig.columns == 0)
 		st->mig.indexes = 0;	/* those come with the WAL switch */
 	st->mig_found = true;
