@@ -156,8 +156,9 @@ main(int argc, char **argv)
 		cfg_free(&cfg);
 		return 1;
 	}
-	log_fmt(LOGL_INFO, "database %s loaded: %zu records, %zu addresses",
-	    cfg.data_source, reg_count(reg), reg_count_children(reg));
+	log_kv(LOGL_INFO, "database loaded", "path", cfg.data_source,
+	    LOG_INT("records", reg_count(reg)),
+	    LOG_INT("addresses", reg_count_children(reg)), NULL);
 	/* Loading freed its scan buffers between the records it keeps: give
 	 * those pages back (VmRSS 42 -> 27 MB with 70k records). */
 	malloc_trim(0);

@@ -237,12 +237,17 @@ class OlderMeridioDb(DaemonTest):
             self.assertGreaterEqual(rows[rid]["updated_at"], start, rid)
         self.assertIsNone(rows["bridge-" + NODE4]["updated_at"])
 
-        (rec,) = [r for r in json_lines(d.log_text())
-                  if "migrated" in r.get("message", "")]
-        text = json.dumps(rec)
-        for want in ("columns_added", "indexes_added", "nodes_made_expirable",
-                     "children_made_expirable", d.db_path):
-            self.assertIn(want, text)
+        recs = json_lines(d.log_text())
+        (rec,) = [r for r in recs if "migrated" in r.get("message", "")]
+        self.assertEqual(rec["severity"], "info")
+        x = rec["extra_data"]
+        self.assertEqual(x["path"], d.db_path)
+        # JSON numbers: 2 columns, 5 indexes, a node and its proxy per family.
+        self.assertEqual((x["columns_added"], x["indexes_added"], x["nodes_made_expirable"],
+                          x["children_made_expirable"]), (2, 5, 2, 2), rec)
+        (loaded,) = [r for r in recs if r.get("message") == "database loaded"]
+        self.assertEqual((loaded["extra_data"]["records"], loaded["extra_data"]["addresses"]),
+                         (10, 4), loaded)
 
     def test_older_schema_refused_on_mismatch_stays_untouched(self):
         d = self.daemon(start=False, env={"IPAM_PREFIX_IPV4": "10.0.0.0/16"})
