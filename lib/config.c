@@ -21,7 +21,7 @@
 #define CFG_DEF_PORT "7777"
 #define CFG_DEF_DATA_SOURCE "/run/ipam/data/registry.db"
 #define CFG_DEF_TRENCH "default"
-#define CFG_DEF_NSP ""
+#define CFG_DEF_NSP "nsp-service:7778"
 #define CFG_DEF_PREFIX_V4 "169.255.0.0/16"
 #define CFG_DEF_CONDUIT_V4 "20"
 #define CFG_DEF_NODE_V4 "24"
@@ -442,7 +442,8 @@ cfg_nsp_tls(struct cfg_ctx *x, struct cfg *c)
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if ((*out[i])[0] != '\0' && c->nsp_service[0] == '\0')
 			return cfg_fail(x, names[i], *out[i], "no value "
-			    "unless IPAM_NSP_SERVICE is set");
+			    "without NSP (IPAM_NSP_SERVICE empty or "
+			    "IPAM_CONDUITS set)");
 	}
 	if (c->nsp_tls_server_name[0] != '\0' && c->nsp_tls_ca[0] == '\0' &&
 	    c->nsp_tls_cert[0] == '\0')
@@ -650,7 +651,9 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 	if (c->trench == NULL)
 		return -1;
 
-	v = cfg_value(x, "IPAM_NSP_SERVICE", CFG_DEF_NSP);
+	/* Unlike the others, set but empty is a value here: no NSP. */
+	if ((v = x->get("IPAM_NSP_SERVICE")) == NULL)
+		v = CFG_DEF_NSP;
 	for (const char *p = v; *p != '\0'; p++) {
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
 			return cfg_fail(x, "IPAM_NSP_SERVICE", v, "a gRPC "
@@ -692,6 +695,14 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 		return -1;
 
 	if (cfg_conduits(x, c) != 0)
+		return -1;
+	/* Static conduits mean no NSP. */
+	if (c->nconduits > 0 && c->nsp_service[0] != '\0') {
+		c->nsp_ignored = x->get("IPAM_NSP_SERVICE") != NULL;
+		c->nsp_service[0] = '\0';
+	}
+	if (cfg_string(x, "IPAM_NAMESPACE", "", "a namespace",
+	    &c->k8s_namespace) != 0)
 		return -1;
 	if (cfg_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
 	    &c->release_cooldown_ns) != 0)
@@ -745,6 +756,7 @@ cfg_free(struct cfg *c)
 	free(c->data_source);
 	free(c->trench);
 	free(c->nsp_service);
+	free(c->k8s_namespace);
 	for (i = 0; i < c->nconduits; i++)
 		free(c->conduits[i]);
 	free(c->conduits);
@@ -1163,7 +1175,8 @@ const char *
 cfg_help(void)
 {
 	return
-	    "Environment variables (empty = unset = default):\n"
+	    "Environment variables (empty = unset = default, except for\n"
+	    "IPAM_NSP_SERVICE):\n"
 	    "  IPAM_PORT                          gRPC port (default "
 	    CFG_DEF_PORT ")\n"
 	    "  IPAM_DATA_SOURCE                   sqlite file (default "
@@ -1172,8 +1185,9 @@ cfg_help(void)
 	    "when it is unset\n"
 	    "  IPAM_TRENCH_NAME                   trench name (default "
 	    CFG_DEF_TRENCH ")\n"
-	    "  IPAM_NSP_SERVICE                   NSP host:port, empty = no "
-	    "NSP (default \"" CFG_DEF_NSP "\")\n"
+	    "  IPAM_NSP_SERVICE                   NSP host:port (default "
+	    CFG_DEF_NSP ");\n"
+	    "                                     set empty = no NSP\n"
 	    "  IPAM_PREFIX_IPV4                   IPv4 trench prefix (default "
 	    CFG_DEF_PREFIX_V4 ")\n"
 	    "  IPAM_CONDUIT_PREFIX_LENGTH_IPV4    IPv4 conduit prefix length "
@@ -1204,8 +1218,12 @@ cfg_help(void)
 	    "(default " CFG_DEF_GC_INTERVAL ")\n"
 	    "  IPAM_GARBAGE_COLLECTION_THRESHOLD  age at which a record is "
 	    "stale (default " CFG_DEF_GC_THRESHOLD ")\n"
-	    "  IPAM_CONDUITS                      comma-separated conduits "
-	    "when there is no NSP (default \"" CFG_DEF_CONDUITS "\")\n"
+	    "  IPAM_CONDUITS                      comma-separated static "
+	    "conduits; set = no NSP\n"
+	    "                                     (default \"" CFG_DEF_CONDUITS
+	    "\")\n"
+	    "  IPAM_NAMESPACE                     Kubernetes namespace, only "
+	    "logged (default \"\")\n"
 	    "  IPAM_RELEASE_COOLDOWN              time before a released "
 	    "address is reused (default " CFG_DEF_COOLDOWN ")\n"
 	    "  IPAM_RENEWAL_REFRESH               a renewal writes its "

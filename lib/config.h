@@ -34,7 +34,9 @@ struct cfg {
 	unsigned port;			/* IPAM_PORT, 1-65535 (7777) */
 	char *data_source;		/* IPAM_DATA_SOURCE or IPAM_DATASOURCE */
 	char *trench;			/* IPAM_TRENCH_NAME ("default") */
-	char *nsp_service;		/* IPAM_NSP_SERVICE host:port, "" = none */
+	char *nsp_service;		/* IPAM_NSP_SERVICE host:port
+					 * (nsp-service:7778), "" = none (set
+					 * empty, or IPAM_CONDUITS set) */
 	struct cfg_pool v4;		/* IPv4 pool (169.255.0.0/16, 20, 24) */
 	struct cfg_pool v6;		/* IPv6 pool (fd00::/48, 56, 64) */
 	enum cfg_family family;		/* IPAM_IP_FAMILY (dualstack) */
@@ -68,6 +70,9 @@ struct cfg {
 	char **spiffe_allowed;		/* IPAM_SPIFFE_ALLOWED_IDS, split on
 					 * commas (none = any ID) */
 	size_t nspiffe_allowed;		/* number of entries in it */
+	bool nsp_ignored;		/* IPAM_NSP_SERVICE was set, but
+					 * IPAM_CONDUITS selects no NSP */
+	char *k8s_namespace;		/* IPAM_NAMESPACE: logged only */
 };
 
 /*

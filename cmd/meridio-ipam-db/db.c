@@ -838,8 +838,8 @@ run_gc(struct db *d)
 	}
 	d->gc_runs++;
 	d->gc_reaped += reaped;
-	log_fmt(reaped ? LOGL_INFO : LOGL_DEBUG,
-	    "garbage collection reaped %zu records", reaped);
+	log_kv(reaped ? LOGL_INFO : LOGL_DEBUG, "garbage collection",
+	    LOG_INT("reaped", reaped), NULL);
 }
 
 int

@@ -262,13 +262,6 @@ sv_child(const struct sv *sv, const struct sv_worker *w, int chan,
 	_exit(127);
 }
 
-/* Formats a number for log_kv. */
-static const char *
-sv_num(char *buf, size_t len, long long v)
-{
-	snprintf(buf, len, "%lld", v);
-	return buf;
-}
 
 static void
 sv_close_chan(struct sv_worker *w)
@@ -349,7 +342,6 @@ static void
 sv_start(struct sv *sv, size_t i, int64_t now)
 {
 	struct sv_worker *w = &sv->w[i];
-	char pidbuf[24], delaybuf[24];
 	int sp[2] = { -1, -1 };
 	int64_t delay;
 	pid_t pid, self = getpid();
@@ -369,8 +361,8 @@ sv_start(struct sv *sv, size_t i, int64_t now)
 		close(sp[0]);
 	w->status[0] = '\0';
 	sup_worker_started(&sv->st[i], pid, now);
-	log_kv(LOGL_INFO, "worker started", "worker", w->row->name, "pid",
-	    sv_num(pidbuf, sizeof(pidbuf), pid), "path", w->path, NULL);
+	log_kv(LOGL_INFO, "worker started", "worker", w->row->name,
+	    LOG_INT("pid", pid), "path", w->path, NULL);
 	return;
 fail:
 	log_kv(LOGL_ERROR, "cannot start worker", "worker", w->row->name,
@@ -383,8 +375,7 @@ fail:
 	if (sup_worker_died(&sv->st[i], &sv->policy, 127 << 8, now, &delay) ==
 	    SUP_RESTART)
 		log_kv(LOGL_WARNING, "restart scheduled", "worker",
-		    w->row->name, "restart_in_ms",
-		    sv_num(delaybuf, sizeof(delaybuf), delay), NULL);
+		    w->row->name, LOG_INT("restart_in_ms", delay), NULL);
 	else
 		sv_begin_stop(sv, 1, "a worker cannot be started", now);
 }
@@ -489,7 +480,7 @@ sv_update_status(struct sv *sv)
 static void
 sv_reaped(struct sv *sv, pid_t pid, int wstatus, int64_t now)
 {
-	char how[96], pidbuf[24], delaybuf[24], why[160];
+	char how[96], why[160];
 	enum sup_verdict v;
 	int64_t delay = 0;
 	size_t i;
@@ -501,32 +492,30 @@ sv_reaped(struct sv *sv, pid_t pid, int wstatus, int64_t now)
 		return;
 	sv_close_chan(&sv->w[i]);
 	sup_describe_exit(wstatus, how, sizeof(how));
-	sv_num(pidbuf, sizeof(pidbuf), pid);
 	v = sup_worker_died(&sv->st[i], &sv->policy, wstatus, now, &delay);
 	switch (v) {
 	case SUP_STOPPED:
 		log_kv(LOGL_INFO, "worker stopped", "worker", sv_rows[i].name,
-		    "pid", pidbuf, "status", how, NULL);
+		    LOG_INT("pid", pid), "status", how, NULL);
 		break;
 	case SUP_RESTART:
 		log_kv(LOGL_WARNING, "worker died", "worker", sv_rows[i].name,
-		    "pid", pidbuf, "status", how, "restart_in_ms",
-		    sv_num(delaybuf, sizeof(delaybuf), delay), NULL);
+		    LOG_INT("pid", pid), "status", how,
+		    LOG_INT("restart_in_ms", delay), NULL);
 		if (sv->stopping)
 			sup_worker_cancel(&sv->st[i]);
 		break;
 	case SUP_PERMANENT:
 		log_kv(LOGL_ERROR, "worker failed permanently", "worker",
-		    sv_rows[i].name, "pid", pidbuf, "status", how, NULL);
+		    sv_rows[i].name, LOG_INT("pid", pid), "status", how, NULL);
 		snprintf(why, sizeof(why), "%s worker failed permanently (%s)",
 		    sv_rows[i].name, how);
 		sv_begin_stop(sv, 1, why, now);
 		break;
 	case SUP_GIVE_UP:
 		log_kv(LOGL_ERROR, "worker died too often", "worker",
-		    sv_rows[i].name, "pid", pidbuf, "status", how, "deaths",
-		    sv_num(delaybuf, sizeof(delaybuf), sv->st[i].ndeaths),
-		    NULL);
+		    sv_rows[i].name, LOG_INT("pid", pid), "status", how,
+		    LOG_INT("deaths", sv->st[i].ndeaths), NULL);
 		snprintf(why, sizeof(why), "%s worker died more than %u times"
 		    " within %lld ms", sv_rows[i].name, sv->policy.max_deaths,
 		    (long long)sv->policy.window_ms);
@@ -557,7 +546,6 @@ sv_read_chan(struct sv *sv, size_t i, int64_t now)
 	Ipamd__V1__WorkerStatus *m;
 	const uint8_t *data;
 	const char *bad = NULL;
-	char pidbuf[24];
 	size_t len;
 	ssize_t n;
 	int r;
@@ -594,8 +582,8 @@ sv_read_chan(struct sv *sv, size_t i, int64_t now)
 	}
 	if (bad != NULL) {
 		log_kv(LOGL_ERROR, "nonsense on status channel; killing worker",
-		    "worker", w->row->name, "pid", sv_num(pidbuf,
-		    sizeof(pidbuf), sv->st[i].pid), "error", bad, NULL);
+		    "worker", w->row->name, LOG_INT("pid", sv->st[i].pid),
+		    "error", bad, NULL);
 		sv_signal(sv, i, SIGKILL);
 		sv_close_chan(w);
 	}
@@ -795,7 +783,7 @@ sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 	struct sv sv = { .policy = *policy, .listen_fd = -1, .sig_fd = -1,
 	    .exit_code = 1 };
 	uint64_t usec = 0;
-	char msbuf[24], err[512];
+	char err[512];
 
 	(void)cfg;	/* workers read the same, validated, environment */
 	for (size_t i = 0; i < SV_N; i++) {
@@ -830,8 +818,8 @@ sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 		sv.wd_ms = (int64_t)(usec / 1000) > 1 ?
 		    (int64_t)(usec / 1000) : 2;
 		sv.wd_next = sv_now();
-		log_kv(LOGL_INFO, "watchdog enabled", "interval_ms",
-		    sv_num(msbuf, sizeof(msbuf), sv.wd_ms), NULL);
+		log_kv(LOGL_INFO, "watchdog enabled",
+		    LOG_INT("interval_ms", sv.wd_ms), NULL);
 	}
 	sv.exit_code = 0;
 	sv_loop(&sv);
@@ -845,7 +833,6 @@ out:
 		close(sv.sig_fd);
 	sv_remove_rundir(sv.rundir);
 	sv_free_env(sv.envp);
-	log_kv(LOGL_INFO, "exiting", "code", sv_num(msbuf, sizeof(msbuf),
-	    sv.exit_code), NULL);
+	log_kv(LOGL_INFO, "exiting", LOG_INT("code", sv.exit_code), NULL);
 	return sv.exit_code;
 }

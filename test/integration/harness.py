@@ -420,7 +420,6 @@ class Daemon:
             "IPAM_DATA_SOURCE": self.db_path,
             "IPAM_TRENCH_NAME": TRENCH,
             "IPAM_LOG_LEVEL": "DEBUG",
-            "IPAM_NSP_SERVICE": "" if nsp is None else nsp,
             "IPAM_CONDUITS": conduits or "",
             "IPAM_GRPC_MAX_BACKOFF": "1s",
             "TMPDIR": self.tmp_dir(),
@@ -428,6 +427,13 @@ class Daemon:
             # would be shared by every daemon of a parallel test run.
             "IPAM_HEALTH_SOCKET": os.path.join(self.rt_dir, "health.sock"),
         })
+        # IPAM_CONDUITS selects static conduits and no NSP by itself;
+        # without either, IPAM_NSP_SERVICE set empty says "no NSP" (unset,
+        # the daemon would watch Meridio's nsp-service:7778).
+        if nsp is not None:
+            self.env["IPAM_NSP_SERVICE"] = nsp
+        elif not conduits:
+            self.env["IPAM_NSP_SERVICE"] = ""
         self.env.update(env or {})
         self.proc = None
         self.pgid = None
@@ -476,7 +482,7 @@ class Daemon:
             self.wait_serving(timeout)
             # Static conduits are applied asynchronously after start: wait
             # for their records so that tests start from a settled state.
-            if not self.env.get("IPAM_NSP_SERVICE") and self.env.get("IPAM_CONDUITS"):
+            if self.env.get("IPAM_CONDUITS"):
                 self.wait_conduits(self.env["IPAM_CONDUITS"].split(","), timeout)
         return self
 

@@ -518,7 +518,8 @@ def log_events(d, message, worker=None):
             rec = json.loads(line)
         except ValueError:
             continue
-        if rec.get("message") == message and (worker is None or rec.get("worker") == worker):
+        if rec.get("message") == message and (worker is None or
+                                            rec["extra_data"].get("worker") == worker):
             out.append(rec)
     return out
 
@@ -541,15 +542,15 @@ class CrashAtStart(DaemonTest):
                      "six deaths of the api worker")
         self.assertTrue(d.running(), "the supervisor gave up too early\n" + d.log_tail())
         died = log_events(d, "worker died", "api")
-        delays = [int(r["restart_in_ms"]) for r in died]
+        delays = [r["extra_data"]["restart_in_ms"] for r in died]
         figure("api worker failing at start: restart delays %s ms" % delays[:8])
         self.assertEqual(delays[:4], [50, 100, 200, 400], delays)
         self.assertTrue(all(x == 400 for x in delays[4:]), delays)
         self.assertTrue(any("blocked at start" in line for line in d.log_text().splitlines()))
         # The other workers were left alone while the api worker looped.
         starts = log_events(d, "worker started")
-        self.assertEqual(sum(1 for r in starts if r["worker"] == "db"), 1)
-        self.assertEqual(sum(1 for r in starts if r["worker"] == "nsp"), 1)
+        self.assertEqual(sum(1 for r in starts if r["extra_data"]["worker"] == "db"), 1)
+        self.assertEqual(sum(1 for r in starts if r["extra_data"]["worker"] == "nsp"), 1)
         # The cause goes away: the next restart serves.
         blocker.close()
         t_free = time.monotonic()

@@ -360,10 +360,13 @@ class Process(DaemonTest):
                 o = json.loads(ln)
             except ValueError:
                 self.fail("not a JSON line: %r" % ln)
-            for k in ("time", "level", "process", "message"):
+            # Meridio's keys (its pkg/log), the fields under extra_data.
+            for k in ("timestamp", "severity", "service_id", "message", "version",
+                      "extra_data"):
                 self.assertIn(k, o, ln)
-            self.assertNotIn(o["level"].lower(), ("debug", "trace"), ln)
-            procs.add(o["process"])
+            self.assertEqual(o["service_id"], "Meridio-ipam", ln)
+            self.assertIn(o["severity"], ("info", "warning", "error", "critical"), ln)
+            procs.add(o["extra_data"]["process"])
         for role in ("db", "api", "nsp"):
             self.assertTrue(any(role in p for p in procs), "no %s lines in %s" % (role, procs))
 

@@ -91,7 +91,7 @@ class StorageTest(DaemonTest):
         took = time.monotonic() - t0
         self.assertGreater(rc, 0, "exit status %s\n%s" % (rc, d.log_tail()))
         harness.poll(lambda: not d.leftovers(), 5, 0.05, "no process left behind")
-        errors = [r for r in log_records(d) if r.get("level") == "error"
+        errors = [r for r in log_records(d) if r.get("severity") == "error"
                   and all(n in json.dumps(r) for n in needles)]
         self.assertTrue(errors, "no error line with %s\n%s" % (needles, d.log_tail()))
         return errors[0], took
@@ -124,7 +124,7 @@ class MissingDirectory(StorageTest):
         missing = os.path.join(d.dir, "no-such-dir")
         d.env["IPAM_DATA_SOURCE"] = os.path.join(missing, "registry.db")
         rec, took = self.expect_refusal(d, "cannot open the database", "does not exist")
-        self.assertEqual(rec.get("process"), "db")
+        self.assertEqual(rec["extra_data"].get("process"), "db")
         self.assertFalse(os.path.exists(missing), "the daemon created the directory")
         self.assertLess(took, EXIT_BOUND)
 
@@ -182,7 +182,7 @@ class ReadOnly(StorageTest):
         os.chmod(owner.dir, 0o755)
         rec, _ = self.expect_refusal(d, "cannot open the database", owner.db_path,
                                      "is not writable")
-        self.assertEqual(rec.get("process"), "db")
+        self.assertEqual(rec["extra_data"].get("process"), "db")
         self.assertEqual(snapshot(owner.dir), before, "files changed")
         # Back to root: everything is still there.
         owner.log_path = os.path.join(owner.dir, "stderr-after.log")
@@ -228,7 +228,7 @@ class Corrupt(StorageTest):
         d = self.daemon(start=False)
         garbage = os.urandom(64 * 1024)
         rec, took = self.refuse_bytes(d, garbage, "cannot open the database", d.db_path)
-        self.assertEqual(rec.get("process"), "db")
+        self.assertEqual(rec["extra_data"].get("process"), "db")
         self.assertLess(took, EXIT_BOUND)
 
     def test_text_file(self):
@@ -258,9 +258,9 @@ class Corrupt(StorageTest):
                                    "left untouched")
         # Refused for good at once, not restarted until the death limit.
         self.assertLess(time.monotonic() - t0, 5.0)
-        self.assertEqual(rec.get("process"), "db")
+        self.assertEqual(rec["extra_data"].get("process"), "db")
         self.assertEqual(len([r for r in log_records(d) if r.get("message") == "worker started"
-                              and r.get("worker") == "db"]), 1, "db worker restarted")
+                              and r["extra_data"].get("worker") == "db"]), 1, "db worker restarted")
 
 
 class HeldByAnother(StorageTest):
@@ -384,7 +384,7 @@ class DiskFull(StorageTest):
         self.assertTrue(d.running())
         self.assertEqual(set(d.workers()), set(harness.ROLES))
         full_lines = [r for r in log_records(d)
-                      if "full" in json.dumps(r).lower() and r.get("level") in ("warning", "error")]
+                      if "full" in json.dumps(r).lower() and r.get("severity") in ("warning", "error")]
         self.assertTrue(full_lines, "no log line names the full disk\n" + d.log_tail())
         # Still full: the next new child fails the same way, a renewal
         # still answers (it may or may not be able to write updated_at,
@@ -458,7 +458,7 @@ class DiskFullAtStart(StorageTest):
                         break
         d.log_path = os.path.join(d.dir, "stderr-full.log")
         rec, took = self.expect_refusal(d, "cannot open the database", "registry.db")
-        print("start on a full disk: refused after %.3f s: %s" % (took, rec.get("error")))
+        print("start on a full disk: refused after %.3f s: %s" % (took, rec["extra_data"].get("error")))
         self.assertEqual(digest(d.db_path), before, "database rewritten")
         # Space returns: the next start serves everything that was there.
         os.unlink(ballast)

@@ -77,7 +77,9 @@ Test(config, every_default)
 	cr_assert_eq(c.port, 7777);
 	cr_assert_str_eq(c.data_source, "/run/ipam/data/registry.db");
 	cr_assert_str_eq(c.trench, "default");
-	cr_assert_str_eq(c.nsp_service, "");
+	cr_assert_str_eq(c.nsp_service, "nsp-service:7778");
+	cr_assert_not(c.nsp_ignored);
+	cr_assert_str_eq(c.k8s_namespace, "");
 	cr_assert_str_eq(tc_pfx(&c.v4.prefix), "169.255.0.0/16");
 	cr_assert_eq(c.v4.prefix.family, PFX_V4);
 	cr_assert_eq(c.v4.conduit_len, 20);
@@ -159,7 +161,7 @@ Test(config, every_variable_set)
 		"IPAM_GARBAGE_COLLECTION_ENABLED", "F",
 		"IPAM_GARBAGE_COLLECTION_INTERVAL", "10m",
 		"IPAM_GARBAGE_COLLECTION_THRESHOLD", "1h",
-		"IPAM_CONDUITS", " load-balancer , lb-b,x",
+		"IPAM_NAMESPACE", "red",
 		"IPAM_RELEASE_COOLDOWN", "30s", "IPAM_RENEWAL_REFRESH", "1m",
 		"IPAM_METRICS_PORT", "9100",
 		"IPAM_TLS_CERT", "/etc/ipam/tls.crt",
@@ -194,10 +196,9 @@ Test(config, every_variable_set)
 	cr_assert_not(c.gc_enabled);
 	cr_assert_eq(c.gc_interval_ns, 10 * NS_M);
 	cr_assert_eq(c.gc_threshold_ns, NS_H);
-	cr_assert_eq(c.nconduits, 3);
-	cr_assert_str_eq(c.conduits[0], "load-balancer");
-	cr_assert_str_eq(c.conduits[1], "lb-b");
-	cr_assert_str_eq(c.conduits[2], "x");
+	/* IPAM_CONDUITS would mean no NSP: see conduits_trimmed_in_order */
+	cr_assert_eq(c.nconduits, 0);
+	cr_assert_str_eq(c.k8s_namespace, "red");
 	cr_assert_eq(c.release_cooldown_ns, 30 * NS_S);
 	cr_assert_eq(c.renewal_refresh_ns, 60 * NS_S);
 	cr_assert_eq(c.metrics_port, 9100);
@@ -439,12 +440,14 @@ static const struct tc_bad tc_bads[] = {
 	{ "IPAM_NSP_TLS_CERT", "", "a certificate file because "
 	    "IPAM_NSP_TLS_KEY is set", "IPAM_NSP_TLS_KEY", "/k.pem",
 	    "IPAM_NSP_SERVICE", "nsp:7778" },
-	{ "IPAM_NSP_TLS_CA", "/ca.pem", "no value unless IPAM_NSP_SERVICE "
-	    "is set" },
-	{ "IPAM_NSP_TLS_CERT", "/c.pem", "no value unless IPAM_NSP_SERVICE "
-	    "is set", "IPAM_NSP_TLS_KEY", "/k.pem" },
-	{ "IPAM_NSP_TLS_SERVER_NAME", "nsp", "no value unless "
-	    "IPAM_NSP_SERVICE is set" },
+	{ "IPAM_NSP_TLS_CA", "/ca.pem", "no value without NSP "
+	    "(IPAM_NSP_SERVICE empty or IPAM_CONDUITS set)",
+	    "IPAM_NSP_SERVICE", "" },
+	{ "IPAM_NSP_TLS_CERT", "/c.pem", "no value without NSP",
+	    "IPAM_NSP_TLS_KEY", "/k.pem", "IPAM_CONDUITS", "a" },
+	{ "IPAM_NSP_TLS_SERVER_NAME", "nsp", "no value without NSP",
+	    "IPAM_NSP_SERVICE", "" },
+	{ "IPAM_NAMESPACE", "ns\n", "a namespace without control" },
 	{ "IPAM_NSP_TLS_SERVER_NAME", "nsp", "no value unless IPAM_NSP_TLS_CA "
 	    "or IPAM_NSP_TLS_CERT is set", "IPAM_NSP_SERVICE", "nsp:7778" },
 	{ "IPAM_NSP_TLS_SERVER_NAME", "a b", "a host name without spaces",
@@ -791,7 +794,7 @@ Test(config, json_defaults)
 		{ "IPAM_PORT", "7777" },
 		{ "IPAM_DATA_SOURCE", "/run/ipam/data/registry.db" },
 		{ "IPAM_TRENCH_NAME", "default" },
-		{ "IPAM_NSP_SERVICE", "" },
+		{ "IPAM_NSP_SERVICE", "nsp-service:7778" },
 		{ "IPAM_PREFIX_IPV4", "169.255.0.0/16" },
 		{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "20" },
 		{ "IPAM_NODE_PREFIX_LENGTH_IPV4", "24" },
@@ -1099,4 +1102,58 @@ Test(config, spiffe_allowed_ids)
 		cr_expect(strstr(err, "unless SPIFFE_ENDPOINT_SOCKET") != NULL,
 		    "%s", err);
 	}
+}
+
+/* IPAM_NSP_SERVICE defaults to Meridio's nsp-service:7778; set but empty
+ * it means no NSP. */
+Test(config, nsp_service_default_and_empty)
+{
+	static const char *const empty[] = { "IPAM_NSP_SERVICE", "", NULL };
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.nsp_service, "nsp-service:7778");
+	cr_assert_eq(c.nconduits, 0);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, empty, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.nsp_service, "");
+	cr_assert_not(c.nsp_ignored);
+	cfg_free(&c);
+}
+
+/* IPAM_CONDUITS selects static conduits and no NSP, whatever
+ * IPAM_NSP_SERVICE says (nsp_ignored tells the supervisor to say so). */
+Test(config, conduits_select_static_and_no_nsp)
+{
+	static const char *const only[] = { "IPAM_CONDUITS", "a,b", NULL };
+	static const char *const both[] = { "IPAM_CONDUITS", "a",
+	    "IPAM_NSP_SERVICE", "nsp-service-trench-a:7778", NULL };
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, only, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.nsp_service, "");
+	cr_assert_eq(c.nconduits, 2);
+	cr_assert_not(c.nsp_ignored);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, both, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.nsp_service, "");
+	cr_assert_eq(c.nconduits, 1);
+	cr_assert(c.nsp_ignored);
+	cfg_free(&c);
+}
+
+/* IPAM_NAMESPACE (set by Meridio's chart and operator) is read, and
+ * nothing else depends on it. */
+Test(config, namespace_read)
+{
+	static const char *const vars[] = { "IPAM_NAMESPACE", "red", NULL };
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.k8s_namespace, "red");
+	cr_assert_str_eq(c.trench, "default");
+	cfg_free(&c);
 }
