@@ -95,7 +95,7 @@ def assert_stopped_for_socket(tc, d, path):
     tc.assertEqual(len(named), 1, d.log_tail())
     tc.assertIn(path, json.dumps(named[0]))
     started = [l for l in lines if l.get("message") == "worker started"
-               and l.get("worker") == "api"]
+               and l.get("extra_data", {}).get("worker") == "api"]
     tc.assertEqual(len(started), 1, "the api worker was restarted")
 
 

@@ -307,9 +307,25 @@ class SpiffeTest(DaemonTest):
                                             "SVID yet"), 1,
                          "one warning per outage")
         self.assertIn("waiting for an SVID", d.log_text())
+        # Meridio's exec probe on the health socket: alive, not ready.
+        self.assertEqual(self.probe(d, "Readiness").returncode, 4,
+                         "the health socket must say NOT_SERVING")
         self.agent.start()
         self.wait_serving(d)
         self.assertTrue(self.allocate(d, "late")["ok"])
+        # Probes carry no certificate: the health socket answers them
+        # once the port serves (SPIFFE guards the port, not the socket).
+        for service in ("Startup", "Readiness", "Liveness"):
+            r = self.probe(d, service)
+            self.assertEqual(r.returncode, 0, "%s: %s" % (service, r.stderr))
+
+    def probe(self, d, service):
+        """grpc_health_probe as Meridio's pods run it, on d's socket."""
+        return subprocess.run(
+            [os.path.join(harness.BIN_DIR, "grpc_health_probe"),
+             "-addr=unix://" + d.env["IPAM_HEALTH_SOCKET"],
+             "-service=" + service], capture_output=True, text=True,
+            timeout=30)
 
     def test_orderly_stop_before_first_svid(self):
         d = self.spiffe_daemon()
