@@ -40,6 +40,10 @@
 #define CFG_DEF_COOLDOWN "0"
 #define CFG_DEF_RENEWAL_REFRESH "0"
 #define CFG_DEF_METRICS_PORT "0"
+#define CFG_DEF_HEALTH_SOCKET "/tmp/health.sock"
+
+/* Longest path of a Unix socket (sun_path less its NUL). */
+#define CFG_SOCK_PATH_MAX 107
 
 /* Longest trench or conduit name (a DNS name's limit, as Kubernetes'). */
 #define CFG_NAME_MAX 253
@@ -462,6 +466,40 @@ cfg_nsp_tls_on(const struct cfg *c)
 	    (c->nsp_tls_ca[0] != '\0' || c->nsp_tls_cert[0] != '\0');
 }
 
+/*
+ * Reads IPAM_HEALTH_SOCKET, the Unix socket of the health service for exec
+ * probes (Meridio's /tmp/health.sock by default). Unlike the other
+ * variables, set but empty means off: a deployment without exec probes
+ * turns the socket off that way. Otherwise an absolute path that fits a
+ * Unix socket address and names a file, not a directory.
+ */
+static int
+cfg_health_socket(struct cfg_ctx *x, struct cfg *c)
+{
+	const char *name = "IPAM_HEALTH_SOCKET";
+	const char *v = x->get(name);
+	size_t len;
+
+	if (v == NULL)
+		v = CFG_DEF_HEALTH_SOCKET;
+	len = strlen(v);
+	if (len > 0 && v[0] != '/')
+		return cfg_fail(x, name, v, "an absolute path such as %s, or "
+		    "empty to turn the health socket off",
+		    CFG_DEF_HEALTH_SOCKET);
+	if (!cfg_no_ctl(v))
+		return cfg_fail(x, name, v, "a path without control "
+		    "characters");
+	if (len > CFG_SOCK_PATH_MAX)
+		return cfg_fail(x, name, v, "a path of at most %d bytes (a "
+		    "Unix socket address)", CFG_SOCK_PATH_MAX);
+	if (len > 0 && v[len - 1] == '/')
+		return cfg_fail(x, name, v, "a socket file name, not a "
+		    "directory");
+	c->health_socket = cfg_dup(x, name, v);
+	return c->health_socket != NULL ? 0 : -1;
+}
+
 /* Reads every variable into c (which starts zeroed). Returns 0 or -1. */
 static int
 cfg_load_all(struct cfg_ctx *x, struct cfg *c)
@@ -551,7 +589,9 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 	}
 	if (cfg_tls(x, c) != 0)
 		return -1;
-	return cfg_nsp_tls(x, c);
+	if (cfg_nsp_tls(x, c) != 0)
+		return -1;
+	return cfg_health_socket(x, c);
 }
 
 int
@@ -593,6 +633,7 @@ cfg_free(struct cfg *c)
 	free(c->nsp_tls_cert);
 	free(c->nsp_tls_key);
 	free(c->nsp_tls_server_name);
+	free(c->health_socket);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -971,7 +1012,9 @@ cfg_to_json(const struct cfg *c)
 	    cfg_json_add(obj, "IPAM_NSP_TLS_KEY",
 	    c->nsp_tls_key ? c->nsp_tls_key : "") != 0 ||
 	    cfg_json_add(obj, "IPAM_NSP_TLS_SERVER_NAME",
-	    c->nsp_tls_server_name ? c->nsp_tls_server_name : "") != 0)
+	    c->nsp_tls_server_name ? c->nsp_tls_server_name : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_HEALTH_SOCKET",
+	    c->health_socket ? c->health_socket : "") != 0)
 		goto done;
 	text = json_object_to_json_string_ext(obj,
 	    JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -1056,6 +1099,10 @@ cfg_help(void)
 	    "certificate (default \"\":\n"
 	    "                                     the host of "
 	    "IPAM_NSP_SERVICE)\n"
+	    "  IPAM_HEALTH_SOCKET                 Unix socket of the health "
+	    "service for probes,\n"
+	    "                                     set but empty = off (default "
+	    CFG_DEF_HEALTH_SOCKET ")\n"
 	    "Durations use Go's syntax (1h30m, 500ms, 1.5s); booleans Go's "
 	    "(true, false, 1, 0, t, f).\n";
 }

@@ -59,6 +59,9 @@ struct cfg {
 	char *nsp_tls_key;		/* IPAM_NSP_TLS_KEY: its private key */
 	char *nsp_tls_server_name;	/* IPAM_NSP_TLS_SERVER_NAME ("" = host
 					 * of IPAM_NSP_SERVICE) */
+	char *health_socket;		/* IPAM_HEALTH_SOCKET, plaintext
+					 * grpc.health.v1 for exec probes
+					 * (/tmp/health.sock; "" = off) */
 };
 
 /*

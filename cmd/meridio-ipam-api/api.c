@@ -29,6 +29,7 @@
  */
 #include "api.h"
 #include "admin.h"
+#include "hsock.h"
 #include "metrics.h"
 
 #include <errno.h>
@@ -133,6 +134,7 @@ struct api_call {
 	bool ended;			/* status sent or send failed */
 	int last_sent;			/* last ServingStatus sent, -1 none */
 	struct api_call *prev, *next;	/* the list of watchers */
+	bool on_hsock;			/* posted on the health socket */
 };
 
 struct api {
@@ -144,6 +146,7 @@ struct api {
 	void *methods[API_GENERIC];	/* registered method handles */
 	struct grpcx_tls *tls;		/* IPAM_TLS_* files, NULL = plaintext */
 	struct admin *adm;		/* Admin service, NULL if it failed */
+	struct hsock *hs;		/* health socket, NULL when off */
 
 	/* gRPC thread only */
 	unsigned live;			/* calls that arrived and are alive */
@@ -228,30 +231,38 @@ api_grpc_log(gpr_log_func_args *args)
 
 /*
  * Posts one request for method m so that the next call to it has a place
- * to land. Unknown methods use the generic request. Returns 0 or -1.
+ * to land. Unknown methods use the generic request. on_hsock: on the
+ * health socket's server (Check, Watch and unknown methods only).
+ * Returns 0 or -1.
  */
 static int
-api_post(struct api *a, enum api_method m)
+api_post_on(struct api *a, enum api_method m, bool on_hsock)
 {
+	grpc_server *srv = on_hsock ? hsock_server(a->hs) : a->server;
+	void *method = NULL;
 	struct api_call *c;
 	grpc_call_error e;
 
+	if (m != API_GENERIC)
+		method = on_hsock ? hsock_method(a->hs, m - API_CHECK) :
+		    a->methods[m];
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return -1;
 	c->api = a;
 	c->method = m;
+	c->on_hsock = on_hsock;
 	c->last_sent = -1;
 	c->status_msg = grpc_empty_slice();
 	grpc_metadata_array_init(&c->md);
 	if (m == API_GENERIC) {
 		grpc_call_details_init(&c->details);
-		e = grpc_server_request_call(a->server, &c->call, &c->details,
+		e = grpc_server_request_call(srv, &c->call, &c->details,
 		    &c->md, a->cq, a->cq, api_tag(c, API_TAG_NEW));
 	} else {
-		e = grpc_server_request_registered_call(a->server,
-		    a->methods[m], &c->call, &c->deadline, &c->md, &c->payload,
-		    a->cq, a->cq, api_tag(c, API_TAG_NEW));
+		e = grpc_server_request_registered_call(srv, method, &c->call,
+		    &c->deadline, &c->md, &c->payload, a->cq, a->cq,
+		    api_tag(c, API_TAG_NEW));
 	}
 	if (e != GRPC_CALL_OK) {
 		if (m == API_GENERIC)
@@ -262,6 +273,13 @@ api_post(struct api *a, enum api_method m)
 	}
 	a->posted++;
 	return 0;
+}
+
+/* Posts one request for method m on the port's server. */
+static int
+api_post(struct api *a, enum api_method m)
+{
+	return api_post_on(a, m, false);
 }
 
 static void
@@ -720,7 +738,7 @@ api_on_new(struct api *a, struct api_call *c)
 {
 	char msg[300];
 
-	if (!a->stopping && api_post(a, c->method) < 0)
+	if (!a->stopping && api_post_on(a, c->method, c->on_hsock) < 0)
 		log_error("cannot post a request for %s",
 		    c->method < API_GENERIC ? api_paths[c->method] : "generic");
 	a->live++;
@@ -762,6 +780,8 @@ api_dispatch(struct api *a, void *tag, bool success)
 		a->shutdown_done = true;
 		return;
 	}
+	if (hsock_take_tag(a->hs, tag))
+		return;
 	kind = (enum api_tag)((uintptr_t)tag & 3u);
 	c = (struct api_call *)((uintptr_t)tag & ~(uintptr_t)3u);
 	switch (kind) {
@@ -807,6 +827,7 @@ api_begin_stop(struct api *a)
 	log_info("stopping: draining calls in flight");
 	a->stopping = true;
 	grpc_server_shutdown_and_notify(a->server, a->cq, &api_shutdown_tag);
+	hsock_begin_stop(a->hs);
 	/* its queues do not poll: this thread makes its shutdown progress */
 	admin_begin_stop(a->adm);
 	api_watch_all(a);
@@ -825,6 +846,7 @@ api_cancel_rest(struct api *a)
 
 	log_warn("drain time over: cancelling %u calls", a->live);
 	grpc_server_cancel_all_calls(a->server);
+	hsock_cancel_all(a->hs);
 	pthread_mutex_lock(&a->mu);
 	v = api_take_all_locked(a, &n);
 	pthread_mutex_unlock(&a->mu);
@@ -872,7 +894,8 @@ api_loop(struct api *a)
 		}
 		if (!a->stopping)
 			continue;
-		if (a->shutdown_done && a->live == 0 && a->posted == 0)
+		if (a->shutdown_done && hsock_stopped(a->hs) && a->live == 0 &&
+		    a->posted == 0)
 			return true;
 		if (!cancelled && api_now_ms() >= drain_end) {
 			cancelled = true;
@@ -1330,6 +1353,42 @@ api_server_creds(struct api *a)
 	return creds;
 }
 
+/*
+ * The health socket (IPAM_HEALTH_SOCKET): Check, Watch and nothing else,
+ * plaintext, on the completion queue of the port, so that both answer
+ * from the same state. It serves (NOT_SERVING) before the port is up.
+ * A socket another process serves, or a path that cannot be used, stops
+ * the daemon (exit 78: a restart would meet the same socket), with one
+ * line naming the variable. Returns 0 or -1 (cannot post, logged).
+ */
+static int
+api_hsock_start(struct api *a)
+{
+	const char *path = a->cfg->health_socket;
+	char err[512];
+	enum hsock_rc rc;
+
+	if (path == NULL || path[0] == '\0') {
+		log_info("health socket off (IPAM_HEALTH_SOCKET is empty)");
+		return 0;
+	}
+	rc = hsock_open(path, a->cq, &api_paths[API_CHECK], 2, &a->hs, err,
+	    sizeof(err));
+	if (rc != HSOCK_OK) {
+		log_kv(LOGL_ERROR, rc == HSOCK_LIVE ? "IPAM_HEALTH_SOCKET is "
+		    "in use: stopping" : "IPAM_HEALTH_SOCKET cannot be served: "
+		    "stopping", "path", path, "error", err, NULL);
+		_exit(IPCMSG_EXIT_PERMANENT);
+	}
+	hsock_start(a->hs);
+	for (int m = API_CHECK; m < API_NMETHODS; m++)
+		for (int i = 0; i < API_POSTED_OTHER; i++)
+			if (api_post_on(a, (enum api_method)m, true) < 0)
+				return -1;
+	log_kv(LOGL_INFO, "health socket listening", "path", path, NULL);
+	return 0;
+}
+
 /* Creates, binds and starts the server. Returns 0 or -1 (logged). */
 static int
 api_server_start(struct api *a)
@@ -1355,6 +1414,8 @@ api_server_start(struct api *a)
 		a->methods[m] = grpc_server_register_method(a->server,
 		    api_paths[m], NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
 		    0);
+	if (api_hsock_start(a) < 0)
+		return -1;
 	snprintf(addr, sizeof(addr), "[::]:%u", a->cfg->port);
 	port = grpc_server_add_http2_port(a->server, addr, creds);
 	grpc_server_credentials_release(creds);
@@ -1390,11 +1451,14 @@ api_server_destroy(struct api *a)
 	do {
 		ev = grpc_completion_queue_next(a->cq,
 		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-		if (ev.type == GRPC_OP_COMPLETE && ev.tag != &api_shutdown_tag)
+		if (ev.type == GRPC_OP_COMPLETE && ev.tag != &api_shutdown_tag &&
+		    !hsock_take_tag(a->hs, ev.tag))
 			api_call_free((struct api_call *)((uintptr_t)ev.tag &
 			    ~(uintptr_t)3u));
 	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
 	grpc_server_destroy(a->server);
+	hsock_free(a->hs);
+	a->hs = NULL;
 	grpc_completion_queue_destroy(a->cq);
 }
 
@@ -1452,6 +1516,8 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 			grpc_server_shutdown_and_notify(a->server, a->cq,
 			    &api_shutdown_tag);
 			grpc_server_cancel_all_calls(a->server);
+			hsock_begin_stop(a->hs);
+			hsock_cancel_all(a->hs);
 			api_server_destroy(a);
 		}
 		goto out_grpc;

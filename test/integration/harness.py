@@ -381,6 +381,9 @@ class Daemon:
             "IPAM_CONDUITS": conduits or "",
             "IPAM_GRPC_MAX_BACKOFF": "1s",
             "TMPDIR": self.tmp_dir(),
+            # A health socket of its own: the default /tmp/health.sock
+            # would be shared by every daemon of a parallel test run.
+            "IPAM_HEALTH_SOCKET": os.path.join(self.rt_dir, "health.sock"),
         })
         self.env.update(env or {})
         self.proc = None

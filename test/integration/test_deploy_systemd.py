@@ -230,7 +230,9 @@ class Sandbox(Base):
         os.mkdir(rt)
         env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(port),
                "IPAM_DATA_SOURCE": os.path.join(data, "registry.db"),
-               "XDG_RUNTIME_DIR": rt, "IPAM_CONDUITS": "lb", "IPAM_LOG_LEVEL": "INFO"}
+               "XDG_RUNTIME_DIR": rt, "IPAM_CONDUITS": "lb", "IPAM_LOG_LEVEL": "INFO",
+               # the unit's Environment= puts it in the runtime directory
+               "IPAM_HEALTH_SOCKET": os.path.join(rt, "health.sock")}
         trace = os.path.join(self.tmp, "strace.log")
         logpath = os.path.join(self.tmp, "daemon.log")
         log = open(logpath, "w")
@@ -399,7 +401,7 @@ class Install(Base):
         env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(port),
                "IPAM_DATA_SOURCE": os.path.join(data, "registry.db"),
                "XDG_RUNTIME_DIR": self.tmp, "IPAM_CONDUITS": "lb",
-               "IPAM_LOG_LEVEL": "INFO"}
+               "IPAM_LOG_LEVEL": "INFO", "IPAM_HEALTH_SOCKET": ""}
         logpath = os.path.join(data, "daemon.log")
         log = open(logpath, "w")
         self.addCleanup(log.close)

@@ -684,7 +684,8 @@ class NspWorkerTest(unittest.TestCase):
         env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(free_port()),
                "IPAM_DATA_SOURCE": os.path.join(d, "registry.db"),
                "XDG_RUNTIME_DIR": d, "IPAM_LOG_LEVEL": "INFO",
-               "IPAM_NSP_SERVICE": "127.0.0.1:%d" % free_port()}
+               "IPAM_NSP_SERVICE": "127.0.0.1:%d" % free_port(),
+               "IPAM_HEALTH_SOCKET": ""}
         logpath = os.path.join(d, "daemon.log")
         with open(logpath, "w") as log:
             proc = subprocess.Popen([os.path.join(d, "meridio-ipam")], env=env,

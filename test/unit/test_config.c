@@ -101,6 +101,7 @@ Test(config, every_default)
 	cr_assert_str_eq(c.tls_cert, "");
 	cr_assert_str_eq(c.tls_key, "");
 	cr_assert_str_eq(c.tls_ca, "");
+	cr_assert_str_eq(c.health_socket, "/tmp/health.sock");
 	cr_assert_str_eq(err, "");
 	cfg_free(&c);
 	cr_assert(tc_zero(&c));
@@ -168,6 +169,7 @@ Test(config, every_variable_set)
 		"IPAM_NSP_TLS_CERT", "/etc/ipam/nsp.crt",
 		"IPAM_NSP_TLS_KEY", "/etc/ipam/nsp.key",
 		"IPAM_NSP_TLS_SERVER_NAME", "nsp.trench-a.svc",
+		"IPAM_HEALTH_SOCKET", "/run/ipam/health.sock",
 		NULL,
 	};
 	struct cfg c;
@@ -207,6 +209,7 @@ Test(config, every_variable_set)
 	cr_assert_str_eq(c.nsp_tls_key, "/etc/ipam/nsp.key");
 	cr_assert_str_eq(c.nsp_tls_server_name, "nsp.trench-a.svc");
 	cr_assert(cfg_nsp_tls_on(&c));
+	cr_assert_str_eq(c.health_socket, "/run/ipam/health.sock");
 	cfg_free(&c);
 }
 
@@ -450,6 +453,15 @@ static const struct tc_bad tc_bads[] = {
 	    "IPAM_NSP_SERVICE", "nsp:7778", "IPAM_NSP_TLS_CA", "/ca.pem" },
 	{ "IPAM_NSP_TLS_CA", "/c\n", "a file path without control",
 	    "IPAM_NSP_SERVICE", "nsp:7778" },
+	{ "IPAM_HEALTH_SOCKET", "tmp/health.sock", "an absolute path" },
+	{ "IPAM_HEALTH_SOCKET", "unix:///tmp/health.sock", "an absolute path" },
+	{ "IPAM_HEALTH_SOCKET", "/tmp/h\n.sock", "without control" },
+	{ "IPAM_HEALTH_SOCKET", "/tmp/"
+	    "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+	    "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+	    ".sock", "at most 107 bytes" },
+	{ "IPAM_HEALTH_SOCKET", "/tmp/", "a socket file name" },
+	{ "IPAM_HEALTH_SOCKET", "/", "a socket file name" },
 };
 #pragma GCC diagnostic pop
 
@@ -805,6 +817,7 @@ Test(config, json_defaults)
 		{ "IPAM_NSP_TLS_CERT", "" },
 		{ "IPAM_NSP_TLS_KEY", "" },
 		{ "IPAM_NSP_TLS_SERVER_NAME", "" },
+		{ "IPAM_HEALTH_SOCKET", "/tmp/health.sock" },
 	};
 	struct json_object *obj;
 	struct cfg c;
@@ -892,6 +905,7 @@ Test(config, help_lists_every_variable_and_default)
 		"IPAM_METRICS_PORT", "IPAM_TLS_CERT", "IPAM_TLS_KEY",
 		"IPAM_TLS_CA", "IPAM_NSP_TLS_CA", "IPAM_NSP_TLS_CERT",
 		"IPAM_NSP_TLS_KEY", "IPAM_NSP_TLS_SERVER_NAME",
+		"IPAM_HEALTH_SOCKET", "/tmp/health.sock",
 	};
 	const char *h = cfg_help();
 
@@ -925,4 +939,41 @@ Test(config, nsp_tls_on_with_ca_or_certificate)
 		cr_expect_eq(cfg_nsp_tls_on(&c), on[i], "case %zu", i);
 		cfg_free(&c);
 	}
+}
+
+/*
+ * IPAM_HEALTH_SOCKET set but empty turns the health socket off: unlike the
+ * other variables, empty is not the default. It stays off through --debug
+ * and back, and the longest path that fits a Unix socket is taken.
+ */
+Test(config, health_socket_empty_is_off)
+{
+	static const char *const off[] = { "IPAM_HEALTH_SOCKET", "", NULL };
+	static const char *const longest[] = { "IPAM_HEALTH_SOCKET", "/"
+	    "ssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+	    "ssssssssssssssssssssssssssssssssssssssssssssssssssss", NULL };
+	const char *back[] = { "IPAM_HEALTH_SOCKET", NULL, NULL };
+	struct json_object *obj, *v;
+	struct cfg c;
+	char err[256], *text;
+
+	cr_assert_eq(tc_load(&c, off, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.health_socket, "");
+	text = cfg_to_json(&c);
+	cr_assert_not_null(text);
+	obj = json_tokener_parse(text);
+	cr_assert(json_object_object_get_ex(obj, "IPAM_HEALTH_SOCKET", &v));
+	cr_assert_str_eq(json_object_get_string(v), "");
+	back[1] = json_object_get_string(v);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, back, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.health_socket, "");
+	cfg_free(&c);
+	json_object_put(obj);
+	free(text);
+
+	cr_assert_eq(strlen(longest[1]), 107);
+	cr_assert_eq(tc_load(&c, longest, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.health_socket, longest[1]);
+	cfg_free(&c);
 }
