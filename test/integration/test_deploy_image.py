@@ -264,7 +264,8 @@ FS_GROUP = 3000
 # The environment Meridio's operator writes into the ipam container
 # (config/templates/charts/meridio/deployment/ipam.yaml filled by
 # pkg/controllers/trench/ipam.go) for trench-a in namespace "red", with
-# LOG_LEVEL DEBUG as the operator's own deployment sets it. IPAM_PORT and
+# LOG_LEVEL DEBUG and GRPC_PROBE_RPC_TIMEOUT 1s as the operator's own
+# deployment (config/operator/operator.yaml) sets them. IPAM_PORT and
 # IPAM_NSP_SERVICE are replaced by loopback addresses (a free port, the fake
 # NSP); SPIFFE_ENDPOINT_SOCKET is left out (no SPIRE agent here).
 OPERATOR_ENV = {
@@ -281,6 +282,7 @@ OPERATOR_ENV = {
     "IPAM_NODE_PREFIX_LENGTH_IPV6": "64",
     "IPAM_IP_FAMILY": "dualstack",
     "IPAM_LOG_LEVEL": "DEBUG",
+    "IPAM_GRPC_PROBE_RPC_TIMEOUT": "1s",
     # Service links (Meridio's pods keep them): the kubelet adds these for
     # the Services of the namespace; the daemon must ignore them.
     "IPAM_SERVICE_TRENCH_A_SERVICE_HOST": "10.96.0.20",
