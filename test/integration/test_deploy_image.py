@@ -10,11 +10,11 @@ ImageBuild (real): podman builds the Dockerfile with the vfs driver and chroot
 isolation on a debian:bookworm base made by debootstrap (scripts/tools.sh
 --image), then the image is checked from the outside (its configuration),
 mounted, and run as a Meridio pod runs it: as the image's USER with
-Meridio's fsGroup as a supplementary group, on a read-only root with a
-memory /tmp and a data volume owned by root:fsGroup mode 2775, with the
-environment Meridio's operator writes; the probe commands of this chart and
-of Meridio's operator, run in the image, must exit 0 once it serves (about a
-minute and a half, most of it podman build).
+Meridio's fsGroup as a supplementary group, on a read-only root with a /tmp
+shared with the probes and a data volume owned by root:fsGroup mode 2775,
+with the environment Meridio's operator writes; the probe commands of this
+chart and of Meridio's operator, run in the image, must exit 0 once it
+serves (one to two minutes, most of it podman build).
 """
 import json
 import os
