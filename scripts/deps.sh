@@ -5,7 +5,8 @@
 #
 #   scripts/deps.sh [PACKAGE...]       build + test groups, plus PACKAGEs
 #   scripts/deps.sh --only GROUP...    only these groups (build, runtime, test)
-#   scripts/deps.sh --list GROUP...    print their packages, one a line
+#   scripts/deps.sh --list [GROUP...]  print their packages (default: build
+#                                      and test), one a line
 #
 # Checks which packages are missing. As root, installs them with apt-get
 # (--no-install-recommends); otherwise prints the exact command to run and
@@ -53,6 +54,7 @@ case "${1:-}" in
 --list)
 	mode=--list
 	shift
+	[ $# -gt 0 ] || set -- build test
 	pkgs=$(groups_of "$@")
 	# shellcheck disable=SC2086
 	printf '%s\n' $pkgs
@@ -62,7 +64,7 @@ case "${1:-}" in
 	shift
 	PKGS=$(groups_of "$@") ;;
 -h|--help)
-	sed -n '2,12s/^# \{0,1\}//p' "$0"
+	sed -n '2,13s/^# \{0,1\}//p' "$0"
 	exit 0 ;;
 -*)
 	echo "deps: unknown option '$1'" >&2

@@ -300,10 +300,14 @@ probe_read_pem(const char *path, char *err, size_t errlen)
 	}
 	n = fread(buf, 1, PROBE_MAX_PEM + 1, f);
 	fclose(f);
-	if (n > PROBE_MAX_PEM || strstr((buf[n] = '\0', buf), "-----BEGIN ")
-	    == NULL) {
-		snprintf(err, errlen, "%s: %s", path, n > PROBE_MAX_PEM ?
-		    "larger than 1 MiB" : "no PEM data");
+	if (n > PROBE_MAX_PEM) {
+		snprintf(err, errlen, "%s: larger than 1 MiB", path);
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	if (strstr(buf, "-----BEGIN ") == NULL) {
+		snprintf(err, errlen, "%s: no PEM data", path);
 		free(buf);
 		return NULL;
 	}
@@ -321,23 +325,24 @@ probe_no_verify_creds(const struct probe_opts *o, char *err, size_t errlen)
 	grpc_tls_certificate_verifier *v;
 	grpc_tls_certificate_provider *p;
 	grpc_tls_identity_pairs *pairs;
-	char *cert, *key;
+	char *cert = NULL, *key = NULL;
 
+	/* files first: gRPC 1.51 has no way to free unused options */
+	if (o->cert[0] != '\0') {
+		cert = probe_read_pem(o->cert, err, errlen);
+		key = cert != NULL ? probe_read_pem(o->key, err, errlen) : NULL;
+		if (key == NULL) {
+			free(cert);
+			return NULL;
+		}
+	}
 	opts = grpc_tls_credentials_options_create();
 	grpc_tls_credentials_options_set_verify_server_cert(opts, 0);
 	grpc_tls_credentials_options_set_check_call_host(opts, 0);
 	v = grpc_tls_certificate_verifier_no_op_create();
 	grpc_tls_credentials_options_set_certificate_verifier(opts, v);
 	grpc_tls_certificate_verifier_release(v);
-	if (o->cert[0] != '\0') {
-		cert = probe_read_pem(o->cert, err, errlen);
-		key = cert != NULL ? probe_read_pem(o->key, err, errlen) : NULL;
-		if (key == NULL) {
-			free(cert);
-			grpc_channel_credentials_release(
-			    grpc_tls_credentials_create(opts));
-			return NULL;
-		}
+	if (cert != NULL) {
 		pairs = grpc_tls_identity_pairs_create();
 		grpc_tls_identity_pairs_add_pair(pairs, key, cert);
 		free(cert);

@@ -612,7 +612,7 @@ static int
 admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
     size_t errlen)
 {
-	grpc_arg arg;
+	grpc_arg arg[2];
 	grpc_channel_args args;
 	grpc_server_credentials *creds;
 	char addr[sizeof(ad->sock_path) + 8];
@@ -620,11 +620,15 @@ admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
 	mode_t old;
 	int port;
 
-	arg.type = GRPC_ARG_INTEGER;
-	arg.key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	arg.value.integer = ADMIN_MAX_MESSAGE;
-	args.num_args = 1;
-	args.args = &arg;
+	arg[0].type = GRPC_ARG_INTEGER;
+	arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	arg[0].value.integer = ADMIN_MAX_MESSAGE;
+	/* No shared listeners, as on IPAM_PORT (api.c). */
+	arg[1].type = GRPC_ARG_INTEGER;
+	arg[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+	arg[1].value.integer = 0;
+	args.num_args = 2;
+	args.args = arg;
 	/* The admin thread waits on queues that do not poll: the gRPC
 	 * thread of the API polls all connections, ours included (it
 	 * accepts through poll_cq). As a second poller the admin thread took

@@ -32,6 +32,7 @@
 #include "hsock.h"
 #include "metrics.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <malloc.h>
 #include <poll.h>
@@ -57,6 +58,7 @@
 #include "ipam/v1/ipam.pb-c.h"
 #include "ipcmsg.h"
 #include "log.h"
+#include "portowner.h"
 #include "validate.h"
 
 #define API_MAX_INFLIGHT 4096	/* calls alive at once; more: EXHAUSTED */
@@ -68,6 +70,7 @@
 #define API_PING_MS 1000	/* ping and heartbeat period */
 #define API_PONG_MAX_MS 2500	/* no pong for this long: NOT_SERVING */
 #define API_RECONNECT_MS 100	/* delay between connection attempts */
+#define API_PORT_TAKEN (-2)	/* api_server_start: IPAM_PORT not free */
 #define API_DEFAULT_WAIT_MS 30000	/* wait_ms when the client set no deadline */
 #define API_DEADLINE_MARGIN_MS 20	/* answer this much before the deadline */
 #define API_EXPIRE_SLACK_MS 5000	/* no deadline: give up on a silent db
@@ -175,6 +178,8 @@ struct api {
 static int api_shutdown_tag;		/* tag of shutdown_and_notify */
 /* Set by the gRPC log hook: the listener gave up accepting. */
 static atomic_bool api_accept_dead;
+/* True while binding IPAM_PORT: gRPC's own lines about it are DEBUG. */
+static atomic_bool api_binding;
 
 #define HEALTH_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define HEALTH_NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
@@ -217,7 +222,9 @@ api_grpc_log(gpr_log_func_args *args)
 {
 	enum log_level l = LOGL_DEBUG;
 
-	if (args->severity == GPR_LOG_SEVERITY_ERROR)
+	if (atomic_load(&api_binding))
+		l = LOGL_DEBUG;	/* a failed bind is told in one line of ours */
+	else if (args->severity == GPR_LOG_SEVERITY_ERROR)
 		l = LOGL_ERROR;
 	else if (args->severity == GPR_LOG_SEVERITY_INFO)
 		l = LOGL_INFO;
@@ -897,6 +904,14 @@ api_loop(struct api *a)
 		if (a->shutdown_done && hsock_stopped(a->hs) && a->live == 0 &&
 		    a->posted == 0)
 			return true;
+		/* Nothing in flight and the queue idle for a tick: only idle
+		 * connections hold the shutdown back (gRPC waits for their
+		 * clients to leave); close them now. */
+		if (!cancelled && a->live == 0 && ev.type == GRPC_QUEUE_TIMEOUT) {
+			cancelled = true;
+			grpc_server_cancel_all_calls(a->server);
+			hsock_cancel_all(a->hs);
+		}
 		if (!cancelled && api_now_ms() >= drain_end) {
 			cancelled = true;
 			api_cancel_rest(a);
@@ -913,7 +928,7 @@ api_loop(struct api *a)
 /* State of the db thread (only it touches this). */
 struct api_db {
 	struct api *a;			/* the worker */
-	int sig_fd;			/* signalfd of SIGTERM and SIGINT */
+	int sig_fd;			/* signalfd of SIGTERM */
 	int64_t next_connect_ms;	/* when to try connecting again */
 	int64_t next_ping_ms;		/* when to ping and report next */
 	int64_t last_pong_ms;		/* when the last ping was answered */
@@ -1354,12 +1369,35 @@ api_server_creds(struct api *a)
 }
 
 /*
+ * Says in one line why IPAM_PORT cannot be listened on, naming the process
+ * that holds it where /proc tells. A port in use is permanent: a restart
+ * of the worker cannot free it.
+ */
+static void
+api_port_failed(const struct api *a, const char *addr)
+{
+	char what[96], who[96] = "", holder[160] = "";
+	int e = portowner_bind_errno(a->cfg->port);
+
+	snprintf(what, sizeof(what), "IPAM_PORT=%u: %s", a->cfg->port,
+	    e != 0 ? strerror(e) : "cannot listen");
+	what[strcspn(what, ":") + 2] = (char)tolower(
+	    (unsigned char)what[strcspn(what, ":") + 2]);
+	if (e == EADDRINUSE && portowner_find(a->cfg->port, who, sizeof(who)))
+		snprintf(holder, sizeof(holder), "%s listens on it", who);
+	else if (e == EADDRINUSE)
+		snprintf(holder, sizeof(holder), "another process listens on it");
+	log_kv(LOGL_ERROR, what, "address", addr, "holder",
+	    holder[0] != '\0' ? holder : NULL, NULL);
+}
+
+/*
  * The health socket (IPAM_HEALTH_SOCKET): Check, Watch and nothing else,
  * plaintext, on the completion queue of the port, so that both answer
- * from the same state. It serves (NOT_SERVING) before the port is up.
- * A socket another process serves, or a path that cannot be used, stops
- * the daemon (exit 78: a restart would meet the same socket), with one
- * line naming the variable. Returns 0 or -1 (cannot post, logged).
+ * from the same state (NOT_SERVING until the db worker answers). A socket
+ * another process serves, or a path that cannot be used, stops the daemon
+ * (exit 78: a restart would meet the same socket), with one line naming
+ * the variable. Returns 0 or -1 (cannot post, logged).
  */
 static int
 api_hsock_start(struct api *a)
@@ -1383,17 +1421,25 @@ api_hsock_start(struct api *a)
 	hsock_start(a->hs);
 	for (int m = API_CHECK; m < API_NMETHODS; m++)
 		for (int i = 0; i < API_POSTED_OTHER; i++)
-			if (api_post_on(a, (enum api_method)m, true) < 0)
+			if (api_post_on(a, (enum api_method)m, true) < 0) {
+				log_error("cannot post a request on the health "
+				    "socket");
 				return -1;
+			}
 	log_kv(LOGL_INFO, "health socket listening", "path", path, NULL);
 	return 0;
 }
 
-/* Creates, binds and starts the server. Returns 0 or -1 (logged). */
+/*
+ * Creates, binds and starts the server. SO_REUSEPORT is off (gRPC turns it
+ * on by default): a second instance on the same port would otherwise bind
+ * too and the kernel would split clients between two daemons that hand out
+ * the same addresses. Returns 0, -1 (logged), or API_PORT_TAKEN.
+ */
 static int
 api_server_start(struct api *a)
 {
-	grpc_arg arg;
+	grpc_arg arg[2];
 	grpc_channel_args args;
 	grpc_server_credentials *creds;
 	char addr[32];
@@ -1402,11 +1448,14 @@ api_server_start(struct api *a)
 	creds = api_server_creds(a);
 	if (creds == NULL)
 		return -1;
-	arg.type = GRPC_ARG_INTEGER;
-	arg.key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	arg.value.integer = API_MAX_MESSAGE;
-	args.num_args = 1;
-	args.args = &arg;
+	arg[0].type = GRPC_ARG_INTEGER;
+	arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	arg[0].value.integer = API_MAX_MESSAGE;
+	arg[1].type = GRPC_ARG_INTEGER;
+	arg[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+	arg[1].value.integer = 0;
+	args.num_args = 2;
+	args.args = arg;
 	a->server = grpc_server_create(&args, NULL);
 	a->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(a->server, a->cq, NULL);
@@ -1417,11 +1466,13 @@ api_server_start(struct api *a)
 	if (api_hsock_start(a) < 0)
 		return -1;
 	snprintf(addr, sizeof(addr), "[::]:%u", a->cfg->port);
+	atomic_store(&api_binding, true);
 	port = grpc_server_add_http2_port(a->server, addr, creds);
+	atomic_store(&api_binding, false);
 	grpc_server_credentials_release(creds);
 	if (port == 0) {
-		log_kv(LOGL_ERROR, "cannot listen", "address", addr, NULL);
-		return -1;
+		api_port_failed(a, addr);
+		return API_PORT_TAKEN;
 	}
 	grpc_server_start(a->server);
 	for (int m = 0; m < API_NMETHODS; m++) {
@@ -1496,7 +1547,6 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
 	d.sig_fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
 	a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (d.sig_fd < 0 || a->wake_fd < 0)
@@ -1510,7 +1560,8 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	    db_path, err, sizeof(err))) == NULL)
 		log_kv(LOGL_ERROR, "cannot serve metrics: endpoint off", "error",
 		    err, NULL);
-	if (api_server_start(a) < 0) {
+	if ((rc = api_server_start(a)) < 0) {
+		rc = rc == API_PORT_TAKEN ? IPCMSG_EXIT_PERMANENT : 1;
 		if (a->server != NULL) {
 			a->stopping = true;
 			grpc_server_shutdown_and_notify(a->server, a->cq,

@@ -83,7 +83,6 @@ main(int argc, char **argv)
 	signal(SIGXFSZ, SIG_IGN);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	status_fd = fcntl(IPCMSG_SUPERVISOR_FD, F_GETFD) != -1 ?
 	    IPCMSG_SUPERVISOR_FD : -1;

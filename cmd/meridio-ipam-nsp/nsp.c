@@ -494,8 +494,7 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 
 		if (pfd[0].revents & POLLIN) {
 			while (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
-				if (si.ssi_signo == SIGTERM ||
-				    si.ssi_signo == SIGINT) {
+				if (si.ssi_signo == SIGTERM) {
 					log_kv(LOGL_INFO, "stopping", "signal",
 					    strsignal((int)si.ssi_signo), NULL);
 					running = false;

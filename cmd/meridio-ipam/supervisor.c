@@ -215,7 +215,7 @@ sv_exec_wrapped(const struct sv *sv, const struct sv_worker *w)
 
 /*
  * In the child between fork and exec: die with the supervisor, no new
- * privileges, default signals, and exactly fds 0-2, 3 (status channel)
+ * privileges, default signals but SIGINT ignored, and exactly fds 0-2, 3 (status channel)
  * and, for the db worker, 4 (listening socket). Sources are first moved
  * above 10 so that dup2 onto 3 and 4 cannot clobber one another.
  */
@@ -234,6 +234,12 @@ sv_child(const struct sv *sv, const struct sv_worker *w, int chan,
 		_exit(127);
 	for (int sig = 1; sig < NSIG; sig++)
 		sigaction(sig, &sa, NULL);
+	/* A terminal's Ctrl-C reaches the whole foreground process group;
+	 * only the supervisor acts on it (the orderly stop, in order). An
+	 * ignored signal stays ignored across exec and never reaches the
+	 * workers' signalfd; SIGTERM from the supervisor still does. */
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGINT, &sa, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	a = fcntl(chan, F_DUPFD, 10);

@@ -92,6 +92,49 @@ def make_tmpdir(prefix="ipam-it-"):
     return tempfile.mkdtemp(prefix=prefix, dir=TEST_TMP)
 
 
+def reachable_tmpdir(prefix="ipam-any-"):
+    """A fresh directory under /tmp that every user may enter (0755), for
+    tests that run the daemon as another user: the checkout (and so
+    IPAM_TEST_TMP) may sit under a directory only root can enter, such as
+    root's home or a `mktemp -d`. The caller removes it."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+def _reachable_by_all(path):
+    """True if every directory from / down to path lets others through."""
+    p = os.path.abspath(path)
+    while True:
+        if not os.stat(p).st_mode & 0o001:
+            return False
+        if p == "/":
+            return True
+        p = os.path.dirname(p)
+
+
+_bin_copy = []
+
+
+def reachable_bin_dir():
+    """BIN_DIR when every user can reach it; else a copy of its programs in
+    a reachable directory under /tmp (made once per test process, removed
+    when it exits), so that another user can run the daemon, whose
+    supervisor starts the workers that lie beside it."""
+    if _reachable_by_all(BIN_DIR):
+        return BIN_DIR
+    if not _bin_copy:
+        d = reachable_tmpdir("ipam-bin-")
+        for name in os.listdir(BIN_DIR):
+            src = os.path.join(BIN_DIR, name)
+            if os.path.isfile(src):
+                shutil.copy2(src, os.path.join(d, name))
+        import atexit
+        atexit.register(shutil.rmtree, d, True)
+        _bin_copy.append(d)
+    return _bin_copy[0]
+
+
 def poll(predicate, timeout, interval=0.05, what="condition"):
     """Calls predicate() until it returns a true value, at most timeout s.
 

@@ -191,6 +191,9 @@ class RuntimeLibraries(unittest.TestCase):
         self.assertIn("cmake", deps_group("build"))
         self.assertIn("python3-grpcio", deps_group("test"))
         self.assertEqual(run(["sh", str(DEPS), "--list", "nope"]).returncode, 2)
+        # No group: build and test, what make installs and test_build_deps reads.
+        default = run(["sh", str(DEPS), "--list"]).stdout.split()
+        self.assertEqual(default, deps_group("build") + deps_group("test"))
 
     def test_runtime_packages_cover_ldd(self):
         pkgs = installed_packages()

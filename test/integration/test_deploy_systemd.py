@@ -18,6 +18,8 @@ import time
 import unittest
 from pathlib import Path
 
+import harness
+
 TOP = Path(__file__).resolve().parents[2]
 UNIT = TOP / "systemd" / "meridio-ipam.service"
 ENV_EXAMPLE = TOP / "systemd" / "meridio-ipam.env"
@@ -224,6 +226,10 @@ class Sandbox(Base):
         self.assertIn("openat", allowed)
         self.assertNotIn("setuid", allowed)
         port = free_port()
+        # The daemon's user must reach its files and program even when the
+        # checkout sits under a directory only root can enter.
+        self.tmp = harness.reachable_tmpdir("deploy-sd-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         data = os.path.join(self.tmp, "data")
         rt = os.path.join(self.tmp, "rt")
         os.mkdir(data)
@@ -233,6 +239,7 @@ class Sandbox(Base):
                "XDG_RUNTIME_DIR": rt, "IPAM_CONDUITS": "lb", "IPAM_LOG_LEVEL": "INFO",
                # the unit's Environment= puts it in the runtime directory
                "IPAM_HEALTH_SOCKET": os.path.join(rt, "health.sock")}
+        exe = os.path.join(harness.reachable_bin_dir(), "meridio-ipam")
         trace = os.path.join(self.tmp, "strace.log")
         logpath = os.path.join(self.tmp, "daemon.log")
         log = open(logpath, "w")
@@ -246,7 +253,7 @@ class Sandbox(Base):
         proc = subprocess.Popen(["setpriv", f"--reuid={DYN_UID}", f"--regid={DYN_UID}",
                                  "--clear-groups", "--no-new-privs",
                                  "strace", "-f", "-qq", "-s", "256", "-o", trace,
-                                 str(BIN / "meridio-ipam")],
+                                 exe],
                                 preexec_fn=lambda: os.umask(0o077),
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
         self.addCleanup(Install.stop, proc)

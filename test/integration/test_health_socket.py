@@ -8,6 +8,7 @@ client is Debian's python3-grpcio over the socket.
 
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -258,8 +259,11 @@ class NonRoot(DaemonTest):
     UID = 10004
 
     def as_user(self):
-        """A daemon to be run as UID, its socket in a sticky 1777 dir."""
-        d = harness.Daemon()
+        """A daemon to be run as UID, its socket in a sticky 1777 dir. Its
+        files and programs are where UID can reach them."""
+        top = harness.reachable_tmpdir("ipam-hs-")
+        self.addCleanup(shutil.rmtree, top, True)
+        d = harness.Daemon(data_dir=top)
         self._daemons.append(d)
         tmp = os.path.join(d.rt_dir, "tmp")
         os.mkdir(tmp)
@@ -273,7 +277,7 @@ class NonRoot(DaemonTest):
             f.write('#!/bin/sh\nexec setpriv --reuid=%d --regid=%d --clear-groups '
                     '--no-new-privs "%s"\n'
                     % (self.UID, self.UID,
-                       os.path.join(harness.BIN_DIR, harness.SUPERVISOR)))
+                       os.path.join(harness.reachable_bin_dir(), harness.SUPERVISOR)))
         os.chmod(script, 0o755)
         d.bin = script
         return d, d.env["IPAM_HEALTH_SOCKET"]
@@ -283,6 +287,13 @@ class NonRoot(DaemonTest):
         d.start()
         self.assertEqual(os.lstat(path).st_uid, self.UID)
         self.assertEqual(check_once(path, "Readiness"), "SERVING")
+        # the exec probe runs as the same user, as in the pod
+        probe = os.path.join(harness.reachable_bin_dir(), "grpc_health_probe")
+        r = subprocess.run(["setpriv", "--reuid=%d" % self.UID, "--regid=%d" % self.UID,
+                            "--clear-groups", probe, "-addr=unix://" + path,
+                            "-service=Startup"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
         rc, _ = d.stop()
         self.assertEqual(rc, 0, d.log_tail())
         self.assertFalse(os.path.exists(path))

@@ -133,7 +133,16 @@ class ReadOnly(StorageTest):
     """The daemon runs as nobody; the data directory and file belong to
     root. TMPDIR (its runtime directory) is a directory nobody may write."""
 
+    def daemon(self, **kwargs):
+        """Daemons of this class keep their data where nobody can reach
+        it, whatever directory the checkout sits in."""
+        if "data_dir" not in kwargs:
+            kwargs["data_dir"] = harness.reachable_tmpdir()
+            self.addCleanup(shutil.rmtree, kwargs["data_dir"], True)
+        return super().daemon(**kwargs)
+
     def as_nobody(self, d):
+        d.bin = os.path.join(harness.reachable_bin_dir(), harness.SUPERVISOR)
         run = os.path.join(d.dir, "run")
         os.makedirs(run, exist_ok=True)
         os.chown(run, NOBODY, NOBODY)
