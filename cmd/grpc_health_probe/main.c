@@ -33,6 +33,7 @@
 #include "config.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
+#include "spiffe.h"
 
 enum probe_exit {
 	PROBE_OK = 0,		/* SERVING */
@@ -40,6 +41,7 @@ enum probe_exit {
 	PROBE_CONNECT = 2,	/* no connection within -connect-timeout */
 	PROBE_RPC = 3,		/* the Check failed */
 	PROBE_UNHEALTHY = 4,	/* answered, but not SERVING */
+	PROBE_SPIFFE = 20,	/* -spiffe: no SVID from the Workload API */
 };
 
 #define PROBE_NS_PER_MS 1000000LL
@@ -274,8 +276,6 @@ probe_check(const struct probe_opts *o)
 	if (o->spiffe && o->tls)
 		return probe_bad("-spiffe and -tls exclude each other (-spiffe "
 		    "is mTLS with the SVID)");
-	if (o->spiffe)
-		return probe_bad("-spiffe: not supported in this build");
 	return 0;
 }
 
@@ -354,6 +354,40 @@ probe_no_verify_creds(const struct probe_opts *o, char *err, size_t errlen)
 		grpc_tls_certificate_provider_release(p);
 	}
 	return grpc_tls_credentials_create(opts);
+}
+
+/*
+ * -spiffe: the SVID and bundle from SPIFFE_ENDPOINT_SOCKET within the RPC
+ * timeout (as grpc-health-probe waits for its X509Source), then mTLS with
+ * them: the server's chain must lead to the bundle and carry a spiffe://
+ * ID (any, as go-spiffe's AuthorizeAny); host names are not checked.
+ */
+static grpc_channel_credentials *
+probe_spiffe_creds(const struct probe_opts *o, char *err, size_t errlen)
+{
+	const char *ep = getenv("SPIFFE_ENDPOINT_SOCKET");
+	struct spiffe_svid *svid;
+	grpc_channel_credentials *c;
+	char target[4200];
+
+	if (ep == NULL || ep[0] == '\0') {
+		snprintf(err, errlen, "SPIFFE_ENDPOINT_SOCKET is not set");
+		return NULL;
+	}
+	if (cfg_spiffe_target(ep, target, sizeof(target), err, errlen) != 0)
+		return NULL;
+	svid = spiffe_fetch(target, o->rpc_ns / PROBE_NS_PER_MS, err, errlen);
+	if (svid == NULL)
+		return NULL;
+	if (o->verbose)
+		fprintf(stderr, "SPIFFE Verifiable Identity Document (SVID): "
+		    "\"%s\"\n", svid->id);
+	c = spiffe_channel_credentials(svid, NULL);
+	spiffe_svid_free(svid);
+	if (c == NULL)
+		snprintf(err, errlen, "cannot make mTLS credentials from the "
+		    "SVID");
+	return c;
 }
 
 /* The channel's credentials: plaintext, or TLS as the flags say. */
@@ -503,8 +537,14 @@ probe_run(const struct probe_opts *o)
 	int64_t t0, t1;
 	int rc;
 
-	creds = probe_creds(o, err, sizeof(err));
-	if (creds == NULL) {
+	if (o->spiffe) {
+		creds = probe_spiffe_creds(o, err, sizeof(err));
+		if (creds == NULL) {
+			fprintf(stderr, "failed to initialize tls credentials "
+			    "with spiffe. error=%s\n", err);
+			return PROBE_SPIFFE;
+		}
+	} else if ((creds = probe_creds(o, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "failed to initialize tls credentials: %s\n",
 		    err);
 		return PROBE_ARGS;

@@ -225,7 +225,7 @@ class Plain(DaemonTest):
             (["-addr=" + port, "-tls", "-tls-no-verify", "-tls-ca-cert=/x"], "exclude"),
             (["-addr=" + port, "-tls", "-tls-ca-cert=/no/such/ca.pem"],
              "/no/such/ca.pem"),
-            (["-addr=" + port, "-spiffe"], "-spiffe: not supported in this build"),
+            (["-addr=" + port, "-spiffe", "-tls"], "-spiffe and -tls exclude each other"),
         ]
         for args, text in cases:
             rc, err, out, _ = probe(*args)
