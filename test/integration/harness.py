@@ -14,6 +14,7 @@ Every wait here is bounded; nothing sleeps blindly where it can poll.
 
 import glob
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -90,6 +91,18 @@ def make_tmpdir(prefix="ipam-it-"):
     """A fresh scratch directory under IPAM_TEST_TMP (created if needed)."""
     os.makedirs(TEST_TMP, exist_ok=True)
     return tempfile.mkdtemp(prefix=prefix, dir=TEST_TMP)
+
+
+def json_lines(text):
+    """The JSON objects among the lines of a log, in order."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
 
 
 def reachable_tmpdir(prefix="ipam-any-"):
@@ -637,6 +650,11 @@ class Daemon:
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+    def log_records(self):
+        """The JSON log records of this daemon, in order (Meridio's keys:
+        severity, message, extra_data...)."""
+        return json_lines(self.log_text())
 
     def log_tail(self, lines=80):
         text = self.log_text().splitlines()

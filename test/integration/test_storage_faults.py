@@ -53,18 +53,6 @@ def snapshot(directory, skip=("stderr.log",)):
     return out
 
 
-def log_records(d):
-    """The JSON log records of d, in order."""
-    out = []
-    for line in d.log_text().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
 def wrap(d, setup="", prefix="", name="wrap.sh", target=None):
     """Makes d start through a shell script: setup commands, then exec of
     prefix + target (by default what d started so far), so the pid Popen
@@ -91,7 +79,7 @@ class StorageTest(DaemonTest):
         took = time.monotonic() - t0
         self.assertGreater(rc, 0, "exit status %s\n%s" % (rc, d.log_tail()))
         harness.poll(lambda: not d.leftovers(), 5, 0.05, "no process left behind")
-        errors = [r for r in log_records(d) if r.get("severity") == "error"
+        errors = [r for r in d.log_records() if r.get("severity") == "error"
                   and all(n in json.dumps(r) for n in needles)]
         self.assertTrue(errors, "no error line with %s\n%s" % (needles, d.log_tail()))
         return errors[0], took
@@ -259,7 +247,7 @@ class Corrupt(StorageTest):
         # Refused for good at once, not restarted until the death limit.
         self.assertLess(time.monotonic() - t0, 5.0)
         self.assertEqual(rec["extra_data"].get("process"), "db")
-        self.assertEqual(len([r for r in log_records(d) if r.get("message") == "worker started"
+        self.assertEqual(len([r for r in d.log_records() if r.get("message") == "worker started"
                               and r["extra_data"].get("worker") == "db"]), 1, "db worker restarted")
 
 
@@ -383,7 +371,7 @@ class DiskFull(StorageTest):
         # Nothing died; the log names the cause.
         self.assertTrue(d.running())
         self.assertEqual(set(d.workers()), set(harness.ROLES))
-        full_lines = [r for r in log_records(d)
+        full_lines = [r for r in d.log_records()
                       if "full" in json.dumps(r).lower() and r.get("severity") in ("warning", "error")]
         self.assertTrue(full_lines, "no log line names the full disk\n" + d.log_tail())
         # Still full: the next new child fails the same way, a renewal
