@@ -27,7 +27,7 @@ GROUP_runtime="libgrpc29 libprotobuf-c1 libsqlite3-0 libsystemd0 libjson-c5 libs
 # usual tool set, g++ and dpkg-dev, as the list has always had it).
 GROUP_test="build-essential libcriterion-dev sqlite3 protobuf-compiler
 protobuf-compiler-grpc python3 python3-grpcio python3-protobuf strace openssl
-python3-cryptography nodejs"
+python3-cryptography nodejs systemd"
 # npm: Debian's package, unless the nodejs installed brings its own.
 command -v npm >/dev/null 2>&1 || GROUP_test="$GROUP_test npm"
 

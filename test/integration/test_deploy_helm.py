@@ -17,6 +17,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import harness
+
 TOP = Path(__file__).resolve().parents[2]
 CHART = TOP / "helm" / "meridio-ipam"
 VALIDATE = TOP / "test" / "deploy" / "validate.js"
@@ -34,6 +36,7 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
 
 
+@harness.needs(harness.why_no_npm_registry)
 class HelmChart(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -29,6 +29,7 @@ import unittest
 from pathlib import Path
 
 import fakensp
+import harness
 
 TOP = Path(__file__).resolve().parents[2]
 DOCKERFILE = TOP / "Dockerfile"
@@ -324,6 +325,7 @@ def chart_probes():
             for p in ("startupProbe", "readinessProbe", "livenessProbe")]
 
 
+@harness.needs(harness.why_no_npm_registry)
 class ImageBuild(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -422,6 +424,8 @@ class ImageBuild(unittest.TestCase):
             self.assertEqual(missing, [], exe)
             self.assertTrue(libs, exe)
 
+    @harness.needs(harness.why_no_other_user)
+    @harness.needs(harness.why_no_private_mounts)
     def test_runs_as_meridio_pod(self):
         # The data volume as the kubelet leaves it with fsGroup: owned by
         # root, group fsGroup, setgid and group-writable.

@@ -242,6 +242,7 @@ class HealthSocket(DaemonTest):
 
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root to run as another user")
+@harness.needs(harness.why_no_other_user)
 class NonRoot(DaemonTest):
     """As in a pod: a non-root user, the socket in a world-writable sticky
     directory (/tmp, an emptyDir)."""

@@ -117,6 +117,7 @@ class MissingDirectory(StorageTest):
         self.assertLess(took, EXIT_BOUND)
 
 
+@harness.needs(harness.why_no_other_user)
 class ReadOnly(StorageTest):
     """The daemon runs as nobody; the data directory and file belong to
     root. TMPDIR (its runtime directory) is a directory nobody may write."""
@@ -282,6 +283,7 @@ class HeldByAnother(StorageTest):
         self.assertSound(first.rows())
 
 
+@harness.needs(harness.why_no_private_mounts)
 class DiskFull(StorageTest):
     """The database lives on a 16 MiB tmpfs private to the daemon. The test
     fills it with a ballast file, expects the next commit to fail with
@@ -414,6 +416,7 @@ class DiskFull(StorageTest):
         self.assertSound(d.rows())
 
 
+@harness.needs(harness.why_no_private_mounts)
 class DiskFullAtStart(StorageTest):
     """A restart on a full disk: the tmpfs lives in a mount namespace held
     by a sleeping process, and each daemon start enters it (nsenter), so the
