@@ -365,14 +365,15 @@ store_explain_open(const char *path, int e, char *err, size_t errlen)
 		    "create", exists ? "the file" : dir);
 	} else if ((e == EACCES || e == EPERM) && exists) {
 		errbuf_set(err, errlen, "%s: cannot open for writing: the file "
-		    "(owner uid %u, mode %04o) is not writable by uid %u", path,
-		    (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777),
-		    (unsigned)geteuid());
+		    "(owner uid %u, mode %04o) is not writable by uid %u: %s",
+		    path, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777),
+		    (unsigned)geteuid(), strerror(e));
 	} else if ((e == EACCES || e == EPERM) && stat(dir, &sb) == 0) {
 		errbuf_set(err, errlen, "%s: cannot create: directory %s "
-		    "(owner uid %u, mode %04o) is not writable by uid %u", path,
-		    dir, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777),
-		    (unsigned)geteuid());
+		    "(owner uid %u, mode %04o) is not writable by uid %u: %s",
+		    path, dir, (unsigned)sb.st_uid,
+		    (unsigned)(sb.st_mode & 07777), (unsigned)geteuid(),
+		    strerror(e));
 	} else {
 		errbuf_set(err, errlen, "%s: cannot open: %s", path,
 		    strerror(e));
