@@ -174,7 +174,6 @@ bit set past its length, as the daemon refuses it; empty otherwise.
 {{- if gt (int $free) $width -}}{{- $free = $width -}}{{- end -}}
 {{- if ne (mod (int64 $g) (int64 (include "meridio-ipam.pow2" $free))) 0 -}}
 host bits set
-{{- break -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
