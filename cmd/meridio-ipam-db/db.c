@@ -319,7 +319,7 @@ static void
 run_batch(struct db *d, struct plist *l)
 {
 	int64_t now = clock_ns(CLOCK_REALTIME), mono = clock_ns(CLOCK_MONOTONIC);
-	char err[512];
+	char err[512] = "";
 	size_t i;
 	bool failed = false;
 
@@ -329,8 +329,12 @@ run_batch(struct db *d, struct plist *l)
 	if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
 		failed = true;
 	} else {
-		for (i = 0; i < l->n && !failed; i++)
+		for (i = 0; i < l->n && !failed; i++) {
 			failed = apply(d, &l->v[i], now, mono) == REG_ESTORE;
+			/* apply keeps its error in the request's answer */
+			if (failed)
+				snprintf(err, sizeof(err), "%s", l->v[i].msg);
+		}
 		if (failed)
 			reg_rollback(d->reg);
 		else if (reg_commit(d->reg, err, sizeof(err)) != REG_OK)

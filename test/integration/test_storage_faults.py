@@ -513,5 +513,32 @@ class FileSizeLimit(StorageTest):
         self.assertSound(d.rows())
 
 
+def log_lines(d, *needles):
+    """The log records of d whose text holds every needle."""
+    return [r for r in log_records(d) if all(n in json.dumps(r) for n in needles)]
+
+
+class FailedWrite(StorageTest):
+
+    def test_failed_batch_logs_its_cause(self):
+        """A write refused inside a batch (here: the row a renewal updates
+        was deleted behind the daemon's back) is logged with the store's
+        own error text, not with whatever the log buffer held before."""
+        import sqlite3
+        d = self.daemon()
+        key = ("conduit-a", "worker-1", "vanished")
+        d.client.allocate(*key)
+        con = sqlite3.connect(d.db_path, timeout=10)
+        con.execute("DELETE FROM prefixes WHERE name = 'vanished'")
+        con.commit()
+        con.close()
+        harness.expect_code(self, SC.UNAVAILABLE, d.client.allocate, *key)
+        lines = log_lines(d, "batch failed")
+        self.assertTrue(lines, "no batch failure logged\n" + d.log_tail())
+        for r in lines:
+            self.assertIn("touch", json.dumps(r), r)
+            self.assertIn("no such row", json.dumps(r), r)
+
+
 if __name__ == "__main__":
     unittest.main()
