@@ -100,6 +100,28 @@ void store_rollback(struct store *st);
 /* Number of successful commits since open (each is one durable write). */
 uint64_t store_commit_count(const struct store *st);
 
+/* What went wrong since open, for logs and metrics. */
+struct store_health {
+	uint64_t commits;		/* successful commits */
+	uint64_t commit_failures;	/* transactions a failed write or
+					 * commit ended (rolled back) */
+	uint64_t ckpt_runs;		/* checkpoints tried */
+	uint64_t ckpt_failures;		/* of those, failed */
+	bool ckpt_failing;		/* the latest checkpoint failed */
+	char ckpt_error[256];		/* its error; "" when it did not */
+};
+
+/* Fills h. Checkpoints run in a thread of the store too: safe to call
+ * while one runs. */
+void store_health(struct store *st, struct store_health *h);
+
+/*
+ * Copies the WAL back into the file now (PASSIVE: skips what a reader
+ * still needs). Commits do this by themselves past a size, and after a
+ * commit failed for room. Returns 0, or -1 with err set.
+ */
+int store_checkpoint(struct store *st, char *err, size_t errlen);
+
 /* Writes ns as go-sqlite3 does: "2006-01-02 15:04:05.999999999+00:00"
  * (UTC, fraction without trailing zeros, no fraction when zero). */
 void store_format_time(int64_t ns, char buf[STORE_TIMESTRLEN]);

@@ -1450,7 +1450,7 @@ wal_index(uint32_t *mx, uint32_t *backfill)
 
 /*
  * Commits leave the WAL to a thread of the store's own: a commit that
- * leaves more than 10000 frames (STORE_CKPT_FRAMES) starts it, it copies
+ * leaves more than 1 MiB of frames (STORE_CKPT_MIN_BYTES) starts it, it copies
  * the frames back while nothing commits, and store_close stops it and
  * removes the WAL.
  */
@@ -1463,8 +1463,9 @@ Test(store, checkpoints_run_in_a_thread)
 	struct rows rs;
 	int i, rows;
 
-	for (i = 0; i < 20000 && mx < 10000; i++) {
-		cr_assert_eq(task_count(), base, "a thread before 10000 frames");
+	/* 1 MiB of 4 KiB pages: STORE_CKPT_MIN_BYTES */
+	for (i = 0; i < 20000 && mx < 256; i++) {
+		cr_assert_eq(task_count(), base, "a thread before 256 frames");
 		cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
 		snprintf(id, sizeof(id), "row-%d", i);
 		snprintf(cidr, sizeof(cidr), "%d.%d.%d.0/24", 10 + i / 65536,
@@ -1474,7 +1475,7 @@ Test(store, checkpoints_run_in_a_thread)
 		wal_index(&mx, &done);
 	}
 	rows = i;
-	cr_assert_geq(mx, 10000, "the WAL never reached 10000 frames");
+	cr_assert_geq(mx, 256, "the WAL never reached 256 frames");
 	cr_assert_eq(task_count(), base + 1);
 	for (i = 0; i < 500 && done < mx; i++) {
 		usleep(10000);
@@ -1563,4 +1564,139 @@ Test(store, renewal_touch_keeps_expirable_and_normalises_foreign_values)
 	raw_text(raw, "PRAGMA integrity_check", buf, sizeof(buf));
 	cr_assert_str_eq(buf, "ok");
 	sqlite3_close(raw);
+}
+
+/* ---- WAL size and checkpoint failures ----------------------------------- */
+
+/* Commits n rows (ids and cidrs numbered from first) in one transaction. */
+static int
+commit_rows(struct store *st, int first, int n)
+{
+	char id[32], cidr[32];
+
+	if (store_begin(st, err, sizeof(err)) < 0)
+		return -1;
+	for (int i = first; i < first + n; i++) {
+		struct store_row r = { id, id, cidr, "", T2024 * NS, true };
+
+		snprintf(id, sizeof(id), "row-%d", i);
+		snprintf(cidr, sizeof(cidr), "10.%d.%d.%d/32", (i >> 16) & 255,
+		    (i >> 8) & 255, i & 255);
+		if (store_insert(st, &r, err, sizeof(err)) < 0) {
+			store_rollback(st);
+			return -1;
+		}
+	}
+	return store_commit(st, err, sizeof(err));
+}
+
+static off_t
+file_size(const char *suffix)
+{
+	char p[PATH_MAX + 64];
+	struct stat sb;
+
+	snprintf(p, sizeof(p), "%s%s", dbpath, suffix);
+	return stat(p, &sb) == 0 ? sb.st_size : 0;
+}
+
+/* Sets the soft RLIMIT_FSIZE of this (test) process; writes past it fail
+ * with EFBIG instead of raising SIGXFSZ. */
+static void
+limit_fsize(rlim_t soft)
+{
+	struct rlimit rl;
+
+	signal(SIGXFSZ, SIG_IGN);
+	cr_assert_eq(getrlimit(RLIMIT_FSIZE, &rl), 0);
+	rl.rlim_cur = soft;
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0, "%s", strerror(errno));
+}
+
+/* Small commits keep coming: the WAL stays a few MiB beside a small file
+ * instead of growing to tens of MiB before its first checkpoint. */
+Test(store, wal_stays_small_under_steady_commits)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	struct store_health h;
+	off_t wal, most = 0;
+
+	for (int i = 0; i < 1500; i++) {
+		cr_assert_eq(commit_rows(st, i * 4, 4), 0, "commit %d: %s", i,
+		    err);
+		wal = file_size("-wal");
+		if (wal > most)
+			most = wal;
+	}
+	store_health(st, &h);
+	cr_log_info("largest WAL %lld bytes, file %lld bytes, %llu "
+	    "checkpoints", (long long)most, (long long)file_size(""),
+	    (unsigned long long)h.ckpt_runs);
+	cr_assert_lt(most, 6 << 20, "WAL grew to %lld bytes", (long long)most);
+	cr_assert_gt(file_size(""), 1 << 20, "nothing was checkpointed");
+	store_close(st);
+}
+
+/* A checkpoint that cannot grow the file (RLIMIT_FSIZE below what it
+ * needs) is counted with its error, and the condition clears once one
+ * succeeds again. Commits themselves still fit (the WAL is small). */
+Test(store, failed_checkpoints_are_counted)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	struct store_health h;
+	int next = 0;
+
+	cr_assert_eq(commit_rows(st, next, 20000), 0, "%s", err);
+	next += 20000;
+	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), 0, "%s", err);
+	store_health(st, &h);
+	cr_assert_eq(h.ckpt_failures, 0);
+	cr_assert_not(h.ckpt_failing);
+	limit_fsize((rlim_t)file_size(""));
+	/* Commits until a checkpoint (the store's own, by size) failed. */
+	for (int i = 0; i < 2000; i++) {
+		cr_assert_eq(commit_rows(st, next, 20), 0, "commit %d: %s", i,
+		    err);
+		next += 20;
+		store_health(st, &h);
+		if (h.ckpt_failures > 0)
+			break;
+		usleep(1000);
+	}
+	cr_assert_gt(h.ckpt_failures, 0, "no checkpoint failed; WAL %lld "
+	    "bytes", (long long)file_size("-wal"));
+	cr_assert(h.ckpt_failing);
+	cr_assert(strstr(h.ckpt_error, "checkpoint") != NULL, "%s",
+	    h.ckpt_error);
+	cr_assert(strstr(h.ckpt_error, dbpath) != NULL, "%s", h.ckpt_error);
+	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "checkpoint") != NULL, "%s", err);
+	limit_fsize(RLIM_INFINITY);
+	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), 0, "%s", err);
+	store_health(st, &h);
+	cr_assert_not(h.ckpt_failing);
+	cr_assert_str_empty(h.ckpt_error);
+	cr_assert_gt(h.ckpt_failures, 0);
+	store_close(st);
+}
+
+/* A commit that fails for room is counted and makes the store copy the
+ * WAL back at once, so that the next commit can reuse the WAL's space. */
+Test(store, commit_failed_for_room_checkpoints)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	struct store_health h;
+
+	cr_assert_eq(commit_rows(st, 0, 2000), 0, "%s", err);
+	store_health(st, &h);
+	cr_assert_eq(h.commit_failures, 0);
+	limit_fsize((rlim_t)(file_size("-wal") + 4096));
+	cr_assert_eq(commit_rows(st, 2000, 20000), -1, "a commit past the "
+	    "limit succeeded");
+	store_health(st, &h);
+	cr_assert_eq(h.commit_failures, 1);
+	cr_assert_geq(h.ckpt_runs, 1, "no checkpoint after the failure");
+	/* The WAL was copied back: a small commit now restarts it. */
+	cr_assert_eq(commit_rows(st, 50000, 10), 0, "%s", err);
+	store_close(st);
 }
