@@ -533,11 +533,144 @@ class FailedWrite(StorageTest):
         con.commit()
         con.close()
         harness.expect_code(self, SC.UNAVAILABLE, d.client.allocate, *key)
-        lines = log_lines(d, "batch failed")
-        self.assertTrue(lines, "no batch failure logged\n" + d.log_tail())
+        lines = log_lines(d, '"storage writes"', '"failing"')
+        self.assertTrue(lines, "no write failure logged\n" + d.log_tail())
         for r in lines:
             self.assertIn("touch", json.dumps(r), r)
             self.assertIn("no such row", json.dumps(r), r)
+
+
+
+def scrape(port):
+    """{name: value} of the unlabelled samples of the metrics endpoint."""
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.split()
+            out[name] = float(value)
+    return out
+
+
+class FailureLogging(StorageTest):
+    """A lasting storage failure logs one line when it starts, a summary
+    per interval (IPAMD_FAILURE_SUMMARY_MS, a minute by default) and one
+    line when it ends, however many requests fail meanwhile; metrics count
+    every failure."""
+
+    LIMIT = 256 * 1024
+
+    def start_limited(self, limit):
+        """A daemon whose db worker may not write past limit bytes in a
+        file (set on that process alone). The limit holds for the log
+        file too: at level INFO it stays far below."""
+        self.mport = harness.free_port()
+        d = self.daemon(env={"IPAM_METRICS_PORT": str(self.mport), "IPAM_LOG_LEVEL": "INFO",
+                             "IPAMD_FAILURE_SUMMARY_MS": "2000"})
+        self.set_limit(d, limit)
+        return d
+
+    def set_limit(self, d, limit):
+        r = subprocess.run(["prlimit", "--pid", str(d.workers()["db"]),
+                            "--fsize=%s:unlimited" % limit], capture_output=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def allocate_batch(self, d, prefix, first, n=8):
+        """Allocates n new children at once; returns how many failed
+        (UNAVAILABLE: any other error fails the test)."""
+        def one(i):
+            try:
+                d.client.allocate("conduit-a", "w%d" % (i // 2000), "%s-%d" % (prefix, i),
+                                  V6, timeout=10)
+                return 0
+            except RpcError as e:
+                self.assertEqual(e.code, SC.UNAVAILABLE, e.details)
+                return 1
+        with futures.ThreadPoolExecutor(max_workers=n) as ex:
+            return sum(ex.map(one, range(first, first + n)))
+
+    def fill_until_failure(self, d, bound=5000):
+        """Allocates new children until one fails; returns how many fitted."""
+        for i in range(bound):
+            try:
+                d.client.allocate("conduit-b", "worker-%d" % (i % 8), "f%d" % i,
+                                  V4 if i % 3 else V6, timeout=10)
+            except RpcError as e:
+                self.assertEqual(e.code, SC.UNAVAILABLE, e.details)
+                return i
+        self.fail("the limit was never reached")
+
+    def test_full_disk_logs_start_summaries_and_end(self):
+        d = self.start_limited(self.LIMIT)
+        self.fill_until_failure(d)
+        # Keep failing for 2.25 summary intervals, many requests a second.
+        t0 = time.monotonic()
+        tries = 1
+        while time.monotonic() - t0 < 4.5:
+            tries += self.allocate_batch(d, "full", tries)
+        self.assertGreater(tries, 100, "too few failing requests to show a flood")
+        starts = log_lines(d, '"storage writes"', '"failing"')
+        summaries = log_lines(d, '"storage writes"', '"still failing"')
+        warnings = [r for r in log_records(d) if r.get("process") == "db"
+                    and "warn" in json.dumps(r)]
+        print("full disk: %d failed requests, %d start lines, %d summaries, %d db warnings"
+              % (tries, len(starts), len(summaries), len(warnings)))
+        self.assertEqual(len(starts), 1, "\n".join(json.dumps(r) for r in log_records(d) if r.get("level") != "debug"))
+        self.assertIn(d.db_path if os.path.isabs(d.db_path) else "registry.db",
+                      json.dumps(starts[0]))
+        self.assertTrue(1 <= len(summaries) <= 3, summaries)
+        self.assertLessEqual(len(warnings), 8, "\n" + d.log_tail())
+        m = scrape(self.mport)
+        self.assertGreaterEqual(m["ipam_db_commit_failures_total"], tries)
+        # The limit is lifted: one line says it is over.
+        self.set_limit(d, "unlimited")
+        harness.poll(lambda: d.client.allocate("conduit-a", "worker-1", "after", V4),
+                     10, 0.05, "allocate after the limit")
+        # It ends after a quarter interval without a failure (500 ms).
+        harness.poll(lambda: log_lines(d, '"storage writes"', '"recovered"'), 5, 0.1,
+                     "a line saying the failure is over")
+        self.assertEqual(len(log_lines(d, '"storage writes"', '"recovered"')), 1)
+        self.assertEqual(len(log_lines(d, '"storage writes"', '"failing"')), 1)
+
+    def test_failed_checkpoints_logged_once_and_counted(self):
+        """The file may not grow (RLIMIT_FSIZE at its size) while the WAL
+        still has room: commits go on, the checkpoints that copy them back
+        fail. One line says so, metrics count them, one line says when
+        they work again."""
+        import signal as sig
+        d = self.start_limited("unlimited")
+        i = 0
+        while os.path.getsize(d.db_path) + os.path.getsize(d.db_path + "-wal") < (3 << 20):
+            self.assertEqual(self.allocate_batch(d, "grow", i, 16), 0)
+            i += 16
+            self.assertLess(i, 40000, "the database never grew")
+        # A clean stop of the worker copies the WAL back and removes it.
+        old = d.kill_worker("db", sig.SIGTERM)
+        d.wait_worker("db", not_pid=old)
+        d.wait_serving()
+        self.set_limit(d, os.path.getsize(d.db_path))
+        harness.poll(lambda: self.allocate_batch(d, "more", 100000 + 100 * int(time.time() % 1000), 8) == 0
+                     and scrape(self.mport)["ipam_db_checkpoint_failures_total"] > 0,
+                     30, 0.01, "a failed checkpoint")
+        for k in range(20):
+            self.allocate_batch(d, "later", 200000 + 8 * k)
+        time.sleep(1.2)
+        fails = log_lines(d, '"checkpoints"', '"failing"')
+        self.assertEqual(len(fails), 1, fails)
+        self.assertIn("checkpoint", json.dumps(fails[0]))
+        self.set_limit(d, "unlimited")
+        k = [0]
+
+        def recovered():
+            k[0] += 1
+            self.allocate_batch(d, "again", 300000 + 8 * k[0])
+            return log_lines(d, '"checkpoints"', '"recovered"')
+        harness.poll(recovered, 20, 0.2, "a line saying checkpoints work again")
+        self.assertEqual(len(log_lines(d, '"checkpoints"', '"failing"')), 1)
+        self.assertGreater(scrape(self.mport)["ipam_db_checkpoint_failures_total"], 0)
+        self.assertSound(d.rows())
 
 
 if __name__ == "__main__":
