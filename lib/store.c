@@ -802,14 +802,64 @@ store_verify(struct store *st, char *err, size_t errlen)
 	return 0;
 }
 
-/*
- * Opens the store: see the comment at the top of this file for the order
- * of the steps and why. A file this call created is removed again when
- * opening fails, so a failed open leaves the directory as it was.
- */
 int
 store_open(struct store **out, const char *path, int flags, char *err,
     size_t errlen)
+{
+	return store_open_locked(out, path, -1, flags, err, errlen);
+}
+
+/*
+ * Takes the lock of path for a process that does not open the database
+ * (the supervisor, for its whole life). See store.h.
+ */
+int
+store_lock_file(const char *path, int flags, int *fd, bool *created,
+    long *holder, char *err, size_t errlen)
+{
+	struct stat sb;
+	int lfd, e;
+
+	*fd = -1;
+	*holder = 0;
+	lfd = store_open_lockfd(path, flags, created, err, errlen);
+	if (lfd < 0)
+		return -1;
+	if (flock(lfd, LOCK_EX | LOCK_NB) == 0) {
+		*fd = lfd;
+		return 0;
+	}
+	e = errno;
+	if (e != EWOULDBLOCK) {
+		errbuf_set(err, errlen, "%s: cannot lock: %s", path,
+		    strerror(e));
+	} else {
+		if (fstat(lfd, &sb) == 0)
+			*holder = store_lock_holder(sb.st_dev, sb.st_ino);
+		if (*holder > 0)
+			errbuf_set(err, errlen, "%s: in use by another "
+			    "meridio-ipam (pid %ld)", path, *holder);
+		else
+			errbuf_set(err, errlen, "%s: locked by another "
+			    "process", path);
+	}
+	if (*created)
+		unlink(path);
+	*created = false;
+	close(lfd);
+	return e == EWOULDBLOCK ? 1 : -1;
+}
+
+/*
+ * Opens the store: see the comment at the top of this file for the order
+ * of the steps and why. A file this call created is removed again when
+ * opening fails, so a failed open leaves the directory as it was. With
+ * lockfd >= 0 (a descriptor of path that our parent locked) that one is
+ * the lock, once it is checked to still be the file at path.
+ */
+int
+store_open_locked(struct store **out, const char *path, int lockfd,
+    int flags, char *err, size_t errlen)
 {
 	struct store *st;
 	struct stat sb;
@@ -833,7 +883,21 @@ store_open(struct store **out, const char *path, int flags, char *err,
 	pthread_mutex_init(&st->ck_mu, NULL);
 	pthread_mutex_init(&st->ck_run_mu, NULL);
 	pthread_cond_init(&st->ck_cv, NULL);
-	st->lockfd = store_open_lockfd(path, flags, &created, err, errlen);
+	if (lockfd >= 0) {
+		struct stat lb;
+
+		st->lockfd = lockfd;
+		if (fstat(lockfd, &lb) < 0 || stat(path, &sb) < 0 ||
+		    lb.st_dev != sb.st_dev || lb.st_ino != sb.st_ino) {
+			errbuf_set(err, errlen, "%s: not the file that was "
+			    "locked at start (removed or replaced since)",
+			    path);
+			goto fail;
+		}
+	} else {
+		st->lockfd = store_open_lockfd(path, flags, &created, err,
+		    errlen);
+	}
 	if (st->lockfd < 0)
 		goto fail;
 	if (flock(st->lockfd, LOCK_EX | LOCK_NB) < 0) {

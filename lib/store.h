@@ -55,6 +55,30 @@ enum store_flags {
 int store_open(struct store **out, const char *path, int flags, char *err,
     size_t errlen);
 
+/*
+ * store_open with the lock taken already: lockfd is a descriptor of path
+ * on which flock(LOCK_EX) is held (by this process or a parent that
+ * handed it down), and the store owns it from now on (closed by
+ * store_close, or here on failure). Refused when path is no longer that
+ * file.
+ */
+int store_open_locked(struct store **out, const char *path, int lockfd,
+    int flags, char *err, size_t errlen);
+
+/*
+ * Takes path's exclusive lock without opening the database, for a process
+ * that holds it on behalf of the one that will (the supervisor, for its
+ * whole life, so that a restart of the db worker leaves no gap in which
+ * another instance could take the file). Opens path read-write, creating
+ * it empty when missing unless STORE_NO_CREATE (*created then set; the
+ * caller removes an empty file it created if nothing used it). Returns 0
+ * with *fd locked (close-on-exec); 1 when another process holds the lock
+ * (*holder: the pid that took it, 0 if unknown; err says so); -1 with err
+ * set when path cannot be opened or locked. Nothing stays open on failure.
+ */
+int store_lock_file(const char *path, int flags, int *fd, bool *created,
+    long *holder, char *err, size_t errlen);
+
 /* Closes the database and drops the lock. Accepts NULL. */
 void store_close(struct store *st);
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import unittest
@@ -276,8 +277,9 @@ class HeldByAnother(StorageTest):
         second.log_path = os.path.join(first.dir, "stderr-second.log")
         names = sorted(os.listdir(first.dir))
         inode = os.stat(first.db_path).st_ino
+        # The first one's supervisor holds the lock (for its whole life).
         rec, took = self.expect_refusal(second, "in use by another meridio-ipam",
-                                        "pid %d" % first_workers["db"])
+                                        "pid %d" % first.proc.pid)
         print("second instance refused after %.3f s" % took)
         self.assertLess(took, 5.0, "not refused at once")
         # The second created, removed or replaced nothing.
@@ -671,6 +673,83 @@ class FailureLogging(StorageTest):
         self.assertEqual(len(log_lines(d, '"checkpoints"', '"failing"')), 1)
         self.assertGreater(scrape(self.mport)["ipam_db_checkpoint_failures_total"], 0)
         self.assertSound(d.rows())
+
+
+
+class LockHandover(StorageTest):
+    """The lock is the instance's: its supervisor holds it from start to
+    exit, so a db worker restart leaves no moment in which another
+    instance could take the file; and a new instance started while a
+    killed one's worker is still stopping waits for it (bounded) instead of
+    giving up at once."""
+
+    def second_on(self, first, name):
+        d = self.daemon(start=False, data_dir=first.dir)
+        d.log_path = os.path.join(first.dir, "stderr-%s.log" % name)
+        return d
+
+    def fill(self, d, n=12):
+        got = {}
+        for i in range(n):
+            k = ("conduit-a", "worker-%d" % (i % 3), "p%d" % i, V4 if i % 2 else V6)
+            got[k] = d.client.allocate(*k)
+        return got
+
+    def orphan_stopped_worker(self, first):
+        """SIGSTOPs first's db worker, then kills its supervisor: the
+        worker keeps the lock until it is let go (SIGCONT)."""
+        db = first.workers()["db"]
+        os.kill(db, signal.SIGSTOP)
+        self.addCleanup(lambda: harness.pid_alive(db) and os.kill(db, signal.SIGCONT))
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(10)
+        return db
+
+    def test_new_instance_waits_for_a_stopping_worker(self):
+        first = self.daemon()
+        got = self.fill(first)
+        db = self.orphan_stopped_worker(first)
+        second = self.second_on(first, "second")
+        second.start(wait=False)
+        waiting = harness.poll(lambda: log_lines(second, "waiting", "pid"), 4, 0.05,
+                               "a line saying the new instance waits")
+        self.assertIn('"%d"' % first.proc.pid, json.dumps(waiting[0]))
+        self.assertIsNone(second.proc.poll(), "gave up while the holder was stopping")
+        os.kill(db, signal.SIGCONT)
+        second.wait_serving()
+        second.wait_conduits(["conduit-a", "conduit-b"])
+        for k, v in got.items():
+            self.assertEqual(second.client.allocate(*k), v, k)
+        self.assertSound(second.rows())
+
+    def test_wait_is_bounded(self):
+        first = self.daemon()
+        self.fill(first, 2)
+        self.orphan_stopped_worker(first)
+        second = self.second_on(first, "second")
+        rec, took = self.expect_refusal(second, "in use by another meridio-ipam",
+                                        "still held after")
+        print("gave up after %.3f s" % took)
+        self.assertGreater(took, 4.5)
+        self.assertLess(took, 10.0)
+
+    def test_db_worker_restart_leaves_no_gap(self):
+        # The db worker is restarted 3 s after it died: another instance
+        # started meanwhile must be refused, the first one keeps its file.
+        first = self.daemon(env={"IPAMD_RESTART_FLOOR_MS": "3000"})
+        got = self.fill(first)
+        old = first.kill_worker("db")
+        harness.poll(lambda: "db" not in first.workers(), 5, 0.01, "db worker gone")
+        second = self.second_on(first, "second")
+        second.env["IPAM_PORT"] = str(harness.free_port())
+        rec, took = self.expect_refusal(second, "in use by another meridio-ipam",
+                                        "pid %d" % first.proc.pid)
+        self.assertNotIn("db", first.workers(), "the test was too slow: restarted already")
+        first.wait_worker("db", not_pid=old)
+        first.wait_serving()
+        for k, v in got.items():
+            self.assertEqual(harness.poll(lambda: first.client.allocate(*k), 10, 0.05, str(k)), v, k)
+        self.assertTrue(first.running())
 
 
 if __name__ == "__main__":

@@ -1700,3 +1700,72 @@ Test(store, commit_failed_for_room_checkpoints)
 	cr_assert_eq(commit_rows(st, 50000, 10), 0, "%s", err);
 	store_close(st);
 }
+
+/* ---- the lock held on behalf of another process ------------------------- */
+
+/* store_lock_file creates and locks the file without writing a byte;
+ * another process is refused with the holder's pid; the descriptor,
+ * handed to store_open_locked, is the store's lock; a second
+ * store_lock_file meanwhile answers 1 (held). */
+Test(store, lock_file_then_open_locked)
+{
+	struct store *st = NULL;
+	struct child_open res;
+	struct stat sb;
+	bool created = false, c2;
+	long holder = -1, h2;
+	int fd = -1, fd2;
+	char want[128];
+
+	cr_assert_eq(store_lock_file(dbpath, 0, &fd, &created, &holder, err,
+	    sizeof(err)), 0, "%s", err);
+	cr_assert(created);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+	cr_assert_eq(stat(dbpath, &sb), 0);
+	cr_assert_eq(sb.st_size, 0);
+	res = open_in_child();
+	cr_assert_eq(res.rc, -1);
+	snprintf(want, sizeof(want), "in use by another meridio-ipam (pid %ld)",
+	    (long)getpid());
+	cr_assert(strstr(res.err, want) != NULL, "got: %s", res.err);
+	cr_assert_eq(store_lock_file(dbpath, 0, &fd2, &c2, &h2, err,
+	    sizeof(err)), 1, "%s", err);
+	cr_assert_eq(h2, (long)getpid());
+	cr_assert_not(c2);
+	cr_assert_eq(fd2, -1);
+	/* the holder's own descriptor opens the database */
+	cr_assert_eq(store_open_locked(&st, dbpath, dup(fd), 0, err,
+	    sizeof(err)), 0, "%s", err);
+	cr_assert_eq(commit_rows(st, 0, 3), 0, "%s", err);
+	store_close(st);
+	/* still locked: fd is open */
+	res = open_in_child();
+	cr_assert_eq(res.rc, -1);
+	close(fd);
+	res = open_in_child();
+	cr_assert_eq(res.rc, 0, "%s", res.err);
+}
+
+/* A descriptor of a file that was replaced at the path since it was
+ * locked is refused, and the new file is left alone. */
+Test(store, open_locked_refuses_a_replaced_file)
+{
+	struct store *st = NULL;
+	char moved[PATH_MAX + 40];
+	bool created;
+	long holder;
+	int fd;
+
+	cr_assert_eq(store_lock_file(dbpath, 0, &fd, &created, &holder, err,
+	    sizeof(err)), 0, "%s", err);
+	snprintf(moved, sizeof(moved), "%s.old", dbpath);
+	cr_assert_eq(rename(dbpath, moved), 0);
+	close(open(dbpath, O_CREAT | O_WRONLY, 0644));
+	cr_assert_eq(store_open_locked(&st, dbpath, fd, 0, err, sizeof(err)),
+	    -1);
+	cr_assert(strstr(err, "not the file that was locked") != NULL, "%s",
+	    err);
+	cr_assert_null(st);
+	cr_assert_eq(file_size(""), 0);
+}
