@@ -109,6 +109,12 @@ struct store {
 	bool ck_failing;		/* the latest one failed (ck_mu) */
 	char ck_error[256];		/* why it failed (ck_mu) */
 	uint64_t commit_failures;	/* transactions a failed write ended */
+	off_t size_seen;		/* largest file size store_check_files
+					 * saw (the file never shrinks) */
+	dev_t side_dev[2];		/* -wal, -shm: device once seen */
+	ino_t side_ino[2];		/* ... and inode; 0 = not seen yet */
+	bool keep_path;			/* the path is not ours any more: do
+					 * not checkpoint into it at close */
 	bool txn_failed;		/* a write of this transaction failed */
 	bool txn_no_room;		/* ... for want of room */
 	struct store_scan *prefetch;	/* rows read while quick_check ran,
@@ -997,6 +1003,65 @@ fail:
 	return -1;
 }
 
+/*
+ * Checks that the files this store writes are still the ones at its path:
+ * the database file (still linked, the same inode at the path, never
+ * smaller than before), and its -wal and -shm (the same inode as when
+ * first seen). A few stat calls: cheap enough for every batch. Returns 0,
+ * or -1 with err naming the file and what happened; then store_close
+ * leaves what now lies at the path alone, except that a file whose WAL
+ * alone was removed is still checkpointed (which keeps what that WAL held).
+ */
+int
+store_check_files(struct store *st, char *err, size_t errlen)
+{
+	static const char *const sfx[2] = { "-wal", "-shm" };
+	char side[PATH_MAX];
+	struct stat sb, pb;
+
+	if (fstat(st->lockfd, &sb) < 0) {
+		errbuf_set(err, errlen, "%s: cannot stat: %s", st->path,
+		    strerror(errno));
+		return -1;
+	}
+	if (sb.st_nlink == 0 || stat(st->path, &pb) < 0 ||
+	    pb.st_dev != sb.st_dev || pb.st_ino != sb.st_ino) {
+		errbuf_set(err, errlen, "%s: the database file was removed or "
+		    "replaced while in use", st->path);
+		st->keep_path = true;
+		return -1;
+	}
+	if (sb.st_size < st->size_seen) {
+		errbuf_set(err, errlen, "%s: the database file was truncated "
+		    "while in use (%lld bytes, was %lld)", st->path,
+		    (long long)sb.st_size, (long long)st->size_seen);
+		st->keep_path = true;
+		return -1;
+	}
+	st->size_seen = sb.st_size;
+	for (int i = 0; i < 2; i++) {
+		snprintf(side, sizeof(side), "%s%s", st->path, sfx[i]);
+		if (stat(side, &pb) < 0) {
+			if (errno == ENOENT && st->side_ino[i] == 0)
+				continue;	/* not made yet */
+			errbuf_set(err, errlen, "%s: removed while in use: %s",
+			    side, strerror(errno));
+			return -1;
+		}
+		if (st->side_ino[i] == 0) {
+			st->side_dev[i] = pb.st_dev;
+			st->side_ino[i] = pb.st_ino;
+		} else if (pb.st_dev != st->side_dev[i] ||
+		    pb.st_ino != st->side_ino[i]) {
+			errbuf_set(err, errlen, "%s: replaced by another file "
+			    "while in use", side);
+			st->keep_path = true;
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Rolls back any open transaction, releases sqlite, then the lock. */
 void
 store_close(struct store *st)
@@ -1016,6 +1081,11 @@ store_close(struct store *st)
 	store_scan_free(st->prefetch, true);
 	for (int i = 0; i < STORE_ST_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
+	/* The last connection to close checkpoints and removes the WAL at
+	 * the path: not when the path holds another file now. */
+	if (st->keep_path)
+		sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1,
+		    NULL);
 	sqlite3_close(st->db);
 	if (st->lockfd >= 0)
 		close(st->lockfd);

@@ -79,6 +79,15 @@ int store_open_locked(struct store **out, const char *path, int lockfd,
 int store_lock_file(const char *path, int flags, int *fd, bool *created,
     long *holder, char *err, size_t errlen);
 
+/*
+ * Checks that the database file and its -wal and -shm are still the files
+ * at the path (not removed, replaced, or the database truncated), so that
+ * nothing is acknowledged into a file that will vanish. Cheap (a few
+ * stat calls). Returns 0, or -1 with err naming the file; the store then
+ * leaves what lies at the path alone when it closes.
+ */
+int store_check_files(struct store *st, char *err, size_t errlen);
+
 /* Closes the database and drops the lock. Accepts NULL. */
 void store_close(struct store *st);
 

@@ -116,6 +116,7 @@ struct db {
 	uint64_t ckpt_seen;		/* checkpoint failures already counted */
 	uint64_t ckpt_runs_seen;	/* checkpoints run at the last look */
 	int64_t summary_ns;		/* interval of cond summaries */
+	bool files_gone;		/* the data file is not ours: stop */
 };
 
 static int64_t
@@ -422,6 +423,20 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 	return rc;
 }
 
+/* The data file or its WAL is not the one at the path any more: one
+ * line, and the worker stops for good (a restart would only serve
+ * whatever now lies at the path, without what this one acknowledged). */
+static void
+files_gone(struct db *d, const char *err)
+{
+	if (d->files_gone)
+		return;
+	d->files_gone = true;
+	log_kv(LOGL_ERROR, "data file removed or replaced while in use: "
+	    "refusing every request and stopping for good", "path",
+	    d->cfg->data_source, "error", err, NULL);
+}
+
 /* Applies all of l in one batch; falls back to one batch per request. */
 static void
 run_batch(struct db *d, struct plist *l)
@@ -434,7 +449,11 @@ run_batch(struct db *d, struct plist *l)
 	if (l->n == 0)
 		return;
 	reg_expire_cooldowns(d->reg, now);
-	if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
+	if (!d->files_gone && store_check_files(d->st, err, sizeof(err)) < 0)
+		files_gone(d, err);
+	if (d->files_gone) {
+		/* answered below, nothing written */
+	} else if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
 		failed = true;
 	} else {
 		for (i = 0; i < l->n && !failed; i++) {
@@ -481,6 +500,20 @@ run_batch(struct db *d, struct plist *l)
 			cond_ok(d, &d->writes);
 	} else {
 		cond_ok(d, &d->writes);
+	}
+	/* Nothing is acknowledged into a file that is not at the path any
+	 * more (removed, replaced, truncated): a restart would not see it. */
+	if (!d->files_gone && store_check_files(d->st, err, sizeof(err)) < 0)
+		files_gone(d, err);
+	if (d->files_gone) {
+		snprintf(err, sizeof(err), "the data file was removed or "
+		    "replaced while in use");
+		for (i = 0; i < l->n; i++) {
+			l->v[i].park = false;
+			l->v[i].addr[0] = '\0';
+			l->v[i].plen = 0;
+			fail(&l->v[i], CODE_UNAVAILABLE, "storage: %.400s", err);
+		}
 	}
 	d->batches++;
 	d->batched += l->n;
@@ -901,6 +934,8 @@ run_gc(struct db *d)
 		return;
 	}
 	cond_ok(d, &d->writes);
+	if (store_check_files(d->st, err, sizeof(err)) < 0)
+		files_gone(d, err);
 	d->gc_runs++;
 	d->gc_reaped += reaped;
 	log_fmt(reaped ? LOGL_INFO : LOGL_DEBUG,
@@ -919,6 +954,7 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	int map[3 + DB_MAX_CLIENTS];
 	int64_t mono, next_hb, next_gc, wake;
 	sigset_t mask;
+	char err[512];
 	int sfd, n, i, timeout;
 	bool stop = false;
 	size_t k;
@@ -1003,6 +1039,8 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			    ipc_conn_pending(d.cl[i].conn) &&
 			    ipc_conn_flush(d.cl[i].conn) < 0)
 				client_close(&d, i, "write failed");
+		if (d.files_gone)
+			stop = true;
 		mono = clock_ns(CLOCK_MONOTONIC);
 		if (mono >= next_gc) {
 			run_gc(&d);
@@ -1012,6 +1050,9 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			check_ckpts(&d);
 			cond_tick(&d, &d.writes, mono);
 			cond_tick(&d, &d.ckpts, mono);
+			if (!d.files_gone && store_check_files(d.st, err,
+			    sizeof(err)) < 0)
+				files_gone(&d, err);
 			heartbeat(&d, status_fd);
 			next_hb = mono + 1000 * NS_PER_MS;
 		}
@@ -1033,5 +1074,5 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	close(sfd);
 	log_fmt(LOGL_INFO, "stopped after %llu batches, %llu requests",
 	    (unsigned long long)d.batches, (unsigned long long)d.requests);
-	return 0;
+	return d.files_gone ? IPCMSG_EXIT_PERMANENT : 0;
 }

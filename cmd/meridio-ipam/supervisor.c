@@ -83,7 +83,8 @@ struct sv {
 					/* db socket path inside rundir */
 	int listen_fd;			/* db socket, listening; -1 if none */
 	int lock_fd;			/* data file, flock held; -1 if none */
-	bool lock_created;		/* we created the (empty) data file */
+	bool lock_created;		/* we created the (empty) data file, and
+					 * no db worker served it yet */
 	const char *data_path;		/* IPAM_DATA_SOURCE */
 	int sig_fd;			/* signalfd for TERM, INT, CHLD */
 	char **envp;			/* environment given to workers */
@@ -590,6 +591,8 @@ sv_read_chan(struct sv *sv, size_t i, int64_t now)
 			bad = "frame is not a WorkerStatus";
 			break;
 		}
+		if (m->ready && sv->w[i].row->gets_listen_fd)
+			sv->lock_created = false;	/* the db's file now */
 		if (sup_worker_beat(&sv->st[i], m->ready, now))
 			log_kv(LOGL_INFO, "worker ready", "worker",
 			    w->row->name, NULL);

@@ -752,5 +752,70 @@ class LockHandover(StorageTest):
         self.assertTrue(first.running())
 
 
+
+class FilesReplaced(StorageTest):
+    """The database file, its WAL or its -shm removed, replaced or
+    truncated under a running daemon: nothing more is acknowledged, one
+    error line names the file, and the db worker stops for good (the
+    daemon exits non-zero) instead of committing into a file that a
+    restart would not see."""
+
+    def run_and_break(self, brk):
+        d = self.daemon()
+        got = {}
+        for i in range(10):
+            k = ("conduit-a", "worker-%d" % (i % 3), "p%d" % i, V4 if i % 2 else V6)
+            got[k] = d.client.allocate(*k)
+        brk(d)
+        try:
+            d.client.allocate("conduit-a", "worker-1", "after-the-fault", timeout=10)
+            self.fail("acknowledged after the fault")
+        except RpcError as e:
+            self.assertEqual(e.code, SC.UNAVAILABLE, e.details)
+        try:
+            rc = d.proc.wait(EXIT_BOUND)
+        except subprocess.TimeoutExpired:
+            self.fail("daemon still running after the fault\n" + d.log_tail())
+        self.assertGreater(rc, 0)
+        harness.poll(lambda: not d.leftovers(), 5, 0.05, "no process left behind")
+        lines = [r for r in log_records(d) if r.get("level") == "error"
+                 and "removed or replaced" in json.dumps(r)]
+        self.assertEqual(len(lines), 1, "\n" + d.log_tail())
+        return d, got, lines[0]
+
+    def test_wal_removed(self):
+        d, got, line = self.run_and_break(lambda d: os.unlink(d.db_path + "-wal"))
+        self.assertIn(d.db_path + "-wal", json.dumps(line))
+        # What was acknowledged before lived in the removed WAL: the stop
+        # copied it into the file, so a restart still gives every address.
+        d.log_path = os.path.join(d.dir, "stderr-again.log")
+        d.start()
+        for k, v in got.items():
+            self.assertEqual(d.client.allocate(*k), v, k)
+        self.assertNotIn("after-the-fault", json.dumps(d.rows()))
+        self.assertSound(d.rows())
+
+    def test_database_removed(self):
+        d, _, line = self.run_and_break(lambda d: os.unlink(d.db_path))
+        self.assertIn("database file", json.dumps(line))
+        self.assertFalse(os.path.exists(d.db_path), "the stopping daemon made a file")
+
+    def test_database_replaced(self):
+        def replace(d):
+            with open(d.db_path + ".new", "wb") as f:
+                f.write(b"")
+            os.rename(d.db_path + ".new", d.db_path)
+        d, _, _ = self.run_and_break(replace)
+        self.assertEqual(os.path.getsize(d.db_path), 0, "the new file was written")
+
+    def test_database_truncated(self):
+        def truncate(d):
+            with open(d.db_path, "r+b") as f:
+                f.truncate(0)
+        d, _, line = self.run_and_break(truncate)
+        self.assertIn("truncated", json.dumps(line))
+        self.assertEqual(os.path.getsize(d.db_path), 0, "written after the truncation")
+
+
 if __name__ == "__main__":
     unittest.main()

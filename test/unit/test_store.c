@@ -1769,3 +1769,33 @@ Test(store, open_locked_refuses_a_replaced_file)
 	cr_assert_null(st);
 	cr_assert_eq(file_size(""), 0);
 }
+
+/* ---- the files at the path ---------------------------------------------- */
+
+/* store_check_files passes while the files are the store's, and names the
+ * file once one is removed or the database shrinks. */
+Test(store, check_files_sees_removal_and_truncation)
+{
+	struct store *st = open_ok(0);
+	char p[PATH_MAX + 40];
+
+	cr_assert_eq(commit_rows(st, 0, 50), 0, "%s", err);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), 0, "%s", err);
+	snprintf(p, sizeof(p), "%s-wal", dbpath);
+	cr_assert_eq(unlink(p), 0);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), -1);
+	cr_assert(strstr(err, p) != NULL && strstr(err, "removed"), "%s", err);
+	store_close(st);
+
+	st = open_ok(0);
+	cr_assert_eq(commit_rows(st, 100, 50), 0, "%s", err);
+	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(truncate(dbpath, 0), 0);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "truncated") != NULL, "%s", err);
+	store_close(st);
+	/* the store left the truncated file alone at close */
+	cr_assert_eq(file_size(""), 0);
+}
