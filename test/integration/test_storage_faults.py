@@ -817,5 +817,67 @@ class FilesReplaced(StorageTest):
         self.assertEqual(os.path.getsize(d.db_path), 0, "written after the truncation")
 
 
+
+class SmallVolume(DiskFull):
+    """A 12 MiB volume (a tmpfs mounted in the daemon's own mount
+    namespace): the WAL must stay small beside the file, so that steady
+    writes fit; filled up, commits fail UNAVAILABLE and the service comes
+    back by itself once room returns."""
+
+    SIZE = "12m"
+    test_disk_full_during_commit = None	# DiskFull's own, on 16 MiB
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root (unshare -m, mount)")
+        super().setUp()
+
+    def test_wal_stays_small_and_service_recovers(self):
+        d = self.d
+        wal = self.inside(os.path.join(self.mnt, "registry.db-wal"))
+        most, acked = 0, {}
+
+        def one(i):
+            k = ("conduit-a", "w%d" % (i // 2000), "s%d" % i, V6)
+            return k, d.client.allocate(*k, timeout=10)
+        with futures.ThreadPoolExecutor(max_workers=16) as ex:
+            for start in range(0, 4000, 64):
+                for k, v in ex.map(one, range(start, start + 64)):
+                    acked[k] = v
+                if os.path.exists(wal):
+                    most = max(most, os.path.getsize(wal))
+        size = os.path.getsize(d.db_path)
+        print("small volume: 4000 allocations, largest WAL seen %d bytes, file %d bytes"
+              % (most, size))
+        self.assertLess(most, 6 << 20, "the WAL grew past 6 MiB")
+        # Full: new allocations fail, nothing dies, acknowledged data stays.
+        ballast = self.fill()
+        failed = None
+        for i in range(3000):
+            try:
+                d.client.allocate("conduit-b", "w-full", "n%d" % i, V6, timeout=10)
+            except RpcError as e:
+                failed = e
+                break
+        self.assertIsNotNone(failed, "no commit failed on a full volume")
+        self.assertEqual(failed.code, SC.UNAVAILABLE, failed.details)
+        self.assertEqual(set(d.workers()), set(harness.ROLES))
+        self.assertEqual(d.client.health(), "SERVING")
+        # Room returns: new allocations work again without a restart.
+        os.unlink(ballast)
+        t0 = time.monotonic()
+        harness.poll(lambda: d.client.allocate("conduit-b", "w-full", "back", V6), 10, 0.05,
+                     "allocate after room returned")
+        print("small volume: recovered %.3f s after room returned" % (time.monotonic() - t0))
+        for k, v in list(acked.items())[::50]:
+            self.assertEqual(d.client.allocate(*k), v, k)
+        # And a restart on that volume loads everything.
+        old = d.kill_worker("db")
+        d.wait_worker("db", not_pid=old)
+        d.wait_serving()
+        for k, v in list(acked.items())[::50]:
+            self.assertEqual(harness.poll(lambda: d.client.allocate(*k), 10, 0.05, str(k)), v, k)
+
+
 if __name__ == "__main__":
     unittest.main()
