@@ -521,9 +521,16 @@ store_ckpt_run(struct store *st, sqlite3 *db, int mode)
 	int rc;
 
 	/* sqlite answers BUSY at once, without waiting, to a checkpoint
-	 * while another runs: take turns here instead. */
+	 * while another runs: take turns here instead. A RESTART would also
+	 * wait (busy timeout) for a foreign reader, e.g. the sqlite3 shell,
+	 * inside a commit: it does not wait, and then only copies what it
+	 * can, as PASSIVE does. */
 	pthread_mutex_lock(&st->ck_run_mu);
+	if (mode != SQLITE_CHECKPOINT_PASSIVE)
+		sqlite3_busy_timeout(db, 0);
 	rc = sqlite3_wal_checkpoint_v2(db, NULL, mode, NULL, NULL);
+	if (mode != SQLITE_CHECKPOINT_PASSIVE)
+		sqlite3_busy_timeout(db, STORE_BUSY_MS);
 	pthread_mutex_unlock(&st->ck_run_mu);
 
 	pthread_mutex_lock(&st->ck_mu);

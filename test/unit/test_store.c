@@ -1799,3 +1799,40 @@ Test(store, check_files_sees_removal_and_truncation)
 	/* the store left the truncated file alone at close */
 	cr_assert_eq(file_size(""), 0);
 }
+
+/* A foreign reader (the sqlite3 shell in a long query) holds a snapshot:
+ * the writer's own checkpoints past the hard WAL size cannot finish, but
+ * they must not make a commit wait for the reader. */
+Test(store, foreign_reader_does_not_stall_commits)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	struct timespec a, b;
+	double worst = 0, t;
+	sqlite3 *rd = NULL;
+	sqlite3_stmt *s = NULL;
+
+	cr_assert_eq(commit_rows(st, 0, 10), 0, "%s", err);
+	cr_assert_eq(sqlite3_open(dbpath, &rd), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(rd, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(rd, "SELECT count(*) FROM prefixes",
+	    -1, &s, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+	for (int i = 0; i < 600; i++) {
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		cr_assert_eq(commit_rows(st, 100 + i * 10, 10), 0, "%s", err);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		t = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+		if (t > worst)
+			worst = t;
+	}
+	cr_log_info("slowest commit %.3f s, WAL %lld bytes", worst,
+	    (long long)file_size("-wal"));
+	cr_assert_gt(file_size("-wal"), 5 << 20, "the WAL never passed the "
+	    "writer's checkpoint size");
+	cr_assert_lt(worst, 1.0, "a commit waited %.3f s for the reader",
+	    worst);
+	sqlite3_finalize(s);
+	sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(rd);
+	store_close(st);
+}
