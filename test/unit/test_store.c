@@ -1836,3 +1836,27 @@ Test(store, foreign_reader_does_not_stall_commits)
 	sqlite3_close(rd);
 	store_close(st);
 }
+
+/* The WAL is rewritten from its start after each checkpoint, not
+ * truncated and grown again (every commit of a growing file costs more):
+ * once it reached 2 MiB under steady commits it stays at least that big,
+ * while journal_size_limit still bounds it. */
+Test(store, wal_is_reused_not_regrown)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	off_t wal, reached = 0, low = -1;
+
+	for (int i = 0; i < 1500; i++) {
+		cr_assert_eq(commit_rows(st, i * 4, 4), 0, "commit %d: %s", i,
+		    err);
+		wal = file_size("-wal");
+		if (wal >= (2 << 20))
+			reached = wal;
+		else if (reached && (low < 0 || wal < low))
+			low = wal;
+	}
+	cr_assert_gt(reached, 0, "the WAL never reached 2 MiB");
+	cr_assert_eq(low, -1, "the WAL shrank to %lld bytes after reaching "
+	    "2 MiB", (long long)low);
+	store_close(st);
+}
