@@ -21,7 +21,7 @@
 #define CFG_DEF_PORT "7777"
 #define CFG_DEF_DATA_SOURCE "/run/ipam/data/registry.db"
 #define CFG_DEF_TRENCH "default"
-#define CFG_DEF_NSP ""
+#define CFG_DEF_NSP "nsp-service:7778"
 #define CFG_DEF_PREFIX_V4 "169.255.0.0/16"
 #define CFG_DEF_CONDUIT_V4 "20"
 #define CFG_DEF_NODE_V4 "24"
@@ -40,6 +40,10 @@
 #define CFG_DEF_COOLDOWN "0"
 #define CFG_DEF_RENEWAL_REFRESH "0"
 #define CFG_DEF_METRICS_PORT "0"
+#define CFG_DEF_HEALTH_SOCKET "/tmp/health.sock"
+
+/* Longest path of a Unix socket (sun_path less its NUL). */
+#define CFG_SOCK_PATH_MAX 107
 
 /* Longest trench or conduit name (a DNS name's limit, as Kubernetes'). */
 #define CFG_NAME_MAX 253
@@ -327,27 +331,23 @@ cfg_is_space(char c)
 }
 
 /*
- * Reads IPAM_CONDUITS: names separated by commas, each trimmed of white
- * space. An empty entry, a bad name or a repeated name is refused (with
- * its position), since each would silently mean something else.
+ * Splits the value v of name on commas into *out (*n entries, each
+ * trimmed of white space, empty ones kept as ""); cfg_free frees them.
+ * The caller checks the entries. Returns 0, or -1 when out of memory.
  */
 static int
-cfg_conduits(struct cfg_ctx *x, struct cfg *c)
+cfg_list(struct cfg_ctx *x, const char *name, const char *v, char ***out,
+    size_t *n)
 {
-	const char *name = "IPAM_CONDUITS";
-	const char *v = cfg_value(x, name, CFG_DEF_CONDUITS);
 	const char *p, *end, *s, *e;
-	size_t n = 1, i, k, len;
+	size_t k = 1;
 
-	if (v[0] == '\0')
-		return 0;
 	for (p = v; *p != '\0'; p++)
-		n += *p == ',';
-	c->conduits = calloc(n, sizeof(*c->conduits));
-	if (c->conduits == NULL)
+		k += *p == ',';
+	*out = calloc(k, sizeof(**out));
+	if (*out == NULL)
 		return cfg_oom(x, name);
-
-	for (p = v, i = 0; i < n; i++, p = end + 1) {
+	for (p = v; *n < k; p = end + 1) {
 		end = strchr(p, ',');
 		if (end == NULL)
 			end = p + strlen(p);
@@ -357,25 +357,44 @@ cfg_conduits(struct cfg_ctx *x, struct cfg *c)
 			s++;
 		while (e > s && cfg_is_space(e[-1]))
 			e--;
-		len = (size_t)(e - s);
+		(*out)[*n] = strndup(s, (size_t)(e - s));
+		if ((*out)[*n] == NULL)
+			return cfg_oom(x, name);
+		(*n)++;
+	}
+	return 0;
+}
+
+/*
+ * Reads IPAM_CONDUITS: names separated by commas, each trimmed of white
+ * space. An empty entry, a bad name or a repeated name is refused (with
+ * its position), since each would silently mean something else.
+ */
+static int
+cfg_conduits(struct cfg_ctx *x, struct cfg *c)
+{
+	const char *name = "IPAM_CONDUITS";
+	const char *v = cfg_value(x, name, CFG_DEF_CONDUITS);
+	size_t i, k, len;
+
+	if (v[0] == '\0')
+		return 0;
+	if (cfg_list(x, name, v, &c->conduits, &c->nconduits) != 0)
+		return -1;
+	for (i = 0; i < c->nconduits; i++) {
+		len = strlen(c->conduits[i]);
 		if (len == 0)
 			return cfg_fail(x, name, v, "comma-separated conduit "
 			    "names (entry %zu is empty)", i + 1);
-		if (!cfg_name_ok(s, len))
+		if (!cfg_name_ok(c->conduits[i], len))
 			return cfg_fail(x, name, v, "comma-separated conduit "
 			    "names of 1 to %d bytes without control "
 			    "characters (entry %zu)", CFG_NAME_MAX, i + 1);
-		for (k = 0; k < c->nconduits; k++) {
-			if (strlen(c->conduits[k]) == len &&
-			    memcmp(c->conduits[k], s, len) == 0)
+		for (k = 0; k < i; k++)
+			if (strcmp(c->conduits[k], c->conduits[i]) == 0)
 				return cfg_fail(x, name, v, "comma-separated "
 				    "conduit names without repeats (entry "
 				    "%zu repeats entry %zu)", i + 1, k + 1);
-		}
-		c->conduits[c->nconduits] = strndup(s, len);
-		if (c->conduits[c->nconduits] == NULL)
-			return cfg_oom(x, name);
-		c->nconduits++;
 	}
 	return 0;
 }
@@ -438,7 +457,8 @@ cfg_nsp_tls(struct cfg_ctx *x, struct cfg *c)
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if ((*out[i])[0] != '\0' && c->nsp_service[0] == '\0')
 			return cfg_fail(x, names[i], *out[i], "no value "
-			    "unless IPAM_NSP_SERVICE is set");
+			    "without NSP (IPAM_NSP_SERVICE empty or "
+			    "IPAM_CONDUITS set)");
 	}
 	if (c->nsp_tls_server_name[0] != '\0' && c->nsp_tls_ca[0] == '\0' &&
 	    c->nsp_tls_cert[0] == '\0')
@@ -454,12 +474,151 @@ cfg_nsp_tls(struct cfg_ctx *x, struct cfg *c)
 	return 0;
 }
 
+/* Room for a Unix socket path (sun_path, NUL included). */
+#define CFG_SUN_PATH 108
+
+int
+cfg_spiffe_target(const char *value, char *target, size_t len, char *err,
+    size_t errlen)
+{
+	const char *path;
+
+	if (strncmp(value, "unix://", 7) == 0)
+		path = value + 7;
+	else if (strncmp(value, "unix:", 5) == 0)
+		path = value + 5;
+	else
+		path = NULL;
+	if (path == NULL || path[0] != '/' || strpbrk(path, "?#") != NULL ||
+	    !cfg_no_ctl(path)) {
+		snprintf(err, errlen, "a Unix socket URI, unix:///path or "
+		    "unix:/path (an absolute path without host, query or "
+		    "fragment; the Workload API is served on Unix sockets "
+		    "only)");
+		return -1;
+	}
+	if (strlen(path) >= CFG_SUN_PATH || strlen(path) + 6 > len) {
+		snprintf(err, errlen, "a Unix socket path of at most %d bytes",
+		    CFG_SUN_PATH - 1);
+		return -1;
+	}
+	snprintf(target, len, "unix:%s", path);
+	return 0;
+}
+
+/*
+ * Reads IPAM_SPIFFE_ALLOWED_IDS: SPIFFE IDs or ID prefixes ending in '/',
+ * separated by commas, each trimmed of white space. An entry that is not
+ * spiffe://trust-domain/... is refused, as is the list without
+ * SPIFFE_ENDPOINT_SOCKET (it would silently do nothing).
+ */
+static int
+cfg_spiffe_allowed(struct cfg_ctx *x, struct cfg *c)
+{
+	const char *name = "IPAM_SPIFFE_ALLOWED_IDS";
+	const char *v = cfg_value(x, name, "");
+	const char *s;
+	size_t i, len;
+
+	if (v[0] == '\0')
+		return 0;
+	if (c->spiffe_socket[0] == '\0')
+		return cfg_fail(x, name, v, "no value unless "
+		    "SPIFFE_ENDPOINT_SOCKET is set");
+	if (cfg_list(x, name, v, &c->spiffe_allowed, &c->nspiffe_allowed) != 0)
+		return -1;
+	for (i = 0; i < c->nspiffe_allowed; i++) {
+		s = c->spiffe_allowed[i];
+		len = strlen(s);
+		if (len <= 9 || strncmp(s, "spiffe://", 9) != 0 || s[9] == '/' ||
+		    !cfg_name_ok(s, len) || strchr(s, ' ') != NULL)
+			return cfg_fail(x, name, v, "comma-separated SPIFFE IDs "
+			    "or ID prefixes ending in /, each "
+			    "spiffe://trust-domain/path (entry %zu)", i + 1);
+	}
+	return 0;
+}
+
+/*
+ * Reads SPIFFE_ENDPOINT_SOCKET (see cfg_spiffe_target) and the list of
+ * allowed IDs. SPIFFE replaces the TLS files: setting both is refused,
+ * naming both, rather than one silently winning.
+ */
+static int
+cfg_spiffe(struct cfg_ctx *x, struct cfg *c)
+{
+	static const char *const tls[] = {
+		"IPAM_TLS_CERT", "IPAM_TLS_KEY", "IPAM_TLS_CA",
+		"IPAM_NSP_TLS_CA", "IPAM_NSP_TLS_CERT", "IPAM_NSP_TLS_KEY",
+		"IPAM_NSP_TLS_SERVER_NAME",
+	};
+	const char *name = "SPIFFE_ENDPOINT_SOCKET";
+	char target[CFG_SUN_PATH + 8], why[256];
+
+	if (cfg_string(x, name, "", "a Unix socket URI", &c->spiffe_socket)
+	    != 0)
+		return -1;
+	if (c->spiffe_socket[0] != '\0') {
+		if (cfg_spiffe_target(c->spiffe_socket, target, sizeof(target),
+		    why, sizeof(why)) != 0)
+			return cfg_fail(x, name, c->spiffe_socket, "%s", why);
+		for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
+			if (cfg_value(x, tls[i], "")[0] != '\0')
+				return cfg_fail(x, name, c->spiffe_socket,
+				    "no value when %s is set: SPIFFE mTLS and "
+				    "TLS files exclude each other (unset one "
+				    "of SPIFFE_ENDPOINT_SOCKET and %s)",
+				    tls[i], tls[i]);
+		}
+	} else {
+		target[0] = '\0';
+	}
+	c->spiffe_target = cfg_dup(x, name, target);
+	if (c->spiffe_target == NULL)
+		return -1;
+	return cfg_spiffe_allowed(x, c);
+}
+
 /* True if the NSP client talks TLS (see cfg_nsp_tls). */
 bool
 cfg_nsp_tls_on(const struct cfg *c)
 {
 	return c->nsp_tls_ca != NULL && c->nsp_tls_cert != NULL &&
 	    (c->nsp_tls_ca[0] != '\0' || c->nsp_tls_cert[0] != '\0');
+}
+
+/*
+ * Reads IPAM_HEALTH_SOCKET, the Unix socket of the health service for exec
+ * probes (Meridio's /tmp/health.sock by default). Unlike the other
+ * variables, set but empty means off: a deployment without exec probes
+ * turns the socket off that way. Otherwise an absolute path that fits a
+ * Unix socket address and names a file, not a directory.
+ */
+static int
+cfg_health_socket(struct cfg_ctx *x, struct cfg *c)
+{
+	const char *name = "IPAM_HEALTH_SOCKET";
+	const char *v = x->get(name);
+	size_t len;
+
+	if (v == NULL)
+		v = CFG_DEF_HEALTH_SOCKET;
+	len = strlen(v);
+	if (len > 0 && v[0] != '/')
+		return cfg_fail(x, name, v, "an absolute path such as %s, or "
+		    "empty to turn the health socket off",
+		    CFG_DEF_HEALTH_SOCKET);
+	if (!cfg_no_ctl(v))
+		return cfg_fail(x, name, v, "a path without control "
+		    "characters");
+	if (len > CFG_SOCK_PATH_MAX)
+		return cfg_fail(x, name, v, "a path of at most %d bytes (a "
+		    "Unix socket address)", CFG_SOCK_PATH_MAX);
+	if (len > 0 && v[len - 1] == '/')
+		return cfg_fail(x, name, v, "a socket file name, not a "
+		    "directory");
+	c->health_socket = cfg_dup(x, name, v);
+	return c->health_socket != NULL ? 0 : -1;
 }
 
 /* Reads every variable into c (which starts zeroed). Returns 0 or -1. */
@@ -492,7 +651,9 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 	if (c->trench == NULL)
 		return -1;
 
-	v = cfg_value(x, "IPAM_NSP_SERVICE", CFG_DEF_NSP);
+	/* Unlike the others, set but empty is a value here: no NSP. */
+	if ((v = x->get("IPAM_NSP_SERVICE")) == NULL)
+		v = CFG_DEF_NSP;
 	for (const char *p = v; *p != '\0'; p++) {
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
 			return cfg_fail(x, "IPAM_NSP_SERVICE", v, "a gRPC "
@@ -535,6 +696,14 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 
 	if (cfg_conduits(x, c) != 0)
 		return -1;
+	/* Static conduits mean no NSP. */
+	if (c->nconduits > 0 && c->nsp_service[0] != '\0') {
+		c->nsp_ignored = x->get("IPAM_NSP_SERVICE") != NULL;
+		c->nsp_service[0] = '\0';
+	}
+	if (cfg_string(x, "IPAM_NAMESPACE", "", "a namespace",
+	    &c->k8s_namespace) != 0)
+		return -1;
 	if (cfg_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
 	    &c->release_cooldown_ns) != 0)
 		return -1;
@@ -551,7 +720,11 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 	}
 	if (cfg_tls(x, c) != 0)
 		return -1;
-	return cfg_nsp_tls(x, c);
+	if (cfg_nsp_tls(x, c) != 0)
+		return -1;
+	if (cfg_health_socket(x, c) != 0)
+		return -1;
+	return cfg_spiffe(x, c);
 }
 
 int
@@ -583,6 +756,7 @@ cfg_free(struct cfg *c)
 	free(c->data_source);
 	free(c->trench);
 	free(c->nsp_service);
+	free(c->k8s_namespace);
 	for (i = 0; i < c->nconduits; i++)
 		free(c->conduits[i]);
 	free(c->conduits);
@@ -593,6 +767,12 @@ cfg_free(struct cfg *c)
 	free(c->nsp_tls_cert);
 	free(c->nsp_tls_key);
 	free(c->nsp_tls_server_name);
+	free(c->health_socket);
+	free(c->spiffe_socket);
+	free(c->spiffe_target);
+	for (i = 0; i < c->nspiffe_allowed; i++)
+		free(c->spiffe_allowed[i]);
+	free(c->spiffe_allowed);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -880,21 +1060,21 @@ cfg_json_pool(struct json_object *obj, const struct cfg_pool *p, bool v4)
 
 /* The conduit list joined with commas, as IPAM_CONDUITS takes it. */
 static char *
-cfg_join(const struct cfg *c)
+cfg_join(char *const *v, size_t n)
 {
 	size_t len = 1, i, o = 0;
 	char *s;
 
-	for (i = 0; i < c->nconduits; i++)
-		len += strlen(c->conduits[i]) + 1;
+	for (i = 0; i < n; i++)
+		len += strlen(v[i]) + 1;
 	s = malloc(len);
 	if (s == NULL)
 		return NULL;
-	for (i = 0; i < c->nconduits; i++) {
+	for (i = 0; i < n; i++) {
 		if (i > 0)
 			s[o++] = ',';
-		memcpy(s + o, c->conduits[i], strlen(c->conduits[i]));
-		o += strlen(c->conduits[i]);
+		memcpy(s + o, v[i], strlen(v[i]));
+		o += strlen(v[i]);
 	}
 	s[o] = '\0';
 	return s;
@@ -919,14 +1099,15 @@ cfg_to_json(const struct cfg *c)
 		[CFG_DUALSTACK] = "dualstack",
 	};
 	struct json_object *obj;
-	char level[16], *conduits = NULL, *out = NULL;
+	char level[16], *conduits = NULL, *allowed = NULL, *out = NULL;
 	const char *text;
 
 	obj = json_object_new_object();
 	if (obj == NULL)
 		return NULL;
-	conduits = cfg_join(c);
-	if (conduits == NULL)
+	conduits = cfg_join(c->conduits, c->nconduits);
+	allowed = cfg_join(c->spiffe_allowed, c->nspiffe_allowed);
+	if (conduits == NULL || allowed == NULL)
 		goto done;
 	cfg_level_upper(c->log_level, level, sizeof(level));
 	if (cfg_json_uint(obj, "IPAM_PORT", c->port) != 0 ||
@@ -971,7 +1152,12 @@ cfg_to_json(const struct cfg *c)
 	    cfg_json_add(obj, "IPAM_NSP_TLS_KEY",
 	    c->nsp_tls_key ? c->nsp_tls_key : "") != 0 ||
 	    cfg_json_add(obj, "IPAM_NSP_TLS_SERVER_NAME",
-	    c->nsp_tls_server_name ? c->nsp_tls_server_name : "") != 0)
+	    c->nsp_tls_server_name ? c->nsp_tls_server_name : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_HEALTH_SOCKET",
+	    c->health_socket ? c->health_socket : "") != 0 ||
+	    cfg_json_add(obj, "SPIFFE_ENDPOINT_SOCKET",
+	    c->spiffe_socket ? c->spiffe_socket : "") != 0 ||
+	    cfg_json_add(obj, "IPAM_SPIFFE_ALLOWED_IDS", allowed) != 0)
 		goto done;
 	text = json_object_to_json_string_ext(obj,
 	    JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -980,6 +1166,7 @@ cfg_to_json(const struct cfg *c)
 		out = strdup(text);
 done:
 	free(conduits);
+	free(allowed);
 	json_object_put(obj);
 	return out;
 }
@@ -988,7 +1175,8 @@ const char *
 cfg_help(void)
 {
 	return
-	    "Environment variables (empty = unset = default):\n"
+	    "Environment variables (empty = unset = default, except for\n"
+	    "IPAM_NSP_SERVICE):\n"
 	    "  IPAM_PORT                          gRPC port (default "
 	    CFG_DEF_PORT ")\n"
 	    "  IPAM_DATA_SOURCE                   sqlite file (default "
@@ -997,8 +1185,9 @@ cfg_help(void)
 	    "when it is unset\n"
 	    "  IPAM_TRENCH_NAME                   trench name (default "
 	    CFG_DEF_TRENCH ")\n"
-	    "  IPAM_NSP_SERVICE                   NSP host:port, empty = no "
-	    "NSP (default \"" CFG_DEF_NSP "\")\n"
+	    "  IPAM_NSP_SERVICE                   NSP host:port (default "
+	    CFG_DEF_NSP ");\n"
+	    "                                     set empty = no NSP\n"
 	    "  IPAM_PREFIX_IPV4                   IPv4 trench prefix (default "
 	    CFG_DEF_PREFIX_V4 ")\n"
 	    "  IPAM_CONDUIT_PREFIX_LENGTH_IPV4    IPv4 conduit prefix length "
@@ -1029,8 +1218,12 @@ cfg_help(void)
 	    "(default " CFG_DEF_GC_INTERVAL ")\n"
 	    "  IPAM_GARBAGE_COLLECTION_THRESHOLD  age at which a record is "
 	    "stale (default " CFG_DEF_GC_THRESHOLD ")\n"
-	    "  IPAM_CONDUITS                      comma-separated conduits "
-	    "when there is no NSP (default \"" CFG_DEF_CONDUITS "\")\n"
+	    "  IPAM_CONDUITS                      comma-separated static "
+	    "conduits; set = no NSP\n"
+	    "                                     (default \"" CFG_DEF_CONDUITS
+	    "\")\n"
+	    "  IPAM_NAMESPACE                     Kubernetes namespace, only "
+	    "logged (default \"\")\n"
 	    "  IPAM_RELEASE_COOLDOWN              time before a released "
 	    "address is reused (default " CFG_DEF_COOLDOWN ")\n"
 	    "  IPAM_RENEWAL_REFRESH               a renewal writes its "
@@ -1056,6 +1249,18 @@ cfg_help(void)
 	    "certificate (default \"\":\n"
 	    "                                     the host of "
 	    "IPAM_NSP_SERVICE)\n"
+	    "  IPAM_HEALTH_SOCKET                 Unix socket of the health "
+	    "service for probes,\n"
+	    "                                     set but empty = off (default "
+	    CFG_DEF_HEALTH_SOCKET ")\n"
+	    "  SPIFFE_ENDPOINT_SOCKET             SPIRE agent's Workload API, "
+	    "unix:///path: mTLS with\n"
+	    "                                     its SVIDs on the port and to "
+	    "NSP (default \"\")\n"
+	    "  IPAM_SPIFFE_ALLOWED_IDS            SPIFFE IDs (or prefixes "
+	    "ending in /) allowed to\n"
+	    "                                     call Ipam, empty = any "
+	    "(default \"\")\n"
 	    "Durations use Go's syntax (1h30m, 500ms, 1.5s); booleans Go's "
 	    "(true, false, 1, 0, t, f).\n";
 }

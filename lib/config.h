@@ -34,7 +34,9 @@ struct cfg {
 	unsigned port;			/* IPAM_PORT, 1-65535 (7777) */
 	char *data_source;		/* IPAM_DATA_SOURCE or IPAM_DATASOURCE */
 	char *trench;			/* IPAM_TRENCH_NAME ("default") */
-	char *nsp_service;		/* IPAM_NSP_SERVICE host:port, "" = none */
+	char *nsp_service;		/* IPAM_NSP_SERVICE host:port
+					 * (nsp-service:7778), "" = none (set
+					 * empty, or IPAM_CONDUITS set) */
 	struct cfg_pool v4;		/* IPv4 pool (169.255.0.0/16, 20, 24) */
 	struct cfg_pool v6;		/* IPv6 pool (fd00::/48, 56, 64) */
 	enum cfg_family family;		/* IPAM_IP_FAMILY (dualstack) */
@@ -59,6 +61,18 @@ struct cfg {
 	char *nsp_tls_key;		/* IPAM_NSP_TLS_KEY: its private key */
 	char *nsp_tls_server_name;	/* IPAM_NSP_TLS_SERVER_NAME ("" = host
 					 * of IPAM_NSP_SERVICE) */
+	char *health_socket;		/* IPAM_HEALTH_SOCKET, plaintext
+					 * grpc.health.v1 for exec probes
+					 * (/tmp/health.sock; "" = off) */
+	char *spiffe_socket;		/* SPIFFE_ENDPOINT_SOCKET ("" = no
+					 * SPIFFE: IPAM_TLS_* or plaintext) */
+	char *spiffe_target;		/* its gRPC target, "unix:/path" */
+	char **spiffe_allowed;		/* IPAM_SPIFFE_ALLOWED_IDS, split on
+					 * commas (none = any ID) */
+	size_t nspiffe_allowed;		/* number of entries in it */
+	bool nsp_ignored;		/* IPAM_NSP_SERVICE was set, but
+					 * IPAM_CONDUITS selects no NSP */
+	char *k8s_namespace;		/* IPAM_NAMESPACE: logged only */
 };
 
 /*
@@ -80,6 +94,15 @@ char *cfg_to_json(const struct cfg *c);
 /* True if the NSP client is to use TLS (IPAM_NSP_TLS_CA or
  * IPAM_NSP_TLS_CERT set). */
 bool cfg_nsp_tls_on(const struct cfg *c);
+
+/*
+ * The gRPC target of a Workload API address as go-spiffe reads
+ * SPIFFE_ENDPOINT_SOCKET: "unix:///path" or "unix:/path" (an absolute path,
+ * no host, query or fragment) gives "unix:/path" in target. Returns 0, or
+ * -1 with why (the expected form) in err.
+ */
+int cfg_spiffe_target(const char *value, char *target, size_t len,
+    char *err, size_t errlen);
 
 /* The pool of a family (PFX_V4/PFX_V6), or NULL if it is not served. */
 const struct cfg_pool *cfg_pool_of(const struct cfg *c, int family);

@@ -1,5 +1,7 @@
 /*
- * log.c - one JSON object per line, written with a single write(2).
+ * log.c - one JSON object per line, written with a single write(2), in the
+ * shape of Meridio's logs (zap's JSON encoder as Meridio's pkg/log sets it
+ * up: severity, timestamp, service_id, message, version, extra_data).
  *
  * The line is built with json-c (so escaping is json-c's, not ours) after
  * every string has been made valid UTF-8: an invalid byte becomes U+FFFD, as
@@ -19,6 +21,10 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+
+/* Meridio's service_id of its IPAM, and the version of its log format. */
+#define LOG_SERVICE_ID "Meridio-ipam"
+#define LOG_FORMAT_VERSION "1.0.0"
 
 /* Longest process name kept; longer names are cut. */
 #define LOG_PROCESS_MAX 64
@@ -53,11 +59,26 @@ static const char *const log_names[] = {
 
 #define LOG_NLEVELS (sizeof(log_names) / sizeof(log_names[0]))
 
-/* Keys the line itself uses; a caller's field with one of these names is
- * written as "fields.<name>" (logrus does the same) rather than lost. */
-static const char *const log_reserved[] = {
-	"time", "level", "process", "message",
+/* Meridio's severities (its levelEncoder), indexed by enum log_level: its
+ * TRACE is a zap debug level, FATAL and PANIC are critical. */
+static const char *const log_severities[] = {
+	[LOGL_TRACE] = "debug",
+	[LOGL_DEBUG] = "debug",
+	[LOGL_INFO] = "info",
+	[LOGL_WARNING] = "warning",
+	[LOGL_ERROR] = "error",
+	[LOGL_FATAL] = "critical",
+	[LOGL_PANIC] = "critical",
 };
+
+/* Keys of extra_data that the line itself uses; a caller's field with one
+ * of these names is written as "fields.<name>" (logrus does the same)
+ * rather than lost. */
+static const char *const log_reserved[] = {
+	"process",
+};
+
+const char log_tag_int[] = "log: number field";
 
 void
 log_init(const char *process, enum log_level min, int fd)
@@ -207,18 +228,44 @@ log_write_all(int fd, const char *buf, size_t len)
 	}
 }
 
-/* The current time as RFC 3339 UTC with milliseconds. */
+/* Go's layout "2006-01-02T15:04:05.999-07:00" (Meridio's timeEncoder):
+ * local time, milliseconds cut (not rounded) and without trailing zeros,
+ * the zone's offset. */
+void
+log_format_time(const struct timespec *ts, char *buf, size_t len)
+{
+	char frac[8] = "";
+	struct tm tm;
+	unsigned ms = (unsigned)(ts->tv_nsec / 1000000L) % 1000;
+	long off;
+	int n;
+
+	localtime_r(&ts->tv_sec, &tm);
+	if (ms > 0) {
+		frac[0] = '.';
+		frac[1] = (char)('0' + ms / 100);
+		frac[2] = (char)('0' + ms / 10 % 10);
+		frac[3] = (char)('0' + ms % 10);
+		for (n = 3; frac[n] == '0'; n--)
+			frac[n] = '\0';
+	}
+	off = tm.tm_gmtoff / 60;
+	n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d%s%c%02ld:%02ld",
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	    tm.tm_min, tm.tm_sec, frac, off < 0 ? '-' : '+',
+	    (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60);
+	if (n < 0 && len > 0)
+		buf[0] = '\0';
+}
+
+/* The current time as log_format_time writes it. */
 static void
 log_time(char *buf, size_t len)
 {
 	struct timespec ts;
-	struct tm tm;
-	size_t n;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000L);
+	log_format_time(&ts, buf, len);
 }
 
 /* Adds key = value to obj; a NULL value becomes JSON null. Returns 0 or -1. */
@@ -240,11 +287,13 @@ log_add(struct json_object *obj, const char *key, const char *value)
 }
 
 /*
- * Adds a caller's field. A key that clashes with a line field is renamed
- * "fields.<key>"; an invalid UTF-8 key is repaired like a value.
+ * Adds a caller's field: a string value, or (num not NULL) the number
+ * *num. A key that clashes with one of ours is renamed "fields.<key>"; an
+ * invalid UTF-8 key is repaired like a value.
  */
 static int
-log_add_field(struct json_object *obj, const char *key, const char *value)
+log_add_field(struct json_object *obj, const char *key, const char *value,
+    const long long *num)
 {
 	struct json_object *jkey;
 	char *renamed = NULL;
@@ -268,40 +317,69 @@ log_add_field(struct json_object *obj, const char *key, const char *value)
 		return -1;
 	}
 	k = json_object_get_string(jkey);
-	rc = log_add(obj, k, value);
+	if (num != NULL) {
+		struct json_object *v = json_object_new_int64(*num);
+
+		rc = v != NULL && json_object_object_add(obj, k, v) == 0 ? 0 :
+		    -1;
+		if (rc != 0)
+			json_object_put(v);
+	} else {
+		rc = log_add(obj, k, value);
+	}
 	json_object_put(jkey);
 	free(renamed);
 	return rc;
 }
 
 /*
- * Builds and writes one line: the fixed fields, then the pairs read from ap
- * (key, value, ..., NULL). On out of memory a fixed line says so instead.
+ * Builds and writes one line: the fixed fields, then under extra_data the
+ * process and the pairs read from ap (key, value, ..., NULL; LOG_INT
+ * fields as numbers). On out of memory a fixed line says so instead.
  */
 static void
 log_line(enum log_level l, const char *msg, va_list ap)
 {
-	static const char oom[] =
-	    "{\"level\":\"error\",\"message\":\"log: out of memory\"}\n";
-	struct json_object *obj;
+	static const char oom[] = "{\"severity\":\"error\",\"service_id\":\""
+	    LOG_SERVICE_ID "\",\"message\":\"log: out of memory\",\"version\""
+	    ":\"" LOG_FORMAT_VERSION "\",\"extra_data\":{}}\n";
+	struct json_object *obj, *extra;
 	const char *key, *value, *text;
 	char when[40];
 	char *line;
+	long long num;
 	size_t len;
 
 	obj = json_object_new_object();
 	if (obj == NULL)
 		goto fail;
 	log_time(when, sizeof(when));
-	if (log_add(obj, "time", when) != 0 ||
-	    log_add(obj, "level", log_level_name(l)) != 0 ||
-	    log_add(obj, "process", log_state.initialised ?
-	    log_state.process : program_invocation_short_name) != 0 ||
-	    log_add(obj, "message", msg != NULL ? msg : "") != 0)
+	if (log_add(obj, "severity", (unsigned)l < LOG_NLEVELS ?
+	    log_severities[l] : "error") != 0 ||
+	    log_add(obj, "timestamp", when) != 0 ||
+	    log_add(obj, "service_id", LOG_SERVICE_ID) != 0 ||
+	    log_add(obj, "message", msg != NULL ? msg : "") != 0 ||
+	    log_add(obj, "version", LOG_FORMAT_VERSION) != 0)
+		goto fail_obj;
+	if ((extra = json_object_new_object()) == NULL)
+		goto fail_obj;
+	if (json_object_object_add(obj, "extra_data", extra) != 0) {
+		json_object_put(extra);
+		goto fail_obj;
+	}
+	if (log_add(extra, "process", log_state.initialised ?
+	    log_state.process : program_invocation_short_name) != 0)
 		goto fail_obj;
 	while ((key = va_arg(ap, const char *)) != NULL) {
+		if (key == log_tag_int) {
+			key = va_arg(ap, const char *);
+			num = va_arg(ap, long long);
+			if (log_add_field(extra, key, NULL, &num) != 0)
+				goto fail_obj;
+			continue;
+		}
 		value = va_arg(ap, const char *);
-		if (log_add_field(obj, key, value) != 0)
+		if (log_add_field(extra, key, value, NULL) != 0)
 			goto fail_obj;
 	}
 

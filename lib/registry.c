@@ -1120,7 +1120,8 @@ reg_open(struct reg **out, struct store *st, const struct reg_params *p,
 		free(m);
 	}
 	if (rc != 0) {
-		rc = lc.status != REG_OK ? lc.status : REG_ESTORE;
+		rc = lc.status != REG_OK ? lc.status :
+		    rc == STORE_EROW ? REG_EDATA : REG_ESTORE;
 		goto fail;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);

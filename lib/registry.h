@@ -36,6 +36,7 @@ enum reg_status {
 	REG_ESTORE = -6,	/* the store failed: roll the batch back (UNAVAILABLE) */
 	REG_EMISMATCH = -7,	/* stored trench prefix differs from config */
 	REG_ENOMEM = -8,	/* out of memory (INTERNAL) */
+	REG_EDATA = -9,		/* a stored row cannot be read */
 };
 
 /* Child records named so never expire (Meridio's rule). */
@@ -68,7 +69,8 @@ typedef void (*reg_problem_fn)(void *arg, const char *id, const char *what);
  * Loads every row of st into memory and checks the tree. Creates the trench
  * record of each served family that is missing (in one commit). Refuses with
  * REG_EMISMATCH when a stored trench record's prefix differs from the
- * configured one (nothing written). Returns REG_OK and *out, or an error
+ * configured one (nothing written), and with REG_EDATA when a row cannot
+ * be read (err names its id and column). Returns REG_OK and *out, or an error
  * with err set. The registry uses st but does not own it.
  */
 int reg_open(struct reg **out, struct store *st, const struct reg_params *p,

@@ -38,6 +38,7 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -122,6 +123,11 @@ struct store {
 	bool txn_no_room;		/* ... for want of room */
 	struct store_scan *prefetch;	/* rows read while quick_check ran,
 					 * for the first store_load; NULL */
+	unsigned add_cols;		/* bits of store_added_columns the
+					 * file lacks */
+	bool mig_found;			/* store_open found a migration */
+	bool mig_pending;		/* ... held in an open transaction */
+	struct store_migration mig;	/* what it does */
 };
 
 /* Stores open in this process (the db worker has one; not thread-safe). */
@@ -157,6 +163,10 @@ struct store_scan {
 static void store_write_failed(struct store *st);
 static int store_scan_read(struct store *st, struct store_scan *sc,
     char *err, size_t errlen);
+static int store_parse_wide(const char *s, int64_t *secsp, int64_t *fracp);
+
+/* Go's zero time.Time, 0001-01-01 00:00:00 UTC, in seconds since 1970. */
+#define STORE_GO_ZERO_S (-62135596800LL)
 static void store_scan_free(struct store_scan *sc, bool heap);
 
 /* Meridio's table, as gorm writes it. */
@@ -183,8 +193,41 @@ static const char *const store_index_names[] = {
 
 /* Columns the table must have. */
 static const char *const store_columns[] = {
-	"id", "name", "cidr", "parent_id", "updated_at", "expirable",
+	"id", "name", "cidr", "parent_id",
 };
+
+/* Columns that Meridio releases before garbage collection lacked, and how
+ * gorm's AutoMigrate adds them. */
+static const struct {
+	const char *name;
+	const char *ddl;
+} store_added_columns[] = {
+	{ "updated_at", "ALTER TABLE `prefixes` ADD `updated_at` datetime" },
+	{ "expirable", "ALTER TABLE `prefixes` ADD `expirable` numeric "
+	    "DEFAULT false" },
+};
+
+/* The node records (below a conduit, below a trench) as Meridio's
+ * migrate() finds them. */
+#define STORE_NODE_IDS "SELECT `id` FROM `prefixes` WHERE `parent_id` IN " \
+	"(SELECT `id` FROM `prefixes` WHERE `parent_id` IN " \
+	"(SELECT `id` FROM `prefixes` WHERE `parent_id` = ''))"
+
+/* Meridio's migrate(): a node's children other than bridges, then the
+ * nodes, made expirable unless they are; gorm sets updated_at (?1) too. */
+#define STORE_MIG_CHILDREN "`parent_id` IN (" STORE_NODE_IDS ") AND " \
+	"`name` != 'bridge' AND (`expirable` IS NULL OR `expirable` = false)"
+#define STORE_MIG_NODES "`id` IN (" STORE_NODE_IDS ") AND " \
+	"(`expirable` IS NULL OR `expirable` = false)"
+static const char store_mig_children[] = "UPDATE `prefixes` SET "
+    "`expirable`=1,`updated_at`=?1 WHERE " STORE_MIG_CHILDREN;
+static const char store_mig_nodes[] = "UPDATE `prefixes` SET "
+    "`expirable`=1,`updated_at`=?1 WHERE " STORE_MIG_NODES;
+/* How many rows those would change: a file without any opens without a
+ * write lock. */
+static const char store_mig_count[] = "SELECT (SELECT count(*) FROM "
+    "`prefixes` WHERE " STORE_MIG_CHILDREN ") + (SELECT count(*) FROM "
+    "`prefixes` WHERE " STORE_MIG_NODES ")";
 
 /* Text of each kept statement, indexed by enum store_stmt_id. The load
  * query is one scan of the table in rowid (insertion) order: store_load
@@ -453,6 +496,15 @@ store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
 		    "key than `id`; left untouched", st->path);
 		return -1;
 	}
+	for (i = 0; i < sizeof(store_added_columns) /
+	    sizeof(store_added_columns[0]); i++) {
+		if (store_query_int(st, "SELECT count(*) FROM "
+		    "pragma_table_info('prefixes') WHERE name=?1",
+		    store_added_columns[i].name, &n, err, errlen) < 0)
+			return -1;
+		if (n == 0)
+			st->add_cols |= 1u << i;
+	}
 	/* Damaged pages are looked for by store_open (store_verify). */
 	for (i = 0; i < sizeof(store_index_names) /
 	    sizeof(store_index_names[0]); i++) {
@@ -460,10 +512,113 @@ store_check_schema(struct store *st, bool *create, char *err, size_t errlen)
 		    "WHERE type='index' AND name=?1", store_index_names[i], &n,
 		    err, errlen) < 0)
 			return -1;
-		if (n == 0)
+		if (n == 0) {
 			st->upgrade = true;
+			st->mig.indexes++;
+		}
 	}
 	return 0;
+}
+
+/* Runs one of the migrate() updates with updated_at = now; adds the rows
+ * it changed to *count. */
+static int
+store_mig_update(struct store *st, const char *sql, int64_t now,
+    int64_t *count, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = NULL;
+	char t[STORE_TIMESTRLEN];
+
+	store_format_time(now, t);
+	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK ||
+	    (sqlite3_bind_text(s, 1, t, -1, SQLITE_STATIC), 0) ||
+	    sqlite3_step(s) != SQLITE_DONE) {
+		errbuf_set(err, errlen, "%s: migrate: %s; left untouched",
+		    st->path, sqlite3_errmsg(st->db));
+		sqlite3_finalize(s);
+		return -1;
+	}
+	*count += sqlite3_changes(st->db);
+	sqlite3_finalize(s);
+	return 0;
+}
+
+/*
+ * Brings an older Meridio file to the current schema as Meridio's start-up
+ * does (see struct store_migration), in one transaction that stays open:
+ * store_begin commits it, store_close rolls it back. A file without
+ * anything to do is only read, and nothing is reported. Dirty pages are kept in memory until the commit (cache_spill off), so
+ * that readers (store_verify's quick_check) are never locked out.
+ */
+static int
+store_migrate(struct store *st, int64_t now, char *err, size_t errlen)
+{
+	int64_t n;
+	size_t i;
+
+	if (st->add_cols == 0) {
+		if (store_query_int(st, store_mig_count, NULL, &n, err,
+		    errlen) < 0)
+			return -1;
+		if (n == 0)
+			return 0;
+	}
+	if (store_exec(st, "PRAGMA cache_spill=OFF", "set cache_spill", err,
+	    errlen) < 0 ||
+	    store_exec(st, "BEGIN IMMEDIATE", "begin migration", err,
+	    errlen) < 0)
+		return -1;
+	for (i = 0; i < sizeof(store_added_columns) /
+	    sizeof(store_added_columns[0]); i++) {
+		if (!(st->add_cols & (1u << i)))
+			continue;
+		if (store_exec(st, store_added_columns[i].ddl, "migrate: add "
+		    "column", err, errlen) < 0)
+			goto rollback;
+		st->mig.columns++;
+	}
+	if (st->mig.columns > 0) {
+		if (store_exec(st, store_ddl_indexes, "migrate: create indexes",
+		    err, errlen) < 0)
+			goto rollback;
+	}
+	if (store_mig_update(st, store_mig_children, now, &st->mig.children,
+	    err, errlen) < 0 ||
+	    store_mig_update(st, store_mig_nodes, now, &st->mig.nodes, err,
+	    errlen) < 0)
+		goto rollback;
+	if (st->mig.columns == 0)
+		st->mig.indexes = 0;	/* those come with the WAL switch */
+	st->mig_found = true;
+	st->mig_pending = true;
+	return 0;
+rollback:
+	/* "migrate: create indexes: UNIQUE constraint failed" and the
+	 * like: the file is refused as it is */
+	if (strstr(err, "left untouched") == NULL) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", err);
+		errbuf_set(err, errlen, "%s; left untouched", why);
+	}
+	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+/* Commits a migration held open since store_open. */
+static int
+store_mig_commit(struct store *st, char *err, size_t errlen)
+{
+	if (!st->mig_pending)
+		return 0;
+	if (store_exec(st, "COMMIT", "commit migration", err, errlen) < 0) {
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		st->mig_pending = false;
+		return -1;
+	}
+	st->mig_pending = false;
+	return store_exec(st, "PRAGMA cache_spill=ON", "set cache_spill", err,
+	    errlen);
 }
 
 /*
@@ -998,6 +1153,14 @@ store_open_locked(struct store **out, const char *path, int lockfd,
 		goto fail;
 	if (store_pragmas(st, flags, err, errlen) < 0)
 		goto fail;
+	if (!create) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if (store_migrate(st, (int64_t)ts.tv_sec * 1000000000 +
+		    ts.tv_nsec, err, errlen) < 0)
+			goto fail;
+	}
 	if (create) {
 		if (store_setup(st, true, err, errlen) < 0)
 			goto fail;
@@ -1105,6 +1268,7 @@ store_close(struct store *st)
 
 	if (st == NULL)
 		return;
+	st->mig_pending = false;	/* never written: dropped */
 	store_rollback(st);
 	for (pp = &store_list; *pp != NULL; pp = &(*pp)->next) {
 		if (*pp == st) {
@@ -1155,20 +1319,31 @@ store_column_bool(sqlite3_stmt *s, int col)
 /*
  * Reads updated_at as go-sqlite3 does for a datetime column: text in one of
  * its formats, or an integer (seconds, or milliseconds when beyond 1e12).
- * NULL is 0. Returns 0 or -1 for a value Go would not read as a time.
+ * NULL and Go's zero time (what gorm writes for an unset time) are 0, "no
+ * time", which garbage collection skips as Meridio's does. Text times that
+ * int64 ns cannot hold keep their side of now: before 1678 become 1 (long
+ * ago), after 2262 INT64_MAX (never old). Returns 0 or -1 for a value Go
+ * would not read as a time.
  */
 static int
 store_column_time(sqlite3_stmt *s, int col, int64_t *ns)
 {
-	int64_t v;
+	const char *t;
+	int64_t v, secs, frac;
 
 	switch (sqlite3_column_type(s, col)) {
 	case SQLITE_NULL:
 		*ns = 0;
 		return 0;
 	case SQLITE_TEXT:
-		return store_parse_time((const char *)sqlite3_column_text(s,
-		    col), ns);
+		t = (const char *)sqlite3_column_text(s, col);
+		if (store_parse_wide(t, &secs, &frac) < 0)
+			return -1;
+		if (secs == STORE_GO_ZERO_S && frac == 0)
+			*ns = 0;
+		else if (store_parse_time(t, ns) < 0)
+			*ns = secs < 0 ? 1 : INT64_MAX;
+		return 0;
 	case SQLITE_INTEGER:
 		v = sqlite3_column_int64(s, col);
 		if (v > 1000000000000LL || v < -1000000000000LL) {
@@ -1447,10 +1622,10 @@ store_load(struct store *st, int (*fn)(void *arg, const struct store_row *row),
 		row.updated_at = r->updated_at;
 		row.expirable = r->expirable;
 		if (r->bad != 0) {
-			errbuf_set(err, errlen, "%s: row %s: updated_at \"%s\" "
-			    "is not a time", st->path, row.id,
+			errbuf_set(err, errlen, "%s: row %s: column updated_at "
+			    "\"%s\" is not a time", st->path, row.id,
 			    sc->arena + r->bad);
-			ret = -1;
+			ret = STORE_EROW;
 			break;
 		}
 		ret = fn(arg, &row);
@@ -1479,6 +1654,8 @@ store_begin(struct store *st, char *err, size_t errlen)
 	/* Rows read at open would not show what this batch writes. */
 	store_scan_free(st->prefetch, true);
 	st->prefetch = NULL;
+	if (store_mig_commit(st, err, errlen) < 0)
+		return -1;
 	if (st->upgrade && store_setup(st, false, err, errlen) < 0)
 		return -1;
 	if (store_wal_limit(st, err, errlen) < 0)
@@ -1688,7 +1865,7 @@ store_health(struct store *st, struct store_health *h)
 	pthread_mutex_unlock(&st->ck_mu);
 }
 
-/* Runs a PASSIVE checkpoint now (outside a transaction). */
+/* Runs a checkpoint now (RESTART, outside a transaction). */
 int
 store_checkpoint(struct store *st, char *err, size_t errlen)
 {
@@ -1706,7 +1883,8 @@ store_checkpoint(struct store *st, char *err, size_t errlen)
 	return 0;
 }
 
-/* Rolls back whatever is open; a no-op outside a transaction. */
+/* Rolls back whatever is open; a no-op outside a transaction. A
+ * migration held since store_open stays (store_close drops it). */
 void
 store_rollback(struct store *st)
 {
@@ -1714,7 +1892,7 @@ store_rollback(struct store *st)
 
 	if (st == NULL)
 		return;
-	if (!sqlite3_get_autocommit(st->db)) {
+	if (!sqlite3_get_autocommit(st->db) && !st->mig_pending) {
 		s = st->stmt[STORE_ST_ROLLBACK];
 		if (s != NULL) {
 			sqlite3_step(s);
@@ -1732,6 +1910,25 @@ store_rollback(struct store *st)
 	if (st->txn_no_room)
 		(void)store_ckpt_run(st, st->db, SQLITE_CHECKPOINT_RESTART);
 	st->txn_failed = st->txn_no_room = false;
+}
+
+bool
+store_migration(const struct store *st, struct store_migration *m)
+{
+	if (!st->mig_found) {
+		memset(m, 0, sizeof(*m));
+		return false;
+	}
+	*m = st->mig;
+	return true;
+}
+
+int
+store_upgrade(struct store *st, char *err, size_t errlen)
+{
+	if (store_begin(st, err, errlen) < 0)
+		return -1;
+	return store_commit(st, err, errlen);
 }
 
 uint64_t
@@ -1852,16 +2049,17 @@ store_month_days(int64_t y, unsigned m)
  * has dropped one trailing 'Z': "YYYY-MM-DD", then optionally ' ' or 'T'
  * and "HH:MM", then optionally ":SS", a fraction ('.' or ',' and one or
  * more digits, cut after the 9th as Go does) and a "+HH:MM"/"-HH:MM"
- * offset. No offset means UTC. Values outside int64 ns are refused.
+ * offset. No offset means UTC. Gives seconds since the epoch and the
+ * fraction in ns (0 <= frac < 1e9), for any year Go reads (0-9999).
  */
-int
-store_parse_time(const char *s, int64_t *ns)
+static int
+store_parse_wide(const char *s, int64_t *secsp, int64_t *fracp)
 {
 	char buf[64];
 	const char *p;
 	size_t len;
 	unsigned yy, mo, d, h = 0, mi = 0, sec = 0, oh, om, digit;
-	int64_t frac = 0, scale = 100000000, off = 0, secs, res;
+	int64_t frac = 0, scale = 100000000, off = 0;
 
 	if (s == NULL)
 		return -1;
@@ -1914,8 +2112,20 @@ store_parse_time(const char *s, int64_t *ns)
 	}
 	if (*p != '\0')
 		return -1;
-	secs = store_days_from_civil(yy, mo, d) * STORE_S_PER_DAY +
+	*secsp = store_days_from_civil(yy, mo, d) * STORE_S_PER_DAY +
 	    h * 3600 + mi * 60 + sec - off;
+	*fracp = frac;
+	return 0;
+}
+
+/* store_parse_wide, then refuses values outside int64 ns. */
+int
+store_parse_time(const char *s, int64_t *ns)
+{
+	int64_t secs, frac, res;
+
+	if (store_parse_wide(s, &secs, &frac) < 0)
+		return -1;
 	if (secs < 0 && frac > 0) {
 		/* borrow a second so that times just above INT64_MIN fit */
 		secs++;

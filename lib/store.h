@@ -31,8 +31,9 @@ struct store_row {
 	const char *name;	/* the record's name */
 	const char *cidr;	/* prefix text, e.g. "169.255.0.1/32" */
 	const char *parent_id;	/* "" for a trench record */
-	int64_t updated_at;	/* ns since the epoch, UTC; 0 = NULL (also
-				 * written as NULL); before 1970 negative */
+	int64_t updated_at;	/* ns since the epoch, UTC; 0 = no time: NULL
+				 * or Go's zero time (written as NULL);
+				 * before 1970 negative */
 	bool expirable;		/* may be reaped by GC */
 };
 
@@ -45,7 +46,8 @@ enum store_flags {
  * Opens (creating if needed, unless STORE_NO_CREATE) the database at path:
  * exclusive lock, schema (created if absent, checked if present), WAL
  * journal, synchronous=FULL unless STORE_SYNC_NORMAL. A file that is not a
- * database, or lacks the expected columns, is refused and left untouched.
+ * database, or lacks the expected columns, is refused and left untouched;
+ * one of an older Meridio is migrated (see struct store_migration).
  * An existing file is switched to WAL, and given any of Meridio's indexes
  * it lacks, on the first store_begin: opening and loading alone write
  * nothing. A file this process already has open is refused. A file this
@@ -88,6 +90,31 @@ int store_lock_file(const char *path, int flags, int *fd, bool *created,
  */
 int store_check_files(struct store *st, char *err, size_t errlen);
 
+/*
+ * What store_open found to do to bring a file written by an older Meridio
+ * to the current schema, as Meridio's own start-up does: gorm's
+ * AutoMigrate adds the missing columns (updated_at, expirable) and
+ * indexes, then migrate() makes every node record (below a conduit) and
+ * its children other than "bridge" expirable, with updated_at now. The
+ * open connection holds it in one uncommitted transaction, so store_load
+ * sees the result; the first store_begin (or store_upgrade) commits it,
+ * and store_close without a write leaves the file as it was.
+ */
+struct store_migration {
+	int columns;		/* columns added */
+	int indexes;		/* indexes added with them */
+	int64_t nodes;		/* node records made expirable */
+	int64_t children;	/* address records made expirable */
+};
+
+/* Fills *m (zeroed when there is none) and returns true when opening
+ * found a migration to do; it stays reported after it is committed. */
+bool store_migration(const struct store *st, struct store_migration *m);
+
+/* Writes now what a first write would (the migration, the WAL journal,
+ * missing indexes): an empty store_begin/store_commit. Returns 0 or -1. */
+int store_upgrade(struct store *st, char *err, size_t errlen);
+
 /* Closes the database and drops the lock. Accepts NULL. */
 void store_close(struct store *st);
 
@@ -96,9 +123,11 @@ void store_close(struct store *st);
  * depth, then insertion order); rows whose parent does not exist (orphans)
  * and their descendants come last. NULL text columns are passed as "".
  * fn returning non-zero stops the walk and is returned. A row whose
- * updated_at is not a time go-sqlite3 reads stops the walk with -1 and err
- * naming it. Returns 0, the callback's value, or -1 with err set.
+ * updated_at is not a time go-sqlite3 reads stops the walk with STORE_EROW
+ * and err naming the row id and the column. Returns 0, the callback's
+ * value, STORE_EROW, or -1 with err set.
  */
+#define STORE_EROW (-2)	/* store_load: a row cannot be read */
 int store_load(struct store *st,
     int (*fn)(void *arg, const struct store_row *row), void *arg,
     char *err, size_t errlen);

@@ -24,7 +24,8 @@ bench_daemon() {
 	    IPAM_PREFIX_IPV4=10.0.0.0/8 IPAM_CONDUIT_PREFIX_LENGTH_IPV4=12 \
 	    IPAM_NODE_PREFIX_LENGTH_IPV4=20 IPAM_PREFIX_IPV6=fd00::/48 \
 	    IPAM_CONDUIT_PREFIX_LENGTH_IPV6=56 IPAM_NODE_PREFIX_LENGTH_IPV6=64 \
-	    IPAM_GARBAGE_COLLECTION_ENABLED=false ${extra_env:-} \
+	    IPAM_GARBAGE_COLLECTION_ENABLED=false IPAM_HEALTH_SOCKET= \
+	    ${extra_env:-} \
 	    "$1/meridio-ipam" >>"$3" 2>&1 &
 	pid=$!
 	if ! ready_out=$("$1/ipam-bench" ready --target "$target" --duration 20)

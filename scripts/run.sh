@@ -1,7 +1,9 @@
 #!/bin/sh
 # What `make run` runs: meridio-ipam in the foreground, for a demo or a
 # bare-metal test node. Data lives under ./run/ (created); static conduits
-# stand in for the NSP service. Every IPAM_* variable set by the caller wins.
+# stand in for the NSP service unless the caller names one in
+# IPAM_NSP_SERVICE (IPAM_CONDUITS, when set, selects static conduits and no
+# NSP). Every IPAM_* variable set by the caller wins.
 #   usage: scripts/run.sh [builddir]      (default: build)
 set -eu
 
@@ -21,17 +23,21 @@ if [ -z "${IPAM_DATA_SOURCE:-}" ] && [ -z "${IPAM_DATASOURCE:-}" ]; then
 fi
 : "${IPAM_PORT:=7777}"
 : "${IPAM_LOG_LEVEL:=INFO}"
-: "${IPAM_NSP_SERVICE:=}"
-: "${IPAM_CONDUITS:=conduit-a,conduit-b}"
-export IPAM_PORT IPAM_LOG_LEVEL IPAM_NSP_SERVICE IPAM_CONDUITS
+if [ -z "${IPAM_NSP_SERVICE:-}" ] && [ -z "${IPAM_CONDUITS:-}" ]; then
+	IPAM_CONDUITS=conduit-a,conduit-b
+fi
+export IPAM_PORT IPAM_LOG_LEVEL
+if [ -n "${IPAM_CONDUITS:-}" ]; then
+	export IPAM_CONDUITS
+	conduits="$IPAM_CONDUITS (static)"
+	conduit=${IPAM_CONDUITS%%,*}
+else
+	export IPAM_NSP_SERVICE
+	conduits="from NSP $IPAM_NSP_SERVICE"
+	conduit=conduit-a
+fi
 
 target="localhost:$IPAM_PORT"
-conduit=${IPAM_CONDUITS%%,*}
-if [ -n "$IPAM_NSP_SERVICE" ]; then
-	conduits="from NSP $IPAM_NSP_SERVICE"
-else
-	conduits="$IPAM_CONDUITS (static)"
-fi
 cat <<MSG
 meridio-ipam: gRPC on port $IPAM_PORT, data ${IPAM_DATA_SOURCE:-$IPAM_DATASOURCE}
   conduits: $conduits; logs: JSON lines on stderr, level $IPAM_LOG_LEVEL

@@ -63,6 +63,9 @@ if [ "$want_image" -eq 1 ] && [ ! -s "$BASE_TAR" ]; then
 		echo "tools: debootstrap failed" >&2
 		exit 1
 	fi
+	# as Debian's published images: no downloaded packages, no apt lists
+	find "$work/rootfs/var/cache/apt" "$work/rootfs/var/lib/apt/lists" \
+	    -type f ! -name lock -delete
 	tar -C "$work/rootfs" -cf "$BASE_TAR.tmp" .
 	mv "$BASE_TAR.tmp" "$BASE_TAR"
 	rm -rf "$work/rootfs"

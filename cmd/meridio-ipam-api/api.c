@@ -29,7 +29,9 @@
  */
 #include "api.h"
 #include "admin.h"
+#include "hsock.h"
 #include "metrics.h"
+#include "mtls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -136,6 +138,7 @@ struct api_call {
 	bool ended;			/* status sent or send failed */
 	int last_sent;			/* last ServingStatus sent, -1 none */
 	struct api_call *prev, *next;	/* the list of watchers */
+	bool on_hsock;			/* posted on the health socket */
 };
 
 struct api {
@@ -147,6 +150,8 @@ struct api {
 	void *methods[API_GENERIC];	/* registered method handles */
 	struct grpcx_tls *tls;		/* IPAM_TLS_* files, NULL = plaintext */
 	struct admin *adm;		/* Admin service, NULL if it failed */
+	struct hsock *hs;		/* health socket, NULL when off */
+	struct mtls *mtls;		/* SPIFFE mTLS, NULL when off */
 
 	/* gRPC thread only */
 	unsigned live;			/* calls that arrived and are alive */
@@ -167,6 +172,8 @@ struct api {
 
 	/* shared, atomic */
 	atomic_int health;		/* SERVING or NOT_SERVING */
+	atomic_bool port_up;		/* the port is served (with SPIFFE:
+					 * only once an SVID came) */
 	atomic_bool stop;		/* SIGTERM or supervisor gone */
 	atomic_bool db_quit;		/* tells the db thread to return */
 	int wake_fd;			/* eventfd: wakes the db thread */
@@ -177,6 +184,8 @@ static int api_shutdown_tag;		/* tag of shutdown_and_notify */
 static atomic_bool api_accept_dead;
 /* True while binding IPAM_PORT: gRPC's own lines about it are DEBUG. */
 static atomic_bool api_binding;
+
+static int api_server_start(struct api *a);
 
 #define HEALTH_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define HEALTH_NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
@@ -227,6 +236,10 @@ api_grpc_log(gpr_log_func_args *args)
 		l = LOGL_INFO;
 	if (strstr(args->message, "Failed accept4") != NULL)
 		atomic_store(&api_accept_dead, true);
+	/* clients send the service's host name (SNI); SVIDs carry none */
+	if (l == LOGL_ERROR && strstr(args->message,
+	    "No match found for server name") != NULL)
+		l = LOGL_DEBUG;
 	log_kv(l, "grpc core", "text", args->message, "file", args->file,
 	    NULL);
 }
@@ -235,30 +248,38 @@ api_grpc_log(gpr_log_func_args *args)
 
 /*
  * Posts one request for method m so that the next call to it has a place
- * to land. Unknown methods use the generic request. Returns 0 or -1.
+ * to land. Unknown methods use the generic request. on_hsock: on the
+ * health socket's server (Check, Watch and unknown methods only).
+ * Returns 0 or -1.
  */
 static int
-api_post(struct api *a, enum api_method m)
+api_post_on(struct api *a, enum api_method m, bool on_hsock)
 {
+	grpc_server *srv = on_hsock ? hsock_server(a->hs) : a->server;
+	void *method = NULL;
 	struct api_call *c;
 	grpc_call_error e;
 
+	if (m != API_GENERIC)
+		method = on_hsock ? hsock_method(a->hs, m - API_CHECK) :
+		    a->methods[m];
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return -1;
 	c->api = a;
 	c->method = m;
+	c->on_hsock = on_hsock;
 	c->last_sent = -1;
 	c->status_msg = grpc_empty_slice();
 	grpc_metadata_array_init(&c->md);
 	if (m == API_GENERIC) {
 		grpc_call_details_init(&c->details);
-		e = grpc_server_request_call(a->server, &c->call, &c->details,
+		e = grpc_server_request_call(srv, &c->call, &c->details,
 		    &c->md, a->cq, a->cq, api_tag(c, API_TAG_NEW));
 	} else {
-		e = grpc_server_request_registered_call(a->server,
-		    a->methods[m], &c->call, &c->deadline, &c->md, &c->payload,
-		    a->cq, a->cq, api_tag(c, API_TAG_NEW));
+		e = grpc_server_request_registered_call(srv, method, &c->call,
+		    &c->deadline, &c->md, &c->payload, a->cq, a->cq,
+		    api_tag(c, API_TAG_NEW));
 	}
 	if (e != GRPC_CALL_OK) {
 		if (m == API_GENERIC)
@@ -269,6 +290,13 @@ api_post(struct api *a, enum api_method m)
 	}
 	a->posted++;
 	return 0;
+}
+
+/* Posts one request for method m on the port's server. */
+static int
+api_post(struct api *a, enum api_method m)
+{
+	return api_post_on(a, m, false);
 }
 
 static void
@@ -721,13 +749,33 @@ api_watch_all(struct api *a)
 
 /* ---- the gRPC thread -------------------------------------------------- */
 
+/*
+ * With SPIFFE, every call on the port must come from a SPIFFE ID of our
+ * trust domain, and Ipam calls from one IPAM_SPIFFE_ALLOWED_IDS allows
+ * (Health stays open to the whole trust domain, for probes). Answers the
+ * call and returns false when it may not go on.
+ */
+static bool
+api_authorized(struct api *a, struct api_call *c)
+{
+	grpc_status_code code;
+	char msg[600];
+
+	code = mtls_authorize(a->mtls, c->call, c->method == API_ALLOCATE ||
+	    c->method == API_RELEASE, msg, sizeof(msg));
+	if (code == GRPC_STATUS_OK)
+		return true;
+	api_fail(c, code, msg);
+	return false;
+}
+
 /* A call arrived: re-post for its method, then handle it. */
 static void
 api_on_new(struct api *a, struct api_call *c)
 {
 	char msg[300];
 
-	if (!a->stopping && api_post(a, c->method) < 0)
+	if (!a->stopping && api_post_on(a, c->method, c->on_hsock) < 0)
 		log_error("cannot post a request for %s",
 		    c->method < API_GENERIC ? api_paths[c->method] : "generic");
 	a->live++;
@@ -737,6 +785,8 @@ api_on_new(struct api *a, struct api_call *c)
 		    "too many calls in flight");
 		return;
 	}
+	if (a->mtls != NULL && !c->on_hsock && !api_authorized(a, c))
+		return;
 	switch (c->method) {
 	case API_ALLOCATE:
 	case API_RELEASE:
@@ -769,6 +819,8 @@ api_dispatch(struct api *a, void *tag, bool success)
 		a->shutdown_done = true;
 		return;
 	}
+	if (hsock_take_tag(a->hs, tag))
+		return;
 	kind = (enum api_tag)((uintptr_t)tag & 3u);
 	c = (struct api_call *)((uintptr_t)tag & ~(uintptr_t)3u);
 	switch (kind) {
@@ -813,7 +865,12 @@ api_begin_stop(struct api *a)
 {
 	log_info("stopping: draining calls in flight");
 	a->stopping = true;
-	grpc_server_shutdown_and_notify(a->server, a->cq, &api_shutdown_tag);
+	if (a->server != NULL)
+		grpc_server_shutdown_and_notify(a->server, a->cq,
+		    &api_shutdown_tag);
+	else
+		a->shutdown_done = true;	/* SPIFFE: never served */
+	hsock_begin_stop(a->hs);
 	/* its queues do not poll: this thread makes its shutdown progress */
 	admin_begin_stop(a->adm);
 	api_watch_all(a);
@@ -831,7 +888,9 @@ api_cancel_rest(struct api *a)
 	size_t n;
 
 	log_warn("drain time over: cancelling %u calls", a->live);
-	grpc_server_cancel_all_calls(a->server);
+	if (a->server != NULL)
+		grpc_server_cancel_all_calls(a->server);
+	hsock_cancel_all(a->hs);
 	pthread_mutex_lock(&a->mu);
 	v = api_take_all_locked(a, &n);
 	pthread_mutex_unlock(&a->mu);
@@ -852,7 +911,7 @@ api_loop(struct api *a)
 	gpr_timespec tick;
 	int64_t drain_end = 0, final_end = 0;
 	bool cancelled = false;
-	int h;
+	int h, rc;
 
 	for (;;) {
 		tick = grpcx_deadline_ms(API_TICK_MS);
@@ -867,6 +926,11 @@ api_loop(struct api *a)
 			    "so that the supervisor starts a fresh worker");
 			_exit(1);
 		}
+		if (a->server == NULL && !a->stopping && a->mtls != NULL &&
+		    mtls_ready(a->mtls) && (rc = api_server_start(a)) < 0) {
+			log_error("cannot serve the port with the SVID");
+			_exit(rc == API_PORT_TAKEN ? IPCMSG_EXIT_PERMANENT : 1);
+		}
 		if (!a->stopping && atomic_load(&a->stop)) {
 			api_begin_stop(a);
 			drain_end = api_now_ms() + API_DRAIN_MS;
@@ -879,8 +943,18 @@ api_loop(struct api *a)
 		}
 		if (!a->stopping)
 			continue;
-		if (a->shutdown_done && a->live == 0 && a->posted == 0)
+		if (a->shutdown_done && hsock_stopped(a->hs) && a->live == 0 &&
+		    a->posted == 0)
 			return true;
+		/* Nothing in flight and the queue idle for a tick: only idle
+		 * connections hold the shutdown back (gRPC waits for their
+		 * clients to leave); close them now. */
+		if (!cancelled && a->live == 0 && ev.type == GRPC_QUEUE_TIMEOUT) {
+			cancelled = true;
+			if (a->server != NULL)
+				grpc_server_cancel_all_calls(a->server);
+			hsock_cancel_all(a->hs);
+		}
 		if (!cancelled && api_now_ms() >= drain_end) {
 			cancelled = true;
 			api_cancel_rest(a);
@@ -897,7 +971,7 @@ api_loop(struct api *a)
 /* State of the db thread (only it touches this). */
 struct api_db {
 	struct api *a;			/* the worker */
-	int sig_fd;			/* signalfd of SIGTERM and SIGINT */
+	int sig_fd;			/* signalfd of SIGTERM */
 	int64_t next_connect_ms;	/* when to try connecting again */
 	int64_t next_ping_ms;		/* when to ping and report next */
 	int64_t last_pong_ms;		/* when the last ping was answered */
@@ -948,7 +1022,8 @@ api_report(struct api_db *d, bool serving)
 
 	if (a->status_fd < 0)
 		return;
-	snprintf(status, sizeof(status), "api: port %u, db %s", a->cfg->port,
+	snprintf(status, sizeof(status), "api: port %u%s, db %s", a->cfg->port,
+	    atomic_load(&a->port_up) ? "" : " waiting for an SVID",
 	    serving ? "answering" : "unavailable");
 	if (ipcmsg_send_status(a->status_fd, d->ready_sent, status) < 0) {
 		log_error("supervisor channel: %s: stopping", strerror(errno));
@@ -965,7 +1040,8 @@ api_db_health(struct api_db *d)
 
 	pthread_mutex_lock(&a->mu);
 	serving = a->conn != NULL && d->last_pong_ms > 0 &&
-	    api_now_ms() - d->last_pong_ms <= API_PONG_MAX_MS;
+	    api_now_ms() - d->last_pong_ms <= API_PONG_MAX_MS &&
+	    atomic_load(&a->port_up);
 	pthread_mutex_unlock(&a->mu);
 	atomic_store(&a->health, serving ? HEALTH_SERVING : HEALTH_NOT_SERVING);
 	if (serving != d->was_serving) {
@@ -1322,6 +1398,8 @@ api_server_creds(struct api *a)
 	grpc_server_credentials *creds;
 	char err[512];
 
+	if (a->mtls != NULL)
+		return mtls_server_credentials(a->mtls);
 	if (c->tls_cert[0] == '\0')
 		return grpc_insecure_server_credentials_create();
 	a->tls = grpcx_tls_new(c->tls_cert, c->tls_key, c->tls_ca, err,
@@ -1361,6 +1439,45 @@ api_port_failed(const struct api *a, const char *addr)
 }
 
 /*
+ * The health socket (IPAM_HEALTH_SOCKET): Check, Watch and nothing else,
+ * plaintext, on the completion queue of the port, so that both answer
+ * from the same state (NOT_SERVING until the db worker answers). A socket
+ * another process serves, or a path that cannot be used, stops the daemon
+ * (exit 78: a restart would meet the same socket), with one line naming
+ * the variable. Returns 0 or -1 (cannot post, logged).
+ */
+static int
+api_hsock_start(struct api *a)
+{
+	const char *path = a->cfg->health_socket;
+	char err[512];
+	enum hsock_rc rc;
+
+	if (path == NULL || path[0] == '\0') {
+		log_info("health socket off (IPAM_HEALTH_SOCKET is empty)");
+		return 0;
+	}
+	rc = hsock_open(path, a->cq, &api_paths[API_CHECK], 2, &a->hs, err,
+	    sizeof(err));
+	if (rc != HSOCK_OK) {
+		log_kv(LOGL_ERROR, rc == HSOCK_LIVE ? "IPAM_HEALTH_SOCKET is "
+		    "in use: stopping" : "IPAM_HEALTH_SOCKET cannot be served: "
+		    "stopping", "path", path, "error", err, NULL);
+		_exit(IPCMSG_EXIT_PERMANENT);
+	}
+	hsock_start(a->hs);
+	for (int m = API_CHECK; m < API_NMETHODS; m++)
+		for (int i = 0; i < API_POSTED_OTHER; i++)
+			if (api_post_on(a, (enum api_method)m, true) < 0) {
+				log_error("cannot post a request on the health "
+				    "socket");
+				return -1;
+			}
+	log_kv(LOGL_INFO, "health socket listening", "path", path, NULL);
+	return 0;
+}
+
+/*
  * Creates, binds and starts the server. SO_REUSEPORT is off (gRPC turns it
  * on by default): a second instance on the same port would otherwise bind
  * too and the kernel would split clients between two daemons that hand out
@@ -1387,7 +1504,8 @@ api_server_start(struct api *a)
 	args.num_args = 2;
 	args.args = arg;
 	a->server = grpc_server_create(&args, NULL);
-	a->cq = grpc_completion_queue_create_for_next(NULL);
+	if (a->cq == NULL)
+		a->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(a->server, a->cq, NULL);
 	for (int m = 0; m < API_GENERIC; m++)
 		a->methods[m] = grpc_server_register_method(a->server,
@@ -1411,8 +1529,10 @@ api_server_start(struct api *a)
 			if (api_post(a, (enum api_method)m) < 0)
 				return -1;
 	}
-	log_kv(LOGL_INFO, "listening", "address", addr, "tls", a->tls == NULL ?
-	    "off" : a->cfg->tls_ca[0] != '\0' ? "mutual" : "on", NULL);
+	log_kv(LOGL_INFO, "listening", "address", addr, "tls", a->mtls != NULL ?
+	    "spiffe" : a->tls == NULL ? "off" : a->cfg->tls_ca[0] != '\0' ?
+	    "mutual" : "on", NULL);
+	atomic_store(&a->port_up, true);
 	return 0;
 }
 
@@ -1430,11 +1550,15 @@ api_server_destroy(struct api *a)
 	do {
 		ev = grpc_completion_queue_next(a->cq,
 		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-		if (ev.type == GRPC_OP_COMPLETE && ev.tag != &api_shutdown_tag)
+		if (ev.type == GRPC_OP_COMPLETE && ev.tag != &api_shutdown_tag &&
+		    !hsock_take_tag(a->hs, ev.tag))
 			api_call_free((struct api_call *)((uintptr_t)ev.tag &
 			    ~(uintptr_t)3u));
 	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
-	grpc_server_destroy(a->server);
+	if (a->server != NULL)
+		grpc_server_destroy(a->server);
+	hsock_free(a->hs);
+	a->hs = NULL;
 	grpc_completion_queue_destroy(a->cq);
 }
 
@@ -1464,6 +1588,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	a->next_id = 1;
 	a->health_seen = HEALTH_NOT_SERVING;
 	atomic_init(&a->health, HEALTH_NOT_SERVING);
+	atomic_init(&a->port_up, false);
 	atomic_init(&a->stop, false);
 	atomic_init(&a->db_quit, false);
 	pthread_mutex_init(&a->mu, NULL);
@@ -1472,7 +1597,6 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
 	d.sig_fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
 	a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (d.sig_fd < 0 || a->wake_fd < 0)
@@ -1486,15 +1610,24 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	    db_path, err, sizeof(err))) == NULL)
 		log_kv(LOGL_ERROR, "cannot serve metrics: endpoint off", "error",
 		    err, NULL);
-	if ((rc = api_server_start(a)) < 0) {
+	/* The health socket serves from the start (NOT_SERVING until the
+	 * db worker answers and the port is up). With SPIFFE the port is
+	 * bound by api_loop once an SVID came. */
+	a->cq = grpc_completion_queue_create_for_next(NULL);
+	if (cfg->spiffe_socket[0] != '\0')
+		a->mtls = mtls_start(cfg);
+	if ((rc = api_hsock_start(a)) < 0 ||
+	    (a->mtls == NULL && (rc = api_server_start(a)) < 0)) {
 		rc = rc == API_PORT_TAKEN ? IPCMSG_EXIT_PERMANENT : 1;
+		a->stopping = true;
 		if (a->server != NULL) {
-			a->stopping = true;
 			grpc_server_shutdown_and_notify(a->server, a->cq,
 			    &api_shutdown_tag);
 			grpc_server_cancel_all_calls(a->server);
-			api_server_destroy(a);
 		}
+		hsock_begin_stop(a->hs);
+		hsock_cancel_all(a->hs);
+		api_server_destroy(a);
 		goto out_grpc;
 	}
 	a->adm = admin_start(getenv(IPCMSG_ENV_RUNDIR), db_path, a->cq, err,
@@ -1527,6 +1660,7 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 	log_info("stopped");
 out_grpc:
 	metrics_stop(mx);
+	mtls_stop(a->mtls);	/* the server that used it is gone */
 	grpc_shutdown();
 	grpcx_tls_free(a->tls);	/* gRPC's fetcher used it until here */
 	close(a->wake_fd);

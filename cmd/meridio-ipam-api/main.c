@@ -30,9 +30,10 @@ main_usage(FILE *f)
 	    "usage: meridio-ipam-api [--help | --version]\n"
 	    "\n"
 	    "The API worker of meridio-ipam: serves ipam.v1.Ipam and\n"
-	    "grpc.health.v1.Health on [::]:$IPAM_PORT and forwards calls to\n"
-	    "the db worker at $%s/%s. Started by the meridio-ipam\n"
-	    "supervisor, which passes its status channel as fd %d.\n",
+	    "grpc.health.v1.Health on [::]:$IPAM_PORT (and Health alone on\n"
+	    "$IPAM_HEALTH_SOCKET) and forwards calls to the db worker at\n"
+	    "$%s/%s. Started by the meridio-ipam supervisor, which\n"
+	    "passes its status channel as fd %d.\n",
 	    IPCMSG_ENV_RUNDIR, IPCMSG_DB_SOCK, IPCMSG_SUPERVISOR_FD);
 }
 
@@ -91,7 +92,6 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
 	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0)
 		log_fatal("pthread_sigmask failed");
 

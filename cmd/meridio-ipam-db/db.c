@@ -44,6 +44,7 @@ enum {
 	CODE_INVALID_ARGUMENT = 3,
 	CODE_DEADLINE_EXCEEDED = 4,
 	CODE_NOT_FOUND = 5,
+	CODE_PERMISSION_DENIED = 7,
 	CODE_RESOURCE_EXHAUSTED = 8,
 	CODE_FAILED_PRECONDITION = 9,
 	CODE_INTERNAL = 13,
@@ -153,7 +154,7 @@ cond_fail(struct db *d, struct cond *c, uint64_t n, const char *err)
 static void
 cond_ok(struct db *d, struct cond *c)
 {
-	char n[24], secs[24];
+	char secs[24];
 	int64_t mono = clock_ns(CLOCK_MONOTONIC);
 
 	if (!c->on)
@@ -161,11 +162,10 @@ cond_ok(struct db *d, struct cond *c)
 	c->ok_seen = true;
 	if (mono - c->last_fail < d->summary_ns / 4)
 		return;
-	snprintf(n, sizeof(n), "%llu", (unsigned long long)c->total);
 	snprintf(secs, sizeof(secs), "%.1f",
 	    (double)(clock_ns(CLOCK_MONOTONIC) - c->since) / 1e9);
-	log_kv(LOGL_INFO, c->what, "state", "recovered", "failures", n,
-	    "seconds", secs, NULL);
+	log_kv(LOGL_INFO, c->what, "state", "recovered",
+	    LOG_INT("failures", c->total), "seconds", secs, NULL);
 	c->on = false;
 	c->total = c->window = 0;
 }
@@ -174,8 +174,6 @@ cond_ok(struct db *d, struct cond *c)
 static void
 cond_tick(struct db *d, struct cond *c, int64_t mono)
 {
-	char n[24], total[24];
-
 	if (c->on && c->ok_seen) {
 		cond_ok(d, c);
 		if (!c->on)
@@ -183,11 +181,9 @@ cond_tick(struct db *d, struct cond *c, int64_t mono)
 	}
 	if (!c->on || mono < c->next_summary)
 		return;
-	snprintf(n, sizeof(n), "%llu", (unsigned long long)c->window);
-	snprintf(total, sizeof(total), "%llu", (unsigned long long)c->total);
 	log_kv(LOGL_WARNING, c->what, "state", "still failing",
-	    "failures_since_last_line", n, "failures", total, "error", c->last,
-	    NULL);
+	    LOG_INT("failures_since_last_line", c->window),
+	    LOG_INT("failures", c->total), "error", c->last, NULL);
 	c->window = 0;
 	c->next_summary = mono + d->summary_ns;
 }
@@ -732,6 +728,74 @@ answer_stats(struct db *d, struct pending *p)
 		client_close(d, p->slot, "cannot queue a reply");
 }
 
+/*
+ * What each role may ask (Hello aside, which must come first and once):
+ * the api worker allocates and releases for its gRPC clients; the nsp
+ * worker alone changes the conduit list; the admin path (ipamctl through
+ * the api's Admin service, tests) reads and releases. Any role may Ping and
+ * ask for Stats.
+ */
+static bool
+role_allows(int role, Ipamd__V1__Request__BodyCase body)
+{
+	if (body == IPAMD__V1__REQUEST__BODY_PING ||
+	    body == IPAMD__V1__REQUEST__BODY_STATS)
+		return true;
+	switch (role) {
+	case IPAMD__V1__ROLE__ROLE_API:
+		return body == IPAMD__V1__REQUEST__BODY_ALLOCATE ||
+		    body == IPAMD__V1__REQUEST__BODY_RELEASE;
+	case IPAMD__V1__ROLE__ROLE_NSP:
+		return body == IPAMD__V1__REQUEST__BODY_SYNC_CONDUITS;
+	case IPAMD__V1__ROLE__ROLE_CTL:
+		return body == IPAMD__V1__REQUEST__BODY_DUMP ||
+		    body == IPAMD__V1__REQUEST__BODY_CHECK ||
+		    body == IPAMD__V1__REQUEST__BODY_RELEASE;
+	default:
+		return false;
+	}
+}
+
+/* Name of a role for logs. */
+static const char *
+role_name(int role)
+{
+	const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+	    &ipamd__v1__role__descriptor, role);
+
+	return v != NULL ? v->name : "unknown";
+}
+
+/*
+ * Refuses, with PERMISSION_DENIED and a log line, a request its sender's
+ * role may not make (a second Hello included); the connection stays open
+ * and nothing changes. Returns true if it did.
+ */
+static bool
+refuse_out_of_role(struct db *d, struct pending *p)
+{
+	struct client *c = &d->cl[p->slot];
+	Ipamd__V1__Request *q = p->req;
+	const ProtobufCFieldDescriptor *f;
+
+	if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO ? c->role == 0 :
+	    role_allows(c->role, q->body_case))
+		return false;
+	f = protobuf_c_message_descriptor_get_field(
+	    &ipamd__v1__request__descriptor, (unsigned)q->body_case);
+	log_kv(LOGL_WARNING, "request refused: not allowed for the sender's "
+	    "role", "request", f != NULL ? f->name : "?", "role",
+	    role_name(c->role), NULL);
+	p->code = CODE_PERMISSION_DENIED;
+	snprintf(p->msg, sizeof(p->msg), "%s is not allowed for role %s",
+	    f != NULL ? f->name : "this request", role_name(c->role));
+	p->addr[0] = '\0';
+	p->plen = 0;
+	reply(d, p);
+	pending_free(p);
+	return true;
+}
+
 /* Answers at once what needs no batch; returns true if it did. */
 static bool
 answer_now(struct db *d, struct pending *p)
@@ -800,7 +864,7 @@ client_read(struct db *d, int slot)
 				client_close(d, slot, "protocol error");
 				return;
 			}
-			if (answer_now(d, &p))
+			if (refuse_out_of_role(d, &p) || answer_now(d, &p))
 				continue;
 			if (plist_push(&d->batch, &p) != 0) {
 				pending_free(&p);
@@ -938,8 +1002,8 @@ run_gc(struct db *d)
 		files_gone(d, err);
 	d->gc_runs++;
 	d->gc_reaped += reaped;
-	log_fmt(reaped ? LOGL_INFO : LOGL_DEBUG,
-	    "garbage collection reaped %zu records", reaped);
+	log_kv(reaped ? LOGL_INFO : LOGL_DEBUG, "garbage collection",
+	    LOG_INT("reaped", reaped), NULL);
 }
 
 int
@@ -961,7 +1025,6 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
 	if ((sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
 		log_fatal("signalfd: %s", strerror(errno));
 	/* The inherited listening socket may be blocking: accept_clients

@@ -37,6 +37,29 @@ on_problem(void *arg, const char *id, const char *what)
 	    "id", id, "problem", what, NULL);
 }
 
+/* Writes the migration of an older Meridio file that store_open found
+ * (once it loaded), and logs what it did. Returns 0 or -1 (logged). */
+static int
+migrate(struct store *st, const char *path)
+{
+	struct store_migration m;
+	char err[512];
+
+	if (!store_migration(st, &m))
+		return 0;
+	if (store_upgrade(st, err, sizeof(err)) != 0) {
+		log_kv(LOGL_ERROR, "cannot write the migration of the database",
+		    "path", path, "error", err, NULL);
+		return -1;
+	}
+	log_kv(LOGL_INFO, "database migrated as Meridio's start-up does",
+	    "path", path, LOG_INT("columns_added", m.columns),
+	    LOG_INT("indexes_added", m.indexes),
+	    LOG_INT("nodes_made_expirable", m.nodes),
+	    LOG_INT("children_made_expirable", m.children), NULL);
+	return 0;
+}
+
 /* The listening socket: fd 4 from the supervisor, or our own when run by
  * hand with only IPAMD_RUNDIR set. */
 static int
@@ -83,7 +106,6 @@ main(int argc, char **argv)
 	signal(SIGXFSZ, SIG_IGN);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	status_fd = fcntl(IPCMSG_SUPERVISOR_FD, F_GETFD) != -1 ?
 	    IPCMSG_SUPERVISOR_FD : -1;
@@ -131,8 +153,15 @@ main(int argc, char **argv)
 		return rc == REG_ESTORE || rc == REG_ENOMEM ? 1 :
 		    IPCMSG_EXIT_PERMANENT;
 	}
-	log_fmt(LOGL_INFO, "database %s loaded: %zu records, %zu addresses",
-	    cfg.data_source, reg_count(reg), reg_count_children(reg));
+	if (migrate(st, cfg.data_source) != 0) {
+		reg_close(reg);
+		store_close(st);
+		cfg_free(&cfg);
+		return 1;
+	}
+	log_kv(LOGL_INFO, "database loaded", "path", cfg.data_source,
+	    LOG_INT("records", reg_count(reg)),
+	    LOG_INT("addresses", reg_count_children(reg)), NULL);
 	/* Loading freed its scan buffers between the records it keeps: give
 	 * those pages back (VmRSS 42 -> 27 MB with 70k records). */
 	malloc_trim(0);

@@ -51,11 +51,11 @@ main(int argc, char **argv)
 	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		log_fatal("prctl: %s", strerror(errno));
 
-	/* SIGTERM/SIGINT arrive on a signalfd; blocked before any thread
+	/* SIGTERM arrives on a signalfd (SIGINT is the supervisor's: it
+	 * comes ignored); blocked before any thread
 	 * (gRPC's included) exists, so every thread inherits the mask. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
 	if (sigprocmask(SIG_BLOCK, &sigs, NULL) < 0)
 		log_fatal("sigprocmask: %s", strerror(errno));
 	sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);

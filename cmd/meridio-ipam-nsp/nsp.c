@@ -187,7 +187,6 @@ nsp_sync_try(struct nsp_db *db, struct nsp_sync *sy, struct nsp_watch *w)
 static void
 nsp_sync_list(struct nsp_sync *sy, const char *const *names, size_t n)
 {
-	char a[32], b[32];
 
 	conduitset_diff_clear(&sy->diff);
 	sy->have = false;
@@ -196,14 +195,11 @@ nsp_sync_list(struct nsp_sync *sy, const char *const *names, size_t n)
 		log_error("conduit list ignored: %s", strerror(errno));
 		return;
 	}
-	if (sy->diff.nskipped > 0) {
-		snprintf(a, sizeof(a), "%zu", sy->diff.nskipped);
+	if (sy->diff.nskipped > 0)
 		log_kv(LOGL_WARNING, "ignored conduits with an empty or too "
-		    "long name", "count", a, NULL);
-	}
-	snprintf(a, sizeof(a), "%zu", sy->diff.nadd);
-	snprintf(b, sizeof(b), "%zu", sy->diff.nremove);
-	log_kv(LOGL_DEBUG, "conduit list", "listed", a, "to_remove", b, NULL);
+		    "long name", LOG_INT("count", sy->diff.nskipped), NULL);
+	log_kv(LOGL_DEBUG, "conduit list", LOG_INT("listed", sy->diff.nadd),
+	    LOG_INT("to_remove", sy->diff.nremove), NULL);
 	sy->have = true;
 	sy->pending = true;
 	sy->inflight = false;
@@ -216,16 +212,15 @@ static void
 nsp_sync_reply(struct nsp_sync *sy, struct nsp_watch *w,
     const Ipamd__V1__Reply *r, int64_t cap_ms)
 {
-	char code[16], delay[32];
+	char delay[32];
 	size_t i;
 
 	sy->inflight = false;
 	if (r->code != 0) {
-		snprintf(code, sizeof(code), "%d", (int)r->code);
 		snprintf(delay, sizeof(delay), "%" PRId64 "ms", sy->retry_ms);
 		log_kv(LOGL_WARNING, "db refused the conduit list; retrying",
-		    "code", code, "error", r->message, "retry_in", delay,
-		    NULL);
+		    LOG_INT("code", r->code), "error", r->message, "retry_in",
+		    delay, NULL);
 		sy->retry_at = nsp_now_ms() + sy->retry_ms;
 		sy->retry_ms = sy->retry_ms * 2 > cap_ms ? cap_ms :
 		    sy->retry_ms * 2;
@@ -419,9 +414,8 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 	}
 
 	if (cfg->nsp_service[0] == '\0') {
-		snprintf(buf, sizeof(buf), "%zu", cfg->nconduits);
 		log_kv(LOGL_INFO, "no NSP service: static conduits",
-		    "count", buf, NULL);
+		    LOG_INT("count", cfg->nconduits), NULL);
 		nsp_sync_list(&sy, (const char *const *)cfg->conduits,
 		    cfg->nconduits);
 	} else {
@@ -494,8 +488,7 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 
 		if (pfd[0].revents & POLLIN) {
 			while (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
-				if (si.ssi_signo == SIGTERM ||
-				    si.ssi_signo == SIGINT) {
+				if (si.ssi_signo == SIGTERM) {
 					log_kv(LOGL_INFO, "stopping", "signal",
 					    strsignal((int)si.ssi_signo), NULL);
 					running = false;

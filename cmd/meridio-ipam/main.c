@@ -26,6 +26,33 @@ main_usage(FILE *f)
 }
 
 /*
+ * The first lines: what this instance serves and where its conduits come
+ * from (NSP or IPAM_CONDUITS), with a warning when they come from nowhere
+ * or when IPAM_CONDUITS overrides a configured NSP.
+ */
+static void
+main_log_start(const struct cfg *c)
+{
+	char conduits[1024] = "";
+	size_t i, o = 0;
+
+	for (i = 0; i < c->nconduits && o < sizeof(conduits); i++)
+		o += (size_t)snprintf(conduits + o, sizeof(conduits) - o,
+		    "%s%s", i ? "," : "", c->conduits[i]);
+	log_kv(LOGL_INFO, "starting", "release", IPAM_VERSION, "trench",
+	    c->trench, "namespace", c->k8s_namespace, "nsp_service",
+	    c->nsp_service, "conduits", conduits, NULL);
+	if (c->nsp_ignored)
+		log_kv(LOGL_WARNING, "IPAM_NSP_SERVICE ignored: IPAM_CONDUITS "
+		    "selects static conduits and no NSP", "IPAM_NSP_SERVICE",
+		    getenv("IPAM_NSP_SERVICE"), "IPAM_CONDUITS", conduits,
+		    NULL);
+	if (c->nsp_service[0] == '\0' && c->nconduits == 0)
+		log_kv(LOGL_WARNING, "no conduits: IPAM_NSP_SERVICE is empty "
+		    "and IPAM_CONDUITS unset, so every Allocate fails", NULL);
+}
+
+/*
  * Flags first (they need no valid environment, except --debug which shows
  * it), then the configuration and the restart policy: a bad value prints
  * one line and exits 2 before anything is created.
@@ -75,6 +102,7 @@ main(int argc, char **argv)
 		return rc;
 	}
 	log_init("supervisor", cfg.log_level, 2);
+	main_log_start(&cfg);
 	/* No process of the daemon ever needs to gain privileges (setuid
 	 * binaries, file capabilities); workers inherit this. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {

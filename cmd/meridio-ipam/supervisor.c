@@ -222,7 +222,7 @@ sv_exec_wrapped(const struct sv *sv, const struct sv_worker *w)
 
 /*
  * In the child between fork and exec: die with the supervisor, no new
- * privileges, default signals, and exactly fds 0-2, 3 (status channel)
+ * privileges, default signals but SIGINT ignored, and exactly fds 0-2, 3 (status channel)
  * and, for the db worker, 4 (listening socket). Sources are first moved
  * above 10 so that dup2 onto 3 and 4 cannot clobber one another.
  */
@@ -241,6 +241,12 @@ sv_child(const struct sv *sv, const struct sv_worker *w, int chan,
 		_exit(127);
 	for (int sig = 1; sig < NSIG; sig++)
 		sigaction(sig, &sa, NULL);
+	/* A terminal's Ctrl-C reaches the whole foreground process group;
+	 * only the supervisor acts on it (the orderly stop, in order). An
+	 * ignored signal stays ignored across exec and never reaches the
+	 * workers' signalfd; SIGTERM from the supervisor still does. */
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGINT, &sa, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	a = fcntl(chan, F_DUPFD, 10);
@@ -271,13 +277,6 @@ sv_child(const struct sv *sv, const struct sv_worker *w, int chan,
 	_exit(127);
 }
 
-/* Formats a number for log_kv. */
-static const char *
-sv_num(char *buf, size_t len, long long v)
-{
-	snprintf(buf, len, "%lld", v);
-	return buf;
-}
 
 static void
 sv_close_chan(struct sv_worker *w)
@@ -358,7 +357,6 @@ static void
 sv_start(struct sv *sv, size_t i, int64_t now)
 {
 	struct sv_worker *w = &sv->w[i];
-	char pidbuf[24], delaybuf[24];
 	int sp[2] = { -1, -1 };
 	int64_t delay;
 	pid_t pid, self = getpid();
@@ -378,8 +376,8 @@ sv_start(struct sv *sv, size_t i, int64_t now)
 		close(sp[0]);
 	w->status[0] = '\0';
 	sup_worker_started(&sv->st[i], pid, now);
-	log_kv(LOGL_INFO, "worker started", "worker", w->row->name, "pid",
-	    sv_num(pidbuf, sizeof(pidbuf), pid), "path", w->path, NULL);
+	log_kv(LOGL_INFO, "worker started", "worker", w->row->name,
+	    LOG_INT("pid", pid), "path", w->path, NULL);
 	return;
 fail:
 	log_kv(LOGL_ERROR, "cannot start worker", "worker", w->row->name,
@@ -392,8 +390,7 @@ fail:
 	if (sup_worker_died(&sv->st[i], &sv->policy, 127 << 8, now, &delay) ==
 	    SUP_RESTART)
 		log_kv(LOGL_WARNING, "restart scheduled", "worker",
-		    w->row->name, "restart_in_ms",
-		    sv_num(delaybuf, sizeof(delaybuf), delay), NULL);
+		    w->row->name, LOG_INT("restart_in_ms", delay), NULL);
 	else
 		sv_begin_stop(sv, 1, "a worker cannot be started", now);
 }
@@ -498,7 +495,7 @@ sv_update_status(struct sv *sv)
 static void
 sv_reaped(struct sv *sv, pid_t pid, int wstatus, int64_t now)
 {
-	char how[96], pidbuf[24], delaybuf[24], why[160];
+	char how[96], why[160];
 	enum sup_verdict v;
 	int64_t delay = 0;
 	size_t i;
@@ -510,32 +507,30 @@ sv_reaped(struct sv *sv, pid_t pid, int wstatus, int64_t now)
 		return;
 	sv_close_chan(&sv->w[i]);
 	sup_describe_exit(wstatus, how, sizeof(how));
-	sv_num(pidbuf, sizeof(pidbuf), pid);
 	v = sup_worker_died(&sv->st[i], &sv->policy, wstatus, now, &delay);
 	switch (v) {
 	case SUP_STOPPED:
 		log_kv(LOGL_INFO, "worker stopped", "worker", sv_rows[i].name,
-		    "pid", pidbuf, "status", how, NULL);
+		    LOG_INT("pid", pid), "status", how, NULL);
 		break;
 	case SUP_RESTART:
 		log_kv(LOGL_WARNING, "worker died", "worker", sv_rows[i].name,
-		    "pid", pidbuf, "status", how, "restart_in_ms",
-		    sv_num(delaybuf, sizeof(delaybuf), delay), NULL);
+		    LOG_INT("pid", pid), "status", how,
+		    LOG_INT("restart_in_ms", delay), NULL);
 		if (sv->stopping)
 			sup_worker_cancel(&sv->st[i]);
 		break;
 	case SUP_PERMANENT:
 		log_kv(LOGL_ERROR, "worker failed permanently", "worker",
-		    sv_rows[i].name, "pid", pidbuf, "status", how, NULL);
+		    sv_rows[i].name, LOG_INT("pid", pid), "status", how, NULL);
 		snprintf(why, sizeof(why), "%s worker failed permanently (%s)",
 		    sv_rows[i].name, how);
 		sv_begin_stop(sv, 1, why, now);
 		break;
 	case SUP_GIVE_UP:
 		log_kv(LOGL_ERROR, "worker died too often", "worker",
-		    sv_rows[i].name, "pid", pidbuf, "status", how, "deaths",
-		    sv_num(delaybuf, sizeof(delaybuf), sv->st[i].ndeaths),
-		    NULL);
+		    sv_rows[i].name, LOG_INT("pid", pid), "status", how,
+		    LOG_INT("deaths", sv->st[i].ndeaths), NULL);
 		snprintf(why, sizeof(why), "%s worker died more than %u times"
 		    " within %lld ms", sv_rows[i].name, sv->policy.max_deaths,
 		    (long long)sv->policy.window_ms);
@@ -566,7 +561,6 @@ sv_read_chan(struct sv *sv, size_t i, int64_t now)
 	Ipamd__V1__WorkerStatus *m;
 	const uint8_t *data;
 	const char *bad = NULL;
-	char pidbuf[24];
 	size_t len;
 	ssize_t n;
 	int r;
@@ -605,8 +599,8 @@ sv_read_chan(struct sv *sv, size_t i, int64_t now)
 	}
 	if (bad != NULL) {
 		log_kv(LOGL_ERROR, "nonsense on status channel; killing worker",
-		    "worker", w->row->name, "pid", sv_num(pidbuf,
-		    sizeof(pidbuf), sv->st[i].pid), "error", bad, NULL);
+		    "worker", w->row->name, LOG_INT("pid", sv->st[i].pid),
+		    "error", bad, NULL);
 		sv_signal(sv, i, SIGKILL);
 		sv_close_chan(w);
 	}
@@ -858,7 +852,7 @@ static int
 sv_lock_data(struct sv *sv)
 {
 	int64_t deadline = sv_now() + SV_LOCK_WAIT_MS, t0 = sv_now();
-	char err[512], name[32], pidbuf[24], msbuf[24];
+	char err[512], name[32];
 	bool waited = false;
 	long holder;
 	int rc;
@@ -869,9 +863,8 @@ sv_lock_data(struct sv *sv)
 		if (rc == 0) {
 			if (waited)
 				log_kv(LOGL_INFO, "data file released: locked",
-				    "path", sv->data_path, "waited_ms",
-				    sv_num(msbuf, sizeof(msbuf), sv_now() - t0),
-				    NULL);
+				    "path", sv->data_path, LOG_INT("waited_ms",
+				    sv_now() - t0), NULL);
 			return 0;
 		}
 		if (rc < 0) {
@@ -885,10 +878,8 @@ sv_lock_data(struct sv *sv)
 		if (!waited)
 			log_kv(LOGL_WARNING, "data file locked by a stopping "
 			    "meridio-ipam process: waiting for it", "path",
-			    sv->data_path, "pid", sv_num(pidbuf,
-			    sizeof(pidbuf), holder), "process", name,
-			    "wait_ms", sv_num(msbuf, sizeof(msbuf),
-			    SV_LOCK_WAIT_MS), NULL);
+			    sv->data_path, LOG_INT("pid", holder), "holder",
+			    name, LOG_INT("wait_ms", SV_LOCK_WAIT_MS), NULL);
 		waited = true;
 		usleep(SV_LOCK_POLL_MS * 1000);
 	}
@@ -941,7 +932,7 @@ sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 	struct sv sv = { .policy = *policy, .listen_fd = -1, .sig_fd = -1,
 	    .lock_fd = -1, .exit_code = 1, .data_path = cfg->data_source };
 	uint64_t usec = 0;
-	char msbuf[24], err[512];
+	char err[512];
 
 	/* workers read the same, validated, environment */
 	for (size_t i = 0; i < SV_N; i++) {
@@ -978,8 +969,8 @@ sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 		sv.wd_ms = (int64_t)(usec / 1000) > 1 ?
 		    (int64_t)(usec / 1000) : 2;
 		sv.wd_next = sv_now();
-		log_kv(LOGL_INFO, "watchdog enabled", "interval_ms",
-		    sv_num(msbuf, sizeof(msbuf), sv.wd_ms), NULL);
+		log_kv(LOGL_INFO, "watchdog enabled",
+		    LOG_INT("interval_ms", sv.wd_ms), NULL);
 	}
 	sv.exit_code = 0;
 	sv_loop(&sv);
@@ -994,7 +985,6 @@ out:
 	sv_unlock_data(&sv);
 	sv_remove_rundir(sv.rundir);
 	sv_free_env(sv.envp);
-	log_kv(LOGL_INFO, "exiting", "code", sv_num(msbuf, sizeof(msbuf),
-	    sv.exit_code), NULL);
+	log_kv(LOGL_INFO, "exiting", LOG_INT("code", sv.exit_code), NULL);
 	return sv.exit_code;
 }

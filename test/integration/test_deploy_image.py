@@ -1,17 +1,20 @@
 """Container image (Dockerfile), without a container engine daemon.
 
-RuntimeLibraries (fast, always): every shared library `ldd` shows for each
-built binary belongs (dpkg -S) to a package that the runtime stage installs,
-or to one of their dependencies or the base system; the runtime stage lists
-nothing else (no -dev package, no package whose libraries go unused).
+RuntimeLibraries (fast, always): the Dockerfile's shape, its package lists
+taken from scripts/deps.sh (no second copy) with apt's lists and caches
+removed in the same RUN; every shared library `ldd` shows for each built
+binary belongs (dpkg -S) to a package of the runtime group, or to one of
+their dependencies or the base system; the group lists nothing else.
 
 ImageBuild (real): podman builds the Dockerfile with the vfs driver and chroot
 isolation on a debian:bookworm base made by debootstrap (scripts/tools.sh
 --image), then the image is checked from the outside (its configuration),
-mounted, and its own binaries are run as UID 10004 on a read-only root with
-a writable /tmp and data volume (a private mount namespace + chroot), until
-its own `ipamctl health` says SERVING (about a minute and a half, most of it
-podman build).
+mounted, and run as a Meridio pod runs it: as the image's USER with
+Meridio's fsGroup as a supplementary group, on a read-only root with a /tmp
+shared with the probes and a data volume owned by root:fsGroup mode 2775,
+with the environment Meridio's operator writes; the probe commands of this
+chart and of Meridio's operator, run in the image, must exit 0 once it
+serves (one to two minutes, most of it podman build).
 """
 import json
 import os
@@ -25,11 +28,17 @@ import time
 import unittest
 from pathlib import Path
 
+import fakensp
+
 TOP = Path(__file__).resolve().parents[2]
 DOCKERFILE = TOP / "Dockerfile"
 BIN = Path(os.environ.get("IPAM_BIN_DIR", TOP / "build" / "bin"))
 TOOLS = Path(os.environ.get("IPAM_TOOLS_DIR", TOP / ".tools"))
-PROGRAMS = ("meridio-ipam", "ipamctl")
+CHART = TOP / "helm" / "meridio-ipam"
+MERIDIO_VALUES = TOP / "test" / "deploy" / "meridio-values.yaml"
+VALIDATE = TOP / "test" / "deploy" / "validate.js"
+DEPS = TOP / "scripts" / "deps.sh"
+PROGRAMS = ("meridio-ipam", "ipamctl", "grpc_health_probe")
 WORKERS = ("meridio-ipam-db", "meridio-ipam-api", "meridio-ipam-nsp")
 # Loaded with dlopen, so ldd does not list it: the supervisor opens
 # libsystemd when NOTIFY_SOCKET is set (systemd, or podman --sdnotify).
@@ -63,18 +72,12 @@ def dockerfile_stages():
     return stages
 
 
-def apt_packages(stage):
-    """Package names given to `apt-get install` in a stage's RUN lines."""
-    pkgs = []
-    for instr in stage:
-        if not instr.upper().startswith("RUN "):
-            continue
-        for cmd in re.split(r"&&|;", instr[4:]):
-            words = cmd.split()
-            if "apt-get" in words and "install" in words:
-                after = words[words.index("install") + 1:]
-                pkgs += [w for w in after if not w.startswith("-") and "=" not in w]
-    return pkgs
+def deps_group(name):
+    """The packages of one group of scripts/deps.sh (its --list)."""
+    r = run(["sh", str(DEPS), "--list", name])
+    if r.returncode != 0:
+        raise AssertionError(f"deps.sh --list {name}: {r.stderr}")
+    return r.stdout.split()
 
 
 def ldd_paths(exe, chroot=None):
@@ -158,19 +161,43 @@ class RuntimeLibraries(unittest.TestCase):
         self.assertRegex(stages[1][0], r"^FROM ")
         self.assertIn("ARG DEBIAN_IMAGE=debian:bookworm", DOCKERFILE.read_text())
         rt = stages[1]
+        # A numeric USER: Meridio's pods say runAsNonRoot without runAsUser,
+        # which the kubelet accepts only for a numeric non-zero UID.
         self.assertIn("USER 10004:10004", rt)
         self.assertIn('VOLUME ["/run/ipam/data"]', rt)
         self.assertIn("EXPOSE 7777", rt)
         self.assertIn('ENTRYPOINT ["/usr/bin/meridio-ipam"]', rt)
-        self.assertTrue(any(i.startswith("HEALTHCHECK") and "ipamctl health" in i for i in rt))
-        # Build-time packages stay in the build stage.
-        build = apt_packages(stages[0])
-        self.assertIn("libgrpc-dev", build)
-        self.assertIn("cmake", build)
+        hc = [i for i in rt if i.startswith("HEALTHCHECK")]
+        self.assertEqual(len(hc), 1)
+        self.assertIn("/bin/grpc_health_probe -addr=unix://", hc[0])
+        self.assertIn("-service=Readiness", hc[0])
+
+    def test_one_package_list(self):
+        # Each stage installs one deps.sh group and names no package itself;
+        # every RUN that installs also removes apt's lists and caches, so no
+        # layer keeps them.
+        for stage, group in zip(dockerfile_stages(), ("build", "runtime")):
+            runs = [i for i in stage if i.upper().startswith("RUN ")]
+            installs = [i for i in runs if "deps.sh" in i or "apt-get" in i]
+            self.assertEqual(len(installs), 1, stage[0])
+            self.assertIn(f"deps.sh --only {group}", installs[0])
+            self.assertNotIn("apt-get install", installs[0])
+            self.assertIn("apt-get clean", installs[0])
+            self.assertIn("rm -rf /var/lib/apt/lists/*", installs[0])
+            self.assertIn("COPY scripts/deps.sh /tmp/deps.sh", stage)
+        self.assertIn("!scripts/deps.sh", (TOP / ".dockerignore").read_text().split())
+        # The groups hold what their names say; an unknown one is an error.
+        self.assertIn("libgrpc-dev", deps_group("build"))
+        self.assertIn("cmake", deps_group("build"))
+        self.assertIn("python3-grpcio", deps_group("test"))
+        self.assertEqual(run(["sh", str(DEPS), "--list", "nope"]).returncode, 2)
+        # No group: build and test, what make installs and test_build_deps reads.
+        default = run(["sh", str(DEPS), "--list"]).stdout.split()
+        self.assertEqual(default, deps_group("build") + deps_group("test"))
 
     def test_runtime_packages_cover_ldd(self):
         pkgs = installed_packages()
-        runtime = apt_packages(dockerfile_stages()[-1])
+        runtime = deps_group("runtime")
         self.assertTrue(runtime)
         for p in runtime:
             self.assertFalse(p.endswith("-dev"), p)
@@ -214,22 +241,87 @@ def free_port():
         return s.getsockname()[1]
 
 
-# Runs a command from the mounted image root: a private mount namespace in
-# which the root is bound read-only, /tmp is a fresh tmpfs, the data volume
-# a writable host dir, /dev and /proc the host's; then chroot as 10004.
+# Runs a command from the mounted image root as a Meridio pod's container
+# runs: a private mount namespace in which the root is bound read-only, /tmp
+# and the data volume are host directories (shared by the daemon and the
+# probes, as a pod's emptyDir and claim are), /dev and /proc the host's;
+# then chroot as the image's user 10004 with the fsGroup as a supplementary
+# group, as the kubelet starts it.
 IN_IMAGE = r"""
 set -e
-root=$1 data=$2 mnt=$3; shift 3
+root=$1 data=$2 tmp=$3 mnt=$4 groups=$5; shift 5
 mount --make-rprivate /
 mount --bind "$root" "$mnt"
 mount -o remount,bind,ro "$mnt"
-mount -t tmpfs -o mode=1777,size=16m tmpfs "$mnt/tmp"
+mount --bind "$tmp" "$mnt/tmp"
 mount --bind "$data" "$mnt/run/ipam/data"
 mount --rbind /dev "$mnt/dev"
 mount -t proc proc "$mnt/proc"
 if touch "$mnt/usr/ro-probe" 2>/dev/null; then echo "root is writable" >&2; exit 90; fi
-exec chroot --userspec=10004:10004 "$mnt" "$@"
+exec chroot --userspec=10004:10004 --groups="$groups" "$mnt" "$@"
 """
+
+# Meridio's fsGroup (its chart's default): owner group of the data volume.
+FS_GROUP = 3000
+
+# The environment Meridio's operator writes into the ipam container
+# (config/templates/charts/meridio/deployment/ipam.yaml filled by
+# pkg/controllers/trench/ipam.go) for trench-a in namespace "red", with
+# LOG_LEVEL DEBUG and GRPC_PROBE_RPC_TIMEOUT 1s as the operator's own
+# deployment (config/operator/operator.yaml) sets them. IPAM_PORT and
+# IPAM_NSP_SERVICE are replaced by loopback addresses (a free port, the fake
+# NSP); SPIFFE_ENDPOINT_SOCKET is left out (no SPIRE agent here).
+OPERATOR_ENV = {
+    "IPAM_PORT": "7777",
+    "IPAM_DATASOURCE": "/run/ipam/data/registry.db",
+    "IPAM_NAMESPACE": "red",
+    "IPAM_TRENCH_NAME": "trench-a",
+    "IPAM_NSP_SERVICE": "nsp-service-trench-a:7778",
+    "IPAM_PREFIX_IPV4": "172.16.0.0/16",
+    "IPAM_PREFIX_IPV6": "fd00::/48",
+    "IPAM_CONDUIT_PREFIX_LENGTH_IPV4": "20",
+    "IPAM_CONDUIT_PREFIX_LENGTH_IPV6": "56",
+    "IPAM_NODE_PREFIX_LENGTH_IPV4": "24",
+    "IPAM_NODE_PREFIX_LENGTH_IPV6": "64",
+    "IPAM_IP_FAMILY": "dualstack",
+    "IPAM_LOG_LEVEL": "DEBUG",
+    "IPAM_GRPC_PROBE_RPC_TIMEOUT": "1s",
+    # Service links (Meridio's pods keep them): the kubelet adds these for
+    # the Services of the namespace; the daemon must ignore them.
+    "IPAM_SERVICE_TRENCH_A_SERVICE_HOST": "10.96.0.20",
+    "IPAM_SERVICE_TRENCH_A_SERVICE_PORT": "7777",
+    "IPAM_SERVICE_TRENCH_A_PORT": "tcp://10.96.0.20:7777",
+    "IPAM_SERVICE_TRENCH_A_PORT_7777_TCP": "tcp://10.96.0.20:7777",
+    "NSP_SERVICE_TRENCH_A_PORT": "tcp://10.96.0.21:7778",
+}
+
+# The probe commands of Meridio's operator (pkg/controllers/common,
+# GetProbeCommand without SPIFFE): the chart's come from helm template.
+OPERATOR_PROBES = [
+    ["/bin/grpc_health_probe", "-addr=unix:///tmp/health.sock", f"-service={svc}",
+     "-connect-timeout=100ms", "-rpc-timeout=150ms"]
+    for svc in ("Startup", "Readiness", "Liveness")
+]
+
+
+def chart_probes():
+    """(command, timeoutSeconds) of the startup, readiness and liveness
+    probes that helm/meridio-ipam renders with Meridio's values."""
+    helm = TOOLS / "bin" / "helm"
+    r = run([str(helm), "template", "ipam", str(CHART), "-f", str(MERIDIO_VALUES)])
+    if r.returncode != 0:
+        raise AssertionError("helm template: " + r.stderr)
+    with tempfile.TemporaryDirectory() as d:
+        dump = os.path.join(d, "objects.json")
+        v = run(["node", str(VALIDATE), "--dump", dump], input=r.stdout)
+        if v.returncode != 0:
+            raise AssertionError("validate.js: " + v.stdout + v.stderr)
+        with open(dump) as f:
+            objs = json.load(f)
+    sts = [o for o in objs if o["kind"] == "StatefulSet"][0]
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    return [(c[p]["exec"]["command"], c[p]["timeoutSeconds"])
+            for p in ("startupProbe", "readinessProbe", "livenessProbe")]
 
 
 class ImageBuild(unittest.TestCase):
@@ -291,23 +383,34 @@ class ImageBuild(unittest.TestCase):
         self.assertEqual(list(cfg["ExposedPorts"]), ["7777/tcp"])
         self.assertEqual(list(cfg["Volumes"]), ["/run/ipam/data"])
         self.assertEqual(cfg["Entrypoint"], ["/usr/bin/meridio-ipam"])
-        self.assertIn("IPAM_DATA_SOURCE=/run/ipam/data/registry.db", cfg["Env"])
+        # Nothing that would override the IPAM_DATASOURCE Meridio sets.
+        self.assertEqual([e for e in cfg["Env"] if e.startswith("IPAM_")], [])
+        # Kept by --format docker (the OCI format has no health check).
         hc = info["Healthcheck"]
         self.assertEqual(hc["Test"][0], "CMD")
-        self.assertIn("ipamctl health --target 127.0.0.1:${IPAM_PORT:-7777}", " ".join(hc["Test"]))
+        self.assertIn("/bin/grpc_health_probe -addr=unix://${IPAM_HEALTH_SOCKET:-/tmp/health.sock}",
+                      " ".join(hc["Test"]))
 
     def test_runtime_stage_is_lean(self):
         root = Path(self.root)
         for exe in PROGRAMS:
             self.assertTrue(os.access(root / "usr" / "bin" / exe, os.X_OK), exe)
+        # Meridio's probes run /bin/grpc_health_probe: /bin is /usr/bin
+        # (merged /usr), checked as a path inside the image.
+        self.assertEqual(os.readlink(root / "bin"), "usr/bin")
         for w in WORKERS:
             self.assertTrue(os.access(root / "usr/libexec/meridio-ipam" / w, os.X_OK), w)
-        for absent in ("usr/bin/gcc", "usr/bin/cmake", "usr/bin/protoc-c",
-                       "usr/include/grpc", "src", "build", "usr/share/doc/meridio-ipam"):
+        for absent in ("usr/bin/gcc", "usr/bin/cmake", "usr/bin/protoc-c", "usr/bin/ipam-bench",
+                       "usr/include/grpc", "src", "build", "usr/share/doc/meridio-ipam",
+                       "tmp/deps.sh"):
             self.assertFalse((root / absent).exists(), absent)
         status = (root / "var/lib/dpkg/status").read_text()
         dev = re.findall(r"(?m)^Package: (\S+-dev)$", status)
         self.assertEqual(dev, [])
+        # No apt lists, package caches or downloaded packages left.
+        left = [str(p.relative_to(root)) for d in ("var/lib/apt/lists", "var/cache/apt")
+                for p in (root / d).rglob("*") if p.is_file() and p.name != "lock"]
+        self.assertEqual(left, [])
         data = root / "run/ipam/data"
         st = os.stat(data)
         self.assertEqual((st.st_uid, st.st_gid), (10004, 10004))
@@ -319,23 +422,45 @@ class ImageBuild(unittest.TestCase):
             self.assertEqual(missing, [], exe)
             self.assertTrue(libs, exe)
 
-    def test_runs_as_10004_on_read_only_root(self):
+    def test_runs_as_meridio_pod(self):
+        # The data volume as the kubelet leaves it with fsGroup: owned by
+        # root, group fsGroup, setgid and group-writable.
         data = os.path.join(self.tmp, "data")
-        os.mkdir(data, 0o700)
-        os.chown(data, 10004, 10004)
+        os.mkdir(data)
+        os.chown(data, 0, FS_GROUP)
+        os.chmod(data, 0o2775)
+        tmp = os.path.join(self.tmp, "podtmp")
+        os.mkdir(tmp)
+        os.chmod(tmp, 0o1777)
         mnt = os.path.join(self.tmp, "mnt")
         os.mkdir(mnt)
         script = os.path.join(self.tmp, "in-image.sh")
         with open(script, "w") as f:
             f.write(IN_IMAGE)
+        nsp = fakensp.FakeNsp()
+        nsp_port = nsp.start(0)
+        self.addCleanup(nsp.stop)
+        nsp.set_conduits([("conduit-a", "trench-a")])
         port = free_port()
         info = self.inspect()
         cfg = info["Config"]
         env = dict(e.split("=", 1) for e in cfg["Env"])
-        env.update({"IPAM_PORT": str(port), "IPAM_CONDUITS": "lb", "IPAM_LOG_LEVEL": "INFO"})
+        env.update(OPERATOR_ENV)
+        env.update({"IPAM_PORT": str(port), "IPAM_NSP_SERVICE": f"127.0.0.1:{nsp_port}"})
 
         def in_image(*argv):
-            return ["unshare", "--mount", "sh", script, self.root, data, mnt, *argv]
+            return ["unshare", "--mount", "sh", script, self.root, data, tmp, mnt,
+                    str(FS_GROUP), *argv]
+
+        def probe(cmd, timeout):
+            """Runs one probe command in the image; (exit code, seconds)."""
+            t0 = time.monotonic()
+            r = run(in_image(*cmd), env=env, timeout=15)
+            return r.returncode, time.monotonic() - t0
+
+        probes = chart_probes()
+        # Nothing serves yet: the probe fails (2: no connection).
+        self.assertEqual(probe(probes[0][0], probes[0][1])[0], 2)
 
         logpath = os.path.join(self.tmp, "daemon.log")
         log = open(logpath, "w")
@@ -343,24 +468,47 @@ class ImageBuild(unittest.TestCase):
         proc = subprocess.Popen(in_image(*cfg["Entrypoint"]), env=env, stdout=log,
                                 stderr=subprocess.STDOUT, cwd="/")
         self.addCleanup(self.stop, proc)
-        # The image's own health check command, as the image's user.
-        hc = info["Healthcheck"]["Test"]
-        self.assertEqual(hc[0], "CMD")
-        ok = False
+
+        def daemon_log():
+            return Path(logpath).read_text()[-3000:]
+
+        # The startup probe until it passes, as the kubelet runs it.
+        startup, startup_timeout = probes[0]
         deadline = time.monotonic() + 30
+        rc = None
         while time.monotonic() < deadline and proc.poll() is None:
-            h = run(in_image(*hc[1:]), env=env, timeout=15)
-            if h.returncode == 0:
-                ok = True
+            rc, _ = probe(startup, startup_timeout)
+            if rc == 0:
                 break
             time.sleep(0.3)
-        self.assertTrue(ok, "image never served:\n" + Path(logpath).read_text()[-3000:])
-        self.assertEqual(self.stop(proc), 0, Path(logpath).read_text()[-3000:])
-        # With the daemon gone the same health check fails.
-        self.assertNotEqual(run(in_image(*hc[1:]), env=env, timeout=15).returncode, 0)
+        self.assertEqual(rc, 0, "startup probe never passed:\n" + daemon_log())
+        # Then every probe of the chart and of the operator, each within
+        # its probe's timeoutSeconds.
+        for cmd, timeout in probes + [(c, 2) for c in OPERATOR_PROBES]:
+            rc, secs = probe(cmd, timeout)
+            self.assertEqual(rc, 0, f"{cmd}:\n" + daemon_log())
+            self.assertLess(secs, timeout, cmd)
+        # The image's own health check, as the image's user.
+        hc = info["Healthcheck"]["Test"]
+        self.assertEqual(hc[0], "CMD")
+        self.assertEqual(run(in_image(*hc[1:]), env=env, timeout=15).returncode, 0)
+        # An allocation through the image's ipamctl is written to the
+        # group-owned volume.
+        r = run(in_image("/usr/bin/ipamctl", "allocate", "--target", f"127.0.0.1:{port}",
+                         "--trench", "trench-a", "--conduit", "conduit-a", "--node", "node-1",
+                         "--name", "pod-1"), env=env, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + daemon_log())
+        self.assertEqual(self.stop(proc), 0, daemon_log())
+        # With the daemon gone the probes fail.
+        self.assertNotEqual(probe(probes[1][0], probes[1][1])[0], 0)
         db = os.path.join(data, "registry.db")
-        self.assertTrue(os.path.exists(db))
-        self.assertEqual(os.stat(db).st_uid, 10004)
+        st = os.stat(db)
+        self.assertEqual((st.st_uid, st.st_gid), (10004, FS_GROUP))
+        st = os.stat(data)
+        self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o7777), (0, FS_GROUP, 0o2775))
+        out = run(["sqlite3", db, "select count(*) from prefixes"])
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertGreaterEqual(int(out.stdout), 3)  # conduit, node, address
         # The root really was read-only: the probe in the script did not fire.
         self.assertNotIn("root is writable", Path(logpath).read_text())
 

@@ -60,7 +60,7 @@ def example_env():
     """The example env file with every line uncommented, as a dict."""
     env = {}
     for line in ENV_EXAMPLE.read_text().splitlines():
-        m = re.match(r"^#?(IPAM_[A-Z0-9_]+)=(.*)$", line)
+        m = re.match(r"^#?((?:IPAM|SPIFFE)_[A-Z0-9_]+)=(.*)$", line)
         if m:
             env[m.group(1)] = m.group(2)
     return env
@@ -236,7 +236,9 @@ class Sandbox(Base):
         os.mkdir(rt)
         env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(port),
                "IPAM_DATA_SOURCE": os.path.join(data, "registry.db"),
-               "XDG_RUNTIME_DIR": rt, "IPAM_CONDUITS": "lb", "IPAM_LOG_LEVEL": "INFO"}
+               "XDG_RUNTIME_DIR": rt, "IPAM_CONDUITS": "lb", "IPAM_LOG_LEVEL": "INFO",
+               # the unit's Environment= puts it in the runtime directory
+               "IPAM_HEALTH_SOCKET": os.path.join(rt, "health.sock")}
         exe = os.path.join(harness.reachable_bin_dir(), "meridio-ipam")
         trace = os.path.join(self.tmp, "strace.log")
         logpath = os.path.join(self.tmp, "daemon.log")
@@ -406,7 +408,7 @@ class Install(Base):
         env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(port),
                "IPAM_DATA_SOURCE": os.path.join(data, "registry.db"),
                "XDG_RUNTIME_DIR": self.tmp, "IPAM_CONDUITS": "lb",
-               "IPAM_LOG_LEVEL": "INFO"}
+               "IPAM_LOG_LEVEL": "INFO", "IPAM_HEALTH_SOCKET": ""}
         logpath = os.path.join(data, "daemon.log")
         log = open(logpath, "w")
         self.addCleanup(log.close)

@@ -141,6 +141,58 @@ class Lifecycle(DaemonTest):
         d = self.daemon()
         self.stop_cleanly(d, signal.SIGINT)
 
+    def test_ctrl_c_on_a_terminal_stops_in_order(self):
+        """Ctrl-C on the terminal of `make run`: the tty sends SIGINT to the
+        whole foreground process group, workers included. Only the
+        supervisor may act on it (the documented orderly stop: api drains,
+        then the db worker closes), so: exit 0 and not one warning."""
+        import pty
+        d = self.daemon(start=False)
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: session leader on the new terminal
+            try:
+                os.execve(d.bin, [d.bin], d.env)
+            finally:
+                os._exit(127)
+        out = []
+
+        def reader():
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                out.append(data)
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        try:
+            harness.poll(lambda: b"worker ready" in b"".join(out) and
+                         harness.Client(d.target).health() == "SERVING",
+                         harness.START_TIMEOUT, 0.2, "the daemon on a pty to serve")
+            c = harness.Client(d.target)
+            self.addCleanup(c.close)
+            self.assertEqual(c.allocate("conduit-a", "worker-1", "tty"),
+                             ("169.255.0.1", 24))
+            os.write(fd, b"\x03")  # ^C: the line discipline sends SIGINT
+            _, status = os.waitpid(pid, 0)
+            pid = None
+        finally:
+            if pid is not None:
+                os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        t.join(5)
+        os.close(fd)
+        text = b"".join(out).decode("utf-8", "replace")
+        self.assertTrue(os.WIFEXITED(status), "killed by a signal:\n" + text)
+        self.assertEqual(os.WEXITSTATUS(status), 0, text)
+        warnings = [l for l in text.splitlines()
+                    if '"level":"warning"' in l or '"level":"error"' in l
+                    or '"severity":"warning"' in l or '"severity":"error"' in l]
+        self.assertEqual(warnings, [], "warnings on Ctrl-C:\n" + text)
+        self.assertIn("SIGINT", text)
+
     def test_sigterm_under_load_drains_and_keeps_acknowledged(self):
         d = self.daemon()
         acked = {}
@@ -308,10 +360,13 @@ class Process(DaemonTest):
                 o = json.loads(ln)
             except ValueError:
                 self.fail("not a JSON line: %r" % ln)
-            for k in ("time", "level", "process", "message"):
+            # Meridio's keys (its pkg/log), the fields under extra_data.
+            for k in ("timestamp", "severity", "service_id", "message", "version",
+                      "extra_data"):
                 self.assertIn(k, o, ln)
-            self.assertNotIn(o["level"].lower(), ("debug", "trace"), ln)
-            procs.add(o["process"])
+            self.assertEqual(o["service_id"], "Meridio-ipam", ln)
+            self.assertIn(o["severity"], ("info", "warning", "error", "critical"), ln)
+            procs.add(o["extra_data"]["process"])
         for role in ("db", "api", "nsp"):
             self.assertTrue(any(role in p for p in procs), "no %s lines in %s" % (role, procs))
 
@@ -388,7 +443,7 @@ class InternalSocket(DaemonTest):
         db = d.workers()["db"]
         before = harness.structural(d.rows())
         path = self.db_sock(d)
-        hello = pb.Request(id=1, hello=pb.Hello(role=pb.ROLE_CTL, pid=os.getpid()))
+        hello = pb.Request(id=1, hello=pb.Hello(role=pb.ROLE_API, pid=os.getpid()))
         alloc = pb.Request(id=2, allocate=pb.Allocate(
             trench="default", conduit="conduit-a", node="worker-1",
             family=pb.FAMILY_IPV4, name="sneaky"))
@@ -425,6 +480,91 @@ class InternalSocket(DaemonTest):
         self.assertEqual((replies[2].code, replies[2].address, replies[2].prefix_length),
                          (0, "169.255.0.2", 24))
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "sneaky"), ("169.255.0.2", 24))
+
+    def converse(self, path, role, *requests):
+        """Hello as role, then requests (ids from 2); {id: Reply}."""
+        from ipamd.v1 import ipamd_pb2 as pb
+        s = self.connect(path)
+        data = harness.ipc_frame(pb.Request(id=1, hello=pb.Hello(
+            role=role, pid=os.getpid())).SerializeToString())
+        for i, r in enumerate(requests):
+            r.id = i + 2
+            data += harness.ipc_frame(r.SerializeToString())
+        s.sendall(data)
+        replies = {}
+        while not all(i + 2 in replies for i in range(len(requests))):
+            body = harness.ipc_recv_frame(s)
+            self.assertIsNotNone(body, "db worker closed the connection")
+            r = pb.Reply.FromString(body)
+            replies[r.id] = r
+        s.close()
+        return replies
+
+    def test_requests_outside_the_senders_role_are_refused(self):
+        """Only the nsp worker may change the conduit list, only the api
+        worker may allocate, the admin path reads and releases; a second
+        Hello cannot change a role. Refused: PERMISSION_DENIED, logged,
+        nothing changed, the connection still served."""
+        from ipamd.v1 import ipamd_pb2 as pb
+        d = self.daemon()
+        d.client.allocate("conduit-a", "worker-1", "keep")
+        db = d.workers()["db"]
+        before = harness.structural(d.rows())
+        path = self.db_sock(d)
+
+        def sync():
+            return pb.Request(sync_conduits=pb.SyncConduits(remove=["conduit-a"]))
+
+        def alloc():
+            return pb.Request(allocate=pb.Allocate(
+                trench="default", conduit="conduit-a", node="worker-1",
+                family=pb.FAMILY_IPV4, name="sneaky"))
+        cases = [
+            (pb.ROLE_CTL, sync(), "sync_conduits", "ROLE_CTL"),
+            (pb.ROLE_CTL, alloc(), "allocate", "ROLE_CTL"),
+            (pb.ROLE_API, sync(), "sync_conduits", "ROLE_API"),
+            (pb.ROLE_API, pb.Request(dump=pb.Dump()), "dump", "ROLE_API"),
+            (pb.ROLE_NSP, alloc(), "allocate", "ROLE_NSP"),
+            (pb.ROLE_CTL, pb.Request(hello=pb.Hello(role=pb.ROLE_NSP)),
+             "hello", "ROLE_CTL"),
+        ]
+        for role, req, what, rname in cases:
+            r = self.converse(path, role, req, pb.Request(ping=pb.Ping()))
+            self.assertEqual(r[2].code, grpc.StatusCode.PERMISSION_DENIED.value[0],
+                             "%s as %s: %s" % (what, rname, r[2]))
+            self.assertIn("%s is not allowed for role %s" % (what, rname), r[2].message)
+            self.assertEqual(r[3].code, 0, "%s: the connection is not served after" % what)
+        # A Hello without a role is no Hello: the next request closes.
+        s = self.connect(path)
+        s.sendall(harness.ipc_frame(pb.Request(id=1, hello=pb.Hello(
+            role=pb.ROLE_UNKNOWN)).SerializeToString()) +
+            harness.ipc_frame(pb.Request(id=2, release=pb.Release(
+                trench="default", conduit="conduit-a", node="worker-1",
+                family=pb.FAMILY_IPV4, name="keep")).SerializeToString()))
+        got = []
+        try:
+            while True:
+                body = harness.ipc_recv_frame(s)
+                if body is None:
+                    break
+                got.append(pb.Reply.FromString(body).id)
+        except ConnectionResetError:
+            pass
+        self.assertNotIn(2, got, "a release without a role was answered")
+        s.close()
+        self.assertEqual(harness.structural(d.rows()), before, "data changed")
+        self.assertEqual(d.workers().get("db"), db, "db worker died")
+        log = d.log_text()
+        self.assertIn("not allowed for the sender's role", log)
+        # What each role may do still works.
+        r = self.converse(path, pb.ROLE_CTL, pb.Request(release=pb.Release(
+            trench="default", conduit="conduit-a", node="worker-1",
+            family=pb.FAMILY_IPV4, name="keep")))
+        self.assertEqual(r[2].code, 0)
+        r = self.converse(path, pb.ROLE_API, alloc())
+        self.assertEqual((r[2].code, r[2].address), (0, "169.255.0.1"))
+        self.assertEqual(d.client.allocate("conduit-a", "worker-1", "sneaky"),
+                         ("169.255.0.1", 24))
 
 
 class KillWorkers(DaemonTest):

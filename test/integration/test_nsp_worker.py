@@ -336,13 +336,13 @@ class NspWorkerTest(unittest.TestCase):
         if rc != 78:
             self.fail_with_log("exit status %r, not 78" % rc)
         lines = [json.loads(l) for l in self.worker.log().splitlines()]
-        errors = [l for l in lines if l.get("level") in ("error", "ERROR", "fatal", "FATAL")]
+        errors = [l for l in lines if l.get("severity") in ("error", "critical")]
         self.assertEqual(len(errors), 1, errors)
         self.assertEqual(errors[0]["message"], "cannot load the NSP watch module")
         self.assertEqual([l for l in lines if "NSP watch" in l.get("message", "")
                           and l is not errors[0]], [])
         self.assertEqual(self.db.syncs, [], "nothing sent without a watch")
-        return errors[0]["error"]
+        return errors[0]["extra_data"]["error"]
 
     def start_watching(self, conduits, trench="default"):
         port = self.start_nsp(conduits)
@@ -492,7 +492,7 @@ class NspWorkerTest(unittest.TestCase):
         deadline = time.monotonic() + TIMEOUT
         delays = []
         while time.monotonic() < deadline:
-            delays = [json.loads(l).get("retry_in")
+            delays = [json.loads(l)["extra_data"].get("retry_in")
                       for l in self.worker.log().splitlines()
                       if '"NSP watch failed"' in l]
             if len(delays) >= len(want):
@@ -545,6 +545,24 @@ class NspWorkerTest(unittest.TestCase):
         self.assertEqual(self.expect_syncs(1)[0], ([], []))
         self.expect_status(lambda r, s: r and s == "nsp: static, 0 conduits",
                            "static ready")
+
+    def test_nsp_service_defaults_to_meridios(self):
+        """Neither IPAM_NSP_SERVICE nor IPAM_CONDUITS: the worker watches
+        Meridio's default NSP, nsp-service:7778, through its module."""
+        self.start_worker()
+        self.expect_status(lambda r, s: "nsp-service:7778" in s, "NSP mode on the default")
+        self.assertIn(os.path.realpath(os.path.join(BIN_DIR, "nsp-watch.so")),
+                      self.mapped_files())
+
+    def test_conduits_select_static_over_nsp_service(self):
+        """IPAM_CONDUITS set: static conduits and no NSP, even with
+        IPAM_NSP_SERVICE set (Meridio's chart always sets it)."""
+        self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port(),
+                          IPAM_CONDUITS="conduit-a")
+        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
+        self.expect_status(lambda r, s: r and s == "nsp: static, 1 conduits",
+                           "static ready")
+        self.assertFalse([m for m in self.mapped_files() if "nsp-watch" in m])
 
     def test_static_mode_maps_no_grpc(self):
         """Without IPAM_NSP_SERVICE the worker loads no watch module and
@@ -684,7 +702,8 @@ class NspWorkerTest(unittest.TestCase):
         env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(free_port()),
                "IPAM_DATA_SOURCE": os.path.join(d, "registry.db"),
                "XDG_RUNTIME_DIR": d, "IPAM_LOG_LEVEL": "INFO",
-               "IPAM_NSP_SERVICE": "127.0.0.1:%d" % free_port()}
+               "IPAM_NSP_SERVICE": "127.0.0.1:%d" % free_port(),
+               "IPAM_HEALTH_SOCKET": ""}
         logpath = os.path.join(d, "daemon.log")
         with open(logpath, "w") as log:
             proc = subprocess.Popen([os.path.join(d, "meridio-ipam")], env=env,
@@ -701,7 +720,7 @@ class NspWorkerTest(unittest.TestCase):
         self.assertNotEqual(rc, 0, text)
         loads = [l for l in lines if l.get("message") == "cannot load the NSP watch module"]
         self.assertEqual(len(loads), 1, text)
-        self.assertEqual(loads[0]["process"], "nsp")
+        self.assertEqual(loads[0]["extra_data"]["process"], "nsp")
         perm = [l for l in lines if l.get("message") == "worker failed permanently"]
         self.assertEqual(len(perm), 1, text)
 

@@ -54,18 +54,6 @@ def snapshot(directory, skip=("stderr.log",)):
     return out
 
 
-def log_records(d):
-    """The JSON log records of d, in order."""
-    out = []
-    for line in d.log_text().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
 def wrap(d, setup="", prefix="", name="wrap.sh", target=None):
     """Makes d start through a shell script: setup commands, then exec of
     prefix + target (by default what d started so far), so the pid Popen
@@ -92,7 +80,7 @@ class StorageTest(DaemonTest):
         took = time.monotonic() - t0
         self.assertGreater(rc, 0, "exit status %s\n%s" % (rc, d.log_tail()))
         harness.poll(lambda: not d.leftovers(), 5, 0.05, "no process left behind")
-        errors = [r for r in log_records(d) if r.get("level") == "error"
+        errors = [r for r in d.log_records() if r.get("severity") == "error"
                   and all(n in json.dumps(r) for n in needles)]
         self.assertTrue(errors, "no error line with %s\n%s" % (needles, d.log_tail()))
         return errors[0], took
@@ -125,7 +113,7 @@ class MissingDirectory(StorageTest):
         missing = os.path.join(d.dir, "no-such-dir")
         d.env["IPAM_DATA_SOURCE"] = os.path.join(missing, "registry.db")
         rec, took = self.expect_refusal(d, "cannot open the database", "does not exist")
-        self.assertEqual(rec.get("process"), "db")
+        self.assertEqual(rec["extra_data"].get("process"), "db")
         self.assertFalse(os.path.exists(missing), "the daemon created the directory")
         self.assertLess(took, EXIT_BOUND)
 
@@ -183,7 +171,7 @@ class ReadOnly(StorageTest):
         os.chmod(owner.dir, 0o755)
         rec, _ = self.expect_refusal(d, "cannot open the database", owner.db_path,
                                      "is not writable")
-        self.assertEqual(rec.get("process"), "db")
+        self.assertEqual(rec["extra_data"].get("process"), "db")
         self.assertEqual(snapshot(owner.dir), before, "files changed")
         # Back to root: everything is still there.
         owner.log_path = os.path.join(owner.dir, "stderr-after.log")
@@ -229,7 +217,7 @@ class Corrupt(StorageTest):
         d = self.daemon(start=False)
         garbage = os.urandom(64 * 1024)
         rec, took = self.refuse_bytes(d, garbage, "cannot open the database", d.db_path)
-        self.assertEqual(rec.get("process"), "db")
+        self.assertEqual(rec["extra_data"].get("process"), "db")
         self.assertLess(took, EXIT_BOUND)
 
     def test_text_file(self):
@@ -259,9 +247,9 @@ class Corrupt(StorageTest):
                                    "left untouched")
         # Refused for good at once, not restarted until the death limit.
         self.assertLess(time.monotonic() - t0, 5.0)
-        self.assertEqual(rec.get("process"), "db")
-        self.assertEqual(len([r for r in log_records(d) if r.get("message") == "worker started"
-                              and r.get("worker") == "db"]), 1, "db worker restarted")
+        self.assertEqual(rec["extra_data"].get("process"), "db")
+        self.assertEqual(len([r for r in d.log_records() if r.get("message") == "worker started"
+                              and r["extra_data"].get("worker") == "db"]), 1, "db worker restarted")
 
 
 class HeldByAnother(StorageTest):
@@ -386,8 +374,8 @@ class DiskFull(StorageTest):
         # Nothing died; the log names the cause.
         self.assertTrue(d.running())
         self.assertEqual(set(d.workers()), set(harness.ROLES))
-        full_lines = [r for r in log_records(d)
-                      if "full" in json.dumps(r).lower() and r.get("level") in ("warning", "error")]
+        full_lines = [r for r in d.log_records()
+                      if "full" in json.dumps(r).lower() and r.get("severity") in ("warning", "error")]
         self.assertTrue(full_lines, "no log line names the full disk\n" + d.log_tail())
         # Still full: the next new child fails the same way, a renewal
         # still answers (it may or may not be able to write updated_at,
@@ -461,7 +449,7 @@ class DiskFullAtStart(StorageTest):
                         break
         d.log_path = os.path.join(d.dir, "stderr-full.log")
         rec, took = self.expect_refusal(d, "cannot open the database", "registry.db")
-        print("start on a full disk: refused after %.3f s: %s" % (took, rec.get("error")))
+        print("start on a full disk: refused after %.3f s: %s" % (took, rec["extra_data"].get("error")))
         self.assertEqual(digest(d.db_path), before, "database rewritten")
         # Space returns: the next start serves everything that was there.
         os.unlink(ballast)
@@ -518,7 +506,7 @@ class FileSizeLimit(StorageTest):
 
 def log_lines(d, *needles):
     """The log records of d whose text holds every needle."""
-    return [r for r in log_records(d) if all(n in json.dumps(r) for n in needles)]
+    return [r for r in d.log_records() if all(n in json.dumps(r) for n in needles)]
 
 
 class FailedWrite(StorageTest):
@@ -616,11 +604,12 @@ class FailureLogging(StorageTest):
         self.assertGreater(tries, 100, "too few failing requests to show a flood")
         starts = log_lines(d, '"storage writes"', '"failing"')
         summaries = log_lines(d, '"storage writes"', '"still failing"')
-        warnings = [r for r in log_records(d) if r.get("process") == "db"
+        warnings = [r for r in d.log_records() if r.get("extra_data", {}).get("process") == "db"
                     and "warn" in json.dumps(r)]
         print("full disk: %d failed requests, %d start lines, %d summaries, %d db warnings"
               % (tries, len(starts), len(summaries), len(warnings)))
-        self.assertEqual(len(starts), 1, "\n".join(json.dumps(r) for r in log_records(d) if r.get("level") != "debug"))
+        self.assertEqual(len(starts), 1, "\n".join(json.dumps(r) for r in d.log_records()
+                                                  if r.get("severity") != "debug"))
         self.assertIn(d.db_path if os.path.isabs(d.db_path) else "registry.db",
                       json.dumps(starts[0]))
         self.assertTrue(1 <= len(summaries) <= 3, summaries)
@@ -687,6 +676,8 @@ class LockHandover(StorageTest):
     def second_on(self, first, name):
         d = self.daemon(start=False, data_dir=first.dir)
         d.log_path = os.path.join(first.dir, "stderr-%s.log" % name)
+        # The first one's api worker may still be draining on its own.
+        d.env["IPAM_HEALTH_SOCKET"] = os.path.join(first.dir, "health-%s.sock" % name)
         return d
 
     def fill(self, d, n=12):
@@ -714,7 +705,7 @@ class LockHandover(StorageTest):
         second.start(wait=False)
         waiting = harness.poll(lambda: log_lines(second, "waiting", "pid"), 4, 0.05,
                                "a line saying the new instance waits")
-        self.assertIn('"%d"' % first.proc.pid, json.dumps(waiting[0]))
+        self.assertEqual(waiting[0]["extra_data"].get("pid"), first.proc.pid, waiting[0])
         self.assertIsNone(second.proc.poll(), "gave up while the holder was stopping")
         os.kill(db, signal.SIGCONT)
         second.wait_serving()
@@ -779,7 +770,7 @@ class FilesReplaced(StorageTest):
             self.fail("daemon still running after the fault\n" + d.log_tail())
         self.assertGreater(rc, 0)
         harness.poll(lambda: not d.leftovers(), 5, 0.05, "no process left behind")
-        lines = [r for r in log_records(d) if r.get("level") == "error"
+        lines = [r for r in d.log_records() if r.get("severity") == "error"
                  and "removed or replaced" in json.dumps(r)]
         self.assertEqual(len(lines), 1, "\n" + d.log_tail())
         return d, got, lines[0]

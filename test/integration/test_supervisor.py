@@ -288,7 +288,7 @@ class SupervisorTest(unittest.TestCase):
         self.assertEqual(self.wait_exit(5), 1)
         (rec,) = self.logs("cannot notify systemd")
         self.assertIn("NOTIFY_SOCKET is set but libsystemd.so.0 lacks sd_notify",
-                      rec["error"])
+                      rec["extra_data"]["error"])
         self.assertEqual(self.starts("db") + self.starts("api"), [])
 
     def test_watchdog_stops_when_a_worker_is_silent(self):
@@ -317,11 +317,11 @@ class SupervisorTest(unittest.TestCase):
         new = self.pids("api")[1]
         self.assertNotEqual(new, old)
         self.assertTrue(alive(new))
-        died = [r for r in self.logs("worker died") if r["worker"] == "api"]
+        died = [r for r in self.logs("worker died") if r["extra_data"]["worker"] == "api"]
         self.assertEqual(len(died), 1)
-        self.assertEqual(died[0]["pid"], str(old))
-        self.assertEqual(died[0]["status"], "signal 9 (Killed)")
-        self.assertEqual(died[0]["restart_in_ms"], "0")
+        self.assertEqual(died[0]["extra_data"]["pid"], old)
+        self.assertEqual(died[0]["extra_data"]["status"], "signal 9 (Killed)")
+        self.assertEqual(died[0]["extra_data"]["restart_in_ms"], 0)
         # db and nsp were left alone, and the supervisor is ready again.
         self.assertEqual(len(self.pids("db")), 1)
         self.assertEqual(len(self.pids("nsp")), 1)
@@ -336,7 +336,7 @@ class SupervisorTest(unittest.TestCase):
         self.start(notify=True, IPAMD_RESTART_FLOOR_MS=100, IPAMD_RESTART_CAP_MS=800,
                    IPAMD_RESTART_MAX_DEATHS=63, IPAMD_RESTART_MIN_RUN_MS=60000)
         self.assertTrue(wait_for(lambda: len(self.pids("api")) >= 7, 15))
-        delays = [int(r["restart_in_ms"]) for r in self.logs("worker died") if r["worker"] == "api"]
+        delays = [r["extra_data"]["restart_in_ms"] for r in self.logs("worker died") if r["extra_data"]["worker"] == "api"]
         self.assertEqual(delays[:6], [100, 200, 400, 800, 800, 800])
         t = [e[0] for e in self.starts("api")]
         gaps = [b - a for a, b in zip(t, t[1:])]
@@ -420,9 +420,9 @@ class SupervisorTest(unittest.TestCase):
         self.assertTrue(wait_for(lambda: len(self.pids("api")) == 2, 5), "api not restarted")
         first = self.pids("api")[0]
         self.assertTrue(self.logs("nonsense on status channel; killing worker"))
-        died = [r for r in self.logs("worker died") if r["worker"] == "api"]
-        self.assertEqual(died[0]["pid"], str(first))
-        self.assertEqual(died[0]["status"], "signal 9 (Killed)")
+        died = [r for r in self.logs("worker died") if r["extra_data"]["worker"] == "api"]
+        self.assertEqual(died[0]["extra_data"]["pid"], first)
+        self.assertEqual(died[0]["extra_data"]["status"], "signal 9 (Killed)")
         self.wait_ready()
         self.assertEqual(self.proc.poll(), None)
 
@@ -443,7 +443,7 @@ class SupervisorTest(unittest.TestCase):
         self.start()
         self.assertEqual(self.wait_exit(5), 1)
         (rec,) = [r for r in self.logs() if r["message"].startswith("worker binary not found")]
-        self.assertEqual(rec["binary"], "meridio-ipam-nsp")
+        self.assertEqual(rec["extra_data"]["binary"], "meridio-ipam-nsp")
         self.assertIn("libexec", rec["message"])
         self.assertEqual(self.rundirs(), [])
         self.assertEqual(self.events(), [])
@@ -462,18 +462,18 @@ class SupervisorTest(unittest.TestCase):
         self.assertTrue(wait_for(lambda: self.notify.with_key("READY"), 15), "no READY=1")
         for name in WORKERS:
             time.sleep(0.2)
-            pid = [int(r["pid"]) for r in self.logs("worker started") if r["worker"] == name][-1]
+            pid = [r["extra_data"]["pid"] for r in self.logs("worker started") if r["extra_data"]["worker"] == name][-1]
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             again = wait_for(lambda: [f for _, f in self.notify.with_key("STATUS", since=killed_at)
                                       if f["STATUS"] == serving], 15)
             self.assertTrue(again, "not serving again after kill -9 of " + name)
-            died = [r for r in self.logs("worker died") if r["pid"] == str(pid)]
-            self.assertEqual(died[0]["worker"], name)
+            died = [r for r in self.logs("worker died") if r["extra_data"]["pid"] == pid]
+            self.assertEqual(died[0]["extra_data"]["worker"], name)
         self.assertTrue(self.notify.with_key("WATCHDOG"))
         self.proc.send_signal(signal.SIGTERM)
         self.assertEqual(self.wait_exit(5), 0)
-        stopped = {r["worker"]: r["status"] for r in self.logs("worker stopped")}
+        stopped = {r["extra_data"]["worker"]: r["extra_data"]["status"] for r in self.logs("worker stopped")}
         self.assertEqual(stopped, {"db": "exit 0", "api": "exit 0", "nsp": "exit 0"})
         self.assertEqual(self.rundirs(), [])
 

@@ -77,7 +77,9 @@ Test(config, every_default)
 	cr_assert_eq(c.port, 7777);
 	cr_assert_str_eq(c.data_source, "/run/ipam/data/registry.db");
 	cr_assert_str_eq(c.trench, "default");
-	cr_assert_str_eq(c.nsp_service, "");
+	cr_assert_str_eq(c.nsp_service, "nsp-service:7778");
+	cr_assert_not(c.nsp_ignored);
+	cr_assert_str_eq(c.k8s_namespace, "");
 	cr_assert_str_eq(tc_pfx(&c.v4.prefix), "169.255.0.0/16");
 	cr_assert_eq(c.v4.prefix.family, PFX_V4);
 	cr_assert_eq(c.v4.conduit_len, 20);
@@ -101,6 +103,7 @@ Test(config, every_default)
 	cr_assert_str_eq(c.tls_cert, "");
 	cr_assert_str_eq(c.tls_key, "");
 	cr_assert_str_eq(c.tls_ca, "");
+	cr_assert_str_eq(c.health_socket, "/tmp/health.sock");
 	cr_assert_str_eq(err, "");
 	cfg_free(&c);
 	cr_assert(tc_zero(&c));
@@ -158,7 +161,7 @@ Test(config, every_variable_set)
 		"IPAM_GARBAGE_COLLECTION_ENABLED", "F",
 		"IPAM_GARBAGE_COLLECTION_INTERVAL", "10m",
 		"IPAM_GARBAGE_COLLECTION_THRESHOLD", "1h",
-		"IPAM_CONDUITS", " load-balancer , lb-b,x",
+		"IPAM_NAMESPACE", "red",
 		"IPAM_RELEASE_COOLDOWN", "30s", "IPAM_RENEWAL_REFRESH", "1m",
 		"IPAM_METRICS_PORT", "9100",
 		"IPAM_TLS_CERT", "/etc/ipam/tls.crt",
@@ -168,6 +171,7 @@ Test(config, every_variable_set)
 		"IPAM_NSP_TLS_CERT", "/etc/ipam/nsp.crt",
 		"IPAM_NSP_TLS_KEY", "/etc/ipam/nsp.key",
 		"IPAM_NSP_TLS_SERVER_NAME", "nsp.trench-a.svc",
+		"IPAM_HEALTH_SOCKET", "/run/ipam/health.sock",
 		NULL,
 	};
 	struct cfg c;
@@ -192,10 +196,9 @@ Test(config, every_variable_set)
 	cr_assert_not(c.gc_enabled);
 	cr_assert_eq(c.gc_interval_ns, 10 * NS_M);
 	cr_assert_eq(c.gc_threshold_ns, NS_H);
-	cr_assert_eq(c.nconduits, 3);
-	cr_assert_str_eq(c.conduits[0], "load-balancer");
-	cr_assert_str_eq(c.conduits[1], "lb-b");
-	cr_assert_str_eq(c.conduits[2], "x");
+	/* IPAM_CONDUITS would mean no NSP: see conduits_trimmed_in_order */
+	cr_assert_eq(c.nconduits, 0);
+	cr_assert_str_eq(c.k8s_namespace, "red");
 	cr_assert_eq(c.release_cooldown_ns, 30 * NS_S);
 	cr_assert_eq(c.renewal_refresh_ns, 60 * NS_S);
 	cr_assert_eq(c.metrics_port, 9100);
@@ -207,6 +210,7 @@ Test(config, every_variable_set)
 	cr_assert_str_eq(c.nsp_tls_key, "/etc/ipam/nsp.key");
 	cr_assert_str_eq(c.nsp_tls_server_name, "nsp.trench-a.svc");
 	cr_assert(cfg_nsp_tls_on(&c));
+	cr_assert_str_eq(c.health_socket, "/run/ipam/health.sock");
 	cfg_free(&c);
 }
 
@@ -436,12 +440,14 @@ static const struct tc_bad tc_bads[] = {
 	{ "IPAM_NSP_TLS_CERT", "", "a certificate file because "
 	    "IPAM_NSP_TLS_KEY is set", "IPAM_NSP_TLS_KEY", "/k.pem",
 	    "IPAM_NSP_SERVICE", "nsp:7778" },
-	{ "IPAM_NSP_TLS_CA", "/ca.pem", "no value unless IPAM_NSP_SERVICE "
-	    "is set" },
-	{ "IPAM_NSP_TLS_CERT", "/c.pem", "no value unless IPAM_NSP_SERVICE "
-	    "is set", "IPAM_NSP_TLS_KEY", "/k.pem" },
-	{ "IPAM_NSP_TLS_SERVER_NAME", "nsp", "no value unless "
-	    "IPAM_NSP_SERVICE is set" },
+	{ "IPAM_NSP_TLS_CA", "/ca.pem", "no value without NSP "
+	    "(IPAM_NSP_SERVICE empty or IPAM_CONDUITS set)",
+	    "IPAM_NSP_SERVICE", "" },
+	{ "IPAM_NSP_TLS_CERT", "/c.pem", "no value without NSP",
+	    "IPAM_NSP_TLS_KEY", "/k.pem", "IPAM_CONDUITS", "a" },
+	{ "IPAM_NSP_TLS_SERVER_NAME", "nsp", "no value without NSP",
+	    "IPAM_NSP_SERVICE", "" },
+	{ "IPAM_NAMESPACE", "ns\n", "a namespace without control" },
 	{ "IPAM_NSP_TLS_SERVER_NAME", "nsp", "no value unless IPAM_NSP_TLS_CA "
 	    "or IPAM_NSP_TLS_CERT is set", "IPAM_NSP_SERVICE", "nsp:7778" },
 	{ "IPAM_NSP_TLS_SERVER_NAME", "a b", "a host name without spaces",
@@ -450,6 +456,15 @@ static const struct tc_bad tc_bads[] = {
 	    "IPAM_NSP_SERVICE", "nsp:7778", "IPAM_NSP_TLS_CA", "/ca.pem" },
 	{ "IPAM_NSP_TLS_CA", "/c\n", "a file path without control",
 	    "IPAM_NSP_SERVICE", "nsp:7778" },
+	{ "IPAM_HEALTH_SOCKET", "tmp/health.sock", "an absolute path" },
+	{ "IPAM_HEALTH_SOCKET", "unix:///tmp/health.sock", "an absolute path" },
+	{ "IPAM_HEALTH_SOCKET", "/tmp/h\n.sock", "without control" },
+	{ "IPAM_HEALTH_SOCKET", "/tmp/"
+	    "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+	    "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+	    ".sock", "at most 107 bytes" },
+	{ "IPAM_HEALTH_SOCKET", "/tmp/", "a socket file name" },
+	{ "IPAM_HEALTH_SOCKET", "/", "a socket file name" },
 };
 #pragma GCC diagnostic pop
 
@@ -779,7 +794,7 @@ Test(config, json_defaults)
 		{ "IPAM_PORT", "7777" },
 		{ "IPAM_DATA_SOURCE", "/run/ipam/data/registry.db" },
 		{ "IPAM_TRENCH_NAME", "default" },
-		{ "IPAM_NSP_SERVICE", "" },
+		{ "IPAM_NSP_SERVICE", "nsp-service:7778" },
 		{ "IPAM_PREFIX_IPV4", "169.255.0.0/16" },
 		{ "IPAM_CONDUIT_PREFIX_LENGTH_IPV4", "20" },
 		{ "IPAM_NODE_PREFIX_LENGTH_IPV4", "24" },
@@ -805,6 +820,9 @@ Test(config, json_defaults)
 		{ "IPAM_NSP_TLS_CERT", "" },
 		{ "IPAM_NSP_TLS_KEY", "" },
 		{ "IPAM_NSP_TLS_SERVER_NAME", "" },
+		{ "IPAM_HEALTH_SOCKET", "/tmp/health.sock" },
+		{ "SPIFFE_ENDPOINT_SOCKET", "" },
+		{ "IPAM_SPIFFE_ALLOWED_IDS", "" },
 	};
 	struct json_object *obj;
 	struct cfg c;
@@ -834,7 +852,7 @@ Test(config, json_round_trip)
 		"IPAM_RELEASE_COOLDOWN", "1500ms", "IPAM_PREFIX_IPV6",
 		"FD00:0:0::/40", "IPAM_DATASOURCE", "/x/\"q\".db", NULL,
 	};
-	const char *back[64];
+	const char *back[96];
 	struct json_object *obj;
 	struct cfg c, d;
 	char err[256], *text, *text2;
@@ -892,6 +910,8 @@ Test(config, help_lists_every_variable_and_default)
 		"IPAM_METRICS_PORT", "IPAM_TLS_CERT", "IPAM_TLS_KEY",
 		"IPAM_TLS_CA", "IPAM_NSP_TLS_CA", "IPAM_NSP_TLS_CERT",
 		"IPAM_NSP_TLS_KEY", "IPAM_NSP_TLS_SERVER_NAME",
+		"IPAM_HEALTH_SOCKET", "/tmp/health.sock",
+		"SPIFFE_ENDPOINT_SOCKET", "IPAM_SPIFFE_ALLOWED_IDS",
 	};
 	const char *h = cfg_help();
 
@@ -925,4 +945,215 @@ Test(config, nsp_tls_on_with_ca_or_certificate)
 		cr_expect_eq(cfg_nsp_tls_on(&c), on[i], "case %zu", i);
 		cfg_free(&c);
 	}
+}
+
+/*
+ * IPAM_HEALTH_SOCKET set but empty turns the health socket off: unlike the
+ * other variables, empty is not the default. It stays off through --debug
+ * and back, and the longest path that fits a Unix socket is taken.
+ */
+Test(config, health_socket_empty_is_off)
+{
+	static const char *const off[] = { "IPAM_HEALTH_SOCKET", "", NULL };
+	static const char *const longest[] = { "IPAM_HEALTH_SOCKET", "/"
+	    "ssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+	    "ssssssssssssssssssssssssssssssssssssssssssssssssssss", NULL };
+	const char *back[] = { "IPAM_HEALTH_SOCKET", NULL, NULL };
+	struct json_object *obj, *v;
+	struct cfg c;
+	char err[256], *text;
+
+	cr_assert_eq(tc_load(&c, off, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.health_socket, "");
+	text = cfg_to_json(&c);
+	cr_assert_not_null(text);
+	obj = json_tokener_parse(text);
+	cr_assert(json_object_object_get_ex(obj, "IPAM_HEALTH_SOCKET", &v));
+	cr_assert_str_eq(json_object_get_string(v), "");
+	back[1] = json_object_get_string(v);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, back, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.health_socket, "");
+	cfg_free(&c);
+	json_object_put(obj);
+	free(text);
+
+	cr_assert_eq(strlen(longest[1]), 107);
+	cr_assert_eq(tc_load(&c, longest, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.health_socket, longest[1]);
+	cfg_free(&c);
+}
+
+/* SPIFFE_ENDPOINT_SOCKET in go-spiffe's two Unix forms, as a gRPC target. */
+Test(config, spiffe_endpoint_forms)
+{
+	static const char *const cases[][2] = {
+		{ "unix:///run/spire/sockets/agent.sock",
+		    "unix:/run/spire/sockets/agent.sock" },
+		{ "unix:/tmp/agent.sock", "unix:/tmp/agent.sock" },
+	};
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
+	cr_expect_str_eq(c.spiffe_socket, "");
+	cr_expect_str_eq(c.spiffe_target, "");
+	cr_expect_eq(c.nspiffe_allowed, 0);
+	cfg_free(&c);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", cases[i][0],
+		    NULL };
+
+		cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
+		cr_expect_str_eq(c.spiffe_socket, cases[i][0]);
+		cr_expect_str_eq(c.spiffe_target, cases[i][1]);
+		cfg_free(&c);
+	}
+}
+
+/* Other schemes, relative paths, hosts, queries: refused, named. */
+Test(config, spiffe_endpoint_refused)
+{
+	static const char *const bad[] = {
+		"tcp://127.0.0.1:8081", "unix:agent.sock", "unix://host/a.sock",
+		"/run/spire/sockets/agent.sock", "unix:///a.sock?x=1",
+		"unix:///a.sock#f", "unix://", "unix:///run/\x01",
+		"unix:///aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	};
+	struct cfg c;
+	char err[512];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", bad[i], NULL };
+
+		cr_expect_eq(tc_load(&c, vars, err, sizeof(err)), -1, "%s", bad[i]);
+		cr_expect(strncmp(err, "SPIFFE_ENDPOINT_SOCKET=", 23) == 0,
+		    "%s: %s", bad[i], err);
+		cr_expect(tc_zero(&c));
+	}
+	cr_expect_eq(cfg_spiffe_target("unix:/a", err, 4, err, sizeof(err)),
+	    -1);
+}
+
+/* SPIFFE and TLS files exclude each other; the message names both. */
+Test(config, spiffe_and_tls_conflict)
+{
+	static const char *const tls[][2] = {
+		{ "IPAM_TLS_CERT", "IPAM_TLS_KEY" },
+		{ "IPAM_NSP_TLS_CA", NULL },
+	};
+	struct cfg c;
+	char err[512];
+
+	for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
+		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET",
+		    "unix:///s.sock", "IPAM_NSP_SERVICE", "nsp:7778",
+		    tls[i][0], "/f", tls[i][1], "/k", NULL };
+
+		cr_expect_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+		cr_expect(strstr(err, "SPIFFE_ENDPOINT_SOCKET") != NULL, "%s",
+		    err);
+		cr_expect(strstr(err, tls[i][0]) != NULL, "%s", err);
+		cr_expect(tc_zero(&c));
+	}
+}
+
+/* IPAM_SPIFFE_ALLOWED_IDS: trimmed IDs and prefixes; bad entries named. */
+Test(config, spiffe_allowed_ids)
+{
+	static const char *const good[] = {
+		"SPIFFE_ENDPOINT_SOCKET", "unix:/s.sock",
+		"IPAM_SPIFFE_ALLOWED_IDS",
+		" spiffe://example.org/proxy ,spiffe://example.org/ns/a/", NULL,
+	};
+	static const char *const bad[][2] = {
+		{ "spiffe://example.org/a,,spiffe://example.org/b", "entry 2" },
+		{ "https://example.org/a", "entry 1" },
+		{ "spiffe:///path", "entry 1" },
+		{ "spiffe://example.org/a,spiffe://x/a b", "entry 2" },
+	};
+	struct cfg c;
+	char err[512], *text;
+
+	cr_assert_eq(tc_load(&c, good, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.nspiffe_allowed, 2);
+	cr_expect_str_eq(c.spiffe_allowed[0], "spiffe://example.org/proxy");
+	cr_expect_str_eq(c.spiffe_allowed[1], "spiffe://example.org/ns/a/");
+	text = cfg_to_json(&c);
+	cr_expect(strstr(text, "\"spiffe://example.org/proxy,"
+	    "spiffe://example.org/ns/a/\"") != NULL, "%s", text);
+	free(text);
+	cfg_free(&c);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", "unix:/s.sock",
+		    "IPAM_SPIFFE_ALLOWED_IDS", bad[i][0], NULL };
+
+		cr_expect_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+		cr_expect(strncmp(err, "IPAM_SPIFFE_ALLOWED_IDS=", 24) == 0,
+		    "%s", err);
+		cr_expect(strstr(err, bad[i][1]) != NULL, "%s", err);
+	}
+	{
+		const char *vars[] = { "IPAM_SPIFFE_ALLOWED_IDS",
+		    "spiffe://example.org/a", NULL };
+
+		cr_expect_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+		cr_expect(strstr(err, "unless SPIFFE_ENDPOINT_SOCKET") != NULL,
+		    "%s", err);
+	}
+}
+
+/* IPAM_NSP_SERVICE defaults to Meridio's nsp-service:7778; set but empty
+ * it means no NSP. */
+Test(config, nsp_service_default_and_empty)
+{
+	static const char *const empty[] = { "IPAM_NSP_SERVICE", "", NULL };
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.nsp_service, "nsp-service:7778");
+	cr_assert_eq(c.nconduits, 0);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, empty, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.nsp_service, "");
+	cr_assert_not(c.nsp_ignored);
+	cfg_free(&c);
+}
+
+/* IPAM_CONDUITS selects static conduits and no NSP, whatever
+ * IPAM_NSP_SERVICE says (nsp_ignored tells the supervisor to say so). */
+Test(config, conduits_select_static_and_no_nsp)
+{
+	static const char *const only[] = { "IPAM_CONDUITS", "a,b", NULL };
+	static const char *const both[] = { "IPAM_CONDUITS", "a",
+	    "IPAM_NSP_SERVICE", "nsp-service-trench-a:7778", NULL };
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, only, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.nsp_service, "");
+	cr_assert_eq(c.nconduits, 2);
+	cr_assert_not(c.nsp_ignored);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, both, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.nsp_service, "");
+	cr_assert_eq(c.nconduits, 1);
+	cr_assert(c.nsp_ignored);
+	cfg_free(&c);
+}
+
+/* IPAM_NAMESPACE (set by Meridio's chart and operator) is read, and
+ * nothing else depends on it. */
+Test(config, namespace_read)
+{
+	static const char *const vars[] = { "IPAM_NAMESPACE", "red", NULL };
+	struct cfg c;
+	char err[256];
+
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.k8s_namespace, "red");
+	cr_assert_str_eq(c.trench, "default");
+	cfg_free(&c);
 }

@@ -1,7 +1,9 @@
 /*
- * test_log.c - lib/log.c: every line is one strict JSON object with the
- * fixed fields first, escaping survives a round trip, invalid UTF-8 is
- * repaired, levels filter, each line is one write, log_fatal exits 1.
+ * test_log.c - lib/log.c: every line is one strict JSON object with
+ * Meridio's keys (timestamp, severity, service_id, message, version, the
+ * caller's fields under extra_data), numbers stay numbers, escaping
+ * survives a round trip, invalid UTF-8 is repaired, levels filter, each
+ * line is one write, log_fatal exits 1.
  */
 #include <criterion/criterion.h>
 
@@ -9,6 +11,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +109,18 @@ tl_one(void)
 	return obj;
 }
 
+/* The extra_data object of a line; fails if absent. */
+static struct json_object *
+tl_extra(struct json_object *obj)
+{
+	struct json_object *v;
+
+	cr_assert(json_object_object_get_ex(obj, "extra_data", &v),
+	    "no extra_data in %s", json_object_to_json_string(obj));
+	cr_assert(json_object_is_type(v, json_type_object));
+	return v;
+}
+
 /* The string value of key in obj; fails if absent or not a string. */
 static const char *
 tl_str(struct json_object *obj, const char *key)
@@ -118,11 +133,13 @@ tl_str(struct json_object *obj, const char *key)
 	return json_object_get_string(v);
 }
 
-Test(log, fixed_fields_then_pairs_in_order)
+Test(log, meridio_keys_then_extra_data_in_order)
 {
 	static const char *const want[] = {
-		"time", "level", "process", "message", "name", "address",
+		"severity", "timestamp", "service_id", "message", "version",
+		"extra_data",
 	};
+	static const char *const extra[] = { "process", "name", "address" };
 	struct json_object *obj;
 	size_t i = 0;
 
@@ -136,15 +153,26 @@ Test(log, fixed_fields_then_pairs_in_order)
 		i++;
 	}
 	cr_assert_eq(i, sizeof(want) / sizeof(want[0]));
-	cr_assert_str_eq(tl_str(obj, "level"), "info");
-	cr_assert_str_eq(tl_str(obj, "process"), "unit");
+	i = 0;
+	json_object_object_foreach(tl_extra(obj), k2, v2) {
+		(void)v2;
+		cr_assert_lt(i, sizeof(extra) / sizeof(extra[0]));
+		cr_assert_str_eq(k2, extra[i]);
+		i++;
+	}
+	cr_assert_eq(i, sizeof(extra) / sizeof(extra[0]));
+	cr_assert_str_eq(tl_str(obj, "severity"), "info");
+	cr_assert_str_eq(tl_str(obj, "service_id"), "Meridio-ipam");
+	cr_assert_str_eq(tl_str(obj, "version"), "1.0.0");
 	cr_assert_str_eq(tl_str(obj, "message"), "allocated");
-	cr_assert_str_eq(tl_str(obj, "name"), "pod-1");
-	cr_assert_str_eq(tl_str(obj, "address"), "10.0.0.1/24");
+	cr_assert_str_eq(tl_str(tl_extra(obj), "process"), "unit");
+	cr_assert_str_eq(tl_str(tl_extra(obj), "name"), "pod-1");
+	cr_assert_str_eq(tl_str(tl_extra(obj), "address"), "10.0.0.1/24");
 	json_object_put(obj);
 }
 
-Test(log, time_is_rfc3339_utc_millis_and_now)
+/* A line's timestamp is now, in Go's "2006-01-02T15:04:05.999-07:00". */
+Test(log, timestamp_is_now_with_offset)
 {
 	struct json_object *obj;
 	const char *t;
@@ -152,31 +180,67 @@ Test(log, time_is_rfc3339_utc_millis_and_now)
 	time_t before, after, at;
 	char *end;
 
+	setenv("TZ", "UTC", 1);
+	tzset();
 	before = time(NULL);
 	log_kv(LOGL_INFO, "tick", NULL);
 	after = time(NULL);
 	obj = tl_one();
-	t = tl_str(obj, "time");
-	cr_assert_eq(strlen(t), strlen("2026-11-26T05:29:39.123Z"), "%s", t);
+	t = tl_str(obj, "timestamp");
 	cr_assert_eq(t[4], '-');
 	cr_assert_eq(t[10], 'T');
-	cr_assert_eq(t[19], '.');
-	cr_assert_eq(t[23], 'Z');
-	for (int i = 20; i < 23; i++)
-		cr_assert(t[i] >= '0' && t[i] <= '9', "%s", t);
+	cr_assert_str_eq(t + strlen(t) - 6, "+00:00", "%s", t);
 	memset(&tm, 0, sizeof(tm));
 	end = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
 	cr_assert_not_null(end, "%s", t);
-	cr_assert_eq(*end, '.');
+	cr_assert(*end == '.' || *end == '+', "%s", t);
 	at = timegm(&tm);
 	cr_assert(at >= before && at <= after, "time %s not now", t);
 	json_object_put(obj);
 }
 
-Test(log, every_level_name)
+/* Go's ".999": milliseconds without trailing zeros, none at all for a
+ * whole second; the zone's offset as +hh:mm or -hh:mm. */
+Test(log, timestamp_format_as_go)
+{
+	static const struct {
+		const char *tz;
+		long sec, nsec;
+		const char *want;
+	} cases[] = {
+		{ "UTC", 1709287200, 0, "2024-03-01T10:00:00+00:00" },
+		{ "UTC", 1709287200, 120000000, "2024-03-01T10:00:00.12+00:00" },
+		{ "UTC", 1709287200, 999999999, "2024-03-01T10:00:00.999+00:00" },
+		{ "UTC", 1709287200, 5000000, "2024-03-01T10:00:00.005+00:00" },
+		{ "UTC", 1709287200, 400000, "2024-03-01T10:00:00+00:00" },
+		{ "IST-5:30", 1709287200, 100000000,
+		    "2024-03-01T15:30:00.1+05:30" },
+		{ "EST5", 1709287200, 0, "2024-03-01T05:00:00-05:00" },
+	};
+	char buf[64];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct timespec ts = { cases[i].sec, cases[i].nsec };
+
+		setenv("TZ", cases[i].tz, 1);
+		tzset();
+		log_format_time(&ts, buf, sizeof(buf));
+		cr_assert_str_eq(buf, cases[i].want, "case %zu", i);
+	}
+	setenv("TZ", "UTC", 1);
+	tzset();
+}
+
+/* Severities are Meridio's: TRACE and DEBUG are "debug", FATAL and PANIC
+ * "critical"; the level names (IPAM_LOG_LEVEL) stay as they are. */
+Test(log, every_level_severity)
 {
 	static const char *const names[] = {
 		"trace", "debug", "info", "warning", "error", "fatal", "panic",
+	};
+	static const char *const sev[] = {
+		"debug", "debug", "info", "warning", "error", "critical",
+		"critical",
 	};
 	struct json_object *obj;
 
@@ -184,9 +248,39 @@ Test(log, every_level_name)
 		cr_assert_str_eq(log_level_name((enum log_level)l), names[l]);
 		log_kv((enum log_level)l, "m", NULL);
 		obj = tl_one();
-		cr_assert_str_eq(tl_str(obj, "level"), names[l]);
+		cr_assert_str_eq(tl_str(obj, "severity"), sev[l]);
 		json_object_put(obj);
 	}
+}
+
+/* LOG_INT fields are JSON numbers, beside string fields, in order. */
+Test(log, numbers_stay_numbers)
+{
+	struct json_object *obj, *x, *v;
+	const char *const keys[] = { "pid", "name", "neg", "big" };
+	size_t i = 0;
+
+	log_kv(LOGL_INFO, "m", LOG_INT("pid", 1234), "name", "0042",
+	    LOG_INT("neg", -5), LOG_INT("big", INT64_MAX), NULL);
+	obj = tl_one();
+	x = tl_extra(obj);
+	json_object_object_foreach(x, k, val) {
+		(void)val;
+		if (strcmp(k, "process") == 0)
+			continue;
+		cr_assert_str_eq(k, keys[i]);
+		i++;
+	}
+	cr_assert_eq(i, 4);
+	cr_assert(json_object_object_get_ex(x, "pid", &v));
+	cr_assert(json_object_is_type(v, json_type_int));
+	cr_assert_eq(json_object_get_int64(v), 1234);
+	cr_assert(json_object_object_get_ex(x, "neg", &v));
+	cr_assert_eq(json_object_get_int64(v), -5);
+	cr_assert(json_object_object_get_ex(x, "big", &v));
+	cr_assert_eq(json_object_get_int64(v), INT64_MAX);
+	cr_assert_str_eq(tl_str(x, "name"), "0042", "strings stay strings");
+	json_object_put(obj);
 }
 
 Test(log, level_parse_any_case)
@@ -263,7 +357,7 @@ Test(log, escapes_round_trip)
 		cr_assert_eq(all[strlen(all) - 1], '\n');
 		obj = tl_parse(all, strlen(all) - 1);
 		cr_assert_str_eq(tl_str(obj, "message"), texts[i]);
-		cr_assert_str_eq(tl_str(obj, "k\"\n"), texts[i]);
+		cr_assert_str_eq(tl_str(tl_extra(obj), "k\"\n"), texts[i]);
 		json_object_put(obj);
 		free(all);
 	}
@@ -294,7 +388,7 @@ Test(log, invalid_utf8_repaired)
 		obj = tl_one();
 		cr_assert_str_eq(tl_str(obj, "message"), cases[i].want,
 		    "case %zu", i);
-		cr_assert_str_eq(tl_str(obj, "bad\xef\xbf\xbdkey"),
+		cr_assert_str_eq(tl_str(tl_extra(obj), "bad\xef\xbf\xbdkey"),
 		    cases[i].want, "case %zu", i);
 		json_object_put(obj);
 	}
@@ -306,21 +400,26 @@ Test(log, null_value_is_json_null)
 
 	log_kv(LOGL_INFO, "m", "gone", NULL, NULL);
 	obj = tl_one();
-	cr_assert(json_object_object_get_ex(obj, "gone", &v));
+	cr_assert(json_object_object_get_ex(tl_extra(obj), "gone", &v));
 	cr_assert_null(v);
 	json_object_put(obj);
 }
 
-Test(log, clashing_key_is_renamed)
+/* Fields live under extra_data, so they cannot touch the line's own keys;
+ * one named "process" is renamed "fields.process" rather than lost. */
+Test(log, fields_never_clash)
 {
 	struct json_object *obj;
 
-	log_kv(LOGL_ERROR, "real", "level", "fake", "message", "other", NULL);
+	log_kv(LOGL_ERROR, "real", "severity", "fake", "message", "other",
+	    "process", "mine", NULL);
 	obj = tl_one();
-	cr_assert_str_eq(tl_str(obj, "level"), "error");
+	cr_assert_str_eq(tl_str(obj, "severity"), "error");
 	cr_assert_str_eq(tl_str(obj, "message"), "real");
-	cr_assert_str_eq(tl_str(obj, "fields.level"), "fake");
-	cr_assert_str_eq(tl_str(obj, "fields.message"), "other");
+	cr_assert_str_eq(tl_str(tl_extra(obj), "severity"), "fake");
+	cr_assert_str_eq(tl_str(tl_extra(obj), "message"), "other");
+	cr_assert_str_eq(tl_str(tl_extra(obj), "process"), "unit");
+	cr_assert_str_eq(tl_str(tl_extra(obj), "fields.process"), "mine");
 	json_object_put(obj);
 }
 
@@ -354,7 +453,7 @@ Test(log, init_again_changes_process)
 	log_init("db", LOGL_TRACE, tl_fds[1]);
 	log_kv(LOGL_INFO, "m", NULL);
 	obj = tl_one();
-	cr_assert_str_eq(tl_str(obj, "process"), "db");
+	cr_assert_str_eq(tl_str(tl_extra(obj), "process"), "db");
 	json_object_put(obj);
 }
 
@@ -382,7 +481,7 @@ Test(log, one_write_per_line)
 		cr_assert_eq(buf[r - 1], '\n');
 		cr_assert_null(memchr(buf, '\n', (size_t)r - 1));
 		obj = tl_parse(buf, (size_t)r - 1);
-		cr_assert_str_eq(tl_str(obj, "c"), "x\ny");
+		cr_assert_str_eq(tl_str(tl_extra(obj), "c"), "x\ny");
 		json_object_put(obj);
 	}
 	r = recv(sp[1], buf, sizeof(buf), MSG_DONTWAIT);
@@ -445,7 +544,7 @@ Test(log, concurrent_writers_do_not_interleave)
 	for (line = strtok_r(all, "\n", &save); line != NULL;
 	    line = strtok_r(NULL, "\n", &save)) {
 		obj = tl_parse(line, strlen(line));
-		cr_assert_eq(tl_str(obj, "process")[0], 'w');
+		cr_assert_eq(tl_str(tl_extra(obj), "process")[0], 'w');
 		json_object_put(obj);
 		total++;
 	}
@@ -474,8 +573,8 @@ Test(log, fatal_logs_and_exits_1)
 	pfd.events = POLLIN;
 	cr_assert_eq(poll(&pfd, 1, 5000), 1);
 	obj = tl_one();
-	cr_assert_str_eq(tl_str(obj, "level"), "fatal");
-	cr_assert_str_eq(tl_str(obj, "process"), "dying");
+	cr_assert_str_eq(tl_str(obj, "severity"), "critical");
+	cr_assert_str_eq(tl_str(tl_extra(obj), "process"), "dying");
 	cr_assert_str_eq(tl_str(obj, "message"), "cannot open registry.db");
 	json_object_put(obj);
 }

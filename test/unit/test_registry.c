@@ -1247,3 +1247,92 @@ Test(registry, renewal_refresh_damps_child_writes)
 	reg_close(g);
 	store_close(st);
 }
+
+/* Sets updated_at of row id to the SQL value val, with a connection of
+ * its own (as Meridio or an operator would write it). */
+static void
+raw_set_time(const char *id, const char *val)
+{
+	sqlite3 *db = NULL;
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "UPDATE prefixes SET updated_at=%s WHERE "
+	    "id='%s'", val, id);
+	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s",
+	    sqlite3_errmsg(db));
+	sqlite3_close(db);
+}
+
+/*
+ * Go's zero time and NULL are times Meridio writes: the records load, and
+ * garbage collection leaves them alone, as Meridio's does (it skips NULL
+ * and zero updated_at); a renewal gives them a time again.
+ */
+Test(registry, zero_and_null_times_load_and_are_never_reaped)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	char err[256];
+	size_t reaped;
+
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "zero", T0);
+	alloc1(g, PFX_V4, "c", "n", "null", T0);
+	alloc1(g, PFX_V4, "c", "m", "x", T0);
+	reg_close(g);
+	store_close(st);
+	raw_set_time("zero-n-c-default-0", "'0001-01-01 00:00:00+00:00'");
+	raw_set_time("null-n-c-default-0", "NULL");
+	raw_set_time("n-c-default-0", "'0001-01-01 00:00:00+00:00'");
+	raw_set_time("m-c-default-0", "'0001-01-01T00:00:00Z'");
+
+	st = open_store();
+	g = open_reg(st, &p, NULL);
+	cr_assert_eq(disk_rows(st, "zero-n-c-default-0").updated, 0);
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_gc(g, T0 + 1000 * NS, 50 * NS, &reaped, err,
+	    sizeof(err)), REG_OK, "%s", err);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reaped, 1, "only x (stale, below a zero-time node)");
+	cr_assert(disk_rows(st, "zero-n-c-default-0").found);
+	cr_assert(disk_rows(st, "null-n-c-default-0").found);
+	cr_assert(disk_rows(st, "m-c-default-0").found);
+	cr_assert_not(disk_rows(st, "x-m-c-default-0").found);
+	/* the same addresses, and a time again */
+	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "zero", T0 + 1000 * NS),
+	    "169.255.0.1/24");
+	cr_assert_eq(disk_rows(st, "zero-n-c-default-0").updated,
+	    T0 + 1000 * NS);
+	cr_assert_eq(disk_rows(st, "n-c-default-0").updated, T0 + 1000 * NS,
+	    "a node without a time is refreshed at once");
+	reg_close(g);
+	store_close(st);
+}
+
+/* A row whose updated_at is not a time is a data error (a restart cannot
+ * help): REG_EDATA, with the row id and the column named. */
+Test(registry, unreadable_row_is_a_data_error)
+{
+	static const char *const cs[] = { "c" };
+	struct store *st = open_store();
+	struct reg_params p = params();
+	struct reg *g = open_reg(st, &p, NULL);
+	char err[256];
+
+	add_conduits(g, cs, 1, T0);
+	alloc1(g, PFX_V4, "c", "n", "x", T0);
+	reg_close(g);
+	store_close(st);
+	raw_set_time("x-n-c-default-0", "'last tuesday'");
+	st = open_store();
+	g = NULL;
+	cr_assert_eq(reg_open(&g, st, &p, NULL, NULL, err, sizeof(err)),
+	    REG_EDATA);
+	cr_assert_null(g);
+	cr_assert(strstr(err, "x-n-c-default-0") && strstr(err, "updated_at") &&
+	    strstr(err, "last tuesday"), "%s", err);
+	store_close(st);
+}

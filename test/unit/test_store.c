@@ -737,9 +737,59 @@ Test(store, integer_and_bad_updated_at)
 	sqlite3_close(db);
 	st = open_ok(0);
 	memset(&rs, 0, sizeof(rs));
-	cr_assert_eq(store_load(st, collect, &rs, err, sizeof(err)), -1);
+	cr_assert_eq(store_load(st, collect, &rs, err, sizeof(err)),
+	    STORE_EROW);
 	cr_assert(strstr(err, "load-balancer-default-0") &&
-	    strstr(err, "yesterday"), "%s", err);
+	    strstr(err, "updated_at") && strstr(err, "yesterday"), "%s", err);
+	free(rs.v);
+	store_close(st);
+}
+
+/*
+ * Go's zero time (as go-sqlite3 writes it, or in its other forms) and
+ * NULL load as "no time" (0); times Go reads that int64 nanoseconds cannot
+ * hold are clamped: before 1678 to 1 ns (long ago), after 2262 to the
+ * largest value (never old).
+ */
+Test(store, go_zero_time_null_and_far_times_load)
+{
+	static const struct {
+		const char *id, *sql;
+		int64_t want;
+	} cases[] = {
+		{ "default-0", "'0001-01-01 00:00:00+00:00'", 0 },
+		{ "default-1", "NULL", 0 },
+		{ "load-balancer-default-0", "'0001-01-01T00:00:00Z'", 0 },
+		{ "load-balancer-default-1", "'0001-01-01 00:00:00'", 0 },
+		{ "worker-1-load-balancer-default-0", "'1500-06-01 10:00:00+00:00'",
+		    1 },
+		{ "worker-1-load-balancer-default-1", "'0001-01-01 00:00:00.5+00:00'",
+		    1 },
+		{ "bridge-worker-1-load-balancer-default-0",
+		    "'3000-01-01 00:00:00+00:00'", INT64_MAX },
+		{ "bridge-worker-1-load-balancer-default-1",
+		    "'9999-12-31 23:59:59.999999999+00:00'", INT64_MAX },
+	};
+	struct store *st;
+	struct rows rs;
+	sqlite3 *db;
+	char sql[256];
+	size_t i;
+
+	build_meridio_db(NULL);
+	db = raw_open(dbpath);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(sql, sizeof(sql), "UPDATE prefixes SET updated_at=%s "
+		    "WHERE id='%s'", cases[i].sql, cases[i].id);
+		raw_exec(db, sql);
+	}
+	sqlite3_close(db);
+	st = open_ok(0);
+	rs = load_all(st);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		cr_assert_eq(find(&rs, cases[i].id)->updated_at, cases[i].want,
+		    "%s: %s gave %" PRId64, cases[i].id, cases[i].sql,
+		    find(&rs, cases[i].id)->updated_at);
 	free(rs.v);
 	store_close(st);
 }
@@ -973,12 +1023,241 @@ Test(store, foreign_schema_refused_untouched)
 	unlink(dbpath);
 	raw = raw_open(dbpath);
 	raw_exec(raw, "CREATE TABLE `prefixes` (`id` text,`name` text,"
-	    "`cidr` text,`parent_id` text,`updated_at` datetime,"
+	    "`parent_id` text,`updated_at` datetime,`expirable` numeric,"
 	    "PRIMARY KEY (`id`))");
 	sqlite3_close(raw);
 	db = slurp(dbpath, &len);
-	assert_refused_untouched(db, len, "no column `expirable`");
+	assert_refused_untouched(db, len, "no column `cidr`");
 	free(db);
+}
+
+/* ---- older Meridio files ------------------------------------------------- */
+
+/* The table of Meridio releases before garbage collection, as gorm made it
+ * from the model (id, name, cidr, parent_id; no index). */
+static const char old_meridio_table[] =
+    "CREATE TABLE `prefixes` (`id` text,`name` text,`cidr` text,"
+    "`parent_id` text,PRIMARY KEY (`id`),CONSTRAINT `fk_prefixes_parent` "
+    "FOREIGN KEY (`parent_id`) REFERENCES `prefixes`(`id`))";
+
+/* Builds dbpath as an older Meridio left it: trench, conduit, two nodes
+ * with connections and bridges, and a conduit of a second trench. */
+static void
+build_old_meridio_db(void)
+{
+	sqlite3 *db = raw_open(dbpath);
+
+	raw_exec(db, old_meridio_table);
+	raw_exec(db,
+	    "INSERT INTO `prefixes` VALUES"
+	    "('default-0','default-0','169.255.0.0/16',''),"
+	    "('lb-default-0','lb','169.255.0.0/20','default-0'),"
+	    "('w1-lb-default-0','w1','169.255.0.0/24','lb-default-0'),"
+	    "('w2-lb-default-0','w2','169.255.1.0/24','lb-default-0'),"
+	    "('c1-w1-lb-default-0','c1','169.255.0.1/32','w1-lb-default-0'),"
+	    "('c2-w1-lb-default-0','c2','169.255.0.3/32','w1-lb-default-0'),"
+	    "('bridge-w1-lb-default-0','bridge','169.255.0.2/32',"
+	    " 'w1-lb-default-0'),"
+	    "('c3-w2-lb-default-0','c3','169.255.1.1/32','w2-lb-default-0'),"
+	    "('bridge-w2-lb-default-0','bridge','169.255.1.2/32',"
+	    " 'w2-lb-default-0'),"
+	    "('other-0','other-0','10.0.0.0/16',''),"
+	    "('lb-other-0','lb','10.0.0.0/20','other-0')");
+	cr_assert_eq(sqlite3_close(db), SQLITE_OK);
+}
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * NS + ts.tv_nsec;
+}
+
+/*
+ * An older file opens as Meridio's start-up leaves it: the two columns and
+ * five indexes added, then nodes and their non-bridge children made
+ * expirable with updated_at now; trench, conduit and bridge records keep
+ * NULL. Nothing is written before the first store_begin.
+ */
+Test(store, migrates_older_meridio_schema)
+{
+	static const char *const marked[] = { "w1-lb-default-0",
+	    "w2-lb-default-0", "c1-w1-lb-default-0", "c2-w1-lb-default-0",
+	    "c3-w2-lb-default-0" };
+	static const char *const kept[] = { "default-0", "lb-default-0",
+	    "bridge-w1-lb-default-0", "bridge-w2-lb-default-0", "other-0",
+	    "lb-other-0" };
+	struct store_migration m;
+	unsigned char *before, *after;
+	size_t blen, alen, i;
+	struct store *st;
+	struct rows rs;
+	int64_t t0, t1, t;
+	sqlite3 *db;
+	char buf[512];
+
+	build_old_meridio_db();
+	before = slurp(dbpath, &blen);
+	t0 = now_ns();
+	st = open_ok(STORE_NO_CREATE);
+	t1 = now_ns();
+	cr_assert(store_migration(st, &m), "no migration reported");
+	cr_assert_eq(m.columns, 2);
+	cr_assert_eq(m.indexes, 5);
+	cr_assert_eq(m.nodes, 2);
+	cr_assert_eq(m.children, 3);
+	rs = load_all(st);
+	cr_assert_eq(rs.n, 11);
+	for (i = 0; i < sizeof(marked) / sizeof(marked[0]); i++) {
+		const struct trow *r = find(&rs, marked[i]);
+		cr_assert(r->expirable, "%s not expirable", marked[i]);
+		cr_assert(r->updated_at >= t0 && r->updated_at <= t1,
+		    "%s: updated_at %" PRId64 " not now", marked[i],
+		    r->updated_at);
+	}
+	for (i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+		const struct trow *r = find(&rs, kept[i]);
+		cr_assert(!r->expirable, "%s expirable", kept[i]);
+		cr_assert_eq(r->updated_at, 0, "%s has a time", kept[i]);
+	}
+	free(rs.v);
+	store_close(st);
+
+	/* opened and loaded only: every byte as it was */
+	after = slurp(dbpath, &alen);
+	cr_assert_eq(alen, blen);
+	cr_assert_eq(memcmp(before, after, blen), 0, "bytes changed");
+	free(after);
+	free(before);
+	assert_no_side_files();
+
+	/* store_upgrade writes it: Meridio's schema and values */
+	t0 = now_ns();
+	st = open_ok(0);
+	t1 = now_ns();
+	cr_assert(store_migration(st, &m));
+	cr_assert_eq(store_upgrade(st, err, sizeof(err)), 0, "%s", err);
+	store_close(st);
+	st = open_ok(0);
+	cr_assert(!store_migration(st, &m), "migrated twice");
+	store_close(st);
+	db = raw_open(dbpath);
+	raw_text(db, "SELECT group_concat(name, ',') FROM "
+	    "pragma_table_info('prefixes')", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "id,name,cidr,parent_id,updated_at,expirable");
+	raw_text(db, "SELECT type || ' ' || coalesce(dflt_value, '-') FROM "
+	    "pragma_table_info('prefixes') WHERE name='expirable'", buf,
+	    sizeof(buf));
+	cr_assert_str_eq(buf, "numeric false");
+	raw_text(db, "SELECT type FROM pragma_table_info('prefixes') WHERE "
+	    "name='updated_at'", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "datetime");
+	for (i = 0; i < 5; i++) {
+		char q[256], want[256];
+		const char *name = strstr(meridio_indexes[i], "`idx_") + 1;
+		size_t n = (size_t)(strchr(name, '`') - name);
+
+		snprintf(q, sizeof(q), "SELECT sql FROM sqlite_master WHERE "
+		    "name='%.*s'", (int)n, name);
+		raw_text(db, q, buf, sizeof(buf));
+		snprintf(want, sizeof(want), "%s", meridio_indexes[i]);
+		cr_assert_str_eq(buf, want);
+	}
+	raw_text(db, "SELECT updated_at FROM prefixes WHERE "
+	    "id='c1-w1-lb-default-0'", buf, sizeof(buf));
+	cr_assert_eq(store_parse_time(buf, &t), 0, "\"%s\"", buf);
+	cr_assert(t >= t0 && t <= t1);
+	raw_text(db, "SELECT count(*) FROM prefixes WHERE expirable=1",
+	    buf, sizeof(buf));
+	cr_assert_str_eq(buf, "5");
+	raw_text(db, "SELECT count(*) FROM prefixes WHERE updated_at IS NULL "
+	    "AND expirable=0", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "6");
+	sqlite3_close(db);
+}
+
+/*
+ * A file of the first releases with garbage collection (children
+ * expirable, nodes not) gets its nodes marked, as Meridio's migrate()
+ * does at every start; the children keep their time.
+ */
+Test(store, migration_marks_nodes_of_gc_era_file)
+{
+	struct store_migration m;
+	struct store *st;
+	struct rows rs;
+	sqlite3 *db;
+
+	build_meridio_db(NULL);
+	db = raw_open(dbpath);
+	raw_exec(db, "UPDATE prefixes SET expirable=0 WHERE name='worker-1'");
+	sqlite3_close(db);
+	st = open_ok(0);
+	cr_assert(store_migration(st, &m));
+	cr_assert_eq(m.columns, 0);
+	cr_assert_eq(m.indexes, 0);
+	cr_assert_eq(m.nodes, 2);
+	cr_assert_eq(m.children, 0);
+	rs = load_all(st);
+	cr_assert(find(&rs, "worker-1-load-balancer-default-0")->expirable);
+	cr_assert_gt(find(&rs, "worker-1-load-balancer-default-0")->updated_at,
+	    T2024 * NS + 999999999);
+	cr_assert_eq(find(&rs, "proxy-a-worker-1-load-balancer-default-0")
+	    ->updated_at, T2024 * NS + 500000000);
+	free(rs.v);
+	store_close(st);
+}
+
+/* A current file has nothing to migrate, and opening it only reads: a
+ * foreign writer's lock (the sqlite3 shell's) does not stand in the way. */
+Test(store, current_file_needs_no_migration)
+{
+	struct store_migration m = { .columns = 9 };
+	struct store *st;
+	sqlite3 *db;
+
+	build_meridio_db(NULL);
+	db = raw_open(dbpath);
+	raw_exec(db, "BEGIN IMMEDIATE");
+	st = open_ok(0);
+	raw_exec(db, "ROLLBACK");
+	sqlite3_close(db);
+	cr_assert(!store_migration(st, &m));
+	cr_assert_eq(m.columns, 0, "*m not cleared");
+	cr_assert_eq(store_upgrade(st, err, sizeof(err)), 0, "%s", err);
+	store_close(st);
+	st = open_ok(0);
+	cr_assert(!store_migration(st, &m));
+	store_close(st);
+}
+
+/* Rows that break Meridio's unique index stop the migration (gorm's
+ * AutoMigrate fails the same way): refused, the file untouched. */
+Test(store, migration_refused_on_duplicate_cidr)
+{
+	unsigned char *before, *after;
+	size_t blen, alen;
+	struct store *st = NULL;
+	sqlite3 *db;
+
+	build_old_meridio_db();
+	db = raw_open(dbpath);
+	raw_exec(db, "INSERT INTO prefixes VALUES ('c9-w1-lb-default-0','c9',"
+	    "'169.255.0.1/32','w1-lb-default-0')");
+	sqlite3_close(db);
+	before = slurp(dbpath, &blen);
+	cr_assert_eq(store_open(&st, dbpath, 0, err, sizeof(err)), -1);
+	cr_assert_null(st);
+	cr_assert(strstr(err, dbpath) && strstr(err, "prefixes.cidr") &&
+	    strstr(err, "UNIQUE") && strstr(err, "left untouched"), "got: %s", err);
+	after = slurp(dbpath, &alen);
+	cr_assert_eq(alen, blen);
+	cr_assert_eq(memcmp(before, after, blen), 0, "bytes changed");
+	free(after);
+	free(before);
+	assert_no_side_files();
 }
 
 Test(store, missing_directory_or_file)

@@ -31,6 +31,7 @@
 #include "grpcx.h"
 #include "log.h"
 #include "nsp/v1/configurationmanager.pb-c.h"
+#include "spiffe.h"
 #include "watch.h"
 
 #define NSP_METHOD "/nsp.v1.ConfigurationManager/WatchConduit"
@@ -61,10 +62,13 @@ struct nspw {
 	struct grpcx_tls *tls;		/* IPAM_NSP_TLS_* files, NULL when
 					 * plaintext or not read yet */
 	char tls_err[NSP_STATUS_MAX];	/* last TLS file error logged */
+	struct spiffe_source *spiffe;	/* SVIDs (SPIFFE_ENDPOINT_SOCKET),
+					 * NULL when off */
+	uint64_t spiffe_gen;		/* generation of the channel's SVID */
 };
 
 static grpc_channel *nspw_channel_new(const struct cfg *cfg,
-    struct grpcx_tls *tls);
+    struct grpcx_tls *tls, grpc_channel_credentials *creds);
 
 /* ---------------------------------------------------------------------
  * Watch thread
@@ -250,6 +254,47 @@ out_call:
 }
 
 /*
+ * nspw_channel with SPIFFE: the channel presents the current SVID and
+ * accepts an NSP whose chain leads to the bundle and whose certificate
+ * carries a SPIFFE ID of our trust domain (no host-name check). After a
+ * rotation the next call gets a new channel with the new SVID; the running
+ * stream is not cut. No SVID yet: no channel, and the attempt fails.
+ */
+static bool
+nspw_channel_spiffe(struct nspw *w, char *details, size_t dlen)
+{
+	struct spiffe_svid *svid;
+	grpc_channel_credentials *creds;
+	uint64_t gen;
+
+	gen = spiffe_source_generation(w->spiffe);
+	if (gen == 0) {
+		snprintf(details, dlen, "no SVID yet from the Workload API "
+		    "(%s)", w->cfg->spiffe_socket);
+		return false;
+	}
+	if (w->channel != NULL && gen != w->spiffe_gen) {
+		w->h->log_fmt(LOGL_INFO, "new SVID: new channel to %s",
+		    w->cfg->nsp_service);
+		grpc_channel_destroy(w->channel);
+		w->channel = NULL;
+	}
+	if (w->channel != NULL)
+		return true;
+	svid = spiffe_source_get(w->spiffe, &gen);
+	creds = svid != NULL ? spiffe_channel_credentials(svid, NULL) : NULL;
+	spiffe_svid_free(svid);
+	if (creds != NULL)
+		w->channel = nspw_channel_new(w->cfg, NULL, creds);
+	if (w->channel == NULL) {
+		snprintf(details, dlen, "cannot create a channel");
+		return false;
+	}
+	w->spiffe_gen = gen;
+	return true;
+}
+
+/*
  * Makes sure the watch has a channel before a call, and that a TLS
  * channel uses the current IPAM_NSP_TLS_* files: they are read again when
  * they changed (certificates rotate on disk), and the channel is then made
@@ -268,6 +313,8 @@ nspw_channel(struct nspw *w, char *details, size_t dlen)
 	char err[NSP_STATUS_MAX];
 	int rc = 0;
 
+	if (w->spiffe != NULL)
+		return nspw_channel_spiffe(w, details, dlen);
 	err[0] = '\0';
 	if (w->h->tls) {
 		if (w->tls == NULL) {
@@ -292,7 +339,7 @@ nspw_channel(struct nspw *w, char *details, size_t dlen)
 		w->channel = NULL;
 	}
 	if (w->channel == NULL && (w->tls != NULL || !w->h->tls))
-		w->channel = nspw_channel_new(c, w->tls);
+		w->channel = nspw_channel_new(c, w->tls, NULL);
 	if (w->channel == NULL) {
 		snprintf(details, dlen, "%s", err[0] != '\0' ? err :
 		    "cannot create a channel");
@@ -391,7 +438,8 @@ nspw_arg_int(grpc_arg *a, const char *key, int value)
 }
 
 /*
- * Opens the channel to IPAM_NSP_SERVICE: keepalive pings every
+ * Opens the channel to IPAM_NSP_SERVICE (with spiffe, credentials made
+ * from the SVID, which this releases): keepalive pings every
  * IPAM_GRPC_KEEPALIVE_TIME for as long as the stream lives (an idle watch
  * carries no data, and a dead NSP must still be noticed), the channel's own
  * reconnect backoff aligned with ours so that a restarted NSP is found
@@ -404,7 +452,8 @@ nspw_arg_int(grpc_arg *a, const char *key, int value)
  * short (see also nspw_start on polling).
  */
 static grpc_channel *
-nspw_channel_new(const struct cfg *cfg, struct grpcx_tls *tls)
+nspw_channel_new(const struct cfg *cfg, struct grpcx_tls *tls,
+    grpc_channel_credentials *spiffe)
 {
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
@@ -432,7 +481,8 @@ nspw_channel_new(const struct cfg *cfg, struct grpcx_tls *tls)
 		args[6].value.string = cfg->nsp_tls_server_name;
 		chargs.num_args++;
 	}
-	creds = tls != NULL ? grpcx_tls_channel_credentials(tls) :
+	creds = spiffe != NULL ? spiffe : tls != NULL ?
+	    grpcx_tls_channel_credentials(tls) :
 	    grpc_insecure_credentials_create();
 	if (creds == NULL)
 		return NULL;
@@ -444,6 +494,31 @@ nspw_channel_new(const struct cfg *cfg, struct grpcx_tls *tls)
 /* ---------------------------------------------------------------------
  * Operations (struct nspw_ops), called from the worker's main thread
  */
+
+/* The SVID watcher's reports, as the worker's log lines. */
+static void
+nspw_spiffe_event(void *arg, enum spiffe_event ev, const char *text)
+{
+	struct nspw *w = arg;
+
+	switch (ev) {
+	case SPIFFE_EV_UPDATE:
+		w->h->log_kv(LOGL_INFO, "SVID from the Workload API: new NSP "
+		    "connections present it", "spiffe_id", text, NULL);
+		break;
+	case SPIFFE_EV_FAILED:
+		w->h->log_kv(LOGL_WARNING, spiffe_source_generation(w->spiffe)
+		    > 0 ? "Workload API unavailable: keeping the last SVID, "
+		    "reconnecting" : "Workload API unavailable: no SVID yet, "
+		    "no NSP connection; reconnecting", "endpoint",
+		    w->cfg->spiffe_socket, "error", text, NULL);
+		break;
+	case SPIFFE_EV_REJECTED:
+		w->h->log_kv(LOGL_WARNING, "SVID from the Workload API "
+		    "refused: keeping the last one", "error", text, NULL);
+		break;
+	}
+}
 
 /*
  * Initialises gRPC and starts the watch thread (which makes the channel,
@@ -482,10 +557,28 @@ nspw_start(const struct nspw_host *host)
 	    NSP_BACKUP_POLL_MS, 0);
 	/* Only here, in a freshly exec'd process (see GRPC-CORE-NOTES). */
 	(void)grpcx_init();
+	if (w->cfg->spiffe_socket[0] != '\0') {
+		char why[256];
+
+		w->spiffe = spiffe_source_new();
+		if (w->spiffe == NULL || spiffe_source_watch(w->spiffe,
+		    w->cfg->spiffe_target, w->cfg->max_backoff_ns / 1000000,
+		    nspw_spiffe_event, w, why, sizeof(why)) != 0) {
+			host->log_fmt(LOGL_ERROR, "SPIFFE: %s", w->spiffe ==
+			    NULL ? "out of memory" : why);
+			spiffe_source_free(w->spiffe);
+			grpc_shutdown();
+			pthread_cond_destroy(&w->cv);
+			pthread_mutex_destroy(&w->mu);
+			free(w);
+			return NULL;
+		}
+	}
 	err = pthread_create(&w->tid, NULL, nspw_main, w);
 	if (err != 0) {
 		host->log_fmt(LOGL_ERROR, "cannot start the watch thread: %s",
 		    strerror(err));
+		spiffe_source_free(w->spiffe);
 		grpc_shutdown();
 		pthread_cond_destroy(&w->cv);
 		pthread_mutex_destroy(&w->mu);
@@ -564,6 +657,7 @@ nspw_stop(struct nspw *w)
 	pthread_mutex_destroy(&w->mu);
 	if (w->channel != NULL)
 		grpc_channel_destroy(w->channel);
+	spiffe_source_free(w->spiffe);
 	grpc_shutdown();
 	grpcx_tls_free(w->tls);
 	free(w);
