@@ -97,14 +97,15 @@ class SlowHealth:
 
 
 class Plain(DaemonTest):
-    """The daemon without TLS: its socket and its port."""
+    """The daemon without TLS: its socket and its port (by address: a
+    machine without /etc/hosts resolves no localhost)."""
 
     def setUp(self):
         super().setUp()
         self.d = self.daemon()
         self.sock = self.d.env["IPAM_HEALTH_SOCKET"]
         self.addrs = ("unix://" + self.sock, "unix:" + self.sock,
-                      "127.0.0.1:%d" % self.d.port, "localhost:%d" % self.d.port)
+                      "127.0.0.1:%d" % self.d.port, "[::1]:%d" % self.d.port)
 
     def assertExit(self, want, args, text=None):
         rc, err, out, took = probe(*args)
