@@ -290,3 +290,27 @@ ctl_admin_check(const char *sock, int64_t timeout_ms,
 	grpcx_client_free(cl);
 	return st->code;
 }
+
+int
+ctl_admin_release(const char *sock, const Ipamadmin__V1__ReleaseRequest *rq,
+    int64_t timeout_ms, Ipamadmin__V1__ReleaseReply **out,
+    struct grpcx_status *st)
+{
+	struct grpcx_client *cl;
+	ProtobufCMessage *resp = NULL;
+	char target[CTL_SUN_PATH + 8], err[256];
+
+	*out = NULL;
+	snprintf(target, sizeof(target), "unix:%s", sock);
+	cl = grpcx_client_new(target, err, sizeof(err));
+	if (cl == NULL) {
+		grpcx_status_set(st, GRPC_STATUS_INTERNAL, "%s", err);
+		return st->code;
+	}
+	if (grpcx_call(cl, "/ipamadmin.v1.Admin/Release", &rq->base,
+	    &ipamadmin__v1__release_reply__descriptor, timeout_ms, &resp,
+	    st) == GRPC_STATUS_OK)
+		*out = (Ipamadmin__V1__ReleaseReply *)resp;
+	grpcx_client_free(cl);
+	return st->code;
+}

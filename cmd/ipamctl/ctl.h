@@ -53,6 +53,16 @@ void ctl_dump_free(struct ctl_dump *d);
 int ctl_admin_check(const char *sock, int64_t timeout_ms,
     Ipamadmin__V1__CheckReport **out, struct grpcx_status *st);
 
+/*
+ * Release over the admin socket: the child of rq in one family or both.
+ * Returns the status code (also in st; NOT_FOUND when nothing matched);
+ * on OK *out says what was released
+ * (ipamadmin__v1__release_reply__free_unpacked).
+ */
+int ctl_admin_release(const char *sock, const Ipamadmin__V1__ReleaseRequest *rq,
+    int64_t timeout_ms, Ipamadmin__V1__ReleaseReply **out,
+    struct grpcx_status *st);
+
 /* Read commands: print what d holds (text or JSON). Return an exit code. */
 int ctl_print_show(const struct ctl_dump *d, bool json);
 int ctl_print_usage(const struct ctl_dump *d, bool json);

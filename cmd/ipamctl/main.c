@@ -1,12 +1,12 @@
 /*
  * ipamctl - operator client of meridio-ipam (first version).
  *
- *   ipamctl allocate|release --conduit C --node N --name X [--family F]
+ *   ipamctl allocate --conduit C --node N --name X [--family F]
  *           [--trench T] [--target host:port] [--timeout D]
  *   ipamctl health [--service S] [--target host:port] [--timeout D] [--json]
  *   (both: [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N])
  *
- *   ipamctl show|usage|check|export|import ... (commands.c: the Admin
+ *   ipamctl show|usage|check|export|release|import ... (commands.c: the Admin
  *           socket of the running daemon, or the file of a stopped one)
  *
  * Exit status: 0 ok, 1 RPC error (or health not SERVING, or a problem
@@ -22,7 +22,6 @@
 
 #include "config.h"
 #include "ctl.h"
-#include "google/protobuf/empty.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
 #include "ipam/v1/ipam.pb-c.h"
@@ -33,7 +32,7 @@
 
 /* What the command line asked for. */
 struct ctl_args {
-	const char *cmd;		/* "allocate", "release" or "health" */
+	const char *cmd;		/* "allocate" or "health" */
 	const char *conduit;		/* --conduit */
 	const char *node;		/* --node */
 	const char *name;		/* --name */
@@ -73,7 +72,8 @@ ctl_usage_main(FILE *f)
 	    "\n"
 	    "commands:\n"
 	    "  allocate   allocate (or renew) the address of a child\n"
-	    "  release    release the address of a child\n"
+	    "  release    release a child's addresses (admin socket); "
+	    "prints them\n"
 	    "  health     print the serving status of the server\n"
 	    "  show       the tree of prefixes of the running daemon\n"
 	    "  usage      used / usable per conduit and node, fullest first\n"
@@ -104,10 +104,8 @@ ctl_usage_child(FILE *f, const char *cmd)
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
 	    CTL_TLS_USAGE
 	    "\n"
-	    "%s",
-	    cmd, strcmp(cmd, "allocate") == 0 ?
 	    "Prints the address and the node prefix length, e.g. "
-	    "169.255.0.1/24.\n" : "Prints nothing on success.\n");
+	    "169.255.0.1/24.\n", cmd);
 }
 
 static void
@@ -358,7 +356,7 @@ ctl_rpc_error(const struct ctl_args *a, const struct grpcx_status *st)
 	return CTL_RPC;
 }
 
-/* Allocate or Release one child. */
+/* Allocate one child; prints its address and node prefix length. */
 static int
 ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
 {
@@ -368,7 +366,7 @@ ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
 	Nsp__V1__Trench tr = NSP__V1__TRENCH__INIT;
 	struct grpcx_status st;
 	ProtobufCMessage *resp = NULL;
-	bool alloc = strcmp(a->cmd, "allocate") == 0;
+	Ipam__V1__Prefix *p;
 
 	tr.name = (char *)a->trench;
 	co.name = (char *)a->conduit;
@@ -378,16 +376,12 @@ ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
 	sn.ipfamily = a->family;
 	ch.name = (char *)a->name;
 	ch.subnet = &sn;
-	if (grpcx_call(cl, alloc ? "/ipam.v1.Ipam/Allocate" :
-	    "/ipam.v1.Ipam/Release", &ch.base, alloc ?
-	    &ipam__v1__prefix__descriptor : &google__protobuf__empty__descriptor,
-	    a->timeout_ms, &resp, &st) != GRPC_STATUS_OK)
+	if (grpcx_call(cl, "/ipam.v1.Ipam/Allocate", &ch.base,
+	    &ipam__v1__prefix__descriptor, a->timeout_ms, &resp, &st) !=
+	    GRPC_STATUS_OK)
 		return ctl_rpc_error(a, &st);
-	if (alloc) {
-		Ipam__V1__Prefix *p = (Ipam__V1__Prefix *)resp;
-
-		printf("%s/%d\n", p->address, (int)p->prefixlength);
-	}
+	p = (Ipam__V1__Prefix *)resp;
+	printf("%s/%d\n", p->address, (int)p->prefixlength);
 	protobuf_c_message_free_unpacked(resp, NULL);
 	return CTL_OK;
 }
@@ -470,8 +464,7 @@ main(int argc, char **argv)
 		return ctl_op_main(argc - 1, argv + 1);
 	memset(&a, 0, sizeof(a));
 	a.cmd = argv[1];
-	if (strcmp(a.cmd, "allocate") != 0 && strcmp(a.cmd, "release") != 0 &&
-	    strcmp(a.cmd, "health") != 0) {
+	if (strcmp(a.cmd, "allocate") != 0 && strcmp(a.cmd, "health") != 0) {
 		fprintf(stderr, "ipamctl: unknown command %s\n", a.cmd);
 		ctl_usage_main(stderr);
 		return CTL_USAGE;

@@ -47,6 +47,7 @@
 enum admin_method {
 	ADMIN_DUMP,
 	ADMIN_CHECK,
+	ADMIN_RELEASE,
 	ADMIN_GENERIC,		/* anything else: UNIMPLEMENTED */
 	ADMIN_NMETHODS,
 };
@@ -54,6 +55,7 @@ enum admin_method {
 static const char *const admin_paths[ADMIN_GENERIC] = {
 	"/ipamadmin.v1.Admin/Dump",
 	"/ipamadmin.v1.Admin/Check",
+	"/ipamadmin.v1.Admin/Release",
 };
 
 /* One posted request, then the call that landed in it. */
@@ -504,6 +506,101 @@ admin_check(struct admin *ad, struct admin_call *c)
 	}
 }
 
+/* What the db worker answered to one family's Release. */
+struct admin_rel {
+	int code;			/* its code; -1 before the reply */
+	char addr[64];			/* OK: the address released */
+	char msg[GRPCX_MSG_MAX];	/* else: why */
+};
+
+static int
+admin_release_reply(void *arg, const Ipamd__V1__Reply *r)
+{
+	struct admin_rel *x = arg;
+
+	x->code = r->code;
+	snprintf(x->addr, sizeof(x->addr), "%s", r->address);
+	snprintf(x->msg, sizeof(x->msg), "%s", r->message);
+	return 1;
+}
+
+/*
+ * Release: one db Release per family asked (IPv4, then IPv6), as role CTL
+ * so that the db worker says what it released or what did not match.
+ * OK when something was released; else the first error other than
+ * NOT_FOUND, or NOT_FOUND with every family's reason.
+ */
+static void
+admin_release(struct admin *ad, struct admin_call *c)
+{
+	Ipamadmin__V1__ReleaseRequest *rq;
+	Ipamadmin__V1__ReleaseReply rep = IPAMADMIN__V1__RELEASE_REPLY__INIT;
+	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Release rel = IPAMD__V1__RELEASE__INIT;
+	struct admin_rel x[2];
+	char *released[2], *missing[2], why[2][GRPCX_MSG_MAX + 8];
+	char err[GRPCX_MSG_MAX], msg[2 * GRPCX_MSG_MAX + 32];
+	static const int fams[2] = { 4, 6 };
+	size_t nf = 0;
+
+	rq = (Ipamadmin__V1__ReleaseRequest *)grpcx_unpack(
+	    &ipamadmin__v1__release_request__descriptor, c->payload);
+	if (rq == NULL) {
+		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
+		    "malformed request body: not a ReleaseRequest", NULL);
+		return;
+	}
+	if (rq->family != 0 && rq->family != 4 && rq->family != 6) {
+		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
+		    "family must be 4, 6 or 0 (both)", NULL);
+		goto out;
+	}
+	rel.trench = rq->trench;
+	rel.conduit = rq->conduit;
+	rel.node = rq->node;
+	rel.name = rq->name;
+	req.body_case = IPAMD__V1__REQUEST__BODY_RELEASE;
+	req.release = &rel;
+	for (int i = 0; i < 2; i++) {
+		if (rq->family != 0 && (int)rq->family != fams[i])
+			continue;
+		rel.family = fams[i] == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
+		    IPAMD__V1__FAMILY__FAMILY_IPV6;
+		x[nf].code = -1;
+		if (admin_db_call(ad->db_path, &req, admin_release_reply,
+		    &x[nf], admin_timeout(c), err, sizeof(err)) < 0) {
+			snprintf(msg, sizeof(msg), "db worker: %s", err);
+			admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+			goto out;
+		}
+		if (x[nf].code == 0) {
+			released[rep.n_released++] = x[nf].addr;
+		} else if (x[nf].code == GRPC_STATUS_NOT_FOUND) {
+			snprintf(why[rep.n_missing], sizeof(why[0]),
+			    "ipv%d: %s", fams[i], x[nf].msg);
+			missing[rep.n_missing] = why[rep.n_missing];
+			rep.n_missing++;
+		} else {
+			admin_finish(ad, c, grpcx_status_code(x[nf].code),
+			    x[nf].msg, NULL);
+			goto out;
+		}
+		nf++;
+	}
+	rep.released = released;
+	rep.missing = missing;
+	if (rep.n_released > 0) {
+		admin_finish(ad, c, GRPC_STATUS_OK, NULL, &rep.base);
+		goto out;
+	}
+	snprintf(msg, sizeof(msg), "nothing released: %s%s%s",
+	    rep.n_missing > 0 ? missing[0] : "",
+	    rep.n_missing > 1 ? "; " : "", rep.n_missing > 1 ? missing[1] : "");
+	admin_finish(ad, c, GRPC_STATUS_NOT_FOUND, msg, NULL);
+out:
+	ipamadmin__v1__release_request__free_unpacked(rq, NULL);
+}
+
 /* Serves one call to its end. */
 static void
 admin_serve(struct admin *ad, struct admin_call *c)
@@ -519,6 +616,9 @@ admin_serve(struct admin *ad, struct admin_call *c)
 		break;
 	case ADMIN_CHECK:
 		admin_check(ad, c);
+		break;
+	case ADMIN_RELEASE:
+		admin_release(ad, c);
 		break;
 	default:
 		len = (int)GRPC_SLICE_LENGTH(c->details.method);

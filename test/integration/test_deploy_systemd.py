@@ -7,6 +7,7 @@ security exposure). The install rules are run for real: `cmake --install
 WATCHDOG=1) is covered by test_supervisor.py.
 """
 import json
+import glob
 import os
 import re
 import shutil
@@ -271,9 +272,12 @@ class Sandbox(Base):
             a = run(ctl + ["allocate", "--conduit", "lb", "--node", "n1", "--name", "c1",
                            "--family", fam, "--timeout", "20s"] + target, timeout=30)
             self.assertEqual(a.returncode, 0, a.stdout + a.stderr)
+            admin = glob.glob(os.path.join(rt, "meridio-ipam.*", "admin.sock"))
             r = run(ctl + ["release", "--conduit", "lb", "--node", "n1", "--name", "c1",
-                           "--family", fam, "--timeout", "20s"] + target, timeout=30)
+                           "--family", fam, "--timeout", "20s", "--admin"] + admin,
+                    timeout=30)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(r.stdout.strip(), a.stdout.strip().split("/")[0])
         # SIGTERM goes to the supervisor (strace's child), as systemd's
         # KillMode=mixed does; strace exits with its exit status.
         kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()

@@ -333,10 +333,50 @@ class ReadCommands(IpamctlTest):
         self.assertEqual(json.loads(out), {"service": "", "status": "SERVING"})
         d.client.allocate("conduit-a", "w1", "a")
         rc, out, err = ctl(["release", "--name", "a", "--conduit", "conduit-a",
-                            "--node", "w1", "--target", d.target])
-        self.assertEqual((rc, out), (0, ""), err)
+                            "--node", "w1", "--family", "ipv4", "--admin", d.admin])
+        self.assertEqual((rc, out), (0, "169.255.0.1\n"), err)
         self.assertNotIn("a-w1-conduit-a-default-0", d.rows())
         self.assertNotIn(" a  ", self.run_ok(d, "show"))
+
+    def test_release_both_families_prints_each_and_refuses_no_match(self):
+        d = self.start()
+        d.client.allocate("conduit-a", "w1", "proxy-1")
+        d.client.allocate("conduit-a", "w1", "proxy-1", family=V6)
+        d.client.allocate("conduit-a", "w1", "only4")
+        before = d.rows()
+        rel = ["release", "--conduit", "conduit-a", "--node", "w1", "--admin", d.admin]
+        # A typo at each level: exit 1, a message naming it, nothing changed.
+        for args, what in (
+                (["--name", "proxy-1", "--trench", "tpyo"], "trench tpyo"),
+                (["--name", "proxy-1", "--conduit", "conduit-x"],
+                 "no conduit conduit-x in trench default"),
+                (["--name", "proxy-1", "--node", "w9"], "no node w9 in conduit conduit-a"),
+                (["--name", "proxy-9"],
+                 "no child proxy-9 on node w1 of conduit conduit-a"),
+                (["--name", "only4", "--family", "ipv6"],
+                 "no child only4 on node w1 of conduit conduit-a")):
+            with self.subTest(args):
+                rc, out, err = ctl(rel + args)
+                self.assertEqual((rc, out), (1, ""), err)
+                self.assertIn(what, err)
+                self.assertEqual(d.rows(), before)
+        # No --family: both addresses released, each printed.
+        rc, out, err = ctl(rel + ["--name", "proxy-1"])
+        self.assertEqual((rc, out.splitlines()), (0, ["169.255.0.1", "fd00::1"]), err)
+        rows = d.rows()
+        self.assertNotIn("proxy-1-w1-conduit-a-default-0", rows)
+        self.assertNotIn("proxy-1-w1-conduit-a-default-1", rows)
+        # Twice: nothing left to release.
+        rc, out, err = ctl(rel + ["--name", "proxy-1"])
+        self.assertEqual(rc, 1)
+        self.assertIn("ipv4: no child proxy-1", err)
+        self.assertIn("ipv6: no child proxy-1", err)
+        # In one family only: released there, the other said on stderr.
+        rc, out, err = ctl(rel + ["--name", "only4"])
+        self.assertEqual((rc, out), (0, "169.255.0.2\n"), err)
+        self.assertIn("ipv6: no child only4", err)
+        # The gRPC Release stays Meridio's: OK for an unknown child.
+        d.client.release("conduit-a", "w1", "never-was")
 
 
 class ExportImport(IpamctlTest):
