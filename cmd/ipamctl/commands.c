@@ -89,6 +89,14 @@ ctl_op_usage(FILE *f, const char *cmd)
 		    "                \"updated_at\" (go-sqlite3 text or null), "
 		    "\"expirable\"}]}\n\n"
 		    CTL_ADMIN_HELP, CTL_EXPORT_FORMAT);
+	else if (strcmp(cmd, "instances") == 0)
+		fprintf(f,
+		    "usage: ipamctl instances\n\n"
+		    "One line per running meridio-ipam that ipamctl finds "
+		    "by itself:\nits admin socket, port, data file and "
+		    "supervisor pid. Looks at\n$RUNTIME_DIRECTORY/admin.sock, "
+		    "then meridio-ipam*/admin.sock under\n/run (systemd units), "
+		    "$XDG_RUNTIME_DIR, $TMPDIR and /tmp.\n");
 	else if (strcmp(cmd, "release") == 0)
 		fprintf(f,
 		    "usage: ipamctl release --conduit C --node N --name X "
@@ -279,22 +287,57 @@ ctl_op_release(const struct ctl_op *op, const char *sock)
 	return CTL_OK;
 }
 
+/*
+ * A --conduit or --node filter that matched nothing is a mistake to say,
+ * not an empty tree. Returns CTL_OK or CTL_RPC after the message.
+ */
+static int
+ctl_op_filters_found(const struct ctl_op *op, const struct ctl_dump *d)
+{
+	bool conduit = op->conduit[0] == '\0', node = op->node[0] == '\0';
+
+	for (size_t i = 0; i < d->n; i++) {
+		const Ipamadmin__V1__Record *r = d->recs[i];
+
+		if (r->level == 1 && strcmp(r->name, op->conduit) == 0)
+			conduit = true;
+		if (r->level == 2 && strcmp(r->name, op->node) == 0)
+			node = true;
+	}
+	if (conduit && node)
+		return CTL_OK;
+	if (!conduit)
+		fprintf(stderr, "ipamctl: %s: no conduit %s\n", op->cmd,
+		    op->conduit);
+	else
+		fprintf(stderr, "ipamctl: %s: no node %s%s%s\n", op->cmd,
+		    op->node, op->conduit[0] != '\0' ? " in conduit " : "",
+		    op->conduit);
+	return CTL_RPC;
+}
+
 /* The commands that talk to the daemon's Admin service. */
 static int
 ctl_op_admin(const struct ctl_op *op)
 {
-	char sock[256], err[2048];
+	char sock[256], err[4096];
 	struct grpcx_status st;
 	struct ctl_dump d;
 	Ipamadmin__V1__CheckReport *rep = NULL;
+	Ipamadmin__V1__InfoReply *info = NULL;
 	int rc;
 
+	grpc_init();
+	if (strcmp(op->cmd, "instances") == 0) {
+		rc = ctl_admin_instances();
+		goto out;
+	}
 	if (ctl_admin_find(op->admin, sock, sizeof(sock), err,
 	    sizeof(err)) < 0) {
 		fprintf(stderr, "ipamctl: %s: %s\n", op->cmd, err);
-		return CTL_RPC;
+		rc = CTL_RPC;
+		goto out;
 	}
-	grpc_init();
 	if (strcmp(op->cmd, "release") == 0) {
 		rc = ctl_op_release(op, sock);
 		goto out;
@@ -314,12 +357,21 @@ ctl_op_admin(const struct ctl_op *op)
 		rc = ctl_op_rpc_error(op, sock, &st);
 		goto out;
 	}
-	if (strcmp(op->cmd, "show") == 0)
-		rc = ctl_print_show(&d, op->json);
-	else if (strcmp(op->cmd, "usage") == 0)
+	if ((rc = ctl_op_filters_found(op, &d)) != CTL_OK) {
+		ctl_dump_free(&d);
+		goto out;
+	}
+	if (strcmp(op->cmd, "show") == 0) {
+		/* A daemon without Info (older) just gets no warning. */
+		(void)ctl_admin_info(sock, op->timeout_ms, &info, &st);
+		rc = ctl_print_show(&d, op->json, info);
+		if (info != NULL)
+			ipamadmin__v1__info_reply__free_unpacked(info, NULL);
+	} else if (strcmp(op->cmd, "usage") == 0) {
 		rc = ctl_print_usage(&d, op->json);
-	else
+	} else {
 		rc = ctl_print_export(&d);
+	}
 	ctl_dump_free(&d);
 out:
 	grpc_shutdown();
@@ -331,7 +383,8 @@ ctl_is_op(const char *cmd)
 {
 	return strcmp(cmd, "show") == 0 || strcmp(cmd, "usage") == 0 ||
 	    strcmp(cmd, "check") == 0 || strcmp(cmd, "export") == 0 ||
-	    strcmp(cmd, "import") == 0 || strcmp(cmd, "release") == 0;
+	    strcmp(cmd, "import") == 0 || strcmp(cmd, "release") == 0 ||
+	    strcmp(cmd, "instances") == 0;
 }
 
 int

@@ -49,6 +49,7 @@ struct ctl_args {
 	bool spiffe;			/* --spiffe: mTLS with our SVID */
 	const char *spiffe_id;		/* --spiffe-id: the server's ID */
 	bool json;			/* --json (health) */
+	const char *admin;		/* --admin (health): admin socket */
 };
 
 /* The --tls-* options, in every command's usage. */
@@ -120,10 +121,16 @@ ctl_usage_health(FILE *f)
 	    "  --target H:P     server (default localhost:$IPAM_PORT or "
 	    "localhost:7777)\n"
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
-	    "  --json           {\"service\": S, \"status\": \"SERVING\"}\n"
+	    "  --json           {\"service\": S, \"status\": \"SERVING\"},\n"
+	    "                   with \"conduit_source\" (and \"warnings\") "
+	    "when the\n"
+	    "                   admin socket of that port is found\n"
+	    "  --admin PATH     that admin socket (default: found as by "
+	    "show)\n"
 	    CTL_TLS_USAGE
 	    "\n"
-	    "Prints SERVING, NOT_SERVING, ...; exits 0 only when SERVING.\n");
+	    "Prints SERVING, NOT_SERVING, ...; exits 0 only when SERVING.\n"
+	    "A daemon without conduit source gets a warning on stderr.\n");
 }
 
 /* Prints a usage error for cmd and returns CTL_USAGE. */
@@ -167,7 +174,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 {
 	enum { O_CONDUIT = 1, O_NODE, O_NAME, O_FAMILY, O_TRENCH, O_TARGET,
 		O_TIMEOUT, O_SERVICE, O_HELP, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
-		O_TLS_NAME, O_JSON, O_SPIFFE, O_SPIFFE_ID };
+		O_TLS_NAME, O_JSON, O_SPIFFE, O_SPIFFE_ID, O_ADMIN };
 	static const struct option child_opts[] = {
 		{ "conduit", required_argument, NULL, O_CONDUIT },
 		{ "node", required_argument, NULL, O_NODE },
@@ -188,6 +195,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 	static const struct option health_opts[] = {
 		{ "service", required_argument, NULL, O_SERVICE },
 		{ "json", no_argument, NULL, O_JSON },
+		{ "admin", required_argument, NULL, O_ADMIN },
 		{ "target", required_argument, NULL, O_TARGET },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "tls-ca", required_argument, NULL, O_TLS_CA },
@@ -247,6 +255,11 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			break;
 		case O_JSON:
 			a->json = true;
+			break;
+		case O_ADMIN:
+			if (optarg[0] == '\0')
+				return ctl_bad(a->cmd, "--admin: empty%s", "");
+			a->admin = optarg;
 			break;
 		case O_TLS_CA:
 		case O_TLS_CERT:
@@ -401,6 +414,34 @@ ctl_serving_name(int s)
 	}
 }
 
+/*
+ * The conduit source of the instance behind a->target, from the Info of
+ * the admin socket (--admin, else the one found) when that instance
+ * listens on the target's port. NULL when unknown (caller frees).
+ */
+static Ipamadmin__V1__InfoReply *
+ctl_health_info(const struct ctl_args *a)
+{
+	Ipamadmin__V1__InfoReply *in = NULL;
+	struct grpcx_status st;
+	const char *colon = strrchr(a->target, ':');
+	char sock[256], err[2048], *end;
+	long port;
+
+	if (colon == NULL)
+		return NULL;
+	port = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || ctl_admin_find(a->admin, sock, sizeof(sock), err,
+	    sizeof(err)) < 0 || ctl_admin_info(sock, a->timeout_ms, &in,
+	    &st) != GRPC_STATUS_OK)
+		return NULL;
+	if ((long)in->port != port) {
+		ipamadmin__v1__info_reply__free_unpacked(in, NULL);
+		return NULL;
+	}
+	return in;
+}
+
 /* Health Check: prints the status, exit 0 only when SERVING. */
 static int
 ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
@@ -408,7 +449,9 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 	Grpc__Health__V1__HealthCheckRequest rq =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	Grpc__Health__V1__HealthCheckResponse *rs;
+	Ipamadmin__V1__InfoReply *info;
 	struct grpcx_status st;
+	bool none;
 	ProtobufCMessage *resp = NULL;
 	int rc;
 
@@ -418,6 +461,8 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 	    a->timeout_ms, &resp, &st) != GRPC_STATUS_OK)
 		return ctl_rpc_error(a, &st);
 	rs = (Grpc__Health__V1__HealthCheckResponse *)resp;
+	info = ctl_health_info(a);
+	none = info != NULL && strcmp(info->conduit_source, "none") == 0;
 	if (a->json) {
 		json_object *o = json_object_new_object();
 
@@ -425,12 +470,27 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 		    json_object_new_string(a->service));
 		json_object_object_add(o, "status",
 		    json_object_new_string(ctl_serving_name(rs->status)));
+		if (info != NULL) {
+			json_object *w = json_object_new_array();
+
+			json_object_object_add(o, "conduit_source",
+			    json_object_new_string(info->conduit_source));
+			if (none)
+				json_object_array_add(w,
+				    json_object_new_string(CTL_NO_CONDUITS));
+			json_object_object_add(o, "warnings", w);
+		}
 		printf("%s\n", json_object_to_json_string_ext(o,
 		    JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
 	} else {
 		printf("%s\n", ctl_serving_name(rs->status));
+		if (none)
+			fprintf(stderr, "ipamctl: health: warning: %s\n",
+			    CTL_NO_CONDUITS);
 	}
+	if (info != NULL)
+		ipamadmin__v1__info_reply__free_unpacked(info, NULL);
 	rc = rs->status ==
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ?
 	    CTL_OK : CTL_RPC;

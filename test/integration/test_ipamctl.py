@@ -494,6 +494,131 @@ class ExportImport(IpamctlTest):
         self.assertEqual(d.client.allocate("conduit-a", "w1", "n1"), ("169.255.0.9", 24))
 
 
+class NoConduits(IpamctlTest):
+    """A daemon with neither NSP nor static conduits: show and health say
+    so (Allocate would wait and fail NOT_FOUND)."""
+
+    def test_show_and_health_warn_without_conduit_source(self):
+        d = self.start(conduits="")
+        rc, out, err = ctl(["show", "--admin", d.admin])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("warning: no conduit source", err)
+        self.assertIn("every Allocate fails", err)
+        doc = json.loads(self.run_ok(d, "show", "--json"))
+        self.assertEqual(doc["conduit_source"], "none")
+        self.assertEqual(len(doc["warnings"]), 1)
+        self.assertIn("no conduit source", doc["warnings"][0])
+        rc, out, err = ctl(["health", "--json", "--target", d.target, "--admin", d.admin])
+        self.assertEqual(rc, 0, err)
+        doc = json.loads(out)
+        self.assertEqual((doc["status"], doc["conduit_source"]), ("SERVING", "none"))
+        self.assertIn("no conduit source", doc["warnings"][0])
+        rc, out, err = ctl(["health", "--target", d.target, "--admin", d.admin])
+        self.assertEqual((rc, out), (0, "SERVING\n"), err)
+        self.assertIn("warning: no conduit source", err)
+
+    def test_no_warning_with_static_conduits(self):
+        d = self.start()
+        rc, out, err = ctl(["show", "--admin", d.admin])
+        self.assertEqual((rc, err), (0, ""))
+        doc = json.loads(self.run_ok(d, "show", "--json"))
+        self.assertEqual((doc["conduit_source"], doc["warnings"]), ("static", []))
+        rc, out, err = ctl(["health", "--json", "--target", d.target, "--admin", d.admin])
+        doc = json.loads(out)
+        self.assertEqual((doc["conduit_source"], doc["warnings"]), ("static", []))
+        # The admin socket of another port says nothing about this target.
+        rc, out, err = ctl(["health", "--json", "--target", "127.0.0.1:%d" % d.port,
+                            "--admin", d.admin])
+        self.assertIn("conduit_source", json.loads(out))
+
+
+class Systemd(IpamctlTest):
+    """As the unit runs it: $RUNTIME_DIRECTORY (made 0700 by systemd) holds
+    the admin socket at a fixed path that ipamctl finds by default;
+    IPAM_ADMIN_GROUP lets a group in; several instances are listed with
+    their port and data file."""
+
+    GID = 4242      # a group id of no one here: only its members get in
+
+    def unit_dirs(self, *names):
+        base = harness.reachable_tmpdir("ipam-sd-")
+        self.addCleanup(shutil.rmtree, base, True)
+        dirs = []
+        for n in names:
+            p = os.path.join(base, n)
+            os.mkdir(p, 0o700)
+            dirs.append(p)
+        return base, dirs
+
+    def as_user(self, args, groups):
+        """ipamctl as uid 65534 with the given supplementary groups."""
+        exe = os.path.join(harness.reachable_bin_dir(), "ipamctl")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534"]
+        cmd += ["--groups=" + ",".join(map(str, groups))] if groups else ["--clear-groups"]
+        r = subprocess.run(cmd + [exe] + args, env=ctl_env(), capture_output=True,
+                           text=True, timeout=30)
+        return r.returncode, r.stdout, r.stderr
+
+    def test_fixed_path_found_by_default_and_group_access(self):
+        base, (rt,) = self.unit_dirs("meridio-ipam")
+        d = self.daemon(env={"RUNTIME_DIRECTORY": rt, "IPAM_ADMIN_GROUP": str(self.GID)})
+        sock = os.path.join(rt, "admin.sock")
+        st = os.lstat(sock)
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_gid), (0o660, self.GID))
+        st = os.stat(rt)
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_gid), (0o710, self.GID))
+        self.assertEqual(admin_socks(d), [], "no second admin socket")
+        # Found without --admin: from inside the unit ($RUNTIME_DIRECTORY)
+        # and from outside (the scan of meridio-ipam* under a base).
+        for env in ({"RUNTIME_DIRECTORY": rt}, {"XDG_RUNTIME_DIR": base}):
+            rc, out, err = ctl(["check"], env=ctl_env(env))
+            self.assertEqual(rc, 0, err)
+            self.assertTrue(out.startswith("ok: "), out)
+        # A member of the group gets in; another user does not.
+        rc, out, err = self.as_user(["check", "--admin", sock], [self.GID])
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.as_user(["check", "--admin", sock], [])
+        self.assertEqual(rc, 1)
+        d.client.allocate("conduit-a", "w1", "p")
+        rc, out, err = ctl(["release", "--conduit", "conduit-a", "--node", "w1",
+                            "--name", "p"], env=ctl_env({"XDG_RUNTIME_DIR": base}))
+        self.assertEqual((rc, out), (0, "169.255.0.1\n"), err)
+        self.assertEqual(d.stop()[0], 0)
+        self.assertFalse(os.path.exists(sock))
+
+    def test_without_group_the_socket_is_the_daemons_only(self):
+        base, (rt,) = self.unit_dirs("meridio-ipam")
+        self.daemon(env={"RUNTIME_DIRECTORY": rt})
+        st = os.lstat(os.path.join(rt, "admin.sock"))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(rt).st_mode), 0o700)
+
+    def test_two_instances_listed_with_port_and_data_file(self):
+        base, (ra, rb) = self.unit_dirs("meridio-ipam", "meridio-ipam-b")
+        da = self.daemon(env={"RUNTIME_DIRECTORY": ra})
+        db = self.daemon(env={"RUNTIME_DIRECTORY": rb})
+        env = ctl_env({"XDG_RUNTIME_DIR": base})
+        rc, out, show_err = ctl(["show"], env=env)
+        self.assertEqual(rc, 1)
+        self.assertIn("2 running instances, pick one with --admin PATH", show_err)
+        rc, out, err = ctl(["instances"], env=env)
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 2, out)
+        for d, rt in ((da, ra), (db, rb)):
+            want = "%s/admin.sock  port %d  data %s  pid %d" % (rt, d.port, d.db_path,
+                                                              d.proc.pid)
+            self.assertIn(want, lines)
+            self.assertIn(want, show_err)
+        # A second instance on the same runtime directory does not take
+        # the first one's socket.
+        dc = self.daemon(env={"RUNTIME_DIRECTORY": ra})
+        rc, out, err = ctl(["instances"], env=ctl_env({"RUNTIME_DIRECTORY": ra}))
+        self.assertIn("port %d  data %s" % (da.port, da.db_path), out)
+        self.assertIn("admin socket of another running instance", dc.log_text())
+
+
 class CommandLine(unittest.TestCase):
 
     def test_help_per_command_and_usage_errors(self):
