@@ -81,8 +81,11 @@ ctl_usage_main(FILE *f)
 	    "  check      online audit; exit 1 with one line per problem\n"
 	    "  export     every record as JSON (%s)\n"
 	    "  import     an export into the file of a stopped instance\n"
+	    "  instances  the running instances: admin socket, port, data "
+	    "file\n"
 	    "\n"
-	    "`ipamctl <command> --help` describes a command's options.\n"
+	    "`ipamctl <command> --help` (or `ipamctl help <command>`) "
+	    "describes a\ncommand's options.\n"
 	    "Exit status: 0 ok, 1 RPC error, not SERVING or a problem found,\n"
 	    "2 usage error.\n", CTL_EXPORT_FORMAT);
 }
@@ -504,12 +507,20 @@ main(int argc, char **argv)
 	struct ctl_args a;
 	struct grpcx_client *cl = NULL;
 	struct grpcx_tls *tls = NULL;
-	char err[512];
+	char err[512], help_opt[] = "--help";
+	char *help[4] = { NULL, NULL, help_opt, NULL };
 	int rc;
 
 	if (argc < 2) {
 		ctl_usage_main(stderr);
 		return CTL_USAGE;
+	}
+	/* `ipamctl help CMD` is `ipamctl CMD --help`. */
+	if (strcmp(argv[1], "help") == 0 && argc == 3) {
+		help[0] = argv[0];
+		help[1] = argv[2];
+		argv = help;
+		argc = 3;
 	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {

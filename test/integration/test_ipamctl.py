@@ -12,6 +12,7 @@ import sqlite3
 import stat
 import subprocess
 import tempfile
+import time
 import unittest
 
 import grpc
@@ -494,6 +495,69 @@ class ExportImport(IpamctlTest):
         self.assertEqual(d.client.allocate("conduit-a", "w1", "n1"), ("169.255.0.9", 24))
 
 
+class SmallThings(IpamctlTest):
+
+    def test_filter_that_matches_nothing_is_exit_1(self):
+        d = self.start()
+        d.client.allocate("conduit-a", "w1", "a")
+        for cmd in ("show", "usage"):
+            rc, out, err = ctl([cmd, "--conduit", "nope", "--admin", d.admin])
+            self.assertEqual((rc, out), (1, ""), cmd)
+            self.assertIn("no conduit nope", err)
+            rc, out, err = ctl([cmd, "--conduit", "conduit-a", "--node", "w9",
+                                "--admin", d.admin])
+            self.assertEqual((rc, out), (1, ""), cmd)
+            self.assertIn("no node w9 in conduit conduit-a", err)
+        self.run_ok(d, "show", "--conduit", "conduit-a", "--node", "w1")
+
+    def test_usage_aligned_and_large_counts_are_json_strings(self):
+        d = self.start()
+        d.client.allocate("conduit-a", "w1", "a")
+        d.client.allocate("conduit-a", "a-rather-long-node-name-of-40-characters", "b",
+                          family=V6)
+        lines = self.run_ok(d, "usage").splitlines()
+        # Every column starts at the same offset on every line.
+        head = lines[0]
+        starts = [head.index(w) for w in ("FAMILY", "CONDUIT", "NODE", "PERCENT")]
+        ends = head.index("USED/USABLE") + len("USED/USABLE")
+        for l in lines[1:]:
+            for st in starts[:3]:
+                self.assertEqual(l[st - 2:st], "  ", (l, head))
+                self.assertNotEqual(l[st], " ", (l, head))
+            self.assertEqual(l[ends], " ", (l, head))
+            self.assertNotEqual(l[ends - 1], " ", (l, head))
+            self.assertEqual(len(l), len(lines[1]), lines)
+        self.assertTrue(any("0/18446744073709551614" in l or "1/18446744073709551614" in l
+                            for l in lines), lines)
+        # JSON: above 2^53, a string of digits; below, a number.
+        use = json.loads(self.run_ok(d, "usage", "--json"))["usage"]
+        v6 = [u for u in use if u["kind"] == "node" and u["family"] == "ipv6"][0]
+        self.assertEqual((v6["used"], v6["usable"]), (1, "18446744073709551614"))
+        v4 = [u for u in use if u["kind"] == "node" and u["family"] == "ipv4"][0]
+        self.assertEqual(v4["usable"], 254)
+        doc = json.loads(self.run_ok(d, "show", "--json"))
+        v6tree = doc["tree"][1]["below"][0]["below"][0]
+        self.assertEqual(v6tree["usable"], "18446744073709551614")
+
+    def test_show_ages_read_as_hours(self):
+        d = self.start(env={"IPAM_GARBAGE_COLLECTION_ENABLED": "false"})
+        d.client.allocate("conduit-a", "w1", "old")
+        self.assertEqual(d.stop()[0], 0)
+        t = time.gmtime(time.time() - 3 * 3600 - 120)
+        con = sqlite3.connect(d.db_path)
+        con.execute("UPDATE prefixes SET updated_at = ? WHERE name IN ('w1', 'old')",
+                    (time.strftime("%Y-%m-%d %H:%M:%S+00:00", t),))
+        con.commit()
+        con.close()
+        d.start()
+        d.admin = admin_socks(d)[0]
+        out = self.run_ok(d, "show")
+        old = [l for l in out.splitlines() if l.strip().startswith("old ")]
+        self.assertEqual(len(old), 1, out)
+        self.assertTrue(old[0].endswith("(3h ago)"), old[0])
+        self.assertIn(time.strftime("refreshed %Y-%m-%dT%H:%M:%SZ", t), old[0])
+
+
 class NoConduits(IpamctlTest):
     """A daemon with neither NSP nor static conduits: show and health say
     so (Allocate would wait and fail NOT_FOUND)."""
@@ -623,14 +687,22 @@ class CommandLine(unittest.TestCase):
 
     def test_help_per_command_and_usage_errors(self):
         for cmd in ("show", "usage", "check", "export", "import", "health",
-                    "allocate", "release"):
+                    "allocate", "release", "instances"):
             rc, out, err = ctl([cmd, "--help"])
             self.assertEqual(rc, 0, cmd)
             self.assertTrue(out.startswith("usage: ipamctl %s" % cmd), out)
         rc, out, err = ctl(["--help"])
         self.assertEqual(rc, 0)
-        for cmd in ("show", "usage", "check", "export", "import"):
+        for cmd in ("show", "usage", "check", "export", "import", "instances"):
             self.assertIn("  %s " % cmd, out)
+        # `help CMD` is `CMD --help`.
+        for cmd in ("allocate", "release", "show", "health", "instances"):
+            rc, help_out, err = ctl(["help", cmd])
+            self.assertEqual((rc, help_out), (0, ctl([cmd, "--help"])[1]), cmd)
+            self.assertTrue(help_out.startswith("usage: ipamctl %s" % cmd), help_out)
+        rc, out, err = ctl(["help", "nosuchcommand"])
+        self.assertEqual(rc, 2)
+        self.assertIn("unknown command nosuchcommand", err)
         for args in (["show", "--bogus"], ["check", "--conduit", "x"],
                      ["export", "--json"], ["import"], ["import", "f.json"],
                      ["show", "--timeout", "soon"], ["usage", "extra"],
