@@ -36,8 +36,10 @@ struct ctl_op {
 #define CTL_ADMIN_HELP \
 	"  --admin PATH     the daemon's admin socket; default\n" \
 	"                   $IPAMD_RUNDIR/admin.sock, else the one live\n" \
-	"                   meridio-ipam.*/admin.sock of this user under\n" \
-	"                   $XDG_RUNTIME_DIR, $TMPDIR or /tmp\n" \
+	"                   $RUNTIME_DIRECTORY/admin.sock or\n" \
+	"                   meridio-ipam*/admin.sock under /run,\n" \
+	"                   $XDG_RUNTIME_DIR, $TMPDIR or /tmp (see\n" \
+	"                   `ipamctl instances`)\n" \
 	"  --timeout D      deadline as a Go duration (default 30s)\n"
 
 static void
@@ -171,7 +173,8 @@ ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 
 		if (((o == O_CONDUIT || o == O_NODE) && !filters) ||
 		    (o == O_JSON && !json) ||
-		    ((o == O_ADMIN || o == O_TIMEOUT) && import) ||
+		    ((o == O_ADMIN || o == O_TIMEOUT) && (import ||
+		    strcmp(op->cmd, "instances") == 0)) ||
 		    (o == O_DATA && !import) ||
 		    ((o == O_NAME || o == O_FAMILY || o == O_TRENCH) &&
 		    !release))

@@ -683,6 +683,76 @@ class Systemd(IpamctlTest):
         self.assertIn("admin socket of another running instance", dc.log_text())
 
 
+class Completion(unittest.TestCase):
+    """The bash completion script, sourced in a real bash, and installed by
+    `cmake --install` (what `make install` runs)."""
+
+    SRC = os.path.join(harness._REPO, "cmd", "ipamctl", "ipamctl.bash")
+
+    def complete(self, line, path=None):
+        """COMPREPLY for the command line typed so far (a trailing space
+        starts a new word)."""
+        script = ('source "$1"; read -ra COMP_WORDS <<<"$2"; '
+                  '[[ $2 == *" " ]] && COMP_WORDS+=(""); '
+                  'COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); '
+                  'complete -p ipamctl >/dev/null || exit 9; '
+                  '_ipamctl; printf "%s\\n" "${COMPREPLY[@]}"')
+        r = subprocess.run(["/bin/bash", "--norc", "-c", script, "_", path or self.SRC, line],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [w for w in r.stdout.split("\n") if w]
+
+    def test_commands_options_and_values(self):
+        self.assertEqual(self.complete("ipamctl sh"), ["show"])
+        self.assertIn("instances", self.complete("ipamctl "))
+        self.assertEqual(self.complete("ipamctl help al"), ["allocate"])
+        self.assertEqual(self.complete("ipamctl release --fa"), ["--family"])
+        self.assertEqual(self.complete("ipamctl release --family "), ["ipv4", "ipv6"])
+        self.assertEqual(self.complete("ipamctl show --conduit "), [])
+        opts = self.complete("ipamctl show --")
+        self.assertIn("--conduit", opts)
+        self.assertNotIn("--name", opts)
+        # import completes file names.
+        here = os.path.dirname(self.SRC)
+        self.assertEqual(self.complete("ipamctl import %s/ipamctl.ba" % here),
+                         [self.SRC])
+
+    def test_options_are_those_the_program_takes(self):
+        cmds = [c for c in self.complete("ipamctl ") if not c.startswith("-")]
+        self.assertEqual(sorted(cmds), sorted(["allocate", "release", "health", "show",
+                                               "usage", "check", "export", "import",
+                                               "instances", "help"]))
+        for cmd in cmds:
+            if cmd == "help":
+                continue
+            help_text = ctl([cmd, "--help"])[1]
+            values = {"--timeout": ["5s"], "--family": ["ipv6"], "--json": [],
+                      "--spiffe": [], "--spiffe-id": ["spiffe://td/x"]}
+            for opt in self.complete("ipamctl %s --" % cmd):
+                if opt == "--help":
+                    continue
+                with self.subTest(cmd=cmd, opt=opt):
+                    self.assertIn(opt, help_text)
+                    # Accepted: a usage error (exit 2) would come before
+                    # the help that ends the line.
+                    rc, out, err = ctl([cmd, opt] + values.get(opt, ["x"]) + ["--help"])
+                    self.assertEqual(rc, 0, (cmd, opt, err))
+
+    def test_installed_by_cmake_install(self):
+        dest = harness.make_tmpdir("ipam-inst-")
+        self.addCleanup(shutil.rmtree, dest, True)
+        build = os.path.dirname(harness.BIN_DIR)
+        r = subprocess.run(["cmake", "--install", build, "--prefix", "/usr"],
+                           env=dict(os.environ, DESTDIR=dest), capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        path = os.path.join(dest, "usr", "share", "bash-completion", "completions",
+                            "ipamctl")
+        with open(path) as f, open(self.SRC) as g:
+            self.assertEqual(f.read(), g.read())
+        self.assertEqual(self.complete("ipamctl ex", path), ["export"])
+
+
 class CommandLine(unittest.TestCase):
 
     def test_help_per_command_and_usage_errors(self):
