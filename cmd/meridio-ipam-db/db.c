@@ -218,8 +218,8 @@ check_child(struct db *d, struct pending *p, const char *trench,
 	return true;
 }
 
-/* What ctl_release_find looks for and what it saw, during the walk. */
-struct ctl_find {
+/* What release_lookup looks for and what it saw, during the walk. */
+struct release_seen {
 	const Ipamd__V1__Release *r;	/* the release asked for */
 	bool trench, conduit, node;	/* levels seen in r's family */
 	char node_id[1024];		/* id of the node record */
@@ -227,9 +227,9 @@ struct ctl_find {
 };
 
 static int
-ctl_find_one(void *arg, const struct reg_record *rec)
+release_lookup_one(void *arg, const struct reg_record *rec)
 {
-	struct ctl_find *x = arg;
+	struct release_seen *x = arg;
 	const Ipamd__V1__Release *r = x->r;
 
 	if (rec->cidr.family != (int)r->family)
@@ -266,13 +266,13 @@ ctl_find_one(void *arg, const struct reg_record *rec)
  * (family not served, conduit, node or child) and false is returned.
  */
 static bool
-ctl_release_find(struct db *d, struct pending *p, const Ipamd__V1__Release *r)
+release_lookup(struct db *d, struct pending *p, const Ipamd__V1__Release *r)
 {
-	struct ctl_find x;
+	struct release_seen x;
 
 	memset(&x, 0, sizeof(x));
 	x.r = r;
-	if (reg_walk(d->reg, r->conduit, r->node, ctl_find_one, &x) == 1) {
+	if (reg_walk(d->reg, r->conduit, r->node, release_lookup_one, &x) == 1) {
 		pfx_format_addr((int)r->family, x.addr, p->addr);
 		return true;
 	}
@@ -343,7 +343,7 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 		    r->family, r->name))
 			return REG_OK;
 		if (d->cl[p->slot].role == IPAMD__V1__ROLE__ROLE_CTL &&
-		    !ctl_release_find(d, p, r))
+		    !release_lookup(d, p, r))
 			return REG_OK;
 		rc = reg_release(d->reg, r->family, r->conduit, r->node,
 		    r->name, now, err, sizeof(err));
