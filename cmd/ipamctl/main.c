@@ -39,7 +39,7 @@ struct ctl_args {
 	const char *trench;		/* --trench, else $IPAM_TRENCH_NAME */
 	const char *service;		/* --service (health), "" by default */
 	int family;			/* IPAM__V1__IPFAMILY__IPV4 or _IPV6 */
-	char target[300];		/* --target, else localhost:$IPAM_PORT */
+	char target[300];		/* --target, else 127.0.0.1:$IPAM_PORT */
 	int64_t timeout_ms;		/* --timeout */
 	const char *tls_ca;		/* --tls-ca: roots for the server */
 	const char *tls_cert;		/* --tls-cert: our certificate */
@@ -103,8 +103,8 @@ ctl_usage_child(FILE *f, const char *cmd)
 	    "  --family F       ipv4 (default) or ipv6\n"
 	    "  --trench T       trench name (default $IPAM_TRENCH_NAME or "
 	    "\"default\")\n"
-	    "  --target H:P     server (default localhost:$IPAM_PORT or "
-	    "localhost:7777)\n"
+	    "  --target H:P     server (default 127.0.0.1:$IPAM_PORT or "
+	    "127.0.0.1:7777)\n"
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
 	    CTL_TLS_USAGE
 	    "\n"
@@ -121,8 +121,8 @@ ctl_usage_health(FILE *f)
 	    "\n"
 	    "  --service S      service name to check (default \"\": the "
 	    "server)\n"
-	    "  --target H:P     server (default localhost:$IPAM_PORT or "
-	    "localhost:7777)\n"
+	    "  --target H:P     server (default 127.0.0.1:$IPAM_PORT or "
+	    "127.0.0.1:7777)\n"
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
 	    "  --json           {\"service\": S, \"status\": \"SERVING\"},\n"
 	    "                   with \"conduit_source\" (and \"warnings\") "
@@ -163,7 +163,7 @@ ctl_defaults(struct ctl_args *a)
 		port = CTL_DEFAULT_PORT;
 	p = strtol(port, &end, 10);
 	if (*end == '\0' && p >= 1 && p <= 65535)
-		snprintf(a->target, sizeof(a->target), "localhost:%ld", p);
+		snprintf(a->target, sizeof(a->target), "127.0.0.1:%ld", p);
 	a->trench = trench != NULL && trench[0] != '\0' ? trench : "default";
 	a->service = "";
 	a->family = IPAM__V1__IPFAMILY__IPV4;

@@ -29,6 +29,7 @@ import unittest
 from pathlib import Path
 
 import fakensp
+import harness
 
 TOP = Path(__file__).resolve().parents[2]
 DOCKERFILE = TOP / "Dockerfile"
@@ -171,6 +172,49 @@ class RuntimeLibraries(unittest.TestCase):
         self.assertEqual(len(hc), 1)
         self.assertIn("/bin/grpc_health_probe -addr=unix://", hc[0])
         self.assertIn("-service=Readiness", hc[0])
+
+    def test_example_run_line_serves(self):
+        # The run line in the Dockerfile's header, as a reader copies it:
+        # its -e variables must make an IPAM that hands out addresses (a
+        # conduit source among them), here with the built programs and only
+        # the paths and port moved off the container's.
+        head = []
+        for line in DOCKERFILE.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            head.append(line.lstrip("# ").rstrip())
+        text = " ".join(head).replace("\\ ", " ")
+        m = re.search(r"docker run (.*?) meridio-ipam\b(?!-)", text)
+        self.assertIsNotNone(m, "no docker run example")
+        env = dict(re.findall(r"-e (\w+)=(\S+)", m.group(1)))
+        self.assertTrue({"IPAM_CONDUITS", "IPAM_NSP_SERVICE"} & set(env), env)
+        self.assertIn("IPAM_CONDUITS", env, "the example runs without NSP")
+        conduit = env["IPAM_CONDUITS"].split(",")[0]
+        tmp = tempfile.mkdtemp(prefix="run-line-", dir=os.environ.get("IPAM_TEST_TMP"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env.update(IPAM_PORT=str(port), IPAM_DATA_SOURCE=os.path.join(tmp, "registry.db"),
+                   IPAM_HEALTH_SOCKET=os.path.join(tmp, "health.sock"), TMPDIR=tmp,
+                   IPAM_LOG_LEVEL="WARNING")
+        with open(os.path.join(tmp, "log"), "w") as log:
+            proc = subprocess.Popen([str(BIN / "meridio-ipam")], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        self.addCleanup(proc.wait, 30)
+        self.addCleanup(proc.send_signal, signal.SIGTERM)
+        target = ["--target", "localhost:%d" % port]
+        deadline = time.monotonic() + 20
+        while run([str(BIN / "ipamctl"), "health", *target]).returncode != 0:
+            self.assertIsNone(proc.poll(), Path(tmp, "log").read_text())
+            self.assertLess(time.monotonic(), deadline, "not SERVING")
+            time.sleep(0.1)
+        r = run([str(BIN / "ipamctl"), "allocate", "--conduit", conduit, "--node", "worker-1",
+                 "--name", "proxy-1", "--trench", env.get("IPAM_TRENCH_NAME", "default"),
+                 *target])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout.strip(), r"^\d+\.\d+\.\d+\.\d+/\d+$")
+        self.assertNotIn("no conduits", Path(tmp, "log").read_text())
 
     def test_one_package_list(self):
         # Each stage installs one deps.sh group and names no package itself;
@@ -324,6 +368,7 @@ def chart_probes():
             for p in ("startupProbe", "readinessProbe", "livenessProbe")]
 
 
+@harness.needs(harness.why_no_npm_registry)
 class ImageBuild(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -422,6 +467,8 @@ class ImageBuild(unittest.TestCase):
             self.assertEqual(missing, [], exe)
             self.assertTrue(libs, exe)
 
+    @harness.needs(harness.why_no_other_user)
+    @harness.needs(harness.why_no_private_mounts)
     def test_runs_as_meridio_pod(self):
         # The data volume as the kubelet leaves it with fsGroup: owned by
         # root, group fsGroup, setgid and group-writable.

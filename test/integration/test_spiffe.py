@@ -83,6 +83,7 @@ class NodeClient:
             self.proc.wait()
 
 
+@harness.needs(harness.why_no_npm_registry)
 class SpiffeTest(DaemonTest):
 
     @classmethod
