@@ -4,8 +4,9 @@
  * and the metrics endpoint share.
  *
  * The Admin service has a grpc_server of its own, bound only to
- * unix:$IPAMD_RUNDIR/admin.sock (mode 0600): the TCP server never serves
- * it (a call there is UNIMPLEMENTED). One thread answers its calls one at
+ * unix:$IPAMD_RUNDIR/admin.sock (mode 0600), or under systemd to
+ * unix:$RUNTIME_DIRECTORY/admin.sock (see admin_start): the TCP server
+ * never serves it (a call there is UNIMPLEMENTED). One thread answers its calls one at
  * a time, each over a fresh connection to the db worker, so that operator
  * requests never touch the Ipam calls' connection or pending table.
  */
