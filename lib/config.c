@@ -9,6 +9,8 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <grp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -621,6 +623,45 @@ cfg_health_socket(struct cfg_ctx *x, struct cfg *c)
 	return c->health_socket != NULL ? 0 : -1;
 }
 
+/*
+ * Reads IPAM_ADMIN_GROUP: a group (name or number) whose members may use
+ * the admin socket of an instance run by systemd (under
+ * $RUNTIME_DIRECTORY). Unset or empty: none. A name must exist here.
+ */
+static int
+cfg_admin_group(struct cfg_ctx *x, struct cfg *c)
+{
+	const char *name = "IPAM_ADMIN_GROUP";
+	const char *v = x->get(name);
+	struct group gr, *res = NULL;
+	char buf[4096], *end;
+	long n;
+	int e;
+
+	c->admin_gid = -1;
+	if (v == NULL)
+		v = "";
+	c->admin_group = cfg_dup(x, name, v);
+	if (c->admin_group == NULL)
+		return -1;
+	if (v[0] == '\0')
+		return 0;
+	if (isdigit((unsigned char)v[0]) || v[0] == '-') {
+		errno = 0;
+		n = strtol(v, &end, 10);
+		if (*end != '\0' || errno != 0 || n < 0 || n > 0x7fffffffL)
+			return cfg_fail(x, name, v, "a group name or number");
+		c->admin_gid = n;
+		return 0;
+	}
+	e = getgrnam_r(v, &gr, buf, sizeof(buf), &res);
+	if (res == NULL)
+		return cfg_fail(x, name, v, "an existing group (%s)", e != 0 ?
+		    strerror(e) : "no such group");
+	c->admin_gid = (long)gr.gr_gid;
+	return 0;
+}
+
 /* Reads every variable into c (which starts zeroed). Returns 0 or -1. */
 static int
 cfg_load_all(struct cfg_ctx *x, struct cfg *c)
@@ -724,6 +765,8 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 		return -1;
 	if (cfg_health_socket(x, c) != 0)
 		return -1;
+	if (cfg_admin_group(x, c) != 0)
+		return -1;
 	return cfg_spiffe(x, c);
 }
 
@@ -768,6 +811,7 @@ cfg_free(struct cfg *c)
 	free(c->nsp_tls_key);
 	free(c->nsp_tls_server_name);
 	free(c->health_socket);
+	free(c->admin_group);
 	free(c->spiffe_socket);
 	free(c->spiffe_target);
 	for (i = 0; i < c->nspiffe_allowed; i++)
@@ -1157,7 +1201,9 @@ cfg_to_json(const struct cfg *c)
 	    c->health_socket ? c->health_socket : "") != 0 ||
 	    cfg_json_add(obj, "SPIFFE_ENDPOINT_SOCKET",
 	    c->spiffe_socket ? c->spiffe_socket : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_SPIFFE_ALLOWED_IDS", allowed) != 0)
+	    cfg_json_add(obj, "IPAM_SPIFFE_ALLOWED_IDS", allowed) != 0 ||
+	    cfg_json_add(obj, "IPAM_ADMIN_GROUP",
+	    c->admin_group ? c->admin_group : "") != 0)
 		goto done;
 	text = json_object_to_json_string_ext(obj,
 	    JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -1261,6 +1307,10 @@ cfg_help(void)
 	    "ending in /) allowed to\n"
 	    "                                     call Ipam, empty = any "
 	    "(default \"\")\n"
+	    "  IPAM_ADMIN_GROUP                   group allowed on the admin "
+	    "socket under\n"
+	    "                                     $RUNTIME_DIRECTORY (systemd) "
+	    "(default \"\": none)\n"
 	    "Durations use Go's syntax (1h30m, 500ms, 1.5s); booleans Go's "
 	    "(true, false, 1, 0, t, f).\n";
 }

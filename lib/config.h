@@ -73,6 +73,10 @@ struct cfg {
 	bool nsp_ignored;		/* IPAM_NSP_SERVICE was set, but
 					 * IPAM_CONDUITS selects no NSP */
 	char *k8s_namespace;		/* IPAM_NAMESPACE: logged only */
+	char *admin_group;		/* IPAM_ADMIN_GROUP as given ("" =
+					 * none) */
+	long admin_gid;			/* its group id; -1 = none: the admin
+					 * socket is the daemon's user's only */
 };
 
 /*

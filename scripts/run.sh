@@ -44,7 +44,7 @@ meridio-ipam: gRPC on port $IPAM_PORT, data ${IPAM_DATA_SOURCE:-$IPAM_DATASOURCE
 Talk to it from another shell:
   $ctl allocate --conduit $conduit --node worker-1 --name proxy-1 --target $target
   $ctl allocate --conduit $conduit --node worker-1 --name proxy-1 --family ipv6 --target $target
-  $ctl release  --conduit $conduit --node worker-1 --name proxy-1 --target $target
+  $ctl release  --conduit $conduit --node worker-1 --name proxy-1
   $ctl health --target $target
 Ctrl-C stops it (orderly: exit 0).
 MSG

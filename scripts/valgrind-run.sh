@@ -49,7 +49,10 @@ done
 a4=$(ctl allocate --conduit conduit-a --node n1 --name c1 --family ipv4)
 a6=$(ctl allocate --conduit conduit-a --node n1 --name c1 --family ipv6)
 ctl allocate --conduit conduit-a --node n1 --name c2 --family ipv4 >/dev/null
-ctl release --conduit conduit-a --node n1 --name c2 --family ipv4
+# release goes through the admin socket (it says what it released).
+[ "$("$BIN/ipamctl" release --conduit conduit-a --node n1 --name c2 \
+    --family ipv4 --timeout 60s --admin "$(echo "$dir"/meridio-ipam.*/admin.sock)")" \
+    != "" ]
 [ "$(ctl allocate --conduit conduit-a --node n1 --name c1 --family ipv4)" = "$a4" ]
 [ "$(ctl allocate --conduit conduit-a --node n1 --name c1 --family ipv6)" = "$a6" ]
 kill -TERM "$pid"

@@ -48,9 +48,32 @@ struct ctl_found {
 	size_t n;				/* how many in all */
 };
 
+/* Adds path if it is a live admin socket not listed yet; mine: only if
+ * it belongs to our uid. */
+static void
+ctl_found_add(struct ctl_found *f, const char *path, bool mine)
+{
+	struct stat sb;
+	size_t n = strlen(path);
+
+	if (n >= CTL_SUN_PATH || lstat(path, &sb) != 0 ||
+	    !S_ISSOCK(sb.st_mode) || (mine && sb.st_uid != geteuid()))
+		return;
+	for (size_t i = 0; i < f->n && i < CTL_SCAN_MAX; i++)
+		if (strcmp(f->path[i], path) == 0)
+			return;
+	if (!ctl_sock_live(path))
+		return;
+	if (f->n < CTL_SCAN_MAX)
+		memcpy(f->path[f->n], path, n + 1);
+	f->n++;
+}
+
 /*
- * Adds base/meridio-ipam.* /admin.sock entries that are sockets of our
- * uid with a live listener.
+ * Adds the live admin sockets of base/meridio-ipam*: the private
+ * directories meridio-ipam.XXXXXX of our uid, and the runtime directories
+ * of systemd units (meridio-ipam, meridio-ipam-b, ...: any owner, the
+ * socket's permissions decide).
  */
 static void
 ctl_scan_dir(const char *base, struct ctl_found *f)
@@ -58,36 +81,90 @@ ctl_scan_dir(const char *base, struct ctl_found *f)
 	char path[1024];
 	struct dirent *e;
 	int n;
-	struct stat sb;
 	DIR *d;
 
 	d = opendir(base);
 	if (d == NULL)
 		return;
 	while ((e = readdir(d)) != NULL) {
-		if (strncmp(e->d_name, "meridio-ipam.", 13) != 0)
+		if (strncmp(e->d_name, "meridio-ipam", 12) != 0)
 			continue;
 		n = snprintf(path, sizeof(path), "%s/%s/%s", base, e->d_name,
 		    CTL_ADMIN_SOCK);
 		if (n < 0 || (size_t)n >= CTL_SUN_PATH)
 			continue;
-		if (lstat(path, &sb) != 0 || !S_ISSOCK(sb.st_mode) ||
-		    sb.st_uid != geteuid() || !ctl_sock_live(path))
-			continue;
-		if (f->n < CTL_SCAN_MAX)
-			memcpy(f->path[f->n], path, (size_t)n + 1);
-		f->n++;
+		ctl_found_add(f, path, e->d_name[12] == '.');
 	}
 	closedir(d);
+}
+
+/*
+ * Every live admin socket ipamctl finds by itself: $RUNTIME_DIRECTORY's,
+ * then meridio-ipam* under /run, $XDG_RUNTIME_DIR, $TMPDIR and /tmp.
+ */
+static void
+ctl_scan_all(struct ctl_found *f)
+{
+	const char *bases[4], *rundir;
+	size_t nb = 0;
+
+	/* Inside a unit (or as it): its runtime directory. */
+	rundir = getenv("RUNTIME_DIRECTORY");
+	if (rundir != NULL && rundir[0] == '/') {
+		char p[1024];
+
+		snprintf(p, sizeof(p), "%.*s/%s", (int)strcspn(rundir, ":"),
+		    rundir, CTL_ADMIN_SOCK);
+		ctl_found_add(f, p, false);
+	}
+	bases[nb++] = CTL_SYSTEM_RUNDIR;
+	bases[nb] = getenv("XDG_RUNTIME_DIR");
+	if (bases[nb] != NULL && bases[nb][0] != '\0')
+		nb++;
+	bases[nb] = getenv("TMPDIR");
+	if (bases[nb] != NULL && bases[nb][0] != '\0')
+		nb++;
+	bases[nb++] = "/tmp";
+	for (size_t i = 0; i < nb; i++) {
+		bool seen = false;
+
+		for (size_t k = 0; k < i; k++)
+			seen = seen || strcmp(bases[k], bases[i]) == 0;
+		if (!seen)
+			ctl_scan_dir(bases[i], f);
+	}
+}
+
+int
+ctl_admin_instances(void)
+{
+	struct ctl_found *f;
+	char line[1024];
+
+	f = calloc(1, sizeof(*f));
+	if (f == NULL) {
+		fprintf(stderr, "ipamctl: instances: out of memory\n");
+		return CTL_RPC;
+	}
+	ctl_scan_all(f);
+	for (size_t i = 0; i < f->n && i < CTL_SCAN_MAX; i++) {
+		ctl_instance_line(f->path[i], line, sizeof(line));
+		printf("%s\n", line);
+	}
+	if (f->n == 0)
+		fprintf(stderr, "ipamctl: instances: no running meridio-ipam "
+		    "found\n");
+	free(f);
+	return CTL_OK;
 }
 
 int
 ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
     size_t errlen)
 {
-	const char *bases[3], *rundir;
+	const char *rundir;
 	struct ctl_found *f;
-	size_t nb = 0, used;
+	size_t used;
 	int rc = -1;
 
 	if (opt != NULL || ((rundir = getenv("IPAMD_RUNDIR")) != NULL &&
@@ -108,40 +185,75 @@ ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	bases[nb] = getenv("XDG_RUNTIME_DIR");
-	if (bases[nb] != NULL && bases[nb][0] != '\0')
-		nb++;
-	bases[nb] = getenv("TMPDIR");
-	if (bases[nb] != NULL && bases[nb][0] != '\0')
-		nb++;
-	bases[nb++] = "/tmp";
-	for (size_t i = 0; i < nb; i++) {
-		bool seen = false;
-
-		for (size_t k = 0; k < i; k++)
-			seen = seen || strcmp(bases[k], bases[i]) == 0;
-		if (!seen)
-			ctl_scan_dir(bases[i], f);
-	}
+	ctl_scan_all(f);
 	if (f->n == 1) {
 		snprintf(path, pathlen, "%s", f->path[0]);
 		rc = 0;
 	} else if (f->n == 0) {
 		snprintf(err, errlen, "no running meridio-ipam found (looked "
-		    "for meridio-ipam.*/%s under $XDG_RUNTIME_DIR, $TMPDIR and "
-		    "/tmp): give --admin PATH or set IPAMD_RUNDIR",
-		    CTL_ADMIN_SOCK);
+		    "for meridio-ipam*/%s in $RUNTIME_DIRECTORY and under "
+		    CTL_SYSTEM_RUNDIR ", $XDG_RUNTIME_DIR, $TMPDIR and /tmp): "
+		    "give --admin PATH or set IPAMD_RUNDIR", CTL_ADMIN_SOCK);
 	} else {
 		size_t off = (size_t)snprintf(err, errlen, "%zu running "
 		    "instances, pick one with --admin PATH:", f->n);
 
 		for (size_t i = 0; i < f->n && i < CTL_SCAN_MAX &&
-		    off < errlen; i++)
-			off += (size_t)snprintf(err + off, errlen - off, " %s",
-			    f->path[i]);
+		    off < errlen; i++) {
+			off += (size_t)snprintf(err + off, errlen - off,
+			    "\n  ");
+			if (off < errlen)
+				off += ctl_instance_line(f->path[i], err + off,
+				    errlen - off);
+		}
 	}
 	free(f);
 	return rc;
+}
+
+size_t
+ctl_instance_line(const char *sock, char *buf, size_t len)
+{
+	Ipamadmin__V1__InfoReply *in = NULL;
+	struct grpcx_status st;
+	int n;
+
+	if (ctl_admin_info(sock, CTL_INFO_TIMEOUT_MS, &in, &st) !=
+	    GRPC_STATUS_OK)
+		n = snprintf(buf, len, "%s  (no answer: %s)", sock,
+		    grpcx_status_name(st.code));
+	else
+		n = snprintf(buf, len, "%s  port %u  data %s  pid %d", sock,
+		    in->port, in->data_source, in->pid);
+	if (in != NULL)
+		ipamadmin__v1__info_reply__free_unpacked(in, NULL);
+	if (n < 0)
+		return 0;
+	return (size_t)n < len ? (size_t)n : len - 1;
+}
+
+int
+ctl_admin_info(const char *sock, int64_t timeout_ms,
+    Ipamadmin__V1__InfoReply **out, struct grpcx_status *st)
+{
+	Ipamadmin__V1__InfoRequest rq = IPAMADMIN__V1__INFO_REQUEST__INIT;
+	struct grpcx_client *cl;
+	ProtobufCMessage *resp = NULL;
+	char target[CTL_SUN_PATH + 8], err[256];
+
+	*out = NULL;
+	snprintf(target, sizeof(target), "unix:%s", sock);
+	cl = grpcx_client_new(target, err, sizeof(err));
+	if (cl == NULL) {
+		grpcx_status_set(st, GRPC_STATUS_INTERNAL, "%s", err);
+		return st->code;
+	}
+	if (grpcx_call(cl, "/ipamadmin.v1.Admin/Info", &rq.base,
+	    &ipamadmin__v1__info_reply__descriptor, timeout_ms, &resp,
+	    st) == GRPC_STATUS_OK)
+		*out = (Ipamadmin__V1__InfoReply *)resp;
+	grpcx_client_free(cl);
+	return st->code;
 }
 
 /* Waits for the batch just started (e, the only one in flight). False
@@ -287,6 +399,30 @@ ctl_admin_check(const char *sock, int64_t timeout_ms,
 	    &ipamadmin__v1__check_report__descriptor, timeout_ms, &resp,
 	    st) == GRPC_STATUS_OK)
 		*out = (Ipamadmin__V1__CheckReport *)resp;
+	grpcx_client_free(cl);
+	return st->code;
+}
+
+int
+ctl_admin_release(const char *sock, const Ipamadmin__V1__ReleaseRequest *rq,
+    int64_t timeout_ms, Ipamadmin__V1__ReleaseReply **out,
+    struct grpcx_status *st)
+{
+	struct grpcx_client *cl;
+	ProtobufCMessage *resp = NULL;
+	char target[CTL_SUN_PATH + 8], err[256];
+
+	*out = NULL;
+	snprintf(target, sizeof(target), "unix:%s", sock);
+	cl = grpcx_client_new(target, err, sizeof(err));
+	if (cl == NULL) {
+		grpcx_status_set(st, GRPC_STATUS_INTERNAL, "%s", err);
+		return st->code;
+	}
+	if (grpcx_call(cl, "/ipamadmin.v1.Admin/Release", &rq->base,
+	    &ipamadmin__v1__release_reply__descriptor, timeout_ms, &resp,
+	    st) == GRPC_STATUS_OK)
+		*out = (Ipamadmin__V1__ReleaseReply *)resp;
 	grpcx_client_free(cl);
 	return st->code;
 }

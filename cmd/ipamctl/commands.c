@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <grpc/grpc.h>
 
@@ -24,6 +25,9 @@ struct ctl_op {
 	const char *node;		/* --node filter, "" = all */
 	const char *data_source;	/* import: --data-source */
 	const char *file;		/* import: FILE */
+	const char *name;		/* release: --name */
+	const char *trench;		/* release: --trench */
+	unsigned family;		/* release: --family, 4 or 6; 0 both */
 	bool json;			/* --json */
 	int64_t timeout_ms;		/* --timeout */
 };
@@ -32,8 +36,10 @@ struct ctl_op {
 #define CTL_ADMIN_HELP \
 	"  --admin PATH     the daemon's admin socket; default\n" \
 	"                   $IPAMD_RUNDIR/admin.sock, else the one live\n" \
-	"                   meridio-ipam.*/admin.sock of this user under\n" \
-	"                   $XDG_RUNTIME_DIR, $TMPDIR or /tmp\n" \
+	"                   $RUNTIME_DIRECTORY/admin.sock or\n" \
+	"                   meridio-ipam*/admin.sock under /run,\n" \
+	"                   $XDG_RUNTIME_DIR, $TMPDIR or /tmp (see\n" \
+	"                   `ipamctl instances`)\n" \
 	"  --timeout D      deadline as a Go duration (default 30s)\n"
 
 static void
@@ -85,6 +91,31 @@ ctl_op_usage(FILE *f, const char *cmd)
 		    "                \"updated_at\" (go-sqlite3 text or null), "
 		    "\"expirable\"}]}\n\n"
 		    CTL_ADMIN_HELP, CTL_EXPORT_FORMAT);
+	else if (strcmp(cmd, "instances") == 0)
+		fprintf(f,
+		    "usage: ipamctl instances\n\n"
+		    "One line per running meridio-ipam that ipamctl finds "
+		    "by itself:\nits admin socket, port, data file and "
+		    "supervisor pid. Looks at\n$RUNTIME_DIRECTORY/admin.sock, "
+		    "then meridio-ipam*/admin.sock under\n/run (systemd units), "
+		    "$XDG_RUNTIME_DIR, $TMPDIR and /tmp.\n");
+	else if (strcmp(cmd, "release") == 0)
+		fprintf(f,
+		    "usage: ipamctl release --conduit C --node N --name X "
+		    "[--family F]\n"
+		    "       [--trench T] [--admin PATH]\n\n"
+		    "Releases the address of child X on node N of conduit C, "
+		    "in both\nfamilies (or only F), over the admin socket, and "
+		    "prints each address\nreleased, one a line. Exit 1 with a "
+		    "message when the trench, conduit,\nnode or child matched "
+		    "nothing (unlike the Ipam API's Release).\n\n"
+		    "  --conduit C      conduit name (required)\n"
+		    "  --node N         node name (required)\n"
+		    "  --name X         child name (required)\n"
+		    "  --family F       ipv4 or ipv6 (default: both)\n"
+		    "  --trench T       trench name (default $IPAM_TRENCH_NAME "
+		    "or \"default\")\n"
+		    CTL_ADMIN_HELP);
 	else
 		fprintf(f,
 		    "usage: ipamctl import FILE [--data-source PATH]\n\n"
@@ -113,7 +144,7 @@ static int
 ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 {
 	enum { O_ADMIN = 1, O_CONDUIT, O_NODE, O_JSON, O_TIMEOUT, O_DATA,
-		O_HELP };
+		O_HELP, O_NAME, O_FAMILY, O_TRENCH };
 	static const struct option all[] = {
 		{ "admin", required_argument, NULL, O_ADMIN },
 		{ "conduit", required_argument, NULL, O_CONDUIT },
@@ -122,11 +153,15 @@ ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "data-source", required_argument, NULL, O_DATA },
 		{ "help", no_argument, NULL, O_HELP },
+		{ "name", required_argument, NULL, O_NAME },
+		{ "family", required_argument, NULL, O_FAMILY },
+		{ "trench", required_argument, NULL, O_TRENCH },
 		{ NULL, 0, NULL, 0 },
 	};
+	bool release = strcmp(op->cmd, "release") == 0;
 	bool filters = strcmp(op->cmd, "show") == 0 ||
-	    strcmp(op->cmd, "usage") == 0;
-	bool json = filters || strcmp(op->cmd, "check") == 0;
+	    strcmp(op->cmd, "usage") == 0 || release;
+	bool json = (filters && !release) || strcmp(op->cmd, "check") == 0;
 	bool import = strcmp(op->cmd, "import") == 0;
 	int64_t ns;
 	int o;
@@ -138,8 +173,11 @@ ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 
 		if (((o == O_CONDUIT || o == O_NODE) && !filters) ||
 		    (o == O_JSON && !json) ||
-		    ((o == O_ADMIN || o == O_TIMEOUT) && import) ||
-		    (o == O_DATA && !import))
+		    ((o == O_ADMIN || o == O_TIMEOUT) && (import ||
+		    strcmp(op->cmd, "instances") == 0)) ||
+		    (o == O_DATA && !import) ||
+		    ((o == O_NAME || o == O_FAMILY || o == O_TRENCH) &&
+		    !release))
 			return ctl_op_bad(op->cmd, "unknown option ", opt);
 		switch (o) {
 		case O_ADMIN:
@@ -165,6 +203,21 @@ ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 		case O_DATA:
 			op->data_source = optarg;
 			break;
+		case O_NAME:
+			op->name = optarg;
+			break;
+		case O_TRENCH:
+			op->trench = optarg;
+			break;
+		case O_FAMILY:
+			if (strcasecmp(optarg, "ipv4") == 0)
+				op->family = 4;
+			else if (strcasecmp(optarg, "ipv6") == 0)
+				op->family = 6;
+			else
+				return ctl_op_bad(op->cmd, "--family: expected "
+				    "ipv4 or ipv6, not ", optarg);
+			break;
 		case 'h':
 		case O_HELP:
 			ctl_op_usage(stdout, op->cmd);
@@ -180,6 +233,11 @@ ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 	if (optind < argc)
 		return ctl_op_bad(op->cmd, "unexpected argument ",
 		    argv[optind]);
+	if (release && (op->conduit[0] == '\0' || op->node[0] == '\0' ||
+	    op->name == NULL || op->name[0] == '\0'))
+		return ctl_op_bad(op->cmd, op->conduit[0] == '\0' ?
+		    "--conduit is required" : op->node[0] == '\0' ?
+		    "--node is required" : "--name is required", "");
 	if (import && op->file == NULL)
 		return ctl_op_bad(op->cmd, "FILE is required", "");
 	if (import && (op->data_source == NULL || op->data_source[0] == '\0'))
@@ -199,22 +257,94 @@ ctl_op_rpc_error(const struct ctl_op *op, const char *sock,
 	return CTL_RPC;
 }
 
+/*
+ * release: prints each address released; NOT_FOUND (nothing matched) is
+ * exit 1 with the daemon's reason per family.
+ */
+static int
+ctl_op_release(const struct ctl_op *op, const char *sock)
+{
+	Ipamadmin__V1__ReleaseRequest rq = IPAMADMIN__V1__RELEASE_REQUEST__INIT;
+	Ipamadmin__V1__ReleaseReply *rep = NULL;
+	struct grpcx_status st;
+
+	rq.trench = (char *)op->trench;
+	rq.conduit = (char *)op->conduit;
+	rq.node = (char *)op->node;
+	rq.name = (char *)op->name;
+	rq.family = op->family;
+	if (ctl_admin_release(sock, &rq, op->timeout_ms, &rep, &st) !=
+	    GRPC_STATUS_OK) {
+		if (st.code == GRPC_STATUS_NOT_FOUND) {
+			fprintf(stderr, "ipamctl: release: %s\n", st.message);
+			return CTL_RPC;
+		}
+		return ctl_op_rpc_error(op, sock, &st);
+	}
+	for (size_t i = 0; i < rep->n_released; i++)
+		printf("%s\n", rep->released[i]);
+	for (size_t i = 0; i < rep->n_missing; i++)
+		fprintf(stderr, "ipamctl: release: not released in %s\n",
+		    rep->missing[i]);
+	ipamadmin__v1__release_reply__free_unpacked(rep, NULL);
+	return CTL_OK;
+}
+
+/*
+ * A --conduit or --node filter that matched nothing is a mistake to say,
+ * not an empty tree. Returns CTL_OK or CTL_RPC after the message.
+ */
+static int
+ctl_op_filters_found(const struct ctl_op *op, const struct ctl_dump *d)
+{
+	bool conduit = op->conduit[0] == '\0', node = op->node[0] == '\0';
+
+	for (size_t i = 0; i < d->n; i++) {
+		const Ipamadmin__V1__Record *r = d->recs[i];
+
+		if (r->level == 1 && strcmp(r->name, op->conduit) == 0)
+			conduit = true;
+		if (r->level == 2 && strcmp(r->name, op->node) == 0)
+			node = true;
+	}
+	if (conduit && node)
+		return CTL_OK;
+	if (!conduit)
+		fprintf(stderr, "ipamctl: %s: no conduit %s\n", op->cmd,
+		    op->conduit);
+	else
+		fprintf(stderr, "ipamctl: %s: no node %s%s%s\n", op->cmd,
+		    op->node, op->conduit[0] != '\0' ? " in conduit " : "",
+		    op->conduit);
+	return CTL_RPC;
+}
+
 /* The commands that talk to the daemon's Admin service. */
 static int
 ctl_op_admin(const struct ctl_op *op)
 {
-	char sock[256], err[2048];
+	char sock[256], err[4096];
 	struct grpcx_status st;
 	struct ctl_dump d;
 	Ipamadmin__V1__CheckReport *rep = NULL;
+	Ipamadmin__V1__InfoReply *info = NULL;
 	int rc;
 
+	grpc_init();
+	if (strcmp(op->cmd, "instances") == 0) {
+		rc = ctl_admin_instances();
+		goto out;
+	}
 	if (ctl_admin_find(op->admin, sock, sizeof(sock), err,
 	    sizeof(err)) < 0) {
 		fprintf(stderr, "ipamctl: %s: %s\n", op->cmd, err);
-		return CTL_RPC;
+		rc = CTL_RPC;
+		goto out;
 	}
-	grpc_init();
+	if (strcmp(op->cmd, "release") == 0) {
+		rc = ctl_op_release(op, sock);
+		goto out;
+	}
 	if (strcmp(op->cmd, "check") == 0) {
 		if (ctl_admin_check(sock, op->timeout_ms, &rep, &st) !=
 		    GRPC_STATUS_OK) {
@@ -230,12 +360,21 @@ ctl_op_admin(const struct ctl_op *op)
 		rc = ctl_op_rpc_error(op, sock, &st);
 		goto out;
 	}
-	if (strcmp(op->cmd, "show") == 0)
-		rc = ctl_print_show(&d, op->json);
-	else if (strcmp(op->cmd, "usage") == 0)
+	if ((rc = ctl_op_filters_found(op, &d)) != CTL_OK) {
+		ctl_dump_free(&d);
+		goto out;
+	}
+	if (strcmp(op->cmd, "show") == 0) {
+		/* A daemon without Info (older) just gets no warning. */
+		(void)ctl_admin_info(sock, op->timeout_ms, &info, &st);
+		rc = ctl_print_show(&d, op->json, info);
+		if (info != NULL)
+			ipamadmin__v1__info_reply__free_unpacked(info, NULL);
+	} else if (strcmp(op->cmd, "usage") == 0) {
 		rc = ctl_print_usage(&d, op->json);
-	else
+	} else {
 		rc = ctl_print_export(&d);
+	}
 	ctl_dump_free(&d);
 out:
 	grpc_shutdown();
@@ -247,7 +386,8 @@ ctl_is_op(const char *cmd)
 {
 	return strcmp(cmd, "show") == 0 || strcmp(cmd, "usage") == 0 ||
 	    strcmp(cmd, "check") == 0 || strcmp(cmd, "export") == 0 ||
-	    strcmp(cmd, "import") == 0;
+	    strcmp(cmd, "import") == 0 || strcmp(cmd, "release") == 0 ||
+	    strcmp(cmd, "instances") == 0;
 }
 
 int
@@ -255,6 +395,7 @@ ctl_op_main(int argc, char **argv)
 {
 	struct ctl_op op;
 	const char *ds = getenv("IPAM_DATA_SOURCE");
+	const char *trench = getenv("IPAM_TRENCH_NAME");
 	int rc;
 
 	memset(&op, 0, sizeof(op));
@@ -263,6 +404,7 @@ ctl_op_main(int argc, char **argv)
 	op.node = "";
 	op.timeout_ms = CTL_ADMIN_TIMEOUT_MS;
 	op.data_source = ds;
+	op.trench = trench != NULL && trench[0] != '\0' ? trench : "default";
 	rc = ctl_op_parse(&op, argc, argv);
 	if (rc < 0)
 		return CTL_OK;

@@ -18,6 +18,10 @@
 
 #define CTL_ADMIN_SOCK "admin.sock"	/* inside the runtime directory */
 #define CTL_EXPORT_FORMAT "meridio-ipam-export/1"
+#define CTL_SYSTEM_RUNDIR "/run"	/* where systemd makes RuntimeDirectory= */
+#define CTL_NO_CONDUITS "no conduit source (IPAM_NSP_SERVICE empty and " \
+	"IPAM_CONDUITS unset): every Allocate fails with NOT_FOUND"
+#define CTL_INFO_TIMEOUT_MS 3000	/* Info of one instance, when listing */
 
 /* The records of a Dump, parents first, in the chunks that carry them. */
 struct ctl_dump {
@@ -29,12 +33,31 @@ struct ctl_dump {
 
 /*
  * The admin socket to use: opt (--admin) if given, else
- * $IPAMD_RUNDIR/admin.sock, else the one live meridio-ipam.*\/admin.sock
- * owned by us under $XDG_RUNTIME_DIR, $TMPDIR and /tmp. Returns 0 with
- * path filled, or -1 with err saying why (none, or several: listed).
+ * $IPAMD_RUNDIR/admin.sock, else the one live admin socket among
+ * $RUNTIME_DIRECTORY/admin.sock, the systemd units' /run/meridio-ipam*\/
+ * and our meridio-ipam.*\/ under $XDG_RUNTIME_DIR, $TMPDIR and /tmp.
+ * Returns 0 with path filled, or -1 with err saying why (none, or several:
+ * one line each with port and data file, which needs grpc_init).
  */
 int ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
     size_t errlen);
+
+/*
+ * Info over the admin socket. Returns the status code (also in st); on OK
+ * *out is the reply (ipamadmin__v1__info_reply__free_unpacked).
+ */
+int ctl_admin_info(const char *sock, int64_t timeout_ms,
+    Ipamadmin__V1__InfoReply **out, struct grpcx_status *st);
+
+/*
+ * One line on the instance behind admin socket sock, into buf: the path,
+ * port, data file and pid (Info), or why it did not answer. Returns the
+ * length written. Needs grpc_init.
+ */
+size_t ctl_instance_line(const char *sock, char *buf, size_t len);
+
+/* instances: one line per running instance found (ctl_instance_line). */
+int ctl_admin_instances(void);
 
 /*
  * Dump over the admin socket sock (filters "" = all). Returns the status
@@ -53,8 +76,20 @@ void ctl_dump_free(struct ctl_dump *d);
 int ctl_admin_check(const char *sock, int64_t timeout_ms,
     Ipamadmin__V1__CheckReport **out, struct grpcx_status *st);
 
-/* Read commands: print what d holds (text or JSON). Return an exit code. */
-int ctl_print_show(const struct ctl_dump *d, bool json);
+/*
+ * Release over the admin socket: the child of rq in one family or both.
+ * Returns the status code (also in st; NOT_FOUND when nothing matched);
+ * on OK *out says what was released
+ * (ipamadmin__v1__release_reply__free_unpacked).
+ */
+int ctl_admin_release(const char *sock, const Ipamadmin__V1__ReleaseRequest *rq,
+    int64_t timeout_ms, Ipamadmin__V1__ReleaseReply **out,
+    struct grpcx_status *st);
+
+/* Read commands: print what d holds (text or JSON). Return an exit code.
+ * show: info (NULL = unknown) adds the conduit source and its warning. */
+int ctl_print_show(const struct ctl_dump *d, bool json,
+    const Ipamadmin__V1__InfoReply *info);
 int ctl_print_usage(const struct ctl_dump *d, bool json);
 int ctl_print_export(const struct ctl_dump *d);
 int ctl_print_check(const Ipamadmin__V1__CheckReport *r, bool json);

@@ -1,12 +1,12 @@
 /*
  * ipamctl - operator client of meridio-ipam (first version).
  *
- *   ipamctl allocate|release --conduit C --node N --name X [--family F]
+ *   ipamctl allocate --conduit C --node N --name X [--family F]
  *           [--trench T] [--target host:port] [--timeout D]
  *   ipamctl health [--service S] [--target host:port] [--timeout D] [--json]
  *   (both: [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N])
  *
- *   ipamctl show|usage|check|export|import ... (commands.c: the Admin
+ *   ipamctl show|usage|check|export|release|import ... (commands.c: the Admin
  *           socket of the running daemon, or the file of a stopped one)
  *
  * Exit status: 0 ok, 1 RPC error (or health not SERVING, or a problem
@@ -22,7 +22,6 @@
 
 #include "config.h"
 #include "ctl.h"
-#include "google/protobuf/empty.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
 #include "ipam/v1/ipam.pb-c.h"
@@ -33,7 +32,7 @@
 
 /* What the command line asked for. */
 struct ctl_args {
-	const char *cmd;		/* "allocate", "release" or "health" */
+	const char *cmd;		/* "allocate" or "health" */
 	const char *conduit;		/* --conduit */
 	const char *node;		/* --node */
 	const char *name;		/* --name */
@@ -50,6 +49,7 @@ struct ctl_args {
 	bool spiffe;			/* --spiffe: mTLS with our SVID */
 	const char *spiffe_id;		/* --spiffe-id: the server's ID */
 	bool json;			/* --json (health) */
+	const char *admin;		/* --admin (health): admin socket */
 };
 
 /* The --tls-* options, in every command's usage. */
@@ -73,15 +73,19 @@ ctl_usage_main(FILE *f)
 	    "\n"
 	    "commands:\n"
 	    "  allocate   allocate (or renew) the address of a child\n"
-	    "  release    release the address of a child\n"
+	    "  release    release a child's addresses (admin socket); "
+	    "prints them\n"
 	    "  health     print the serving status of the server\n"
 	    "  show       the tree of prefixes of the running daemon\n"
 	    "  usage      used / usable per conduit and node, fullest first\n"
 	    "  check      online audit; exit 1 with one line per problem\n"
 	    "  export     every record as JSON (%s)\n"
 	    "  import     an export into the file of a stopped instance\n"
+	    "  instances  the running instances: admin socket, port, data "
+	    "file\n"
 	    "\n"
-	    "`ipamctl <command> --help` describes a command's options.\n"
+	    "`ipamctl <command> --help` (or `ipamctl help <command>`) "
+	    "describes a\ncommand's options.\n"
 	    "Exit status: 0 ok, 1 RPC error, not SERVING or a problem found,\n"
 	    "2 usage error.\n", CTL_EXPORT_FORMAT);
 }
@@ -104,10 +108,8 @@ ctl_usage_child(FILE *f, const char *cmd)
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
 	    CTL_TLS_USAGE
 	    "\n"
-	    "%s",
-	    cmd, strcmp(cmd, "allocate") == 0 ?
 	    "Prints the address and the node prefix length, e.g. "
-	    "169.255.0.1/24.\n" : "Prints nothing on success.\n");
+	    "169.255.0.1/24.\n", cmd);
 }
 
 static void
@@ -122,10 +124,16 @@ ctl_usage_health(FILE *f)
 	    "  --target H:P     server (default 127.0.0.1:$IPAM_PORT or "
 	    "127.0.0.1:7777)\n"
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
-	    "  --json           {\"service\": S, \"status\": \"SERVING\"}\n"
+	    "  --json           {\"service\": S, \"status\": \"SERVING\"},\n"
+	    "                   with \"conduit_source\" (and \"warnings\") "
+	    "when the\n"
+	    "                   admin socket of that port is found\n"
+	    "  --admin PATH     that admin socket (default: found as by "
+	    "show)\n"
 	    CTL_TLS_USAGE
 	    "\n"
-	    "Prints SERVING, NOT_SERVING, ...; exits 0 only when SERVING.\n");
+	    "Prints SERVING, NOT_SERVING, ...; exits 0 only when SERVING.\n"
+	    "A daemon without conduit source gets a warning on stderr.\n");
 }
 
 /* Prints a usage error for cmd and returns CTL_USAGE. */
@@ -169,7 +177,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 {
 	enum { O_CONDUIT = 1, O_NODE, O_NAME, O_FAMILY, O_TRENCH, O_TARGET,
 		O_TIMEOUT, O_SERVICE, O_HELP, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
-		O_TLS_NAME, O_JSON, O_SPIFFE, O_SPIFFE_ID };
+		O_TLS_NAME, O_JSON, O_SPIFFE, O_SPIFFE_ID, O_ADMIN };
 	static const struct option child_opts[] = {
 		{ "conduit", required_argument, NULL, O_CONDUIT },
 		{ "node", required_argument, NULL, O_NODE },
@@ -190,6 +198,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 	static const struct option health_opts[] = {
 		{ "service", required_argument, NULL, O_SERVICE },
 		{ "json", no_argument, NULL, O_JSON },
+		{ "admin", required_argument, NULL, O_ADMIN },
 		{ "target", required_argument, NULL, O_TARGET },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "tls-ca", required_argument, NULL, O_TLS_CA },
@@ -249,6 +258,11 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			break;
 		case O_JSON:
 			a->json = true;
+			break;
+		case O_ADMIN:
+			if (optarg[0] == '\0')
+				return ctl_bad(a->cmd, "--admin: empty%s", "");
+			a->admin = optarg;
 			break;
 		case O_TLS_CA:
 		case O_TLS_CERT:
@@ -358,7 +372,7 @@ ctl_rpc_error(const struct ctl_args *a, const struct grpcx_status *st)
 	return CTL_RPC;
 }
 
-/* Allocate or Release one child. */
+/* Allocate one child; prints its address and node prefix length. */
 static int
 ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
 {
@@ -368,7 +382,7 @@ ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
 	Nsp__V1__Trench tr = NSP__V1__TRENCH__INIT;
 	struct grpcx_status st;
 	ProtobufCMessage *resp = NULL;
-	bool alloc = strcmp(a->cmd, "allocate") == 0;
+	Ipam__V1__Prefix *p;
 
 	tr.name = (char *)a->trench;
 	co.name = (char *)a->conduit;
@@ -378,16 +392,12 @@ ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
 	sn.ipfamily = a->family;
 	ch.name = (char *)a->name;
 	ch.subnet = &sn;
-	if (grpcx_call(cl, alloc ? "/ipam.v1.Ipam/Allocate" :
-	    "/ipam.v1.Ipam/Release", &ch.base, alloc ?
-	    &ipam__v1__prefix__descriptor : &google__protobuf__empty__descriptor,
-	    a->timeout_ms, &resp, &st) != GRPC_STATUS_OK)
+	if (grpcx_call(cl, "/ipam.v1.Ipam/Allocate", &ch.base,
+	    &ipam__v1__prefix__descriptor, a->timeout_ms, &resp, &st) !=
+	    GRPC_STATUS_OK)
 		return ctl_rpc_error(a, &st);
-	if (alloc) {
-		Ipam__V1__Prefix *p = (Ipam__V1__Prefix *)resp;
-
-		printf("%s/%d\n", p->address, (int)p->prefixlength);
-	}
+	p = (Ipam__V1__Prefix *)resp;
+	printf("%s/%d\n", p->address, (int)p->prefixlength);
 	protobuf_c_message_free_unpacked(resp, NULL);
 	return CTL_OK;
 }
@@ -407,6 +417,34 @@ ctl_serving_name(int s)
 	}
 }
 
+/*
+ * The conduit source of the instance behind a->target, from the Info of
+ * the admin socket (--admin, else the one found) when that instance
+ * listens on the target's port. NULL when unknown (caller frees).
+ */
+static Ipamadmin__V1__InfoReply *
+ctl_health_info(const struct ctl_args *a)
+{
+	Ipamadmin__V1__InfoReply *in = NULL;
+	struct grpcx_status st;
+	const char *colon = strrchr(a->target, ':');
+	char sock[256], err[2048], *end;
+	long port;
+
+	if (colon == NULL)
+		return NULL;
+	port = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || ctl_admin_find(a->admin, sock, sizeof(sock), err,
+	    sizeof(err)) < 0 || ctl_admin_info(sock, a->timeout_ms, &in,
+	    &st) != GRPC_STATUS_OK)
+		return NULL;
+	if ((long)in->port != port) {
+		ipamadmin__v1__info_reply__free_unpacked(in, NULL);
+		return NULL;
+	}
+	return in;
+}
+
 /* Health Check: prints the status, exit 0 only when SERVING. */
 static int
 ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
@@ -414,7 +452,9 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 	Grpc__Health__V1__HealthCheckRequest rq =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	Grpc__Health__V1__HealthCheckResponse *rs;
+	Ipamadmin__V1__InfoReply *info;
 	struct grpcx_status st;
+	bool none;
 	ProtobufCMessage *resp = NULL;
 	int rc;
 
@@ -424,6 +464,8 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 	    a->timeout_ms, &resp, &st) != GRPC_STATUS_OK)
 		return ctl_rpc_error(a, &st);
 	rs = (Grpc__Health__V1__HealthCheckResponse *)resp;
+	info = ctl_health_info(a);
+	none = info != NULL && strcmp(info->conduit_source, "none") == 0;
 	if (a->json) {
 		json_object *o = json_object_new_object();
 
@@ -431,12 +473,27 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 		    json_object_new_string(a->service));
 		json_object_object_add(o, "status",
 		    json_object_new_string(ctl_serving_name(rs->status)));
+		if (info != NULL) {
+			json_object *w = json_object_new_array();
+
+			json_object_object_add(o, "conduit_source",
+			    json_object_new_string(info->conduit_source));
+			if (none)
+				json_object_array_add(w,
+				    json_object_new_string(CTL_NO_CONDUITS));
+			json_object_object_add(o, "warnings", w);
+		}
 		printf("%s\n", json_object_to_json_string_ext(o,
 		    JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
 	} else {
 		printf("%s\n", ctl_serving_name(rs->status));
+		if (none)
+			fprintf(stderr, "ipamctl: health: warning: %s\n",
+			    CTL_NO_CONDUITS);
 	}
+	if (info != NULL)
+		ipamadmin__v1__info_reply__free_unpacked(info, NULL);
 	rc = rs->status ==
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ?
 	    CTL_OK : CTL_RPC;
@@ -450,12 +507,20 @@ main(int argc, char **argv)
 	struct ctl_args a;
 	struct grpcx_client *cl = NULL;
 	struct grpcx_tls *tls = NULL;
-	char err[512];
+	char err[512], help_opt[] = "--help";
+	char *help[4] = { NULL, NULL, help_opt, NULL };
 	int rc;
 
 	if (argc < 2) {
 		ctl_usage_main(stderr);
 		return CTL_USAGE;
+	}
+	/* `ipamctl help CMD` is `ipamctl CMD --help`. */
+	if (strcmp(argv[1], "help") == 0 && argc == 3) {
+		help[0] = argv[0];
+		help[1] = argv[2];
+		argv = help;
+		argc = 3;
 	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
@@ -470,8 +535,7 @@ main(int argc, char **argv)
 		return ctl_op_main(argc - 1, argv + 1);
 	memset(&a, 0, sizeof(a));
 	a.cmd = argv[1];
-	if (strcmp(a.cmd, "allocate") != 0 && strcmp(a.cmd, "release") != 0 &&
-	    strcmp(a.cmd, "health") != 0) {
+	if (strcmp(a.cmd, "allocate") != 0 && strcmp(a.cmd, "health") != 0) {
 		fprintf(stderr, "ipamctl: unknown command %s\n", a.cmd);
 		ctl_usage_main(stderr);
 		return CTL_USAGE;

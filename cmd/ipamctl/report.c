@@ -36,6 +36,22 @@ ctl_json_out(json_object *doc)
 	return CTL_OK;
 }
 
+/*
+ * A count as JSON: a number up to 2^53 (what a double, and so jq or
+ * JavaScript, holds exactly), else a string of its decimal digits (the
+ * addresses of an IPv6 node prefix).
+ */
+static json_object *
+ctl_json_count(uint64_t v)
+{
+	char buf[24];
+
+	if (v <= (1ULL << 53))
+		return json_object_new_uint64(v);
+	snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+	return json_object_new_string(buf);
+}
+
 /* updated_at as go-sqlite3 writes it, or JSON null when unknown (0). */
 static json_object *
 ctl_json_time(int64_t ns)
@@ -77,6 +93,22 @@ ctl_trench_name(const struct ctl_dump *d, char *buf, size_t len)
 
 /* ---- show --------------------------------------------------------------- */
 
+/* An age for people: "42s ago", "5m ago", "3h ago", "2d ago". */
+static void
+ctl_text_age(int64_t age, char *buf, size_t len)
+{
+	if (age < 0)
+		age = 0;
+	if (age < 60)
+		snprintf(buf, len, "%llds ago", (long long)age);
+	else if (age < 3600)
+		snprintf(buf, len, "%lldm ago", (long long)(age / 60));
+	else if (age < 86400)
+		snprintf(buf, len, "%lldh ago", (long long)(age / 3600));
+	else
+		snprintf(buf, len, "%lldd ago", (long long)(age / 86400));
+}
+
 /* The refresh time of a record for people: UTC and age. */
 static void
 ctl_text_time(int64_t ns, char *buf, size_t len)
@@ -85,14 +117,14 @@ ctl_text_time(int64_t ns, char *buf, size_t len)
 	struct tm tm;
 	time_t t = (time_t)(ns / 1000000000);
 	int64_t age;
-	char when[32];
+	char when[32], ago[32];
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	age = (int64_t)now.tv_sec - (int64_t)t;
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	snprintf(buf, len, "%s (%llds ago)", when,
-	    (long long)(age < 0 ? 0 : age));
+	ctl_text_age(age, ago, sizeof(ago));
+	snprintf(buf, len, "%s (%s)", when, ago);
 }
 
 /* One record of the tree as JSON (without its "below" list). */
@@ -116,9 +148,9 @@ ctl_json_record(const Ipamadmin__V1__Record *r, bool full)
 		    json_object_new_int((int)r->level));
 		if (r->level < 3) {
 			json_object_object_add(o, "used",
-			    json_object_new_uint64(r->children));
+			    ctl_json_count(r->children));
 			json_object_object_add(o, "usable",
-			    json_object_new_uint64(r->usable));
+			    ctl_json_count(r->usable));
 		}
 	}
 	return o;
@@ -130,7 +162,7 @@ ctl_json_record(const Ipamadmin__V1__Record *r, bool full)
  * arrays by level rebuilds the tree.
  */
 static int
-ctl_show_json(const struct ctl_dump *d)
+ctl_show_json(const struct ctl_dump *d, const Ipamadmin__V1__InfoReply *info)
 {
 	json_object *doc = json_object_new_object(), *tree, *stack[4];
 	char trench[256];
@@ -139,6 +171,16 @@ ctl_show_json(const struct ctl_dump *d)
 		return ctl_json_out(NULL);
 	ctl_trench_name(d, trench, sizeof(trench));
 	json_object_object_add(doc, "trench", json_object_new_string(trench));
+	if (info != NULL) {
+		json_object *w = json_object_new_array();
+
+		json_object_object_add(doc, "conduit_source",
+		    json_object_new_string(info->conduit_source));
+		if (strcmp(info->conduit_source, "none") == 0)
+			json_object_array_add(w, json_object_new_string(
+			    CTL_NO_CONDUITS));
+		json_object_object_add(doc, "warnings", w);
+	}
 	tree = json_object_new_array();
 	json_object_object_add(doc, "tree", tree);
 	memset(stack, 0, sizeof(stack));
@@ -165,12 +207,16 @@ ctl_show_json(const struct ctl_dump *d)
 }
 
 int
-ctl_print_show(const struct ctl_dump *d, bool json)
+ctl_print_show(const struct ctl_dump *d, bool json,
+    const Ipamadmin__V1__InfoReply *info)
 {
 	char trench[256], when[80];
 
 	if (json)
-		return ctl_show_json(d);
+		return ctl_show_json(d, info);
+	if (info != NULL && strcmp(info->conduit_source, "none") == 0)
+		fprintf(stderr, "ipamctl: show: warning: %s\n",
+		    CTL_NO_CONDUITS);
 	ctl_trench_name(d, trench, sizeof(trench));
 	printf("trench %s\n", trench[0] != '\0' ? trench : "(none)");
 	for (size_t i = 0; i < d->n; i++) {
@@ -271,26 +317,41 @@ ctl_print_usage(const struct ctl_dump *d, bool json)
 			json_object_object_add(o, "node",
 			    json_object_new_string(v[i].node));
 			json_object_object_add(o, "used",
-			    json_object_new_uint64(v[i].used));
+			    ctl_json_count(v[i].used));
 			json_object_object_add(o, "usable",
-			    json_object_new_uint64(v[i].usable));
+			    ctl_json_count(v[i].usable));
 			json_object_object_add(o, "percent",
 			    json_object_new_double(v[i].percent));
 			json_object_array_add(arr, o);
 		}
 		rc = ctl_json_out(doc);
 	} else {
-		printf("%-7s  %-6s  %-24s  %-24s  %15s  %7s\n", "KIND",
-		    "FAMILY", "CONDUIT", "NODE", "USED/USABLE", "PERCENT");
-		for (size_t i = 0; i < n; i++) {
-			char uu[48];
+		/* Columns as wide as their widest cell: IPv6 counts have
+		 * 20 digits, names up to 253 characters. */
+		int wc = 7, wn = 4, wu = 11, k;
+		char uu[48];
 
+		for (size_t i = 0; i < n; i++) {
+			if ((k = (int)strlen(v[i].conduit)) > wc)
+				wc = k;
+			if ((k = (int)strlen(v[i].node)) > wn)
+				wn = k;
+			k = snprintf(uu, sizeof(uu), "%llu/%llu",
+			    (unsigned long long)v[i].used,
+			    (unsigned long long)v[i].usable);
+			if (k > wu)
+				wu = k;
+		}
+		printf("%-7s  %-6s  %-*s  %-*s  %*s  %7s\n", "KIND",
+		    "FAMILY", wc, "CONDUIT", wn, "NODE", wu, "USED/USABLE",
+		    "PERCENT");
+		for (size_t i = 0; i < n; i++) {
 			snprintf(uu, sizeof(uu), "%llu/%llu",
 			    (unsigned long long)v[i].used,
 			    (unsigned long long)v[i].usable);
-			printf("%-7s  %-6s  %-24s  %-24s  %15s  %6.1f%%\n",
-			    v[i].kind, v[i].family, v[i].conduit,
-			    v[i].node[0] != '\0' ? v[i].node : "-", uu,
+			printf("%-7s  %-6s  %-*s  %-*s  %*s  %6.1f%%\n",
+			    v[i].kind, v[i].family, wc, v[i].conduit, wn,
+			    v[i].node[0] != '\0' ? v[i].node : "-", wu, uu,
 			    v[i].percent);
 		}
 	}
@@ -333,7 +394,7 @@ ctl_print_check(const Ipamadmin__V1__CheckReport *r, bool json)
 		json_object_object_add(doc, "ok",
 		    json_object_new_boolean(r->n_problems == 0));
 		json_object_object_add(doc, "records",
-		    json_object_new_uint64(r->records));
+		    ctl_json_count(r->records));
 		json_object_object_add(doc, "problems", arr);
 		for (size_t i = 0; i < r->n_problems; i++) {
 			json_object *o = json_object_new_object();

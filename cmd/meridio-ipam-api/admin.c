@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -47,6 +48,8 @@
 enum admin_method {
 	ADMIN_DUMP,
 	ADMIN_CHECK,
+	ADMIN_RELEASE,
+	ADMIN_INFO,
 	ADMIN_GENERIC,		/* anything else: UNIMPLEMENTED */
 	ADMIN_NMETHODS,
 };
@@ -54,6 +57,8 @@ enum admin_method {
 static const char *const admin_paths[ADMIN_GENERIC] = {
 	"/ipamadmin.v1.Admin/Dump",
 	"/ipamadmin.v1.Admin/Check",
+	"/ipamadmin.v1.Admin/Release",
+	"/ipamadmin.v1.Admin/Info",
 };
 
 /* One posted request, then the call that landed in it. */
@@ -72,6 +77,9 @@ struct admin {
 					/* the db worker's socket */
 	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 					/* our socket */
+	const struct cfg *cfg;		/* configuration, for Info */
+	bool systemd;			/* sock_path in $RUNTIME_DIRECTORY */
+	bool bound;			/* sock_path is ours: remove it */
 	grpc_server *server;		/* the Admin server */
 	grpc_completion_queue *cq;	/* new calls and the shutdown tag */
 	grpc_completion_queue *call_cq;	/* batches of the call served */
@@ -504,6 +512,121 @@ admin_check(struct admin *ad, struct admin_call *c)
 	}
 }
 
+/* What the db worker answered to one family's Release. */
+struct admin_rel {
+	int code;			/* its code; -1 before the reply */
+	char addr[64];			/* OK: the address released */
+	char msg[GRPCX_MSG_MAX];	/* else: why */
+};
+
+static int
+admin_release_reply(void *arg, const Ipamd__V1__Reply *r)
+{
+	struct admin_rel *x = arg;
+
+	x->code = r->code;
+	snprintf(x->addr, sizeof(x->addr), "%s", r->address);
+	snprintf(x->msg, sizeof(x->msg), "%s", r->message);
+	return 1;
+}
+
+/*
+ * Release: one db Release per family asked (IPv4, then IPv6), as role CTL
+ * so that the db worker says what it released or what did not match.
+ * OK when something was released; else the first error other than
+ * NOT_FOUND, or NOT_FOUND with every family's reason.
+ */
+static void
+admin_release(struct admin *ad, struct admin_call *c)
+{
+	Ipamadmin__V1__ReleaseRequest *rq;
+	Ipamadmin__V1__ReleaseReply rep = IPAMADMIN__V1__RELEASE_REPLY__INIT;
+	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Release rel = IPAMD__V1__RELEASE__INIT;
+	struct admin_rel x[2];
+	char *released[2], *missing[2], why[2][GRPCX_MSG_MAX + 8];
+	char err[GRPCX_MSG_MAX], msg[2 * GRPCX_MSG_MAX + 32];
+	static const int fams[2] = { 4, 6 };
+	size_t nf = 0;
+
+	rq = (Ipamadmin__V1__ReleaseRequest *)grpcx_unpack(
+	    &ipamadmin__v1__release_request__descriptor, c->payload);
+	if (rq == NULL) {
+		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
+		    "malformed request body: not a ReleaseRequest", NULL);
+		return;
+	}
+	if (rq->family != 0 && rq->family != 4 && rq->family != 6) {
+		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
+		    "family must be 4, 6 or 0 (both)", NULL);
+		goto out;
+	}
+	rel.trench = rq->trench;
+	rel.conduit = rq->conduit;
+	rel.node = rq->node;
+	rel.name = rq->name;
+	req.body_case = IPAMD__V1__REQUEST__BODY_RELEASE;
+	req.release = &rel;
+	for (int i = 0; i < 2; i++) {
+		if (rq->family != 0 && (int)rq->family != fams[i])
+			continue;
+		rel.family = fams[i] == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
+		    IPAMD__V1__FAMILY__FAMILY_IPV6;
+		x[nf].code = -1;
+		if (admin_db_call(ad->db_path, &req, admin_release_reply,
+		    &x[nf], admin_timeout(c), err, sizeof(err)) < 0) {
+			snprintf(msg, sizeof(msg), "db worker: %s", err);
+			admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+			goto out;
+		}
+		if (x[nf].code == 0) {
+			released[rep.n_released++] = x[nf].addr;
+		} else if (x[nf].code == GRPC_STATUS_NOT_FOUND) {
+			snprintf(why[rep.n_missing], sizeof(why[0]),
+			    "ipv%d: %s", fams[i], x[nf].msg);
+			missing[rep.n_missing] = why[rep.n_missing];
+			rep.n_missing++;
+		} else {
+			admin_finish(ad, c, grpcx_status_code(x[nf].code),
+			    x[nf].msg, NULL);
+			goto out;
+		}
+		nf++;
+	}
+	rep.released = released;
+	rep.missing = missing;
+	if (rep.n_released > 0) {
+		admin_finish(ad, c, GRPC_STATUS_OK, NULL, &rep.base);
+		goto out;
+	}
+	snprintf(msg, sizeof(msg), "nothing released: %s%s%s",
+	    rep.n_missing > 0 ? missing[0] : "",
+	    rep.n_missing > 1 ? "; " : "", rep.n_missing > 1 ? missing[1] : "");
+	admin_finish(ad, c, GRPC_STATUS_NOT_FOUND, msg, NULL);
+out:
+	ipamadmin__v1__release_request__free_unpacked(rq, NULL);
+}
+
+/* Info: the configuration that identifies this instance. */
+static void
+admin_info(struct admin *ad, struct admin_call *c)
+{
+	Ipamadmin__V1__InfoReply rep = IPAMADMIN__V1__INFO_REPLY__INIT;
+	const struct cfg *cfg = ad->cfg;
+
+	rep.version = (char *)IPAM_VERSION;
+	rep.pid = (int32_t)getppid();
+	rep.port = cfg->port;
+	rep.data_source = cfg->data_source;
+	rep.trench = cfg->trench;
+	rep.nsp_service = cfg->nsp_service;
+	rep.conduits = cfg->conduits;
+	rep.n_conduits = cfg->nconduits;
+	rep.conduit_source = (char *)(cfg->nconduits > 0 ? "static" :
+	    cfg->nsp_service[0] != '\0' ? "nsp" : "none");
+	admin_finish(ad, c, GRPC_STATUS_OK, NULL, &rep.base);
+}
+
 /* Serves one call to its end. */
 static void
 admin_serve(struct admin *ad, struct admin_call *c)
@@ -519,6 +642,12 @@ admin_serve(struct admin *ad, struct admin_call *c)
 		break;
 	case ADMIN_CHECK:
 		admin_check(ad, c);
+		break;
+	case ADMIN_RELEASE:
+		admin_release(ad, c);
+		break;
+	case ADMIN_INFO:
+		admin_info(ad, c);
 		break;
 	default:
 		len = (int)GRPC_SLICE_LENGTH(c->details.method);
@@ -600,8 +729,56 @@ admin_free(struct admin *ad)
 		grpc_completion_queue_destroy(ad->cq);
 	if (ad->call_cq != NULL)
 		grpc_completion_queue_destroy(ad->call_cq);
-	(void)unlink(ad->sock_path);
+	if (ad->bound)
+		(void)unlink(ad->sock_path);
 	free(ad);
+}
+
+/* True if a process accepts connections on the Unix socket at path. */
+static bool
+admin_sock_live(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd;
+	bool ok;
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+/*
+ * Under systemd with an admin group: the socket 0660 of that group, and
+ * its directory passable by the group (0710). The daemon must be in that
+ * group (SupplementaryGroups=); failing that, the socket stays 0600 and
+ * the reason is logged.
+ */
+static void
+admin_let_group_in(const struct admin *ad)
+{
+	char dir[sizeof(ad->sock_path)], *slash;
+	gid_t gid = (gid_t)ad->cfg->admin_gid;
+
+	snprintf(dir, sizeof(dir), "%s", ad->sock_path);
+	slash = strrchr(dir, '/');
+	if (slash != NULL)
+		*slash = '\0';
+	if (chown(ad->sock_path, (uid_t)-1, gid) < 0 ||
+	    chown(dir, (uid_t)-1, gid) < 0 || chmod(dir, 0710) < 0 ||
+	    chmod(ad->sock_path, 0660) < 0) {
+		log_kv(LOGL_WARNING, "admin socket not opened to "
+		    "IPAM_ADMIN_GROUP: is the daemon in that group "
+		    "(SupplementaryGroups=)?", "IPAM_ADMIN_GROUP",
+		    ad->cfg->admin_group, "socket", ad->sock_path, "error",
+		    strerror(errno), NULL);
+		(void)chmod(ad->sock_path, 0600);
+	}
 }
 
 /*
@@ -649,8 +826,14 @@ admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
 		ad->methods[m] = grpc_server_register_method(ad->server,
 		    admin_paths[m], NULL,
 		    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-	if (lstat(ad->sock_path, &sb) == 0 && S_ISSOCK(sb.st_mode))
+	if (lstat(ad->sock_path, &sb) == 0 && S_ISSOCK(sb.st_mode)) {
+		if (admin_sock_live(ad->sock_path)) {
+			snprintf(err, errlen, "%s is the admin socket of "
+			    "another running instance", ad->sock_path);
+			return -1;
+		}
 		(void)unlink(ad->sock_path);
+	}
 	snprintf(addr, sizeof(addr), "unix:%s", ad->sock_path);
 	creds = grpc_insecure_server_credentials_create();
 	old = umask(0177);
@@ -661,13 +844,15 @@ admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
 		snprintf(err, errlen, "cannot listen on %s", addr);
 		return -1;
 	}
+	ad->bound = true;
 	return 0;
 }
 
 struct admin *
-admin_start(const char *rundir, const char *db_path,
+admin_start(const char *rundir, const char *db_path, const struct cfg *cfg,
     grpc_completion_queue *poll_cq, char *err, size_t errlen)
 {
+	const char *sd = getenv("RUNTIME_DIRECTORY");
 	struct admin *ad;
 	int n;
 
@@ -682,8 +867,16 @@ admin_start(const char *rundir, const char *db_path,
 		free(ad);
 		return NULL;
 	}
-	n = snprintf(ad->sock_path, sizeof(ad->sock_path), "%s/%s", rundir,
-	    ADMIN_SOCK);
+	ad->cfg = cfg;
+	/* systemd's RUNTIME_DIRECTORY lists the unit's runtime directories,
+	 * separated by colons: the first one is ours. */
+	ad->systemd = sd != NULL && sd[0] == '/';
+	if (ad->systemd)
+		n = snprintf(ad->sock_path, sizeof(ad->sock_path), "%.*s/%s",
+		    (int)strcspn(sd, ":"), sd, ADMIN_SOCK);
+	else
+		n = snprintf(ad->sock_path, sizeof(ad->sock_path), "%s/%s",
+		    rundir, ADMIN_SOCK);
 	if (n < 0 || (size_t)n >= sizeof(ad->sock_path) ||
 	    strlen(db_path) >= sizeof(ad->db_path)) {
 		snprintf(err, errlen, "%s: path too long for a Unix socket",
@@ -700,6 +893,9 @@ admin_start(const char *rundir, const char *db_path,
 		    strerror(errno));
 		goto fail_started;
 	}
+	if (ad->systemd && cfg->admin_gid >= 0)
+		admin_let_group_in(ad);
+	log_kv(LOGL_INFO, "admin socket", "path", ad->sock_path, NULL);
 	for (int m = 0; m < ADMIN_NMETHODS; m++)
 		if (admin_post(ad, (enum admin_method)m) < 0) {
 			snprintf(err, errlen, "cannot post a request");

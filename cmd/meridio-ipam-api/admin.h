@@ -4,8 +4,9 @@
  * and the metrics endpoint share.
  *
  * The Admin service has a grpc_server of its own, bound only to
- * unix:$IPAMD_RUNDIR/admin.sock (mode 0600): the TCP server never serves
- * it (a call there is UNIMPLEMENTED). One thread answers its calls one at
+ * unix:$IPAMD_RUNDIR/admin.sock (mode 0600), or under systemd to
+ * unix:$RUNTIME_DIRECTORY/admin.sock (see admin_start): the TCP server
+ * never serves it (a call there is UNIMPLEMENTED). One thread answers its calls one at
  * a time, each over a fresh connection to the db worker, so that operator
  * requests never touch the Ipam calls' connection or pending table.
  */
@@ -16,6 +17,7 @@
 
 #include <grpc/grpc.h>
 
+#include "config.h"
 #include "ipamd/v1/ipamd.pb-c.h"
 
 /* Name of the admin socket inside the runtime directory. */
@@ -40,14 +42,19 @@ int admin_db_call(const char *db_path, Ipamd__V1__Request *req,
 
 /*
  * Creates the Admin server on unix:<rundir>/admin.sock and starts its
- * thread. grpc_init must have been called. The admin thread does not
+ * thread. Under systemd ($RUNTIME_DIRECTORY set, its first entry) the
+ * socket is $RUNTIME_DIRECTORY/admin.sock instead, a path that does not
+ * change between starts; with cfg's admin group it is mode 0660 of that
+ * group, and the directory lets the group through (0710). cfg (kept, must
+ * outlive the server) also answers Info. grpc_init must have been called. The admin thread does not
  * poll for I/O: poll_cq, a queue another thread polls all the time (the
  * API's), is where the server accepts connections; it gets no event of
  * ours and must outlive admin_stop. NULL with err set on failure (nothing
  * left behind).
  */
 struct admin *admin_start(const char *rundir, const char *db_path,
-    grpc_completion_queue *poll_cq, char *err, size_t errlen);
+    const struct cfg *cfg, grpc_completion_queue *poll_cq, char *err,
+    size_t errlen);
 
 /*
  * Starts the server's shutdown: no new calls, calls in flight cancelled.

@@ -1630,8 +1630,8 @@ api_run(const struct cfg *cfg, const char *db_path, int status_fd)
 		api_server_destroy(a);
 		goto out_grpc;
 	}
-	a->adm = admin_start(getenv(IPCMSG_ENV_RUNDIR), db_path, a->cq, err,
-	    sizeof(err));
+	a->adm = admin_start(getenv(IPCMSG_ENV_RUNDIR), db_path, cfg, a->cq,
+	    err, sizeof(err));
 	if (a->adm == NULL)
 		log_kv(LOGL_ERROR, "no admin service", "error", err, NULL);
 	if (pthread_create(&th, NULL, api_db_main, &d) != 0)

@@ -322,6 +322,80 @@ check_child(struct db *d, struct pending *p, const char *trench,
 	return true;
 }
 
+/* What release_lookup looks for and what it saw, during the walk. */
+struct release_seen {
+	const Ipamd__V1__Release *r;	/* the release asked for */
+	bool trench, conduit, node;	/* levels seen in r's family */
+	char node_id[1024];		/* id of the node record */
+	pfx_addr addr;			/* its address */
+};
+
+static int
+release_lookup_one(void *arg, const struct reg_record *rec)
+{
+	struct release_seen *x = arg;
+	const Ipamd__V1__Release *r = x->r;
+
+	if (rec->cidr.family != (int)r->family)
+		return 0;
+	switch (rec->level) {
+	case 0:
+		x->trench = true;
+		break;
+	case 1:
+		x->conduit = x->conduit || strcmp(rec->name, r->conduit) == 0;
+		break;
+	case 2:
+		if (strcmp(rec->name, r->node) == 0) {
+			x->node = true;
+			snprintf(x->node_id, sizeof(x->node_id), "%s",
+			    rec->id);
+		}
+		break;
+	default:
+		if (x->node && strcmp(rec->parent_id, x->node_id) == 0 &&
+		    strcmp(rec->name, r->name) == 0) {
+			x->addr = rec->cidr.addr;
+			return 1;
+		}
+		break;
+	}
+	return 0;
+}
+
+/*
+ * An operator's release (role CTL) must say what it did: finds the child
+ * of r in the index. Found: its address goes in the reply and true is
+ * returned. Else the reply is NOT_FOUND naming the first level missing
+ * (family not served, conduit, node or child) and false is returned.
+ */
+static bool
+release_lookup(struct db *d, struct pending *p, const Ipamd__V1__Release *r)
+{
+	struct release_seen x;
+
+	memset(&x, 0, sizeof(x));
+	x.r = r;
+	if (reg_walk(d->reg, r->conduit, r->node, release_lookup_one, &x) == 1) {
+		pfx_format_addr((int)r->family, x.addr, p->addr);
+		return true;
+	}
+	p->code = CODE_NOT_FOUND;
+	if (!x.trench)
+		snprintf(p->msg, sizeof(p->msg), "trench %.200s serves no "
+		    "IPv%d", r->trench, (int)r->family);
+	else if (!x.conduit)
+		snprintf(p->msg, sizeof(p->msg), "no conduit %.200s in trench "
+		    "%.200s", r->conduit, r->trench);
+	else if (!x.node)
+		snprintf(p->msg, sizeof(p->msg), "no node %.200s in conduit "
+		    "%.200s", r->node, r->conduit);
+	else
+		snprintf(p->msg, sizeof(p->msg), "no child %.100s on node "
+		    "%.150s of conduit %.150s", r->name, r->node, r->conduit);
+	return false;
+}
+
 /*
  * Applies one request inside the open batch and fills its reply fields.
  * Returns the registry status (REG_ESTORE means: roll the batch back).
@@ -371,6 +445,9 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 		Ipamd__V1__Release *r = q->release;
 		if (!check_child(d, p, r->trench, r->conduit, r->node,
 		    r->family, r->name))
+			return REG_OK;
+		if (d->cl[p->slot].role == IPAMD__V1__ROLE__ROLE_CTL &&
+		    !release_lookup(d, p, r))
 			return REG_OK;
 		rc = reg_release(d->reg, r->family, r->conduit, r->node,
 		    r->name, now, err, sizeof(err));

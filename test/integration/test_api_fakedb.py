@@ -645,15 +645,20 @@ class TestIpamctl(ApiCase):
     def test_allocate_release(self):
         r = self.ctl("allocate", "--conduit", "c1", "--node", "n1", "--name", "p1")
         self.assertEqual((r.returncode, r.stdout, r.stderr), (0, "169.255.0.7/24\n", ""))
-        r = self.ctl("release", "--conduit", "c1", "--node", "n1", "--name", "p1",
+        r = self.ctl("allocate", "--conduit", "c1", "--node", "n1", "--name", "p2",
                      "--family", "ipv6", "--target", "[::1]:%d" % self.api.port)
-        self.assertEqual((r.returncode, r.stdout), (0, ""), r.stderr)
+        self.assertEqual(r.returncode, 0, r.stderr)
         reqs = self.db.wait_requests(2)
-        a, rel = reqs[0].allocate, reqs[1].release
+        a, a6 = reqs[0].allocate, reqs[1].allocate
         self.assertEqual((a.trench, a.conduit, a.node, a.name, a.family),
                          ("default", "c1", "n1", "p1", ipamd_pb2.FAMILY_IPV4))
-        self.assertEqual((rel.conduit, rel.node, rel.name, rel.family),
-                         ("c1", "n1", "p1", ipamd_pb2.FAMILY_IPV6))
+        self.assertEqual((a6.conduit, a6.node, a6.name, a6.family),
+                         ("c1", "n1", "p2", ipamd_pb2.FAMILY_IPV6))
+        # release is an admin-socket command (it says what it released):
+        # it has no --target.
+        r = self.ctl("release", "--conduit", "c1", "--node", "n1", "--name", "p1",
+                     "--target", "[::1]:%d" % self.api.port)
+        self.assertEqual(r.returncode, 2, r.stderr)
         # 5 s by default
         self.assertGreater(a.wait_ms, 4000)
         self.assertLessEqual(a.wait_ms, 4980)

@@ -238,6 +238,8 @@ class Sandbox(Base):
         env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(port),
                "IPAM_DATA_SOURCE": os.path.join(data, "registry.db"),
                "XDG_RUNTIME_DIR": rt, "IPAM_CONDUITS": "lb", "IPAM_LOG_LEVEL": "INFO",
+               # systemd sets it for RuntimeDirectory=: the admin socket's home
+               "RUNTIME_DIRECTORY": rt,
                # the unit's Environment= puts it in the runtime directory
                "IPAM_HEALTH_SOCKET": os.path.join(rt, "health.sock")}
         exe = os.path.join(harness.reachable_bin_dir(), "meridio-ipam")
@@ -272,9 +274,12 @@ class Sandbox(Base):
             a = run(ctl + ["allocate", "--conduit", "lb", "--node", "n1", "--name", "c1",
                            "--family", fam, "--timeout", "20s"] + target, timeout=30)
             self.assertEqual(a.returncode, 0, a.stdout + a.stderr)
+            # ipamctl (root) finds $RUNTIME_DIRECTORY/admin.sock by itself.
             r = run(ctl + ["release", "--conduit", "lb", "--node", "n1", "--name", "c1",
-                           "--family", fam, "--timeout", "20s"] + target, timeout=30)
+                           "--family", fam, "--timeout", "20s"], timeout=30,
+                    env={"PATH": "/usr/bin:/bin", "RUNTIME_DIRECTORY": rt})
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(r.stdout.strip(), a.stdout.strip().split("/")[0])
         # SIGTERM goes to the supervisor (strace's child), as systemd's
         # KillMode=mixed does; strace exits with its exit status.
         kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()

@@ -12,6 +12,7 @@ import sqlite3
 import stat
 import subprocess
 import tempfile
+import time
 import unittest
 
 import grpc
@@ -333,10 +334,50 @@ class ReadCommands(IpamctlTest):
         self.assertEqual(json.loads(out), {"service": "", "status": "SERVING"})
         d.client.allocate("conduit-a", "w1", "a")
         rc, out, err = ctl(["release", "--name", "a", "--conduit", "conduit-a",
-                            "--node", "w1", "--target", d.target])
-        self.assertEqual((rc, out), (0, ""), err)
+                            "--node", "w1", "--family", "ipv4", "--admin", d.admin])
+        self.assertEqual((rc, out), (0, "169.255.0.1\n"), err)
         self.assertNotIn("a-w1-conduit-a-default-0", d.rows())
         self.assertNotIn(" a  ", self.run_ok(d, "show"))
+
+    def test_release_both_families_prints_each_and_refuses_no_match(self):
+        d = self.start()
+        d.client.allocate("conduit-a", "w1", "proxy-1")
+        d.client.allocate("conduit-a", "w1", "proxy-1", family=V6)
+        d.client.allocate("conduit-a", "w1", "only4")
+        before = d.rows()
+        rel = ["release", "--conduit", "conduit-a", "--node", "w1", "--admin", d.admin]
+        # A typo at each level: exit 1, a message naming it, nothing changed.
+        for args, what in (
+                (["--name", "proxy-1", "--trench", "tpyo"], "trench tpyo"),
+                (["--name", "proxy-1", "--conduit", "conduit-x"],
+                 "no conduit conduit-x in trench default"),
+                (["--name", "proxy-1", "--node", "w9"], "no node w9 in conduit conduit-a"),
+                (["--name", "proxy-9"],
+                 "no child proxy-9 on node w1 of conduit conduit-a"),
+                (["--name", "only4", "--family", "ipv6"],
+                 "no child only4 on node w1 of conduit conduit-a")):
+            with self.subTest(args):
+                rc, out, err = ctl(rel + args)
+                self.assertEqual((rc, out), (1, ""), err)
+                self.assertIn(what, err)
+                self.assertEqual(d.rows(), before)
+        # No --family: both addresses released, each printed.
+        rc, out, err = ctl(rel + ["--name", "proxy-1"])
+        self.assertEqual((rc, out.splitlines()), (0, ["169.255.0.1", "fd00::1"]), err)
+        rows = d.rows()
+        self.assertNotIn("proxy-1-w1-conduit-a-default-0", rows)
+        self.assertNotIn("proxy-1-w1-conduit-a-default-1", rows)
+        # Twice: nothing left to release.
+        rc, out, err = ctl(rel + ["--name", "proxy-1"])
+        self.assertEqual(rc, 1)
+        self.assertIn("ipv4: no child proxy-1", err)
+        self.assertIn("ipv6: no child proxy-1", err)
+        # In one family only: released there, the other said on stderr.
+        rc, out, err = ctl(rel + ["--name", "only4"])
+        self.assertEqual((rc, out), (0, "169.255.0.2\n"), err)
+        self.assertIn("ipv6: no child only4", err)
+        # The gRPC Release stays Meridio's: OK for an unknown child.
+        d.client.release("conduit-a", "w1", "never-was")
 
 
 class ExportImport(IpamctlTest):
@@ -454,18 +495,284 @@ class ExportImport(IpamctlTest):
         self.assertEqual(d.client.allocate("conduit-a", "w1", "n1"), ("169.255.0.9", 24))
 
 
+class SmallThings(IpamctlTest):
+
+    def test_filter_that_matches_nothing_is_exit_1(self):
+        d = self.start()
+        d.client.allocate("conduit-a", "w1", "a")
+        for cmd in ("show", "usage"):
+            rc, out, err = ctl([cmd, "--conduit", "nope", "--admin", d.admin])
+            self.assertEqual((rc, out), (1, ""), cmd)
+            self.assertIn("no conduit nope", err)
+            rc, out, err = ctl([cmd, "--conduit", "conduit-a", "--node", "w9",
+                                "--admin", d.admin])
+            self.assertEqual((rc, out), (1, ""), cmd)
+            self.assertIn("no node w9 in conduit conduit-a", err)
+        self.run_ok(d, "show", "--conduit", "conduit-a", "--node", "w1")
+
+    def test_usage_aligned_and_large_counts_are_json_strings(self):
+        d = self.start()
+        d.client.allocate("conduit-a", "w1", "a")
+        d.client.allocate("conduit-a", "a-rather-long-node-name-of-40-characters", "b",
+                          family=V6)
+        lines = self.run_ok(d, "usage").splitlines()
+        # Every column starts at the same offset on every line.
+        head = lines[0]
+        starts = [head.index(w) for w in ("FAMILY", "CONDUIT", "NODE", "PERCENT")]
+        ends = head.index("USED/USABLE") + len("USED/USABLE")
+        for l in lines[1:]:
+            for st in starts[:3]:
+                self.assertEqual(l[st - 2:st], "  ", (l, head))
+                self.assertNotEqual(l[st], " ", (l, head))
+            self.assertEqual(l[ends], " ", (l, head))
+            self.assertNotEqual(l[ends - 1], " ", (l, head))
+            self.assertEqual(len(l), len(lines[1]), lines)
+        self.assertTrue(any("0/18446744073709551614" in l or "1/18446744073709551614" in l
+                            for l in lines), lines)
+        # JSON: above 2^53, a string of digits; below, a number.
+        use = json.loads(self.run_ok(d, "usage", "--json"))["usage"]
+        v6 = [u for u in use if u["kind"] == "node" and u["family"] == "ipv6"][0]
+        self.assertEqual((v6["used"], v6["usable"]), (1, "18446744073709551614"))
+        v4 = [u for u in use if u["kind"] == "node" and u["family"] == "ipv4"][0]
+        self.assertEqual(v4["usable"], 254)
+        doc = json.loads(self.run_ok(d, "show", "--json"))
+        v6tree = doc["tree"][1]["below"][0]["below"][0]
+        self.assertEqual(v6tree["usable"], "18446744073709551614")
+
+    def test_show_ages_read_as_hours(self):
+        d = self.start(env={"IPAM_GARBAGE_COLLECTION_ENABLED": "false"})
+        d.client.allocate("conduit-a", "w1", "old")
+        self.assertEqual(d.stop()[0], 0)
+        t = time.gmtime(time.time() - 3 * 3600 - 120)
+        con = sqlite3.connect(d.db_path)
+        con.execute("UPDATE prefixes SET updated_at = ? WHERE name IN ('w1', 'old')",
+                    (time.strftime("%Y-%m-%d %H:%M:%S+00:00", t),))
+        con.commit()
+        con.close()
+        d.start()
+        d.admin = admin_socks(d)[0]
+        out = self.run_ok(d, "show")
+        old = [l for l in out.splitlines() if l.strip().startswith("old ")]
+        self.assertEqual(len(old), 1, out)
+        self.assertTrue(old[0].endswith("(3h ago)"), old[0])
+        self.assertIn(time.strftime("refreshed %Y-%m-%dT%H:%M:%SZ", t), old[0])
+
+
+class NoConduits(IpamctlTest):
+    """A daemon with neither NSP nor static conduits: show and health say
+    so (Allocate would wait and fail NOT_FOUND)."""
+
+    def test_show_and_health_warn_without_conduit_source(self):
+        d = self.start(conduits="")
+        rc, out, err = ctl(["show", "--admin", d.admin])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("warning: no conduit source", err)
+        self.assertIn("every Allocate fails", err)
+        doc = json.loads(self.run_ok(d, "show", "--json"))
+        self.assertEqual(doc["conduit_source"], "none")
+        self.assertEqual(len(doc["warnings"]), 1)
+        self.assertIn("no conduit source", doc["warnings"][0])
+        rc, out, err = ctl(["health", "--json", "--target", d.target, "--admin", d.admin])
+        self.assertEqual(rc, 0, err)
+        doc = json.loads(out)
+        self.assertEqual((doc["status"], doc["conduit_source"]), ("SERVING", "none"))
+        self.assertIn("no conduit source", doc["warnings"][0])
+        rc, out, err = ctl(["health", "--target", d.target, "--admin", d.admin])
+        self.assertEqual((rc, out), (0, "SERVING\n"), err)
+        self.assertIn("warning: no conduit source", err)
+
+    def test_no_warning_with_static_conduits(self):
+        d = self.start()
+        rc, out, err = ctl(["show", "--admin", d.admin])
+        self.assertEqual((rc, err), (0, ""))
+        doc = json.loads(self.run_ok(d, "show", "--json"))
+        self.assertEqual((doc["conduit_source"], doc["warnings"]), ("static", []))
+        rc, out, err = ctl(["health", "--json", "--target", d.target, "--admin", d.admin])
+        doc = json.loads(out)
+        self.assertEqual((doc["conduit_source"], doc["warnings"]), ("static", []))
+        # The admin socket of another port says nothing about this target.
+        rc, out, err = ctl(["health", "--json", "--target", "127.0.0.1:%d" % d.port,
+                            "--admin", d.admin])
+        self.assertIn("conduit_source", json.loads(out))
+
+
+class Systemd(IpamctlTest):
+    """As the unit runs it: $RUNTIME_DIRECTORY (made 0700 by systemd) holds
+    the admin socket at a fixed path that ipamctl finds by default;
+    IPAM_ADMIN_GROUP lets a group in; several instances are listed with
+    their port and data file."""
+
+    GID = 4242      # a group id of no one here: only its members get in
+
+    def unit_dirs(self, *names):
+        base = harness.reachable_tmpdir("ipam-sd-")
+        self.addCleanup(shutil.rmtree, base, True)
+        dirs = []
+        for n in names:
+            p = os.path.join(base, n)
+            os.mkdir(p, 0o700)
+            dirs.append(p)
+        return base, dirs
+
+    def as_user(self, args, groups):
+        """ipamctl as uid 65534 with the given supplementary groups."""
+        exe = os.path.join(harness.reachable_bin_dir(), "ipamctl")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534"]
+        cmd += ["--groups=" + ",".join(map(str, groups))] if groups else ["--clear-groups"]
+        r = subprocess.run(cmd + [exe] + args, env=ctl_env(), capture_output=True,
+                           text=True, timeout=30)
+        return r.returncode, r.stdout, r.stderr
+
+    def test_fixed_path_found_by_default_and_group_access(self):
+        base, (rt,) = self.unit_dirs("meridio-ipam")
+        d = self.daemon(env={"RUNTIME_DIRECTORY": rt, "IPAM_ADMIN_GROUP": str(self.GID)})
+        sock = os.path.join(rt, "admin.sock")
+        st = os.lstat(sock)
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_gid), (0o660, self.GID))
+        st = os.stat(rt)
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_gid), (0o710, self.GID))
+        self.assertEqual(admin_socks(d), [], "no second admin socket")
+        # Found without --admin: from inside the unit ($RUNTIME_DIRECTORY)
+        # and from outside (the scan of meridio-ipam* under a base).
+        for env in ({"RUNTIME_DIRECTORY": rt}, {"XDG_RUNTIME_DIR": base}):
+            rc, out, err = ctl(["check"], env=ctl_env(env))
+            self.assertEqual(rc, 0, err)
+            self.assertTrue(out.startswith("ok: "), out)
+        # A member of the group gets in; another user does not.
+        rc, out, err = self.as_user(["check", "--admin", sock], [self.GID])
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.as_user(["check", "--admin", sock], [])
+        self.assertEqual(rc, 1)
+        d.client.allocate("conduit-a", "w1", "p")
+        rc, out, err = ctl(["release", "--conduit", "conduit-a", "--node", "w1",
+                            "--name", "p"], env=ctl_env({"XDG_RUNTIME_DIR": base}))
+        self.assertEqual((rc, out), (0, "169.255.0.1\n"), err)
+        self.assertEqual(d.stop()[0], 0)
+        self.assertFalse(os.path.exists(sock))
+
+    def test_without_group_the_socket_is_the_daemons_only(self):
+        base, (rt,) = self.unit_dirs("meridio-ipam")
+        self.daemon(env={"RUNTIME_DIRECTORY": rt})
+        st = os.lstat(os.path.join(rt, "admin.sock"))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(rt).st_mode), 0o700)
+
+    def test_two_instances_listed_with_port_and_data_file(self):
+        base, (ra, rb) = self.unit_dirs("meridio-ipam", "meridio-ipam-b")
+        da = self.daemon(env={"RUNTIME_DIRECTORY": ra})
+        db = self.daemon(env={"RUNTIME_DIRECTORY": rb})
+        env = ctl_env({"XDG_RUNTIME_DIR": base})
+        rc, out, show_err = ctl(["show"], env=env)
+        self.assertEqual(rc, 1)
+        self.assertIn("2 running instances, pick one with --admin PATH", show_err)
+        rc, out, err = ctl(["instances"], env=env)
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 2, out)
+        for d, rt in ((da, ra), (db, rb)):
+            want = "%s/admin.sock  port %d  data %s  pid %d" % (rt, d.port, d.db_path,
+                                                              d.proc.pid)
+            self.assertIn(want, lines)
+            self.assertIn(want, show_err)
+        # A second instance on the same runtime directory does not take
+        # the first one's socket.
+        dc = self.daemon(env={"RUNTIME_DIRECTORY": ra})
+        rc, out, err = ctl(["instances"], env=ctl_env({"RUNTIME_DIRECTORY": ra}))
+        self.assertIn("port %d  data %s" % (da.port, da.db_path), out)
+        self.assertIn("admin socket of another running instance", dc.log_text())
+
+
+class Completion(unittest.TestCase):
+    """The bash completion script, sourced in a real bash, and installed by
+    `cmake --install` (what `make install` runs)."""
+
+    SRC = os.path.join(harness._REPO, "cmd", "ipamctl", "ipamctl.bash")
+
+    def complete(self, line, path=None):
+        """COMPREPLY for the command line typed so far (a trailing space
+        starts a new word)."""
+        script = ('source "$1"; read -ra COMP_WORDS <<<"$2"; '
+                  '[[ $2 == *" " ]] && COMP_WORDS+=(""); '
+                  'COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); '
+                  'complete -p ipamctl >/dev/null || exit 9; '
+                  '_ipamctl; printf "%s\\n" "${COMPREPLY[@]}"')
+        r = subprocess.run(["/bin/bash", "--norc", "-c", script, "_", path or self.SRC, line],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [w for w in r.stdout.split("\n") if w]
+
+    def test_commands_options_and_values(self):
+        self.assertEqual(self.complete("ipamctl sh"), ["show"])
+        self.assertIn("instances", self.complete("ipamctl "))
+        self.assertEqual(self.complete("ipamctl help al"), ["allocate"])
+        self.assertEqual(self.complete("ipamctl release --fa"), ["--family"])
+        self.assertEqual(self.complete("ipamctl release --family "), ["ipv4", "ipv6"])
+        self.assertEqual(self.complete("ipamctl show --conduit "), [])
+        opts = self.complete("ipamctl show --")
+        self.assertIn("--conduit", opts)
+        self.assertNotIn("--name", opts)
+        # import completes file names.
+        here = os.path.dirname(self.SRC)
+        self.assertEqual(self.complete("ipamctl import %s/ipamctl.ba" % here),
+                         [self.SRC])
+
+    def test_options_are_those_the_program_takes(self):
+        cmds = [c for c in self.complete("ipamctl ") if not c.startswith("-")]
+        self.assertEqual(sorted(cmds), sorted(["allocate", "release", "health", "show",
+                                               "usage", "check", "export", "import",
+                                               "instances", "help"]))
+        for cmd in cmds:
+            if cmd == "help":
+                continue
+            help_text = ctl([cmd, "--help"])[1]
+            values = {"--timeout": ["5s"], "--family": ["ipv6"], "--json": [],
+                      "--spiffe": [], "--spiffe-id": ["spiffe://td/x"]}
+            for opt in self.complete("ipamctl %s --" % cmd):
+                if opt == "--help":
+                    continue
+                with self.subTest(cmd=cmd, opt=opt):
+                    self.assertIn(opt, help_text)
+                    # Accepted: a usage error (exit 2) would come before
+                    # the help that ends the line.
+                    rc, out, err = ctl([cmd, opt] + values.get(opt, ["x"]) + ["--help"])
+                    self.assertEqual(rc, 0, (cmd, opt, err))
+
+    def test_installed_by_cmake_install(self):
+        dest = harness.make_tmpdir("ipam-inst-")
+        self.addCleanup(shutil.rmtree, dest, True)
+        build = os.path.dirname(harness.BIN_DIR)
+        r = subprocess.run(["cmake", "--install", build, "--prefix", "/usr"],
+                           env=dict(os.environ, DESTDIR=dest), capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        path = os.path.join(dest, "usr", "share", "bash-completion", "completions",
+                            "ipamctl")
+        with open(path) as f, open(self.SRC) as g:
+            self.assertEqual(f.read(), g.read())
+        self.assertEqual(self.complete("ipamctl ex", path), ["export"])
+
+
 class CommandLine(unittest.TestCase):
 
     def test_help_per_command_and_usage_errors(self):
         for cmd in ("show", "usage", "check", "export", "import", "health",
-                    "allocate", "release"):
+                    "allocate", "release", "instances"):
             rc, out, err = ctl([cmd, "--help"])
             self.assertEqual(rc, 0, cmd)
             self.assertTrue(out.startswith("usage: ipamctl %s" % cmd), out)
         rc, out, err = ctl(["--help"])
         self.assertEqual(rc, 0)
-        for cmd in ("show", "usage", "check", "export", "import"):
+        for cmd in ("show", "usage", "check", "export", "import", "instances"):
             self.assertIn("  %s " % cmd, out)
+        # `help CMD` is `CMD --help`.
+        for cmd in ("allocate", "release", "show", "health", "instances"):
+            rc, help_out, err = ctl(["help", cmd])
+            self.assertEqual((rc, help_out), (0, ctl([cmd, "--help"])[1]), cmd)
+            self.assertTrue(help_out.startswith("usage: ipamctl %s" % cmd), help_out)
+        rc, out, err = ctl(["help", "nosuchcommand"])
+        self.assertEqual(rc, 2)
+        self.assertIn("unknown command nosuchcommand", err)
         for args in (["show", "--bogus"], ["check", "--conduit", "x"],
                      ["export", "--json"], ["import"], ["import", "f.json"],
                      ["show", "--timeout", "soon"], ["usage", "extra"],

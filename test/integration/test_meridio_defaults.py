@@ -74,6 +74,7 @@ class MakeRun(unittest.TestCase):
         port = harness.free_port()
         full = {k: v for k, v in os.environ.items() if not k.startswith("IPAM_")}
         full.update({"IPAM_PORT": str(port), "TMPDIR": rt})
+        self.rt = rt
         full.update(env)
         self.log_path = os.path.join(cwd, "out.log")
         with open(self.log_path, "wb") as log:
@@ -130,6 +131,35 @@ class MakeRun(unittest.TestCase):
         rec = self.start_record()
         self.assertTrue(field(rec, "nsp_service").startswith("127.0.0.1:"), rec)
         self.assertEqual(field(rec, "conduits"), "")
+
+    def test_printed_commands_work_as_printed(self):
+        # From another shell of the same user (same TMPDIR): allocate in
+        # both families, then release prints both addresses and frees them.
+        port = self.run_script({})
+        self.start_record()
+        c = harness.Client("127.0.0.1:%d" % port)
+        self.addCleanup(c.close)
+
+        def serving():
+            try:
+                return c.health() == "SERVING"
+            except RpcError:
+                return False
+        harness.poll(serving, 20, 0.1, "SERVING")
+        with open(self.log_path, errors="replace") as f:
+            cmds = [l.split() for l in f if l.startswith("  ") and "/ipamctl " in l]
+        self.assertEqual([cmd[1] for cmd in cmds],
+                         ["allocate", "allocate", "release", "health"], cmds)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IPAM_")}
+        env["TMPDIR"] = self.rt
+        outs = []
+        for cmd in cmds:
+            r = subprocess.run(cmd, env=env, capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, (cmd, r.stderr))
+            outs.append(r.stdout)
+        self.assertEqual(outs, ["169.255.0.1/24\n", "fd00::1/64\n",
+                                "169.255.0.1\nfd00::1\n", "SERVING\n"])
 
 
 if __name__ == "__main__":

@@ -823,6 +823,7 @@ Test(config, json_defaults)
 		{ "IPAM_HEALTH_SOCKET", "/tmp/health.sock" },
 		{ "SPIFFE_ENDPOINT_SOCKET", "" },
 		{ "IPAM_SPIFFE_ALLOWED_IDS", "" },
+		{ "IPAM_ADMIN_GROUP", "" },
 	};
 	struct json_object *obj;
 	struct cfg c;
@@ -1156,4 +1157,46 @@ Test(config, namespace_read)
 	cr_assert_str_eq(c.k8s_namespace, "red");
 	cr_assert_str_eq(c.trench, "default");
 	cfg_free(&c);
+}
+
+/* IPAM_ADMIN_GROUP: a group name or number whose members may use the admin
+ * socket; unset or empty = none; an unknown group is an error naming it. */
+Test(config, admin_group)
+{
+	static const char *const byname[] = { "IPAM_ADMIN_GROUP", "root", NULL };
+	static const char *const bynum[] = { "IPAM_ADMIN_GROUP", "0", NULL };
+	static const char *const empty[] = { "IPAM_ADMIN_GROUP", "", NULL };
+	static const char *const bad[] = { "IPAM_ADMIN_GROUP",
+	    "no-such-group-xq", NULL };
+	static const char *const badnum[] = { "IPAM_ADMIN_GROUP", "-3", NULL };
+	struct json_object *obj, *v;
+	struct cfg c;
+	char err[256], *text;
+
+	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.admin_group, "");
+	cr_assert_eq(c.admin_gid, -1);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, empty, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.admin_gid, -1);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, byname, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.admin_group, "root");
+	cr_assert_eq(c.admin_gid, 0);
+	text = cfg_to_json(&c);
+	obj = json_tokener_parse(text);
+	cr_assert(json_object_object_get_ex(obj, "IPAM_ADMIN_GROUP", &v));
+	cr_assert_str_eq(json_object_get_string(v), "root");
+	json_object_put(obj);
+	free(text);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, bynum, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.admin_gid, 0);
+	cfg_free(&c);
+	cr_assert_eq(tc_load(&c, bad, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "IPAM_ADMIN_GROUP") != NULL, "%s", err);
+	cr_assert(strstr(err, "no-such-group-xq") != NULL, "%s", err);
+	cr_assert(strstr(err, "no such group") != NULL, "%s", err);
+	cr_assert_eq(tc_load(&c, badnum, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "IPAM_ADMIN_GROUP") != NULL, "%s", err);
 }
