@@ -8,7 +8,8 @@
  * statuses:
  *
  *   0 SERVING, 1 bad arguments, 2 connection failed, 3 RPC failed
- *   (unknown service, timeout, not a health server), 4 not SERVING.
+ *   (unknown service, timeout, not a health server), 4 not SERVING,
+ *   20 no SVID from the Workload API (-spiffe).
  *
  * Messages go to stderr. Connecting waits for the channel to be ready
  * within -connect-timeout (retrying as gRPC does), then the Check gets
@@ -33,6 +34,7 @@
 #include "config.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
+#include "spiffe.h"
 
 enum probe_exit {
 	PROBE_OK = 0,		/* SERVING */
@@ -40,6 +42,8 @@ enum probe_exit {
 	PROBE_CONNECT = 2,	/* no connection within -connect-timeout */
 	PROBE_RPC = 3,		/* the Check failed */
 	PROBE_UNHEALTHY = 4,	/* answered, but not SERVING */
+	PROBE_SPIFFE = 20,	/* -spiffe: no SVID (grpc-health-probe's
+				 * StatusSpiffeFailed) */
 };
 
 #define PROBE_NS_PER_MS 1000000LL
@@ -125,7 +129,8 @@ probe_usage(FILE *f)
 {
 	fprintf(f, "usage: grpc_health_probe -addr=ADDR [flags]\n\n"
 	    "Calls grpc.health.v1.Health/Check; exit status 0 SERVING, 1 bad "
-	    "arguments,\n2 connection failed, 3 RPC failed, 4 not SERVING.\n\n");
+	    "arguments,\n2 connection failed, 3 RPC failed, 4 not SERVING, "
+	    "20 no SVID (-spiffe).\n\n");
 	for (size_t i = 0; i < PROBE_NFLAGS; i++)
 		fprintf(f, "  -%s%s\n    \t%s\n", probe_flags[i].name,
 		    probe_flags[i].kind == PROBE_STRING ? " string" :
@@ -274,8 +279,6 @@ probe_check(const struct probe_opts *o)
 	if (o->spiffe && o->tls)
 		return probe_bad("-spiffe and -tls exclude each other (-spiffe "
 		    "is mTLS with the SVID)");
-	if (o->spiffe)
-		return probe_bad("-spiffe: not supported in this build");
 	return 0;
 }
 
@@ -374,6 +377,46 @@ probe_creds(const struct probe_opts *o, char *err, size_t errlen)
 	grpcx_tls_free(t);
 	if (c == NULL)
 		snprintf(err, errlen, "cannot make TLS credentials");
+	return c;
+}
+
+/*
+ * -spiffe: mTLS with the SVID the Workload API at $SPIFFE_ENDPOINT_SOCKET
+ * hands out within -rpc-timeout (grpc-health-probe waits as long),
+ * accepting a server whose chain leads to the SVID's bundle and whose
+ * leaf carries a SPIFFE ID of its trust domain, without host names (as
+ * go-spiffe's AuthorizeAny). NULL with err set.
+ */
+static grpc_channel_credentials *
+probe_spiffe_creds(const struct probe_opts *o, char *err, size_t errlen)
+{
+	const char *addr = getenv("SPIFFE_ENDPOINT_SOCKET");
+	char target[128], why[256];	/* "unix:" and a sun_path */
+	struct spiffe_svid *svid;
+	grpc_channel_credentials *c;
+
+	if (addr == NULL || addr[0] == '\0') {
+		snprintf(err, errlen, "SPIFFE_ENDPOINT_SOCKET is not set");
+		return NULL;
+	}
+	if (cfg_spiffe_target(addr, target, sizeof(target), why,
+	    sizeof(why)) != 0) {
+		snprintf(err, errlen, "SPIFFE_ENDPOINT_SOCKET=%s: expected %s",
+		    addr, why);
+		return NULL;
+	}
+	svid = spiffe_fetch(target, (o->rpc_ns + PROBE_NS_PER_MS - 1) /
+	    PROBE_NS_PER_MS, why, sizeof(why));
+	if (svid == NULL) {
+		snprintf(err, errlen, "no SVID from %s: %s", addr, why);
+		return NULL;
+	}
+	if (o->verbose)
+		fprintf(stderr, "SVID: %s\n", svid->id);
+	c = spiffe_channel_credentials(svid, NULL);
+	spiffe_svid_free(svid);
+	if (c == NULL)
+		snprintf(err, errlen, "cannot make credentials of the SVID");
 	return c;
 }
 
@@ -503,7 +546,15 @@ probe_run(const struct probe_opts *o)
 	int64_t t0, t1;
 	int rc;
 
-	creds = probe_creds(o, err, sizeof(err));
+	if (o->spiffe) {
+		creds = probe_spiffe_creds(o, err, sizeof(err));
+		if (creds == NULL) {
+			fprintf(stderr, "failed to initialize tls credentials "
+			    "with spiffe: %s\n", err);
+			return PROBE_SPIFFE;
+		}
+	} else
+		creds = probe_creds(o, err, sizeof(err));
 	if (creds == NULL) {
 		fprintf(stderr, "failed to initialize tls credentials: %s\n",
 		    err);
@@ -575,10 +626,10 @@ main(int argc, char **argv)
 		return rc;
 	if (o.verbose) {
 		fprintf(stderr, "options: -addr=%s -service=%s "
-		    "-connect-timeout=%s -rpc-timeout=%s -tls=%s\n", o.addr,
-		    o.service, probe_dur(o.connect_ns, b1, sizeof(b1)),
+		    "-connect-timeout=%s -rpc-timeout=%s -tls=%s -spiffe=%s\n",
+		    o.addr, o.service, probe_dur(o.connect_ns, b1, sizeof(b1)),
 		    probe_dur(o.rpc_ns, b2, sizeof(b2)),
-		    o.tls ? "true" : "false");
+		    o.tls ? "true" : "false", o.spiffe ? "true" : "false");
 		if (o.tls)
 			fprintf(stderr, "options: -tls-no-verify=%s "
 			    "-tls-ca-cert=%s -tls-client-cert=%s "
