@@ -337,6 +337,12 @@ OPERATOR_PROBES = [
     for svc in ("Startup", "Readiness", "Liveness")
 ]
 
+# How Meridio's components probe a SPIFFE port of their own (its chart's
+# probe helpers with spiffe: true, the ipam's internal probe of ":<port>"):
+# the image's probe takes an SVID from the agent and checks the server's.
+SPIFFE_PORT_PROBE = ["/bin/grpc_health_probe", "-addr=:7777", "-service=ipam.v1.Ipam",
+                     "-spiffe", "-rpc-timeout=1s", "-connect-timeout=400ms"]
+
 TD = "spiffe://example.org"
 IPAM_ID = TD + "/ns/red/sa/default"
 PROXY_ID = TD + "/ns/red/sa/meridio-proxy"
@@ -727,10 +733,13 @@ class ImageBuild(unittest.TestCase):
         self.start_agent(agent)
         self.wait_started(pod, OPERATOR_PROBES[0][0])
         self.check_probes(pod, OPERATOR_PROBES)
-        # The image's own health check.
+        # The image's own health check, and a SPIFFE probe of the port, as
+        # the image's user through the agent's socket.
         hc = self.inspect()["Healthcheck"]["Test"]
         self.assertEqual(hc[0], "CMD")
         self.assertEqual(pod.run(*hc[1:]).returncode, 0)
+        r = pod.run(*SPIFFE_PORT_PROBE)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         # A proxy's Allocate over SPIFFE mTLS, in both families (dualstack).
         v4 = allocate("proxy-a")
         self.assertTrue(v4["ok"], str(v4) + pod.log()[-3000:])

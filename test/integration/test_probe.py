@@ -109,8 +109,10 @@ class Plain(DaemonTest):
         super().setUp()
         self.d = self.daemon()
         self.sock = self.d.env["IPAM_HEALTH_SOCKET"]
+        # ":port", an empty host, is the local host as Go dials it.
         self.addrs = ("unix://" + self.sock, "unix:" + self.sock,
-                      "127.0.0.1:%d" % self.d.port, "localhost:%d" % self.d.port)
+                      "127.0.0.1:%d" % self.d.port, "localhost:%d" % self.d.port,
+                      ":%d" % self.d.port)
 
     def assertExit(self, want, args, text=None):
         rc, err, out, took = probe(*args)
@@ -395,6 +397,10 @@ class Spiffe(DaemonTest):
                               env={"SPIFFE_ENDPOINT_SOCKET": "unix://" + other.path})
         self.assertEqual(rc, 0, err)
         self.assertIn("SVID: spiffe://example.org/ns/red/sa/probe", err)
+        # Meridio's form of a SPIFFE port probe: ":port".
+        rc, err, _, _ = probe("-addr=:%d" % self.d.port, "-spiffe", "-service=Readiness",
+                              env=self.env)
+        self.assertEqual(rc, 0, err)
         # Unknown service: an RPC failure, as without SPIFFE.
         rc, err, _, _ = probe("-addr=" + self.addr, "-spiffe", "-service=x", env=self.env)
         self.assertEqual(rc, 3, err)
