@@ -278,8 +278,10 @@ mount -t proc proc "$mnt/proc"
 exec chroot --userspec=10004:10004 --groups="$groups" "$mnt" "$@"
 """
 
-# Meridio's fsGroup (its chart's default): owner group of the data volume.
-FS_GROUP = 3000
+# The fsGroup of the StatefulSet Meridio's operator writes: owner group of
+# the data volume. (Meridio's chart and this one say 3000, read from the
+# rendered chart.)
+OPERATOR_FS_GROUP = 2000
 
 # The environment Meridio's operator writes into the ipam container
 # (config/templates/charts/meridio/deployment/ipam.yaml filled by
@@ -307,14 +309,19 @@ OPERATOR_ENV = {
     "IPAM_GRPC_PROBE_RPC_TIMEOUT": "1s",
 }
 
-# What the kubelet adds to every container: the pod's host name, the API
-# server's address and, as Meridio's pods keep service links, variables for
-# the Services of the namespace (the daemon must ignore them).
+# What the kubelet adds to every container: the pod's host name and the API
+# server's address.
 KUBELET_ENV = {
     "HOSTNAME": "ipam-trench-a-0",
     "KUBERNETES_SERVICE_HOST": "10.96.0.1",
     "KUBERNETES_SERVICE_PORT": "443",
     "KUBERNETES_PORT": "tcp://10.96.0.1:443",
+}
+
+# And, unless the pod says enableServiceLinks: false (this chart does,
+# Meridio's operator does not), variables for the Services of the
+# namespace; the daemon must ignore them.
+SERVICE_LINKS = {
     "IPAM_SERVICE_TRENCH_A_SERVICE_HOST": "10.96.0.20",
     "IPAM_SERVICE_TRENCH_A_SERVICE_PORT": "7777",
     "IPAM_SERVICE_TRENCH_A_PORT": "tcp://10.96.0.20:7777",
@@ -368,11 +375,12 @@ def chart_objects(*args):
             return json.load(f)
 
 
-def chart_container(*args):
-    """The ipam container of the chart's StatefulSet."""
+def chart_pod(*args):
+    """The pod spec of the chart's StatefulSet, and its ipam container."""
     objs = chart_objects(*args)
     sts = [o for o in objs if o["kind"] == "StatefulSet"][0]
-    return sts["spec"]["template"]["spec"]["containers"][0]
+    spec = sts["spec"]["template"]["spec"]
+    return spec, spec["containers"][0]
 
 
 def chart_probes(container):
@@ -400,19 +408,21 @@ class Pod:
     """One pod of the ipam StatefulSet run from the mounted image root: a
     network namespace of its own (loopback only), its /etc/hosts naming
     Services on loopback, /tmp, the data volume as the kubelet leaves it
-    with fsGroup (root:fsGroup, setgid, group-writable) and, with spire, a
-    host directory for the SPIRE agent's socket. env is the container's
+    with fs_group (root:fsGroup, setgid, group-writable) and, with spire,
+    a host directory for the SPIRE agent's socket. env is the container's
     whole environment."""
 
-    def __init__(self, test, root, base, env, entrypoint, services=(), spire=False):
+    def __init__(self, test, root, base, env, entrypoint, fs_group, services=(),
+                 spire=False):
         self.root = root
         self.env = env
         self.entrypoint = entrypoint
+        self.fs_group = fs_group
         self.proc = None
         self.dir = tempfile.mkdtemp(prefix="pod-", dir=base)
         self.data = os.path.join(self.dir, "data")
         os.mkdir(self.data)
-        os.chown(self.data, 0, FS_GROUP)
+        os.chown(self.data, 0, fs_group)
         os.chmod(self.data, 0o2775)
         self.tmp = os.path.join(self.dir, "tmp")
         os.mkdir(self.tmp)
@@ -445,7 +455,7 @@ class Pod:
 
     def argv(self, *cmd):
         return [*self.nsenter(), "unshare", "--mount", "sh", self.script, self.root,
-                self.dir, self.hosts, self.tmp, self.data, self.spire, str(FS_GROUP), *cmd]
+                self.dir, self.hosts, self.tmp, self.data, self.spire, str(self.fs_group), *cmd]
 
     def run(self, *cmd, timeout=15):
         """Runs cmd in the image as a container of the pod (kubectl exec)."""
@@ -505,13 +515,13 @@ class Pod:
         self.holder.wait()
         self.holder.stdout.close()
 
-    def names(self):
-        """The names of the records in the volume's registry.db."""
-        out = run(["sqlite3", os.path.join(self.data, "registry.db"),
-                   "select name from prefixes"])
+    def rows(self):
+        """(name, cidr) of the records in the volume's registry.db."""
+        out = run(["sqlite3", "-separator", " ", os.path.join(self.data, "registry.db"),
+                   "select name, cidr from prefixes"])
         if out.returncode != 0:
             raise AssertionError(out.stderr)
-        return out.stdout.split()
+        return [tuple(line.split(" ", 1)) for line in out.stdout.splitlines()]
 
 
 class ImageBuild(unittest.TestCase):
@@ -615,15 +625,18 @@ class ImageBuild(unittest.TestCase):
 
     # -- the image run as the ipam container of a Meridio pod ---------------
 
-    def pod(self, env, spire=False):
+    def pod(self, env, fs_group, spire=False, links=True):
         """A Pod of this image with env over the image's own, the
-        kubelet's variables and NSP's Service name in its /etc/hosts."""
+        kubelet's variables (with links, SERVICE_LINKS too) and NSP's
+        Service name in its /etc/hosts."""
         cfg = self.inspect()["Config"]
         full = dict(e.split("=", 1) for e in cfg["Env"])
         full.update(KUBELET_ENV)
+        if links:
+            full.update(SERVICE_LINKS)
         full.update(env)
         nsp_host = env["IPAM_NSP_SERVICE"].rsplit(":", 1)[0]
-        return Pod(self, self.root, self.tmp, full, cfg["Entrypoint"],
+        return Pod(self, self.root, self.tmp, full, cfg["Entrypoint"], fs_group,
                    services=[nsp_host], spire=spire)
 
     def nsp(self, pod, credentials=None):
@@ -702,10 +715,11 @@ class ImageBuild(unittest.TestCase):
         self.assertEqual(pod.stop(), 0, pod.log()[-3000:])
         self.assertNotEqual(pod.probe(probe)[0], 0)
         st = os.stat(os.path.join(pod.data, "registry.db"))
-        self.assertEqual((st.st_uid, st.st_gid), (10004, FS_GROUP))
+        self.assertEqual((st.st_uid, st.st_gid), (10004, pod.fs_group))
         st = os.stat(pod.data)
-        self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o7777), (0, FS_GROUP, 0o2775))
-        have = pod.names()
+        self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o7777),
+                         (0, pod.fs_group, 0o2775))
+        have = [name for name, _ in pod.rows()]
         for n in names:
             self.assertIn(n, have)
         self.assertNotIn("root is writable", pod.log())
@@ -713,7 +727,7 @@ class ImageBuild(unittest.TestCase):
     def test_operator_pod_with_spire(self):
         # The StatefulSet Meridio's operator writes, SPIRE agent started
         # after the daemon, NSP requiring SPIFFE mTLS.
-        pod = self.pod(OPERATOR_ENV, spire=True)
+        pod = self.pod(OPERATOR_ENV, OPERATOR_FS_GROUP, spire=True)
         ca = fakespire.Ca("example.org")
         agent = self.agent(pod, ca)
         nsp = self.spiffe_nsp(pod, ca)
@@ -757,18 +771,24 @@ class ImageBuild(unittest.TestCase):
         self.assertEqual(fakespire.uri_sans_of_pem(certs[-1]), [IPAM_ID])
         self.assertEqual(nsp.request_trenches()[-1], "trench-a")
         self.check_stopped(pod, OPERATOR_PROBES[1][0], ["conduit-a", "proxy-a"])
+        # Both addresses the proxy got are the ones on the volume.
+        cidrs = [cidr for name, cidr in pod.rows() if name == "proxy-a"]
+        for a in (v4, v6):
+            ip = a["address"].split("/")[0]
+            self.assertTrue([c for c in cidrs if c.split("/")[0] == ip], (a, cidrs))
 
     def test_chart_pod_with_spire(self):
         # This chart rendered with Meridio's values: its environment and
         # mounts, the agent up first.
-        c = chart_container()
+        spec, c = chart_pod()
         env = chart_env(c, "red")
         self.assertEqual(env["SPIFFE_ENDPOINT_SOCKET"], OPERATOR_ENV["SPIFFE_ENDPOINT_SOCKET"])
         mounts = {m["mountPath"]: m.get("readOnly", False) for m in c["volumeMounts"]}
         self.assertEqual(mounts, {"/run/spire/sockets": True, "/run/ipam/data": False,
                                   "/tmp": False})
         probes = chart_probes(c)
-        pod = self.pod(env, spire=True)
+        pod = self.pod(env, spec["securityContext"]["fsGroup"], spire=True,
+                       links=spec.get("enableServiceLinks", True))
         ca = fakespire.Ca("example.org")
         self.start_agent(self.agent(pod, ca))
         nsp = self.spiffe_nsp(pod, ca)
@@ -787,13 +807,14 @@ class ImageBuild(unittest.TestCase):
         # spiffe.enabled=false, for clusters without SPIRE: plaintext
         # port and NSP; the image's ipamctl allocates, as a user would
         # with kubectl exec.
-        c = chart_container("--set", "spiffe.enabled=false")
+        spec, c = chart_pod("--set", "spiffe.enabled=false")
         env = chart_env(c, "red")
         self.assertNotIn("SPIFFE_ENDPOINT_SOCKET", env)
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
         self.assertEqual(mounts, {"/run/ipam/data", "/tmp"})
         probes = chart_probes(c)
-        pod = self.pod(env)
+        pod = self.pod(env, spec["securityContext"]["fsGroup"],
+                       links=spec.get("enableServiceLinks", True))
         self.nsp(pod)
         self.assertEqual(pod.probe(probes[0][0])[0], 2)
         pod.start()
