@@ -409,7 +409,8 @@ class Pod:
     network namespace of its own (loopback only), its /etc/hosts naming
     Services on loopback, /tmp, the data volume as the kubelet leaves it
     with fs_group (root:fsGroup, setgid, group-writable) and, with spire,
-    a host directory for the SPIRE agent's socket. env is the container's
+    a host directory for the SPIRE agent's socket. The daemon is the PID 1
+    of a PID namespace, stopped by SIGTERM to it. env is the container's
     whole environment."""
 
     def __init__(self, test, root, base, env, entrypoint, fs_group, services=(),
@@ -453,8 +454,11 @@ class Pod:
         """A command prefix that runs in the pod's network namespace."""
         return ["nsenter", "--net=" + self.netns]
 
-    def argv(self, *cmd):
-        return [*self.nsenter(), "unshare", "--mount", "sh", self.script, self.root,
+    def argv(self, *cmd, pid1=False):
+        """cmd in the image; with pid1, as PID 1 of a PID namespace of its
+        own (killed with the unshare that waits for it)."""
+        ns = ["--mount", "--pid", "--fork", "--kill-child"] if pid1 else ["--mount"]
+        return [*self.nsenter(), "unshare", *ns, "sh", self.script, self.root,
                 self.dir, self.hosts, self.tmp, self.data, self.spire, str(self.fs_group), *cmd]
 
     def run(self, *cmd, timeout=15):
@@ -486,10 +490,21 @@ class Pod:
             os.close(pod)
 
     def start(self):
-        """Starts the image's entrypoint (the daemon)."""
+        """Starts the image's entrypoint (the daemon) as PID 1, as a
+        container's entrypoint runs."""
         with open(self.logpath, "w") as log:
-            self.proc = subprocess.Popen(self.argv(*self.entrypoint), env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd="/")
+            self.proc = subprocess.Popen(self.argv(*self.entrypoint, pid1=True), env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT, cwd="/")
+
+    def pid1(self):
+        """The host's PID of the pod's PID 1, or None (not forked yet, or
+        gone)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                kids = f.read().split()
+        except FileNotFoundError:
+            return None
+        return int(kids[0]) if kids else None
 
     def log(self):
         return Path(self.logpath).read_text() if os.path.exists(self.logpath) else ""
@@ -498,9 +513,12 @@ class Pod:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self):
-        """SIGTERM, bounded wait, SIGKILL as a last resort; returns the code."""
+        """SIGTERM to PID 1, as the kubelet stops a container; bounded
+        wait, SIGKILL as a last resort; returns the code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            pid = self.pid1()
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -738,6 +756,11 @@ class ImageBuild(unittest.TestCase):
         poll(lambda: "waiting for an SVID" in pod.log() or not pod.running(), 20,
              what="the daemon waiting for an SVID")
         self.assertTrue(pod.running(), pod.log()[-3000:])
+        # The daemon is the container's PID 1.
+        pid = pod.pid1()
+        self.assertRegex(Path(f"/proc/{pid}/status").read_text(), r"(?m)^NSpid:\s+\d+\s+1$")
+        self.assertEqual(Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0],
+                         pod.entrypoint[0])
         # Alive without an SVID: every probe says NOT_SERVING (4), the port
         # takes no call.
         self.check_probes(pod, OPERATOR_PROBES, want=4)
