@@ -731,6 +731,13 @@ class ImageBuild(unittest.TestCase):
         registry.db with names, as fsGroup leaves it; the root stayed
         read-only."""
         self.assertEqual(pod.stop(), 0, pod.log()[-3000:])
+        # Each worker stopped by itself, before PID 1 ended the namespace.
+        stopped = {}
+        for line in pod.log().splitlines():
+            if line.startswith("{") and '"worker stopped"' in line:
+                extra = json.loads(line)["extra_data"]
+                stopped[extra["worker"]] = extra["status"]
+        self.assertEqual(stopped, {"db": "exit 0", "api": "exit 0", "nsp": "exit 0"})
         self.assertNotEqual(pod.probe(probe)[0], 0)
         st = os.stat(os.path.join(pod.data, "registry.db"))
         self.assertEqual((st.st_uid, st.st_gid), (10004, pod.fs_group))
