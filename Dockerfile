@@ -27,10 +27,10 @@ RUN sh /tmp/deps.sh --only build \
 # systemd, scripts/deps.sh). Warnings are not errors here: a distribution
 # build must not break on a new compiler's warning (make test keeps
 # -Werror). Only the programs go to /out, laid out as they land in the
-# runtime image.
+# runtime image (no man pages).
 COPY . /src
 RUN cmake -S /src -B /build -DCMAKE_BUILD_TYPE=Release -DIPAM_TESTS=OFF \
-      -DIPAM_WERROR=OFF -DCMAKE_INSTALL_PREFIX=/usr \
+      -DIPAM_WERROR=OFF -DIPAM_MANPAGES=OFF -DCMAKE_INSTALL_PREFIX=/usr \
  && cmake --build /build -j "$(nproc)" \
  && DESTDIR=/stage cmake --install /build --strip \
  && mkdir -p /out/usr/bin /out/usr/libexec \

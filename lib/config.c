@@ -331,27 +331,23 @@ cfg_is_space(char c)
 }
 
 /*
- * Reads IPAM_CONDUITS: names separated by commas, each trimmed of white
- * space. An empty entry, a bad name or a repeated name is refused (with
- * its position), since each would silently mean something else.
+ * Splits the value v of name on commas into *out (*n entries, each
+ * trimmed of white space, empty ones kept as ""); cfg_free frees them.
+ * The caller checks the entries. Returns 0, or -1 when out of memory.
  */
 static int
-cfg_conduits(struct cfg_ctx *x, struct cfg *c)
+cfg_list(struct cfg_ctx *x, const char *name, const char *v, char ***out,
+    size_t *n)
 {
-	const char *name = "IPAM_CONDUITS";
-	const char *v = cfg_value(x, name, CFG_DEF_CONDUITS);
 	const char *p, *end, *s, *e;
-	size_t n = 1, i, k, len;
+	size_t k = 1;
 
-	if (v[0] == '\0')
-		return 0;
 	for (p = v; *p != '\0'; p++)
-		n += *p == ',';
-	c->conduits = calloc(n, sizeof(*c->conduits));
-	if (c->conduits == NULL)
+		k += *p == ',';
+	*out = calloc(k, sizeof(**out));
+	if (*out == NULL)
 		return cfg_oom(x, name);
-
-	for (p = v, i = 0; i < n; i++, p = end + 1) {
+	for (p = v; *n < k; p = end + 1) {
 		end = strchr(p, ',');
 		if (end == NULL)
 			end = p + strlen(p);
@@ -361,25 +357,44 @@ cfg_conduits(struct cfg_ctx *x, struct cfg *c)
 			s++;
 		while (e > s && cfg_is_space(e[-1]))
 			e--;
-		len = (size_t)(e - s);
+		(*out)[*n] = strndup(s, (size_t)(e - s));
+		if ((*out)[*n] == NULL)
+			return cfg_oom(x, name);
+		(*n)++;
+	}
+	return 0;
+}
+
+/*
+ * Reads IPAM_CONDUITS: names separated by commas, each trimmed of white
+ * space. An empty entry, a bad name or a repeated name is refused (with
+ * its position), since each would silently mean something else.
+ */
+static int
+cfg_conduits(struct cfg_ctx *x, struct cfg *c)
+{
+	const char *name = "IPAM_CONDUITS";
+	const char *v = cfg_value(x, name, CFG_DEF_CONDUITS);
+	size_t i, k, len;
+
+	if (v[0] == '\0')
+		return 0;
+	if (cfg_list(x, name, v, &c->conduits, &c->nconduits) != 0)
+		return -1;
+	for (i = 0; i < c->nconduits; i++) {
+		len = strlen(c->conduits[i]);
 		if (len == 0)
 			return cfg_fail(x, name, v, "comma-separated conduit "
 			    "names (entry %zu is empty)", i + 1);
-		if (!cfg_name_ok(s, len))
+		if (!cfg_name_ok(c->conduits[i], len))
 			return cfg_fail(x, name, v, "comma-separated conduit "
 			    "names of 1 to %d bytes without control "
 			    "characters (entry %zu)", CFG_NAME_MAX, i + 1);
-		for (k = 0; k < c->nconduits; k++) {
-			if (strlen(c->conduits[k]) == len &&
-			    memcmp(c->conduits[k], s, len) == 0)
+		for (k = 0; k < i; k++)
+			if (strcmp(c->conduits[k], c->conduits[i]) == 0)
 				return cfg_fail(x, name, v, "comma-separated "
 				    "conduit names without repeats (entry "
 				    "%zu repeats entry %zu)", i + 1, k + 1);
-		}
-		c->conduits[c->nconduits] = strndup(s, len);
-		if (c->conduits[c->nconduits] == NULL)
-			return cfg_oom(x, name);
-		c->nconduits++;
 	}
 	return 0;
 }
@@ -502,39 +517,24 @@ cfg_spiffe_allowed(struct cfg_ctx *x, struct cfg *c)
 {
 	const char *name = "IPAM_SPIFFE_ALLOWED_IDS";
 	const char *v = cfg_value(x, name, "");
-	const char *p, *end, *s, *e;
-	size_t n = 1, i, len;
+	const char *s;
+	size_t i, len;
 
 	if (v[0] == '\0')
 		return 0;
 	if (c->spiffe_socket[0] == '\0')
 		return cfg_fail(x, name, v, "no value unless "
 		    "SPIFFE_ENDPOINT_SOCKET is set");
-	for (p = v; *p != '\0'; p++)
-		n += *p == ',';
-	c->spiffe_allowed = calloc(n, sizeof(*c->spiffe_allowed));
-	if (c->spiffe_allowed == NULL)
-		return cfg_oom(x, name);
-	for (p = v, i = 0; i < n; i++, p = end + 1) {
-		end = strchr(p, ',');
-		if (end == NULL)
-			end = p + strlen(p);
-		s = p;
-		e = end;
-		while (s < e && cfg_is_space(*s))
-			s++;
-		while (e > s && cfg_is_space(e[-1]))
-			e--;
-		len = (size_t)(e - s);
+	if (cfg_list(x, name, v, &c->spiffe_allowed, &c->nspiffe_allowed) != 0)
+		return -1;
+	for (i = 0; i < c->nspiffe_allowed; i++) {
+		s = c->spiffe_allowed[i];
+		len = strlen(s);
 		if (len <= 9 || strncmp(s, "spiffe://", 9) != 0 || s[9] == '/' ||
-		    !cfg_name_ok(s, len) || memchr(s, ' ', len) != NULL)
+		    !cfg_name_ok(s, len) || strchr(s, ' ') != NULL)
 			return cfg_fail(x, name, v, "comma-separated SPIFFE IDs "
 			    "or ID prefixes ending in /, each "
 			    "spiffe://trust-domain/path (entry %zu)", i + 1);
-		c->spiffe_allowed[c->nspiffe_allowed] = strndup(s, len);
-		if (c->spiffe_allowed[c->nspiffe_allowed] == NULL)
-			return cfg_oom(x, name);
-		c->nspiffe_allowed++;
 	}
 	return 0;
 }

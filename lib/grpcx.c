@@ -206,18 +206,12 @@ struct grpcx_client *
 grpcx_client_new_tls(const char *target, struct grpcx_tls *t,
     const char *server_name, char *err, size_t errlen)
 {
-	struct grpcx_client *c;
 	grpc_channel_credentials *creds;
 	grpc_arg arg;
 	grpc_channel_args args = { .num_args = 0, .args = &arg };
 
 	if (target == NULL || target[0] == '\0') {
 		snprintf(err, errlen, "empty target");
-		return NULL;
-	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	if (t != NULL && server_name != NULL && server_name[0] != '\0') {
@@ -230,10 +224,24 @@ grpcx_client_new_tls(const char *target, struct grpcx_tls *t,
 	    grpc_insecure_credentials_create();
 	if (creds == NULL) {
 		snprintf(err, errlen, "cannot make TLS credentials");
-		free(c);
 		return NULL;
 	}
-	c->channel = grpc_channel_create(target, creds, &args);
+	return grpcx_client_new_creds(target, creds, &args, err, errlen);
+}
+
+struct grpcx_client *
+grpcx_client_new_creds(const char *target, grpc_channel_credentials *creds,
+    const grpc_channel_args *args, char *err, size_t errlen)
+{
+	struct grpcx_client *c;
+
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		grpc_channel_credentials_release(creds);
+		return NULL;
+	}
+	c->channel = grpc_channel_create(target, creds, args);
 	grpc_channel_credentials_release(creds);
 	if (c->channel == NULL) {
 		snprintf(err, errlen, "cannot create a channel to %s", target);

@@ -252,4 +252,13 @@ grpc_channel_credentials *grpcx_tls_channel_credentials(struct grpcx_tls *t);
 struct grpcx_client *grpcx_client_new_tls(const char *target,
     struct grpcx_tls *t, const char *server_name, char *err, size_t errlen);
 
+/*
+ * A client over a channel made with creds (taken: released here, also on
+ * failure) and args (may be NULL): SPIFFE mTLS and other credentials made
+ * by their own module.
+ */
+struct grpcx_client *grpcx_client_new_creds(const char *target,
+    grpc_channel_credentials *creds, const grpc_channel_args *args,
+    char *err, size_t errlen);
+
 #endif

@@ -24,6 +24,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "errbuf.h"
 #include "grpcx.h"
 #include "spiffe/workload.pb-c.h"
 
@@ -48,18 +49,6 @@ struct spiffe_source {
 	void *arg;			/* their first argument */
 };
 
-/* printf into err (when there is room). */
-static void __attribute__((format(printf, 3, 4)))
-spiffe_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- SVIDs -------------------------------------------------------------- */
 
@@ -151,24 +140,24 @@ spiffe_certs_pem(const uint8_t *der, size_t len, const char *what,
 	int n = 0;
 
 	if (len == 0) {
-		spiffe_err(err, errlen, "%s: no certificate", what);
+		errbuf_set(err, errlen, "%s: no certificate", what);
 		return NULL;
 	}
 	b = BIO_new(BIO_s_mem());
 	if (b == NULL) {
-		spiffe_err(err, errlen, "%s: out of memory", what);
+		errbuf_set(err, errlen, "%s: out of memory", what);
 		return NULL;
 	}
 	while (p < end) {
 		x = d2i_X509(NULL, &p, (long)(end - p));
 		if (x == NULL) {
-			spiffe_err(err, errlen, "%s: certificate %d is not "
+			errbuf_set(err, errlen, "%s: certificate %d is not "
 			    "DER X.509", what, n + 1);
 			goto out;
 		}
 		if (!PEM_write_bio_X509(b, x)) {
 			X509_free(x);
-			spiffe_err(err, errlen, "%s: out of memory", what);
+			errbuf_set(err, errlen, "%s: out of memory", what);
 			goto out;
 		}
 		if (n == 0 && leaf != NULL)
@@ -179,7 +168,7 @@ spiffe_certs_pem(const uint8_t *der, size_t len, const char *what,
 	}
 	pem = spiffe_bio_string(b);
 	if (pem == NULL)
-		spiffe_err(err, errlen, "%s: out of memory", what);
+		errbuf_set(err, errlen, "%s: out of memory", what);
 out:
 	BIO_free(b);
 	if (pem == NULL && leaf != NULL && *leaf != NULL) {
@@ -212,7 +201,7 @@ spiffe_leaf_check(X509 *leaf, const char *id, char *err, size_t errlen)
 	}
 	if (nuri != 1 || (size_t)ulen != strlen(id) ||
 	    memcmp(u, id, (size_t)ulen) != 0) {
-		spiffe_err(err, errlen, "SVID %s: the leaf certificate must "
+		errbuf_set(err, errlen, "SVID %s: the leaf certificate must "
 		    "carry exactly one URI SAN, the ID (found %d URI SANs)",
 		    id, nuri);
 		GENERAL_NAMES_free(sans);
@@ -240,19 +229,19 @@ spiffe_key_pem(const uint8_t *der, size_t len, X509 *leaf, const char *id,
 	p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
 	if (p8 == NULL || p != der + len ||
 	    (pk = EVP_PKCS82PKEY(p8)) == NULL) {
-		spiffe_err(err, errlen, "SVID %s: the key is not DER PKCS#8",
+		errbuf_set(err, errlen, "SVID %s: the key is not DER PKCS#8",
 		    id);
 		goto out;
 	}
 	if (X509_check_private_key(leaf, pk) != 1) {
-		spiffe_err(err, errlen, "SVID %s: the key does not match the "
+		errbuf_set(err, errlen, "SVID %s: the key does not match the "
 		    "leaf certificate", id);
 		goto out;
 	}
 	b = BIO_new(BIO_s_secmem());
 	if (b == NULL || !PEM_write_bio_PKCS8_PRIV_KEY_INFO(b, p8) ||
 	    (pem = spiffe_bio_string(b)) == NULL)
-		spiffe_err(err, errlen, "SVID %s: out of memory", id);
+		errbuf_set(err, errlen, "SVID %s: out of memory", id);
 out:
 	ERR_clear_error();
 	BIO_free(b);
@@ -273,23 +262,23 @@ spiffe_svid_parse(const uint8_t *msg, size_t len, char *err, size_t errlen)
 
 	r = x509_svidresponse__unpack(NULL, len, len > 0 ? msg : empty);
 	if (r == NULL) {
-		spiffe_err(err, errlen, "not an X509SVIDResponse");
+		errbuf_set(err, errlen, "not an X509SVIDResponse");
 		return NULL;
 	}
 	if (r->n_svids == 0) {
-		spiffe_err(err, errlen, "the response holds no SVID");
+		errbuf_set(err, errlen, "the response holds no SVID");
 		goto out;
 	}
 	v = r->svids[0];
 	if (strlen(v->spiffe_id) > SPIFFE_ID_MAX ||
 	    spiffe_trust_domain(v->spiffe_id, td, sizeof(td)) != 0) {
-		spiffe_err(err, errlen, "SVID ID \"%.200s\" is not a SPIFFE "
+		errbuf_set(err, errlen, "SVID ID \"%.200s\" is not a SPIFFE "
 		    "ID (spiffe://trust-domain/path)", v->spiffe_id);
 		goto out;
 	}
 	s = calloc(1, sizeof(*s));
 	if (s == NULL || (s->id = strdup(v->spiffe_id)) == NULL) {
-		spiffe_err(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		goto fail;
 	}
 	s->cert = spiffe_certs_pem(v->x509_svid.data, v->x509_svid.len,
@@ -531,11 +520,11 @@ spiffe_stream_status(struct spiffe_stream *st, char *err, size_t errlen)
 	op.data.recv_status_on_client.status = &st->status;
 	op.data.recv_status_on_client.status_details = &st->details;
 	if (grpc_call_start_batch(st->call, &op, 1, st, NULL) != GRPC_CALL_OK) {
-		spiffe_err(err, errlen, "cannot end the call");
+		errbuf_set(err, errlen, "cannot end the call");
 		return;
 	}
 	spiffe_wait(st);
-	spiffe_err(err, errlen, "%s: %.*s", grpcx_status_name(st->status),
+	errbuf_set(err, errlen, "%s: %.*s", grpcx_status_name(st->status),
 	    (int)GRPC_SLICE_LENGTH(st->details),
 	    (const char *)GRPC_SLICE_START_PTR(st->details));
 }
@@ -575,13 +564,13 @@ spiffe_stream_svid(struct spiffe_stream *st, char *err, size_t errlen)
 	size_t len;
 
 	if (grpcx_read_all(st->recv, &buf, &len) < 0) {
-		spiffe_err(err, errlen, "cannot read the message");
+		errbuf_set(err, errlen, "cannot read the message");
 		return NULL;
 	}
 	s = len > SPIFFE_MSG_MAX ? NULL : spiffe_svid_parse(buf, len, err,
 	    errlen);
 	if (len > SPIFFE_MSG_MAX)
-		spiffe_err(err, errlen, "message of %zu bytes, more than %d",
+		errbuf_set(err, errlen, "message of %zu bytes, more than %d",
 		    len, SPIFFE_MSG_MAX);
 	OPENSSL_cleanse(buf, len);
 	free(buf);
@@ -598,7 +587,7 @@ spiffe_fetch(const char *target, int64_t timeout_ms, char *err,
 
 	if (spiffe_stream_open(&st, target, grpcx_deadline_ms(timeout_ms),
 	    NULL) < 0) {
-		spiffe_err(err, errlen, "Workload API %s: cannot start a call",
+		errbuf_set(err, errlen, "Workload API %s: cannot start a call",
 		    target);
 		goto out;
 	}
@@ -606,12 +595,12 @@ spiffe_fetch(const char *target, int64_t timeout_ms, char *err,
 	if (st.recv != NULL) {
 		s = spiffe_stream_svid(&st, why, sizeof(why));
 		if (s == NULL)
-			spiffe_err(err, errlen, "Workload API %s: %s", target,
+			errbuf_set(err, errlen, "Workload API %s: %s", target,
 			    why);
 	}
 	spiffe_stream_status(&st, why, sizeof(why));
 	if (st.recv == NULL)
-		spiffe_err(err, errlen, "Workload API %s: no SVID: %s",
+		errbuf_set(err, errlen, "Workload API %s: no SVID: %s",
 		    target, why);
 out:
 	spiffe_stream_close(&st);
@@ -644,7 +633,7 @@ spiffe_watch_once(struct spiffe_source *s, char *err, size_t errlen)
 
 	if (spiffe_stream_open(&st, s->target,
 	    gpr_inf_future(GPR_CLOCK_REALTIME), s) < 0) {
-		spiffe_err(err, errlen, "cannot start a call");
+		errbuf_set(err, errlen, "cannot start a call");
 		pthread_mutex_lock(&s->mu);
 		s->call = NULL;
 		pthread_mutex_unlock(&s->mu);
@@ -734,12 +723,12 @@ spiffe_source_watch(struct spiffe_source *s, const char *target,
 	int e;
 
 	if (s->watching) {
-		spiffe_err(err, errlen, "the source is watched already");
+		errbuf_set(err, errlen, "the source is watched already");
 		return -1;
 	}
 	s->target = strdup(target);
 	if (s->target == NULL) {
-		spiffe_err(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return -1;
 	}
 	s->max_backoff_ms = max_backoff_ms < SPIFFE_BACKOFF_MIN_MS ?
@@ -748,7 +737,7 @@ spiffe_source_watch(struct spiffe_source *s, const char *target,
 	s->arg = arg;
 	e = pthread_create(&s->tid, NULL, spiffe_watch_main, s);
 	if (e != 0) {
-		spiffe_err(err, errlen, "cannot start the watcher: %s",
+		errbuf_set(err, errlen, "cannot start the watcher: %s",
 		    strerror(e));
 		free(s->target);
 		s->target = NULL;

@@ -325,6 +325,62 @@ notdb:
 }
 
 /*
+ * Says why path could not be opened read-write or created (errno e), naming
+ * what is wrong rather than repeating strerror: the directory missing or
+ * not a directory, a file system that is read-only or takes no new files
+ * (/proc, /sys), the file or directory not writable by this uid.
+ */
+static void
+store_explain_open(const char *path, int e, char *err, size_t errlen)
+{
+	char dir[PATH_MAX], up[PATH_MAX], child[PATH_MAX];
+	struct stat sb;
+	bool exists = stat(path, &sb) == 0;
+
+	store_dirname(path, dir, sizeof(dir));
+	if (e == EISDIR || (exists && S_ISDIR(sb.st_mode))) {
+		errbuf_set(err, errlen, "%s: is a directory, not a database "
+		    "file", path);
+	} else if (e == ENOENT || e == ENOTDIR) {
+		/* the nearest ancestor that exists tells which case it is */
+		snprintf(up, sizeof(up), "%s", dir);
+		while (stat(up, &sb) != 0 && strcmp(up, "/") != 0 &&
+		    strcmp(up, ".") != 0) {
+			snprintf(child, sizeof(child), "%s", up);
+			store_dirname(child, up, sizeof(up));
+		}
+		if (stat(up, &sb) == 0 && !S_ISDIR(sb.st_mode))
+			errbuf_set(err, errlen, "%s: cannot create: %s is not "
+			    "a directory", path, up);
+		else if (strcmp(up, dir) != 0)
+			errbuf_set(err, errlen, "%s: cannot create: directory "
+			    "%s does not exist", path, dir);
+		else
+			errbuf_set(err, errlen, "%s: cannot create: directory "
+			    "%s exists but takes no new files (a virtual file "
+			    "system such as /proc or /sys?)", path, dir);
+	} else if (e == EROFS) {
+		errbuf_set(err, errlen, "%s: cannot %s: %s is on a read-only "
+		    "file system", path, exists ? "open for writing" :
+		    "create", exists ? "the file" : dir);
+	} else if ((e == EACCES || e == EPERM) && exists) {
+		errbuf_set(err, errlen, "%s: cannot open for writing: the file "
+		    "(owner uid %u, mode %04o) is not writable by uid %u: %s",
+		    path, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777),
+		    (unsigned)geteuid(), strerror(e));
+	} else if ((e == EACCES || e == EPERM) && stat(dir, &sb) == 0) {
+		errbuf_set(err, errlen, "%s: cannot create: directory %s "
+		    "(owner uid %u, mode %04o) is not writable by uid %u: %s",
+		    path, dir, (unsigned)sb.st_uid,
+		    (unsigned)(sb.st_mode & 07777), (unsigned)geteuid(),
+		    strerror(e));
+	} else {
+		errbuf_set(err, errlen, "%s: cannot open: %s", path,
+		    strerror(e));
+	}
+}
+
+/*
  * Opens path read-write for the lock, creating it (O_EXCL) when it is
  * missing and creation is allowed. Sets *created when this call made the
  * file. Returns the fd or -1 with err set.
@@ -333,7 +389,6 @@ static int
 store_open_lockfd(const char *path, int flags, bool *created, char *err,
     size_t errlen)
 {
-	char dir[PATH_MAX];
 	int fd;
 
 	*created = false;
@@ -357,16 +412,7 @@ store_open_lockfd(const char *path, int flags, bool *created, char *err,
 			break;
 		/* created by someone else meanwhile: open that one */
 	}
-	store_dirname(path, dir, sizeof(dir));
-	if (errno == ENOENT)
-		errbuf_set(err, errlen, "%s: cannot create: directory %s does "
-		    "not exist", path, dir);
-	else if (errno == EACCES || errno == EROFS || errno == EPERM)
-		errbuf_set(err, errlen, "%s: cannot open for writing (file or "
-		    "directory %s read-only?): %s", path, dir, strerror(errno));
-	else
-		errbuf_set(err, errlen, "%s: cannot open: %s", path,
-		    strerror(errno));
+	store_explain_open(path, errno, err, errlen);
 	return -1;
 }
 

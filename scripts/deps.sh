@@ -14,20 +14,21 @@
 set -eu
 
 # Compilers, tools and -dev packages the build reads (libssl-dev: libcrypto,
-# which the SPIFFE code calls itself).
+# which the SPIFFE code calls itself; help2man: the man pages).
 GROUP_build="gcc libc6-dev make cmake pkg-config libgrpc-dev libprotobuf-c-dev
 protobuf-c-compiler libsqlite3-dev libsystemd-dev libjson-c-dev libbsd-dev
-libssl-dev"
+libssl-dev help2man"
 # What the installed programs load (test_deploy_image.py checks it against
 # ldd): one package per library, their own dependencies come with them.
 # libbsd is not among them: only its header-only sys/tree.h is used.
 # libsystemd0 is dlopen'ed under systemd.
 GROUP_runtime="libgrpc29 libprotobuf-c1 libsqlite3-0 libsystemd0 libjson-c5 libssl3"
 # What make test needs beyond the build (build-essential: the developer's
-# usual tool set, g++ and dpkg-dev, as the list has always had it).
+# usual tool set, g++ and dpkg-dev, as the list has always had it; mandoc:
+# lints the man pages).
 GROUP_test="build-essential libcriterion-dev sqlite3 protobuf-compiler
 protobuf-compiler-grpc python3 python3-grpcio python3-protobuf strace openssl
-python3-cryptography nodejs"
+python3-cryptography nodejs systemd mandoc"
 # npm: Debian's package, unless the nodejs installed brings its own.
 command -v npm >/dev/null 2>&1 || GROUP_test="$GROUP_test npm"
 

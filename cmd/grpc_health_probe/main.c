@@ -8,8 +8,7 @@
  * statuses:
  *
  *   0 SERVING, 1 bad arguments, 2 connection failed, 3 RPC failed
- *   (unknown service, timeout, not a health server), 4 not SERVING,
- *   20 no SVID from the Workload API (-spiffe).
+ *   (unknown service, timeout, not a health server), 4 not SERVING.
  *
  * Messages go to stderr. Connecting waits for the channel to be ready
  * within -connect-timeout (retrying as gRPC does), then the Check gets
@@ -42,8 +41,7 @@ enum probe_exit {
 	PROBE_CONNECT = 2,	/* no connection within -connect-timeout */
 	PROBE_RPC = 3,		/* the Check failed */
 	PROBE_UNHEALTHY = 4,	/* answered, but not SERVING */
-	PROBE_SPIFFE = 20,	/* -spiffe: no SVID (grpc-health-probe's
-				 * StatusSpiffeFailed) */
+	PROBE_SPIFFE = 20,	/* -spiffe: no SVID from the Workload API */
 };
 
 #define PROBE_NS_PER_MS 1000000LL
@@ -129,8 +127,7 @@ probe_usage(FILE *f)
 {
 	fprintf(f, "usage: grpc_health_probe -addr=ADDR [flags]\n\n"
 	    "Calls grpc.health.v1.Health/Check; exit status 0 SERVING, 1 bad "
-	    "arguments,\n2 connection failed, 3 RPC failed, 4 not SERVING, "
-	    "20 no SVID (-spiffe).\n\n");
+	    "arguments,\n2 connection failed, 3 RPC failed, 4 not SERVING.\n\n");
 	for (size_t i = 0; i < PROBE_NFLAGS; i++)
 		fprintf(f, "  -%s%s\n    \t%s\n", probe_flags[i].name,
 		    probe_flags[i].kind == PROBE_STRING ? " string" :
@@ -359,6 +356,40 @@ probe_no_verify_creds(const struct probe_opts *o, char *err, size_t errlen)
 	return grpc_tls_credentials_create(opts);
 }
 
+/*
+ * -spiffe: the SVID and bundle from SPIFFE_ENDPOINT_SOCKET within the RPC
+ * timeout (as grpc-health-probe waits for its X509Source), then mTLS with
+ * them: the server's chain must lead to the bundle and carry a spiffe://
+ * ID (any, as go-spiffe's AuthorizeAny); host names are not checked.
+ */
+static grpc_channel_credentials *
+probe_spiffe_creds(const struct probe_opts *o, char *err, size_t errlen)
+{
+	const char *ep = getenv("SPIFFE_ENDPOINT_SOCKET");
+	struct spiffe_svid *svid;
+	grpc_channel_credentials *c;
+	char target[4200];
+
+	if (ep == NULL || ep[0] == '\0') {
+		snprintf(err, errlen, "SPIFFE_ENDPOINT_SOCKET is not set");
+		return NULL;
+	}
+	if (cfg_spiffe_target(ep, target, sizeof(target), err, errlen) != 0)
+		return NULL;
+	svid = spiffe_fetch(target, o->rpc_ns / PROBE_NS_PER_MS, err, errlen);
+	if (svid == NULL)
+		return NULL;
+	if (o->verbose)
+		fprintf(stderr, "SPIFFE Verifiable Identity Document (SVID): "
+		    "\"%s\"\n", svid->id);
+	c = spiffe_channel_credentials(svid, NULL);
+	spiffe_svid_free(svid);
+	if (c == NULL)
+		snprintf(err, errlen, "cannot make mTLS credentials from the "
+		    "SVID");
+	return c;
+}
+
 /* The channel's credentials: plaintext, or TLS as the flags say. */
 static grpc_channel_credentials *
 probe_creds(const struct probe_opts *o, char *err, size_t errlen)
@@ -377,46 +408,6 @@ probe_creds(const struct probe_opts *o, char *err, size_t errlen)
 	grpcx_tls_free(t);
 	if (c == NULL)
 		snprintf(err, errlen, "cannot make TLS credentials");
-	return c;
-}
-
-/*
- * -spiffe: mTLS with the SVID the Workload API at $SPIFFE_ENDPOINT_SOCKET
- * hands out within -rpc-timeout (grpc-health-probe waits as long),
- * accepting a server whose chain leads to the SVID's bundle and whose
- * leaf carries a SPIFFE ID of its trust domain, without host names (as
- * go-spiffe's AuthorizeAny). NULL with err set.
- */
-static grpc_channel_credentials *
-probe_spiffe_creds(const struct probe_opts *o, char *err, size_t errlen)
-{
-	const char *addr = getenv("SPIFFE_ENDPOINT_SOCKET");
-	char target[128], why[256];	/* "unix:" and a sun_path */
-	struct spiffe_svid *svid;
-	grpc_channel_credentials *c;
-
-	if (addr == NULL || addr[0] == '\0') {
-		snprintf(err, errlen, "SPIFFE_ENDPOINT_SOCKET is not set");
-		return NULL;
-	}
-	if (cfg_spiffe_target(addr, target, sizeof(target), why,
-	    sizeof(why)) != 0) {
-		snprintf(err, errlen, "SPIFFE_ENDPOINT_SOCKET=%s: expected %s",
-		    addr, why);
-		return NULL;
-	}
-	svid = spiffe_fetch(target, (o->rpc_ns + PROBE_NS_PER_MS - 1) /
-	    PROBE_NS_PER_MS, why, sizeof(why));
-	if (svid == NULL) {
-		snprintf(err, errlen, "no SVID from %s: %s", addr, why);
-		return NULL;
-	}
-	if (o->verbose)
-		fprintf(stderr, "SVID: %s\n", svid->id);
-	c = spiffe_channel_credentials(svid, NULL);
-	spiffe_svid_free(svid);
-	if (c == NULL)
-		snprintf(err, errlen, "cannot make credentials of the SVID");
 	return c;
 }
 
@@ -550,12 +541,10 @@ probe_run(const struct probe_opts *o)
 		creds = probe_spiffe_creds(o, err, sizeof(err));
 		if (creds == NULL) {
 			fprintf(stderr, "failed to initialize tls credentials "
-			    "with spiffe: %s\n", err);
+			    "with spiffe. error=%s\n", err);
 			return PROBE_SPIFFE;
 		}
-	} else
-		creds = probe_creds(o, err, sizeof(err));
-	if (creds == NULL) {
+	} else if ((creds = probe_creds(o, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "failed to initialize tls credentials: %s\n",
 		    err);
 		return PROBE_ARGS;
@@ -630,10 +619,10 @@ main(int argc, char **argv)
 		return rc;
 	if (o.verbose) {
 		fprintf(stderr, "options: -addr=%s -service=%s "
-		    "-connect-timeout=%s -rpc-timeout=%s -tls=%s -spiffe=%s\n",
-		    o.addr, o.service, probe_dur(o.connect_ns, b1, sizeof(b1)),
+		    "-connect-timeout=%s -rpc-timeout=%s -tls=%s\n", o.addr,
+		    o.service, probe_dur(o.connect_ns, b1, sizeof(b1)),
 		    probe_dur(o.rpc_ns, b2, sizeof(b2)),
-		    o.tls ? "true" : "false", o.spiffe ? "true" : "false");
+		    o.tls ? "true" : "false");
 		if (o.tls)
 			fprintf(stderr, "options: -tls-no-verify=%s "
 			    "-tls-ca-cert=%s -tls-client-cert=%s "

@@ -26,6 +26,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
 #include "ipam/v1/ipam.pb-c.h"
+#include "spiffe.h"
 
 #define CTL_DEFAULT_PORT "7777"
 #define CTL_DEFAULT_TIMEOUT_MS 5000
@@ -39,13 +40,15 @@ struct ctl_args {
 	const char *trench;		/* --trench, else $IPAM_TRENCH_NAME */
 	const char *service;		/* --service (health), "" by default */
 	int family;			/* IPAM__V1__IPFAMILY__IPV4 or _IPV6 */
-	char target[300];		/* --target, else localhost:$IPAM_PORT */
+	char target[300];		/* --target, else 127.0.0.1:$IPAM_PORT */
 	int64_t timeout_ms;		/* --timeout */
 	const char *tls_ca;		/* --tls-ca: roots for the server */
 	const char *tls_cert;		/* --tls-cert: our certificate */
 	const char *tls_key;		/* --tls-key: its private key */
 	const char *tls_name;		/* --tls-server-name */
 	bool tls;			/* any --tls-* given: talk TLS */
+	bool spiffe;			/* --spiffe: mTLS with our SVID */
+	const char *spiffe_id;		/* --spiffe-id: the server's ID */
 	bool json;			/* --json (health) */
 };
 
@@ -56,6 +59,10 @@ struct ctl_args {
 	"  --tls-cert F     client certificate file (mTLS), with --tls-key\n" \
 	"  --tls-key F      its private key file\n" \
 	"  --tls-server-name N  name expected in the server's certificate\n" \
+	"  --spiffe         SPIFFE mTLS with the SVID of $SPIFFE_ENDPOINT_SOCKET:\n" \
+	"                   the server's chain must lead to the bundle and\n" \
+	"                   carry a spiffe:// ID (no host-name check)\n" \
+	"  --spiffe-id ID   --spiffe, and the server's ID must be ID\n" \
 	"                   (default: the host of --target)\n"
 
 static void
@@ -92,8 +99,8 @@ ctl_usage_child(FILE *f, const char *cmd)
 	    "  --family F       ipv4 (default) or ipv6\n"
 	    "  --trench T       trench name (default $IPAM_TRENCH_NAME or "
 	    "\"default\")\n"
-	    "  --target H:P     server (default localhost:$IPAM_PORT or "
-	    "localhost:7777)\n"
+	    "  --target H:P     server (default 127.0.0.1:$IPAM_PORT or "
+	    "127.0.0.1:7777)\n"
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
 	    CTL_TLS_USAGE
 	    "\n"
@@ -112,8 +119,8 @@ ctl_usage_health(FILE *f)
 	    "\n"
 	    "  --service S      service name to check (default \"\": the "
 	    "server)\n"
-	    "  --target H:P     server (default localhost:$IPAM_PORT or "
-	    "localhost:7777)\n"
+	    "  --target H:P     server (default 127.0.0.1:$IPAM_PORT or "
+	    "127.0.0.1:7777)\n"
 	    "  --timeout D      deadline as a Go duration (default 5s)\n"
 	    "  --json           {\"service\": S, \"status\": \"SERVING\"}\n"
 	    CTL_TLS_USAGE
@@ -148,7 +155,7 @@ ctl_defaults(struct ctl_args *a)
 		port = CTL_DEFAULT_PORT;
 	p = strtol(port, &end, 10);
 	if (*end == '\0' && p >= 1 && p <= 65535)
-		snprintf(a->target, sizeof(a->target), "localhost:%ld", p);
+		snprintf(a->target, sizeof(a->target), "127.0.0.1:%ld", p);
 	a->trench = trench != NULL && trench[0] != '\0' ? trench : "default";
 	a->service = "";
 	a->family = IPAM__V1__IPFAMILY__IPV4;
@@ -162,7 +169,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 {
 	enum { O_CONDUIT = 1, O_NODE, O_NAME, O_FAMILY, O_TRENCH, O_TARGET,
 		O_TIMEOUT, O_SERVICE, O_HELP, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
-		O_TLS_NAME, O_JSON };
+		O_TLS_NAME, O_JSON, O_SPIFFE, O_SPIFFE_ID };
 	static const struct option child_opts[] = {
 		{ "conduit", required_argument, NULL, O_CONDUIT },
 		{ "node", required_argument, NULL, O_NODE },
@@ -175,6 +182,8 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
 		{ "tls-key", required_argument, NULL, O_TLS_KEY },
 		{ "tls-server-name", required_argument, NULL, O_TLS_NAME },
+		{ "spiffe", no_argument, NULL, O_SPIFFE },
+		{ "spiffe-id", required_argument, NULL, O_SPIFFE_ID },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -187,6 +196,8 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
 		{ "tls-key", required_argument, NULL, O_TLS_KEY },
 		{ "tls-server-name", required_argument, NULL, O_TLS_NAME },
+		{ "spiffe", no_argument, NULL, O_SPIFFE },
+		{ "spiffe-id", required_argument, NULL, O_SPIFFE_ID },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -251,6 +262,16 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			    &a->tls_name) = optarg;
 			a->tls = true;
 			break;
+		case O_SPIFFE_ID:
+			if (strncmp(optarg, "spiffe://", 9) != 0)
+				return ctl_bad(a->cmd, "--spiffe-id %s: not a "
+				    "spiffe:// ID", optarg);
+			a->spiffe_id = optarg;
+			a->spiffe = true;
+			break;
+		case O_SPIFFE:
+			a->spiffe = true;
+			break;
 		case 'h':
 		case O_HELP:
 			if (health)
@@ -268,6 +289,9 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 	}
 	if (optind < argc)
 		return ctl_bad(a->cmd, "unexpected argument %s", argv[optind]);
+	if (a->spiffe && a->tls)
+		return ctl_bad(a->cmd, "--spiffe and --tls-* exclude each other%s",
+		    "");
 	if (health)
 		return CTL_OK;
 	if (a->conduit == NULL)
@@ -276,6 +300,51 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 		return ctl_bad(a->cmd, "--node is required%s", "");
 	if (a->name == NULL)
 		return ctl_bad(a->cmd, "--name is required%s", "");
+	return CTL_OK;
+}
+
+/*
+ * --spiffe: one SVID from $SPIFFE_ENDPOINT_SOCKET (within the command's
+ * timeout), then a client whose channel presents it and checks the server
+ * by chain and SPIFFE ID (--spiffe-id: that one), never by host name.
+ */
+static int
+ctl_spiffe_client(const struct ctl_args *a, struct grpcx_client **cl)
+{
+	const char *ep = getenv("SPIFFE_ENDPOINT_SOCKET");
+	grpc_channel_credentials *creds;
+	struct spiffe_svid *svid;
+	char target[4200], err[512];
+
+	*cl = NULL;
+	if (ep == NULL || ep[0] == '\0') {
+		fprintf(stderr, "ipamctl: %s: --spiffe: SPIFFE_ENDPOINT_SOCKET "
+		    "is not set\n", a->cmd);
+		return CTL_USAGE;
+	}
+	if (cfg_spiffe_target(ep, target, sizeof(target), err,
+	    sizeof(err)) != 0) {
+		fprintf(stderr, "ipamctl: %s: %s\n", a->cmd, err);
+		return CTL_USAGE;
+	}
+	svid = spiffe_fetch(target, a->timeout_ms, err, sizeof(err));
+	if (svid == NULL) {
+		fprintf(stderr, "ipamctl: %s: no SVID from %s: %s\n", a->cmd,
+		    ep, err);
+		return CTL_RPC;
+	}
+	creds = spiffe_channel_credentials(svid, a->spiffe_id);
+	spiffe_svid_free(svid);
+	if (creds == NULL) {
+		fprintf(stderr, "ipamctl: %s: cannot make mTLS credentials\n",
+		    a->cmd);
+		return CTL_RPC;
+	}
+	*cl = grpcx_client_new_creds(a->target, creds, NULL, err, sizeof(err));
+	if (*cl == NULL) {
+		fprintf(stderr, "ipamctl: %s: %s\n", a->cmd, err);
+		return CTL_USAGE;
+	}
 	return CTL_OK;
 }
 
@@ -379,7 +448,7 @@ int
 main(int argc, char **argv)
 {
 	struct ctl_args a;
-	struct grpcx_client *cl;
+	struct grpcx_client *cl = NULL;
 	struct grpcx_tls *tls = NULL;
 	char err[512];
 	int rc;
@@ -418,7 +487,11 @@ main(int argc, char **argv)
 		    "it right or give --target", getenv("IPAM_PORT"));
 
 	grpc_init();
-	if (a.tls) {
+	if (a.spiffe) {
+		rc = ctl_spiffe_client(&a, &cl);
+		if (rc != CTL_OK)
+			goto out;
+	} else if (a.tls) {
 		tls = grpcx_tls_new(a.tls_cert, a.tls_key, a.tls_ca, err,
 		    sizeof(err));
 		if (tls == NULL) {
@@ -427,8 +500,9 @@ main(int argc, char **argv)
 			goto out;
 		}
 	}
-	cl = grpcx_client_new_tls(a.target, tls, a.tls_name, err,
-	    sizeof(err));
+	if (!a.spiffe)
+		cl = grpcx_client_new_tls(a.target, tls, a.tls_name, err,
+		    sizeof(err));
 	if (cl == NULL) {
 		fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
 		rc = CTL_USAGE;

@@ -22,7 +22,14 @@ main_getenv(const char *name)
 static void
 main_usage(FILE *f)
 {
-	fprintf(f, "usage: meridio-ipam [--help | --version | --debug]\n");
+	fprintf(f, "usage: meridio-ipam [--help | --version | --check | "
+	    "--debug]\n"
+	    "  --check    validate the configuration in the environment "
+	    "and exit without\n"
+	    "             serving: 0 when valid, 2 and one line naming the "
+	    "bad variable\n"
+	    "  --debug    as --check, printing the effective configuration "
+	    "as JSON\n");
 }
 
 /*
@@ -63,7 +70,7 @@ main(int argc, char **argv)
 	struct cfg cfg = { 0 };
 	struct sup_policy policy;
 	char err[512];
-	bool debug = false;
+	bool debug = false, check = false;
 	char *json;
 	int rc;
 
@@ -78,6 +85,8 @@ main(int argc, char **argv)
 			return 0;
 		} else if (strcmp(argv[i], "--debug") == 0) {
 			debug = true;
+		} else if (strcmp(argv[i], "--check") == 0) {
+			check = true;
 		} else {
 			fprintf(stderr, "meridio-ipam: unknown argument: %s\n",
 			    argv[i]);
@@ -93,6 +102,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		cfg_free(&cfg);
 		return 2;
+	}
+	if (check && !debug) {
+		printf("meridio-ipam: configuration is valid\n");
+		cfg_free(&cfg);
+		return 0;
 	}
 	if (debug) {
 		json = cfg_to_json(&cfg);

@@ -14,6 +14,7 @@ Every wait here is bounded; nothing sleeps blindly where it can poll.
 
 import glob
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -90,6 +91,67 @@ def make_tmpdir(prefix="ipam-it-"):
     """A fresh scratch directory under IPAM_TEST_TMP (created if needed)."""
     os.makedirs(TEST_TMP, exist_ok=True)
     return tempfile.mkdtemp(prefix=prefix, dir=TEST_TMP)
+
+
+def json_lines(text):
+    """The JSON objects among the lines of a log, in order."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def why_no_other_user():
+    """None when a process of another user can run programs here; else
+    why not. A root (or /usr) directory that only root may enter, as in a
+    chroot unpacked into a `mktemp -d` directory, stops every program of
+    another user before it starts (its libraries cannot be opened)."""
+    for d in ("/", "/usr", "/usr/lib", "/tmp"):
+        if not os.stat(d).st_mode & 0o001:
+            return ("%s is mode %o here: no other user can run a program "
+                    "(a chroot in a 0700 directory?)"
+                    % (d, os.stat(d).st_mode & 0o7777))
+    return None
+
+
+def why_no_private_mounts():
+    """None when `unshare --mount` makes a private mount namespace here
+    (root, / a mount point); else its error (e.g. inside a chroot whose
+    root is no mount point: 'cannot change root filesystem propagation')."""
+    if os.geteuid() != 0:
+        return "needs root for a mount namespace"
+    try:
+        r = subprocess.run(["unshare", "--mount", "true"],
+                           capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        return "unshare: %s" % e
+    return None if r.returncode == 0 else r.stderr.strip()
+
+
+def why_no_npm_registry():
+    """None when npm reaches its registry; else npm's own words (no npm,
+    no DNS, or a TLS interception whose CA this system lacks)."""
+    try:
+        r = subprocess.run(["npm", "ping"], capture_output=True, text=True,
+                           timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "npm: %s" % e
+    if r.returncode == 0:
+        return None
+    lines = [l for l in (r.stderr + r.stdout).splitlines() if l.strip()]
+    return "npm cannot reach its registry: %s" % (
+        " / ".join(lines[-3:]) if lines else "exit %d" % r.returncode)
+
+
+def needs(why):
+    """Skips a test or test class, with why()'s reason, where this machine
+    cannot give what it needs (why() returns None where it can)."""
+    reason = why()
+    return unittest.skipIf(reason is not None, reason or "")
 
 
 def reachable_tmpdir(prefix="ipam-any-"):
@@ -637,6 +699,11 @@ class Daemon:
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+    def log_records(self):
+        """The JSON log records of this daemon, in order (Meridio's keys:
+        severity, message, extra_data...)."""
+        return json_lines(self.log_text())
 
     def log_tail(self, lines=80):
         text = self.log_text().splitlines()

@@ -17,6 +17,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import harness
+
 TOP = Path(__file__).resolve().parents[2]
 CHART = TOP / "helm" / "meridio-ipam"
 VALIDATE = TOP / "test" / "deploy" / "validate.js"
@@ -34,7 +36,240 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
 
 
-class HelmChart(unittest.TestCase):
+# The variable each chart value becomes (see templates/statefulset.yaml).
+VAR = {
+    "ipFamily": "IPAM_IP_FAMILY",
+    "subnetPool.ipv4": "IPAM_PREFIX_IPV4",
+    "subnetPool.ipv6": "IPAM_PREFIX_IPV6",
+    "subnetPool.conduitPrefixLength.ipv4": "IPAM_CONDUIT_PREFIX_LENGTH_IPV4",
+    "subnetPool.conduitPrefixLength.ipv6": "IPAM_CONDUIT_PREFIX_LENGTH_IPV6",
+    "subnetPool.nodePrefixLength.ipv4": "IPAM_NODE_PREFIX_LENGTH_IPV4",
+    "subnetPool.nodePrefixLength.ipv6": "IPAM_NODE_PREFIX_LENGTH_IPV6",
+    "ipam.targetPort": "IPAM_PORT",
+    "logLevel": "IPAM_LOG_LEVEL",
+    "grpc.keepaliveTime": "IPAM_GRPC_KEEPALIVE_TIME",
+    "grpc.probeRpcTimeout": "IPAM_GRPC_PROBE_RPC_TIMEOUT",
+    "grpc.maxBackoff": "IPAM_GRPC_MAX_BACKOFF",
+    "garbageCollection.enabled": "IPAM_GARBAGE_COLLECTION_ENABLED",
+    "garbageCollection.interval": "IPAM_GARBAGE_COLLECTION_INTERVAL",
+    "garbageCollection.threshold": "IPAM_GARBAGE_COLLECTION_THRESHOLD",
+    "releaseCooldown": "IPAM_RELEASE_COOLDOWN",
+    "renewalRefresh": "IPAM_RENEWAL_REFRESH",
+    "metrics.port": "IPAM_METRICS_PORT",
+    "conduits": "IPAM_CONDUITS",
+    "probe.addr": "IPAM_HEALTH_SOCKET",
+    "ipam.probe.addr": "IPAM_HEALTH_SOCKET",
+}
+
+NO_NSP = {"nsp.serviceName": ""}
+V6_56 = {"subnetPool.conduitPrefixLength.ipv6": 60, "subnetPool.nodePrefixLength.ipv6": 64}
+V6_104 = {"subnetPool.conduitPrefixLength.ipv6": 112, "subnetPool.nodePrefixLength.ipv6": 120}
+
+# One table for the chart and the daemon: each row's values go through
+# `helm template` (schema and templates/_helpers.tpl meridio-ipam.validate)
+# and, as the environment the chart makes of them, through
+# `meridio-ipam --check`; both must give the row's verdict.
+AGREEMENT = [
+    ({"subnetPool.ipv4": "10.0.0.0/16"}, True),
+    ({"subnetPool.ipv4": "0.0.0.0/0"}, True),
+    ({"subnetPool.ipv4": ""}, True),  # the daemon's default 169.255.0.0/16
+    ({"subnetPool.ipv4": "10.0.0.1/16"}, False),  # host bits
+    ({"subnetPool.ipv4": "10.0.8.0/19", "subnetPool.conduitPrefixLength.ipv4": 20}, False),
+    ({"subnetPool.ipv4": "10.0.32.0/19", "subnetPool.conduitPrefixLength.ipv4": 20}, True),
+    ({"subnetPool.ipv4": "010.0.0.0/16"}, False),
+    ({"subnetPool.ipv4": "10.0.0.0/016"}, False),
+    ({"subnetPool.ipv4": "256.0.0.0/8"}, False),
+    ({"subnetPool.ipv4": "10.0/16"}, False),
+    ({"subnetPool.ipv4": "10.0.0.0/29"}, False),
+    ({"subnetPool.ipv4": "10.0.0.0"}, False),
+    ({"subnetPool.ipv4": "fd00::/48"}, False),
+    ({"subnetPool.ipv6": "fd00::/48"}, True),
+    ({"subnetPool.ipv6": "FD00:0:0:100::/56", **V6_56}, True),
+    ({"subnetPool.ipv6": "fd00::1/48"}, False),
+    ({"subnetPool.ipv6": "fd00:0:0:1::/48"}, False),
+    ({"subnetPool.ipv6": "fd00:0:0:80::/57", **V6_56}, True),
+    ({"subnetPool.ipv6": "fd00:0:0:40::/57", **V6_56}, False),
+    ({"subnetPool.ipv6": "::ffff:10.0.0.0/104", **V6_104}, True),
+    ({"subnetPool.ipv6": "::ffff:10.0.0.1/104", **V6_104}, False),
+    ({"subnetPool.ipv6": "1:2:3:4:5:6:7::/112", "subnetPool.conduitPrefixLength.ipv6": 116,
+      "subnetPool.nodePrefixLength.ipv6": 120}, True),
+    ({"subnetPool.ipv6": "1:2:3:4:5:6:7:8::/112"}, False),
+    ({"subnetPool.ipv6": "fd00:::/48"}, False),
+    ({"subnetPool.ipv6": "fd00::1::/48"}, False),
+    ({"subnetPool.ipv6": "fd000::/48"}, False),
+    ({"subnetPool.ipv6": "fd00::%eth0/48"}, False),
+    ({"subnetPool.ipv6": "fd00::/125"}, False),
+    ({"subnetPool.ipv6": "10.0.0.0/8"}, False),
+    ({"subnetPool.conduitPrefixLength.ipv4": 17}, True),
+    ({"subnetPool.conduitPrefixLength.ipv4": 16}, False),  # not longer than the /16
+    ({"subnetPool.nodePrefixLength.ipv4": 30}, True),
+    ({"subnetPool.nodePrefixLength.ipv4": 31}, False),
+    ({"subnetPool.nodePrefixLength.ipv4": 20}, False),  # not longer than the conduit
+    ({"subnetPool.nodePrefixLength.ipv6": 126}, True),
+    ({"subnetPool.nodePrefixLength.ipv6": 127}, False),
+    ({"subnetPool.conduitPrefixLength.ipv6": 48}, False),
+    # The daemon reads both pools whatever the family is.
+    ({"ipFamily": "ipv6", "subnetPool.ipv4": "", "subnetPool.conduitPrefixLength.ipv4": 16}, False),
+    ({"ipFamily": "ipv6", "subnetPool.ipv4": ""}, True),
+    ({"ipFamily": "ipv4", "subnetPool.ipv6": ""}, True),
+    ({"ipFamily": "IPv6"}, True),
+    ({"ipFamily": "DualStack"}, True),
+    ({"ipFamily": ""}, True),
+    ({"ipFamily": "ipv5"}, False),
+    ({"ipFamily": "dual"}, False),
+    ({"logLevel": "info"}, True),
+    ({"logLevel": "Warning"}, True),
+    ({"logLevel": "TRACE"}, True),
+    ({"logLevel": "warn"}, False),
+    ({"logLevel": "LOUD"}, False),
+    ({"grpc.keepaliveTime": "20s"}, True),
+    ({"grpc.keepaliveTime": "1h30m"}, True),
+    ({"grpc.keepaliveTime": ".5s"}, True),
+    ({"grpc.keepaliveTime": "5.s"}, True),
+    ({"grpc.keepaliveTime": "+3s"}, True),
+    ({"grpc.probeRpcTimeout": "1µs"}, True),
+    ({"grpc.probeRpcTimeout": "1μs"}, True),
+    ({"grpc.maxBackoff": "0s1ms"}, True),
+    ({"grpc.keepaliveTime": "0"}, False),
+    ({"grpc.keepaliveTime": "0s"}, False),
+    ({"grpc.keepaliveTime": "-5s"}, False),
+    ({"grpc.probeRpcTimeout": "10"}, False),
+    ({"grpc.maxBackoff": "2 hours"}, False),
+    ({"grpc.maxBackoff": "1d"}, False),
+    ({"releaseCooldown": "0"}, True),
+    ({"releaseCooldown": "0s"}, True),
+    ({"releaseCooldown": "-0s"}, True),
+    ({"releaseCooldown": "-1s"}, False),
+    ({"renewalRefresh": "1m"}, True),
+    ({"renewalRefresh": "1."}, False),
+    ({"garbageCollection.interval": "0"}, False),  # collection is on by default
+    ({"garbageCollection.enabled": False, "garbageCollection.interval": "0"}, True),
+    ({"garbageCollection.enabled": "f", "garbageCollection.threshold": "0"}, True),
+    ({"garbageCollection.enabled": True, "garbageCollection.threshold": "0"}, False),
+    ({"garbageCollection.enabled": "True"}, True),
+    ({"garbageCollection.enabled": "yes"}, False),
+    ({"metrics.port": 9090}, True),
+    ({"metrics.port": 7777}, False),  # IPAM_PORT's
+    ({"metrics.port": 70000}, False),
+    ({"ipam.targetPort": 65535}, True),
+    ({"ipam.targetPort": 0}, False),
+    ({**NO_NSP, "conduits": ["lb-a", "lb-b"]}, True),
+    ({**NO_NSP, "conduits": [" lb-a ", "a b"]}, True),
+    ({**NO_NSP, "conduits": ["x" * 253]}, True),
+    ({**NO_NSP, "conduits": ["x" * 254]}, False),
+    ({**NO_NSP, "conduits": ["é" * 127]}, False),  # 254 bytes
+    ({**NO_NSP, "conduits": ["a", " a"]}, False),
+    ({**NO_NSP, "conduits": ["  "]}, False),
+    ({**NO_NSP, "conduits": ["a\tb"]}, False),
+    ({"probe.addr": "unix:///tmp/ipam.sock"}, True),
+    ({"probe.addr": "unix:///" + "a" * 106}, True),
+    ({"probe.addr": "unix:///" + "a" * 107}, False),
+    ({"probe.addr": "unix://ipam.sock"}, False),
+    ({"ipam.probe.addr": "unix:///tmp/dir/"}, False),
+]
+
+# Where the chart still accepts what the daemon refuses: JSON schema and
+# templates cannot compute a Go duration's value, so one that overflows
+# int64 nanoseconds (about 292 years) or rounds to zero below a nanosecond
+# passes the chart; the daemon then exits 2 at start naming the variable
+# (`kubectl logs`, the pod in CrashLoopBackOff).
+GAPS = [
+    {"releaseCooldown": "3000000h"},
+    {"grpc.keepaliveTime": "0.1ns"},
+]
+
+
+class ChartAgreesWithDaemon:
+    """The chart accepts exactly what the daemon accepts (HelmChart runs
+    these with its helpers)."""
+
+    def env_for(self, values):
+        """The variables the chart makes of values (None: not set)."""
+        env = {}
+        for path, v in values.items():
+            if path == "nsp.serviceName":
+                env["IPAM_NSP_SERVICE"] = None if v == "" else v
+            elif path == "conduits":
+                env["IPAM_CONDUITS"] = ",".join(v)
+            elif path.endswith("probe.addr"):
+                path_ = v[len("unix://"):] if v.startswith("unix://") else None
+                env["IPAM_HEALTH_SOCKET"] = None if path_ == "/tmp/health.sock" else path_
+            elif isinstance(v, bool):
+                env[VAR[path]] = "true" if v else "false"
+            else:
+                env[VAR[path]] = str(v)
+        return env
+
+    def helm_verdict(self, values):
+        """(accepted, rendered env or the error) of helm template."""
+        args = []
+        for path, v in values.items():
+            args += ["--set-json", "%s=%s" % (path, json.dumps(v))]
+        rc, out, err = self.template(*args)
+        if rc != 0:
+            return False, err
+        sts = self.render(*args)["StatefulSet"][0]
+        _, c = self.parts(sts)
+        return True, {e["name"]: e.get("value", "meridio") for e in c["env"]}
+
+    def daemon_verdict(self, env):
+        """(exit status, stderr) of meridio-ipam --check."""
+        r = run([str(BIN / "meridio-ipam"), "--check"], env=env)
+        return r.returncode, r.stdout + r.stderr
+
+    def base_env(self):
+        _, env = self.helm_verdict({})
+        return env
+
+    def test_check_mode(self):
+        # --check serves nothing: it answers at once, 0 or 2 with the variable.
+        rc, out = self.daemon_verdict(self.base_env())
+        self.assertEqual(rc, 0, out)
+        rc, out = self.daemon_verdict({"IPAM_PREFIX_IPV4": "10.0.0.1/16"})
+        self.assertEqual(rc, 2)
+        self.assertIn('IPAM_PREFIX_IPV4="10.0.0.1/16"', out)
+        self.assertIn("host bits set", out)
+        r = run([str(BIN / "meridio-ipam"), "--help"])
+        self.assertIn("--check", r.stdout)
+
+    def test_same_verdict(self):
+        base = self.base_env()
+        for values, ok in AGREEMENT:
+            with self.subTest(values=values):
+                want = self.env_for(values)
+                env = {k: v for k, v in {**base, **want}.items() if v is not None}
+                accepted, got = self.helm_verdict(values)
+                if accepted:
+                    # the chart made the environment the table says (an
+                    # empty value may also be left out: both mean unset)
+                    for k, v in want.items():
+                        if v is None:
+                            self.assertNotIn(k, got)
+                        else:
+                            self.assertEqual(got.get(k, ""), v, k)
+                    env = got
+                rc, out = self.daemon_verdict(env)
+                self.assertEqual(accepted, ok, "helm: %s" % got)
+                self.assertEqual(rc, 0 if ok else 2, "daemon: %s" % out)
+                if not ok:
+                    # both name what is wrong
+                    self.assertTrue(any(p in got for p in values), got)
+                    named = [k for k, v in want.items() if v is not None]
+                    self.assertRegex(out, r"^(%s)=" % "|".join(named))
+
+    def test_known_gaps(self):
+        base = self.base_env()
+        for values in GAPS:
+            with self.subTest(values=values):
+                accepted, env = self.helm_verdict(values)
+                self.assertTrue(accepted, env)
+                rc, out = self.daemon_verdict(env)
+                self.assertEqual(rc, 2, out)
+                self.assertRegex(out, r"^%s=" % VAR[next(iter(values))])
+
+
+@harness.needs(harness.why_no_npm_registry)
+class HelmChart(ChartAgreesWithDaemon, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         r = run([str(TOP / "scripts" / "tools.sh")])
@@ -303,6 +538,9 @@ class HelmChart(unittest.TestCase):
                       "TMPDIR"):
             self.assertNotIn(extra, env)
         self.assertEqual([p["name"] for p in c["ports"]], ["grpc"])
+        for svc in objs["Service"]:
+            self.assertEqual([p["name"] for p in svc["spec"]["ports"]], ["grpc"])
+        self.assertNotIn("annotations", sts["spec"]["template"]["metadata"])
         self.assertEqual(pod["securityContext"]["fsGroup"], 3000)
         self.assertEqual(pod["securityContext"]["seccompProfile"], {"type": "RuntimeDefault"})
         self.assertFalse(pod["automountServiceAccountToken"])
@@ -366,6 +604,23 @@ garbageCollection:
             self.assertEqual(env.get(k), v, k)
         _, c = self.parts(sts)
         self.assertIn({"name": "metrics", "containerPort": 9090, "protocol": "TCP"}, c["ports"])
+        # Reachable through the Service, and announced to Prometheus' usual
+        # kubernetes-pods job.
+        objs = self.render("-f", str(MERIDIO_VALUES), "-f", vals)
+        svc = {s["metadata"]["name"]: s["spec"] for s in objs["Service"]}["ipam-service-trench-a"]
+        self.assertIn({"name": "metrics", "protocol": "TCP", "port": 9090, "targetPort": 9090},
+                      svc["ports"])
+        self.assertEqual(objs["StatefulSet"][0]["spec"]["template"]["metadata"]["annotations"],
+                         {"prometheus.io/scrape": "true", "prometheus.io/port": "9090",
+                          "prometheus.io/path": "/metrics"})
+        # Off: none of it; podAnnotations override the defaults.
+        off = self.render("-f", str(MERIDIO_VALUES), "-f", vals,
+                          "--set", "metrics.scrapeAnnotations=false")
+        self.assertNotIn("annotations", off["StatefulSet"][0]["spec"]["template"]["metadata"])
+        own = self.render("-f", str(MERIDIO_VALUES), "-f", vals,
+                          "--set-string", "podAnnotations.prometheus\\.io/scrape=false")
+        self.assertEqual(own["StatefulSet"][0]["spec"]["template"]["metadata"]["annotations"]
+                         ["prometheus.io/scrape"], "false")
         bad = self.values_file("bad-metrics.yaml", "metrics:\n  port: 70000\n")
         rc, _, err = self.template("-f", bad)
         self.assertNotEqual(rc, 0)
@@ -454,14 +709,16 @@ persistence:
             (["--set", "logLevel=LOUD"], "- logLevel:"),
             (["--set", "garbageCollection.interval=2 hours"], "- garbageCollection.interval:"),
             (["--set", "persistence.size=lots"], "- persistence.size:"),
-            (["--set", "ipFamily=ipv4", "--set", "subnetPool.ipv4="],
-             "ipFamily ipv4 needs subnetPool.ipv4"),
-            (["--set", "ipFamily=ipv6", "--set", "subnetPool.ipv6="],
-             "ipFamily ipv6 needs subnetPool.ipv6"),
             (["--set", "subnetPool.conduitPrefixLength.ipv4=24"],
-             "subnetPool.conduitPrefixLength.ipv4 (24) must be shorter"),
+             "subnetPool.nodePrefixLength.ipv4 (24) must be longer than "
+             "subnetPool.conduitPrefixLength.ipv4 (24)"),
             (["--set", "subnetPool.nodePrefixLength.ipv6=50"],
-             "subnetPool.conduitPrefixLength.ipv6 (56) must be shorter"),
+             "subnetPool.nodePrefixLength.ipv6 (50) must be longer than "
+             "subnetPool.conduitPrefixLength.ipv6 (56)"),
+            (["--set", "subnetPool.ipv4=10.0.0.1/16"],
+             'subnetPool.ipv4 "10.0.0.1/16": host bits set'),
+            # The daemon would read two conduits a and b: refused here only.
+            (["--set", "nsp.serviceName=", "--set-json", 'conduits=["a,b"]'], "- conduits.0:"),
         ]
         for args, word in cases:
             rc, _, err = self.template(*args)

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -36,6 +37,7 @@ from pathlib import Path
 import fakensp
 import fakespire
 import grpc
+import harness
 from harness import poll
 from test_spiffe import NodeClient, ensure_node
 
@@ -180,6 +182,49 @@ class RuntimeLibraries(unittest.TestCase):
         self.assertEqual(len(hc), 1)
         self.assertIn("/bin/grpc_health_probe -addr=unix://", hc[0])
         self.assertIn("-service=Readiness", hc[0])
+
+    def test_example_run_line_serves(self):
+        # The run line in the Dockerfile's header, as a reader copies it:
+        # its -e variables must make an IPAM that hands out addresses (a
+        # conduit source among them), here with the built programs and only
+        # the paths and port moved off the container's.
+        head = []
+        for line in DOCKERFILE.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            head.append(line.lstrip("# ").rstrip())
+        text = " ".join(head).replace("\\ ", " ")
+        m = re.search(r"docker run (.*?) meridio-ipam\b(?!-)", text)
+        self.assertIsNotNone(m, "no docker run example")
+        env = dict(re.findall(r"-e (\w+)=(\S+)", m.group(1)))
+        self.assertTrue({"IPAM_CONDUITS", "IPAM_NSP_SERVICE"} & set(env), env)
+        self.assertIn("IPAM_CONDUITS", env, "the example runs without NSP")
+        conduit = env["IPAM_CONDUITS"].split(",")[0]
+        tmp = tempfile.mkdtemp(prefix="run-line-", dir=os.environ.get("IPAM_TEST_TMP"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env.update(IPAM_PORT=str(port), IPAM_DATA_SOURCE=os.path.join(tmp, "registry.db"),
+                   IPAM_HEALTH_SOCKET=os.path.join(tmp, "health.sock"), TMPDIR=tmp,
+                   IPAM_LOG_LEVEL="WARNING")
+        with open(os.path.join(tmp, "log"), "w") as log:
+            proc = subprocess.Popen([str(BIN / "meridio-ipam")], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        self.addCleanup(proc.wait, 30)
+        self.addCleanup(proc.send_signal, signal.SIGTERM)
+        target = ["--target", "localhost:%d" % port]
+        deadline = time.monotonic() + 20
+        while run([str(BIN / "ipamctl"), "health", *target]).returncode != 0:
+            self.assertIsNone(proc.poll(), Path(tmp, "log").read_text())
+            self.assertLess(time.monotonic(), deadline, "not SERVING")
+            time.sleep(0.1)
+        r = run([str(BIN / "ipamctl"), "allocate", "--conduit", conduit, "--node", "worker-1",
+                 "--name", "proxy-1", "--trench", env.get("IPAM_TRENCH_NAME", "default"),
+                 *target])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout.strip(), r"^\d+\.\d+\.\d+\.\d+/\d+$")
+        self.assertNotIn("no conduits", Path(tmp, "log").read_text())
 
     def test_one_package_list(self):
         # Each stage installs one deps.sh group and names no package itself;
@@ -542,6 +587,7 @@ class Pod:
         return [tuple(line.split(" ", 1)) for line in out.stdout.splitlines()]
 
 
+@harness.needs(harness.why_no_npm_registry)
 class ImageBuild(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -749,6 +795,8 @@ class ImageBuild(unittest.TestCase):
             self.assertIn(n, have)
         self.assertNotIn("root is writable", pod.log())
 
+    @harness.needs(harness.why_no_other_user)
+    @harness.needs(harness.why_no_private_mounts)
     def test_operator_pod_with_spire(self):
         # The StatefulSet Meridio's operator writes, SPIRE agent started
         # after the daemon, NSP requiring SPIFFE mTLS.
@@ -807,6 +855,8 @@ class ImageBuild(unittest.TestCase):
             ip = a["address"].split("/")[0]
             self.assertTrue([c for c in cidrs if c.split("/")[0] == ip], (a, cidrs))
 
+    @harness.needs(harness.why_no_other_user)
+    @harness.needs(harness.why_no_private_mounts)
     def test_chart_pod_with_spire(self):
         # This chart rendered with Meridio's values: its environment and
         # mounts, the agent up first.
@@ -833,6 +883,8 @@ class ImageBuild(unittest.TestCase):
         self.assertTrue(nsp.peer_certs(), "NSP never called")
         self.check_stopped(pod, probes[1][0], ["conduit-a", "proxy-b"])
 
+    @harness.needs(harness.why_no_other_user)
+    @harness.needs(harness.why_no_private_mounts)
     def test_chart_pod_without_spire(self):
         # spiffe.enabled=false, for clusters without SPIRE: plaintext
         # port and NSP; the image's ipamctl allocates, as a user would

@@ -213,6 +213,7 @@ def unit_filter():
     return allowed
 
 
+@harness.needs(harness.why_no_other_user)
 class Sandbox(Base):
     """Runs the daemon under strace through start, health, allocate, release
     and stop, and checks what it did against what the unit permits: the
@@ -376,6 +377,7 @@ class Install(Base):
                 proc.wait(timeout=10)
         return proc.returncode
 
+    @harness.needs(harness.why_no_private_mounts)
     def test_make_install_destdir(self):
         cache = (BUILD / "CMakeCache.txt").read_text()
         prefix = re.search(r"(?m)^CMAKE_INSTALL_PREFIX:PATH=(.*)$", cache).group(1)

@@ -68,16 +68,6 @@ def check_once(path, service=""):
         c.close()
 
 
-def json_lines(text):
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
 
 def assert_stopped_for_socket(tc, d, path):
     """d exits non-zero quickly, with exactly one log line naming
@@ -90,7 +80,7 @@ def assert_stopped_for_socket(tc, d, path):
     took = time.monotonic() - t0
     tc.assertNotEqual(rc, 0)
     tc.assertLess(took, 5.0, d.log_tail())
-    lines = json_lines(d.log_text())
+    lines = d.log_records()
     named = [l for l in lines if "IPAM_HEALTH_SOCKET" in json.dumps(l)]
     tc.assertEqual(len(named), 1, d.log_tail())
     tc.assertIn(path, json.dumps(named[0]))
@@ -230,7 +220,7 @@ class HealthSocket(DaemonTest):
         d = harness.Daemon(env={"IPAM_HEALTH_SOCKET": ""})
         self._daemons.append(d)
         d.start()
-        off = [l for l in json_lines(d.log_text())
+        off = [l for l in d.log_records()
                if "health socket off" in l.get("message", "")]
         self.assertEqual(len(off), 1, d.log_tail())
         socks = []
@@ -252,6 +242,7 @@ class HealthSocket(DaemonTest):
 
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root to run as another user")
+@harness.needs(harness.why_no_other_user)
 class NonRoot(DaemonTest):
     """As in a pod: a non-root user, the socket in a world-writable sticky
     directory (/tmp, an emptyDir)."""

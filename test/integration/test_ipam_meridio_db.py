@@ -182,18 +182,6 @@ OLD_MERIDIO_TABLE = (
     "REFERENCES `prefixes`(`id`))")
 
 
-def json_lines(text):
-    """The JSON objects among the lines of a log."""
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
 class OlderMeridioDb(DaemonTest):
     """A registry.db of Meridio releases before updated_at/expirable."""
 
@@ -237,7 +225,7 @@ class OlderMeridioDb(DaemonTest):
             self.assertGreaterEqual(rows[rid]["updated_at"], start, rid)
         self.assertIsNone(rows["bridge-" + NODE4]["updated_at"])
 
-        recs = json_lines(d.log_text())
+        recs = d.log_records()
         (rec,) = [r for r in recs if "migrated" in r.get("message", "")]
         self.assertEqual(rec["severity"], "info")
         x = rec["extra_data"]
@@ -311,7 +299,7 @@ class MeridioTimes(DaemonTest):
         took = time.monotonic() - t0
         self.assertNotEqual(d.proc.returncode, 0)
         self.assertLess(took, 5.0, "stopped only after %.1f s" % took)
-        recs = json_lines(d.log_text())
+        recs = d.log_records()
         bad = [r for r in recs if rows[3][0] in json.dumps(r)]
         self.assertEqual(len(bad), 1, "\n".join(json.dumps(r) for r in recs))
         self.assertIn("updated_at", json.dumps(bad[0]))

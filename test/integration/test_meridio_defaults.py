@@ -15,25 +15,13 @@ import harness
 from harness import DaemonTest, RpcError
 
 
-def records(d):
-    """The JSON log records of d, in order."""
-    out = []
-    for line in d.log_text().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
 def field(rec, key):
     """A caller's field of a log record (Meridio's extra_data)."""
     return rec["extra_data"].get(key)
 
 
 def with_message(d, text):
-    return [r for r in records(d) if text in r.get("message", "")]
+    return [r for r in d.log_records() if text in r.get("message", "")]
 
 
 class MeridioDefaults(DaemonTest):

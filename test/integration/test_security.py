@@ -69,6 +69,7 @@ except OSError as e:
 
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root: acts as uid 65534 and traces")
+@harness.needs(harness.why_no_other_user)
 class PeerCredentials(DaemonTest):
 
     def setUp(self):
@@ -127,6 +128,7 @@ class PeerCredentials(DaemonTest):
 
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root: acts as uid 65534 and traces")
+@harness.needs(harness.why_no_other_user)
 class Privileges(DaemonTest):
 
     def test_no_new_privs_in_every_process(self):

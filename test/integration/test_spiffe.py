@@ -84,6 +84,7 @@ class NodeClient:
             self.proc.wait()
 
 
+@harness.needs(harness.why_no_npm_registry)
 class SpiffeTest(DaemonTest):
 
     @classmethod
@@ -327,6 +328,84 @@ class SpiffeTest(DaemonTest):
              "-addr=unix://" + d.env["IPAM_HEALTH_SOCKET"],
              "-service=" + service], capture_output=True, text=True,
             timeout=30)
+
+    def test_probe_spiffe_flag(self):
+        """grpc_health_probe -spiffe on the port: the SVID from the agent,
+        the server checked by chain and SPIFFE ID, no host name. Exit 20
+        without an SVID (grpc-health-probe's code), 2 when the server's
+        chain is not the bundle's."""
+        def run(addr, env=None, *extra):
+            e = {k: v for k, v in os.environ.items()
+                 if k != "SPIFFE_ENDPOINT_SOCKET"}
+            e.update(env or {})
+            return subprocess.run(
+                [os.path.join(harness.BIN_DIR, "grpc_health_probe"),
+                 "-addr=" + addr, "-spiffe", "-rpc-timeout=2s"] + list(extra),
+                env=e, capture_output=True, text=True, timeout=30)
+        agent_env = {"SPIFFE_ENDPOINT_SOCKET": "unix://" + self.agent.path}
+        self.agent.start()
+        d = self.spiffe_daemon()
+        self.wait_serving(d)
+        r = run(d.target, agent_env, "-v")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('SVID): "%s"' % IPAM_ID, r.stderr)
+        self.assertIn("status: SERVING", r.stdout + r.stderr)
+        # No agent variable, or an agent that is gone: exit 20.
+        r = run(d.target)
+        self.assertEqual(r.returncode, 20, r.stderr)
+        self.assertIn("SPIFFE_ENDPOINT_SOCKET is not set", r.stderr)
+        r = run(d.target, {"SPIFFE_ENDPOINT_SOCKET": "unix://" +
+                           os.path.join(self.sock_dir, "none.sock")})
+        self.assertEqual(r.returncode, 20, r.stderr)
+        self.assertIn("failed to initialize tls credentials with spiffe", r.stderr)
+        # A server of another CA (same trust domain name): refused.
+        alien = fakespire.Ca("example.org").issue(IPAM_ID)
+        creds = grpc.ssl_server_credentials(
+            [(alien.key_pem(), alien.cert_pem())],
+            root_certificates=self.ca.pem(), require_client_auth=True)
+        other = harness.FakeNsp()
+        self._nsps.append(other)
+        other.start(0, credentials=creds)
+        r = run(other.target, agent_env)
+        self.assertEqual(r.returncode, 2, r.stderr)
+
+    def test_ipamctl_spiffe(self):
+        """ipamctl --spiffe / --spiffe-id: our SVID from the agent, the
+        server checked by chain and SPIFFE ID, no host name."""
+        def ctl(*args, env=None):
+            e = {k: v for k, v in os.environ.items()
+                 if k != "SPIFFE_ENDPOINT_SOCKET"}
+            e.update(env if env is not None else
+                     {"SPIFFE_ENDPOINT_SOCKET": "unix://" + self.agent.path})
+            return subprocess.run(
+                [os.path.join(harness.BIN_DIR, "ipamctl")] + list(args) +
+                ["--target", d.target, "--timeout", "5s"],
+                env=e, capture_output=True, text=True, timeout=30)
+        self.agent.start()
+        d = self.spiffe_daemon()
+        self.wait_serving(d)
+        child = ["--conduit", "conduit-a", "--node", "worker-1", "--name", "ctl"]
+        r = ctl("allocate", *child, "--spiffe-id", IPAM_ID)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "169.255.0.1/24"),
+                         r.stderr)
+        self.assertEqual(r.stderr, "", "gRPC chatter on stderr")
+        r = ctl("health", "--spiffe")
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "SERVING"), r.stderr)
+        # Another ID expected: the handshake fails, nothing is allocated.
+        r = ctl("allocate", "--conduit", "conduit-a", "--node", "worker-1",
+                "--name", "wrong", "--spiffe-id", TD + "/ns/other/sa/ipam")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertNotIn("wrong", "".join(d.rows()))
+        # Without the agent variable: a usage error naming it.
+        r = ctl("health", "--spiffe", env={})
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("SPIFFE_ENDPOINT_SOCKET is not set", r.stderr)
+        r = ctl("health", "--spiffe", "--tls-ca", "/x")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("exclude each other", r.stderr)
+        # Plaintext, as before SPIFFE, is refused by the port.
+        r = ctl("health", env={})
+        self.assertNotEqual(r.returncode, 0)
 
     def test_orderly_stop_before_first_svid(self):
         d = self.spiffe_daemon()

@@ -53,18 +53,6 @@ def snapshot(directory, skip=("stderr.log",)):
     return out
 
 
-def log_records(d):
-    """The JSON log records of d, in order."""
-    out = []
-    for line in d.log_text().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
 def wrap(d, setup="", prefix="", name="wrap.sh", target=None):
     """Makes d start through a shell script: setup commands, then exec of
     prefix + target (by default what d started so far), so the pid Popen
@@ -91,7 +79,7 @@ class StorageTest(DaemonTest):
         took = time.monotonic() - t0
         self.assertGreater(rc, 0, "exit status %s\n%s" % (rc, d.log_tail()))
         harness.poll(lambda: not d.leftovers(), 5, 0.05, "no process left behind")
-        errors = [r for r in log_records(d) if r.get("severity") == "error"
+        errors = [r for r in d.log_records() if r.get("severity") == "error"
                   and all(n in json.dumps(r) for n in needles)]
         self.assertTrue(errors, "no error line with %s\n%s" % (needles, d.log_tail()))
         return errors[0], took
@@ -129,6 +117,69 @@ class MissingDirectory(StorageTest):
         self.assertLess(took, EXIT_BOUND)
 
 
+class PathErrors(StorageTest):
+    """IPAM_DATA_SOURCE where no database can be made: the error says what
+    is wrong with the path, not only that opening failed."""
+
+    def refuse_path(self, path, *needles):
+        d = self.daemon(start=False)
+        d.env["IPAM_DATA_SOURCE"] = path
+        rec, _ = self.expect_refusal(d, "cannot open the database", path, *needles)
+        self.assertEqual(rec["extra_data"].get("process"), "db")
+        return d, rec
+
+    def test_proc_takes_no_new_files(self):
+        # /proc exists: the old text said it did not.
+        _, rec = self.refuse_path("/proc/registry.db",
+                                  "directory /proc exists but takes no new files")
+        self.assertNotIn("does not exist", json.dumps(rec))
+
+    def test_parent_is_a_file(self):
+        d = self.daemon(start=False)
+        plain = os.path.join(d.dir, "plain")
+        with open(plain, "w") as f:
+            f.write("x")
+        self.refuse_path(os.path.join(plain, "sub", "registry.db"),
+                         "%s is not a directory" % plain)
+        with open(plain) as f:
+            self.assertEqual(f.read(), "x")
+
+    def test_missing_directories(self):
+        d = self.daemon(start=False)
+        deep = os.path.join(d.dir, "a", "b")
+        self.refuse_path(os.path.join(deep, "registry.db"),
+                         "directory %s does not exist" % deep)
+        self.assertFalse(os.path.exists(os.path.join(d.dir, "a")))
+
+    def test_path_is_a_directory(self):
+        d = self.daemon(start=False)
+        sub = os.path.join(d.dir, "dbdir")
+        os.makedirs(sub)
+        self.refuse_path(sub, "is a directory, not a database file")
+        self.assertEqual(os.listdir(sub), [])
+
+    @harness.needs(harness.why_no_private_mounts)
+    def test_read_only_file_system(self):
+        # A read-only tmpfs in a private mount namespace (see
+        # test_start_on_a_full_disk): root is refused too, and told why.
+        d = self.daemon(start=False)
+        mnt = os.path.join(d.dir, "mnt")
+        os.makedirs(mnt)
+        holder = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             "mount -t tmpfs -o ro,size=1m ipam-ro %s && echo ok && exec sleep 300" % mnt],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.addCleanup(holder.stdout.close)
+        self.addCleanup(holder.wait, 10)
+        self.addCleanup(holder.kill)
+        self.assertEqual(holder.stdout.readline(), b"ok\n")
+        d.env["IPAM_DATA_SOURCE"] = os.path.join(mnt, "registry.db")
+        wrap(d, prefix="nsenter -t %d -m -- " % holder.pid)
+        self.expect_refusal(d, "cannot open the database",
+                            "cannot create: %s is on a read-only file system" % mnt)
+
+
+@harness.needs(harness.why_no_other_user)
 class ReadOnly(StorageTest):
     """The daemon runs as nobody; the data directory and file belong to
     root. TMPDIR (its runtime directory) is a directory nobody may write."""
@@ -196,7 +247,8 @@ class ReadOnly(StorageTest):
         before = snapshot(owner.dir)
         d = self.daemon(start=False, data_dir=owner.dir)
         self.as_nobody(d)
-        self.expect_refusal(d, "cannot open the database", owner.db_path)
+        self.expect_refusal(d, "cannot open the database", owner.db_path,
+                            "the file (owner uid 0, mode 0644) is not writable by uid %d" % NOBODY)
         self.assertEqual(snapshot(owner.dir), before, "files changed")
         owner.log_path = os.path.join(owner.dir, "stderr-after.log")
         self.check_kept(owner, got)
@@ -208,7 +260,9 @@ class ReadOnly(StorageTest):
         os.chmod(data, 0o755)
         d.env["IPAM_DATA_SOURCE"] = os.path.join(data, "registry.db")
         self.as_nobody(d)
-        self.expect_refusal(d, "cannot open the database")
+        self.expect_refusal(d, "cannot open the database",
+                            "directory %s (owner uid 0, mode 0755) is not writable by uid %d"
+                            % (data, NOBODY))
         self.assertEqual(os.listdir(data), [])
 
 
@@ -259,7 +313,7 @@ class Corrupt(StorageTest):
         # Refused for good at once, not restarted until the death limit.
         self.assertLess(time.monotonic() - t0, 5.0)
         self.assertEqual(rec["extra_data"].get("process"), "db")
-        self.assertEqual(len([r for r in log_records(d) if r.get("message") == "worker started"
+        self.assertEqual(len([r for r in d.log_records() if r.get("message") == "worker started"
                               and r["extra_data"].get("worker") == "db"]), 1, "db worker restarted")
 
 
@@ -294,6 +348,7 @@ class HeldByAnother(StorageTest):
         self.assertSound(first.rows())
 
 
+@harness.needs(harness.why_no_private_mounts)
 class DiskFull(StorageTest):
     """The database lives on a 16 MiB tmpfs private to the daemon. The test
     fills it with a ballast file, expects the next commit to fail with
@@ -383,7 +438,7 @@ class DiskFull(StorageTest):
         # Nothing died; the log names the cause.
         self.assertTrue(d.running())
         self.assertEqual(set(d.workers()), set(harness.ROLES))
-        full_lines = [r for r in log_records(d)
+        full_lines = [r for r in d.log_records()
                       if "full" in json.dumps(r).lower() and r.get("severity") in ("warning", "error")]
         self.assertTrue(full_lines, "no log line names the full disk\n" + d.log_tail())
         # Still full: the next new child fails the same way, a renewal
@@ -426,6 +481,7 @@ class DiskFull(StorageTest):
         self.assertSound(d.rows())
 
 
+@harness.needs(harness.why_no_private_mounts)
 class DiskFullAtStart(StorageTest):
     """A restart on a full disk: the tmpfs lives in a mount namespace held
     by a sleeping process, and each daemon start enters it (nsenter), so the

@@ -107,3 +107,118 @@ periodSeconds: {{ $t.periodSeconds }}
 timeoutSeconds: {{ $t.timeoutSeconds }}
 failureThreshold: {{ $t.failureThreshold }}
 {{- end -}}
+
+{{/*
+2^n, for the host-bit checks below (sprig has no power function).
+*/}}
+{{- define "meridio-ipam.pow2" -}}
+{{- $p := 1 -}}
+{{- range until (int .) -}}
+{{- $p = mul $p 2 -}}
+{{- end -}}
+{{- $p -}}
+{{- end -}}
+
+{{/*
+The 16-bit groups of an IPv6 address the schema has let through (RFC 3986
+syntax), "::" expanded and a dotted IPv4 tail made two groups, as a list in
+JSON. Hex groups are read by int64 of "0x..." (strconv base 0).
+*/}}
+{{- define "meridio-ipam.v6groups" -}}
+{{- $halves := list -}}
+{{- range $i, $half := splitList "::" . -}}
+{{- $groups := list -}}
+{{- range compact (splitList ":" $half) -}}
+{{- if contains "." . -}}
+{{- $o := splitList "." . -}}
+{{- $groups = append $groups (add (mul (atoi (index $o 0)) 256) (atoi (index $o 1))) -}}
+{{- $groups = append $groups (add (mul (atoi (index $o 2)) 256) (atoi (index $o 3))) -}}
+{{- else -}}
+{{- $groups = append $groups (int64 (printf "0x%s" .)) -}}
+{{- end -}}
+{{- end -}}
+{{- $halves = append $halves $groups -}}
+{{- end -}}
+{{- $all := first $halves -}}
+{{- if eq (len $halves) 2 -}}
+{{- $zeros := sub 8 (add (len (index $halves 0)) (len (index $halves 1))) -}}
+{{- range until (int $zeros) -}}
+{{- $all = append $all 0 -}}
+{{- end -}}
+{{- $all = concat $all (index $halves 1) -}}
+{{- end -}}
+{{- toJson $all -}}
+{{- end -}}
+
+{{/*
+"host bits set" when the prefix text (already through the schema) has a
+bit set past its length, as the daemon refuses it; empty otherwise.
+*/}}
+{{- define "meridio-ipam.hostBits" -}}
+{{- $addr := first (splitList "/" .) -}}
+{{- $len := int (last (splitList "/" .)) -}}
+{{- $groups := list -}}
+{{- $width := 16 -}}
+{{- if contains ":" $addr -}}
+{{- $groups = include "meridio-ipam.v6groups" $addr | fromJsonArray -}}
+{{- else -}}
+{{- $width = 8 -}}
+{{- range splitList "." $addr -}}
+{{- $groups = append $groups (atoi .) -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $g := $groups -}}
+{{- $lo := mul $i $width -}}
+{{- $free := sub (add $lo $width) $len -}}
+{{- if gt (int $free) 0 -}}
+{{- if gt (int $free) $width -}}{{- $free = $width -}}{{- end -}}
+{{- if ne (mod (int64 $g) (int64 (include "meridio-ipam.pow2" $free))) 0 -}}
+host bits set
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the schema cannot say and the daemon refuses at start (exit 2, the
+pod in CrashLoopBackOff): host bits of the subnets, the conduit and node
+lengths against the subnet and each other (both families, as the daemon
+reads both pools whatever ipFamily is; an empty subnet is the daemon's
+default), conduit names longer than 253 bytes or repeated, the metrics
+port equal to the gRPC port. Fails with the value's path; renders nothing.
+*/}}
+{{- define "meridio-ipam.validate" -}}
+{{- $v := .Values -}}
+{{- $pools := list
+  (dict "fam" "ipv4" "prefix" $v.subnetPool.ipv4 "default" "169.255.0.0/16" "nodemax" 30)
+  (dict "fam" "ipv6" "prefix" $v.subnetPool.ipv6 "default" "fd00::/48" "nodemax" 126) -}}
+{{- range $pools -}}
+{{- $prefix := .prefix | default .default -}}
+{{- if include "meridio-ipam.hostBits" $prefix -}}
+{{- fail (printf "subnetPool.%s %q: host bits set (the address must be the first of the subnet)" .fam $prefix) -}}
+{{- end -}}
+{{- $plen := int (last (splitList "/" $prefix)) -}}
+{{- $cl := int (get $v.subnetPool.conduitPrefixLength .fam) -}}
+{{- $nl := int (get $v.subnetPool.nodePrefixLength .fam) -}}
+{{- if le $cl $plen -}}
+{{- fail (printf "subnetPool.conduitPrefixLength.%s (%d) must be longer than the length of subnetPool.%s %s" .fam $cl .fam $prefix) -}}
+{{- end -}}
+{{- if le $nl $cl -}}
+{{- fail (printf "subnetPool.nodePrefixLength.%s (%d) must be longer than subnetPool.conduitPrefixLength.%s (%d)" .fam $nl .fam $cl) -}}
+{{- end -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $i, $c := $v.conduits -}}
+{{- $name := trimAll " " $c -}}
+{{- if gt (len $name) 253 -}}
+{{- fail (printf "conduits[%d]: a conduit name is at most 253 bytes, not %d" $i (len $name)) -}}
+{{- end -}}
+{{- if hasKey $seen $name -}}
+{{- fail (printf "conduits[%d] %q repeats conduits[%v]" $i $name (get $seen $name)) -}}
+{{- end -}}
+{{- $_ := set $seen $name $i -}}
+{{- end -}}
+{{- if and $v.metrics.port (eq (int $v.metrics.port) (int $v.ipam.targetPort)) -}}
+{{- fail (printf "metrics.port (%v) must differ from ipam.targetPort" $v.metrics.port) -}}
+{{- end -}}
+{{- end -}}
