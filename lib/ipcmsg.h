@@ -8,6 +8,11 @@
  *    socket is $IPAMD_RUNDIR/db.sock (IPCMSG_DB_SOCK); the supervisor binds
  *    and listens on it and hands the listening fd to the db worker as fd 4,
  *    so clients queue rather than fail while the db worker restarts.
+ *  - The supervisor takes the data file's lock (flock) at start and holds
+ *    it for its whole life, so that no other instance can take the file
+ *    while the db worker restarts; the db worker gets that descriptor as
+ *    fd 5 and uses it as its lock. (When the supervisor cannot open the
+ *    file, fd 5 is closed and the db worker opens it and reports why.)
  *  - Every worker gets fd 3: a Unix stream socket to the supervisor. The
  *    worker sends WorkerStatus frames on it: ready = true once it serves, and
  *    at least one frame a second as a heartbeat. EOF on fd 3 means the
@@ -46,6 +51,7 @@
 
 #define IPCMSG_SUPERVISOR_FD 3		/* worker's end of the status channel */
 #define IPCMSG_DB_LISTEN_FD 4		/* db worker: the listening socket */
+#define IPCMSG_DB_LOCK_FD 5		/* db worker: the data file, locked */
 #define IPCMSG_ENV_RUNDIR "IPAMD_RUNDIR"	/* runtime directory variable */
 #define IPCMSG_DB_SOCK "db.sock"	/* db socket, inside the runtime dir */
 #define IPCMSG_EXIT_PERMANENT 78	/* worker exit: do not restart, stop all */

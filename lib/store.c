@@ -50,12 +50,22 @@
 /* WAL frames after a commit that wake the checkpointer, and the size past
  * which the committing connection checkpoints itself (what is left: the
  * thread did most of it). Under steady writes the thread seldom catches up
- * with the writer, so the WAL cycles up to the hard size (64 MB on disk).
- * Waking it at 10000 rather than 1000 frames lets one pass copy a hot page
- * once instead of ten times: db worker CPU per new allocation 68 -> 49 us,
- * allocate-new at concurrency 64 10.6k -> 13.5k/s (paired runs). */
-#define STORE_CKPT_FRAMES 10000
-#define STORE_CKPT_HARD_FRAMES 16000
+ * with the writer, so the WAL cycles up to the hard size. Waking it at
+ * 10000 rather than 1000 frames lets one pass copy a hot page once instead
+ * of ten times: db worker CPU per new allocation 68 -> 49 us, allocate-new
+ * at concurrency 64 10.6k -> 13.5k/s (paired runs). The WAL must also stay
+ * small beside the file on a small volume, so both limits are in bytes and
+ * scale with the database: the checkpointer wakes when the WAL passes half
+ * the file's size (at least STORE_CKPT_MIN_BYTES, at most the 10000 frames of
+ * 4 KiB pages above), and the writer checkpoints past four times that.
+ * journal_size_limit truncates a WAL that grew past that hard size back
+ * to it when it restarts; it follows the file's growth (re-set at a begin
+ * once it is off by half or more). A smaller one truncated the WAL at each
+ * restart, and every commit then grew the file again: a quarter fewer
+ * allocations a second in bench-ab. */
+#define STORE_CKPT_MIN_BYTES (1LL << 20)
+#define STORE_CKPT_MAX_BYTES (10000LL * 4096)
+#define STORE_CKPT_HARD_FACTOR 4
 
 /* The VFS of durable stores: sqlite's default, WAL writes gathered. */
 #define STORE_VFS "ipam-walbuf"
@@ -91,10 +101,26 @@ struct store {
 	bool sync_normal;		/* STORE_SYNC_NORMAL was asked for */
 	pthread_mutex_t ck_mu;		/* guards ck_want and ck_stop */
 	pthread_cond_t ck_cv;		/* wakes the checkpointer */
+	pthread_mutex_t ck_run_mu;	/* held while a checkpoint runs */
 	pthread_t ck_thread;		/* the checkpointer, if ck_started */
 	bool ck_started;		/* the checkpointer runs */
 	bool ck_want;			/* a commit asks for a checkpoint */
 	bool ck_stop;			/* store_close asks it to return */
+	int pgsz;			/* page size, for WAL bytes */
+	uint64_t ck_runs;		/* checkpoints tried (ck_mu) */
+	uint64_t ck_failures;		/* of those, failed (ck_mu) */
+	bool ck_failing;		/* the latest one failed (ck_mu) */
+	char ck_error[256];		/* why it failed (ck_mu) */
+	uint64_t commit_failures;	/* transactions a failed write ended */
+	off_t size_seen;		/* largest file size store_check_files
+					 * saw (the file never shrinks) */
+	dev_t side_dev[2];		/* -wal, -shm: device once seen */
+	ino_t side_ino[2];		/* ... and inode; 0 = not seen yet */
+	long long wal_limit;		/* journal_size_limit set; 0 none */
+	bool keep_path;			/* the path is not ours any more: do
+					 * not checkpoint into it at close */
+	bool txn_failed;		/* a write of this transaction failed */
+	bool txn_no_room;		/* ... for want of room */
 	struct store_scan *prefetch;	/* rows read while quick_check ran,
 					 * for the first store_load; NULL */
 	unsigned add_cols;		/* bits of store_added_columns the
@@ -134,6 +160,7 @@ struct store_scan {
 	size_t nslot;			/* a power of two, >= 2n */
 };
 
+static void store_write_failed(struct store *st);
 static int store_scan_read(struct store *st, struct store_scan *sc,
     char *err, size_t errlen);
 static int store_parse_wide(const char *s, int64_t *secsp, int64_t *fracp);
@@ -685,11 +712,55 @@ rollback:
 }
 
 /*
+ * Runs one checkpoint on db (the writer's connection or the
+ * checkpointer's) and notes how it went, for store_health. The
+ * checkpointer runs PASSIVE ones (never waiting for, nor blocking, the
+ * writer); the writer runs RESTART ones, which wait for the checkpointer's
+ * pass to end and leave the WAL to be rewritten from its start, so that it
+ * stops growing even when the thread never catches up.
+ */
+static int
+store_ckpt_run(struct store *st, sqlite3 *db, int mode)
+{
+	int rc;
+
+	/* sqlite answers BUSY at once, without waiting, to a checkpoint
+	 * while another runs: take turns here instead. A RESTART would also
+	 * wait (busy timeout) for a foreign reader, e.g. the sqlite3 shell,
+	 * inside a commit: it does not wait, and then only copies what it
+	 * can, as PASSIVE does. */
+	pthread_mutex_lock(&st->ck_run_mu);
+	if (mode != SQLITE_CHECKPOINT_PASSIVE)
+		sqlite3_busy_timeout(db, 0);
+	rc = sqlite3_wal_checkpoint_v2(db, NULL, mode, NULL, NULL);
+	if (mode != SQLITE_CHECKPOINT_PASSIVE)
+		sqlite3_busy_timeout(db, STORE_BUSY_MS);
+	pthread_mutex_unlock(&st->ck_run_mu);
+
+	pthread_mutex_lock(&st->ck_mu);
+	st->ck_runs++;
+	if (rc == SQLITE_BUSY) {
+		/* another connection was in the way: nothing failed */
+	} else if (rc == SQLITE_OK) {
+		st->ck_failing = false;
+		st->ck_error[0] = '\0';
+	} else {
+		st->ck_failures++;
+		st->ck_failing = true;
+		snprintf(st->ck_error, sizeof(st->ck_error), "%s: checkpoint: "
+		    "%s", st->path, sqlite3_errmsg(db));
+	}
+	pthread_mutex_unlock(&st->ck_mu);
+	return rc == SQLITE_OK || rc == SQLITE_BUSY ? 0 : -1;
+}
+
+/*
  * The checkpointer thread: its own connection to the file, one PASSIVE
  * checkpoint each time a commit asks for one (PASSIVE never waits for, nor
  * blocks, the writer). If the connection cannot be opened, the thread only
  * waits to be stopped and commits checkpoint by themselves at the hard
- * limit. Errors are left for the next round.
+ * limit. A failure is noted (store_health) and the next commit past the
+ * limit tries again.
  */
 static void *
 store_ckpt_main(void *arg)
@@ -716,8 +787,8 @@ store_ckpt_main(void *arg)
 		st->ck_want = false;
 		pthread_mutex_unlock(&st->ck_mu);
 		if (db != NULL)
-			(void)sqlite3_wal_checkpoint_v2(db, NULL,
-			    SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+			(void)store_ckpt_run(st, db,
+			    SQLITE_CHECKPOINT_PASSIVE);
 		pthread_mutex_lock(&st->ck_mu);
 	}
 	pthread_mutex_unlock(&st->ck_mu);
@@ -725,25 +796,62 @@ store_ckpt_main(void *arg)
 	return NULL;
 }
 
+/* The WAL size that wakes the checkpointer (see STORE_CKPT_MIN_BYTES). */
+static long long
+store_ckpt_soft(struct store *st)
+{
+	struct stat sb;
+	long long soft;
+
+	soft = fstat(st->lockfd, &sb) == 0 ? (long long)sb.st_size / 2 : 0;
+	if (soft < STORE_CKPT_MIN_BYTES)
+		soft = STORE_CKPT_MIN_BYTES;
+	if (soft > STORE_CKPT_MAX_BYTES)
+		soft = STORE_CKPT_MAX_BYTES;
+	return soft;
+}
+
+/* Sets journal_size_limit to the hard WAL size when it is off by half or
+ * more (outside a transaction). */
+static int
+store_wal_limit(struct store *st, char *err, size_t errlen)
+{
+	long long want = store_ckpt_soft(st) * STORE_CKPT_HARD_FACTOR;
+	char sql[64];
+
+	if (st->wal_limit != 0 && want < st->wal_limit * 3 / 2 &&
+	    want > st->wal_limit / 2)
+		return 0;
+	snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit=%lld", want);
+	if (store_exec(st, sql, "set journal_size_limit", err, errlen) < 0)
+		return -1;
+	st->wal_limit = want;
+	return 0;
+}
+
 /*
  * sqlite's WAL hook, called after each commit with the frames now in the
- * WAL: wakes the checkpointer (started on first need) past
- * STORE_CKPT_FRAMES; checkpoints here past STORE_CKPT_HARD_FRAMES or when
- * no thread can be started.
+ * WAL: wakes the checkpointer (started on first need) when the WAL passes
+ * its size limit (see STORE_CKPT_MIN_BYTES); checkpoints here past
+ * STORE_CKPT_HARD_FACTOR times that or when no thread can be started.
  */
 static int
 store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
 	struct store *st = arg;
+	long long wal = (long long)frames * st->pgsz, soft;
 
-	if (frames < STORE_CKPT_FRAMES)
+	(void)name;
+	if (wal < STORE_CKPT_MIN_BYTES)
+		return SQLITE_OK;
+	soft = store_ckpt_soft(st);
+	if (wal < soft)
 		return SQLITE_OK;
 	if (!st->ck_started && pthread_create(&st->ck_thread, NULL,
 	    store_ckpt_main, st) == 0)
 		st->ck_started = true;
-	if (frames >= STORE_CKPT_HARD_FRAMES || !st->ck_started) {
-		(void)sqlite3_wal_checkpoint_v2(db, name,
-		    SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (wal >= soft * STORE_CKPT_HARD_FACTOR || !st->ck_started) {
+		(void)store_ckpt_run(st, db, SQLITE_CHECKPOINT_RESTART);
 		return SQLITE_OK;
 	}
 	pthread_mutex_lock(&st->ck_mu);
@@ -774,6 +882,7 @@ store_pragmas(struct store *st, int flags, char *err, size_t errlen)
 {
 	const char *sync = (flags & STORE_SYNC_NORMAL) ?
 	    "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL";
+	int64_t pgsz = 0;
 
 	/* The page cache: 512 KiB instead of sqlite's 2 MiB. The registry
 	 * keeps every record in memory, so the store only reads at load and
@@ -788,6 +897,14 @@ store_pragmas(struct store *st, int flags, char *err, size_t errlen)
 	    errlen) < 0 ||
 	    store_exec(st, "PRAGMA foreign_keys=OFF", "set foreign_keys", err,
 	    errlen) < 0)
+		return -1;
+	if (store_query_int(st, "PRAGMA page_size", NULL, &pgsz, err,
+	    errlen) < 0)
+		return -1;
+	st->pgsz = pgsz > 0 ? (int)pgsz : 4096;
+	/* A WAL that grew (a burst, a full disk) shrinks back once it
+	 * restarts, so that it leaves room on a small volume. */
+	if (store_wal_limit(st, err, errlen) < 0)
 		return -1;
 	st->sync_normal = (flags & STORE_SYNC_NORMAL) != 0;
 	/* Replaces sqlite's own checkpoint-on-commit (see the top). */
@@ -927,14 +1044,64 @@ store_verify(struct store *st, char *err, size_t errlen)
 	return 0;
 }
 
-/*
- * Opens the store: see the comment at the top of this file for the order
- * of the steps and why. A file this call created is removed again when
- * opening fails, so a failed open leaves the directory as it was.
- */
 int
 store_open(struct store **out, const char *path, int flags, char *err,
     size_t errlen)
+{
+	return store_open_locked(out, path, -1, flags, err, errlen);
+}
+
+/*
+ * Takes the lock of path for a process that does not open the database
+ * (the supervisor, for its whole life). See store.h.
+ */
+int
+store_lock_file(const char *path, int flags, int *fd, bool *created,
+    long *holder, char *err, size_t errlen)
+{
+	struct stat sb;
+	int lfd, e;
+
+	*fd = -1;
+	*holder = 0;
+	lfd = store_open_lockfd(path, flags, created, err, errlen);
+	if (lfd < 0)
+		return -1;
+	if (flock(lfd, LOCK_EX | LOCK_NB) == 0) {
+		*fd = lfd;
+		return 0;
+	}
+	e = errno;
+	if (e != EWOULDBLOCK) {
+		errbuf_set(err, errlen, "%s: cannot lock: %s", path,
+		    strerror(e));
+	} else {
+		if (fstat(lfd, &sb) == 0)
+			*holder = store_lock_holder(sb.st_dev, sb.st_ino);
+		if (*holder > 0)
+			errbuf_set(err, errlen, "%s: in use by another "
+			    "meridio-ipam (pid %ld)", path, *holder);
+		else
+			errbuf_set(err, errlen, "%s: locked by another "
+			    "process", path);
+	}
+	if (*created)
+		unlink(path);
+	*created = false;
+	close(lfd);
+	return e == EWOULDBLOCK ? 1 : -1;
+}
+
+/*
+ * Opens the store: see the comment at the top of this file for the order
+ * of the steps and why. A file this call created is removed again when
+ * opening fails, so a failed open leaves the directory as it was. With
+ * lockfd >= 0 (a descriptor of path that our parent locked) that one is
+ * the lock, once it is checked to still be the file at path.
+ */
+int
+store_open_locked(struct store **out, const char *path, int lockfd,
+    int flags, char *err, size_t errlen)
 {
 	struct store *st;
 	struct stat sb;
@@ -956,8 +1123,23 @@ store_open(struct store **out, const char *path, int flags, char *err,
 		return -1;
 	}
 	pthread_mutex_init(&st->ck_mu, NULL);
+	pthread_mutex_init(&st->ck_run_mu, NULL);
 	pthread_cond_init(&st->ck_cv, NULL);
-	st->lockfd = store_open_lockfd(path, flags, &created, err, errlen);
+	if (lockfd >= 0) {
+		struct stat lb;
+
+		st->lockfd = lockfd;
+		if (fstat(lockfd, &lb) < 0 || stat(path, &sb) < 0 ||
+		    lb.st_dev != sb.st_dev || lb.st_ino != sb.st_ino) {
+			errbuf_set(err, errlen, "%s: not the file that was "
+			    "locked at start (removed or replaced since)",
+			    path);
+			goto fail;
+		}
+	} else {
+		st->lockfd = store_open_lockfd(path, flags, &created, err,
+		    errlen);
+	}
 	if (st->lockfd < 0)
 		goto fail;
 	if (flock(st->lockfd, LOCK_EX | LOCK_NB) < 0) {
@@ -1059,9 +1241,69 @@ fail:
 		close(st->lockfd);
 	pthread_cond_destroy(&st->ck_cv);
 	pthread_mutex_destroy(&st->ck_mu);
+	pthread_mutex_destroy(&st->ck_run_mu);
 	free(st->path);
 	free(st);
 	return -1;
+}
+
+/*
+ * Checks that the files this store writes are still the ones at its path:
+ * the database file (still linked, the same inode at the path, never
+ * smaller than before), and its -wal and -shm (the same inode as when
+ * first seen). A few stat calls: cheap enough for every batch. Returns 0,
+ * or -1 with err naming the file and what happened; then store_close
+ * leaves what now lies at the path alone, except that a file whose WAL
+ * alone was removed is still checkpointed (which keeps what that WAL held).
+ */
+int
+store_check_files(struct store *st, char *err, size_t errlen)
+{
+	static const char *const sfx[2] = { "-wal", "-shm" };
+	char side[PATH_MAX];
+	struct stat sb, pb;
+
+	if (fstat(st->lockfd, &sb) < 0) {
+		errbuf_set(err, errlen, "%s: cannot stat: %s", st->path,
+		    strerror(errno));
+		return -1;
+	}
+	if (sb.st_nlink == 0 || stat(st->path, &pb) < 0 ||
+	    pb.st_dev != sb.st_dev || pb.st_ino != sb.st_ino) {
+		errbuf_set(err, errlen, "%s: the database file was removed or "
+		    "replaced while in use", st->path);
+		st->keep_path = true;
+		return -1;
+	}
+	if (sb.st_size < st->size_seen) {
+		errbuf_set(err, errlen, "%s: the database file was truncated "
+		    "while in use (%lld bytes, was %lld)", st->path,
+		    (long long)sb.st_size, (long long)st->size_seen);
+		st->keep_path = true;
+		return -1;
+	}
+	st->size_seen = sb.st_size;
+	for (int i = 0; i < 2; i++) {
+		snprintf(side, sizeof(side), "%s%s", st->path, sfx[i]);
+		if (stat(side, &pb) < 0) {
+			if (errno == ENOENT && st->side_ino[i] == 0)
+				continue;	/* not made yet */
+			errbuf_set(err, errlen, "%s: removed while in use: %s",
+			    side, strerror(errno));
+			return -1;
+		}
+		if (st->side_ino[i] == 0) {
+			st->side_dev[i] = pb.st_dev;
+			st->side_ino[i] = pb.st_ino;
+		} else if (pb.st_dev != st->side_dev[i] ||
+		    pb.st_ino != st->side_ino[i]) {
+			errbuf_set(err, errlen, "%s: replaced by another file "
+			    "while in use", side);
+			st->keep_path = true;
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* Rolls back any open transaction, releases sqlite, then the lock. */
@@ -1084,11 +1326,17 @@ store_close(struct store *st)
 	store_scan_free(st->prefetch, true);
 	for (int i = 0; i < STORE_ST_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
+	/* The last connection to close checkpoints and removes the WAL at
+	 * the path: not when the path holds another file now. */
+	if (st->keep_path)
+		sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1,
+		    NULL);
 	sqlite3_close(st->db);
 	if (st->lockfd >= 0)
 		close(st->lockfd);
 	pthread_cond_destroy(&st->ck_cv);
 	pthread_mutex_destroy(&st->ck_mu);
+	pthread_mutex_destroy(&st->ck_run_mu);
 	free(st->path);
 	free(st);
 }
@@ -1456,6 +1704,8 @@ store_begin(struct store *st, char *err, size_t errlen)
 		return -1;
 	if (st->upgrade && store_setup(st, false, err, errlen) < 0)
 		return -1;
+	if (store_wal_limit(st, err, errlen) < 0)
+		return -1;
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_DONE) {
 		errbuf_set(err, errlen, "%s: begin: %s", st->path,
@@ -1496,9 +1746,11 @@ store_step_write(struct store *st, sqlite3_stmt *s, const char *what,
 {
 	int rc = sqlite3_step(s);
 
-	if (rc != SQLITE_DONE)
+	if (rc != SQLITE_DONE) {
 		errbuf_set(err, errlen, "%s: %s %s: %s", st->path, what, id,
 		    sqlite3_errmsg(st->db));
+		store_write_failed(st);
+	}
 	sqlite3_clear_bindings(s);
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? 0 : -1;
@@ -1589,6 +1841,28 @@ store_delete(struct store *st, const char *id, char *err, size_t errlen)
 	return store_step_write(st, s, "delete", id, err, errlen);
 }
 
+/* An sqlite result that means the volume is full or a file hit its size
+ * limit (EFBIG: RLIMIT_FSIZE), not some other I/O failure. */
+static bool
+store_for_space(int xrc)
+{
+	return (xrc & 0xff) == SQLITE_FULL || xrc == SQLITE_IOERR_WRITE ||
+	    xrc == SQLITE_IOERR_FSYNC || xrc == SQLITE_IOERR_SHMSIZE ||
+	    xrc == SQLITE_IOERR_TRUNCATE;
+}
+
+/* Notes that a write or the commit of this transaction failed: its end
+ * (the rollback) counts it, and checkpoints when it failed for room. */
+static void
+store_write_failed(struct store *st)
+{
+	int xrc = sqlite3_extended_errcode(st->db);
+
+	st->txn_failed = true;
+	if (store_for_space(xrc))
+		st->txn_no_room = true;
+}
+
 /*
  * Commits. On failure (disk full, I/O error) the transaction is rolled
  * back so that the file keeps the last committed state and the store can
@@ -1610,11 +1884,48 @@ store_commit(struct store *st, char *err, size_t errlen)
 		    sqlite3_errmsg(st->db));
 	sqlite3_reset(s);
 	if (rc != SQLITE_DONE) {
+		store_write_failed(st);
 		store_rollback(st);
 		return -1;
 	}
 	st->in_txn = false;
 	st->commits++;
+	return 0;
+}
+
+/* Fills h with the store's failure counters (any thread may run a
+ * checkpoint, so they are read under its lock). */
+void
+store_health(struct store *st, struct store_health *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->commits = st->commits;
+	h->commit_failures = st->commit_failures;
+	pthread_mutex_lock(&st->ck_mu);
+	h->ckpt_runs = st->ck_runs;
+	h->ckpt_failures = st->ck_failures;
+	h->ckpt_failing = st->ck_failing;
+	if (st->ck_failing)
+		snprintf(h->ckpt_error, sizeof(h->ckpt_error), "%s",
+		    st->ck_error);
+	pthread_mutex_unlock(&st->ck_mu);
+}
+
+/* Runs a checkpoint now (RESTART, outside a transaction). */
+int
+store_checkpoint(struct store *st, char *err, size_t errlen)
+{
+	if (st->in_txn) {
+		errbuf_set(err, errlen, "%s: checkpoint inside a transaction",
+		    st->path);
+		return -1;
+	}
+	if (store_ckpt_run(st, st->db, SQLITE_CHECKPOINT_RESTART) < 0) {
+		pthread_mutex_lock(&st->ck_mu);
+		errbuf_set(err, errlen, "%s", st->ck_error);
+		pthread_mutex_unlock(&st->ck_mu);
+		return -1;
+	}
 	return 0;
 }
 
@@ -1637,6 +1948,14 @@ store_rollback(struct store *st)
 		}
 	}
 	st->in_txn = false;
+	if (st->txn_failed)
+		st->commit_failures++;
+	/* Out of room: copying the WAL back lets the next transaction
+	 * rewrite the WAL's space instead of growing it, and is how the
+	 * store recovers by itself once room returns. */
+	if (st->txn_no_room)
+		(void)store_ckpt_run(st, st->db, SQLITE_CHECKPOINT_RESTART);
+	st->txn_failed = st->txn_no_room = false;
 }
 
 bool

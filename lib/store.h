@@ -58,6 +58,39 @@ int store_open(struct store **out, const char *path, int flags, char *err,
     size_t errlen);
 
 /*
+ * store_open with the lock taken already: lockfd is a descriptor of path
+ * on which flock(LOCK_EX) is held (by this process or a parent that
+ * handed it down), and the store owns it from now on (closed by
+ * store_close, or here on failure). Refused when path is no longer that
+ * file.
+ */
+int store_open_locked(struct store **out, const char *path, int lockfd,
+    int flags, char *err, size_t errlen);
+
+/*
+ * Takes path's exclusive lock without opening the database, for a process
+ * that holds it on behalf of the one that will (the supervisor, for its
+ * whole life, so that a restart of the db worker leaves no gap in which
+ * another instance could take the file). Opens path read-write, creating
+ * it empty when missing unless STORE_NO_CREATE (*created then set; the
+ * caller removes an empty file it created if nothing used it). Returns 0
+ * with *fd locked (close-on-exec); 1 when another process holds the lock
+ * (*holder: the pid that took it, 0 if unknown; err says so); -1 with err
+ * set when path cannot be opened or locked. Nothing stays open on failure.
+ */
+int store_lock_file(const char *path, int flags, int *fd, bool *created,
+    long *holder, char *err, size_t errlen);
+
+/*
+ * Checks that the database file and its -wal and -shm are still the files
+ * at the path (not removed, replaced, or the database truncated), so that
+ * nothing is acknowledged into a file that will vanish. Cheap (a few
+ * stat calls). Returns 0, or -1 with err naming the file; the store then
+ * leaves what lies at the path alone when it closes.
+ */
+int store_check_files(struct store *st, char *err, size_t errlen);
+
+/*
  * What store_open found to do to bring a file written by an older Meridio
  * to the current schema, as Meridio's own start-up does: gorm's
  * AutoMigrate adds the missing columns (updated_at, expirable) and
@@ -128,6 +161,28 @@ void store_rollback(struct store *st);
 
 /* Number of successful commits since open (each is one durable write). */
 uint64_t store_commit_count(const struct store *st);
+
+/* What went wrong since open, for logs and metrics. */
+struct store_health {
+	uint64_t commits;		/* successful commits */
+	uint64_t commit_failures;	/* transactions a failed write or
+					 * commit ended (rolled back) */
+	uint64_t ckpt_runs;		/* checkpoints tried */
+	uint64_t ckpt_failures;		/* of those, failed */
+	bool ckpt_failing;		/* the latest checkpoint failed */
+	char ckpt_error[256];		/* its error; "" when it did not */
+};
+
+/* Fills h. Checkpoints run in a thread of the store too: safe to call
+ * while one runs. */
+void store_health(struct store *st, struct store_health *h);
+
+/*
+ * Copies the WAL back into the file now (PASSIVE: skips what a reader
+ * still needs). Commits do this by themselves past a size, and after a
+ * commit failed for room. Returns 0, or -1 with err set.
+ */
+int store_checkpoint(struct store *st, char *err, size_t errlen);
 
 /* Writes ns as go-sqlite3 does: "2006-01-02 15:04:05.999999999+00:00"
  * (UTC, fraction without trailing zeros, no fraction when zero). */

@@ -559,9 +559,10 @@ probe_run(const struct probe_opts *o)
 		cargs.num_args = 2;
 	}
 	/* Go dials ":port" (Meridio's probe address of a port) on the local
-	 * host; gRPC's C core takes no empty host. */
+	 * host without resolving a name; gRPC's C core takes no empty host.
+	 * The loopback address works where no /etc/hosts names localhost. */
 	snprintf(target, sizeof(target), "%s%s", o->addr[0] == ':' ?
-	    "localhost" : "", o->addr);
+	    "127.0.0.1" : "", o->addr);
 	ch = grpc_channel_create(target, creds, &cargs);
 	grpc_channel_credentials_release(creds);
 	cq = grpc_completion_queue_create_for_next(NULL);

@@ -191,6 +191,15 @@ metrics_render_db(FILE *f, const Ipamd__V1__DbStats *s)
 	    "WAL fsyncs at commit (synchronous=FULL: one per commit).");
 	fprintf(f, "ipam_db_fsyncs_total %llu\n",
 	    (unsigned long long)s->commits);
+	metrics_head(f, "ipam_db_commit_failures_total", "counter",
+	    "Transactions a storage error ended (disk full, I/O error); their "
+	    "requests were answered UNAVAILABLE.");
+	fprintf(f, "ipam_db_commit_failures_total %llu\n",
+	    (unsigned long long)s->commit_failures);
+	metrics_head(f, "ipam_db_checkpoint_failures_total", "counter",
+	    "WAL checkpoints that failed (the WAL grows until one succeeds).");
+	fprintf(f, "ipam_db_checkpoint_failures_total %llu\n",
+	    (unsigned long long)s->checkpoint_failures);
 	metrics_head(f, "ipam_db_requests_total", "counter",
 	    "Requests the db worker answered (all roles, pings included).");
 	fprintf(f, "ipam_db_requests_total %llu\n",

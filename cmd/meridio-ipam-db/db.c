@@ -35,6 +35,8 @@
 #define DB_DUMP_CHUNK 1000		/* records per Dump reply frame */
 #define DB_MAX_PROBLEMS 2000		/* problems listed by one Check */
 #define DB_SIZE_BUCKETS 13		/* batch sizes 1, 2, 4, ... 4096 */
+#define DB_SUMMARY_MS 60000		/* a lasting failure: a line per minute */
+#define DB_ENV_SUMMARY_MS "IPAMD_FAILURE_SUMMARY_MS" /* tests: shorter */
 
 /* gRPC status codes used in replies. */
 enum {
@@ -70,6 +72,26 @@ struct pending {
 	char msg[512];			/* error text */
 };
 
+/*
+ * A failure that repeats while its cause lasts (a full disk, a checkpoint
+ * that cannot write): one line when it starts, a summary per interval
+ * while it lasts, one line when it ends, whatever the request rate. It
+ * ends with a success after a quarter of the interval without a failure:
+ * a nearly full disk lets some commits through between failures, and that
+ * is one condition, not one per failure.
+ */
+struct cond {
+	const char *what;		/* e.g. "storage writes" */
+	bool on;			/* failing now */
+	int64_t since;			/* CLOCK_MONOTONIC ns it began */
+	int64_t next_summary;		/* when the next summary is due */
+	int64_t last_fail;		/* when it last failed */
+	bool ok_seen;			/* a success since then */
+	uint64_t total;			/* failures since it began */
+	uint64_t window;		/* failures since the last line */
+	char last[512];			/* latest error text */
+};
+
 /* A growable array of pending requests. */
 struct plist {
 	struct pending *v;		/* entries */
@@ -90,6 +112,12 @@ struct db {
 	uint64_t gc_runs;		/* garbage collection runs */
 	uint64_t gc_reaped;		/* records they removed */
 	uint64_t sizes[DB_SIZE_BUCKETS]; /* batches of size <= 2^i */
+	struct cond writes;		/* commits failing */
+	struct cond ckpts;		/* checkpoints failing */
+	uint64_t ckpt_seen;		/* checkpoint failures already counted */
+	uint64_t ckpt_runs_seen;	/* checkpoints run at the last look */
+	int64_t summary_ns;		/* interval of cond summaries */
+	bool files_gone;		/* the data file is not ours: stop */
 };
 
 static int64_t
@@ -99,6 +127,82 @@ clock_ns(clockid_t id)
 
 	clock_gettime(id, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Notes n failures of c (err: the latest); logs only when c starts. */
+static void
+cond_fail(struct db *d, struct cond *c, uint64_t n, const char *err)
+{
+	int64_t mono = clock_ns(CLOCK_MONOTONIC);
+
+	snprintf(c->last, sizeof(c->last), "%s", err);
+	c->total += n;
+	c->window += n;
+	c->last_fail = mono;
+	c->ok_seen = false;
+	if (c->on)
+		return;
+	c->on = true;
+	c->since = mono;
+	c->next_summary = mono + d->summary_ns;
+	c->window = 0;
+	log_kv(LOGL_WARNING, c->what, "state", "failing", "error", err,
+	    NULL);
+}
+
+/* Notes that c works; logs the end of a failure once it is over. */
+static void
+cond_ok(struct db *d, struct cond *c)
+{
+	char secs[24];
+	int64_t mono = clock_ns(CLOCK_MONOTONIC);
+
+	if (!c->on)
+		return;
+	c->ok_seen = true;
+	if (mono - c->last_fail < d->summary_ns / 4)
+		return;
+	snprintf(secs, sizeof(secs), "%.1f",
+	    (double)(clock_ns(CLOCK_MONOTONIC) - c->since) / 1e9);
+	log_kv(LOGL_INFO, c->what, "state", "recovered",
+	    LOG_INT("failures", c->total), "seconds", secs, NULL);
+	c->on = false;
+	c->total = c->window = 0;
+}
+
+/* While c lasts: one summary line per interval. */
+static void
+cond_tick(struct db *d, struct cond *c, int64_t mono)
+{
+	if (c->on && c->ok_seen) {
+		cond_ok(d, c);
+		if (!c->on)
+			return;
+	}
+	if (!c->on || mono < c->next_summary)
+		return;
+	log_kv(LOGL_WARNING, c->what, "state", "still failing",
+	    LOG_INT("failures_since_last_line", c->window),
+	    LOG_INT("failures", c->total), "error", c->last, NULL);
+	c->window = 0;
+	c->next_summary = mono + d->summary_ns;
+}
+
+/* Checkpoints run inside the store (a thread of its own, or after a
+ * commit): looks at what they did since the last look. */
+static void
+check_ckpts(struct db *d)
+{
+	struct store_health h;
+
+	store_health(d->st, &h);
+	if (h.ckpt_failures > d->ckpt_seen)
+		cond_fail(d, &d->ckpts, h.ckpt_failures - d->ckpt_seen,
+		    h.ckpt_error[0] ? h.ckpt_error : "checkpoint failed");
+	else if (!h.ckpt_failing && h.ckpt_runs > d->ckpt_runs_seen)
+		cond_ok(d, &d->ckpts);
+	d->ckpt_seen = h.ckpt_failures;
+	d->ckpt_runs_seen = h.ckpt_runs;
 }
 
 static int
@@ -315,45 +419,96 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 	return rc;
 }
 
+/* The data file or its WAL is not the one at the path any more: one
+ * line, and the worker stops for good (a restart would only serve
+ * whatever now lies at the path, without what this one acknowledged). */
+static void
+files_gone(struct db *d, const char *err)
+{
+	if (d->files_gone)
+		return;
+	d->files_gone = true;
+	log_kv(LOGL_ERROR, "data file removed or replaced while in use: "
+	    "refusing every request and stopping for good", "path",
+	    d->cfg->data_source, "error", err, NULL);
+}
+
 /* Applies all of l in one batch; falls back to one batch per request. */
 static void
 run_batch(struct db *d, struct plist *l)
 {
 	int64_t now = clock_ns(CLOCK_REALTIME), mono = clock_ns(CLOCK_MONOTONIC);
-	char err[512];
+	char err[512] = "";
 	size_t i;
 	bool failed = false;
 
 	if (l->n == 0)
 		return;
 	reg_expire_cooldowns(d->reg, now);
-	if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
+	if (!d->files_gone && store_check_files(d->st, err, sizeof(err)) < 0)
+		files_gone(d, err);
+	if (d->files_gone) {
+		/* answered below, nothing written */
+	} else if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
 		failed = true;
 	} else {
-		for (i = 0; i < l->n && !failed; i++)
+		for (i = 0; i < l->n && !failed; i++) {
 			failed = apply(d, &l->v[i], now, mono) == REG_ESTORE;
+			/* apply keeps its error in the request's answer */
+			if (failed)
+				snprintf(err, sizeof(err), "%s", l->v[i].msg);
+		}
 		if (failed)
 			reg_rollback(d->reg);
 		else if (reg_commit(d->reg, err, sizeof(err)) != REG_OK)
 			failed = true;
 	}
 	if (failed) {
-		log_kv(LOGL_WARNING, "batch failed, applying its requests one "
+		uint64_t nfail = 1;
+		bool any_ok = false;
+
+		log_kv(LOGL_DEBUG, "batch failed, applying its requests one "
 		    "by one", "error", err, NULL);
+		cond_fail(d, &d->writes, 0, err);
 		for (i = 0; i < l->n; i++) {
 			struct pending *p = &l->v[i];
 			if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
 				fail(p, CODE_UNAVAILABLE, "storage: %.400s", err);
+				nfail++;
 				continue;
 			}
 			if (apply(d, p, now, mono) == REG_ESTORE) {
 				reg_rollback(d->reg);
+				snprintf(err, sizeof(err), "%s", p->msg);
+				nfail++;
 				continue;
 			}
 			if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
 				p->park = false;
 				fail(p, CODE_UNAVAILABLE, "storage: %.400s", err);
+				nfail++;
+				continue;
 			}
+			any_ok = true;
+		}
+		cond_fail(d, &d->writes, nfail, err);
+		if (any_ok)
+			cond_ok(d, &d->writes);
+	} else {
+		cond_ok(d, &d->writes);
+	}
+	/* Nothing is acknowledged into a file that is not at the path any
+	 * more (removed, replaced, truncated): a restart would not see it. */
+	if (!d->files_gone && store_check_files(d->st, err, sizeof(err)) < 0)
+		files_gone(d, err);
+	if (d->files_gone) {
+		snprintf(err, sizeof(err), "the data file was removed or "
+		    "replaced while in use");
+		for (i = 0; i < l->n; i++) {
+			l->v[i].park = false;
+			l->v[i].addr[0] = '\0';
+			l->v[i].plen = 0;
+			fail(&l->v[i], CODE_UNAVAILABLE, "storage: %.400s", err);
 		}
 	}
 	d->batches++;
@@ -548,6 +703,7 @@ answer_stats(struct db *d, struct pending *p)
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__DbStats s = IPAMD__V1__DB_STATS__INIT;
 	struct client *c = &d->cl[p->slot];
+	struct store_health h;
 
 	d->requests++;
 	s.commits = store_commit_count(d->st);
@@ -560,6 +716,9 @@ answer_stats(struct db *d, struct pending *p)
 	s.records = reg_count(d->reg);
 	s.n_batch_sizes = DB_SIZE_BUCKETS;
 	s.batch_sizes = d->sizes;
+	store_health(d->st, &h);
+	s.commit_failures = h.commit_failures;
+	s.checkpoint_failures = h.ckpt_failures;
 	r.id = p->req->id;
 	r.message = (char *)"";
 	r.address = (char *)"";
@@ -827,15 +986,20 @@ run_gc(struct db *d)
 	    reg_gc(d->reg, now, d->cfg->gc_threshold_ns, &reaped, err,
 	    sizeof(err)) != REG_OK) {
 		reg_rollback(d->reg);
-		log_kv(LOGL_ERROR, "garbage collection failed", "error", err,
+		log_kv(LOGL_DEBUG, "garbage collection failed", "error", err,
 		    NULL);
+		cond_fail(d, &d->writes, 1, err);
 		return;
 	}
 	if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
-		log_kv(LOGL_ERROR, "garbage collection commit failed", "error",
+		log_kv(LOGL_DEBUG, "garbage collection commit failed", "error",
 		    err, NULL);
+		cond_fail(d, &d->writes, 1, err);
 		return;
 	}
+	cond_ok(d, &d->writes);
+	if (store_check_files(d->st, err, sizeof(err)) < 0)
+		files_gone(d, err);
 	d->gc_runs++;
 	d->gc_reaped += reaped;
 	log_kv(reaped ? LOGL_INFO : LOGL_DEBUG, "garbage collection",
@@ -846,11 +1010,15 @@ int
 db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
     int lfd, int status_fd)
 {
-	struct db d = { .cfg = cfg, .st = st, .reg = reg };
+	struct db d = { .cfg = cfg, .st = st, .reg = reg,
+	    .writes = { .what = "storage writes" },
+	    .ckpts = { .what = "checkpoints" } };
+	const char *ev = getenv(DB_ENV_SUMMARY_MS);
 	struct pollfd pfd[3 + DB_MAX_CLIENTS];
 	int map[3 + DB_MAX_CLIENTS];
 	int64_t mono, next_hb, next_gc, wake;
 	sigset_t mask;
+	char err[512];
 	int sfd, n, i, timeout;
 	bool stop = false;
 	size_t k;
@@ -863,6 +1031,9 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	 * loops until EAGAIN. */
 	if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0)
 		log_fatal("listening socket: %s", strerror(errno));
+	d.summary_ns = DB_SUMMARY_MS * NS_PER_MS;
+	if (ev != NULL && atoll(ev) > 0)
+		d.summary_ns = atoll(ev) * NS_PER_MS;
 	mono = clock_ns(CLOCK_MONOTONIC);
 	next_hb = mono;
 	next_gc = cfg->gc_enabled ? mono + cfg->gc_interval_ns : INT64_MAX;
@@ -931,12 +1102,20 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			    ipc_conn_pending(d.cl[i].conn) &&
 			    ipc_conn_flush(d.cl[i].conn) < 0)
 				client_close(&d, i, "write failed");
+		if (d.files_gone)
+			stop = true;
 		mono = clock_ns(CLOCK_MONOTONIC);
 		if (mono >= next_gc) {
 			run_gc(&d);
 			next_gc = mono + cfg->gc_interval_ns;
 		}
 		if (mono >= next_hb) {
+			check_ckpts(&d);
+			cond_tick(&d, &d.writes, mono);
+			cond_tick(&d, &d.ckpts, mono);
+			if (!d.files_gone && store_check_files(d.st, err,
+			    sizeof(err)) < 0)
+				files_gone(&d, err);
 			heartbeat(&d, status_fd);
 			next_hb = mono + 1000 * NS_PER_MS;
 		}
@@ -958,5 +1137,5 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	close(sfd);
 	log_fmt(LOGL_INFO, "stopped after %llu batches, %llu requests",
 	    (unsigned long long)d.batches, (unsigned long long)d.requests);
-	return 0;
+	return d.files_gone ? IPCMSG_EXIT_PERMANENT : 0;
 }

@@ -89,7 +89,7 @@ main(int argc, char **argv)
 	struct reg_params rp = { 0 };
 	char err[512];
 	sigset_t mask;
-	int rc, status_fd, fi;
+	int rc, status_fd, fi, lock_fd;
 
 	(void)argc;
 	(void)argv;
@@ -110,7 +110,11 @@ main(int argc, char **argv)
 	status_fd = fcntl(IPCMSG_SUPERVISOR_FD, F_GETFD) != -1 ?
 	    IPCMSG_SUPERVISOR_FD : -1;
 
-	if (store_open(&st, cfg.data_source, 0, err, sizeof(err)) != 0) {
+	/* The supervisor holds the file's lock and hands it down as fd 5. */
+	lock_fd = status_fd >= 0 && fcntl(IPCMSG_DB_LOCK_FD, F_GETFD) != -1 ?
+	    IPCMSG_DB_LOCK_FD : -1;
+	if (store_open_locked(&st, cfg.data_source, lock_fd, 0, err,
+	    sizeof(err)) != 0) {
 		log_kv(LOGL_ERROR, "cannot open the database", "path",
 		    cfg.data_source, "error", err, NULL);
 		cfg_free(&cfg);

@@ -29,6 +29,7 @@
 #include "ipcmsg.h"
 #include "log.h"
 #include "sdnotify.h"
+#include "store.h"
 
 #ifndef IPAM_LIBEXECDIR
 #define IPAM_LIBEXECDIR "/usr/local/libexec/meridio-ipam"
@@ -43,6 +44,8 @@ _Static_assert(SUP_EXIT_PERMANENT == IPCMSG_EXIT_PERMANENT,
 #define SV_KILL_MS 4500		/* stop: SIGKILL whatever is left after this */
 #define SV_BACKLOG 64		/* listen backlog of the db socket */
 #define SV_ENV_WRAPPER "IPAMD_WORKER_WRAPPER"	/* tests: run workers under */
+#define SV_LOCK_WAIT_MS 5000	/* start: wait for a stopping holder this long */
+#define SV_LOCK_POLL_MS 50	/* ... trying again this often */
 
 extern char **environ;
 
@@ -79,6 +82,10 @@ struct sv {
 	char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
 					/* db socket path inside rundir */
 	int listen_fd;			/* db socket, listening; -1 if none */
+	int lock_fd;			/* data file, flock held; -1 if none */
+	bool lock_created;		/* we created the (empty) data file, and
+					 * no db worker served it yet */
+	const char *data_path;		/* IPAM_DATA_SOURCE */
 	int sig_fd;			/* signalfd for TERM, INT, CHLD */
 	char **envp;			/* environment given to workers */
 	int64_t wd_ms;			/* WATCHDOG_USEC in ms, 0 = off */
@@ -226,7 +233,7 @@ sv_child(const struct sv *sv, const struct sv_worker *w, int chan,
 	char *argv[] = { (char *)w->row->binary, NULL };
 	struct sigaction sa = { .sa_handler = SIG_DFL };
 	sigset_t none;
-	int a, b = -1, first_free = IPCMSG_SUPERVISOR_FD + 1;
+	int a, b = -1, l = -1, first_free = IPCMSG_SUPERVISOR_FD + 1;
 
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
 		_exit(127);
@@ -245,7 +252,10 @@ sv_child(const struct sv *sv, const struct sv_worker *w, int chan,
 	a = fcntl(chan, F_DUPFD, 10);
 	if (w->row->gets_listen_fd)
 		b = fcntl(sv->listen_fd, F_DUPFD, 10);
-	if (a < 0 || (w->row->gets_listen_fd && b < 0))
+	if (w->row->gets_listen_fd && sv->lock_fd >= 0)
+		l = fcntl(sv->lock_fd, F_DUPFD, 10);
+	if (a < 0 || (w->row->gets_listen_fd && b < 0) ||
+	    (w->row->gets_listen_fd && sv->lock_fd >= 0 && l < 0))
 		_exit(127);
 	if (dup2(a, IPCMSG_SUPERVISOR_FD) < 0)
 		_exit(127);
@@ -253,6 +263,11 @@ sv_child(const struct sv *sv, const struct sv_worker *w, int chan,
 		if (dup2(b, IPCMSG_DB_LISTEN_FD) < 0)
 			_exit(127);
 		first_free = IPCMSG_DB_LISTEN_FD + 1;
+	}
+	if (l >= 0) {
+		if (dup2(l, IPCMSG_DB_LOCK_FD) < 0)
+			_exit(127);
+		first_free = IPCMSG_DB_LOCK_FD + 1;
 	}
 	if (syscall(SYS_close_range, first_free, ~0U, 0) < 0)
 		for (int fd = first_free; fd < 65536; fd++)
@@ -570,6 +585,8 @@ sv_read_chan(struct sv *sv, size_t i, int64_t now)
 			bad = "frame is not a WorkerStatus";
 			break;
 		}
+		if (m->ready && sv->w[i].row->gets_listen_fd)
+			sv->lock_created = false;	/* the db's file now */
 		if (sup_worker_beat(&sv->st[i], m->ready, now))
 			log_kv(LOGL_INFO, "worker ready", "worker",
 			    w->row->name, NULL);
@@ -760,6 +777,138 @@ sv_setup_rundir(struct sv *sv)
 	return 0;
 }
 
+/* Reads /proc/<pid>/comm into buf; false when the process is gone. */
+static bool
+sv_comm(long pid, char *buf, size_t len)
+{
+	char path[64];
+	FILE *f;
+	bool ok;
+
+	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return false;
+	ok = fgets(buf, (int)len, f) != NULL;
+	fclose(f);
+	if (ok)
+		buf[strcspn(buf, "\n")] = '\0';
+	return ok;
+}
+
+/* The parent pid of pid, 0 if unknown (from /proc/<pid>/stat, after the
+ * command name, which may hold spaces and parentheses). */
+static long
+sv_ppid(long pid)
+{
+	char path[64], line[512], *p;
+	long ppid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return 0;
+	if (fgets(line, sizeof(line), f) != NULL &&
+	    (p = strrchr(line, ')')) != NULL)
+		(void)sscanf(p + 1, " %*c %ld", &ppid);
+	fclose(f);
+	return ppid;
+}
+
+/*
+ * Whether the lock on the data file is held by one of our own processes
+ * that is on its way out, so that waiting a little is worth it: the pid
+ * that took the lock is gone (its children inherited the lock: a killed
+ * supervisor's db worker, which stops when it sees its supervisor gone),
+ * or it is a worker of ours whose supervisor is gone. A live supervisor,
+ * a worker with its supervisor, or another program: false.
+ */
+static bool
+sv_holder_stopping(long pid, char *name, size_t len)
+{
+	char parent[32];
+
+	snprintf(name, len, "?");
+	if (pid <= 0)
+		return false;
+	if (!sv_comm(pid, name, len)) {
+		snprintf(name, len, "exited");
+		return true;
+	}
+	if (strncmp(name, "meridio-ipam-", 13) != 0)
+		return false;
+	return !sv_comm(sv_ppid(pid), parent, sizeof(parent)) ||
+	    strcmp(parent, "meridio-ipam") != 0;
+}
+
+/*
+ * Takes the data file's lock for the instance's whole life (see the
+ * contract in ipcmsg.h). A lock held by a process of ours that is
+ * stopping (the workers of a supervisor killed just before) is waited
+ * for, SV_LOCK_WAIT_MS at most; any other holder refuses the start at
+ * once. A file that cannot be opened is left to the db worker, which
+ * reports why. Returns 0, or -1 after logging why the start is refused.
+ */
+static int
+sv_lock_data(struct sv *sv)
+{
+	int64_t deadline = sv_now() + SV_LOCK_WAIT_MS, t0 = sv_now();
+	char err[512], name[32];
+	bool waited = false;
+	long holder;
+	int rc;
+
+	for (;;) {
+		rc = store_lock_file(sv->data_path, 0, &sv->lock_fd,
+		    &sv->lock_created, &holder, err, sizeof(err));
+		if (rc == 0) {
+			if (waited)
+				log_kv(LOGL_INFO, "data file released: locked",
+				    "path", sv->data_path, LOG_INT("waited_ms",
+				    sv_now() - t0), NULL);
+			return 0;
+		}
+		if (rc < 0) {
+			log_kv(LOGL_DEBUG, "cannot lock the data file; the db "
+			    "worker will tell why", "error", err, NULL);
+			return 0;
+		}
+		if (!sv_holder_stopping(holder, name, sizeof(name)) ||
+		    sv_now() >= deadline)
+			break;
+		if (!waited)
+			log_kv(LOGL_WARNING, "data file locked by a stopping "
+			    "meridio-ipam process: waiting for it", "path",
+			    sv->data_path, LOG_INT("pid", holder), "holder",
+			    name, LOG_INT("wait_ms", SV_LOCK_WAIT_MS), NULL);
+		waited = true;
+		usleep(SV_LOCK_POLL_MS * 1000);
+	}
+	if (waited) {
+		snprintf(err + strlen(err), sizeof(err) - strlen(err),
+		    "; still held after %d ms", SV_LOCK_WAIT_MS);
+	}
+	log_kv(LOGL_ERROR, "cannot open the database", "path", sv->data_path,
+	    "error", err, NULL);
+	return -1;
+}
+
+/* Drops the lock; removes the data file if we created it and nothing
+ * wrote to it (a start refused before the db worker made a database). */
+static void
+sv_unlock_data(struct sv *sv)
+{
+	struct stat a, b;
+
+	if (sv->lock_fd < 0)
+		return;
+	if (sv->lock_created && fstat(sv->lock_fd, &a) == 0 &&
+	    a.st_size == 0 && stat(sv->data_path, &b) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		unlink(sv->data_path);
+	close(sv->lock_fd);
+	sv->lock_fd = -1;
+}
+
 /* Blocks TERM, INT and CHLD into a signalfd; ignores SIGPIPE. */
 static int
 sv_setup_signals(struct sv *sv)
@@ -781,11 +930,11 @@ int
 sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 {
 	struct sv sv = { .policy = *policy, .listen_fd = -1, .sig_fd = -1,
-	    .exit_code = 1 };
+	    .lock_fd = -1, .exit_code = 1, .data_path = cfg->data_source };
 	uint64_t usec = 0;
 	char err[512];
 
-	(void)cfg;	/* workers read the same, validated, environment */
+	/* workers read the same, validated, environment */
 	for (size_t i = 0; i < SV_N; i++) {
 		sv.w[i].row = &sv_rows[i];
 		sup_worker_init(&sv.st[i]);
@@ -802,6 +951,8 @@ sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 		    strerror(errno), NULL);
 		goto out;
 	}
+	if (sv_lock_data(&sv) < 0)
+		goto out;
 	if (sv_setup_rundir(&sv) < 0)
 		goto out;
 	sv.envp = sv_worker_env(sv.rundir);
@@ -831,6 +982,7 @@ out:
 		close(sv.listen_fd);
 	if (sv.sig_fd >= 0)
 		close(sv.sig_fd);
+	sv_unlock_data(&sv);
 	sv_remove_rundir(sv.rundir);
 	sv_free_env(sv.envp);
 	log_kv(LOGL_INFO, "exiting", LOG_INT("code", sv.exit_code), NULL);

@@ -97,15 +97,17 @@ class SlowHealth:
 
 
 class Plain(DaemonTest):
-    """The daemon without TLS: its socket and its port."""
+    """The daemon without TLS: its socket and its port (by address: a
+    machine without /etc/hosts resolves no localhost)."""
 
     def setUp(self):
         super().setUp()
         self.d = self.daemon()
         self.sock = self.d.env["IPAM_HEALTH_SOCKET"]
-        # ":port", an empty host, is the local host as Go dials it.
+        # ":port", an empty host, is the local host as Go dials it (no
+        # name to resolve).
         self.addrs = ("unix://" + self.sock, "unix:" + self.sock,
-                      "127.0.0.1:%d" % self.d.port, "localhost:%d" % self.d.port,
+                      "127.0.0.1:%d" % self.d.port, "[::1]:%d" % self.d.port,
                       ":%d" % self.d.port)
 
     def assertExit(self, want, args, text=None):

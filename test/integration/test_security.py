@@ -4,7 +4,10 @@
   when the runtime directory and the socket are opened up by mistake.
 - Every process (supervisor and workers) runs with PR_SET_NO_NEW_PRIVS.
 - Only the db worker opens anything in the data directory (checked with
-  strace over a whole run: start, allocate, release, orderly stop).
+  strace over a whole run: start, allocate, release, orderly stop), except
+  the lock: the supervisor opens the data file itself (creating it empty
+  when missing, removing it again only if still empty and never served)
+  and holds its flock for the instance's life, and nothing else there.
 
 Needs root (to act as another uid and to trace); CI runs as root.
 """
@@ -193,6 +196,13 @@ class Privileges(DaemonTest):
                 prog = role.get(pid, "supervisor-or-fork-of-pid-%d" % pid)
                 touched.setdefault(prog, []).append(line.strip())
         self.assertIn("meridio-ipam-db", touched, "the db worker never opened its data")
+        # The supervisor's lock: open (or create) the data file itself, no
+        # other name in the directory, no other call.
+        lock = re.compile(r'^\d+\s+openat\(AT_FDCWD, "%s", O_RDWR\|' % re.escape(d.db_path))
+        sup = touched.pop("meridio-ipam", [])
+        self.assertTrue(sup, "the supervisor never took the lock")
+        self.assertEqual([c for c in sup if not lock.match(c)], [],
+                         "the supervisor touched more than the data file's lock")
         others = {k: v[:3] for k, v in touched.items() if k != "meridio-ipam-db"}
         self.assertEqual(others, {}, "processes other than the db worker touched the data dir")
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import unittest
@@ -330,8 +331,9 @@ class HeldByAnother(StorageTest):
         second.log_path = os.path.join(first.dir, "stderr-second.log")
         names = sorted(os.listdir(first.dir))
         inode = os.stat(first.db_path).st_ino
+        # The first one's supervisor holds the lock (for its whole life).
         rec, took = self.expect_refusal(second, "in use by another meridio-ipam",
-                                        "pid %d" % first_workers["db"])
+                                        "pid %d" % first.proc.pid)
         print("second instance refused after %.3f s" % took)
         self.assertLess(took, 5.0, "not refused at once")
         # The second created, removed or replaced nothing.
@@ -355,12 +357,13 @@ class DiskFull(StorageTest):
     UNAVAILABLE while earlier data stays, then frees the space."""
 
     SIZE = "16m"
+    ENV = None
 
     def setUp(self):
         super().setUp()
         if shutil.which("unshare") is None or shutil.which("nsenter") is None:
             self.fail("unshare and nsenter (util-linux) are needed")
-        d = self.daemon(start=False)
+        d = self.daemon(start=False, env=self.ENV)
         self.mnt = os.path.join(d.dir, "mnt")
         os.makedirs(self.mnt)
         d.env["IPAM_DATA_SOURCE"] = os.path.join(self.mnt, "registry.db")
@@ -567,6 +570,377 @@ class FileSizeLimit(StorageTest):
         for k, v in acked.items():
             self.assertEqual(d.client.allocate(*k), v, k)
         self.assertSound(d.rows())
+
+
+def log_lines(d, *needles):
+    """The log records of d whose text holds every needle."""
+    return [r for r in d.log_records() if all(n in json.dumps(r) for n in needles)]
+
+
+class FailedWrite(StorageTest):
+
+    def test_failed_batch_logs_its_cause(self):
+        """A write refused inside a batch (here: the row a renewal updates
+        was deleted behind the daemon's back) is logged with the store's
+        own error text, not with whatever the log buffer held before."""
+        import sqlite3
+        d = self.daemon()
+        key = ("conduit-a", "worker-1", "vanished")
+        d.client.allocate(*key)
+        con = sqlite3.connect(d.db_path, timeout=10)
+        con.execute("DELETE FROM prefixes WHERE name = 'vanished'")
+        con.commit()
+        con.close()
+        harness.expect_code(self, SC.UNAVAILABLE, d.client.allocate, *key)
+        lines = log_lines(d, '"storage writes"', '"failing"')
+        self.assertTrue(lines, "no write failure logged\n" + d.log_tail())
+        for r in lines:
+            self.assertIn("touch", json.dumps(r), r)
+            self.assertIn("no such row", json.dumps(r), r)
+
+
+
+def scrape(port):
+    """{name: value} of the unlabelled samples of the metrics endpoint."""
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.split()
+            out[name] = float(value)
+    return out
+
+
+class FailureLogging(StorageTest):
+    """A lasting storage failure logs one line when it starts, a summary
+    per interval (IPAMD_FAILURE_SUMMARY_MS, a minute by default) and one
+    line when it ends, however many requests fail meanwhile; metrics count
+    every failure."""
+
+    LIMIT = 256 * 1024
+
+    def start_limited(self, limit):
+        """A daemon whose db worker may not write past limit bytes in a
+        file (set on that process alone). The limit holds for the log
+        file too: at level INFO it stays far below."""
+        self.mport = harness.free_port()
+        d = self.daemon(env={"IPAM_METRICS_PORT": str(self.mport), "IPAM_LOG_LEVEL": "INFO",
+                             "IPAMD_FAILURE_SUMMARY_MS": "2000"})
+        self.set_limit(d, limit)
+        return d
+
+    def set_limit(self, d, limit):
+        r = subprocess.run(["prlimit", "--pid", str(d.workers()["db"]),
+                            "--fsize=%s:unlimited" % limit], capture_output=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def allocate_batch(self, d, prefix, first, n=8):
+        """Allocates n new children at once; returns how many failed
+        (UNAVAILABLE: any other error fails the test)."""
+        def one(i):
+            try:
+                d.client.allocate("conduit-a", "w%d" % (i // 2000), "%s-%d" % (prefix, i),
+                                  V6, timeout=10)
+                return 0
+            except RpcError as e:
+                self.assertEqual(e.code, SC.UNAVAILABLE, e.details)
+                return 1
+        with futures.ThreadPoolExecutor(max_workers=n) as ex:
+            return sum(ex.map(one, range(first, first + n)))
+
+    def fill_until_failure(self, d, bound=5000):
+        """Allocates new children until one fails; returns how many fitted."""
+        for i in range(bound):
+            try:
+                d.client.allocate("conduit-b", "worker-%d" % (i % 8), "f%d" % i,
+                                  V4 if i % 3 else V6, timeout=10)
+            except RpcError as e:
+                self.assertEqual(e.code, SC.UNAVAILABLE, e.details)
+                return i
+        self.fail("the limit was never reached")
+
+    def test_full_disk_logs_start_summaries_and_end(self):
+        d = self.start_limited(self.LIMIT)
+        self.fill_until_failure(d)
+        # Keep failing for 2.25 summary intervals, many requests a second.
+        t0 = time.monotonic()
+        tries = 1
+        while time.monotonic() - t0 < 4.5:
+            tries += self.allocate_batch(d, "full", tries)
+        self.assertGreater(tries, 100, "too few failing requests to show a flood")
+        starts = log_lines(d, '"storage writes"', '"failing"')
+        summaries = log_lines(d, '"storage writes"', '"still failing"')
+        warnings = [r for r in d.log_records() if r.get("extra_data", {}).get("process") == "db"
+                    and "warn" in json.dumps(r)]
+        print("full disk: %d failed requests, %d start lines, %d summaries, %d db warnings"
+              % (tries, len(starts), len(summaries), len(warnings)))
+        self.assertEqual(len(starts), 1, "\n".join(json.dumps(r) for r in d.log_records()
+                                                  if r.get("severity") != "debug"))
+        self.assertIn(d.db_path if os.path.isabs(d.db_path) else "registry.db",
+                      json.dumps(starts[0]))
+        self.assertTrue(1 <= len(summaries) <= 3, summaries)
+        self.assertLessEqual(len(warnings), 8, "\n" + d.log_tail())
+        m = scrape(self.mport)
+        self.assertGreaterEqual(m["ipam_db_commit_failures_total"], tries)
+        # The limit is lifted: one line says it is over.
+        self.set_limit(d, "unlimited")
+        harness.poll(lambda: d.client.allocate("conduit-a", "worker-1", "after", V4),
+                     10, 0.05, "allocate after the limit")
+        # It ends after a quarter interval without a failure (500 ms).
+        harness.poll(lambda: log_lines(d, '"storage writes"', '"recovered"'), 5, 0.1,
+                     "a line saying the failure is over")
+        self.assertEqual(len(log_lines(d, '"storage writes"', '"recovered"')), 1)
+        self.assertEqual(len(log_lines(d, '"storage writes"', '"failing"')), 1)
+
+    def test_failed_checkpoints_logged_once_and_counted(self):
+        """The file may not grow (RLIMIT_FSIZE at its size) while the WAL
+        still has room: commits go on, the checkpoints that copy them back
+        fail. One line says so, metrics count them, one line says when
+        they work again."""
+        import signal as sig
+        d = self.start_limited("unlimited")
+        i = 0
+        while os.path.getsize(d.db_path) + os.path.getsize(d.db_path + "-wal") < (3 << 20):
+            self.assertEqual(self.allocate_batch(d, "grow", i, 16), 0)
+            i += 16
+            self.assertLess(i, 40000, "the database never grew")
+        # A clean stop of the worker copies the WAL back and removes it.
+        old = d.kill_worker("db", sig.SIGTERM)
+        d.wait_worker("db", not_pid=old)
+        d.wait_serving()
+        self.set_limit(d, os.path.getsize(d.db_path))
+        harness.poll(lambda: self.allocate_batch(d, "more", 100000 + 100 * int(time.time() % 1000), 8) == 0
+                     and scrape(self.mport)["ipam_db_checkpoint_failures_total"] > 0,
+                     30, 0.01, "a failed checkpoint")
+        for k in range(20):
+            self.allocate_batch(d, "later", 200000 + 8 * k)
+        time.sleep(1.2)
+        fails = log_lines(d, '"checkpoints"', '"failing"')
+        self.assertEqual(len(fails), 1, fails)
+        self.assertIn("checkpoint", json.dumps(fails[0]))
+        self.set_limit(d, "unlimited")
+        k = [0]
+
+        def recovered():
+            k[0] += 1
+            self.allocate_batch(d, "again", 300000 + 8 * k[0])
+            return log_lines(d, '"checkpoints"', '"recovered"')
+        harness.poll(recovered, 20, 0.2, "a line saying checkpoints work again")
+        self.assertEqual(len(log_lines(d, '"checkpoints"', '"failing"')), 1)
+        self.assertGreater(scrape(self.mport)["ipam_db_checkpoint_failures_total"], 0)
+        self.assertSound(d.rows())
+
+
+
+class LockHandover(StorageTest):
+    """The lock is the instance's: its supervisor holds it from start to
+    exit, so a db worker restart leaves no moment in which another
+    instance could take the file; and a new instance started while a
+    killed one's worker is still stopping waits for it (bounded) instead of
+    giving up at once."""
+
+    def second_on(self, first, name):
+        d = self.daemon(start=False, data_dir=first.dir)
+        d.log_path = os.path.join(first.dir, "stderr-%s.log" % name)
+        # The first one's api worker may still be draining on its own.
+        d.env["IPAM_HEALTH_SOCKET"] = os.path.join(first.dir, "health-%s.sock" % name)
+        return d
+
+    def fill(self, d, n=12):
+        got = {}
+        for i in range(n):
+            k = ("conduit-a", "worker-%d" % (i % 3), "p%d" % i, V4 if i % 2 else V6)
+            got[k] = d.client.allocate(*k)
+        return got
+
+    def orphan_stopped_worker(self, first):
+        """SIGSTOPs first's db worker, then kills its supervisor: the
+        worker keeps the lock until it is let go (SIGCONT)."""
+        db = first.workers()["db"]
+        os.kill(db, signal.SIGSTOP)
+        self.addCleanup(lambda: harness.pid_alive(db) and os.kill(db, signal.SIGCONT))
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(10)
+        return db
+
+    def test_new_instance_waits_for_a_stopping_worker(self):
+        first = self.daemon()
+        got = self.fill(first)
+        db = self.orphan_stopped_worker(first)
+        second = self.second_on(first, "second")
+        second.start(wait=False)
+        waiting = harness.poll(lambda: log_lines(second, "waiting", "pid"), 4, 0.05,
+                               "a line saying the new instance waits")
+        self.assertEqual(waiting[0]["extra_data"].get("pid"), first.proc.pid, waiting[0])
+        self.assertIsNone(second.proc.poll(), "gave up while the holder was stopping")
+        os.kill(db, signal.SIGCONT)
+        second.wait_serving()
+        second.wait_conduits(["conduit-a", "conduit-b"])
+        for k, v in got.items():
+            self.assertEqual(second.client.allocate(*k), v, k)
+        self.assertSound(second.rows())
+
+    def test_wait_is_bounded(self):
+        first = self.daemon()
+        self.fill(first, 2)
+        self.orphan_stopped_worker(first)
+        second = self.second_on(first, "second")
+        rec, took = self.expect_refusal(second, "in use by another meridio-ipam",
+                                        "still held after")
+        print("gave up after %.3f s" % took)
+        self.assertGreater(took, 4.5)
+        self.assertLess(took, 10.0)
+
+    def test_db_worker_restart_leaves_no_gap(self):
+        # The db worker is restarted 3 s after it died: another instance
+        # started meanwhile must be refused, the first one keeps its file.
+        first = self.daemon(env={"IPAMD_RESTART_FLOOR_MS": "3000"})
+        got = self.fill(first)
+        old = first.kill_worker("db")
+        harness.poll(lambda: "db" not in first.workers(), 5, 0.01, "db worker gone")
+        second = self.second_on(first, "second")
+        second.env["IPAM_PORT"] = str(harness.free_port())
+        rec, took = self.expect_refusal(second, "in use by another meridio-ipam",
+                                        "pid %d" % first.proc.pid)
+        self.assertNotIn("db", first.workers(), "the test was too slow: restarted already")
+        first.wait_worker("db", not_pid=old)
+        first.wait_serving()
+        for k, v in got.items():
+            self.assertEqual(harness.poll(lambda: first.client.allocate(*k), 10, 0.05, str(k)), v, k)
+        self.assertTrue(first.running())
+
+
+
+class FilesReplaced(StorageTest):
+    """The database file, its WAL or its -shm removed, replaced or
+    truncated under a running daemon: nothing more is acknowledged, one
+    error line names the file, and the db worker stops for good (the
+    daemon exits non-zero) instead of committing into a file that a
+    restart would not see."""
+
+    def run_and_break(self, brk):
+        d = self.daemon()
+        got = {}
+        for i in range(10):
+            k = ("conduit-a", "worker-%d" % (i % 3), "p%d" % i, V4 if i % 2 else V6)
+            got[k] = d.client.allocate(*k)
+        brk(d)
+        try:
+            d.client.allocate("conduit-a", "worker-1", "after-the-fault", timeout=10)
+            self.fail("acknowledged after the fault")
+        except RpcError as e:
+            self.assertEqual(e.code, SC.UNAVAILABLE, e.details)
+        try:
+            rc = d.proc.wait(EXIT_BOUND)
+        except subprocess.TimeoutExpired:
+            self.fail("daemon still running after the fault\n" + d.log_tail())
+        self.assertGreater(rc, 0)
+        harness.poll(lambda: not d.leftovers(), 5, 0.05, "no process left behind")
+        lines = [r for r in d.log_records() if r.get("severity") == "error"
+                 and "removed or replaced" in json.dumps(r)]
+        self.assertEqual(len(lines), 1, "\n" + d.log_tail())
+        return d, got, lines[0]
+
+    def test_wal_removed(self):
+        d, got, line = self.run_and_break(lambda d: os.unlink(d.db_path + "-wal"))
+        self.assertIn(d.db_path + "-wal", json.dumps(line))
+        # What was acknowledged before lived in the removed WAL: the stop
+        # copied it into the file, so a restart still gives every address.
+        d.log_path = os.path.join(d.dir, "stderr-again.log")
+        d.start()
+        for k, v in got.items():
+            self.assertEqual(d.client.allocate(*k), v, k)
+        self.assertNotIn("after-the-fault", json.dumps(d.rows()))
+        self.assertSound(d.rows())
+
+    def test_database_removed(self):
+        d, _, line = self.run_and_break(lambda d: os.unlink(d.db_path))
+        self.assertIn("database file", json.dumps(line))
+        self.assertFalse(os.path.exists(d.db_path), "the stopping daemon made a file")
+
+    def test_database_replaced(self):
+        def replace(d):
+            with open(d.db_path + ".new", "wb") as f:
+                f.write(b"")
+            os.rename(d.db_path + ".new", d.db_path)
+        d, _, _ = self.run_and_break(replace)
+        self.assertEqual(os.path.getsize(d.db_path), 0, "the new file was written")
+
+    def test_database_truncated(self):
+        def truncate(d):
+            with open(d.db_path, "r+b") as f:
+                f.truncate(0)
+        d, _, line = self.run_and_break(truncate)
+        self.assertIn("truncated", json.dumps(line))
+        self.assertEqual(os.path.getsize(d.db_path), 0, "written after the truncation")
+
+
+
+class SmallVolume(DiskFull):
+    """A 12 MiB volume (a tmpfs mounted in the daemon's own mount
+    namespace): the WAL must stay small beside the file, so that steady
+    writes fit; filled up, commits fail UNAVAILABLE and the service comes
+    back by itself once room returns."""
+
+    SIZE = "12m"
+    test_disk_full_during_commit = None	# DiskFull's own, on 16 MiB
+    # Renewals within an hour write nothing: answered from memory when full.
+    ENV = {"IPAM_RENEWAL_REFRESH": "1h"}
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root (unshare -m, mount)")
+        super().setUp()
+
+    def test_wal_stays_small_and_service_recovers(self):
+        d = self.d
+        wal = self.inside(os.path.join(self.mnt, "registry.db-wal"))
+        most, acked = 0, {}
+
+        def one(i):
+            k = ("conduit-a", "w%d" % (i // 2000), "s%d" % i, V6)
+            return k, d.client.allocate(*k, timeout=10)
+        with futures.ThreadPoolExecutor(max_workers=16) as ex:
+            for start in range(0, 4000, 64):
+                for k, v in ex.map(one, range(start, start + 64)):
+                    acked[k] = v
+                if os.path.exists(wal):
+                    most = max(most, os.path.getsize(wal))
+        size = os.path.getsize(d.db_path)
+        print("small volume: 4000 allocations, largest WAL seen %d bytes, file %d bytes"
+              % (most, size))
+        self.assertLess(most, 6 << 20, "the WAL grew past 6 MiB")
+        # Full: new allocations fail, nothing dies, acknowledged data stays.
+        ballast = self.fill()
+        failed = None
+        for i in range(3000):
+            try:
+                d.client.allocate("conduit-b", "w-full", "n%d" % i, V6, timeout=10)
+            except RpcError as e:
+                failed = e
+                break
+        self.assertIsNotNone(failed, "no commit failed on a full volume")
+        self.assertEqual(failed.code, SC.UNAVAILABLE, failed.details)
+        self.assertEqual(set(d.workers()), set(harness.ROLES))
+        self.assertEqual(d.client.health(), "SERVING")
+        for k, v in list(acked.items())[::200]:
+            self.assertEqual(d.client.allocate(*k), v, k)
+        # Room returns: new allocations work again without a restart.
+        os.unlink(ballast)
+        t0 = time.monotonic()
+        harness.poll(lambda: d.client.allocate("conduit-b", "w-full", "back", V6), 10, 0.05,
+                     "allocate after room returned")
+        print("small volume: recovered %.3f s after room returned" % (time.monotonic() - t0))
+        for k, v in list(acked.items())[::50]:
+            self.assertEqual(d.client.allocate(*k), v, k)
+        # And a restart on that volume loads everything.
+        old = d.kill_worker("db")
+        d.wait_worker("db", not_pid=old)
+        d.wait_serving()
+        for k, v in list(acked.items())[::50]:
+            self.assertEqual(harness.poll(lambda: d.client.allocate(*k), 10, 0.05, str(k)), v, k)
 
 
 if __name__ == "__main__":

@@ -210,7 +210,7 @@ class SupervisorTest(unittest.TestCase):
         for name in WORKERS:
             (start,) = self.starts(name)
             facts = dict(kv.split("=", 1) for kv in start[4].split())
-            self.assertEqual(facts["fds"], "0,1,2,3,4" if name == "db" else "0,1,2,3", name)
+            self.assertEqual(facts["fds"], "0,1,2,3,4,5" if name == "db" else "0,1,2,3", name)
             self.assertEqual(facts["rundir"], rundir)
             self.assertEqual(facts["pdeathsig"], str(int(signal.SIGTERM)))
             self.assertEqual(facts["nnp"], "1")

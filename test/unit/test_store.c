@@ -1734,7 +1734,7 @@ wal_index(uint32_t *mx, uint32_t *backfill)
 
 /*
  * Commits leave the WAL to a thread of the store's own: a commit that
- * leaves more than 10000 frames (STORE_CKPT_FRAMES) starts it, it copies
+ * leaves more than 1 MiB of frames (STORE_CKPT_MIN_BYTES) starts it, it copies
  * the frames back while nothing commits, and store_close stops it and
  * removes the WAL.
  */
@@ -1747,8 +1747,9 @@ Test(store, checkpoints_run_in_a_thread)
 	struct rows rs;
 	int i, rows;
 
-	for (i = 0; i < 20000 && mx < 10000; i++) {
-		cr_assert_eq(task_count(), base, "a thread before 10000 frames");
+	/* 1 MiB of 4 KiB pages: STORE_CKPT_MIN_BYTES */
+	for (i = 0; i < 20000 && mx < 256; i++) {
+		cr_assert_eq(task_count(), base, "a thread before 256 frames");
 		cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
 		snprintf(id, sizeof(id), "row-%d", i);
 		snprintf(cidr, sizeof(cidr), "%d.%d.%d.0/24", 10 + i / 65536,
@@ -1758,7 +1759,7 @@ Test(store, checkpoints_run_in_a_thread)
 		wal_index(&mx, &done);
 	}
 	rows = i;
-	cr_assert_geq(mx, 10000, "the WAL never reached 10000 frames");
+	cr_assert_geq(mx, 256, "the WAL never reached 256 frames");
 	cr_assert_eq(task_count(), base + 1);
 	for (i = 0; i < 500 && done < mx; i++) {
 		usleep(10000);
@@ -1847,4 +1848,299 @@ Test(store, renewal_touch_keeps_expirable_and_normalises_foreign_values)
 	raw_text(raw, "PRAGMA integrity_check", buf, sizeof(buf));
 	cr_assert_str_eq(buf, "ok");
 	sqlite3_close(raw);
+}
+
+/* ---- WAL size and checkpoint failures ----------------------------------- */
+
+/* Commits n rows (ids and cidrs numbered from first) in one transaction. */
+static int
+commit_rows(struct store *st, int first, int n)
+{
+	char id[32], cidr[32];
+
+	if (store_begin(st, err, sizeof(err)) < 0)
+		return -1;
+	for (int i = first; i < first + n; i++) {
+		struct store_row r = { id, id, cidr, "", T2024 * NS, true };
+
+		snprintf(id, sizeof(id), "row-%d", i);
+		snprintf(cidr, sizeof(cidr), "10.%d.%d.%d/32", (i >> 16) & 255,
+		    (i >> 8) & 255, i & 255);
+		if (store_insert(st, &r, err, sizeof(err)) < 0) {
+			store_rollback(st);
+			return -1;
+		}
+	}
+	return store_commit(st, err, sizeof(err));
+}
+
+static off_t
+file_size(const char *suffix)
+{
+	char p[PATH_MAX + 64];
+	struct stat sb;
+
+	snprintf(p, sizeof(p), "%s%s", dbpath, suffix);
+	return stat(p, &sb) == 0 ? sb.st_size : 0;
+}
+
+/* Sets the soft RLIMIT_FSIZE of this (test) process; writes past it fail
+ * with EFBIG instead of raising SIGXFSZ. */
+static void
+limit_fsize(rlim_t soft)
+{
+	struct rlimit rl;
+
+	signal(SIGXFSZ, SIG_IGN);
+	cr_assert_eq(getrlimit(RLIMIT_FSIZE, &rl), 0);
+	rl.rlim_cur = soft;
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0, "%s", strerror(errno));
+}
+
+/* Small commits keep coming: the WAL stays a few MiB beside a small file
+ * instead of growing to tens of MiB before its first checkpoint. */
+Test(store, wal_stays_small_under_steady_commits)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	struct store_health h;
+	off_t wal, most = 0;
+
+	for (int i = 0; i < 1500; i++) {
+		cr_assert_eq(commit_rows(st, i * 4, 4), 0, "commit %d: %s", i,
+		    err);
+		wal = file_size("-wal");
+		if (wal > most)
+			most = wal;
+	}
+	store_health(st, &h);
+	cr_log_info("largest WAL %lld bytes, file %lld bytes, %llu "
+	    "checkpoints", (long long)most, (long long)file_size(""),
+	    (unsigned long long)h.ckpt_runs);
+	cr_assert_lt(most, 6 << 20, "WAL grew to %lld bytes", (long long)most);
+	cr_assert_gt(file_size(""), 1 << 20, "nothing was checkpointed");
+	store_close(st);
+}
+
+/* A checkpoint that cannot grow the file (RLIMIT_FSIZE below what it
+ * needs) is counted with its error, and the condition clears once one
+ * succeeds again. Commits themselves still fit (the WAL is small). */
+Test(store, failed_checkpoints_are_counted)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	struct store_health h;
+	int next = 0;
+
+	cr_assert_eq(commit_rows(st, next, 20000), 0, "%s", err);
+	next += 20000;
+	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), 0, "%s", err);
+	store_health(st, &h);
+	cr_assert_eq(h.ckpt_failures, 0);
+	cr_assert_not(h.ckpt_failing);
+	limit_fsize((rlim_t)file_size(""));
+	/* Commits until a checkpoint (the store's own, by size) failed. */
+	for (int i = 0; i < 2000; i++) {
+		cr_assert_eq(commit_rows(st, next, 20), 0, "commit %d: %s", i,
+		    err);
+		next += 20;
+		store_health(st, &h);
+		if (h.ckpt_failures > 0)
+			break;
+		usleep(1000);
+	}
+	cr_assert_gt(h.ckpt_failures, 0, "no checkpoint failed; WAL %lld "
+	    "bytes", (long long)file_size("-wal"));
+	cr_assert(h.ckpt_failing);
+	cr_assert(strstr(h.ckpt_error, "checkpoint") != NULL, "%s",
+	    h.ckpt_error);
+	cr_assert(strstr(h.ckpt_error, dbpath) != NULL, "%s", h.ckpt_error);
+	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "checkpoint") != NULL, "%s", err);
+	limit_fsize(RLIM_INFINITY);
+	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), 0, "%s", err);
+	store_health(st, &h);
+	cr_assert_not(h.ckpt_failing);
+	cr_assert_str_empty(h.ckpt_error);
+	cr_assert_gt(h.ckpt_failures, 0);
+	store_close(st);
+}
+
+/* A commit that fails for room is counted and makes the store copy the
+ * WAL back at once, so that the next commit can reuse the WAL's space. */
+Test(store, commit_failed_for_room_checkpoints)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	struct store_health h;
+
+	cr_assert_eq(commit_rows(st, 0, 2000), 0, "%s", err);
+	store_health(st, &h);
+	cr_assert_eq(h.commit_failures, 0);
+	limit_fsize((rlim_t)(file_size("-wal") + 4096));
+	cr_assert_eq(commit_rows(st, 2000, 20000), -1, "a commit past the "
+	    "limit succeeded");
+	store_health(st, &h);
+	cr_assert_eq(h.commit_failures, 1);
+	cr_assert_geq(h.ckpt_runs, 1, "no checkpoint after the failure");
+	/* The WAL was copied back: a small commit now restarts it. */
+	cr_assert_eq(commit_rows(st, 50000, 10), 0, "%s", err);
+	store_close(st);
+}
+
+/* ---- the lock held on behalf of another process ------------------------- */
+
+/* store_lock_file creates and locks the file without writing a byte;
+ * another process is refused with the holder's pid; the descriptor,
+ * handed to store_open_locked, is the store's lock; a second
+ * store_lock_file meanwhile answers 1 (held). */
+Test(store, lock_file_then_open_locked)
+{
+	struct store *st = NULL;
+	struct child_open res;
+	struct stat sb;
+	bool created = false, c2;
+	long holder = -1, h2;
+	int fd = -1, fd2;
+	char want[128];
+
+	cr_assert_eq(store_lock_file(dbpath, 0, &fd, &created, &holder, err,
+	    sizeof(err)), 0, "%s", err);
+	cr_assert(created);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+	cr_assert_eq(stat(dbpath, &sb), 0);
+	cr_assert_eq(sb.st_size, 0);
+	res = open_in_child();
+	cr_assert_eq(res.rc, -1);
+	snprintf(want, sizeof(want), "in use by another meridio-ipam (pid %ld)",
+	    (long)getpid());
+	cr_assert(strstr(res.err, want) != NULL, "got: %s", res.err);
+	cr_assert_eq(store_lock_file(dbpath, 0, &fd2, &c2, &h2, err,
+	    sizeof(err)), 1, "%s", err);
+	cr_assert_eq(h2, (long)getpid());
+	cr_assert_not(c2);
+	cr_assert_eq(fd2, -1);
+	/* the holder's own descriptor opens the database */
+	cr_assert_eq(store_open_locked(&st, dbpath, dup(fd), 0, err,
+	    sizeof(err)), 0, "%s", err);
+	cr_assert_eq(commit_rows(st, 0, 3), 0, "%s", err);
+	store_close(st);
+	/* still locked: fd is open */
+	res = open_in_child();
+	cr_assert_eq(res.rc, -1);
+	close(fd);
+	res = open_in_child();
+	cr_assert_eq(res.rc, 0, "%s", res.err);
+}
+
+/* A descriptor of a file that was replaced at the path since it was
+ * locked is refused, and the new file is left alone. */
+Test(store, open_locked_refuses_a_replaced_file)
+{
+	struct store *st = NULL;
+	char moved[PATH_MAX + 40];
+	bool created;
+	long holder;
+	int fd;
+
+	cr_assert_eq(store_lock_file(dbpath, 0, &fd, &created, &holder, err,
+	    sizeof(err)), 0, "%s", err);
+	snprintf(moved, sizeof(moved), "%s.old", dbpath);
+	cr_assert_eq(rename(dbpath, moved), 0);
+	close(open(dbpath, O_CREAT | O_WRONLY, 0644));
+	cr_assert_eq(store_open_locked(&st, dbpath, fd, 0, err, sizeof(err)),
+	    -1);
+	cr_assert(strstr(err, "not the file that was locked") != NULL, "%s",
+	    err);
+	cr_assert_null(st);
+	cr_assert_eq(file_size(""), 0);
+}
+
+/* ---- the files at the path ---------------------------------------------- */
+
+/* store_check_files passes while the files are the store's, and names the
+ * file once one is removed or the database shrinks. */
+Test(store, check_files_sees_removal_and_truncation)
+{
+	struct store *st = open_ok(0);
+	char p[PATH_MAX + 40];
+
+	cr_assert_eq(commit_rows(st, 0, 50), 0, "%s", err);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), 0, "%s", err);
+	snprintf(p, sizeof(p), "%s-wal", dbpath);
+	cr_assert_eq(unlink(p), 0);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), -1);
+	cr_assert(strstr(err, p) != NULL && strstr(err, "removed"), "%s", err);
+	store_close(st);
+
+	st = open_ok(0);
+	cr_assert_eq(commit_rows(st, 100, 50), 0, "%s", err);
+	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(truncate(dbpath, 0), 0);
+	cr_assert_eq(store_check_files(st, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "truncated") != NULL, "%s", err);
+	store_close(st);
+	/* the store left the truncated file alone at close */
+	cr_assert_eq(file_size(""), 0);
+}
+
+/* A foreign reader (the sqlite3 shell in a long query) holds a snapshot:
+ * the writer's own checkpoints past the hard WAL size cannot finish, but
+ * they must not make a commit wait for the reader. */
+Test(store, foreign_reader_does_not_stall_commits)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	struct timespec a, b;
+	double worst = 0, t;
+	sqlite3 *rd = NULL;
+	sqlite3_stmt *s = NULL;
+
+	cr_assert_eq(commit_rows(st, 0, 10), 0, "%s", err);
+	cr_assert_eq(sqlite3_open(dbpath, &rd), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(rd, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(rd, "SELECT count(*) FROM prefixes",
+	    -1, &s, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+	for (int i = 0; i < 600; i++) {
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		cr_assert_eq(commit_rows(st, 100 + i * 10, 10), 0, "%s", err);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		t = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+		if (t > worst)
+			worst = t;
+	}
+	cr_log_info("slowest commit %.3f s, WAL %lld bytes", worst,
+	    (long long)file_size("-wal"));
+	cr_assert_gt(file_size("-wal"), 5 << 20, "the WAL never passed the "
+	    "writer's checkpoint size");
+	cr_assert_lt(worst, 1.0, "a commit waited %.3f s for the reader",
+	    worst);
+	sqlite3_finalize(s);
+	sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(rd);
+	store_close(st);
+}
+
+/* The WAL is rewritten from its start after each checkpoint, not
+ * truncated and grown again (every commit of a growing file costs more):
+ * once it reached 2 MiB under steady commits it stays at least that big,
+ * while journal_size_limit still bounds it. */
+Test(store, wal_is_reused_not_regrown)
+{
+	struct store *st = open_ok(STORE_SYNC_NORMAL);
+	off_t wal, reached = 0, low = -1;
+
+	for (int i = 0; i < 1500; i++) {
+		cr_assert_eq(commit_rows(st, i * 4, 4), 0, "commit %d: %s", i,
+		    err);
+		wal = file_size("-wal");
+		if (wal >= (2 << 20))
+			reached = wal;
+		else if (reached && (low < 0 || wal < low))
+			low = wal;
+	}
+	cr_assert_gt(reached, 0, "the WAL never reached 2 MiB");
+	cr_assert_eq(low, -1, "the WAL shrank to %lld bytes after reaching "
+	    "2 MiB", (long long)low);
+	store_close(st);
 }
