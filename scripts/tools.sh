@@ -7,7 +7,8 @@
 #   .tools/node_modules/kubernetes-models Kubernetes schema validation
 #   .tools/node_modules/js-yaml           YAML parser for `helm template` output
 # With --image, also what the container image test needs: the Debian packages
-# podman and debootstrap (through scripts/deps.sh), and
+# podman, debootstrap and iproute2 (`ip`, to bring up the loopback of the
+# pod's network namespace) through scripts/deps.sh, and
 #   .tools/debian-bookworm-minbase.tar    a debootstrap'ed Debian 12 root to
 #                                         import as the debian:bookworm base
 #                                         image (there is no registry to pull
@@ -44,7 +45,7 @@ for arg in "$@"; do
 done
 
 if [ "$want_image" -eq 1 ]; then
-	"$HERE/deps.sh" podman debootstrap
+	"$HERE/deps.sh" podman debootstrap iproute2
 fi
 
 mkdir -p "$TOOLS"

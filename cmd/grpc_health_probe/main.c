@@ -533,7 +533,7 @@ probe_run(const struct probe_opts *o)
 	grpc_arg args[2];
 	grpc_channel_args cargs = { .num_args = 1, .args = args };
 	grpc_event ev;
-	char err[512], b1[32], b2[32];
+	char err[512], b1[32], b2[32], target[1024];
 	int64_t t0, t1;
 	int rc;
 
@@ -558,7 +558,12 @@ probe_run(const struct probe_opts *o)
 		args[1].value.string = (char *)o->server_name;
 		cargs.num_args = 2;
 	}
-	ch = grpc_channel_create(o->addr, creds, &cargs);
+	/* Go dials ":port" (Meridio's probe address of a port) on the local
+	 * host without resolving a name; gRPC's C core takes no empty host.
+	 * The loopback address works where no /etc/hosts names localhost. */
+	snprintf(target, sizeof(target), "%s%s", o->addr[0] == ':' ?
+	    "127.0.0.1" : "", o->addr);
+	ch = grpc_channel_create(target, creds, &cargs);
 	grpc_channel_credentials_release(creds);
 	cq = grpc_completion_queue_create_for_next(NULL);
 	if (o->verbose)

@@ -104,8 +104,11 @@ class Plain(DaemonTest):
         super().setUp()
         self.d = self.daemon()
         self.sock = self.d.env["IPAM_HEALTH_SOCKET"]
+        # ":port", an empty host, is the local host as Go dials it (no
+        # name to resolve).
         self.addrs = ("unix://" + self.sock, "unix:" + self.sock,
-                      "127.0.0.1:%d" % self.d.port, "[::1]:%d" % self.d.port)
+                      "127.0.0.1:%d" % self.d.port, "[::1]:%d" % self.d.port,
+                      ":%d" % self.d.port)
 
     def assertExit(self, want, args, text=None):
         rc, err, out, took = probe(*args)

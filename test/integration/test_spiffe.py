@@ -52,14 +52,15 @@ def ensure_node():
 
 
 class NodeClient:
-    """spiffe_client.js, one JSON request and answer per line."""
+    """spiffe_client.js, one JSON request and answer per line. prefix
+    is a command that runs it, e.g. nsenter into a network namespace."""
 
-    def __init__(self):
+    def __init__(self, prefix=()):
         env = dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules"),
                    NODE_NO_WARNINGS="1",
                    IPAM_PROTO_DIR=os.path.join(_REPO, "proto"))
         self.proc = subprocess.Popen(
-            ["node", os.path.join(_HERE, "spiffe_client.js")], env=env,
+            [*prefix, "node", os.path.join(_HERE, "spiffe_client.js")], env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def call(self, req, timeout=20.0):
