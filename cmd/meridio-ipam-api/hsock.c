@@ -26,6 +26,7 @@
 
 #define HSOCK_MAX_MESSAGE 4096	/* a HealthCheckRequest is tiny */
 #define HSOCK_NMETHODS 4	/* room for registered methods */
+#define HSOCK_LIVE_WAIT_MS 5000	/* how long a live socket may take to go */
 
 struct hsock {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -132,7 +133,16 @@ hsock_open(const char *path, grpc_completion_queue *cq,
 		    path);
 		return HSOCK_ERROR;
 	}
-	rc = hsock_claim(path, err, errlen);
+	/* A live socket may be a worker of an instance that is stopping
+	 * (its supervisor was killed, a restart follows at once): give it
+	 * HSOCK_LIVE_WAIT_MS to go before calling it another instance. */
+	for (int waited = 0; (rc = hsock_claim(path, err, errlen)) ==
+	    HSOCK_LIVE && waited < HSOCK_LIVE_WAIT_MS; waited += 100)
+		usleep(100 * 1000);
+	if (rc == HSOCK_LIVE)
+		snprintf(err, errlen, "%s: another process still serves this "
+		    "socket after %d s (another instance?)", path,
+		    HSOCK_LIVE_WAIT_MS / 1000);
 	if (rc != HSOCK_OK)
 		return rc;
 	if (hsock_dir_ok(path, err, errlen) < 0)
