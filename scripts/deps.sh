@@ -25,10 +25,10 @@ libssl-dev help2man"
 GROUP_runtime="libgrpc29 libprotobuf-c1 libsqlite3-0 libsystemd0 libjson-c5 libssl3"
 # What make test needs beyond the build (build-essential: the developer's
 # usual tool set, g++ and dpkg-dev, as the list has always had it; mandoc:
-# lints the man pages).
+# lints the man pages, man-db renders them; systemd: systemd-analyze).
 GROUP_test="build-essential libcriterion-dev sqlite3 protobuf-compiler
 protobuf-compiler-grpc python3 python3-grpcio python3-protobuf strace openssl
-python3-cryptography nodejs systemd mandoc"
+python3-cryptography nodejs systemd mandoc man-db"
 # npm: Debian's package, unless the nodejs installed brings its own.
 command -v npm >/dev/null 2>&1 || GROUP_test="$GROUP_test npm"
 

@@ -37,7 +37,7 @@ else
 	conduit=conduit-a
 fi
 
-target="localhost:$IPAM_PORT"
+target="127.0.0.1:$IPAM_PORT"
 cat <<MSG
 meridio-ipam: gRPC on port $IPAM_PORT, data ${IPAM_DATA_SOURCE:-$IPAM_DATASOURCE}
   conduits: $conduits; logs: JSON lines on stderr, level $IPAM_LOG_LEVEL

@@ -213,7 +213,7 @@ class RuntimeLibraries(unittest.TestCase):
                                     stderr=subprocess.STDOUT)
         self.addCleanup(proc.wait, 30)
         self.addCleanup(proc.send_signal, signal.SIGTERM)
-        target = ["--target", "localhost:%d" % port]
+        target = ["--target", "127.0.0.1:%d" % port]
         deadline = time.monotonic() + 20
         while run([str(BIN / "ipamctl"), "health", *target]).returncode != 0:
             self.assertIsNone(proc.poll(), Path(tmp, "log").read_text())
