@@ -623,6 +623,7 @@ class Systemd(IpamctlTest):
                            text=True, timeout=30)
         return r.returncode, r.stdout, r.stderr
 
+    @harness.needs(harness.why_no_other_user)
     def test_fixed_path_found_by_default_and_group_access(self):
         base, (rt,) = self.unit_dirs("meridio-ipam")
         d = self.daemon(env={"RUNTIME_DIRECTORY": rt, "IPAM_ADMIN_GROUP": str(self.GID)})
