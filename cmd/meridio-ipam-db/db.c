@@ -51,6 +51,18 @@ enum {
 	CODE_UNAVAILABLE = 14,
 };
 
+/*
+ * The db worker passes an ipamd.v1 Family straight to the registry and the
+ * prefix functions as a PFX_V4/PFX_V6 family (reg_allocate, reg_release,
+ * rec->cidr.family, pfx_format_addr): the numbers must stay equal. The
+ * public ipam.v1 IPFamily (IPV4 = 0, IPV6 = 1) differs by design and is
+ * mapped by validate_child.
+ */
+_Static_assert((int)IPAMD__V1__FAMILY__FAMILY_IPV4 == (int)PFX_V4,
+    "ipamd.v1 FAMILY_IPV4 must equal PFX_V4");
+_Static_assert((int)IPAMD__V1__FAMILY__FAMILY_IPV6 == (int)PFX_V6,
+    "ipamd.v1 FAMILY_IPV6 must equal PFX_V6");
+
 /* One connection to the db worker. */
 struct client {
 	struct ipc_conn *conn;		/* NULL when the slot is free */
