@@ -86,8 +86,8 @@ conduitset_name_ok(const char *name)
 
 	if (name == NULL)
 		return false;
-	len = strnlen(name, CONDUITSET_NAME_MAX + 1);
-	return len > 0 && len <= CONDUITSET_NAME_MAX;
+	len = strnlen(name, BOUNDS_LABEL_MAX + 1);
+	return len > 0 && len <= BOUNDS_LABEL_MAX;
 }
 
 void

@@ -19,8 +19,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "bounds.h"
+
 #define CONDUITSET_MAX 4096		/* most entries accepted in one list */
-#define CONDUITSET_NAME_MAX 253		/* longest conduit name, in bytes */
 
 /* The conduits seen in this run (opaque). */
 struct conduitset;
@@ -41,7 +42,7 @@ struct conduitset *conduitset_new(void);
 /* Frees the set. Accepts NULL. */
 void conduitset_free(struct conduitset *s);
 
-/* True if name is acceptable as a conduit: 1 to CONDUITSET_NAME_MAX bytes. */
+/* True if name is acceptable as a conduit: 1 to BOUNDS_LABEL_MAX bytes. */
 bool conduitset_name_ok(const char *name);
 
 /*

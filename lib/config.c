@@ -7,6 +7,7 @@
  * Errors are one line: NAME="value": expected <what>.
  */
 #include "config.h"
+#include "bounds.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -46,9 +47,6 @@
 
 /* Longest path of a Unix socket (sun_path less its NUL). */
 #define CFG_SOCK_PATH_MAX 107
-
-/* Longest trench or conduit name (a DNS name's limit, as Kubernetes'). */
-#define CFG_NAME_MAX 253
 
 /* Longest node prefix: a node needs at least two usable addresses
  * besides its first and last. */
@@ -177,7 +175,7 @@ cfg_name_ok(const char *s, size_t len)
 {
 	size_t i;
 
-	if (len == 0 || len > CFG_NAME_MAX)
+	if (len == 0 || len > BOUNDS_LABEL_MAX)
 		return false;
 	for (i = 0; i < len; i++) {
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
@@ -391,7 +389,7 @@ cfg_conduits(struct cfg_ctx *x, struct cfg *c)
 		if (!cfg_name_ok(c->conduits[i], len))
 			return cfg_fail(x, name, v, "comma-separated conduit "
 			    "names of 1 to %d bytes without control "
-			    "characters (entry %zu)", CFG_NAME_MAX, i + 1);
+			    "characters (entry %zu)", BOUNDS_LABEL_MAX, i + 1);
 		for (k = 0; k < i; k++)
 			if (strcmp(c->conduits[k], c->conduits[i]) == 0)
 				return cfg_fail(x, name, v, "comma-separated "
@@ -687,7 +685,7 @@ cfg_load_all(struct cfg_ctx *x, struct cfg *c)
 	v = cfg_value(x, "IPAM_TRENCH_NAME", CFG_DEF_TRENCH);
 	if (!cfg_name_ok(v, strlen(v)))
 		return cfg_fail(x, "IPAM_TRENCH_NAME", v, "a trench name of 1 "
-		    "to %d bytes without control characters", CFG_NAME_MAX);
+		    "to %d bytes without control characters", BOUNDS_LABEL_MAX);
 	c->trench = cfg_dup(x, "IPAM_TRENCH_NAME", v);
 	if (c->trench == NULL)
 		return -1;

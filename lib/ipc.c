@@ -28,7 +28,7 @@
 /* Most input ever buffered: one maximal frame, its header and one chunk.
  * A well-behaved caller drains ipc_conn_next after each fill, so more
  * than this means the peer outruns it. */
-#define IPC_IN_LIMIT (IPC_MAX_FRAME + IPC_HDR + IPC_CHUNK)
+#define IPC_IN_LIMIT (BOUNDS_FRAME_MAX + IPC_HDR + IPC_CHUNK)
 
 /* A growable byte buffer; bytes before off are consumed. */
 struct ipc_buf {
@@ -155,7 +155,7 @@ ipc_conn_fill(struct ipc_conn *c)
 
 /*
  * Cuts the next frame out of the buffered input without copying. The
- * length is checked against IPC_MAX_FRAME as soon as its four bytes are
+ * length is checked against BOUNDS_FRAME_MAX as soon as its four bytes are
  * there, before waiting for (or allocating room for) the payload.
  */
 int
@@ -168,7 +168,7 @@ ipc_conn_next(struct ipc_conn *c, const uint8_t **data, size_t *len)
 	if (avail < IPC_HDR)
 		return 0;
 	n = ipc_get_be32(p);
-	if (n > IPC_MAX_FRAME) {
+	if (n > BOUNDS_FRAME_MAX) {
 		errno = EMSGSIZE;
 		return -1;
 	}
@@ -183,7 +183,7 @@ ipc_conn_next(struct ipc_conn *c, const uint8_t **data, size_t *len)
 int
 ipc_conn_queue(struct ipc_conn *c, const void *data, size_t len)
 {
-	if (len > IPC_MAX_FRAME) {
+	if (len > BOUNDS_FRAME_MAX) {
 		errno = EMSGSIZE;
 		return -1;
 	}
@@ -301,7 +301,7 @@ ipc_send(int fd, const void *data, size_t len)
 	size_t done = 0, total = IPC_HDR + len;
 	ssize_t w;
 
-	if (len > IPC_MAX_FRAME) {
+	if (len > BOUNDS_FRAME_MAX) {
 		errno = EMSGSIZE;
 		return -1;
 	}
@@ -383,7 +383,7 @@ ipc_recv(int fd, uint8_t **data, size_t *len, int timeout_ms)
 		return -1;
 	}
 	n = ipc_get_be32(hdr);
-	if (n > IPC_MAX_FRAME) {
+	if (n > BOUNDS_FRAME_MAX) {
 		errno = EMSGSIZE;
 		return -1;
 	}

@@ -2,7 +2,7 @@
  * ipc.h - framing on internal Unix stream sockets.
  *
  * A frame is a 4-byte big-endian payload length followed by the payload.
- * Lengths above IPC_MAX_FRAME are refused before anything is allocated.
+ * Lengths above BOUNDS_FRAME_MAX are refused before anything is allocated.
  * This module knows bytes, not messages: it never includes generated
  * protobuf code (see ipcmsg.h for that). No logging, no exit.
  */
@@ -14,8 +14,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Hard cap on one frame's payload. */
-#define IPC_MAX_FRAME (1u << 20)
+#include "bounds.h"	/* BOUNDS_FRAME_MAX: hard cap on one frame's payload */
 
 /* A buffered, non-blocking connection: input is reassembled into frames,
  * output is queued until the socket takes it. */
@@ -43,7 +42,7 @@ ssize_t ipc_conn_fill(struct ipc_conn *c);
  * Takes the next complete frame from the input. Returns 1 and sets
  * *data and *len (valid until the next call on c), 0 when no complete
  * frame is buffered, -1 (errno EMSGSIZE) when the length exceeds
- * IPC_MAX_FRAME: the connection must then be closed.
+ * BOUNDS_FRAME_MAX: the connection must then be closed.
  */
 int ipc_conn_next(struct ipc_conn *c, const uint8_t **data, size_t *len);
 

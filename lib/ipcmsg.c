@@ -16,7 +16,7 @@
 /*
  * Packs m into a buffer (stack when it fits, else heap) and hands the bytes
  * to either the connection queue (c) or a blocking send on fd. Messages
- * that would exceed IPC_MAX_FRAME are refused before packing (EMSGSIZE).
+ * that would exceed BOUNDS_FRAME_MAX are refused before packing (EMSGSIZE).
  */
 static int
 ipcmsg_emit(struct ipc_conn *c, int fd, const ProtobufCMessage *m)
@@ -25,7 +25,7 @@ ipcmsg_emit(struct ipc_conn *c, int fd, const ProtobufCMessage *m)
 	size_t n = protobuf_c_message_get_packed_size(m);
 	int r, saved;
 
-	if (n > IPC_MAX_FRAME) {
+	if (n > BOUNDS_FRAME_MAX) {
 		errno = EMSGSIZE;
 		return -1;
 	}

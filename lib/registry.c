@@ -35,12 +35,10 @@
 #include <sys/tree.h>
 #include <time.h>
 
+#include "bounds.h"
 #include "errbuf.h"
 #include "alloc.h"
 #include "registry.h"
-
-/* Longest id we build: names are bounded by the callers (512 + 3 * 253). */
-#define REG_IDMAX 2048
 
 enum rec_level {
 	LVL_TRENCH = 0,
@@ -722,8 +720,8 @@ store_row_of(const struct rec *r, const struct rec *parent, char *id,
 {
 	struct pfx p = rec_cidr(r);
 
-	rec_id(r, parent, id, REG_IDMAX);
-	rec_parent_id(parent, pid, REG_IDMAX);
+	rec_id(r, parent, id, BOUNDS_ID_MAX);
+	rec_parent_id(parent, pid, BOUNDS_ID_MAX);
 	pfx_format(&p, cidr);
 	*row = (struct store_row){ .id = id, .name = r->name, .cidr = cidr,
 	    .parent_id = pid, .updated_at = r->updated_at,
@@ -742,7 +740,7 @@ rec_create(struct reg *g, struct rec *parent, const char *name, unsigned len,
 	struct pfx block, pp;
 	struct rec *r;
 	struct store_row row;
-	char id[REG_IDMAX], pid[REG_IDMAX], cidr[PFX_STRLEN], ptxt[PFX_STRLEN];
+	char id[BOUNDS_ID_MAX], pid[BOUNDS_ID_MAX], cidr[PFX_STRLEN], ptxt[PFX_STRLEN];
 	int rc;
 
 	rc = alloc_pool_find(rec_ext(parent)->pool, len, &block);
@@ -785,7 +783,7 @@ static int
 rec_touch(struct reg *g, struct rec *parent, struct rec *r, int64_t now,
     char *err, size_t errlen)
 {
-	char id[REG_IDMAX];
+	char id[BOUNDS_ID_MAX];
 
 	rec_id(r, parent, id, sizeof(id));
 	if (undo_push(g, UNDO_TOUCH, r, parent) != 0) {
@@ -805,7 +803,7 @@ rec_store_delete(struct reg *g, struct rec *parent, struct rec *r, char *err,
     size_t errlen)
 {
 	struct rec *k;
-	char id[REG_IDMAX];
+	char id[BOUNDS_ID_MAX];
 	uint32_t i;
 
 	for (i = 0; REC_LEVEL(r) < LVL_CHILD &&
@@ -910,7 +908,7 @@ load_root(struct load_ctx *lc, const struct store_row *row,
     const struct pfx *cidr)
 {
 	struct reg *g = lc->g;
-	char want[2][REG_IDMAX], have[PFX_STRLEN], conf[PFX_STRLEN];
+	char want[2][BOUNDS_ID_MAX], have[PFX_STRLEN], conf[PFX_STRLEN];
 	struct rec *r, **fv;
 	int fi = fam_index(cidr->family);
 
@@ -965,7 +963,7 @@ load_id_ok(const struct store_row *row)
 
 	return strncmp(row->id, row->name, n) == 0 && row->id[n] == '-' &&
 	    strcmp(row->id + n + 1, row->parent_id) == 0 &&
-	    strlen(row->id) < REG_IDMAX;
+	    strlen(row->id) < BOUNDS_ID_MAX;
 }
 
 /* store_load callback: one row, parents before children. */
@@ -976,7 +974,7 @@ load_row(void *arg, const struct store_row *row)
 	struct idmap key, *pm;
 	struct pfx cidr, pc;
 	struct rec *r;
-	char perr[128], id[REG_IDMAX];
+	char perr[128], id[BOUNDS_ID_MAX];
 	int rc;
 
 	if (pfx_parse(row->cidr, &cidr, perr, sizeof(perr)) != 0) {
@@ -1044,7 +1042,7 @@ done:
 static int
 reg_create_roots(struct reg *g, int64_t now, char *err, size_t errlen)
 {
-	char id[REG_IDMAX], cidr[PFX_STRLEN];
+	char id[BOUNDS_ID_MAX], cidr[PFX_STRLEN];
 	struct store_row row;
 	bool need = false;
 	int fi;
@@ -1611,7 +1609,7 @@ walk_child(void *arg, const struct pfx *p, void *data)
 static int
 walk_rec(struct walk_ctx *w, struct rec *r, struct rec *parent)
 {
-	char id[REG_IDMAX], pid[REG_IDMAX];
+	char id[BOUNDS_ID_MAX], pid[BOUNDS_ID_MAX];
 	struct reg_record rec;
 	struct rec *saved;
 	size_t n = 0;
@@ -1666,7 +1664,7 @@ static void
 check_report(struct check_ctx *c, const struct rec *r,
     const struct rec *parent, const char *kind, const char *fmt, ...)
 {
-	char id[REG_IDMAX], what[512];
+	char id[BOUNDS_ID_MAX], what[512];
 	struct reg_problem p = { id, kind, what };
 	va_list ap;
 

@@ -85,10 +85,10 @@ validate_child(const struct cfg *cfg, const Ipam__V1__Child *ch, int *family,
 	if (n == 0)
 		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
 		    "child.name: empty");
-	else if (n > VALIDATE_MAX_NAME)
+	else if (n > BOUNDS_CHILD_MAX)
 		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
 		    "child.name: %zu bytes, at most %d allowed", n,
-		    VALIDATE_MAX_NAME);
+		    BOUNDS_CHILD_MAX);
 	else if (!validate_utf8(ch->name, n))
 		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
 		    "child.name: not valid UTF-8");
@@ -99,10 +99,10 @@ validate_child(const struct cfg *cfg, const Ipam__V1__Child *ch, int *family,
 	if (n == 0)
 		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
 		    "child.subnet.node: empty");
-	else if (n > VALIDATE_MAX_NODE)
+	else if (n > BOUNDS_LABEL_MAX)
 		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
 		    "child.subnet.node: %zu bytes, at most %d allowed", n,
-		    VALIDATE_MAX_NODE);
+		    BOUNDS_LABEL_MAX);
 	else if (!validate_utf8(s->node, n))
 		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
 		    "child.subnet.node: not valid UTF-8");

@@ -12,12 +12,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "bounds.h"
 #include "config.h"
 #include "grpcx.h"
 #include "ipam/v1/ipam.pb-c.h"
 
-#define VALIDATE_MAX_NAME 512	/* longest child name, bytes */
-#define VALIDATE_MAX_NODE 253	/* longest node name, bytes */
 
 /*
  * True if s (len bytes) is well-formed UTF-8: no overlong forms, no

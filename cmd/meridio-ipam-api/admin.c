@@ -31,6 +31,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 
+#include "bounds.h"
 #include "grpcx.h"
 #include "ipamadmin/v1/admin.pb-c.h"
 #include "ipc.h"
@@ -40,8 +41,6 @@
 #define ADMIN_DB_TIMEOUT_MS 10000	/* longest wait for the db worker */
 #define ADMIN_BATCH_TIMEOUT_MS 30000	/* longest wait for one batch (a
 					   client that stops reading) */
-#define ADMIN_MAX_MESSAGE 4096		/* admin requests are tiny */
-#define ADMIN_MAX_FILTER 253		/* longest conduit or node filter */
 #define ADMIN_HELLO_ID 1		/* request ids on a db connection */
 #define ADMIN_REQ_ID 2
 
@@ -416,8 +415,8 @@ admin_dump(struct admin *ad, struct admin_call *c)
 		    "malformed request body: not a DumpRequest", NULL);
 		return;
 	}
-	if (strlen(rq->conduit) > ADMIN_MAX_FILTER ||
-	    strlen(rq->node) > ADMIN_MAX_FILTER) {
+	if (strlen(rq->conduit) > BOUNDS_LABEL_MAX ||
+	    strlen(rq->node) > BOUNDS_LABEL_MAX) {
 		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
 		    "conduit or node filter too long", NULL);
 		goto out;
@@ -799,7 +798,7 @@ admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
 
 	arg[0].type = GRPC_ARG_INTEGER;
 	arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	arg[0].value.integer = ADMIN_MAX_MESSAGE;
+	arg[0].value.integer = BOUNDS_ADMIN_MESSAGE_MAX;
 	/* No shared listeners, as on IPAM_PORT (api.c). */
 	arg[1].type = GRPC_ARG_INTEGER;
 	arg[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;

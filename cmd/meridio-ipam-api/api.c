@@ -28,6 +28,7 @@
  * for Check" is the Watch behaviour, and standard probes expect NOT_FOUND.
  */
 #include "api.h"
+#include "bounds.h"
 #include "admin.h"
 #include "hsock.h"
 #include "metrics.h"
@@ -66,7 +67,6 @@
 #define API_SLOTS 8192		/* pending table size, > API_MAX_INFLIGHT */
 #define API_POSTED_UNARY 16	/* requests kept posted for Allocate/Release */
 #define API_POSTED_OTHER 2	/* ... for Check, Watch and unknown methods */
-#define API_MAX_MESSAGE 65536	/* largest request body accepted */
 #define API_TICK_MS 100		/* gRPC thread's idle wake-up */
 #define API_PING_MS 1000	/* ping and heartbeat period */
 #define API_PONG_MAX_MS 2500	/* no pong for this long: NOT_SERVING */
@@ -1497,7 +1497,7 @@ api_server_start(struct api *a)
 		return -1;
 	arg[0].type = GRPC_ARG_INTEGER;
 	arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	arg[0].value.integer = API_MAX_MESSAGE;
+	arg[0].value.integer = BOUNDS_API_MESSAGE_MAX;
 	arg[1].type = GRPC_ARG_INTEGER;
 	arg[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
 	arg[1].value.integer = 0;

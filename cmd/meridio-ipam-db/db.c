@@ -23,14 +23,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bounds.h"
 #include "db.h"
 #include "ipcmsg.h"
 #include "log.h"
 
 #define DB_MAX_CLIENTS 64		/* connections served at once */
 #define DB_MAX_BATCH 4096		/* requests applied in one commit */
-#define DB_MAX_NAME 512			/* longest child name */
-#define DB_MAX_LABEL 253		/* longest node, conduit, trench name */
 #define NS_PER_MS 1000000LL
 #define DB_DUMP_CHUNK 1000		/* records per Dump reply frame */
 #define DB_MAX_PROBLEMS 2000		/* problems listed by one Check */
@@ -312,17 +311,17 @@ check_child(struct db *d, struct pending *p, const char *trench,
 		fail(p, CODE_INVALID_ARGUMENT, "%sunknown IP family", "");
 		return false;
 	}
-	if (name[0] == '\0' || strlen(name) > DB_MAX_NAME) {
+	if (name[0] == '\0' || strlen(name) > BOUNDS_CHILD_MAX) {
 		fail(p, CODE_INVALID_ARGUMENT, "child name %s", name[0] ?
 		    "too long" : "empty");
 		return false;
 	}
-	if (node[0] == '\0' || strlen(node) > DB_MAX_LABEL) {
+	if (node[0] == '\0' || strlen(node) > BOUNDS_LABEL_MAX) {
 		fail(p, CODE_INVALID_ARGUMENT, "node name %s", node[0] ?
 		    "too long" : "empty");
 		return false;
 	}
-	if (conduit[0] == '\0' || strlen(conduit) > DB_MAX_LABEL) {
+	if (conduit[0] == '\0' || strlen(conduit) > BOUNDS_LABEL_MAX) {
 		fail(p, CODE_INVALID_ARGUMENT, "conduit name %s", conduit[0] ?
 		    "too long" : "empty");
 		return false;
@@ -476,7 +475,7 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 		}
 		for (i = 0; rc == REG_OK && i < s->n_add; i++) {
 			if (s->add[i][0] == '\0' ||
-			    strlen(s->add[i]) > DB_MAX_LABEL) {
+			    strlen(s->add[i]) > BOUNDS_LABEL_MAX) {
 				fail(p, CODE_INVALID_ARGUMENT,
 				    "bad conduit name %.300s", s->add[i]);
 				return REG_OK;

@@ -11,7 +11,7 @@
  *
  * Oracles beyond the sanitizers: both decoders must cut the stream into
  * the same frames and stop at the same place, no frame is longer than
- * IPC_MAX_FRAME, and re-encoding a decoded Request is stable.
+ * BOUNDS_FRAME_MAX, and re-encoding a decoded Request is stable.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -98,8 +98,8 @@ ff_unpack(const uint8_t *p, size_t n)
 	Ipamd__V1__Reply *rp;
 	Ipamd__V1__WorkerStatus *st;
 
-	if (n > IPC_MAX_FRAME)
-		ff_fail("frame above IPC_MAX_FRAME");
+	if (n > BOUNDS_FRAME_MAX)
+		ff_fail("frame above BOUNDS_FRAME_MAX");
 	if ((rq = ipcmsg_unpack_request(p, n)) != NULL) {
 		/* Logs name every request: the name must exist. */
 		if (ipcmsg_request_name(rq) == NULL)

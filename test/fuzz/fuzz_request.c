@@ -82,10 +82,10 @@ fr_check_ok(const struct cfg *c, const Ipam__V1__Child *ch, int family)
 	if (strcmp(s->conduit->trench->name, c->trench) != 0)
 		fr_fail("accepted", "another trench");
 	n = strlen(ch->name);
-	if (n == 0 || n > VALIDATE_MAX_NAME || !validate_utf8(ch->name, n))
+	if (n == 0 || n > BOUNDS_CHILD_MAX || !validate_utf8(ch->name, n))
 		fr_fail("accepted", "a bad child name");
 	n = strlen(s->node);
-	if (n == 0 || n > VALIDATE_MAX_NODE || !validate_utf8(s->node, n))
+	if (n == 0 || n > BOUNDS_LABEL_MAX || !validate_utf8(s->node, n))
 		fr_fail("accepted", "a bad node name");
 	n = strlen(s->conduit->name);
 	if (n == 0 || !validate_utf8(s->conduit->name, n))

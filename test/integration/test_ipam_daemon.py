@@ -566,6 +566,44 @@ class InternalSocket(DaemonTest):
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "sneaky"),
                          ("169.255.0.1", 24))
 
+    def test_name_limits_are_the_same_in_the_api_and_the_db_worker(self):
+        """lib/bounds.h is the one place for the name limits: a name at the
+        limit is served through the public API and on a raw ipamd frame;
+        one byte over is INVALID_ARGUMENT from both and changes nothing."""
+        import re
+        from ipamd.v1 import ipamd_pb2 as pb
+        here = os.path.dirname(os.path.abspath(__file__))
+        with open(os.path.join(here, "..", "..", "lib", "bounds.h")) as f:
+            text = f.read()
+        child_max = int(re.search(r"#define BOUNDS_CHILD_MAX (\d+)", text).group(1))
+        label_max = int(re.search(r"#define BOUNDS_LABEL_MAX (\d+)", text).group(1))
+        d = self.daemon()
+        path = self.db_sock(d)
+
+        def raw(conduit, node, name):
+            r = self.converse(path, pb.ROLE_API, pb.Request(allocate=pb.Allocate(
+                trench="default", conduit=conduit, node=node,
+                family=pb.FAMILY_IPV4, name=name)))
+            return r[2]
+
+        # At the limit: accepted by both paths.
+        self.assertEqual(d.client.allocate("conduit-a", "n" * label_max, "c" * child_max)[1], 24)
+        self.assertEqual(raw("conduit-a", "m" * label_max, "d" * child_max).code, 0)
+        before = harness.structural(d.rows())
+        over = {
+            "child name": ("conduit-a", "worker-1", "x" * (child_max + 1)),
+            "node name": ("conduit-a", "y" * (label_max + 1), "pod"),
+            "conduit name": ("z" * (label_max + 1), "worker-1", "pod"),
+        }
+        for what, (conduit, node, name) in over.items():
+            with self.assertRaises(RpcError, msg=what) as cm:
+                d.client.allocate(conduit, node, name)
+            self.assertEqual(cm.exception.code, SC.INVALID_ARGUMENT, "api: %s: %s" % (what, cm.exception.details))
+            r = raw(conduit, node, name)
+            self.assertEqual(r.code, SC.INVALID_ARGUMENT.value[0], "db worker: %s: %s" % (what, r.message))
+            self.assertIn(what, r.message)
+        self.assertEqual(harness.structural(d.rows()), before, "data changed")
+
 
 class KillWorkers(DaemonTest):
     """SIGKILL of each worker: the supervisor restarts it and nothing that

@@ -215,8 +215,8 @@ Test(conduitset, order_preserved_for_many)
 
 Test(conduitset, invalid_names_skipped)
 {
-	char longname[CONDUITSET_NAME_MAX + 2];
-	char maxname[CONDUITSET_NAME_MAX + 1];
+	char longname[BOUNDS_LABEL_MAX + 2];
+	char maxname[BOUNDS_LABEL_MAX + 1];
 	const char *l[] = { "", "ok", longname, maxname, NULL };
 	const char *want[] = { "ok", maxname };
 	struct conduitset_diff d;

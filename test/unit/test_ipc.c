@@ -197,7 +197,7 @@ Test(ipc, many_frames_in_one_read, .init = setup_pair, .fini = teardown_pair)
 Test(ipc, oversize_length_refused, .init = setup_pair, .fini = teardown_pair)
 {
 	/* Only the header: the refusal must not wait for the payload. */
-	uint32_t n = IPC_MAX_FRAME + 1;
+	uint32_t n = BOUNDS_FRAME_MAX + 1;
 	uint8_t hdr[4] = { n >> 24, n >> 16, n >> 8, n };
 	struct ipc_conn *c = ipc_conn_new(sv[0]);
 	const uint8_t *data;
@@ -215,7 +215,7 @@ Test(ipc, oversize_length_refused, .init = setup_pair, .fini = teardown_pair)
 Test(ipc, max_size_frame_accepted, .init = setup_pair, .fini = teardown_pair)
 {
 	struct ipc_conn *c = ipc_conn_new(sv[0]);
-	uint8_t *big = malloc(IPC_MAX_FRAME);
+	uint8_t *big = malloc(BOUNDS_FRAME_MAX);
 	const uint8_t *data = NULL;
 	size_t len = 0;
 	pid_t pid;
@@ -223,19 +223,19 @@ Test(ipc, max_size_frame_accepted, .init = setup_pair, .fini = teardown_pair)
 
 	cr_assert_not_null(c);
 	cr_assert_not_null(big);
-	for (size_t i = 0; i < IPC_MAX_FRAME; i++)
+	for (size_t i = 0; i < BOUNDS_FRAME_MAX; i++)
 		big[i] = (uint8_t)(i * 7);
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0)
-		_exit(ipc_send(sv[1], big, IPC_MAX_FRAME) == 0 ? 0 : 1);
+		_exit(ipc_send(sv[1], big, BOUNDS_FRAME_MAX) == 0 ? 0 : 1);
 	while (r == 0 && rounds++ < 100000) {
 		wait_readable(sv[0]);
 		cr_assert_gt(ipc_conn_fill(c), 0);
 		r = ipc_conn_next(c, &data, &len);
 	}
 	cr_assert_eq(r, 1);
-	cr_assert_eq(len, IPC_MAX_FRAME);
+	cr_assert_eq(len, BOUNDS_FRAME_MAX);
 	cr_assert_eq(memcmp(data, big, len), 0);
 	cr_assert_eq(waitpid(pid, &st, 0), pid);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -247,7 +247,7 @@ Test(ipc, queue_and_send_refuse_oversize, .init = setup_pair,
     .fini = teardown_pair)
 {
 	struct ipc_conn *c = ipc_conn_new(sv[0]);
-	static uint8_t big[IPC_MAX_FRAME + 1];
+	static uint8_t big[BOUNDS_FRAME_MAX + 1];
 
 	cr_assert_not_null(c);
 	errno = 0;
@@ -561,8 +561,8 @@ Test(ipc, fill_without_draining_is_bounded, .init = setup_pair,
 	}
 	cr_assert_eq(n, -1);
 	cr_assert_eq(errno, ENOBUFS);
-	cr_assert_geq(total, IPC_MAX_FRAME);
-	cr_assert_lt(total, 2 * IPC_MAX_FRAME);
+	cr_assert_geq(total, BOUNDS_FRAME_MAX);
+	cr_assert_lt(total, 2 * BOUNDS_FRAME_MAX);
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
 	ipc_conn_free(c);

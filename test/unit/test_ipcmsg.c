@@ -177,11 +177,11 @@ Test(ipcmsg, oversize_message_refused, .init = setup_pair,
 {
 	Ipamd__V1__Request r = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Allocate a = IPAMD__V1__ALLOCATE__INIT;
-	char *big = malloc(IPC_MAX_FRAME + 1);
+	char *big = malloc(BOUNDS_FRAME_MAX + 1);
 
 	cr_assert_not_null(big);
-	memset(big, 'x', IPC_MAX_FRAME);
-	big[IPC_MAX_FRAME] = '\0';
+	memset(big, 'x', BOUNDS_FRAME_MAX);
+	big[BOUNDS_FRAME_MAX] = '\0';
 	a.name = big;
 	a.trench = a.conduit = a.node = "";
 	r.body_case = IPAMD__V1__REQUEST__BODY_ALLOCATE;

@@ -167,7 +167,7 @@ Test(validate, missing_messages)
 Test(validate, child_name)
 {
 	struct tv_child t;
-	char name[VALIDATE_MAX_NAME + 2];
+	char name[BOUNDS_CHILD_MAX + 2];
 	struct grpcx_status st;
 	int family;
 
@@ -177,12 +177,12 @@ Test(validate, child_name)
 	    "child.name: empty");
 
 	memset(name, 'n', sizeof(name) - 1);
-	name[VALIDATE_MAX_NAME] = '\0';
+	name[BOUNDS_CHILD_MAX] = '\0';
 	t.child.name = name;
 	cr_assert_eq(tv_check(tv_dual, &t, &family, &st), GRPC_STATUS_OK,
 	    "a name of exactly the bound: %s", st.message);
-	name[VALIDATE_MAX_NAME] = 'n';
-	name[VALIDATE_MAX_NAME + 1] = '\0';
+	name[BOUNDS_CHILD_MAX] = 'n';
+	name[BOUNDS_CHILD_MAX + 1] = '\0';
 	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
 	    "child.name: 513 bytes, at most 512 allowed");
 
@@ -194,7 +194,7 @@ Test(validate, child_name)
 Test(validate, node_name)
 {
 	struct tv_child t;
-	char node[VALIDATE_MAX_NODE + 2];
+	char node[BOUNDS_LABEL_MAX + 2];
 	struct grpcx_status st;
 	int family;
 
@@ -204,12 +204,12 @@ Test(validate, node_name)
 	    "child.subnet.node: empty");
 
 	memset(node, 'w', sizeof(node) - 1);
-	node[VALIDATE_MAX_NODE] = '\0';
+	node[BOUNDS_LABEL_MAX] = '\0';
 	t.subnet.node = node;
 	cr_assert_eq(tv_check(tv_dual, &t, &family, &st), GRPC_STATUS_OK,
 	    "a node of exactly the bound: %s", st.message);
-	node[VALIDATE_MAX_NODE] = 'w';
-	node[VALIDATE_MAX_NODE + 1] = '\0';
+	node[BOUNDS_LABEL_MAX] = 'w';
+	node[BOUNDS_LABEL_MAX + 1] = '\0';
 	tv_refused(tv_dual, &t, GRPC_STATUS_INVALID_ARGUMENT,
 	    "child.subnet.node: 254 bytes, at most 253 allowed");
 
