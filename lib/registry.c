@@ -1774,3 +1774,25 @@ reg_check(struct reg *g, int64_t now, int64_t threshold_ns,
 			check_rec(&c, g->root[fi], NULL);
 	return c.n;
 }
+
+grpc_status_code
+reg_grpc_status(int rc)
+{
+	switch (rc) {
+	case REG_OK:
+		return GRPC_STATUS_OK;
+	case REG_EINVAL:
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	case REG_EFAMILY:
+		return GRPC_STATUS_FAILED_PRECONDITION;
+	case REG_ETRENCH:
+	case REG_ENOCONDUIT:
+		return GRPC_STATUS_NOT_FOUND;
+	case REG_EXHAUSTED:
+		return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case REG_ESTORE:
+		return GRPC_STATUS_UNAVAILABLE;
+	default:
+		return GRPC_STATUS_INTERNAL;
+	}
+}

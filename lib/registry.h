@@ -20,12 +20,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <grpc/status.h>
+
 #include "prefix.h"
 #include "store.h"
 
 struct reg;
 
-/* Result codes; each maps to one gRPC status in the API worker. */
+/* Result codes; reg_grpc_status maps each to the gRPC status in brackets. */
 enum reg_status {
 	REG_OK = 0,
 	REG_EINVAL = -1,	/* bad argument (INVALID_ARGUMENT) */
@@ -38,6 +40,14 @@ enum reg_status {
 	REG_ENOMEM = -8,	/* out of memory (INTERNAL) */
 	REG_EDATA = -9,		/* a stored row cannot be read */
 };
+
+/*
+ * The gRPC status the db worker answers for a registry result: the one
+ * mapping from enum reg_status to the codes on the wire (ipamd.v1
+ * Reply.code), which the api worker passes on to its client. Codes without
+ * a client meaning (mismatch, unreadable row, memory, unknown) are INTERNAL.
+ */
+grpc_status_code reg_grpc_status(int rc);
 
 /* Child records named so never expire (Meridio's rule). */
 #define REG_BRIDGE_NAME "bridge"

@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <grpc/status.h>
+
 #include "bounds.h"
 #include "db.h"
 #include "ipcmsg.h"
@@ -36,19 +38,6 @@
 #define DB_SIZE_BUCKETS 13		/* batch sizes 1, 2, 4, ... 4096 */
 #define DB_SUMMARY_MS 60000		/* a lasting failure: a line per minute */
 #define DB_ENV_SUMMARY_MS "IPAMD_FAILURE_SUMMARY_MS" /* tests: shorter */
-
-/* gRPC status codes used in replies. */
-enum {
-	CODE_OK = 0,
-	CODE_INVALID_ARGUMENT = 3,
-	CODE_DEADLINE_EXCEEDED = 4,
-	CODE_NOT_FOUND = 5,
-	CODE_PERMISSION_DENIED = 7,
-	CODE_RESOURCE_EXHAUSTED = 8,
-	CODE_FAILED_PRECONDITION = 9,
-	CODE_INTERNAL = 13,
-	CODE_UNAVAILABLE = 14,
-};
 
 /*
  * The db worker passes an ipamd.v1 Family straight to the registry and the
@@ -279,28 +268,6 @@ fail(struct pending *p, int code, const char *fmt, const char *arg)
 	snprintf(p->msg, sizeof(p->msg), fmt, arg);
 }
 
-static int
-code_of(int rc)
-{
-	switch (rc) {
-	case REG_OK:
-		return CODE_OK;
-	case REG_EINVAL:
-		return CODE_INVALID_ARGUMENT;
-	case REG_EFAMILY:
-		return CODE_FAILED_PRECONDITION;
-	case REG_ETRENCH:
-	case REG_ENOCONDUIT:
-		return CODE_NOT_FOUND;
-	case REG_EXHAUSTED:
-		return CODE_RESOURCE_EXHAUSTED;
-	case REG_ESTORE:
-		return CODE_UNAVAILABLE;
-	default:
-		return CODE_INTERNAL;
-	}
-}
-
 /* Checks the fields shared by Allocate and Release. */
 static bool
 check_child(struct db *d, struct pending *p, const char *trench,
@@ -308,26 +275,27 @@ check_child(struct db *d, struct pending *p, const char *trench,
 {
 	if (family != IPAMD__V1__FAMILY__FAMILY_IPV4 &&
 	    family != IPAMD__V1__FAMILY__FAMILY_IPV6) {
-		fail(p, CODE_INVALID_ARGUMENT, "%sunknown IP family", "");
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%sunknown IP family",
+		    "");
 		return false;
 	}
 	if (name[0] == '\0' || strlen(name) > BOUNDS_CHILD_MAX) {
-		fail(p, CODE_INVALID_ARGUMENT, "child name %s", name[0] ?
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "child name %s", name[0] ?
 		    "too long" : "empty");
 		return false;
 	}
 	if (node[0] == '\0' || strlen(node) > BOUNDS_LABEL_MAX) {
-		fail(p, CODE_INVALID_ARGUMENT, "node name %s", node[0] ?
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "node name %s", node[0] ?
 		    "too long" : "empty");
 		return false;
 	}
 	if (conduit[0] == '\0' || strlen(conduit) > BOUNDS_LABEL_MAX) {
-		fail(p, CODE_INVALID_ARGUMENT, "conduit name %s", conduit[0] ?
-		    "too long" : "empty");
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "conduit name %s",
+		    conduit[0] ? "too long" : "empty");
 		return false;
 	}
 	if (strcmp(trench, d->cfg->trench) != 0) {
-		fail(p, CODE_NOT_FOUND, "trench %s not found", trench);
+		fail(p, GRPC_STATUS_NOT_FOUND, "trench %s not found", trench);
 		return false;
 	}
 	return true;
@@ -391,7 +359,7 @@ release_lookup(struct db *d, struct pending *p, const Ipamd__V1__Release *r)
 		pfx_format_addr((int)r->family, x.addr, p->addr);
 		return true;
 	}
-	p->code = CODE_NOT_FOUND;
+	p->code = GRPC_STATUS_NOT_FOUND;
 	if (!x.trench)
 		snprintf(p->msg, sizeof(p->msg), "trench %.200s serves no "
 		    "IPv%d", r->trench, (int)r->family);
@@ -421,7 +389,7 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 	int rc = REG_OK;
 
 	p->park = false;
-	p->code = CODE_OK;
+	p->code = GRPC_STATUS_OK;
 	p->msg[0] = p->addr[0] = '\0';
 	p->plen = 0;
 	switch (q->body_case) {
@@ -476,7 +444,7 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 		for (i = 0; rc == REG_OK && i < s->n_add; i++) {
 			if (s->add[i][0] == '\0' ||
 			    strlen(s->add[i]) > BOUNDS_LABEL_MAX) {
-				fail(p, CODE_INVALID_ARGUMENT,
+				fail(p, GRPC_STATUS_INVALID_ARGUMENT,
 				    "bad conduit name %.300s", s->add[i]);
 				return REG_OK;
 			}
@@ -497,11 +465,12 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 		break;
 	}
 	default:
-		fail(p, CODE_INVALID_ARGUMENT, "%sunexpected request", "");
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%sunexpected request",
+		    "");
 		return REG_OK;
 	}
 	if (rc != REG_OK) {
-		p->code = code_of(rc);
+		p->code = reg_grpc_status(rc);
 		snprintf(p->msg, sizeof(p->msg), "%s", err);
 	}
 	return rc;
@@ -561,7 +530,8 @@ run_batch(struct db *d, struct plist *l)
 		for (i = 0; i < l->n; i++) {
 			struct pending *p = &l->v[i];
 			if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
-				fail(p, CODE_UNAVAILABLE, "storage: %.400s", err);
+				fail(p, GRPC_STATUS_UNAVAILABLE,
+				    "storage: %.400s", err);
 				nfail++;
 				continue;
 			}
@@ -573,7 +543,8 @@ run_batch(struct db *d, struct plist *l)
 			}
 			if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
 				p->park = false;
-				fail(p, CODE_UNAVAILABLE, "storage: %.400s", err);
+				fail(p, GRPC_STATUS_UNAVAILABLE,
+				    "storage: %.400s", err);
 				nfail++;
 				continue;
 			}
@@ -596,7 +567,8 @@ run_batch(struct db *d, struct plist *l)
 			l->v[i].park = false;
 			l->v[i].addr[0] = '\0';
 			l->v[i].plen = 0;
-			fail(&l->v[i], CODE_UNAVAILABLE, "storage: %.400s", err);
+			fail(&l->v[i], GRPC_STATUS_UNAVAILABLE,
+			    "storage: %.400s", err);
 		}
 	}
 	d->batches++;
@@ -609,7 +581,7 @@ run_batch(struct db *d, struct plist *l)
 		if (p->park && plist_push(&d->parked, p) == 0)
 			continue;
 		if (p->park)
-			fail(p, CODE_INTERNAL, "%sout of memory", "");
+			fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
 		reply(d, p);
 		pending_free(p);
 	}
@@ -696,7 +668,7 @@ answer_dump(struct db *d, struct pending *p)
 	Ipamd__V1__Dump *q = p->req->dump;
 
 	if (x == NULL) {
-		fail(p, CODE_INTERNAL, "%sout of memory", "");
+		fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
 		reply(d, p);
 		return;
 	}
@@ -705,7 +677,7 @@ answer_dump(struct db *d, struct pending *p)
 	(void)reg_walk(d->reg, q->conduit, q->node, dump_one, x);
 	if (x->failed) {
 		x->n = 0;
-		fail(p, CODE_INTERNAL, "%sout of memory", "");
+		fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
 		reply(d, p);
 	} else {
 		dump_flush(x, false);
@@ -756,7 +728,7 @@ answer_check(struct db *d, struct pending *p)
 
 	x.v = calloc(DB_MAX_PROBLEMS, sizeof(*x.v));
 	if (x.v == NULL) {
-		fail(p, CODE_INTERNAL, "%sout of memory", "");
+		fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
 		reply(d, p);
 		return;
 	}
@@ -874,7 +846,7 @@ refuse_out_of_role(struct db *d, struct pending *p)
 	log_kv(LOGL_WARNING, "request refused: not allowed for the sender's "
 	    "role", "request", f != NULL ? f->name : "?", "role",
 	    role_name(c->role), NULL);
-	p->code = CODE_PERMISSION_DENIED;
+	p->code = GRPC_STATUS_PERMISSION_DENIED;
 	snprintf(p->msg, sizeof(p->msg), "%s is not allowed for role %s",
 	    f != NULL ? f->name : "this request", role_name(c->role));
 	p->addr[0] = '\0';
@@ -891,7 +863,7 @@ answer_now(struct db *d, struct pending *p)
 	struct client *c = &d->cl[p->slot];
 	Ipamd__V1__Request *q = p->req;
 
-	p->code = CODE_OK;
+	p->code = GRPC_STATUS_OK;
 	p->msg[0] = p->addr[0] = '\0';
 	p->plen = 0;
 	if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO) {
@@ -1211,7 +1183,7 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	/* Everything acknowledged is committed; parked calls cannot wait. */
 	for (k = 0; k < d.parked.n; k++) {
 		struct pending *p = &d.parked.v[k];
-		fail(p, CODE_UNAVAILABLE, "%sdb worker stopping", "");
+		fail(p, GRPC_STATUS_UNAVAILABLE, "%sdb worker stopping", "");
 		reply(&d, p);
 		pending_free(p);
 	}

@@ -1336,3 +1336,36 @@ Test(registry, unreadable_row_is_a_data_error)
 	    strstr(err, "last tuesday"), "%s", err);
 	store_close(st);
 }
+
+/* Every registry result maps to the gRPC status its comment names; the
+ * results without a client meaning, and unknown values, are INTERNAL. */
+Test(registry, grpc_status_of_each_result)
+{
+	static const struct {
+		int rc;
+		grpc_status_code want;
+	} t[] = {
+		{ REG_OK, GRPC_STATUS_OK },
+		{ REG_EINVAL, GRPC_STATUS_INVALID_ARGUMENT },
+		{ REG_EFAMILY, GRPC_STATUS_FAILED_PRECONDITION },
+		{ REG_ETRENCH, GRPC_STATUS_NOT_FOUND },
+		{ REG_ENOCONDUIT, GRPC_STATUS_NOT_FOUND },
+		{ REG_EXHAUSTED, GRPC_STATUS_RESOURCE_EXHAUSTED },
+		{ REG_ESTORE, GRPC_STATUS_UNAVAILABLE },
+		{ REG_EMISMATCH, GRPC_STATUS_INTERNAL },
+		{ REG_ENOMEM, GRPC_STATUS_INTERNAL },
+		{ REG_EDATA, GRPC_STATUS_INTERNAL },
+		{ -100, GRPC_STATUS_INTERNAL },
+		{ 1, GRPC_STATUS_INTERNAL },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		cr_expect_eq(reg_grpc_status(t[i].rc), t[i].want,
+		    "result %d: got %d, want %d", t[i].rc,
+		    (int)reg_grpc_status(t[i].rc), (int)t[i].want);
+	/* The numbers on the wire are gRPC's (ipamd.v1 Reply.code). */
+	cr_expect_eq(reg_grpc_status(REG_EINVAL), 3);
+	cr_expect_eq(reg_grpc_status(REG_ENOCONDUIT), 5);
+	cr_expect_eq(reg_grpc_status(REG_ESTORE), 14);
+}
