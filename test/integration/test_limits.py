@@ -23,7 +23,7 @@ SC = grpc.StatusCode
 
 ALLOCATE = "/ipam.v1.Ipam/Allocate"
 RELEASE = "/ipam.v1.Ipam/Release"
-REQUEST_CAP = 64 * 1024          # BOUNDS_API_MESSAGE_MAX in the api worker
+REQUEST_CAP = 64 * 1024          # BOUNDS_API_MESSAGE_MAX (lib/bounds.h)
 INFLIGHT_CAP = 4096              # API_MAX_INFLIGHT in the api worker
 CONDUIT_LIST_CAP = 4096          # CONDUITSET_MAX
 NSP_MESSAGE_CAP = 32 << 20       # NSP_MAX_MESSAGE in the nsp worker
