@@ -77,7 +77,13 @@ ipcmsg_unpack_request(const uint8_t *data, size_t len)
 	r = ipamd__v1__request__unpack(NULL, len, data);
 	if (r == NULL)
 		return NULL;
-	if (r->body_case == IPAMD__V1__REQUEST__BODY__NOT_SET) {
+	/* protobuf-c is lenient: it takes over-long varint tags and field
+	 * number 0 as unknown fields, which then re-encode to other bytes.
+	 * Our senders write canonical frames: one that does not re-encode to
+	 * its own length is refused, so that what is handled is what was
+	 * sent. */
+	if (r->body_case == IPAMD__V1__REQUEST__BODY__NOT_SET ||
+	    protobuf_c_message_get_packed_size(&r->base) != len) {
 		ipamd__v1__request__free_unpacked(r, NULL);
 		return NULL;
 	}
