@@ -635,6 +635,8 @@ main(int argc, char **argv)
 	gpr_set_log_function(probe_grpc_log);
 	(void)grpcx_init();
 	rc = probe_run(&o);
-	grpc_shutdown();
+	/* Blocking: gRPC's own threads (a failed TLS handshake may still be
+	 * unwinding) are gone before exit() runs its destructors. */
+	grpc_shutdown_blocking();
 	return rc;
 }

@@ -377,7 +377,7 @@ ctl_op_admin(const struct ctl_op *op)
 	}
 	ctl_dump_free(&d);
 out:
-	grpc_shutdown();
+	grpc_shutdown_blocking();	/* gRPC threads gone before exit() */
 	return rc;
 }
 

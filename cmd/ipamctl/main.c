@@ -579,6 +579,6 @@ main(int argc, char **argv)
 	grpcx_client_free(cl);
 out:
 	grpcx_tls_free(tls);
-	grpc_shutdown();
+	grpc_shutdown_blocking();	/* gRPC threads gone before exit() */
 	return rc;
 }
