@@ -232,13 +232,16 @@ ctl_instance_line(const char *sock, char *buf, size_t len)
 	return (size_t)n < len ? (size_t)n : len - 1;
 }
 
-int
-ctl_admin_info(const char *sock, int64_t timeout_ms,
-    Ipamadmin__V1__InfoReply **out, struct grpcx_status *st)
+/*
+ * One unary Admin call on the socket sock: method, request rq, the answer
+ * unpacked with desc into *out (NULL on failure). Returns st->code.
+ */
+static int
+ctl_admin_unary(const char *sock, const char *method,
+    const ProtobufCMessage *rq, const ProtobufCMessageDescriptor *desc,
+    int64_t timeout_ms, ProtobufCMessage **out, struct grpcx_status *st)
 {
-	Ipamadmin__V1__InfoRequest rq = IPAMADMIN__V1__INFO_REQUEST__INIT;
 	struct grpcx_client *cl;
-	ProtobufCMessage *resp = NULL;
 	char target[CTL_SUN_PATH + 8], err[256];
 
 	*out = NULL;
@@ -248,12 +251,22 @@ ctl_admin_info(const char *sock, int64_t timeout_ms,
 		grpcx_status_set(st, GRPC_STATUS_INTERNAL, "%s", err);
 		return st->code;
 	}
-	if (grpcx_call(cl, "/ipamadmin.v1.Admin/Info", &rq.base,
-	    &ipamadmin__v1__info_reply__descriptor, timeout_ms, &resp,
-	    st) == GRPC_STATUS_OK)
-		*out = (Ipamadmin__V1__InfoReply *)resp;
+	if (grpcx_call(cl, method, rq, desc, timeout_ms, out, st) !=
+	    GRPC_STATUS_OK)
+		*out = NULL;
 	grpcx_client_free(cl);
 	return st->code;
+}
+
+int
+ctl_admin_info(const char *sock, int64_t timeout_ms,
+    Ipamadmin__V1__InfoReply **out, struct grpcx_status *st)
+{
+	Ipamadmin__V1__InfoRequest rq = IPAMADMIN__V1__INFO_REQUEST__INIT;
+
+	return ctl_admin_unary(sock, "/ipamadmin.v1.Admin/Info", &rq.base,
+	    &ipamadmin__v1__info_reply__descriptor, timeout_ms,
+	    (ProtobufCMessage **)out, st);
 }
 
 /* Waits for the batch just started (e, the only one in flight). False
@@ -384,23 +397,10 @@ ctl_admin_check(const char *sock, int64_t timeout_ms,
     Ipamadmin__V1__CheckReport **out, struct grpcx_status *st)
 {
 	Ipamadmin__V1__CheckRequest rq = IPAMADMIN__V1__CHECK_REQUEST__INIT;
-	struct grpcx_client *cl;
-	ProtobufCMessage *resp = NULL;
-	char target[CTL_SUN_PATH + 8], err[256];
 
-	*out = NULL;
-	snprintf(target, sizeof(target), "unix:%s", sock);
-	cl = grpcx_client_new(target, err, sizeof(err));
-	if (cl == NULL) {
-		grpcx_status_set(st, GRPC_STATUS_INTERNAL, "%s", err);
-		return st->code;
-	}
-	if (grpcx_call(cl, "/ipamadmin.v1.Admin/Check", &rq.base,
-	    &ipamadmin__v1__check_report__descriptor, timeout_ms, &resp,
-	    st) == GRPC_STATUS_OK)
-		*out = (Ipamadmin__V1__CheckReport *)resp;
-	grpcx_client_free(cl);
-	return st->code;
+	return ctl_admin_unary(sock, "/ipamadmin.v1.Admin/Check", &rq.base,
+	    &ipamadmin__v1__check_report__descriptor, timeout_ms,
+	    (ProtobufCMessage **)out, st);
 }
 
 int
@@ -408,21 +408,7 @@ ctl_admin_release(const char *sock, const Ipamadmin__V1__ReleaseRequest *rq,
     int64_t timeout_ms, Ipamadmin__V1__ReleaseReply **out,
     struct grpcx_status *st)
 {
-	struct grpcx_client *cl;
-	ProtobufCMessage *resp = NULL;
-	char target[CTL_SUN_PATH + 8], err[256];
-
-	*out = NULL;
-	snprintf(target, sizeof(target), "unix:%s", sock);
-	cl = grpcx_client_new(target, err, sizeof(err));
-	if (cl == NULL) {
-		grpcx_status_set(st, GRPC_STATUS_INTERNAL, "%s", err);
-		return st->code;
-	}
-	if (grpcx_call(cl, "/ipamadmin.v1.Admin/Release", &rq->base,
-	    &ipamadmin__v1__release_reply__descriptor, timeout_ms, &resp,
-	    st) == GRPC_STATUS_OK)
-		*out = (Ipamadmin__V1__ReleaseReply *)resp;
-	grpcx_client_free(cl);
-	return st->code;
+	return ctl_admin_unary(sock, "/ipamadmin.v1.Admin/Release", &rq->base,
+	    &ipamadmin__v1__release_reply__descriptor, timeout_ms,
+	    (ProtobufCMessage **)out, st);
 }
