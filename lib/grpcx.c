@@ -879,6 +879,21 @@ grpcx_tls_channel_credentials(struct grpcx_tls *t)
 	return creds;
 }
 
+grpc_server *
+grpcx_server_new(int max_message)
+{
+	grpc_arg arg[2];
+	grpc_channel_args args = { .num_args = 2, .args = arg };
+
+	arg[0].type = GRPC_ARG_INTEGER;
+	arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	arg[0].value.integer = max_message;
+	arg[1].type = GRPC_ARG_INTEGER;
+	arg[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+	arg[1].value.integer = 0;
+	return grpc_server_create(&args, NULL);
+}
+
 grpc_completion_queue *
 grpcx_cq_quiet(void)
 {

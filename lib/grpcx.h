@@ -45,6 +45,14 @@ bool grpcx_init(void);
 grpc_completion_queue *grpcx_cq_quiet(void);
 
 /*
+ * A gRPC server that takes request bodies of at most max_message bytes and
+ * never shares its listening port: gRPC turns SO_REUSEPORT on by default,
+ * and a second daemon bound to the same port would get half the clients
+ * and hand out the same addresses.
+ */
+grpc_server *grpcx_server_new(int max_message);
+
+/*
  * Packs m into a new byte buffer (one slice). NULL on out of memory.
  * The caller destroys it with grpc_byte_buffer_destroy.
  */

@@ -788,23 +788,12 @@ static int
 admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
     size_t errlen)
 {
-	grpc_arg arg[2];
-	grpc_channel_args args;
 	grpc_server_credentials *creds;
 	char addr[sizeof(ad->sock_path) + 8];
 	struct stat sb;
 	mode_t old;
 	int port;
 
-	arg[0].type = GRPC_ARG_INTEGER;
-	arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	arg[0].value.integer = BOUNDS_ADMIN_MESSAGE_MAX;
-	/* No shared listeners, as on IPAM_PORT (api.c). */
-	arg[1].type = GRPC_ARG_INTEGER;
-	arg[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
-	arg[1].value.integer = 0;
-	args.num_args = 2;
-	args.args = arg;
 	/* The admin thread waits on queues that do not poll: the gRPC
 	 * thread of the API polls all connections, ours included (it
 	 * accepts through poll_cq). As a second poller the admin thread took
@@ -818,7 +807,7 @@ admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
 		snprintf(err, errlen, "cannot create a completion queue");
 		return -1;
 	}
-	ad->server = grpc_server_create(&args, NULL);
+	ad->server = grpcx_server_new(BOUNDS_ADMIN_MESSAGE_MAX);
 	grpc_server_register_completion_queue(ad->server, poll_cq, NULL);
 	grpc_server_register_completion_queue(ad->server, ad->cq, NULL);
 	for (int m = 0; m < ADMIN_GENERIC; m++)

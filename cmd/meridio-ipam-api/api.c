@@ -1486,8 +1486,6 @@ api_hsock_start(struct api *a)
 static int
 api_server_start(struct api *a)
 {
-	grpc_arg arg[2];
-	grpc_channel_args args;
 	grpc_server_credentials *creds;
 	char addr[32];
 	int port;
@@ -1495,15 +1493,7 @@ api_server_start(struct api *a)
 	creds = api_server_creds(a);
 	if (creds == NULL)
 		return -1;
-	arg[0].type = GRPC_ARG_INTEGER;
-	arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	arg[0].value.integer = BOUNDS_API_MESSAGE_MAX;
-	arg[1].type = GRPC_ARG_INTEGER;
-	arg[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
-	arg[1].value.integer = 0;
-	args.num_args = 2;
-	args.args = arg;
-	a->server = grpc_server_create(&args, NULL);
+	a->server = grpcx_server_new(BOUNDS_API_MESSAGE_MAX);
 	if (a->cq == NULL)
 		a->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(a->server, a->cq, NULL);

@@ -24,6 +24,8 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 
+#include "grpcx.h"
+
 #define HSOCK_MAX_MESSAGE 4096	/* a HealthCheckRequest is tiny */
 #define HSOCK_NMETHODS 4	/* room for registered methods */
 #define HSOCK_LIVE_WAIT_MS 5000	/* how long a live socket may take to go */
@@ -119,8 +121,6 @@ hsock_open(const char *path, grpc_completion_queue *cq,
     size_t errlen)
 {
 	struct hsock *hs;
-	grpc_arg args[2];
-	grpc_channel_args cargs = { .num_args = 2, .args = args };
 	grpc_server_credentials *creds;
 	char addr[sizeof(hs->path) + 8];
 	struct stat sb;
@@ -154,14 +154,7 @@ hsock_open(const char *path, grpc_completion_queue *cq,
 	}
 	snprintf(hs->path, sizeof(hs->path), "%s", path);
 	hs->cq = cq;
-	args[0].type = GRPC_ARG_INTEGER;
-	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	args[0].value.integer = HSOCK_MAX_MESSAGE;
-	/* gRPC sets SO_REUSEPORT by default; no listener of ours shares. */
-	args[1].type = GRPC_ARG_INTEGER;
-	args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
-	args[1].value.integer = 0;
-	hs->server = grpc_server_create(&cargs, NULL);
+	hs->server = grpcx_server_new(HSOCK_MAX_MESSAGE);
 	grpc_server_register_completion_queue(hs->server, cq, NULL);
 	for (size_t i = 0; i < n; i++)
 		hs->methods[i] = grpc_server_register_method(hs->server,
