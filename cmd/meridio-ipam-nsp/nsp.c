@@ -316,11 +316,11 @@ nsp_status_line(char *buf, size_t len, const struct cfg *cfg,
 		break;
 	case NSPW_BACKOFF:
 		if (retry >= 1000)
-			snprintf(buf, len, "nsp: NSP unreachable, retry in "
-			    "%" PRId64 "s", (retry + 500) / 1000);
+			snprintf(buf, len, "nsp: NSP %s unreachable, retry in "
+			    "%" PRId64 "s", cfg->nsp_service, (retry + 500) / 1000);
 		else
-			snprintf(buf, len, "nsp: NSP unreachable, retry in "
-			    "%" PRId64 "ms", retry);
+			snprintf(buf, len, "nsp: NSP %s unreachable, retry in "
+			    "%" PRId64 "ms", cfg->nsp_service, retry);
 		break;
 	default:
 		snprintf(buf, len, "nsp: connecting to %s", cfg->nsp_service);

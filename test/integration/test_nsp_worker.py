@@ -454,8 +454,9 @@ class NspWorkerTest(unittest.TestCase):
 
         log_before = len(self.worker.log())
         self.nsp.stop()
-        self.expect_status(lambda r, s: "NSP unreachable, retry in" in s,
-                           "unreachable")
+        self.expect_status(
+            lambda r, s: s.startswith("nsp: NSP 127.0.0.1:%d unreachable, "
+                                      "retry in " % port), "unreachable")
         # Still ready: readiness never depends on NSP being up.
         self.assertTrue(self.worker.last_status()[1])
         self.assertEqual(len(self.db.syncs), 1)
@@ -482,11 +483,14 @@ class NspWorkerTest(unittest.TestCase):
         self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % port)
         self.expect_status(lambda r, s: r, "ready without NSP", timeout=6)
         self.assertGreaterEqual(time.monotonic() - t0, 1.5)
-        self.expect_status(lambda r, s: "NSP unreachable" in s, "unreachable")
+        self.expect_status(
+            lambda r, s: s.startswith("nsp: NSP 127.0.0.1:%d unreachable" % port),
+            "unreachable")
         self.assertEqual(self.db.syncs, [])
 
     def test_backoff_doubles_from_100ms_to_cap(self):
-        self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port(),
+        port = free_port()
+        self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % port,
                           IPAM_GRPC_MAX_BACKOFF="1s")
         want = ["100ms", "200ms", "400ms", "800ms", "1000ms", "1000ms"]
         deadline = time.monotonic() + TIMEOUT
@@ -499,8 +503,9 @@ class NspWorkerTest(unittest.TestCase):
                 break
             time.sleep(0.1)
         self.assertEqual(delays[:len(want)], want)
-        self.expect_status(lambda r, s: s == "nsp: NSP unreachable, retry "
-                           "in 1s", "capped retry in the status")
+        self.expect_status(lambda r, s: s == "nsp: NSP 127.0.0.1:%d "
+                           "unreachable, retry in 1s" % port,
+                           "capped retry in the status")
 
     def test_malformed_message_ignored_stream_kept(self):
         good = model_pb2.ConduitResponse(
@@ -795,7 +800,8 @@ class NspWorkerTest(unittest.TestCase):
 
     def test_sigterm_while_nsp_down(self):
         self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port())
-        self.expect_status(lambda r, s: "NSP unreachable" in s, "unreachable")
+        self.expect_status(lambda r, s: " unreachable, retry in " in s,
+                           "unreachable")
         t0 = time.monotonic()
         os.kill(self.worker.pid, signal.SIGTERM)
         rc = self.worker.wait(5)
