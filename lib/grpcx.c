@@ -454,11 +454,7 @@ out_call:
 	grpcx_ccall_clear(&u);
 	grpc_call_unref(call);
 out_cq:
-	grpc_completion_queue_shutdown(cq);
-	do {
-		ev = grpc_completion_queue_next(cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpcx_cq_drain(cq, NULL);
 	grpc_completion_queue_destroy(cq);
 	return st->code;
 }
@@ -906,6 +902,22 @@ grpcx_cq_quiet(void)
 	at.cq_polling_type = GRPC_CQ_NON_POLLING;
 	f = grpc_completion_queue_factory_lookup(&at);
 	return f != NULL ? grpc_completion_queue_create(f, &at, NULL) : NULL;
+}
+
+void
+grpcx_cq_drain(grpc_completion_queue *cq, void (*each)(void *tag))
+{
+	grpc_event ev;
+
+	if (cq == NULL)
+		return;
+	grpc_completion_queue_shutdown(cq);
+	do {
+		ev = grpc_completion_queue_next(cq,
+		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		if (ev.type == GRPC_OP_COMPLETE && each != NULL)
+			each(ev.tag);
+	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
 }
 
 /*

@@ -45,6 +45,13 @@ bool grpcx_init(void);
 grpc_completion_queue *grpcx_cq_quiet(void);
 
 /*
+ * Shuts cq down and waits until it is empty, calling each(tag) for every
+ * completed operation still in it (each may be NULL). The queue is left
+ * for grpc_completion_queue_destroy. Accepts NULL.
+ */
+void grpcx_cq_drain(grpc_completion_queue *cq, void (*each)(void *tag));
+
+/*
  * A gRPC server that takes request bodies of at most max_message bytes and
  * never shares its listening port: gRPC turns SO_REUSEPORT on by default,
  * and a second daemon bound to the same port would get half the clients

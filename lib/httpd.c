@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "errbuf.h"
+#include "now.h"
 
 #define HTTPD_LINGER_MS 2000	/* at most this long in LINGER */
 #define HTTPD_PAUSE_MS 100	/* no accept this long after EMFILE */
@@ -427,15 +428,6 @@ struct httpd {
 	int64_t accept_after;		/* ms: no accept before (EMFILE) */
 };
 
-static int64_t
-httpd_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 httpd_conn_close(struct httpd *h, struct httpd_conn *c)
 {
@@ -455,7 +447,7 @@ static void
 httpd_conn_answer(struct httpd *h, struct httpd_conn *c,
     struct httpd_reply *rep, bool head_only, int minor)
 {
-	int64_t now = httpd_now_ms();
+	int64_t now = now_ms();
 
 	c->head_len = httpd_format_head(c->head, sizeof(c->head), rep,
 	    !c->close_after, minor, time(NULL));
@@ -599,7 +591,7 @@ httpd_conn_run(struct httpd *h, struct httpd_conn *c)
 				return;
 			free(c->body);
 			c->body = NULL;
-			now = httpd_now_ms();
+			now = now_ms();
 			if (c->close_after) {
 				shutdown(c->fd, SHUT_WR);
 				c->state = HTTPD_LINGER;
@@ -685,7 +677,7 @@ httpd_accept(struct httpd *h)
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE ||
 			    errno == ENOBUFS || errno == ENOMEM)
-				h->accept_after = httpd_now_ms() +
+				h->accept_after = now_ms() +
 				    HTTPD_PAUSE_MS;
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
@@ -705,7 +697,7 @@ httpd_accept(struct httpd *h)
 			return;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		now = httpd_now_ms();
+		now = now_ms();
 		c->fd = fd;
 		c->state = HTTPD_READ;
 		c->deadline = now + h->o.timeout_ms;
@@ -731,7 +723,7 @@ httpd_main(void *arg)
 	if (pfd == NULL || slot == NULL)
 		goto out;
 	for (;;) {
-		int64_t now = httpd_now_ms(), next = now + 1000;
+		int64_t now = now_ms(), next = now + 1000;
 		nfds_t n = 0;
 		int r;
 

@@ -8,6 +8,7 @@
  */
 #include "errbuf.h"
 #include "ipc.h"
+#include "now.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -249,16 +250,6 @@ ipc_conn_pending(const struct ipc_conn *c)
 	return c->out.off < c->out.len;
 }
 
-/* Milliseconds on the monotonic clock. */
-static int64_t
-ipc_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * Waits until fd is ready for events or the deadline (ms on the monotonic
  * clock, < 0 = none) passes. 0 when ready, -1 with errno (ETIMEDOUT).
@@ -272,7 +263,7 @@ ipc_wait(int fd, short events, int64_t deadline)
 	for (;;) {
 		timeout = -1;
 		if (deadline >= 0) {
-			int64_t left = deadline - ipc_now_ms();
+			int64_t left = deadline - now_ms();
 
 			if (left <= 0) {
 				errno = ETIMEDOUT;
@@ -367,7 +358,7 @@ ipc_read_full(int fd, uint8_t *p, size_t n, int64_t deadline)
 int
 ipc_recv(int fd, uint8_t **data, size_t *len, int timeout_ms)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : ipc_now_ms() + timeout_ms;
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	uint8_t hdr[IPC_HDR];
 	uint8_t *buf;
 	uint32_t n;

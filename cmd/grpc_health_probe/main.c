@@ -34,6 +34,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
 #include "spiffe.h"
+#include "now.h"
 
 enum probe_exit {
 	PROBE_OK = 0,		/* SERVING */
@@ -411,15 +412,6 @@ probe_creds(const struct probe_opts *o, char *err, size_t errlen)
 	return c;
 }
 
-static int64_t
-probe_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /*
  * Waits until the channel is READY or the deadline passes; gRPC retries
  * failed connections meanwhile. True if it is ready.
@@ -568,7 +560,7 @@ probe_run(const struct probe_opts *o)
 	cq = grpc_completion_queue_create_for_next(NULL);
 	if (o->verbose)
 		fprintf(stderr, "connecting to %s\n", o->addr);
-	t0 = probe_now_ns();
+	t0 = now_ns(CLOCK_MONOTONIC);
 	if (!probe_connect(ch, cq, o->connect_ns)) {
 		pthread_mutex_lock(&probe_log_mu);
 		fprintf(stderr, "timeout: no connection to \"%s\" within %s%s%s"
@@ -579,7 +571,7 @@ probe_run(const struct probe_opts *o)
 		rc = PROBE_CONNECT;
 		goto out;
 	}
-	t1 = probe_now_ns();
+	t1 = now_ns(CLOCK_MONOTONIC);
 	if (o->verbose)
 		fprintf(stderr, "connected in %s\n",
 		    probe_dur(t1 - t0, b1, sizeof(b1)));
@@ -587,7 +579,7 @@ probe_run(const struct probe_opts *o)
 	if (o->verbose)
 		fprintf(stderr, "took: connect %s, rpc %s\n",
 		    probe_dur(t1 - t0, b1, sizeof(b1)),
-		    probe_dur(probe_now_ns() - t1, b2, sizeof(b2)));
+		    probe_dur(now_ns(CLOCK_MONOTONIC) - t1, b2, sizeof(b2)));
 out:
 	grpc_channel_destroy(ch);
 	grpc_completion_queue_shutdown(cq);

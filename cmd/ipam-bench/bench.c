@@ -29,6 +29,7 @@
 #include "grpcx.h"
 #include "ipam/v1/ipam.pb-c.h"
 #include "prefix.h"
+#include "now.h"
 
 #define BENCH_NS_PER_S 1000000000LL
 #define BENCH_NS_PER_MS 1000000LL
@@ -103,15 +104,6 @@ struct bench {
 
 	struct bench_result *r;		/* where counts go */
 };
-
-static int64_t
-bench_now(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * BENCH_NS_PER_S + ts.tv_nsec;
-}
 
 /* Records the first error's text; later ones are only counted. */
 static void
@@ -294,7 +286,7 @@ bench_start(struct bench *b, struct bench_slot *s, unsigned idx)
 {
 	struct bench_phase *ph = &b->ph;
 	grpc_byte_buffer *send;
-	int64_t now = bench_now(CLOCK_MONOTONIC);
+	int64_t now = now_ns(CLOCK_MONOTONIC);
 
 	if (now >= ph->end_ns)
 		return false;
@@ -469,7 +461,7 @@ bench_phase_run(struct bench *b, unsigned conc, char *err, size_t errlen)
 	while (b->inflight > 0) {
 		ev = grpc_completion_queue_next(b->cq,
 		    grpcx_deadline_ms(BENCH_POLL_MS), NULL);
-		now = bench_now(CLOCK_MONOTONIC);
+		now = now_ns(CLOCK_MONOTONIC);
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
 			if (give_up == INT64_MAX && (now >= ph->end_ns ||
 			    (ph->max_calls && ph->started >= ph->max_calls)))
@@ -642,7 +634,7 @@ bench_run(const struct bench_opts *o, struct bench_result *r, char *err,
 		ph->limit = o->names;
 		break;
 	}
-	t0 = bench_now(CLOCK_MONOTONIC);
+	t0 = now_ns(CLOCK_MONOTONIC);
 	if (o->count > 0) {
 		ph->max_calls = o->count;
 		ph->warm_end_ns = t0;
@@ -730,7 +722,7 @@ bench_wait_ready(const struct bench_opts *o, int64_t *ready_ns,
 {
 	grpc_completion_queue *cq;
 	struct timespec pause = { 0, BENCH_READY_STEP_MS * BENCH_NS_PER_MS };
-	int64_t limit = bench_now(CLOCK_MONOTONIC) + o->duration_ns;
+	int64_t limit = now_ns(CLOCK_MONOTONIC) + o->duration_ns;
 	grpc_event ev;
 	int rc = -1;
 
@@ -742,11 +734,11 @@ bench_wait_ready(const struct bench_opts *o, int64_t *ready_ns,
 	for (;;) {
 		(*attempts)++;
 		if (bench_probe(o, cq)) {
-			*ready_ns = bench_now(CLOCK_REALTIME);
+			*ready_ns = now_ns(CLOCK_REALTIME);
 			rc = 0;
 			break;
 		}
-		if (bench_now(CLOCK_MONOTONIC) >= limit) {
+		if (now_ns(CLOCK_MONOTONIC) >= limit) {
 			snprintf(err, errlen, "%s not SERVING after %u "
 			    "attempts", o->target, *attempts);
 			break;

@@ -37,6 +37,7 @@
 #include "ipc.h"
 #include "ipcmsg.h"
 #include "log.h"
+#include "now.h"
 
 #define ADMIN_DB_TIMEOUT_MS 10000	/* longest wait for the db worker */
 #define ADMIN_BATCH_TIMEOUT_MS 30000	/* longest wait for one batch (a
@@ -91,15 +92,6 @@ struct admin {
 
 static int admin_shutdown_tag;		/* tag of shutdown_and_notify */
 
-static int64_t
-admin_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- the db client ------------------------------------------------------ */
 
 int
@@ -109,7 +101,7 @@ admin_db_call(const char *db_path, Ipamd__V1__Request *req,
 	Ipamd__V1__Request hreq = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Hello hello = IPAMD__V1__HELLO__INIT;
 	Ipamd__V1__Reply *r;
-	int64_t end = admin_now_ms() + timeout_ms, left;
+	int64_t end = now_ms() + timeout_ms, left;
 	uint8_t *data;
 	size_t len;
 	int fd, n, v, rc = -1;
@@ -131,7 +123,7 @@ admin_db_call(const char *db_path, Ipamd__V1__Request *req,
 		goto out;
 	}
 	for (;;) {
-		left = end - admin_now_ms();
+		left = end - now_ms();
 		if (left <= 0) {
 			snprintf(err, errlen, "the db worker did not answer "
 			    "in %d ms", timeout_ms);
@@ -698,21 +690,12 @@ admin_main(void *arg)
 
 /* ---- setup and teardown ------------------------------------------------- */
 
-/* Shuts a completion queue down and drains it. Accepts NULL. */
+/* A tag left in a queue at teardown: a call, or the shutdown notice. */
 static void
-admin_cq_drain(grpc_completion_queue *cq)
+admin_free_tag(void *tag)
 {
-	grpc_event ev;
-
-	if (cq == NULL)
-		return;
-	grpc_completion_queue_shutdown(cq);
-	do {
-		ev = grpc_completion_queue_next(cq,
-		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-		if (ev.type == GRPC_OP_COMPLETE && ev.tag != &admin_shutdown_tag)
-			admin_call_free(ev.tag);
-	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	if (tag != &admin_shutdown_tag)
+		admin_call_free(tag);
 }
 
 /* The end of teardown, in grpc's order: queues drained, server destroyed,
@@ -720,8 +703,8 @@ admin_cq_drain(grpc_completion_queue *cq)
 static void
 admin_free(struct admin *ad)
 {
-	admin_cq_drain(ad->cq);
-	admin_cq_drain(ad->call_cq);
+	grpcx_cq_drain(ad->cq, admin_free_tag);
+	grpcx_cq_drain(ad->call_cq, admin_free_tag);
 	if (ad->server != NULL)
 		grpc_server_destroy(ad->server);
 	if (ad->cq != NULL)

@@ -62,6 +62,7 @@
 #include "log.h"
 #include "portowner.h"
 #include "validate.h"
+#include "now.h"
 
 #define API_MAX_INFLIGHT 4096	/* calls alive at once; more: EXHAUSTED */
 #define API_SLOTS 8192		/* pending table size, > API_MAX_INFLIGHT */
@@ -190,16 +191,6 @@ static int api_server_start(struct api *a);
 #define HEALTH_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define HEALTH_NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
 #define HEALTH_UNKNOWN GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN
-
-/* Monotonic clock in milliseconds. */
-static int64_t
-api_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void *
 api_tag(struct api_call *c, enum api_tag kind)
@@ -352,7 +343,7 @@ api_finish(struct api_call *c, grpc_status_code code, const char *msg,
 	if (c->method == API_ALLOCATE || c->method == API_RELEASE)
 		metrics_call_done(c->method == API_ALLOCATE ?
 		    METRICS_ALLOCATE : METRICS_RELEASE, code,
-		    metrics_now_ns() - c->arrived_ns);
+		    now_ns(CLOCK_MONOTONIC) - c->arrived_ns);
 	e = grpc_call_start_batch(c->call, ops, n, api_tag(c, API_TAG_DONE),
 	    NULL);
 	if (e != GRPC_CALL_OK)
@@ -473,13 +464,13 @@ api_forward(struct api *a, struct api_call *c)
 	left = grpcx_ms_left(c->deadline);
 	if (left == INT64_MAX) {
 		wait = API_DEFAULT_WAIT_MS;
-		c->expire_ms = api_now_ms() + wait + API_EXPIRE_SLACK_MS;
+		c->expire_ms = now_ms() + wait + API_EXPIRE_SLACK_MS;
 	} else {
 		wait = left > API_DEADLINE_MARGIN_MS ?
 		    left - API_DEADLINE_MARGIN_MS : 0;
 		if (wait > UINT32_MAX)
 			wait = UINT32_MAX;
-		c->expire_ms = api_now_ms() + left + API_AFTER_DEADLINE_MS;
+		c->expire_ms = now_ms() + left + API_AFTER_DEADLINE_MS;
 	}
 
 	if (c->method == API_ALLOCATE) {
@@ -779,7 +770,7 @@ api_on_new(struct api *a, struct api_call *c)
 		log_error("cannot post a request for %s",
 		    c->method < API_GENERIC ? api_paths[c->method] : "generic");
 	a->live++;
-	c->arrived_ns = metrics_now_ns();
+	c->arrived_ns = now_ns(CLOCK_MONOTONIC);
 	if (a->live > API_MAX_INFLIGHT) {
 		api_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
 		    "too many calls in flight");
@@ -933,7 +924,7 @@ api_loop(struct api *a)
 		}
 		if (!a->stopping && atomic_load(&a->stop)) {
 			api_begin_stop(a);
-			drain_end = api_now_ms() + API_DRAIN_MS;
+			drain_end = now_ms() + API_DRAIN_MS;
 			final_end = drain_end + API_FINAL_MS;
 		}
 		h = api_health_now(a);
@@ -955,11 +946,11 @@ api_loop(struct api *a)
 				grpc_server_cancel_all_calls(a->server);
 			hsock_cancel_all(a->hs);
 		}
-		if (!cancelled && api_now_ms() >= drain_end) {
+		if (!cancelled && now_ms() >= drain_end) {
 			cancelled = true;
 			api_cancel_rest(a);
 		}
-		if (api_now_ms() >= final_end) {
+		if (now_ms() >= final_end) {
 			log_error("stop: %u calls did not complete", a->live);
 			return false;
 		}
@@ -1040,7 +1031,7 @@ api_db_health(struct api_db *d)
 
 	pthread_mutex_lock(&a->mu);
 	serving = a->conn != NULL && d->last_pong_ms > 0 &&
-	    api_now_ms() - d->last_pong_ms <= API_PONG_MAX_MS &&
+	    now_ms() - d->last_pong_ms <= API_PONG_MAX_MS &&
 	    atomic_load(&a->port_up);
 	pthread_mutex_unlock(&a->mu);
 	atomic_store(&a->health, serving ? HEALTH_SERVING : HEALTH_NOT_SERVING);
@@ -1077,7 +1068,7 @@ api_db_drop(struct api_db *d, const char *why)
 	free(v);
 	d->ping_id = 0;
 	d->last_pong_ms = 0;
-	d->next_connect_ms = api_now_ms() + API_RECONNECT_MS;
+	d->next_connect_ms = now_ms() + API_RECONNECT_MS;
 	api_db_health(d);
 }
 
@@ -1094,7 +1085,7 @@ api_db_connect(struct api_db *d)
 	bool wake = false;
 	int fd, r1, r2;
 
-	d->next_connect_ms = api_now_ms() + API_RECONNECT_MS;
+	d->next_connect_ms = now_ms() + API_RECONNECT_MS;
 	fd = ipc_connect(a->db_path, err, sizeof(err));
 	if (fd < 0) {
 		if (!d->down_logged)
@@ -1122,7 +1113,7 @@ api_db_connect(struct api_db *d)
 	req.ping = &ping;
 	r2 = api_send_locked(a, &req, &wake);
 	pthread_mutex_unlock(&a->mu);
-	d->next_ping_ms = api_now_ms() + API_PING_MS;
+	d->next_ping_ms = now_ms() + API_PING_MS;
 	if (r1 < 0 || r2 < 0)
 		api_db_drop(d, "cannot queue hello");
 	else
@@ -1201,7 +1192,7 @@ api_db_read(struct api_db *d)
 				continue;
 			}
 			if (r->id == d->ping_id && r->id != 0) {
-				d->last_pong_ms = api_now_ms();
+				d->last_pong_ms = now_ms();
 			} else if (r->id == d->hello_id && r->code != 0) {
 				log_kv(LOGL_ERROR, "db worker refused hello",
 				    "error", r->message, NULL);
@@ -1244,7 +1235,7 @@ api_db_expire(struct api_db *d)
 	struct api *a = d->a;
 	struct api_call *v[64];
 	size_t n;
-	int64_t now = api_now_ms();
+	int64_t now = now_ms();
 	size_t i = 0;
 
 	do {
@@ -1293,7 +1284,7 @@ api_db_main(void *arg)
 	bool pending_out;
 
 	while (!atomic_load(&a->db_quit)) {
-		now = api_now_ms();
+		now = now_ms();
 		pthread_mutex_lock(&a->mu);
 		conn_fd = a->conn != NULL ? ipc_conn_fd(a->conn) : -1;
 		pending_out = a->conn != NULL && ipc_conn_pending(a->conn);

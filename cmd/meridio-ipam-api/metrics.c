@@ -22,6 +22,7 @@
 #include "grpcx.h"
 #include "httpd.h"
 #include "ipcmsg.h"
+#include "now.h"
 
 #define METRICS_CODES 17		/* gRPC status codes 0..16 */
 #define METRICS_DB_TIMEOUT_MS 3000	/* a scrape waits this long for db */
@@ -56,15 +57,6 @@ struct metrics {
 					/* the db worker's socket */
 	double started;			/* process start, s since the epoch */
 };
-
-int64_t
-metrics_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 void
 metrics_call_done(enum metrics_method m, int code, int64_t took_ns)

@@ -23,9 +23,6 @@ enum metrics_method {
 
 struct metrics;
 
-/* CLOCK_MONOTONIC in nanoseconds, the clock of metrics_call_done. */
-int64_t metrics_now_ns(void);
-
 /*
  * Counts one answered call of method m with gRPC status code and the time
  * it took (ns). Lock-free; any thread; works whether or not the endpoint

@@ -29,6 +29,7 @@
 #include "db.h"
 #include "ipcmsg.h"
 #include "log.h"
+#include "now.h"
 
 #define DB_MAX_CLIENTS 64		/* connections served at once */
 #define DB_MAX_BATCH 4096		/* requests applied in one commit */
@@ -120,20 +121,11 @@ struct db {
 	bool files_gone;		/* the data file is not ours: stop */
 };
 
-static int64_t
-clock_ns(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Notes n failures of c (err: the latest); logs only when c starts. */
 static void
 cond_fail(struct db *d, struct cond *c, uint64_t n, const char *err)
 {
-	int64_t mono = clock_ns(CLOCK_MONOTONIC);
+	int64_t mono = now_ns(CLOCK_MONOTONIC);
 
 	snprintf(c->last, sizeof(c->last), "%s", err);
 	c->total += n;
@@ -155,7 +147,7 @@ static void
 cond_ok(struct db *d, struct cond *c)
 {
 	char secs[24];
-	int64_t mono = clock_ns(CLOCK_MONOTONIC);
+	int64_t mono = now_ns(CLOCK_MONOTONIC);
 
 	if (!c->on)
 		return;
@@ -163,7 +155,7 @@ cond_ok(struct db *d, struct cond *c)
 	if (mono - c->last_fail < d->summary_ns / 4)
 		return;
 	snprintf(secs, sizeof(secs), "%.1f",
-	    (double)(clock_ns(CLOCK_MONOTONIC) - c->since) / 1e9);
+	    (double)(now_ns(CLOCK_MONOTONIC) - c->since) / 1e9);
 	log_kv(LOGL_INFO, c->what, "state", "recovered",
 	    LOG_INT("failures", c->total), "seconds", secs, NULL);
 	c->on = false;
@@ -494,7 +486,7 @@ files_gone(struct db *d, const char *err)
 static void
 run_batch(struct db *d, struct plist *l)
 {
-	int64_t now = clock_ns(CLOCK_REALTIME), mono = clock_ns(CLOCK_MONOTONIC);
+	int64_t now = now_ns(CLOCK_REALTIME), mono = now_ns(CLOCK_MONOTONIC);
 	char err[512] = "";
 	size_t i;
 	bool failed = false;
@@ -732,7 +724,7 @@ answer_check(struct db *d, struct pending *p)
 		reply(d, p);
 		return;
 	}
-	(void)reg_check(d->reg, clock_ns(CLOCK_REALTIME), d->cfg->gc_enabled ?
+	(void)reg_check(d->reg, now_ns(CLOCK_REALTIME), d->cfg->gc_enabled ?
 	    d->cfg->gc_threshold_ns : 0, check_one, &x);
 	for (i = 0; i < x.n; i++)
 		ptrs[i] = &x.v[i];
@@ -1040,7 +1032,7 @@ run_gc(struct db *d)
 {
 	char err[512];
 	size_t reaped = 0;
-	int64_t now = clock_ns(CLOCK_REALTIME);
+	int64_t now = now_ns(CLOCK_REALTIME);
 
 	if (reg_begin(d->reg, err, sizeof(err)) != REG_OK ||
 	    reg_gc(d->reg, now, d->cfg->gc_threshold_ns, &reaped, err,
@@ -1094,7 +1086,7 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	d.summary_ns = DB_SUMMARY_MS * NS_PER_MS;
 	if (ev != NULL && atoll(ev) > 0)
 		d.summary_ns = atoll(ev) * NS_PER_MS;
-	mono = clock_ns(CLOCK_MONOTONIC);
+	mono = now_ns(CLOCK_MONOTONIC);
 	next_hb = mono;
 	next_gc = cfg->gc_enabled ? mono + cfg->gc_interval_ns : INT64_MAX;
 	log_info("serving");
@@ -1113,7 +1105,7 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			    .events = POLLIN | (ipc_conn_pending(d.cl[i].conn) ?
 			    POLLOUT : 0) };
 		}
-		mono = clock_ns(CLOCK_MONOTONIC);
+		mono = now_ns(CLOCK_MONOTONIC);
 		wake = next_hb;
 		if (next_gc < wake)
 			wake = next_gc;
@@ -1147,7 +1139,7 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
 				client_read(&d, slot);
 		}
-		mono = clock_ns(CLOCK_MONOTONIC);
+		mono = now_ns(CLOCK_MONOTONIC);
 		revisit_parked(&d, mono, d.conduits_changed);
 		d.conduits_changed = false;
 		run_batch(&d, &d.batch);
@@ -1164,7 +1156,7 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 				client_close(&d, i, "write failed");
 		if (d.files_gone)
 			stop = true;
-		mono = clock_ns(CLOCK_MONOTONIC);
+		mono = now_ns(CLOCK_MONOTONIC);
 		if (mono >= next_gc) {
 			run_gc(&d);
 			next_gc = mono + cfg->gc_interval_ns;

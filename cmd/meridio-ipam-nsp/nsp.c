@@ -37,6 +37,7 @@
 #include "log.h"
 #include "nsp.h"
 #include "watch.h"
+#include "now.h"
 
 #define NSP_BACKOFF_MIN_MS 100		/* first retry delay after an error */
 #define NSP_DB_RETRY_MS 100		/* delay between db connect attempts */
@@ -76,16 +77,6 @@ struct nsp_sync {
 	bool thread_waits;		/* the watch thread waits for this ack */
 };
 
-/* Milliseconds of the monotonic clock. */
-static int64_t
-nsp_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---------------------------------------------------------------------
  * db connection and sync
  */
@@ -98,7 +89,7 @@ nsp_db_drop(struct nsp_db *db, struct nsp_sync *sy, const char *why)
 	ipc_conn_free(db->conn);
 	db->conn = NULL;
 	db->ok = false;
-	db->retry_at = nsp_now_ms() + NSP_DB_RETRY_MS;
+	db->retry_at = now_ms() + NSP_DB_RETRY_MS;
 	sy->inflight = false;
 }
 
@@ -112,7 +103,7 @@ nsp_db_connect(struct nsp_db *db)
 	char err[256];
 	int fd;
 
-	db->retry_at = nsp_now_ms() + NSP_DB_RETRY_MS;
+	db->retry_at = now_ms() + NSP_DB_RETRY_MS;
 	fd = ipc_connect(db->path, err, sizeof(err));
 	if (fd < 0) {
 		if (!db->failing)
@@ -163,7 +154,7 @@ nsp_sync_try(struct nsp_db *db, struct nsp_sync *sy, struct nsp_watch *w)
 	Ipamd__V1__SyncConduits sc = IPAMD__V1__SYNC_CONDUITS__INIT;
 
 	if (db->conn == NULL || !db->ok || !sy->pending || sy->inflight ||
-	    nsp_now_ms() < sy->retry_at)
+	    now_ms() < sy->retry_at)
 		return;
 	sc.n_add = sy->diff.nadd;
 	sc.add = sy->diff.add;
@@ -221,7 +212,7 @@ nsp_sync_reply(struct nsp_sync *sy, struct nsp_watch *w,
 		log_kv(LOGL_WARNING, "db refused the conduit list; retrying",
 		    LOG_INT("code", r->code), "error", r->message, "retry_in",
 		    delay, NULL);
-		sy->retry_at = nsp_now_ms() + sy->retry_ms;
+		sy->retry_at = now_ms() + sy->retry_ms;
 		sy->retry_ms = sy->retry_ms * 2 > cap_ms ? cap_ms :
 		    sy->retry_ms * 2;
 		return;
@@ -428,10 +419,10 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 	/* With NSP, readiness waits for the first list at most this long:
 	 * the db must keep serving existing conduits while NSP is down, so
 	 * the worker's readiness must never depend on NSP being up. */
-	ready_at = nsp_now_ms() + NSP_READY_GRACE_MS;
+	ready_at = now_ms() + NSP_READY_GRACE_MS;
 
 	while (running) {
-		now = nsp_now_ms();
+		now = now_ms();
 		if (db.conn == NULL && now >= db.retry_at)
 			nsp_db_connect(&db);
 		nsp_sync_try(&db, &sy, w);

@@ -266,6 +266,14 @@ tsrv_free(struct tsrv_call *c)
 	free(c);
 }
 
+/* A tag left in the queue at the end: a call, or the shutdown notice. */
+static void
+tsrv_free_call(void *tag)
+{
+	if (tag != &tsrv_shutdown_tag)
+		tsrv_free(tag);
+}
+
 /* Answers one arrived call according to its method. */
 static void
 tsrv_answer(struct tsrv_call *c)
@@ -379,18 +387,10 @@ tsrv_start(void)
 static void
 tsrv_stop(void)
 {
-	grpc_event ev;
-
 	grpc_server_shutdown_and_notify(tsrv, tsrv_cq, &tsrv_shutdown_tag);
 	grpc_server_cancel_all_calls(tsrv);
 	pthread_join(tsrv_thread, NULL);
-	grpc_completion_queue_shutdown(tsrv_cq);
-	do {
-		ev = grpc_completion_queue_next(tsrv_cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-		if (ev.type == GRPC_OP_COMPLETE && ev.tag != &tsrv_shutdown_tag)
-			tsrv_free(ev.tag);
-	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpcx_cq_drain(tsrv_cq, tsrv_free_call);
 	grpc_server_destroy(tsrv);
 	grpc_completion_queue_destroy(tsrv_cq);
 	grpc_shutdown();
@@ -1246,4 +1246,36 @@ Test(grpcx, cq_quiet_leaves_polling_to_other_threads, .timeout = 60)
 	grpc_completion_queue_destroy(quiet_cq);
 	grpc_completion_queue_destroy(ccq);
 	grpc_shutdown();
+}
+
+static int cq_drain_seen;
+
+static void
+cq_drain_count(void *tag)
+{
+	cr_assert_eq(tag, &cq_drain_seen);
+	cq_drain_seen++;
+}
+
+/* A completed operation still in the queue reaches `each` once. */
+Test(grpcx, cq_drain_hands_over_completed_tags)
+{
+	grpc_completion_queue *cq;
+	grpc_channel *ch;
+	grpc_channel_credentials *cr;
+
+	grpc_init();
+	cq = grpc_completion_queue_create_for_next(NULL);
+	cr = grpc_insecure_credentials_create();
+	ch = grpc_channel_create("127.0.0.1:1", cr, NULL);
+	grpc_channel_credentials_release(cr);
+	grpc_channel_watch_connectivity_state(ch, GRPC_CHANNEL_IDLE,
+	    grpcx_deadline_ms(50), cq, &cq_drain_seen);
+	usleep(200000);		/* the watch times out into the queue */
+	grpcx_cq_drain(cq, cq_drain_count);
+	cr_assert_eq(cq_drain_seen, 1);
+	grpcx_cq_drain(NULL, cq_drain_count);
+	grpc_completion_queue_destroy(cq);
+	grpc_channel_destroy(ch);
+	grpc_shutdown_blocking();
 }
