@@ -37,6 +37,7 @@
 
 #include "bounds.h"
 #include "errbuf.h"
+#include "gotime.h"
 #include "alloc.h"
 #include "registry.h"
 
@@ -1727,7 +1728,7 @@ check_child(void *arg, const struct pfx *p, void *data)
 static void
 check_rec(struct check_ctx *c, const struct rec *r, const struct rec *parent)
 {
-	char t[STORE_TIMESTRLEN];
+	char t[GOTIME_STRLEN];
 	struct rec_ext *x;
 	struct rec *k;
 	struct pfx kp;
@@ -1735,7 +1736,7 @@ check_rec(struct check_ctx *c, const struct rec *r, const struct rec *parent)
 
 	if (c->limit != 0 && REC_EXPIRABLE(r) && r->updated_at != 0 &&
 	    r->updated_at < c->limit && strcmp(r->name, REG_BRIDGE_NAME) != 0) {
-		store_format_time(r->updated_at, t);
+		gotime_format(r->updated_at, t);
 		check_report(c, r, parent, "stale", "not refreshed since %s: "
 		    "garbage collection would reap it", t);
 	}

@@ -22,6 +22,7 @@
  * past STORE_CKPT_HARD_FRAMES anyway (the thread is behind or failed).
  */
 #include "errbuf.h"
+#include "gotime.h"
 #include "store.h"
 #include "walbuf.h"
 
@@ -163,10 +164,7 @@ struct store_scan {
 static void store_write_failed(struct store *st);
 static int store_scan_read(struct store *st, struct store_scan *sc,
     char *err, size_t errlen);
-static int store_parse_wide(const char *s, int64_t *secsp, int64_t *fracp);
 
-/* Go's zero time.Time, 0001-01-01 00:00:00 UTC, in seconds since 1970. */
-#define STORE_GO_ZERO_S (-62135596800LL)
 static void store_scan_free(struct store_scan *sc, bool heap);
 
 /* Meridio's table, as gorm writes it. */
@@ -573,9 +571,9 @@ store_mig_update(struct store *st, const char *sql, int64_t now,
     int64_t *count, char *err, size_t errlen)
 {
 	sqlite3_stmt *s = NULL;
-	char t[STORE_TIMESTRLEN];
+	char t[GOTIME_STRLEN];
 
-	store_format_time(now, t);
+	gotime_format(now, t);
 	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK ||
 	    (sqlite3_bind_text(s, 1, t, -1, SQLITE_STATIC), 0) ||
 	    sqlite3_step(s) != SQLITE_DONE) {
@@ -1383,11 +1381,11 @@ store_column_time(sqlite3_stmt *s, int col, int64_t *ns)
 		return 0;
 	case SQLITE_TEXT:
 		t = (const char *)sqlite3_column_text(s, col);
-		if (store_parse_wide(t, &secs, &frac) < 0)
+		if (gotime_parse_secs(t, &secs, &frac) < 0)
 			return -1;
-		if (secs == STORE_GO_ZERO_S && frac == 0)
+		if (secs == GOTIME_ZERO_S && frac == 0)
 			*ns = 0;
-		else if (store_parse_time(t, ns) < 0)
+		else if (gotime_parse(t, ns) < 0)
 			*ns = secs < 0 ? 1 : INT64_MAX;
 		return 0;
 	case SQLITE_INTEGER:
@@ -1760,13 +1758,13 @@ store_step_write(struct store *st, sqlite3_stmt *s, const char *what,
 static void
 store_bind_time(sqlite3_stmt *s, int idx, int64_t ns)
 {
-	char buf[STORE_TIMESTRLEN];
+	char buf[GOTIME_STRLEN];
 
 	if (ns == 0) {
 		sqlite3_bind_null(s, idx);
 		return;
 	}
-	store_format_time(ns, buf);
+	gotime_format(ns, buf);
 	sqlite3_bind_text(s, idx, buf, -1, SQLITE_TRANSIENT);
 }
 
@@ -1981,205 +1979,4 @@ uint64_t
 store_commit_count(const struct store *st)
 {
 	return st->commits;
-}
-
-/* ---- time, as go-sqlite3 writes and reads it ---------------------------- */
-
-#define STORE_NS_PER_S 1000000000LL
-#define STORE_S_PER_DAY 86400LL
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (civil calendar
- * arithmetic on 400-year eras, valid for any year). */
-static int64_t
-store_days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-	int64_t era, yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
-/* The inverse: a day count since 1970-01-01 to year, month, day. */
-static void
-store_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
-{
-	int64_t era, doe, yoe, doy, mp;
-
-	z += 719468;
-	era = (z >= 0 ? z : z - 146096) / 146097;
-	doe = z - era * 146097;
-	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	mp = (5 * doy + 2) / 153;
-	*d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
-	*m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
-	*y = yoe + era * 400 + (*m <= 2);
-}
-
-/* Floor division and its non-negative remainder. */
-static int64_t
-store_floordiv(int64_t a, int64_t b, int64_t *rem)
-{
-	int64_t q = a / b, r = a % b;
-
-	if (r < 0) {
-		r += b;
-		q--;
-	}
-	*rem = r;
-	return q;
-}
-
-/*
- * Formats ns (UTC) as Go's "2006-01-02 15:04:05.999999999-07:00" layout
- * does for a UTC time: trailing zeros of the fraction dropped, no dot when
- * the fraction is zero. Times before 1970 are negative ns and format the
- * same way (floor division), so format and parse round trip over the
- * whole int64 range (1677-09-21 .. 2262-04-11).
- */
-void
-store_format_time(int64_t ns, char buf[STORE_TIMESTRLEN])
-{
-	int64_t frac, sod, days, y;
-	unsigned mo, d, h, mi, s;
-	char fbuf[11];
-	int flen;
-
-	days = store_floordiv(store_floordiv(ns, STORE_NS_PER_S, &frac),
-	    STORE_S_PER_DAY, &sod);
-	store_civil_from_days(days, &y, &mo, &d);
-	h = (unsigned)(sod / 3600);
-	mi = (unsigned)(sod / 60 % 60);
-	s = (unsigned)(sod % 60);
-	fbuf[0] = '\0';
-	if (frac != 0) {
-		flen = snprintf(fbuf, sizeof(fbuf), ".%09u", (unsigned)frac);
-		while (flen > 1 && fbuf[flen - 1] == '0')
-			fbuf[--flen] = '\0';
-	}
-	snprintf(buf, STORE_TIMESTRLEN, "%04d-%02u-%02u %02u:%02u:%02u%s+00:00",
-	    (int)y, mo % 100, d % 100, h % 100, mi % 100, s % 100, fbuf);
-}
-
-/* Reads exactly n digits at *p into *v and advances *p. */
-static int
-store_digits(const char **p, int n, unsigned *v)
-{
-	*v = 0;
-	for (int i = 0; i < n; i++) {
-		if ((*p)[i] < '0' || (*p)[i] > '9')
-			return -1;
-		*v = *v * 10 + (unsigned)((*p)[i] - '0');
-	}
-	*p += n;
-	return 0;
-}
-
-/* Days in month m of year y (Gregorian). */
-static unsigned
-store_month_days(int64_t y, unsigned m)
-{
-	static const unsigned days[12] = { 31, 28, 31, 30, 31, 30, 31, 31,
-	    30, 31, 30, 31 };
-	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-
-	return m == 2 && leap ? 29 : days[m - 1];
-}
-
-/*
- * Parses the formats go-sqlite3 reads from a datetime column, after it
- * has dropped one trailing 'Z': "YYYY-MM-DD", then optionally ' ' or 'T'
- * and "HH:MM", then optionally ":SS", a fraction ('.' or ',' and one or
- * more digits, cut after the 9th as Go does) and a "+HH:MM"/"-HH:MM"
- * offset. No offset means UTC. Gives seconds since the epoch and the
- * fraction in ns (0 <= frac < 1e9), for any year Go reads (0-9999).
- */
-static int
-store_parse_wide(const char *s, int64_t *secsp, int64_t *fracp)
-{
-	char buf[64];
-	const char *p;
-	size_t len;
-	unsigned yy, mo, d, h = 0, mi = 0, sec = 0, oh, om, digit;
-	int64_t frac = 0, scale = 100000000, off = 0;
-
-	if (s == NULL)
-		return -1;
-	len = strlen(s);
-	if (len == 0 || len >= sizeof(buf))
-		return -1;
-	memcpy(buf, s, len + 1);
-	if (buf[len - 1] == 'Z')
-		buf[--len] = '\0';
-	p = buf;
-	if (store_digits(&p, 4, &yy) < 0 || *p++ != '-' ||
-	    store_digits(&p, 2, &mo) < 0 || *p++ != '-' ||
-	    store_digits(&p, 2, &d) < 0)
-		return -1;
-	if (mo < 1 || mo > 12 || d < 1 || d > store_month_days(yy, mo))
-		return -1;
-	if (*p == ' ' || *p == 'T') {
-		p++;
-		/* Go's "15" takes one or two digits */
-		if (store_digits(&p, 1, &h) < 0)
-			return -1;
-		if (store_digits(&p, 1, &digit) == 0)
-			h = h * 10 + digit;
-		if (*p++ != ':' || store_digits(&p, 2, &mi) < 0)
-			return -1;
-		if (*p == ':') {
-			p++;
-			if (store_digits(&p, 2, &sec) < 0)
-				return -1;
-			if ((*p == '.' || *p == ',') && p[1] >= '0' &&
-			    p[1] <= '9') {
-				for (p++; *p >= '0' && *p <= '9'; p++) {
-					frac += (*p - '0') * scale;
-					scale /= 10;
-				}
-			}
-			if (*p == '+' || *p == '-') {
-				int sign = *p++ == '-' ? -1 : 1;
-
-				if (store_digits(&p, 2, &oh) < 0 ||
-				    *p++ != ':' ||
-				    store_digits(&p, 2, &om) < 0 ||
-				    oh > 24 || om > 59)
-					return -1;
-				off = sign * (int64_t)(oh * 3600 + om * 60);
-			}
-		}
-		if (h > 23 || mi > 59 || sec > 59)
-			return -1;
-	}
-	if (*p != '\0')
-		return -1;
-	*secsp = store_days_from_civil(yy, mo, d) * STORE_S_PER_DAY +
-	    h * 3600 + mi * 60 + sec - off;
-	*fracp = frac;
-	return 0;
-}
-
-/* store_parse_wide, then refuses values outside int64 ns. */
-int
-store_parse_time(const char *s, int64_t *ns)
-{
-	int64_t secs, frac, res;
-
-	if (store_parse_wide(s, &secs, &frac) < 0)
-		return -1;
-	if (secs < 0 && frac > 0) {
-		/* borrow a second so that times just above INT64_MIN fit */
-		secs++;
-		frac -= STORE_NS_PER_S;
-	}
-	if (__builtin_mul_overflow(secs, STORE_NS_PER_S, &res) ||
-	    __builtin_add_overflow(res, frac, &res))
-		return -1;
-	*ns = res;
-	return 0;
 }

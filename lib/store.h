@@ -21,9 +21,6 @@
 
 struct store;
 
-/* Longest text of a timestamp as store_format_time writes it, NUL included. */
-#define STORE_TIMESTRLEN 40
-
 /* One row of `prefixes`. Strings belong to the caller (or to the store for
  * the duration of a store_load callback). */
 struct store_row {
@@ -183,13 +180,5 @@ void store_health(struct store *st, struct store_health *h);
  * commit failed for room. Returns 0, or -1 with err set.
  */
 int store_checkpoint(struct store *st, char *err, size_t errlen);
-
-/* Writes ns as go-sqlite3 does: "2006-01-02 15:04:05.999999999+00:00"
- * (UTC, fraction without trailing zeros, no fraction when zero). */
-void store_format_time(int64_t ns, char buf[STORE_TIMESTRLEN]);
-
-/* Parses that format (and the variants Go's driver accepts: 'T' separator,
- * "Z", other offsets). Returns 0 or -1. */
-int store_parse_time(const char *s, int64_t *ns);
 
 #endif
