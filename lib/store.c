@@ -24,6 +24,7 @@
 #include "errbuf.h"
 #include "gotime.h"
 #include "store.h"
+#include "storescan.h"
 #include "walbuf.h"
 
 #include <errno.h>
@@ -70,9 +71,6 @@
 
 /* The VFS of durable stores: sqlite's default, WAL writes gathered. */
 #define STORE_VFS "ipam-walbuf"
-
-/* Recursion bound of the load query: deeper rows are reported as orphans. */
-#define STORE_MAX_DEPTH 64
 
 /* The prepared statements a store keeps for its lifetime. */
 enum store_stmt_id {
@@ -122,7 +120,7 @@ struct store {
 					 * not checkpoint into it at close */
 	bool txn_failed;		/* a write of this transaction failed */
 	bool txn_no_room;		/* ... for want of room */
-	struct store_scan *prefetch;	/* rows read while quick_check ran,
+	struct storescan *prefetch;	/* rows read while quick_check ran,
 					 * for the first store_load; NULL */
 	unsigned add_cols;		/* bits of store_added_columns the
 					 * file lacks */
@@ -134,38 +132,8 @@ struct store {
 /* Stores open in this process (the db worker has one; not thread-safe). */
 static struct store *store_list;
 
-/* A row of the load scan; its text lives in the scan's arena. */
-struct store_lrow {
-	size_t id, name, cidr, parent;	/* arena offsets of the columns */
-	size_t idlen, parentlen;	/* bytes of id and parent_id */
-	size_t bad;			/* arena offset of updated_at's text
-					 * when it is not a time, else 0 */
-	int64_t updated_at;		/* parsed updated_at */
-	int16_t depth;			/* see STORE_DEPTH_* */
-	uint8_t idtype, parenttype;	/* sqlite type of id and parent_id */
-	bool expirable;			/* the expirable column */
-};
-
-/* Depths below 0 while ordering: not yet known, or no root within
- * STORE_MAX_DEPTH levels (orphans, deep rows and cycles: delivered last). */
-#define STORE_DEPTH_UNKNOWN (-1)
-#define STORE_DEPTH_ORPHAN (STORE_MAX_DEPTH + 1)
-
-/* All rows of one load, in rowid order, and an id index over them. */
-struct store_scan {
-	struct store_lrow *v;		/* rows */
-	size_t n, cap;			/* used and allocated rows */
-	char *arena;			/* NUL-terminated column texts */
-	size_t alen, acap;		/* used and allocated bytes */
-	uint32_t *slot;			/* id hash: row index + 1, 0 = empty */
-	size_t nslot;			/* a power of two, >= 2n */
-};
-
 static void store_write_failed(struct store *st);
-static int store_scan_read(struct store *st, struct store_scan *sc,
-    char *err, size_t errlen);
 
-static void store_scan_free(struct store_scan *sc, bool heap);
 
 /* Meridio's table, as gorm writes it. */
 static const char store_ddl_table[] =
@@ -1017,11 +985,10 @@ store_verify(struct store *st, char *err, size_t errlen)
 	bool threaded;
 
 	threaded = pthread_create(&t, NULL, store_qc_main, &q) == 0;
-	st->prefetch = calloc(1, sizeof(*st->prefetch));
-	if (st->prefetch != NULL && store_scan_read(st, st->prefetch,
+	if (storescan_read(st->stmt[STORE_ST_LOAD], st->path, &st->prefetch,
 	    ignored, sizeof(ignored)) != 0) {
 		/* store_load reads again and reports the error. */
-		store_scan_free(st->prefetch, true);
+		storescan_free(st->prefetch);
 		st->prefetch = NULL;
 	}
 	if (threaded)
@@ -1229,7 +1196,7 @@ store_open_locked(struct store **out, const char *path, int lockfd,
 	return 0;
 fail:
 	store_ckpt_stop(st);
-	store_scan_free(st->prefetch, true);
+	storescan_free(st->prefetch);
 	for (int i = 0; i < STORE_ST_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	sqlite3_close(st->db);
@@ -1321,7 +1288,7 @@ store_close(struct store *st)
 		}
 	}
 	store_ckpt_stop(st);
-	store_scan_free(st->prefetch, true);
+	storescan_free(st->prefetch);
 	for (int i = 0; i < STORE_ST_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	/* The last connection to close checkpoints and removes the WAL at
@@ -1339,344 +1306,20 @@ store_close(struct store *st)
 	free(st);
 }
 
-/* Reads a boolean column as Go's strconv.ParseBool would see it. */
-static bool
-store_column_bool(sqlite3_stmt *s, int col)
-{
-	const char *t;
-
-	switch (sqlite3_column_type(s, col)) {
-	case SQLITE_INTEGER:
-		return sqlite3_column_int64(s, col) != 0;
-	case SQLITE_FLOAT:
-		return sqlite3_column_double(s, col) != 0.0;
-	case SQLITE_TEXT:
-		t = (const char *)sqlite3_column_text(s, col);
-		return strcmp(t, "1") == 0 || strcmp(t, "t") == 0 ||
-		    strcmp(t, "T") == 0 || strcmp(t, "true") == 0 ||
-		    strcmp(t, "TRUE") == 0 || strcmp(t, "True") == 0;
-	default:
-		return false;
-	}
-}
-
-/*
- * Reads updated_at as go-sqlite3 does for a datetime column: text in one of
- * its formats, or an integer (seconds, or milliseconds when beyond 1e12).
- * NULL and Go's zero time (what gorm writes for an unset time) are 0, "no
- * time", which garbage collection skips as Meridio's does. Text times that
- * int64 ns cannot hold keep their side of now: before 1678 become 1 (long
- * ago), after 2262 INT64_MAX (never old). Returns 0 or -1 for a value Go
- * would not read as a time.
- */
-static int
-store_column_time(sqlite3_stmt *s, int col, int64_t *ns)
-{
-	const char *t;
-	int64_t v, secs, frac;
-
-	switch (sqlite3_column_type(s, col)) {
-	case SQLITE_NULL:
-		*ns = 0;
-		return 0;
-	case SQLITE_TEXT:
-		t = (const char *)sqlite3_column_text(s, col);
-		if (gotime_parse_secs(t, &secs, &frac) < 0)
-			return -1;
-		if (secs == GOTIME_ZERO_S && frac == 0)
-			*ns = 0;
-		else if (gotime_parse(t, ns) < 0)
-			*ns = secs < 0 ? 1 : INT64_MAX;
-		return 0;
-	case SQLITE_INTEGER:
-		v = sqlite3_column_int64(s, col);
-		if (v > 1000000000000LL || v < -1000000000000LL) {
-			if (__builtin_mul_overflow(v, 1000000, ns))
-				return -1;
-		} else {
-			*ns = v * 1000000000;
-		}
-		return 0;
-	default:
-		return -1;
-	}
-}
-
-/* Frees what a scan holds, and the scan itself if heap is set. Accepts
- * NULL. */
-static void
-store_scan_free(struct store_scan *sc, bool heap)
-{
-	if (sc == NULL)
-		return;
-	free(sc->slot);
-	free(sc->v);
-	free(sc->arena);
-	if (heap)
-		free(sc);
-}
-
-/* Copies len bytes (plus a NUL) into the arena; SIZE_MAX on no memory.
- * Offset 0 is never returned for a copy (the arena starts with a NUL). */
-static size_t
-store_arena_add(struct store_scan *sc, const void *p, size_t len)
-{
-	size_t off;
-
-	if (sc->alen + len + 1 > sc->acap) {
-		size_t cap = sc->acap ? sc->acap : 1 << 16;
-		char *a;
-		while (cap < sc->alen + len + 1)
-			cap *= 2;
-		if ((a = realloc(sc->arena, cap)) == NULL)
-			return SIZE_MAX;
-		sc->arena = a;
-		sc->acap = cap;
-	}
-	off = sc->alen;
-	if (len > 0)
-		memcpy(sc->arena + off, p, len);
-	sc->arena[off + len] = '\0';
-	sc->alen += len + 1;
-	return off;
-}
-
-/* Copies column col's text (NULL as "") into the arena. */
-static size_t
-store_arena_col(struct store_scan *sc, sqlite3_stmt *s, int col, size_t *len)
-{
-	const unsigned char *t = sqlite3_column_text(s, col);
-	size_t n = t != NULL ? (size_t)sqlite3_column_bytes(s, col) : 0;
-
-	if (len != NULL)
-		*len = n;
-	return store_arena_add(sc, t != NULL ? (const char *)t : "", n);
-}
-
-/* FNV-1a over a key's type and bytes. */
-static size_t
-store_key_hash(int type, const char *p, size_t len)
-{
-	uint64_t h = 1469598103934665603ULL ^ (uint64_t)type;
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		h ^= (unsigned char)p[i];
-		h *= 1099511628211ULL;
-	}
-	return (size_t)h;
-}
-
-/*
- * Builds the id index. sqlite matches parent_id = id only between values
- * of one type (text or blob) with the same bytes; NULL and '' ids can
- * never be a parent (a '' parent_id means a trench row), so they are left
- * out. Returns 0 or -1 on no memory.
- */
-static int
-store_scan_index(struct store_scan *sc)
-{
-	size_t i, j, mask;
-
-	sc->nslot = 16;
-	while (sc->nslot < 2 * sc->n)
-		sc->nslot *= 2;
-	if ((sc->slot = calloc(sc->nslot, sizeof(*sc->slot))) == NULL)
-		return -1;
-	mask = sc->nslot - 1;
-	for (i = 0; i < sc->n; i++) {
-		const struct store_lrow *r = &sc->v[i];
-		if (r->idtype == SQLITE_NULL || r->idlen == 0)
-			continue;
-		j = store_key_hash(r->idtype, sc->arena + r->id, r->idlen) &
-		    mask;
-		while (sc->slot[j] != 0)
-			j = (j + 1) & mask;
-		sc->slot[j] = (uint32_t)i + 1;
-	}
-	return 0;
-}
-
-/* The row whose id equals row r's parent_id, or -1. */
-static ssize_t
-store_scan_parent(const struct store_scan *sc, const struct store_lrow *r)
-{
-	const char *p = sc->arena + r->parent;
-	size_t mask = sc->nslot - 1, j;
-
-	j = store_key_hash(r->parenttype, p, r->parentlen) & mask;
-	for (; sc->slot[j] != 0; j = (j + 1) & mask) {
-		const struct store_lrow *q = &sc->v[sc->slot[j] - 1];
-		if (q->idtype == r->parenttype && q->idlen == r->parentlen &&
-		    memcmp(sc->arena + q->id, p, r->parentlen) == 0)
-			return (ssize_t)(sc->slot[j] - 1);
-	}
-	return -1;
-}
-
-/*
- * Sets the depth of row i as the recursive walk from the trench rows
- * would: 0 for a trench row (parent_id '' or NULL), the parent's plus one
- * up to STORE_MAX_DEPTH, else STORE_DEPTH_ORPHAN (no parent, too deep, or
- * a cycle). Walks up at most STORE_MAX_DEPTH + 1 links, then fills in the
- * depths of the rows it passed.
- */
-static void
-store_scan_depth(struct store_scan *sc, size_t i)
-{
-	size_t path[STORE_MAX_DEPTH + 2];
-	size_t n = 0, cur = i;
-	int base;
-	ssize_t p = 0;
-
-	for (;;) {
-		struct store_lrow *r = &sc->v[cur];
-		if (r->depth != STORE_DEPTH_UNKNOWN) {
-			base = r->depth;
-			break;
-		}
-		if (r->parenttype == SQLITE_NULL || (r->parenttype ==
-		    SQLITE_TEXT && r->parentlen == 0)) {
-			r->depth = 0;
-			base = 0;
-			break;
-		}
-		path[n++] = cur;
-		if (n > STORE_MAX_DEPTH) {
-			/* The root, if any, is too far: too deep. */
-			sc->v[i].depth = STORE_DEPTH_ORPHAN;
-			return;
-		}
-		if ((p = store_scan_parent(sc, r)) < 0) {
-			/* cur is an orphan, and so is all below it. */
-			for (size_t k = 0; k < n; k++)
-				sc->v[path[k]].depth = STORE_DEPTH_ORPHAN;
-			return;
-		}
-		cur = (size_t)p;
-	}
-	while (n > 0) {
-		cur = path[--n];
-		if (base != STORE_DEPTH_ORPHAN && base < STORE_MAX_DEPTH)
-			base++;
-		else
-			base = STORE_DEPTH_ORPHAN;
-		sc->v[cur].depth = (int16_t)base;
-	}
-}
-
-/* Reads every row into sc, in rowid order. Returns 0 or -1 (err set). */
-static int
-store_scan_read(struct store *st, struct store_scan *sc, char *err,
-    size_t errlen)
-{
-	sqlite3_stmt *s = st->stmt[STORE_ST_LOAD];
-	struct store_lrow *r;
-	int rc, ret = -1;
-
-	if (store_arena_add(sc, "", 0) == SIZE_MAX)
-		goto nomem;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (sc->n == sc->cap) {
-			size_t cap = sc->cap ? sc->cap * 2 : 1024;
-			struct store_lrow *v;
-			if (cap > UINT32_MAX - 1 ||
-			    (v = realloc(sc->v, cap * sizeof(*v))) == NULL)
-				goto nomem;
-			sc->v = v;
-			sc->cap = cap;
-		}
-		r = &sc->v[sc->n];
-		memset(r, 0, sizeof(*r));
-		r->depth = STORE_DEPTH_UNKNOWN;
-		r->idtype = (uint8_t)sqlite3_column_type(s, 0);
-		r->parenttype = (uint8_t)sqlite3_column_type(s, 3);
-		r->id = store_arena_col(sc, s, 0, &r->idlen);
-		r->name = store_arena_col(sc, s, 1, NULL);
-		r->cidr = store_arena_col(sc, s, 2, NULL);
-		r->parent = store_arena_col(sc, s, 3, &r->parentlen);
-		r->expirable = store_column_bool(s, 5);
-		if (store_column_time(s, 4, &r->updated_at) < 0 &&
-		    (r->bad = store_arena_col(sc, s, 4, NULL)) == 0)
-			r->bad = SIZE_MAX;
-		if (r->id == SIZE_MAX || r->name == SIZE_MAX ||
-		    r->cidr == SIZE_MAX || r->parent == SIZE_MAX ||
-		    r->bad == SIZE_MAX)
-			goto nomem;
-		sc->n++;
-	}
-	if (rc != SQLITE_DONE) {
-		errbuf_set(err, errlen, "%s: load: %s", st->path,
-		    sqlite3_errmsg(st->db));
-		goto out;
-	}
-	ret = 0;
-	goto out;
-nomem:
-	errbuf_set(err, errlen, "%s: load: out of memory", st->path);
-out:
-	sqlite3_reset(s);
-	return ret;
-}
-
-/*
- * Walks every row, parents before children: one scan of the table in
- * rowid order, depths computed in memory, then rows by depth and within
- * one depth in rowid order; orphans (and rows too deep, or in a cycle)
- * last. A row whose updated_at is not a time stops the walk with an error
- * naming it, when its turn comes: the caller refuses rather than guess.
- */
+/* Walks the rows in tree order (storescan.c); the rows read at open serve
+ * the first load (no write since). */
 int
 store_load(struct store *st, int (*fn)(void *arg, const struct store_row *row),
     void *arg, char *err, size_t errlen)
 {
-	struct store_scan local = { 0 }, *sc = st->prefetch;
-	struct store_row row;
-	size_t count[STORE_DEPTH_ORPHAN + 2] = { 0 }, *order = NULL, i;
-	int ret = -1, d;
+	struct storescan *sc = st->prefetch;
+	int ret = -1;
 
-	/* The rows read at open serve the first load (no write since). */
 	st->prefetch = NULL;
-	if (sc == NULL) {
-		sc = &local;
-		if (store_scan_read(st, sc, err, errlen) != 0)
-			goto out;
-	}
-	if (store_scan_index(sc) != 0 ||
-	    (order = malloc((sc->n + 1) * sizeof(*order))) == NULL) {
-		errbuf_set(err, errlen, "%s: load: out of memory", st->path);
-		goto out;
-	}
-	/* A stable counting sort by depth keeps rowid order within a depth. */
-	for (i = 0; i < sc->n; i++) {
-		store_scan_depth(sc, i);
-		count[sc->v[i].depth + 1]++;
-	}
-	for (d = 1; d <= STORE_DEPTH_ORPHAN + 1; d++)
-		count[d] += count[d - 1];
-	for (i = 0; i < sc->n; i++)
-		order[count[sc->v[i].depth]++] = i;
-	ret = 0;
-	for (i = 0; i < sc->n && ret == 0; i++) {
-		const struct store_lrow *r = &sc->v[order[i]];
-		row.id = sc->arena + r->id;
-		row.name = sc->arena + r->name;
-		row.cidr = sc->arena + r->cidr;
-		row.parent_id = sc->arena + r->parent;
-		row.updated_at = r->updated_at;
-		row.expirable = r->expirable;
-		if (r->bad != 0) {
-			errbuf_set(err, errlen, "%s: row %s: column updated_at "
-			    "\"%s\" is not a time", st->path, row.id,
-			    sc->arena + r->bad);
-			ret = STORE_EROW;
-			break;
-		}
-		ret = fn(arg, &row);
-	}
-out:
-	free(order);
-	store_scan_free(sc, sc != &local);
+	if (sc != NULL || storescan_read(st->stmt[STORE_ST_LOAD], st->path,
+	    &sc, err, errlen) == 0)
+		ret = storescan_walk(sc, st->path, fn, arg, err, errlen);
+	storescan_free(sc);
 	return ret;
 }
 
@@ -1696,7 +1339,7 @@ store_begin(struct store *st, char *err, size_t errlen)
 		return -1;
 	}
 	/* Rows read at open would not show what this batch writes. */
-	store_scan_free(st->prefetch, true);
+	storescan_free(st->prefetch);
 	st->prefetch = NULL;
 	if (store_mig_commit(st, err, errlen) < 0)
 		return -1;

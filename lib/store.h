@@ -32,6 +32,11 @@ struct store_row {
 				 * or Go's zero time (written as NULL);
 				 * before 1970 negative */
 	bool expirable;		/* may be reaped by GC */
+	long seq;		/* store_load: the row's place in the walk
+				 * (0, 1, ...); ignored by writes */
+	long parent_seq;	/* store_load: seq of the row named by
+				 * parent_id; -1 for a trench row and for
+				 * rows without a root (orphans, cycles) */
 };
 
 enum store_flags {

@@ -11,6 +11,7 @@
 
 #include "registry.h"
 #include "store.h"
+#include "testutil.h"
 
 #define NS 1000000000LL
 #define T0 (1700000000LL * NS)
@@ -507,15 +508,15 @@ Test(registry, load_problems_reported_rows_untouched)
 	struct reg *g = open_reg(st, &p, NULL);
 	struct problems pr = { 0 };
 	struct store_row rows[] = {
-		{ "c-default-0", "c", "169.255.0.0/20", "default-0", T0, false },
-		{ "n-c-default-0", "n", "169.255.0.0/24", "c-default-0", T0, true },
-		{ "x-n-c-default-0", "x", "169.255.0.1/32", "n-c-default-0", T0, true },
+		TEST_ROW("c-default-0", "c", "169.255.0.0/20", "default-0", T0, false),
+		TEST_ROW("n-c-default-0", "n", "169.255.0.0/24", "c-default-0", T0, true),
+		TEST_ROW("x-n-c-default-0", "x", "169.255.0.1/32", "n-c-default-0", T0, true),
 		/* overlaps x */
-		{ "y-n-c-default-0", "y", "169.255.0.0/30", "n-c-default-0", T0, true },
+		TEST_ROW("y-n-c-default-0", "y", "169.255.0.0/30", "n-c-default-0", T0, true),
 		/* outside its parent */
-		{ "z-n-c-default-0", "z", "169.255.9.1/32", "n-c-default-0", T0, true },
+		TEST_ROW("z-n-c-default-0", "z", "169.255.9.1/32", "n-c-default-0", T0, true),
 		/* orphan */
-		{ "o-gone-default-0", "o", "169.255.3.0/24", "gone-default-0", T0, true },
+		TEST_ROW("o-gone-default-0", "o", "169.255.3.0/24", "gone-default-0", T0, true),
 	};
 	char err[256];
 	size_t i;
@@ -689,8 +690,8 @@ Test(registry, check_reports_load_problems_and_stale_records)
 	struct store *st = open_store();
 	struct reg_params p = params();
 	struct reg *g = open_reg(st, &p, NULL);
-	struct store_row orphan = { "o-gone-default-0", "o", "169.255.3.0/24",
-	    "gone-default-0", T0, true };
+	struct store_row orphan = TEST_ROW("o-gone-default-0", "o", "169.255.3.0/24",
+	    "gone-default-0", T0, true);
 	struct found f = { 0 };
 	static const char *const cs[] = { "c" };
 	char err[256];
@@ -723,8 +724,8 @@ Test(registry, row_below_an_address_is_an_orphan)
 	struct store *st = open_store();
 	struct reg_params p = params();
 	struct reg *g = open_reg(st, &p, NULL);
-	struct store_row below = { "u-x-n-c-default-0", "u", "169.255.0.1/32",
-	    "x-n-c-default-0", T0, true };
+	struct store_row below = TEST_ROW("u-x-n-c-default-0", "u", "169.255.0.1/32",
+	    "x-n-c-default-0", T0, true);
 	struct found f = { 0 };
 	static const char *const cs[] = { "c" };
 	char err[256];
@@ -750,10 +751,10 @@ Test(registry, row_with_a_foreign_id_is_left_out)
 	struct store *st = open_store();
 	struct reg_params p = params();
 	struct reg *g = open_reg(st, &p, NULL);
-	struct store_row odd = { "y-n-c-default-0x", "y", "169.255.0.9/32",
-	    "n-c-default-0", T0, true };
-	struct store_row near = { "y-n-c-default", "y", "169.255.0.8/32",
-	    "n-c-default-0", T0, true };
+	struct store_row odd = TEST_ROW("y-n-c-default-0x", "y", "169.255.0.9/32",
+	    "n-c-default-0", T0, true);
+	struct store_row near = TEST_ROW("y-n-c-default", "y", "169.255.0.8/32",
+	    "n-c-default-0", T0, true);
 	struct found f = { 0 };
 	static const char *const cs[] = { "c" };
 	char err[256];

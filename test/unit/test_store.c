@@ -25,6 +25,7 @@
 
 #include "gotime.h"
 #include "store.h"
+#include "testutil.h"
 
 /* 2024-03-01 10:00:00 UTC in seconds since the epoch. */
 #define T2024 1709287200LL
@@ -81,6 +82,7 @@ struct trow {
 	char id[128], name[64], cidr[64], parent[128];
 	int64_t updated_at;
 	bool expirable;
+	long seq, parent_seq;
 };
 
 /* Every loaded row, in load order. */
@@ -106,6 +108,8 @@ collect(void *arg, const struct store_row *r)
 	snprintf(t->parent, sizeof(t->parent), "%s", r->parent_id);
 	t->updated_at = r->updated_at;
 	t->expirable = r->expirable;
+	t->seq = r->seq;
+	t->parent_seq = r->parent_seq;
 	return 0;
 }
 
@@ -152,7 +156,7 @@ static void
 insert_ok(struct store *st, const char *id, const char *name,
     const char *cidr, const char *parent, int64_t t, bool exp)
 {
-	struct store_row r = { id, name, cidr, parent, t, exp };
+	struct store_row r = TEST_ROW(id, name, cidr, parent, t, exp);
 
 	cr_assert_eq(store_insert(st, &r, err, sizeof(err)), 0, "insert %s: %s",
 	    id, err);
@@ -557,7 +561,7 @@ Test(store, touch_and_delete)
 Test(store, writes_need_a_transaction)
 {
 	struct store *st = open_ok(0);
-	struct store_row r = { "a", "a", "10.0.0.0/8", "", 1, false };
+	struct store_row r = TEST_ROW("a", "a", "10.0.0.0/8", "", 1, false);
 	struct rows rs;
 
 	cr_assert_eq(store_insert(st, &r, err, sizeof(err)), -1);
@@ -577,7 +581,7 @@ Test(store, writes_need_a_transaction)
 Test(store, duplicate_id_fails_alone)
 {
 	struct store *st = open_ok(0);
-	struct store_row dup = { "default-0", "x", "10.0.0.0/8", "", 1, false };
+	struct store_row dup = TEST_ROW("default-0", "x", "10.0.0.0/8", "", 1, false);
 	struct rows rs;
 
 	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
@@ -585,7 +589,7 @@ Test(store, duplicate_id_fails_alone)
 	cr_assert_eq(store_insert(st, &dup, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "default-0") && strstr(err, dbpath), "%s", err);
 	/* same cidr under the same parent: Meridio's unique index */
-	struct store_row twin = { "b", "b", "169.255.0.0/16", "", 1, false };
+	struct store_row twin = TEST_ROW("b", "b", "169.255.0.0/16", "", 1, false);
 	cr_assert_eq(store_insert(st, &twin, err, sizeof(err)), -1);
 	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 	rs = load_all(st);
@@ -1406,7 +1410,7 @@ disk_full_child(void)
 	memset(name, 'n', sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
 	for (int i = 0; i < 2000 && !failed; i++) {
-		struct store_row r = { id, name, id, "default-0", 1, true };
+		struct store_row r = TEST_ROW(id, name, id, "default-0", 1, true);
 
 		snprintf(id, sizeof(id), "big-%d", i);
 		if (store_insert(st, &r, e, sizeof(e)) < 0)
@@ -1428,8 +1432,8 @@ disk_full_child(void)
 		return 17;
 	if (store_begin(st, e, sizeof(e)) < 0)
 		return 18;
-	struct store_row after = { "after", "after", "10.9.9.9/32", "default-0",
-	    1, true };
+	struct store_row after = TEST_ROW("after", "after", "10.9.9.9/32", "default-0",
+	    1, true);
 	if (store_insert(st, &after, e, sizeof(e)) < 0 ||
 	    store_commit(st, e, sizeof(e)) < 0)
 		return 19;
@@ -1497,7 +1501,8 @@ static const char oracle_sql[] =
  * A tangle of rows inserted in an order unrelated to the tree: forward
  * references, NULL and '' parents, missing parents, a cycle with a child,
  * and a chain deeper than the depth bound. store_load must give exactly
- * the order of the recursive query.
+ * the order of the recursive query, and point every row within the bound
+ * at its parent's place in the walk (-1 for trench rows and the rest).
  */
 Test(store, load_order_matches_recursive_query)
 {
@@ -1558,7 +1563,19 @@ Test(store, load_order_matches_recursive_query)
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		const char *id = (const char *)sqlite3_column_text(s, 2);
 		cr_assert_lt(n, rs.n, "store_load gave fewer rows");
-		cr_assert_str_eq(rs.v[n].id, id ? id : "", "row %zu", n);
+		int depth = sqlite3_column_int(s, 0);
+		const struct trow *r = &rs.v[n];
+
+		cr_assert_str_eq(r->id, id ? id : "", "row %zu", n);
+		cr_assert_eq(r->seq, (long)n);
+		if (depth == 0 || depth > 64) {
+			cr_assert_eq(r->parent_seq, -1, "row %s", r->id);
+		} else {
+			cr_assert(r->parent_seq >= 0 && r->parent_seq <
+			    (long)n, "row %s: parent at %ld", r->id,
+			    r->parent_seq);
+			cr_assert_str_eq(rs.v[r->parent_seq].id, r->parent);
+		}
 		n++;
 	}
 	sqlite3_finalize(s);
@@ -1737,7 +1754,7 @@ commit_rows(struct store *st, int first, int n)
 	if (store_begin(st, err, sizeof(err)) < 0)
 		return -1;
 	for (int i = first; i < first + n; i++) {
-		struct store_row r = { id, id, cidr, "", T2024 * NS, true };
+		struct store_row r = TEST_ROW(id, id, cidr, "", T2024 * NS, true);
 
 		snprintf(id, sizeof(id), "row-%d", i);
 		snprintf(cidr, sizeof(cidr), "10.%d.%d.%d/32", (i >> 16) & 255,
