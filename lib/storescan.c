@@ -32,7 +32,8 @@ struct storescan_row {
 };
 
 /* Depths below 0 while ordering: not yet known, or no root within
- * STORESCAN_MAX_DEPTH levels (orphans, deep rows and cycles: delivered last). */
+ * STORESCAN_MAX_DEPTH levels (orphans, deep rows and cycles: delivered
+ * last). */
 #define STORESCAN_DEPTH_UNKNOWN (-1)
 #define STORESCAN_DEPTH_ORPHAN (STORESCAN_MAX_DEPTH + 1)
 
@@ -221,9 +222,9 @@ storescan_parent(const struct storescan *sc, const struct storescan_row *r)
 /*
  * Sets the depth of row i as the recursive walk from the trench rows
  * would: 0 for a trench row (parent_id '' or NULL), the parent's plus one
- * up to STORESCAN_MAX_DEPTH, else STORESCAN_DEPTH_ORPHAN (no parent, too deep, or
- * a cycle). Walks up at most STORESCAN_MAX_DEPTH + 1 links, then fills in the
- * depths of the rows it passed.
+ * up to STORESCAN_MAX_DEPTH, else STORESCAN_DEPTH_ORPHAN (no parent, too
+ * deep, or a cycle). Walks up at most STORESCAN_MAX_DEPTH + 1 links, then
+ * fills in the depths of the rows it passed; notes each parent found.
  */
 static void
 storescan_depth(struct storescan *sc, size_t i)
@@ -263,7 +264,8 @@ storescan_depth(struct storescan *sc, size_t i)
 	}
 	while (n > 0) {
 		cur = path[--n];
-		if (base != STORESCAN_DEPTH_ORPHAN && base < STORESCAN_MAX_DEPTH)
+		if (base != STORESCAN_DEPTH_ORPHAN && base <
+		    STORESCAN_MAX_DEPTH)
 			base++;
 		else
 			base = STORESCAN_DEPTH_ORPHAN;
