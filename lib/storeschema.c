@@ -251,7 +251,7 @@ storeschema_migrate(struct store *st, int64_t now, char *err, size_t errlen)
 		if (!(st->add_cols & (1u << i)))
 			continue;
 		if (storeschema_exec(st, storeschema_added[i].ddl,
-		    "migrate: add " "column", err, errlen) < 0)
+		    "migrate: add column", err, errlen) < 0)
 			goto rollback;
 		st->mig.columns++;
 	}

@@ -36,7 +36,7 @@ storeverify_quick_check(sqlite3 *db, const char *path, int64_t *n, char *err,
 	}
 	if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
 		errbuf_set(err, errlen,
-		    "%s: not a usable sqlite database (%s); " "left untouched",
+		    "%s: not a usable sqlite database (%s); left untouched",
 		    path, sqlite3_errmsg(db));
 	else
 		errbuf_set(err, errlen, "%s: cannot read schema: %s", path,
