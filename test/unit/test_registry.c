@@ -2,6 +2,7 @@
  * Unit tests of lib/registry: Meridio's semantics over a real store file.
  */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <malloc.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -16,55 +17,27 @@
 #define NS 1000000000LL
 #define T0 (1700000000LL * NS)
 
-static char dir[256];
-static char path[300];
+static char dir[PATH_MAX];		/* this test's private directory */
+static char path[PATH_MAX + 16];	/* dir/registry.db */
 
-static void
-setup(void)
-{
-	const char *base = getenv("IPAM_TEST_TMP");
-	char tmpl[256];
-
-	if (base != NULL && base[0] != '\0') {
-		char cmd[300];
-		snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", base);
-		cr_assert_eq(system(cmd), 0);
-	}
-	snprintf(tmpl, sizeof(tmpl), "%s/regXXXXXX", base && *base ? base :
-	    "/tmp");
-	cr_assert_not_null(mkdtemp(tmpl));
-	snprintf(dir, sizeof(dir), "%s", tmpl);
-	snprintf(path, sizeof(path), "%s/registry.db", dir);
-}
-
-static void
-teardown(void)
-{
-	char cmd[400];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	(void)system(cmd);
-}
-
-TestSuite(registry, .init = setup, .fini = teardown);
 
 static struct reg_params
 params(void)
 {
-	struct reg_params p = { .trench = "default", .node_refresh_ns = 60 * NS };
+	struct reg_params prm = { .trench = "default", .node_refresh_ns = 60 * NS };
 	char err[128];
 
-	p.fam[0].enabled = true;
-	cr_assert_eq(pfx_parse("169.255.0.0/16", &p.fam[0].prefix, err,
+	prm.fam[0].enabled = true;
+	cr_assert_eq(pfx_parse("169.255.0.0/16", &prm.fam[0].prefix, err,
 	    sizeof(err)), 0);
-	p.fam[0].conduit_len = 20;
-	p.fam[0].node_len = 24;
-	p.fam[1].enabled = true;
-	cr_assert_eq(pfx_parse("fd00::/48", &p.fam[1].prefix, err, sizeof(err)),
+	prm.fam[0].conduit_len = 20;
+	prm.fam[0].node_len = 24;
+	prm.fam[1].enabled = true;
+	cr_assert_eq(pfx_parse("fd00::/48", &prm.fam[1].prefix, err, sizeof(err)),
 	    0);
-	p.fam[1].conduit_len = 56;
-	p.fam[1].node_len = 64;
-	return p;
+	prm.fam[1].conduit_len = 56;
+	prm.fam[1].node_len = 64;
+	return prm;
 }
 
 struct problems {
@@ -86,40 +59,71 @@ on_problem(void *arg, const char *id, const char *what)
 static struct store *
 open_store(void)
 {
-	struct store *st = NULL;
+	struct store *store = NULL;
 	char err[256];
 
-	cr_assert_eq(store_open(&st, path, 0, err, sizeof(err)), 0, "%s", err);
-	return st;
+	cr_assert_eq(store_open(&store, path, 0, err, sizeof(err)), 0, "%s", err);
+	return store;
 }
 
 static struct reg *
-open_reg(struct store *st, const struct reg_params *p, struct problems *pr)
+open_reg(struct store *store, const struct reg_params *prm, struct problems *pr)
 {
-	struct reg *g = NULL;
+	struct reg *reg = NULL;
 	char err[256];
-	int rc = reg_open(&g, st, p, on_problem, pr, err, sizeof(err));
+	int rc = reg_open(&reg, store, prm, on_problem, pr, err, sizeof(err));
 
 	cr_assert_eq(rc, REG_OK, "reg_open: %d %s", rc, err);
-	return g;
+	return reg;
 }
 
 static void
-add_conduits(struct reg *g, const char *const *names, int n, int64_t now)
+add_conduits(struct reg *reg, const char *const *names, int n, int64_t now)
 {
 	char err[256];
 	int i;
 
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
 	for (i = 0; i < n; i++)
-		cr_assert_eq(reg_add_conduit(g, names[i], now, err,
+		cr_assert_eq(reg_add_conduit(reg, names[i], now, err,
 		    sizeof(err)), REG_OK, "%s", err);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
 }
+
+/*
+ * The fixture: each test starts with a store on a file of its own (st),
+ * the usual parameters (p) and no registry yet (g); what is still open at
+ * the end is closed here.
+ */
+static struct store *st;
+static struct reg_params p;
+static struct reg *g;
+
+static void
+setup(void)
+{
+	testutil_mkdtemp(dir, sizeof(dir), NULL, "reg");
+	snprintf(path, sizeof(path), "%s/registry.db", dir);
+	st = open_store();
+	p = params();
+	g = NULL;
+}
+
+static void
+teardown(void)
+{
+	reg_close(g);
+	g = NULL;
+	store_close(st);
+	st = NULL;
+	testutil_rmtree(dir);
+}
+
+TestSuite(registry, .init = setup, .fini = teardown);
 
 /* Allocates in its own batch and returns "addr/len". */
 static const char *
-alloc1(struct reg *g, int fam, const char *c, const char *n, const char *name,
+alloc1(struct reg *reg, int fam, const char *c, const char *n, const char *name,
     int64_t now)
 {
 	static char out[80];
@@ -127,25 +131,25 @@ alloc1(struct reg *g, int fam, const char *c, const char *n, const char *name,
 	char err[256];
 	int rc;
 
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
-	rc = reg_allocate(g, fam, c, n, name, now, &res, err, sizeof(err));
+	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
+	rc = reg_allocate(reg, fam, c, n, name, now, &res, err, sizeof(err));
 	cr_assert_eq(rc, REG_OK, "allocate %s/%s/%s: %d %s", c, n, name, rc,
 	    err);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
 	snprintf(out, sizeof(out), "%s/%u", res.address, res.prefix_len);
 	return out;
 }
 
 static void
-release1(struct reg *g, int fam, const char *c, const char *n,
+release1(struct reg *reg, int fam, const char *c, const char *n,
     const char *name)
 {
 	char err[256];
 
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_release(g, fam, c, n, name, T0, err, sizeof(err)), REG_OK,
+	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_release(reg, fam, c, n, name, T0, err, sizeof(err)), REG_OK,
 	    "%s", err);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
 }
 
 /* Counts rows on disk, and finds one id. */
@@ -174,43 +178,78 @@ count_row(void *arg, const struct store_row *row)
 }
 
 static struct rows
-disk_rows(struct store *st, const char *want)
+disk_rows(struct store *store, const char *want)
 {
 	struct rows r = { .want = want };
 	char err[256];
 
-	cr_assert_eq(store_load(st, count_row, &r, err, sizeof(err)), 0, "%s",
+	cr_assert_eq(store_load(store, count_row, &r, err, sizeof(err)), 0, "%s",
 	    err);
 	return r;
 }
 
+/* Runs garbage collection at now in a batch of its own; returns how many
+ * records it reaped. */
+static size_t
+gc1(int64_t now, int64_t threshold)
+{
+	char err[256];
+	size_t reaped;
+
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_gc(g, now, threshold, &reaped, err, sizeof(err)),
+	    REG_OK, "%s", err);
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+	return reaped;
+}
+
+/* Asserts that row id is on disk with cidr and, unless exp < 0, that its
+ * expirable column is exp. */
+static void
+assert_row(const char *id, const char *cidr, int exp)
+{
+	struct rows r = disk_rows(st, id);
+
+	cr_assert(r.found, "row %s missing", id);
+	cr_assert_str_eq(r.cidr, cidr, "row %s", id);
+	if (exp >= 0)
+		cr_assert_eq(r.expirable, exp, "row %s expirable", id);
+}
+
+/* Writes rows to the file in one commit, behind the registry's back. */
+static void
+insert_rows(const struct store_row *rows, size_t n)
+{
+	char err[256];
+
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(store_insert(st, &rows[i], err, sizeof(err)), 0,
+		    "%s: %s", rows[i].id, err);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+}
+
+/* Adds conduit name in every family, in a batch of its own. */
+static void
+add_conduit(struct reg *reg, const char *name, int64_t now)
+{
+	add_conduits(reg, &name, 1, now);
+}
+
 Test(registry, new_file_gets_trench_records)
 {
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
-	struct rows r;
-
-	r = disk_rows(st, "default-0");
-	cr_assert(r.found);
-	cr_assert_str_eq(r.cidr, "169.255.0.0/16");
-	cr_assert_not(r.expirable);
-	r = disk_rows(st, "default-1");
-	cr_assert(r.found);
-	cr_assert_str_eq(r.cidr, "fd00::/48");
-	cr_assert_eq(r.n, 2);
+	g = open_reg(st, &p, NULL);
+	assert_row("default-0", "169.255.0.0/16", 0);
+	assert_row("default-1", "fd00::/48", -1);
+	cr_assert_eq(disk_rows(st, NULL).n, 2);
 	cr_assert_eq(reg_count(g), 2);
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, first_fit_both_families)
 {
 	static const char *const cs[] = { "conduit-a", "conduit-b" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 
+	g = open_reg(st, &p, NULL);
 	add_conduits(g, cs, 2, T0);
 	cr_assert_str_eq(alloc1(g, PFX_V4, "conduit-a", "w1", "x", T0),
 	    "169.255.0.1/24");
@@ -227,33 +266,18 @@ Test(registry, first_fit_both_families)
 	cr_assert_str_eq(alloc1(g, PFX_V6, "conduit-b", "w1", "x", T0),
 	    "fd00:0:0:100::1/64");
 	/* Meridio's ids and child cidrs. */
-	struct rows r = disk_rows(st, "y-w1-conduit-a-default-0");
-	cr_assert(r.found);
-	cr_assert_str_eq(r.cidr, "169.255.0.2/32");
-	cr_assert(r.expirable);
-	r = disk_rows(st, "x-w1-conduit-b-default-1");
-	cr_assert(r.found);
-	cr_assert_str_eq(r.cidr, "fd00:0:0:100::1/128");
-	r = disk_rows(st, "w2-conduit-a-default-0");
-	cr_assert(r.found);
-	cr_assert_str_eq(r.cidr, "169.255.1.0/24");
-	cr_assert(r.expirable);
-	r = disk_rows(st, "conduit-b-default-0");
-	cr_assert_str_eq(r.cidr, "169.255.16.0/20");
-	cr_assert_not(r.expirable);
-	reg_close(g);
-	store_close(st);
+	assert_row("y-w1-conduit-a-default-0", "169.255.0.2/32", 1);
+	assert_row("x-w1-conduit-b-default-1", "fd00:0:0:100::1/128", -1);
+	assert_row("w2-conduit-a-default-0", "169.255.1.0/24", 1);
+	assert_row("conduit-b-default-0", "169.255.16.0/20", 0);
 }
 
 Test(registry, allocate_is_idempotent_and_refreshes)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 	struct rows r;
 
-	add_conduits(g, cs, 1, T0);
+	g = open_reg(st, &p, NULL);
+	add_conduit(g, "c", T0);
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0), "169.255.0.1/24");
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0 + 5 * NS),
 	    "169.255.0.1/24");
@@ -266,18 +290,13 @@ Test(registry, allocate_is_idempotent_and_refreshes)
 	r = disk_rows(st, "n-c-default-0");
 	cr_assert_eq(r.updated, T0 + 61 * NS);
 	cr_assert_eq(reg_count_children(g), 1);
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, release_then_lowest_reused)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 
-	add_conduits(g, cs, 1, T0);
+	g = open_reg(st, &p, NULL);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "a", T0);
 	alloc1(g, PFX_V4, "c", "n", "b", T0);
 	alloc1(g, PFX_V4, "c", "n", "c", T0);
@@ -291,15 +310,10 @@ Test(registry, release_then_lowest_reused)
 	release1(g, PFX_V4, "c", "nonode", "a");
 	release1(g, PFX_V4, "noconduit", "n", "a");
 	cr_assert_eq(disk_rows(st, NULL).n, before);
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, unknown_conduit_and_family)
 {
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g;
 	struct reg_result res;
 	char err[256];
 
@@ -315,23 +329,17 @@ Test(registry, unknown_conduit_and_family)
 	    sizeof(err)), REG_EINVAL);
 	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
 	cr_assert_not(disk_rows(st, "default-1").found);
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, node_exhausted_names_prefix)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g;
 	struct reg_result res;
 	char err[256], name[16];
 	int i;
 
 	p.fam[0].node_len = 29;	/* 8 addresses, 6 usable */
 	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	add_conduit(g, "c", T0);
 	for (i = 0; i < 6; i++) {
 		snprintf(name, sizeof(name), "k%d", i);
 		char want[32];
@@ -343,21 +351,16 @@ Test(registry, node_exhausted_names_prefix)
 	    sizeof(err)), REG_EXHAUSTED);
 	cr_assert(strstr(err, "169.255.0.0/29") != NULL, "%s", err);
 	reg_rollback(g);
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, rollback_undoes_memory_and_disk)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 	struct reg_result res;
 	char err[256];
 	size_t n;
 
-	add_conduits(g, cs, 1, T0);
+	g = open_reg(st, &p, NULL);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "keep", T0);
 	n = reg_count(g);
 	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
@@ -380,19 +383,15 @@ Test(registry, rollback_undoes_memory_and_disk)
 	cr_assert_not(disk_rows(st, "n2-c-default-0").found);
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n2", "x", T0),
 	    "169.255.1.1/24");
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, reopen_keeps_everything)
 {
 	static const char *const cs[] = { "a", "b" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 	struct problems pr = { 0 };
 	size_t n;
 
+	g = open_reg(st, &p, NULL);
 	add_conduits(g, cs, 2, T0);
 	alloc1(g, PFX_V4, "a", "n", "x", T0);
 	alloc1(g, PFX_V4, "b", "n", "y", T0);
@@ -413,19 +412,15 @@ Test(registry, reopen_keeps_everything)
 	cr_assert_str_eq(alloc1(g, PFX_V4, "b", "n", "z", T0),
 	    "169.255.16.2/24");
 	cr_assert_not(disk_rows(st, "bridge-n-b-default-1").expirable);
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, conduit_remove_and_readd)
 {
 	static const char *const ab[] = { "a", "b" };
 	static const char *const a[] = { "a" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 	char err[256];
 
+	g = open_reg(st, &p, NULL);
 	add_conduits(g, ab, 2, T0);
 	alloc1(g, PFX_V4, "a", "n", "x", T0);
 	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
@@ -439,30 +434,20 @@ Test(registry, conduit_remove_and_readd)
 	add_conduits(g, a, 1, T0);
 	cr_assert_str_eq(disk_rows(st, "a-default-0").cidr, "169.255.0.0/20");
 	cr_assert_str_eq(disk_rows(st, "b-default-0").cidr, "169.255.16.0/20");
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, gc_reaps_stale_keeps_bridge_and_fresh)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g;
-	char err[256];
 	size_t reaped;
 
 	p.node_refresh_ns = 1 * NS;
 	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "old", T0);
 	alloc1(g, PFX_V4, "c", "n", "bridge", T0);
 	alloc1(g, PFX_V4, "c", "n", "fresh", T0 + 100 * NS);
 	alloc1(g, PFX_V4, "c", "stale", "x", T0);
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_gc(g, T0 + 110 * NS, 50 * NS, &reaped, err,
-	    sizeof(err)), REG_OK);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	reaped = gc1(T0 + 110 * NS, 50 * NS);
 	/* "old", and node "stale" with its child. */
 	cr_assert_eq(reaped, 3);
 	cr_assert_not(disk_rows(st, "old-n-c-default-0").found);
@@ -474,18 +459,14 @@ Test(registry, gc_reaps_stale_keeps_bridge_and_fresh)
 	cr_assert(disk_rows(st, "c-default-0").found);
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "new", T0 + 110 * NS),
 	    "169.255.0.1/24");
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, stored_prefix_mismatch_refused)
 {
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 	char err[256];
 	int n;
 
+	g = open_reg(st, &p, NULL);
 	reg_close(g);
 	n = disk_rows(st, NULL).n;
 	cr_assert_eq(pfx_parse("10.0.0.0/16", &p.fam[0].prefix, err,
@@ -498,14 +479,10 @@ Test(registry, stored_prefix_mismatch_refused)
 	cr_assert(strstr(err, "10.0.0.0/16") != NULL, "%s", err);
 	cr_assert_eq(disk_rows(st, NULL).n, n);
 	cr_assert_str_eq(disk_rows(st, "default-0").cidr, "169.255.0.0/16");
-	store_close(st);
 }
 
 Test(registry, load_problems_reported_rows_untouched)
 {
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 	struct problems pr = { 0 };
 	struct store_row rows[] = {
 		TEST_ROW("c-default-0", "c", "169.255.0.0/20", "default-0", T0, false),
@@ -518,16 +495,11 @@ Test(registry, load_problems_reported_rows_untouched)
 		/* orphan */
 		TEST_ROW("o-gone-default-0", "o", "169.255.3.0/24", "gone-default-0", T0, true),
 	};
-	char err[256];
-	size_t i;
 	int n;
 
+	g = open_reg(st, &p, NULL);
 	reg_close(g);
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
-	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
-		cr_assert_eq(store_insert(st, &rows[i], err, sizeof(err)), 0,
-		    "%s", err);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	insert_rows(rows, sizeof(rows) / sizeof(rows[0]));
 	n = disk_rows(st, NULL).n;
 	g = open_reg(st, &p, &pr);
 	cr_assert_eq(pr.n, 3, "problems: %d, last %s", pr.n, pr.last);
@@ -535,20 +507,14 @@ Test(registry, load_problems_reported_rows_untouched)
 	/* x keeps .1; the next child gets .2 */
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0), "169.255.0.1/24");
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "w", T0), "169.255.0.2/24");
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, release_cooldown_keeps_address_unused)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g;
 
 	p.release_cooldown_ns = 10 * NS;
 	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "a", T0);
 	alloc1(g, PFX_V4, "c", "n", "b", T0);
 	alloc1(g, PFX_V4, "c", "n", "c", T0);
@@ -560,21 +526,15 @@ Test(registry, release_cooldown_keeps_address_unused)
 	cr_assert_eq(reg_expire_cooldowns(g, T0 + 10 * NS), 1);
 	cr_assert_eq(reg_count_cooling(g), 0);
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "f", T0), "169.255.0.2/24");
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, release_cooldown_undone_by_rollback)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g;
 	char err[256];
 
 	p.release_cooldown_ns = 10 * NS;
 	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "a", T0);
 	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
 	cr_assert_eq(reg_release(g, PFX_V4, "c", "n", "a", T0, err,
@@ -584,36 +544,24 @@ Test(registry, release_cooldown_undone_by_rollback)
 	cr_assert_eq(reg_count_cooling(g), 0);
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "a", T0), "169.255.0.1/24");
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "b", T0), "169.255.0.2/24");
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, release_cooldown_survives_its_node_being_reaped)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g;
-	char err[256];
 	size_t reaped;
 
 	p.release_cooldown_ns = 10 * NS;
 	p.node_refresh_ns = NS;
 	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "a", T0);
 	alloc1(g, PFX_V4, "c", "n", "b", T0);
 	release1(g, PFX_V4, "c", "n", "a");
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_gc(g, T0 + 100 * NS, 50 * NS, &reaped, err,
-	    sizeof(err)), REG_OK);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	reaped = gc1(T0 + 100 * NS, 50 * NS);
 	cr_assert_eq(reaped, 2);
 	cr_assert_eq(reg_expire_cooldowns(g, T0 + 20 * NS), 1);
 	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "a", T0 + 100 * NS),
 	    "169.255.0.1/24");
-	reg_close(g);
-	store_close(st);
 }
 
 struct seen {
@@ -639,9 +587,6 @@ on_record(void *arg, const struct reg_record *r)
 Test(registry, walk_lists_parents_first_in_address_order)
 {
 	static const char *const cs[] = { "a", "b" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g;
 	struct seen s = { 0 };
 
 	p.fam[1].enabled = false;
@@ -666,8 +611,6 @@ Test(registry, walk_lists_parents_first_in_address_order)
 	memset(&s, 0, sizeof(s));
 	cr_assert_eq(reg_walk(g, "a", "nope", on_record, &s), 0);
 	cr_assert_eq(s.n, 2);
-	reg_close(g);
-	store_close(st);
 }
 
 struct found {
@@ -676,35 +619,29 @@ struct found {
 };
 
 static void
-on_found(void *arg, const struct reg_problem *p)
+on_found(void *arg, const struct reg_problem *pb)
 {
 	struct found *f = arg;
 
 	f->n++;
-	strncat(f->kinds, p->kind, sizeof(f->kinds) - strlen(f->kinds) - 2);
+	strncat(f->kinds, pb->kind, sizeof(f->kinds) - strlen(f->kinds) - 2);
 	strcat(f->kinds, " ");
 }
 
 Test(registry, check_reports_load_problems_and_stale_records)
 {
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 	struct store_row orphan = TEST_ROW("o-gone-default-0", "o", "169.255.3.0/24",
 	    "gone-default-0", T0, true);
 	struct found f = { 0 };
-	static const char *const cs[] = { "c" };
-	char err[256];
 
-	add_conduits(g, cs, 1, T0);
+	g = open_reg(st, &p, NULL);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "old", T0);
 	alloc1(g, PFX_V4, "c", "n", "bridge", T0);
 	cr_assert_eq(reg_check(g, T0 + 10 * NS, 50 * NS, on_found, &f), 0,
 	    "%s", f.kinds);
 	reg_close(g);
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
-	cr_assert_eq(store_insert(st, &orphan, err, sizeof(err)), 0);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	insert_rows(&orphan, 1);
 	g = open_reg(st, &p, NULL);
 	memset(&f, 0, sizeof(f));
 	/* The node and "old" are stale; "bridge" never is. */
@@ -713,92 +650,75 @@ Test(registry, check_reports_load_problems_and_stale_records)
 	cr_assert_str_eq(f.kinds, "orphan stale stale ");
 	memset(&f, 0, sizeof(f));
 	cr_assert_eq(reg_check(g, T0 + 100 * NS, 0, on_found, &f), 1);
-	reg_close(g);
-	store_close(st);
 }
 
 /* A row stored below an address record (only a node can hold addresses)
  * is left out at load as an orphan, and the address itself loads. */
 Test(registry, row_below_an_address_is_an_orphan)
 {
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 	struct store_row below = TEST_ROW("u-x-n-c-default-0", "u", "169.255.0.1/32",
 	    "x-n-c-default-0", T0, true);
 	struct found f = { 0 };
-	static const char *const cs[] = { "c" };
-	char err[256];
 
-	add_conduits(g, cs, 1, T0);
+	g = open_reg(st, &p, NULL);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "x", T0);
 	reg_close(g);
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
-	cr_assert_eq(store_insert(st, &below, err, sizeof(err)), 0);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	insert_rows(&below, 1);
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(reg_count_children(g), 1);
 	cr_assert_eq(reg_check(g, T0, 0, on_found, &f), 1, "%s", f.kinds);
 	cr_assert_str_eq(f.kinds, "orphan ");
-	reg_close(g);
-	store_close(st);
 }
 
 /* A row whose id is not "<name>-<parent id>" is left out at load with a
  * bad-id problem; its well-named sibling loads. */
 Test(registry, row_with_a_foreign_id_is_left_out)
 {
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
-	struct store_row odd = TEST_ROW("y-n-c-default-0x", "y", "169.255.0.9/32",
-	    "n-c-default-0", T0, true);
-	struct store_row near = TEST_ROW("y-n-c-default", "y", "169.255.0.8/32",
-	    "n-c-default-0", T0, true);
+	struct store_row rows[] = {
+		TEST_ROW("y-n-c-default-0x", "y", "169.255.0.9/32",
+		    "n-c-default-0", T0, true),
+		TEST_ROW("y-n-c-default", "y", "169.255.0.8/32",
+		    "n-c-default-0", T0, true),
+	};
 	struct found f = { 0 };
-	static const char *const cs[] = { "c" };
-	char err[256];
 
-	add_conduits(g, cs, 1, T0);
+	g = open_reg(st, &p, NULL);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "x", T0);
 	reg_close(g);
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
-	cr_assert_eq(store_insert(st, &odd, err, sizeof(err)), 0);
-	cr_assert_eq(store_insert(st, &near, err, sizeof(err)), 0);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	insert_rows(rows, 2);
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(reg_count_children(g), 1);
 	cr_assert_eq(reg_check(g, T0, 0, on_found, &f), 2, "%s", f.kinds);
 	cr_assert_str_eq(f.kinds, "bad-id bad-id ");
-	reg_close(g);
-	store_close(st);
 }
 
 /* ---- record layout ------------------------------------------------------ */
 
 /* Allocates name in a batch of its own; returns the result. */
 static struct reg_result
-alloc_res(struct reg *g, int fam, const char *c, const char *n,
+alloc_res(struct reg *reg, int fam, const char *c, const char *n,
     const char *name, int64_t now)
 {
 	struct reg_result res;
 	char err[256];
 	int rc;
 
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
-	rc = reg_allocate(g, fam, c, n, name, now, &res, err, sizeof(err));
+	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
+	rc = reg_allocate(reg, fam, c, n, name, now, &res, err, sizeof(err));
 	cr_assert_eq(rc, REG_OK, "allocate %s: %d %s", name, rc, err);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
 	return res;
 }
 
 /* Counts the problems reg_check reports. */
 static void
-count_problem(void *arg, const struct reg_problem *p)
+count_problem(void *arg, const struct reg_problem *pb)
 {
 	int *n = arg;
 
-	(void)p;
+	(void)pb;
 	(*n)++;
 }
 
@@ -809,12 +729,8 @@ count_problem(void *arg, const struct reg_problem *p)
  */
 Test(registry, long_names_and_shared_prefixes)
 {
-	static const char *const cs[] = { "c" };
 	static char names[40][520], addr[40][PFX_ADDRSTRLEN];
-	struct store *st = open_store();
-	struct reg_params p = params();
 	struct reg_result res;
-	struct reg *g;
 	int i, n = 0, problems = 0;
 
 	for (i = 0; i < 10; i++) {		/* x, xx, ..., 10 x */
@@ -827,7 +743,7 @@ Test(registry, long_names_and_shared_prefixes)
 		names[n++][500] = '\0';
 	}
 	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	add_conduit(g, "c", T0);
 	for (i = 0; i < n; i++) {
 		res = alloc_res(g, PFX_V6, "c", "node", names[i], T0);
 		cr_assert(res.created, "%d", i);
@@ -856,8 +772,6 @@ Test(registry, long_names_and_shared_prefixes)
 		cr_assert_str_eq(res.address, addr[i], "%d", i);
 	}
 	cr_assert_eq(reg_check(g, T0, 0, count_problem, &problems), 0);
-	reg_close(g);
-	store_close(st);
 }
 
 /*
@@ -899,23 +813,23 @@ wal_reset(void)
  * test below by kilobytes depending on how soon the runner read them.
  */
 static void
-fill_node(struct reg *g, int count, char addrs[][PFX_ADDRSTRLEN])
+fill_node(struct reg *reg, int count, char addrs[][PFX_ADDRSTRLEN])
 {
 	struct reg_result res;
 	char err[256] = "", name[64];
 	int i, bad = -1;
 
 	for (i = 0; i < count && bad < 0; i++) {
-		if (i % 100 == 0 && reg_begin(g, err, sizeof(err)) != REG_OK)
+		if (i % 100 == 0 && reg_begin(reg, err, sizeof(err)) != REG_OK)
 			bad = i;
 		snprintf(name, sizeof(name), "child-name-%010d", i);
-		if (bad < 0 && (reg_allocate(g, PFX_V6, "c", "n", name, T0,
+		if (bad < 0 && (reg_allocate(reg, PFX_V6, "c", "n", name, T0,
 		    &res, err, sizeof(err)) != REG_OK || !res.created))
 			bad = i;
 		if (bad < 0)
 			snprintf(addrs[i], PFX_ADDRSTRLEN, "%s", res.address);
 		if (bad < 0 && (i % 100 == 99 || i == count - 1) &&
-		    reg_commit(g, err, sizeof(err)) != REG_OK)
+		    reg_commit(reg, err, sizeof(err)) != REG_OK)
 			bad = i;
 	}
 	cr_assert_eq(bad, -1, "allocating child %d: %s", bad, err);
@@ -923,39 +837,23 @@ fill_node(struct reg *g, int count, char addrs[][PFX_ADDRSTRLEN])
 
 /* Releases what fill_node made, 100 a batch (checked the same way). */
 static void
-empty_node(struct reg *g, int count)
+empty_node(struct reg *reg, int count)
 {
 	char err[256] = "", name[64];
 	int i, bad = -1;
 
 	for (i = 0; i < count && bad < 0; i++) {
-		if (i % 100 == 0 && reg_begin(g, err, sizeof(err)) != REG_OK)
+		if (i % 100 == 0 && reg_begin(reg, err, sizeof(err)) != REG_OK)
 			bad = i;
 		snprintf(name, sizeof(name), "child-name-%010d", i);
-		if (bad < 0 && reg_release(g, PFX_V6, "c", "n", name, T0, err,
+		if (bad < 0 && reg_release(reg, PFX_V6, "c", "n", name, T0, err,
 		    sizeof(err)) != REG_OK)
 			bad = i;
 		if (bad < 0 && (i % 100 == 99 || i == count - 1) &&
-		    reg_commit(g, err, sizeof(err)) != REG_OK)
+		    reg_commit(reg, err, sizeof(err)) != REG_OK)
 			bad = i;
 	}
 	cr_assert_eq(bad, -1, "releasing child %d: %s", bad, err);
-}
-
-/* Threads of this process. */
-static int
-thread_count(void)
-{
-	char line[256];
-	int n = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "Threads: %d", &n) == 1)
-			break;
-	fclose(f);
-	return n;
 }
 
 /*
@@ -964,16 +862,16 @@ thread_count(void)
  * in the middle of a heap measurement.
  */
 static void
-warm_checkpointer(struct reg *g)
+warm_checkpointer(struct reg *reg)
 {
 	static char scratch[2000][PFX_ADDRSTRLEN];
-	int base = thread_count();
+	int base = testutil_threads();
 
-	for (int i = 0; i < 20 && thread_count() == base; i++) {
-		fill_node(g, 2000, scratch);
-		empty_node(g, 2000);
+	for (int i = 0; i < 20 && testutil_threads() == base; i++) {
+		fill_node(reg, 2000, scratch);
+		empty_node(reg, 2000);
 	}
-	cr_assert_gt(thread_count(), base, "no checkpointer thread");
+	cr_assert_gt(testutil_threads(), base, "no checkpointer thread");
 }
 
 /*
@@ -994,10 +892,7 @@ Test(registry, release_and_reallocate_keep_the_heap_bounded,
 {
 	static const char *const cs[] = { "c" };
 	static char first[2000][PFX_ADDRSTRLEN], again[2000][PFX_ADDRSTRLEN];
-	struct store *st = open_store();
-	struct reg_params p = params();
 	size_t empty0, full0, empty, full;
-	struct reg *g;
 	int cycle;
 
 	g = open_reg(st, &p, NULL);
@@ -1032,29 +927,27 @@ Test(registry, release_and_reallocate_keep_the_heap_bounded,
 				    cycle, i, again[i], first[i]);
 	}
 	cr_assert_leq(full0 - empty0, 2000 * 144);
-	reg_close(g);
-	store_close(st);
 }
 
 /* Allocates (or, with release set, releases) the names of lengths 1, 1 +
  * step, ... up to 440 ("n" repeated) in node "n", in one batch. */
 static void
-every_length(struct reg *g, bool release, int step,
+every_length(struct reg *reg, bool release, int step,
     char addrs[][PFX_ADDRSTRLEN])
 {
 	struct reg_result res;
 	char err[256], name[448];
 	int len, rc;
 
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
 	for (len = 1; len <= 440; len += step) {
 		memset(name, 'n', (size_t)len);
 		name[len] = '\0';
 		if (release) {
-			rc = reg_release(g, PFX_V6, "c", "n", name, T0, err,
+			rc = reg_release(reg, PFX_V6, "c", "n", name, T0, err,
 			    sizeof(err));
 		} else {
-			rc = reg_allocate(g, PFX_V6, "c", "n", name, T0, &res,
+			rc = reg_allocate(reg, PFX_V6, "c", "n", name, T0, &res,
 			    err, sizeof(err));
 			if (rc == REG_OK && addrs != NULL)
 				snprintf(addrs[len - 1], PFX_ADDRSTRLEN, "%s",
@@ -1062,7 +955,7 @@ every_length(struct reg *g, bool release, int step,
 		}
 		cr_assert_eq(rc, REG_OK, "%d: %s", len, err);
 	}
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
 }
 
 /*
@@ -1074,16 +967,12 @@ every_length(struct reg *g, bool release, int step,
  */
 Test(registry, records_of_every_size_reuse_their_memory)
 {
-	static const char *const cs[] = { "c" };
 	static char first[440][PFX_ADDRSTRLEN], again[440][PFX_ADDRSTRLEN];
-	struct store *st = open_store();
-	struct reg_params p = params();
 	size_t before, after;
-	struct reg *g;
 	int i, problems = 0;
 
 	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V6, "c", "n", "seed", T0);
 	warm_checkpointer(g);
 	/* a first round grows the undo log and fills glibc's tcache */
@@ -1107,8 +996,6 @@ Test(registry, records_of_every_size_reuse_their_memory)
 	every_length(g, false, 1, again);
 	for (i = 0; i < 440; i++)
 		cr_assert_str_eq(again[i], first[i], "length %d", i + 1);
-	reg_close(g);
-	store_close(st);
 }
 
 #endif /* !__SANITIZE_ADDRESS__ */
@@ -1130,6 +1017,24 @@ on_walk_count(void *arg, const struct reg_record *r)
 	return 0;
 }
 
+/* Renews every child k<i> of node n whose i is not a multiple of 3 at
+ * now, and asserts it kept its address addr[i]. */
+static void
+assert_survivors(char addr[300][PFX_ADDRSTRLEN], int64_t now)
+{
+	struct reg_result res;
+	char name[32];
+
+	for (int i = 0; i < 300; i++) {
+		if (i % 3 == 0)
+			continue;
+		snprintf(name, sizeof(name), "k%d", i);
+		res = alloc_res(g, PFX_V6, "c", "n", name, now);
+		cr_assert(!res.created && strcmp(res.address, addr[i]) == 0,
+		    "%s", name);
+	}
+}
+
 /*
  * GC in a node of 300 children, a third of them stale, with the release
  * cooldown on: the victims go (their addresses cool), the others stay
@@ -1138,44 +1043,30 @@ on_walk_count(void *arg, const struct reg_record *r)
  */
 Test(registry, gc_and_rollback_in_a_large_node)
 {
-	static const char *const cs[] = { "c" };
 	static char addr[300][PFX_ADDRSTRLEN];
-	struct store *st = open_store();
-	struct reg_params p = params();
 	struct walk_count w = { 0, 0 };
 	struct reg_result res;
 	char err[256], name[32];
 	size_t reaped;
-	struct reg *g;
 	int i, problems = 0;
 
 	p.release_cooldown_ns = 10 * NS;
 	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	add_conduit(g, "c", T0);
 	for (i = 0; i < 300; i++) {
 		snprintf(name, sizeof(name), "k%d", i);
 		res = alloc_res(g, PFX_V6, "c", "n", name,
 		    i % 3 == 0 ? T0 : T0 + 90 * NS);
 		snprintf(addr[i], sizeof(addr[i]), "%s", res.address);
 	}
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_gc(g, T0 + 100 * NS, 50 * NS, &reaped, err,
-	    sizeof(err)), REG_OK, "%s", err);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	reaped = gc1(T0 + 100 * NS, 50 * NS);
 	cr_assert_eq(reaped, 100);
 	cr_assert_eq(reg_count_cooling(g), 100);
 	cr_assert_eq(reg_count_children(g), 200);
 	cr_assert_eq(reg_check(g, T0 + 100 * NS, 0, count_problem, &problems),
 	    0);
 	/* every survivor where it was; the victims' addresses stay unused */
-	for (i = 0; i < 300; i++) {
-		if (i % 3 == 0)
-			continue;
-		snprintf(name, sizeof(name), "k%d", i);
-		res = alloc_res(g, PFX_V6, "c", "n", name, T0 + 95 * NS);
-		cr_assert(!res.created && strcmp(res.address, addr[i]) == 0,
-		    "%s", name);
-	}
+	assert_survivors(addr, T0 + 95 * NS);
 	res = alloc_res(g, PFX_V6, "c", "n", "new", T0 + 95 * NS);
 	cr_assert_str_eq(res.address, "fd00::12d");
 	/* release everything in one batch, then roll it back */
@@ -1196,32 +1087,19 @@ Test(registry, gc_and_rollback_in_a_large_node)
 	cr_assert_eq(w.records, 2 + 2 + 1 + 201);
 	cr_assert_eq(reg_check(g, T0 + 100 * NS, 0, count_problem, &problems),
 	    0);
-	for (i = 0; i < 300; i++) {
-		if (i % 3 == 0)
-			continue;
-		snprintf(name, sizeof(name), "k%d", i);
-		res = alloc_res(g, PFX_V6, "c", "n", name, T0 + 97 * NS);
-		cr_assert(!res.created && strcmp(res.address, addr[i]) == 0,
-		    "%s", name);
-	}
+	assert_survivors(addr, T0 + 97 * NS);
 	cr_assert_eq(reg_expire_cooldowns(g, T0 + 200 * NS), 100);
 	res = alloc_res(g, PFX_V6, "c", "n", "newer", T0 + 200 * NS);
 	cr_assert_str_eq(res.address, "fd00::1");
-	reg_close(g);
-	store_close(st);
 }
 
 Test(registry, renewal_refresh_damps_child_writes)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g;
 	uint64_t commits;
 
 	/* default (Meridio): every renewal writes */
 	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "k", T0);
 	alloc1(g, PFX_V4, "c", "n", "k", T0 + 1 * NS);
 	cr_assert_eq(disk_rows(st, "k-n-c-default-0").updated, T0 + 1 * NS);
@@ -1245,8 +1123,6 @@ Test(registry, renewal_refresh_damps_child_writes)
 	alloc1(g, PFX_V4, "c", "n", "other", T0 + 12 * NS);
 	cr_assert(disk_rows(st, "other-n-c-default-0").found);
 	cr_assert_geq(store_commit_count(st), commits + 2);
-	reg_close(g);
-	store_close(st);
 }
 
 /* Sets updated_at of row id to the SQL value val, with a connection of
@@ -1272,14 +1148,10 @@ raw_set_time(const char *id, const char *val)
  */
 Test(registry, zero_and_null_times_load_and_are_never_reaped)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
-	char err[256];
 	size_t reaped;
 
-	add_conduits(g, cs, 1, T0);
+	g = open_reg(st, &p, NULL);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "zero", T0);
 	alloc1(g, PFX_V4, "c", "n", "null", T0);
 	alloc1(g, PFX_V4, "c", "m", "x", T0);
@@ -1293,10 +1165,7 @@ Test(registry, zero_and_null_times_load_and_are_never_reaped)
 	st = open_store();
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(disk_rows(st, "zero-n-c-default-0").updated, 0);
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_gc(g, T0 + 1000 * NS, 50 * NS, &reaped, err,
-	    sizeof(err)), REG_OK, "%s", err);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	reaped = gc1(T0 + 1000 * NS, 50 * NS);
 	cr_assert_eq(reaped, 1, "only x (stale, below a zero-time node)");
 	cr_assert(disk_rows(st, "zero-n-c-default-0").found);
 	cr_assert(disk_rows(st, "null-n-c-default-0").found);
@@ -1309,21 +1178,16 @@ Test(registry, zero_and_null_times_load_and_are_never_reaped)
 	    T0 + 1000 * NS);
 	cr_assert_eq(disk_rows(st, "n-c-default-0").updated, T0 + 1000 * NS,
 	    "a node without a time is refreshed at once");
-	reg_close(g);
-	store_close(st);
 }
 
 /* A row whose updated_at is not a time is a data error (a restart cannot
  * help): REG_EDATA, with the row id and the column named. */
 Test(registry, unreadable_row_is_a_data_error)
 {
-	static const char *const cs[] = { "c" };
-	struct store *st = open_store();
-	struct reg_params p = params();
-	struct reg *g = open_reg(st, &p, NULL);
 	char err[256];
 
-	add_conduits(g, cs, 1, T0);
+	g = open_reg(st, &p, NULL);
+	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "x", T0);
 	reg_close(g);
 	store_close(st);
@@ -1335,7 +1199,6 @@ Test(registry, unreadable_row_is_a_data_error)
 	cr_assert_null(g);
 	cr_assert(strstr(err, "x-n-c-default-0") && strstr(err, "updated_at") &&
 	    strstr(err, "last tuesday"), "%s", err);
-	store_close(st);
 }
 
 /* Every registry result maps to the gRPC status its comment names; the

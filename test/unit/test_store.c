@@ -37,40 +37,17 @@ static char err[512];		/* error buffer handed to the store */
 
 /* ---- fixture ------------------------------------------------------------ */
 
-static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	chmod(p, 0700);
-	return remove(p);
-}
-
-static void
-make_dir(const char *base)
-{
-	snprintf(tdir, sizeof(tdir), "%s/store.XXXXXX", base);
-	cr_assert_not_null(mkdtemp(tdir), "mkdtemp %s: %s", tdir,
-	    strerror(errno));
-	snprintf(dbpath, sizeof(dbpath), "%s/registry.db", tdir);
-}
-
 static void
 setup(void)
 {
-	const char *base = getenv("IPAM_TEST_TMP");
-	char cmd[PATH_MAX + 16];
-
-	if (base == NULL || *base == '\0')
-		base = "/tmp";
-	snprintf(cmd, sizeof(cmd), "%s", base);
-	mkdir(cmd, 0755);	/* ctest names it; it may not exist yet */
-	make_dir(base);
+	testutil_mkdtemp(tdir, sizeof(tdir), NULL, "store");
+	snprintf(dbpath, sizeof(dbpath), "%s/registry.db", tdir);
 }
 
 static void
 teardown(void)
 {
-	chmod(tdir, 0700);
-	nftw(tdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	testutil_rmtree(tdir);
 }
 
 TestSuite(store, .init = setup, .fini = teardown);
@@ -180,6 +157,18 @@ slurp(const char *path, size_t *len)
 	fclose(f);
 	*len = (size_t)n;
 	return buf;
+}
+
+/* Asserts that the database file holds exactly the blen bytes before. */
+static void
+assert_same_bytes(const unsigned char *before, size_t blen)
+{
+	size_t alen;
+	unsigned char *after = slurp(dbpath, &alen);
+
+	cr_assert(alen == blen && memcmp(before, after, blen) == 0,
+	    "%s: bytes changed", dbpath);
+	free(after);
 }
 
 static void
@@ -647,10 +636,7 @@ Test(store, opens_meridio_database)
 	store_close(st);
 
 	/* reading alone changed nothing on disk */
-	after = slurp(dbpath, &alen);
-	cr_assert_eq(alen, blen);
-	cr_assert_eq(memcmp(before, after, blen), 0);
-	free(after);
+	assert_same_bytes(before, blen);
 
 	/* the first write turns it into WAL; Meridio's rows stay */
 	st = open_ok(0);
@@ -1095,8 +1081,8 @@ Test(store, migrates_older_meridio_schema)
 	    "bridge-w1-lb-default-0", "bridge-w2-lb-default-0", "other-0",
 	    "lb-other-0" };
 	struct store_migration m;
-	unsigned char *before, *after;
-	size_t blen, alen, i;
+	unsigned char *before;
+	size_t blen, i;
 	struct store *st;
 	struct rows rs;
 	int64_t t0, t1, t;
@@ -1131,10 +1117,7 @@ Test(store, migrates_older_meridio_schema)
 	store_close(st);
 
 	/* opened and loaded only: every byte as it was */
-	after = slurp(dbpath, &alen);
-	cr_assert_eq(alen, blen);
-	cr_assert_eq(memcmp(before, after, blen), 0, "bytes changed");
-	free(after);
+	assert_same_bytes(before, blen);
 	free(before);
 	assert_no_side_files();
 
@@ -1242,8 +1225,8 @@ Test(store, current_file_needs_no_migration)
  * AutoMigrate fails the same way): refused, the file untouched. */
 Test(store, migration_refused_on_duplicate_cidr)
 {
-	unsigned char *before, *after;
-	size_t blen, alen;
+	unsigned char *before;
+	size_t blen;
 	struct store *st = NULL;
 	sqlite3 *db;
 
@@ -1257,10 +1240,7 @@ Test(store, migration_refused_on_duplicate_cidr)
 	cr_assert_null(st);
 	cr_assert(strstr(err, dbpath) && strstr(err, "prefixes.cidr") &&
 	    strstr(err, "UNIQUE") && strstr(err, "left untouched"), "got: %s", err);
-	after = slurp(dbpath, &alen);
-	cr_assert_eq(alen, blen);
-	cr_assert_eq(memcmp(before, after, blen), 0, "bytes changed");
-	free(after);
+	assert_same_bytes(before, blen);
 	free(before);
 	assert_no_side_files();
 }
@@ -1330,8 +1310,8 @@ Test(store, read_only_directory_refused)
 {
 	struct stat root;
 	char msg[400];
-	unsigned char *before, *after;
-	size_t blen, alen;
+	unsigned char *before;
+	size_t blen;
 	struct store *st;
 
 	/* nobody must be able to reach the directory: use /tmp; and run
@@ -1340,7 +1320,8 @@ Test(store, read_only_directory_refused)
 		cr_skip_test("/ is mode %o here: no other user can run a "
 		    "program", (unsigned)(root.st_mode & 07777));
 	teardown();
-	make_dir("/tmp");
+	testutil_mkdtemp(tdir, sizeof(tdir), "/tmp", "store");
+	snprintf(dbpath, sizeof(dbpath), "%s/registry.db", tdir);
 	st = open_ok(0);
 	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
 	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
@@ -1354,9 +1335,7 @@ Test(store, read_only_directory_refused)
 	cr_assert_eq(open_unprivileged(msg, sizeof(msg)), -1);
 	cr_assert(strstr(msg, dbpath) && strstr(msg, "not writable"), "%s",
 	    msg);
-	after = slurp(dbpath, &alen);
-	cr_assert(alen == blen && memcmp(before, after, blen) == 0);
-	free(after);
+	assert_same_bytes(before, blen);
 	assert_no_side_files();
 
 	/* a read-only file is refused as well */
@@ -1365,9 +1344,7 @@ Test(store, read_only_directory_refused)
 	cr_assert_eq(open_unprivileged(msg, sizeof(msg)), -1);
 	cr_assert(strstr(msg, dbpath) && strstr(msg, "cannot open for "
 	    "writing"), "%s", msg);
-	after = slurp(dbpath, &alen);
-	cr_assert(alen == blen && memcmp(before, after, blen) == 0);
-	free(after);
+	assert_same_bytes(before, blen);
 	assert_no_side_files();
 
 	/* and a new file in a read-only directory */
@@ -1591,22 +1568,6 @@ Test(store, load_order_matches_recursive_query)
 
 /* ---- checkpoints in the background ---------------------------------------- */
 
-/* Threads of this process. */
-static int
-task_count(void)
-{
-	char line[256];
-	int n = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "Threads: %d", &n) == 1)
-			break;
-	fclose(f);
-	return n;
-}
-
 /* mxFrame (frames in the WAL) and nBackfill (frames copied back) from the
  * wal-index file, as sqlite lays it out (native byte order). */
 static void
@@ -1634,7 +1595,7 @@ wal_index(uint32_t *mx, uint32_t *backfill)
 Test(store, checkpoints_run_in_a_thread)
 {
 	struct store *st = open_ok(0);
-	int base = task_count();
+	int base = testutil_threads();
 	uint32_t mx = 0, done = 0;
 	char id[64], cidr[64], wal[PATH_MAX + 40];
 	struct rows rs;
@@ -1642,7 +1603,7 @@ Test(store, checkpoints_run_in_a_thread)
 
 	/* 1 MiB of 4 KiB pages: STORE_CKPT_MIN_BYTES */
 	for (i = 0; i < 20000 && mx < 256; i++) {
-		cr_assert_eq(task_count(), base, "a thread before 256 frames");
+		cr_assert_eq(testutil_threads(), base, "a thread before 256 frames");
 		cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
 		snprintf(id, sizeof(id), "row-%d", i);
 		snprintf(cidr, sizeof(cidr), "%d.%d.%d.0/24", 10 + i / 65536,
@@ -1653,14 +1614,14 @@ Test(store, checkpoints_run_in_a_thread)
 	}
 	rows = i;
 	cr_assert_geq(mx, 256, "the WAL never reached 256 frames");
-	cr_assert_eq(task_count(), base + 1);
+	cr_assert_eq(testutil_threads(), base + 1);
 	for (i = 0; i < 500 && done < mx; i++) {
 		usleep(10000);
 		wal_index(&mx, &done);
 	}
 	cr_assert_eq(done, mx, "only %u of %u frames copied back", done, mx);
 	store_close(st);
-	cr_assert_eq(task_count(), base);
+	cr_assert_eq(testutil_threads(), base);
 	snprintf(wal, sizeof(wal), "%s-wal", dbpath);
 	cr_assert(!exists(wal), "the WAL outlived the store");
 	st = open_ok(0);
