@@ -1,13 +1,12 @@
 /*
  * rec.c - a record of the registry in memory: one block holding the
  * record, its name and, for a parent, its children by address and by
- * name; see rec.h.
+ * name; see regint.h.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "rec.h"
 #include "regint.h"
 
 /* Smallest name table. */

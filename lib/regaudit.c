@@ -9,7 +9,6 @@
 
 #include "bounds.h"
 #include "gotime.h"
-#include "regaudit.h"
 #include "regint.h"
 
 /* How many child blocks r can hold: a node its addresses but two, a trench
@@ -94,6 +93,7 @@ regaudit_walk_rec(struct regaudit_walk_ctx *w, struct rec *r, struct rec
 	return rc;
 }
 
+/* reg_walk (see registry.h). */
 int
 regaudit_walk(struct reg *g, const char *conduit, const char *node,
     int (*fn)(void *arg, const struct reg_record *rec), void *arg)
@@ -215,6 +215,7 @@ regaudit_check_rec(struct regaudit_check_ctx *c, const struct rec *r, const
 	(void)alloc_pool_walk(x->pool, regaudit_check_child, c);
 }
 
+/* reg_check (see registry.h): the rows left out at load, then the tree. */
 size_t
 regaudit_check(struct reg *g, int64_t now, int64_t threshold_ns,
     void (*fn)(void *arg, const struct reg_problem *p), void *arg)

@@ -19,10 +19,8 @@
 
 #include "bounds.h"
 #include "errbuf.h"
-#include "regaudit.h"
 #include "regint.h"
 #include "registry.h"
-#include "regload.h"
 
 /* ---- changes, on disk and in memory ------------------------------------ */
 

@@ -12,7 +12,6 @@
 #include "bounds.h"
 #include "errbuf.h"
 #include "regint.h"
-#include "regload.h"
 
 struct regload_ctx {
 	struct reg *g;			/* registry being built */

@@ -24,12 +24,9 @@
 #include "errbuf.h"
 #include "gotime.h"
 #include "store.h"
-#include "storeckpt.h"
 #include "storeint.h"
 #include "storelock.h"
-#include "storeschema.h"
 #include "storescan.h"
-#include "storeverify.h"
 #include "walbuf.h"
 
 #include <errno.h>
@@ -92,8 +89,8 @@ store_pragmas(struct store *st, int flags, char *err, size_t errlen)
 	    err, errlen) < 0 || storeschema_exec(st, "PRAGMA foreign_keys=OFF",
 	    "set foreign_keys", err, errlen) < 0)
 		return -1;
-	if (storeschema_query_int(st, "PRAGMA page_size", NULL, &pgsz, err,
-	    errlen) < 0)
+	if (storeschema_query_int(st->db, st->path, "PRAGMA page_size", NULL,
+	    &pgsz, err, errlen) < 0)
 		return -1;
 	st->pgsz = pgsz > 0 ? (int)pgsz : 4096;
 	/* A WAL that grew (a burst, a full disk) shrinks back once it
@@ -142,6 +139,35 @@ store_check_not_open_here(const char *path, char *err, size_t errlen)
 		}
 	}
 	return 0;
+}
+
+/*
+ * Releases what st holds: the checkpointer, sqlite, then the lock fd (kept
+ * open until after sqlite3_close, see the top). A file that a failed open
+ * created (rm) is removed before the lock is dropped.
+ */
+static void
+store_free(struct store *st, const char *rm)
+{
+	storeckpt_stop(st);
+	storescan_free(st->prefetch);
+	for (int i = 0; i < STORE_ST_COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+	/* The last connection to close checkpoints and removes the WAL at
+	 * the path: not when the path holds another file now. */
+	if (st->keep_path)
+		sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1,
+		    NULL);
+	sqlite3_close(st->db);
+	if (rm != NULL)
+		unlink(rm);
+	if (st->lockfd >= 0)
+		close(st->lockfd);
+	pthread_cond_destroy(&st->ck_cv);
+	pthread_mutex_destroy(&st->ck_mu);
+	pthread_mutex_destroy(&st->ck_run_mu);
+	free(st->path);
+	free(st);
 }
 
 int
@@ -302,20 +328,7 @@ store_open_locked(struct store **out, const char *path, int lockfd,
 	*out = st;
 	return 0;
 fail:
-	storeckpt_stop(st);
-	storescan_free(st->prefetch);
-	for (int i = 0; i < STORE_ST_COUNT; i++)
-		sqlite3_finalize(st->stmt[i]);
-	sqlite3_close(st->db);
-	if (created)
-		unlink(path);
-	if (st->lockfd >= 0)
-		close(st->lockfd);
-	pthread_cond_destroy(&st->ck_cv);
-	pthread_mutex_destroy(&st->ck_mu);
-	pthread_mutex_destroy(&st->ck_run_mu);
-	free(st->path);
-	free(st);
+	store_free(st, created ? path : NULL);
 	return -1;
 }
 
@@ -394,23 +407,7 @@ store_close(struct store *st)
 			break;
 		}
 	}
-	storeckpt_stop(st);
-	storescan_free(st->prefetch);
-	for (int i = 0; i < STORE_ST_COUNT; i++)
-		sqlite3_finalize(st->stmt[i]);
-	/* The last connection to close checkpoints and removes the WAL at
-	 * the path: not when the path holds another file now. */
-	if (st->keep_path)
-		sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1,
-		    NULL);
-	sqlite3_close(st->db);
-	if (st->lockfd >= 0)
-		close(st->lockfd);
-	pthread_cond_destroy(&st->ck_cv);
-	pthread_mutex_destroy(&st->ck_mu);
-	pthread_mutex_destroy(&st->ck_run_mu);
-	free(st->path);
-	free(st);
+	store_free(st, NULL);
 }
 
 /* Walks the rows in tree order (storescan.c); the rows read at open serve

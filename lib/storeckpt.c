@@ -3,9 +3,7 @@
  * thread with its own connection, woken by commits, and the WAL size
  * limits that decide when.
  */
-#include "storeckpt.h"
 #include "storeint.h"
-#include "storeschema.h"
 
 #include <stdio.h>
 #include <sys/stat.h>

@@ -1,7 +1,8 @@
 /*
- * storeint.h - the inside of a struct store, shared by the files of the
- * store (store.c and the storeschema, storeckpt and storeverify modules);
- * nothing else includes it.
+ * storeint.h - what the files of the store share: the inside of a struct
+ * store, and the functions of storeschema.c, storeckpt.c and
+ * storeverify.c that store.c calls (each documented where it is defined).
+ * Nothing else includes it.
  */
 #ifndef IPAM_STOREINT_H
 #define IPAM_STOREINT_H
@@ -75,5 +76,27 @@ struct store {
 	bool mig_pending;		/* ... held in an open transaction */
 	struct store_migration mig;	/* what it does */
 };
+
+/* storeschema.c: Meridio's schema in the store's connection. */
+int storeschema_exec(struct store *st, const char *sql, const char *what,
+    char *err, size_t errlen);
+int storeschema_query_int(sqlite3 *db, const char *path, const char *sql,
+    const char *arg, int64_t *val, char *err, size_t errlen);
+int storeschema_check(struct store *st, bool *create, char *err,
+    size_t errlen);
+int storeschema_migrate(struct store *st, int64_t now, char *err,
+    size_t errlen);
+int storeschema_mig_commit(struct store *st, char *err, size_t errlen);
+int storeschema_setup(struct store *st, bool create, char *err,
+    size_t errlen);
+
+/* storeckpt.c: checkpoints of the WAL, in a thread of their own. */
+int storeckpt_run(struct store *st, sqlite3 *db, int mode);
+int storeckpt_hook(void *arg, sqlite3 *db, const char *name, int frames);
+int storeckpt_wal_limit(struct store *st, char *err, size_t errlen);
+void storeckpt_stop(struct store *st);
+
+/* storeverify.c: the damaged-page check at open. */
+int storeverify_run(struct store *st, char *err, size_t errlen);
 
 #endif

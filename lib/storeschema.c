@@ -6,7 +6,6 @@
 #include "errbuf.h"
 #include "gotime.h"
 #include "storeint.h"
-#include "storeschema.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -85,17 +84,18 @@ storeschema_exec(struct store *st, const char *sql, const char *what, char *err,
 }
 
 /*
- * Runs a query returning one integer (count(*) and the like) into *val.
- * Returns 0 or -1 with err set.
+ * Runs a query returning one integer (count(*) and the like) into *val on
+ * db, a connection to path; arg binds ?1 unless NULL. Returns 0 or -1 with
+ * err set.
  */
 int
-storeschema_query_int(struct store *st, const char *sql, const char *arg,
-    int64_t *val, char *err, size_t errlen)
+storeschema_query_int(sqlite3 *db, const char *path, const char *sql,
+    const char *arg, int64_t *val, char *err, size_t errlen)
 {
 	sqlite3_stmt *s = NULL;
 	int rc;
 
-	rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+	rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
 	if (arg != NULL)
@@ -110,10 +110,10 @@ fail:
 	if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
 		errbuf_set(err, errlen,
 		    "%s: not a usable sqlite database (%s); left untouched",
-		    st->path, sqlite3_errmsg(st->db));
+		    path, sqlite3_errmsg(db));
 	else
-		errbuf_set(err, errlen, "%s: cannot read schema: %s", st->path,
-		    sqlite3_errmsg(st->db));
+		errbuf_set(err, errlen, "%s: cannot read schema: %s", path,
+		    sqlite3_errmsg(db));
 	sqlite3_finalize(s);
 	return -1;
 }
@@ -132,12 +132,13 @@ storeschema_check(struct store *st, bool *create, char *err, size_t errlen)
 	size_t i;
 
 	*create = false;
-	if (storeschema_query_int(st, "SELECT count(*) FROM sqlite_master "
-	    "WHERE type='table' AND name='prefixes'", NULL, &n, err,
-	    errlen) < 0)
+	if (storeschema_query_int(st->db, st->path,
+	    "SELECT count(*) FROM sqlite_master "
+	    "WHERE type='table' AND name='prefixes'", NULL, &n, err, errlen) <
+	    0)
 		return -1;
 	if (n == 0) {
-		if (storeschema_query_int(st,
+		if (storeschema_query_int(st->db, st->path,
 		    "SELECT count(*) FROM sqlite_master", NULL, &n, err, errlen)
 		    < 0)
 			return -1;
@@ -152,7 +153,8 @@ storeschema_check(struct store *st, bool *create, char *err, size_t errlen)
 	}
 	for (i = 0; i < sizeof(storeschema_columns) /
 	    sizeof(storeschema_columns[0]); i++) {
-		if (storeschema_query_int(st, "SELECT count(*) FROM "
+		if (storeschema_query_int(st->db, st->path,
+		    "SELECT count(*) FROM "
 		    "pragma_table_info('prefixes') WHERE name=?1",
 		    storeschema_columns[i], &n, err, errlen) < 0)
 			return -1;
@@ -163,7 +165,7 @@ storeschema_check(struct store *st, bool *create, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	if (storeschema_query_int(st, "SELECT count(*) FROM "
+	if (storeschema_query_int(st->db, st->path, "SELECT count(*) FROM "
 	    "pragma_table_info('prefixes') WHERE pk>0 AND name<>?1", "id", &n,
 	    err, errlen) < 0)
 		return -1;
@@ -175,7 +177,8 @@ storeschema_check(struct store *st, bool *create, char *err, size_t errlen)
 	}
 	for (i = 0; i < sizeof(storeschema_added) /
 	    sizeof(storeschema_added[0]); i++) {
-		if (storeschema_query_int(st, "SELECT count(*) FROM "
+		if (storeschema_query_int(st->db, st->path,
+		    "SELECT count(*) FROM "
 		    "pragma_table_info('prefixes') WHERE name=?1",
 		    storeschema_added[i].name, &n, err, errlen) < 0)
 			return -1;
@@ -185,7 +188,7 @@ storeschema_check(struct store *st, bool *create, char *err, size_t errlen)
 	/* Damaged pages are looked for by store_open (storeverify.c). */
 	for (i = 0; i < sizeof(storeschema_indexes) /
 	    sizeof(storeschema_indexes[0]); i++) {
-		if (storeschema_query_int(st,
+		if (storeschema_query_int(st->db, st->path,
 		    "SELECT count(*) FROM sqlite_master "
 		    "WHERE type='index' AND name=?1", storeschema_indexes[i],
 		    &n, err, errlen) < 0)
@@ -236,8 +239,8 @@ storeschema_migrate(struct store *st, int64_t now, char *err, size_t errlen)
 	size_t i;
 
 	if (st->add_cols == 0) {
-		if (storeschema_query_int(st, storeschema_mig_count, NULL, &n,
-		    err, errlen) < 0)
+		if (storeschema_query_int(st->db, st->path,
+		    storeschema_mig_count, NULL, &n, err, errlen) < 0)
 			return -1;
 		if (n == 0)
 			return 0;

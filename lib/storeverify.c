@@ -6,7 +6,6 @@
 #include "errbuf.h"
 #include "storeint.h"
 #include "storescan.h"
-#include "storeverify.h"
 
 #include <stdlib.h>
 
@@ -18,32 +17,9 @@ struct storeverify_qc {
 	char err[512];			/* why it failed */
 };
 
-/* Counts the problems quick_check finds in db into *n. Returns 0, or -1
- * with err set as storeschema_query_int sets it. */
-static int
-storeverify_quick_check(sqlite3 *db, const char *path, int64_t *n, char *err,
-    size_t errlen)
-{
-	sqlite3_stmt *s = NULL;
-	int rc;
-
-	rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM pragma_quick_check "
-	    "WHERE quick_check<>'ok'", -1, &s, NULL);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		*n = sqlite3_column_int64(s, 0);
-		sqlite3_finalize(s);
-		return 0;
-	}
-	if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
-		errbuf_set(err, errlen,
-		    "%s: not a usable sqlite database (%s); left untouched",
-		    path, sqlite3_errmsg(db));
-	else
-		errbuf_set(err, errlen, "%s: cannot read schema: %s", path,
-		    sqlite3_errmsg(db));
-	sqlite3_finalize(s);
-	return -1;
-}
+/* Counts the problems quick_check finds. */
+#define STOREVERIFY_SQL "SELECT count(*) FROM pragma_quick_check " \
+	"WHERE quick_check<>'ok'"
 
 /* The helper thread: quick_check on a connection of its own. */
 static void *
@@ -55,8 +31,8 @@ storeverify_main(void *arg)
 	if (sqlite3_open_v2(q->path, &db, SQLITE_OPEN_READWRITE |
 	    SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK) {
 		sqlite3_busy_timeout(db, STORE_BUSY_MS);
-		q->rc = storeverify_quick_check(db, q->path, &q->n, q->err,
-		    sizeof(q->err));
+		q->rc = storeschema_query_int(db, q->path, STOREVERIFY_SQL,
+		    NULL, &q->n, q->err, sizeof(q->err));
 	}
 	sqlite3_close(db);
 	return NULL;
@@ -89,8 +65,8 @@ storeverify_run(struct store *st, char *err, size_t errlen)
 	if (threaded)
 		pthread_join(t, NULL);
 	if (q.rc == 1)
-		q.rc = storeverify_quick_check(st->db, st->path, &q.n, q.err,
-		    sizeof(q.err));
+		q.rc = storeschema_query_int(st->db, st->path,
+		    STOREVERIFY_SQL, NULL, &q.n, q.err, sizeof(q.err));
 	if (q.rc != 0) {
 		errbuf_set(err, errlen, "%s", q.err);
 		return -1;
