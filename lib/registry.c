@@ -41,21 +41,6 @@ reg_undo_push(struct reg *g, enum undo_kind kind, struct rec *r,
 	return 0;
 }
 
-static int
-reg_row_of(const struct rec *r, const struct rec *parent, char *id,
-    char *pid, char *cidr, struct store_row *row)
-{
-	struct pfx p = rec_cidr(r);
-
-	rec_id(r, parent, id, BOUNDS_ID_MAX);
-	rec_parent_id(parent, pid, BOUNDS_ID_MAX);
-	pfx_format(&p, cidr);
-	*row = (struct store_row){ .id = id, .name = r->name, .cidr = cidr,
-	    .parent_id = pid, .updated_at = r->updated_at,
-	    .expirable = REC_EXPIRABLE(r) };
-	return 0;
-}
-
 /*
  * Creates record name under parent at the lowest free block of length len,
  * on disk and in memory, inside the open batch.
@@ -89,7 +74,11 @@ reg_create(struct reg *g, struct rec *parent, const char *name, unsigned len,
 	}
 	r->updated_at = now;
 	REC_EXPIRABLE(r) = expirable;
-	reg_row_of(r, parent, id, pid, cidr, &row);
+	rec_id(r, parent, id, sizeof(id));
+	rec_parent_id(parent, pid, sizeof(pid));
+	pfx_format(&block, cidr);
+	row = (struct store_row){ .id = id, .name = r->name, .cidr = cidr,
+	    .parent_id = pid, .updated_at = now, .expirable = expirable };
 	if (store_insert(g->st, &row, err, errlen) != 0) {
 		rec_free_tree(g, r);
 		return REG_ESTORE;

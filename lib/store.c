@@ -25,8 +25,6 @@
 #include "gotime.h"
 #include "store.h"
 #include "storeint.h"
-#include "storelock.h"
-#include "storescan.h"
 #include "walbuf.h"
 
 #include <errno.h>

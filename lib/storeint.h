@@ -1,8 +1,8 @@
 /*
  * storeint.h - what the files of the store share: the inside of a struct
- * store, and the functions of storeschema.c, storeckpt.c and
- * storeverify.c that store.c calls (each documented where it is defined).
- * Nothing else includes it.
+ * store, and the functions of storelock.c, storeschema.c, storeckpt.c,
+ * storeverify.c and storescan.c that store.c calls (each documented where
+ * it is defined). Nothing else includes it.
  */
 #ifndef IPAM_STOREINT_H
 #define IPAM_STOREINT_H
@@ -15,6 +15,8 @@
 #include <sqlite3.h>
 
 #include "store.h"
+
+struct storescan;
 
 /* How long sqlite waits for a lock held by a foreign reader (e.g. the
  * sqlite3 shell). Our own second instances never get that far: flock. */
@@ -76,6 +78,23 @@ struct store {
 	bool mig_pending;		/* ... held in an open transaction */
 	struct store_migration mig;	/* what it does */
 };
+
+/* storelock.c: the file's lock, and the checks before sqlite sees it. */
+void storelock_dirname(const char *path, char *buf, size_t len);
+int storelock_open(const char *path, int flags, bool *created, char *err,
+    size_t errlen);
+int storelock_take(int fd, const char *path, long *holder, char *err,
+    size_t errlen);
+int storelock_check_header(int fd, const char *path, off_t size, char *err,
+    size_t errlen);
+
+/* storescan.c: the rows of one store_load, read in one pass. */
+int storescan_read(sqlite3_stmt *s, const char *path, struct storescan **out,
+    char *err, size_t errlen);
+int storescan_walk(struct storescan *sc, const char *path,
+    int (*fn)(void *arg, const struct store_row *row), void *arg,
+    char *err, size_t errlen);
+void storescan_free(struct storescan *sc);
 
 /* storeschema.c: Meridio's schema in the store's connection. */
 int storeschema_exec(struct store *st, const char *sql, const char *what,

@@ -6,7 +6,7 @@
  */
 #include "errbuf.h"
 #include "store.h"
-#include "storelock.h"
+#include "storeint.h"
 
 #include <errno.h>
 #include <fcntl.h>

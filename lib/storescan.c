@@ -6,7 +6,7 @@
  */
 #include "errbuf.h"
 #include "gotime.h"
-#include "storescan.h"
+#include "storeint.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -110,6 +110,7 @@ storescan_time(sqlite3_stmt *s, int col, int64_t *ns)
 	}
 }
 
+/* Frees a scan. Accepts NULL. */
 void
 storescan_free(struct storescan *sc)
 {
@@ -273,6 +274,11 @@ storescan_depth(struct storescan *sc, size_t i)
 	}
 }
 
+/*
+ * Reads every row s returns (id, name, cidr, parent_id, updated_at,
+ * expirable), in rowid order, then resets s. Returns 0, or -1 with err set
+ * (path names the file); *out is to be freed either way.
+ */
 int
 storescan_read(sqlite3_stmt *s, const char *path, struct storescan **out,
     char *err, size_t errlen)

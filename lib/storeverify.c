@@ -5,7 +5,6 @@
  */
 #include "errbuf.h"
 #include "storeint.h"
-#include "storescan.h"
 
 #include <stdlib.h>
 

@@ -807,7 +807,8 @@ wal_reset(void)
 }
 
 /*
- * Fills node "n" with count children named child-name-<i>, 100 a batch.
+ * Fills node "n" with count children named child-name-<i>, 100 a batch,
+ * their addresses into addrs; with addrs NULL releases them instead.
  * Checked once at the end, not per call: every criterion assertion is a
  * message to the runner, and its buffers moved the heap figures of the
  * test below by kilobytes depending on how soon the runner read them.
@@ -815,7 +816,7 @@ wal_reset(void)
 static void
 fill_node(struct reg *reg, int count, char addrs[][PFX_ADDRSTRLEN])
 {
-	struct reg_result res;
+	struct reg_result res = { .created = true };
 	char err[256] = "", name[64];
 	int i, bad = -1;
 
@@ -823,37 +824,21 @@ fill_node(struct reg *reg, int count, char addrs[][PFX_ADDRSTRLEN])
 		if (i % 100 == 0 && reg_begin(reg, err, sizeof(err)) != REG_OK)
 			bad = i;
 		snprintf(name, sizeof(name), "child-name-%010d", i);
-		if (bad < 0 && (reg_allocate(reg, PFX_V6, "c", "n", name, T0,
-		    &res, err, sizeof(err)) != REG_OK || !res.created))
+		if (bad < 0 && (addrs == NULL ? reg_release(reg, PFX_V6, "c",
+		    "n", name, T0, err, sizeof(err)) : reg_allocate(reg,
+		    PFX_V6, "c", "n", name, T0, &res, err, sizeof(err))) !=
+		    REG_OK)
 			bad = i;
-		if (bad < 0)
+		if (bad < 0 && !res.created)
+			bad = i;
+		if (bad < 0 && addrs != NULL)
 			snprintf(addrs[i], PFX_ADDRSTRLEN, "%s", res.address);
 		if (bad < 0 && (i % 100 == 99 || i == count - 1) &&
 		    reg_commit(reg, err, sizeof(err)) != REG_OK)
 			bad = i;
 	}
-	cr_assert_eq(bad, -1, "allocating child %d: %s", bad, err);
-}
-
-/* Releases what fill_node made, 100 a batch (checked the same way). */
-static void
-empty_node(struct reg *reg, int count)
-{
-	char err[256] = "", name[64];
-	int i, bad = -1;
-
-	for (i = 0; i < count && bad < 0; i++) {
-		if (i % 100 == 0 && reg_begin(reg, err, sizeof(err)) != REG_OK)
-			bad = i;
-		snprintf(name, sizeof(name), "child-name-%010d", i);
-		if (bad < 0 && reg_release(reg, PFX_V6, "c", "n", name, T0, err,
-		    sizeof(err)) != REG_OK)
-			bad = i;
-		if (bad < 0 && (i % 100 == 99 || i == count - 1) &&
-		    reg_commit(reg, err, sizeof(err)) != REG_OK)
-			bad = i;
-	}
-	cr_assert_eq(bad, -1, "releasing child %d: %s", bad, err);
+	cr_assert_eq(bad, -1, "%s child %d: %s", addrs ? "allocating" :
+	    "releasing", bad, err);
 }
 
 /*
@@ -869,7 +854,7 @@ warm_checkpointer(struct reg *reg)
 
 	for (int i = 0; i < 20 && testutil_threads() == base; i++) {
 		fill_node(reg, 2000, scratch);
-		empty_node(reg, 2000);
+		fill_node(reg, 2000, NULL);
 	}
 	cr_assert_gt(testutil_threads(), base, "no checkpointer thread");
 }
@@ -908,7 +893,7 @@ Test(registry, release_and_reallocate_keep_the_heap_bounded,
 	    (full0 - empty0) / 2000);
 	for (cycle = 0; cycle < 18; cycle++) {
 		wal_reset();
-		empty_node(g, 2000);
+		fill_node(g, 2000, NULL);
 		cr_assert_eq(reg_count_children(g), 1);
 		empty = reg_heap();
 		if (cycle == 13)

@@ -35,23 +35,6 @@ static char tdir[PATH_MAX];	/* this test's private directory */
 static char dbpath[PATH_MAX + 32];	/* tdir/registry.db */
 static char err[512];		/* error buffer handed to the store */
 
-/* ---- fixture ------------------------------------------------------------ */
-
-static void
-setup(void)
-{
-	testutil_mkdtemp(tdir, sizeof(tdir), NULL, "store");
-	snprintf(dbpath, sizeof(dbpath), "%s/registry.db", tdir);
-}
-
-static void
-teardown(void)
-{
-	testutil_rmtree(tdir);
-}
-
-TestSuite(store, .init = setup, .fini = teardown);
-
 /* ---- helpers ------------------------------------------------------------ */
 
 /* A copy of one loaded row. */
@@ -90,15 +73,36 @@ collect(void *arg, const struct store_row *r)
 	return 0;
 }
 
+/* The rows of the latest load_all (freed by the next one or teardown). */
+static struct rows loaded;
+
 static struct rows
 load_all(struct store *st)
 {
-	struct rows rs = { 0 };
-
-	cr_assert_eq(store_load(st, collect, &rs, err, sizeof(err)), 0,
+	free(loaded.v);
+	loaded = (struct rows){ 0 };
+	cr_assert_eq(store_load(st, collect, &loaded, err, sizeof(err)), 0,
 	    "load: %s", err);
-	return rs;
+	return loaded;
 }
+
+/* The fixture: a private directory for dbpath, removed afterwards. */
+static void
+setup(void)
+{
+	testutil_mkdtemp(tdir, sizeof(tdir), NULL, "store");
+	snprintf(dbpath, sizeof(dbpath), "%s/registry.db", tdir);
+}
+
+static void
+teardown(void)
+{
+	free(loaded.v);
+	loaded = (struct rows){ 0 };
+	testutil_rmtree(tdir);
+}
+
+TestSuite(store, .init = setup, .fini = teardown);
 
 static const struct trow *
 find(const struct rows *rs, const char *id)
@@ -235,6 +239,16 @@ raw_text(sqlite3 *db, const char *sql, char *buf, size_t len)
 	sqlite3_finalize(s);
 }
 
+/* Asserts that the first value sql gives (see raw_text) is want. */
+static void
+assert_raw(sqlite3 *db, const char *sql, const char *want)
+{
+	char buf[1024];
+
+	raw_text(db, sql, buf, sizeof(buf));
+	cr_assert_str_eq(buf, want, "%s", sql);
+}
+
 /* Meridio's DDL exactly as gorm issues it. */
 static const char meridio_table[] =
     "CREATE TABLE `prefixes` (`id` text,`name` text,`cidr` text,"
@@ -248,6 +262,22 @@ static const char *const meridio_indexes[] = {
 	"CREATE INDEX `idx_prefixes_parent_id` ON `prefixes`(`parent_id`)",
 	"CREATE INDEX `idx_prefixes_name` ON `prefixes`(`name`)",
 };
+
+/* Asserts that sqlite keeps each of Meridio's indexes with its exact text. */
+static void
+assert_meridio_indexes(sqlite3 *db)
+{
+	char q[256];
+
+	for (size_t i = 0; i < 5; i++) {
+		const char *name = strchr(meridio_indexes[i], '`') + 1;
+		int n = (int)(strchr(name, '`') - name);
+
+		snprintf(q, sizeof(q), "SELECT sql FROM sqlite_master WHERE "
+		    "type='index' AND name='%.*s'", n, name);
+		assert_raw(db, q, meridio_indexes[i]);
+	}
+}
 
 /*
  * Builds dbpath as Meridio's IPAM leaves it (rollback journal, the gorm
@@ -312,27 +342,14 @@ assert_parents_first(const struct rows *rs, size_t n)
 Test(store, new_file_has_meridio_schema_text)
 {
 	struct store *st = open_ok(0);
-	char buf[1024];
 	sqlite3 *db;
 
 	store_close(st);
 	db = raw_open(dbpath);
-	raw_text(db, "SELECT sql FROM sqlite_master WHERE name='prefixes'",
-	    buf, sizeof(buf));
-	cr_assert_str_eq(buf, meridio_table);
-	for (size_t i = 0; i < 5; i++) {
-		char q[256], want[256];
-		const char *name = strchr(meridio_indexes[i], '`') + 1;
-		int nlen = (int)(strchr(name, '`') - name);
-
-		snprintf(q, sizeof(q), "SELECT sql FROM sqlite_master WHERE "
-		    "type='index' AND name='%.*s'", nlen, name);
-		raw_text(db, q, buf, sizeof(buf));
-		snprintf(want, sizeof(want), "%s", meridio_indexes[i]);
-		cr_assert_str_eq(buf, want);
-	}
-	raw_text(db, "PRAGMA journal_mode", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "wal");
+	assert_raw(db, "SELECT sql FROM sqlite_master WHERE name='prefixes'",
+	    meridio_table);
+	assert_meridio_indexes(db);
+	assert_raw(db, "PRAGMA journal_mode", "wal");
 	sqlite3_close(db);
 }
 
@@ -367,25 +384,19 @@ Test(store, round_trip_every_field)
 	cr_assert_eq(r->updated_at, -1);
 	cr_assert(r->expirable);
 	cr_assert_str_eq(r->cidr, "169.255.16.0/24");
-	free(rs.v);
 	store_close(st);
 
 	/* and on disk exactly as go-sqlite3 and gorm write them */
 	sqlite3 *db = raw_open(dbpath);
-	char buf[128];
 
-	raw_text(db, "SELECT updated_at FROM prefixes WHERE id='default-0'",
-	    buf, sizeof(buf));
-	cr_assert_str_eq(buf, "2024-03-01 10:00:00.123456789+00:00");
-	raw_text(db, "SELECT typeof(updated_at) FROM prefixes WHERE "
-	    "id='c-default-0'", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "null");
-	raw_text(db, "SELECT typeof(expirable)||expirable FROM prefixes "
-	    "WHERE id='n-c-default-0'", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "integer1");
-	raw_text(db, "SELECT typeof(parent_id)||'['||parent_id||']' FROM "
-	    "prefixes WHERE id='default-0'", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "text[]");
+	assert_raw(db, "SELECT updated_at FROM prefixes WHERE id='default-0'",
+	    "2024-03-01 10:00:00.123456789+00:00");
+	assert_raw(db, "SELECT typeof(updated_at) FROM prefixes WHERE "
+	    "id='c-default-0'", "null");
+	assert_raw(db, "SELECT typeof(expirable)||expirable FROM prefixes "
+	    "WHERE id='n-c-default-0'", "integer1");
+	assert_raw(db, "SELECT typeof(parent_id)||'['||parent_id||']' FROM "
+	    "prefixes WHERE id='default-0'", "text[]");
 	sqlite3_close(db);
 }
 
@@ -409,7 +420,6 @@ Test(store, reopen_keeps_rows)
 	cr_assert_str_eq(rs.v[1].id, "c-default-1");
 	cr_assert_eq(rs.v[1].updated_at, T2024 * NS + 1);
 	cr_assert_eq(store_commit_count(st), 0);
-	free(rs.v);
 	store_close(st);
 }
 
@@ -475,7 +485,6 @@ Test(store, same_depth_in_insertion_order)
 	cr_assert_str_eq(rs.v[1].id, "b-t-0");
 	cr_assert_str_eq(rs.v[2].id, "c-t-0");
 	cr_assert_str_eq(rs.v[3].id, "a-t-0");
-	free(rs.v);
 	store_close(st);
 }
 
@@ -543,7 +552,6 @@ Test(store, touch_and_delete)
 	cr_assert_str_eq(rs.v[0].id, "n-default-0");
 	cr_assert_eq(rs.v[0].updated_at, T2024 * NS + 7);
 	cr_assert(rs.v[0].expirable);
-	free(rs.v);
 	store_close(st);
 }
 
@@ -570,7 +578,8 @@ Test(store, writes_need_a_transaction)
 Test(store, duplicate_id_fails_alone)
 {
 	struct store *st = open_ok(0);
-	struct store_row dup = TEST_ROW("default-0", "x", "10.0.0.0/8", "", 1, false);
+	struct store_row dup = TEST_ROW("default-0", "x", "10.0.0.0/8", "", 1,
+	    false);
 	struct rows rs;
 
 	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
@@ -578,13 +587,13 @@ Test(store, duplicate_id_fails_alone)
 	cr_assert_eq(store_insert(st, &dup, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "default-0") && strstr(err, dbpath), "%s", err);
 	/* same cidr under the same parent: Meridio's unique index */
-	struct store_row twin = TEST_ROW("b", "b", "169.255.0.0/16", "", 1, false);
+	struct store_row twin = TEST_ROW("b", "b", "169.255.0.0/16", "", 1,
+	    false);
 	cr_assert_eq(store_insert(st, &twin, err, sizeof(err)), -1);
 	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 1);
 	cr_assert_str_eq(rs.v[0].name, "default-0");
-	free(rs.v);
 	store_close(st);
 }
 
@@ -632,7 +641,6 @@ Test(store, opens_meridio_database)
 	cr_assert(r->expirable);
 	r = find(&rs, "proxy-a-worker-1-load-balancer-default-0");
 	cr_assert_eq(r->updated_at, T2024 * NS + 500000000);
-	free(rs.v);
 	store_close(st);
 
 	/* reading alone changed nothing on disk */
@@ -647,7 +655,6 @@ Test(store, opens_meridio_database)
 	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 11);
-	free(rs.v);
 	store_close(st);
 	after = slurp(dbpath, &alen);
 	cr_assert_eq(after[18], 2, "WAL write version");
@@ -671,8 +678,7 @@ Test(store, adds_missing_index_on_first_write)
 	raw_text(db, "SELECT sql FROM sqlite_master WHERE "
 	    "name='idx_prefixes_name'", buf, sizeof(buf));
 	cr_assert_str_eq(buf, meridio_indexes[4]);
-	raw_text(db, "SELECT count(*) FROM prefixes", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "10");
+	assert_raw(db, "SELECT count(*) FROM prefixes", "10");
 	sqlite3_close(db);
 }
 
@@ -697,7 +703,6 @@ Test(store, orphans_come_last)
 	cr_assert_geq(index_of(&rs, "y-x-gone-default-0"), 11);
 	assert_parents_first(&rs, 11);
 	cr_assert_lt(index_of(&rs, "c2-default-0"), 11);
-	free(rs.v);
 	store_close(st);
 }
 
@@ -719,7 +724,6 @@ Test(store, integer_and_bad_updated_at)
 	cr_assert_eq(find(&rs, "default-0")->updated_at, T2024 * NS);
 	cr_assert_eq(find(&rs, "default-1")->updated_at,
 	    T2024 * NS + 123000000);
-	free(rs.v);
 	store_close(st);
 
 	db = raw_open(dbpath);
@@ -752,9 +756,11 @@ Test(store, go_zero_time_null_and_far_times_load)
 		{ "default-1", "NULL", 0 },
 		{ "load-balancer-default-0", "'0001-01-01T00:00:00Z'", 0 },
 		{ "load-balancer-default-1", "'0001-01-01 00:00:00'", 0 },
-		{ "worker-1-load-balancer-default-0", "'1500-06-01 10:00:00+00:00'",
+		{ "worker-1-load-balancer-default-0",
+		    "'1500-06-01 10:00:00+00:00'",
 		    1 },
-		{ "worker-1-load-balancer-default-1", "'0001-01-01 00:00:00.5+00:00'",
+		{ "worker-1-load-balancer-default-1",
+		    "'0001-01-01 00:00:00.5+00:00'",
 		    1 },
 		{ "bridge-worker-1-load-balancer-default-0",
 		    "'3000-01-01 00:00:00+00:00'", INT64_MAX },
@@ -781,7 +787,6 @@ Test(store, go_zero_time_null_and_far_times_load)
 		cr_assert_eq(find(&rs, cases[i].id)->updated_at, cases[i].want,
 		    "%s: %s gave %" PRId64, cases[i].id, cases[i].sql,
 		    find(&rs, cases[i].id)->updated_at);
-	free(rs.v);
 	store_close(st);
 }
 
@@ -874,7 +879,6 @@ Test(store, second_process_refused_at_once)
 	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 2);
-	free(rs.v);
 	store_close(st);
 
 	/* closing released the lock */
@@ -945,7 +949,6 @@ Test(store, second_open_in_same_process_refused)
 	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 1);
-	free(rs.v);
 	store_close(st);
 }
 
@@ -1113,7 +1116,6 @@ Test(store, migrates_older_meridio_schema)
 		cr_assert(!r->expirable, "%s expirable", kept[i]);
 		cr_assert_eq(r->updated_at, 0, "%s has a time", kept[i]);
 	}
-	free(rs.v);
 	store_close(st);
 
 	/* opened and loaded only: every byte as it was */
@@ -1132,37 +1134,23 @@ Test(store, migrates_older_meridio_schema)
 	cr_assert(!store_migration(st, &m), "migrated twice");
 	store_close(st);
 	db = raw_open(dbpath);
-	raw_text(db, "SELECT group_concat(name, ',') FROM "
-	    "pragma_table_info('prefixes')", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "id,name,cidr,parent_id,updated_at,expirable");
+	assert_raw(db, "SELECT group_concat(name, ',') FROM "
+	    "pragma_table_info('prefixes')",
+	    "id,name,cidr,parent_id,updated_at,expirable");
 	raw_text(db, "SELECT type || ' ' || coalesce(dflt_value, '-') FROM "
 	    "pragma_table_info('prefixes') WHERE name='expirable'", buf,
 	    sizeof(buf));
 	cr_assert_str_eq(buf, "numeric false");
-	raw_text(db, "SELECT type FROM pragma_table_info('prefixes') WHERE "
-	    "name='updated_at'", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "datetime");
-	for (i = 0; i < 5; i++) {
-		char q[256], want[256];
-		const char *name = strstr(meridio_indexes[i], "`idx_") + 1;
-		size_t n = (size_t)(strchr(name, '`') - name);
-
-		snprintf(q, sizeof(q), "SELECT sql FROM sqlite_master WHERE "
-		    "name='%.*s'", (int)n, name);
-		raw_text(db, q, buf, sizeof(buf));
-		snprintf(want, sizeof(want), "%s", meridio_indexes[i]);
-		cr_assert_str_eq(buf, want);
-	}
+	assert_raw(db, "SELECT type FROM pragma_table_info('prefixes') WHERE "
+	    "name='updated_at'", "datetime");
+	assert_meridio_indexes(db);
 	raw_text(db, "SELECT updated_at FROM prefixes WHERE "
 	    "id='c1-w1-lb-default-0'", buf, sizeof(buf));
 	cr_assert_eq(gotime_parse(buf, &t), 0, "\"%s\"", buf);
 	cr_assert(t >= t0 && t <= t1);
-	raw_text(db, "SELECT count(*) FROM prefixes WHERE expirable=1",
-	    buf, sizeof(buf));
-	cr_assert_str_eq(buf, "5");
-	raw_text(db, "SELECT count(*) FROM prefixes WHERE updated_at IS NULL "
-	    "AND expirable=0", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "6");
+	assert_raw(db, "SELECT count(*) FROM prefixes WHERE expirable=1", "5");
+	assert_raw(db, "SELECT count(*) FROM prefixes WHERE updated_at IS NULL "
+	    "AND expirable=0", "6");
 	sqlite3_close(db);
 }
 
@@ -1194,7 +1182,6 @@ Test(store, migration_marks_nodes_of_gc_era_file)
 	    T2024 * NS + 999999999);
 	cr_assert_eq(find(&rs, "proxy-a-worker-1-load-balancer-default-0")
 	    ->updated_at, T2024 * NS + 500000000);
-	free(rs.v);
 	store_close(st);
 }
 
@@ -1239,7 +1226,8 @@ Test(store, migration_refused_on_duplicate_cidr)
 	cr_assert_eq(store_open(&st, dbpath, 0, err, sizeof(err)), -1);
 	cr_assert_null(st);
 	cr_assert(strstr(err, dbpath) && strstr(err, "prefixes.cidr") &&
-	    strstr(err, "UNIQUE") && strstr(err, "left untouched"), "got: %s", err);
+	    strstr(err, "UNIQUE") && strstr(err, "left untouched"), "got: %s",
+	    err);
 	assert_same_bytes(before, blen);
 	free(before);
 	assert_no_side_files();
@@ -1387,7 +1375,8 @@ disk_full_child(void)
 	memset(name, 'n', sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
 	for (int i = 0; i < 2000 && !failed; i++) {
-		struct store_row r = TEST_ROW(id, name, id, "default-0", 1, true);
+		struct store_row r = TEST_ROW(id, name, id, "default-0", 1,
+		    true);
 
 		snprintf(id, sizeof(id), "big-%d", i);
 		if (store_insert(st, &r, e, sizeof(e)) < 0)
@@ -1409,8 +1398,8 @@ disk_full_child(void)
 		return 17;
 	if (store_begin(st, e, sizeof(e)) < 0)
 		return 18;
-	struct store_row after = TEST_ROW("after", "after", "10.9.9.9/32", "default-0",
-	    1, true);
+	struct store_row after = TEST_ROW("after", "after", "10.9.9.9/32",
+	    "default-0", 1, true);
 	if (store_insert(st, &after, e, sizeof(e)) < 0 ||
 	    store_commit(st, e, sizeof(e)) < 0)
 		return 19;
@@ -1452,7 +1441,6 @@ Test(store, disk_full_commit_fails_and_keeps_data)
 	cr_assert_eq(rs.n, 11);
 	cr_assert_not_null(find(&rs, "after"));
 	cr_assert_null(find(&rs, "big-0"));
-	free(rs.v);
 	store_close(st);
 }
 
@@ -1562,7 +1550,6 @@ Test(store, load_order_matches_recursive_query)
 	/* The bound is real: d65.. and the cycle come after everything. */
 	cr_assert_gt(index_of(&rs, "d65"), index_of(&rs, "d64"));
 	cr_assert_geq(index_of(&rs, "cc"), rs.n - 200);
-	free(rs.v);
 	store_close(st);
 }
 
@@ -1603,7 +1590,8 @@ Test(store, checkpoints_run_in_a_thread)
 
 	/* 1 MiB of 4 KiB pages: STORE_CKPT_MIN_BYTES */
 	for (i = 0; i < 20000 && mx < 256; i++) {
-		cr_assert_eq(testutil_threads(), base, "a thread before 256 frames");
+		cr_assert_eq(testutil_threads(), base,
+		    "a thread before 256 frames");
 		cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
 		snprintf(id, sizeof(id), "row-%d", i);
 		snprintf(cidr, sizeof(cidr), "%d.%d.%d.0/24", 10 + i / 65536,
@@ -1627,7 +1615,6 @@ Test(store, checkpoints_run_in_a_thread)
 	st = open_ok(0);
 	rs = load_all(st);
 	cr_assert_eq(rs.n, (size_t)rows);
-	free(rs.v);
 	store_close(st);
 }
 
@@ -1647,11 +1634,9 @@ Test(store, load_after_a_write_sees_the_write)
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 11);
 	cr_assert_not_null(find(&rs, "late-default-0"));
-	free(rs.v);
 	/* and a second load reads the file again */
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 11);
-	free(rs.v);
 	store_close(st);
 }
 
@@ -1693,7 +1678,6 @@ Test(store, renewal_touch_keeps_expirable_and_normalises_foreign_values)
 	cr_assert(!find(&rs, "b-x")->expirable);
 	cr_assert_eq(find(&rs, "c-x")->updated_at, T2024 * NS + 3);
 	cr_assert(find(&rs, "c-x")->expirable);
-	free(rs.v);
 	store_close(st);
 	raw = raw_open(dbpath);
 	raw_text(raw, "SELECT typeof(expirable) || expirable FROM prefixes "
@@ -1715,7 +1699,8 @@ commit_rows(struct store *st, int first, int n)
 	if (store_begin(st, err, sizeof(err)) < 0)
 		return -1;
 	for (int i = first; i < first + n; i++) {
-		struct store_row r = TEST_ROW(id, id, cidr, "", T2024 * NS, true);
+		struct store_row r = TEST_ROW(id, id, cidr, "", T2024 * NS,
+		    true);
 
 		snprintf(id, sizeof(id), "row-%d", i);
 		snprintf(cidr, sizeof(cidr), "10.%d.%d.%d/32", (i >> 16) & 255,
@@ -1959,7 +1944,8 @@ Test(store, foreign_reader_does_not_stall_commits)
 		clock_gettime(CLOCK_MONOTONIC, &a);
 		cr_assert_eq(commit_rows(st, 100 + i * 10, 10), 0, "%s", err);
 		clock_gettime(CLOCK_MONOTONIC, &b);
-		t = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+		t = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) /
+		    1e9;
 		if (t > worst)
 			worst = t;
 	}
