@@ -143,6 +143,16 @@ insert_ok(struct store *st, const char *id, const char *name,
 	    id, err);
 }
 
+/* insert_ok in a transaction of its own. */
+static void
+put_ok(struct store *st, const char *id, const char *name, const char *cidr,
+    const char *parent, int64_t t, bool exp)
+{
+	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
+	insert_ok(st, id, name, cidr, parent, t, exp);
+	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+}
+
 /* Reads a whole file; *len gets its size. */
 static unsigned char *
 slurp(const char *path, size_t *len)
@@ -648,11 +658,9 @@ Test(store, opens_meridio_database)
 
 	/* the first write turns it into WAL; Meridio's rows stay */
 	st = open_ok(0);
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
-	insert_ok(st, "proxy-b-worker-1-load-balancer-default-0", "proxy-b",
+	put_ok(st, "proxy-b-worker-1-load-balancer-default-0", "proxy-b",
 	    "169.255.0.3/32", "worker-1-load-balancer-default-0", T2024 * NS,
 	    true);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 11);
 	store_close(st);
@@ -861,9 +869,7 @@ Test(store, second_process_refused_at_once)
 	char want[128];
 	struct rows rs;
 
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
-	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	put_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
 
 	res = open_in_child();
 	cr_assert_eq(res.rc, -1);
@@ -874,9 +880,7 @@ Test(store, second_process_refused_at_once)
 	cr_log_info("refused in %.6f s", res.secs);
 
 	/* the holder is unharmed */
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
-	insert_ok(st, "default-1", "default-1", "fd00::/48", "", 1, false);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	put_ok(st, "default-1", "default-1", "fd00::/48", "", 1, false);
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 2);
 	store_close(st);
@@ -944,9 +948,7 @@ Test(store, second_open_in_same_process_refused)
 	cr_assert_eq(store_open(&st2, dbpath, 0, err, sizeof(err)), -1);
 	cr_assert_null(st2);
 	cr_assert(strstr(err, "already open"), "%s", err);
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
-	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
+	put_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 1);
 	store_close(st);
@@ -1306,9 +1308,7 @@ Test(store, read_only_directory_refused)
 	testutil_mkdtemp(tdir, sizeof(tdir), "/tmp", "store");
 	snprintf(dbpath, sizeof(dbpath), "%s/registry.db", tdir);
 	st = open_ok(0);
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0);
-	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0);
+	put_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
 	store_close(st);
 	before = slurp(dbpath, &blen);
 
@@ -1622,10 +1622,8 @@ Test(store, load_after_a_write_sees_the_write)
 
 	build_meridio_db(NULL);
 	st = open_ok(STORE_NO_CREATE);
-	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
-	insert_ok(st, "late-default-0", "late", "169.255.32.0/20", "default-0",
+	put_ok(st, "late-default-0", "late", "169.255.32.0/20", "default-0",
 	    T2024 * NS, false);
-	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 	rs = load_all(st);
 	cr_assert_eq(rs.n, 11);
 	cr_assert_not_null(find(&rs, "late-default-0"));
