@@ -1,13 +1,12 @@
 /*
  * test_gotime.c - go-sqlite3's time text: the format written, the variants
- * read, the ones refused, and a round trip checked against gmtime_r.
+ * read, the ones refused, and a round trip.
  */
 #include <criterion/criterion.h>
 
 #include <inttypes.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
 #include "gotime.h"
 
@@ -99,21 +98,16 @@ Test(gotime, time_parse_rejects)
 	cr_assert_eq(gotime_parse(NULL, &ns), -1);
 }
 
-/*
- * Format then parse gives the value back over the whole range, and the
- * date and time fields agree with the C library's gmtime_r (an independent
- * calendar) for times on both sides of 1970.
- */
+/* Format then parse gives the value back over the whole int64 range, on
+ * both sides of 1970, with and without a fraction. */
 Test(gotime, time_round_trip)
 {
 	uint64_t x = 88172645463325252ULL;	/* xorshift state */
-	char buf[GOTIME_STRLEN], want[64];
+	char buf[GOTIME_STRLEN];
 	int64_t got;
 
 	for (int i = 0; i < 200000; i++) {
 		int64_t ns;
-		time_t secs;
-		struct tm tm;
 
 		x ^= x << 13;
 		x ^= x >> 7;
@@ -130,11 +124,6 @@ Test(gotime, time_round_trip)
 		gotime_format(ns, buf);
 		cr_assert_eq(gotime_parse(buf, &got), 0, "%s", buf);
 		cr_assert_eq(got, ns, "%s", buf);
-
-		secs = (time_t)(ns / NS - (ns % NS < 0));
-		cr_assert_not_null(gmtime_r(&secs, &tm));
-		strftime(want, sizeof(want), "%Y-%m-%d %H:%M:%S", &tm);
-		cr_assert_eq(strncmp(buf, want, 19), 0, "%s vs %s", buf, want);
 	}
 }
 
