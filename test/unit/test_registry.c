@@ -24,7 +24,8 @@ static char path[PATH_MAX + 16];	/* dir/registry.db */
 static struct reg_params
 params(void)
 {
-	struct reg_params prm = { .trench = "default", .node_refresh_ns = 60 * NS };
+	struct reg_params prm = { .trench = "default",
+	    .node_refresh_ns = 60 * NS };
 	char err[128];
 
 	prm.fam[0].enabled = true;
@@ -33,8 +34,8 @@ params(void)
 	prm.fam[0].conduit_len = 20;
 	prm.fam[0].node_len = 24;
 	prm.fam[1].enabled = true;
-	cr_assert_eq(pfx_parse("fd00::/48", &prm.fam[1].prefix, err, sizeof(err)),
-	    0);
+	cr_assert_eq(pfx_parse("fd00::/48", &prm.fam[1].prefix, err,
+	    sizeof(err)), 0);
 	prm.fam[1].conduit_len = 56;
 	prm.fam[1].node_len = 64;
 	return prm;
@@ -62,7 +63,8 @@ open_store(void)
 	struct store *store = NULL;
 	char err[256];
 
-	cr_assert_eq(store_open(&store, path, 0, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_open(&store, path, 0, err, sizeof(err)), 0, "%s",
+	    err);
 	return store;
 }
 
@@ -147,8 +149,8 @@ release1(struct reg *reg, int fam, const char *c, const char *n,
 	char err[256];
 
 	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_release(reg, fam, c, n, name, T0, err, sizeof(err)), REG_OK,
-	    "%s", err);
+	cr_assert_eq(reg_release(reg, fam, c, n, name, T0, err, sizeof(err)),
+	    REG_OK, "%s", err);
 	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
 }
 
@@ -183,8 +185,8 @@ disk_rows(struct store *store, const char *want)
 	struct rows r = { .want = want };
 	char err[256];
 
-	cr_assert_eq(store_load(store, count_row, &r, err, sizeof(err)), 0, "%s",
-	    err);
+	cr_assert_eq(store_load(store, count_row, &r, err, sizeof(err)), 0,
+	    "%s", err);
 	return r;
 }
 
@@ -216,12 +218,15 @@ assert_row(const char *id, const char *cidr, int exp)
 		cr_assert_eq(r.expirable, exp, "row %s expirable", id);
 }
 
-/* Writes rows to the file in one commit, behind the registry's back. */
+/* Closes the registry and writes rows to the file in one commit, behind
+ * its back. */
 static void
 insert_rows(const struct store_row *rows, size_t n)
 {
 	char err[256];
 
+	reg_close(g);
+	g = NULL;
 	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
 	for (size_t i = 0; i < n; i++)
 		cr_assert_eq(store_insert(st, &rows[i], err, sizeof(err)), 0,
@@ -485,20 +490,25 @@ Test(registry, load_problems_reported_rows_untouched)
 {
 	struct problems pr = { 0 };
 	struct store_row rows[] = {
-		TEST_ROW("c-default-0", "c", "169.255.0.0/20", "default-0", T0, false),
-		TEST_ROW("n-c-default-0", "n", "169.255.0.0/24", "c-default-0", T0, true),
-		TEST_ROW("x-n-c-default-0", "x", "169.255.0.1/32", "n-c-default-0", T0, true),
+		TEST_ROW("c-default-0", "c", "169.255.0.0/20",
+		    "default-0", T0, false),
+		TEST_ROW("n-c-default-0", "n", "169.255.0.0/24",
+		    "c-default-0", T0, true),
+		TEST_ROW("x-n-c-default-0", "x", "169.255.0.1/32",
+		    "n-c-default-0", T0, true),
 		/* overlaps x */
-		TEST_ROW("y-n-c-default-0", "y", "169.255.0.0/30", "n-c-default-0", T0, true),
+		TEST_ROW("y-n-c-default-0", "y", "169.255.0.0/30",
+		    "n-c-default-0", T0, true),
 		/* outside its parent */
-		TEST_ROW("z-n-c-default-0", "z", "169.255.9.1/32", "n-c-default-0", T0, true),
+		TEST_ROW("z-n-c-default-0", "z", "169.255.9.1/32",
+		    "n-c-default-0", T0, true),
 		/* orphan */
-		TEST_ROW("o-gone-default-0", "o", "169.255.3.0/24", "gone-default-0", T0, true),
+		TEST_ROW("o-gone-default-0", "o", "169.255.3.0/24",
+		    "gone-default-0", T0, true),
 	};
 	int n;
 
 	g = open_reg(st, &p, NULL);
-	reg_close(g);
 	insert_rows(rows, sizeof(rows) / sizeof(rows[0]));
 	n = disk_rows(st, NULL).n;
 	g = open_reg(st, &p, &pr);
@@ -630,8 +640,8 @@ on_found(void *arg, const struct reg_problem *pb)
 
 Test(registry, check_reports_load_problems_and_stale_records)
 {
-	struct store_row orphan = TEST_ROW("o-gone-default-0", "o", "169.255.3.0/24",
-	    "gone-default-0", T0, true);
+	struct store_row orphan = TEST_ROW("o-gone-default-0", "o",
+	    "169.255.3.0/24", "gone-default-0", T0, true);
 	struct found f = { 0 };
 
 	g = open_reg(st, &p, NULL);
@@ -640,7 +650,6 @@ Test(registry, check_reports_load_problems_and_stale_records)
 	alloc1(g, PFX_V4, "c", "n", "bridge", T0);
 	cr_assert_eq(reg_check(g, T0 + 10 * NS, 50 * NS, on_found, &f), 0,
 	    "%s", f.kinds);
-	reg_close(g);
 	insert_rows(&orphan, 1);
 	g = open_reg(st, &p, NULL);
 	memset(&f, 0, sizeof(f));
@@ -656,14 +665,13 @@ Test(registry, check_reports_load_problems_and_stale_records)
  * is left out at load as an orphan, and the address itself loads. */
 Test(registry, row_below_an_address_is_an_orphan)
 {
-	struct store_row below = TEST_ROW("u-x-n-c-default-0", "u", "169.255.0.1/32",
-	    "x-n-c-default-0", T0, true);
+	struct store_row below = TEST_ROW("u-x-n-c-default-0", "u",
+	    "169.255.0.1/32", "x-n-c-default-0", T0, true);
 	struct found f = { 0 };
 
 	g = open_reg(st, &p, NULL);
 	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "x", T0);
-	reg_close(g);
 	insert_rows(&below, 1);
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(reg_count_children(g), 1);
@@ -686,7 +694,6 @@ Test(registry, row_with_a_foreign_id_is_left_out)
 	g = open_reg(st, &p, NULL);
 	add_conduit(g, "c", T0);
 	alloc1(g, PFX_V4, "c", "n", "x", T0);
-	reg_close(g);
 	insert_rows(rows, 2);
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(reg_count_children(g), 1);
