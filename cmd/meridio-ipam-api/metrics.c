@@ -27,7 +27,7 @@
 #define METRICS_CODES 17		/* gRPC status codes 0..16 */
 #define METRICS_DB_TIMEOUT_MS 3000	/* a scrape waits this long for db */
 #define METRICS_CONN_LIMIT 16		/* scrapers at once */
-#define METRICS_CONN_TIMEOUT_S 10	/* per request and idle timeout */
+#define METRICS_CONN_TIMEOUT_S 10	/* from accept to close */
 
 /* Upper bounds (seconds) of the latency buckets; +Inf is implied. */
 static const double metrics_bounds[] = {
@@ -396,10 +396,15 @@ metrics_render_restarts(FILE *f)
 	fclose(in);
 }
 
-/* The whole page into a malloc'd buffer; NULL on out of memory. */
+/*
+ * The page (lib/httpd's render: GET or HEAD /metrics) in a malloc'd
+ * buffer; NULL on out of memory. Runs on the server's thread; the db
+ * worker's answer takes at most METRICS_DB_TIMEOUT_MS per question.
+ */
 static char *
-metrics_render(struct metrics *mx, size_t *len)
+metrics_render(void *arg, size_t *len)
 {
+	struct metrics *mx = arg;
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Stats st = IPAMD__V1__STATS__INIT;
 	Ipamd__V1__DbStats s = IPAMD__V1__DB_STATS__INIT;
@@ -434,52 +439,6 @@ metrics_render(struct metrics *mx, size_t *len)
 	return buf;
 }
 
-/* ---- HTTP --------------------------------------------------------------- */
-
-/* A short plain-text answer (404, 405, 500). */
-static void
-metrics_text(struct httpd_reply *rep, int status, const char *text)
-{
-	rep->status = status;
-	rep->type = "text/plain; charset=utf-8";
-	rep->body = strdup(text);
-	rep->len = rep->body != NULL ? strlen(text) : 0;
-}
-
-/*
- * GET or HEAD /metrics: the page; any other method 405 (with Allow), any
- * other path 404. Runs on the server's thread; the db worker's answer
- * takes at most METRICS_DB_TIMEOUT_MS per question.
- */
-static void
-metrics_handler(void *arg, const struct httpd_req *req,
-    struct httpd_reply *rep)
-{
-	struct metrics *mx = arg;
-	size_t len = 0;
-	char *page;
-
-	if (strcmp(req->method, "GET") != 0 &&
-	    strcmp(req->method, "HEAD") != 0) {
-		metrics_text(rep, 405, "method not allowed\n");
-		rep->allow = "GET, HEAD";
-		return;
-	}
-	if (strcmp(req->path, "/metrics") != 0) {
-		metrics_text(rep, 404, "not found: the metrics are at /metrics\n");
-		return;
-	}
-	page = metrics_render(mx, &len);
-	if (page == NULL) {
-		metrics_text(rep, 500, "out of memory\n");
-		return;
-	}
-	rep->status = 200;
-	rep->type = "text/plain; version=0.0.4; charset=utf-8";
-	rep->body = page;
-	rep->len = len;
-}
-
 /* Starts the HTTP server's thread on [::]:port (IPv4 alone on a host
  * without IPv6). */
 struct metrics *
@@ -490,7 +449,9 @@ metrics_start(unsigned port, const char *db_path, char *err, size_t errlen)
 		.port = port,
 		.max_conns = METRICS_CONN_LIMIT,
 		.timeout_ms = METRICS_CONN_TIMEOUT_S * 1000,
-		.handler = metrics_handler,
+		.path = "/metrics",
+		.type = "text/plain; version=0.0.4; charset=utf-8",
+		.render = metrics_render,
 	};
 	struct metrics *mx;
 	struct timespec ts;
