@@ -126,17 +126,14 @@ metrics_render_calls(FILE *f)
 
 		cum = 0;
 		for (size_t i = 0; i <= METRICS_NBOUNDS; i++) {
-			cum += atomic_load(&c->bucket[i]);
+			char le[32] = "+Inf";
+
 			if (i < METRICS_NBOUNDS)
-				fprintf(f, "ipam_request_duration_seconds_bucket"
-				    "{method=\"%s\",le=\"%g\"} %llu\n",
-				    metrics_method_names[m], metrics_bounds[i],
-				    (unsigned long long)cum);
-			else
-				fprintf(f, "ipam_request_duration_seconds_bucket"
-				    "{method=\"%s\",le=\"+Inf\"} %llu\n",
-				    metrics_method_names[m],
-				    (unsigned long long)cum);
+				snprintf(le, sizeof(le), "%g", metrics_bounds[i]);
+			cum += atomic_load(&c->bucket[i]);
+			fprintf(f, "ipam_request_duration_seconds_bucket"
+			    "{method=\"%s\",le=\"%s\"} %llu\n",
+			    metrics_method_names[m], le, (unsigned long long)cum);
 		}
 		fprintf(f, "ipam_request_duration_seconds_sum{method=\"%s\"} "
 		    "%.9f\n", metrics_method_names[m],
@@ -169,33 +166,35 @@ metrics_stats_reply(void *arg, const Ipamd__V1__Reply *r)
 	return 0;
 }
 
+/* A family of one unlabelled sample: its HELP and TYPE, and the value. */
+static void
+metrics_one(FILE *f, const char *name, const char *type, const char *help,
+    uint64_t v)
+{
+	metrics_head(f, name, type, help);
+	fprintf(f, "%s %llu\n", name, (unsigned long long)v);
+}
+
 /* The db worker's counters. */
 static void
 metrics_render_db(FILE *f, const Ipamd__V1__DbStats *s)
 {
 	uint64_t cum = 0;
 
-	metrics_head(f, "ipam_db_commits_total", "counter",
-	    "Transactions the db worker committed.");
-	fprintf(f, "ipam_db_commits_total %llu\n",
-	    (unsigned long long)s->commits);
-	metrics_head(f, "ipam_db_fsyncs_total", "counter",
-	    "WAL fsyncs at commit (synchronous=FULL: one per commit).");
-	fprintf(f, "ipam_db_fsyncs_total %llu\n",
-	    (unsigned long long)s->commits);
-	metrics_head(f, "ipam_db_commit_failures_total", "counter",
+	metrics_one(f, "ipam_db_commits_total", "counter",
+	    "Transactions the db worker committed.", s->commits);
+	metrics_one(f, "ipam_db_fsyncs_total", "counter",
+	    "WAL fsyncs at commit (synchronous=FULL: one per commit).",
+	    s->commits);
+	metrics_one(f, "ipam_db_commit_failures_total", "counter",
 	    "Transactions a storage error ended (disk full, I/O error); their "
-	    "requests were answered UNAVAILABLE.");
-	fprintf(f, "ipam_db_commit_failures_total %llu\n",
-	    (unsigned long long)s->commit_failures);
-	metrics_head(f, "ipam_db_checkpoint_failures_total", "counter",
-	    "WAL checkpoints that failed (the WAL grows until one succeeds).");
-	fprintf(f, "ipam_db_checkpoint_failures_total %llu\n",
-	    (unsigned long long)s->checkpoint_failures);
-	metrics_head(f, "ipam_db_requests_total", "counter",
-	    "Requests the db worker answered (all roles, pings included).");
-	fprintf(f, "ipam_db_requests_total %llu\n",
-	    (unsigned long long)s->requests);
+	    "requests were answered UNAVAILABLE.", s->commit_failures);
+	metrics_one(f, "ipam_db_checkpoint_failures_total", "counter",
+	    "WAL checkpoints that failed (the WAL grows until one succeeds).",
+	    s->checkpoint_failures);
+	metrics_one(f, "ipam_db_requests_total", "counter",
+	    "Requests the db worker answered (all roles, pings included).",
+	    s->requests);
 	metrics_head(f, "ipam_db_batch_size", "histogram",
 	    "Requests applied per batch (one commit each, or one per request "
 	    "after a storage error).");
@@ -210,21 +209,15 @@ metrics_render_db(FILE *f, const Ipamd__V1__DbStats *s)
 	    (unsigned long long)s->batched);
 	fprintf(f, "ipam_db_batch_size_count %llu\n",
 	    (unsigned long long)s->batches);
-	metrics_head(f, "ipam_gc_runs_total", "counter",
-	    "Garbage collection runs.");
-	fprintf(f, "ipam_gc_runs_total %llu\n",
-	    (unsigned long long)s->gc_runs);
-	metrics_head(f, "ipam_gc_reaped_records_total", "counter",
-	    "Records removed by garbage collection.");
-	fprintf(f, "ipam_gc_reaped_records_total %llu\n",
-	    (unsigned long long)s->gc_reaped);
-	metrics_head(f, "ipam_cooling_addresses", "gauge",
+	metrics_one(f, "ipam_gc_runs_total", "counter",
+	    "Garbage collection runs.", s->gc_runs);
+	metrics_one(f, "ipam_gc_reaped_records_total", "counter",
+	    "Records removed by garbage collection.", s->gc_reaped);
+	metrics_one(f, "ipam_cooling_addresses", "gauge",
 	    "Released addresses not handed out again until "
-	    "IPAM_RELEASE_COOLDOWN has passed.");
-	fprintf(f, "ipam_cooling_addresses %llu\n",
-	    (unsigned long long)s->cooling);
-	metrics_head(f, "ipam_records", "gauge", "Records in the index.");
-	fprintf(f, "ipam_records %llu\n", (unsigned long long)s->records);
+	    "IPAM_RELEASE_COOLDOWN has passed.", s->cooling);
+	metrics_one(f, "ipam_records", "gauge", "Records in the index.",
+	    s->records);
 }
 
 /* Pool usage collected from a Dump: rendered in two passes (conduits,
