@@ -55,12 +55,13 @@ struct sv_row {
 	const char *binary;	/* executable file name */
 	bool gets_listen_fd;	/* receives the db socket as fd 4 */
 	bool stops_last;	/* stopped after the others are gone */
+	bool needs_nsp;		/* runs only when an NSP service is set */
 };
 
 static const struct sv_row sv_rows[] = {
-	{ "db", "meridio-ipam-db", true, true },
-	{ "api", "meridio-ipam-api", false, false },
-	{ "nsp", "meridio-ipam-nsp", false, false },
+	{ "db", "meridio-ipam-db", true, true, false },
+	{ "api", "meridio-ipam-api", false, false, false },
+	{ "nsp", "meridio-ipam-nsp", false, false, true },
 };
 
 #define SV_N (sizeof(sv_rows) / sizeof(sv_rows[0]))
@@ -76,8 +77,10 @@ struct sv_worker {
 
 struct sv {
 	struct sup_policy policy;	/* restart numbers */
-	struct sv_worker w[SV_N];	/* workers, same order as sv_rows */
+	struct sv_worker w[SV_N];	/* the rows this instance runs */
 	struct sup_worker st[SV_N];	/* their policy state */
+	size_t n;			/* entries used in w and st */
+	char serving[64];		/* STATUS= suffix once all are ready */
 	char rundir[PATH_MAX];		/* private runtime dir, "" if none */
 	char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
 					/* db socket path inside rundir */
@@ -307,9 +310,9 @@ sv_begin_stop(struct sv *sv, int code, const char *why, int64_t now)
 	log_kv(code == 0 ? LOGL_INFO : LOGL_ERROR, "stopping", "reason", why,
 	    NULL);
 	sdn_notify("STOPPING=1");
-	for (size_t i = 0; i < SV_N; i++) {
+	for (size_t i = 0; i < sv->n; i++) {
 		sup_worker_cancel(&sv->st[i]);
-		if (!sv_rows[i].stops_last && sv->st[i].state == SUP_RUNNING) {
+		if (!sv->w[i].row->stops_last && sv->st[i].state == SUP_RUNNING) {
 			sv_signal(sv, i, SIGTERM);
 			sup_worker_stopping(&sv->st[i]);
 		}
@@ -337,8 +340,8 @@ sv_write_restarts(struct sv *sv)
 		return;
 	if ((f = fopen(tmp, "w")) == NULL)
 		goto fail;
-	for (i = 0; i < SV_N; i++)
-		fprintf(f, "%s %llu\n", sv_rows[i].name, (unsigned long long)
+	for (i = 0; i < sv->n; i++)
+		fprintf(f, "%s %llu\n", sv->w[i].row->name, (unsigned long long)
 		    (sv->w[i].starts > 0 ? sv->w[i].starts - 1 : 0));
 	if (fclose(f) != 0 || rename(tmp, path) != 0)
 		goto fail;
@@ -402,13 +405,13 @@ sv_advance_stop(struct sv *sv, int64_t now)
 {
 	bool others_alive = false;
 
-	for (size_t i = 0; i < SV_N; i++)
-		if (!sv_rows[i].stops_last && sup_worker_alive(&sv->st[i]))
+	for (size_t i = 0; i < sv->n; i++)
+		if (!sv->w[i].row->stops_last && sup_worker_alive(&sv->st[i]))
 			others_alive = true;
 	if (!sv->last_termed &&
 	    (!others_alive || now - sv->stop_at >= SV_TERM_DB_MS)) {
 		sv->last_termed = true;
-		for (size_t i = 0; i < SV_N; i++)
+		for (size_t i = 0; i < sv->n; i++)
 			if (sv->st[i].state == SUP_RUNNING) {
 				sv_signal(sv, i, SIGTERM);
 				sup_worker_stopping(&sv->st[i]);
@@ -416,10 +419,10 @@ sv_advance_stop(struct sv *sv, int64_t now)
 	}
 	if (!sv->killed && now - sv->stop_at >= SV_KILL_MS) {
 		sv->killed = true;
-		for (size_t i = 0; i < SV_N; i++)
+		for (size_t i = 0; i < sv->n; i++)
 			if (sup_worker_alive(&sv->st[i])) {
 				log_kv(LOGL_WARNING, "worker did not stop; "
-				    "killing it", "worker", sv_rows[i].name,
+				    "killing it", "worker", sv->w[i].row->name,
 				    NULL);
 				sv_signal(sv, i, SIGKILL);
 			}
@@ -429,16 +432,34 @@ sv_advance_stop(struct sv *sv, int64_t now)
 static bool
 sv_any_alive(const struct sv *sv)
 {
-	for (size_t i = 0; i < SV_N; i++)
+	for (size_t i = 0; i < sv->n; i++)
 		if (sup_worker_alive(&sv->st[i]))
 			return true;
 	return false;
 }
 
 /*
+ * Where the conduits come from when no nsp worker runs, for STATUS=:
+ * the db worker applied IPAM_CONDUITS at start, or there is no source.
+ */
+static void
+sv_serving_note(struct sv *sv, const struct cfg *cfg)
+{
+	if (cfg->nsp_service[0] != '\0')
+		sv->serving[0] = '\0';
+	else if (cfg->nconduits > 0)
+		snprintf(sv->serving, sizeof(sv->serving), ", %zu static "
+		    "conduit%s", cfg->nconduits, cfg->nconduits == 1 ? "" : "s");
+	else
+		snprintf(sv->serving, sizeof(sv->serving),
+		    ", no conduit source");
+}
+
+/*
  * Sends STATUS= when the summary changed, and READY=1 the first time
- * every worker is ready: "serving: db api nsp ready", otherwise what is
- * being waited for ("restarting api", "starting nsp").
+ * every worker is ready: "serving: db api nsp ready" ("serving: db api
+ * ready, 2 static conduits" without NSP), otherwise what is being waited
+ * for ("restarting api", "starting nsp").
  */
 static void
 sv_update_status(struct sv *sv)
@@ -448,17 +469,18 @@ sv_update_status(struct sv *sv)
 
 	if (sv->stopping) {
 		snprintf(text, sizeof(text), "stopping");
-	} else if (sup_all_ready(sv->st, SV_N)) {
+	} else if (sup_all_ready(sv->st, sv->n)) {
 		off = (size_t)snprintf(text, sizeof(text), "serving:");
-		for (size_t i = 0; i < SV_N && off < sizeof(text); i++)
+		for (size_t i = 0; i < sv->n && off < sizeof(text); i++)
 			off += (size_t)snprintf(text + off, sizeof(text) - off,
-			    " %s", sv_rows[i].name);
+			    " %s", sv->w[i].row->name);
 		if (off < sizeof(text))
-			snprintf(text + off, sizeof(text) - off, " ready");
+			snprintf(text + off, sizeof(text) - off, " ready%s",
+			    sv->serving);
 	} else {
 		off = 0;
 		text[0] = '\0';
-		for (size_t i = 0; i < SV_N && off < sizeof(text); i++) {
+		for (size_t i = 0; i < sv->n && off < sizeof(text); i++) {
 			const char *what = NULL;
 
 			if (sv->st[i].state == SUP_WAITING)
@@ -470,14 +492,14 @@ sv_update_status(struct sv *sv)
 				off += (size_t)snprintf(text + off,
 				    sizeof(text) - off, "%s%s %s",
 				    off > 0 ? ", " : "", what,
-				    sv_rows[i].name);
+				    sv->w[i].row->name);
 		}
 	}
 	if (strcmp(text, sv->status) == 0)
 		return;
 	snprintf(sv->status, sizeof(sv->status), "%s", text);
 	log_kv(LOGL_INFO, "status", "status", text, NULL);
-	if (!sv->ready_sent && !sv->stopping && sup_all_ready(sv->st, SV_N)) {
+	if (!sv->ready_sent && !sv->stopping && sup_all_ready(sv->st, sv->n)) {
 		sv->ready_sent = true;
 		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s", text);
 		log_kv(LOGL_INFO, "all workers ready", NULL);
@@ -500,21 +522,21 @@ sv_reaped(struct sv *sv, pid_t pid, int wstatus, int64_t now)
 	int64_t delay = 0;
 	size_t i;
 
-	for (i = 0; i < SV_N; i++)
+	for (i = 0; i < sv->n; i++)
 		if (sup_worker_alive(&sv->st[i]) && sv->st[i].pid == pid)
 			break;
-	if (i == SV_N)
+	if (i == sv->n)
 		return;
 	sv_close_chan(&sv->w[i]);
 	sup_describe_exit(wstatus, how, sizeof(how));
 	v = sup_worker_died(&sv->st[i], &sv->policy, wstatus, now, &delay);
 	switch (v) {
 	case SUP_STOPPED:
-		log_kv(LOGL_INFO, "worker stopped", "worker", sv_rows[i].name,
+		log_kv(LOGL_INFO, "worker stopped", "worker", sv->w[i].row->name,
 		    LOG_INT("pid", pid), "status", how, NULL);
 		break;
 	case SUP_RESTART:
-		log_kv(LOGL_WARNING, "worker died", "worker", sv_rows[i].name,
+		log_kv(LOGL_WARNING, "worker died", "worker", sv->w[i].row->name,
 		    LOG_INT("pid", pid), "status", how,
 		    LOG_INT("restart_in_ms", delay), NULL);
 		if (sv->stopping)
@@ -522,17 +544,17 @@ sv_reaped(struct sv *sv, pid_t pid, int wstatus, int64_t now)
 		break;
 	case SUP_PERMANENT:
 		log_kv(LOGL_ERROR, "worker failed permanently", "worker",
-		    sv_rows[i].name, LOG_INT("pid", pid), "status", how, NULL);
+		    sv->w[i].row->name, LOG_INT("pid", pid), "status", how, NULL);
 		snprintf(why, sizeof(why), "%s worker failed permanently (%s)",
-		    sv_rows[i].name, how);
+		    sv->w[i].row->name, how);
 		sv_begin_stop(sv, 1, why, now);
 		break;
 	case SUP_GIVE_UP:
 		log_kv(LOGL_ERROR, "worker died too often", "worker",
-		    sv_rows[i].name, LOG_INT("pid", pid), "status", how,
+		    sv->w[i].row->name, LOG_INT("pid", pid), "status", how,
 		    LOG_INT("deaths", sv->st[i].ndeaths), NULL);
 		snprintf(why, sizeof(why), "%s worker died more than %u times"
-		    " within %lld ms", sv_rows[i].name, sv->policy.max_deaths,
+		    " within %lld ms", sv->w[i].row->name, sv->policy.max_deaths,
 		    (long long)sv->policy.window_ms);
 		sv_begin_stop(sv, 1, why, now);
 		break;
@@ -634,7 +656,7 @@ sv_watchdog(struct sv *sv, int64_t now)
 	if (sv->wd_ms == 0 || now < sv->wd_next)
 		return;
 	sv->wd_next = now + sv->wd_ms / 2;
-	ok = sup_watchdog_ok(sv->st, SV_N, now, sv->wd_ms);
+	ok = sup_watchdog_ok(sv->st, sv->n, now, sv->wd_ms);
 	if (ok)
 		sdn_notify("WATCHDOG=1");
 	if (ok == sv->wd_withheld)
@@ -651,7 +673,7 @@ sv_timeout(const struct sv *sv, int64_t now)
 {
 	int64_t next = now + 1000;
 
-	for (size_t i = 0; i < SV_N; i++)
+	for (size_t i = 0; i < sv->n; i++)
 		if (sv->st[i].state == SUP_WAITING &&
 		    sv->st[i].restart_at_ms < next)
 			next = sv->st[i].restart_at_ms;
@@ -682,7 +704,7 @@ sv_loop(struct sv *sv)
 			if (!sv_any_alive(sv))
 				break;
 		} else {
-			for (size_t i = 0; i < SV_N; i++)
+			for (size_t i = 0; i < sv->n; i++)
 				if (sup_worker_due(&sv->st[i], now) ||
 				    sv->st[i].state == SUP_IDLE)
 					sv_start(sv, i, now);
@@ -691,7 +713,7 @@ sv_loop(struct sv *sv)
 		sv_update_status(sv);
 		pfd[0] = (struct pollfd){ .fd = sv->sig_fd, .events = POLLIN };
 		n = 1;
-		for (size_t i = 0; i < SV_N; i++)
+		for (size_t i = 0; i < sv->n; i++)
 			if (sv->w[i].chan != NULL) {
 				pfd[n] = (struct pollfd){ .events = POLLIN,
 				    .fd = ipc_conn_fd(sv->w[i].chan) };
@@ -935,17 +957,22 @@ sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 	char err[512];
 
 	/* workers read the same, validated, environment */
-	for (size_t i = 0; i < SV_N; i++) {
-		sv.w[i].row = &sv_rows[i];
-		sup_worker_init(&sv.st[i]);
-		if (sv_find_binary(sv_rows[i].binary, sv.w[i].path,
-		    sizeof(sv.w[i].path)) < 0) {
+	for (size_t r = 0; r < SV_N; r++) {
+		struct sv_worker *w = &sv.w[sv.n];
+
+		if (sv_rows[r].needs_nsp && cfg->nsp_service[0] == '\0')
+			continue;
+		w->row = &sv_rows[r];
+		sup_worker_init(&sv.st[sv.n++]);
+		if (sv_find_binary(w->row->binary, w->path,
+		    sizeof(w->path)) < 0) {
 			log_kv(LOGL_ERROR, "worker binary not found beside the"
 			    " supervisor nor in " IPAM_LIBEXECDIR, "binary",
-			    sv_rows[i].binary, NULL);
+			    w->row->binary, NULL);
 			return 1;
 		}
 	}
+	sv_serving_note(&sv, cfg);
 	if (sv_setup_signals(&sv) < 0) {
 		log_kv(LOGL_ERROR, "cannot set up signals", "error",
 		    strerror(errno), NULL);
@@ -976,7 +1003,7 @@ sv_run(const struct cfg *cfg, const struct sup_policy *policy)
 	sv_loop(&sv);
 	sv_update_status(&sv);
 out:
-	for (size_t i = 0; i < SV_N; i++)
+	for (size_t i = 0; i < sv.n; i++)
 		sv_close_chan(&sv.w[i]);
 	if (sv.listen_fd >= 0)
 		close(sv.listen_fd);

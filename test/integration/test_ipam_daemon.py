@@ -367,7 +367,7 @@ class Process(DaemonTest):
             self.assertEqual(o["service_id"], "Meridio-ipam", ln)
             self.assertIn(o["severity"], ("info", "warning", "error", "critical"), ln)
             procs.add(o["extra_data"]["process"])
-        for role in ("db", "api", "nsp"):
+        for role in ("db", "api", "supervisor"):
             self.assertTrue(any(role in p for p in procs), "no %s lines in %s" % (role, procs))
 
     def test_api_worker_returns_heap_after_a_burst_once_idle(self):
