@@ -403,7 +403,7 @@ class CrashTest(DaemonTest):
         starts a new instance on the same port and file at once."""
         d = self.d
         self.start_load()
-        workers = harness.poll(lambda: set(d.workers()) == set(harness.ROLES) and d.workers(),
+        workers = harness.poll(lambda: set(d.workers()) == d.roles() and d.workers(),
                                10, 0.05, "all three workers running")
         transient = self.book.transient
         self.freeze()
