@@ -31,21 +31,21 @@
 #include "spiffe.h"
 #include "watch.h"
 
-#define NSP_METHOD "/nsp.v1.ConfigurationManager/WatchConduit"
-#define NSP_BACKOFF_MIN_MS 100		/* first retry delay of the watch */
-#define NSP_CONNECT_MS 5000		/* time a connection attempt may take */
-#define NSP_BACKUP_POLL_MS "100"	/* gRPC's polling of idle channels */
-#define NSP_JOIN_MS 700			/* wait for the watch thread on exit */
-#define NSP_STATUS_MAX 256		/* room for one details/error line */
-#define NSP_MAX_MESSAGE (32 << 20)	/* largest ConduitResponse accepted */
+#define WATCH_METHOD "/nsp.v1.ConfigurationManager/WatchConduit"
+#define WATCH_BACKOFF_MIN_MS 100	/* first retry delay of the watch */
+#define WATCH_CONNECT_MS 5000		/* time a connection attempt may take */
+#define WATCH_BACKUP_POLL_MS "100"	/* gRPC's polling of idle channels */
+#define WATCH_JOIN_MS 700		/* wait for the watch thread on exit */
+#define WATCH_STATUS_MAX 256		/* room for one details/error line */
+#define WATCH_MAX_MESSAGE (32 << 20)	/* largest ConduitResponse accepted */
 
 /* A running watch: state shared by the worker's main thread and the
  * watch thread. */
 struct watch {
 	pthread_mutex_t mu;		/* guards the fields up to retry_ms */
-	pthread_cond_t cv;		/* signalled on stop and when a list is done */
+	pthread_cond_t cv;		/* signalled on stop and list done */
 	bool stop;			/* the worker is stopping */
-	grpc_call *call;		/* the running call (for cancel), or NULL */
+	grpc_call *call;		/* the running call, or NULL */
 	const char **names;		/* list handed to the main thread */
 	size_t nnames;			/* entries in names */
 	bool handed;			/* names waits for the main thread */
@@ -59,7 +59,7 @@ struct watch {
 					 * until made (watch thread only) */
 	struct grpcx_tls *tls;		/* IPAM_NSP_TLS_* files, NULL when
 					 * plaintext or not read yet */
-	char tls_err[NSP_STATUS_MAX];	/* last TLS file error logged */
+	char tls_err[WATCH_STATUS_MAX];	/* last TLS file error logged */
 	struct spiffe_source *spiffe;	/* SVIDs (SPIFFE_ENDPOINT_SOCKET),
 					 * NULL when off */
 	uint64_t spiffe_gen;		/* generation of the channel's SVID */
@@ -179,7 +179,7 @@ watch_call(struct watch *w, grpc_completion_queue *cq,
 		snprintf(details, dlen, "out of memory");
 		return;
 	}
-	method = grpc_slice_from_static_string(NSP_METHOD);
+	method = grpc_slice_from_static_string(WATCH_METHOD);
 	call = grpc_channel_create_call(w->channel, NULL,
 	    GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
 	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -309,7 +309,7 @@ static bool
 watch_channel(struct watch *w, char *details, size_t dlen)
 {
 	const struct cfg *c = w->cfg;
-	char err[NSP_STATUS_MAX];
+	char err[WATCH_STATUS_MAX];
 	int rc = 0;
 
 	if (w->spiffe != NULL)
@@ -362,13 +362,13 @@ watch_main(void *arg)
 	struct watch *w = arg;
 	grpc_completion_queue *cq;
 	grpc_status_code code;
-	char details[NSP_STATUS_MAX], cur[32];
+	char details[WATCH_STATUS_MAX], cur[32];
 	char last[sizeof(cur)] = "", delay[32];
-	int64_t backoff = NSP_BACKOFF_MIN_MS, cap;
+	int64_t backoff = WATCH_BACKOFF_MIN_MS, cap;
 	struct timespec until;
 	bool got, stop;
 
-	cap = watch_ms_of_ns(w->cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+	cap = watch_ms_of_ns(w->cfg->max_backoff_ns, WATCH_BACKOFF_MIN_MS);
 	cq = grpc_completion_queue_create_for_next(NULL);
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
@@ -392,7 +392,7 @@ watch_main(void *arg)
 			break;
 
 		if (got) {
-			backoff = NSP_BACKOFF_MIN_MS;
+			backoff = WATCH_BACKOFF_MIN_MS;
 			last[0] = '\0';
 		}
 		snprintf(cur, sizeof(cur), "%s", grpcx_status_name(code));
@@ -419,10 +419,7 @@ watch_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 		backoff = backoff * 2 > cap ? cap : backoff * 2;
 	}
-	grpc_completion_queue_shutdown(cq);
-	while (grpc_completion_queue_next(cq,
-	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
-		;
+	grpcx_cq_drain(cq, NULL);
 	grpc_completion_queue_destroy(cq);
 	return NULL;
 }
@@ -447,7 +444,7 @@ watch_arg_int(grpc_arg *a, const char *key, int value)
  *
  * gRPC reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the time one attempt
  * (TCP connect, TLS handshake, HTTP/2 settings) may take: it is
- * NSP_CONNECT_MS, not the 100 ms first backoff, which would cut TLS
+ * WATCH_CONNECT_MS, not the 100 ms first backoff, which would cut TLS
  * handshakes short (see also watch_start on polling).
  */
 static grpc_channel *
@@ -458,19 +455,19 @@ watch_channel_new(const struct cfg *cfg, struct grpcx_tls *tls,
 	grpc_channel *ch;
 	grpc_arg args[7];
 	grpc_channel_args chargs;
-	int cap = watch_ms_of_ns(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+	int cap = watch_ms_of_ns(cfg->max_backoff_ns, WATCH_BACKOFF_MIN_MS);
 
 	memset(args, 0, sizeof(args));
 	watch_arg_int(&args[0], GRPC_ARG_KEEPALIVE_TIME_MS,
 	    watch_ms_of_ns(cfg->keepalive_ns, 1));
 	watch_arg_int(&args[1], GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
 	watch_arg_int(&args[2], GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-	    NSP_BACKOFF_MIN_MS);
+	    WATCH_BACKOFF_MIN_MS);
 	watch_arg_int(&args[3], GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-	    NSP_CONNECT_MS);
+	    WATCH_CONNECT_MS);
 	watch_arg_int(&args[4], GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, cap);
 	watch_arg_int(&args[5], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-	    NSP_MAX_MESSAGE);
+	    WATCH_MAX_MESSAGE);
 	chargs.num_args = sizeof(args) / sizeof(args[0]) - 1;
 	chargs.args = args;
 	if (tls != NULL && cfg->nsp_tls_server_name[0] != '\0') {
@@ -554,7 +551,7 @@ watch_start(const struct cfg *cfg, int wake_fd)
 	 * thread, before gRPC reads it.
 	 */
 	setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS",
-	    NSP_BACKUP_POLL_MS, 0);
+	    WATCH_BACKUP_POLL_MS, 0);
 	/* Only here, in a freshly exec'd process (see GRPC-CORE-NOTES). */
 	(void)grpcx_init();
 	if (w->cfg->spiffe_socket[0] != '\0') {
@@ -627,7 +624,7 @@ watch_state(struct watch *w, enum watch_state *st, int64_t *retry_ms)
 
 /*
  * Stops the watch thread: cancels the call, wakes every wait, and joins
- * within NSP_JOIN_MS. gRPC is shut down and w freed only if the thread is
+ * within WATCH_JOIN_MS. gRPC is shut down and w freed only if the thread is
  * gone; if it is not, the process exits anyway (the deadline of SIGTERM
  * matters more).
  */
@@ -645,7 +642,7 @@ watch_stop(struct watch *w)
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += NSP_JOIN_MS * 1000000L;
+	until.tv_nsec += WATCH_JOIN_MS * 1000000L;
 	until.tv_sec += until.tv_nsec / 1000000000;
 	until.tv_nsec %= 1000000000;
 	if (pthread_timedjoin_np(w->tid, NULL, &until) != 0) {

@@ -261,7 +261,7 @@ class SupervisorTest(unittest.TestCase):
 
     def test_libsystemd_loaded_only_for_systemd(self):
         # Without NOTIFY_SOCKET or WATCHDOG_USEC nobody listens: the
-        # supervisor must not map libsystemd (~1 MB with its dependencies).
+        # supervisor must not map libsystemd (and its dependencies).
         self.start()
         self.assertTrue(wait_for(lambda: self.logs("all workers ready"), 10))
         self.assertFalse(self.maps_libsystemd())
