@@ -22,13 +22,8 @@
 
 extern char **environ;
 
-/*
- * Finds a worker binary beside our own executable (a build tree, or a
- * package that installs everything in one directory), then in
- * ../libexec/meridio-ipam relative to it (an install under any prefix, even
- * one moved after the build), else in IPAM_LIBEXECDIR. 0, or -1 when none
- * is executable.
- */
+/* See spawn.h. Beside us: a build tree, or a package that installs all in
+ * one directory; ../libexec: an install under any prefix, even moved. */
 int
 spawn_find_binary(const char *binary, char *out, size_t outlen)
 {
@@ -56,10 +51,7 @@ spawn_find_binary(const char *binary, char *out, size_t outlen)
 	return -1;
 }
 
-/*
- * The workers' environment: ours without anything that would let a worker
- * talk to systemd itself, plus IPAMD_RUNDIR. Built once, before any fork.
- */
+/* See spawn.h. Built once, before any fork. */
 char **
 spawn_env(const char *rundir)
 {
@@ -89,7 +81,7 @@ spawn_env(const char *rundir)
 	return envp;
 }
 
-/* Frees what spawn_env made. Accepts NULL. */
+/* See spawn.h. */
 void
 spawn_env_free(char **envp)
 {
