@@ -30,7 +30,7 @@
  *    prefix mismatch): log why, then exit 78. The supervisor then stops the
  *    other workers and exits 1 at once, without restarting anything.
  *  - Any other death is restarted with a floor and a doubling backoff
- *    (see supervise.h); too many deaths in a window stop everything.
+ *    (see restart.h); too many deaths in a window stop everything.
  *  - A frame on fd 3 that is not a WorkerStatus is a bug: the supervisor
  *    logs it and kills and restarts that worker.
  *  - Configuration reaches workers through the same environment variables

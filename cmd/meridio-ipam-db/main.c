@@ -20,6 +20,7 @@
 #include "db.h"
 #include "ipcmsg.h"
 #include "log.h"
+#include "now.h"
 #include "registry.h"
 #include "store.h"
 
@@ -58,6 +59,46 @@ migrate(struct store *st, const char *path)
 	    LOG_INT("nodes_made_expirable", m.nodes),
 	    LOG_INT("children_made_expirable", m.children), NULL);
 	return 0;
+}
+
+/*
+ * Static conduits (IPAM_CONDUITS), made in one batch before serving, as
+ * the first SyncConduits of a run makes them: every listed conduit is
+ * added (existing ones are kept), none is removed; one that does not fit
+ * is logged and skipped. Returns 0, or -1 (logged).
+ */
+static int
+main_static_conduits(struct reg *reg, const struct cfg *cfg)
+{
+	int64_t now = now_ns(CLOCK_REALTIME);
+	char err[512];
+	size_t i;
+	int rc;
+
+	if (cfg->nconduits == 0)
+		return 0;
+	if ((rc = reg_begin(reg, err, sizeof(err))) != REG_OK)
+		goto fail;
+	for (i = 0; i < cfg->nconduits; i++) {
+		rc = reg_add_conduit(reg, cfg->conduits[i], now, err,
+		    sizeof(err));
+		if (rc == REG_EXHAUSTED)
+			log_kv(LOGL_ERROR, "conduit does not fit", "conduit",
+			    cfg->conduits[i], "error", err, NULL);
+		else if (rc != REG_OK) {
+			reg_rollback(reg);
+			goto fail;
+		}
+	}
+	if ((rc = reg_commit(reg, err, sizeof(err))) != REG_OK)
+		goto fail;
+	log_kv(LOGL_INFO, "static conduits", LOG_INT("count",
+	    cfg->nconduits), NULL);
+	return 0;
+fail:
+	log_kv(LOGL_ERROR, "cannot add the static conduits", "error", err,
+	    NULL);
+	return -1;
 }
 
 /* The listening socket: fd 4 from the supervisor, or our own when run by
@@ -165,7 +206,8 @@ main(int argc, char **argv)
 	/* Loading freed its scan buffers between the records it keeps: give
 	 * those pages back (VmRSS 42 -> 27 MB with 70k records). */
 	malloc_trim(0);
-	rc = db_serve(&cfg, st, reg, listen_socket(), status_fd);
+	rc = main_static_conduits(reg, &cfg) != 0 ? 1 :
+	    db_serve(&cfg, st, reg, listen_socket(), status_fd);
 	reg_close(reg);
 	store_close(st);
 	cfg_free(&cfg);

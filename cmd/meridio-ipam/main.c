@@ -1,6 +1,6 @@
 /*
  * meridio-ipam - the supervisor: validates the configuration, then runs
- * the db, api and nsp workers (see supervisor.c and ipcmsg.h).
+ * the db, api and nsp workers (see workers.c and ipcmsg.h).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -10,8 +10,8 @@
 
 #include "config.h"
 #include "log.h"
-#include "supervise.h"
-#include "supervisor.h"
+#include "restart.h"
+#include "workers.h"
 
 static const char *
 main_getenv(const char *name)
@@ -68,7 +68,7 @@ int
 main(int argc, char **argv)
 {
 	struct cfg cfg = { 0 };
-	struct sup_policy policy;
+	struct restart_policy policy;
 	char err[512];
 	bool debug = false, check = false;
 	char *json;
@@ -98,7 +98,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	if (sup_policy_load(&policy, main_getenv, err, sizeof(err)) < 0) {
+	if (restart_policy_load(&policy, main_getenv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
 		cfg_free(&cfg);
 		return 2;
@@ -124,7 +124,7 @@ main(int argc, char **argv)
 		cfg_free(&cfg);
 		return 1;
 	}
-	rc = sv_run(&cfg, &policy);
+	rc = workers_run(&cfg, &policy);
 	cfg_free(&cfg);
 	return rc;
 }

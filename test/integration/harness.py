@@ -672,6 +672,12 @@ class Daemon:
 
     # -- workers --------------------------------------------------------
 
+    def roles(self):
+        """The workers this daemon runs: the nsp worker only when an NSP
+        is in effect (IPAM_NSP_SERVICE not empty, IPAM_CONDUITS unset)."""
+        nsp = not self.env.get("IPAM_CONDUITS") and self.env.get("IPAM_NSP_SERVICE") != ""
+        return {r for r in ROLES if r != "nsp" or nsp}
+
     def workers(self):
         """{role: pid} of the supervisor's live worker children."""
         out = {}
