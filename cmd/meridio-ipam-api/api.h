@@ -108,7 +108,7 @@ struct api {
 	grpc_server *server;		/* the gRPC server */
 	grpc_completion_queue *cq;	/* its only completion queue */
 	void *methods[API_GENERIC];	/* registered method handles */
-	struct grpcx_tls *tls;		/* IPAM_TLS_* files, NULL = plaintext */
+	struct tls *tls;		/* IPAM_TLS_* files, NULL = plaintext */
 	struct admin *adm;		/* Admin service, NULL if it failed */
 	struct hsock *hs;		/* health socket, NULL when off */
 	struct mtls *mtls;		/* SPIFFE mTLS, NULL when off */

@@ -24,6 +24,7 @@
 #include <grpc/support/log.h>
 
 #include "grpcx.h"
+#include "tls.h"
 #include "ipcmsg.h"
 #include "log.h"
 #include "now.h"
@@ -256,14 +257,14 @@ server_creds(struct api *a)
 		return mtls_server_credentials(a->mtls);
 	if (c->tls_cert[0] == '\0')
 		return grpc_insecure_server_credentials_create();
-	a->tls = grpcx_tls_new(c->tls_cert, c->tls_key, c->tls_ca, err,
+	a->tls = tls_new(c->tls_cert, c->tls_key, c->tls_ca, err,
 	    sizeof(err));
 	if (a->tls == NULL) {
 		log_kv(LOGL_ERROR, "cannot load TLS files", "error", err, NULL);
 		return NULL;
 	}
-	grpcx_tls_set_notify(a->tls, server_tls_notify, NULL);
-	creds = grpcx_tls_server_credentials(a->tls);
+	tls_set_notify(a->tls, server_tls_notify, NULL);
+	creds = tls_server_credentials(a->tls);
 	if (creds == NULL)
 		log_error("cannot make TLS server credentials");
 	return creds;
@@ -506,7 +507,7 @@ out_grpc:
 	metrics_stop(mx);
 	mtls_stop(a->mtls);	/* the server that used it is gone */
 	grpc_shutdown();
-	grpcx_tls_free(a->tls);	/* gRPC's fetcher used it until here */
+	tls_free(a->tls);	/* gRPC's fetcher used it until here */
 	close(a->wake_fd);
 	close(d.sig_fd);
 	pthread_mutex_destroy(&a->mu);
