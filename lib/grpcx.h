@@ -29,8 +29,8 @@ struct grpcx_status {
 
 /*
  * grpc_init(), after turning off absl's Mutex deadlock detection (a
- * debugging aid left on in Debian's absl build, ~3 % of a gRPC process's
- * CPU). Returns true if it was found and turned off.
+ * debugging aid left on in Debian's absl build that costs CPU on every
+ * call). Returns true if it was found and turned off.
  */
 bool grpcx_init(void);
 
