@@ -480,6 +480,31 @@ grpcx_server_new(int max_message)
 	return grpc_server_create(&args, NULL);
 }
 
+size_t
+grpcx_finish_ops(grpc_op *ops, bool *md_sent, grpc_status_code code,
+    const char *msg, const ProtobufCMessage *body, grpc_byte_buffer **send,
+    grpc_slice *details, int *cancelled)
+{
+	size_t n = 0;
+
+	memset(ops, 0, 4 * sizeof(*ops));
+	if (!*md_sent)
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	*md_sent = true;
+	*send = code == GRPC_STATUS_OK && body != NULL ? grpcx_pack(body) : NULL;
+	if (*send != NULL) {
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n++].data.send_message.send_message = *send;
+	}
+	*details = grpc_slice_from_copied_string(msg != NULL ? msg : "");
+	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[n].data.send_status_from_server.status = code;
+	ops[n++].data.send_status_from_server.status_details = details;
+	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	ops[n++].data.recv_close_on_server.cancelled = cancelled;
+	return n;
+}
+
 grpc_completion_queue *
 grpcx_cq_quiet(void)
 {

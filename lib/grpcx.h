@@ -60,6 +60,18 @@ void grpcx_cq_drain(grpc_completion_queue *cq, void (*each)(void *tag));
 grpc_server *grpcx_server_new(int max_message);
 
 /*
+ * Fills ops (room for 4) with the batch that ends a call on the server:
+ * initial metadata unless *md_sent (then set), the message packed from
+ * body into *send (NULL when the code is not OK or there is no body), the
+ * status with msg in *details, and RECV_CLOSE_ON_SERVER into *cancelled.
+ * *send and *details are the caller's to release once the batch is over.
+ * Returns the number of ops.
+ */
+size_t grpcx_finish_ops(grpc_op *ops, bool *md_sent, grpc_status_code code,
+    const char *msg, const ProtobufCMessage *body, grpc_byte_buffer **send,
+    grpc_slice *details, int *cancelled);
+
+/*
  * Packs m into a new byte buffer (one slice). NULL on out of memory.
  * The caller destroys it with grpc_byte_buffer_destroy.
  */

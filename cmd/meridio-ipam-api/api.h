@@ -89,10 +89,10 @@ struct api_call {
 	int64_t arrived_ns;		/* when the call arrived (metrics) */
 	Ipamd__V1__Reply *reply;	/* the db's reply, handed to the gRPC
 					 * thread (API_TAG_REPLY) */
+	bool md_sent;			/* initial metadata went out */
 	/* Watch only (gRPC thread): */
 	bool watching;			/* in the watcher list */
 	bool known;			/* a served name, not SERVICE_UNKNOWN */
-	bool md_sent;			/* initial metadata went out */
 	bool busy;			/* a send batch is in flight */
 	bool closed;			/* RECV_CLOSE completed */
 	bool ended;			/* status sent or send failed */

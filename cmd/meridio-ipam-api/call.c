@@ -115,23 +115,12 @@ call_finish(struct api_call *c, grpc_status_code code, const char *msg,
     const ProtobufCMessage *body)
 {
 	grpc_op ops[4];
-	size_t n = 0;
+	size_t n;
 	grpc_call_error e;
 
-	memset(ops, 0, sizeof(ops));
-	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-	if (code == GRPC_STATUS_OK && body != NULL) {
-		c->send_buf = grpcx_pack(body);
-		ops[n].op = GRPC_OP_SEND_MESSAGE;
-		ops[n++].data.send_message.send_message = c->send_buf;
-	}
 	grpc_slice_unref(c->status_msg);
-	c->status_msg = grpc_slice_from_copied_string(msg != NULL ? msg : "");
-	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-	ops[n].data.send_status_from_server.status = code;
-	ops[n++].data.send_status_from_server.status_details = &c->status_msg;
-	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-	ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+	n = grpcx_finish_ops(ops, &c->md_sent, code, msg, body, &c->send_buf,
+	    &c->status_msg, &c->cancelled);
 	/* counted before the answer leaves: a client that got it sees it */
 	if (c->method == API_ALLOCATE || c->method == API_RELEASE)
 		metrics_call_done(c->method == API_ALLOCATE ?

@@ -204,6 +204,54 @@ Test(grpcx, deadlines)
 	    (long long)left);
 }
 
+/* ---- the server's last batch ----------------------------------------- */
+
+Test(grpcx, finish_ops_end_a_call)
+{
+	Ipam__V1__Prefix p = IPAM__V1__PREFIX__INIT;
+	Ipam__V1__Prefix *back;
+	grpc_op ops[4];
+	grpc_byte_buffer *send;
+	grpc_slice details;
+	bool md_sent = false;
+	int cancelled;
+
+	/* OK with a body: metadata, message, status, close */
+	p.address = "10.0.0.1/24";
+	cr_assert_eq(grpcx_finish_ops(ops, &md_sent, GRPC_STATUS_OK, NULL,
+	    &p.base, &send, &details, &cancelled), 4);
+	cr_expect(md_sent);
+	cr_expect_eq(ops[0].op, GRPC_OP_SEND_INITIAL_METADATA);
+	cr_expect_eq(ops[1].op, GRPC_OP_SEND_MESSAGE);
+	cr_assert_eq(ops[1].data.send_message.send_message, send);
+	back = (Ipam__V1__Prefix *)grpcx_unpack(&ipam__v1__prefix__descriptor,
+	    send);
+	cr_assert_not_null(back);
+	cr_expect_str_eq(back->address, "10.0.0.1/24");
+	ipam__v1__prefix__free_unpacked(back, NULL);
+	cr_expect_eq(ops[2].op, GRPC_OP_SEND_STATUS_FROM_SERVER);
+	cr_expect_eq(ops[2].data.send_status_from_server.status, GRPC_STATUS_OK);
+	cr_expect_eq(GRPC_SLICE_LENGTH(details), 0);
+	cr_expect_eq(ops[3].op, GRPC_OP_RECV_CLOSE_ON_SERVER);
+	cr_expect_eq(ops[3].data.recv_close_on_server.cancelled, &cancelled);
+	grpc_byte_buffer_destroy(send);
+	grpc_slice_unref(details);
+
+	/* an error after metadata went out: no body, status with msg */
+	cr_assert_eq(grpcx_finish_ops(ops, &md_sent, GRPC_STATUS_NOT_FOUND,
+	    "gone", &p.base, &send, &details, &cancelled), 2);
+	cr_expect_null(send);
+	cr_expect_eq(ops[0].op, GRPC_OP_SEND_STATUS_FROM_SERVER);
+	cr_expect_eq(ops[0].data.send_status_from_server.status,
+	    GRPC_STATUS_NOT_FOUND);
+	cr_expect_eq(ops[0].data.send_status_from_server.status_details,
+	    &details);
+	cr_expect_eq(GRPC_SLICE_LENGTH(details), 4);
+	cr_expect_eq(memcmp(GRPC_SLICE_START_PTR(details), "gone", 4), 0);
+	cr_expect_eq(ops[1].op, GRPC_OP_RECV_CLOSE_ON_SERVER);
+	grpc_slice_unref(details);
+}
+
 /* ---- client calls against the test server (tsrv.c) --------------------- */
 
 TestSuite(grpcx_call, .init = tsrv_start, .fini = tsrv_stop, .timeout = 60);
