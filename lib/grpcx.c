@@ -4,14 +4,10 @@
 #include "grpcx.h"
 
 #include <dlfcn.h>
-#include <errno.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -121,18 +117,6 @@ grpcx_status_name(int code)
 	if (code < 0 || code >= GRPCX_NCODES)
 		return "UNKNOWN";
 	return grpcx_names[code];
-}
-
-int
-grpcx_status_parse(const char *name, grpc_status_code *out)
-{
-	for (int i = 0; i < GRPCX_NCODES; i++) {
-		if (strcasecmp(name, grpcx_names[i]) == 0) {
-			*out = (grpc_status_code)i;
-			return 0;
-		}
-	}
-	return -1;
 }
 
 grpc_status_code

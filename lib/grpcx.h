@@ -99,9 +99,6 @@ ProtobufCMessage *grpcx_unpack(const ProtobufCMessageDescriptor *d,
  * number that is no status code. */
 const char *grpcx_status_name(int code);
 
-/* Parses a status code name (any case). Returns 0 or -1. */
-int grpcx_status_parse(const char *name, grpc_status_code *out);
-
 /* A number as a status code: itself if it is one (0..16), else UNKNOWN. */
 grpc_status_code grpcx_status_code(int code);
 

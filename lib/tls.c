@@ -281,17 +281,6 @@ tls_refresh(struct tls *t, char *err, size_t errlen)
 	return rc;
 }
 
-uint64_t
-tls_generation(const struct tls *t)
-{
-	uint64_t g;
-
-	pthread_mutex_lock((pthread_mutex_t *)&t->mu);
-	g = t->generation;
-	pthread_mutex_unlock((pthread_mutex_t *)&t->mu);
-	return g;
-}
-
 bool
 tls_has_cert(const struct tls *t)
 {

@@ -49,9 +49,6 @@ void tls_free(struct tls *t);
  */
 int tls_refresh(struct tls *t, char *err, size_t errlen);
 
-/* How many times the files were read successfully (1 after new). */
-uint64_t tls_generation(const struct tls *t);
-
 /* True if t has a certificate and key (a client: presents one). */
 bool tls_has_cert(const struct tls *t);
 

@@ -144,15 +144,8 @@ Test(grpcx, status_names)
 	cr_expect_str_eq(grpcx_status_name(-1), "UNKNOWN");
 }
 
-Test(grpcx, status_parse_and_code)
+Test(grpcx, status_code)
 {
-	grpc_status_code c = GRPC_STATUS_OK;
-
-	cr_expect_eq(grpcx_status_parse("not_found", &c), 0);
-	cr_expect_eq(c, GRPC_STATUS_NOT_FOUND);
-	cr_expect_eq(grpcx_status_parse("RESOURCE_EXHAUSTED", &c), 0);
-	cr_expect_eq(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
-	cr_expect_eq(grpcx_status_parse("NOPE", &c), -1);
 	cr_expect_eq(grpcx_status_code(5), GRPC_STATUS_NOT_FOUND);
 	cr_expect_eq(grpcx_status_code(16), GRPC_STATUS_UNAUTHENTICATED);
 	cr_expect_eq(grpcx_status_code(99), GRPC_STATUS_UNKNOWN);
