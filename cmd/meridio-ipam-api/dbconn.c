@@ -189,6 +189,28 @@ dbconn_drop(struct dbconn *d, const char *why)
 	dbconn_health(d);
 }
 
+/* Sends a ping (when none is outstanding, or the last one is lost). */
+static void
+dbconn_ping(struct dbconn *d)
+{
+	struct api *a = d->a;
+	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Ping ping = IPAMD__V1__PING__INIT;
+	bool wake = false;
+	int r = 0;
+
+	pthread_mutex_lock(&a->mu);
+	if (a->conn != NULL) {
+		req.id = d->ping_id = dbconn_next_id(a);
+		req.body_case = IPAMD__V1__REQUEST__BODY_PING;
+		req.ping = &ping;
+		r = dbconn_send_locked(a, &req, &wake);
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (r < 0)
+		dbconn_drop(d, "cannot queue ping");
+}
+
 /* Connects and says Hello, then pings at once. */
 static void
 dbconn_connect(struct dbconn *d)
@@ -196,11 +218,10 @@ dbconn_connect(struct dbconn *d)
 	struct api *a = d->a;
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Hello hello = IPAMD__V1__HELLO__INIT;
-	Ipamd__V1__Ping ping = IPAMD__V1__PING__INIT;
 	struct ipc_conn *conn;
 	char err[256];
 	bool wake = false;
-	int fd, r1, r2;
+	int fd, r;
 
 	d->next_connect_ms = now_ms() + API_RECONNECT_MS;
 	fd = ipc_connect(a->db_path, err, sizeof(err));
@@ -224,40 +245,16 @@ dbconn_connect(struct dbconn *d)
 	req.id = d->hello_id = dbconn_next_id(a);
 	req.body_case = IPAMD__V1__REQUEST__BODY_HELLO;
 	req.hello = &hello;
-	r1 = dbconn_send_locked(a, &req, &wake);
-	req.id = d->ping_id = dbconn_next_id(a);
-	req.body_case = IPAMD__V1__REQUEST__BODY_PING;
-	req.ping = &ping;
-	r2 = dbconn_send_locked(a, &req, &wake);
+	r = dbconn_send_locked(a, &req, &wake);
 	pthread_mutex_unlock(&a->mu);
 	d->next_ping_ms = now_ms() + API_PING_MS;
-	if (r1 < 0 || r2 < 0)
+	if (r < 0) {
 		dbconn_drop(d, "cannot queue hello");
-	else
-		log_kv(LOGL_INFO, "connected to the db worker", "path",
-		    a->db_path, NULL);
-}
-
-/* Sends a ping (when none is outstanding, or the last one is lost). */
-static void
-dbconn_ping(struct dbconn *d)
-{
-	struct api *a = d->a;
-	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
-	Ipamd__V1__Ping ping = IPAMD__V1__PING__INIT;
-	bool wake = false;
-	int r = 0;
-
-	pthread_mutex_lock(&a->mu);
-	if (a->conn != NULL) {
-		req.id = d->ping_id = dbconn_next_id(a);
-		req.body_case = IPAMD__V1__REQUEST__BODY_PING;
-		req.ping = &ping;
-		r = dbconn_send_locked(a, &req, &wake);
+		return;
 	}
-	pthread_mutex_unlock(&a->mu);
-	if (r < 0)
-		dbconn_drop(d, "cannot queue ping");
+	log_kv(LOGL_INFO, "connected to the db worker", "path", a->db_path,
+	    NULL);
+	dbconn_ping(d);
 }
 
 /*
