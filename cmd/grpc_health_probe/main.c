@@ -33,6 +33,7 @@
 #include "config.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
+#include "tls.h"
 #include "spiffe.h"
 #include "now.h"
 
@@ -395,18 +396,18 @@ probe_spiffe_creds(const struct probe_opts *o, char *err, size_t errlen)
 static grpc_channel_credentials *
 probe_creds(const struct probe_opts *o, char *err, size_t errlen)
 {
-	struct grpcx_tls *t;
+	struct tls *t;
 	grpc_channel_credentials *c;
 
 	if (!o->tls)
 		return grpc_insecure_credentials_create();
 	if (o->no_verify)
 		return probe_no_verify_creds(o, err, errlen);
-	t = grpcx_tls_new(o->cert, o->key, o->ca, err, errlen);
+	t = tls_new(o->cert, o->key, o->ca, err, errlen);
 	if (t == NULL)
 		return NULL;
-	c = grpcx_tls_channel_credentials(t);
-	grpcx_tls_free(t);
+	c = tls_channel_credentials(t);
+	tls_free(t);
 	if (c == NULL)
 		snprintf(err, errlen, "cannot make TLS credentials");
 	return c;

@@ -24,6 +24,7 @@
 
 #include "bench.h"
 #include "grpcx.h"
+#include "tls.h"
 
 #define BENCH_EXIT_OK 0
 #define BENCH_EXIT_FAIL 1
@@ -384,7 +385,7 @@ main(int argc, char **argv)
 
 	(void)grpcx_init();
 	if (o.use_tls) {
-		o.tls = grpcx_tls_new(o.tls_cert, o.tls_key, o.tls_ca, err,
+		o.tls = tls_new(o.tls_cert, o.tls_key, o.tls_ca, err,
 		    sizeof(err));
 		if (o.tls == NULL) {
 			grpc_shutdown();
@@ -404,7 +405,7 @@ main(int argc, char **argv)
 			bench_print(&o, &r);
 	}
 	grpc_shutdown();
-	grpcx_tls_free(o.tls);
+	tls_free(o.tls);
 	if (rc != 0) {
 		fprintf(stderr, "ipam-bench: %s: %s\n", bench_mode_names[o.mode],
 		    err);

@@ -24,6 +24,7 @@
 #include "ctl.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
+#include "tls.h"
 #include "ipam/v1/ipam.pb-c.h"
 #include "spiffe.h"
 
@@ -506,7 +507,7 @@ main(int argc, char **argv)
 {
 	struct ctl_args a;
 	struct grpcx_client *cl = NULL;
-	struct grpcx_tls *tls = NULL;
+	struct tls *tls = NULL;
 	char err[512], help_opt[] = "--help";
 	char *help[4] = { NULL, NULL, help_opt, NULL };
 	int rc;
@@ -556,7 +557,7 @@ main(int argc, char **argv)
 		if (rc != CTL_OK)
 			goto out;
 	} else if (a.tls) {
-		tls = grpcx_tls_new(a.tls_cert, a.tls_key, a.tls_ca, err,
+		tls = tls_new(a.tls_cert, a.tls_key, a.tls_ca, err,
 		    sizeof(err));
 		if (tls == NULL) {
 			fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
@@ -565,7 +566,7 @@ main(int argc, char **argv)
 		}
 	}
 	if (!a.spiffe)
-		cl = grpcx_client_new_tls(a.target, tls, a.tls_name, err,
+		cl = tls_client_new(a.target, tls, a.tls_name, err,
 		    sizeof(err));
 	if (cl == NULL) {
 		fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
@@ -578,7 +579,7 @@ main(int argc, char **argv)
 		rc = ctl_child(cl, &a);
 	grpcx_client_free(cl);
 out:
-	grpcx_tls_free(tls);
+	tls_free(tls);
 	grpc_shutdown_blocking();	/* gRPC threads gone before exit() */
 	return rc;
 }

@@ -296,28 +296,12 @@ admin_finish(struct admin *ad, struct admin_call *c, grpc_status_code code,
     const char *msg, const ProtobufCMessage *body)
 {
 	grpc_op ops[4];
-	grpc_byte_buffer *bb = NULL;
+	grpc_byte_buffer *bb;
 	grpc_slice details;
 	int cancelled = 0;
-	size_t n = 0;
 
-	memset(ops, 0, sizeof(ops));
-	if (!c->md_sent) {
-		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-		c->md_sent = true;
-	}
-	if (code == GRPC_STATUS_OK && body != NULL &&
-	    (bb = grpcx_pack(body)) != NULL) {
-		ops[n].op = GRPC_OP_SEND_MESSAGE;
-		ops[n++].data.send_message.send_message = bb;
-	}
-	details = grpc_slice_from_copied_string(msg != NULL ? msg : "");
-	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-	ops[n].data.send_status_from_server.status = code;
-	ops[n++].data.send_status_from_server.status_details = &details;
-	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-	ops[n++].data.recv_close_on_server.cancelled = &cancelled;
-	(void)admin_batch(ad, c, ops, n);
+	(void)admin_batch(ad, c, ops, grpcx_finish_ops(ops, &c->md_sent, code,
+	    msg, body, &bb, &details, &cancelled));
 	grpc_slice_unref(details);
 	if (bb != NULL)
 		grpc_byte_buffer_destroy(bb);

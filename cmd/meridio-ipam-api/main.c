@@ -95,7 +95,7 @@ main(int argc, char **argv)
 	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0)
 		log_fatal("pthread_sigmask failed");
 
-	rc = api_run(&cfg, path, status_fd);
+	rc = server_run(&cfg, path, status_fd);
 	cfg_free(&cfg);
 	return rc;
 }

@@ -26,6 +26,7 @@
 #include "conduitset.h"
 #include "config.h"
 #include "grpcx.h"
+#include "tls.h"
 #include "log.h"
 #include "nsp/v1/configurationmanager.pb-c.h"
 #include "spiffe.h"
@@ -57,7 +58,7 @@ struct watch {
 	pthread_t tid;			/* the watch thread */
 	grpc_channel *channel;		/* channel to the NSP service, NULL
 					 * until made (watch thread only) */
-	struct grpcx_tls *tls;		/* IPAM_NSP_TLS_* files, NULL when
+	struct tls *tls;		/* IPAM_NSP_TLS_* files, NULL when
 					 * plaintext or not read yet */
 	char tls_err[WATCH_STATUS_MAX];	/* last TLS file error logged */
 	struct spiffe_source *spiffe;	/* SVIDs (SPIFFE_ENDPOINT_SOCKET),
@@ -66,7 +67,7 @@ struct watch {
 };
 
 static grpc_channel *watch_channel_new(const struct cfg *cfg,
-    struct grpcx_tls *tls, grpc_channel_credentials *creds);
+    struct tls *tls, grpc_channel_credentials *creds);
 
 /* ---------------------------------------------------------------------
  * Watch thread
@@ -317,11 +318,11 @@ watch_channel(struct watch *w, char *details, size_t dlen)
 	err[0] = '\0';
 	if (w->tls_on) {
 		if (w->tls == NULL) {
-			w->tls = grpcx_tls_new(c->nsp_tls_cert, c->nsp_tls_key,
+			w->tls = tls_new(c->nsp_tls_cert, c->nsp_tls_key,
 			    c->nsp_tls_ca, err, sizeof(err));
 			rc = w->tls != NULL ? 1 : -1;
 		} else {
-			rc = grpcx_tls_refresh(w->tls, err, sizeof(err));
+			rc = tls_refresh(w->tls, err, sizeof(err));
 		}
 	}
 	if (rc < 0 && strcmp(err, w->tls_err) != 0) {
@@ -448,7 +449,7 @@ watch_arg_int(grpc_arg *a, const char *key, int value)
  * handshakes short (see also watch_start on polling).
  */
 static grpc_channel *
-watch_channel_new(const struct cfg *cfg, struct grpcx_tls *tls,
+watch_channel_new(const struct cfg *cfg, struct tls *tls,
     grpc_channel_credentials *spiffe)
 {
 	grpc_channel_credentials *creds;
@@ -478,7 +479,7 @@ watch_channel_new(const struct cfg *cfg, struct grpcx_tls *tls,
 		chargs.num_args++;
 	}
 	creds = spiffe != NULL ? spiffe : tls != NULL ?
-	    grpcx_tls_channel_credentials(tls) :
+	    tls_channel_credentials(tls) :
 	    grpc_insecure_credentials_create();
 	if (creds == NULL)
 		return NULL;
@@ -656,7 +657,7 @@ watch_stop(struct watch *w)
 		grpc_channel_destroy(w->channel);
 	spiffe_source_free(w->spiffe);
 	grpc_shutdown();
-	grpcx_tls_free(w->tls);
+	tls_free(w->tls);
 	free(w);
 }
 
