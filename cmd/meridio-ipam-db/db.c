@@ -260,34 +260,38 @@ fail(struct pending *p, int code, const char *fmt, const char *arg)
 	snprintf(p->msg, sizeof(p->msg), fmt, arg);
 }
 
-/* Checks the fields shared by Allocate and Release. */
+/* Checks the child of an Allocate or a Release. */
 static bool
-check_child(struct db *d, struct pending *p, const char *trench,
-    const char *conduit, const char *node, int family, const char *name)
+check_child(struct db *d, struct pending *p, const Ipamd__V1__Child *ch)
 {
-	if (family != IPAMD__V1__FAMILY__FAMILY_IPV4 &&
-	    family != IPAMD__V1__FAMILY__FAMILY_IPV6) {
+	if (ch == NULL) {
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%sno child", "");
+		return false;
+	}
+	if (ch->family != IPAMD__V1__FAMILY__FAMILY_IPV4 &&
+	    ch->family != IPAMD__V1__FAMILY__FAMILY_IPV6) {
 		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%sunknown IP family",
 		    "");
 		return false;
 	}
-	if (name[0] == '\0' || strlen(name) > BOUNDS_CHILD_MAX) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "child name %s", name[0] ?
-		    "too long" : "empty");
+	if (ch->name[0] == '\0' || strlen(ch->name) > BOUNDS_CHILD_MAX) {
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "child name %s",
+		    ch->name[0] ? "too long" : "empty");
 		return false;
 	}
-	if (node[0] == '\0' || strlen(node) > BOUNDS_LABEL_MAX) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "node name %s", node[0] ?
-		    "too long" : "empty");
+	if (ch->node[0] == '\0' || strlen(ch->node) > BOUNDS_LABEL_MAX) {
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "node name %s",
+		    ch->node[0] ? "too long" : "empty");
 		return false;
 	}
-	if (conduit[0] == '\0' || strlen(conduit) > BOUNDS_LABEL_MAX) {
+	if (ch->conduit[0] == '\0' || strlen(ch->conduit) > BOUNDS_LABEL_MAX) {
 		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "conduit name %s",
-		    conduit[0] ? "too long" : "empty");
+		    ch->conduit[0] ? "too long" : "empty");
 		return false;
 	}
-	if (strcmp(trench, d->cfg->trench) != 0) {
-		fail(p, GRPC_STATUS_NOT_FOUND, "trench %s not found", trench);
+	if (strcmp(ch->trench, d->cfg->trench) != 0) {
+		fail(p, GRPC_STATUS_NOT_FOUND, "trench %s not found",
+		    ch->trench);
 		return false;
 	}
 	return true;
@@ -295,7 +299,7 @@ check_child(struct db *d, struct pending *p, const char *trench,
 
 /* What release_lookup looks for and what it saw, during the walk. */
 struct release_seen {
-	const Ipamd__V1__Release *r;	/* the release asked for */
+	const Ipamd__V1__Child *r;	/* the child to release */
 	bool trench, conduit, node;	/* levels seen in r's family */
 	char node_id[1024];		/* id of the node record */
 	pfx_addr addr;			/* its address */
@@ -305,7 +309,7 @@ static int
 release_lookup_one(void *arg, const struct reg_record *rec)
 {
 	struct release_seen *x = arg;
-	const Ipamd__V1__Release *r = x->r;
+	const Ipamd__V1__Child *r = x->r;
 
 	if (rec->cidr.family != (int)r->family)
 		return 0;
@@ -341,7 +345,7 @@ release_lookup_one(void *arg, const struct reg_record *rec)
  * (family not served, conduit, node or child) and false is returned.
  */
 static bool
-release_lookup(struct db *d, struct pending *p, const Ipamd__V1__Release *r)
+release_lookup(struct db *d, struct pending *p, const Ipamd__V1__Child *r)
 {
 	struct release_seen x;
 
@@ -386,21 +390,21 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 	p->plen = 0;
 	switch (q->body_case) {
 	case IPAMD__V1__REQUEST__BODY_ALLOCATE: {
-		Ipamd__V1__Allocate *a = q->allocate;
-		if (!check_child(d, p, a->trench, a->conduit, a->node,
-		    a->family, a->name))
+		Ipamd__V1__Child *a = q->allocate->child;
+		uint32_t wait_ms = q->allocate->wait_ms;
+		if (!check_child(d, p, a))
 			return REG_OK;
 		rc = reg_allocate(d->reg, a->family, a->conduit, a->node,
 		    a->name, now, &res, err, sizeof(err));
-		if (rc == REG_ENOCONDUIT && a->wait_ms > 0) {
+		if (rc == REG_ENOCONDUIT && wait_ms > 0) {
 			if (p->deadline == 0)
-				p->deadline = mono + a->wait_ms * NS_PER_MS;
+				p->deadline = mono + wait_ms * NS_PER_MS;
 			if (mono < p->deadline) {
 				p->park = true;
 				return REG_OK;
 			}
 			snprintf(err + strlen(err), sizeof(err) - strlen(err),
-			    " (waited %u ms)", a->wait_ms);
+			    " (waited %u ms)", wait_ms);
 		}
 		if (rc == REG_OK) {
 			memcpy(p->addr, res.address, sizeof(p->addr));
@@ -413,9 +417,8 @@ apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
 		break;
 	}
 	case IPAMD__V1__REQUEST__BODY_RELEASE: {
-		Ipamd__V1__Release *r = q->release;
-		if (!check_child(d, p, r->trench, r->conduit, r->node,
-		    r->family, r->name))
+		Ipamd__V1__Child *r = q->release->child;
+		if (!check_child(d, p, r))
 			return REG_OK;
 		if (d->cl[p->slot].role == IPAMD__V1__ROLE__ROLE_CTL &&
 		    !release_lookup(d, p, r))
