@@ -2,19 +2,15 @@
  * db.c - the db worker's loop.
  *
  * One thread, one poll loop. Every turn reads all the requests that are
- * ready on every connection, applies the changes among them in one registry
- * batch (one sqlite transaction, one commit), and only then queues the
- * answers: an answer means the change is on disk. If any change of a batch
- * hits a storage error, the batch is undone and its requests are applied
- * one by one, so that one bad request cannot fail its neighbours.
- *
- * An Allocate for a conduit that is not known yet is parked until the
- * conduit appears or its wait_ms runs out.
+ * ready on every connection, answers at once what changes nothing (Hello,
+ * Ping, Dump, Check, Stats) and hands the changes, checked and allowed for
+ * their sender, to one batch (lib/batch: one commit, then the answers).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +21,7 @@
 
 #include <grpc/status.h>
 
+#include "batch.h"
 #include "bounds.h"
 #include "db.h"
 #include "ipcmsg.h"
@@ -36,21 +33,8 @@
 #define NS_PER_MS 1000000LL
 #define DB_DUMP_CHUNK 1000		/* records per Dump reply frame */
 #define DB_MAX_PROBLEMS 2000		/* problems listed by one Check */
-#define DB_SIZE_BUCKETS 13		/* batch sizes 1, 2, 4, ... 4096 */
 #define DB_SUMMARY_MS 60000		/* a lasting failure: a line per minute */
 #define DB_ENV_SUMMARY_MS "IPAMD_FAILURE_SUMMARY_MS" /* tests: shorter */
-
-/*
- * The db worker passes an ipamd.v1 Family straight to the registry and the
- * prefix functions as a PFX_V4/PFX_V6 family (reg_allocate, reg_release,
- * rec->cidr.family, pfx_format_addr): the numbers must stay equal. The
- * public ipam.v1 IPFamily (IPV4 = 0, IPV6 = 1) differs by design and is
- * mapped by validate_child.
- */
-_Static_assert((int)IPAMD__V1__FAMILY__FAMILY_IPV4 == (int)PFX_V4,
-    "ipamd.v1 FAMILY_IPV4 must equal PFX_V4");
-_Static_assert((int)IPAMD__V1__FAMILY__FAMILY_IPV6 == (int)PFX_V6,
-    "ipamd.v1 FAMILY_IPV6 must equal PFX_V6");
 
 /* One connection to the db worker. */
 struct client {
@@ -58,19 +42,6 @@ struct client {
 	uint64_t gen;			/* bumped when the slot is reused */
 	int role;			/* Ipamd__V1__Role, 0 before Hello */
 	int pid;			/* the peer's pid, from Hello */
-};
-
-/* One request waiting for its answer. */
-struct pending {
-	int slot;			/* client slot */
-	uint64_t gen;			/* client generation at receipt */
-	Ipamd__V1__Request *req;	/* the request (owned) */
-	int64_t deadline;		/* parked: CLOCK_MONOTONIC ns limit */
-	bool park;			/* apply() asks to wait for a conduit */
-	int code;			/* reply code */
-	unsigned plen;			/* Allocate: prefix length */
-	char addr[PFX_ADDRSTRLEN];	/* Allocate: address */
-	char msg[512];			/* error text */
 };
 
 /*
@@ -93,26 +64,15 @@ struct cond {
 	char last[512];			/* latest error text */
 };
 
-/* A growable array of pending requests. */
-struct plist {
-	struct pending *v;		/* entries */
-	size_t n, cap;			/* used and allocated */
-};
-
 struct db {
 	const struct cfg *cfg;		/* configuration */
 	struct store *st;		/* the file */
 	struct reg *reg;		/* the tree */
 	struct client cl[DB_MAX_CLIENTS]; /* connection slots */
-	struct plist batch;		/* requests of this turn */
-	struct plist parked;		/* waiting for their conduit */
-	bool conduits_changed;		/* a sync in this turn: retry parked */
-	uint64_t batches;		/* committed batches */
+	struct batch *b;		/* the changes of this turn, parked */
 	uint64_t requests;		/* requests answered */
-	uint64_t batched;		/* requests applied in batches */
 	uint64_t gc_runs;		/* garbage collection runs */
 	uint64_t gc_reaped;		/* records they removed */
-	uint64_t sizes[DB_SIZE_BUCKETS]; /* batches of size <= 2^i */
 	struct cond writes;		/* commits failing */
 	struct cond ckpts;		/* checkpoints failing */
 	uint64_t ckpt_seen;		/* checkpoint failures already counted */
@@ -197,21 +157,6 @@ check_ckpts(struct db *d)
 	d->ckpt_runs_seen = h.ckpt_runs;
 }
 
-static int
-plist_push(struct plist *l, const struct pending *p)
-{
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 64;
-		struct pending *v = realloc(l->v, cap * sizeof(*v));
-		if (v == NULL)
-			return -1;
-		l->v = v;
-		l->cap = cap;
-	}
-	l->v[l->n++] = *p;
-	return 0;
-}
-
 static void
 client_close(struct db *d, int slot, const char *why)
 {
@@ -228,7 +173,7 @@ client_close(struct db *d, int slot, const char *why)
 
 /* Queues the answer of p, if its client is still there. */
 static void
-reply(struct db *d, struct pending *p)
+reply(struct db *d, struct batch_req *p)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	struct client *c = &d->cl[p->slot];
@@ -246,7 +191,7 @@ reply(struct db *d, struct pending *p)
 }
 
 static void
-pending_free(struct pending *p)
+pending_free(struct batch_req *p)
 {
 	if (p->req != NULL)
 		ipamd__v1__request__free_unpacked(p->req, NULL);
@@ -254,41 +199,67 @@ pending_free(struct pending *p)
 }
 
 static void
-fail(struct pending *p, int code, const char *fmt, const char *arg)
+fail(struct batch_req *p, int code, const char *fmt, ...)
 {
+	va_list ap;
+
 	p->code = code;
-	snprintf(p->msg, sizeof(p->msg), fmt, arg);
+	va_start(ap, fmt);
+	vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
+	va_end(ap);
 }
 
-/* Checks the child of an Allocate or a Release. */
+/* Refuses an empty name or one longer than max. */
 static bool
-check_child(struct db *d, struct pending *p, const Ipamd__V1__Child *ch)
+name_ok(struct batch_req *p, const char *what, const char *name, size_t max)
 {
+	if (name[0] != '\0' && strlen(name) <= max)
+		return true;
+	fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%s %s", what, name[0] ?
+	    "too long" : "empty");
+	return false;
+}
+
+/*
+ * Checks a change before it joins the batch: the child of an Allocate or
+ * a Release (a known family, names within bounds, the served trench), the
+ * names a SyncConduits adds. A refusal fills p's answer and nothing
+ * changes. Returns true if p may go on.
+ */
+static bool
+check(struct db *d, struct batch_req *p)
+{
+	const Ipamd__V1__Request *q = p->req;
+	const Ipamd__V1__SyncConduits *s = q->sync_conduits;
+	const Ipamd__V1__Child *ch;
+	size_t i;
+
+	if (q->body_case == IPAMD__V1__REQUEST__BODY_SYNC_CONDUITS) {
+		for (i = 0; i < s->n_add; i++) {
+			if (s->add[i][0] == '\0' ||
+			    strlen(s->add[i]) > BOUNDS_LABEL_MAX) {
+				fail(p, GRPC_STATUS_INVALID_ARGUMENT,
+				    "bad conduit name %.300s", s->add[i]);
+				return false;
+			}
+		}
+		return true;
+	}
+	ch = q->body_case == IPAMD__V1__REQUEST__BODY_ALLOCATE ?
+	    q->allocate->child : q->release->child;
 	if (ch == NULL) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%sno child", "");
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "no child");
 		return false;
 	}
 	if (ch->family != IPAMD__V1__FAMILY__FAMILY_IPV4 &&
 	    ch->family != IPAMD__V1__FAMILY__FAMILY_IPV6) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%sunknown IP family",
-		    "");
+		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "unknown IP family");
 		return false;
 	}
-	if (ch->name[0] == '\0' || strlen(ch->name) > BOUNDS_CHILD_MAX) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "child name %s",
-		    ch->name[0] ? "too long" : "empty");
+	if (!name_ok(p, "child name", ch->name, BOUNDS_CHILD_MAX) ||
+	    !name_ok(p, "node name", ch->node, BOUNDS_LABEL_MAX) ||
+	    !name_ok(p, "conduit name", ch->conduit, BOUNDS_LABEL_MAX))
 		return false;
-	}
-	if (ch->node[0] == '\0' || strlen(ch->node) > BOUNDS_LABEL_MAX) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "node name %s",
-		    ch->node[0] ? "too long" : "empty");
-		return false;
-	}
-	if (ch->conduit[0] == '\0' || strlen(ch->conduit) > BOUNDS_LABEL_MAX) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "conduit name %s",
-		    ch->conduit[0] ? "too long" : "empty");
-		return false;
-	}
 	if (strcmp(ch->trench, d->cfg->trench) != 0) {
 		fail(p, GRPC_STATUS_NOT_FOUND, "trench %s not found",
 		    ch->trench);
@@ -297,296 +268,97 @@ check_child(struct db *d, struct pending *p, const Ipamd__V1__Child *ch)
 	return true;
 }
 
-/* What release_lookup looks for and what it saw, during the walk. */
-struct release_seen {
-	const Ipamd__V1__Child *r;	/* the child to release */
-	bool trench, conduit, node;	/* levels seen in r's family */
-	char node_id[1024];		/* id of the node record */
-	pfx_addr addr;			/* its address */
-};
-
-static int
-release_lookup_one(void *arg, const struct reg_record *rec)
-{
-	struct release_seen *x = arg;
-	const Ipamd__V1__Child *r = x->r;
-
-	if (rec->cidr.family != (int)r->family)
-		return 0;
-	switch (rec->level) {
-	case 0:
-		x->trench = true;
-		break;
-	case 1:
-		x->conduit = x->conduit || strcmp(rec->name, r->conduit) == 0;
-		break;
-	case 2:
-		if (strcmp(rec->name, r->node) == 0) {
-			x->node = true;
-			snprintf(x->node_id, sizeof(x->node_id), "%s",
-			    rec->id);
-		}
-		break;
-	default:
-		if (x->node && strcmp(rec->parent_id, x->node_id) == 0 &&
-		    strcmp(rec->name, r->name) == 0) {
-			x->addr = rec->cidr.addr;
-			return 1;
-		}
-		break;
-	}
-	return 0;
-}
-
-/*
- * An operator's release (role CTL) must say what it did: finds the child
- * of r in the index. Found: its address goes in the reply and true is
- * returned. Else the reply is NOT_FOUND naming the first level missing
- * (family not served, conduit, node or child) and false is returned.
- */
+/* Checks that the data file and its WAL are still the ones at the path.
+ * When not: one line, and the worker stops for good (a restart would only
+ * serve whatever now lies at the path, without what this one
+ * acknowledged). Returns true while they are. */
 static bool
-release_lookup(struct db *d, struct pending *p, const Ipamd__V1__Child *r)
+check_files(struct db *d)
 {
-	struct release_seen x;
+	char err[512];
 
-	memset(&x, 0, sizeof(x));
-	x.r = r;
-	if (reg_walk(d->reg, r->conduit, r->node, release_lookup_one, &x) == 1) {
-		pfx_format_addr((int)r->family, x.addr, p->addr);
-		return true;
-	}
-	p->code = GRPC_STATUS_NOT_FOUND;
-	if (!x.trench)
-		snprintf(p->msg, sizeof(p->msg), "trench %.200s serves no "
-		    "IPv%d", r->trench, (int)r->family);
-	else if (!x.conduit)
-		snprintf(p->msg, sizeof(p->msg), "no conduit %.200s in trench "
-		    "%.200s", r->conduit, r->trench);
-	else if (!x.node)
-		snprintf(p->msg, sizeof(p->msg), "no node %.200s in conduit "
-		    "%.200s", r->node, r->conduit);
-	else
-		snprintf(p->msg, sizeof(p->msg), "no child %.100s on node "
-		    "%.150s of conduit %.150s", r->name, r->node, r->conduit);
-	return false;
-}
-
-/*
- * Applies one request inside the open batch and fills its reply fields.
- * Returns the registry status (REG_ESTORE means: roll the batch back).
- */
-static int
-apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
-{
-	Ipamd__V1__Request *q = p->req;
-	struct reg_result res;
-	char err[512] = "";
-	size_t i;
-	int rc = REG_OK;
-
-	p->park = false;
-	p->code = GRPC_STATUS_OK;
-	p->msg[0] = p->addr[0] = '\0';
-	p->plen = 0;
-	switch (q->body_case) {
-	case IPAMD__V1__REQUEST__BODY_ALLOCATE: {
-		Ipamd__V1__Child *a = q->allocate->child;
-		uint32_t wait_ms = q->allocate->wait_ms;
-		if (!check_child(d, p, a))
-			return REG_OK;
-		rc = reg_allocate(d->reg, a->family, a->conduit, a->node,
-		    a->name, now, &res, err, sizeof(err));
-		if (rc == REG_ENOCONDUIT && wait_ms > 0) {
-			if (p->deadline == 0)
-				p->deadline = mono + wait_ms * NS_PER_MS;
-			if (mono < p->deadline) {
-				p->park = true;
-				return REG_OK;
-			}
-			snprintf(err + strlen(err), sizeof(err) - strlen(err),
-			    " (waited %u ms)", wait_ms);
-		}
-		if (rc == REG_OK) {
-			memcpy(p->addr, res.address, sizeof(p->addr));
-			p->plen = res.prefix_len;
-			if (res.created)
-				log_kv(LOGL_DEBUG, "allocated", "conduit",
-				    a->conduit, "node", a->node, "name",
-				    a->name, "address", res.address, NULL);
-		}
-		break;
-	}
-	case IPAMD__V1__REQUEST__BODY_RELEASE: {
-		Ipamd__V1__Child *r = q->release->child;
-		if (!check_child(d, p, r))
-			return REG_OK;
-		if (d->cl[p->slot].role == IPAMD__V1__ROLE__ROLE_CTL &&
-		    !release_lookup(d, p, r))
-			return REG_OK;
-		rc = reg_release(d->reg, r->family, r->conduit, r->node,
-		    r->name, now, err, sizeof(err));
-		break;
-	}
-	case IPAMD__V1__REQUEST__BODY_SYNC_CONDUITS: {
-		Ipamd__V1__SyncConduits *s = q->sync_conduits;
-		for (i = 0; rc == REG_OK && i < s->n_remove; i++) {
-			rc = reg_remove_conduit(d->reg, s->remove[i], err,
-			    sizeof(err));
-			if (rc == REG_OK)
-				log_kv(LOGL_INFO, "conduit removed", "conduit",
-				    s->remove[i], NULL);
-		}
-		for (i = 0; rc == REG_OK && i < s->n_add; i++) {
-			if (s->add[i][0] == '\0' ||
-			    strlen(s->add[i]) > BOUNDS_LABEL_MAX) {
-				fail(p, GRPC_STATUS_INVALID_ARGUMENT,
-				    "bad conduit name %.300s", s->add[i]);
-				return REG_OK;
-			}
-			rc = reg_add_conduit(d->reg, s->add[i], now, err,
-			    sizeof(err));
-			/* A conduit that does not fit must not block the
-			 * others, nor later lists: it is skipped (and tried
-			 * again with the next list), the rest applies. */
-			if (rc == REG_EXHAUSTED) {
-				log_kv(LOGL_ERROR, "conduit does not fit",
-				    "conduit", s->add[i], "error", err, NULL);
-				snprintf(p->msg, sizeof(p->msg), "%.100s does "
-				    "not fit: %.300s", s->add[i], err);
-				rc = REG_OK;
-			}
-		}
-		d->conduits_changed = true;
-		break;
-	}
-	default:
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%sunexpected request",
-		    "");
-		return REG_OK;
-	}
-	if (rc != REG_OK) {
-		p->code = reg_grpc_status(rc);
-		snprintf(p->msg, sizeof(p->msg), "%s", err);
-	}
-	return rc;
-}
-
-/* The data file or its WAL is not the one at the path any more: one
- * line, and the worker stops for good (a restart would only serve
- * whatever now lies at the path, without what this one acknowledged). */
-static void
-files_gone(struct db *d, const char *err)
-{
-	if (d->files_gone)
-		return;
+	if (d->files_gone || store_check_files(d->st, err, sizeof(err)) == 0)
+		return !d->files_gone;
 	d->files_gone = true;
 	log_kv(LOGL_ERROR, "data file removed or replaced while in use: "
 	    "refusing every request and stopping for good", "path",
 	    d->cfg->data_source, "error", err, NULL);
+	return false;
 }
 
-/* Applies all of l in one batch; falls back to one batch per request. */
+/* Answers a request the batch is done with. */
 static void
-run_batch(struct db *d, struct plist *l)
+answer(void *arg, struct batch_req *p)
 {
-	int64_t now = now_ns(CLOCK_REALTIME), mono = now_ns(CLOCK_MONOTONIC);
-	char err[512] = "";
-	size_t i;
-	bool failed = false;
+	const Ipamd__V1__Child *ch;
 
-	if (l->n == 0)
-		return;
-	reg_expire_cooldowns(d->reg, now);
-	if (!d->files_gone && store_check_files(d->st, err, sizeof(err)) < 0)
-		files_gone(d, err);
-	if (d->files_gone) {
-		/* answered below, nothing written */
-	} else if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
-		failed = true;
-	} else {
-		for (i = 0; i < l->n && !failed; i++) {
-			failed = apply(d, &l->v[i], now, mono) == REG_ESTORE;
-			/* apply keeps its error in the request's answer */
-			if (failed)
-				snprintf(err, sizeof(err), "%s", l->v[i].msg);
-		}
-		if (failed)
-			reg_rollback(d->reg);
-		else if (reg_commit(d->reg, err, sizeof(err)) != REG_OK)
-			failed = true;
+	if (p->created) {
+		ch = p->req->allocate->child;
+		log_kv(LOGL_DEBUG, "allocated", "conduit", ch->conduit, "node",
+		    ch->node, "name", ch->name, "address", p->addr, NULL);
 	}
-	if (failed) {
-		uint64_t nfail = 1;
-		bool any_ok = false;
+	reply(arg, p);
+}
 
-		log_kv(LOGL_DEBUG, "batch failed, applying its requests one "
-		    "by one", "error", err, NULL);
-		cond_fail(d, &d->writes, 0, err);
-		for (i = 0; i < l->n; i++) {
-			struct pending *p = &l->v[i];
-			if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
-				fail(p, GRPC_STATUS_UNAVAILABLE,
-				    "storage: %.400s", err);
-				nfail++;
-				continue;
-			}
-			if (apply(d, p, now, mono) == REG_ESTORE) {
-				reg_rollback(d->reg);
-				snprintf(err, sizeof(err), "%s", p->msg);
-				nfail++;
-				continue;
-			}
-			if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
-				p->park = false;
-				fail(p, GRPC_STATUS_UNAVAILABLE,
-				    "storage: %.400s", err);
-				nfail++;
-				continue;
-			}
-			any_ok = true;
+/* Logs what a SyncConduits changes besides its answer. */
+static void
+note(void *arg, const char *conduit, const char *err)
+{
+	(void)arg;
+	if (err == NULL)
+		log_kv(LOGL_INFO, "conduit removed", "conduit", conduit, NULL);
+	else
+		log_kv(LOGL_ERROR, "conduit does not fit", "conduit", conduit,
+		    "error", err, NULL);
+}
+
+/* A parked request is wanted while its client is connected. */
+static bool
+keep(void *arg, const struct batch_req *p)
+{
+	struct db *d = arg;
+
+	return d->cl[p->slot].conn != NULL && d->cl[p->slot].gen == p->gen;
+}
+
+/*
+ * Applies the changes of this turn and the parked ones whose time has come
+ * in one batch, then answers them. Nothing is acknowledged into a file
+ * that is not at the path any more (removed, replaced, truncated): a
+ * restart would not see it.
+ */
+static void
+run_batch(struct db *d)
+{
+	int64_t mono = now_ns(CLOCK_MONOTONIC);
+	char err[512] = "";
+	uint64_t nfail;
+	bool any_ok;
+
+	batch_revisit(d->b, mono, keep, d);
+	if (batch_len(d->b) == 0)
+		return;
+	if (check_files(d)) {
+		nfail = batch_run(d->b, now_ns(CLOCK_REALTIME), mono, &any_ok,
+		    err, sizeof(err));
+		if (nfail > 0) {
+			log_kv(LOGL_DEBUG, "batch failed, applying its "
+			    "requests one by one", "error", err, NULL);
+			cond_fail(d, &d->writes, nfail, err);
 		}
-		cond_fail(d, &d->writes, nfail, err);
 		if (any_ok)
 			cond_ok(d, &d->writes);
-	} else {
-		cond_ok(d, &d->writes);
 	}
-	/* Nothing is acknowledged into a file that is not at the path any
-	 * more (removed, replaced, truncated): a restart would not see it. */
-	if (!d->files_gone && store_check_files(d->st, err, sizeof(err)) < 0)
-		files_gone(d, err);
-	if (d->files_gone) {
-		snprintf(err, sizeof(err), "the data file was removed or "
-		    "replaced while in use");
-		for (i = 0; i < l->n; i++) {
-			l->v[i].park = false;
-			l->v[i].addr[0] = '\0';
-			l->v[i].plen = 0;
-			fail(&l->v[i], GRPC_STATUS_UNAVAILABLE,
-			    "storage: %.400s", err);
-		}
-	}
-	d->batches++;
-	d->batched += l->n;
-	for (i = 0; i < DB_SIZE_BUCKETS - 1 && ((size_t)1 << i) < l->n; i++)
-		;
-	d->sizes[i]++;
-	for (i = 0; i < l->n; i++) {
-		struct pending *p = &l->v[i];
-		if (p->park && plist_push(&d->parked, p) == 0)
-			continue;
-		if (p->park)
-			fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
-		reply(d, p);
-		pending_free(p);
-	}
-	l->n = 0;
+	if (!check_files(d))
+		batch_fail(d->b, GRPC_STATUS_UNAVAILABLE, "storage: the data "
+		    "file was removed or replaced while in use", false);
+	batch_answer(d->b, answer, d);
 }
 
 /* Collects Dump records into reply frames of DB_DUMP_CHUNK records. */
 struct dump_ctx {
 	struct db *d;			/* the worker */
-	struct pending *p;		/* the Dump request */
+	struct batch_req *p;		/* the Dump request */
 	Ipamd__V1__Record recs[DB_DUMP_CHUNK];	/* this chunk */
 	char strs[DB_DUMP_CHUNK][3][PFX_STRLEN + 1]; /* its short strings */
 	char *ids[DB_DUMP_CHUNK][3];	/* its id, name, parent id copies */
@@ -657,13 +429,13 @@ dump_one(void *arg, const struct reg_record *rec)
 
 /* Answers a Dump: the walk is short (in-memory), frames stay capped. */
 static void
-answer_dump(struct db *d, struct pending *p)
+answer_dump(struct db *d, struct batch_req *p)
 {
 	struct dump_ctx *x = calloc(1, sizeof(*x));
 	Ipamd__V1__Dump *q = p->req->dump;
 
 	if (x == NULL) {
-		fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
+		fail(p, GRPC_STATUS_INTERNAL, "out of memory");
 		reply(d, p);
 		return;
 	}
@@ -672,7 +444,7 @@ answer_dump(struct db *d, struct pending *p)
 	(void)reg_walk(d->reg, q->conduit, q->node, dump_one, x);
 	if (x->failed) {
 		x->n = 0;
-		fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
+		fail(p, GRPC_STATUS_INTERNAL, "out of memory");
 		reply(d, p);
 	} else {
 		dump_flush(x, false);
@@ -712,7 +484,7 @@ check_one(void *arg, const struct reg_problem *pr)
 
 /* Answers a Check from the index. */
 static void
-answer_check(struct db *d, struct pending *p)
+answer_check(struct db *d, struct batch_req *p)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__Problem *ptrs[DB_MAX_PROBLEMS];
@@ -723,7 +495,7 @@ answer_check(struct db *d, struct pending *p)
 
 	x.v = calloc(DB_MAX_PROBLEMS, sizeof(*x.v));
 	if (x.v == NULL) {
-		fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
+		fail(p, GRPC_STATUS_INTERNAL, "out of memory");
 		reply(d, p);
 		return;
 	}
@@ -753,24 +525,25 @@ answer_check(struct db *d, struct pending *p)
 
 /* Answers a Stats request: the counters the metrics endpoint shows. */
 static void
-answer_stats(struct db *d, struct pending *p)
+answer_stats(struct db *d, struct batch_req *p)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__DbStats s = IPAMD__V1__DB_STATS__INIT;
+	const struct batch_stats *bs = batch_stats(d->b);
 	struct client *c = &d->cl[p->slot];
 	struct store_health h;
 
 	d->requests++;
 	s.commits = store_commit_count(d->st);
-	s.batches = d->batches;
-	s.batched = d->batched;
+	s.batches = bs->batches;
+	s.batched = bs->batched;
 	s.requests = d->requests;
 	s.gc_runs = d->gc_runs;
 	s.gc_reaped = d->gc_reaped;
 	s.cooling = reg_count_cooling(d->reg);
 	s.records = reg_count(d->reg);
-	s.n_batch_sizes = DB_SIZE_BUCKETS;
-	s.batch_sizes = d->sizes;
+	s.n_batch_sizes = BATCH_SIZE_BUCKETS;
+	s.batch_sizes = (uint64_t *)bs->sizes;
 	store_health(d->st, &h);
 	s.commit_failures = h.commit_failures;
 	s.checkpoint_failures = h.ckpt_failures;
@@ -824,10 +597,10 @@ role_name(int role)
 /*
  * Refuses, with PERMISSION_DENIED and a log line, a request its sender's
  * role may not make (a second Hello included); the connection stays open
- * and nothing changes. Returns true if it did.
+ * and nothing changes. Returns true if it did (p's answer is filled).
  */
 static bool
-refuse_out_of_role(struct db *d, struct pending *p)
+refuse_out_of_role(struct db *d, struct batch_req *p)
 {
 	struct client *c = &d->cl[p->slot];
 	Ipamd__V1__Request *q = p->req;
@@ -841,49 +614,50 @@ refuse_out_of_role(struct db *d, struct pending *p)
 	log_kv(LOGL_WARNING, "request refused: not allowed for the sender's "
 	    "role", "request", f != NULL ? f->name : "?", "role",
 	    role_name(c->role), NULL);
-	p->code = GRPC_STATUS_PERMISSION_DENIED;
-	snprintf(p->msg, sizeof(p->msg), "%s is not allowed for role %s",
+	fail(p, GRPC_STATUS_PERMISSION_DENIED, "%s is not allowed for role %s",
 	    f != NULL ? f->name : "this request", role_name(c->role));
-	p->addr[0] = '\0';
-	p->plen = 0;
-	reply(d, p);
-	pending_free(p);
 	return true;
 }
 
-/* Answers at once what needs no batch; returns true if it did. */
-static bool
-answer_now(struct db *d, struct pending *p)
+/*
+ * The one dispatch of a request: refused if its sender's role may not
+ * make it, answered at once if it changes nothing, else checked and queued
+ * for this turn's batch. Takes p->req. Returns 0, or -1 when the request
+ * cannot be queued (out of memory; p->req is freed).
+ */
+static int
+dispatch(struct db *d, struct batch_req *p)
 {
 	struct client *c = &d->cl[p->slot];
 	Ipamd__V1__Request *q = p->req;
 
-	p->code = GRPC_STATUS_OK;
-	p->msg[0] = p->addr[0] = '\0';
-	p->plen = 0;
-	if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO) {
+	if (refuse_out_of_role(d, p)) {
+		reply(d, p);
+	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO) {
 		c->role = q->hello->role;
 		c->pid = q->hello->pid;
 		log_fmt(LOGL_DEBUG, "hello from role %d pid %d", c->role,
 		    c->pid);
+		reply(d, p);
+	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_PING) {
+		reply(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_DUMP) {
 		answer_dump(d, p);
-		pending_free(p);
-		return true;
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_CHECK) {
 		answer_check(d, p);
-		pending_free(p);
-		return true;
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_STATS) {
 		answer_stats(d, p);
+	} else if (!check(d, p)) {
+		reply(d, p);
+	} else {
+		p->strict = c->role == IPAMD__V1__ROLE__ROLE_CTL;
+		if (batch_add(d->b, p) == 0)
+			return 0;
 		pending_free(p);
-		return true;
-	} else if (q->body_case != IPAMD__V1__REQUEST__BODY_PING) {
-		return false;
+		return -1;
 	}
-	reply(d, p);
 	pending_free(p);
-	return true;
+	return 0;
 }
 
 /* Reads every complete frame of one client into the batch. */
@@ -907,7 +681,7 @@ client_read(struct db *d, int slot)
 			return;
 		}
 		while ((rc = ipc_conn_next(c->conn, &data, &len)) == 1) {
-			struct pending p = { .slot = slot, .gen = c->gen };
+			struct batch_req p = { .slot = slot, .gen = c->gen };
 			p.req = ipcmsg_unpack_request(data, len);
 			if (p.req == NULL || (c->role == 0 &&
 			    p.req->body_case != IPAMD__V1__REQUEST__BODY_HELLO)) {
@@ -919,10 +693,7 @@ client_read(struct db *d, int slot)
 				client_close(d, slot, "protocol error");
 				return;
 			}
-			if (refuse_out_of_role(d, &p) || answer_now(d, &p))
-				continue;
-			if (plist_push(&d->batch, &p) != 0) {
-				pending_free(&p);
+			if (dispatch(d, &p) != 0) {
 				client_close(d, slot, "out of memory");
 				return;
 			}
@@ -932,7 +703,7 @@ client_read(struct db *d, int slot)
 			client_close(d, slot, "oversized frame");
 			return;
 		}
-		if (n < 0 || d->batch.n >= DB_MAX_BATCH)
+		if (n < 0 || batch_len(d->b) >= DB_MAX_BATCH)
 			return;
 	}
 }
@@ -980,40 +751,6 @@ accept_clients(struct db *d, int lfd)
 	}
 }
 
-/* Moves parked requests back into the batch (conduits changed) and
- * answers those whose wait is over. */
-static void
-revisit_parked(struct db *d, int64_t mono, bool all)
-{
-	size_t i, keep = 0;
-
-	for (i = 0; i < d->parked.n; i++) {
-		struct pending *p = &d->parked.v[i];
-		struct client *c = &d->cl[p->slot];
-		if (c->conn == NULL || c->gen != p->gen) {
-			pending_free(p);
-		} else if (all || mono >= p->deadline) {
-			if (plist_push(&d->batch, p) != 0)
-				d->parked.v[keep++] = *p;
-		} else {
-			d->parked.v[keep++] = *p;
-		}
-	}
-	d->parked.n = keep;
-}
-
-static int64_t
-next_parked_deadline(const struct db *d)
-{
-	int64_t t = INT64_MAX;
-	size_t i;
-
-	for (i = 0; i < d->parked.n; i++)
-		if (d->parked.v[i].deadline < t)
-			t = d->parked.v[i].deadline;
-	return t;
-}
-
 static void
 heartbeat(struct db *d, int status_fd)
 {
@@ -1053,8 +790,7 @@ run_gc(struct db *d)
 		return;
 	}
 	cond_ok(d, &d->writes);
-	if (store_check_files(d->st, err, sizeof(err)) < 0)
-		files_gone(d, err);
+	(void)check_files(d);
 	d->gc_runs++;
 	d->gc_reaped += reaped;
 	log_kv(reaped ? LOGL_INFO : LOGL_DEBUG, "garbage collection",
@@ -1073,10 +809,8 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	int map[3 + DB_MAX_CLIENTS];
 	int64_t mono, next_hb, next_gc, wake;
 	sigset_t mask;
-	char err[512];
 	int sfd, n, i, timeout;
 	bool stop = false;
-	size_t k;
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -1092,6 +826,8 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	mono = now_ns(CLOCK_MONOTONIC);
 	next_hb = mono;
 	next_gc = cfg->gc_enabled ? mono + cfg->gc_interval_ns : INT64_MAX;
+	if ((d.b = batch_new(reg, note, NULL)) == NULL)
+		log_fatal("out of memory");
 	log_info("serving");
 
 	while (!stop) {
@@ -1112,8 +848,8 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 		wake = next_hb;
 		if (next_gc < wake)
 			wake = next_gc;
-		if (next_parked_deadline(&d) < wake)
-			wake = next_parked_deadline(&d);
+		if (batch_next_deadline(d.b) < wake)
+			wake = batch_next_deadline(d.b);
 		timeout = wake <= mono ? 0 : (int)((wake - mono) / NS_PER_MS + 1);
 		if (poll(pfd, (nfds_t)n, timeout) < 0 && errno != EINTR)
 			log_fatal("poll: %s", strerror(errno));
@@ -1142,16 +878,9 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
 				client_read(&d, slot);
 		}
-		mono = now_ns(CLOCK_MONOTONIC);
-		revisit_parked(&d, mono, d.conduits_changed);
-		d.conduits_changed = false;
-		run_batch(&d, &d.batch);
-		/* A conduit added in this batch may release parked calls. */
-		if (d.conduits_changed) {
-			revisit_parked(&d, mono, true);
-			d.conduits_changed = false;
-			run_batch(&d, &d.batch);
-		}
+		run_batch(&d);
+		/* A conduit added by this batch may release parked calls. */
+		run_batch(&d);
 		for (i = 0; i < DB_MAX_CLIENTS; i++)
 			if (d.cl[i].conn != NULL &&
 			    ipc_conn_pending(d.cl[i].conn) &&
@@ -1168,29 +897,23 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			check_ckpts(&d);
 			cond_tick(&d, &d.writes, mono);
 			cond_tick(&d, &d.ckpts, mono);
-			if (!d.files_gone && store_check_files(d.st, err,
-			    sizeof(err)) < 0)
-				files_gone(&d, err);
+			(void)check_files(&d);
 			heartbeat(&d, status_fd);
 			next_hb = mono + 1000 * NS_PER_MS;
 		}
 	}
 	/* Everything acknowledged is committed; parked calls cannot wait. */
-	for (k = 0; k < d.parked.n; k++) {
-		struct pending *p = &d.parked.v[k];
-		fail(p, GRPC_STATUS_UNAVAILABLE, "%sdb worker stopping", "");
-		reply(&d, p);
-		pending_free(p);
-	}
+	batch_fail(d.b, GRPC_STATUS_UNAVAILABLE, "db worker stopping", true);
+	batch_answer(d.b, answer, &d);
 	for (i = 0; i < DB_MAX_CLIENTS; i++) {
 		if (d.cl[i].conn != NULL)
 			(void)ipc_conn_flush(d.cl[i].conn);
 		client_close(&d, i, "stopping");
 	}
-	free(d.batch.v);
-	free(d.parked.v);
 	close(sfd);
 	log_fmt(LOGL_INFO, "stopped after %llu batches, %llu requests",
-	    (unsigned long long)d.batches, (unsigned long long)d.requests);
+	    (unsigned long long)batch_stats(d.b)->batches,
+	    (unsigned long long)d.requests);
+	batch_free(d.b);
 	return d.files_gone ? IPCMSG_EXIT_PERMANENT : 0;
 }
