@@ -30,7 +30,7 @@
 
 #define DB_MAX_CLIENTS 64		/* connections served at once */
 #define DB_MAX_BATCH 4096		/* requests applied in one commit */
-#define NS_PER_MS 1000000LL
+#define DB_NS_PER_MS 1000000LL		/* nanoseconds in a millisecond */
 #define DB_DUMP_CHUNK 1000		/* records per Dump reply frame */
 #define DB_MAX_PROBLEMS 2000		/* problems listed by one Check */
 #define DB_SUMMARY_MS 60000		/* a lasting failure: a line per minute */
@@ -83,7 +83,7 @@ struct db {
 
 /* Notes n failures of c (err: the latest); logs only when c starts. */
 static void
-cond_fail(struct db *d, struct cond *c, uint64_t n, const char *err)
+db_cond_fail(struct db *d, struct cond *c, uint64_t n, const char *err)
 {
 	int64_t mono = now_ns(CLOCK_MONOTONIC);
 
@@ -104,7 +104,7 @@ cond_fail(struct db *d, struct cond *c, uint64_t n, const char *err)
 
 /* Notes that c works; logs the end of a failure once it is over. */
 static void
-cond_ok(struct db *d, struct cond *c)
+db_cond_ok(struct db *d, struct cond *c)
 {
 	char secs[24];
 	int64_t mono = now_ns(CLOCK_MONOTONIC);
@@ -124,10 +124,10 @@ cond_ok(struct db *d, struct cond *c)
 
 /* While c lasts: one summary line per interval. */
 static void
-cond_tick(struct db *d, struct cond *c, int64_t mono)
+db_cond_tick(struct db *d, struct cond *c, int64_t mono)
 {
 	if (c->on && c->ok_seen) {
-		cond_ok(d, c);
+		db_cond_ok(d, c);
 		if (!c->on)
 			return;
 	}
@@ -143,22 +143,22 @@ cond_tick(struct db *d, struct cond *c, int64_t mono)
 /* Checkpoints run inside the store (a thread of its own, or after a
  * commit): looks at what they did since the last look. */
 static void
-check_ckpts(struct db *d)
+db_check_ckpts(struct db *d)
 {
 	struct store_health h;
 
 	store_health(d->st, &h);
 	if (h.ckpt_failures > d->ckpt_seen)
-		cond_fail(d, &d->ckpts, h.ckpt_failures - d->ckpt_seen,
+		db_cond_fail(d, &d->ckpts, h.ckpt_failures - d->ckpt_seen,
 		    h.ckpt_error[0] ? h.ckpt_error : "checkpoint failed");
 	else if (!h.ckpt_failing && h.ckpt_runs > d->ckpt_runs_seen)
-		cond_ok(d, &d->ckpts);
+		db_cond_ok(d, &d->ckpts);
 	d->ckpt_seen = h.ckpt_failures;
 	d->ckpt_runs_seen = h.ckpt_runs;
 }
 
 static void
-client_close(struct db *d, int slot, const char *why)
+db_client_close(struct db *d, int slot, const char *why)
 {
 	struct client *c = &d->cl[slot];
 
@@ -173,7 +173,7 @@ client_close(struct db *d, int slot, const char *why)
 
 /* Queues the answer of p, if its client is still there. */
 static void
-reply(struct db *d, struct batch_req *p)
+db_reply(struct db *d, struct batch_req *p)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	struct client *c = &d->cl[p->slot];
@@ -187,11 +187,11 @@ reply(struct db *d, struct batch_req *p)
 	r.address = p->addr;
 	r.prefix_length = (int32_t)p->plen;
 	if (ipcmsg_queue_reply(c->conn, &r) != 0)
-		client_close(d, p->slot, "cannot queue a reply");
+		db_client_close(d, p->slot, "cannot queue a reply");
 }
 
 static void
-pending_free(struct batch_req *p)
+db_req_free(struct batch_req *p)
 {
 	if (p->req != NULL)
 		ipamd__v1__request__free_unpacked(p->req, NULL);
@@ -199,7 +199,7 @@ pending_free(struct batch_req *p)
 }
 
 static void
-fail(struct batch_req *p, int code, const char *fmt, ...)
+db_fail(struct batch_req *p, int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -211,11 +211,11 @@ fail(struct batch_req *p, int code, const char *fmt, ...)
 
 /* Refuses an empty name or one longer than max. */
 static bool
-name_ok(struct batch_req *p, const char *what, const char *name, size_t max)
+db_name_ok(struct batch_req *p, const char *what, const char *name, size_t max)
 {
 	if (name[0] != '\0' && strlen(name) <= max)
 		return true;
-	fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%s %s", what, name[0] ?
+	db_fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%s %s", what, name[0] ?
 	    "too long" : "empty");
 	return false;
 }
@@ -227,7 +227,7 @@ name_ok(struct batch_req *p, const char *what, const char *name, size_t max)
  * changes. Returns true if p may go on.
  */
 static bool
-check(struct db *d, struct batch_req *p)
+db_check(struct db *d, struct batch_req *p)
 {
 	const Ipamd__V1__Request *q = p->req;
 	const Ipamd__V1__SyncConduits *s = q->sync_conduits;
@@ -238,7 +238,7 @@ check(struct db *d, struct batch_req *p)
 		for (i = 0; i < s->n_add; i++) {
 			if (s->add[i][0] == '\0' ||
 			    strlen(s->add[i]) > BOUNDS_LABEL_MAX) {
-				fail(p, GRPC_STATUS_INVALID_ARGUMENT,
+				db_fail(p, GRPC_STATUS_INVALID_ARGUMENT,
 				    "bad conduit name %.300s", s->add[i]);
 				return false;
 			}
@@ -248,20 +248,20 @@ check(struct db *d, struct batch_req *p)
 	ch = q->body_case == IPAMD__V1__REQUEST__BODY_ALLOCATE ?
 	    q->allocate->child : q->release->child;
 	if (ch == NULL) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "no child");
+		db_fail(p, GRPC_STATUS_INVALID_ARGUMENT, "no child");
 		return false;
 	}
 	if (ch->family != IPAMD__V1__FAMILY__FAMILY_IPV4 &&
 	    ch->family != IPAMD__V1__FAMILY__FAMILY_IPV6) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "unknown IP family");
+		db_fail(p, GRPC_STATUS_INVALID_ARGUMENT, "unknown IP family");
 		return false;
 	}
-	if (!name_ok(p, "child name", ch->name, BOUNDS_CHILD_MAX) ||
-	    !name_ok(p, "node name", ch->node, BOUNDS_LABEL_MAX) ||
-	    !name_ok(p, "conduit name", ch->conduit, BOUNDS_LABEL_MAX))
+	if (!db_name_ok(p, "child name", ch->name, BOUNDS_CHILD_MAX) ||
+	    !db_name_ok(p, "node name", ch->node, BOUNDS_LABEL_MAX) ||
+	    !db_name_ok(p, "conduit name", ch->conduit, BOUNDS_LABEL_MAX))
 		return false;
 	if (strcmp(ch->trench, d->cfg->trench) != 0) {
-		fail(p, GRPC_STATUS_NOT_FOUND, "trench %s not found",
+		db_fail(p, GRPC_STATUS_NOT_FOUND, "trench %s not found",
 		    ch->trench);
 		return false;
 	}
@@ -273,7 +273,7 @@ check(struct db *d, struct batch_req *p)
  * serve whatever now lies at the path, without what this one
  * acknowledged). Returns true while they are. */
 static bool
-check_files(struct db *d)
+db_check_files(struct db *d)
 {
 	char err[512];
 
@@ -288,7 +288,7 @@ check_files(struct db *d)
 
 /* Answers a request the batch is done with. */
 static void
-answer(void *arg, struct batch_req *p)
+db_answer(void *arg, struct batch_req *p)
 {
 	const Ipamd__V1__Child *ch;
 
@@ -297,12 +297,12 @@ answer(void *arg, struct batch_req *p)
 		log_kv(LOGL_DEBUG, "allocated", "conduit", ch->conduit, "node",
 		    ch->node, "name", ch->name, "address", p->addr, NULL);
 	}
-	reply(arg, p);
+	db_reply(arg, p);
 }
 
 /* Logs what a SyncConduits changes besides its answer. */
 static void
-note(void *arg, const char *conduit, const char *err)
+db_note(void *arg, const char *conduit, const char *err)
 {
 	(void)arg;
 	if (err == NULL)
@@ -314,7 +314,7 @@ note(void *arg, const char *conduit, const char *err)
 
 /* A parked request is wanted while its client is connected. */
 static bool
-keep(void *arg, const struct batch_req *p)
+db_keep(void *arg, const struct batch_req *p)
 {
 	struct db *d = arg;
 
@@ -328,31 +328,31 @@ keep(void *arg, const struct batch_req *p)
  * restart would not see it.
  */
 static void
-run_batch(struct db *d)
+db_run_batch(struct db *d)
 {
 	int64_t mono = now_ns(CLOCK_MONOTONIC);
 	char err[512] = "";
 	uint64_t nfail;
 	bool any_ok;
 
-	batch_revisit(d->b, mono, keep, d);
+	batch_revisit(d->b, mono, db_keep, d);
 	if (batch_len(d->b) == 0)
 		return;
-	if (check_files(d)) {
+	if (db_check_files(d)) {
 		nfail = batch_run(d->b, now_ns(CLOCK_REALTIME), mono, &any_ok,
 		    err, sizeof(err));
 		if (nfail > 0) {
 			log_kv(LOGL_DEBUG, "batch failed, applying its "
 			    "requests one by one", "error", err, NULL);
-			cond_fail(d, &d->writes, nfail, err);
+			db_cond_fail(d, &d->writes, nfail, err);
 		}
 		if (any_ok)
-			cond_ok(d, &d->writes);
+			db_cond_ok(d, &d->writes);
 	}
-	if (!check_files(d))
+	if (!db_check_files(d))
 		batch_fail(d->b, GRPC_STATUS_UNAVAILABLE, "storage: the data "
 		    "file was removed or replaced while in use", false);
-	batch_answer(d->b, answer, d);
+	batch_answer(d->b, db_answer, d);
 }
 
 /* Collects Dump records into reply frames of DB_DUMP_CHUNK records. */
@@ -368,7 +368,7 @@ struct dump_ctx {
 
 /* Sends the records collected so far as one Reply. */
 static void
-dump_flush(struct dump_ctx *x, bool more)
+db_dump_flush(struct dump_ctx *x, bool more)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__Record *ptrs[DB_DUMP_CHUNK];
@@ -385,7 +385,7 @@ dump_flush(struct dump_ctx *x, bool more)
 	r.address = (char *)"";
 	if (c->conn != NULL && c->gen == x->p->gen &&
 	    ipcmsg_queue_reply(c->conn, &r) != 0)
-		client_close(x->d, x->p->slot, "cannot queue a reply");
+		db_client_close(x->d, x->p->slot, "cannot queue a reply");
 	for (i = 0; i < x->n; i++) {
 		free(x->ids[i][0]);
 		free(x->ids[i][1]);
@@ -395,7 +395,7 @@ dump_flush(struct dump_ctx *x, bool more)
 }
 
 static int
-dump_one(void *arg, const struct reg_record *rec)
+db_dump_one(void *arg, const struct reg_record *rec)
 {
 	struct dump_ctx *x = arg;
 	Ipamd__V1__Record *o = &x->recs[x->n];
@@ -423,31 +423,31 @@ dump_one(void *arg, const struct reg_record *rec)
 	o->children = rec->children;
 	o->usable = rec->usable;
 	if (++x->n == DB_DUMP_CHUNK)
-		dump_flush(x, true);
+		db_dump_flush(x, true);
 	return 0;
 }
 
 /* Answers a Dump: the walk is short (in-memory), frames stay capped. */
 static void
-answer_dump(struct db *d, struct batch_req *p)
+db_answer_dump(struct db *d, struct batch_req *p)
 {
 	struct dump_ctx *x = calloc(1, sizeof(*x));
 	Ipamd__V1__Dump *q = p->req->dump;
 
 	if (x == NULL) {
-		fail(p, GRPC_STATUS_INTERNAL, "out of memory");
-		reply(d, p);
+		db_fail(p, GRPC_STATUS_INTERNAL, "out of memory");
+		db_reply(d, p);
 		return;
 	}
 	x->d = d;
 	x->p = p;
-	(void)reg_walk(d->reg, q->conduit, q->node, dump_one, x);
+	(void)reg_walk(d->reg, q->conduit, q->node, db_dump_one, x);
 	if (x->failed) {
 		x->n = 0;
-		fail(p, GRPC_STATUS_INTERNAL, "out of memory");
-		reply(d, p);
+		db_fail(p, GRPC_STATUS_INTERNAL, "out of memory");
+		db_reply(d, p);
 	} else {
-		dump_flush(x, false);
+		db_dump_flush(x, false);
 		d->requests++;
 	}
 	free(x);
@@ -461,7 +461,7 @@ struct check_ctx {
 };
 
 static void
-check_one(void *arg, const struct reg_problem *pr)
+db_check_one(void *arg, const struct reg_problem *pr)
 {
 	struct check_ctx *x = arg;
 	Ipamd__V1__Problem *o;
@@ -484,7 +484,7 @@ check_one(void *arg, const struct reg_problem *pr)
 
 /* Answers a Check from the index. */
 static void
-answer_check(struct db *d, struct batch_req *p)
+db_answer_check(struct db *d, struct batch_req *p)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__Problem *ptrs[DB_MAX_PROBLEMS];
@@ -495,12 +495,12 @@ answer_check(struct db *d, struct batch_req *p)
 
 	x.v = calloc(DB_MAX_PROBLEMS, sizeof(*x.v));
 	if (x.v == NULL) {
-		fail(p, GRPC_STATUS_INTERNAL, "out of memory");
-		reply(d, p);
+		db_fail(p, GRPC_STATUS_INTERNAL, "out of memory");
+		db_reply(d, p);
 		return;
 	}
 	(void)reg_check(d->reg, now_ns(CLOCK_REALTIME), d->cfg->gc_enabled ?
-	    d->cfg->gc_threshold_ns : 0, check_one, &x);
+	    d->cfg->gc_threshold_ns : 0, db_check_one, &x);
 	for (i = 0; i < x.n; i++)
 		ptrs[i] = &x.v[i];
 	snprintf(msg, sizeof(msg), x.total > x.n ? "%zu problems, first %zu "
@@ -513,7 +513,7 @@ answer_check(struct db *d, struct batch_req *p)
 	r.record_count = reg_count(d->reg);
 	if (c->conn != NULL && c->gen == p->gen &&
 	    ipcmsg_queue_reply(c->conn, &r) != 0)
-		client_close(d, p->slot, "cannot queue a reply");
+		db_client_close(d, p->slot, "cannot queue a reply");
 	d->requests++;
 	for (i = 0; i < x.n; i++) {
 		free(x.v[i].id);
@@ -525,7 +525,7 @@ answer_check(struct db *d, struct batch_req *p)
 
 /* Answers a Stats request: the counters the metrics endpoint shows. */
 static void
-answer_stats(struct db *d, struct batch_req *p)
+db_answer_stats(struct db *d, struct batch_req *p)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__DbStats s = IPAMD__V1__DB_STATS__INIT;
@@ -553,7 +553,7 @@ answer_stats(struct db *d, struct batch_req *p)
 	r.stats = &s;
 	if (c->conn != NULL && c->gen == p->gen &&
 	    ipcmsg_queue_reply(c->conn, &r) != 0)
-		client_close(d, p->slot, "cannot queue a reply");
+		db_client_close(d, p->slot, "cannot queue a reply");
 }
 
 /*
@@ -564,7 +564,7 @@ answer_stats(struct db *d, struct batch_req *p)
  * ask for Stats.
  */
 static bool
-role_allows(int role, Ipamd__V1__Request__BodyCase body)
+db_role_allows(int role, Ipamd__V1__Request__BodyCase body)
 {
 	if (body == IPAMD__V1__REQUEST__BODY_PING ||
 	    body == IPAMD__V1__REQUEST__BODY_STATS)
@@ -586,7 +586,7 @@ role_allows(int role, Ipamd__V1__Request__BodyCase body)
 
 /* Name of a role for logs. */
 static const char *
-role_name(int role)
+db_role_name(int role)
 {
 	const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
 	    &ipamd__v1__role__descriptor, role);
@@ -600,22 +600,22 @@ role_name(int role)
  * and nothing changes. Returns true if it did (p's answer is filled).
  */
 static bool
-refuse_out_of_role(struct db *d, struct batch_req *p)
+db_refuse(struct db *d, struct batch_req *p)
 {
 	struct client *c = &d->cl[p->slot];
 	Ipamd__V1__Request *q = p->req;
 	const ProtobufCFieldDescriptor *f;
 
 	if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO ? c->role == 0 :
-	    role_allows(c->role, q->body_case))
+	    db_role_allows(c->role, q->body_case))
 		return false;
 	f = protobuf_c_message_descriptor_get_field(
 	    &ipamd__v1__request__descriptor, (unsigned)q->body_case);
 	log_kv(LOGL_WARNING, "request refused: not allowed for the sender's "
 	    "role", "request", f != NULL ? f->name : "?", "role",
-	    role_name(c->role), NULL);
-	fail(p, GRPC_STATUS_PERMISSION_DENIED, "%s is not allowed for role %s",
-	    f != NULL ? f->name : "this request", role_name(c->role));
+	    db_role_name(c->role), NULL);
+	db_fail(p, GRPC_STATUS_PERMISSION_DENIED, "%s is not allowed for role %s",
+	    f != NULL ? f->name : "this request", db_role_name(c->role));
 	return true;
 }
 
@@ -626,43 +626,43 @@ refuse_out_of_role(struct db *d, struct batch_req *p)
  * cannot be queued (out of memory; p->req is freed).
  */
 static int
-dispatch(struct db *d, struct batch_req *p)
+db_dispatch(struct db *d, struct batch_req *p)
 {
 	struct client *c = &d->cl[p->slot];
 	Ipamd__V1__Request *q = p->req;
 
-	if (refuse_out_of_role(d, p)) {
-		reply(d, p);
+	if (db_refuse(d, p)) {
+		db_reply(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO) {
 		c->role = q->hello->role;
 		c->pid = q->hello->pid;
 		log_fmt(LOGL_DEBUG, "hello from role %d pid %d", c->role,
 		    c->pid);
-		reply(d, p);
+		db_reply(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_PING) {
-		reply(d, p);
+		db_reply(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_DUMP) {
-		answer_dump(d, p);
+		db_answer_dump(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_CHECK) {
-		answer_check(d, p);
+		db_answer_check(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_STATS) {
-		answer_stats(d, p);
-	} else if (!check(d, p)) {
-		reply(d, p);
+		db_answer_stats(d, p);
+	} else if (!db_check(d, p)) {
+		db_reply(d, p);
 	} else {
 		p->strict = c->role == IPAMD__V1__ROLE__ROLE_CTL;
 		if (batch_add(d->b, p) == 0)
 			return 0;
-		pending_free(p);
+		db_req_free(p);
 		return -1;
 	}
-	pending_free(p);
+	db_req_free(p);
 	return 0;
 }
 
 /* Reads every complete frame of one client into the batch. */
 static void
-client_read(struct db *d, int slot)
+db_client_read(struct db *d, int slot)
 {
 	struct client *c = &d->cl[slot];
 	const uint8_t *data;
@@ -673,11 +673,11 @@ client_read(struct db *d, int slot)
 	for (;;) {
 		n = ipc_conn_fill(c->conn);
 		if (n == 0) {
-			client_close(d, slot, "peer closed");
+			db_client_close(d, slot, "peer closed");
 			return;
 		}
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-			client_close(d, slot, strerror(errno));
+			db_client_close(d, slot, strerror(errno));
 			return;
 		}
 		while ((rc = ipc_conn_next(c->conn, &data, &len)) == 1) {
@@ -689,18 +689,18 @@ client_read(struct db *d, int slot)
 				    "or no hello: closing the connection",
 				    "role", c->role == 1 ? "api" : c->role == 2 ?
 				    "nsp" : "other", NULL);
-				pending_free(&p);
-				client_close(d, slot, "protocol error");
+				db_req_free(&p);
+				db_client_close(d, slot, "protocol error");
 				return;
 			}
-			if (dispatch(d, &p) != 0) {
-				client_close(d, slot, "out of memory");
+			if (db_dispatch(d, &p) != 0) {
+				db_client_close(d, slot, "out of memory");
 				return;
 			}
 		}
 		if (rc < 0) {
 			log_warn("oversized frame: closing the connection");
-			client_close(d, slot, "oversized frame");
+			db_client_close(d, slot, "oversized frame");
 			return;
 		}
 		if (n < 0 || batch_len(d->b) >= DB_MAX_BATCH)
@@ -714,7 +714,7 @@ client_read(struct db *d, int slot)
  * already, this still holds if its mode or the socket's is loosened.
  */
 static void
-accept_clients(struct db *d, int lfd)
+db_accept(struct db *d, int lfd)
 {
 	int fd, slot;
 	uid_t uid;
@@ -752,7 +752,7 @@ accept_clients(struct db *d, int lfd)
 }
 
 static void
-heartbeat(struct db *d, int status_fd)
+db_heartbeat(struct db *d, int status_fd)
 {
 	char status[160];
 
@@ -768,7 +768,7 @@ heartbeat(struct db *d, int status_fd)
 }
 
 static void
-run_gc(struct db *d)
+db_gc(struct db *d)
 {
 	char err[512];
 	size_t reaped = 0;
@@ -780,17 +780,17 @@ run_gc(struct db *d)
 		reg_rollback(d->reg);
 		log_kv(LOGL_DEBUG, "garbage collection failed", "error", err,
 		    NULL);
-		cond_fail(d, &d->writes, 1, err);
+		db_cond_fail(d, &d->writes, 1, err);
 		return;
 	}
 	if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
 		log_kv(LOGL_DEBUG, "garbage collection commit failed", "error",
 		    err, NULL);
-		cond_fail(d, &d->writes, 1, err);
+		db_cond_fail(d, &d->writes, 1, err);
 		return;
 	}
-	cond_ok(d, &d->writes);
-	(void)check_files(d);
+	db_cond_ok(d, &d->writes);
+	(void)db_check_files(d);
 	d->gc_runs++;
 	d->gc_reaped += reaped;
 	log_kv(reaped ? LOGL_INFO : LOGL_DEBUG, "garbage collection",
@@ -816,17 +816,17 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	sigaddset(&mask, SIGTERM);
 	if ((sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
 		log_fatal("signalfd: %s", strerror(errno));
-	/* The inherited listening socket may be blocking: accept_clients
+	/* The inherited listening socket may be blocking: db_accept
 	 * loops until EAGAIN. */
 	if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0)
 		log_fatal("listening socket: %s", strerror(errno));
-	d.summary_ns = DB_SUMMARY_MS * NS_PER_MS;
+	d.summary_ns = DB_SUMMARY_MS * DB_NS_PER_MS;
 	if (ev != NULL && atoll(ev) > 0)
-		d.summary_ns = atoll(ev) * NS_PER_MS;
+		d.summary_ns = atoll(ev) * DB_NS_PER_MS;
 	mono = now_ns(CLOCK_MONOTONIC);
 	next_hb = mono;
 	next_gc = cfg->gc_enabled ? mono + cfg->gc_interval_ns : INT64_MAX;
-	if ((d.b = batch_new(reg, note, NULL)) == NULL)
+	if ((d.b = batch_new(reg, db_note, NULL)) == NULL)
 		log_fatal("out of memory");
 	log_info("serving");
 
@@ -850,7 +850,7 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			wake = next_gc;
 		if (batch_next_deadline(d.b) < wake)
 			wake = batch_next_deadline(d.b);
-		timeout = wake <= mono ? 0 : (int)((wake - mono) / NS_PER_MS + 1);
+		timeout = wake <= mono ? 0 : (int)((wake - mono) / DB_NS_PER_MS + 1);
 		if (poll(pfd, (nfds_t)n, timeout) < 0 && errno != EINTR)
 			log_fatal("poll: %s", strerror(errno));
 
@@ -870,45 +870,45 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			}
 		}
 		if (pfd[1].revents & POLLIN)
-			accept_clients(&d, lfd);
+			db_accept(&d, lfd);
 		for (i = 3; i < n; i++) {
 			int slot = map[i];
 			if (d.cl[slot].conn == NULL)
 				continue;
 			if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
-				client_read(&d, slot);
+				db_client_read(&d, slot);
 		}
-		run_batch(&d);
+		db_run_batch(&d);
 		/* A conduit added by this batch may release parked calls. */
-		run_batch(&d);
+		db_run_batch(&d);
 		for (i = 0; i < DB_MAX_CLIENTS; i++)
 			if (d.cl[i].conn != NULL &&
 			    ipc_conn_pending(d.cl[i].conn) &&
 			    ipc_conn_flush(d.cl[i].conn) < 0)
-				client_close(&d, i, "write failed");
+				db_client_close(&d, i, "write failed");
 		if (d.files_gone)
 			stop = true;
 		mono = now_ns(CLOCK_MONOTONIC);
 		if (mono >= next_gc) {
-			run_gc(&d);
+			db_gc(&d);
 			next_gc = mono + cfg->gc_interval_ns;
 		}
 		if (mono >= next_hb) {
-			check_ckpts(&d);
-			cond_tick(&d, &d.writes, mono);
-			cond_tick(&d, &d.ckpts, mono);
-			(void)check_files(&d);
-			heartbeat(&d, status_fd);
-			next_hb = mono + 1000 * NS_PER_MS;
+			db_check_ckpts(&d);
+			db_cond_tick(&d, &d.writes, mono);
+			db_cond_tick(&d, &d.ckpts, mono);
+			(void)db_check_files(&d);
+			db_heartbeat(&d, status_fd);
+			next_hb = mono + 1000 * DB_NS_PER_MS;
 		}
 	}
 	/* Everything acknowledged is committed; parked calls cannot wait. */
 	batch_fail(d.b, GRPC_STATUS_UNAVAILABLE, "db worker stopping", true);
-	batch_answer(d.b, answer, &d);
+	batch_answer(d.b, db_answer, &d);
 	for (i = 0; i < DB_MAX_CLIENTS; i++) {
 		if (d.cl[i].conn != NULL)
 			(void)ipc_conn_flush(d.cl[i].conn);
-		client_close(&d, i, "stopping");
+		db_client_close(&d, i, "stopping");
 	}
 	close(sfd);
 	log_fmt(LOGL_INFO, "stopped after %llu batches, %llu requests",
