@@ -121,12 +121,6 @@ batch_len(const struct batch *b)
 	return b->queue.n;
 }
 
-size_t
-batch_parked(const struct batch *b)
-{
-	return b->parked.n;
-}
-
 int64_t
 batch_next_deadline(const struct batch *b)
 {

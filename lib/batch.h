@@ -78,9 +78,6 @@ int batch_add(struct batch *b, const struct batch_req *r);
 /* Requests queued for the next batch_run. */
 size_t batch_len(const struct batch *b);
 
-/* Requests parked. */
-size_t batch_parked(const struct batch *b);
-
 /* Earliest deadline of the parked requests, INT64_MAX if none. */
 int64_t batch_next_deadline(const struct batch *b);
 
