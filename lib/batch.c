@@ -54,7 +54,7 @@ batch_push(struct batch_list *l, const struct batch_req *r)
 	return 0;
 }
 
-static void
+void
 batch_req_free(struct batch_req *r)
 {
 	if (r->req != NULL)
@@ -109,10 +109,7 @@ batch_free(struct batch *b)
 int
 batch_add(struct batch *b, const struct batch_req *r)
 {
-	struct batch_req q = { .req = r->req, .slot = r->slot, .gen = r->gen,
-	    .strict = r->strict };
-
-	return batch_push(&b->queue, &q);
+	return batch_push(&b->queue, r);
 }
 
 size_t

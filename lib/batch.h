@@ -70,10 +70,13 @@ struct batch *batch_new(struct reg *reg, batch_note_fn note, void *arg);
 /* Frees b and every request it holds, unanswered. Accepts NULL. */
 void batch_free(struct batch *b);
 
-/* Queues a copy of r (req, slot, gen, strict) for the next batch_run and
- * takes r->req. Returns 0, or -1 out of memory (r->req stays the
- * caller's). */
+/* Queues a copy of r (req, slot, gen, strict; the rest zero) for the next
+ * batch_run and takes r->req. Returns 0, or -1 out of memory (r->req stays
+ * the caller's). */
 int batch_add(struct batch *b, const struct batch_req *r);
+
+/* Frees r->req. */
+void batch_req_free(struct batch_req *r);
 
 /* Requests queued for the next batch_run. */
 size_t batch_len(const struct batch *b);

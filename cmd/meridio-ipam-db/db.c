@@ -191,14 +191,6 @@ db_reply(struct db *d, struct batch_req *p)
 }
 
 static void
-db_req_free(struct batch_req *p)
-{
-	if (p->req != NULL)
-		ipamd__v1__request__free_unpacked(p->req, NULL);
-	p->req = NULL;
-}
-
-static void
 db_fail(struct batch_req *p, int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -653,10 +645,10 @@ db_dispatch(struct db *d, struct batch_req *p)
 		p->strict = c->role == IPAMD__V1__ROLE__ROLE_CTL;
 		if (batch_add(d->b, p) == 0)
 			return 0;
-		db_req_free(p);
+		batch_req_free(p);
 		return -1;
 	}
-	db_req_free(p);
+	batch_req_free(p);
 	return 0;
 }
 
@@ -689,7 +681,7 @@ db_client_read(struct db *d, int slot)
 				    "or no hello: closing the connection",
 				    "role", c->role == 1 ? "api" : c->role == 2 ?
 				    "nsp" : "other", NULL);
-				db_req_free(&p);
+				batch_req_free(&p);
 				db_client_close(d, slot, "protocol error");
 				return;
 			}
