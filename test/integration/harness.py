@@ -87,6 +87,11 @@ def free_port():
     raise RuntimeError("no free loopback port found")
 
 
+def run(cmd, timeout=300, **kw):
+    """Runs cmd with a time bound, capturing text output."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
 def make_tmpdir(prefix="ipam-it-"):
     """A fresh scratch directory under IPAM_TEST_TMP (created if needed)."""
     os.makedirs(TEST_TMP, exist_ok=True)
