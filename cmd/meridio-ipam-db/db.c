@@ -171,23 +171,30 @@ db_client_close(struct db *d, int slot, const char *why)
 	c->role = 0;
 }
 
-/* Queues the answer of p, if its client is still there. */
+/* Queues r as an answer to p, if p's client is still there. */
+static void
+db_send(struct db *d, const struct batch_req *p, Ipamd__V1__Reply *r)
+{
+	struct client *c = &d->cl[p->slot];
+
+	r->id = p->req->id;
+	if (c->conn != NULL && c->gen == p->gen &&
+	    ipcmsg_queue_reply(c->conn, r) != 0)
+		db_client_close(d, p->slot, "cannot queue a reply");
+}
+
+/* Answers p with its code, message and address. */
 static void
 db_reply(struct db *d, struct batch_req *p)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
-	struct client *c = &d->cl[p->slot];
 
 	d->requests++;
-	if (c->conn == NULL || c->gen != p->gen)
-		return;
-	r.id = p->req->id;
 	r.code = p->code;
 	r.message = p->msg;
 	r.address = p->addr;
 	r.prefix_length = (int32_t)p->plen;
-	if (ipcmsg_queue_reply(c->conn, &r) != 0)
-		db_client_close(d, p->slot, "cannot queue a reply");
+	db_send(d, p, &r);
 }
 
 static void
@@ -364,20 +371,14 @@ db_dump_flush(struct dump_ctx *x, bool more)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__Record *ptrs[DB_DUMP_CHUNK];
-	struct client *c = &x->d->cl[x->p->slot];
 	size_t i;
 
 	for (i = 0; i < x->n; i++)
 		ptrs[i] = &x->recs[i];
-	r.id = x->p->req->id;
 	r.n_records = x->n;
 	r.records = ptrs;
 	r.more = more;
-	r.message = (char *)"";
-	r.address = (char *)"";
-	if (c->conn != NULL && c->gen == x->p->gen &&
-	    ipcmsg_queue_reply(c->conn, &r) != 0)
-		db_client_close(x->d, x->p->slot, "cannot queue a reply");
+	db_send(x->d, x->p, &r);
 	for (i = 0; i < x->n; i++) {
 		free(x->ids[i][0]);
 		free(x->ids[i][1]);
@@ -481,7 +482,6 @@ db_answer_check(struct db *d, struct batch_req *p)
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__Problem *ptrs[DB_MAX_PROBLEMS];
 	struct check_ctx x = { 0 };
-	struct client *c = &d->cl[p->slot];
 	char msg[128];
 	size_t i;
 
@@ -497,15 +497,11 @@ db_answer_check(struct db *d, struct batch_req *p)
 		ptrs[i] = &x.v[i];
 	snprintf(msg, sizeof(msg), x.total > x.n ? "%zu problems, first %zu "
 	    "listed" : "%zu problems", x.total, x.n);
-	r.id = p->req->id;
 	r.message = msg;
-	r.address = (char *)"";
 	r.n_problems = x.n;
 	r.problems = ptrs;
 	r.record_count = reg_count(d->reg);
-	if (c->conn != NULL && c->gen == p->gen &&
-	    ipcmsg_queue_reply(c->conn, &r) != 0)
-		db_client_close(d, p->slot, "cannot queue a reply");
+	db_send(d, p, &r);
 	d->requests++;
 	for (i = 0; i < x.n; i++) {
 		free(x.v[i].id);
@@ -522,7 +518,6 @@ db_answer_stats(struct db *d, struct batch_req *p)
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__DbStats s = IPAMD__V1__DB_STATS__INIT;
 	const struct batch_stats *bs = batch_stats(d->b);
-	struct client *c = &d->cl[p->slot];
 	struct store_health h;
 
 	d->requests++;
@@ -539,13 +534,8 @@ db_answer_stats(struct db *d, struct batch_req *p)
 	store_health(d->st, &h);
 	s.commit_failures = h.commit_failures;
 	s.checkpoint_failures = h.ckpt_failures;
-	r.id = p->req->id;
-	r.message = (char *)"";
-	r.address = (char *)"";
 	r.stats = &s;
-	if (c->conn != NULL && c->gen == p->gen &&
-	    ipcmsg_queue_reply(c->conn, &r) != 0)
-		db_client_close(d, p->slot, "cannot queue a reply");
+	db_send(d, p, &r);
 }
 
 /*
@@ -679,8 +669,7 @@ db_client_read(struct db *d, int slot)
 			    p.req->body_case != IPAMD__V1__REQUEST__BODY_HELLO)) {
 				log_kv(LOGL_WARNING, "malformed request frame "
 				    "or no hello: closing the connection",
-				    "role", c->role == 1 ? "api" : c->role == 2 ?
-				    "nsp" : "other", NULL);
+				    "role", db_role_name(c->role), NULL);
 				batch_req_free(&p);
 				db_client_close(d, slot, "protocol error");
 				return;
