@@ -325,73 +325,65 @@ batch_apply(struct batch *b, struct batch_req *r, int64_t now, int64_t mono)
 	return rc;
 }
 
-/* Applies r in a transaction of its own. Returns 0, or -1 with err. */
+/*
+ * Applies the queued requests from..to-1 in one transaction. Returns 0,
+ * or -1 with err when it was undone: a request that hit a storage error
+ * keeps that error as its answer; a failed begin or commit is the answer
+ * of every one of them.
+ */
 static int
-batch_one(struct batch *b, struct batch_req *r, int64_t now, int64_t mono,
-    char *err, size_t errlen)
+batch_txn(struct batch *b, size_t from, size_t to, int64_t now,
+    int64_t mono, char *err, size_t errlen)
 {
-	char msg[sizeof(r->msg)];
+	struct batch_req *v = b->queue.v;
+	char msg[sizeof(v->msg)];
+	size_t i;
 
-	if (reg_begin(b->reg, err, errlen) != REG_OK) {
-		snprintf(msg, sizeof(msg), "storage: %.400s", err);
-		batch_set(r, GRPC_STATUS_UNAVAILABLE, msg);
-		return -1;
+	if (reg_begin(b->reg, err, errlen) != REG_OK)
+		goto fail;
+	for (i = from; i < to; i++) {
+		if (batch_apply(b, &v[i], now, mono) == REG_ESTORE) {
+			reg_rollback(b->reg);
+			snprintf(err, errlen, "%s", v[i].msg);
+			return -1;
+		}
 	}
-	if (batch_apply(b, r, now, mono) == REG_ESTORE) {
-		reg_rollback(b->reg);
-		snprintf(err, errlen, "%s", r->msg);
-		return -1;
+	if (reg_commit(b->reg, err, errlen) == REG_OK)
+		return 0;
+fail:
+	snprintf(msg, sizeof(msg), "storage: %.400s", err);
+	for (i = from; i < to; i++) {
+		v[i].park = false;
+		batch_set(&v[i], GRPC_STATUS_UNAVAILABLE, msg);
 	}
-	if (reg_commit(b->reg, err, errlen) != REG_OK) {
-		r->park = false;
-		snprintf(msg, sizeof(msg), "storage: %.400s", err);
-		batch_set(r, GRPC_STATUS_UNAVAILABLE, msg);
-		return -1;
-	}
-	return 0;
+	return -1;
 }
 
 uint64_t
 batch_run(struct batch *b, int64_t now, int64_t mono, bool *any_ok,
     char *err, size_t errlen)
 {
-	struct batch_list *l = &b->queue;
+	size_t i, n = b->queue.n;
 	uint64_t nfail = 0;
-	bool failed = false;
-	size_t i;
 
 	*any_ok = false;
-	if (l->n == 0)
+	if (n == 0)
 		return 0;
 	reg_expire_cooldowns(b->reg, now);
-	if (reg_begin(b->reg, err, errlen) != REG_OK) {
-		failed = true;
+	if (batch_txn(b, 0, n, now, mono, err, errlen) == 0) {
+		*any_ok = true;
 	} else {
-		for (i = 0; i < l->n && !failed; i++) {
-			failed = batch_apply(b, &l->v[i], now, mono) ==
-			    REG_ESTORE;
-			if (failed)
-				snprintf(err, errlen, "%s", l->v[i].msg);
-		}
-		if (failed)
-			reg_rollback(b->reg);
-		else if (reg_commit(b->reg, err, errlen) != REG_OK)
-			failed = true;
-	}
-	if (failed) {
-		nfail++;
-		for (i = 0; i < l->n; i++) {
-			if (batch_one(b, &l->v[i], now, mono, err, errlen) < 0)
+		/* One transaction each: one bad request fails alone. */
+		for (nfail = 1, i = 0; i < n; i++) {
+			if (batch_txn(b, i, i + 1, now, mono, err, errlen) < 0)
 				nfail++;
 			else
 				*any_ok = true;
 		}
-	} else {
-		*any_ok = true;
 	}
 	b->stats.batches++;
-	b->stats.batched += l->n;
-	for (i = 0; i < BATCH_SIZE_BUCKETS - 1 && ((size_t)1 << i) < l->n; i++)
+	b->stats.batched += n;
+	for (i = 0; i < BATCH_SIZE_BUCKETS - 1 && ((size_t)1 << i) < n; i++)
 		;
 	b->stats.sizes[i]++;
 	return nfail;
