@@ -80,7 +80,4 @@ int ipcmsg_send_status(int fd, bool ready, const char *status);
  * it does not fit (sun_path is short). */
 int ipcmsg_db_path(const char *rundir, char *buf, size_t buflen);
 
-/* Name of a request's body for logs ("allocate", "release", ...). */
-const char *ipcmsg_request_name(const Ipamd__V1__Request *r);
-
 #endif

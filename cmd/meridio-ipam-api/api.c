@@ -47,6 +47,7 @@ api_forward(struct api *a, struct api_call *c)
 {
 	Ipam__V1__Child *ch;
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Child dch = IPAMD__V1__CHILD__INIT;
 	Ipamd__V1__Allocate al = IPAMD__V1__ALLOCATE__INIT;
 	Ipamd__V1__Release rel = IPAMD__V1__RELEASE__INIT;
 	struct grpcx_status st;
@@ -85,23 +86,19 @@ api_forward(struct api *a, struct api_call *c)
 		c->expire_ms = now_ms() + left + API_AFTER_DEADLINE_MS;
 	}
 
+	dch.trench = ch->subnet->conduit->trench->name;
+	dch.conduit = ch->subnet->conduit->name;
+	dch.node = ch->subnet->node;
+	dch.family = family == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
+	    IPAMD__V1__FAMILY__FAMILY_IPV6;
+	dch.name = ch->name;
 	if (c->method == API_ALLOCATE) {
-		al.trench = ch->subnet->conduit->trench->name;
-		al.conduit = ch->subnet->conduit->name;
-		al.node = ch->subnet->node;
-		al.family = family == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
-		    IPAMD__V1__FAMILY__FAMILY_IPV6;
-		al.name = ch->name;
+		al.child = &dch;
 		al.wait_ms = (uint32_t)wait;
 		req.body_case = IPAMD__V1__REQUEST__BODY_ALLOCATE;
 		req.allocate = &al;
 	} else {
-		rel.trench = ch->subnet->conduit->trench->name;
-		rel.conduit = ch->subnet->conduit->name;
-		rel.node = ch->subnet->node;
-		rel.family = family == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
-		    IPAMD__V1__FAMILY__FAMILY_IPV6;
-		rel.name = ch->name;
+		rel.child = &dch;
 		req.body_case = IPAMD__V1__REQUEST__BODY_RELEASE;
 		req.release = &rel;
 	}
