@@ -122,7 +122,7 @@ validate_child(const struct cfg *cfg, const Ipam__V1__Child *ch, int *family,
 		    "(0) or IPV6 (1)", (int)s->ipfamily);
 		return st->code;
 	}
-	if (cfg_pool_of(cfg, *family == 4 ? PFX_V4 : PFX_V6) == NULL) {
+	if (config_pool_of(cfg, *family == 4 ? PFX_V4 : PFX_V6) == NULL) {
 		grpcx_status_set(st, GRPC_STATUS_FAILED_PRECONDITION,
 		    "child.subnet.ipFamily: %s is not served by this instance",
 		    *family == 4 ? "IPV4" : "IPV6");

@@ -195,7 +195,7 @@ ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 			op->json = true;
 			break;
 		case O_TIMEOUT:
-			if (cfg_parse_duration(optarg, &ns) < 0 || ns <= 0)
+			if (gotext_parse_duration(optarg, &ns) < 0 || ns <= 0)
 				return ctl_op_bad(op->cmd, "--timeout: expected "
 				    "a positive Go duration, not ", optarg);
 			op->timeout_ms = (ns + 999999) / 1000000;

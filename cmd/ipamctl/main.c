@@ -248,7 +248,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			snprintf(a->target, sizeof(a->target), "%s", optarg);
 			break;
 		case O_TIMEOUT:
-			if (cfg_parse_duration(optarg, &ns) < 0 || ns <= 0)
+			if (gotext_parse_duration(optarg, &ns) < 0 || ns <= 0)
 				return ctl_bad(a->cmd, "--timeout %s: expected "
 				    "a positive Go duration such as 5s or "
 				    "500ms", optarg);
@@ -337,7 +337,7 @@ ctl_spiffe_client(const struct ctl_args *a, struct grpcx_client **cl)
 		    "is not set\n", a->cmd);
 		return CTL_USAGE;
 	}
-	if (cfg_spiffe_target(ep, target, sizeof(target), err,
+	if (config_spiffe_target(ep, target, sizeof(target), err,
 	    sizeof(err)) != 0) {
 		fprintf(stderr, "ipamctl: %s: %s\n", a->cmd, err);
 		return CTL_USAGE;

@@ -18,7 +18,7 @@
 /* The fake environment: name, value pairs ending with NULL. */
 static const char *const *tc_vars;
 
-/* Lookup function handed to cfg_load: reads tc_vars. */
+/* Lookup function handed to config_load: reads tc_vars. */
 static const char *
 tc_get(const char *name)
 {
@@ -31,12 +31,12 @@ tc_get(const char *name)
 
 static const char *const tc_empty[] = { NULL };
 
-/* Loads c from the pairs given; returns cfg_load's result. */
+/* Loads c from the pairs given; returns config_load's result. */
 static int
 tc_load(struct cfg *c, const char *const *vars, char *err, size_t errlen)
 {
 	tc_vars = vars;
-	return cfg_load(c, tc_get, err, errlen);
+	return config_load(c, tc_get, err, errlen);
 }
 
 /* True if every byte of c is zero. */
@@ -105,7 +105,7 @@ Test(config, every_default)
 	cr_assert_str_eq(c.tls_ca, "");
 	cr_assert_str_eq(c.health_socket, "/tmp/health.sock");
 	cr_assert_str_eq(err, "");
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert(tc_zero(&c));
 }
 
@@ -137,7 +137,7 @@ Test(config, empty_means_default)
 	cr_assert_eq(c.keepalive_ns, 30 * NS_S);
 	cr_assert(c.gc_enabled);
 	cr_assert_eq(c.gc_interval_ns, 2 * NS_H);
-	cfg_free(&c);
+	config_free(&c);
 }
 
 Test(config, every_variable_set)
@@ -209,9 +209,9 @@ Test(config, every_variable_set)
 	cr_assert_str_eq(c.nsp_tls_cert, "/etc/ipam/nsp.crt");
 	cr_assert_str_eq(c.nsp_tls_key, "/etc/ipam/nsp.key");
 	cr_assert_str_eq(c.nsp_tls_server_name, "nsp.trench-a.svc");
-	cr_assert(cfg_nsp_tls_on(&c));
+	cr_assert(config_nsp_tls_on(&c));
 	cr_assert_str_eq(c.health_socket, "/run/ipam/health.sock");
-	cfg_free(&c);
+	config_free(&c);
 }
 
 Test(config, family_and_level_any_case)
@@ -243,7 +243,7 @@ Test(config, family_and_level_any_case)
 		cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s",
 		    err);
 		cr_assert_eq(c.family, fams[i].want, "%s", fams[i].family);
-		cfg_free(&c);
+		config_free(&c);
 	}
 	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
 		vars[0] = "IPAM_LOG_LEVEL";
@@ -252,7 +252,7 @@ Test(config, family_and_level_any_case)
 		    err);
 		cr_assert_eq(c.log_level, levels[i].want, "%s",
 		    levels[i].level);
-		cfg_free(&c);
+		config_free(&c);
 	}
 }
 
@@ -264,22 +264,22 @@ Test(config, pool_of_served_families_only)
 	char err[256];
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(cfg_pool_of(&c, PFX_V4), &c.v4);
-	cr_assert_eq(cfg_pool_of(&c, PFX_V6), &c.v6);
-	cr_assert_null(cfg_pool_of(&c, 5));
-	cfg_free(&c);
+	cr_assert_eq(config_pool_of(&c, PFX_V4), &c.v4);
+	cr_assert_eq(config_pool_of(&c, PFX_V6), &c.v6);
+	cr_assert_null(config_pool_of(&c, 5));
+	config_free(&c);
 
 	cr_assert_eq(tc_load(&c, v4, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(cfg_pool_of(&c, PFX_V4), &c.v4);
-	cr_assert_null(cfg_pool_of(&c, PFX_V6));
+	cr_assert_eq(config_pool_of(&c, PFX_V4), &c.v4);
+	cr_assert_null(config_pool_of(&c, PFX_V6));
 	/* the unserved pool is still parsed and valid */
 	cr_assert_eq(c.v6.node_len, 64);
-	cfg_free(&c);
+	config_free(&c);
 
 	cr_assert_eq(tc_load(&c, v6, err, sizeof(err)), 0, "%s", err);
-	cr_assert_null(cfg_pool_of(&c, PFX_V4));
-	cr_assert_eq(cfg_pool_of(&c, PFX_V6), &c.v6);
-	cfg_free(&c);
+	cr_assert_null(config_pool_of(&c, PFX_V4));
+	cr_assert_eq(config_pool_of(&c, PFX_V6), &c.v6);
+	config_free(&c);
 }
 
 Test(config, datasource_alias_and_precedence)
@@ -302,13 +302,13 @@ Test(config, datasource_alias_and_precedence)
 
 	cr_assert_eq(tc_load(&c, alias, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.data_source, "/alias.db");
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, both, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.data_source, "/main.db");
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, main_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.data_source, "/alias.db");
-	cfg_free(&c);
+	config_free(&c);
 	/* an error names the variable that was actually read */
 	cr_assert_eq(tc_load(&c, bad_alias, err, sizeof(err)), -1);
 	cr_assert_str_eq(err, "IPAM_DATASOURCE=\"/a\\x0ab\": expected a file "
@@ -469,7 +469,7 @@ static const struct tc_bad tc_bads[] = {
 #pragma GCC diagnostic pop
 
 /*
- * Every bad value: cfg_load fails, leaves the struct zeroed, and writes one
+ * Every bad value: config_load fails, leaves the struct zeroed, and writes one
  * line "NAME=<quoted value>: expected ..." containing the expected text.
  */
 Test(config, every_bad_value_named)
@@ -621,7 +621,7 @@ Test(config, boundaries_accepted)
 	for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
 		cr_assert_eq(tc_load(&c, edges[i], err, sizeof(err)), 0,
 		    "case %zu: %s", i, err);
-		cfg_free(&c);
+		config_free(&c);
 	}
 }
 
@@ -638,7 +638,7 @@ Test(config, conduits_trimmed_in_order)
 	cr_assert_str_eq(c.conduits[0], "c-b");
 	cr_assert_str_eq(c.conduits[1], "c-a");
 	cr_assert_str_eq(c.conduits[2], "c-c");
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert(tc_zero(&c));
 }
 
@@ -648,12 +648,12 @@ Test(config, free_zeroed_and_twice)
 	char err[256];
 
 	memset(&c, 0, sizeof(c));
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert(tc_zero(&c));
-	cfg_free(NULL);
+	config_free(NULL);
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
-	cfg_free(&c);
-	cfg_free(&c);
+	config_free(&c);
+	config_free(&c);
 	cr_assert(tc_zero(&c));
 }
 
@@ -686,7 +686,7 @@ Test(config, duration_good)
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		ns = 42;
-		cr_assert_eq(cfg_parse_duration(cases[i].text, &ns), 0,
+		cr_assert_eq(gotext_parse_duration(cases[i].text, &ns), 0,
 		    "%s refused", cases[i].text);
 		cr_assert_eq(ns, cases[i].ns, "%s: %lld, want %lld",
 		    cases[i].text, (long long)ns, (long long)cases[i].ns);
@@ -708,11 +708,11 @@ Test(config, duration_bad)
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		ns = 42;
-		cr_assert_eq(cfg_parse_duration(bad[i], &ns), -1,
+		cr_assert_eq(gotext_parse_duration(bad[i], &ns), -1,
 		    "\"%s\" accepted as %lld", bad[i], (long long)ns);
 		cr_assert_eq(ns, 42, "\"%s\" changed out", bad[i]);
 	}
-	cr_assert_eq(cfg_parse_duration(NULL, &ns), -1);
+	cr_assert_eq(gotext_parse_duration(NULL, &ns), -1);
 }
 
 /* Go's time.Duration.String() for the values we print. */
@@ -737,14 +737,14 @@ Test(config, duration_format)
 	int64_t back;
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cfg_format_duration(cases[i].ns, buf, sizeof(buf));
+		gotext_format_duration(cases[i].ns, buf, sizeof(buf));
 		cr_assert_str_eq(buf, cases[i].text);
-		cr_assert_eq(cfg_parse_duration(buf, &back), 0, "%s", buf);
+		cr_assert_eq(gotext_parse_duration(buf, &back), 0, "%s", buf);
 		cr_assert_eq(back, cases[i].ns, "%s", buf);
 	}
 	/* a short buffer is cut, not overrun */
 	memset(buf, '#', sizeof(buf));
-	cfg_format_duration(2 * NS_H, buf, 4);
+	gotext_format_duration(2 * NS_H, buf, 4);
 	cr_assert_str_eq(buf, "2h0");
 	cr_assert_eq(buf[4], '#');
 }
@@ -761,20 +761,20 @@ Test(config, bool_grammar)
 
 	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
 		b = false;
-		cr_assert_eq(cfg_parse_bool(yes[i], &b), 0, "%s", yes[i]);
+		cr_assert_eq(gotext_parse_bool(yes[i], &b), 0, "%s", yes[i]);
 		cr_assert(b, "%s", yes[i]);
 	}
 	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
 		b = true;
-		cr_assert_eq(cfg_parse_bool(no[i], &b), 0, "%s", no[i]);
+		cr_assert_eq(gotext_parse_bool(no[i], &b), 0, "%s", no[i]);
 		cr_assert_not(b, "%s", no[i]);
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		b = true;
-		cr_assert_eq(cfg_parse_bool(bad[i], &b), -1, "%s", bad[i]);
+		cr_assert_eq(gotext_parse_bool(bad[i], &b), -1, "%s", bad[i]);
 		cr_assert(b, "%s changed out", bad[i]);
 	}
-	cr_assert_eq(cfg_parse_bool(NULL, &b), -1);
+	cr_assert_eq(gotext_parse_bool(NULL, &b), -1);
 }
 
 /* The string value of key in obj; fails if absent or not a string. */
@@ -830,7 +830,7 @@ Test(config, json_defaults)
 	char err[256], *text;
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	cr_assert_not_null(text);
 	obj = json_tokener_parse(text);
 	cr_assert_not_null(obj, "%s", text);
@@ -841,10 +841,10 @@ Test(config, json_defaults)
 		    want[i][0]);
 	json_object_put(obj);
 	free(text);
-	cfg_free(&c);
+	config_free(&c);
 }
 
-/* Values set, fed back through cfg_load, give the same configuration. */
+/* Values set, fed back through config_load, give the same configuration. */
 Test(config, json_round_trip)
 {
 	static const char *const vars[] = {
@@ -860,7 +860,7 @@ Test(config, json_round_trip)
 	size_t n = 0;
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	cr_assert_not_null(text);
 	obj = json_tokener_parse(text);
 	cr_assert_not_null(obj);
@@ -878,14 +878,14 @@ Test(config, json_round_trip)
 	}
 	back[n] = NULL;
 	cr_assert_eq(tc_load(&d, back, err, sizeof(err)), 0, "%s", err);
-	text2 = cfg_to_json(&d);
+	text2 = configjson_text(&d);
 	cr_assert_not_null(text2);
 	cr_assert_str_eq(text, text2);
 	json_object_put(obj);
 	free(text);
 	free(text2);
-	cfg_free(&c);
-	cfg_free(&d);
+	config_free(&c);
+	config_free(&d);
 }
 
 Test(config, help_lists_every_variable_and_default)
@@ -914,7 +914,7 @@ Test(config, help_lists_every_variable_and_default)
 		"IPAM_HEALTH_SOCKET", "/tmp/health.sock",
 		"SPIFFE_ENDPOINT_SOCKET", "IPAM_SPIFFE_ALLOWED_IDS",
 	};
-	const char *h = cfg_help();
+	const char *h = config_help();
 
 	cr_assert_not_null(h);
 	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
@@ -943,8 +943,8 @@ Test(config, nsp_tls_on_with_ca_or_certificate)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		cr_assert_eq(tc_load(&c, cases[i], err, sizeof(err)), 0,
 		    "case %zu: %s", i, err);
-		cr_expect_eq(cfg_nsp_tls_on(&c), on[i], "case %zu", i);
-		cfg_free(&c);
+		cr_expect_eq(config_nsp_tls_on(&c), on[i], "case %zu", i);
+		config_free(&c);
 	}
 }
 
@@ -966,23 +966,23 @@ Test(config, health_socket_empty_is_off)
 
 	cr_assert_eq(tc_load(&c, off, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.health_socket, "");
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	cr_assert_not_null(text);
 	obj = json_tokener_parse(text);
 	cr_assert(json_object_object_get_ex(obj, "IPAM_HEALTH_SOCKET", &v));
 	cr_assert_str_eq(json_object_get_string(v), "");
 	back[1] = json_object_get_string(v);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, back, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.health_socket, "");
-	cfg_free(&c);
+	config_free(&c);
 	json_object_put(obj);
 	free(text);
 
 	cr_assert_eq(strlen(longest[1]), 107);
 	cr_assert_eq(tc_load(&c, longest, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.health_socket, longest[1]);
-	cfg_free(&c);
+	config_free(&c);
 }
 
 /* SPIFFE_ENDPOINT_SOCKET in go-spiffe's two Unix forms, as a gRPC target. */
@@ -1000,7 +1000,7 @@ Test(config, spiffe_endpoint_forms)
 	cr_expect_str_eq(c.spiffe_socket, "");
 	cr_expect_str_eq(c.spiffe_target, "");
 	cr_expect_eq(c.nspiffe_allowed, 0);
-	cfg_free(&c);
+	config_free(&c);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", cases[i][0],
 		    NULL };
@@ -1008,7 +1008,7 @@ Test(config, spiffe_endpoint_forms)
 		cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 		cr_expect_str_eq(c.spiffe_socket, cases[i][0]);
 		cr_expect_str_eq(c.spiffe_target, cases[i][1]);
-		cfg_free(&c);
+		config_free(&c);
 	}
 }
 
@@ -1033,7 +1033,7 @@ Test(config, spiffe_endpoint_refused)
 		    "%s: %s", bad[i], err);
 		cr_expect(tc_zero(&c));
 	}
-	cr_expect_eq(cfg_spiffe_target("unix:/a", err, 4, err, sizeof(err)),
+	cr_expect_eq(config_spiffe_target("unix:/a", err, 4, err, sizeof(err)),
 	    -1);
 }
 
@@ -1081,11 +1081,11 @@ Test(config, spiffe_allowed_ids)
 	cr_assert_eq(c.nspiffe_allowed, 2);
 	cr_expect_str_eq(c.spiffe_allowed[0], "spiffe://example.org/proxy");
 	cr_expect_str_eq(c.spiffe_allowed[1], "spiffe://example.org/ns/a/");
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	cr_expect(strstr(text, "\"spiffe://example.org/proxy,"
 	    "spiffe://example.org/ns/a/\"") != NULL, "%s", text);
 	free(text);
-	cfg_free(&c);
+	config_free(&c);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", "unix:/s.sock",
 		    "IPAM_SPIFFE_ALLOWED_IDS", bad[i][0], NULL };
@@ -1116,11 +1116,11 @@ Test(config, nsp_service_default_and_empty)
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "nsp-service:7778");
 	cr_assert_eq(c.nconduits, 0);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "");
 	cr_assert_not(c.nsp_ignored);
-	cfg_free(&c);
+	config_free(&c);
 }
 
 /* IPAM_CONDUITS selects static conduits and no NSP, whatever
@@ -1137,12 +1137,12 @@ Test(config, conduits_select_static_and_no_nsp)
 	cr_assert_str_eq(c.nsp_service, "");
 	cr_assert_eq(c.nconduits, 2);
 	cr_assert_not(c.nsp_ignored);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, both, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "");
 	cr_assert_eq(c.nconduits, 1);
 	cr_assert(c.nsp_ignored);
-	cfg_free(&c);
+	config_free(&c);
 }
 
 /* IPAM_NAMESPACE (set by Meridio's chart and operator) is read, and
@@ -1156,7 +1156,7 @@ Test(config, namespace_read)
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.k8s_namespace, "red");
 	cr_assert_str_eq(c.trench, "default");
-	cfg_free(&c);
+	config_free(&c);
 }
 
 /* IPAM_ADMIN_GROUP: a group name or number whose members may use the admin
@@ -1176,23 +1176,23 @@ Test(config, admin_group)
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.admin_group, "");
 	cr_assert_eq(c.admin_gid, -1);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.admin_gid, -1);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, byname, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.admin_group, "root");
 	cr_assert_eq(c.admin_gid, 0);
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	obj = json_tokener_parse(text);
 	cr_assert(json_object_object_get_ex(obj, "IPAM_ADMIN_GROUP", &v));
 	cr_assert_str_eq(json_object_get_string(v), "root");
 	json_object_put(obj);
 	free(text);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, bynum, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.admin_gid, 0);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, bad, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "IPAM_ADMIN_GROUP") != NULL, "%s", err);
 	cr_assert(strstr(err, "no-such-group-xq") != NULL, "%s", err);

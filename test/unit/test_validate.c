@@ -12,7 +12,7 @@
 /* The fake environment: name, value pairs ending with NULL. */
 static const char *const *tv_vars;
 
-/* Lookup function handed to cfg_load: reads tv_vars. */
+/* Lookup function handed to config_load: reads tv_vars. */
 static const char *
 tv_get(const char *name)
 {
@@ -64,9 +64,9 @@ tv_check_msg(const char *const *vars, const Ipam__V1__Child *ch, int *family,
 	int rc;
 
 	tv_vars = vars;
-	cr_assert_eq(cfg_load(&c, tv_get, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_load(&c, tv_get, err, sizeof(err)), 0, "%s", err);
 	rc = validate_child(&c, ch, family, st);
-	cfg_free(&c);
+	config_free(&c);
 	return rc;
 }
 
