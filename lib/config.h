@@ -91,10 +91,6 @@ int config_load(struct cfg *c, const char *(*get)(const char *name), char *err,
 /* Frees what config_load allocated. Accepts a zeroed or freed cfg. */
 void config_free(struct cfg *c);
 
-/* The effective configuration as a JSON object (for --debug). Caller frees.
- * NULL on out of memory. */
-char *configjson_text(const struct cfg *c);
-
 /* True if the NSP client is to use TLS (IPAM_NSP_TLS_CA or
  * IPAM_NSP_TLS_CERT set). */
 bool config_nsp_tls_on(const struct cfg *c);
@@ -111,23 +107,7 @@ int config_spiffe_target(const char *value, char *target, size_t len,
 /* The pool of a family (PFX_V4/PFX_V6), or NULL if it is not served. */
 const struct cfg_pool *config_pool_of(const struct cfg *c, int family);
 
-/*
- * Parses a Go duration ("1h30m", "500ms", "1.5s", "2us", "0"): a sequence of
- * decimal numbers with units ns, us (or µs), ms, s, m, h. Like Go it takes a
- * leading sign (callers refuse negative values) and refuses overflow.
- * Returns 0 or -1.
- */
-int gotext_parse_duration(const char *s, int64_t *ns);
-
-/* Writes a duration as Go's time.Duration.String() does ("2h0m0s",
- * "1.5s", "500ms", "0s"). 32 bytes always suffice. */
-void gotext_format_duration(int64_t ns, char *buf, size_t len);
-
 /* The usage text listing every variable with its default (for --help). */
 const char *config_help(void);
-
-/* Parses a boolean as Go's strconv.ParseBool: 1 t T TRUE true True,
- * 0 f F FALSE false False. Returns 0 or -1. */
-int gotext_parse_bool(const char *s, bool *out);
 
 #endif

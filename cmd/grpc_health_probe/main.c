@@ -31,6 +31,7 @@
 #include <grpc/support/log.h>
 
 #include "config.h"
+#include "gotext.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
 #include "tls.h"

@@ -13,7 +13,7 @@
 
 #include <grpc/grpc.h>
 
-#include "config.h"
+#include "gotext.h"
 
 #define CTL_ADMIN_TIMEOUT_MS 30000	/* default --timeout of these */
 

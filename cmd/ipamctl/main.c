@@ -21,6 +21,7 @@
 #include <json-c/json.h>
 
 #include "config.h"
+#include "gotext.h"
 #include "ctl.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"

@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 
 #include "config.h"
+#include "configjson.h"
 #include "log.h"
 #include "restart.h"
 #include "workers.h"

@@ -18,7 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "configjson.h"
+#include "gotext.h"
 
 /* Most variables one input can set. */
 #define FC_MAX_VARS 64
