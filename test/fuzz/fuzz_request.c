@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "grpcx.h"
+#include "utf8.h"
 #include "validate.h"
 
 /* The configurations a request is checked against. */
@@ -82,13 +83,13 @@ fr_check_ok(const struct cfg *c, const Ipam__V1__Child *ch, int family)
 	if (strcmp(s->conduit->trench->name, c->trench) != 0)
 		fr_fail("accepted", "another trench");
 	n = strlen(ch->name);
-	if (n == 0 || n > BOUNDS_CHILD_MAX || !validate_utf8(ch->name, n))
+	if (n == 0 || n > BOUNDS_CHILD_MAX || !utf8_valid(ch->name, n))
 		fr_fail("accepted", "a bad child name");
 	n = strlen(s->node);
-	if (n == 0 || n > BOUNDS_LABEL_MAX || !validate_utf8(s->node, n))
+	if (n == 0 || n > BOUNDS_LABEL_MAX || !utf8_valid(s->node, n))
 		fr_fail("accepted", "a bad node name");
 	n = strlen(s->conduit->name);
-	if (n == 0 || !validate_utf8(s->conduit->name, n))
+	if (n == 0 || !utf8_valid(s->conduit->name, n))
 		fr_fail("accepted", "a bad conduit name");
 }
 

@@ -1,6 +1,5 @@
 /*
- * test_validate.c - lib/validate.c: the UTF-8 checker on good text and on
- * every kind of bad sequence, and each check of validate_child with the
+ * test_validate.c - lib/validate.c: each check of validate_child with the
  * field its message names, its status code, its bound, and its order.
  */
 #include <criterion/criterion.h>
@@ -90,38 +89,6 @@ tv_refused(const char *const *vars, const struct tv_child *t, int code,
 	cr_assert_eq(st.code, code);
 	cr_assert(strstr(st.message, want) != NULL, "message \"%s\" lacks "
 	    "\"%s\"", st.message, want);
-}
-
-Test(validate, utf8_accepts_well_formed_text)
-{
-	cr_assert(validate_utf8("", 0));
-	cr_assert(validate_utf8("proxy-1", 7));
-	cr_assert(validate_utf8("\xc3\xa9", 2));		/* U+00E9 */
-	cr_assert(validate_utf8("\xe2\x82\xac", 3));		/* U+20AC */
-	cr_assert(validate_utf8("\xf0\x9f\x98\x80", 4));	/* U+1F600 */
-	cr_assert(validate_utf8("\xf4\x8f\xbf\xbf", 4));	/* U+10FFFF */
-	cr_assert(validate_utf8("\xed\x9f\xbf", 3));		/* U+D7FF */
-	/* Only len bytes count: a bad byte after them is not read. */
-	cr_assert(validate_utf8("ab\xff", 2));
-}
-
-Test(validate, utf8_refuses_bad_sequences)
-{
-	cr_assert_not(validate_utf8("\x80", 1), "lone continuation");
-	cr_assert_not(validate_utf8("\xc0\x80", 2), "overlong NUL");
-	cr_assert_not(validate_utf8("\xc1\xbf", 2), "overlong 2-byte");
-	cr_assert_not(validate_utf8("\xe0\x80\x80", 3), "overlong 3-byte");
-	cr_assert_not(validate_utf8("\xf0\x80\x80\x80", 4), "overlong 4-byte");
-	cr_assert_not(validate_utf8("\xed\xa0\x80", 3), "surrogate D800");
-	cr_assert_not(validate_utf8("\xed\xbf\xbf", 3), "surrogate DFFF");
-	cr_assert_not(validate_utf8("\xf4\x90\x80\x80", 4), "above 10FFFF");
-	cr_assert_not(validate_utf8("\xf5\x80\x80\x80", 4), "lead F5");
-	cr_assert_not(validate_utf8("\xff", 1), "byte FF");
-	cr_assert_not(validate_utf8("\xc3", 1), "cut 2-byte");
-	cr_assert_not(validate_utf8("a\xe2\x82", 3), "cut 3-byte");
-	cr_assert_not(validate_utf8("\xc3\x28", 2), "bad continuation");
-	cr_assert_not(validate_utf8("\xf0\x9f\x98\x28", 4),
-	    "bad last continuation");
 }
 
 Test(validate, accepts_both_families)
