@@ -398,6 +398,20 @@ config_conduits(struct cfg_ctx *x, struct cfg *c)
 	return 0;
 }
 
+/* Refuses a certificate file without its key file, and the reverse. */
+static int
+config_pair(struct cfg_ctx *x, const char *cname, const char *cert,
+    const char *kname, const char *key)
+{
+	if (cert[0] != '\0' && key[0] == '\0')
+		return config_fail(x, kname, key, "a key file because %s is "
+		    "set", cname);
+	if (key[0] != '\0' && cert[0] == '\0')
+		return config_fail(x, cname, cert, "a certificate file because "
+		    "%s is set", kname);
+	return 0;
+}
+
 /*
  * Reads TLS settings: IPAM_TLS_CERT and IPAM_TLS_KEY both or neither;
  * IPAM_TLS_CA (client certificates) only together with them.
@@ -412,12 +426,9 @@ config_tls(struct cfg_ctx *x, struct cfg *c)
 	    config_string(x, "IPAM_TLS_CA", "", "a file path",
 	    &c->tls_ca) != 0)
 		return -1;
-	if (c->tls_cert[0] != '\0' && c->tls_key[0] == '\0')
-		return config_fail(x, "IPAM_TLS_KEY", c->tls_key, "a key file "
-		    "because IPAM_TLS_CERT is set");
-	if (c->tls_key[0] != '\0' && c->tls_cert[0] == '\0')
-		return config_fail(x, "IPAM_TLS_CERT", c->tls_cert, "a "
-		    "certificate file because IPAM_TLS_KEY is set");
+	if (config_pair(x, "IPAM_TLS_CERT", c->tls_cert, "IPAM_TLS_KEY",
+	    c->tls_key) != 0)
+		return -1;
 	if (c->tls_ca[0] != '\0' && c->tls_cert[0] == '\0')
 		return config_fail(x, "IPAM_TLS_CA", c->tls_ca, "no value "
 		    "unless IPAM_TLS_CERT and IPAM_TLS_KEY are set");
@@ -447,12 +458,9 @@ config_nsp_tls(struct cfg_ctx *x, struct cfg *c)
 		if (config_string(x, names[i], "", i < 3 ? "a file path" :
 		    "a host name", out[i]) != 0)
 			return -1;
-	if (c->nsp_tls_cert[0] != '\0' && c->nsp_tls_key[0] == '\0')
-		return config_fail(x, "IPAM_NSP_TLS_KEY", c->nsp_tls_key, "a key "
-		    "file because IPAM_NSP_TLS_CERT is set");
-	if (c->nsp_tls_key[0] != '\0' && c->nsp_tls_cert[0] == '\0')
-		return config_fail(x, "IPAM_NSP_TLS_CERT", c->nsp_tls_cert, "a "
-		    "certificate file because IPAM_NSP_TLS_KEY is set");
+	if (config_pair(x, "IPAM_NSP_TLS_CERT", c->nsp_tls_cert,
+	    "IPAM_NSP_TLS_KEY", c->nsp_tls_key) != 0)
+		return -1;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if ((*out[i])[0] != '\0' && c->nsp_service[0] == '\0')
 			return config_fail(x, names[i], *out[i], "no value "
