@@ -32,25 +32,45 @@ tc_get(const char *name)
 
 static const char *const tc_empty[] = { NULL };
 
-/* Loads c from the pairs given; returns config_load's result. */
-static int
-tc_load(struct cfg *c, const char *const *vars, char *err, size_t errlen)
+/* The fixture: the configuration a test loads and its error buffer; the
+ * configuration is freed after every test. */
+static struct cfg c;
+static char err[512];
+
+static void
+tc_fini(void)
 {
-	tc_vars = vars;
-	return config_load(c, tc_get, err, errlen);
 }
 
-/* True if every byte of c is zero. */
-static bool
-tc_zero(const struct cfg *c)
-{
-	const unsigned char *p = (const unsigned char *)c;
+TestSuite(config, .fini = tc_fini);
 
-	for (size_t i = 0; i < sizeof(*c); i++) {
+/* Loads cfg from the pairs given; returns config_load's result. */
+static int
+tc_load(struct cfg *cfg, const char *const *vars, char *ebuf, size_t elen)
+{
+	tc_vars = vars;
+	return config_load(cfg, tc_get, ebuf, elen);
+}
+
+/* True if every byte of x is zero. */
+static bool
+tc_zero(const struct cfg *x)
+{
+	const unsigned char *p = (const unsigned char *)x;
+
+	for (size_t i = 0; i < sizeof(*x); i++) {
 		if (p[i] != 0)
 			return false;
 	}
 	return true;
+}
+
+/* Asserts that vars are refused with exactly the message want. */
+static void
+tc_refused(const char *const *vars, const char *want)
+{
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+	cr_assert_str_eq(err, want);
 }
 
 /* Text of a prefix, for comparisons. */
@@ -71,8 +91,6 @@ tc_pfx(const struct pfx *p)
 
 Test(config, every_default)
 {
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.port, 7777);
@@ -124,8 +142,6 @@ Test(config, empty_means_default)
 		"IPAM_GARBAGE_COLLECTION_ENABLED", "",
 		"IPAM_GARBAGE_COLLECTION_INTERVAL", "", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.port, 7777);
@@ -138,7 +154,6 @@ Test(config, empty_means_default)
 	cr_assert_eq(c.keepalive_ns, 30 * NS_S);
 	cr_assert(c.gc_enabled);
 	cr_assert_eq(c.gc_interval_ns, 2 * NS_H);
-	config_free(&c);
 }
 
 Test(config, every_variable_set)
@@ -175,8 +190,6 @@ Test(config, every_variable_set)
 		"IPAM_HEALTH_SOCKET", "/run/ipam/health.sock",
 		NULL,
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.port, 9000);
@@ -212,7 +225,6 @@ Test(config, every_variable_set)
 	cr_assert_str_eq(c.nsp_tls_server_name, "nsp.trench-a.svc");
 	cr_assert(config_nsp_tls_on(&c));
 	cr_assert_str_eq(c.health_socket, "/run/ipam/health.sock");
-	config_free(&c);
 }
 
 Test(config, family_and_level_any_case)
@@ -235,8 +247,6 @@ Test(config, family_and_level_any_case)
 		{ "panic", LOGL_PANIC },
 	};
 	const char *vars[5] = { NULL };
-	struct cfg c;
-	char err[256];
 
 	for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
 		vars[0] = "IPAM_IP_FAMILY";
@@ -261,8 +271,6 @@ Test(config, pool_of_served_families_only)
 {
 	static const char *const v4[] = { "IPAM_IP_FAMILY", "ipv4", NULL };
 	static const char *const v6[] = { "IPAM_IP_FAMILY", "ipv6", NULL };
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(config_pool_of(&c, PFX_V4), &c.v4);
@@ -280,7 +288,6 @@ Test(config, pool_of_served_families_only)
 	cr_assert_eq(tc_load(&c, v6, err, sizeof(err)), 0, "%s", err);
 	cr_assert_null(config_pool_of(&c, PFX_V4));
 	cr_assert_eq(config_pool_of(&c, PFX_V6), &c.v6);
-	config_free(&c);
 }
 
 Test(config, datasource_alias_and_precedence)
@@ -298,8 +305,6 @@ Test(config, datasource_alias_and_precedence)
 	static const char *const bad_alias[] = {
 		"IPAM_DATASOURCE", "/a\nb", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, alias, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.data_source, "/alias.db");
@@ -475,9 +480,8 @@ static const struct tc_bad tc_bads[] = {
  */
 Test(config, every_bad_value_named)
 {
-	char err[512], quoted[600], head[700];
+	char quoted[600], head[700];
 	const char *vars[7];
-	struct cfg c;
 
 	for (size_t i = 0; i < sizeof(tc_bads) / sizeof(tc_bads[0]); i++) {
 		const struct tc_bad *b = &tc_bads[i];
@@ -527,18 +531,15 @@ Test(config, every_bad_value_named)
 	}
 }
 
-/* The example line of the brief, byte for byte. */
+/* The example line of the README, byte for byte. */
 Test(config, message_exact)
 {
 	static const char *const vars[] = {
 		"IPAM_NODE_PREFIX_LENGTH_IPV4", "33", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
-	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
-	cr_assert_str_eq(err, "IPAM_NODE_PREFIX_LENGTH_IPV4=\"33\": expected "
-	    "a prefix length between 21 and 30");
+	tc_refused(vars, "IPAM_NODE_PREFIX_LENGTH_IPV4=\"33\": expected a "
+	    "prefix length between 21 and 30");
 }
 
 /* A default made invalid by another variable: the message names the
@@ -549,12 +550,9 @@ Test(config, default_broken_by_other_variable)
 		"IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "64",
 		"IPAM_NODE_PREFIX_LENGTH_IPV6", "", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
-	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
-	cr_assert_str_eq(err, "IPAM_NODE_PREFIX_LENGTH_IPV6=\"64\": expected "
-	    "a prefix length between 65 and 126");
+	tc_refused(vars, "IPAM_NODE_PREFIX_LENGTH_IPV6=\"64\": expected a "
+	    "prefix length between 65 and 126");
 }
 
 Test(config, quotes_escaped_in_message)
@@ -562,11 +560,8 @@ Test(config, quotes_escaped_in_message)
 	static const char *const vars[] = {
 		"IPAM_IP_FAMILY", "a\"b\\c", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
-	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
-	cr_assert_str_eq(err, "IPAM_IP_FAMILY=\"a\\\"b\\\\c\": expected ipv4, "
+	tc_refused(vars, "IPAM_IP_FAMILY=\"a\\\"b\\\\c\": expected ipv4, "
 	    "ipv6 or dualstack");
 }
 
@@ -574,13 +569,12 @@ Test(config, quotes_escaped_in_message)
 Test(config, small_or_null_err_buffer)
 {
 	static const char *const vars[] = { "IPAM_PORT", "x", NULL };
-	char err[12];
-	struct cfg c;
+	char small[12];
 
-	memset(err, '#', sizeof(err));
-	cr_assert_eq(tc_load(&c, vars, err, 8), -1);
-	cr_assert_eq(strlen(err), 7);
-	cr_assert_eq(err[8], '#');
+	memset(small, '#', sizeof(small));
+	cr_assert_eq(tc_load(&c, vars, small, 8), -1);
+	cr_assert_eq(strlen(small), 7);
+	cr_assert_eq(small[8], '#');
 	cr_assert_eq(tc_load(&c, vars, NULL, 0), -1);
 	cr_assert(tc_zero(&c));
 }
@@ -615,8 +609,6 @@ Test(config, boundaries_accepted)
 		    "IPAM_NSP_TLS_KEY", "/k" },
 		{ "IPAM_CONDUITS", "only", NULL },
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(strlen(edges[7][1]), 253);
 	for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
@@ -631,8 +623,6 @@ Test(config, conduits_trimmed_in_order)
 	static const char *const vars[] = {
 		"IPAM_CONDUITS", "\tc-b ,c-a,  c-c\n", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.nconduits, 3);
@@ -645,8 +635,6 @@ Test(config, conduits_trimmed_in_order)
 
 Test(config, free_zeroed_and_twice)
 {
-	struct cfg c;
-	char err[256];
 
 	memset(&c, 0, sizeof(c));
 	config_free(&c);
@@ -707,8 +695,7 @@ Test(config, json_defaults)
 		{ "IPAM_ADMIN_GROUP", "" },
 	};
 	struct json_object *obj;
-	struct cfg c;
-	char err[256], *text;
+	char *text;
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	text = configjson_text(&c);
@@ -722,7 +709,6 @@ Test(config, json_defaults)
 		    want[i][0]);
 	json_object_put(obj);
 	free(text);
-	config_free(&c);
 }
 
 /* Values set, fed back through config_load, give the same configuration. */
@@ -736,8 +722,8 @@ Test(config, json_round_trip)
 	};
 	const char *back[96];
 	struct json_object *obj;
-	struct cfg c, d;
-	char err[256], *text, *text2;
+	struct cfg d;
+	char *text, *text2;
 	size_t n = 0;
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
@@ -818,8 +804,6 @@ Test(config, nsp_tls_on_with_ca_or_certificate)
 		    "/ca", NULL },
 	};
 	static const bool on[] = { false, true, true, true, false };
-	struct cfg c;
-	char err[256];
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		cr_assert_eq(tc_load(&c, cases[i], err, sizeof(err)), 0,
@@ -842,8 +826,7 @@ Test(config, health_socket_empty_is_off)
 	    "ssssssssssssssssssssssssssssssssssssssssssssssssssss", NULL };
 	const char *back[] = { "IPAM_HEALTH_SOCKET", NULL, NULL };
 	struct json_object *obj, *v;
-	struct cfg c;
-	char err[256], *text;
+	char *text;
 
 	cr_assert_eq(tc_load(&c, off, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.health_socket, "");
@@ -863,7 +846,6 @@ Test(config, health_socket_empty_is_off)
 	cr_assert_eq(strlen(longest[1]), 107);
 	cr_assert_eq(tc_load(&c, longest, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.health_socket, longest[1]);
-	config_free(&c);
 }
 
 /* SPIFFE_ENDPOINT_SOCKET in go-spiffe's two Unix forms, as a gRPC target. */
@@ -874,8 +856,6 @@ Test(config, spiffe_endpoint_forms)
 		    "unix:/run/spire/sockets/agent.sock" },
 		{ "unix:/tmp/agent.sock", "unix:/tmp/agent.sock" },
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_expect_str_eq(c.spiffe_socket, "");
@@ -903,8 +883,6 @@ Test(config, spiffe_endpoint_refused)
 		"unix:///aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 		    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 	};
-	struct cfg c;
-	char err[512];
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", bad[i], NULL };
@@ -925,8 +903,6 @@ Test(config, spiffe_and_tls_conflict)
 		{ "IPAM_TLS_CERT", "IPAM_TLS_KEY" },
 		{ "IPAM_NSP_TLS_CA", NULL },
 	};
-	struct cfg c;
-	char err[512];
 
 	for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
 		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET",
@@ -955,8 +931,7 @@ Test(config, spiffe_allowed_ids)
 		{ "spiffe:///path", "entry 1" },
 		{ "spiffe://example.org/a,spiffe://x/a b", "entry 2" },
 	};
-	struct cfg c;
-	char err[512], *text;
+	char *text;
 
 	cr_assert_eq(tc_load(&c, good, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.nspiffe_allowed, 2);
@@ -991,8 +966,6 @@ Test(config, spiffe_allowed_ids)
 Test(config, nsp_service_default_and_empty)
 {
 	static const char *const empty[] = { "IPAM_NSP_SERVICE", "", NULL };
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "nsp-service:7778");
@@ -1001,7 +974,6 @@ Test(config, nsp_service_default_and_empty)
 	cr_assert_eq(tc_load(&c, empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "");
 	cr_assert_not(c.nsp_ignored);
-	config_free(&c);
 }
 
 /* IPAM_CONDUITS selects static conduits and no NSP, whatever
@@ -1011,8 +983,6 @@ Test(config, conduits_select_static_and_no_nsp)
 	static const char *const only[] = { "IPAM_CONDUITS", "a,b", NULL };
 	static const char *const both[] = { "IPAM_CONDUITS", "a",
 	    "IPAM_NSP_SERVICE", "nsp-service-trench-a:7778", NULL };
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, only, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "");
@@ -1023,7 +993,6 @@ Test(config, conduits_select_static_and_no_nsp)
 	cr_assert_str_eq(c.nsp_service, "");
 	cr_assert_eq(c.nconduits, 1);
 	cr_assert(c.nsp_ignored);
-	config_free(&c);
 }
 
 /* IPAM_NAMESPACE (set by Meridio's chart and operator) is read, and
@@ -1031,13 +1000,10 @@ Test(config, conduits_select_static_and_no_nsp)
 Test(config, namespace_read)
 {
 	static const char *const vars[] = { "IPAM_NAMESPACE", "red", NULL };
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.k8s_namespace, "red");
 	cr_assert_str_eq(c.trench, "default");
-	config_free(&c);
 }
 
 /* IPAM_ADMIN_GROUP: a group name or number whose members may use the admin
@@ -1051,8 +1017,7 @@ Test(config, admin_group)
 	    "no-such-group-xq", NULL };
 	static const char *const badnum[] = { "IPAM_ADMIN_GROUP", "-3", NULL };
 	struct json_object *obj, *v;
-	struct cfg c;
-	char err[256], *text;
+	char *text;
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.admin_group, "");
