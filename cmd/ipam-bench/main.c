@@ -158,6 +158,9 @@ bench_parse_conduits(struct bench_opts *o, char *list, char **store)
 	return o->nconduits > 0 ? 0 : -1;
 }
 
+/* A getopt_long entry of an option that takes a value. */
+#define BENCH_ARG(name, id) { name, required_argument, NULL, id }
+
 /*
  * Parses the options after the mode. Returns BENCH_EXIT_OK,
  * BENCH_EXIT_USAGE, or -1 when --help was printed.
@@ -170,25 +173,20 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 		O_NAMES, O_COUNT, O_FAMILY, O_CHANNELS, O_TRENCH, O_TAG,
 		O_NODEPFX, O_TIMEOUT, O_HELP, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
 		O_TLS_NAME };
+	/* every option but --help takes a value */
 	static const struct option opts[] = {
-		{ "target", required_argument, NULL, O_TARGET },
-		{ "concurrency", required_argument, NULL, O_CONC },
-		{ "duration", required_argument, NULL, O_DUR },
-		{ "warmup", required_argument, NULL, O_WARM },
-		{ "conduits", required_argument, NULL, O_CONDUITS },
-		{ "nodes", required_argument, NULL, O_NODES },
-		{ "names", required_argument, NULL, O_NAMES },
-		{ "count", required_argument, NULL, O_COUNT },
-		{ "family", required_argument, NULL, O_FAMILY },
-		{ "channels", required_argument, NULL, O_CHANNELS },
-		{ "trench", required_argument, NULL, O_TRENCH },
-		{ "tag", required_argument, NULL, O_TAG },
-		{ "node-prefix", required_argument, NULL, O_NODEPFX },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "tls-ca", required_argument, NULL, O_TLS_CA },
-		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
-		{ "tls-key", required_argument, NULL, O_TLS_KEY },
-		{ "tls-server-name", required_argument, NULL, O_TLS_NAME },
+		BENCH_ARG("target", O_TARGET),
+		BENCH_ARG("concurrency", O_CONC), BENCH_ARG("duration", O_DUR),
+		BENCH_ARG("warmup", O_WARM), BENCH_ARG("conduits", O_CONDUITS),
+		BENCH_ARG("nodes", O_NODES), BENCH_ARG("names", O_NAMES),
+		BENCH_ARG("count", O_COUNT), BENCH_ARG("family", O_FAMILY),
+		BENCH_ARG("channels", O_CHANNELS),
+		BENCH_ARG("trench", O_TRENCH), BENCH_ARG("tag", O_TAG),
+		BENCH_ARG("node-prefix", O_NODEPFX),
+		BENCH_ARG("timeout", O_TIMEOUT), BENCH_ARG("tls-ca", O_TLS_CA),
+		BENCH_ARG("tls-cert", O_TLS_CERT),
+		BENCH_ARG("tls-key", O_TLS_KEY),
+		BENCH_ARG("tls-server-name", O_TLS_NAME),
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
