@@ -481,30 +481,6 @@ alloc_occupy(struct alloc_pool *pool, struct alloc_node *blk)
 }
 
 
-/*
- * Takes child block c out of the tree and gives its addresses back to the
- * free runs. Does not free c.
- */
-static int
-alloc_vacate(struct alloc_pool *pool, struct alloc_node *c)
-{
-	struct alloc_free *prev, *next, *spare = NULL;
-	struct alloc_node *pred;
-	pfx_addr a = c->an_addr, b = alloc_node_last(c);
-
-	pred = RB_PREV(alloc_block_tree, &pool->blocks, c);
-	alloc_free_neighbours(pool, c, &prev, &next);
-	if (prev == NULL && next == NULL) {
-		spare = malloc(sizeof(*spare));
-		if (spare == NULL)
-			return ALLOC_ENOMEM;
-	}
-	RB_REMOVE(alloc_block_tree, &pool->blocks, c);
-	if (!alloc_free_release(pool, a, b, prev, next, pred, spare))
-		free(spare);
-	return ALLOC_OK;
-}
-
 /* Checks that child p can be a block of pool (not yet that it is free). */
 static int
 alloc_child_ok(const struct alloc_pool *pool, const struct pfx *p)
@@ -652,10 +628,26 @@ alloc_pool_link(struct alloc_pool *pool, struct alloc_node *n)
 	return alloc_occupy(pool, n);
 }
 
+/* Takes the node out of the tree and gives its addresses back to the free
+ * runs; the caller still owns it. */
 int
-alloc_pool_unlink(struct alloc_pool *pool, struct alloc_node *n)
+alloc_pool_unlink(struct alloc_pool *pool, struct alloc_node *c)
 {
-	return alloc_vacate(pool, n);
+	struct alloc_free *prev, *next, *spare = NULL;
+	struct alloc_node *pred;
+	pfx_addr a = c->an_addr, b = alloc_node_last(c);
+
+	pred = RB_PREV(alloc_block_tree, &pool->blocks, c);
+	alloc_free_neighbours(pool, c, &prev, &next);
+	if (prev == NULL && next == NULL) {
+		spare = malloc(sizeof(*spare));
+		if (spare == NULL)
+			return ALLOC_ENOMEM;
+	}
+	RB_REMOVE(alloc_block_tree, &pool->blocks, c);
+	if (!alloc_free_release(pool, a, b, prev, next, pred, spare))
+		free(spare);
+	return ALLOC_OK;
 }
 
 void *
