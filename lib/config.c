@@ -170,17 +170,11 @@ config_no_ctl(const char *s)
 
 /* True if s is usable as a trench or conduit name. */
 static bool
-config_name_ok(const char *s, size_t len)
+config_name_ok(const char *s)
 {
-	size_t i;
+	size_t len = strlen(s);
 
-	if (len == 0 || len > BOUNDS_LABEL_MAX)
-		return false;
-	for (i = 0; i < len; i++) {
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return false;
-	}
-	return true;
+	return len > 0 && len <= BOUNDS_LABEL_MAX && config_no_ctl(s);
 }
 
 /* Reports that memory ran out while reading name; returns -1. */
@@ -374,18 +368,17 @@ config_conduits(struct cfg_ctx *x, struct cfg *c)
 {
 	const char *name = "IPAM_CONDUITS";
 	const char *v = config_value(x, name, CFG_DEF_CONDUITS);
-	size_t i, k, len;
+	size_t i, k;
 
 	if (v[0] == '\0')
 		return 0;
 	if (config_list(x, name, v, &c->conduits, &c->nconduits) != 0)
 		return -1;
 	for (i = 0; i < c->nconduits; i++) {
-		len = strlen(c->conduits[i]);
-		if (len == 0)
+		if (c->conduits[i][0] == '\0')
 			return config_fail(x, name, v, "comma-separated conduit "
 			    "names (entry %zu is empty)", i + 1);
-		if (!config_name_ok(c->conduits[i], len))
+		if (!config_name_ok(c->conduits[i]))
 			return config_fail(x, name, v, "comma-separated conduit "
 			    "names of 1 to %d bytes without control "
 			    "characters (entry %zu)", BOUNDS_LABEL_MAX, i + 1);
@@ -472,12 +465,9 @@ config_nsp_tls(struct cfg_ctx *x, struct cfg *c)
 		return config_fail(x, "IPAM_NSP_TLS_SERVER_NAME",
 		    c->nsp_tls_server_name, "no value unless IPAM_NSP_TLS_CA "
 		    "or IPAM_NSP_TLS_CERT is set");
-	for (const char *p = c->nsp_tls_server_name; *p != '\0'; p++) {
-		if (*p == ' ')
-			return config_fail(x, "IPAM_NSP_TLS_SERVER_NAME",
-			    c->nsp_tls_server_name, "a host name without "
-			    "spaces");
-	}
+	if (strchr(c->nsp_tls_server_name, ' ') != NULL)
+		return config_fail(x, "IPAM_NSP_TLS_SERVER_NAME",
+		    c->nsp_tls_server_name, "a host name without spaces");
 	return 0;
 }
 
@@ -538,7 +528,7 @@ config_spiffe_allowed(struct cfg_ctx *x, struct cfg *c)
 		s = c->spiffe_allowed[i];
 		len = strlen(s);
 		if (len <= 9 || strncmp(s, "spiffe://", 9) != 0 || s[9] == '/' ||
-		    !config_name_ok(s, len) || strchr(s, ' ') != NULL)
+		    !config_name_ok(s) || strchr(s, ' ') != NULL)
 			return config_fail(x, name, v, "comma-separated SPIFFE IDs "
 			    "or ID prefixes ending in /, each "
 			    "spiffe://trust-domain/path (entry %zu)", i + 1);
@@ -690,7 +680,7 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 		return -1;
 
 	v = config_value(x, "IPAM_TRENCH_NAME", CFG_DEF_TRENCH);
-	if (!config_name_ok(v, strlen(v)))
+	if (!config_name_ok(v))
 		return config_fail(x, "IPAM_TRENCH_NAME", v, "a trench name of 1 "
 		    "to %d bytes without control characters", BOUNDS_LABEL_MAX);
 	c->trench = config_dup(x, "IPAM_TRENCH_NAME", v);
@@ -700,12 +690,10 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 	/* Unlike the others, set but empty is a value here: no NSP. */
 	if ((v = x->get("IPAM_NSP_SERVICE")) == NULL)
 		v = CFG_DEF_NSP;
-	for (const char *p = v; *p != '\0'; p++) {
-		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
-			return config_fail(x, "IPAM_NSP_SERVICE", v, "a gRPC "
-			    "target such as nsp-service-trench-a:7778, "
-			    "without spaces or control characters");
-	}
+	if (!config_no_ctl(v) || strchr(v, ' ') != NULL)
+		return config_fail(x, "IPAM_NSP_SERVICE", v, "a gRPC target "
+		    "such as nsp-service-trench-a:7778, without spaces or "
+		    "control characters");
 	c->nsp_service = config_dup(x, "IPAM_NSP_SERVICE", v);
 	if (c->nsp_service == NULL)
 		return -1;
