@@ -283,17 +283,18 @@ config_pool(struct cfg_ctx *x, int family, struct cfg_pool *pool)
 		    "most %u (room for conduit and node prefixes)", fam,
 		    nodemax - 2);
 
-	v = config_value(x, cname, v4 ? CFG_DEF_CONDUIT_V4 : CFG_DEF_CONDUIT_V6);
+	v = config_value(x, cname, v4 ? CFG_DEF_CONDUIT_V4 :
+	    CFG_DEF_CONDUIT_V6);
 	if (config_parse_uint(v, pool->prefix.len + 1u, nodemax - 1,
 	    &pool->conduit_len) != 0)
-		return config_fail(x, cname, v, "a prefix length between %u and "
-		    "%u", pool->prefix.len + 1u, nodemax - 1);
+		return config_fail(x, cname, v, "a prefix length between %u "
+		    "and %u", pool->prefix.len + 1u, nodemax - 1);
 
 	v = config_value(x, nname, v4 ? CFG_DEF_NODE_V4 : CFG_DEF_NODE_V6);
 	if (config_parse_uint(v, pool->conduit_len + 1, nodemax,
 	    &pool->node_len) != 0)
-		return config_fail(x, nname, v, "a prefix length between %u and "
-		    "%u", pool->conduit_len + 1, nodemax);
+		return config_fail(x, nname, v, "a prefix length between %u "
+		    "and %u", pool->conduit_len + 1, nodemax);
 	return 0;
 }
 
@@ -376,17 +377,18 @@ config_conduits(struct cfg_ctx *x, struct cfg *c)
 		return -1;
 	for (i = 0; i < c->nconduits; i++) {
 		if (c->conduits[i][0] == '\0')
-			return config_fail(x, name, v, "comma-separated conduit "
-			    "names (entry %zu is empty)", i + 1);
+			return config_fail(x, name, v, "comma-separated "
+			    "conduit names (entry %zu is empty)", i + 1);
 		if (!config_name_ok(c->conduits[i]))
-			return config_fail(x, name, v, "comma-separated conduit "
-			    "names of 1 to %d bytes without control "
+			return config_fail(x, name, v, "comma-separated "
+			    "conduit names of 1 to %d bytes without control "
 			    "characters (entry %zu)", BOUNDS_LABEL_MAX, i + 1);
 		for (k = 0; k < i; k++)
 			if (strcmp(c->conduits[k], c->conduits[i]) == 0)
-				return config_fail(x, name, v, "comma-separated "
-				    "conduit names without repeats (entry "
-				    "%zu repeats entry %zu)", i + 1, k + 1);
+				return config_fail(x, name, v,
+				    "comma-separated conduit names without "
+				    "repeats (entry %zu repeats entry %zu)",
+				    i + 1, k + 1);
 	}
 	return 0;
 }
@@ -522,15 +524,16 @@ config_spiffe_allowed(struct cfg_ctx *x, struct cfg *c)
 	if (c->spiffe_socket[0] == '\0')
 		return config_fail(x, name, v, "no value unless "
 		    "SPIFFE_ENDPOINT_SOCKET is set");
-	if (config_list(x, name, v, &c->spiffe_allowed, &c->nspiffe_allowed) != 0)
+	if (config_list(x, name, v, &c->spiffe_allowed,
+	    &c->nspiffe_allowed) != 0)
 		return -1;
 	for (i = 0; i < c->nspiffe_allowed; i++) {
 		s = c->spiffe_allowed[i];
 		len = strlen(s);
-		if (len <= 9 || strncmp(s, "spiffe://", 9) != 0 || s[9] == '/' ||
-		    !config_name_ok(s) || strchr(s, ' ') != NULL)
-			return config_fail(x, name, v, "comma-separated SPIFFE IDs "
-			    "or ID prefixes ending in /, each "
+		if (len <= 9 || strncmp(s, "spiffe://", 9) != 0 ||
+		    s[9] == '/' || !config_name_ok(s) || strchr(s, ' ') != NULL)
+			return config_fail(x, name, v, "comma-separated SPIFFE "
+			    "IDs or ID prefixes ending in /, each "
 			    "spiffe://trust-domain/path (entry %zu)", i + 1);
 	}
 	return 0;
@@ -556,9 +559,10 @@ config_spiffe(struct cfg_ctx *x, struct cfg *c)
 	    != 0)
 		return -1;
 	if (c->spiffe_socket[0] != '\0') {
-		if (config_spiffe_target(c->spiffe_socket, target, sizeof(target),
-		    why, sizeof(why)) != 0)
-			return config_fail(x, name, c->spiffe_socket, "%s", why);
+		if (config_spiffe_target(c->spiffe_socket, target,
+		    sizeof(target), why, sizeof(why)) != 0)
+			return config_fail(x, name, c->spiffe_socket, "%s",
+			    why);
 		for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
 			if (config_value(x, tls[i], "")[0] != '\0')
 				return config_fail(x, name, c->spiffe_socket,
@@ -602,8 +606,8 @@ config_health_socket(struct cfg_ctx *x, struct cfg *c)
 		v = CFG_DEF_HEALTH_SOCKET;
 	len = strlen(v);
 	if (len > 0 && v[0] != '/')
-		return config_fail(x, name, v, "an absolute path such as %s, or "
-		    "empty to turn the health socket off",
+		return config_fail(x, name, v, "an absolute path such as %s, "
+		    "or empty to turn the health socket off",
 		    CFG_DEF_HEALTH_SOCKET);
 	if (!config_no_ctl(v))
 		return config_fail(x, name, v, "a path without control "
@@ -645,14 +649,15 @@ config_admin_group(struct cfg_ctx *x, struct cfg *c)
 		errno = 0;
 		n = strtol(v, &end, 10);
 		if (*end != '\0' || errno != 0 || n < 0 || n > 0x7fffffffL)
-			return config_fail(x, name, v, "a group name or number");
+			return config_fail(x, name, v, "a group name or "
+			    "number");
 		c->admin_gid = n;
 		return 0;
 	}
 	e = getgrnam_r(v, &gr, buf, sizeof(buf), &res);
 	if (res == NULL)
-		return config_fail(x, name, v, "an existing group (%s)", e != 0 ?
-		    strerror(e) : "no such group");
+		return config_fail(x, name, v, "an existing group (%s)",
+		    e != 0 ? strerror(e) : "no such group");
 	c->admin_gid = (long)gr.gr_gid;
 	return 0;
 }
@@ -681,8 +686,9 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 
 	v = config_value(x, "IPAM_TRENCH_NAME", CFG_DEF_TRENCH);
 	if (!config_name_ok(v))
-		return config_fail(x, "IPAM_TRENCH_NAME", v, "a trench name of 1 "
-		    "to %d bytes without control characters", BOUNDS_LABEL_MAX);
+		return config_fail(x, "IPAM_TRENCH_NAME", v, "a trench name "
+		    "of 1 to %d bytes without control characters",
+		    BOUNDS_LABEL_MAX);
 	c->trench = config_dup(x, "IPAM_TRENCH_NAME", v);
 	if (c->trench == NULL)
 		return -1;
@@ -705,8 +711,8 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 
 	v = config_value(x, "IPAM_LOG_LEVEL", CFG_DEF_LOG_LEVEL);
 	if (log_level_parse(v, &c->log_level) != 0)
-		return config_fail(x, "IPAM_LOG_LEVEL", v, "TRACE, DEBUG, INFO, "
-		    "WARNING, ERROR, FATAL or PANIC");
+		return config_fail(x, "IPAM_LOG_LEVEL", v, "TRACE, DEBUG, "
+		    "INFO, WARNING, ERROR, FATAL or PANIC");
 
 	if (config_duration(x, "IPAM_GRPC_KEEPALIVE_TIME", CFG_DEF_KEEPALIVE,
 	    true, &c->keepalive_ns) != 0 ||
@@ -716,7 +722,8 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 	    true, &c->max_backoff_ns) != 0)
 		return -1;
 
-	v = config_value(x, "IPAM_GARBAGE_COLLECTION_ENABLED", CFG_DEF_GC_ENABLED);
+	v = config_value(x, "IPAM_GARBAGE_COLLECTION_ENABLED",
+	    CFG_DEF_GC_ENABLED);
 	if (gotext_parse_bool(v, &c->gc_enabled) != 0)
 		return config_fail(x, "IPAM_GARBAGE_COLLECTION_ENABLED", v,
 		    "a boolean: true, false, 1, 0, t, f (any of Go's forms)");
@@ -749,8 +756,8 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 		return -1;
 	if (c->metrics_port == c->port) {
 		v = config_value(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT);
-		return config_fail(x, "IPAM_METRICS_PORT", v, "a port other than "
-		    "IPAM_PORT (%u)", c->port);
+		return config_fail(x, "IPAM_METRICS_PORT", v, "a port other "
+		    "than IPAM_PORT (%u)", c->port);
 	}
 	if (config_tls(x, c) != 0)
 		return -1;

@@ -89,7 +89,7 @@ configjson_text(const struct cfg *c)
 	allowed = configjson_join(c->spiffe_allowed, c->nspiffe_allowed);
 	const struct {
 		const char *key;	/* the variable */
-		const char *text;	/* its value as the variable takes it */
+		const char *text;	/* its value, as text */
 	} kv[] = {
 		{ "IPAM_PORT", num[0] },
 		{ "IPAM_DATA_SOURCE", c->data_source },
@@ -134,7 +134,8 @@ configjson_text(const struct cfg *c)
 	for (i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
 		text = kv[i].text != NULL ? kv[i].text : "";
 		v = json_object_new_string(text);
-		if (v == NULL || json_object_object_add(obj, kv[i].key, v) != 0) {
+		if (v == NULL ||
+		    json_object_object_add(obj, kv[i].key, v) != 0) {
 			json_object_put(v);
 			goto done;
 		}

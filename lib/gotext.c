@@ -79,7 +79,8 @@ gotext_parse_duration(const char *s, int64_t *ns)
 					over = true;
 					continue;
 				}
-				if (f * 10 + (uint64_t)(*p - '0') > GOTEXT_D_LIMIT) {
+				if (f * 10 + (uint64_t)(*p - '0') >
+				    GOTEXT_D_LIMIT) {
 					over = true;
 					continue;
 				}
@@ -98,7 +99,8 @@ gotext_parse_duration(const char *s, int64_t *ns)
 		if (ulen == 0)
 			return -1;
 		unit = 0;
-		for (i = 0; i < sizeof(gotext_units) / sizeof(gotext_units[0]); i++) {
+		for (i = 0; i < sizeof(gotext_units) /
+		    sizeof(gotext_units[0]); i++) {
 			if (strlen(gotext_units[i].name) == ulen &&
 			    memcmp(gotext_units[i].name, q, ulen) == 0) {
 				unit = gotext_units[i].ns;
