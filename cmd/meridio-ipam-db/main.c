@@ -135,7 +135,7 @@ main(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	log_init("db", LOGL_INFO, 2);
-	if (cfg_load(&cfg, env_get, err, sizeof(err)) != 0) {
+	if (config_load(&cfg, env_get, err, sizeof(err)) != 0) {
 		log_kv(LOGL_ERROR, "bad configuration", "error", err, NULL);
 		return IPCMSG_EXIT_PERMANENT;
 	}
@@ -158,13 +158,13 @@ main(int argc, char **argv)
 	    sizeof(err)) != 0) {
 		log_kv(LOGL_ERROR, "cannot open the database", "path",
 		    cfg.data_source, "error", err, NULL);
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return IPCMSG_EXIT_PERMANENT;
 	}
 	rp.trench = cfg.trench;
 	for (fi = 0; fi < 2; fi++) {
 		const struct cfg_pool *pool = fi ? &cfg.v6 : &cfg.v4;
-		rp.fam[fi].enabled = cfg_pool_of(&cfg, fi ? PFX_V6 : PFX_V4) !=
+		rp.fam[fi].enabled = config_pool_of(&cfg, fi ? PFX_V6 : PFX_V4) !=
 		    NULL;
 		rp.fam[fi].prefix = pool->prefix;
 		rp.fam[fi].conduit_len = pool->conduit_len;
@@ -190,14 +190,14 @@ main(int argc, char **argv)
 		log_kv(LOGL_ERROR, "cannot load the database", "path",
 		    cfg.data_source, "error", err, NULL);
 		store_close(st);
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return rc == REG_ESTORE || rc == REG_ENOMEM ? 1 :
 		    IPCMSG_EXIT_PERMANENT;
 	}
 	if (migrate(st, cfg.data_source) != 0) {
 		reg_close(reg);
 		store_close(st);
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return 1;
 	}
 	log_kv(LOGL_INFO, "database loaded", "path", cfg.data_source,
@@ -210,6 +210,6 @@ main(int argc, char **argv)
 	    db_serve(&cfg, st, reg, listen_socket(), status_fd);
 	reg_close(reg);
 	store_close(st);
-	cfg_free(&cfg);
+	config_free(&cfg);
 	return rc;
 }

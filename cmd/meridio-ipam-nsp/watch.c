@@ -54,7 +54,7 @@ struct watch {
 	int64_t retry_ms;		/* WATCH_BACKOFF: delay of this wait */
 	const struct cfg *cfg;		/* configuration (read only) */
 	int wake_fd;			/* a byte here: watch_take has a list */
-	bool tls_on;			/* cfg_nsp_tls_on(cfg): TLS to NSP */
+	bool tls_on;			/* config_nsp_tls_on(cfg): TLS to NSP */
 	pthread_t tid;			/* the watch thread */
 	grpc_channel *channel;		/* channel to the NSP service, NULL
 					 * until made (watch thread only) */
@@ -540,7 +540,7 @@ watch_start(const struct cfg *cfg, int wake_fd)
 	pthread_condattr_destroy(&ca);
 	w->cfg = cfg;
 	w->wake_fd = wake_fd;
-	w->tls_on = cfg_nsp_tls_on(cfg);
+	w->tls_on = config_nsp_tls_on(cfg);
 	w->state = WATCH_CONNECTING;
 	/*
 	 * A reconnection runs in the background while no call is on the
