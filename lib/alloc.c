@@ -1,18 +1,12 @@
 /*
  * alloc.c - first-fit allocator index of one parent prefix.
  *
- * A pool keeps three structures:
+ * A pool keeps two structures:
  *
  *  - the occupied blocks (children and reserved addresses) in a libbsd
  *    red-black tree by address, for walks in address order; a block is a
- *    struct alloc_node, either the caller's own (alloc_pool_link) or the
- *    head of an alloc_block the pool allocates (alloc_pool_insert, and
- *    reserved addresses);
- *  - once a child has been inserted with alloc_pool_insert, the same blocks
- *    in an open-addressing hash table by address, so that lookup and remove
- *    of a known prefix cost O(1), not a descent. Pools of linked nodes (the
- *    registry's) skip it: 16-32 bytes per child that a caller holding the
- *    node does not need;
+ *    struct alloc_node, either the caller's own (alloc_pool_link) or one
+ *    the pool allocates for a reserved address;
  *  - the free runs (maximal ranges of addresses inside the parent that no
  *    block covers) in a second red-black tree by start address.
  *
@@ -52,14 +46,7 @@
 /* Who owns a block (alloc_node.an_kind). */
 enum alloc_kind {
 	ALLOC_KIND_LINKED = 1,	/* the caller's node (alloc_pool_link) */
-	ALLOC_KIND_CHILD,	/* an alloc_block of alloc_pool_insert */
-	ALLOC_KIND_RESERVED,	/* an alloc_block of a reserved address */
-};
-
-/* A block the pool allocates: a child by data, or a reserved address. */
-struct alloc_block {
-	struct alloc_node n;		/* the block (first: cast to and fro) */
-	void *data;			/* caller's record; NULL if reserved */
+	ALLOC_KIND_RESERVED,	/* the pool's node of a reserved address */
 };
 
 RB_HEAD(alloc_block_tree, alloc_node);
@@ -80,27 +67,13 @@ struct alloc_free {
 
 RB_HEAD(alloc_free_tree, alloc_free);
 
-/* Blocks by address: open addressing, linear probing, load <= 1/2. */
-struct alloc_hash {
-	struct alloc_node **slot;	/* cap entries, NULL = empty */
-	size_t cap;			/* a power of two, or 0 */
-	size_t used;			/* occupied slots */
-};
-
 struct alloc_pool {
 	struct pfx parent;		/* the prefix being divided */
 	struct alloc_block_tree blocks;	/* children and reserved, by address */
-	struct alloc_hash hash;		/* the same blocks, by address */
-	bool hashed;			/* hash is kept (an alloc_pool_insert
-					 * child was seen); else unused */
 	struct alloc_free_tree free;	/* free runs by start address */
 	struct alloc_free *first;	/* lowest free run, or NULL */
-	size_t nchildren;		/* blocks that are children */
 	size_t nreserved;		/* blocks that are reserved */
 };
-
-/* Smallest hash table allocated. */
-#define ALLOC_HASH_MIN 16
 
 /*
  * Orders blocks by first address. Blocks never overlap, so the address alone
@@ -153,131 +126,6 @@ RB_GENERATE_STATIC(alloc_free_tree, alloc_free, entry, alloc_free_cmp)
 #undef RB_AUGMENT
 #undef __unused
 
-/* ---- hash table of blocks -------------------------------------------- */
-
-/* Mixes a 128-bit address into a 64-bit hash (splitmix64 finaliser). */
-static uint64_t
-alloc_hash_of(pfx_addr a)
-{
-	uint64_t x = (uint64_t)a ^ ((uint64_t)(a >> 64) * 0x9e3779b97f4a7c15ull);
-
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	x ^= x >> 31;
-	return x;
-}
-
-/* The block starting at address a, or NULL. */
-static struct alloc_node *
-alloc_hash_get(const struct alloc_hash *h, pfx_addr a)
-{
-	size_t mask, i;
-
-	if (h->cap == 0)
-		return NULL;
-	mask = h->cap - 1;
-	for (i = alloc_hash_of(a) & mask; h->slot[i] != NULL;
-	    i = (i + 1) & mask)
-		if (h->slot[i]->an_addr == a)
-			return h->slot[i];
-	return NULL;
-}
-
-/* Puts b in the first empty slot of its probe sequence (room is known). */
-static void
-alloc_hash_place(struct alloc_node **slot, size_t cap, struct alloc_node *b)
-{
-	size_t mask = cap - 1, i;
-
-	for (i = alloc_hash_of(b->an_addr) & mask; slot[i] != NULL;
-	    i = (i + 1) & mask)
-		;
-	slot[i] = b;
-}
-
-/*
- * Makes room for one more block, doubling the table when it would pass half
- * full. Called before anything else changes, so a failure changes nothing.
- */
-static int
-alloc_hash_room(struct alloc_hash *h)
-{
-	struct alloc_node **slot;
-	size_t cap, i;
-
-	if ((h->used + 1) * 2 <= h->cap)
-		return ALLOC_OK;
-	cap = h->cap != 0 ? h->cap * 2 : ALLOC_HASH_MIN;
-	slot = calloc(cap, sizeof(*slot));
-	if (slot == NULL)
-		return ALLOC_ENOMEM;
-	for (i = 0; i < h->cap; i++)
-		if (h->slot[i] != NULL)
-			alloc_hash_place(slot, cap, h->slot[i]);
-	free(h->slot);
-	h->slot = slot;
-	h->cap = cap;
-	return ALLOC_OK;
-}
-
-/* Adds b; alloc_hash_room must have succeeded just before. */
-static void
-alloc_hash_put(struct alloc_hash *h, struct alloc_node *b)
-{
-	alloc_hash_place(h->slot, h->cap, b);
-	h->used++;
-}
-
-/*
- * Removes b. Linear probing without tombstones: every later entry of the
- * same cluster whose home slot does not lie cyclically in (hole, itself]
- * moves back into the hole, so no probe sequence is cut.
- */
-static void
-alloc_hash_del(struct alloc_hash *h, const struct alloc_node *b)
-{
-	size_t mask = h->cap - 1, i, j, home;
-
-	for (i = alloc_hash_of(b->an_addr) & mask; h->slot[i] != b;
-	    i = (i + 1) & mask)
-		;
-	for (j = (i + 1) & mask; h->slot[j] != NULL; j = (j + 1) & mask) {
-		home = alloc_hash_of(h->slot[j]->an_addr) & mask;
-		if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
-			continue;
-		h->slot[i] = h->slot[j];
-		i = j;
-	}
-	h->slot[i] = NULL;
-	h->used--;
-}
-
-/*
- * Starts keeping the hash: every block goes in, with room for one more.
- * Nothing changes on failure.
- */
-static int
-alloc_hash_build(struct alloc_pool *pool)
-{
-	struct alloc_hash *h = &pool->hash;
-	struct alloc_node *b;
-	size_t n = pool->nchildren + pool->nreserved + 1, cap = ALLOC_HASH_MIN;
-
-	while (cap < n * 2)
-		cap *= 2;
-	h->slot = calloc(cap, sizeof(*h->slot));
-	if (h->slot == NULL)
-		return ALLOC_ENOMEM;
-	h->cap = cap;
-	h->used = 0;
-	RB_FOREACH(b, alloc_block_tree, &pool->blocks)
-		alloc_hash_put(h, b);
-	pool->hashed = true;
-	return ALLOC_OK;
-}
-
 /* ---- block tree -------------------------------------------------------- */
 
 /* Last address of a block. */
@@ -323,14 +171,12 @@ alloc_block_link(struct alloc_pool *pool, struct alloc_node *b,
 	alloc_block_tree_RB_INSERT_COLOR(&pool->blocks, b);
 }
 
-/* The block starting at address a: the hash if kept, else a descent. */
+/* The block starting at address a, or NULL. */
 static struct alloc_node *
 alloc_node_get(const struct alloc_pool *pool, pfx_addr a)
 {
 	struct alloc_node key;
 
-	if (pool->hashed)
-		return alloc_hash_get(&pool->hash, a);
 	key.an_addr = a;
 	return RB_FIND(alloc_block_tree,
 	    (struct alloc_block_tree *)&pool->blocks, &key);
@@ -349,15 +195,6 @@ alloc_child_get(const struct alloc_pool *pool, const struct pfx *p)
 	    b->an_len != p->len)
 		return NULL;
 	return b;
-}
-
-/* The caller's data of a child block: its own node when linked. */
-static void *
-alloc_node_data(struct alloc_node *b)
-{
-	if (b->an_kind == ALLOC_KIND_LINKED)
-		return b;
-	return ((struct alloc_block *)b)->data;
 }
 
 /* ---- free runs --------------------------------------------------------- */
@@ -587,8 +424,8 @@ alloc_free_release(struct alloc_pool *pool, pfx_addr a, pfx_addr b,
 
 /* ---- pool -------------------------------------------------------------- */
 
-/* Frees the pool's blocks of a subtree without rebalancing (the pool is
- * going away); linked nodes are their owners'. */
+/* Frees the pool's reserved blocks of a subtree without rebalancing (the
+ * pool is going away); linked nodes are their owners'. */
 static void
 alloc_block_destroy(struct alloc_node *b)
 {
@@ -621,7 +458,6 @@ alloc_occupy(struct alloc_pool *pool, struct alloc_node *blk)
 {
 	pfx_addr a = blk->an_addr, b = alloc_node_last(blk);
 	struct alloc_free *f, *spare = NULL;
-	int rc;
 
 	/* first fits mostly land in the lowest run: skip the descent */
 	f = pool->first;
@@ -629,8 +465,6 @@ alloc_occupy(struct alloc_pool *pool, struct alloc_node *blk)
 		f = alloc_free_floor(pool, a);
 	if (f == NULL || f->end < b)
 		return ALLOC_EOVERLAP;
-	if (pool->hashed && (rc = alloc_hash_room(&pool->hash)) != ALLOC_OK)
-		return rc;
 	if (a != f->start && b != f->end) {
 		spare = malloc(sizeof(*spare));
 		if (spare == NULL)
@@ -639,66 +473,13 @@ alloc_occupy(struct alloc_pool *pool, struct alloc_node *blk)
 	/* the free addresses below a in f lie above f->below, so that block
 	 * is the new one's predecessor */
 	alloc_block_link(pool, blk, f->below);
-	if (pool->hashed)
-		alloc_hash_put(&pool->hash, blk);
 	if (blk->an_kind == ALLOC_KIND_RESERVED)
 		pool->nreserved++;
-	else
-		pool->nchildren++;
 	if (!alloc_free_carve(pool, f, blk, spare))
 		free(spare);
 	return ALLOC_OK;
 }
 
-/*
- * Allocates and links a block of the pool's own: a child by data, or a
- * reserved address.
- */
-static int
-alloc_occupy_new(struct alloc_pool *pool, const struct pfx *p, void *data,
-    enum alloc_kind kind)
-{
-	struct alloc_block *blk;
-	int rc;
-
-	blk = calloc(1, sizeof(*blk));
-	if (blk == NULL)
-		return ALLOC_ENOMEM;
-	alloc_node_init(&blk->n, p);
-	blk->n.an_kind = (uint8_t)kind;
-	blk->data = data;
-	rc = alloc_occupy(pool, &blk->n);
-	if (rc != ALLOC_OK)
-		free(blk);
-	return rc;
-}
-
-/*
- * Takes child block c out of the tree (and the hash) and gives its
- * addresses back to the free runs. Does not free c.
- */
-static int
-alloc_vacate(struct alloc_pool *pool, struct alloc_node *c)
-{
-	struct alloc_free *prev, *next, *spare = NULL;
-	struct alloc_node *pred;
-	pfx_addr a = c->an_addr, b = alloc_node_last(c);
-
-	pred = RB_PREV(alloc_block_tree, &pool->blocks, c);
-	alloc_free_neighbours(pool, c, &prev, &next);
-	if (prev == NULL && next == NULL) {
-		spare = malloc(sizeof(*spare));
-		if (spare == NULL)
-			return ALLOC_ENOMEM;
-	}
-	RB_REMOVE(alloc_block_tree, &pool->blocks, c);
-	if (pool->hashed)
-		alloc_hash_del(&pool->hash, c);
-	pool->nchildren--;
-	if (!alloc_free_release(pool, a, b, prev, next, pred, spare))
-		free(spare);
-	return ALLOC_OK;
-}
 
 /* Checks that child p can be a block of pool (not yet that it is free). */
 static int
@@ -765,14 +546,7 @@ alloc_pool_free(struct alloc_pool *pool)
 		return;
 	alloc_block_destroy(RB_ROOT(&pool->blocks));
 	alloc_free_destroy(RB_ROOT(&pool->free));
-	free(pool->hash.slot);
 	free(pool);
-}
-
-const struct pfx *
-alloc_pool_parent(const struct alloc_pool *pool)
-{
-	return &pool->parent;
 }
 
 /*
@@ -785,6 +559,7 @@ alloc_pool_reserve(struct alloc_pool *pool, pfx_addr addr)
 	unsigned bits = pfx_family_bits(pool->parent.family);
 	struct alloc_node *b;
 	struct pfx p;
+	int rc;
 
 	p = pfx_make(pool->parent.family, addr, bits);
 	if (p.addr != addr || !pfx_contains(&pool->parent, &p))
@@ -792,7 +567,15 @@ alloc_pool_reserve(struct alloc_pool *pool, pfx_addr addr)
 	b = alloc_node_get(pool, addr);
 	if (b != NULL && b->an_kind == ALLOC_KIND_RESERVED)
 		return ALLOC_OK;
-	return alloc_occupy_new(pool, &p, NULL, ALLOC_KIND_RESERVED);
+	b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return ALLOC_ENOMEM;
+	alloc_node_init(b, &p);
+	b->an_kind = ALLOC_KIND_RESERVED;
+	rc = alloc_occupy(pool, b);
+	if (rc != ALLOC_OK)
+		free(b);
+	return rc;
 }
 
 /*
@@ -833,19 +616,6 @@ alloc_pool_find(const struct alloc_pool *pool, unsigned len, struct pfx *out)
 	return ALLOC_OK;
 }
 
-/* A child by data: from now on the pool keeps its by-address hash. */
-int
-alloc_pool_insert(struct alloc_pool *pool, const struct pfx *p, void *data)
-{
-	int rc;
-
-	if ((rc = alloc_child_ok(pool, p)) != ALLOC_OK)
-		return rc;
-	if (!pool->hashed && (rc = alloc_hash_build(pool)) != ALLOC_OK)
-		return rc;
-	return alloc_occupy_new(pool, p, data, ALLOC_KIND_CHILD);
-}
-
 int
 alloc_pool_link(struct alloc_pool *pool, struct alloc_node *n)
 {
@@ -858,38 +628,35 @@ alloc_pool_link(struct alloc_pool *pool, struct alloc_node *n)
 	return alloc_occupy(pool, n);
 }
 
+/* Takes the node out of the tree and gives its addresses back to the free
+ * runs; the caller still owns it. */
 int
-alloc_pool_unlink(struct alloc_pool *pool, struct alloc_node *n)
+alloc_pool_unlink(struct alloc_pool *pool, struct alloc_node *c)
 {
-	return alloc_vacate(pool, n);
-}
+	struct alloc_free *prev, *next, *spare = NULL;
+	struct alloc_node *pred;
+	pfx_addr a = c->an_addr, b = alloc_node_last(c);
 
-/* Removes a child by prefix; a block of the pool's own is freed too. */
-int
-alloc_pool_remove(struct alloc_pool *pool, const struct pfx *p)
-{
-	struct alloc_node *c;
-	int rc;
-
-	c = alloc_child_get(pool, p);
-	if (c == NULL)
-		return ALLOC_ENOENT;
-	if ((rc = alloc_vacate(pool, c)) != ALLOC_OK)
-		return rc;
-	if (c->an_kind != ALLOC_KIND_LINKED)
-		free(c);
+	pred = RB_PREV(alloc_block_tree, &pool->blocks, c);
+	alloc_free_neighbours(pool, c, &prev, &next);
+	if (prev == NULL && next == NULL) {
+		spare = malloc(sizeof(*spare));
+		if (spare == NULL)
+			return ALLOC_ENOMEM;
+	}
+	RB_REMOVE(alloc_block_tree, &pool->blocks, c);
+	if (!alloc_free_release(pool, a, b, prev, next, pred, spare))
+		free(spare);
 	return ALLOC_OK;
 }
 
 void *
 alloc_pool_lookup(const struct alloc_pool *pool, const struct pfx *p)
 {
-	struct alloc_node *c = alloc_child_get(pool, p);
-
-	return c != NULL ? alloc_node_data(c) : NULL;
+	return alloc_child_get(pool, p);
 }
 
-/* Skips the pool's own blocks from b on: the next linked node or NULL. */
+/* Skips reserved blocks from b on: the next linked node or NULL. */
 static struct alloc_node *
 alloc_linked_from(const struct alloc_pool *pool, struct alloc_node *b)
 {
@@ -911,12 +678,6 @@ alloc_pool_next(const struct alloc_pool *pool, const struct alloc_node *n)
 {
 	return alloc_linked_from(pool, RB_NEXT(alloc_block_tree,
 	    (struct alloc_block_tree *)&pool->blocks, (struct alloc_node *)n));
-}
-
-size_t
-alloc_pool_count(const struct alloc_pool *pool)
-{
-	return pool->nchildren;
 }
 
 size_t
@@ -946,7 +707,7 @@ alloc_pool_walk(const struct alloc_pool *pool,
 		if (b->an_kind == ALLOC_KIND_RESERVED)
 			continue;
 		p = alloc_node_pfx(b);
-		rc = fn(arg, &p, alloc_node_data(b));
+		rc = fn(arg, &p, b);
 		if (rc != 0)
 			return rc;
 	}

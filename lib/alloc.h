@@ -4,29 +4,20 @@
  * An alloc_pool holds the occupied blocks (children) of one parent prefix in
  * an ordered tree (libbsd sys/tree.h) keyed by address, and its free runs in
  * a second tree augmented so that the lowest free aligned block of any
- * length is found in O(log n), also after removals in the middle; lookup and
- * remove of a known child are O(1) (hash by address). Children may have
- * different lengths. Addresses can be reserved (a node prefix reserves its
- * first and last address): they are never handed out and do not count as
- * children.
+ * length is found in O(log n), also after removals in the middle. Children
+ * may have different lengths. Addresses can be reserved (a node prefix
+ * reserves its first and last address): they are never handed out and do
+ * not count as children.
  *
  * First-fit is the contract: alloc_pool_find returns the lowest block of the
  * wanted length that is aligned, inside the parent, and overlaps no child and
  * no reserved address - the same answer as Meridio's IPAM.
  *
- * The pool stores an opaque pointer per child (the caller's record) and never
- * frees it. No logging, no exit; errors are return codes.
- *
- * Intrusive children: a caller that keeps many children can embed a struct
- * alloc_node in each of its records and link it with alloc_pool_link. Such
- * a child costs the pool no allocation of its own, and the node holds the
- * child's prefix, so the record needs no copy of it. alloc_pool_lookup and
- * alloc_pool_walk then give the node itself as the child's data.
- *
- * The by-address hash behind O(1) alloc_pool_lookup / alloc_pool_remove is
- * built only once a child is inserted with alloc_pool_insert; a pool whose
- * children are all linked nodes never builds it (they are unlinked by
- * pointer, and a lookup by prefix descends the tree, O(log n)).
+ * Children are the caller's: it embeds a struct alloc_node in each of its
+ * records and links it with alloc_pool_link. A child costs the pool no
+ * allocation of its own, and the node holds the child's prefix, so the
+ * record needs no copy of it. The pool never frees a child. No logging, no
+ * exit; errors are return codes.
  */
 #ifndef IPAM_ALLOC_H
 #define IPAM_ALLOC_H
@@ -66,7 +57,6 @@ enum {
 	ALLOC_EOUTSIDE = -2,	/* block not inside the parent / wrong family */
 	ALLOC_EOVERLAP = -3,	/* block overlaps a child or reserved address */
 	ALLOC_ENOSPACE = -4,	/* no free block of that length */
-	ALLOC_ENOENT = -5,	/* no such child */
 	ALLOC_EINVAL = -6,	/* length not longer than the parent's */
 };
 
@@ -79,9 +69,6 @@ struct alloc_pool *alloc_pool_new(const struct pfx *parent);
  * owners'. Accepts NULL.
  */
 void alloc_pool_free(struct alloc_pool *pool);
-
-/* The parent prefix. */
-const struct pfx *alloc_pool_parent(const struct alloc_pool *pool);
 
 /*
  * Reserves one address (e.g. the first and last of a node prefix): it is
@@ -96,17 +83,7 @@ int alloc_pool_reserve(struct alloc_pool *pool, pfx_addr addr);
 int alloc_pool_find(const struct alloc_pool *pool, unsigned len,
     struct pfx *out);
 
-/*
- * Inserts child block p owned by data. Returns ALLOC_EOUTSIDE or
- * ALLOC_EOVERLAP (nothing changed) when it does not fit.
- */
-int alloc_pool_insert(struct alloc_pool *pool, const struct pfx *p,
-    void *data);
-
-/* Removes the child block equal to p. ALLOC_ENOENT if there is none. */
-int alloc_pool_remove(struct alloc_pool *pool, const struct pfx *p);
-
-/* The data of the child block equal to p, or NULL. */
+/* The linked node of the child block equal to p, or NULL. */
 void *alloc_pool_lookup(const struct alloc_pool *pool, const struct pfx *p);
 
 /* Sets the prefix of a node that is not linked. */
@@ -117,8 +94,8 @@ struct pfx alloc_node_pfx(const struct alloc_node *n);
 
 /*
  * Links the caller's node as a child block (its prefix from
- * alloc_node_init): alloc_pool_insert without an allocation for the child.
- * Same checks and errors; the node must not be linked anywhere.
+ * alloc_node_init). ALLOC_EOUTSIDE, ALLOC_EINVAL or ALLOC_EOVERLAP (nothing
+ * changed) when it does not fit; the node must not be linked anywhere.
  */
 int alloc_pool_link(struct alloc_pool *pool, struct alloc_node *n);
 
@@ -130,16 +107,13 @@ int alloc_pool_link(struct alloc_pool *pool, struct alloc_node *n);
 int alloc_pool_unlink(struct alloc_pool *pool, struct alloc_node *n);
 
 /*
- * The linked nodes (alloc_pool_link) in address order: the lowest, and the
+ * The linked nodes in address order: the lowest, and the
  * one after n; NULL at the end. Unlinking the current node is allowed when
  * its successor was taken before; a node linked meanwhile may be missed.
  */
 struct alloc_node *alloc_pool_first(const struct alloc_pool *pool);
 struct alloc_node *alloc_pool_next(const struct alloc_pool *pool,
     const struct alloc_node *n);
-
-/* Number of children (reserved addresses not counted). */
-size_t alloc_pool_count(const struct alloc_pool *pool);
 
 /*
  * Addresses not reserved in the parent, saturated at SIZE_MAX: the usable
@@ -148,8 +122,9 @@ size_t alloc_pool_count(const struct alloc_pool *pool);
 size_t alloc_pool_usable(const struct alloc_pool *pool);
 
 /*
- * Calls fn for each child in address order until fn returns non-zero, which
- * is then returned. The pool must not change during the walk.
+ * Calls fn for each child (data: its node) in address order until fn
+ * returns non-zero, which is then returned. The pool must not change during
+ * the walk.
  */
 int alloc_pool_walk(const struct alloc_pool *pool,
     int (*fn)(void *arg, const struct pfx *p, void *data), void *arg);

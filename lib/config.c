@@ -8,6 +8,7 @@
  */
 #include "config.h"
 #include "bounds.h"
+#include "gotext.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,8 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-#include <json-c/json.h>
 
 /* Defaults, as text (Meridio's values where Meridio has the variable). */
 #define CFG_DEF_PORT "7777"
@@ -56,7 +55,7 @@
 /* Bytes of a value quoted in an error message before it is cut. */
 #define CFG_QUOTE_MAX 80
 
-/* How cfg_load reads the environment during one call. */
+/* How config_load reads the environment during one call. */
 struct cfg_ctx {
 	const char *(*get)(const char *name);	/* lookup function */
 	char *err;				/* caller's error buffer */
@@ -66,7 +65,7 @@ struct cfg_ctx {
 /* Writes s into out as a double-quoted string: quotes, backslashes and
  * control bytes escaped, long values cut with "...". */
 static void
-cfg_quote(const char *s, char *out, size_t outlen)
+config_quote(const char *s, char *out, size_t outlen)
 {
 	size_t o = 0, i;
 	unsigned char c;
@@ -97,14 +96,14 @@ cfg_quote(const char *s, char *out, size_t outlen)
 
 /*
  * Writes `name="value": expected <fmt...>` into the caller's buffer and
- * returns -1, so a failing check is `return cfg_fail(...)`.
+ * returns -1, so a failing check is `return config_fail(...)`.
  */
 static int
-cfg_fail(struct cfg_ctx *x, const char *name, const char *value,
+config_fail(struct cfg_ctx *x, const char *name, const char *value,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static int
-cfg_fail(struct cfg_ctx *x, const char *name, const char *value,
+config_fail(struct cfg_ctx *x, const char *name, const char *value,
     const char *fmt, ...)
 {
 	char quoted[CFG_QUOTE_MAX * 4 + 16];
@@ -113,7 +112,7 @@ cfg_fail(struct cfg_ctx *x, const char *name, const char *value,
 
 	if (x->err == NULL || x->errlen == 0)
 		return -1;
-	cfg_quote(value, quoted, sizeof(quoted));
+	config_quote(value, quoted, sizeof(quoted));
 	n = snprintf(x->err, x->errlen, "%s=%s: expected ", name, quoted);
 	if (n < 0 || (size_t)n >= x->errlen)
 		return -1;
@@ -125,7 +124,7 @@ cfg_fail(struct cfg_ctx *x, const char *name, const char *value,
 
 /* The value of a variable, or def when it is unset or empty. */
 static const char *
-cfg_value(struct cfg_ctx *x, const char *name, const char *def)
+config_value(struct cfg_ctx *x, const char *name, const char *def)
 {
 	const char *v = x->get(name);
 
@@ -138,7 +137,7 @@ cfg_value(struct cfg_ctx *x, const char *name, const char *def)
  * avoids a silent difference). Returns 0 or -1.
  */
 static int
-cfg_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
+config_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 {
 	unsigned long v = 0;
 	size_t i;
@@ -160,7 +159,7 @@ cfg_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 
 /* True if s has no control byte (C0, DEL). */
 static bool
-cfg_no_ctl(const char *s)
+config_no_ctl(const char *s)
 {
 	for (; *s != '\0'; s++) {
 		if ((unsigned char)*s < 0x20 || *s == 0x7f)
@@ -171,22 +170,16 @@ cfg_no_ctl(const char *s)
 
 /* True if s is usable as a trench or conduit name. */
 static bool
-cfg_name_ok(const char *s, size_t len)
+config_name_ok(const char *s)
 {
-	size_t i;
+	size_t len = strlen(s);
 
-	if (len == 0 || len > BOUNDS_LABEL_MAX)
-		return false;
-	for (i = 0; i < len; i++) {
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return false;
-	}
-	return true;
+	return len > 0 && len <= BOUNDS_LABEL_MAX && config_no_ctl(s);
 }
 
 /* Reports that memory ran out while reading name; returns -1. */
 static int
-cfg_oom(struct cfg_ctx *x, const char *name)
+config_oom(struct cfg_ctx *x, const char *name)
 {
 	if (x->err != NULL && x->errlen > 0)
 		snprintf(x->err, x->errlen, "%s: out of memory", name);
@@ -195,24 +188,24 @@ cfg_oom(struct cfg_ctx *x, const char *name)
 
 /* A copy of s, or NULL (out of memory: reported as such). */
 static char *
-cfg_dup(struct cfg_ctx *x, const char *name, const char *s)
+config_dup(struct cfg_ctx *x, const char *name, const char *s)
 {
 	char *d = strdup(s);
 
 	if (d == NULL)
-		cfg_oom(x, name);
+		config_oom(x, name);
 	return d;
 }
 
 /* Reads a port variable: 1-65535, or 0-65535 when zero_ok (0 = off). */
 static int
-cfg_port(struct cfg_ctx *x, const char *name, const char *def, bool zero_ok,
+config_port(struct cfg_ctx *x, const char *name, const char *def, bool zero_ok,
     unsigned *out)
 {
-	const char *v = cfg_value(x, name, def);
+	const char *v = config_value(x, name, def);
 
-	if (cfg_parse_uint(v, zero_ok ? 0 : 1, 65535, out) != 0)
-		return cfg_fail(x, name, v, "a port number between %d and "
+	if (config_parse_uint(v, zero_ok ? 0 : 1, 65535, out) != 0)
+		return config_fail(x, name, v, "a port number between %d and "
 		    "65535%s", zero_ok ? 0 : 1, zero_ok ? " (0 = off)" : "");
 	return 0;
 }
@@ -222,14 +215,14 @@ cfg_port(struct cfg_ctx *x, const char *name, const char *def, bool zero_ok,
  * Negative values are refused for every variable we have.
  */
 static int
-cfg_duration(struct cfg_ctx *x, const char *name, const char *def,
+config_duration(struct cfg_ctx *x, const char *name, const char *def,
     bool positive, int64_t *out)
 {
-	const char *v = cfg_value(x, name, def);
+	const char *v = config_value(x, name, def);
 
-	if (cfg_parse_duration(v, out) != 0 || *out < 0 ||
+	if (gotext_parse_duration(v, out) != 0 || *out < 0 ||
 	    (positive && *out == 0))
-		return cfg_fail(x, name, v, "a%s Go duration such as %s",
+		return config_fail(x, name, v, "a%s Go duration such as %s",
 		    positive ? " positive" : " non-negative",
 		    positive ? "30s, 1m30s or 2h" : "0, 30s or 1m30s");
 	return 0;
@@ -237,15 +230,15 @@ cfg_duration(struct cfg_ctx *x, const char *name, const char *def,
 
 /* Reads a free-form string variable (no control bytes) into *out. */
 static int
-cfg_string(struct cfg_ctx *x, const char *name, const char *def,
+config_string(struct cfg_ctx *x, const char *name, const char *def,
     const char *what, char **out)
 {
-	const char *v = cfg_value(x, name, def);
+	const char *v = config_value(x, name, def);
 
-	if (!cfg_no_ctl(v))
-		return cfg_fail(x, name, v, "%s without control characters",
+	if (!config_no_ctl(v))
+		return config_fail(x, name, v, "%s without control characters",
 		    what);
-	*out = cfg_dup(x, name, v);
+	*out = config_dup(x, name, v);
 	return *out != NULL ? 0 : -1;
 }
 
@@ -257,7 +250,7 @@ cfg_string(struct cfg_ctx *x, const char *name, const char *def,
  * whose value breaks the rule, given the ones read before it.
  */
 static int
-cfg_pool(struct cfg_ctx *x, int family, struct cfg_pool *pool)
+config_pool(struct cfg_ctx *x, int family, struct cfg_pool *pool)
 {
 	bool v4 = family == PFX_V4;
 	const char *pname = v4 ? "IPAM_PREFIX_IPV4" : "IPAM_PREFIX_IPV6";
@@ -270,7 +263,7 @@ cfg_pool(struct cfg_ctx *x, int family, struct cfg_pool *pool)
 	char perr[128];
 	const char *v, *why, *p;
 
-	v = cfg_value(x, pname, v4 ? CFG_DEF_PREFIX_V4 : CFG_DEF_PREFIX_V6);
+	v = config_value(x, pname, v4 ? CFG_DEF_PREFIX_V4 : CFG_DEF_PREFIX_V6);
 	perr[0] = '\0';
 	if (pfx_parse(v, &pool->prefix, perr, sizeof(perr)) != 0) {
 		/* pfx_parse says "<text>: <problem>"; keep the problem only,
@@ -278,37 +271,38 @@ cfg_pool(struct cfg_ctx *x, int family, struct cfg_pool *pool)
 		why = perr;
 		for (p = strstr(perr, ": "); p != NULL; p = strstr(p + 2, ": "))
 			why = p + 2;
-		return cfg_fail(x, pname, v, "an %s prefix such as %s%s%s",
+		return config_fail(x, pname, v, "an %s prefix such as %s%s%s",
 		    fam, v4 ? CFG_DEF_PREFIX_V4 : CFG_DEF_PREFIX_V6,
 		    why[0] ? "; " : "", why);
 	}
 	if (pool->prefix.family != family)
-		return cfg_fail(x, pname, v, "an %s prefix such as %s", fam,
+		return config_fail(x, pname, v, "an %s prefix such as %s", fam,
 		    v4 ? CFG_DEF_PREFIX_V4 : CFG_DEF_PREFIX_V6);
 	if (pool->prefix.len > nodemax - 2)
-		return cfg_fail(x, pname, v, "an %s prefix of length at "
+		return config_fail(x, pname, v, "an %s prefix of length at "
 		    "most %u (room for conduit and node prefixes)", fam,
 		    nodemax - 2);
 
-	v = cfg_value(x, cname, v4 ? CFG_DEF_CONDUIT_V4 : CFG_DEF_CONDUIT_V6);
-	if (cfg_parse_uint(v, pool->prefix.len + 1u, nodemax - 1,
+	v = config_value(x, cname, v4 ? CFG_DEF_CONDUIT_V4 :
+	    CFG_DEF_CONDUIT_V6);
+	if (config_parse_uint(v, pool->prefix.len + 1u, nodemax - 1,
 	    &pool->conduit_len) != 0)
-		return cfg_fail(x, cname, v, "a prefix length between %u and "
-		    "%u", pool->prefix.len + 1u, nodemax - 1);
+		return config_fail(x, cname, v, "a prefix length between %u "
+		    "and %u", pool->prefix.len + 1u, nodemax - 1);
 
-	v = cfg_value(x, nname, v4 ? CFG_DEF_NODE_V4 : CFG_DEF_NODE_V6);
-	if (cfg_parse_uint(v, pool->conduit_len + 1, nodemax,
+	v = config_value(x, nname, v4 ? CFG_DEF_NODE_V4 : CFG_DEF_NODE_V6);
+	if (config_parse_uint(v, pool->conduit_len + 1, nodemax,
 	    &pool->node_len) != 0)
-		return cfg_fail(x, nname, v, "a prefix length between %u and "
-		    "%u", pool->conduit_len + 1, nodemax);
+		return config_fail(x, nname, v, "a prefix length between %u "
+		    "and %u", pool->conduit_len + 1, nodemax);
 	return 0;
 }
 
 /* Reads IPAM_IP_FAMILY: ipv4, ipv6 or dualstack, any case. */
 static int
-cfg_family(struct cfg_ctx *x, enum cfg_family *out)
+config_family(struct cfg_ctx *x, enum cfg_family *out)
 {
-	const char *v = cfg_value(x, "IPAM_IP_FAMILY", CFG_DEF_FAMILY);
+	const char *v = config_value(x, "IPAM_IP_FAMILY", CFG_DEF_FAMILY);
 
 	if (strcasecmp(v, "ipv4") == 0)
 		*out = CFG_IPV4;
@@ -317,14 +311,14 @@ cfg_family(struct cfg_ctx *x, enum cfg_family *out)
 	else if (strcasecmp(v, "dualstack") == 0)
 		*out = CFG_DUALSTACK;
 	else
-		return cfg_fail(x, "IPAM_IP_FAMILY", v,
+		return config_fail(x, "IPAM_IP_FAMILY", v,
 		    "ipv4, ipv6 or dualstack");
 	return 0;
 }
 
 /* True for the bytes strings are trimmed of (ASCII white space). */
 static bool
-cfg_is_space(char c)
+config_is_space(char c)
 {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
 	    c == '\v' || c == '\f';
@@ -332,11 +326,11 @@ cfg_is_space(char c)
 
 /*
  * Splits the value v of name on commas into *out (*n entries, each
- * trimmed of white space, empty ones kept as ""); cfg_free frees them.
+ * trimmed of white space, empty ones kept as ""); config_free frees them.
  * The caller checks the entries. Returns 0, or -1 when out of memory.
  */
 static int
-cfg_list(struct cfg_ctx *x, const char *name, const char *v, char ***out,
+config_list(struct cfg_ctx *x, const char *name, const char *v, char ***out,
     size_t *n)
 {
 	const char *p, *end, *s, *e;
@@ -346,20 +340,20 @@ cfg_list(struct cfg_ctx *x, const char *name, const char *v, char ***out,
 		k += *p == ',';
 	*out = calloc(k, sizeof(**out));
 	if (*out == NULL)
-		return cfg_oom(x, name);
+		return config_oom(x, name);
 	for (p = v; *n < k; p = end + 1) {
 		end = strchr(p, ',');
 		if (end == NULL)
 			end = p + strlen(p);
 		s = p;
 		e = end;
-		while (s < e && cfg_is_space(*s))
+		while (s < e && config_is_space(*s))
 			s++;
-		while (e > s && cfg_is_space(e[-1]))
+		while (e > s && config_is_space(e[-1]))
 			e--;
 		(*out)[*n] = strndup(s, (size_t)(e - s));
 		if ((*out)[*n] == NULL)
-			return cfg_oom(x, name);
+			return config_oom(x, name);
 		(*n)++;
 	}
 	return 0;
@@ -371,31 +365,45 @@ cfg_list(struct cfg_ctx *x, const char *name, const char *v, char ***out,
  * its position), since each would silently mean something else.
  */
 static int
-cfg_conduits(struct cfg_ctx *x, struct cfg *c)
+config_conduits(struct cfg_ctx *x, struct cfg *c)
 {
 	const char *name = "IPAM_CONDUITS";
-	const char *v = cfg_value(x, name, CFG_DEF_CONDUITS);
-	size_t i, k, len;
+	const char *v = config_value(x, name, CFG_DEF_CONDUITS);
+	size_t i, k;
 
 	if (v[0] == '\0')
 		return 0;
-	if (cfg_list(x, name, v, &c->conduits, &c->nconduits) != 0)
+	if (config_list(x, name, v, &c->conduits, &c->nconduits) != 0)
 		return -1;
 	for (i = 0; i < c->nconduits; i++) {
-		len = strlen(c->conduits[i]);
-		if (len == 0)
-			return cfg_fail(x, name, v, "comma-separated conduit "
-			    "names (entry %zu is empty)", i + 1);
-		if (!cfg_name_ok(c->conduits[i], len))
-			return cfg_fail(x, name, v, "comma-separated conduit "
-			    "names of 1 to %d bytes without control "
+		if (c->conduits[i][0] == '\0')
+			return config_fail(x, name, v, "comma-separated "
+			    "conduit names (entry %zu is empty)", i + 1);
+		if (!config_name_ok(c->conduits[i]))
+			return config_fail(x, name, v, "comma-separated "
+			    "conduit names of 1 to %d bytes without control "
 			    "characters (entry %zu)", BOUNDS_LABEL_MAX, i + 1);
 		for (k = 0; k < i; k++)
 			if (strcmp(c->conduits[k], c->conduits[i]) == 0)
-				return cfg_fail(x, name, v, "comma-separated "
-				    "conduit names without repeats (entry "
-				    "%zu repeats entry %zu)", i + 1, k + 1);
+				return config_fail(x, name, v,
+				    "comma-separated conduit names without "
+				    "repeats (entry %zu repeats entry %zu)",
+				    i + 1, k + 1);
 	}
+	return 0;
+}
+
+/* Refuses a certificate file without its key file, and the reverse. */
+static int
+config_pair(struct cfg_ctx *x, const char *cname, const char *cert,
+    const char *kname, const char *key)
+{
+	if (cert[0] != '\0' && key[0] == '\0')
+		return config_fail(x, kname, key, "a key file because %s is "
+		    "set", cname);
+	if (key[0] != '\0' && cert[0] == '\0')
+		return config_fail(x, cname, cert, "a certificate file because "
+		    "%s is set", kname);
 	return 0;
 }
 
@@ -404,23 +412,20 @@ cfg_conduits(struct cfg_ctx *x, struct cfg *c)
  * IPAM_TLS_CA (client certificates) only together with them.
  */
 static int
-cfg_tls(struct cfg_ctx *x, struct cfg *c)
+config_tls(struct cfg_ctx *x, struct cfg *c)
 {
-	if (cfg_string(x, "IPAM_TLS_CERT", "", "a file path",
+	if (config_string(x, "IPAM_TLS_CERT", "", "a file path",
 	    &c->tls_cert) != 0 ||
-	    cfg_string(x, "IPAM_TLS_KEY", "", "a file path",
+	    config_string(x, "IPAM_TLS_KEY", "", "a file path",
 	    &c->tls_key) != 0 ||
-	    cfg_string(x, "IPAM_TLS_CA", "", "a file path",
+	    config_string(x, "IPAM_TLS_CA", "", "a file path",
 	    &c->tls_ca) != 0)
 		return -1;
-	if (c->tls_cert[0] != '\0' && c->tls_key[0] == '\0')
-		return cfg_fail(x, "IPAM_TLS_KEY", c->tls_key, "a key file "
-		    "because IPAM_TLS_CERT is set");
-	if (c->tls_key[0] != '\0' && c->tls_cert[0] == '\0')
-		return cfg_fail(x, "IPAM_TLS_CERT", c->tls_cert, "a "
-		    "certificate file because IPAM_TLS_KEY is set");
+	if (config_pair(x, "IPAM_TLS_CERT", c->tls_cert, "IPAM_TLS_KEY",
+	    c->tls_key) != 0)
+		return -1;
 	if (c->tls_ca[0] != '\0' && c->tls_cert[0] == '\0')
-		return cfg_fail(x, "IPAM_TLS_CA", c->tls_ca, "no value "
+		return config_fail(x, "IPAM_TLS_CA", c->tls_ca, "no value "
 		    "unless IPAM_TLS_CERT and IPAM_TLS_KEY are set");
 	return 0;
 }
@@ -433,7 +438,7 @@ cfg_tls(struct cfg_ctx *x, struct cfg *c)
  * IPAM_NSP_SERVICE, where it would silently do nothing.
  */
 static int
-cfg_nsp_tls(struct cfg_ctx *x, struct cfg *c)
+config_nsp_tls(struct cfg_ctx *x, struct cfg *c)
 {
 	static const char *const names[] = {
 		"IPAM_NSP_TLS_CA", "IPAM_NSP_TLS_CERT", "IPAM_NSP_TLS_KEY",
@@ -445,32 +450,26 @@ cfg_nsp_tls(struct cfg_ctx *x, struct cfg *c)
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (cfg_string(x, names[i], "", i < 3 ? "a file path" :
+		if (config_string(x, names[i], "", i < 3 ? "a file path" :
 		    "a host name", out[i]) != 0)
 			return -1;
-	if (c->nsp_tls_cert[0] != '\0' && c->nsp_tls_key[0] == '\0')
-		return cfg_fail(x, "IPAM_NSP_TLS_KEY", c->nsp_tls_key, "a key "
-		    "file because IPAM_NSP_TLS_CERT is set");
-	if (c->nsp_tls_key[0] != '\0' && c->nsp_tls_cert[0] == '\0')
-		return cfg_fail(x, "IPAM_NSP_TLS_CERT", c->nsp_tls_cert, "a "
-		    "certificate file because IPAM_NSP_TLS_KEY is set");
+	if (config_pair(x, "IPAM_NSP_TLS_CERT", c->nsp_tls_cert,
+	    "IPAM_NSP_TLS_KEY", c->nsp_tls_key) != 0)
+		return -1;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if ((*out[i])[0] != '\0' && c->nsp_service[0] == '\0')
-			return cfg_fail(x, names[i], *out[i], "no value "
+			return config_fail(x, names[i], *out[i], "no value "
 			    "without NSP (IPAM_NSP_SERVICE empty or "
 			    "IPAM_CONDUITS set)");
 	}
 	if (c->nsp_tls_server_name[0] != '\0' && c->nsp_tls_ca[0] == '\0' &&
 	    c->nsp_tls_cert[0] == '\0')
-		return cfg_fail(x, "IPAM_NSP_TLS_SERVER_NAME",
+		return config_fail(x, "IPAM_NSP_TLS_SERVER_NAME",
 		    c->nsp_tls_server_name, "no value unless IPAM_NSP_TLS_CA "
 		    "or IPAM_NSP_TLS_CERT is set");
-	for (const char *p = c->nsp_tls_server_name; *p != '\0'; p++) {
-		if (*p == ' ')
-			return cfg_fail(x, "IPAM_NSP_TLS_SERVER_NAME",
-			    c->nsp_tls_server_name, "a host name without "
-			    "spaces");
-	}
+	if (strchr(c->nsp_tls_server_name, ' ') != NULL)
+		return config_fail(x, "IPAM_NSP_TLS_SERVER_NAME",
+		    c->nsp_tls_server_name, "a host name without spaces");
 	return 0;
 }
 
@@ -478,7 +477,7 @@ cfg_nsp_tls(struct cfg_ctx *x, struct cfg *c)
 #define CFG_SUN_PATH 108
 
 int
-cfg_spiffe_target(const char *value, char *target, size_t len, char *err,
+config_spiffe_target(const char *value, char *target, size_t len, char *err,
     size_t errlen)
 {
 	const char *path;
@@ -490,7 +489,7 @@ cfg_spiffe_target(const char *value, char *target, size_t len, char *err,
 	else
 		path = NULL;
 	if (path == NULL || path[0] != '/' || strpbrk(path, "?#") != NULL ||
-	    !cfg_no_ctl(path)) {
+	    !config_no_ctl(path)) {
 		snprintf(err, errlen, "a Unix socket URI, unix:///path or "
 		    "unix:/path (an absolute path without host, query or "
 		    "fragment; the Workload API is served on Unix sockets "
@@ -513,39 +512,40 @@ cfg_spiffe_target(const char *value, char *target, size_t len, char *err,
  * SPIFFE_ENDPOINT_SOCKET (it would silently do nothing).
  */
 static int
-cfg_spiffe_allowed(struct cfg_ctx *x, struct cfg *c)
+config_spiffe_allowed(struct cfg_ctx *x, struct cfg *c)
 {
 	const char *name = "IPAM_SPIFFE_ALLOWED_IDS";
-	const char *v = cfg_value(x, name, "");
+	const char *v = config_value(x, name, "");
 	const char *s;
 	size_t i, len;
 
 	if (v[0] == '\0')
 		return 0;
 	if (c->spiffe_socket[0] == '\0')
-		return cfg_fail(x, name, v, "no value unless "
+		return config_fail(x, name, v, "no value unless "
 		    "SPIFFE_ENDPOINT_SOCKET is set");
-	if (cfg_list(x, name, v, &c->spiffe_allowed, &c->nspiffe_allowed) != 0)
+	if (config_list(x, name, v, &c->spiffe_allowed,
+	    &c->nspiffe_allowed) != 0)
 		return -1;
 	for (i = 0; i < c->nspiffe_allowed; i++) {
 		s = c->spiffe_allowed[i];
 		len = strlen(s);
-		if (len <= 9 || strncmp(s, "spiffe://", 9) != 0 || s[9] == '/' ||
-		    !cfg_name_ok(s, len) || strchr(s, ' ') != NULL)
-			return cfg_fail(x, name, v, "comma-separated SPIFFE IDs "
-			    "or ID prefixes ending in /, each "
+		if (len <= 9 || strncmp(s, "spiffe://", 9) != 0 ||
+		    s[9] == '/' || !config_name_ok(s) || strchr(s, ' ') != NULL)
+			return config_fail(x, name, v, "comma-separated SPIFFE "
+			    "IDs or ID prefixes ending in /, each "
 			    "spiffe://trust-domain/path (entry %zu)", i + 1);
 	}
 	return 0;
 }
 
 /*
- * Reads SPIFFE_ENDPOINT_SOCKET (see cfg_spiffe_target) and the list of
+ * Reads SPIFFE_ENDPOINT_SOCKET (see config_spiffe_target) and the list of
  * allowed IDs. SPIFFE replaces the TLS files: setting both is refused,
  * naming both, rather than one silently winning.
  */
 static int
-cfg_spiffe(struct cfg_ctx *x, struct cfg *c)
+config_spiffe(struct cfg_ctx *x, struct cfg *c)
 {
 	static const char *const tls[] = {
 		"IPAM_TLS_CERT", "IPAM_TLS_KEY", "IPAM_TLS_CA",
@@ -555,16 +555,17 @@ cfg_spiffe(struct cfg_ctx *x, struct cfg *c)
 	const char *name = "SPIFFE_ENDPOINT_SOCKET";
 	char target[CFG_SUN_PATH + 8], why[256];
 
-	if (cfg_string(x, name, "", "a Unix socket URI", &c->spiffe_socket)
+	if (config_string(x, name, "", "a Unix socket URI", &c->spiffe_socket)
 	    != 0)
 		return -1;
 	if (c->spiffe_socket[0] != '\0') {
-		if (cfg_spiffe_target(c->spiffe_socket, target, sizeof(target),
-		    why, sizeof(why)) != 0)
-			return cfg_fail(x, name, c->spiffe_socket, "%s", why);
+		if (config_spiffe_target(c->spiffe_socket, target,
+		    sizeof(target), why, sizeof(why)) != 0)
+			return config_fail(x, name, c->spiffe_socket, "%s",
+			    why);
 		for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
-			if (cfg_value(x, tls[i], "")[0] != '\0')
-				return cfg_fail(x, name, c->spiffe_socket,
+			if (config_value(x, tls[i], "")[0] != '\0')
+				return config_fail(x, name, c->spiffe_socket,
 				    "no value when %s is set: SPIFFE mTLS and "
 				    "TLS files exclude each other (unset one "
 				    "of SPIFFE_ENDPOINT_SOCKET and %s)",
@@ -573,15 +574,15 @@ cfg_spiffe(struct cfg_ctx *x, struct cfg *c)
 	} else {
 		target[0] = '\0';
 	}
-	c->spiffe_target = cfg_dup(x, name, target);
+	c->spiffe_target = config_dup(x, name, target);
 	if (c->spiffe_target == NULL)
 		return -1;
-	return cfg_spiffe_allowed(x, c);
+	return config_spiffe_allowed(x, c);
 }
 
-/* True if the NSP client talks TLS (see cfg_nsp_tls). */
+/* True if the NSP client talks TLS (see config_nsp_tls). */
 bool
-cfg_nsp_tls_on(const struct cfg *c)
+config_nsp_tls_on(const struct cfg *c)
 {
 	return c->nsp_tls_ca != NULL && c->nsp_tls_cert != NULL &&
 	    (c->nsp_tls_ca[0] != '\0' || c->nsp_tls_cert[0] != '\0');
@@ -595,7 +596,7 @@ cfg_nsp_tls_on(const struct cfg *c)
  * Unix socket address and names a file, not a directory.
  */
 static int
-cfg_health_socket(struct cfg_ctx *x, struct cfg *c)
+config_health_socket(struct cfg_ctx *x, struct cfg *c)
 {
 	const char *name = "IPAM_HEALTH_SOCKET";
 	const char *v = x->get(name);
@@ -605,19 +606,19 @@ cfg_health_socket(struct cfg_ctx *x, struct cfg *c)
 		v = CFG_DEF_HEALTH_SOCKET;
 	len = strlen(v);
 	if (len > 0 && v[0] != '/')
-		return cfg_fail(x, name, v, "an absolute path such as %s, or "
-		    "empty to turn the health socket off",
+		return config_fail(x, name, v, "an absolute path such as %s, "
+		    "or empty to turn the health socket off",
 		    CFG_DEF_HEALTH_SOCKET);
-	if (!cfg_no_ctl(v))
-		return cfg_fail(x, name, v, "a path without control "
+	if (!config_no_ctl(v))
+		return config_fail(x, name, v, "a path without control "
 		    "characters");
 	if (len > CFG_SOCK_PATH_MAX)
-		return cfg_fail(x, name, v, "a path of at most %d bytes (a "
+		return config_fail(x, name, v, "a path of at most %d bytes (a "
 		    "Unix socket address)", CFG_SOCK_PATH_MAX);
 	if (len > 0 && v[len - 1] == '/')
-		return cfg_fail(x, name, v, "a socket file name, not a "
+		return config_fail(x, name, v, "a socket file name, not a "
 		    "directory");
-	c->health_socket = cfg_dup(x, name, v);
+	c->health_socket = config_dup(x, name, v);
 	return c->health_socket != NULL ? 0 : -1;
 }
 
@@ -627,7 +628,7 @@ cfg_health_socket(struct cfg_ctx *x, struct cfg *c)
  * $RUNTIME_DIRECTORY). Unset or empty: none. A name must exist here.
  */
 static int
-cfg_admin_group(struct cfg_ctx *x, struct cfg *c)
+config_admin_group(struct cfg_ctx *x, struct cfg *c)
 {
 	const char *name = "IPAM_ADMIN_GROUP";
 	const char *v = x->get(name);
@@ -639,7 +640,7 @@ cfg_admin_group(struct cfg_ctx *x, struct cfg *c)
 	c->admin_gid = -1;
 	if (v == NULL)
 		v = "";
-	c->admin_group = cfg_dup(x, name, v);
+	c->admin_group = config_dup(x, name, v);
 	if (c->admin_group == NULL)
 		return -1;
 	if (v[0] == '\0')
@@ -648,128 +649,129 @@ cfg_admin_group(struct cfg_ctx *x, struct cfg *c)
 		errno = 0;
 		n = strtol(v, &end, 10);
 		if (*end != '\0' || errno != 0 || n < 0 || n > 0x7fffffffL)
-			return cfg_fail(x, name, v, "a group name or number");
+			return config_fail(x, name, v, "a group name or "
+			    "number");
 		c->admin_gid = n;
 		return 0;
 	}
 	e = getgrnam_r(v, &gr, buf, sizeof(buf), &res);
 	if (res == NULL)
-		return cfg_fail(x, name, v, "an existing group (%s)", e != 0 ?
-		    strerror(e) : "no such group");
+		return config_fail(x, name, v, "an existing group (%s)",
+		    e != 0 ? strerror(e) : "no such group");
 	c->admin_gid = (long)gr.gr_gid;
 	return 0;
 }
 
 /* Reads every variable into c (which starts zeroed). Returns 0 or -1. */
 static int
-cfg_load_all(struct cfg_ctx *x, struct cfg *c)
+config_load_all(struct cfg_ctx *x, struct cfg *c)
 {
 	const char *v, *name;
 
-	if (cfg_port(x, "IPAM_PORT", CFG_DEF_PORT, false, &c->port) != 0)
+	if (config_port(x, "IPAM_PORT", CFG_DEF_PORT, false, &c->port) != 0)
 		return -1;
 
 	name = "IPAM_DATA_SOURCE";
-	v = cfg_value(x, name, NULL);
+	v = config_value(x, name, NULL);
 	if (v == NULL) {
 		name = "IPAM_DATASOURCE";
-		v = cfg_value(x, name, CFG_DEF_DATA_SOURCE);
+		v = config_value(x, name, CFG_DEF_DATA_SOURCE);
 	}
-	if (!cfg_no_ctl(v))
-		return cfg_fail(x, name, v, "a file path without control "
+	if (!config_no_ctl(v))
+		return config_fail(x, name, v, "a file path without control "
 		    "characters");
-	c->data_source = cfg_dup(x, name, v);
+	c->data_source = config_dup(x, name, v);
 	if (c->data_source == NULL)
 		return -1;
 
-	v = cfg_value(x, "IPAM_TRENCH_NAME", CFG_DEF_TRENCH);
-	if (!cfg_name_ok(v, strlen(v)))
-		return cfg_fail(x, "IPAM_TRENCH_NAME", v, "a trench name of 1 "
-		    "to %d bytes without control characters", BOUNDS_LABEL_MAX);
-	c->trench = cfg_dup(x, "IPAM_TRENCH_NAME", v);
+	v = config_value(x, "IPAM_TRENCH_NAME", CFG_DEF_TRENCH);
+	if (!config_name_ok(v))
+		return config_fail(x, "IPAM_TRENCH_NAME", v, "a trench name "
+		    "of 1 to %d bytes without control characters",
+		    BOUNDS_LABEL_MAX);
+	c->trench = config_dup(x, "IPAM_TRENCH_NAME", v);
 	if (c->trench == NULL)
 		return -1;
 
 	/* Unlike the others, set but empty is a value here: no NSP. */
 	if ((v = x->get("IPAM_NSP_SERVICE")) == NULL)
 		v = CFG_DEF_NSP;
-	for (const char *p = v; *p != '\0'; p++) {
-		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
-			return cfg_fail(x, "IPAM_NSP_SERVICE", v, "a gRPC "
-			    "target such as nsp-service-trench-a:7778, "
-			    "without spaces or control characters");
-	}
-	c->nsp_service = cfg_dup(x, "IPAM_NSP_SERVICE", v);
+	if (!config_no_ctl(v) || strchr(v, ' ') != NULL)
+		return config_fail(x, "IPAM_NSP_SERVICE", v, "a gRPC target "
+		    "such as nsp-service-trench-a:7778, without spaces or "
+		    "control characters");
+	c->nsp_service = config_dup(x, "IPAM_NSP_SERVICE", v);
 	if (c->nsp_service == NULL)
 		return -1;
 
-	if (cfg_pool(x, PFX_V4, &c->v4) != 0 ||
-	    cfg_pool(x, PFX_V6, &c->v6) != 0 ||
-	    cfg_family(x, &c->family) != 0)
+	if (config_pool(x, PFX_V4, &c->v4) != 0 ||
+	    config_pool(x, PFX_V6, &c->v6) != 0 ||
+	    config_family(x, &c->family) != 0)
 		return -1;
 
-	v = cfg_value(x, "IPAM_LOG_LEVEL", CFG_DEF_LOG_LEVEL);
+	v = config_value(x, "IPAM_LOG_LEVEL", CFG_DEF_LOG_LEVEL);
 	if (log_level_parse(v, &c->log_level) != 0)
-		return cfg_fail(x, "IPAM_LOG_LEVEL", v, "TRACE, DEBUG, INFO, "
-		    "WARNING, ERROR, FATAL or PANIC");
+		return config_fail(x, "IPAM_LOG_LEVEL", v, "TRACE, DEBUG, "
+		    "INFO, WARNING, ERROR, FATAL or PANIC");
 
-	if (cfg_duration(x, "IPAM_GRPC_KEEPALIVE_TIME", CFG_DEF_KEEPALIVE,
+	if (config_duration(x, "IPAM_GRPC_KEEPALIVE_TIME", CFG_DEF_KEEPALIVE,
 	    true, &c->keepalive_ns) != 0 ||
-	    cfg_duration(x, "IPAM_GRPC_PROBE_RPC_TIMEOUT",
+	    config_duration(x, "IPAM_GRPC_PROBE_RPC_TIMEOUT",
 	    CFG_DEF_PROBE_TIMEOUT, true, &c->probe_timeout_ns) != 0 ||
-	    cfg_duration(x, "IPAM_GRPC_MAX_BACKOFF", CFG_DEF_MAX_BACKOFF,
+	    config_duration(x, "IPAM_GRPC_MAX_BACKOFF", CFG_DEF_MAX_BACKOFF,
 	    true, &c->max_backoff_ns) != 0)
 		return -1;
 
-	v = cfg_value(x, "IPAM_GARBAGE_COLLECTION_ENABLED", CFG_DEF_GC_ENABLED);
-	if (cfg_parse_bool(v, &c->gc_enabled) != 0)
-		return cfg_fail(x, "IPAM_GARBAGE_COLLECTION_ENABLED", v,
+	v = config_value(x, "IPAM_GARBAGE_COLLECTION_ENABLED",
+	    CFG_DEF_GC_ENABLED);
+	if (gotext_parse_bool(v, &c->gc_enabled) != 0)
+		return config_fail(x, "IPAM_GARBAGE_COLLECTION_ENABLED", v,
 		    "a boolean: true, false, 1, 0, t, f (any of Go's forms)");
 	/* Intervals must be positive only when GC runs; they are still
 	 * parsed (and must not be negative) when it does not. */
-	if (cfg_duration(x, "IPAM_GARBAGE_COLLECTION_INTERVAL",
+	if (config_duration(x, "IPAM_GARBAGE_COLLECTION_INTERVAL",
 	    CFG_DEF_GC_INTERVAL, c->gc_enabled, &c->gc_interval_ns) != 0 ||
-	    cfg_duration(x, "IPAM_GARBAGE_COLLECTION_THRESHOLD",
+	    config_duration(x, "IPAM_GARBAGE_COLLECTION_THRESHOLD",
 	    CFG_DEF_GC_THRESHOLD, c->gc_enabled, &c->gc_threshold_ns) != 0)
 		return -1;
 
-	if (cfg_conduits(x, c) != 0)
+	if (config_conduits(x, c) != 0)
 		return -1;
 	/* Static conduits mean no NSP. */
 	if (c->nconduits > 0 && c->nsp_service[0] != '\0') {
 		c->nsp_ignored = x->get("IPAM_NSP_SERVICE") != NULL;
 		c->nsp_service[0] = '\0';
 	}
-	if (cfg_string(x, "IPAM_NAMESPACE", "", "a namespace",
+	if (config_string(x, "IPAM_NAMESPACE", "", "a namespace",
 	    &c->k8s_namespace) != 0)
 		return -1;
-	if (cfg_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
+	if (config_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
 	    &c->release_cooldown_ns) != 0)
 		return -1;
-	if (cfg_duration(x, "IPAM_RENEWAL_REFRESH", CFG_DEF_RENEWAL_REFRESH,
+	if (config_duration(x, "IPAM_RENEWAL_REFRESH", CFG_DEF_RENEWAL_REFRESH,
 	    false, &c->renewal_refresh_ns) != 0)
 		return -1;
-	if (cfg_port(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT, true,
+	if (config_port(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT, true,
 	    &c->metrics_port) != 0)
 		return -1;
 	if (c->metrics_port == c->port) {
-		v = cfg_value(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT);
-		return cfg_fail(x, "IPAM_METRICS_PORT", v, "a port other than "
-		    "IPAM_PORT (%u)", c->port);
+		v = config_value(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT);
+		return config_fail(x, "IPAM_METRICS_PORT", v, "a port other "
+		    "than IPAM_PORT (%u)", c->port);
 	}
-	if (cfg_tls(x, c) != 0)
+	if (config_tls(x, c) != 0)
 		return -1;
-	if (cfg_nsp_tls(x, c) != 0)
+	if (config_nsp_tls(x, c) != 0)
 		return -1;
-	if (cfg_health_socket(x, c) != 0)
+	if (config_health_socket(x, c) != 0)
 		return -1;
-	if (cfg_admin_group(x, c) != 0)
+	if (config_admin_group(x, c) != 0)
 		return -1;
-	return cfg_spiffe(x, c);
+	return config_spiffe(x, c);
 }
 
 int
-cfg_load(struct cfg *c, const char *(*get)(const char *name), char *err,
+config_load(struct cfg *c, const char *(*get)(const char *name), char *err,
     size_t errlen)
 {
 	struct cfg_ctx x = { .get = get, .err = err, .errlen = errlen };
@@ -778,8 +780,8 @@ cfg_load(struct cfg *c, const char *(*get)(const char *name), char *err,
 	memset(&n, 0, sizeof(n));
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
-	if (cfg_load_all(&x, &n) != 0) {
-		cfg_free(&n);
+	if (config_load_all(&x, &n) != 0) {
+		config_free(&n);
 		memset(c, 0, sizeof(*c));
 		return -1;
 	}
@@ -788,7 +790,7 @@ cfg_load(struct cfg *c, const char *(*get)(const char *name), char *err,
 }
 
 void
-cfg_free(struct cfg *c)
+config_free(struct cfg *c)
 {
 	size_t i;
 
@@ -819,7 +821,7 @@ cfg_free(struct cfg *c)
 }
 
 const struct cfg_pool *
-cfg_pool_of(const struct cfg *c, int family)
+config_pool_of(const struct cfg *c, int family)
 {
 	if (family == PFX_V4 && (c->family & CFG_IPV4) != 0)
 		return &c->v4;
@@ -828,395 +830,8 @@ cfg_pool_of(const struct cfg *c, int family)
 	return NULL;
 }
 
-/* Units of a Go duration, in nanoseconds. */
-static const struct {
-	const char *name;	/* unit text, exact */
-	uint64_t ns;		/* nanoseconds per unit */
-} cfg_units[] = {
-	{ "ns", 1ULL },
-	{ "us", 1000ULL },
-	{ "\xc2\xb5s", 1000ULL },	/* U+00B5 micro sign */
-	{ "\xce\xbcs", 1000ULL },	/* U+03BC Greek small mu */
-	{ "ms", 1000000ULL },
-	{ "s", 1000000000ULL },
-	{ "m", 60000000000ULL },
-	{ "h", 3600000000000ULL },
-};
-
-#define CFG_D_LIMIT (1ULL << 63)
-
-/*
- * Go's time.ParseDuration, rule for rule: [-+]? then one or more of
- * number (digits, or digits '.' digits with either side possibly empty but
- * not both) and unit; "0" alone needs no unit. Fraction digits past what a
- * uint64 holds are dropped; any other overflow is an error.
- */
-int
-cfg_parse_duration(const char *s, int64_t *ns)
-{
-	uint64_t d = 0, v, f, unit;
-	double scale;
-	bool neg = false, pre, post, over;
-	const char *p, *q;
-	size_t i, ulen;
-
-	if (s == NULL)
-		return -1;
-	p = s;
-	if (*p == '-' || *p == '+') {
-		neg = *p == '-';
-		p++;
-	}
-	if (strcmp(p, "0") == 0) {
-		*ns = 0;
-		return 0;
-	}
-	if (*p == '\0')
-		return -1;
-	while (*p != '\0') {
-		if (*p != '.' && !(*p >= '0' && *p <= '9'))
-			return -1;
-		v = 0;
-		for (q = p; *p >= '0' && *p <= '9'; p++) {
-			if (v > CFG_D_LIMIT / 10)
-				return -1;
-			v = v * 10 + (uint64_t)(*p - '0');
-			if (v > CFG_D_LIMIT)
-				return -1;
-		}
-		pre = p != q;
-		f = 0;
-		scale = 1;
-		post = false;
-		if (*p == '.') {
-			p++;
-			over = false;
-			for (q = p; *p >= '0' && *p <= '9'; p++) {
-				if (over)
-					continue;
-				if (f > (CFG_D_LIMIT - 1) / 10) {
-					over = true;
-					continue;
-				}
-				if (f * 10 + (uint64_t)(*p - '0') > CFG_D_LIMIT) {
-					over = true;
-					continue;
-				}
-				f = f * 10 + (uint64_t)(*p - '0');
-				scale *= 10;
-			}
-			post = p != q;
-		}
-		if (!pre && !post)
-			return -1;
-
-		for (q = p; *p != '\0' && *p != '.' && !(*p >= '0' &&
-		    *p <= '9'); p++)
-			;
-		ulen = (size_t)(p - q);
-		if (ulen == 0)
-			return -1;
-		unit = 0;
-		for (i = 0; i < sizeof(cfg_units) / sizeof(cfg_units[0]); i++) {
-			if (strlen(cfg_units[i].name) == ulen &&
-			    memcmp(cfg_units[i].name, q, ulen) == 0) {
-				unit = cfg_units[i].ns;
-				break;
-			}
-		}
-		if (unit == 0)
-			return -1;
-		if (v > CFG_D_LIMIT / unit)
-			return -1;
-		v *= unit;
-		if (f > 0) {
-			v += (uint64_t)((double)f * ((double)unit / scale));
-			if (v > CFG_D_LIMIT)
-				return -1;
-		}
-		d += v;
-		if (d > CFG_D_LIMIT)
-			return -1;
-	}
-	if (neg) {
-		*ns = d == CFG_D_LIMIT ? INT64_MIN : -(int64_t)d;
-		return 0;
-	}
-	if (d > CFG_D_LIMIT - 1)
-		return -1;
-	*ns = (int64_t)d;
-	return 0;
-}
-
-/*
- * Appends the fraction of v over 10^prec as ".ddd" without trailing zeros
- * (nothing when it is zero), as Go's fmtFrac does.
- */
-static size_t
-cfg_frac(char *buf, size_t len, uint64_t frac, int prec)
-{
-	char digits[16];
-	int n;
-
-	buf[0] = '\0';
-	if (frac == 0)
-		return 0;
-	snprintf(digits, sizeof(digits), "%0*llu", prec,
-	    (unsigned long long)frac);
-	n = prec;
-	while (n > 0 && digits[n - 1] == '0')
-		n--;
-	digits[n] = '\0';
-	n = snprintf(buf, len, ".%s", digits);
-	return n < 0 ? 0 : (size_t)n;
-}
-
-void
-cfg_format_duration(int64_t ns, char *buf, size_t len)
-{
-	uint64_t u, div;
-	size_t o = 0;
-	int prec;
-	const char *unit;
-	char frac[24];		/* ".ddddddddd" with room to spare */
-
-	if (len == 0)
-		return;
-	if (ns == 0) {
-		snprintf(buf, len, "0s");
-		return;
-	}
-	u = ns < 0 ? (uint64_t)0 - (uint64_t)ns : (uint64_t)ns;
-	if (ns < 0 && o + 1 < len)
-		buf[o++] = '-';
-	if (u < 1000000000ULL) {
-		if (u < 1000ULL) {
-			div = 1;
-			prec = 0;
-			unit = "ns";
-		} else if (u < 1000000ULL) {
-			div = 1000ULL;
-			prec = 3;
-			unit = "\xc2\xb5s";
-		} else {
-			div = 1000000ULL;
-			prec = 6;
-			unit = "ms";
-		}
-		cfg_frac(frac, sizeof(frac), u % div, prec);
-		snprintf(buf + o, len - o, "%llu%s%s",
-		    (unsigned long long)(u / div), frac, unit);
-		return;
-	}
-	cfg_frac(frac, sizeof(frac), u % 1000000000ULL, 9);
-	u /= 1000000000ULL;
-	if (u >= 3600)
-		snprintf(buf + o, len - o, "%lluh%llum%llu%ss",
-		    (unsigned long long)(u / 3600),
-		    (unsigned long long)(u / 60 % 60),
-		    (unsigned long long)(u % 60), frac);
-	else if (u >= 60)
-		snprintf(buf + o, len - o, "%llum%llu%ss",
-		    (unsigned long long)(u / 60),
-		    (unsigned long long)(u % 60), frac);
-	else
-		snprintf(buf + o, len - o, "%llu%ss", (unsigned long long)u,
-		    frac);
-}
-
-int
-cfg_parse_bool(const char *s, bool *out)
-{
-	static const char *const yes[] = { "1", "t", "T", "TRUE", "true",
-		"True" };
-	static const char *const no[] = { "0", "f", "F", "FALSE", "false",
-		"False" };
-	size_t i;
-
-	if (s == NULL)
-		return -1;
-	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-		if (strcmp(s, yes[i]) == 0) {
-			*out = true;
-			return 0;
-		}
-		if (strcmp(s, no[i]) == 0) {
-			*out = false;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-/* Adds key = text to obj. Returns 0 or -1. */
-static int
-cfg_json_add(struct json_object *obj, const char *key, const char *text)
-{
-	struct json_object *v = json_object_new_string(text);
-
-	if (v == NULL)
-		return -1;
-	if (json_object_object_add(obj, key, v) != 0) {
-		json_object_put(v);
-		return -1;
-	}
-	return 0;
-}
-
-/* Adds key = the decimal text of n. */
-static int
-cfg_json_uint(struct json_object *obj, const char *key, unsigned n)
-{
-	char buf[16];
-
-	snprintf(buf, sizeof(buf), "%u", n);
-	return cfg_json_add(obj, key, buf);
-}
-
-/* Adds key = the Go text of a duration. */
-static int
-cfg_json_dur(struct json_object *obj, const char *key, int64_t ns)
-{
-	char buf[40];
-
-	cfg_format_duration(ns, buf, sizeof(buf));
-	return cfg_json_add(obj, key, buf);
-}
-
-/* Adds one pool's three variables. */
-static int
-cfg_json_pool(struct json_object *obj, const struct cfg_pool *p, bool v4)
-{
-	char buf[PFX_STRLEN];
-
-	pfx_format(&p->prefix, buf);
-	if (cfg_json_add(obj, v4 ? "IPAM_PREFIX_IPV4" : "IPAM_PREFIX_IPV6",
-	    buf) != 0 ||
-	    cfg_json_uint(obj, v4 ? "IPAM_CONDUIT_PREFIX_LENGTH_IPV4" :
-	    "IPAM_CONDUIT_PREFIX_LENGTH_IPV6", p->conduit_len) != 0 ||
-	    cfg_json_uint(obj, v4 ? "IPAM_NODE_PREFIX_LENGTH_IPV4" :
-	    "IPAM_NODE_PREFIX_LENGTH_IPV6", p->node_len) != 0)
-		return -1;
-	return 0;
-}
-
-/* The conduit list joined with commas, as IPAM_CONDUITS takes it. */
-static char *
-cfg_join(char *const *v, size_t n)
-{
-	size_t len = 1, i, o = 0;
-	char *s;
-
-	for (i = 0; i < n; i++)
-		len += strlen(v[i]) + 1;
-	s = malloc(len);
-	if (s == NULL)
-		return NULL;
-	for (i = 0; i < n; i++) {
-		if (i > 0)
-			s[o++] = ',';
-		memcpy(s + o, v[i], strlen(v[i]));
-		o += strlen(v[i]);
-	}
-	s[o] = '\0';
-	return s;
-}
-
-/* Upper-case name of a level, as IPAM_LOG_LEVEL takes it. */
-static void
-cfg_level_upper(enum log_level l, char *buf, size_t len)
-{
-	size_t i;
-
-	snprintf(buf, len, "%s", log_level_name(l));
-	for (i = 0; buf[i] != '\0'; i++)
-		buf[i] = (char)toupper((unsigned char)buf[i]);
-}
-
-char *
-cfg_to_json(const struct cfg *c)
-{
-	static const char *const fams[] = {
-		[CFG_IPV4] = "ipv4", [CFG_IPV6] = "ipv6",
-		[CFG_DUALSTACK] = "dualstack",
-	};
-	struct json_object *obj;
-	char level[16], *conduits = NULL, *allowed = NULL, *out = NULL;
-	const char *text;
-
-	obj = json_object_new_object();
-	if (obj == NULL)
-		return NULL;
-	conduits = cfg_join(c->conduits, c->nconduits);
-	allowed = cfg_join(c->spiffe_allowed, c->nspiffe_allowed);
-	if (conduits == NULL || allowed == NULL)
-		goto done;
-	cfg_level_upper(c->log_level, level, sizeof(level));
-	if (cfg_json_uint(obj, "IPAM_PORT", c->port) != 0 ||
-	    cfg_json_add(obj, "IPAM_DATA_SOURCE",
-	    c->data_source ? c->data_source : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_TRENCH_NAME",
-	    c->trench ? c->trench : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_NSP_SERVICE",
-	    c->nsp_service ? c->nsp_service : "") != 0 ||
-	    cfg_json_pool(obj, &c->v4, true) != 0 ||
-	    cfg_json_pool(obj, &c->v6, false) != 0 ||
-	    cfg_json_add(obj, "IPAM_IP_FAMILY",
-	    (unsigned)c->family <= CFG_DUALSTACK && fams[c->family] ?
-	    fams[c->family] : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_LOG_LEVEL", level) != 0 ||
-	    cfg_json_dur(obj, "IPAM_GRPC_KEEPALIVE_TIME",
-	    c->keepalive_ns) != 0 ||
-	    cfg_json_dur(obj, "IPAM_GRPC_PROBE_RPC_TIMEOUT",
-	    c->probe_timeout_ns) != 0 ||
-	    cfg_json_dur(obj, "IPAM_GRPC_MAX_BACKOFF", c->max_backoff_ns) != 0 ||
-	    cfg_json_add(obj, "IPAM_GARBAGE_COLLECTION_ENABLED",
-	    c->gc_enabled ? "true" : "false") != 0 ||
-	    cfg_json_dur(obj, "IPAM_GARBAGE_COLLECTION_INTERVAL",
-	    c->gc_interval_ns) != 0 ||
-	    cfg_json_dur(obj, "IPAM_GARBAGE_COLLECTION_THRESHOLD",
-	    c->gc_threshold_ns) != 0 ||
-	    cfg_json_add(obj, "IPAM_CONDUITS", conduits) != 0 ||
-	    cfg_json_dur(obj, "IPAM_RELEASE_COOLDOWN",
-	    c->release_cooldown_ns) != 0 ||
-	    cfg_json_dur(obj, "IPAM_RENEWAL_REFRESH",
-	    c->renewal_refresh_ns) != 0 ||
-	    cfg_json_uint(obj, "IPAM_METRICS_PORT", c->metrics_port) != 0 ||
-	    cfg_json_add(obj, "IPAM_TLS_CERT", c->tls_cert ? c->tls_cert : "")
-	    != 0 ||
-	    cfg_json_add(obj, "IPAM_TLS_KEY", c->tls_key ? c->tls_key : "")
-	    != 0 ||
-	    cfg_json_add(obj, "IPAM_TLS_CA", c->tls_ca ? c->tls_ca : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_NSP_TLS_CA",
-	    c->nsp_tls_ca ? c->nsp_tls_ca : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_NSP_TLS_CERT",
-	    c->nsp_tls_cert ? c->nsp_tls_cert : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_NSP_TLS_KEY",
-	    c->nsp_tls_key ? c->nsp_tls_key : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_NSP_TLS_SERVER_NAME",
-	    c->nsp_tls_server_name ? c->nsp_tls_server_name : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_HEALTH_SOCKET",
-	    c->health_socket ? c->health_socket : "") != 0 ||
-	    cfg_json_add(obj, "SPIFFE_ENDPOINT_SOCKET",
-	    c->spiffe_socket ? c->spiffe_socket : "") != 0 ||
-	    cfg_json_add(obj, "IPAM_SPIFFE_ALLOWED_IDS", allowed) != 0 ||
-	    cfg_json_add(obj, "IPAM_ADMIN_GROUP",
-	    c->admin_group ? c->admin_group : "") != 0)
-		goto done;
-	text = json_object_to_json_string_ext(obj,
-	    JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-	    JSON_C_TO_STRING_NOSLASHESCAPE);
-	if (text != NULL)
-		out = strdup(text);
-done:
-	free(conduits);
-	free(allowed);
-	json_object_put(obj);
-	return out;
-}
-
 const char *
-cfg_help(void)
+config_help(void)
 {
 	return
 	    "Environment variables (empty = unset = default, except for\n"

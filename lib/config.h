@@ -2,7 +2,7 @@
  * config.h - the daemon's configuration, from Meridio's environment
  * variables (same names, same defaults), validated as a whole.
  *
- * Every process parses the same environment with cfg_load; the supervisor
+ * Every process parses the same environment with config_load; the supervisor
  * does it first and refuses to start on a bad value, so workers only ever
  * see a valid configuration. No logging, no exit.
  */
@@ -83,21 +83,17 @@ struct cfg {
  * Fills c from the environment as read by get (getenv in programs, a table
  * in tests), applying defaults and validating every value. On error writes
  * one line into err naming the variable, the value and what is expected,
- * leaves c empty and returns -1. Returns 0 on success; free with cfg_free.
+ * leaves c empty and returns -1. Returns 0 on success; free with config_free.
  */
-int cfg_load(struct cfg *c, const char *(*get)(const char *name), char *err,
+int config_load(struct cfg *c, const char *(*get)(const char *name), char *err,
     size_t errlen);
 
-/* Frees what cfg_load allocated. Accepts a zeroed or freed cfg. */
-void cfg_free(struct cfg *c);
-
-/* The effective configuration as a JSON object (for --debug). Caller frees.
- * NULL on out of memory. */
-char *cfg_to_json(const struct cfg *c);
+/* Frees what config_load allocated. Accepts a zeroed or freed cfg. */
+void config_free(struct cfg *c);
 
 /* True if the NSP client is to use TLS (IPAM_NSP_TLS_CA or
  * IPAM_NSP_TLS_CERT set). */
-bool cfg_nsp_tls_on(const struct cfg *c);
+bool config_nsp_tls_on(const struct cfg *c);
 
 /*
  * The gRPC target of a Workload API address as go-spiffe reads
@@ -105,29 +101,13 @@ bool cfg_nsp_tls_on(const struct cfg *c);
  * no host, query or fragment) gives "unix:/path" in target. Returns 0, or
  * -1 with why (the expected form) in err.
  */
-int cfg_spiffe_target(const char *value, char *target, size_t len,
+int config_spiffe_target(const char *value, char *target, size_t len,
     char *err, size_t errlen);
 
 /* The pool of a family (PFX_V4/PFX_V6), or NULL if it is not served. */
-const struct cfg_pool *cfg_pool_of(const struct cfg *c, int family);
-
-/*
- * Parses a Go duration ("1h30m", "500ms", "1.5s", "2us", "0"): a sequence of
- * decimal numbers with units ns, us (or µs), ms, s, m, h. Like Go it takes a
- * leading sign (callers refuse negative values) and refuses overflow.
- * Returns 0 or -1.
- */
-int cfg_parse_duration(const char *s, int64_t *ns);
-
-/* Writes a duration as Go's time.Duration.String() does ("2h0m0s",
- * "1.5s", "500ms", "0s"). 32 bytes always suffice. */
-void cfg_format_duration(int64_t ns, char *buf, size_t len);
+const struct cfg_pool *config_pool_of(const struct cfg *c, int family);
 
 /* The usage text listing every variable with its default (for --help). */
-const char *cfg_help(void);
-
-/* Parses a boolean as Go's strconv.ParseBool: 1 t T TRUE true True,
- * 0 f F FALSE false False. Returns 0 or -1. */
-int cfg_parse_bool(const char *s, bool *out);
+const char *config_help(void);
 
 #endif

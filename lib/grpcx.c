@@ -4,16 +4,10 @@
 #include "grpcx.h"
 
 #include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -125,18 +119,6 @@ grpcx_status_name(int code)
 	return grpcx_names[code];
 }
 
-int
-grpcx_status_parse(const char *name, grpc_status_code *out)
-{
-	for (int i = 0; i < GRPCX_NCODES; i++) {
-		if (strcasecmp(name, grpcx_names[i]) == 0) {
-			*out = (grpc_status_code)i;
-			return 0;
-		}
-	}
-	return -1;
-}
-
 grpc_status_code
 grpcx_status_code(int code)
 {
@@ -195,38 +177,8 @@ grpcx_ms_left(gpr_timespec deadline)
 struct grpcx_client *
 grpcx_client_new(const char *target, char *err, size_t errlen)
 {
-	return grpcx_client_new_tls(target, NULL, NULL, err, errlen);
-}
-
-/*
- * The channel is made from credentials that are released at once: gRPC
- * keeps its own reference, and copies the PEM strings when they are made.
- */
-struct grpcx_client *
-grpcx_client_new_tls(const char *target, struct grpcx_tls *t,
-    const char *server_name, char *err, size_t errlen)
-{
-	grpc_channel_credentials *creds;
-	grpc_arg arg;
-	grpc_channel_args args = { .num_args = 0, .args = &arg };
-
-	if (target == NULL || target[0] == '\0') {
-		snprintf(err, errlen, "empty target");
-		return NULL;
-	}
-	if (t != NULL && server_name != NULL && server_name[0] != '\0') {
-		arg.type = GRPC_ARG_STRING;
-		arg.key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-		arg.value.string = (char *)server_name;
-		args.num_args = 1;
-	}
-	creds = t != NULL ? grpcx_tls_channel_credentials(t) :
-	    grpc_insecure_credentials_create();
-	if (creds == NULL) {
-		snprintf(err, errlen, "cannot make TLS credentials");
-		return NULL;
-	}
-	return grpcx_client_new_creds(target, creds, &args, err, errlen);
+	return grpcx_client_new_creds(target,
+	    grpc_insecure_credentials_create(), NULL, err, errlen);
 }
 
 struct grpcx_client *
@@ -235,6 +187,11 @@ grpcx_client_new_creds(const char *target, grpc_channel_credentials *creds,
 {
 	struct grpcx_client *c;
 
+	if (target == NULL || target[0] == '\0') {
+		snprintf(err, errlen, "empty target");
+		grpc_channel_credentials_release(creds);
+		return NULL;
+	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -492,389 +449,6 @@ out:
 	return st->code;
 }
 
-/* ---- TLS from PEM files ------------------------------------------------ */
-
-/* Which file of a struct grpcx_tls. */
-enum grpcx_pem_kind {
-	GRPCX_CERT,			/* certificate chain */
-	GRPCX_KEY,			/* private key */
-	GRPCX_CA,			/* CA bundle */
-	GRPCX_NPEM
-};
-
-/* What a file must hold, by kind (the end of its BEGIN line). */
-static const char *const grpcx_pem_marker[GRPCX_NPEM] = {
-	"CERTIFICATE-----", "PRIVATE KEY-----", "CERTIFICATE-----",
-};
-
-/* Names of the kinds, for error messages. */
-static const char *const grpcx_pem_what[GRPCX_NPEM] = {
-	"certificate", "private key", "CA",
-};
-
-/* What tells one version of a file from the next. */
-struct grpcx_stamp {
-	dev_t dev;			/* device of the file */
-	ino_t ino;			/* inode: a renamed-in file differs */
-	off_t size;			/* length in bytes */
-	struct timespec mtime;		/* last write */
-	struct timespec ctime;		/* last status change */
-};
-
-/* One PEM file. */
-struct grpcx_pem {
-	char *path;			/* file path, NULL when not used */
-	struct grpcx_stamp stamp;	/* version whose contents are in data */
-	char *data;			/* contents, NUL-terminated */
-};
-
-struct grpcx_tls {
-	pthread_mutex_t mu;		/* guards everything below */
-	struct grpcx_pem pem[GRPCX_NPEM]; /* the files, by kind */
-	uint64_t generation;		/* successful reads so far */
-	uint64_t served;		/* generation last given to the server */
-	grpcx_tls_notify_fn notify;	/* the fetcher's reports, or NULL */
-	void *notify_arg;		/* its first argument */
-	char notified[256];		/* last error reported, "" if none */
-};
-
-/* The stamp of a stat result. */
-static void
-grpcx_stamp_of(const struct stat *st, struct grpcx_stamp *s)
-{
-	memset(s, 0, sizeof(*s));
-	s->dev = st->st_dev;
-	s->ino = st->st_ino;
-	s->size = st->st_size;
-	s->mtime = st->st_mtim;
-	s->ctime = st->st_ctim;
-}
-
-/* True if two stamps name the same version of a file. */
-static bool
-grpcx_stamp_eq(const struct grpcx_stamp *a, const struct grpcx_stamp *b)
-{
-	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-	    a->mtime.tv_sec == b->mtime.tv_sec &&
-	    a->mtime.tv_nsec == b->mtime.tv_nsec &&
-	    a->ctime.tv_sec == b->ctime.tv_sec &&
-	    a->ctime.tv_nsec == b->ctime.tv_nsec;
-}
-
-/*
- * Reads one PEM file whole into *data (NUL-terminated, caller frees) and
- * its stamp into *stamp. The stamp is taken from the open file before and
- * after reading: a file that changed meanwhile (a writer in the middle of
- * a rotation) is refused, so the next refresh reads it again. Also refused:
- * not a regular file, over GRPCX_PEM_MAX, a NUL byte, no BEGIN line of
- * the expected kind, no END line after it (a file cut short). The blocks
- * themselves are parsed by gRPC. Returns 0, or -1 with err set.
- */
-static int
-grpcx_pem_read(const char *path, enum grpcx_pem_kind kind, char **data,
-    struct grpcx_stamp *stamp, char *err, size_t errlen)
-{
-	struct stat st;
-	struct grpcx_stamp after;
-	char *buf = NULL, marker[64];
-	const char *begin;
-	size_t len = 0;
-	ssize_t n;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		snprintf(err, errlen, "%s file %s: %s", grpcx_pem_what[kind],
-		    path, strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) < 0) {
-		snprintf(err, errlen, "%s file %s: %s", grpcx_pem_what[kind],
-		    path, strerror(errno));
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > GRPCX_PEM_MAX) {
-		snprintf(err, errlen, "%s file %s: not a regular file of at "
-		    "most %d bytes", grpcx_pem_what[kind], path,
-		    GRPCX_PEM_MAX);
-		goto fail;
-	}
-	grpcx_stamp_of(&st, stamp);
-	buf = malloc((size_t)st.st_size + 1);
-	if (buf == NULL) {
-		snprintf(err, errlen, "%s file %s: out of memory",
-		    grpcx_pem_what[kind], path);
-		goto fail;
-	}
-	while (len < (size_t)st.st_size) {
-		n = read(fd, buf + len, (size_t)st.st_size - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	if (fstat(fd, &st) < 0)
-		memset(&st, 0, sizeof(st));
-	grpcx_stamp_of(&st, &after);
-	if (len != (size_t)st.st_size || !grpcx_stamp_eq(stamp, &after)) {
-		snprintf(err, errlen, "%s file %s: changed while being read",
-		    grpcx_pem_what[kind], path);
-		goto fail;
-	}
-	buf[len] = '\0';
-	snprintf(marker, sizeof(marker), "%s", grpcx_pem_marker[kind]);
-	begin = strstr(buf, "-----BEGIN ");
-	if (strlen(buf) != len || begin == NULL || strstr(begin, marker) ==
-	    NULL || strstr(begin, "-----END ") == NULL) {
-		snprintf(err, errlen, "%s file %s: no PEM %s in it",
-		    grpcx_pem_what[kind], path, grpcx_pem_what[kind]);
-		goto fail;
-	}
-	close(fd);
-	*data = buf;
-	return 0;
-fail:
-	free(buf);
-	close(fd);
-	return -1;
-}
-
-/*
- * The body of grpcx_tls_refresh, with t->mu held: finds the files whose
- * stamp changed (or that cannot be stat'ed), reads them all, and only if
- * every one was read replaces the contents. All or nothing, so a server
- * never pairs a new certificate with a key that failed to read.
- */
-static int
-grpcx_tls_refresh_locked(struct grpcx_tls *t, bool force, char *err,
-    size_t errlen)
-{
-	char *data[GRPCX_NPEM] = { NULL };
-	struct grpcx_stamp stamp[GRPCX_NPEM], now;
-	bool changed[GRPCX_NPEM] = { false }, any = false;
-	struct stat st;
-	int k, rc = -1;
-
-	for (k = 0; k < GRPCX_NPEM; k++) {
-		if (t->pem[k].path == NULL)
-			continue;
-		if (!force && stat(t->pem[k].path, &st) == 0) {
-			grpcx_stamp_of(&st, &now);
-			if (grpcx_stamp_eq(&now, &t->pem[k].stamp))
-				continue;
-		}
-		changed[k] = any = true;
-	}
-	if (!any)
-		return 0;
-	for (k = 0; k < GRPCX_NPEM; k++) {
-		if (changed[k] && grpcx_pem_read(t->pem[k].path,
-		    (enum grpcx_pem_kind)k, &data[k], &stamp[k], err,
-		    errlen) != 0)
-			goto out;
-	}
-	for (k = 0; k < GRPCX_NPEM; k++) {
-		if (!changed[k])
-			continue;
-		free(t->pem[k].data);
-		t->pem[k].data = data[k];
-		t->pem[k].stamp = stamp[k];
-		data[k] = NULL;
-	}
-	t->generation++;
-	rc = 1;
-out:
-	for (k = 0; k < GRPCX_NPEM; k++)
-		free(data[k]);
-	return rc;
-}
-
-/* A copy of path in *out, NULL for "" or NULL. Returns 0 or -1. */
-static int
-grpcx_tls_path(const char *path, char **out)
-{
-	*out = NULL;
-	if (path == NULL || path[0] == '\0')
-		return 0;
-	*out = strdup(path);
-	return *out != NULL ? 0 : -1;
-}
-
-struct grpcx_tls *
-grpcx_tls_new(const char *cert, const char *key, const char *ca, char *err,
-    size_t errlen)
-{
-	struct grpcx_tls *t;
-	bool has_cert = cert != NULL && cert[0] != '\0';
-	bool has_key = key != NULL && key[0] != '\0';
-
-	if (has_cert != has_key) {
-		snprintf(err, errlen, "a %s file needs a %s file too",
-		    has_cert ? "certificate" : "private key",
-		    has_cert ? "private key" : "certificate");
-		return NULL;
-	}
-	t = calloc(1, sizeof(*t));
-	if (t == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	pthread_mutex_init(&t->mu, NULL);
-	if (grpcx_tls_path(cert, &t->pem[GRPCX_CERT].path) != 0 ||
-	    grpcx_tls_path(key, &t->pem[GRPCX_KEY].path) != 0 ||
-	    grpcx_tls_path(ca, &t->pem[GRPCX_CA].path) != 0) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
-	if (grpcx_tls_refresh_locked(t, true, err, errlen) < 0)
-		goto fail;
-	t->generation = 1;
-	return t;
-fail:
-	grpcx_tls_free(t);
-	return NULL;
-}
-
-void
-grpcx_tls_free(struct grpcx_tls *t)
-{
-	if (t == NULL)
-		return;
-	for (int k = 0; k < GRPCX_NPEM; k++) {
-		free(t->pem[k].path);
-		free(t->pem[k].data);
-	}
-	pthread_mutex_destroy(&t->mu);
-	free(t);
-}
-
-int
-grpcx_tls_refresh(struct grpcx_tls *t, char *err, size_t errlen)
-{
-	int rc;
-
-	pthread_mutex_lock(&t->mu);
-	rc = grpcx_tls_refresh_locked(t, false, err, errlen);
-	pthread_mutex_unlock(&t->mu);
-	return rc;
-}
-
-uint64_t
-grpcx_tls_generation(const struct grpcx_tls *t)
-{
-	uint64_t g;
-
-	pthread_mutex_lock((pthread_mutex_t *)&t->mu);
-	g = t->generation;
-	pthread_mutex_unlock((pthread_mutex_t *)&t->mu);
-	return g;
-}
-
-bool
-grpcx_tls_has_cert(const struct grpcx_tls *t)
-{
-	return t->pem[GRPCX_CERT].path != NULL;
-}
-
-/*
- * gRPC's certificate config fetcher: called when the server port is bound
- * and then before every new handshake. It refreshes from disk (a failed
- * read keeps the previous contents, and is reported to t->notify once per
- * distinct error) and hands gRPC a new config only when
- * the contents changed since the last one it got. gRPC keeps its current
- * config when the new one does not load (say, a key not matching the
- * certificate while a rotation is half done).
- */
-static grpc_ssl_certificate_config_reload_status
-grpcx_tls_fetch(void *arg, grpc_ssl_server_certificate_config **config)
-{
-	struct grpcx_tls *t = arg;
-	grpc_ssl_pem_key_cert_pair pair;
-	grpc_ssl_certificate_config_reload_status rs;
-	char err[256];
-	int rc;
-
-	pthread_mutex_lock(&t->mu);
-	err[0] = '\0';
-	rc = grpcx_tls_refresh_locked(t, false, err, sizeof(err));
-	if (rc > 0) {
-		t->notified[0] = '\0';
-		if (t->notify != NULL)
-			t->notify(t->notify_arg, 1, "");
-	} else if (rc < 0 && strcmp(err, t->notified) != 0) {
-		snprintf(t->notified, sizeof(t->notified), "%s", err);
-		if (t->notify != NULL)
-			t->notify(t->notify_arg, -1, err);
-	}
-	if (t->served == t->generation) {
-		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
-		goto out;
-	}
-	pair.private_key = t->pem[GRPCX_KEY].data;
-	pair.cert_chain = t->pem[GRPCX_CERT].data;
-	/* gRPC asserts that a fetched config has roots, even when clients
-	 * are not asked for certificates; then our own chain stands in,
-	 * and is never used. */
-	*config = grpc_ssl_server_certificate_config_create(
-	    t->pem[GRPCX_CA].data != NULL ? t->pem[GRPCX_CA].data :
-	    t->pem[GRPCX_CERT].data, &pair, 1);
-	if (*config == NULL) {
-		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
-		goto out;
-	}
-	t->served = t->generation;
-	rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
-out:
-	pthread_mutex_unlock(&t->mu);
-	return rs;
-}
-
-void
-grpcx_tls_set_notify(struct grpcx_tls *t, grpcx_tls_notify_fn fn, void *arg)
-{
-	pthread_mutex_lock(&t->mu);
-	t->notify = fn;
-	t->notify_arg = arg;
-	pthread_mutex_unlock(&t->mu);
-}
-
-grpc_server_credentials *
-grpcx_tls_server_credentials(struct grpcx_tls *t)
-{
-	grpc_ssl_server_credentials_options *opts;
-	grpc_ssl_client_certificate_request_type req;
-
-	if (!grpcx_tls_has_cert(t))
-		return NULL;
-	pthread_mutex_lock(&t->mu);
-	t->served = 0;
-	req = t->pem[GRPCX_CA].path != NULL ?
-	    GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY :
-	    GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
-	pthread_mutex_unlock(&t->mu);
-	opts = grpc_ssl_server_credentials_create_options_using_config_fetcher(
-	    req, grpcx_tls_fetch, t);
-	if (opts == NULL)
-		return NULL;
-	return grpc_ssl_server_credentials_create_with_options(opts);
-}
-
-grpc_channel_credentials *
-grpcx_tls_channel_credentials(struct grpcx_tls *t)
-{
-	grpc_ssl_pem_key_cert_pair pair;
-	grpc_channel_credentials *creds;
-
-	pthread_mutex_lock(&t->mu);
-	pair.private_key = t->pem[GRPCX_KEY].data;
-	pair.cert_chain = t->pem[GRPCX_CERT].data;
-	creds = grpc_ssl_credentials_create_ex(t->pem[GRPCX_CA].data,
-	    pair.cert_chain != NULL ? &pair : NULL, NULL, NULL);
-	pthread_mutex_unlock(&t->mu);
-	return creds;
-}
-
 grpc_server *
 grpcx_server_new(int max_message)
 {
@@ -888,6 +462,31 @@ grpcx_server_new(int max_message)
 	arg[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
 	arg[1].value.integer = 0;
 	return grpc_server_create(&args, NULL);
+}
+
+size_t
+grpcx_finish_ops(grpc_op *ops, bool *md_sent, grpc_status_code code,
+    const char *msg, const ProtobufCMessage *body, grpc_byte_buffer **send,
+    grpc_slice *details, int *cancelled)
+{
+	size_t n = 0;
+
+	memset(ops, 0, 4 * sizeof(*ops));
+	if (!*md_sent)
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	*md_sent = true;
+	*send = code == GRPC_STATUS_OK && body != NULL ? grpcx_pack(body) : NULL;
+	if (*send != NULL) {
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n++].data.send_message.send_message = *send;
+	}
+	*details = grpc_slice_from_copied_string(msg != NULL ? msg : "");
+	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[n].data.send_status_from_server.status = code;
+	ops[n++].data.send_status_from_server.status_details = details;
+	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	ops[n++].data.recv_close_on_server.cancelled = cancelled;
+	return n;
 }
 
 grpc_completion_queue *
@@ -921,13 +520,13 @@ grpcx_cq_drain(grpc_completion_queue *cq, void (*each)(void *tag))
 }
 
 /*
- * absl's Mutex deadlock detection records every lock order in a graph
- * (GraphCycles): on by default in builds without NDEBUG, which Debian's
- * absl 20220623 is. gRPC takes absl mutexes on every call, and perf put
- * 3-4 % of the api worker's CPU (2 % of ipam-bench's) in that graph. It
- * is a debugging aid that release builds leave off, so it is turned off
- * here - by name, as it is C++: the symbol of Debian's build or of an
- * upstream one of the same release, if loaded; else nothing happens.
+ * absl's Mutex deadlock detection records every lock order in a graph: on
+ * by default in Debian's absl 20220623, and gRPC takes absl mutexes on
+ * every call. It is a debugging aid that release builds leave off, and
+ * neither absl nor gRPC 1.51 reads a variable or flag that turns it off:
+ * only the C++ call does, looked up by its mangled name (Debian's inline
+ * namespace or upstream's of the same release); if neither is loaded,
+ * nothing happens. Kept: with it on, each call costs measurably more CPU.
  */
 static const char *const grpcx_absl_deadlock_syms[] = {
 	"_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE",

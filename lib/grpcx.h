@@ -29,8 +29,8 @@ struct grpcx_status {
 
 /*
  * grpc_init(), after turning off absl's Mutex deadlock detection (a
- * debugging aid left on in Debian's absl build, ~3 % of a gRPC process's
- * CPU). Returns true if it was found and turned off.
+ * debugging aid left on in Debian's absl build that costs CPU on every
+ * call). Returns true if it was found and turned off.
  */
 bool grpcx_init(void);
 
@@ -60,6 +60,18 @@ void grpcx_cq_drain(grpc_completion_queue *cq, void (*each)(void *tag));
 grpc_server *grpcx_server_new(int max_message);
 
 /*
+ * Fills ops (room for 4) with the batch that ends a call on the server:
+ * initial metadata unless *md_sent (then set), the message packed from
+ * body into *send (NULL when the code is not OK or there is no body), the
+ * status with msg in *details, and RECV_CLOSE_ON_SERVER into *cancelled.
+ * *send and *details are the caller's to release once the batch is over.
+ * Returns the number of ops.
+ */
+size_t grpcx_finish_ops(grpc_op *ops, bool *md_sent, grpc_status_code code,
+    const char *msg, const ProtobufCMessage *body, grpc_byte_buffer **send,
+    grpc_slice *details, int *cancelled);
+
+/*
  * Packs m into a new byte buffer (one slice). NULL on out of memory.
  * The caller destroys it with grpc_byte_buffer_destroy.
  */
@@ -86,9 +98,6 @@ ProtobufCMessage *grpcx_unpack(const ProtobufCMessageDescriptor *d,
 /* Upper-case name of a status code ("INVALID_ARGUMENT"); "UNKNOWN" for a
  * number that is no status code. */
 const char *grpcx_status_name(int code);
-
-/* Parses a status code name (any case). Returns 0 or -1. */
-int grpcx_status_parse(const char *name, grpc_status_code *out);
 
 /* A number as a status code: itself if it is one (0..16), else UNKNOWN. */
 grpc_status_code grpcx_status_code(int code);
@@ -184,88 +193,6 @@ int grpcx_call_bytes(struct grpcx_client *c, const char *method,
 int grpcx_call(struct grpcx_client *c, const char *method,
     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
     int64_t timeout_ms, ProtobufCMessage **resp, struct grpcx_status *st);
-
-/* ---- TLS from PEM files, picked up again when they change on disk ---- */
-
-/*
- * A certificate chain, its private key and a CA bundle, each a PEM file
- * path ("" or NULL = not used), with the contents last read from them.
- * Certificates rotate on disk (SPIRE's helpers, Kubernetes secrets
- * rewrite them): grpcx_tls_refresh reads the files again when one changed
- * (device, inode, size, mtime or ctime), so new connections use them.
- * Safe to use from several threads.
- */
-struct grpcx_tls;
-
-/* Largest PEM file read (a certificate chain or a CA bundle). */
-#define GRPCX_PEM_MAX (1 << 20)
-
-/*
- * Reads the files now. cert and key go together (both or neither); for a
- * server cert and key are required, ca then means clients must present a
- * certificate it signed; for a client ca is the roots to verify the server
- * against (the system's when unset) and cert/key its own certificate.
- * NULL with err set (naming the file) when a file cannot be read or holds
- * no PEM block of the expected kind.
- */
-struct grpcx_tls *grpcx_tls_new(const char *cert, const char *key,
-    const char *ca, char *err, size_t errlen);
-
-/* Frees t. Accepts NULL. A server using t must be destroyed first. */
-void grpcx_tls_free(struct grpcx_tls *t);
-
-/*
- * Reads the files again if one changed since the last read. Returns 1
- * when new contents are in place, 0 when nothing changed, -1 with err set
- * when a changed file cannot be read or holds no PEM (the previous
- * contents stay, and the next call tries again).
- */
-int grpcx_tls_refresh(struct grpcx_tls *t, char *err, size_t errlen);
-
-/* How many times the files were read successfully (1 after new). */
-uint64_t grpcx_tls_generation(const struct grpcx_tls *t);
-
-/* True if t has a certificate and key (a client: presents one). */
-bool grpcx_tls_has_cert(const struct grpcx_tls *t);
-
-/*
- * What the server's fetcher (below) reports: rc 1 after it read changed
- * files (err ""), rc -1 when changed files could not be read (err says
- * which and why; reported once per distinct error while it lasts). Called
- * on a gRPC thread with t locked: it must not use t, and should be quick.
- * gRPC may still refuse contents that were read (a key that does not match
- * the certificate): it then logs and keeps serving the previous ones.
- */
-typedef void (*grpcx_tls_notify_fn)(void *arg, int rc, const char *err);
-
-/* Sets the function the fetcher reports to (NULL: none). */
-void grpcx_tls_set_notify(struct grpcx_tls *t, grpcx_tls_notify_fn fn,
-    void *arg);
-
-/*
- * Server credentials that ask t for its contents on every new handshake
- * (gRPC's certificate config fetcher), refreshing them from disk first:
- * a rotated certificate is served without a restart. With a CA, clients
- * must present a certificate signed by it. Use it for one server port;
- * t must outlive that server. NULL if t has no certificate.
- */
-grpc_server_credentials *grpcx_tls_server_credentials(struct grpcx_tls *t);
-
-/*
- * Channel credentials from t's current contents (call grpcx_tls_refresh
- * first to pick up new files; a channel keeps the credentials it was made
- * with, so recreate it after a change). Release with
- * grpc_channel_credentials_release.
- */
-grpc_channel_credentials *grpcx_tls_channel_credentials(struct grpcx_tls *t);
-
-/*
- * Like grpcx_client_new, over TLS with t's contents (plaintext when t is
- * NULL). server_name, when not NULL or "", is the name checked in the
- * server's certificate instead of the target's host.
- */
-struct grpcx_client *grpcx_client_new_tls(const char *target,
-    struct grpcx_tls *t, const char *server_name, char *err, size_t errlen);
 
 /*
  * A client over a channel made with creds (taken: released here, also on

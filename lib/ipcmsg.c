@@ -129,24 +129,3 @@ ipcmsg_db_path(const char *rundir, char *buf, size_t buflen)
 		return -1;
 	return 0;
 }
-
-const char *
-ipcmsg_request_name(const Ipamd__V1__Request *r)
-{
-	if (r == NULL)
-		return "none";
-	switch (r->body_case) {
-	case IPAMD__V1__REQUEST__BODY_HELLO:
-		return "hello";
-	case IPAMD__V1__REQUEST__BODY_ALLOCATE:
-		return "allocate";
-	case IPAMD__V1__REQUEST__BODY_RELEASE:
-		return "release";
-	case IPAMD__V1__REQUEST__BODY_SYNC_CONDUITS:
-		return "sync_conduits";
-	case IPAMD__V1__REQUEST__BODY_PING:
-		return "ping";
-	default:
-		return "unknown";
-	}
-}

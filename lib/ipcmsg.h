@@ -30,7 +30,7 @@
  *    prefix mismatch): log why, then exit 78. The supervisor then stops the
  *    other workers and exits 1 at once, without restarting anything.
  *  - Any other death is restarted with a floor and a doubling backoff
- *    (see supervise.h); too many deaths in a window stop everything.
+ *    (see restart.h); too many deaths in a window stop everything.
  *  - A frame on fd 3 that is not a WorkerStatus is a bug: the supervisor
  *    logs it and kills and restarts that worker.
  *  - Configuration reaches workers through the same environment variables
@@ -79,8 +79,5 @@ int ipcmsg_send_status(int fd, bool ready, const char *status);
 /* Path of the db socket for a runtime dir into buf. Returns 0 or -1 when
  * it does not fit (sun_path is short). */
 int ipcmsg_db_path(const char *rundir, char *buf, size_t buflen);
-
-/* Name of a request's body for logs ("allocate", "release", ...). */
-const char *ipcmsg_request_name(const Ipamd__V1__Request *r);
 
 #endif

@@ -10,6 +10,7 @@
  * several processes sharing one stderr do not interleave.
  */
 #include "log.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -124,48 +125,6 @@ log_enabled(enum log_level l)
 }
 
 /*
- * Length of the valid UTF-8 sequence at s (at most n bytes available), or 0
- * if the bytes there do not start one. Refuses overlong forms, surrogates and
- * code points above U+10FFFF, as RFC 3629 requires.
- */
-static size_t
-log_utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len, i;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000))
-		return 0;
-	if (cp >= 0xd800 && cp <= 0xdfff)
-		return 0;
-	if (cp > 0x10ffff)
-		return 0;
-	return len;
-}
-
-/*
  * A json-c string holding s made valid UTF-8: each byte that does not start
  * a valid sequence is replaced by U+FFFD. Valid text is passed through as is.
  * NULL on out of memory.
@@ -180,7 +139,7 @@ log_jstring(const char *s)
 	int bad = 0;
 
 	for (i = 0; i < n; i += k) {
-		k = log_utf8_seq(u + i, n - i);
+		k = utf8_seq(u + i, n - i);
 		if (k == 0) {
 			bad++;
 			k = 1;
@@ -193,7 +152,7 @@ log_jstring(const char *s)
 	if (buf == NULL)
 		return NULL;
 	for (i = 0; i < n; i += k) {
-		k = log_utf8_seq(u + i, n - i);
+		k = utf8_seq(u + i, n - i);
 		if (k == 0) {
 			buf[out++] = (char)0xef;
 			buf[out++] = (char)0xbf;

@@ -62,7 +62,6 @@ void log_kv(enum log_level l, const char *msg, ...)
 void log_fmt(enum log_level l, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-#define log_trace(...) log_fmt(LOGL_TRACE, __VA_ARGS__)
 #define log_debug(...) log_fmt(LOGL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_fmt(LOGL_INFO, __VA_ARGS__)
 #define log_warn(...) log_fmt(LOGL_WARNING, __VA_ARGS__)

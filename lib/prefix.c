@@ -280,17 +280,6 @@ pfx_align_up(int family, pfx_addr addr, unsigned len, struct pfx *out)
 	return true;
 }
 
-bool
-pfx_next(const struct pfx *p, struct pfx *out)
-{
-	pfx_addr last = pfx_last(p);
-
-	if (last == pfx_family_ones(p->family))
-		return false;
-	*out = pfx_make(p->family, last + 1, p->len);
-	return true;
-}
-
 struct pfx
 pfx_make(int family, pfx_addr a, unsigned len)
 {

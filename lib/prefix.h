@@ -76,12 +76,6 @@ bool pfx_equal(const struct pfx *a, const struct pfx *b);
  */
 bool pfx_align_up(int family, pfx_addr addr, unsigned len, struct pfx *out);
 
-/*
- * The block of the same length right after p. Returns false when p is the
- * last block of the address space.
- */
-bool pfx_next(const struct pfx *p, struct pfx *out);
-
 /* The prefix of length len that contains address a (host bits cleared). */
 struct pfx pfx_make(int family, pfx_addr a, unsigned len);
 

@@ -1,71 +1,44 @@
 /*
- * validate.c - checks on an ipam.v1.Child (see validate.h). Moved here
- * from the api worker unchanged in behaviour, so that tests and fuzz
- * targets reach the same code the server runs.
+ * validate.c - checks on an ipam.v1.Child (see validate.h), in a library
+ * so that tests and fuzz targets reach the same code the server runs.
  */
 #include "validate.h"
+#include "utf8.h"
 
-#include <stdint.h>
 #include <string.h>
 
 /*
- * Decodes each multi-byte sequence and refuses what RFC 3629 forbids:
- * bad lead or continuation bytes, overlong forms, surrogates, values above
- * U+10FFFF, a sequence cut by the end of the string.
+ * Checks one string field of a request: not empty, at most max bytes (0: no
+ * bound), UTF-8. Sets st and returns false on the first problem.
  */
-bool
-validate_utf8(const char *s, size_t len)
+static bool
+validate_string(const char *field, const char *s, size_t max,
+    struct grpcx_status *st)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0;
+	size_t n = strlen(s);
 
-	while (i < len) {
-		unsigned char b = p[i];
-		uint32_t cp;
-		size_t n;
-
-		if (b < 0x80) {
-			i++;
-			continue;
-		}
-		if (b >= 0xc2 && b <= 0xdf) {
-			n = 1;
-			cp = b & 0x1f;
-		} else if (b >= 0xe0 && b <= 0xef) {
-			n = 2;
-			cp = b & 0x0f;
-		} else if (b >= 0xf0 && b <= 0xf4) {
-			n = 3;
-			cp = b & 0x07;
-		} else {
-			return false;
-		}
-		if (len - i <= n)
-			return false;
-		for (size_t k = 1; k <= n; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (p[i + k] & 0x3f);
-		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += n + 1;
-	}
-	return true;
+	if (n == 0)
+		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT, "%s: empty",
+		    field);
+	else if (max != 0 && n > max)
+		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+		    "%s: %zu bytes, at most %zu allowed", field, n, max);
+	else if (!utf8_valid(s, n))
+		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
+		    "%s: not valid UTF-8", field);
+	return st->code == GRPC_STATUS_OK;
 }
 
 /*
- * Checks a Child in the order the issue gives (structure first, then each
- * string, then what depends on the configuration) and stops at the first
- * problem, so a client sees one precise message.
+ * Checks a Child in a fixed order (structure first, then each string, then
+ * what depends on the configuration) and stops at the first problem, so a
+ * client sees one precise message.
  */
 int
 validate_child(const struct cfg *cfg, const Ipam__V1__Child *ch, int *family,
     struct grpcx_status *st)
 {
 	const Ipam__V1__Subnet *s = ch->subnet;
-	size_t n;
 
 	st->code = GRPC_STATUS_OK;
 	st->message[0] = '\0';
@@ -81,32 +54,9 @@ validate_child(const struct cfg *cfg, const Ipam__V1__Child *ch, int *family,
 	if (st->code != GRPC_STATUS_OK)
 		return st->code;
 
-	n = strlen(ch->name);
-	if (n == 0)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.name: empty");
-	else if (n > BOUNDS_CHILD_MAX)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.name: %zu bytes, at most %d allowed", n,
-		    BOUNDS_CHILD_MAX);
-	else if (!validate_utf8(ch->name, n))
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.name: not valid UTF-8");
-	if (st->code != GRPC_STATUS_OK)
-		return st->code;
-
-	n = strlen(s->node);
-	if (n == 0)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.node: empty");
-	else if (n > BOUNDS_LABEL_MAX)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.node: %zu bytes, at most %d allowed", n,
-		    BOUNDS_LABEL_MAX);
-	else if (!validate_utf8(s->node, n))
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.node: not valid UTF-8");
-	if (st->code != GRPC_STATUS_OK)
+	if (!validate_string("child.name", ch->name, BOUNDS_CHILD_MAX, st) ||
+	    !validate_string("child.subnet.node", s->node, BOUNDS_LABEL_MAX,
+	    st))
 		return st->code;
 
 	switch ((int)s->ipfamily) {
@@ -122,7 +72,7 @@ validate_child(const struct cfg *cfg, const Ipam__V1__Child *ch, int *family,
 		    "(0) or IPV6 (1)", (int)s->ipfamily);
 		return st->code;
 	}
-	if (cfg_pool_of(cfg, *family == 4 ? PFX_V4 : PFX_V6) == NULL) {
+	if (config_pool_of(cfg, *family == 4 ? PFX_V4 : PFX_V6) == NULL) {
 		grpcx_status_set(st, GRPC_STATUS_FAILED_PRECONDITION,
 		    "child.subnet.ipFamily: %s is not served by this instance",
 		    *family == 4 ? "IPV4" : "IPV6");
@@ -135,12 +85,6 @@ validate_child(const struct cfg *cfg, const Ipam__V1__Child *ch, int *family,
 		    s->conduit->trench->name, cfg->trench);
 		return st->code;
 	}
-	n = strlen(s->conduit->name);
-	if (n == 0)
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.conduit.name: empty");
-	else if (!validate_utf8(s->conduit->name, n))
-		grpcx_status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
-		    "child.subnet.conduit.name: not valid UTF-8");
+	validate_string("child.subnet.conduit.name", s->conduit->name, 0, st);
 	return st->code;
 }

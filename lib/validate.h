@@ -1,10 +1,10 @@
 /*
  * validate.h - checks on an ipam.v1.Child before the api worker forwards it.
  *
- * Taken out of the api worker so that the whole decoding and validation
- * path can be unit-tested and fuzzed without a gRPC server. The checks run
- * in a fixed order and stop at the first problem, whose status names the
- * field. No logging, no exit.
+ * A library so that the whole decoding and validation path can be
+ * unit-tested and fuzzed without a gRPC server. The checks run in a fixed
+ * order and stop at the first problem, whose status names the field. No
+ * logging, no exit.
  */
 #ifndef IPAM_VALIDATE_H
 #define IPAM_VALIDATE_H
@@ -16,13 +16,6 @@
 #include "config.h"
 #include "grpcx.h"
 #include "ipam/v1/ipam.pb-c.h"
-
-
-/*
- * True if s (len bytes) is well-formed UTF-8: no overlong forms, no
- * surrogates, nothing above U+10FFFF, no truncated sequence.
- */
-bool validate_utf8(const char *s, size_t len);
 
 /*
  * Checks a Child against the configuration: subnet, conduit and trench

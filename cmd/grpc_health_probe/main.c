@@ -31,8 +31,10 @@
 #include <grpc/support/log.h>
 
 #include "config.h"
+#include "gotext.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
+#include "tls.h"
 #include "spiffe.h"
 #include "now.h"
 
@@ -157,7 +159,7 @@ probe_bad(const char *fmt, ...)
 static const char *
 probe_dur(int64_t ns, char *buf, size_t len)
 {
-	cfg_format_duration(ns, buf, len);
+	gotext_format_duration(ns, buf, len);
 	return buf;
 }
 
@@ -172,13 +174,13 @@ probe_set(struct probe_opts *o, const struct probe_flag *f, const char *value)
 		*(const char **)(void *)field = value;
 		return 0;
 	case PROBE_DURATION:
-		if (cfg_parse_duration(value, (int64_t *)(void *)field) < 0)
+		if (gotext_parse_duration(value, (int64_t *)(void *)field) < 0)
 			return probe_bad("-%s: invalid duration \"%s\" (Go "
 			    "syntax, such as 500ms, 1s or 1m30s)", f->name,
 			    value);
 		return 0;
 	case PROBE_BOOL:
-		if (cfg_parse_bool(value, (bool *)(void *)field) < 0)
+		if (gotext_parse_bool(value, (bool *)(void *)field) < 0)
 			return probe_bad("-%s: invalid boolean \"%s\" (true, "
 			    "false, 1, 0, t, f)", f->name, value);
 		return 0;
@@ -375,7 +377,7 @@ probe_spiffe_creds(const struct probe_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "SPIFFE_ENDPOINT_SOCKET is not set");
 		return NULL;
 	}
-	if (cfg_spiffe_target(ep, target, sizeof(target), err, errlen) != 0)
+	if (config_spiffe_target(ep, target, sizeof(target), err, errlen) != 0)
 		return NULL;
 	svid = spiffe_fetch(target, o->rpc_ns / PROBE_NS_PER_MS, err, errlen);
 	if (svid == NULL)
@@ -395,18 +397,18 @@ probe_spiffe_creds(const struct probe_opts *o, char *err, size_t errlen)
 static grpc_channel_credentials *
 probe_creds(const struct probe_opts *o, char *err, size_t errlen)
 {
-	struct grpcx_tls *t;
+	struct tls *t;
 	grpc_channel_credentials *c;
 
 	if (!o->tls)
 		return grpc_insecure_credentials_create();
 	if (o->no_verify)
 		return probe_no_verify_creds(o, err, errlen);
-	t = grpcx_tls_new(o->cert, o->key, o->ca, err, errlen);
+	t = tls_new(o->cert, o->key, o->ca, err, errlen);
 	if (t == NULL)
 		return NULL;
-	c = grpcx_tls_channel_credentials(t);
-	grpcx_tls_free(t);
+	c = tls_channel_credentials(t);
+	tls_free(t);
 	if (c == NULL)
 		snprintf(err, errlen, "cannot make TLS credentials");
 	return c;

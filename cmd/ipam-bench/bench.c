@@ -27,6 +27,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
+#include "tls.h"
 #include "ipam/v1/ipam.pb-c.h"
 #include "prefix.h"
 #include "now.h"
@@ -147,7 +148,7 @@ bench_channel(const struct bench_opts *o, bool fast_reconnect)
 		args[ca.num_args].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
 		args[ca.num_args++].value.string = (char *)o->tls_server_name;
 	}
-	creds = o->tls != NULL ? grpcx_tls_channel_credentials(o->tls) :
+	creds = o->tls != NULL ? tls_channel_credentials(o->tls) :
 	    grpc_insecure_credentials_create();
 	if (creds == NULL)
 		return NULL;

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct grpcx_tls;			/* lib/grpcx.h */
+struct tls;			/* lib/tls.h */
 
 /* What is measured. */
 enum bench_mode {
@@ -49,7 +49,7 @@ struct bench_opts {
 	const char *tls_cert;		/* --tls-cert, NULL = none */
 	const char *tls_key;		/* --tls-key, with --tls-cert */
 	bool use_tls;			/* any --tls-* given */
-	struct grpcx_tls *tls;		/* those files read, NULL = plaintext */
+	struct tls *tls;		/* those files read, NULL = plaintext */
 	const char *tls_server_name;	/* --tls-server-name, NULL = host */
 };
 

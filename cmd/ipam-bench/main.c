@@ -13,6 +13,7 @@
  * duplicate, 1 otherwise, 2 on a usage error.
  */
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 
 #include "bench.h"
 #include "grpcx.h"
+#include "tls.h"
 
 #define BENCH_EXIT_OK 0
 #define BENCH_EXIT_FAIL 1
@@ -92,11 +94,16 @@ bench_usage(FILE *f)
 	    "errors=E duplicates=D. Exit 0 only when E and D are 0.\n");
 }
 
-static int
-bench_bad(const char *fmt, const char *arg)
+/* Prints a usage error; returns BENCH_EXIT_USAGE. */
+static int __attribute__((format(printf, 1, 2)))
+bench_bad(const char *fmt, ...)
 {
+	va_list ap;
+
 	fprintf(stderr, "ipam-bench: ");
-	fprintf(stderr, fmt, arg);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	fprintf(stderr, "\nTry `ipam-bench --help`.\n");
 	return BENCH_EXIT_USAGE;
 }
@@ -151,6 +158,9 @@ bench_parse_conduits(struct bench_opts *o, char *list, char **store)
 	return o->nconduits > 0 ? 0 : -1;
 }
 
+/* A getopt_long entry of an option that takes a value. */
+#define BENCH_ARG(name, id) { name, required_argument, NULL, id }
+
 /*
  * Parses the options after the mode. Returns BENCH_EXIT_OK,
  * BENCH_EXIT_USAGE, or -1 when --help was printed.
@@ -163,52 +173,54 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 		O_NAMES, O_COUNT, O_FAMILY, O_CHANNELS, O_TRENCH, O_TAG,
 		O_NODEPFX, O_TIMEOUT, O_HELP, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
 		O_TLS_NAME };
+	/* every option but --help takes a value */
 	static const struct option opts[] = {
-		{ "target", required_argument, NULL, O_TARGET },
-		{ "concurrency", required_argument, NULL, O_CONC },
-		{ "duration", required_argument, NULL, O_DUR },
-		{ "warmup", required_argument, NULL, O_WARM },
-		{ "conduits", required_argument, NULL, O_CONDUITS },
-		{ "nodes", required_argument, NULL, O_NODES },
-		{ "names", required_argument, NULL, O_NAMES },
-		{ "count", required_argument, NULL, O_COUNT },
-		{ "family", required_argument, NULL, O_FAMILY },
-		{ "channels", required_argument, NULL, O_CHANNELS },
-		{ "trench", required_argument, NULL, O_TRENCH },
-		{ "tag", required_argument, NULL, O_TAG },
-		{ "node-prefix", required_argument, NULL, O_NODEPFX },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "tls-ca", required_argument, NULL, O_TLS_CA },
-		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
-		{ "tls-key", required_argument, NULL, O_TLS_KEY },
-		{ "tls-server-name", required_argument, NULL, O_TLS_NAME },
+		BENCH_ARG("target", O_TARGET),
+		BENCH_ARG("concurrency", O_CONC), BENCH_ARG("duration", O_DUR),
+		BENCH_ARG("warmup", O_WARM), BENCH_ARG("conduits", O_CONDUITS),
+		BENCH_ARG("nodes", O_NODES), BENCH_ARG("names", O_NAMES),
+		BENCH_ARG("count", O_COUNT), BENCH_ARG("family", O_FAMILY),
+		BENCH_ARG("channels", O_CHANNELS),
+		BENCH_ARG("trench", O_TRENCH), BENCH_ARG("tag", O_TAG),
+		BENCH_ARG("node-prefix", O_NODEPFX),
+		BENCH_ARG("timeout", O_TIMEOUT), BENCH_ARG("tls-ca", O_TLS_CA),
+		BENCH_ARG("tls-cert", O_TLS_CERT),
+		BENCH_ARG("tls-key", O_TLS_KEY),
+		BENCH_ARG("tls-server-name", O_TLS_NAME),
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	uint64_t v;
+	uint64_t v, hi;
 	int64_t ns;
-	int c;
+	int c, li = 0;
 
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", opts, &li)) != -1) {
 		switch (c) {
 		case O_TARGET:
 			if (optarg[0] == '\0')
-				return bench_bad("--target: empty%s", "");
+				return bench_bad("--target: empty");
 			o->target = optarg;
 			break;
 		case O_CONC:
-			if (bench_parse_u64(optarg, 1, 100000, &v) != 0)
-				return bench_bad("--concurrency %s: expected "
-				    "1..100000", optarg);
-			o->concurrency = (unsigned)v;
+		case O_NODES:
+		case O_CHANNELS:
+			hi = c == O_CONC ? 100000 : c == O_NODES ? 1000000 :
+			    1024;
+			if (bench_parse_u64(optarg, 1, hi, &v) != 0)
+				return bench_bad("--%s %s: expected 1..%llu",
+				    opts[li].name, optarg,
+				    (unsigned long long)hi);
+			*(c == O_CONC ? &o->concurrency : c == O_NODES ?
+			    &o->nodes : &o->channels) = (unsigned)v;
 			break;
 		case O_DUR:
 		case O_WARM:
 			if (bench_parse_seconds(optarg, &ns) != 0)
-				return bench_bad("%s: expected seconds such as "
-				    "3, 0.5 or 500ms", optarg);
+				return bench_bad("--%s %s: expected seconds "
+				    "such as 3, 0.5 or 500ms", opts[li].name,
+				    optarg);
 			if (c == O_DUR)
 				o->duration_ns = ns;
 			else
@@ -228,17 +240,11 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 				return bench_bad("--conduits %s: expected 1 to "
 				    "64 comma-separated names", optarg);
 			break;
-		case O_NODES:
-			if (bench_parse_u64(optarg, 1, 1000000, &v) != 0)
-				return bench_bad("--nodes %s: expected "
-				    "1..1000000", optarg);
-			o->nodes = (unsigned)v;
-			break;
 		case O_NAMES:
 		case O_COUNT:
 			if (bench_parse_u64(optarg, 1, 100000000, &v) != 0)
-				return bench_bad("%s: expected 1..100000000",
-				    optarg);
+				return bench_bad("--%s %s: expected "
+				    "1..100000000", opts[li].name, optarg);
 			if (c == O_NAMES)
 				o->names = v;
 			else
@@ -255,20 +261,14 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 				return bench_bad("--family %s: expected ipv4, "
 				    "ipv6 or both", optarg);
 			break;
-		case O_CHANNELS:
-			if (bench_parse_u64(optarg, 1, 1024, &v) != 0)
-				return bench_bad("--channels %s: expected "
-				    "1..1024", optarg);
-			o->channels = (unsigned)v;
-			break;
 		case O_TRENCH:
 			o->trench = optarg;
 			break;
 		case O_TAG:
 		case O_NODEPFX:
 			if (optarg[0] == '\0' || strlen(optarg) > 100)
-				return bench_bad("%s: expected 1 to 100 "
-				    "characters", optarg);
+				return bench_bad("--%s %s: expected 1 to 100 "
+				    "characters", opts[li].name, optarg);
 			if (c == O_TAG)
 				o->tag = optarg;
 			else
@@ -298,7 +298,7 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 	if (optind < argc)
 		return bench_bad("unexpected argument %s", argv[optind]);
 	if (o->count > 0 && o->mode != BENCH_ALLOC_NEW)
-		return bench_bad("--count is for allocate-new only%s", "");
+		return bench_bad("--count is for allocate-new only");
 	return BENCH_EXIT_OK;
 }
 
@@ -384,7 +384,7 @@ main(int argc, char **argv)
 
 	(void)grpcx_init();
 	if (o.use_tls) {
-		o.tls = grpcx_tls_new(o.tls_cert, o.tls_key, o.tls_ca, err,
+		o.tls = tls_new(o.tls_cert, o.tls_key, o.tls_ca, err,
 		    sizeof(err));
 		if (o.tls == NULL) {
 			grpc_shutdown();
@@ -404,7 +404,7 @@ main(int argc, char **argv)
 			bench_print(&o, &r);
 	}
 	grpc_shutdown();
-	grpcx_tls_free(o.tls);
+	tls_free(o.tls);
 	if (rc != 0) {
 		fprintf(stderr, "ipam-bench: %s: %s\n", bench_mode_names[o.mode],
 		    err);

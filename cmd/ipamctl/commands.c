@@ -9,11 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <grpc/grpc.h>
 
-#include "config.h"
 
 #define CTL_ADMIN_TIMEOUT_MS 30000	/* default --timeout of these */
 
@@ -143,89 +141,75 @@ ctl_op_bad(const char *cmd, const char *what, const char *arg)
 static int
 ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 {
-	enum { O_ADMIN = 1, O_CONDUIT, O_NODE, O_JSON, O_TIMEOUT, O_DATA,
-		O_HELP, O_NAME, O_FAMILY, O_TRENCH };
-	static const struct option all[] = {
-		{ "admin", required_argument, NULL, O_ADMIN },
-		{ "conduit", required_argument, NULL, O_CONDUIT },
-		{ "node", required_argument, NULL, O_NODE },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "data-source", required_argument, NULL, O_DATA },
-		{ "help", no_argument, NULL, O_HELP },
-		{ "name", required_argument, NULL, O_NAME },
-		{ "family", required_argument, NULL, O_FAMILY },
-		{ "trench", required_argument, NULL, O_TRENCH },
-		{ NULL, 0, NULL, 0 },
-	};
 	bool release = strcmp(op->cmd, "release") == 0;
 	bool filters = strcmp(op->cmd, "show") == 0 ||
 	    strcmp(op->cmd, "usage") == 0 || release;
 	bool json = (filters && !release) || strcmp(op->cmd, "check") == 0;
 	bool import = strcmp(op->cmd, "import") == 0;
-	int64_t ns;
-	int o;
+	int o, li = 0;
 
 	opterr = 0;
 	optind = 1;
-	while ((o = getopt_long(argc, argv, ":h", all, NULL)) != -1) {
-		const char *opt = argv[optind - 1];
+	while ((o = getopt_long(argc, argv, ":h", ctl_options, &li)) != -1) {
+		/* li is set for a long option only */
+		const char *opt = o >= CTL_O_CONDUIT && o <= CTL_O_DATA ?
+		    ctl_options[li].name : "";
 
-		if (((o == O_CONDUIT || o == O_NODE) && !filters) ||
-		    (o == O_JSON && !json) ||
-		    ((o == O_ADMIN || o == O_TIMEOUT) && (import ||
+		if (o == CTL_O_SERVICE || o == CTL_O_TARGET ||
+		    (o >= CTL_O_TLS_CA && o <= CTL_O_SPIFFE_ID) ||
+		    ((o == CTL_O_CONDUIT || o == CTL_O_NODE) && !filters) ||
+		    (o == CTL_O_JSON && !json) ||
+		    ((o == CTL_O_ADMIN || o == CTL_O_TIMEOUT) && (import ||
 		    strcmp(op->cmd, "instances") == 0)) ||
-		    (o == O_DATA && !import) ||
-		    ((o == O_NAME || o == O_FAMILY || o == O_TRENCH) &&
+		    (o == CTL_O_DATA && !import) ||
+		    ((o == CTL_O_NAME || o == CTL_O_FAMILY || o == CTL_O_TRENCH) &&
 		    !release))
-			return ctl_op_bad(op->cmd, "unknown option ", opt);
+			return ctl_op_bad(op->cmd, "unknown option --", opt);
 		switch (o) {
-		case O_ADMIN:
+		case CTL_O_ADMIN:
 			if (optarg[0] == '\0')
 				return ctl_op_bad(op->cmd, "--admin: empty", "");
 			op->admin = optarg;
 			break;
-		case O_CONDUIT:
+		case CTL_O_CONDUIT:
 			op->conduit = optarg;
 			break;
-		case O_NODE:
+		case CTL_O_NODE:
 			op->node = optarg;
 			break;
-		case O_JSON:
+		case CTL_O_JSON:
 			op->json = true;
 			break;
-		case O_TIMEOUT:
-			if (cfg_parse_duration(optarg, &ns) < 0 || ns <= 0)
+		case CTL_O_TIMEOUT:
+			if (ctl_timeout_ms(optarg, &op->timeout_ms) != 0)
 				return ctl_op_bad(op->cmd, "--timeout: expected "
 				    "a positive Go duration, not ", optarg);
-			op->timeout_ms = (ns + 999999) / 1000000;
 			break;
-		case O_DATA:
+		case CTL_O_DATA:
 			op->data_source = optarg;
 			break;
-		case O_NAME:
+		case CTL_O_NAME:
 			op->name = optarg;
 			break;
-		case O_TRENCH:
+		case CTL_O_TRENCH:
 			op->trench = optarg;
 			break;
-		case O_FAMILY:
-			if (strcasecmp(optarg, "ipv4") == 0)
-				op->family = 4;
-			else if (strcasecmp(optarg, "ipv6") == 0)
-				op->family = 6;
-			else
+		case CTL_O_FAMILY:
+			op->family = ctl_family(optarg);
+			if (op->family == 0)
 				return ctl_op_bad(op->cmd, "--family: expected "
 				    "ipv4 or ipv6, not ", optarg);
 			break;
 		case 'h':
-		case O_HELP:
+		case CTL_O_HELP:
 			ctl_op_usage(stdout, op->cmd);
 			return -1;
 		case ':':
-			return ctl_op_bad(op->cmd, "needs a value: ", opt);
+			return ctl_op_bad(op->cmd, "needs a value: ",
+			    argv[optind - 1]);
 		default:
-			return ctl_op_bad(op->cmd, "unknown option ", opt);
+			return ctl_op_bad(op->cmd, "unknown option ",
+			    argv[optind - 1]);
 		}
 	}
 	if (import && optind < argc)

@@ -5,6 +5,7 @@
 #ifndef IPAM_CTL_H
 #define IPAM_CTL_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +16,23 @@
 #define CTL_OK 0		/* success */
 #define CTL_RPC 1		/* RPC error, problem found, bad input */
 #define CTL_USAGE 2		/* bad command line */
+
+/* Every long option of ipamctl (ctl_options); each command takes some. */
+enum ctl_opt {
+	CTL_O_CONDUIT = 1, CTL_O_NODE, CTL_O_NAME, CTL_O_FAMILY, CTL_O_TRENCH,
+	CTL_O_SERVICE, CTL_O_JSON, CTL_O_ADMIN, CTL_O_TARGET, CTL_O_TIMEOUT,
+	CTL_O_HELP, CTL_O_TLS_CA, CTL_O_TLS_CERT, CTL_O_TLS_KEY, CTL_O_TLS_NAME,
+	CTL_O_SPIFFE, CTL_O_SPIFFE_ID, CTL_O_DATA,
+};
+
+/* The getopt_long table of every option, values enum ctl_opt. */
+extern const struct option ctl_options[];
+
+/* --timeout: a positive Go duration, in ms rounded up. Returns 0 or -1. */
+int ctl_timeout_ms(const char *arg, int64_t *ms);
+
+/* --family: 4 for ipv4, 6 for ipv6 (any case), else 0. */
+int ctl_family(const char *arg);
 
 #define CTL_ADMIN_SOCK "admin.sock"	/* inside the runtime directory */
 #define CTL_EXPORT_FORMAT "meridio-ipam-export/1"

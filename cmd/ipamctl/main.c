@@ -16,14 +16,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <grpc/grpc.h>
 #include <json-c/json.h>
 
 #include "config.h"
+#include "gotext.h"
 #include "ctl.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcx.h"
+#include "tls.h"
 #include "ipam/v1/ipam.pb-c.h"
 #include "spiffe.h"
 
@@ -170,124 +173,131 @@ ctl_defaults(struct ctl_args *a)
 	a->timeout_ms = CTL_DEFAULT_TIMEOUT_MS;
 }
 
+int
+ctl_timeout_ms(const char *arg, int64_t *ms)
+{
+	int64_t ns;
+
+	if (gotext_parse_duration(arg, &ns) != 0 || ns <= 0)
+		return -1;
+	*ms = (ns + 999999) / 1000000;
+	return 0;
+}
+
+int
+ctl_family(const char *arg)
+{
+	if (strcasecmp(arg, "ipv4") == 0)
+		return 4;
+	return strcasecmp(arg, "ipv6") == 0 ? 6 : 0;
+}
+
+const struct option ctl_options[] = {
+	{ "conduit", required_argument, NULL, CTL_O_CONDUIT },
+	{ "node", required_argument, NULL, CTL_O_NODE },
+	{ "name", required_argument, NULL, CTL_O_NAME },
+	{ "family", required_argument, NULL, CTL_O_FAMILY },
+	{ "trench", required_argument, NULL, CTL_O_TRENCH },
+	{ "service", required_argument, NULL, CTL_O_SERVICE },
+	{ "json", no_argument, NULL, CTL_O_JSON },
+	{ "admin", required_argument, NULL, CTL_O_ADMIN },
+	{ "target", required_argument, NULL, CTL_O_TARGET },
+	{ "timeout", required_argument, NULL, CTL_O_TIMEOUT },
+	{ "help", no_argument, NULL, CTL_O_HELP },
+	{ "tls-ca", required_argument, NULL, CTL_O_TLS_CA },
+	{ "tls-cert", required_argument, NULL, CTL_O_TLS_CERT },
+	{ "tls-key", required_argument, NULL, CTL_O_TLS_KEY },
+	{ "tls-server-name", required_argument, NULL, CTL_O_TLS_NAME },
+	{ "spiffe", no_argument, NULL, CTL_O_SPIFFE },
+	{ "spiffe-id", required_argument, NULL, CTL_O_SPIFFE_ID },
+	{ "data-source", required_argument, NULL, CTL_O_DATA },
+	{ NULL, 0, NULL, 0 },
+};
+
 /* Parses the options after the command word. Returns CTL_OK, CTL_USAGE,
  * or -1 when --help was printed. */
 static int
 ctl_parse(struct ctl_args *a, int argc, char **argv)
 {
-	enum { O_CONDUIT = 1, O_NODE, O_NAME, O_FAMILY, O_TRENCH, O_TARGET,
-		O_TIMEOUT, O_SERVICE, O_HELP, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
-		O_TLS_NAME, O_JSON, O_SPIFFE, O_SPIFFE_ID, O_ADMIN };
-	static const struct option child_opts[] = {
-		{ "conduit", required_argument, NULL, O_CONDUIT },
-		{ "node", required_argument, NULL, O_NODE },
-		{ "name", required_argument, NULL, O_NAME },
-		{ "family", required_argument, NULL, O_FAMILY },
-		{ "trench", required_argument, NULL, O_TRENCH },
-		{ "target", required_argument, NULL, O_TARGET },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "tls-ca", required_argument, NULL, O_TLS_CA },
-		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
-		{ "tls-key", required_argument, NULL, O_TLS_KEY },
-		{ "tls-server-name", required_argument, NULL, O_TLS_NAME },
-		{ "spiffe", no_argument, NULL, O_SPIFFE },
-		{ "spiffe-id", required_argument, NULL, O_SPIFFE_ID },
-		{ "help", no_argument, NULL, O_HELP },
-		{ NULL, 0, NULL, 0 },
-	};
-	static const struct option health_opts[] = {
-		{ "service", required_argument, NULL, O_SERVICE },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "admin", required_argument, NULL, O_ADMIN },
-		{ "target", required_argument, NULL, O_TARGET },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "tls-ca", required_argument, NULL, O_TLS_CA },
-		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
-		{ "tls-key", required_argument, NULL, O_TLS_KEY },
-		{ "tls-server-name", required_argument, NULL, O_TLS_NAME },
-		{ "spiffe", no_argument, NULL, O_SPIFFE },
-		{ "spiffe-id", required_argument, NULL, O_SPIFFE_ID },
-		{ "help", no_argument, NULL, O_HELP },
-		{ NULL, 0, NULL, 0 },
-	};
 	bool health = strcmp(a->cmd, "health") == 0;
-	int64_t ns;
-	int o;
+	int o, li = 0;
 
 	opterr = 0;
 	optind = 1;
-	while ((o = getopt_long(argc, argv, ":h", health ? health_opts :
-	    child_opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, ":h", ctl_options, &li)) != -1) {
+		/* health takes CTL_O_SERVICE to CTL_O_ADMIN, the Ipam calls
+		 * CTL_O_CONDUIT to CTL_O_TRENCH */
+		if ((o >= CTL_O_CONDUIT && o <= CTL_O_ADMIN &&
+		    health != (o >= CTL_O_SERVICE)) || o == CTL_O_DATA)
+			return ctl_bad(a->cmd, "unknown option --%s",
+			    ctl_options[li].name);
 		switch (o) {
-		case O_CONDUIT:
+		case CTL_O_CONDUIT:
 			a->conduit = optarg;
 			break;
-		case O_NODE:
+		case CTL_O_NODE:
 			a->node = optarg;
 			break;
-		case O_NAME:
+		case CTL_O_NAME:
 			a->name = optarg;
 			break;
-		case O_FAMILY:
-			if (strcasecmp(optarg, "ipv4") == 0)
-				a->family = IPAM__V1__IPFAMILY__IPV4;
-			else if (strcasecmp(optarg, "ipv6") == 0)
-				a->family = IPAM__V1__IPFAMILY__IPV6;
-			else
+		case CTL_O_FAMILY:
+			if (ctl_family(optarg) == 0)
 				return ctl_bad(a->cmd, "--family %s: expected "
 				    "ipv4 or ipv6", optarg);
+			a->family = ctl_family(optarg) == 4 ?
+			    IPAM__V1__IPFAMILY__IPV4 : IPAM__V1__IPFAMILY__IPV6;
 			break;
-		case O_TRENCH:
+		case CTL_O_TRENCH:
 			a->trench = optarg;
 			break;
-		case O_TARGET:
+		case CTL_O_TARGET:
 			if (optarg[0] == '\0')
 				return ctl_bad(a->cmd, "--target: empty%s",
 				    "");
 			snprintf(a->target, sizeof(a->target), "%s", optarg);
 			break;
-		case O_TIMEOUT:
-			if (cfg_parse_duration(optarg, &ns) < 0 || ns <= 0)
+		case CTL_O_TIMEOUT:
+			if (ctl_timeout_ms(optarg, &a->timeout_ms) != 0)
 				return ctl_bad(a->cmd, "--timeout %s: expected "
 				    "a positive Go duration such as 5s or "
 				    "500ms", optarg);
-			a->timeout_ms = (ns + 999999) / 1000000;
 			break;
-		case O_SERVICE:
+		case CTL_O_SERVICE:
 			a->service = optarg;
 			break;
-		case O_JSON:
+		case CTL_O_JSON:
 			a->json = true;
 			break;
-		case O_ADMIN:
+		case CTL_O_ADMIN:
 			if (optarg[0] == '\0')
 				return ctl_bad(a->cmd, "--admin: empty%s", "");
 			a->admin = optarg;
 			break;
-		case O_TLS_CA:
-		case O_TLS_CERT:
-		case O_TLS_KEY:
-		case O_TLS_NAME:
+		case CTL_O_TLS_CA:
+		case CTL_O_TLS_CERT:
+		case CTL_O_TLS_KEY:
+		case CTL_O_TLS_NAME:
 			if (optarg[0] == '\0')
 				return ctl_bad(a->cmd, "%s: empty",
 				    argv[optind - 1]);
-			*(o == O_TLS_CA ? &a->tls_ca : o == O_TLS_CERT ?
-			    &a->tls_cert : o == O_TLS_KEY ? &a->tls_key :
+			*(o == CTL_O_TLS_CA ? &a->tls_ca : o == CTL_O_TLS_CERT ?
+			    &a->tls_cert : o == CTL_O_TLS_KEY ? &a->tls_key :
 			    &a->tls_name) = optarg;
 			a->tls = true;
 			break;
-		case O_SPIFFE_ID:
+		case CTL_O_SPIFFE_ID:
 			if (strncmp(optarg, "spiffe://", 9) != 0)
 				return ctl_bad(a->cmd, "--spiffe-id %s: not a "
 				    "spiffe:// ID", optarg);
 			a->spiffe_id = optarg;
 			a->spiffe = true;
 			break;
-		case O_SPIFFE:
+		case CTL_O_SPIFFE:
 			a->spiffe = true;
 			break;
 		case 'h':
-		case O_HELP:
+		case CTL_O_HELP:
 			if (health)
 				ctl_usage_health(stdout);
 			else
@@ -336,7 +346,7 @@ ctl_spiffe_client(const struct ctl_args *a, struct grpcx_client **cl)
 		    "is not set\n", a->cmd);
 		return CTL_USAGE;
 	}
-	if (cfg_spiffe_target(ep, target, sizeof(target), err,
+	if (config_spiffe_target(ep, target, sizeof(target), err,
 	    sizeof(err)) != 0) {
 		fprintf(stderr, "ipamctl: %s: %s\n", a->cmd, err);
 		return CTL_USAGE;
@@ -506,7 +516,7 @@ main(int argc, char **argv)
 {
 	struct ctl_args a;
 	struct grpcx_client *cl = NULL;
-	struct grpcx_tls *tls = NULL;
+	struct tls *tls = NULL;
 	char err[512], help_opt[] = "--help";
 	char *help[4] = { NULL, NULL, help_opt, NULL };
 	int rc;
@@ -556,7 +566,7 @@ main(int argc, char **argv)
 		if (rc != CTL_OK)
 			goto out;
 	} else if (a.tls) {
-		tls = grpcx_tls_new(a.tls_cert, a.tls_key, a.tls_ca, err,
+		tls = tls_new(a.tls_cert, a.tls_key, a.tls_ca, err,
 		    sizeof(err));
 		if (tls == NULL) {
 			fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
@@ -565,7 +575,7 @@ main(int argc, char **argv)
 		}
 	}
 	if (!a.spiffe)
-		cl = grpcx_client_new_tls(a.target, tls, a.tls_name, err,
+		cl = tls_client_new(a.target, tls, a.tls_name, err,
 		    sizeof(err));
 	if (cl == NULL) {
 		fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
@@ -578,7 +588,7 @@ main(int argc, char **argv)
 		rc = ctl_child(cl, &a);
 	grpcx_client_free(cl);
 out:
-	grpcx_tls_free(tls);
+	tls_free(tls);
 	grpc_shutdown_blocking();	/* gRPC threads gone before exit() */
 	return rc;
 }

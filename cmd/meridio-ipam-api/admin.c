@@ -296,28 +296,12 @@ admin_finish(struct admin *ad, struct admin_call *c, grpc_status_code code,
     const char *msg, const ProtobufCMessage *body)
 {
 	grpc_op ops[4];
-	grpc_byte_buffer *bb = NULL;
+	grpc_byte_buffer *bb;
 	grpc_slice details;
 	int cancelled = 0;
-	size_t n = 0;
 
-	memset(ops, 0, sizeof(ops));
-	if (!c->md_sent) {
-		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-		c->md_sent = true;
-	}
-	if (code == GRPC_STATUS_OK && body != NULL &&
-	    (bb = grpcx_pack(body)) != NULL) {
-		ops[n].op = GRPC_OP_SEND_MESSAGE;
-		ops[n++].data.send_message.send_message = bb;
-	}
-	details = grpc_slice_from_copied_string(msg != NULL ? msg : "");
-	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-	ops[n].data.send_status_from_server.status = code;
-	ops[n++].data.send_status_from_server.status_details = &details;
-	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-	ops[n++].data.recv_close_on_server.cancelled = &cancelled;
-	(void)admin_batch(ad, c, ops, n);
+	(void)admin_batch(ad, c, ops, grpcx_finish_ops(ops, &c->md_sent, code,
+	    msg, body, &bb, &details, &cancelled));
 	grpc_slice_unref(details);
 	if (bb != NULL)
 		grpc_byte_buffer_destroy(bb);
@@ -533,6 +517,7 @@ admin_release(struct admin *ad, struct admin_call *c)
 	Ipamadmin__V1__ReleaseRequest *rq;
 	Ipamadmin__V1__ReleaseReply rep = IPAMADMIN__V1__RELEASE_REPLY__INIT;
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
+	Ipamd__V1__Child ch = IPAMD__V1__CHILD__INIT;
 	Ipamd__V1__Release rel = IPAMD__V1__RELEASE__INIT;
 	struct admin_rel x[2];
 	char *released[2], *missing[2], why[2][GRPCX_MSG_MAX + 8];
@@ -552,16 +537,17 @@ admin_release(struct admin *ad, struct admin_call *c)
 		    "family must be 4, 6 or 0 (both)", NULL);
 		goto out;
 	}
-	rel.trench = rq->trench;
-	rel.conduit = rq->conduit;
-	rel.node = rq->node;
-	rel.name = rq->name;
+	ch.trench = rq->trench;
+	ch.conduit = rq->conduit;
+	ch.node = rq->node;
+	ch.name = rq->name;
+	rel.child = &ch;
 	req.body_case = IPAMD__V1__REQUEST__BODY_RELEASE;
 	req.release = &rel;
 	for (int i = 0; i < 2; i++) {
 		if (rq->family != 0 && (int)rq->family != fams[i])
 			continue;
-		rel.family = fams[i] == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
+		ch.family = fams[i] == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
 		    IPAMD__V1__FAMILY__FAMILY_IPV6;
 		x[nf].code = -1;
 		if (admin_db_call(ad->db_path, &req, admin_release_reply,

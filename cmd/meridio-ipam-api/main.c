@@ -61,7 +61,7 @@ main(int argc, char **argv)
 	}
 
 	log_init("api", LOGL_INFO, 2);
-	if (cfg_load(&cfg, main_getenv, err, sizeof(err)) < 0)
+	if (config_load(&cfg, main_getenv, err, sizeof(err)) < 0)
 		log_fatal("configuration: %s", err);
 	log_init("api", cfg.log_level, 2);
 
@@ -95,7 +95,7 @@ main(int argc, char **argv)
 	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0)
 		log_fatal("pthread_sigmask failed");
 
-	rc = api_run(&cfg, path, status_fd);
-	cfg_free(&cfg);
+	rc = server_run(&cfg, path, status_fd);
+	config_free(&cfg);
 	return rc;
 }

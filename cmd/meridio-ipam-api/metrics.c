@@ -27,7 +27,7 @@
 #define METRICS_CODES 17		/* gRPC status codes 0..16 */
 #define METRICS_DB_TIMEOUT_MS 3000	/* a scrape waits this long for db */
 #define METRICS_CONN_LIMIT 16		/* scrapers at once */
-#define METRICS_CONN_TIMEOUT_S 10	/* per request and idle timeout */
+#define METRICS_CONN_TIMEOUT_S 10	/* from accept to close */
 
 /* Upper bounds (seconds) of the latency buckets; +Inf is implied. */
 static const double metrics_bounds[] = {
@@ -126,17 +126,14 @@ metrics_render_calls(FILE *f)
 
 		cum = 0;
 		for (size_t i = 0; i <= METRICS_NBOUNDS; i++) {
-			cum += atomic_load(&c->bucket[i]);
+			char le[32] = "+Inf";
+
 			if (i < METRICS_NBOUNDS)
-				fprintf(f, "ipam_request_duration_seconds_bucket"
-				    "{method=\"%s\",le=\"%g\"} %llu\n",
-				    metrics_method_names[m], metrics_bounds[i],
-				    (unsigned long long)cum);
-			else
-				fprintf(f, "ipam_request_duration_seconds_bucket"
-				    "{method=\"%s\",le=\"+Inf\"} %llu\n",
-				    metrics_method_names[m],
-				    (unsigned long long)cum);
+				snprintf(le, sizeof(le), "%g", metrics_bounds[i]);
+			cum += atomic_load(&c->bucket[i]);
+			fprintf(f, "ipam_request_duration_seconds_bucket"
+			    "{method=\"%s\",le=\"%s\"} %llu\n",
+			    metrics_method_names[m], le, (unsigned long long)cum);
 		}
 		fprintf(f, "ipam_request_duration_seconds_sum{method=\"%s\"} "
 		    "%.9f\n", metrics_method_names[m],
@@ -169,33 +166,35 @@ metrics_stats_reply(void *arg, const Ipamd__V1__Reply *r)
 	return 0;
 }
 
+/* A family of one unlabelled sample: its HELP and TYPE, and the value. */
+static void
+metrics_one(FILE *f, const char *name, const char *type, const char *help,
+    uint64_t v)
+{
+	metrics_head(f, name, type, help);
+	fprintf(f, "%s %llu\n", name, (unsigned long long)v);
+}
+
 /* The db worker's counters. */
 static void
 metrics_render_db(FILE *f, const Ipamd__V1__DbStats *s)
 {
 	uint64_t cum = 0;
 
-	metrics_head(f, "ipam_db_commits_total", "counter",
-	    "Transactions the db worker committed.");
-	fprintf(f, "ipam_db_commits_total %llu\n",
-	    (unsigned long long)s->commits);
-	metrics_head(f, "ipam_db_fsyncs_total", "counter",
-	    "WAL fsyncs at commit (synchronous=FULL: one per commit).");
-	fprintf(f, "ipam_db_fsyncs_total %llu\n",
-	    (unsigned long long)s->commits);
-	metrics_head(f, "ipam_db_commit_failures_total", "counter",
+	metrics_one(f, "ipam_db_commits_total", "counter",
+	    "Transactions the db worker committed.", s->commits);
+	metrics_one(f, "ipam_db_fsyncs_total", "counter",
+	    "WAL fsyncs at commit (synchronous=FULL: one per commit).",
+	    s->commits);
+	metrics_one(f, "ipam_db_commit_failures_total", "counter",
 	    "Transactions a storage error ended (disk full, I/O error); their "
-	    "requests were answered UNAVAILABLE.");
-	fprintf(f, "ipam_db_commit_failures_total %llu\n",
-	    (unsigned long long)s->commit_failures);
-	metrics_head(f, "ipam_db_checkpoint_failures_total", "counter",
-	    "WAL checkpoints that failed (the WAL grows until one succeeds).");
-	fprintf(f, "ipam_db_checkpoint_failures_total %llu\n",
-	    (unsigned long long)s->checkpoint_failures);
-	metrics_head(f, "ipam_db_requests_total", "counter",
-	    "Requests the db worker answered (all roles, pings included).");
-	fprintf(f, "ipam_db_requests_total %llu\n",
-	    (unsigned long long)s->requests);
+	    "requests were answered UNAVAILABLE.", s->commit_failures);
+	metrics_one(f, "ipam_db_checkpoint_failures_total", "counter",
+	    "WAL checkpoints that failed (the WAL grows until one succeeds).",
+	    s->checkpoint_failures);
+	metrics_one(f, "ipam_db_requests_total", "counter",
+	    "Requests the db worker answered (all roles, pings included).",
+	    s->requests);
 	metrics_head(f, "ipam_db_batch_size", "histogram",
 	    "Requests applied per batch (one commit each, or one per request "
 	    "after a storage error).");
@@ -210,21 +209,15 @@ metrics_render_db(FILE *f, const Ipamd__V1__DbStats *s)
 	    (unsigned long long)s->batched);
 	fprintf(f, "ipam_db_batch_size_count %llu\n",
 	    (unsigned long long)s->batches);
-	metrics_head(f, "ipam_gc_runs_total", "counter",
-	    "Garbage collection runs.");
-	fprintf(f, "ipam_gc_runs_total %llu\n",
-	    (unsigned long long)s->gc_runs);
-	metrics_head(f, "ipam_gc_reaped_records_total", "counter",
-	    "Records removed by garbage collection.");
-	fprintf(f, "ipam_gc_reaped_records_total %llu\n",
-	    (unsigned long long)s->gc_reaped);
-	metrics_head(f, "ipam_cooling_addresses", "gauge",
+	metrics_one(f, "ipam_gc_runs_total", "counter",
+	    "Garbage collection runs.", s->gc_runs);
+	metrics_one(f, "ipam_gc_reaped_records_total", "counter",
+	    "Records removed by garbage collection.", s->gc_reaped);
+	metrics_one(f, "ipam_cooling_addresses", "gauge",
 	    "Released addresses not handed out again until "
-	    "IPAM_RELEASE_COOLDOWN has passed.");
-	fprintf(f, "ipam_cooling_addresses %llu\n",
-	    (unsigned long long)s->cooling);
-	metrics_head(f, "ipam_records", "gauge", "Records in the index.");
-	fprintf(f, "ipam_records %llu\n", (unsigned long long)s->records);
+	    "IPAM_RELEASE_COOLDOWN has passed.", s->cooling);
+	metrics_one(f, "ipam_records", "gauge", "Records in the index.",
+	    s->records);
 }
 
 /* Pool usage collected from a Dump: rendered in two passes (conduits,
@@ -396,10 +389,15 @@ metrics_render_restarts(FILE *f)
 	fclose(in);
 }
 
-/* The whole page into a malloc'd buffer; NULL on out of memory. */
+/*
+ * The page (lib/httpd's render: GET or HEAD /metrics) in a malloc'd
+ * buffer; NULL on out of memory. Runs on the server's thread; the db
+ * worker's answer takes at most METRICS_DB_TIMEOUT_MS per question.
+ */
 static char *
-metrics_render(struct metrics *mx, size_t *len)
+metrics_render(void *arg, size_t *len)
 {
+	struct metrics *mx = arg;
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Stats st = IPAMD__V1__STATS__INIT;
 	Ipamd__V1__DbStats s = IPAMD__V1__DB_STATS__INIT;
@@ -434,52 +432,6 @@ metrics_render(struct metrics *mx, size_t *len)
 	return buf;
 }
 
-/* ---- HTTP --------------------------------------------------------------- */
-
-/* A short plain-text answer (404, 405, 500). */
-static void
-metrics_text(struct httpd_reply *rep, int status, const char *text)
-{
-	rep->status = status;
-	rep->type = "text/plain; charset=utf-8";
-	rep->body = strdup(text);
-	rep->len = rep->body != NULL ? strlen(text) : 0;
-}
-
-/*
- * GET or HEAD /metrics: the page; any other method 405 (with Allow), any
- * other path 404. Runs on the server's thread; the db worker's answer
- * takes at most METRICS_DB_TIMEOUT_MS per question.
- */
-static void
-metrics_handler(void *arg, const struct httpd_req *req,
-    struct httpd_reply *rep)
-{
-	struct metrics *mx = arg;
-	size_t len = 0;
-	char *page;
-
-	if (strcmp(req->method, "GET") != 0 &&
-	    strcmp(req->method, "HEAD") != 0) {
-		metrics_text(rep, 405, "method not allowed\n");
-		rep->allow = "GET, HEAD";
-		return;
-	}
-	if (strcmp(req->path, "/metrics") != 0) {
-		metrics_text(rep, 404, "not found: the metrics are at /metrics\n");
-		return;
-	}
-	page = metrics_render(mx, &len);
-	if (page == NULL) {
-		metrics_text(rep, 500, "out of memory\n");
-		return;
-	}
-	rep->status = 200;
-	rep->type = "text/plain; version=0.0.4; charset=utf-8";
-	rep->body = page;
-	rep->len = len;
-}
-
 /* Starts the HTTP server's thread on [::]:port (IPv4 alone on a host
  * without IPv6). */
 struct metrics *
@@ -490,7 +442,9 @@ metrics_start(unsigned port, const char *db_path, char *err, size_t errlen)
 		.port = port,
 		.max_conns = METRICS_CONN_LIMIT,
 		.timeout_ms = METRICS_CONN_TIMEOUT_S * 1000,
-		.handler = metrics_handler,
+		.path = "/metrics",
+		.type = "text/plain; version=0.0.4; charset=utf-8",
+		.render = metrics_render,
 	};
 	struct metrics *mx;
 	struct timespec ts;

@@ -2,19 +2,15 @@
  * db.c - the db worker's loop.
  *
  * One thread, one poll loop. Every turn reads all the requests that are
- * ready on every connection, applies the changes among them in one registry
- * batch (one sqlite transaction, one commit), and only then queues the
- * answers: an answer means the change is on disk. If any change of a batch
- * hits a storage error, the batch is undone and its requests are applied
- * one by one, so that one bad request cannot fail its neighbours.
- *
- * An Allocate for a conduit that is not known yet is parked until the
- * conduit appears or its wait_ms runs out.
+ * ready on every connection, answers at once what changes nothing (Hello,
+ * Ping, Dump, Check, Stats) and hands the changes, checked and allowed for
+ * their sender, to one batch (lib/batch: one commit, then the answers).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +21,7 @@
 
 #include <grpc/status.h>
 
+#include "batch.h"
 #include "bounds.h"
 #include "db.h"
 #include "ipcmsg.h"
@@ -33,24 +30,11 @@
 
 #define DB_MAX_CLIENTS 64		/* connections served at once */
 #define DB_MAX_BATCH 4096		/* requests applied in one commit */
-#define NS_PER_MS 1000000LL
+#define DB_NS_PER_MS 1000000LL		/* nanoseconds in a millisecond */
 #define DB_DUMP_CHUNK 1000		/* records per Dump reply frame */
 #define DB_MAX_PROBLEMS 2000		/* problems listed by one Check */
-#define DB_SIZE_BUCKETS 13		/* batch sizes 1, 2, 4, ... 4096 */
 #define DB_SUMMARY_MS 60000		/* a lasting failure: a line per minute */
 #define DB_ENV_SUMMARY_MS "IPAMD_FAILURE_SUMMARY_MS" /* tests: shorter */
-
-/*
- * The db worker passes an ipamd.v1 Family straight to the registry and the
- * prefix functions as a PFX_V4/PFX_V6 family (reg_allocate, reg_release,
- * rec->cidr.family, pfx_format_addr): the numbers must stay equal. The
- * public ipam.v1 IPFamily (IPV4 = 0, IPV6 = 1) differs by design and is
- * mapped by validate_child.
- */
-_Static_assert((int)IPAMD__V1__FAMILY__FAMILY_IPV4 == (int)PFX_V4,
-    "ipamd.v1 FAMILY_IPV4 must equal PFX_V4");
-_Static_assert((int)IPAMD__V1__FAMILY__FAMILY_IPV6 == (int)PFX_V6,
-    "ipamd.v1 FAMILY_IPV6 must equal PFX_V6");
 
 /* One connection to the db worker. */
 struct client {
@@ -58,19 +42,6 @@ struct client {
 	uint64_t gen;			/* bumped when the slot is reused */
 	int role;			/* Ipamd__V1__Role, 0 before Hello */
 	int pid;			/* the peer's pid, from Hello */
-};
-
-/* One request waiting for its answer. */
-struct pending {
-	int slot;			/* client slot */
-	uint64_t gen;			/* client generation at receipt */
-	Ipamd__V1__Request *req;	/* the request (owned) */
-	int64_t deadline;		/* parked: CLOCK_MONOTONIC ns limit */
-	bool park;			/* apply() asks to wait for a conduit */
-	int code;			/* reply code */
-	unsigned plen;			/* Allocate: prefix length */
-	char addr[PFX_ADDRSTRLEN];	/* Allocate: address */
-	char msg[512];			/* error text */
 };
 
 /*
@@ -93,26 +64,15 @@ struct cond {
 	char last[512];			/* latest error text */
 };
 
-/* A growable array of pending requests. */
-struct plist {
-	struct pending *v;		/* entries */
-	size_t n, cap;			/* used and allocated */
-};
-
 struct db {
 	const struct cfg *cfg;		/* configuration */
 	struct store *st;		/* the file */
 	struct reg *reg;		/* the tree */
 	struct client cl[DB_MAX_CLIENTS]; /* connection slots */
-	struct plist batch;		/* requests of this turn */
-	struct plist parked;		/* waiting for their conduit */
-	bool conduits_changed;		/* a sync in this turn: retry parked */
-	uint64_t batches;		/* committed batches */
+	struct batch *b;		/* the changes of this turn, parked */
 	uint64_t requests;		/* requests answered */
-	uint64_t batched;		/* requests applied in batches */
 	uint64_t gc_runs;		/* garbage collection runs */
 	uint64_t gc_reaped;		/* records they removed */
-	uint64_t sizes[DB_SIZE_BUCKETS]; /* batches of size <= 2^i */
 	struct cond writes;		/* commits failing */
 	struct cond ckpts;		/* checkpoints failing */
 	uint64_t ckpt_seen;		/* checkpoint failures already counted */
@@ -123,7 +83,7 @@ struct db {
 
 /* Notes n failures of c (err: the latest); logs only when c starts. */
 static void
-cond_fail(struct db *d, struct cond *c, uint64_t n, const char *err)
+db_cond_fail(struct db *d, struct cond *c, uint64_t n, const char *err)
 {
 	int64_t mono = now_ns(CLOCK_MONOTONIC);
 
@@ -144,7 +104,7 @@ cond_fail(struct db *d, struct cond *c, uint64_t n, const char *err)
 
 /* Notes that c works; logs the end of a failure once it is over. */
 static void
-cond_ok(struct db *d, struct cond *c)
+db_cond_ok(struct db *d, struct cond *c)
 {
 	char secs[24];
 	int64_t mono = now_ns(CLOCK_MONOTONIC);
@@ -164,10 +124,10 @@ cond_ok(struct db *d, struct cond *c)
 
 /* While c lasts: one summary line per interval. */
 static void
-cond_tick(struct db *d, struct cond *c, int64_t mono)
+db_cond_tick(struct db *d, struct cond *c, int64_t mono)
 {
 	if (c->on && c->ok_seen) {
-		cond_ok(d, c);
+		db_cond_ok(d, c);
 		if (!c->on)
 			return;
 	}
@@ -183,37 +143,22 @@ cond_tick(struct db *d, struct cond *c, int64_t mono)
 /* Checkpoints run inside the store (a thread of its own, or after a
  * commit): looks at what they did since the last look. */
 static void
-check_ckpts(struct db *d)
+db_check_ckpts(struct db *d)
 {
 	struct store_health h;
 
 	store_health(d->st, &h);
 	if (h.ckpt_failures > d->ckpt_seen)
-		cond_fail(d, &d->ckpts, h.ckpt_failures - d->ckpt_seen,
+		db_cond_fail(d, &d->ckpts, h.ckpt_failures - d->ckpt_seen,
 		    h.ckpt_error[0] ? h.ckpt_error : "checkpoint failed");
 	else if (!h.ckpt_failing && h.ckpt_runs > d->ckpt_runs_seen)
-		cond_ok(d, &d->ckpts);
+		db_cond_ok(d, &d->ckpts);
 	d->ckpt_seen = h.ckpt_failures;
 	d->ckpt_runs_seen = h.ckpt_runs;
 }
 
-static int
-plist_push(struct plist *l, const struct pending *p)
-{
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 64;
-		struct pending *v = realloc(l->v, cap * sizeof(*v));
-		if (v == NULL)
-			return -1;
-		l->v = v;
-		l->cap = cap;
-	}
-	l->v[l->n++] = *p;
-	return 0;
-}
-
 static void
-client_close(struct db *d, int slot, const char *why)
+db_client_close(struct db *d, int slot, const char *why)
 {
 	struct client *c = &d->cl[slot];
 
@@ -226,364 +171,193 @@ client_close(struct db *d, int slot, const char *why)
 	c->role = 0;
 }
 
-/* Queues the answer of p, if its client is still there. */
+/* Queues r as an answer to p, if p's client is still there. */
 static void
-reply(struct db *d, struct pending *p)
+db_send(struct db *d, const struct batch_req *p, Ipamd__V1__Reply *r)
 {
-	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	struct client *c = &d->cl[p->slot];
 
+	r->id = p->req->id;
+	if (c->conn != NULL && c->gen == p->gen &&
+	    ipcmsg_queue_reply(c->conn, r) != 0)
+		db_client_close(d, p->slot, "cannot queue a reply");
+}
+
+/* Answers p with its code, message and address. */
+static void
+db_reply(struct db *d, struct batch_req *p)
+{
+	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
+
 	d->requests++;
-	if (c->conn == NULL || c->gen != p->gen)
-		return;
-	r.id = p->req->id;
 	r.code = p->code;
 	r.message = p->msg;
 	r.address = p->addr;
 	r.prefix_length = (int32_t)p->plen;
-	if (ipcmsg_queue_reply(c->conn, &r) != 0)
-		client_close(d, p->slot, "cannot queue a reply");
+	db_send(d, p, &r);
 }
 
 static void
-pending_free(struct pending *p)
+db_fail(struct batch_req *p, int code, const char *fmt, ...)
 {
-	if (p->req != NULL)
-		ipamd__v1__request__free_unpacked(p->req, NULL);
-	p->req = NULL;
-}
+	va_list ap;
 
-static void
-fail(struct pending *p, int code, const char *fmt, const char *arg)
-{
 	p->code = code;
-	snprintf(p->msg, sizeof(p->msg), fmt, arg);
+	va_start(ap, fmt);
+	vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
+	va_end(ap);
 }
 
-/* Checks the fields shared by Allocate and Release. */
+/* Refuses an empty name or one longer than max. */
 static bool
-check_child(struct db *d, struct pending *p, const char *trench,
-    const char *conduit, const char *node, int family, const char *name)
+db_name_ok(struct batch_req *p, const char *what, const char *name, size_t max)
 {
-	if (family != IPAMD__V1__FAMILY__FAMILY_IPV4 &&
-	    family != IPAMD__V1__FAMILY__FAMILY_IPV6) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%sunknown IP family",
-		    "");
+	if (name[0] != '\0' && strlen(name) <= max)
+		return true;
+	db_fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%s %s", what, name[0] ?
+	    "too long" : "empty");
+	return false;
+}
+
+/*
+ * Checks a change before it joins the batch: the child of an Allocate or
+ * a Release (a known family, names within bounds, the served trench), the
+ * names a SyncConduits adds. A refusal fills p's answer and nothing
+ * changes. Returns true if p may go on.
+ */
+static bool
+db_check(struct db *d, struct batch_req *p)
+{
+	const Ipamd__V1__Request *q = p->req;
+	const Ipamd__V1__SyncConduits *s = q->sync_conduits;
+	const Ipamd__V1__Child *ch;
+	size_t i;
+
+	if (q->body_case == IPAMD__V1__REQUEST__BODY_SYNC_CONDUITS) {
+		for (i = 0; i < s->n_add; i++) {
+			if (s->add[i][0] == '\0' ||
+			    strlen(s->add[i]) > BOUNDS_LABEL_MAX) {
+				db_fail(p, GRPC_STATUS_INVALID_ARGUMENT,
+				    "bad conduit name %.300s", s->add[i]);
+				return false;
+			}
+		}
+		return true;
+	}
+	ch = q->body_case == IPAMD__V1__REQUEST__BODY_ALLOCATE ?
+	    q->allocate->child : q->release->child;
+	if (ch == NULL) {
+		db_fail(p, GRPC_STATUS_INVALID_ARGUMENT, "no child");
 		return false;
 	}
-	if (name[0] == '\0' || strlen(name) > BOUNDS_CHILD_MAX) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "child name %s", name[0] ?
-		    "too long" : "empty");
+	if (ch->family != IPAMD__V1__FAMILY__FAMILY_IPV4 &&
+	    ch->family != IPAMD__V1__FAMILY__FAMILY_IPV6) {
+		db_fail(p, GRPC_STATUS_INVALID_ARGUMENT, "unknown IP family");
 		return false;
 	}
-	if (node[0] == '\0' || strlen(node) > BOUNDS_LABEL_MAX) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "node name %s", node[0] ?
-		    "too long" : "empty");
+	if (!db_name_ok(p, "child name", ch->name, BOUNDS_CHILD_MAX) ||
+	    !db_name_ok(p, "node name", ch->node, BOUNDS_LABEL_MAX) ||
+	    !db_name_ok(p, "conduit name", ch->conduit, BOUNDS_LABEL_MAX))
 		return false;
-	}
-	if (conduit[0] == '\0' || strlen(conduit) > BOUNDS_LABEL_MAX) {
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "conduit name %s",
-		    conduit[0] ? "too long" : "empty");
-		return false;
-	}
-	if (strcmp(trench, d->cfg->trench) != 0) {
-		fail(p, GRPC_STATUS_NOT_FOUND, "trench %s not found", trench);
+	if (strcmp(ch->trench, d->cfg->trench) != 0) {
+		db_fail(p, GRPC_STATUS_NOT_FOUND, "trench %s not found",
+		    ch->trench);
 		return false;
 	}
 	return true;
 }
 
-/* What release_lookup looks for and what it saw, during the walk. */
-struct release_seen {
-	const Ipamd__V1__Release *r;	/* the release asked for */
-	bool trench, conduit, node;	/* levels seen in r's family */
-	char node_id[1024];		/* id of the node record */
-	pfx_addr addr;			/* its address */
-};
-
-static int
-release_lookup_one(void *arg, const struct reg_record *rec)
-{
-	struct release_seen *x = arg;
-	const Ipamd__V1__Release *r = x->r;
-
-	if (rec->cidr.family != (int)r->family)
-		return 0;
-	switch (rec->level) {
-	case 0:
-		x->trench = true;
-		break;
-	case 1:
-		x->conduit = x->conduit || strcmp(rec->name, r->conduit) == 0;
-		break;
-	case 2:
-		if (strcmp(rec->name, r->node) == 0) {
-			x->node = true;
-			snprintf(x->node_id, sizeof(x->node_id), "%s",
-			    rec->id);
-		}
-		break;
-	default:
-		if (x->node && strcmp(rec->parent_id, x->node_id) == 0 &&
-		    strcmp(rec->name, r->name) == 0) {
-			x->addr = rec->cidr.addr;
-			return 1;
-		}
-		break;
-	}
-	return 0;
-}
-
-/*
- * An operator's release (role CTL) must say what it did: finds the child
- * of r in the index. Found: its address goes in the reply and true is
- * returned. Else the reply is NOT_FOUND naming the first level missing
- * (family not served, conduit, node or child) and false is returned.
- */
+/* Checks that the data file and its WAL are still the ones at the path.
+ * When not: one line, and the worker stops for good (a restart would only
+ * serve whatever now lies at the path, without what this one
+ * acknowledged). Returns true while they are. */
 static bool
-release_lookup(struct db *d, struct pending *p, const Ipamd__V1__Release *r)
+db_check_files(struct db *d)
 {
-	struct release_seen x;
+	char err[512];
 
-	memset(&x, 0, sizeof(x));
-	x.r = r;
-	if (reg_walk(d->reg, r->conduit, r->node, release_lookup_one, &x) == 1) {
-		pfx_format_addr((int)r->family, x.addr, p->addr);
-		return true;
-	}
-	p->code = GRPC_STATUS_NOT_FOUND;
-	if (!x.trench)
-		snprintf(p->msg, sizeof(p->msg), "trench %.200s serves no "
-		    "IPv%d", r->trench, (int)r->family);
-	else if (!x.conduit)
-		snprintf(p->msg, sizeof(p->msg), "no conduit %.200s in trench "
-		    "%.200s", r->conduit, r->trench);
-	else if (!x.node)
-		snprintf(p->msg, sizeof(p->msg), "no node %.200s in conduit "
-		    "%.200s", r->node, r->conduit);
-	else
-		snprintf(p->msg, sizeof(p->msg), "no child %.100s on node "
-		    "%.150s of conduit %.150s", r->name, r->node, r->conduit);
-	return false;
-}
-
-/*
- * Applies one request inside the open batch and fills its reply fields.
- * Returns the registry status (REG_ESTORE means: roll the batch back).
- */
-static int
-apply(struct db *d, struct pending *p, int64_t now, int64_t mono)
-{
-	Ipamd__V1__Request *q = p->req;
-	struct reg_result res;
-	char err[512] = "";
-	size_t i;
-	int rc = REG_OK;
-
-	p->park = false;
-	p->code = GRPC_STATUS_OK;
-	p->msg[0] = p->addr[0] = '\0';
-	p->plen = 0;
-	switch (q->body_case) {
-	case IPAMD__V1__REQUEST__BODY_ALLOCATE: {
-		Ipamd__V1__Allocate *a = q->allocate;
-		if (!check_child(d, p, a->trench, a->conduit, a->node,
-		    a->family, a->name))
-			return REG_OK;
-		rc = reg_allocate(d->reg, a->family, a->conduit, a->node,
-		    a->name, now, &res, err, sizeof(err));
-		if (rc == REG_ENOCONDUIT && a->wait_ms > 0) {
-			if (p->deadline == 0)
-				p->deadline = mono + a->wait_ms * NS_PER_MS;
-			if (mono < p->deadline) {
-				p->park = true;
-				return REG_OK;
-			}
-			snprintf(err + strlen(err), sizeof(err) - strlen(err),
-			    " (waited %u ms)", a->wait_ms);
-		}
-		if (rc == REG_OK) {
-			memcpy(p->addr, res.address, sizeof(p->addr));
-			p->plen = res.prefix_len;
-			if (res.created)
-				log_kv(LOGL_DEBUG, "allocated", "conduit",
-				    a->conduit, "node", a->node, "name",
-				    a->name, "address", res.address, NULL);
-		}
-		break;
-	}
-	case IPAMD__V1__REQUEST__BODY_RELEASE: {
-		Ipamd__V1__Release *r = q->release;
-		if (!check_child(d, p, r->trench, r->conduit, r->node,
-		    r->family, r->name))
-			return REG_OK;
-		if (d->cl[p->slot].role == IPAMD__V1__ROLE__ROLE_CTL &&
-		    !release_lookup(d, p, r))
-			return REG_OK;
-		rc = reg_release(d->reg, r->family, r->conduit, r->node,
-		    r->name, now, err, sizeof(err));
-		break;
-	}
-	case IPAMD__V1__REQUEST__BODY_SYNC_CONDUITS: {
-		Ipamd__V1__SyncConduits *s = q->sync_conduits;
-		for (i = 0; rc == REG_OK && i < s->n_remove; i++) {
-			rc = reg_remove_conduit(d->reg, s->remove[i], err,
-			    sizeof(err));
-			if (rc == REG_OK)
-				log_kv(LOGL_INFO, "conduit removed", "conduit",
-				    s->remove[i], NULL);
-		}
-		for (i = 0; rc == REG_OK && i < s->n_add; i++) {
-			if (s->add[i][0] == '\0' ||
-			    strlen(s->add[i]) > BOUNDS_LABEL_MAX) {
-				fail(p, GRPC_STATUS_INVALID_ARGUMENT,
-				    "bad conduit name %.300s", s->add[i]);
-				return REG_OK;
-			}
-			rc = reg_add_conduit(d->reg, s->add[i], now, err,
-			    sizeof(err));
-			/* A conduit that does not fit must not block the
-			 * others, nor later lists: it is skipped (and tried
-			 * again with the next list), the rest applies. */
-			if (rc == REG_EXHAUSTED) {
-				log_kv(LOGL_ERROR, "conduit does not fit",
-				    "conduit", s->add[i], "error", err, NULL);
-				snprintf(p->msg, sizeof(p->msg), "%.100s does "
-				    "not fit: %.300s", s->add[i], err);
-				rc = REG_OK;
-			}
-		}
-		d->conduits_changed = true;
-		break;
-	}
-	default:
-		fail(p, GRPC_STATUS_INVALID_ARGUMENT, "%sunexpected request",
-		    "");
-		return REG_OK;
-	}
-	if (rc != REG_OK) {
-		p->code = reg_grpc_status(rc);
-		snprintf(p->msg, sizeof(p->msg), "%s", err);
-	}
-	return rc;
-}
-
-/* The data file or its WAL is not the one at the path any more: one
- * line, and the worker stops for good (a restart would only serve
- * whatever now lies at the path, without what this one acknowledged). */
-static void
-files_gone(struct db *d, const char *err)
-{
-	if (d->files_gone)
-		return;
+	if (d->files_gone || store_check_files(d->st, err, sizeof(err)) == 0)
+		return !d->files_gone;
 	d->files_gone = true;
 	log_kv(LOGL_ERROR, "data file removed or replaced while in use: "
 	    "refusing every request and stopping for good", "path",
 	    d->cfg->data_source, "error", err, NULL);
+	return false;
 }
 
-/* Applies all of l in one batch; falls back to one batch per request. */
+/* Answers a request the batch is done with. */
 static void
-run_batch(struct db *d, struct plist *l)
+db_answer(void *arg, struct batch_req *p)
 {
-	int64_t now = now_ns(CLOCK_REALTIME), mono = now_ns(CLOCK_MONOTONIC);
+	const Ipamd__V1__Child *ch;
+
+	if (p->created) {
+		ch = p->req->allocate->child;
+		log_kv(LOGL_DEBUG, "allocated", "conduit", ch->conduit, "node",
+		    ch->node, "name", ch->name, "address", p->addr, NULL);
+	}
+	db_reply(arg, p);
+}
+
+/* Logs what a SyncConduits changes besides its answer. */
+static void
+db_note(void *arg, const char *conduit, const char *err)
+{
+	(void)arg;
+	if (err == NULL)
+		log_kv(LOGL_INFO, "conduit removed", "conduit", conduit, NULL);
+	else
+		log_kv(LOGL_ERROR, "conduit does not fit", "conduit", conduit,
+		    "error", err, NULL);
+}
+
+/* A parked request is wanted while its client is connected. */
+static bool
+db_keep(void *arg, const struct batch_req *p)
+{
+	struct db *d = arg;
+
+	return d->cl[p->slot].conn != NULL && d->cl[p->slot].gen == p->gen;
+}
+
+/*
+ * Applies the changes of this turn and the parked ones whose time has come
+ * in one batch, then answers them. Nothing is acknowledged into a file
+ * that is not at the path any more (removed, replaced, truncated): a
+ * restart would not see it.
+ */
+static void
+db_run_batch(struct db *d)
+{
+	int64_t mono = now_ns(CLOCK_MONOTONIC);
 	char err[512] = "";
-	size_t i;
-	bool failed = false;
+	uint64_t nfail;
+	bool any_ok;
 
-	if (l->n == 0)
+	batch_revisit(d->b, mono, db_keep, d);
+	if (batch_len(d->b) == 0)
 		return;
-	reg_expire_cooldowns(d->reg, now);
-	if (!d->files_gone && store_check_files(d->st, err, sizeof(err)) < 0)
-		files_gone(d, err);
-	if (d->files_gone) {
-		/* answered below, nothing written */
-	} else if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
-		failed = true;
-	} else {
-		for (i = 0; i < l->n && !failed; i++) {
-			failed = apply(d, &l->v[i], now, mono) == REG_ESTORE;
-			/* apply keeps its error in the request's answer */
-			if (failed)
-				snprintf(err, sizeof(err), "%s", l->v[i].msg);
+	if (db_check_files(d)) {
+		nfail = batch_run(d->b, now_ns(CLOCK_REALTIME), mono, &any_ok,
+		    err, sizeof(err));
+		if (nfail > 0) {
+			log_kv(LOGL_DEBUG, "batch failed, applying its "
+			    "requests one by one", "error", err, NULL);
+			db_cond_fail(d, &d->writes, nfail, err);
 		}
-		if (failed)
-			reg_rollback(d->reg);
-		else if (reg_commit(d->reg, err, sizeof(err)) != REG_OK)
-			failed = true;
-	}
-	if (failed) {
-		uint64_t nfail = 1;
-		bool any_ok = false;
-
-		log_kv(LOGL_DEBUG, "batch failed, applying its requests one "
-		    "by one", "error", err, NULL);
-		cond_fail(d, &d->writes, 0, err);
-		for (i = 0; i < l->n; i++) {
-			struct pending *p = &l->v[i];
-			if (reg_begin(d->reg, err, sizeof(err)) != REG_OK) {
-				fail(p, GRPC_STATUS_UNAVAILABLE,
-				    "storage: %.400s", err);
-				nfail++;
-				continue;
-			}
-			if (apply(d, p, now, mono) == REG_ESTORE) {
-				reg_rollback(d->reg);
-				snprintf(err, sizeof(err), "%s", p->msg);
-				nfail++;
-				continue;
-			}
-			if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
-				p->park = false;
-				fail(p, GRPC_STATUS_UNAVAILABLE,
-				    "storage: %.400s", err);
-				nfail++;
-				continue;
-			}
-			any_ok = true;
-		}
-		cond_fail(d, &d->writes, nfail, err);
 		if (any_ok)
-			cond_ok(d, &d->writes);
-	} else {
-		cond_ok(d, &d->writes);
+			db_cond_ok(d, &d->writes);
 	}
-	/* Nothing is acknowledged into a file that is not at the path any
-	 * more (removed, replaced, truncated): a restart would not see it. */
-	if (!d->files_gone && store_check_files(d->st, err, sizeof(err)) < 0)
-		files_gone(d, err);
-	if (d->files_gone) {
-		snprintf(err, sizeof(err), "the data file was removed or "
-		    "replaced while in use");
-		for (i = 0; i < l->n; i++) {
-			l->v[i].park = false;
-			l->v[i].addr[0] = '\0';
-			l->v[i].plen = 0;
-			fail(&l->v[i], GRPC_STATUS_UNAVAILABLE,
-			    "storage: %.400s", err);
-		}
-	}
-	d->batches++;
-	d->batched += l->n;
-	for (i = 0; i < DB_SIZE_BUCKETS - 1 && ((size_t)1 << i) < l->n; i++)
-		;
-	d->sizes[i]++;
-	for (i = 0; i < l->n; i++) {
-		struct pending *p = &l->v[i];
-		if (p->park && plist_push(&d->parked, p) == 0)
-			continue;
-		if (p->park)
-			fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
-		reply(d, p);
-		pending_free(p);
-	}
-	l->n = 0;
+	if (!db_check_files(d))
+		batch_fail(d->b, GRPC_STATUS_UNAVAILABLE, "storage: the data "
+		    "file was removed or replaced while in use", false);
+	batch_answer(d->b, db_answer, d);
 }
 
 /* Collects Dump records into reply frames of DB_DUMP_CHUNK records. */
 struct dump_ctx {
 	struct db *d;			/* the worker */
-	struct pending *p;		/* the Dump request */
+	struct batch_req *p;		/* the Dump request */
 	Ipamd__V1__Record recs[DB_DUMP_CHUNK];	/* this chunk */
 	char strs[DB_DUMP_CHUNK][3][PFX_STRLEN + 1]; /* its short strings */
 	char *ids[DB_DUMP_CHUNK][3];	/* its id, name, parent id copies */
@@ -593,24 +367,18 @@ struct dump_ctx {
 
 /* Sends the records collected so far as one Reply. */
 static void
-dump_flush(struct dump_ctx *x, bool more)
+db_dump_flush(struct dump_ctx *x, bool more)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__Record *ptrs[DB_DUMP_CHUNK];
-	struct client *c = &x->d->cl[x->p->slot];
 	size_t i;
 
 	for (i = 0; i < x->n; i++)
 		ptrs[i] = &x->recs[i];
-	r.id = x->p->req->id;
 	r.n_records = x->n;
 	r.records = ptrs;
 	r.more = more;
-	r.message = (char *)"";
-	r.address = (char *)"";
-	if (c->conn != NULL && c->gen == x->p->gen &&
-	    ipcmsg_queue_reply(c->conn, &r) != 0)
-		client_close(x->d, x->p->slot, "cannot queue a reply");
+	db_send(x->d, x->p, &r);
 	for (i = 0; i < x->n; i++) {
 		free(x->ids[i][0]);
 		free(x->ids[i][1]);
@@ -620,7 +388,7 @@ dump_flush(struct dump_ctx *x, bool more)
 }
 
 static int
-dump_one(void *arg, const struct reg_record *rec)
+db_dump_one(void *arg, const struct reg_record *rec)
 {
 	struct dump_ctx *x = arg;
 	Ipamd__V1__Record *o = &x->recs[x->n];
@@ -648,31 +416,31 @@ dump_one(void *arg, const struct reg_record *rec)
 	o->children = rec->children;
 	o->usable = rec->usable;
 	if (++x->n == DB_DUMP_CHUNK)
-		dump_flush(x, true);
+		db_dump_flush(x, true);
 	return 0;
 }
 
 /* Answers a Dump: the walk is short (in-memory), frames stay capped. */
 static void
-answer_dump(struct db *d, struct pending *p)
+db_answer_dump(struct db *d, struct batch_req *p)
 {
 	struct dump_ctx *x = calloc(1, sizeof(*x));
 	Ipamd__V1__Dump *q = p->req->dump;
 
 	if (x == NULL) {
-		fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
-		reply(d, p);
+		db_fail(p, GRPC_STATUS_INTERNAL, "out of memory");
+		db_reply(d, p);
 		return;
 	}
 	x->d = d;
 	x->p = p;
-	(void)reg_walk(d->reg, q->conduit, q->node, dump_one, x);
+	(void)reg_walk(d->reg, q->conduit, q->node, db_dump_one, x);
 	if (x->failed) {
 		x->n = 0;
-		fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
-		reply(d, p);
+		db_fail(p, GRPC_STATUS_INTERNAL, "out of memory");
+		db_reply(d, p);
 	} else {
-		dump_flush(x, false);
+		db_dump_flush(x, false);
 		d->requests++;
 	}
 	free(x);
@@ -686,7 +454,7 @@ struct check_ctx {
 };
 
 static void
-check_one(void *arg, const struct reg_problem *pr)
+db_check_one(void *arg, const struct reg_problem *pr)
 {
 	struct check_ctx *x = arg;
 	Ipamd__V1__Problem *o;
@@ -709,36 +477,31 @@ check_one(void *arg, const struct reg_problem *pr)
 
 /* Answers a Check from the index. */
 static void
-answer_check(struct db *d, struct pending *p)
+db_answer_check(struct db *d, struct batch_req *p)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__Problem *ptrs[DB_MAX_PROBLEMS];
 	struct check_ctx x = { 0 };
-	struct client *c = &d->cl[p->slot];
 	char msg[128];
 	size_t i;
 
 	x.v = calloc(DB_MAX_PROBLEMS, sizeof(*x.v));
 	if (x.v == NULL) {
-		fail(p, GRPC_STATUS_INTERNAL, "%sout of memory", "");
-		reply(d, p);
+		db_fail(p, GRPC_STATUS_INTERNAL, "out of memory");
+		db_reply(d, p);
 		return;
 	}
 	(void)reg_check(d->reg, now_ns(CLOCK_REALTIME), d->cfg->gc_enabled ?
-	    d->cfg->gc_threshold_ns : 0, check_one, &x);
+	    d->cfg->gc_threshold_ns : 0, db_check_one, &x);
 	for (i = 0; i < x.n; i++)
 		ptrs[i] = &x.v[i];
 	snprintf(msg, sizeof(msg), x.total > x.n ? "%zu problems, first %zu "
 	    "listed" : "%zu problems", x.total, x.n);
-	r.id = p->req->id;
 	r.message = msg;
-	r.address = (char *)"";
 	r.n_problems = x.n;
 	r.problems = ptrs;
 	r.record_count = reg_count(d->reg);
-	if (c->conn != NULL && c->gen == p->gen &&
-	    ipcmsg_queue_reply(c->conn, &r) != 0)
-		client_close(d, p->slot, "cannot queue a reply");
+	db_send(d, p, &r);
 	d->requests++;
 	for (i = 0; i < x.n; i++) {
 		free(x.v[i].id);
@@ -750,34 +513,29 @@ answer_check(struct db *d, struct pending *p)
 
 /* Answers a Stats request: the counters the metrics endpoint shows. */
 static void
-answer_stats(struct db *d, struct pending *p)
+db_answer_stats(struct db *d, struct batch_req *p)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__DbStats s = IPAMD__V1__DB_STATS__INIT;
-	struct client *c = &d->cl[p->slot];
+	const struct batch_stats *bs = batch_stats(d->b);
 	struct store_health h;
 
 	d->requests++;
 	s.commits = store_commit_count(d->st);
-	s.batches = d->batches;
-	s.batched = d->batched;
+	s.batches = bs->batches;
+	s.batched = bs->batched;
 	s.requests = d->requests;
 	s.gc_runs = d->gc_runs;
 	s.gc_reaped = d->gc_reaped;
 	s.cooling = reg_count_cooling(d->reg);
 	s.records = reg_count(d->reg);
-	s.n_batch_sizes = DB_SIZE_BUCKETS;
-	s.batch_sizes = d->sizes;
+	s.n_batch_sizes = BATCH_SIZE_BUCKETS;
+	s.batch_sizes = (uint64_t *)bs->sizes;
 	store_health(d->st, &h);
 	s.commit_failures = h.commit_failures;
 	s.checkpoint_failures = h.ckpt_failures;
-	r.id = p->req->id;
-	r.message = (char *)"";
-	r.address = (char *)"";
 	r.stats = &s;
-	if (c->conn != NULL && c->gen == p->gen &&
-	    ipcmsg_queue_reply(c->conn, &r) != 0)
-		client_close(d, p->slot, "cannot queue a reply");
+	db_send(d, p, &r);
 }
 
 /*
@@ -788,7 +546,7 @@ answer_stats(struct db *d, struct pending *p)
  * ask for Stats.
  */
 static bool
-role_allows(int role, Ipamd__V1__Request__BodyCase body)
+db_role_allows(int role, Ipamd__V1__Request__BodyCase body)
 {
 	if (body == IPAMD__V1__REQUEST__BODY_PING ||
 	    body == IPAMD__V1__REQUEST__BODY_STATS)
@@ -810,7 +568,7 @@ role_allows(int role, Ipamd__V1__Request__BodyCase body)
 
 /* Name of a role for logs. */
 static const char *
-role_name(int role)
+db_role_name(int role)
 {
 	const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
 	    &ipamd__v1__role__descriptor, role);
@@ -821,71 +579,72 @@ role_name(int role)
 /*
  * Refuses, with PERMISSION_DENIED and a log line, a request its sender's
  * role may not make (a second Hello included); the connection stays open
- * and nothing changes. Returns true if it did.
+ * and nothing changes. Returns true if it did (p's answer is filled).
  */
 static bool
-refuse_out_of_role(struct db *d, struct pending *p)
+db_refuse(struct db *d, struct batch_req *p)
 {
 	struct client *c = &d->cl[p->slot];
 	Ipamd__V1__Request *q = p->req;
 	const ProtobufCFieldDescriptor *f;
 
 	if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO ? c->role == 0 :
-	    role_allows(c->role, q->body_case))
+	    db_role_allows(c->role, q->body_case))
 		return false;
 	f = protobuf_c_message_descriptor_get_field(
 	    &ipamd__v1__request__descriptor, (unsigned)q->body_case);
 	log_kv(LOGL_WARNING, "request refused: not allowed for the sender's "
 	    "role", "request", f != NULL ? f->name : "?", "role",
-	    role_name(c->role), NULL);
-	p->code = GRPC_STATUS_PERMISSION_DENIED;
-	snprintf(p->msg, sizeof(p->msg), "%s is not allowed for role %s",
-	    f != NULL ? f->name : "this request", role_name(c->role));
-	p->addr[0] = '\0';
-	p->plen = 0;
-	reply(d, p);
-	pending_free(p);
+	    db_role_name(c->role), NULL);
+	db_fail(p, GRPC_STATUS_PERMISSION_DENIED, "%s is not allowed for role %s",
+	    f != NULL ? f->name : "this request", db_role_name(c->role));
 	return true;
 }
 
-/* Answers at once what needs no batch; returns true if it did. */
-static bool
-answer_now(struct db *d, struct pending *p)
+/*
+ * The one dispatch of a request: refused if its sender's role may not
+ * make it, answered at once if it changes nothing, else checked and queued
+ * for this turn's batch. Takes p->req. Returns 0, or -1 when the request
+ * cannot be queued (out of memory; p->req is freed).
+ */
+static int
+db_dispatch(struct db *d, struct batch_req *p)
 {
 	struct client *c = &d->cl[p->slot];
 	Ipamd__V1__Request *q = p->req;
 
-	p->code = GRPC_STATUS_OK;
-	p->msg[0] = p->addr[0] = '\0';
-	p->plen = 0;
-	if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO) {
+	if (db_refuse(d, p)) {
+		db_reply(d, p);
+	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO) {
 		c->role = q->hello->role;
 		c->pid = q->hello->pid;
 		log_fmt(LOGL_DEBUG, "hello from role %d pid %d", c->role,
 		    c->pid);
+		db_reply(d, p);
+	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_PING) {
+		db_reply(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_DUMP) {
-		answer_dump(d, p);
-		pending_free(p);
-		return true;
+		db_answer_dump(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_CHECK) {
-		answer_check(d, p);
-		pending_free(p);
-		return true;
+		db_answer_check(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_STATS) {
-		answer_stats(d, p);
-		pending_free(p);
-		return true;
-	} else if (q->body_case != IPAMD__V1__REQUEST__BODY_PING) {
-		return false;
+		db_answer_stats(d, p);
+	} else if (!db_check(d, p)) {
+		db_reply(d, p);
+	} else {
+		p->strict = c->role == IPAMD__V1__ROLE__ROLE_CTL;
+		if (batch_add(d->b, p) == 0)
+			return 0;
+		batch_req_free(p);
+		return -1;
 	}
-	reply(d, p);
-	pending_free(p);
-	return true;
+	batch_req_free(p);
+	return 0;
 }
 
 /* Reads every complete frame of one client into the batch. */
 static void
-client_read(struct db *d, int slot)
+db_client_read(struct db *d, int slot)
 {
 	struct client *c = &d->cl[slot];
 	const uint8_t *data;
@@ -896,40 +655,36 @@ client_read(struct db *d, int slot)
 	for (;;) {
 		n = ipc_conn_fill(c->conn);
 		if (n == 0) {
-			client_close(d, slot, "peer closed");
+			db_client_close(d, slot, "peer closed");
 			return;
 		}
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-			client_close(d, slot, strerror(errno));
+			db_client_close(d, slot, strerror(errno));
 			return;
 		}
 		while ((rc = ipc_conn_next(c->conn, &data, &len)) == 1) {
-			struct pending p = { .slot = slot, .gen = c->gen };
+			struct batch_req p = { .slot = slot, .gen = c->gen };
 			p.req = ipcmsg_unpack_request(data, len);
 			if (p.req == NULL || (c->role == 0 &&
 			    p.req->body_case != IPAMD__V1__REQUEST__BODY_HELLO)) {
 				log_kv(LOGL_WARNING, "malformed request frame "
 				    "or no hello: closing the connection",
-				    "role", c->role == 1 ? "api" : c->role == 2 ?
-				    "nsp" : "other", NULL);
-				pending_free(&p);
-				client_close(d, slot, "protocol error");
+				    "role", db_role_name(c->role), NULL);
+				batch_req_free(&p);
+				db_client_close(d, slot, "protocol error");
 				return;
 			}
-			if (refuse_out_of_role(d, &p) || answer_now(d, &p))
-				continue;
-			if (plist_push(&d->batch, &p) != 0) {
-				pending_free(&p);
-				client_close(d, slot, "out of memory");
+			if (db_dispatch(d, &p) != 0) {
+				db_client_close(d, slot, "out of memory");
 				return;
 			}
 		}
 		if (rc < 0) {
 			log_warn("oversized frame: closing the connection");
-			client_close(d, slot, "oversized frame");
+			db_client_close(d, slot, "oversized frame");
 			return;
 		}
-		if (n < 0 || d->batch.n >= DB_MAX_BATCH)
+		if (n < 0 || batch_len(d->b) >= DB_MAX_BATCH)
 			return;
 	}
 }
@@ -940,7 +695,7 @@ client_read(struct db *d, int slot)
  * already, this still holds if its mode or the socket's is loosened.
  */
 static void
-accept_clients(struct db *d, int lfd)
+db_accept(struct db *d, int lfd)
 {
 	int fd, slot;
 	uid_t uid;
@@ -977,42 +732,8 @@ accept_clients(struct db *d, int lfd)
 	}
 }
 
-/* Moves parked requests back into the batch (conduits changed) and
- * answers those whose wait is over. */
 static void
-revisit_parked(struct db *d, int64_t mono, bool all)
-{
-	size_t i, keep = 0;
-
-	for (i = 0; i < d->parked.n; i++) {
-		struct pending *p = &d->parked.v[i];
-		struct client *c = &d->cl[p->slot];
-		if (c->conn == NULL || c->gen != p->gen) {
-			pending_free(p);
-		} else if (all || mono >= p->deadline) {
-			if (plist_push(&d->batch, p) != 0)
-				d->parked.v[keep++] = *p;
-		} else {
-			d->parked.v[keep++] = *p;
-		}
-	}
-	d->parked.n = keep;
-}
-
-static int64_t
-next_parked_deadline(const struct db *d)
-{
-	int64_t t = INT64_MAX;
-	size_t i;
-
-	for (i = 0; i < d->parked.n; i++)
-		if (d->parked.v[i].deadline < t)
-			t = d->parked.v[i].deadline;
-	return t;
-}
-
-static void
-heartbeat(struct db *d, int status_fd)
+db_heartbeat(struct db *d, int status_fd)
 {
 	char status[160];
 
@@ -1028,7 +749,7 @@ heartbeat(struct db *d, int status_fd)
 }
 
 static void
-run_gc(struct db *d)
+db_gc(struct db *d)
 {
 	char err[512];
 	size_t reaped = 0;
@@ -1040,18 +761,17 @@ run_gc(struct db *d)
 		reg_rollback(d->reg);
 		log_kv(LOGL_DEBUG, "garbage collection failed", "error", err,
 		    NULL);
-		cond_fail(d, &d->writes, 1, err);
+		db_cond_fail(d, &d->writes, 1, err);
 		return;
 	}
 	if (reg_commit(d->reg, err, sizeof(err)) != REG_OK) {
 		log_kv(LOGL_DEBUG, "garbage collection commit failed", "error",
 		    err, NULL);
-		cond_fail(d, &d->writes, 1, err);
+		db_cond_fail(d, &d->writes, 1, err);
 		return;
 	}
-	cond_ok(d, &d->writes);
-	if (store_check_files(d->st, err, sizeof(err)) < 0)
-		files_gone(d, err);
+	db_cond_ok(d, &d->writes);
+	(void)db_check_files(d);
 	d->gc_runs++;
 	d->gc_reaped += reaped;
 	log_kv(reaped ? LOGL_INFO : LOGL_DEBUG, "garbage collection",
@@ -1070,25 +790,25 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 	int map[3 + DB_MAX_CLIENTS];
 	int64_t mono, next_hb, next_gc, wake;
 	sigset_t mask;
-	char err[512];
 	int sfd, n, i, timeout;
 	bool stop = false;
-	size_t k;
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	if ((sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
 		log_fatal("signalfd: %s", strerror(errno));
-	/* The inherited listening socket may be blocking: accept_clients
+	/* The inherited listening socket may be blocking: db_accept
 	 * loops until EAGAIN. */
 	if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0)
 		log_fatal("listening socket: %s", strerror(errno));
-	d.summary_ns = DB_SUMMARY_MS * NS_PER_MS;
+	d.summary_ns = DB_SUMMARY_MS * DB_NS_PER_MS;
 	if (ev != NULL && atoll(ev) > 0)
-		d.summary_ns = atoll(ev) * NS_PER_MS;
+		d.summary_ns = atoll(ev) * DB_NS_PER_MS;
 	mono = now_ns(CLOCK_MONOTONIC);
 	next_hb = mono;
 	next_gc = cfg->gc_enabled ? mono + cfg->gc_interval_ns : INT64_MAX;
+	if ((d.b = batch_new(reg, db_note, NULL)) == NULL)
+		log_fatal("out of memory");
 	log_info("serving");
 
 	while (!stop) {
@@ -1109,9 +829,9 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 		wake = next_hb;
 		if (next_gc < wake)
 			wake = next_gc;
-		if (next_parked_deadline(&d) < wake)
-			wake = next_parked_deadline(&d);
-		timeout = wake <= mono ? 0 : (int)((wake - mono) / NS_PER_MS + 1);
+		if (batch_next_deadline(d.b) < wake)
+			wake = batch_next_deadline(d.b);
+		timeout = wake <= mono ? 0 : (int)((wake - mono) / DB_NS_PER_MS + 1);
 		if (poll(pfd, (nfds_t)n, timeout) < 0 && errno != EINTR)
 			log_fatal("poll: %s", strerror(errno));
 
@@ -1131,63 +851,50 @@ db_serve(const struct cfg *cfg, struct store *st, struct reg *reg,
 			}
 		}
 		if (pfd[1].revents & POLLIN)
-			accept_clients(&d, lfd);
+			db_accept(&d, lfd);
 		for (i = 3; i < n; i++) {
 			int slot = map[i];
 			if (d.cl[slot].conn == NULL)
 				continue;
 			if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
-				client_read(&d, slot);
+				db_client_read(&d, slot);
 		}
-		mono = now_ns(CLOCK_MONOTONIC);
-		revisit_parked(&d, mono, d.conduits_changed);
-		d.conduits_changed = false;
-		run_batch(&d, &d.batch);
-		/* A conduit added in this batch may release parked calls. */
-		if (d.conduits_changed) {
-			revisit_parked(&d, mono, true);
-			d.conduits_changed = false;
-			run_batch(&d, &d.batch);
-		}
+		db_run_batch(&d);
+		/* A conduit added by this batch may release parked calls. */
+		db_run_batch(&d);
 		for (i = 0; i < DB_MAX_CLIENTS; i++)
 			if (d.cl[i].conn != NULL &&
 			    ipc_conn_pending(d.cl[i].conn) &&
 			    ipc_conn_flush(d.cl[i].conn) < 0)
-				client_close(&d, i, "write failed");
+				db_client_close(&d, i, "write failed");
 		if (d.files_gone)
 			stop = true;
 		mono = now_ns(CLOCK_MONOTONIC);
 		if (mono >= next_gc) {
-			run_gc(&d);
+			db_gc(&d);
 			next_gc = mono + cfg->gc_interval_ns;
 		}
 		if (mono >= next_hb) {
-			check_ckpts(&d);
-			cond_tick(&d, &d.writes, mono);
-			cond_tick(&d, &d.ckpts, mono);
-			if (!d.files_gone && store_check_files(d.st, err,
-			    sizeof(err)) < 0)
-				files_gone(&d, err);
-			heartbeat(&d, status_fd);
-			next_hb = mono + 1000 * NS_PER_MS;
+			db_check_ckpts(&d);
+			db_cond_tick(&d, &d.writes, mono);
+			db_cond_tick(&d, &d.ckpts, mono);
+			(void)db_check_files(&d);
+			db_heartbeat(&d, status_fd);
+			next_hb = mono + 1000 * DB_NS_PER_MS;
 		}
 	}
 	/* Everything acknowledged is committed; parked calls cannot wait. */
-	for (k = 0; k < d.parked.n; k++) {
-		struct pending *p = &d.parked.v[k];
-		fail(p, GRPC_STATUS_UNAVAILABLE, "%sdb worker stopping", "");
-		reply(&d, p);
-		pending_free(p);
-	}
+	batch_fail(d.b, GRPC_STATUS_UNAVAILABLE, "db worker stopping", true);
+	batch_answer(d.b, db_answer, &d);
 	for (i = 0; i < DB_MAX_CLIENTS; i++) {
 		if (d.cl[i].conn != NULL)
 			(void)ipc_conn_flush(d.cl[i].conn);
-		client_close(&d, i, "stopping");
+		db_client_close(&d, i, "stopping");
 	}
-	free(d.batch.v);
-	free(d.parked.v);
 	close(sfd);
 	log_fmt(LOGL_INFO, "stopped after %llu batches, %llu requests",
-	    (unsigned long long)d.batches, (unsigned long long)d.requests);
+	    (unsigned long long)batch_stats(d.b)->batches,
+	    (unsigned long long)d.requests);
+	batch_free(d.b);
 	return d.files_gone ? IPCMSG_EXIT_PERMANENT : 0;
 }

@@ -20,6 +20,7 @@
 #include "db.h"
 #include "ipcmsg.h"
 #include "log.h"
+#include "now.h"
 #include "registry.h"
 #include "store.h"
 
@@ -60,6 +61,46 @@ migrate(struct store *st, const char *path)
 	return 0;
 }
 
+/*
+ * Static conduits (IPAM_CONDUITS), made in one batch before serving, as
+ * the first SyncConduits of a run makes them: every listed conduit is
+ * added (existing ones are kept), none is removed; one that does not fit
+ * is logged and skipped. Returns 0, or -1 (logged).
+ */
+static int
+main_static_conduits(struct reg *reg, const struct cfg *cfg)
+{
+	int64_t now = now_ns(CLOCK_REALTIME);
+	char err[512];
+	size_t i;
+	int rc;
+
+	if (cfg->nconduits == 0)
+		return 0;
+	if ((rc = reg_begin(reg, err, sizeof(err))) != REG_OK)
+		goto fail;
+	for (i = 0; i < cfg->nconduits; i++) {
+		rc = reg_add_conduit(reg, cfg->conduits[i], now, err,
+		    sizeof(err));
+		if (rc == REG_EXHAUSTED)
+			log_kv(LOGL_ERROR, "conduit does not fit", "conduit",
+			    cfg->conduits[i], "error", err, NULL);
+		else if (rc != REG_OK) {
+			reg_rollback(reg);
+			goto fail;
+		}
+	}
+	if ((rc = reg_commit(reg, err, sizeof(err))) != REG_OK)
+		goto fail;
+	log_kv(LOGL_INFO, "static conduits", LOG_INT("count",
+	    cfg->nconduits), NULL);
+	return 0;
+fail:
+	log_kv(LOGL_ERROR, "cannot add the static conduits", "error", err,
+	    NULL);
+	return -1;
+}
+
 /* The listening socket: fd 4 from the supervisor, or our own when run by
  * hand with only IPAMD_RUNDIR set. */
 static int
@@ -94,7 +135,7 @@ main(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	log_init("db", LOGL_INFO, 2);
-	if (cfg_load(&cfg, env_get, err, sizeof(err)) != 0) {
+	if (config_load(&cfg, env_get, err, sizeof(err)) != 0) {
 		log_kv(LOGL_ERROR, "bad configuration", "error", err, NULL);
 		return IPCMSG_EXIT_PERMANENT;
 	}
@@ -117,13 +158,13 @@ main(int argc, char **argv)
 	    sizeof(err)) != 0) {
 		log_kv(LOGL_ERROR, "cannot open the database", "path",
 		    cfg.data_source, "error", err, NULL);
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return IPCMSG_EXIT_PERMANENT;
 	}
 	rp.trench = cfg.trench;
 	for (fi = 0; fi < 2; fi++) {
 		const struct cfg_pool *pool = fi ? &cfg.v6 : &cfg.v4;
-		rp.fam[fi].enabled = cfg_pool_of(&cfg, fi ? PFX_V6 : PFX_V4) !=
+		rp.fam[fi].enabled = config_pool_of(&cfg, fi ? PFX_V6 : PFX_V4) !=
 		    NULL;
 		rp.fam[fi].prefix = pool->prefix;
 		rp.fam[fi].conduit_len = pool->conduit_len;
@@ -149,14 +190,14 @@ main(int argc, char **argv)
 		log_kv(LOGL_ERROR, "cannot load the database", "path",
 		    cfg.data_source, "error", err, NULL);
 		store_close(st);
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return rc == REG_ESTORE || rc == REG_ENOMEM ? 1 :
 		    IPCMSG_EXIT_PERMANENT;
 	}
 	if (migrate(st, cfg.data_source) != 0) {
 		reg_close(reg);
 		store_close(st);
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return 1;
 	}
 	log_kv(LOGL_INFO, "database loaded", "path", cfg.data_source,
@@ -165,9 +206,10 @@ main(int argc, char **argv)
 	/* Loading freed its scan buffers between the records it keeps: give
 	 * those pages back (VmRSS 42 -> 27 MB with 70k records). */
 	malloc_trim(0);
-	rc = db_serve(&cfg, st, reg, listen_socket(), status_fd);
+	rc = main_static_conduits(reg, &cfg) != 0 ? 1 :
+	    db_serve(&cfg, st, reg, listen_socket(), status_fd);
 	reg_close(reg);
 	store_close(st);
-	cfg_free(&cfg);
+	config_free(&cfg);
 	return rc;
 }

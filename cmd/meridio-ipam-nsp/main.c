@@ -21,9 +21,9 @@
 #include "log.h"
 #include "nsp.h"
 
-/* getenv with the constness cfg_load expects. */
+/* getenv with the constness config_load expects. */
 static const char *
-nsp_getenv(const char *name)
+main_getenv(const char *name)
 {
 	return getenv(name);
 }
@@ -63,7 +63,7 @@ main(int argc, char **argv)
 		log_fatal("signalfd: %s", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);
 
-	if (cfg_load(&cfg, nsp_getenv, err, sizeof(err)) < 0)
+	if (config_load(&cfg, main_getenv, err, sizeof(err)) < 0)
 		log_fatal("configuration: %s", err);
 	log_init("nsp", cfg.log_level, 2);
 	rundir = getenv(IPCMSG_ENV_RUNDIR);
@@ -78,7 +78,7 @@ main(int argc, char **argv)
 	}
 
 	rc = nsp_run(&cfg, rundir, sigfd, statusfd);
-	cfg_free(&cfg);
+	config_free(&cfg);
 	close(sigfd);
 	return rc;
 }

@@ -3,18 +3,12 @@
  *
  * The main thread runs a poll loop over the signalfd, the supervisor's
  * status channel (fd 3), the db socket and a wake pipe from the watch
- * module: it turns each conduit list into a SyncConduits request through
+ * thread (watch.c), which reads the NSP service's WatchConduit stream: it
+ * turns each conduit list into a SyncConduits request through
  * lib/conduitset, keeps the db connection (re-sending the latest list
  * after a reconnect), and sends a WorkerStatus heartbeat every second.
- *
- * With IPAM_NSP_SERVICE set, the lists come from the NSP service's
- * WatchConduit stream, read by the watch module nsp-watch.so (watch.h,
- * watch/watch.c): a gRPC client in a thread of its own, loaded with
- * dlopen only then (watchload.c), so that this program links no gRPC.
- * The module hands over one list at a time and reads the next message
- * only when the db has acknowledged it (done()). Without IPAM_NSP_SERVICE
- * nothing is loaded, there is no second thread and no gRPC: the list is
- * IPAM_CONDUITS, sent once per db connection.
+ * The watch thread hands over one list at a time and reads the next
+ * message only when the db has acknowledged it (watch_done()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,13 +38,6 @@
 #define NSP_HEARTBEAT_MS 1000		/* WorkerStatus period */
 #define NSP_READY_GRACE_MS 2000		/* ready without an NSP answer after */
 #define NSP_STATUS_MAX 256		/* room for one status line */
-
-/* The watch module while IPAM_NSP_SERVICE is set. */
-struct nsp_watch {
-	const struct nspw_ops *ops;	/* the module's operations */
-	struct nspw *w;			/* the running watch, NULL if none */
-	struct nspw_host host;		/* what the module borrows from us */
-};
 
 /* The db connection and the request that carries the latest list. */
 struct nsp_db {
@@ -137,18 +124,18 @@ nsp_db_connect(struct nsp_db *db)
 /* Hands the current list back to the watch thread, which then reads the
  * next message. */
 static void
-nsp_release_thread(struct nsp_watch *w, struct nsp_sync *sy)
+nsp_release_thread(struct watch *w, struct nsp_sync *sy)
 {
-	if (w == NULL || !sy->thread_waits)
+	if (!sy->thread_waits)
 		return;
-	w->ops->done(w->w);
+	watch_done(w);
 	sy->thread_waits = false;
 }
 
 /* Queues SyncConduits for the latest list when the db is up, nothing is
  * in flight and no error retry is due later. */
 static void
-nsp_sync_try(struct nsp_db *db, struct nsp_sync *sy, struct nsp_watch *w)
+nsp_sync_try(struct nsp_db *db, struct nsp_sync *sy, struct watch *w)
 {
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__SyncConduits sc = IPAMD__V1__SYNC_CONDUITS__INIT;
@@ -200,7 +187,7 @@ nsp_sync_list(struct nsp_sync *sy, const char *const *names, size_t n)
 
 /* Handles the db's answer to the inflight SyncConduits. */
 static void
-nsp_sync_reply(struct nsp_sync *sy, struct nsp_watch *w,
+nsp_sync_reply(struct nsp_sync *sy, struct watch *w,
     const Ipamd__V1__Reply *r, int64_t cap_ms)
 {
 	char delay[32];
@@ -234,7 +221,7 @@ nsp_sync_reply(struct nsp_sync *sy, struct nsp_watch *w,
  * restarts us.
  */
 static void
-nsp_db_read(struct nsp_db *db, struct nsp_sync *sy, struct nsp_watch *w,
+nsp_db_read(struct nsp_db *db, struct nsp_sync *sy, struct watch *w,
     int64_t cap_ms)
 {
 	Ipamd__V1__Reply *r;
@@ -285,27 +272,23 @@ nsp_db_read(struct nsp_db *db, struct nsp_sync *sy, struct nsp_watch *w,
 /* The status line for the supervisor (systemd's STATUS=). */
 static void
 nsp_status_line(char *buf, size_t len, const struct cfg *cfg,
-    const struct nsp_db *db, const struct nsp_sync *sy, struct nsp_watch *w)
+    const struct nsp_db *db, const struct nsp_sync *sy, struct watch *w)
 {
 	size_t n = conduitset_listed(sy->set);
-	enum nspw_state st;
+	enum watch_state st;
 	int64_t retry;
 
 	if (!db->ok) {
 		snprintf(buf, len, "nsp: waiting for the db worker");
 		return;
 	}
-	if (w == NULL) {
-		snprintf(buf, len, "nsp: static, %zu conduits", n);
-		return;
-	}
-	w->ops->state(w->w, &st, &retry);
+	watch_state(w, &st, &retry);
 	switch (st) {
-	case NSPW_WATCHING:
+	case WATCH_WATCHING:
 		snprintf(buf, len, "nsp: watching %s, %zu conduits",
 		    cfg->nsp_service, n);
 		break;
-	case NSPW_BACKOFF:
+	case WATCH_BACKOFF:
 		if (retry >= 1000)
 			snprintf(buf, len, "nsp: NSP %s unreachable, retry in "
 			    "%" PRId64 "s", cfg->nsp_service, (retry + 500) / 1000);
@@ -319,36 +302,9 @@ nsp_status_line(char *buf, size_t len, const struct cfg *cfg,
 	}
 }
 
-/*
- * Loads the watch module and starts it: the module initialises gRPC and
- * runs the watch thread. Returns 0, IPCMSG_EXIT_PERMANENT when the module
- * cannot be loaded (a restart would find the same files), or 1 when it
- * did not start (logged).
- */
-static int
-nsp_watch_start(struct nsp_watch *w, const struct cfg *cfg, int wake_w)
-{
-	char path[NSP_PATH_MAX], err[NSP_PATH_MAX + 256];
-
-	w->ops = nsp_watch_load(path, sizeof(path), err, sizeof(err));
-	if (w->ops == NULL) {
-		log_kv(LOGL_ERROR, "cannot load the NSP watch module",
-		    "error", err, NULL);
-		return IPCMSG_EXIT_PERMANENT;
-	}
-	log_kv(LOGL_DEBUG, "NSP watch module loaded", "path", path, NULL);
-	w->host.cfg = cfg;
-	w->host.tls = cfg_nsp_tls_on(cfg);
-	w->host.wake_fd = wake_w;
-	w->host.log_kv = log_kv;
-	w->host.log_fmt = log_fmt;
-	w->w = w->ops->start(&w->host);
-	return w->w != NULL ? 0 : 1;
-}
-
 /* Handles a wake from the watch thread: a list may be waiting. */
 static void
-nsp_take_list(struct nsp_watch *w, struct nsp_sync *sy, int wake_r)
+nsp_take_list(struct watch *w, struct nsp_sync *sy, int wake_r)
 {
 	const char *const *names;
 	char drain[64];
@@ -358,7 +314,7 @@ nsp_take_list(struct nsp_watch *w, struct nsp_sync *sy, int wake_r)
 		;
 	if (sy->thread_waits)
 		return;
-	if (w->ops->take(w->w, &names, &n)) {
+	if (watch_take(w, &names, &n)) {
 		nsp_sync_list(sy, names, n);
 		sy->thread_waits = true;
 	}
@@ -375,7 +331,7 @@ nsp_take_list(struct nsp_watch *w, struct nsp_sync *sy, int wake_r)
 int
 nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 {
-	struct nsp_watch watch, *w = NULL;
+	struct watch *w = NULL;
 	struct nsp_db db;
 	struct nsp_sync sy;
 	struct pollfd pfd[4];
@@ -383,13 +339,17 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 	char status[NSP_STATUS_MAX], last_status[NSP_STATUS_MAX] = "";
 	int64_t now, next_hb = 0, ready_at, cap_ms, timeout;
 	bool ready, last_ready = false, running = true;
-	int wake[2] = { -1, -1 }, rc = 1, err, i, npfd;
+	int wake[2] = { -1, -1 }, rc = 1, i, npfd;
 	char buf[64];
 
 	memset(&db, 0, sizeof(db));
 	memset(&sy, 0, sizeof(sy));
-	memset(&watch, 0, sizeof(watch));
-	cap_ms = nspw_ms_of_ns(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+	if (cfg->nsp_service[0] == '\0') {
+		log_error("no NSP service (IPAM_NSP_SERVICE empty or "
+		    "IPAM_CONDUITS set): nothing to watch");
+		return IPCMSG_EXIT_PERMANENT;
+	}
+	cap_ms = watch_ms_of_ns(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
 	sy.retry_ms = NSP_BACKOFF_MIN_MS;
 	if (ipcmsg_db_path(rundir, db.path, sizeof(db.path)) < 0) {
 		log_error("runtime directory path too long: %s", rundir);
@@ -404,19 +364,9 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 		goto out;
 	}
 
-	if (cfg->nsp_service[0] == '\0') {
-		log_kv(LOGL_INFO, "no NSP service: static conduits",
-		    LOG_INT("count", cfg->nconduits), NULL);
-		nsp_sync_list(&sy, (const char *const *)cfg->conduits,
-		    cfg->nconduits);
-	} else {
-		w = &watch;
-		if ((err = nsp_watch_start(w, cfg, wake[1])) != 0) {
-			rc = err;
-			goto out_stop;
-		}
-	}
-	/* With NSP, readiness waits for the first list at most this long:
+	if ((w = watch_start(cfg, wake[1])) == NULL)
+		goto out;
+	/* Readiness waits for the first list at most this long:
 	 * the db must keep serving existing conduits while NSP is down, so
 	 * the worker's readiness must never depend on NSP being up. */
 	ready_at = now_ms() + NSP_READY_GRACE_MS;
@@ -427,8 +377,7 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 			nsp_db_connect(&db);
 		nsp_sync_try(&db, &sy, w);
 
-		ready = db.ok && (sy.synced_once || (w != NULL &&
-		    now >= ready_at));
+		ready = db.ok && (sy.synced_once || now >= ready_at);
 		nsp_status_line(status, sizeof(status), cfg, &db, &sy, w);
 		if (statusfd >= 0 && (now >= next_hb || ready != last_ready ||
 		    strcmp(status, last_status) != 0)) {
@@ -462,7 +411,7 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 		if (sy.pending && !sy.inflight && sy.retry_at > now &&
 		    sy.retry_at - now < timeout)
 			timeout = sy.retry_at - now;
-		if (!last_ready && w != NULL && ready_at > now &&
+		if (!last_ready && ready_at > now &&
 		    ready_at - now < timeout)
 			timeout = ready_at - now;
 		if (statusfd < 0)
@@ -505,15 +454,13 @@ nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 		if (db.conn != NULL && ipc_conn_pending(db.conn) &&
 		    ipc_conn_flush(db.conn) < 0)
 			nsp_db_drop(&db, &sy, strerror(errno));
-		if (w != NULL && (pfd[1].revents & POLLIN))
+		if (pfd[1].revents & POLLIN)
 			nsp_take_list(w, &sy, wake[0]);
 	}
 	rc = 0;
 
 out_stop:
-	/* The module stays mapped: gRPC is not made to be unloaded. */
-	if (w != NULL && w->ops != NULL)
-		w->ops->stop(w->w);
+	watch_stop(w);
 out:
 	ipc_conn_free(db.conn);
 	conduitset_diff_clear(&sy.diff);

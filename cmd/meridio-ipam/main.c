@@ -1,6 +1,6 @@
 /*
  * meridio-ipam - the supervisor: validates the configuration, then runs
- * the db, api and nsp workers (see supervisor.c and ipcmsg.h).
+ * the db, api and nsp workers (see workers.c and ipcmsg.h).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -9,9 +9,10 @@
 #include <sys/prctl.h>
 
 #include "config.h"
+#include "configjson.h"
 #include "log.h"
-#include "supervise.h"
-#include "supervisor.h"
+#include "restart.h"
+#include "workers.h"
 
 static const char *
 main_getenv(const char *name)
@@ -68,7 +69,7 @@ int
 main(int argc, char **argv)
 {
 	struct cfg cfg = { 0 };
-	struct sup_policy policy;
+	struct restart_policy policy;
 	char err[512];
 	bool debug = false, check = false;
 	char *json;
@@ -78,7 +79,7 @@ main(int argc, char **argv)
 		if (strcmp(argv[i], "--help") == 0 ||
 		    strcmp(argv[i], "-h") == 0) {
 			main_usage(stdout);
-			fputs(cfg_help(), stdout);
+			fputs(config_help(), stdout);
 			return 0;
 		} else if (strcmp(argv[i], "--version") == 0) {
 			printf("meridio-ipam %s\n", IPAM_VERSION);
@@ -94,25 +95,25 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (cfg_load(&cfg, main_getenv, err, sizeof(err)) < 0) {
+	if (config_load(&cfg, main_getenv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	if (sup_policy_load(&policy, main_getenv, err, sizeof(err)) < 0) {
+	if (restart_policy_load(&policy, main_getenv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return 2;
 	}
 	if (check && !debug) {
 		printf("meridio-ipam: configuration is valid\n");
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return 0;
 	}
 	if (debug) {
-		json = cfg_to_json(&cfg);
+		json = configjson_text(&cfg);
 		rc = json != NULL && printf("%s\n", json) > 0 ? 0 : 1;
 		free(json);
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return rc;
 	}
 	log_init("supervisor", cfg.log_level, 2);
@@ -121,10 +122,10 @@ main(int argc, char **argv)
 	 * binaries, file capabilities); workers inherit this. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
 		log_error("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
-		cfg_free(&cfg);
+		config_free(&cfg);
 		return 1;
 	}
-	rc = sv_run(&cfg, &policy);
-	cfg_free(&cfg);
+	rc = workers_run(&cfg, &policy);
+	config_free(&cfg);
 	return rc;
 }

@@ -14,13 +14,13 @@
  * asked for nothing (every call below is then a no-op), -1 with err set
  * when it asked and the library or its functions cannot be loaded.
  */
-int sdn_open(char *err, size_t errlen);
+int sdnotify_open(char *err, size_t errlen);
 
 /* sd_notify(0, state); nothing when not loaded. */
-void sdn_notify(const char *state);
+void sdnotify_notify(const char *state);
 
 /* sd_watchdog_enabled(0, usec): > 0 when a watchdog is set (usec holds
  * its interval), 0 when none or not loaded, < 0 on a bad WATCHDOG_USEC. */
-int sdn_watchdog_enabled(uint64_t *usec);
+int sdnotify_watchdog_enabled(uint64_t *usec);
 
 #endif

@@ -3,7 +3,7 @@
  *
  * For k = 1k, 10k and 100k the pool of a node prefix (first and last address
  * reserved, as the daemon does) is filled with k - 1 single-address children
- * by first fit; then one cycle "find the first fit, insert it, remove it" is
+ * by first fit; then one cycle "find the first fit, link it, unlink it" is
  * timed many times (the pool is the same before and after each cycle, so
  * every cycle allocates the k-th child). The same is measured again after a
  * random half of the children has been released, which leaves ~k/2 holes and
@@ -70,12 +70,14 @@ bench_fail(const char *what, int rc)
 }
 
 /*
- * Best-of-rounds ns for one find + insert + remove cycle. The cycle leaves
- * the pool as it found it, so every timed allocation is of the same child.
+ * Best-of-rounds ns for one find + link + unlink cycle, the registry's
+ * calls. The cycle leaves the pool as it found it, so every timed
+ * allocation is of the same child.
  */
 static double
 bench_cycles(struct alloc_pool *pool, long cycles)
 {
+	struct alloc_node n;
 	double best = 0;
 	struct pfx p;
 	int rc;
@@ -87,12 +89,13 @@ bench_cycles(struct alloc_pool *pool, long cycles)
 			rc = alloc_pool_find(pool, 128, &p);
 			if (rc != ALLOC_OK)
 				bench_fail("find", rc);
-			rc = alloc_pool_insert(pool, &p, NULL);
+			alloc_node_init(&n, &p);
+			rc = alloc_pool_link(pool, &n);
 			if (rc != ALLOC_OK)
-				bench_fail("insert", rc);
-			rc = alloc_pool_remove(pool, &p);
+				bench_fail("link", rc);
+			rc = alloc_pool_unlink(pool, &n);
 			if (rc != ALLOC_OK)
-				bench_fail("remove", rc);
+				bench_fail("unlink", rc);
 		}
 		dt = (bench_now_ns() - t0) / (double)cycles;
 		if (round < 0)
@@ -107,7 +110,8 @@ bench_cycles(struct alloc_pool *pool, long cycles)
 static void
 bench_one(size_t k, long cycles, struct bench_row *row)
 {
-	struct pfx node, *kids;
+	struct alloc_node *kids, **order, *t;
+	struct pfx node, p;
 	struct alloc_pool *pool;
 	char err[128];
 	uint64_t seed = 0x9e3779b97f4a7c15ull ^ k;
@@ -120,41 +124,43 @@ bench_one(size_t k, long cycles, struct bench_row *row)
 	}
 	pool = alloc_pool_new(&node);
 	kids = calloc(n ? n : 1, sizeof(*kids));
-	if (pool == NULL || kids == NULL)
+	order = calloc(n ? n : 1, sizeof(*order));
+	if (pool == NULL || kids == NULL || order == NULL)
 		bench_fail("allocation", ALLOC_ENOMEM);
 	if (alloc_pool_reserve(pool, pfx_first(&node)) != ALLOC_OK ||
 	    alloc_pool_reserve(pool, pfx_last(&node)) != ALLOC_OK)
 		bench_fail("reserve", -1);
 	for (i = 0; i < n; i++) {
-		rc = alloc_pool_find(pool, 128, &kids[i]);
+		rc = alloc_pool_find(pool, 128, &p);
 		if (rc != ALLOC_OK)
 			bench_fail("fill find", rc);
-		rc = alloc_pool_insert(pool, &kids[i], NULL);
+		alloc_node_init(&kids[i], &p);
+		rc = alloc_pool_link(pool, &kids[i]);
 		if (rc != ALLOC_OK)
-			bench_fail("fill insert", rc);
+			bench_fail("fill link", rc);
+		order[i] = &kids[i];
 	}
 	row->k = k;
 	row->filled_ns = bench_cycles(pool, cycles);
 
-	/* release a random half: shuffle, then remove the first n/2 */
+	/* release a random half: shuffle, then unlink the first n/2 */
 	for (i = n; i > 1; i--) {
-		struct pfx t;
-
 		j = (size_t)(bench_rnd(&seed) % i);
-		t = kids[i - 1];
-		kids[i - 1] = kids[j];
-		kids[j] = t;
+		t = order[i - 1];
+		order[i - 1] = order[j];
+		order[j] = t;
 	}
 	for (i = 0; i < n / 2; i++) {
-		rc = alloc_pool_remove(pool, &kids[i]);
+		rc = alloc_pool_unlink(pool, order[i]);
 		if (rc != ALLOC_OK)
 			bench_fail("release", rc);
 	}
-	row->half_children = alloc_pool_count(pool);
+	row->half_children = n - n / 2;
 	row->half_ns = bench_cycles(pool, cycles);
 
 	alloc_pool_free(pool);
 	free(kids);
+	free(order);
 }
 
 int
@@ -174,7 +180,7 @@ main(int argc, char **argv)
 	}
 	printf("alloc: allocate the k-th child of one IPv6 /64 node "
 	    "(%s, first and last reserved)\n", BENCH_NODE);
-	printf("ns per find+insert+remove, best of %d rounds of %ld cycles\n",
+	printf("ns per find+link+unlink, best of %d rounds of %ld cycles\n",
 	    BENCH_ROUNDS, cycles);
 	printf("%8s  %12s  %19s  %14s\n", "k", "filled ns/op",
 	    "half-released ns/op", "children left");

@@ -1,8 +1,8 @@
 /*
- * fuzz_config.c - libFuzzer target for configuration parsing (cfg_load).
+ * fuzz_config.c - libFuzzer target for configuration parsing (config_load).
  *
  * The input is an environment: lines "NAME=value" separated by '\n' (a
- * later line for the same name wins, as a shell's export would). cfg_load
+ * later line for the same name wins, as a shell's export would). config_load
  * reads it through its lookup function, exactly as the daemon reads its
  * real environment.
  *
@@ -18,7 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "configjson.h"
+#include "gotext.h"
 
 /* Most variables one input can set. */
 #define FC_MAX_VARS 64
@@ -40,7 +41,7 @@ fc_fail(const char *what, const char *detail)
 	abort();
 }
 
-/* cfg_load's lookup: the last line that sets name, or NULL. */
+/* config_load's lookup: the last line that sets name, or NULL. */
 static const char *
 fc_get(const char *name)
 {
@@ -86,8 +87,8 @@ fc_duration(int64_t ns, const char *what)
 
 	if (ns < 0)
 		fc_fail("negative duration accepted", what);
-	cfg_format_duration(ns, buf, sizeof(buf));
-	if (cfg_parse_duration(buf, &back) != 0 || back != ns)
+	gotext_format_duration(ns, buf, sizeof(buf));
+	if (gotext_parse_duration(buf, &back) != 0 || back != ns)
 		fc_fail("duration does not round-trip", buf);
 }
 
@@ -128,9 +129,9 @@ fc_check(const struct cfg *c)
 		fc_pool(&c->v4, PFX_V4);
 	if ((c->family & CFG_IPV6) != 0)
 		fc_pool(&c->v6, PFX_V6);
-	if ((cfg_pool_of(c, PFX_V4) != NULL) != ((c->family & CFG_IPV4) != 0) ||
-	    (cfg_pool_of(c, PFX_V6) != NULL) != ((c->family & CFG_IPV6) != 0))
-		fc_fail("cfg_pool_of", "disagrees with family");
+	if ((config_pool_of(c, PFX_V4) != NULL) != ((c->family & CFG_IPV4) != 0) ||
+	    (config_pool_of(c, PFX_V6) != NULL) != ((c->family & CFG_IPV6) != 0))
+		fc_fail("config_pool_of", "disagrees with family");
 	fc_duration(c->keepalive_ns, "IPAM_GRPC_KEEPALIVE_TIME");
 	fc_duration(c->probe_timeout_ns, "IPAM_GRPC_PROBE_RPC_TIMEOUT");
 	fc_duration(c->max_backoff_ns, "IPAM_GRPC_MAX_BACKOFF");
@@ -141,8 +142,8 @@ fc_check(const struct cfg *c)
 		if (c->conduits[i] == NULL || c->conduits[i][0] == '\0')
 			fc_fail("conduit list", "empty entry");
 	}
-	if ((json = cfg_to_json(c)) == NULL)
-		fc_fail("cfg_to_json", "NULL");
+	if ((json = configjson_text(c)) == NULL)
+		fc_fail("configjson_text", "NULL");
 	free(json);
 }
 
@@ -169,8 +170,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int rc, rc2;
 
 	fc_parse(data, size);
-	rc = cfg_load(&c, fc_get, err, sizeof(err));
-	rc2 = cfg_load(&again, fc_get, err2, sizeof(err2));
+	rc = config_load(&c, fc_get, err, sizeof(err));
+	rc2 = config_load(&again, fc_get, err2, sizeof(err2));
 	if (rc != rc2)
 		fc_fail("not deterministic", err);
 	if (rc != 0) {
@@ -187,8 +188,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    strcmp(c.trench, again.trench) != 0)
 			fc_fail("not deterministic", "accepted twice differently");
 	}
-	cfg_free(&c);
-	cfg_free(&again);
+	config_free(&c);
+	config_free(&again);
 	free(fc_env.buf);
 	fc_env.buf = NULL;
 	return 0;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "grpcx.h"
+#include "utf8.h"
 #include "validate.h"
 
 /* The configurations a request is checked against. */
@@ -39,7 +40,7 @@ fr_fail(const char *what, const char *detail)
 	abort();
 }
 
-/* cfg_load's lookup over fr_vars. */
+/* config_load's lookup over fr_vars. */
 static const char *
 fr_get(const char *name)
 {
@@ -60,7 +61,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	for (size_t i = 0; i < FR_NENVS; i++) {
 		fr_vars = fr_envs[i];
-		if (cfg_load(&fr_cfg[i], fr_get, err, sizeof(err)) != 0)
+		if (config_load(&fr_cfg[i], fr_get, err, sizeof(err)) != 0)
 			fr_fail("configuration", err);
 	}
 	return 0;
@@ -75,20 +76,20 @@ fr_check_ok(const struct cfg *c, const Ipam__V1__Child *ch, int family)
 
 	if (family != 4 && family != 6)
 		fr_fail("accepted", "family is neither 4 nor 6");
-	if (cfg_pool_of(c, family == 4 ? PFX_V4 : PFX_V6) == NULL)
+	if (config_pool_of(c, family == 4 ? PFX_V4 : PFX_V6) == NULL)
 		fr_fail("accepted", "a family that is not served");
 	if (s == NULL || s->conduit == NULL || s->conduit->trench == NULL)
 		fr_fail("accepted", "a missing message");
 	if (strcmp(s->conduit->trench->name, c->trench) != 0)
 		fr_fail("accepted", "another trench");
 	n = strlen(ch->name);
-	if (n == 0 || n > BOUNDS_CHILD_MAX || !validate_utf8(ch->name, n))
+	if (n == 0 || n > BOUNDS_CHILD_MAX || !utf8_valid(ch->name, n))
 		fr_fail("accepted", "a bad child name");
 	n = strlen(s->node);
-	if (n == 0 || n > BOUNDS_LABEL_MAX || !validate_utf8(s->node, n))
+	if (n == 0 || n > BOUNDS_LABEL_MAX || !utf8_valid(s->node, n))
 		fr_fail("accepted", "a bad node name");
 	n = strlen(s->conduit->name);
-	if (n == 0 || !validate_utf8(s->conduit->name, n))
+	if (n == 0 || !utf8_valid(s->conduit->name, n))
 		fr_fail("accepted", "a bad conduit name");
 }
 

@@ -87,6 +87,11 @@ def free_port():
     raise RuntimeError("no free loopback port found")
 
 
+def run(cmd, timeout=300, **kw):
+    """Runs cmd with a time bound, capturing text output."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
 def make_tmpdir(prefix="ipam-it-"):
     """A fresh scratch directory under IPAM_TEST_TMP (created if needed)."""
     os.makedirs(TEST_TMP, exist_ok=True)
@@ -666,6 +671,12 @@ class Daemon:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- workers --------------------------------------------------------
+
+    def roles(self):
+        """The workers this daemon runs: the nsp worker only when an NSP
+        is in effect (IPAM_NSP_SERVICE not empty, IPAM_CONDUITS unset)."""
+        nsp = not self.env.get("IPAM_CONDUITS") and self.env.get("IPAM_NSP_SERVICE") != ""
+        return {r for r in ROLES if r != "nsp" or nsp}
 
     def workers(self):
         """{role: pid} of the supervisor's live worker children."""

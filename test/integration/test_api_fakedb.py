@@ -319,7 +319,7 @@ class TestForwarding(ApiCase):
         p6 = self.ipam.Allocate(child("proxy-y", "c2", "worker-8", ipam_pb2.IPV6), timeout=5)
         self.assertEqual(p6.address, "169.255.0.7")
         reqs = self.db.wait_requests(2)
-        a4, a6 = reqs[0].allocate, reqs[1].allocate
+        a4, a6 = reqs[0].allocate.child, reqs[1].allocate.child
         self.assertEqual(reqs[0].WhichOneof("body"), "allocate")
         self.assertEqual((a4.trench, a4.conduit, a4.node, a4.family, a4.name),
                          ("default", "c1", "worker-7", ipamd_pb2.FAMILY_IPV4, "proxy-x"))
@@ -332,8 +332,8 @@ class TestForwarding(ApiCase):
         self.assertEqual(r.ByteSize(), 0)
         rq = self.db.wait_requests(1)[0]
         self.assertEqual(rq.WhichOneof("body"), "release")
-        self.assertEqual((rq.release.trench, rq.release.conduit, rq.release.node,
-                          rq.release.family, rq.release.name),
+        rc = rq.release.child
+        self.assertEqual((rc.trench, rc.conduit, rc.node, rc.family, rc.name),
                          ("default", "c1", "n1", ipamd_pb2.FAMILY_IPV6, "gone"))
 
     def test_db_error_code_and_message(self):
@@ -378,7 +378,7 @@ class TestForwarding(ApiCase):
 
     def test_concurrent_allocates_get_their_own_answers(self):
         def by_name(req):
-            n = int(req.allocate.name.split("-")[1])
+            n = int(req.allocate.child.name.split("-")[1])
             return ipamd_pb2.Reply(id=req.id, address="169.255.%d.%d" % (n // 250, n % 250 + 1),
                                    prefix_length=24)
         self.db.handler = by_name
@@ -475,8 +475,8 @@ class TestValidation(ApiCase):
         self.ipam.Allocate(child(name="x" * 512, node="n" * 253), timeout=5)
         self.ipam.Allocate(child(name="ü" * 256), timeout=5)  # 512 bytes
         reqs = self.db.wait_requests(2)
-        self.assertEqual(len(reqs[0].allocate.name), 512)
-        self.assertEqual(reqs[1].allocate.name, "ü" * 256)
+        self.assertEqual(len(reqs[0].allocate.child.name), 512)
+        self.assertEqual(reqs[1].allocate.child.name, "ü" * 256)
 
     def test_invalid_utf8_name(self):
         c = child(name="placeholder")
@@ -525,7 +525,7 @@ class TestFamilyNotServed(ApiCase):
         code, _ = self.code_of(self.ipam.Allocate, child(trench="default"))
         self.assertEqual(code, SC.NOT_FOUND)
         self.assertEqual(self.ipam.Allocate(child(trench="t-1"), timeout=5).prefixLength, 24)
-        self.assertEqual(self.db.wait_requests(1)[0].allocate.trench, "t-1")
+        self.assertEqual(self.db.wait_requests(1)[0].allocate.child.trench, "t-1")
 
 
 class TestHealth(ApiCase):
@@ -649,7 +649,8 @@ class TestIpamctl(ApiCase):
                      "--family", "ipv6", "--target", "[::1]:%d" % self.api.port)
         self.assertEqual(r.returncode, 0, r.stderr)
         reqs = self.db.wait_requests(2)
-        a, a6 = reqs[0].allocate, reqs[1].allocate
+        a, a6 = reqs[0].allocate.child, reqs[1].allocate.child
+        wait_ms = reqs[0].allocate.wait_ms
         self.assertEqual((a.trench, a.conduit, a.node, a.name, a.family),
                          ("default", "c1", "n1", "p1", ipamd_pb2.FAMILY_IPV4))
         self.assertEqual((a6.conduit, a6.node, a6.name, a6.family),
@@ -662,8 +663,8 @@ class TestIpamctl(ApiCase):
         # 5 s by default
         # (gRPC rounds the timeout it sends up by up to 10 ms; the api
         # answers 20 ms before the deadline it sees)
-        self.assertGreater(a.wait_ms, 4000)
-        self.assertLess(a.wait_ms, 5000)
+        self.assertGreater(wait_ms, 4000)
+        self.assertLess(wait_ms, 5000)
 
     def test_trench_env_timeout_and_errors(self):
         r = self.ctl("allocate", "--conduit", "c1", "--node", "n1", "--name", "p1",

@@ -12,7 +12,6 @@ socket, exec probes on the health socket, non-root with a read-only root.
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import unittest
 from pathlib import Path
@@ -29,11 +28,6 @@ BIN = Path(os.environ.get("IPAM_BIN_DIR", TOP / "build" / "bin"))
 DURATIONS = ("IPAM_GRPC_KEEPALIVE_TIME", "IPAM_GRPC_PROBE_RPC_TIMEOUT", "IPAM_GRPC_MAX_BACKOFF",
              "IPAM_GARBAGE_COLLECTION_INTERVAL", "IPAM_GARBAGE_COLLECTION_THRESHOLD",
              "IPAM_RELEASE_COOLDOWN", "IPAM_RENEWAL_REFRESH")
-
-
-def run(cmd, **kw):
-    """Runs cmd with a time bound, capturing text output."""
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
 
 
 # The variable each chart value becomes (see templates/statefulset.yaml).
@@ -214,7 +208,7 @@ class ChartAgreesWithDaemon:
 
     def daemon_verdict(self, env):
         """(exit status, stderr) of meridio-ipam --check."""
-        r = run([str(BIN / "meridio-ipam"), "--check"], env=env)
+        r = harness.run([str(BIN / "meridio-ipam"), "--check"], env=env)
         return r.returncode, r.stdout + r.stderr
 
     def base_env(self):
@@ -229,7 +223,7 @@ class ChartAgreesWithDaemon:
         self.assertEqual(rc, 2)
         self.assertIn('IPAM_PREFIX_IPV4="10.0.0.1/16"', out)
         self.assertIn("host bits set", out)
-        r = run([str(BIN / "meridio-ipam"), "--help"])
+        r = harness.run([str(BIN / "meridio-ipam"), "--help"])
         self.assertIn("--check", r.stdout)
 
     def test_same_verdict(self):
@@ -258,7 +252,6 @@ class ChartAgreesWithDaemon:
                     self.assertRegex(out, r"^(%s)=" % "|".join(named))
 
     def test_known_gaps(self):
-        base = self.base_env()
         for values in GAPS:
             with self.subTest(values=values):
                 accepted, env = self.helm_verdict(values)
@@ -272,7 +265,7 @@ class ChartAgreesWithDaemon:
 class HelmChart(ChartAgreesWithDaemon, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        r = run([str(TOP / "scripts" / "tools.sh")])
+        r = harness.run([str(TOP / "scripts" / "tools.sh")])
         if r.returncode != 0:
             raise RuntimeError("scripts/tools.sh failed:\n" + r.stderr)
         base = os.environ.get("IPAM_TEST_TMP")
@@ -295,7 +288,7 @@ class HelmChart(ChartAgreesWithDaemon, unittest.TestCase):
 
     def template(self, *args, release="ipam"):
         """helm template; returns (returncode, stdout, stderr)."""
-        r = run([str(HELM), "template", release, str(CHART), *args])
+        r = harness.run([str(HELM), "template", release, str(CHART), *args])
         return r.returncode, r.stdout, r.stderr
 
     def render(self, *args, release="ipam"):
@@ -307,7 +300,7 @@ class HelmChart(ChartAgreesWithDaemon, unittest.TestCase):
         dump = os.path.join(self.tmp, "objects.json")
         with open(manifest, "w") as f:
             f.write(out)
-        v = run(["node", str(VALIDATE), "--dump", dump, manifest])
+        v = harness.run(["node", str(VALIDATE), "--dump", dump, manifest])
         self.assertEqual(v.returncode, 0, v.stdout + v.stderr)
         results = [json.loads(line) for line in v.stdout.splitlines()]
         self.assertTrue(results)
@@ -335,7 +328,7 @@ class HelmChart(ChartAgreesWithDaemon, unittest.TestCase):
             else:
                 env[e["name"]] = e["value"]
         self.assertEqual(len(env), len(c["env"]), "an env variable is set twice")
-        r = run([str(BIN / "meridio-ipam"), "--debug"], env=env)
+        r = harness.run([str(BIN / "meridio-ipam"), "--debug"], env=env)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         eff = json.loads(r.stdout)
         for k, v in env.items():
@@ -366,7 +359,7 @@ class HelmChart(ChartAgreesWithDaemon, unittest.TestCase):
 
     def test_lint_strict(self):
         for args in ([], ["-f", str(MERIDIO_VALUES)], ["--set", "spiffe.enabled=false"]):
-            r = run([str(HELM), "lint", "--strict", str(CHART), *args])
+            r = harness.run([str(HELM), "lint", "--strict", str(CHART), *args])
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertIn("0 chart(s) failed", r.stdout)
             self.assertNotIn("[WARNING]", r.stdout)
@@ -379,10 +372,10 @@ class HelmChart(ChartAgreesWithDaemon, unittest.TestCase):
         bad = os.path.join(self.tmp, "bad.yaml")
         with open(bad, "w") as f:
             f.write(out.replace("replicas: 1", 'replicas: "1"'))
-        v = run(["node", str(VALIDATE), bad])
+        v = harness.run(["node", str(VALIDATE), bad])
         self.assertEqual(v.returncode, 1)
         self.assertIn("spec/replicas must be integer", v.stdout)
-        v = run(["node", str(VALIDATE)], input="apiVersion: x/v1\nkind: Nope\n")
+        v = harness.run(["node", str(VALIDATE)], input="apiVersion: x/v1\nkind: Nope\n")
         self.assertEqual(v.returncode, 1)
         self.assertIn("no model", v.stdout)
 

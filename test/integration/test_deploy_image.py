@@ -57,11 +57,6 @@ DLOPENED = ("libsystemd.so.0",)
 IMAGE = "localhost/meridio-ipam:deploy-test"
 
 
-def run(cmd, timeout=300, **kw):
-    """Runs cmd with a time bound, capturing text output."""
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-
-
 def dockerfile_stages():
     """The Dockerfile as a list of stages, each a list of logical
     instructions (continuation lines joined, comments dropped)."""
@@ -85,7 +80,7 @@ def dockerfile_stages():
 
 def deps_group(name):
     """The packages of one group of scripts/deps.sh (its --list)."""
-    r = run(["sh", str(DEPS), "--list", name])
+    r = harness.run(["sh", str(DEPS), "--list", name])
     if r.returncode != 0:
         raise AssertionError(f"deps.sh --list {name}: {r.stderr}")
     return r.stdout.split()
@@ -94,7 +89,7 @@ def deps_group(name):
 def ldd_paths(exe, chroot=None):
     """Resolved library paths of exe (ldd), and the names ldd did not find."""
     cmd = ["ldd", exe] if chroot is None else ["chroot", chroot, "ldd", exe]
-    r = run(cmd)
+    r = harness.run(cmd)
     if r.returncode != 0:
         raise AssertionError(f"ldd {exe}: {r.stdout}{r.stderr}")
     found, missing = [], []
@@ -114,7 +109,7 @@ def installed_packages():
     base) where base means Essential or Priority required (debootstrap's
     minbase set)."""
     fmt = "${Package}\\t${Status}\\t${Essential}\\t${Priority}\\t${Pre-Depends}, ${Depends}\\t${Provides}\\n"
-    r = run(["dpkg-query", "-W", "-f", fmt])
+    r = harness.run(["dpkg-query", "-W", "-f", fmt])
     pkgs = {}
     for line in r.stdout.splitlines():
         name, status, essential, prio, deps, provides = line.split("\t")
@@ -158,7 +153,7 @@ def owner(path):
         else:
             cands.append("/usr" + c)
     for c in cands:
-        r = run(["dpkg", "-S", c])
+        r = harness.run(["dpkg", "-S", c])
         if r.returncode == 0:
             return r.stdout.split(":")[0].strip()
     return None
@@ -215,11 +210,11 @@ class RuntimeLibraries(unittest.TestCase):
         self.addCleanup(proc.send_signal, signal.SIGTERM)
         target = ["--target", "127.0.0.1:%d" % port]
         deadline = time.monotonic() + 20
-        while run([str(BIN / "ipamctl"), "health", *target]).returncode != 0:
+        while harness.run([str(BIN / "ipamctl"), "health", *target]).returncode != 0:
             self.assertIsNone(proc.poll(), Path(tmp, "log").read_text())
             self.assertLess(time.monotonic(), deadline, "not SERVING")
             time.sleep(0.1)
-        r = run([str(BIN / "ipamctl"), "allocate", "--conduit", conduit, "--node", "worker-1",
+        r = harness.run([str(BIN / "ipamctl"), "allocate", "--conduit", conduit, "--node", "worker-1",
                  "--name", "proxy-1", "--trench", env.get("IPAM_TRENCH_NAME", "default"),
                  *target])
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -244,9 +239,9 @@ class RuntimeLibraries(unittest.TestCase):
         self.assertIn("libgrpc-dev", deps_group("build"))
         self.assertIn("cmake", deps_group("build"))
         self.assertIn("python3-grpcio", deps_group("test"))
-        self.assertEqual(run(["sh", str(DEPS), "--list", "nope"]).returncode, 2)
+        self.assertEqual(harness.run(["sh", str(DEPS), "--list", "nope"]).returncode, 2)
         # No group: build and test, what make installs and test_build_deps reads.
-        default = run(["sh", str(DEPS), "--list"]).stdout.split()
+        default = harness.run(["sh", str(DEPS), "--list"]).stdout.split()
         self.assertEqual(default, deps_group("build") + deps_group("test"))
 
     def test_runtime_packages_cover_ldd(self):
@@ -272,7 +267,7 @@ class RuntimeLibraries(unittest.TestCase):
                 used.add(pkg)
                 self.assertIn(pkg, have, f"{exe}: {lib} ({pkg}) is not in the runtime stage")
         for soname in DLOPENED:
-            r = run(["ldconfig", "-p"])
+            r = harness.run(["ldconfig", "-p"])
             found = [l for l in r.stdout.splitlines()
                      if l.strip().startswith(soname + " ")]
             # this machine's word size first (ldconfig tags 64-bit entries)
@@ -408,12 +403,12 @@ def chart_objects(*args):
     """The objects helm/meridio-ipam renders with Meridio's values (and
     args, e.g. --set), checked against the Kubernetes schemas."""
     helm = TOOLS / "bin" / "helm"
-    r = run([str(helm), "template", "ipam", str(CHART), "-f", str(MERIDIO_VALUES), *args])
+    r = harness.run([str(helm), "template", "ipam", str(CHART), "-f", str(MERIDIO_VALUES), *args])
     if r.returncode != 0:
         raise AssertionError("helm template: " + r.stderr)
     with tempfile.TemporaryDirectory() as d:
         dump = os.path.join(d, "objects.json")
-        v = run(["node", str(VALIDATE), "--dump", dump], input=r.stdout)
+        v = harness.run(["node", str(VALIDATE), "--dump", dump], input=r.stdout)
         if v.returncode != 0:
             raise AssertionError("validate.js: " + v.stdout + v.stderr)
         with open(dump) as f:
@@ -508,7 +503,7 @@ class Pod:
 
     def run(self, *cmd, timeout=15):
         """Runs cmd in the image as a container of the pod (kubectl exec)."""
-        return run(self.argv(*cmd), env=self.env, timeout=timeout)
+        return harness.run(self.argv(*cmd), env=self.env, timeout=timeout)
 
     def probe(self, cmd):
         """Runs one probe command in the image; (exit code, seconds)."""
@@ -580,7 +575,7 @@ class Pod:
 
     def rows(self):
         """(name, cidr) of the records in the volume's registry.db."""
-        out = run(["sqlite3", "-separator", " ", os.path.join(self.data, "registry.db"),
+        out = harness.run(["sqlite3", "-separator", " ", os.path.join(self.data, "registry.db"),
                    "select name, cidr from prefixes"])
         if out.returncode != 0:
             raise AssertionError(out.stderr)
@@ -592,7 +587,7 @@ class ImageBuild(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         ensure_node()
-        r = run([str(TOP / "scripts" / "tools.sh"), "--image"], timeout=600)
+        r = harness.run([str(TOP / "scripts" / "tools.sh"), "--image"], timeout=600)
         if r.returncode != 0:
             raise RuntimeError("scripts/tools.sh --image failed:\n" + r.stderr)
         base = os.environ.get("IPAM_TEST_TMP")
@@ -612,7 +607,7 @@ class ImageBuild(unittest.TestCase):
             if r.returncode != 0:
                 raise RuntimeError("podman import: " + r.stderr)
             t0 = time.monotonic()
-            r = run(cls.podman + ["build", "--isolation", "chroot", "--pull=never",
+            r = harness.run(cls.podman + ["build", "--isolation", "chroot", "--pull=never",
                                   "--layers=false", "--format", "docker", "-t", IMAGE,
                                   str(TOP)], timeout=900)
             cls.build_seconds = time.monotonic() - t0
@@ -620,7 +615,7 @@ class ImageBuild(unittest.TestCase):
                 f.write(r.stdout + r.stderr)
             if r.returncode != 0:
                 raise RuntimeError("podman build failed:\n" + (r.stdout + r.stderr)[-4000:])
-            r = run(cls.podman + ["image", "mount", IMAGE])
+            r = harness.run(cls.podman + ["image", "mount", IMAGE])
             if r.returncode != 0:
                 raise RuntimeError("podman image mount: " + r.stderr)
             cls.root = r.stdout.strip()
@@ -631,13 +626,13 @@ class ImageBuild(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         if cls.root:
-            run(cls.podman + ["image", "unmount", IMAGE])
-        run(cls.podman + ["rmi", "-a", "-f"])
+            harness.run(cls.podman + ["image", "unmount", IMAGE])
+        harness.run(cls.podman + ["rmi", "-a", "-f"])
         shutil.rmtree(cls.store, ignore_errors=True)
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def inspect(self):
-        r = run(self.podman + ["image", "inspect", IMAGE])
+        r = harness.run(self.podman + ["image", "inspect", IMAGE])
         self.assertEqual(r.returncode, 0, r.stderr)
         return json.loads(r.stdout)[0]
 

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,11 +28,6 @@ WORKERS = ("meridio-ipam-db", "meridio-ipam-api", "meridio-ipam-nsp")
 DYN_UID = 61234         # in systemd's DynamicUser= range, owned by nobody here
 
 
-def run(cmd, timeout=300, **kw):
-    """Runs cmd with a time bound, capturing text output."""
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-
-
 def unit_entries(text):
     """(section, key, value) for every assignment of a unit file, in order."""
     out, section = [], None
@@ -47,13 +41,6 @@ def unit_entries(text):
         key, _, value = line.partition("=")
         out.append((section, key.strip(), value.strip()))
     return out
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def example_env():
@@ -80,7 +67,7 @@ class Base(unittest.TestCase):
         p = os.path.join(d, "meridio-ipam.service")
         with open(p, "w") as f:
             f.write(text)
-        return run(["systemd-analyze", "verify", p])
+        return harness.run(["systemd-analyze", "verify", p])
 
 
 class Unit(Base):
@@ -110,7 +97,7 @@ class Unit(Base):
         p = os.path.join(d, "meridio-ipam.service")
         with open(p, "w") as f:
             f.write(re.sub(r"(?m)^ExecStart=.*$", "ExecStart=/bin/true", UNIT.read_text()))
-        r = run(["systemd-analyze", "security", "--offline=yes", "--no-pager", p])
+        r = harness.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", p])
         m = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", r.stdout)
         self.assertIsNotNone(m, r.stdout + r.stderr)
         self.assertLessEqual(float(m.group(1)), 2.0, r.stdout)
@@ -164,8 +151,8 @@ class Unit(Base):
             self.assertIn(k, ex)
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         chosen = {k: ex[k] for k in ("IPAM_DATA_SOURCE", "IPAM_CONDUITS")}
-        a = run([exe, "--debug"], timeout=30, env={**base, **ex})
-        b = run([exe, "--debug"], timeout=30, env={**base, **chosen})
+        a = harness.run([exe, "--debug"], timeout=30, env={**base, **ex})
+        b = harness.run([exe, "--debug"], timeout=30, env={**base, **chosen})
         self.assertEqual(a.returncode, 0, a.stderr)
         self.assertEqual(b.returncode, 0, b.stderr)
         self.assertEqual(json.loads(a.stdout), json.loads(b.stdout))
@@ -175,7 +162,7 @@ class Unit(Base):
 
 def syscall_groups():
     """systemd's syscall groups as systemd-analyze lists them, expanded."""
-    r = run(["systemd-analyze", "syscall-filter", "--no-pager"])
+    r = harness.run(["systemd-analyze", "syscall-filter", "--no-pager"])
     raw, cur = {}, None
     for line in r.stdout.splitlines():
         if line.startswith("@"):
@@ -221,12 +208,12 @@ class Sandbox(Base):
     below the data and runtime directories (ProtectSystem=strict)."""
 
     def test_daemon_stays_inside_the_unit(self):
-        r = run([str(TOP / "scripts" / "deps.sh"), "strace"])
+        r = harness.run([str(TOP / "scripts" / "deps.sh"), "strace"])
         self.assertEqual(r.returncode, 0, r.stderr)
         allowed = unit_filter()
         self.assertIn("openat", allowed)
         self.assertNotIn("setuid", allowed)
-        port = free_port()
+        port = harness.free_port()
         # The daemon's user must reach its files and program even when the
         # checkout sits under a directory only root can enter.
         self.tmp = harness.reachable_tmpdir("deploy-sd-")
@@ -265,17 +252,17 @@ class Sandbox(Base):
         ok = False
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            if run(ctl + ["health"] + target, timeout=10).returncode == 0:
+            if harness.run(ctl + ["health"] + target, timeout=10).returncode == 0:
                 ok = True
                 break
             time.sleep(0.5)
         self.assertTrue(ok, Path(logpath).read_text()[-3000:])
         for fam in ("ipv4", "ipv6"):
-            a = run(ctl + ["allocate", "--conduit", "lb", "--node", "n1", "--name", "c1",
+            a = harness.run(ctl + ["allocate", "--conduit", "lb", "--node", "n1", "--name", "c1",
                            "--family", fam, "--timeout", "20s"] + target, timeout=30)
             self.assertEqual(a.returncode, 0, a.stdout + a.stderr)
             # ipamctl (root) finds $RUNTIME_DIRECTORY/admin.sock by itself.
-            r = run(ctl + ["release", "--conduit", "lb", "--node", "n1", "--name", "c1",
+            r = harness.run(ctl + ["release", "--conduit", "lb", "--node", "n1", "--name", "c1",
                            "--family", fam, "--timeout", "20s"], timeout=30,
                     env={"PATH": "/usr/bin:/bin", "RUNTIME_DIRECTORY": rt})
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -358,11 +345,11 @@ class Install(Base):
 
     def test_cmake_install_prefix(self):
         prefix = os.path.join(self.tmp, "prefix")
-        r = run(["cmake", "--install", str(BUILD), "--prefix", prefix])
+        r = harness.run(["cmake", "--install", str(BUILD), "--prefix", prefix])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         unit = self.check_tree(prefix, prefix)
         # The installed unit verifies as it is: its ExecStart is real.
-        v = run(["systemd-analyze", "verify", str(unit)])
+        v = harness.run(["systemd-analyze", "verify", str(unit)])
         self.assertEqual(v.returncode, 0, v.stderr)
         self.assertEqual(v.stderr.strip(), "")
         # Installed under a prefix other than the configured one, the
@@ -387,7 +374,7 @@ class Install(Base):
         cache = (BUILD / "CMakeCache.txt").read_text()
         prefix = re.search(r"(?m)^CMAKE_INSTALL_PREFIX:PATH=(.*)$", cache).group(1)
         dest = os.path.join(self.tmp, "dest")
-        r = run(["make", "-C", str(TOP), "install", f"BUILD={BUILD}", f"DESTDIR={dest}"],
+        r = harness.run(["make", "-C", str(TOP), "install", f"BUILD={BUILD}", f"DESTDIR={dest}"],
                 timeout=600)
         self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
         # Everything lands under DESTDIR; nothing names DESTDIR inside.
@@ -410,7 +397,7 @@ class Install(Base):
     def assert_serves(self, cmd, ipamctl):
         """Runs the daemon command until `ipamctl health` says SERVING, then
         stops it with SIGTERM and expects exit 0."""
-        port = free_port()
+        port = harness.free_port()
         data = tempfile.mkdtemp(prefix="data-", dir=self.tmp)
         env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(port),
                "IPAM_DATA_SOURCE": os.path.join(data, "registry.db"),
@@ -424,7 +411,7 @@ class Install(Base):
         ok = False
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
-            h = run([ipamctl, "health", "--target", f"127.0.0.1:{port}"], timeout=10)
+            h = harness.run([ipamctl, "health", "--target", f"127.0.0.1:{port}"], timeout=10)
             if h.returncode == 0:
                 ok = True
                 break

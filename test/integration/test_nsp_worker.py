@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -309,41 +308,6 @@ class NspWorkerTest(unittest.TestCase):
         self.worker = Worker(self.rundir, env, binary, argv)
         return self.worker
 
-    def mapped_files(self):
-        """The files the running worker has mapped (/proc/<pid>/maps)."""
-        with open("/proc/%d/maps" % self.worker.pid) as f:
-            return {line.split(None, 5)[5].strip()
-                    for line in f if len(line.split(None, 5)) == 6}
-
-    def lone_worker(self, module=None):
-        """A copy of the worker in a directory of its own, with `module`
-        (bytes) as its nsp-watch.so beside it, or none: it looks for the
-        module beside itself first, then in ../libexec/meridio-ipam and the
-        configured libexec dir, where nothing is installed on a test
-        machine."""
-        d = tempfile.mkdtemp(prefix="lone-", dir=self.rundir)
-        exe = os.path.join(d, "meridio-ipam-nsp")
-        shutil.copy(NSP_BIN, exe)
-        if module is not None:
-            with open(os.path.join(d, "nsp-watch.so"), "wb") as f:
-                f.write(module)
-        return d, exe
-
-    def expect_module_error(self, exe):
-        """The worker exits 78 (permanent) and says why in one log line;
-        returns that line's error field."""
-        rc = self.worker.wait(TIMEOUT)
-        if rc != 78:
-            self.fail_with_log("exit status %r, not 78" % rc)
-        lines = [json.loads(l) for l in self.worker.log().splitlines()]
-        errors = [l for l in lines if l.get("severity") in ("error", "critical")]
-        self.assertEqual(len(errors), 1, errors)
-        self.assertEqual(errors[0]["message"], "cannot load the NSP watch module")
-        self.assertEqual([l for l in lines if "NSP watch" in l.get("message", "")
-                          and l is not errors[0]], [])
-        self.assertEqual(self.db.syncs, [], "nothing sent without a watch")
-        return errors[0]["extra_data"]["error"]
-
     def start_watching(self, conduits, trench="default"):
         port = self.start_nsp(conduits)
         self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % port,
@@ -536,125 +500,39 @@ class NspWorkerTest(unittest.TestCase):
         finally:
             server.stop(None).wait(5)
 
-    def test_static_conduits(self):
-        self.start_worker(IPAM_NSP_SERVICE="",
-                          IPAM_CONDUITS="conduit-b,conduit-a")
-        self.assertEqual(self.expect_syncs(1)[0],
-                         (["conduit-b", "conduit-a"], []))
-        self.expect_status(lambda r, s: r and s == "nsp: static, 2 conduits",
-                           "static ready")
-        self.assert_no_more_syncs(1)
+    def expect_no_nsp_exit(self):
+        """The worker exits 78 (permanent) with one error line and sends
+        nothing: without an NSP service it has nothing to do."""
+        rc = self.worker.wait(TIMEOUT)
+        if rc != 78:
+            self.fail_with_log("exit status %r, not 78" % rc)
+        lines = [json.loads(l) for l in self.worker.log().splitlines()]
+        errors = [l for l in lines if l.get("severity") in ("error", "critical")]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("no NSP service", errors[0]["message"])
+        self.assertEqual(self.db.syncs, [])
 
-    def test_static_without_conduits_ready(self):
-        self.start_worker(IPAM_NSP_SERVICE="", IPAM_CONDUITS="")
-        self.assertEqual(self.expect_syncs(1)[0], ([], []))
-        self.expect_status(lambda r, s: r and s == "nsp: static, 0 conduits",
-                           "static ready")
+    def test_without_nsp_service_exits_78(self):
+        """Static conduits are the db worker's: the supervisor does not
+        start this worker, and one started by hand without NSP stops."""
+        self.start_worker(IPAM_NSP_SERVICE="", IPAM_CONDUITS="conduit-a")
+        self.expect_no_nsp_exit()
+
+    def test_conduits_select_static_over_nsp_service(self):
+        """IPAM_CONDUITS set: no NSP, even with IPAM_NSP_SERVICE set
+        (Meridio's chart always sets it)."""
+        self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port(),
+                          IPAM_CONDUITS="conduit-a")
+        self.expect_no_nsp_exit()
 
     def test_nsp_service_defaults_to_meridios(self):
         """Neither IPAM_NSP_SERVICE nor IPAM_CONDUITS: the worker watches
-        Meridio's default NSP, nsp-service:7778, through its module."""
+        Meridio's default NSP, nsp-service:7778."""
         self.start_worker()
         self.expect_status(lambda r, s: "nsp-service:7778" in s, "NSP mode on the default")
-        self.assertIn(os.path.realpath(os.path.join(BIN_DIR, "nsp-watch.so")),
-                      self.mapped_files())
 
-    def test_conduits_select_static_over_nsp_service(self):
-        """IPAM_CONDUITS set: static conduits and no NSP, even with
-        IPAM_NSP_SERVICE set (Meridio's chart always sets it)."""
-        self.start_worker(IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port(),
-                          IPAM_CONDUITS="conduit-a")
-        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
-        self.expect_status(lambda r, s: r and s == "nsp: static, 1 conduits",
-                           "static ready")
-        self.assertFalse([m for m in self.mapped_files() if "nsp-watch" in m])
-
-    def test_static_mode_maps_no_grpc(self):
-        """Without IPAM_NSP_SERVICE the worker loads no watch module and
-        maps none of gRPC's libraries (issue 5: their pages are most of
-        the worker's RSS)."""
-        self.start_worker(IPAM_NSP_SERVICE="", IPAM_CONDUITS="conduit-a")
-        self.expect_status(lambda r, s: r and s == "nsp: static, 1 conduits",
-                           "static ready")
-        maps = self.mapped_files()
-        self.assertTrue(any("/libc.so" in m for m in maps), maps)
-        heavy = sorted(m for m in maps if any(
-            k in os.path.basename(m) for k in
-            ("libgrpc", "libgpr", "libssl", "libcrypto", "libabsl",
-             "libre2", "libupb", "libcares", "nsp-watch")))
-        self.assertEqual(heavy, [])
-
-    def test_nsp_mode_loads_the_module(self):
-        """With IPAM_NSP_SERVICE the watch module beside the worker is
-        loaded, and gRPC with it."""
-        self.start_watching(["conduit-a"])
-        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
-        maps = self.mapped_files()
-        self.assertIn(os.path.realpath(os.path.join(BIN_DIR, "nsp-watch.so")),
-                      maps)
-        self.assertTrue(any("libgrpc.so" in m for m in maps), sorted(maps))
-
-    def test_static_mode_needs_no_module(self):
-        _, exe = self.lone_worker()
-        self.start_worker(binary=exe, IPAM_NSP_SERVICE="",
-                          IPAM_CONDUITS="conduit-a")
-        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
-        self.expect_status(lambda r, s: r, "static ready without a module")
-
-    def test_module_missing_exits_78(self):
-        d, exe = self.lone_worker()
-        self.start_worker(binary=exe, IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port())
-        err = self.expect_module_error(exe)
-        self.assertTrue(err.startswith("nsp-watch.so not found in %s, %s/../libexec/"
-                                       "meridio-ipam or /" % (d, d)), err)
-
-    def test_module_broken_exits_78(self):
-        d, exe = self.lone_worker(module=b"not an ELF file\n" * 8)
-        self.start_worker(binary=exe, IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port())
-        err = self.expect_module_error(exe)
-        self.assertIn(os.path.join(d, "nsp-watch.so"), err)
-        self.assertIn("ELF", err)
-
-    def test_module_without_entry_exits_78(self):
-        """A loadable library that is not a watch module (libprotobuf-c,
-        which the worker has loaded anyway)."""
-        lib = [m for m in self.find_libs("libprotobuf-c.so")][0]
-        with open(lib, "rb") as f:
-            d, exe = self.lone_worker(module=f.read())
-        self.start_worker(binary=exe, IPAM_NSP_SERVICE="127.0.0.1:%d" % free_port())
-        err = self.expect_module_error(exe)
-        self.assertEqual(err, "%s/nsp-watch.so: no symbol nspw_entry (not a "
-                         "watch module)" % d)
-
-    @staticmethod
-    def find_libs(name):
-        """Paths of the shared library `name` the worker binary links."""
-        out = subprocess.run(["ldd", NSP_BIN], capture_output=True, text=True,
-                             timeout=30).stdout
-        return [l.split("=>")[1].split()[0] for l in out.splitlines()
-                if name in l and "=>" in l]
-
-    def test_installed_worker_loads_the_installed_module(self):
-        """cmake --install puts nsp-watch.so beside the installed workers
-        (libexec/meridio-ipam, not bin), and the installed worker loads
-        that copy."""
-        prefix = os.path.join(self.rundir, "prefix")
-        r = subprocess.run(["cmake", "--install", os.path.dirname(BIN_DIR),
-                            "--prefix", prefix], capture_output=True,
-                           text=True, timeout=120)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        libexec = os.path.join(prefix, "libexec", "meridio-ipam")
-        self.assertTrue(os.path.isfile(os.path.join(libexec, "nsp-watch.so")))
-        self.assertFalse(os.path.exists(os.path.join(prefix, "bin", "nsp-watch.so")))
-        port = self.start_nsp(["conduit-a"])
-        self.start_worker(binary=os.path.join(libexec, "meridio-ipam-nsp"),
-                          IPAM_NSP_SERVICE="127.0.0.1:%d" % port)
-        self.assertEqual(self.expect_syncs(1)[0], (["conduit-a"], []))
-        self.assertIn(os.path.realpath(os.path.join(libexec, "nsp-watch.so")),
-                      self.mapped_files())
-
-    def test_module_loads_inside_the_unit_sandbox(self):
-        """Loading the module with dlopen does nothing the systemd unit
+    def test_worker_runs_inside_the_unit_sandbox(self):
+        """The worker with its gRPC client does nothing the systemd unit
         forbids: every system call is in its SystemCallFilter, and under
         MemoryDenyWriteExecute no mapping is writable and executable and
         none is made executable after the fact (mprotect with PROT_EXEC is
@@ -676,7 +554,7 @@ class NspWorkerTest(unittest.TestCase):
         self.worker.status_sock.shutdown(socket.SHUT_RDWR)
         if self.worker.wait(TIMEOUT) is None:
             self.fail_with_log("still running after fd 3 EOF")
-        calls, wx, module = set(), [], []
+        calls, wx = set(), []
         with open(trace, errors="replace") as f:
             for line in f:
                 m = re.match(r"^\d+\s+([a-z0-9_]+)\((.*)", line)
@@ -689,45 +567,10 @@ class NspWorkerTest(unittest.TestCase):
                     wx.append(line)
                 if name in ("mprotect", "pkey_mprotect") and "PROT_EXEC" in rest:
                     wx.append(line)
-                if name == "openat" and "/nsp-watch.so\"" in rest and \
-                        not re.search(r"= -\d+ E", rest):
-                    module.append(line)
-        self.assertTrue(module, "the trace shows no load of nsp-watch.so")
+        self.assertIn("connect", calls, "the trace shows no connection")
         self.assertEqual(wx, [], "memory made executable")
         self.assertEqual(sorted(calls - allowed), [],
                          "system calls the unit's filter refuses")
-
-    def test_daemon_without_module_stops_for_good(self):
-        """The whole daemon, NSP configured, its nsp-watch.so missing: the
-        nsp worker's exit 78 stops the daemon at once (no restart loop)."""
-        d = tempfile.mkdtemp(prefix="daemon-", dir=self.rundir)
-        for exe in ("meridio-ipam", "meridio-ipam-db", "meridio-ipam-api",
-                    "meridio-ipam-nsp"):
-            shutil.copy(os.path.join(BIN_DIR, exe), d)
-        env = {"PATH": "/usr/bin:/bin", "IPAM_PORT": str(free_port()),
-               "IPAM_DATA_SOURCE": os.path.join(d, "registry.db"),
-               "XDG_RUNTIME_DIR": d, "IPAM_LOG_LEVEL": "INFO",
-               "IPAM_NSP_SERVICE": "127.0.0.1:%d" % free_port(),
-               "IPAM_HEALTH_SOCKET": ""}
-        logpath = os.path.join(d, "daemon.log")
-        with open(logpath, "w") as log:
-            proc = subprocess.Popen([os.path.join(d, "meridio-ipam")], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT)
-        try:
-            rc = proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-        with open(logpath, errors="replace") as f:
-            lines = [json.loads(l) for l in f if l.startswith("{")]
-        text = "\n".join(json.dumps(l) for l in lines)
-        self.assertNotEqual(rc, 0, text)
-        loads = [l for l in lines if l.get("message") == "cannot load the NSP watch module"]
-        self.assertEqual(len(loads), 1, text)
-        self.assertEqual(loads[0]["extra_data"]["process"], "nsp")
-        perm = [l for l in lines if l.get("message") == "worker failed permanently"]
-        self.assertEqual(len(perm), 1, text)
 
     def test_db_restart_resends_list(self):
         self.start_watching(["conduit-a", "conduit-b"])

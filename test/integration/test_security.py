@@ -138,7 +138,7 @@ class Privileges(DaemonTest):
         d = self.daemon()
         pids = {"supervisor": d.proc.pid}
         pids.update(d.workers())
-        self.assertEqual(sorted(pids), ["api", "db", "nsp", "supervisor"])
+        self.assertEqual(sorted(pids), ["api", "db", "supervisor"])
         for role, pid in pids.items():
             with open("/proc/%d/status" % pid) as f:
                 m = re.search(r"^NoNewPrivs:\s*(\d)", f.read(), re.M)

@@ -444,7 +444,7 @@ class DiskFull(StorageTest):
         self.assertIn("storage", err.details)
         # Nothing died; the log names the cause.
         self.assertTrue(d.running())
-        self.assertEqual(set(d.workers()), set(harness.ROLES))
+        self.assertEqual(set(d.workers()), d.roles())
         full_lines = [r for r in d.log_records()
                       if "full" in json.dumps(r).lower() and r.get("severity") in ("warning", "error")]
         self.assertTrue(full_lines, "no log line names the full disk\n" + d.log_tail())
@@ -927,7 +927,7 @@ class SmallVolume(DiskFull):
                 break
         self.assertIsNotNone(failed, "no commit failed on a full volume")
         self.assertEqual(failed.code, SC.UNAVAILABLE, failed.details)
-        self.assertEqual(set(d.workers()), set(harness.ROLES))
+        self.assertEqual(set(d.workers()), d.roles())
         self.assertEqual(d.client.health(), "SERVING")
         for k, v in list(acked.items())[::200]:
             self.assertEqual(d.client.allocate(*k), v, k)

@@ -261,7 +261,7 @@ class SupervisorTest(unittest.TestCase):
 
     def test_libsystemd_loaded_only_for_systemd(self):
         # Without NOTIFY_SOCKET or WATCHDOG_USEC nobody listens: the
-        # supervisor must not map libsystemd (~1 MB with its dependencies).
+        # supervisor must not map libsystemd (and its dependencies).
         self.start()
         self.assertTrue(wait_for(lambda: self.logs("all workers ready"), 10))
         self.assertFalse(self.maps_libsystemd())
@@ -448,8 +448,34 @@ class SupervisorTest(unittest.TestCase):
         self.assertEqual(self.rundirs(), [])
         self.assertEqual(self.events(), [])
 
+    def test_static_conduits_run_no_nsp_worker(self):
+        """IPAM_CONDUITS: the db worker makes the conduits, so the nsp
+        worker is neither looked for nor started, and STATUS= says where
+        the conduits come from."""
+        os.unlink(os.path.join(self.bin, "meridio-ipam-nsp"))
+        self.start(notify=True, IPAM_CONDUITS="a,b",
+                   IPAM_NSP_SERVICE="nsp-service:7778")
+        ok = wait_for(lambda: self.notify.with_key("READY"), 10)
+        self.assertTrue(ok, "no READY=1")
+        self.assertEqual(ok[0][1].get("STATUS"), "serving: db api ready, 2 static conduits")
+        self.assertEqual(len(self.starts("db")), 1)
+        self.assertEqual(len(self.starts("api")), 1)
+        self.assertEqual(self.starts("nsp"), [])
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.wait_exit(5), 0)
+
+    def test_no_conduit_source_runs_no_nsp_worker(self):
+        self.start(notify=True, IPAM_NSP_SERVICE="")
+        ok = wait_for(lambda: self.notify.with_key("READY"), 10)
+        self.assertTrue(ok, "no READY=1")
+        self.assertEqual(ok[0][1].get("STATUS"), "serving: db api ready, no conduit source")
+        self.assertEqual(self.starts("nsp"), [])
+        with open(os.path.join(self.run_dir, self.rundirs()[0], "restarts")) as f:
+            self.assertEqual(f.read(), "db 0\napi 0\n")
+
     def test_real_workers_restart_and_stop(self):
-        """The same supervisor with the real db, api and nsp workers."""
+        """The same supervisor with the real db and api workers (static
+        conduits: no nsp worker)."""
         for name in WORKERS:
             shutil.copy2(os.path.join(BIN_DIR, "meridio-ipam-" + name), self.bin)
         probe = socket.socket()
@@ -458,9 +484,9 @@ class SupervisorTest(unittest.TestCase):
         probe.close()
         self.start(notify=True, watchdog_usec=2000000, IPAM_PORT=port, IPAM_CONDUITS="a,b",
                    IPAM_LOG_LEVEL="INFO", IPAMD_RESTART_MIN_RUN_MS=100)
-        serving = "serving: db api nsp ready"
+        serving = "serving: db api ready, 2 static conduits"
         self.assertTrue(wait_for(lambda: self.notify.with_key("READY"), 15), "no READY=1")
-        for name in WORKERS:
+        for name in ("db", "api"):
             time.sleep(0.2)
             pid = [r["extra_data"]["pid"] for r in self.logs("worker started") if r["extra_data"]["worker"] == name][-1]
             killed_at = time.monotonic()
@@ -474,7 +500,7 @@ class SupervisorTest(unittest.TestCase):
         self.proc.send_signal(signal.SIGTERM)
         self.assertEqual(self.wait_exit(5), 0)
         stopped = {r["extra_data"]["worker"]: r["extra_data"]["status"] for r in self.logs("worker stopped")}
-        self.assertEqual(stopped, {"db": "exit 0", "api": "exit 0", "nsp": "exit 0"})
+        self.assertEqual(stopped, {"db": "exit 0", "api": "exit 0"})
         self.assertEqual(self.rundirs(), [])
 
     def test_flags(self):

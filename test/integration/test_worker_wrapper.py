@@ -18,7 +18,7 @@ class WorkerWrapper(DaemonTest):
         d = self.daemon(env={"IPAMD_WORKER_WRAPPER": "env IPAMD_WRAPPED=yes"})
         self.assertEqual(d.client.allocate("conduit-a", "worker-1", "c1"), ("169.255.0.1", 24))
         workers = d.workers()
-        self.assertEqual(sorted(workers), ["api", "db", "nsp"])
+        self.assertEqual(sorted(workers), ["api", "db"])
         for role, pid in workers.items():
             self.assertIn("IPAMD_WRAPPED=yes", environ_of(pid), role)
         self.assertNotIn("IPAMD_WRAPPED=yes", environ_of(d.proc.pid))

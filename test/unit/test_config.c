@@ -1,8 +1,8 @@
 /*
  * test_config.c - lib/config.c: every variable's default and a good value,
  * every kind of bad value (the message names the variable and quotes the
- * value), the IPAM_DATASOURCE alias, Go's duration and bool grammars, the
- * duration text, the JSON dump and the help text.
+ * value), the IPAM_DATASOURCE alias, the help text, and the JSON dump of
+ * lib/configjson.c (its tests load a configuration as these do).
  */
 #include <criterion/criterion.h>
 
@@ -14,11 +14,12 @@
 #include <json-c/json.h>
 
 #include "config.h"
+#include "configjson.h"
 
 /* The fake environment: name, value pairs ending with NULL. */
 static const char *const *tc_vars;
 
-/* Lookup function handed to cfg_load: reads tc_vars. */
+/* Lookup function handed to config_load: reads tc_vars. */
 static const char *
 tc_get(const char *name)
 {
@@ -31,25 +32,45 @@ tc_get(const char *name)
 
 static const char *const tc_empty[] = { NULL };
 
-/* Loads c from the pairs given; returns cfg_load's result. */
-static int
-tc_load(struct cfg *c, const char *const *vars, char *err, size_t errlen)
+/* The fixture: the configuration a test loads and its error buffer; the
+ * configuration is freed after every test. */
+static struct cfg c;
+static char err[512];
+
+static void
+tc_fini(void)
 {
-	tc_vars = vars;
-	return cfg_load(c, tc_get, err, errlen);
 }
 
-/* True if every byte of c is zero. */
-static bool
-tc_zero(const struct cfg *c)
-{
-	const unsigned char *p = (const unsigned char *)c;
+TestSuite(config, .fini = tc_fini);
 
-	for (size_t i = 0; i < sizeof(*c); i++) {
+/* Loads cfg from the pairs given; returns config_load's result. */
+static int
+tc_load(struct cfg *cfg, const char *const *vars, char *ebuf, size_t elen)
+{
+	tc_vars = vars;
+	return config_load(cfg, tc_get, ebuf, elen);
+}
+
+/* True if every byte of x is zero. */
+static bool
+tc_zero(const struct cfg *x)
+{
+	const unsigned char *p = (const unsigned char *)x;
+
+	for (size_t i = 0; i < sizeof(*x); i++) {
 		if (p[i] != 0)
 			return false;
 	}
 	return true;
+}
+
+/* Asserts that vars are refused with exactly the message want. */
+static void
+tc_refused(const char *const *vars, const char *want)
+{
+	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
+	cr_assert_str_eq(err, want);
 }
 
 /* Text of a prefix, for comparisons. */
@@ -70,8 +91,6 @@ tc_pfx(const struct pfx *p)
 
 Test(config, every_default)
 {
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.port, 7777);
@@ -105,7 +124,7 @@ Test(config, every_default)
 	cr_assert_str_eq(c.tls_ca, "");
 	cr_assert_str_eq(c.health_socket, "/tmp/health.sock");
 	cr_assert_str_eq(err, "");
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert(tc_zero(&c));
 }
 
@@ -123,8 +142,6 @@ Test(config, empty_means_default)
 		"IPAM_GARBAGE_COLLECTION_ENABLED", "",
 		"IPAM_GARBAGE_COLLECTION_INTERVAL", "", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.port, 7777);
@@ -137,7 +154,6 @@ Test(config, empty_means_default)
 	cr_assert_eq(c.keepalive_ns, 30 * NS_S);
 	cr_assert(c.gc_enabled);
 	cr_assert_eq(c.gc_interval_ns, 2 * NS_H);
-	cfg_free(&c);
 }
 
 Test(config, every_variable_set)
@@ -174,8 +190,6 @@ Test(config, every_variable_set)
 		"IPAM_HEALTH_SOCKET", "/run/ipam/health.sock",
 		NULL,
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.port, 9000);
@@ -209,9 +223,8 @@ Test(config, every_variable_set)
 	cr_assert_str_eq(c.nsp_tls_cert, "/etc/ipam/nsp.crt");
 	cr_assert_str_eq(c.nsp_tls_key, "/etc/ipam/nsp.key");
 	cr_assert_str_eq(c.nsp_tls_server_name, "nsp.trench-a.svc");
-	cr_assert(cfg_nsp_tls_on(&c));
+	cr_assert(config_nsp_tls_on(&c));
 	cr_assert_str_eq(c.health_socket, "/run/ipam/health.sock");
-	cfg_free(&c);
 }
 
 Test(config, family_and_level_any_case)
@@ -234,8 +247,6 @@ Test(config, family_and_level_any_case)
 		{ "panic", LOGL_PANIC },
 	};
 	const char *vars[5] = { NULL };
-	struct cfg c;
-	char err[256];
 
 	for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
 		vars[0] = "IPAM_IP_FAMILY";
@@ -243,7 +254,7 @@ Test(config, family_and_level_any_case)
 		cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s",
 		    err);
 		cr_assert_eq(c.family, fams[i].want, "%s", fams[i].family);
-		cfg_free(&c);
+		config_free(&c);
 	}
 	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
 		vars[0] = "IPAM_LOG_LEVEL";
@@ -252,7 +263,7 @@ Test(config, family_and_level_any_case)
 		    err);
 		cr_assert_eq(c.log_level, levels[i].want, "%s",
 		    levels[i].level);
-		cfg_free(&c);
+		config_free(&c);
 	}
 }
 
@@ -260,26 +271,23 @@ Test(config, pool_of_served_families_only)
 {
 	static const char *const v4[] = { "IPAM_IP_FAMILY", "ipv4", NULL };
 	static const char *const v6[] = { "IPAM_IP_FAMILY", "ipv6", NULL };
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(cfg_pool_of(&c, PFX_V4), &c.v4);
-	cr_assert_eq(cfg_pool_of(&c, PFX_V6), &c.v6);
-	cr_assert_null(cfg_pool_of(&c, 5));
-	cfg_free(&c);
+	cr_assert_eq(config_pool_of(&c, PFX_V4), &c.v4);
+	cr_assert_eq(config_pool_of(&c, PFX_V6), &c.v6);
+	cr_assert_null(config_pool_of(&c, 5));
+	config_free(&c);
 
 	cr_assert_eq(tc_load(&c, v4, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(cfg_pool_of(&c, PFX_V4), &c.v4);
-	cr_assert_null(cfg_pool_of(&c, PFX_V6));
+	cr_assert_eq(config_pool_of(&c, PFX_V4), &c.v4);
+	cr_assert_null(config_pool_of(&c, PFX_V6));
 	/* the unserved pool is still parsed and valid */
 	cr_assert_eq(c.v6.node_len, 64);
-	cfg_free(&c);
+	config_free(&c);
 
 	cr_assert_eq(tc_load(&c, v6, err, sizeof(err)), 0, "%s", err);
-	cr_assert_null(cfg_pool_of(&c, PFX_V4));
-	cr_assert_eq(cfg_pool_of(&c, PFX_V6), &c.v6);
-	cfg_free(&c);
+	cr_assert_null(config_pool_of(&c, PFX_V4));
+	cr_assert_eq(config_pool_of(&c, PFX_V6), &c.v6);
 }
 
 Test(config, datasource_alias_and_precedence)
@@ -297,18 +305,16 @@ Test(config, datasource_alias_and_precedence)
 	static const char *const bad_alias[] = {
 		"IPAM_DATASOURCE", "/a\nb", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, alias, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.data_source, "/alias.db");
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, both, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.data_source, "/main.db");
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, main_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.data_source, "/alias.db");
-	cfg_free(&c);
+	config_free(&c);
 	/* an error names the variable that was actually read */
 	cr_assert_eq(tc_load(&c, bad_alias, err, sizeof(err)), -1);
 	cr_assert_str_eq(err, "IPAM_DATASOURCE=\"/a\\x0ab\": expected a file "
@@ -469,14 +475,13 @@ static const struct tc_bad tc_bads[] = {
 #pragma GCC diagnostic pop
 
 /*
- * Every bad value: cfg_load fails, leaves the struct zeroed, and writes one
+ * Every bad value: config_load fails, leaves the struct zeroed, and writes one
  * line "NAME=<quoted value>: expected ..." containing the expected text.
  */
 Test(config, every_bad_value_named)
 {
-	char err[512], quoted[600], head[700];
+	char quoted[600], head[700];
 	const char *vars[7];
-	struct cfg c;
 
 	for (size_t i = 0; i < sizeof(tc_bads) / sizeof(tc_bads[0]); i++) {
 		const struct tc_bad *b = &tc_bads[i];
@@ -526,18 +531,15 @@ Test(config, every_bad_value_named)
 	}
 }
 
-/* The example line of the brief, byte for byte. */
+/* The example line of the README, byte for byte. */
 Test(config, message_exact)
 {
 	static const char *const vars[] = {
 		"IPAM_NODE_PREFIX_LENGTH_IPV4", "33", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
-	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
-	cr_assert_str_eq(err, "IPAM_NODE_PREFIX_LENGTH_IPV4=\"33\": expected "
-	    "a prefix length between 21 and 30");
+	tc_refused(vars, "IPAM_NODE_PREFIX_LENGTH_IPV4=\"33\": expected a "
+	    "prefix length between 21 and 30");
 }
 
 /* A default made invalid by another variable: the message names the
@@ -548,12 +550,9 @@ Test(config, default_broken_by_other_variable)
 		"IPAM_CONDUIT_PREFIX_LENGTH_IPV6", "64",
 		"IPAM_NODE_PREFIX_LENGTH_IPV6", "", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
-	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
-	cr_assert_str_eq(err, "IPAM_NODE_PREFIX_LENGTH_IPV6=\"64\": expected "
-	    "a prefix length between 65 and 126");
+	tc_refused(vars, "IPAM_NODE_PREFIX_LENGTH_IPV6=\"64\": expected a "
+	    "prefix length between 65 and 126");
 }
 
 Test(config, quotes_escaped_in_message)
@@ -561,11 +560,8 @@ Test(config, quotes_escaped_in_message)
 	static const char *const vars[] = {
 		"IPAM_IP_FAMILY", "a\"b\\c", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
-	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), -1);
-	cr_assert_str_eq(err, "IPAM_IP_FAMILY=\"a\\\"b\\\\c\": expected ipv4, "
+	tc_refused(vars, "IPAM_IP_FAMILY=\"a\\\"b\\\\c\": expected ipv4, "
 	    "ipv6 or dualstack");
 }
 
@@ -573,13 +569,12 @@ Test(config, quotes_escaped_in_message)
 Test(config, small_or_null_err_buffer)
 {
 	static const char *const vars[] = { "IPAM_PORT", "x", NULL };
-	char err[12];
-	struct cfg c;
+	char small[12];
 
-	memset(err, '#', sizeof(err));
-	cr_assert_eq(tc_load(&c, vars, err, 8), -1);
-	cr_assert_eq(strlen(err), 7);
-	cr_assert_eq(err[8], '#');
+	memset(small, '#', sizeof(small));
+	cr_assert_eq(tc_load(&c, vars, small, 8), -1);
+	cr_assert_eq(strlen(small), 7);
+	cr_assert_eq(small[8], '#');
 	cr_assert_eq(tc_load(&c, vars, NULL, 0), -1);
 	cr_assert(tc_zero(&c));
 }
@@ -614,14 +609,12 @@ Test(config, boundaries_accepted)
 		    "IPAM_NSP_TLS_KEY", "/k" },
 		{ "IPAM_CONDUITS", "only", NULL },
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(strlen(edges[7][1]), 253);
 	for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
 		cr_assert_eq(tc_load(&c, edges[i], err, sizeof(err)), 0,
 		    "case %zu: %s", i, err);
-		cfg_free(&c);
+		config_free(&c);
 	}
 }
 
@@ -630,151 +623,27 @@ Test(config, conduits_trimmed_in_order)
 	static const char *const vars[] = {
 		"IPAM_CONDUITS", "\tc-b ,c-a,  c-c\n", NULL,
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.nconduits, 3);
 	cr_assert_str_eq(c.conduits[0], "c-b");
 	cr_assert_str_eq(c.conduits[1], "c-a");
 	cr_assert_str_eq(c.conduits[2], "c-c");
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert(tc_zero(&c));
 }
 
 Test(config, free_zeroed_and_twice)
 {
-	struct cfg c;
-	char err[256];
 
 	memset(&c, 0, sizeof(c));
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert(tc_zero(&c));
-	cfg_free(NULL);
+	config_free(NULL);
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
-	cfg_free(&c);
-	cfg_free(&c);
+	config_free(&c);
+	config_free(&c);
 	cr_assert(tc_zero(&c));
-}
-
-/* Go's time.ParseDuration: accepted texts and their value in ns. */
-Test(config, duration_good)
-{
-	static const struct {
-		const char *text;
-		int64_t ns;
-	} cases[] = {
-		{ "0", 0 }, { "+0", 0 }, { "-0", 0 }, { "0s", 0 },
-		{ "1ns", 1 }, { "2us", 2000 }, { "3\xc2\xb5s", 3000 },
-		{ "3\xce\xbcs", 3000 }, { "500ms", 500000000 },
-		{ "2s", 2 * NS_S }, { "1m", NS_M }, { "2h", 2 * NS_H },
-		{ "1h30m", NS_H + 30 * NS_M }, { "1.5h", NS_H + 30 * NS_M },
-		{ ".5s", NS_S / 2 }, { "1.s", NS_S }, { "1.5s", 1500000000 },
-		{ "1h2m3s4ms5us6ns", NS_H + 2 * NS_M + 3 * NS_S + 4005006 },
-		{ "3m3m", 6 * NS_M }, { "-1.5s", -1500000000 },
-		{ "+2m", 2 * NS_M }, { "0.000000001s", 1 },
-		{ "1.0000000001s", NS_S },	/* beyond ns precision */
-		/* Go drops a fraction worth less than one ns, so this is
-		 * the largest value, not an overflow */
-		{ "9223372036854775807.5ns", INT64_MAX },
-		{ "9223372036854775807ns", INT64_MAX },
-		{ "-9223372036854775808ns", INT64_MIN },
-		{ "2562047h47m16.854775807s", INT64_MAX },
-		{ "0.1234567890123456789012345678901234567890s", 123456789 },
-	};
-	int64_t ns;
-
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		ns = 42;
-		cr_assert_eq(cfg_parse_duration(cases[i].text, &ns), 0,
-		    "%s refused", cases[i].text);
-		cr_assert_eq(ns, cases[i].ns, "%s: %lld, want %lld",
-		    cases[i].text, (long long)ns, (long long)cases[i].ns);
-	}
-}
-
-Test(config, duration_bad)
-{
-	static const char *const bad[] = {
-		"", "+", "-", "1", "10", "s", ".s", "..5s", "1..5s", "1.5.s",
-		"5sec", "5 s", " 5s", "5s ", "1h 30m", "1H", "1S", "5mss",
-		"5x", "0x10s", "1e3s", "-+1s", "--1s", "1s-1s", "\xb5s", "1\xb5",
-		"9223372036854775808ns", "100000000000000000000000000000.5ns",
-		"2562047h47m16.854775808s", "2562048h", "9999999999999999999h",
-		"100000000000000000000ns", "-9223372036854775809ns", "NaNs",
-		"infs", "0.0", "00",
-	};
-	int64_t ns;
-
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		ns = 42;
-		cr_assert_eq(cfg_parse_duration(bad[i], &ns), -1,
-		    "\"%s\" accepted as %lld", bad[i], (long long)ns);
-		cr_assert_eq(ns, 42, "\"%s\" changed out", bad[i]);
-	}
-	cr_assert_eq(cfg_parse_duration(NULL, &ns), -1);
-}
-
-/* Go's time.Duration.String() for the values we print. */
-Test(config, duration_format)
-{
-	static const struct {
-		int64_t ns;
-		const char *text;
-	} cases[] = {
-		{ 0, "0s" }, { 1, "1ns" }, { 999, "999ns" },
-		{ 1000, "1\xc2\xb5s" }, { 1500, "1.5\xc2\xb5s" },
-		{ 1000000, "1ms" }, { 1100000, "1.1ms" },
-		{ 500000000, "500ms" }, { NS_S, "1s" }, { 1500000000, "1.5s" },
-		{ 30 * NS_S, "30s" }, { NS_M, "1m0s" },
-		{ 90 * NS_S, "1m30s" }, { 40 * NS_M, "40m0s" },
-		{ 2 * NS_H, "2h0m0s" }, { NS_H + 1, "1h0m0.000000001s" },
-		{ -1500000000, "-1.5s" }, { -1, "-1ns" },
-		{ INT64_MAX, "2562047h47m16.854775807s" },
-		{ INT64_MIN, "-2562047h47m16.854775808s" },
-	};
-	char buf[40];
-	int64_t back;
-
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cfg_format_duration(cases[i].ns, buf, sizeof(buf));
-		cr_assert_str_eq(buf, cases[i].text);
-		cr_assert_eq(cfg_parse_duration(buf, &back), 0, "%s", buf);
-		cr_assert_eq(back, cases[i].ns, "%s", buf);
-	}
-	/* a short buffer is cut, not overrun */
-	memset(buf, '#', sizeof(buf));
-	cfg_format_duration(2 * NS_H, buf, 4);
-	cr_assert_str_eq(buf, "2h0");
-	cr_assert_eq(buf[4], '#');
-}
-
-Test(config, bool_grammar)
-{
-	static const char *const yes[] = { "1", "t", "T", "TRUE", "true",
-		"True" };
-	static const char *const no[] = { "0", "f", "F", "FALSE", "false",
-		"False" };
-	static const char *const bad[] = { "", "yes", "no", "on", "off",
-		"tRUE", "FaLse", "2", "true ", " 1", "y", "01" };
-	bool b;
-
-	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-		b = false;
-		cr_assert_eq(cfg_parse_bool(yes[i], &b), 0, "%s", yes[i]);
-		cr_assert(b, "%s", yes[i]);
-	}
-	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
-		b = true;
-		cr_assert_eq(cfg_parse_bool(no[i], &b), 0, "%s", no[i]);
-		cr_assert_not(b, "%s", no[i]);
-	}
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		b = true;
-		cr_assert_eq(cfg_parse_bool(bad[i], &b), -1, "%s", bad[i]);
-		cr_assert(b, "%s changed out", bad[i]);
-	}
-	cr_assert_eq(cfg_parse_bool(NULL, &b), -1);
 }
 
 /* The string value of key in obj; fails if absent or not a string. */
@@ -826,11 +695,10 @@ Test(config, json_defaults)
 		{ "IPAM_ADMIN_GROUP", "" },
 	};
 	struct json_object *obj;
-	struct cfg c;
-	char err[256], *text;
+	char *text;
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	cr_assert_not_null(text);
 	obj = json_tokener_parse(text);
 	cr_assert_not_null(obj, "%s", text);
@@ -841,10 +709,9 @@ Test(config, json_defaults)
 		    want[i][0]);
 	json_object_put(obj);
 	free(text);
-	cfg_free(&c);
 }
 
-/* Values set, fed back through cfg_load, give the same configuration. */
+/* Values set, fed back through config_load, give the same configuration. */
 Test(config, json_round_trip)
 {
 	static const char *const vars[] = {
@@ -855,12 +722,12 @@ Test(config, json_round_trip)
 	};
 	const char *back[96];
 	struct json_object *obj;
-	struct cfg c, d;
-	char err[256], *text, *text2;
+	struct cfg d;
+	char *text, *text2;
 	size_t n = 0;
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	cr_assert_not_null(text);
 	obj = json_tokener_parse(text);
 	cr_assert_not_null(obj);
@@ -878,14 +745,14 @@ Test(config, json_round_trip)
 	}
 	back[n] = NULL;
 	cr_assert_eq(tc_load(&d, back, err, sizeof(err)), 0, "%s", err);
-	text2 = cfg_to_json(&d);
+	text2 = configjson_text(&d);
 	cr_assert_not_null(text2);
 	cr_assert_str_eq(text, text2);
 	json_object_put(obj);
 	free(text);
 	free(text2);
-	cfg_free(&c);
-	cfg_free(&d);
+	config_free(&c);
+	config_free(&d);
 }
 
 Test(config, help_lists_every_variable_and_default)
@@ -914,7 +781,7 @@ Test(config, help_lists_every_variable_and_default)
 		"IPAM_HEALTH_SOCKET", "/tmp/health.sock",
 		"SPIFFE_ENDPOINT_SOCKET", "IPAM_SPIFFE_ALLOWED_IDS",
 	};
-	const char *h = cfg_help();
+	const char *h = config_help();
 
 	cr_assert_not_null(h);
 	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
@@ -937,14 +804,12 @@ Test(config, nsp_tls_on_with_ca_or_certificate)
 		    "/ca", NULL },
 	};
 	static const bool on[] = { false, true, true, true, false };
-	struct cfg c;
-	char err[256];
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		cr_assert_eq(tc_load(&c, cases[i], err, sizeof(err)), 0,
 		    "case %zu: %s", i, err);
-		cr_expect_eq(cfg_nsp_tls_on(&c), on[i], "case %zu", i);
-		cfg_free(&c);
+		cr_expect_eq(config_nsp_tls_on(&c), on[i], "case %zu", i);
+		config_free(&c);
 	}
 }
 
@@ -961,28 +826,26 @@ Test(config, health_socket_empty_is_off)
 	    "ssssssssssssssssssssssssssssssssssssssssssssssssssss", NULL };
 	const char *back[] = { "IPAM_HEALTH_SOCKET", NULL, NULL };
 	struct json_object *obj, *v;
-	struct cfg c;
-	char err[256], *text;
+	char *text;
 
 	cr_assert_eq(tc_load(&c, off, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.health_socket, "");
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	cr_assert_not_null(text);
 	obj = json_tokener_parse(text);
 	cr_assert(json_object_object_get_ex(obj, "IPAM_HEALTH_SOCKET", &v));
 	cr_assert_str_eq(json_object_get_string(v), "");
 	back[1] = json_object_get_string(v);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, back, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.health_socket, "");
-	cfg_free(&c);
+	config_free(&c);
 	json_object_put(obj);
 	free(text);
 
 	cr_assert_eq(strlen(longest[1]), 107);
 	cr_assert_eq(tc_load(&c, longest, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.health_socket, longest[1]);
-	cfg_free(&c);
 }
 
 /* SPIFFE_ENDPOINT_SOCKET in go-spiffe's two Unix forms, as a gRPC target. */
@@ -993,14 +856,12 @@ Test(config, spiffe_endpoint_forms)
 		    "unix:/run/spire/sockets/agent.sock" },
 		{ "unix:/tmp/agent.sock", "unix:/tmp/agent.sock" },
 	};
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_expect_str_eq(c.spiffe_socket, "");
 	cr_expect_str_eq(c.spiffe_target, "");
 	cr_expect_eq(c.nspiffe_allowed, 0);
-	cfg_free(&c);
+	config_free(&c);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", cases[i][0],
 		    NULL };
@@ -1008,7 +869,7 @@ Test(config, spiffe_endpoint_forms)
 		cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 		cr_expect_str_eq(c.spiffe_socket, cases[i][0]);
 		cr_expect_str_eq(c.spiffe_target, cases[i][1]);
-		cfg_free(&c);
+		config_free(&c);
 	}
 }
 
@@ -1022,8 +883,6 @@ Test(config, spiffe_endpoint_refused)
 		"unix:///aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 		    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 	};
-	struct cfg c;
-	char err[512];
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", bad[i], NULL };
@@ -1033,7 +892,7 @@ Test(config, spiffe_endpoint_refused)
 		    "%s: %s", bad[i], err);
 		cr_expect(tc_zero(&c));
 	}
-	cr_expect_eq(cfg_spiffe_target("unix:/a", err, 4, err, sizeof(err)),
+	cr_expect_eq(config_spiffe_target("unix:/a", err, 4, err, sizeof(err)),
 	    -1);
 }
 
@@ -1044,8 +903,6 @@ Test(config, spiffe_and_tls_conflict)
 		{ "IPAM_TLS_CERT", "IPAM_TLS_KEY" },
 		{ "IPAM_NSP_TLS_CA", NULL },
 	};
-	struct cfg c;
-	char err[512];
 
 	for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
 		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET",
@@ -1074,18 +931,17 @@ Test(config, spiffe_allowed_ids)
 		{ "spiffe:///path", "entry 1" },
 		{ "spiffe://example.org/a,spiffe://x/a b", "entry 2" },
 	};
-	struct cfg c;
-	char err[512], *text;
+	char *text;
 
 	cr_assert_eq(tc_load(&c, good, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.nspiffe_allowed, 2);
 	cr_expect_str_eq(c.spiffe_allowed[0], "spiffe://example.org/proxy");
 	cr_expect_str_eq(c.spiffe_allowed[1], "spiffe://example.org/ns/a/");
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	cr_expect(strstr(text, "\"spiffe://example.org/proxy,"
 	    "spiffe://example.org/ns/a/\"") != NULL, "%s", text);
 	free(text);
-	cfg_free(&c);
+	config_free(&c);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *vars[] = { "SPIFFE_ENDPOINT_SOCKET", "unix:/s.sock",
 		    "IPAM_SPIFFE_ALLOWED_IDS", bad[i][0], NULL };
@@ -1110,17 +966,14 @@ Test(config, spiffe_allowed_ids)
 Test(config, nsp_service_default_and_empty)
 {
 	static const char *const empty[] = { "IPAM_NSP_SERVICE", "", NULL };
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "nsp-service:7778");
 	cr_assert_eq(c.nconduits, 0);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "");
 	cr_assert_not(c.nsp_ignored);
-	cfg_free(&c);
 }
 
 /* IPAM_CONDUITS selects static conduits and no NSP, whatever
@@ -1130,19 +983,16 @@ Test(config, conduits_select_static_and_no_nsp)
 	static const char *const only[] = { "IPAM_CONDUITS", "a,b", NULL };
 	static const char *const both[] = { "IPAM_CONDUITS", "a",
 	    "IPAM_NSP_SERVICE", "nsp-service-trench-a:7778", NULL };
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, only, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "");
 	cr_assert_eq(c.nconduits, 2);
 	cr_assert_not(c.nsp_ignored);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, both, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.nsp_service, "");
 	cr_assert_eq(c.nconduits, 1);
 	cr_assert(c.nsp_ignored);
-	cfg_free(&c);
 }
 
 /* IPAM_NAMESPACE (set by Meridio's chart and operator) is read, and
@@ -1150,13 +1000,10 @@ Test(config, conduits_select_static_and_no_nsp)
 Test(config, namespace_read)
 {
 	static const char *const vars[] = { "IPAM_NAMESPACE", "red", NULL };
-	struct cfg c;
-	char err[256];
 
 	cr_assert_eq(tc_load(&c, vars, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.k8s_namespace, "red");
 	cr_assert_str_eq(c.trench, "default");
-	cfg_free(&c);
 }
 
 /* IPAM_ADMIN_GROUP: a group name or number whose members may use the admin
@@ -1170,29 +1017,28 @@ Test(config, admin_group)
 	    "no-such-group-xq", NULL };
 	static const char *const badnum[] = { "IPAM_ADMIN_GROUP", "-3", NULL };
 	struct json_object *obj, *v;
-	struct cfg c;
-	char err[256], *text;
+	char *text;
 
 	cr_assert_eq(tc_load(&c, tc_empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.admin_group, "");
 	cr_assert_eq(c.admin_gid, -1);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, empty, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.admin_gid, -1);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, byname, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.admin_group, "root");
 	cr_assert_eq(c.admin_gid, 0);
-	text = cfg_to_json(&c);
+	text = configjson_text(&c);
 	obj = json_tokener_parse(text);
 	cr_assert(json_object_object_get_ex(obj, "IPAM_ADMIN_GROUP", &v));
 	cr_assert_str_eq(json_object_get_string(v), "root");
 	json_object_put(obj);
 	free(text);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, bynum, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(c.admin_gid, 0);
-	cfg_free(&c);
+	config_free(&c);
 	cr_assert_eq(tc_load(&c, bad, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "IPAM_ADMIN_GROUP") != NULL, "%s", err);
 	cr_assert(strstr(err, "no-such-group-xq") != NULL, "%s", err);

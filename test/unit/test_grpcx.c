@@ -1,8 +1,6 @@
 /*
  * test_grpcx.c - grpcx: packing, unpacking, status names, deadlines, and the
- * blocking client call against a small gRPC C core server run in a thread
- * of the test itself on a free loopback port, plaintext and over TLS with
- * certificates made by openssl (mTLS, rotation of the files on disk).
+ * client calls against the test server (tsrv.c); quiet and drained queues.
  */
 #include <criterion/criterion.h>
 
@@ -20,6 +18,7 @@
 
 #include "grpcx.h"
 #include "ipam/v1/ipam.pb-c.h"
+#include "tsrv.h"
 
 /* ---- packing ---------------------------------------------------------- */
 
@@ -145,15 +144,8 @@ Test(grpcx, status_names)
 	cr_expect_str_eq(grpcx_status_name(-1), "UNKNOWN");
 }
 
-Test(grpcx, status_parse_and_code)
+Test(grpcx, status_code)
 {
-	grpc_status_code c = GRPC_STATUS_OK;
-
-	cr_expect_eq(grpcx_status_parse("not_found", &c), 0);
-	cr_expect_eq(c, GRPC_STATUS_NOT_FOUND);
-	cr_expect_eq(grpcx_status_parse("RESOURCE_EXHAUSTED", &c), 0);
-	cr_expect_eq(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
-	cr_expect_eq(grpcx_status_parse("NOPE", &c), -1);
 	cr_expect_eq(grpcx_status_code(5), GRPC_STATUS_NOT_FOUND);
 	cr_expect_eq(grpcx_status_code(16), GRPC_STATUS_UNAUTHENTICATED);
 	cr_expect_eq(grpcx_status_code(99), GRPC_STATUS_UNKNOWN);
@@ -205,196 +197,55 @@ Test(grpcx, deadlines)
 	    (long long)left);
 }
 
-/* ---- client calls against an in-process server ------------------------ */
+/* ---- the server's last batch ----------------------------------------- */
 
-/*
- * The test server's methods: Echo answers the request bytes; Fail answers
- * INVALID_ARGUMENT "bad thing"; Slow waits 500 ms before answering OK;
- * Garbage answers OK with bytes that are not a Child.
- */
-enum tsrv_method { TS_ECHO, TS_FAIL, TS_SLOW, TS_GARBAGE, TS_N };
-
-static const char *const tsrv_paths[TS_N] = {
-	"/test.T/Echo", "/test.T/Fail", "/test.T/Slow", "/test.T/Garbage",
-};
-
-/* One posted or answered call of the test server. */
-struct tsrv_call {
-	int method;			/* enum tsrv_method */
-	int answering;			/* 0: posted request, 1: answer batch */
-	grpc_call *call;		/* the call once it arrived */
-	gpr_timespec deadline;		/* its deadline */
-	grpc_metadata_array md;		/* request metadata */
-	grpc_byte_buffer *payload;	/* request body */
-	grpc_byte_buffer *reply;	/* answer body or NULL */
-	int cancelled;			/* RECV_CLOSE_ON_SERVER result */
-};
-
-static grpc_server *tsrv;		/* the test server */
-static grpc_completion_queue *tsrv_cq;	/* its only completion queue */
-static void *tsrv_methods[TS_N];	/* registered method handles */
-static pthread_t tsrv_thread;		/* its polling thread */
-static int tsrv_port;			/* the port it bound */
-static char tsrv_target[64];		/* "127.0.0.1:<port>" */
-static int tsrv_shutdown_tag;		/* tag of shutdown_and_notify */
-
-/* Posts one request for method m. */
-static void
-tsrv_post(int m)
+Test(grpcx, finish_ops_end_a_call)
 {
-	struct tsrv_call *c;
-
-	c = calloc(1, sizeof(*c));
-	cr_assert_not_null(c);
-	c->method = m;
-	grpc_metadata_array_init(&c->md);
-	cr_assert_eq(grpc_server_request_registered_call(tsrv,
-	    tsrv_methods[m], &c->call, &c->deadline, &c->md, &c->payload,
-	    tsrv_cq, tsrv_cq, c), GRPC_CALL_OK);
-}
-
-static void
-tsrv_free(struct tsrv_call *c)
-{
-	if (c->call != NULL)
-		grpc_call_unref(c->call);
-	if (c->payload != NULL)
-		grpc_byte_buffer_destroy(c->payload);
-	if (c->reply != NULL)
-		grpc_byte_buffer_destroy(c->reply);
-	grpc_metadata_array_destroy(&c->md);
-	free(c);
-}
-
-/* A tag left in the queue at the end: a call, or the shutdown notice. */
-static void
-tsrv_free_call(void *tag)
-{
-	if (tag != &tsrv_shutdown_tag)
-		tsrv_free(tag);
-}
-
-/* Answers one arrived call according to its method. */
-static void
-tsrv_answer(struct tsrv_call *c)
-{
-	static const uint8_t garbage[] = { 0x0a, 0x7f, 'x' };
+	Ipam__V1__Prefix p = IPAM__V1__PREFIX__INIT;
+	Ipam__V1__Prefix *back;
 	grpc_op ops[4];
-	size_t n = 0;
+	grpc_byte_buffer *send;
 	grpc_slice details;
+	bool md_sent = false;
+	int cancelled;
 
-	memset(ops, 0, sizeof(ops));
-	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-	details = grpc_empty_slice();
-	switch (c->method) {
-	case TS_ECHO:
-		c->reply = grpcx_bytes(NULL, 0);
-		if (c->payload != NULL) {
-			uint8_t *d;
-			size_t len;
+	/* OK with a body: metadata, message, status, close */
+	p.address = "10.0.0.1/24";
+	cr_assert_eq(grpcx_finish_ops(ops, &md_sent, GRPC_STATUS_OK, NULL,
+	    &p.base, &send, &details, &cancelled), 4);
+	cr_expect(md_sent);
+	cr_expect_eq(ops[0].op, GRPC_OP_SEND_INITIAL_METADATA);
+	cr_expect_eq(ops[1].op, GRPC_OP_SEND_MESSAGE);
+	cr_assert_eq(ops[1].data.send_message.send_message, send);
+	back = (Ipam__V1__Prefix *)grpcx_unpack(&ipam__v1__prefix__descriptor,
+	    send);
+	cr_assert_not_null(back);
+	cr_expect_str_eq(back->address, "10.0.0.1/24");
+	ipam__v1__prefix__free_unpacked(back, NULL);
+	cr_expect_eq(ops[2].op, GRPC_OP_SEND_STATUS_FROM_SERVER);
+	cr_expect_eq(ops[2].data.send_status_from_server.status, GRPC_STATUS_OK);
+	cr_expect_eq(GRPC_SLICE_LENGTH(details), 0);
+	cr_expect_eq(ops[3].op, GRPC_OP_RECV_CLOSE_ON_SERVER);
+	cr_expect_eq(ops[3].data.recv_close_on_server.cancelled, &cancelled);
+	grpc_byte_buffer_destroy(send);
+	grpc_slice_unref(details);
 
-			grpc_byte_buffer_destroy(c->reply);
-			cr_assert_eq(grpcx_read_all(c->payload, &d, &len), 0);
-			c->reply = grpcx_bytes(d, len);
-			free(d);
-		}
-		break;
-	case TS_FAIL:
-		details = grpc_slice_from_static_string("bad thing");
-		break;
-	case TS_SLOW:
-		usleep(500000);
-		c->reply = grpcx_bytes(NULL, 0);
-		break;
-	case TS_GARBAGE:
-		c->reply = grpcx_bytes(garbage, sizeof(garbage));
-		break;
-	}
-	if (c->reply != NULL) {
-		ops[n].op = GRPC_OP_SEND_MESSAGE;
-		ops[n++].data.send_message.send_message = c->reply;
-	}
-	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-	ops[n].data.send_status_from_server.status = c->method == TS_FAIL ?
-	    GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_OK;
-	ops[n++].data.send_status_from_server.status_details = &details;
-	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-	ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
-	c->answering = 1;
-	cr_assert_eq(grpc_call_start_batch(c->call, ops, n, c, NULL),
-	    GRPC_CALL_OK);
+	/* an error after metadata went out: no body, status with msg */
+	cr_assert_eq(grpcx_finish_ops(ops, &md_sent, GRPC_STATUS_NOT_FOUND,
+	    "gone", &p.base, &send, &details, &cancelled), 2);
+	cr_expect_null(send);
+	cr_expect_eq(ops[0].op, GRPC_OP_SEND_STATUS_FROM_SERVER);
+	cr_expect_eq(ops[0].data.send_status_from_server.status,
+	    GRPC_STATUS_NOT_FOUND);
+	cr_expect_eq(ops[0].data.send_status_from_server.status_details,
+	    &details);
+	cr_expect_eq(GRPC_SLICE_LENGTH(details), 4);
+	cr_expect_eq(memcmp(GRPC_SLICE_START_PTR(details), "gone", 4), 0);
+	cr_expect_eq(ops[1].op, GRPC_OP_RECV_CLOSE_ON_SERVER);
+	grpc_slice_unref(details);
 }
 
-/* Polls the test server's queue until its shutdown tag arrives. */
-static void *
-tsrv_loop(void *arg)
-{
-	grpc_event ev;
-	struct tsrv_call *c;
-	bool done = false;
-
-	(void)arg;
-	while (!done) {
-		ev = grpc_completion_queue_next(tsrv_cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-		if (ev.type != GRPC_OP_COMPLETE)
-			break;
-		if (ev.tag == &tsrv_shutdown_tag) {
-			done = true;
-			continue;
-		}
-		c = ev.tag;
-		if (!ev.success || c->answering) {
-			tsrv_free(c);
-			continue;
-		}
-		tsrv_post(c->method);
-		tsrv_answer(c);
-	}
-	return NULL;
-}
-
-/* Starts the test server on a free loopback port with creds (taken). */
-static void
-tsrv_start_creds(grpc_server_credentials *creds)
-{
-	grpc_init();
-	tsrv = grpc_server_create(NULL, NULL);
-	tsrv_cq = grpc_completion_queue_create_for_next(NULL);
-	grpc_server_register_completion_queue(tsrv, tsrv_cq, NULL);
-	for (int m = 0; m < TS_N; m++)
-		tsrv_methods[m] = grpc_server_register_method(tsrv,
-		    tsrv_paths[m], NULL,
-		    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-	tsrv_port = grpc_server_add_http2_port(tsrv, "127.0.0.1:0", creds);
-	grpc_server_credentials_release(creds);
-	cr_assert_gt(tsrv_port, 0);
-	snprintf(tsrv_target, sizeof(tsrv_target), "127.0.0.1:%d", tsrv_port);
-	grpc_server_start(tsrv);
-	for (int m = 0; m < TS_N; m++)
-		tsrv_post(m);
-	cr_assert_eq(pthread_create(&tsrv_thread, NULL, tsrv_loop, NULL), 0);
-}
-
-static void
-tsrv_start(void)
-{
-	grpc_init();
-	tsrv_start_creds(grpc_insecure_server_credentials_create());
-	grpc_shutdown();
-}
-
-static void
-tsrv_stop(void)
-{
-	grpc_server_shutdown_and_notify(tsrv, tsrv_cq, &tsrv_shutdown_tag);
-	grpc_server_cancel_all_calls(tsrv);
-	pthread_join(tsrv_thread, NULL);
-	grpcx_cq_drain(tsrv_cq, tsrv_free_call);
-	grpc_server_destroy(tsrv);
-	grpc_completion_queue_destroy(tsrv_cq);
-	grpc_shutdown();
-}
+/* ---- client calls against the test server (tsrv.c) --------------------- */
 
 TestSuite(grpcx_call, .init = tsrv_start, .fini = tsrv_stop, .timeout = 60);
 
@@ -671,421 +522,6 @@ Test(grpcx, client_new_refuses_empty_target)
 	grpcx_client_free(NULL);
 }
 
-/* ---- TLS from PEM files ----------------------------------------------- */
-
-/*
- * Certificates made with openssl in a scratch directory: two CAs (ca1,
- * ca2), a server certificate from each (srv1, srv2: 127.0.0.1 and
- * localhost) and a client certificate from each (cli1, cli2).
- */
-static char tls_dir[256];
-
-/* Runs a shell command built from fmt; fails the test if it fails. */
-static void
-tls_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void
-tls_sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	cr_assert_eq(system(cmd), 0, "%s", cmd);
-}
-
-/* Path of file name in the scratch directory (a static buffer each). */
-static const char *
-tls_path(const char *name)
-{
-	static char buf[8][512];
-	static int next;
-	char *p = buf[next++ % 8];
-
-	snprintf(p, sizeof(buf[0]), "%s/%s", tls_dir, name);
-	return p;
-}
-
-/* A new CA named name (name.crt, name.key). */
-static void
-tls_make_ca(const char *name)
-{
-	tls_sh("cd %s && openssl req -x509 -newkey ec -pkeyopt "
-	    "ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=%s "
-	    "-addext basicConstraints=critical,CA:TRUE -keyout %s.key "
-	    "-out %s.crt >/dev/null 2>&1", tls_dir, name, name, name);
-}
-
-/* A certificate name.crt/name.key for 127.0.0.1 and localhost, signed
- * by ca. */
-static void
-tls_make_leaf(const char *name, const char *ca)
-{
-	tls_sh("cd %s && openssl req -x509 -newkey ec -pkeyopt "
-	    "ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=%s "
-	    "-CA %s.crt -CAkey %s.key -addext "
-	    "subjectAltName=IP:127.0.0.1,DNS:localhost -addext "
-	    "basicConstraints=critical,CA:FALSE -keyout %s.key -out %s.crt "
-	    ">/dev/null 2>&1", tls_dir, name, ca, ca, name, name);
-}
-
-static void
-tls_setup(void)
-{
-	const char *base = getenv("IPAM_TEST_TMP");
-
-	snprintf(tls_dir, sizeof(tls_dir), "%s/grpcx-tls-XXXXXX",
-	    base != NULL && base[0] != '\0' ? base : "/tmp");
-	cr_assert_not_null(mkdtemp(tls_dir));
-	tls_make_ca("ca1");
-	tls_make_ca("ca2");
-	tls_make_leaf("srv1", "ca1");
-	tls_make_leaf("srv2", "ca2");
-	tls_make_leaf("cli1", "ca1");
-	tls_make_leaf("cli2", "ca2");
-	/* the files the server is configured with: srv1 to begin with */
-	tls_sh("cp %s/srv1.crt %s/server.crt && cp %s/srv1.key "
-	    "%s/server.key", tls_dir, tls_dir, tls_dir, tls_dir);
-	grpc_init();
-}
-
-static void
-tls_teardown(void)
-{
-	grpc_shutdown();
-	if (tls_dir[0] != '\0')
-		tls_sh("rm -rf %s", tls_dir);
-}
-
-/*
- * Replaces dst in the scratch directory by a copy of src the way
- * rotation tools do: written aside, then renamed over it.
- */
-static void
-tls_replace(const char *src, const char *dst)
-{
-	tls_sh("cd %s && cp %s .tmp-%s && mv -f .tmp-%s %s", tls_dir, src,
-	    dst, dst, dst);
-}
-
-/*
- * One echo call from a new client whose own files are cert/key/ca (NULL
- * or names in the scratch directory; all NULL and plain = plaintext).
- * Returns the status code.
- */
-static int
-tls_echo(bool plain, const char *cert, const char *key, const char *ca)
-{
-	struct grpcx_tls *t = NULL;
-	struct grpcx_client *cl;
-	struct grpcx_status st;
-	char err[256];
-	uint8_t *resp = NULL;
-	size_t len = 0;
-	int rc;
-
-	if (!plain) {
-		t = grpcx_tls_new(cert ? tls_path(cert) : NULL,
-		    key ? tls_path(key) : NULL, ca ? tls_path(ca) : NULL, err,
-		    sizeof(err));
-		cr_assert_not_null(t, "%s", err);
-	}
-	cl = grpcx_client_new_tls(tsrv_target, t, NULL, err, sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
-	rc = grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], "x", 1, 5000, &resp,
-	    &len, &st);
-	free(resp);
-	grpcx_client_free(cl);
-	grpcx_tls_free(t);
-	return rc;
-}
-
-/* Starts the test server with server.crt/server.key and, if ca, client
- * certificates required from ca. */
-static struct grpcx_tls *
-tls_server(const char *ca)
-{
-	struct grpcx_tls *t;
-	grpc_server_credentials *creds;
-	char err[256];
-
-	t = grpcx_tls_new(tls_path("server.crt"), tls_path("server.key"),
-	    ca != NULL ? tls_path(ca) : NULL, err, sizeof(err));
-	cr_assert_not_null(t, "%s", err);
-	creds = grpcx_tls_server_credentials(t);
-	cr_assert_not_null(creds);
-	tsrv_start_creds(creds);
-	return t;
-}
-
-TestSuite(grpcx_tls, .init = tls_setup, .fini = tls_teardown,
-    .timeout = 120);
-
-Test(grpcx_tls, new_refuses_bad_files)
-{
-	char err[512];
-
-	err[0] = '\0';
-	cr_expect_null(grpcx_tls_new(tls_path("srv1.crt"), NULL, NULL, err,
-	    sizeof(err)));
-	cr_expect(strstr(err, "needs a private key") != NULL, "%s", err);
-	cr_expect_null(grpcx_tls_new(NULL, tls_path("srv1.key"), NULL, err,
-	    sizeof(err)));
-	cr_expect(strstr(err, "needs a certificate") != NULL, "%s", err);
-
-	cr_expect_null(grpcx_tls_new(tls_path("missing.crt"),
-	    tls_path("srv1.key"), NULL, err, sizeof(err)));
-	cr_expect(strstr(err, "missing.crt") != NULL &&
-	    strstr(err, "No such file") != NULL, "%s", err);
-
-	/* a key where the certificate belongs, and the reverse */
-	cr_expect_null(grpcx_tls_new(tls_path("srv1.key"),
-	    tls_path("srv1.key"), NULL, err, sizeof(err)));
-	cr_expect(strstr(err, "no PEM certificate") != NULL, "%s", err);
-	cr_expect_null(grpcx_tls_new(tls_path("srv1.crt"),
-	    tls_path("srv1.crt"), NULL, err, sizeof(err)));
-	cr_expect(strstr(err, "no PEM private key") != NULL, "%s", err);
-
-	tls_sh("printf 'not a certificate' > %s/junk.pem", tls_dir);
-	cr_expect_null(grpcx_tls_new(tls_path("srv1.crt"),
-	    tls_path("srv1.key"), tls_path("junk.pem"), err, sizeof(err)));
-	cr_expect(strstr(err, "CA file") != NULL &&
-	    strstr(err, "junk.pem") != NULL, "%s", err);
-
-	/* a directory is not a PEM file */
-	cr_expect_null(grpcx_tls_new(NULL, NULL, tls_dir, err, sizeof(err)));
-	cr_expect(strstr(err, "not a regular file") != NULL, "%s", err);
-	grpcx_tls_free(NULL);
-}
-
-Test(grpcx_tls, new_accepts_each_valid_combination)
-{
-	struct grpcx_tls *t;
-	char err[512];
-
-	t = grpcx_tls_new(tls_path("srv1.crt"), tls_path("srv1.key"),
-	    tls_path("ca1.crt"), err, sizeof(err));
-	cr_assert_not_null(t, "%s", err);
-	cr_expect(grpcx_tls_has_cert(t));
-	cr_expect_eq(grpcx_tls_generation(t), 1);
-	grpcx_tls_free(t);
-
-	/* a client with roots only, or with nothing (system roots) */
-	t = grpcx_tls_new(NULL, "", tls_path("ca1.crt"), err, sizeof(err));
-	cr_assert_not_null(t, "%s", err);
-	cr_expect(!grpcx_tls_has_cert(t));
-	cr_expect_null(grpcx_tls_server_credentials(t));
-	grpcx_tls_free(t);
-	t = grpcx_tls_new("", "", "", err, sizeof(err));
-	cr_assert_not_null(t, "%s", err);
-	grpcx_tls_free(t);
-}
-
-Test(grpcx_tls, refresh_reads_only_changed_files)
-{
-	struct grpcx_tls *t;
-	char err[512];
-
-	t = grpcx_tls_new(tls_path("server.crt"), tls_path("server.key"),
-	    NULL, err, sizeof(err));
-	cr_assert_not_null(t, "%s", err);
-	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), 0);
-	cr_expect_eq(grpcx_tls_generation(t), 1);
-
-	/* renamed in (new inode) */
-	tls_replace("srv2.crt", "server.crt");
-	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), 1, "%s", err);
-	cr_expect_eq(grpcx_tls_generation(t), 2);
-	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), 0);
-
-	/* rewritten in place (same inode, other size and mtime) */
-	tls_sh("cat %s/srv1.key > %s/server.key", tls_dir, tls_dir);
-	tls_sh("cat %s/srv2.key >> %s/server.key", tls_dir, tls_dir);
-	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), 1, "%s", err);
-	cr_expect_eq(grpcx_tls_generation(t), 3);
-
-	/* a file cut short: BEGIN without END */
-	tls_sh("head -c 100 %s/srv1.key > %s/server.key", tls_dir, tls_dir);
-	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), -1);
-	cr_expect(strstr(err, "no PEM private key") != NULL, "%s", err);
-	cr_expect_eq(grpcx_tls_generation(t), 3);
-
-	/* a broken file keeps the old contents and is tried again */
-	tls_sh("printf garbage > %s/server.key", tls_dir);
-	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), -1);
-	cr_expect(strstr(err, "server.key") != NULL, "%s", err);
-	cr_expect_eq(grpcx_tls_generation(t), 3);
-	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), -1);
-	tls_sh("rm %s/server.key", tls_dir);
-	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), -1);
-	cr_expect(strstr(err, "No such file") != NULL, "%s", err);
-	tls_replace("srv2.key", "server.key");
-	cr_expect_eq(grpcx_tls_refresh(t, err, sizeof(err)), 1, "%s", err);
-	cr_expect_eq(grpcx_tls_generation(t), 4);
-	grpcx_tls_free(t);
-}
-
-Test(grpcx_tls, server_tls_refuses_plaintext_and_unknown_ca)
-{
-	struct grpcx_tls *t = tls_server(NULL);
-
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
-	/* no client certificate needed, but one does no harm */
-	cr_expect_eq(tls_echo(false, "cli2.crt", "cli2.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(true, NULL, NULL, NULL),
-	    GRPC_STATUS_UNAVAILABLE);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
-	tsrv_stop();
-	grpcx_tls_free(t);
-}
-
-Test(grpcx_tls, mtls_requires_a_certificate_from_the_ca)
-{
-	struct grpcx_tls *t = tls_server("ca1.crt");
-
-	cr_expect_eq(tls_echo(false, "cli1.crt", "cli1.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
-	cr_expect_eq(tls_echo(false, "cli2.crt", "cli2.key", "ca1.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
-	/* a server certificate of the right CA is a client one as well */
-	cr_expect_eq(tls_echo(false, "srv1.crt", "srv1.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(true, NULL, NULL, NULL),
-	    GRPC_STATUS_UNAVAILABLE);
-	tsrv_stop();
-	grpcx_tls_free(t);
-}
-
-Test(grpcx_tls, server_picks_up_rotated_files_on_new_connections)
-{
-	struct grpcx_tls *t = tls_server(NULL);
-
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
-
-	/* half a rotation: the new certificate does not match the old key,
-	 * so the server keeps serving the old pair */
-	tls_replace("srv2.crt", "server.crt");
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
-
-	/* the key follows: now the new pair is served */
-	tls_replace("srv2.key", "server.key");
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"), GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
-	cr_expect_geq(grpcx_tls_generation(t), 3);
-
-	/* a broken file keeps the current pair */
-	tls_sh("printf garbage > %s/server.crt", tls_dir);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"), GRPC_STATUS_OK);
-	tsrv_stop();
-	grpcx_tls_free(t);
-}
-
-Test(grpcx_tls, server_picks_up_a_rotated_client_ca)
-{
-	struct grpcx_tls *t;
-
-	tls_sh("cp %s/ca1.crt %s/clients-ca.crt", tls_dir, tls_dir);
-	t = tls_server("clients-ca.crt");
-	cr_expect_eq(tls_echo(false, "cli1.crt", "cli1.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, "cli2.crt", "cli2.key", "ca1.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
-	tls_replace("ca2.crt", "clients-ca.crt");
-	cr_expect_eq(tls_echo(false, "cli2.crt", "cli2.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, "cli1.crt", "cli1.key", "ca1.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
-	tsrv_stop();
-	grpcx_tls_free(t);
-}
-
-Test(grpcx_tls, client_server_name_override)
-{
-	struct grpcx_tls *t = tls_server(NULL), *c;
-	struct grpcx_client *cl;
-	struct grpcx_status st;
-	char err[256];
-	uint8_t *resp = NULL;
-	size_t len = 0;
-
-	c = grpcx_tls_new(NULL, NULL, tls_path("ca1.crt"), err, sizeof(err));
-	cr_assert_not_null(c, "%s", err);
-	/* the certificate names localhost, not other.example */
-	cl = grpcx_client_new_tls(tsrv_target, c, "other.example", err,
-	    sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
-	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], "x", 1, 5000,
-	    &resp, &len, &st), GRPC_STATUS_UNAVAILABLE);
-	grpcx_client_free(cl);
-	cl = grpcx_client_new_tls(tsrv_target, c, "localhost", err,
-	    sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
-	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], "x", 1, 5000,
-	    &resp, &len, &st), GRPC_STATUS_OK, "%s", st.message);
-	free(resp);
-	grpcx_client_free(cl);
-	grpcx_tls_free(c);
-	tsrv_stop();
-	grpcx_tls_free(t);
-}
-
-/* What the fetcher reported, for the notify test. */
-static int notify_ok, notify_fail;
-static char notify_err[256];
-
-static void
-notify_record(void *arg, int rc, const char *err)
-{
-	cr_assert_eq(arg, &notify_ok);
-	if (rc > 0) {
-		notify_ok++;
-	} else {
-		notify_fail++;
-		snprintf(notify_err, sizeof(notify_err), "%s", err);
-	}
-}
-
-Test(grpcx_tls, fetcher_reports_reloads_and_errors_once)
-{
-	struct grpcx_tls *t;
-	grpc_server_credentials *creds;
-	char err[256];
-
-	t = grpcx_tls_new(tls_path("server.crt"), tls_path("server.key"),
-	    NULL, err, sizeof(err));
-	cr_assert_not_null(t, "%s", err);
-	grpcx_tls_set_notify(t, notify_record, &notify_ok);
-	creds = grpcx_tls_server_credentials(t);
-	cr_assert_not_null(creds);
-	tsrv_start_creds(creds);
-
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
-	cr_expect_eq(notify_ok + notify_fail, 0);
-
-	tls_sh("printf garbage > %s/server.key", tls_dir);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
-	cr_expect_eq(notify_fail, 1, "one report while the error lasts");
-	cr_expect(strstr(notify_err, "server.key") != NULL, "%s", notify_err);
-
-	tls_replace("srv2.crt", "server.crt");
-	tls_replace("srv2.key", "server.key");
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"), GRPC_STATUS_OK);
-	cr_expect_eq(notify_ok, 1);
-	cr_expect_eq(notify_fail, 1);
-	tsrv_stop();
-	grpcx_tls_free(t);
-}
-
 Test(grpcx, init_turns_off_absl_deadlock_detection)
 {
 	/* Debian 12's absl (the one gRPC 1.51 loads here) exports the
@@ -1233,16 +669,10 @@ Test(grpcx, cq_quiet_leaves_polling_to_other_threads, .timeout = 60)
 	}
 	cr_assert_eq(ev.type, GRPC_OP_COMPLETE);
 	cr_assert_eq(ev.tag, &tsrv_shutdown_tag);
-	grpc_completion_queue_shutdown(ccq);
-	while (grpc_completion_queue_next(ccq, gpr_inf_future(
-	    GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
-		;
+	grpcx_cq_drain(ccq, NULL);
 	tsrv_free(c);
 	grpc_server_destroy(srv);
-	grpc_completion_queue_shutdown(quiet_cq);
-	while (grpc_completion_queue_next(quiet_cq, gpr_inf_future(
-	    GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
-		;
+	grpcx_cq_drain(quiet_cq, NULL);
 	grpc_completion_queue_destroy(quiet_cq);
 	grpc_completion_queue_destroy(ccq);
 	grpc_shutdown();

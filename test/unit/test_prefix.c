@@ -278,69 +278,6 @@ Test(prefix, cmp_equal)
 	cr_assert(!pfx_equal(&a, &b));
 }
 
-/* A /32 (v4) or /128 (v6) at the top of each byte rolls into the next. */
-Test(prefix, next_carries_every_byte)
-{
-	unsigned i;
-
-	for (i = 1; i < 4; i++) {
-		pfx_addr edge = ((pfx_addr)1 << (8 * i)) - 1;
-		struct pfx p = pfx_make(PFX_V4, edge, 32), n;
-
-		cr_assert(pfx_next(&p, &n), "v4 byte %u", i);
-		cr_assert(n.addr == edge + 1 && n.len == 32 &&
-		    n.family == PFX_V4, "v4 byte %u", i);
-	}
-	for (i = 1; i < 16; i++) {
-		pfx_addr edge = ((pfx_addr)1 << (8 * i)) - 1;
-		struct pfx p = pfx_make(PFX_V6, edge, 128), n;
-
-		cr_assert(pfx_next(&p, &n), "v6 byte %u", i);
-		cr_assert(n.addr == edge + 1 && n.len == 128 &&
-		    n.family == PFX_V6, "v6 byte %u", i);
-		/* a whole byte-sized block rolls over likewise */
-		p = pfx_make(PFX_V6, edge, 128 - 8 * i);
-		cr_assert(pfx_next(&p, &n), "v6 block byte %u", i);
-		cr_assert(n.addr == edge + 1, "v6 block byte %u", i);
-	}
-	struct pfx p = must_parse("10.0.255.255/32"), n;
-	cr_assert(pfx_next(&p, &n));
-	expect_format(&n, "10.1.0.0/32");
-	p = must_parse("fd00:0:0:101:ffff:ffff:ffff:ffff/128");
-	cr_assert(pfx_next(&p, &n));
-	expect_format(&n, "fd00:0:0:102::/128");
-	p = must_parse("169.255.16.0/24");
-	cr_assert(pfx_next(&p, &n));
-	expect_format(&n, "169.255.17.0/24");
-}
-
-Test(prefix, next_last_block)
-{
-	static const char *const lasts[] = {
-		"255.255.255.255/32", "255.255.255.0/24", "128.0.0.0/1",
-		"0.0.0.0/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
-		"ffff:ffff:ffff:ffff::/64", "8000::/1", "::/0",
-	};
-	struct pfx n;
-	size_t i;
-
-	for (i = 0; i < sizeof(lasts) / sizeof(lasts[0]); i++) {
-		struct pfx p = must_parse(lasts[i]);
-
-		cr_assert(!pfx_next(&p, &n), "%s has a next", lasts[i]);
-	}
-	struct pfx p = must_parse("0.0.0.0/1");
-	cr_assert(pfx_next(&p, &n));
-	expect_format(&n, "128.0.0.0/1");
-	p = must_parse("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/128");
-	cr_assert(pfx_next(&p, &n));
-	cr_assert(n.addr == ~(pfx_addr)0);
-	/* an IPv4 block ends at 32 bits, not 128 */
-	p = must_parse("255.255.255.254/32");
-	cr_assert(pfx_next(&p, &n));
-	cr_assert(n.addr == 0xffffffffu);
-}
-
 Test(prefix, align_up)
 {
 	struct pfx out;

@@ -1,15 +1,12 @@
 /*
- * watch.c - nsp-watch.so, the WatchConduit client of the nsp worker.
+ * watch.c - the nsp worker's WatchConduit client (watch.h).
  *
- * A shared module (see ../watch.h): the worker dlopen()s it only when
- * IPAM_NSP_SERVICE is set, so that a worker with static conduits never
- * maps gRPC. It runs one thread, which owns the gRPC call to
- * /nsp.v1.ConfigurationManager/WatchConduit: it reads one ConduitResponse
- * at a time, filters it, hands the names to the worker's main thread and
- * waits until the worker calls done() (the db acknowledged them) before it
- * asks gRPC for the next message, so lists are applied one by one, in
- * order. It reconnects with a capped exponential backoff. It logs through
- * the worker's logger (struct nspw_host).
+ * One thread owns the gRPC call to /nsp.v1.ConfigurationManager/WatchConduit:
+ * it reads one ConduitResponse at a time, filters it, hands the names to
+ * the worker's main thread and waits until the main thread calls
+ * watch_done() (the db acknowledged them) before it asks gRPC for the next
+ * message, so lists are applied one by one, in order. It reconnects with a
+ * capped exponential backoff.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -29,46 +26,48 @@
 #include "conduitset.h"
 #include "config.h"
 #include "grpcx.h"
+#include "tls.h"
 #include "log.h"
 #include "nsp/v1/configurationmanager.pb-c.h"
 #include "spiffe.h"
 #include "watch.h"
 
-#define NSP_METHOD "/nsp.v1.ConfigurationManager/WatchConduit"
-#define NSP_BACKOFF_MIN_MS 100		/* first retry delay of the watch */
-#define NSP_CONNECT_MS 5000		/* time a connection attempt may take */
-#define NSP_BACKUP_POLL_MS "100"	/* gRPC's polling of idle channels */
-#define NSP_JOIN_MS 700			/* wait for the watch thread on exit */
-#define NSP_STATUS_MAX 256		/* room for one details/error line */
-#define NSP_MAX_MESSAGE (32 << 20)	/* largest ConduitResponse accepted */
+#define WATCH_METHOD "/nsp.v1.ConfigurationManager/WatchConduit"
+#define WATCH_BACKOFF_MIN_MS 100	/* first retry delay of the watch */
+#define WATCH_CONNECT_MS 5000		/* time a connection attempt may take */
+#define WATCH_BACKUP_POLL_MS "100"	/* gRPC's polling of idle channels */
+#define WATCH_JOIN_MS 700		/* wait for the watch thread on exit */
+#define WATCH_STATUS_MAX 256		/* room for one details/error line */
+#define WATCH_MAX_MESSAGE (32 << 20)	/* largest ConduitResponse accepted */
 
-/* A running watch: state shared by the worker's main thread (through the
- * ops) and the watch thread. */
-struct nspw {
+/* A running watch: state shared by the worker's main thread and the
+ * watch thread. */
+struct watch {
 	pthread_mutex_t mu;		/* guards the fields up to retry_ms */
-	pthread_cond_t cv;		/* signalled on stop and when a list is done */
+	pthread_cond_t cv;		/* signalled on stop and list done */
 	bool stop;			/* the worker is stopping */
-	grpc_call *call;		/* the running call (for cancel), or NULL */
+	grpc_call *call;		/* the running call, or NULL */
 	const char **names;		/* list handed to the main thread */
 	size_t nnames;			/* entries in names */
 	bool handed;			/* names waits for the main thread */
-	enum nspw_state state;		/* for the status line */
-	int64_t retry_ms;		/* NSPW_BACKOFF: delay of this wait */
-	const struct nspw_host *h;	/* the worker's loan (log, wake fd) */
-	const struct cfg *cfg;		/* h->cfg */
+	enum watch_state state;		/* for the status line */
+	int64_t retry_ms;		/* WATCH_BACKOFF: delay of this wait */
+	const struct cfg *cfg;		/* configuration (read only) */
+	int wake_fd;			/* a byte here: watch_take has a list */
+	bool tls_on;			/* config_nsp_tls_on(cfg): TLS to NSP */
 	pthread_t tid;			/* the watch thread */
 	grpc_channel *channel;		/* channel to the NSP service, NULL
 					 * until made (watch thread only) */
-	struct grpcx_tls *tls;		/* IPAM_NSP_TLS_* files, NULL when
+	struct tls *tls;		/* IPAM_NSP_TLS_* files, NULL when
 					 * plaintext or not read yet */
-	char tls_err[NSP_STATUS_MAX];	/* last TLS file error logged */
+	char tls_err[WATCH_STATUS_MAX];	/* last TLS file error logged */
 	struct spiffe_source *spiffe;	/* SVIDs (SPIFFE_ENDPOINT_SOCKET),
 					 * NULL when off */
 	uint64_t spiffe_gen;		/* generation of the channel's SVID */
 };
 
-static grpc_channel *nspw_channel_new(const struct cfg *cfg,
-    struct grpcx_tls *tls, grpc_channel_credentials *creds);
+static grpc_channel *watch_channel_new(const struct cfg *cfg,
+    struct tls *tls, grpc_channel_credentials *creds);
 
 /* ---------------------------------------------------------------------
  * Watch thread
@@ -76,7 +75,7 @@ static grpc_channel *nspw_channel_new(const struct cfg *cfg,
 
 /* Waits for the one operation outstanding on cq; its success flag. */
 static bool
-nspw_cq_wait(grpc_completion_queue *cq)
+watch_cq_wait(grpc_completion_queue *cq)
 {
 	grpc_event ev;
 
@@ -88,10 +87,11 @@ nspw_cq_wait(grpc_completion_queue *cq)
 /*
  * Filters one ConduitResponse and hands its names to the worker's main
  * thread, then waits until it is done with them (done(): the db
- * acknowledged them) or the worker stops. Oversized or malformed lists are logged and dropped.
+ * acknowledged them) or the worker stops. Oversized or malformed lists
+ * are logged and dropped.
  */
 static void
-nspw_message(struct nspw *w, grpc_byte_buffer *bb)
+watch_message(struct watch *w, grpc_byte_buffer *bb)
 {
 	Nsp__V1__ConduitResponse *resp;
 	Nsp__V1__Conduit *c;
@@ -102,19 +102,19 @@ nspw_message(struct nspw *w, grpc_byte_buffer *bb)
 	resp = (Nsp__V1__ConduitResponse *)grpcx_unpack(
 	    &nsp__v1__conduit_response__descriptor, bb);
 	if (resp == NULL) {
-		w->h->log_fmt(LOGL_WARNING,
+		log_fmt(LOGL_WARNING,
 		    "NSP sent a malformed ConduitResponse; ignored");
 		return;
 	}
 	if (resp->n_conduits > CONDUITSET_MAX) {
 		snprintf(buf, sizeof(buf), "%zu", resp->n_conduits);
-		w->h->log_kv(LOGL_WARNING, "conduit list too long; ignored",
+		log_kv(LOGL_WARNING, "conduit list too long; ignored",
 		    "count", buf, NULL);
 		goto out;
 	}
 	names = calloc(resp->n_conduits + 1, sizeof(*names));
 	if (names == NULL) {
-		w->h->log_fmt(LOGL_ERROR,
+		log_fmt(LOGL_ERROR,
 		    "out of memory for a conduit list; ignored");
 		goto out;
 	}
@@ -129,7 +129,7 @@ nspw_message(struct nspw *w, grpc_byte_buffer *bb)
 	}
 	if (other > 0) {
 		snprintf(buf, sizeof(buf), "%zu", other);
-		w->h->log_kv(LOGL_DEBUG, "ignored conduits of other trenches",
+		log_kv(LOGL_DEBUG, "ignored conduits of other trenches",
 		    "count", buf, NULL);
 	}
 
@@ -138,8 +138,8 @@ nspw_message(struct nspw *w, grpc_byte_buffer *bb)
 	w->nnames = n;
 	w->handed = true;
 	pthread_mutex_unlock(&w->mu);
-	if (write(w->h->wake_fd, "l", 1) < 0 && errno != EAGAIN)
-		w->h->log_fmt(LOGL_ERROR, "wake pipe: %s", strerror(errno));
+	if (write(w->wake_fd, "l", 1) < 0 && errno != EAGAIN)
+		log_fmt(LOGL_ERROR, "wake pipe: %s", strerror(errno));
 	pthread_mutex_lock(&w->mu);
 	while (w->handed && !w->stop)
 		pthread_cond_wait(&w->cv, &w->mu);
@@ -158,7 +158,7 @@ out:
  * arrived (a stream that worked resets the backoff).
  */
 static void
-nspw_call(struct nspw *w, grpc_completion_queue *cq,
+watch_call(struct watch *w, grpc_completion_queue *cq,
     grpc_status_code *code, char *details, size_t dlen, bool *got_message)
 {
 	Nsp__V1__Trench trench = NSP__V1__TRENCH__INIT;
@@ -180,7 +180,7 @@ nspw_call(struct nspw *w, grpc_completion_queue *cq,
 		snprintf(details, dlen, "out of memory");
 		return;
 	}
-	method = grpc_slice_from_static_string(NSP_METHOD);
+	method = grpc_slice_from_static_string(WATCH_METHOD);
 	call = grpc_channel_create_call(w->channel, NULL,
 	    GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
 	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -203,23 +203,23 @@ nspw_call(struct nspw *w, grpc_completion_queue *cq,
 		snprintf(details, dlen, "cannot start the call");
 		goto out_clear;
 	}
-	if (!nspw_cq_wait(cq))
+	if (!watch_cq_wait(cq))
 		goto status;
 
 	for (;;) {
 		if (grpcx_stream_next(call, &u, (void *)2) != GRPC_CALL_OK ||
-		    !nspw_cq_wait(cq) || u.recv == NULL)
+		    !watch_cq_wait(cq) || u.recv == NULL)
 			break;
 		if (!*got_message) {
 			*got_message = true;
-			w->h->log_kv(LOGL_INFO, "watching conduits", "target",
+			log_kv(LOGL_INFO, "watching conduits", "target",
 			    w->cfg->nsp_service, "trench", w->cfg->trench,
 			    NULL);
 		}
 		pthread_mutex_lock(&w->mu);
-		w->state = NSPW_WATCHING;
+		w->state = WATCH_WATCHING;
 		pthread_mutex_unlock(&w->mu);
-		nspw_message(w, u.recv);
+		watch_message(w, u.recv);
 		pthread_mutex_lock(&w->mu);
 		stop = w->stop;
 		pthread_mutex_unlock(&w->mu);
@@ -231,7 +231,7 @@ nspw_call(struct nspw *w, grpc_completion_queue *cq,
 
 status:
 	if (grpcx_stream_finish(call, &u, (void *)3) == GRPC_CALL_OK &&
-	    nspw_cq_wait(cq)) {
+	    watch_cq_wait(cq)) {
 		*code = u.status;
 		if (GRPC_SLICE_LENGTH(u.details) > 0)
 			snprintf(details, dlen, "%.*s",
@@ -254,14 +254,14 @@ out_call:
 }
 
 /*
- * nspw_channel with SPIFFE: the channel presents the current SVID and
+ * watch_channel with SPIFFE: the channel presents the current SVID and
  * accepts an NSP whose chain leads to the bundle and whose certificate
  * carries a SPIFFE ID of our trust domain (no host-name check). After a
  * rotation the next call gets a new channel with the new SVID; the running
  * stream is not cut. No SVID yet: no channel, and the attempt fails.
  */
 static bool
-nspw_channel_spiffe(struct nspw *w, char *details, size_t dlen)
+watch_channel_spiffe(struct watch *w, char *details, size_t dlen)
 {
 	struct spiffe_svid *svid;
 	grpc_channel_credentials *creds;
@@ -274,7 +274,7 @@ nspw_channel_spiffe(struct nspw *w, char *details, size_t dlen)
 		return false;
 	}
 	if (w->channel != NULL && gen != w->spiffe_gen) {
-		w->h->log_fmt(LOGL_INFO, "new SVID: new channel to %s",
+		log_fmt(LOGL_INFO, "new SVID: new channel to %s",
 		    w->cfg->nsp_service);
 		grpc_channel_destroy(w->channel);
 		w->channel = NULL;
@@ -285,7 +285,7 @@ nspw_channel_spiffe(struct nspw *w, char *details, size_t dlen)
 	creds = svid != NULL ? spiffe_channel_credentials(svid, NULL) : NULL;
 	spiffe_svid_free(svid);
 	if (creds != NULL)
-		w->channel = nspw_channel_new(w->cfg, NULL, creds);
+		w->channel = watch_channel_new(w->cfg, NULL, creds);
 	if (w->channel == NULL) {
 		snprintf(details, dlen, "cannot create a channel");
 		return false;
@@ -307,39 +307,39 @@ nspw_channel_spiffe(struct nspw *w, char *details, size_t dlen)
  * details set otherwise.
  */
 static bool
-nspw_channel(struct nspw *w, char *details, size_t dlen)
+watch_channel(struct watch *w, char *details, size_t dlen)
 {
 	const struct cfg *c = w->cfg;
-	char err[NSP_STATUS_MAX];
+	char err[WATCH_STATUS_MAX];
 	int rc = 0;
 
 	if (w->spiffe != NULL)
-		return nspw_channel_spiffe(w, details, dlen);
+		return watch_channel_spiffe(w, details, dlen);
 	err[0] = '\0';
-	if (w->h->tls) {
+	if (w->tls_on) {
 		if (w->tls == NULL) {
-			w->tls = grpcx_tls_new(c->nsp_tls_cert, c->nsp_tls_key,
+			w->tls = tls_new(c->nsp_tls_cert, c->nsp_tls_key,
 			    c->nsp_tls_ca, err, sizeof(err));
 			rc = w->tls != NULL ? 1 : -1;
 		} else {
-			rc = grpcx_tls_refresh(w->tls, err, sizeof(err));
+			rc = tls_refresh(w->tls, err, sizeof(err));
 		}
 	}
 	if (rc < 0 && strcmp(err, w->tls_err) != 0) {
-		w->h->log_kv(LOGL_WARNING, "cannot read NSP TLS files",
+		log_kv(LOGL_WARNING, "cannot read NSP TLS files",
 		    "error", err, NULL);
 		snprintf(w->tls_err, sizeof(w->tls_err), "%s", err);
 	} else if (rc >= 0) {
 		w->tls_err[0] = '\0';
 	}
 	if (rc > 0 && w->channel != NULL) {
-		w->h->log_fmt(LOGL_INFO,
+		log_fmt(LOGL_INFO,
 		    "NSP TLS files changed: new channel to %s", c->nsp_service);
 		grpc_channel_destroy(w->channel);
 		w->channel = NULL;
 	}
-	if (w->channel == NULL && (w->tls != NULL || !w->h->tls))
-		w->channel = nspw_channel_new(c, w->tls, NULL);
+	if (w->channel == NULL && (w->tls != NULL || !w->tls_on))
+		w->channel = watch_channel_new(c, w->tls, NULL);
 	if (w->channel == NULL) {
 		snprintf(details, dlen, "%s", err[0] != '\0' ? err :
 		    "cannot create a channel");
@@ -358,29 +358,29 @@ nspw_channel(struct nspw *w, char *details, size_t dlen)
  * attempts in between are logged at debug level.
  */
 static void *
-nspw_main(void *arg)
+watch_main(void *arg)
 {
-	struct nspw *w = arg;
+	struct watch *w = arg;
 	grpc_completion_queue *cq;
 	grpc_status_code code;
-	char details[NSP_STATUS_MAX], cur[32];
+	char details[WATCH_STATUS_MAX], cur[32];
 	char last[sizeof(cur)] = "", delay[32];
-	int64_t backoff = NSP_BACKOFF_MIN_MS, cap;
+	int64_t backoff = WATCH_BACKOFF_MIN_MS, cap;
 	struct timespec until;
 	bool got, stop;
 
-	cap = nspw_ms_of_ns(w->cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+	cap = watch_ms_of_ns(w->cfg->max_backoff_ns, WATCH_BACKOFF_MIN_MS);
 	cq = grpc_completion_queue_create_for_next(NULL);
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
 		stop = w->stop;
-		w->state = NSPW_CONNECTING;
+		w->state = WATCH_CONNECTING;
 		pthread_mutex_unlock(&w->mu);
 		if (stop)
 			break;
 
-		if (nspw_channel(w, details, sizeof(details))) {
-			nspw_call(w, cq, &code, details, sizeof(details),
+		if (watch_channel(w, details, sizeof(details))) {
+			watch_call(w, cq, &code, details, sizeof(details),
 			    &got);
 		} else {
 			code = GRPC_STATUS_UNAVAILABLE;
@@ -393,12 +393,12 @@ nspw_main(void *arg)
 			break;
 
 		if (got) {
-			backoff = NSP_BACKOFF_MIN_MS;
+			backoff = WATCH_BACKOFF_MIN_MS;
 			last[0] = '\0';
 		}
 		snprintf(cur, sizeof(cur), "%s", grpcx_status_name(code));
 		snprintf(delay, sizeof(delay), "%" PRId64 "ms", backoff);
-		w->h->log_kv(strcmp(cur, last) != 0 ? LOGL_WARNING : LOGL_DEBUG,
+		log_kv(strcmp(cur, last) != 0 ? LOGL_WARNING : LOGL_DEBUG,
 		    "NSP watch failed", "target", w->cfg->nsp_service,
 		    "code", grpcx_status_name(code), "details", details,
 		    "retry_in", delay, NULL);
@@ -412,7 +412,7 @@ nspw_main(void *arg)
 			until.tv_nsec -= 1000000000;
 		}
 		pthread_mutex_lock(&w->mu);
-		w->state = NSPW_BACKOFF;
+		w->state = WATCH_BACKOFF;
 		w->retry_ms = backoff;
 		while (!w->stop &&
 		    pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
@@ -420,17 +420,14 @@ nspw_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 		backoff = backoff * 2 > cap ? cap : backoff * 2;
 	}
-	grpc_completion_queue_shutdown(cq);
-	while (grpc_completion_queue_next(cq,
-	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
-		;
+	grpcx_cq_drain(cq, NULL);
 	grpc_completion_queue_destroy(cq);
 	return NULL;
 }
 
 /* Sets one integer channel argument. */
 static void
-nspw_arg_int(grpc_arg *a, const char *key, int value)
+watch_arg_int(grpc_arg *a, const char *key, int value)
 {
 	a->type = GRPC_ARG_INTEGER;
 	a->key = (char *)key;
@@ -446,32 +443,32 @@ nspw_arg_int(grpc_arg *a, const char *key, int value)
  * again within IPAM_GRPC_MAX_BACKOFF, and room for a list of
  * CONDUITSET_MAX conduits with their port NATs.
  *
- * gRPC 1.51 reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the time one
- * attempt (TCP connect, TLS handshake, HTTP/2 settings) may take: it is
- * NSP_CONNECT_MS, not the 100 ms first backoff, which cut TLS handshakes
- * short (see also nspw_start on polling).
+ * gRPC reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the time one attempt
+ * (TCP connect, TLS handshake, HTTP/2 settings) may take: it is
+ * WATCH_CONNECT_MS, not the 100 ms first backoff, which would cut TLS
+ * handshakes short (see also watch_start on polling).
  */
 static grpc_channel *
-nspw_channel_new(const struct cfg *cfg, struct grpcx_tls *tls,
+watch_channel_new(const struct cfg *cfg, struct tls *tls,
     grpc_channel_credentials *spiffe)
 {
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
 	grpc_arg args[7];
 	grpc_channel_args chargs;
-	int cap = nspw_ms_of_ns(cfg->max_backoff_ns, NSP_BACKOFF_MIN_MS);
+	int cap = watch_ms_of_ns(cfg->max_backoff_ns, WATCH_BACKOFF_MIN_MS);
 
 	memset(args, 0, sizeof(args));
-	nspw_arg_int(&args[0], GRPC_ARG_KEEPALIVE_TIME_MS,
-	    nspw_ms_of_ns(cfg->keepalive_ns, 1));
-	nspw_arg_int(&args[1], GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-	nspw_arg_int(&args[2], GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-	    NSP_BACKOFF_MIN_MS);
-	nspw_arg_int(&args[3], GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-	    NSP_CONNECT_MS);
-	nspw_arg_int(&args[4], GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, cap);
-	nspw_arg_int(&args[5], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-	    NSP_MAX_MESSAGE);
+	watch_arg_int(&args[0], GRPC_ARG_KEEPALIVE_TIME_MS,
+	    watch_ms_of_ns(cfg->keepalive_ns, 1));
+	watch_arg_int(&args[1], GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+	watch_arg_int(&args[2], GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+	    WATCH_BACKOFF_MIN_MS);
+	watch_arg_int(&args[3], GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+	    WATCH_CONNECT_MS);
+	watch_arg_int(&args[4], GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, cap);
+	watch_arg_int(&args[5], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+	    WATCH_MAX_MESSAGE);
 	chargs.num_args = sizeof(args) / sizeof(args[0]) - 1;
 	chargs.args = args;
 	if (tls != NULL && cfg->nsp_tls_server_name[0] != '\0') {
@@ -482,7 +479,7 @@ nspw_channel_new(const struct cfg *cfg, struct grpcx_tls *tls,
 		chargs.num_args++;
 	}
 	creds = spiffe != NULL ? spiffe : tls != NULL ?
-	    grpcx_tls_channel_credentials(tls) :
+	    tls_channel_credentials(tls) :
 	    grpc_insecure_credentials_create();
 	if (creds == NULL)
 		return NULL;
@@ -492,29 +489,29 @@ nspw_channel_new(const struct cfg *cfg, struct grpcx_tls *tls,
 }
 
 /* ---------------------------------------------------------------------
- * Operations (struct nspw_ops), called from the worker's main thread
+ * The worker's side: called from its main thread
  */
 
 /* The SVID watcher's reports, as the worker's log lines. */
 static void
-nspw_spiffe_event(void *arg, enum spiffe_event ev, const char *text)
+watch_spiffe_event(void *arg, enum spiffe_event ev, const char *text)
 {
-	struct nspw *w = arg;
+	struct watch *w = arg;
 
 	switch (ev) {
 	case SPIFFE_EV_UPDATE:
-		w->h->log_kv(LOGL_INFO, "SVID from the Workload API: new NSP "
+		log_kv(LOGL_INFO, "SVID from the Workload API: new NSP "
 		    "connections present it", "spiffe_id", text, NULL);
 		break;
 	case SPIFFE_EV_FAILED:
-		w->h->log_kv(LOGL_WARNING, spiffe_source_generation(w->spiffe)
+		log_kv(LOGL_WARNING, spiffe_source_generation(w->spiffe)
 		    > 0 ? "Workload API unavailable: keeping the last SVID, "
 		    "reconnecting" : "Workload API unavailable: no SVID yet, "
 		    "no NSP connection; reconnecting", "endpoint",
 		    w->cfg->spiffe_socket, "error", text, NULL);
 		break;
 	case SPIFFE_EV_REJECTED:
-		w->h->log_kv(LOGL_WARNING, "SVID from the Workload API "
+		log_kv(LOGL_WARNING, "SVID from the Workload API "
 		    "refused: keeping the last one", "error", text, NULL);
 		break;
 	}
@@ -522,18 +519,18 @@ nspw_spiffe_event(void *arg, enum spiffe_event ev, const char *text)
 
 /*
  * Initialises gRPC and starts the watch thread (which makes the channel,
- * see nspw_channel). NULL on failure, logged.
+ * see watch_channel). NULL on failure, logged.
  */
-static struct nspw *
-nspw_start(const struct nspw_host *host)
+struct watch *
+watch_start(const struct cfg *cfg, int wake_fd)
 {
 	pthread_condattr_t ca;
-	struct nspw *w;
+	struct watch *w;
 	int err;
 
 	w = calloc(1, sizeof(*w));
 	if (w == NULL) {
-		host->log_fmt(LOGL_ERROR, "out of memory for the NSP watch");
+		log_fmt(LOGL_ERROR, "out of memory for the NSP watch");
 		return NULL;
 	}
 	pthread_mutex_init(&w->mu, NULL);
@@ -541,9 +538,10 @@ nspw_start(const struct nspw_host *host)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&w->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	w->h = host;
-	w->cfg = host->cfg;
-	w->state = NSPW_CONNECTING;
+	w->cfg = cfg;
+	w->wake_fd = wake_fd;
+	w->tls_on = config_nsp_tls_on(cfg);
+	w->state = WATCH_CONNECTING;
 	/*
 	 * A reconnection runs in the background while no call is on the
 	 * channel (a failing channel fails calls at once), so only gRPC's
@@ -554,7 +552,7 @@ nspw_start(const struct nspw_host *host)
 	 * thread, before gRPC reads it.
 	 */
 	setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS",
-	    NSP_BACKUP_POLL_MS, 0);
+	    WATCH_BACKUP_POLL_MS, 0);
 	/* Only here, in a freshly exec'd process (see GRPC-CORE-NOTES). */
 	(void)grpcx_init();
 	if (w->cfg->spiffe_socket[0] != '\0') {
@@ -563,8 +561,8 @@ nspw_start(const struct nspw_host *host)
 		w->spiffe = spiffe_source_new();
 		if (w->spiffe == NULL || spiffe_source_watch(w->spiffe,
 		    w->cfg->spiffe_target, w->cfg->max_backoff_ns / 1000000,
-		    nspw_spiffe_event, w, why, sizeof(why)) != 0) {
-			host->log_fmt(LOGL_ERROR, "SPIFFE: %s", w->spiffe ==
+		    watch_spiffe_event, w, why, sizeof(why)) != 0) {
+			log_fmt(LOGL_ERROR, "SPIFFE: %s", w->spiffe ==
 			    NULL ? "out of memory" : why);
 			spiffe_source_free(w->spiffe);
 			grpc_shutdown();
@@ -574,9 +572,9 @@ nspw_start(const struct nspw_host *host)
 			return NULL;
 		}
 	}
-	err = pthread_create(&w->tid, NULL, nspw_main, w);
+	err = pthread_create(&w->tid, NULL, watch_main, w);
 	if (err != 0) {
-		host->log_fmt(LOGL_ERROR, "cannot start the watch thread: %s",
+		log_fmt(LOGL_ERROR, "cannot start the watch thread: %s",
 		    strerror(err));
 		spiffe_source_free(w->spiffe);
 		grpc_shutdown();
@@ -589,8 +587,8 @@ nspw_start(const struct nspw_host *host)
 }
 
 /* Points *names at the list the thread handed over, if there is one. */
-static bool
-nspw_take(struct nspw *w, const char *const **names, size_t *n)
+bool
+watch_take(struct watch *w, const char *const **names, size_t *n)
 {
 	bool handed;
 
@@ -606,8 +604,8 @@ nspw_take(struct nspw *w, const char *const **names, size_t *n)
 
 /* Hands the current list back to the watch thread, which then reads the
  * next message. */
-static void
-nspw_done(struct nspw *w)
+void
+watch_done(struct watch *w)
 {
 	pthread_mutex_lock(&w->mu);
 	w->handed = false;
@@ -616,8 +614,8 @@ nspw_done(struct nspw *w)
 }
 
 /* What the watch thread is doing, for the status line. */
-static void
-nspw_state(struct nspw *w, enum nspw_state *st, int64_t *retry_ms)
+void
+watch_state(struct watch *w, enum watch_state *st, int64_t *retry_ms)
 {
 	pthread_mutex_lock(&w->mu);
 	*st = w->state;
@@ -627,12 +625,12 @@ nspw_state(struct nspw *w, enum nspw_state *st, int64_t *retry_ms)
 
 /*
  * Stops the watch thread: cancels the call, wakes every wait, and joins
- * within NSP_JOIN_MS. gRPC is shut down and w freed only if the thread is
+ * within WATCH_JOIN_MS. gRPC is shut down and w freed only if the thread is
  * gone; if it is not, the process exits anyway (the deadline of SIGTERM
  * matters more).
  */
-static void
-nspw_stop(struct nspw *w)
+void
+watch_stop(struct watch *w)
 {
 	struct timespec until;
 
@@ -645,11 +643,11 @@ nspw_stop(struct nspw *w)
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += NSP_JOIN_MS * 1000000L;
+	until.tv_nsec += WATCH_JOIN_MS * 1000000L;
 	until.tv_sec += until.tv_nsec / 1000000000;
 	until.tv_nsec %= 1000000000;
 	if (pthread_timedjoin_np(w->tid, NULL, &until) != 0) {
-		w->h->log_fmt(LOGL_WARNING,
+		log_fmt(LOGL_WARNING,
 		    "watch thread did not stop in time");
 		return;
 	}
@@ -659,27 +657,19 @@ nspw_stop(struct nspw *w)
 		grpc_channel_destroy(w->channel);
 	spiffe_source_free(w->spiffe);
 	grpc_shutdown();
-	grpcx_tls_free(w->tls);
+	tls_free(w->tls);
 	free(w);
 }
 
-/* The operations, as the worker finds them through NSPW_ENTRY. */
-static const struct nspw_ops nspw_ops = {
-	.abi = NSPW_ABI,
-	.cfg_size = sizeof(struct cfg),
-	.version = IPAM_VERSION,
-	.start = nspw_start,
-	.take = nspw_take,
-	.done = nspw_done,
-	.state = nspw_state,
-	.stop = nspw_stop,
-};
-
-/* The module's one exported symbol (the build hides every other). */
-__attribute__((visibility("default"))) const struct nspw_ops *nspw_entry(void);
-
-const struct nspw_ops *
-nspw_entry(void)
+/* See watch.h; used for the db retries and the NSP backoff alike. */
+int
+watch_ms_of_ns(int64_t ns, int lo)
 {
-	return &nspw_ops;
+	int64_t ms = ns / 1000000;
+
+	if (ms < lo)
+		return lo;
+	if (ms > INT32_MAX)
+		return INT32_MAX;
+	return (int)ms;
 }

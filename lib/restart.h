@@ -1,5 +1,5 @@
 /*
- * supervise.h - the supervisor's restart policy and per-worker state,
+ * restart.h - the supervisor's restart policy and per-worker state,
  * kept free of processes and clocks so it can be tested alone.
  *
  * A worker that dies after running at least min_run_ms is restarted at
@@ -18,8 +18,8 @@
  *   IPAMD_RESTART_WINDOW_MS    (60000) the window of the death tally, >= 1
  * Times are milliseconds on a monotonic clock. No logging, no exit.
  */
-#ifndef IPAM_SUPERVISE_H
-#define IPAM_SUPERVISE_H
+#ifndef IPAM_RESTART_H
+#define IPAM_RESTART_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -27,12 +27,12 @@
 #include <sys/types.h>
 
 /* Room in a worker's death tally; max_deaths must be below it. */
-#define SUP_TALLY_MAX 64
+#define RESTART_TALLY_MAX 64
 
 /* Exit status that marks a permanent failure (EX_CONFIG). */
-#define SUP_EXIT_PERMANENT 78
+#define RESTART_EXIT_PERMANENT 78
 
-struct sup_policy {
+struct restart_policy {
 	int64_t min_run_ms;	/* a run this long restarts at once */
 	int64_t floor_ms;	/* delay after the first short run */
 	int64_t cap_ms;		/* longest delay */
@@ -42,24 +42,24 @@ struct sup_policy {
 };
 
 /* Where a worker is in its life. */
-enum sup_state {
-	SUP_IDLE = 0,		/* not started yet */
-	SUP_RUNNING,		/* started, pid valid */
-	SUP_WAITING,		/* died; restart due at restart_at_ms */
-	SUP_STOPPING,		/* asked to stop, pid valid until reaped */
-	SUP_GONE,		/* stopped for good */
+enum restart_state {
+	RESTART_IDLE = 0,		/* not started yet */
+	RESTART_RUNNING,		/* started, pid valid */
+	RESTART_WAITING,		/* died; restart due at restart_at_ms */
+	RESTART_STOPPING,	/* asked to stop, pid valid until reaped */
+	RESTART_GONE,		/* stopped for good */
 };
 
 /* What to do about a death. */
-enum sup_verdict {
-	SUP_RESTART,		/* start again after the returned delay */
-	SUP_GIVE_UP,		/* too many deaths in the window */
-	SUP_PERMANENT,		/* exit 78: a restart cannot help */
-	SUP_STOPPED,		/* it was asked to stop: nothing to do */
+enum restart_verdict {
+	RESTART_AGAIN,		/* start again after the returned delay */
+	RESTART_GIVE_UP,		/* too many deaths in the window */
+	RESTART_PERMANENT,		/* exit 78: a restart cannot help */
+	RESTART_STOPPED,	/* it was asked to stop: nothing to do */
 };
 
-struct sup_worker {
-	enum sup_state state;	/* see enum sup_state */
+struct restart_worker {
+	enum restart_state state;	/* see enum restart_state */
 	pid_t pid;		/* process id while RUNNING or STOPPING */
 	bool ready;		/* reported ready = true since its start */
 	int64_t started_ms;	/* time of the last start */
@@ -68,59 +68,61 @@ struct sup_worker {
 	int64_t backoff_ms;	/* delay for the next short run, 0 = floor */
 	unsigned starts;	/* number of starts so far */
 	unsigned ndeaths;	/* entries used in deaths[] */
-	int64_t deaths[SUP_TALLY_MAX];	/* death times within the window */
+	int64_t deaths[RESTART_TALLY_MAX]; /* death times in the window */
 };
 
 /* The defaults above. */
-void sup_policy_default(struct sup_policy *p);
+void restart_policy_default(struct restart_policy *p);
 
 /*
  * Defaults overridden by the IPAMD_RESTART_* variables as read by get
  * (getenv in programs). On a bad value writes one line naming the
  * variable, the value and what is expected into err and returns -1.
  */
-int sup_policy_load(struct sup_policy *p, const char *(*get)(const char *),
+int restart_policy_load(struct restart_policy *p,
+    const char *(*get)(const char *),
     char *err, size_t errlen);
 
 /* A worker that has not run yet. */
-void sup_worker_init(struct sup_worker *w);
+void restart_worker_init(struct restart_worker *w);
 
 /* Records a start: RUNNING, not ready, the start counts as a heartbeat. */
-void sup_worker_started(struct sup_worker *w, pid_t pid, int64_t now);
+void restart_worker_started(struct restart_worker *w, pid_t pid, int64_t now);
 
 /* Records a status frame. Returns true when it made the worker ready. */
-bool sup_worker_beat(struct sup_worker *w, bool ready, int64_t now);
+bool restart_worker_beat(struct restart_worker *w, bool ready, int64_t now);
 
 /* Records that the worker was asked to stop (SIGTERM sent). */
-void sup_worker_stopping(struct sup_worker *w);
+void restart_worker_stopping(struct restart_worker *w);
 
 /* Cancels a pending (re)start: an IDLE or WAITING worker becomes GONE.
  * Returns true if it did; a running worker is left alone. */
-bool sup_worker_cancel(struct sup_worker *w);
+bool restart_worker_cancel(struct restart_worker *w);
 
 /*
  * Records the death of the worker with waitpid status wstatus and decides.
- * SUP_RESTART sets *delay_ms and leaves the worker WAITING; the others
+ * RESTART_AGAIN sets *delay_ms and leaves the worker WAITING; the others
  * leave it GONE.
  */
-enum sup_verdict sup_worker_died(struct sup_worker *w,
-    const struct sup_policy *p, int wstatus, int64_t now, int64_t *delay_ms);
+enum restart_verdict restart_worker_died(struct restart_worker *w,
+    const struct restart_policy *p, int wstatus, int64_t now,
+    int64_t *delay_ms);
 
 /* True while the worker has a process (RUNNING or STOPPING). */
-bool sup_worker_alive(const struct sup_worker *w);
+bool restart_worker_alive(const struct restart_worker *w);
 
 /* True when a WAITING worker's restart time has come. */
-bool sup_worker_due(const struct sup_worker *w, int64_t now);
+bool restart_worker_due(const struct restart_worker *w, int64_t now);
 
 /* True when every worker runs and has reported ready. */
-bool sup_all_ready(const struct sup_worker *ws, size_t n);
+bool restart_all_ready(const struct restart_worker *ws, size_t n);
 
 /* True when every worker sent a status frame (or started) within the last
  * interval_ms: the condition for petting systemd's watchdog. */
-bool sup_watchdog_ok(const struct sup_worker *ws, size_t n, int64_t now,
+bool restart_watchdog_ok(const struct restart_worker *ws, size_t n, int64_t now,
     int64_t interval_ms);
 
 /* A waitpid status in words: "exit 1", "signal 9 (Killed)". */
-void sup_describe_exit(int wstatus, char *buf, size_t len);
+void restart_describe_exit(int wstatus, char *buf, size_t len);
 
 #endif

@@ -1,8 +1,8 @@
 /*
- * supervise.c - restart policy and worker state of the supervisor (see
- * supervise.h). Pure: times come in as arguments, nothing is logged.
+ * restart.c - restart policy and worker state of the supervisor (see
+ * restart.h). Pure: times come in as arguments, nothing is logged.
  */
-#include "supervise.h"
+#include "restart.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 
 void
-sup_policy_default(struct sup_policy *p)
+restart_policy_default(struct restart_policy *p)
 {
 	p->min_run_ms = 1000;
 	p->floor_ms = 100;
@@ -26,7 +26,7 @@ sup_policy_default(struct sup_policy *p)
  * unset or empty variable leaves *out alone. -1 with a message on error.
  */
 static int
-sup_env_int(const char *(*get)(const char *), const char *name, int64_t min,
+restart_env_int(const char *(*get)(const char *), const char *name, int64_t min,
     int64_t max, int64_t *out, char *err, size_t errlen)
 {
 	const char *s = get(name);
@@ -49,25 +49,26 @@ sup_env_int(const char *(*get)(const char *), const char *name, int64_t min,
 
 /* The bounds keep every later sum and doubling far from overflow. */
 int
-sup_policy_load(struct sup_policy *p, const char *(*get)(const char *),
+restart_policy_load(struct restart_policy *p, const char *(*get)(const char *),
     char *err, size_t errlen)
 {
 	const int64_t day = 86400000;
 	int64_t deaths;
 
-	sup_policy_default(p);
+	restart_policy_default(p);
 	deaths = p->max_deaths;
-	if (sup_env_int(get, "IPAMD_RESTART_MIN_RUN_MS", 0, day,
+	if (restart_env_int(get, "IPAMD_RESTART_MIN_RUN_MS", 0, day,
 	    &p->min_run_ms, err, errlen) < 0 ||
-	    sup_env_int(get, "IPAMD_RESTART_FLOOR_MS", 1, day,
+	    restart_env_int(get, "IPAMD_RESTART_FLOOR_MS", 1, day,
 	    &p->floor_ms, err, errlen) < 0 ||
-	    sup_env_int(get, "IPAMD_RESTART_CAP_MS", 1, day,
+	    restart_env_int(get, "IPAMD_RESTART_CAP_MS", 1, day,
 	    &p->cap_ms, err, errlen) < 0 ||
-	    sup_env_int(get, "IPAMD_RESTART_RESET_MS", 0, day,
+	    restart_env_int(get, "IPAMD_RESTART_RESET_MS", 0, day,
 	    &p->reset_ms, err, errlen) < 0 ||
-	    sup_env_int(get, "IPAMD_RESTART_MAX_DEATHS", 1, SUP_TALLY_MAX - 1,
+	    restart_env_int(get, "IPAMD_RESTART_MAX_DEATHS", 1,
+	    RESTART_TALLY_MAX - 1,
 	    &deaths, err, errlen) < 0 ||
-	    sup_env_int(get, "IPAMD_RESTART_WINDOW_MS", 1, day,
+	    restart_env_int(get, "IPAMD_RESTART_WINDOW_MS", 1, day,
 	    &p->window_ms, err, errlen) < 0)
 		return -1;
 	p->max_deaths = (unsigned)deaths;
@@ -81,16 +82,16 @@ sup_policy_load(struct sup_policy *p, const char *(*get)(const char *),
 }
 
 void
-sup_worker_init(struct sup_worker *w)
+restart_worker_init(struct restart_worker *w)
 {
 	memset(w, 0, sizeof(*w));
-	w->state = SUP_IDLE;
+	w->state = RESTART_IDLE;
 }
 
 void
-sup_worker_started(struct sup_worker *w, pid_t pid, int64_t now)
+restart_worker_started(struct restart_worker *w, pid_t pid, int64_t now)
 {
-	w->state = SUP_RUNNING;
+	w->state = RESTART_RUNNING;
 	w->pid = pid;
 	w->ready = false;
 	w->started_ms = now;
@@ -99,7 +100,7 @@ sup_worker_started(struct sup_worker *w, pid_t pid, int64_t now)
 }
 
 bool
-sup_worker_beat(struct sup_worker *w, bool ready, int64_t now)
+restart_worker_beat(struct restart_worker *w, bool ready, int64_t now)
 {
 	bool became = ready && !w->ready;
 
@@ -110,35 +111,36 @@ sup_worker_beat(struct sup_worker *w, bool ready, int64_t now)
 }
 
 void
-sup_worker_stopping(struct sup_worker *w)
+restart_worker_stopping(struct restart_worker *w)
 {
-	w->state = SUP_STOPPING;
+	w->state = RESTART_STOPPING;
 }
 
 bool
-sup_worker_cancel(struct sup_worker *w)
+restart_worker_cancel(struct restart_worker *w)
 {
-	if (w->state != SUP_IDLE && w->state != SUP_WAITING)
+	if (w->state != RESTART_IDLE && w->state != RESTART_WAITING)
 		return false;
-	w->state = SUP_GONE;
+	w->state = RESTART_GONE;
 	return true;
 }
 
 /* Adds a death at now to the tally, dropping those older than the window.
  * Returns the number of deaths within the window, this one included. */
 static unsigned
-sup_tally(struct sup_worker *w, const struct sup_policy *p, int64_t now)
+restart_tally(struct restart_worker *w, const struct restart_policy *p,
+    int64_t now)
 {
 	unsigned i, keep = 0;
 
 	for (i = 0; i < w->ndeaths; i++)
 		if (now - w->deaths[i] < p->window_ms)
 			w->deaths[keep++] = w->deaths[i];
-	if (keep == SUP_TALLY_MAX) {
-		/* Only reachable with max_deaths >= SUP_TALLY_MAX, which
-		 * sup_policy_load refuses; keep the newest anyway. */
+	if (keep == RESTART_TALLY_MAX) {
+		/* Only reachable with max_deaths >= RESTART_TALLY_MAX, which
+		 * restart_policy_load refuses; keep the newest anyway. */
 		memmove(w->deaths, w->deaths + 1,
-		    (SUP_TALLY_MAX - 1) * sizeof(w->deaths[0]));
+		    (RESTART_TALLY_MAX - 1) * sizeof(w->deaths[0]));
 		keep--;
 	}
 	w->deaths[keep++] = now;
@@ -152,26 +154,27 @@ sup_tally(struct sup_worker *w, const struct sup_policy *p, int64_t now)
  * run restarts at once (a very long one also forgets the backoff); a short
  * run waits the current backoff, which then doubles up to the cap.
  */
-enum sup_verdict
-sup_worker_died(struct sup_worker *w, const struct sup_policy *p, int wstatus,
+enum restart_verdict
+restart_worker_died(struct restart_worker *w, const struct restart_policy *p,
+    int wstatus,
     int64_t now, int64_t *delay_ms)
 {
 	int64_t ran = now - w->started_ms, delay;
 	bool permanent = WIFEXITED(wstatus) &&
-	    WEXITSTATUS(wstatus) == SUP_EXIT_PERMANENT;
-	enum sup_state was = w->state;
+	    WEXITSTATUS(wstatus) == RESTART_EXIT_PERMANENT;
+	enum restart_state was = w->state;
 	unsigned deaths;
 
 	w->pid = 0;
 	w->ready = false;
-	w->state = SUP_GONE;
-	if (was == SUP_STOPPING)
-		return SUP_STOPPED;
-	deaths = sup_tally(w, p, now);
+	w->state = RESTART_GONE;
+	if (was == RESTART_STOPPING)
+		return RESTART_STOPPED;
+	deaths = restart_tally(w, p, now);
 	if (permanent)
-		return SUP_PERMANENT;
+		return RESTART_PERMANENT;
 	if (deaths > p->max_deaths)
-		return SUP_GIVE_UP;
+		return RESTART_GIVE_UP;
 	if (ran >= p->reset_ms)
 		w->backoff_ms = 0;
 	if (ran >= p->min_run_ms) {
@@ -183,29 +186,29 @@ sup_worker_died(struct sup_worker *w, const struct sup_policy *p, int wstatus,
 			delay = p->cap_ms;
 		w->backoff_ms = delay * 2 > p->cap_ms ? p->cap_ms : delay * 2;
 	}
-	w->state = SUP_WAITING;
+	w->state = RESTART_WAITING;
 	w->restart_at_ms = now + delay;
 	*delay_ms = delay;
-	return SUP_RESTART;
+	return RESTART_AGAIN;
 }
 
 bool
-sup_worker_alive(const struct sup_worker *w)
+restart_worker_alive(const struct restart_worker *w)
 {
-	return w->state == SUP_RUNNING || w->state == SUP_STOPPING;
+	return w->state == RESTART_RUNNING || w->state == RESTART_STOPPING;
 }
 
 bool
-sup_worker_due(const struct sup_worker *w, int64_t now)
+restart_worker_due(const struct restart_worker *w, int64_t now)
 {
-	return w->state == SUP_WAITING && now >= w->restart_at_ms;
+	return w->state == RESTART_WAITING && now >= w->restart_at_ms;
 }
 
 bool
-sup_all_ready(const struct sup_worker *ws, size_t n)
+restart_all_ready(const struct restart_worker *ws, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (ws[i].state != SUP_RUNNING || !ws[i].ready)
+		if (ws[i].state != RESTART_RUNNING || !ws[i].ready)
 			return false;
 	return true;
 }
@@ -213,18 +216,18 @@ sup_all_ready(const struct sup_worker *ws, size_t n)
 /* A worker waiting for its restart still counts from its last beat, so a
  * quick restart does not stop the watchdog, a long outage does. */
 bool
-sup_watchdog_ok(const struct sup_worker *ws, size_t n, int64_t now,
+restart_watchdog_ok(const struct restart_worker *ws, size_t n, int64_t now,
     int64_t interval_ms)
 {
 	for (size_t i = 0; i < n; i++)
-		if (ws[i].state == SUP_IDLE || ws[i].state == SUP_GONE ||
+		if (ws[i].state == RESTART_IDLE || ws[i].state == RESTART_GONE ||
 		    now - ws[i].last_beat_ms > interval_ms)
 			return false;
 	return true;
 }
 
 void
-sup_describe_exit(int wstatus, char *buf, size_t len)
+restart_describe_exit(int wstatus, char *buf, size_t len)
 {
 	if (WIFEXITED(wstatus))
 		snprintf(buf, len, "exit %d", WEXITSTATUS(wstatus));
