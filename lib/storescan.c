@@ -5,6 +5,7 @@
  * out. The one place that resolves a row's parent_id.
  */
 #include "errbuf.h"
+#include "gotext.h"
 #include "gotime.h"
 #include "storeint.h"
 
@@ -47,11 +48,12 @@ struct storescan {
 	size_t nslot;			/* a power of two, >= 2n */
 };
 
-/* Reads a boolean column as Go's strconv.ParseBool would see it. */
+/* Reads a boolean column as go-sqlite3 does: a number, or text as Go's
+ * strconv.ParseBool reads it (anything else is false). */
 static bool
 storescan_bool(sqlite3_stmt *s, int col)
 {
-	const char *t;
+	bool b = false;
 
 	switch (sqlite3_column_type(s, col)) {
 	case SQLITE_INTEGER:
@@ -59,10 +61,8 @@ storescan_bool(sqlite3_stmt *s, int col)
 	case SQLITE_FLOAT:
 		return sqlite3_column_double(s, col) != 0.0;
 	case SQLITE_TEXT:
-		t = (const char *)sqlite3_column_text(s, col);
-		return strcmp(t, "1") == 0 || strcmp(t, "t") == 0 ||
-		    strcmp(t, "T") == 0 || strcmp(t, "true") == 0 ||
-		    strcmp(t, "TRUE") == 0 || strcmp(t, "True") == 0;
+		return gotext_parse_bool((const char *)sqlite3_column_text(s,
+		    col), &b) == 0 && b;
 	default:
 		return false;
 	}
