@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,14 +20,13 @@
 
 static char dir[PATH_MAX];		/* this test's private directory */
 static char path[PATH_MAX + 16];	/* dir/registry.db */
-
+static char err[256];			/* error buffer of the call under test */
 
 static struct reg_params
 params(void)
 {
 	struct reg_params prm = { .trench = "default",
 	    .node_refresh_ns = 60 * NS };
-	char err[128];
 
 	prm.fam[0].enabled = true;
 	cr_assert_eq(pfx_parse("169.255.0.0/16", &prm.fam[0].prefix, err,
@@ -61,7 +61,6 @@ static struct store *
 open_store(void)
 {
 	struct store *store = NULL;
-	char err[256];
 
 	cr_assert_eq(store_open(&store, path, 0, err, sizeof(err)), 0, "%s",
 	    err);
@@ -72,24 +71,10 @@ static struct reg *
 open_reg(struct store *store, const struct reg_params *prm, struct problems *pr)
 {
 	struct reg *reg = NULL;
-	char err[256];
 	int rc = reg_open(&reg, store, prm, on_problem, pr, err, sizeof(err));
 
 	cr_assert_eq(rc, REG_OK, "reg_open: %d %s", rc, err);
 	return reg;
-}
-
-static void
-add_conduits(struct reg *reg, const char *const *names, int n, int64_t now)
-{
-	char err[256];
-	int i;
-
-	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
-	for (i = 0; i < n; i++)
-		cr_assert_eq(reg_add_conduit(reg, names[i], now, err,
-		    sizeof(err)), REG_OK, "%s", err);
-	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
 }
 
 /*
@@ -123,35 +108,71 @@ teardown(void)
 
 TestSuite(registry, .init = setup, .fini = teardown);
 
-/* Allocates in its own batch and returns "addr/len". */
-static const char *
-alloc1(struct reg *reg, int fam, const char *c, const char *n, const char *name,
-    int64_t now)
+/* reg_begin and reg_commit of g, asserted. */
+static void
+begin(void)
 {
-	static char out[80];
-	struct reg_result res;
-	char err[256];
-	int rc;
-
-	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
-	rc = reg_allocate(reg, fam, c, n, name, now, &res, err, sizeof(err));
-	cr_assert_eq(rc, REG_OK, "allocate %s/%s/%s: %d %s", c, n, name, rc,
-	    err);
-	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
-	snprintf(out, sizeof(out), "%s/%u", res.address, res.prefix_len);
-	return out;
+	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK, "%s", err);
 }
 
 static void
-release1(struct reg *reg, int fam, const char *c, const char *n,
-    const char *name)
+commit(void)
 {
-	char err[256];
+	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+}
 
-	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_release(reg, fam, c, n, name, T0, err, sizeof(err)),
+/* Opens g with the parameters p and adds the conduits listed (up to a
+ * NULL) in one batch at T0. */
+static void
+open_with(const char *conduit, ...)
+{
+	va_list ap;
+
+	g = open_reg(st, &p, NULL);
+	begin();
+	va_start(ap, conduit);
+	for (; conduit != NULL; conduit = va_arg(ap, const char *))
+		cr_assert_eq(reg_add_conduit(g, conduit, T0, err, sizeof(err)),
+		    REG_OK, "%s: %s", conduit, err);
+	va_end(ap);
+	commit();
+}
+
+/* Allocates in a batch of its own; returns the result. */
+static struct reg_result
+alloc_res(int fam, const char *c, const char *n, const char *name,
+    int64_t now)
+{
+	struct reg_result res;
+	int rc;
+
+	begin();
+	rc = reg_allocate(g, fam, c, n, name, now, &res, err, sizeof(err));
+	cr_assert_eq(rc, REG_OK, "allocate %s/%s/%s: %d %s", c, n, name, rc,
+	    err);
+	commit();
+	return res;
+}
+
+/* alloc_res, asserting that it gave want ("addr/len"). */
+static void
+assert_alloc(int fam, const char *c, const char *n, const char *name,
+    int64_t now, const char *want)
+{
+	struct reg_result res = alloc_res(fam, c, n, name, now);
+	char got[80];
+
+	snprintf(got, sizeof(got), "%s/%u", res.address, res.prefix_len);
+	cr_assert_str_eq(got, want, "allocate %s/%s/%s", c, n, name);
+}
+
+static void
+release1(int fam, const char *c, const char *n, const char *name)
+{
+	begin();
+	cr_assert_eq(reg_release(g, fam, c, n, name, T0, err, sizeof(err)),
 	    REG_OK, "%s", err);
-	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
+	commit();
 }
 
 /* Counts rows on disk, and finds one id. */
@@ -183,11 +204,23 @@ static struct rows
 disk_rows(struct store *store, const char *want)
 {
 	struct rows r = { .want = want };
-	char err[256];
 
 	cr_assert_eq(store_load(store, count_row, &r, err, sizeof(err)), 0,
 	    "%s", err);
 	return r;
+}
+
+/* Asserts that each row listed (up to a NULL) is on disk, or is not. */
+static void
+assert_on_disk(bool want, const char *id, ...)
+{
+	va_list ap;
+
+	va_start(ap, id);
+	for (; id != NULL; id = va_arg(ap, const char *))
+		cr_assert_eq(disk_rows(st, id).found, want, "row %s %s", id,
+		    want ? "missing" : "still there");
+	va_end(ap);
 }
 
 /* Runs garbage collection at now in a batch of its own; returns how many
@@ -195,13 +228,12 @@ disk_rows(struct store *store, const char *want)
 static size_t
 gc1(int64_t now, int64_t threshold)
 {
-	char err[256];
 	size_t reaped;
 
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	begin();
 	cr_assert_eq(reg_gc(g, now, threshold, &reaped, err, sizeof(err)),
 	    REG_OK, "%s", err);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK, "%s", err);
+	commit();
 	return reaped;
 }
 
@@ -223,8 +255,6 @@ assert_row(const char *id, const char *cidr, int exp)
 static void
 insert_rows(const struct store_row *rows, size_t n)
 {
-	char err[256];
-
 	reg_close(g);
 	g = NULL;
 	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
@@ -234,11 +264,50 @@ insert_rows(const struct store_row *rows, size_t n)
 	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 }
 
-/* Adds conduit name in every family, in a batch of its own. */
+/* Closes the registry and the store, runs sql (unless NULL) on the file
+ * with a connection of its own (as Meridio or an operator would write),
+ * and opens the store again. */
 static void
-add_conduit(struct reg *reg, const char *name, int64_t now)
+reopen_store(const char *sql)
 {
-	add_conduits(reg, &name, 1, now);
+	sqlite3 *db = NULL;
+
+	reg_close(g);
+	g = NULL;
+	store_close(st);
+	if (sql != NULL) {
+		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+		cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL),
+		    SQLITE_OK, "%s", sqlite3_errmsg(db));
+		sqlite3_close(db);
+	}
+	st = open_store();
+}
+
+/* The problem kinds reg_check reported, each followed by a space. */
+struct found {
+	int n;
+	char kinds[256];
+};
+
+static void
+on_found(void *arg, const struct reg_problem *pb)
+{
+	struct found *f = arg;
+
+	f->n++;
+	strncat(f->kinds, pb->kind, sizeof(f->kinds) - strlen(f->kinds) - 2);
+	strcat(f->kinds, " ");
+}
+
+/* Asserts that reg_check of g reports exactly kinds ("" for none). */
+static void
+assert_check(int64_t now, int64_t threshold, const char *kinds)
+{
+	struct found f = { 0 };
+
+	cr_assert_eq(reg_check(g, now, threshold, on_found, &f), (size_t)f.n);
+	cr_assert_str_eq(f.kinds, kinds);
 }
 
 Test(registry, new_file_gets_trench_records)
@@ -252,24 +321,14 @@ Test(registry, new_file_gets_trench_records)
 
 Test(registry, first_fit_both_families)
 {
-	static const char *const cs[] = { "conduit-a", "conduit-b" };
-
-	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 2, T0);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "conduit-a", "w1", "x", T0),
-	    "169.255.0.1/24");
-	cr_assert_str_eq(alloc1(g, PFX_V4, "conduit-a", "w1", "y", T0),
-	    "169.255.0.2/24");
-	cr_assert_str_eq(alloc1(g, PFX_V4, "conduit-a", "w2", "x", T0),
-	    "169.255.1.1/24");
-	cr_assert_str_eq(alloc1(g, PFX_V4, "conduit-b", "w1", "x", T0),
-	    "169.255.16.1/24");
-	cr_assert_str_eq(alloc1(g, PFX_V6, "conduit-a", "w1", "x", T0),
-	    "fd00::1/64");
-	cr_assert_str_eq(alloc1(g, PFX_V6, "conduit-a", "w2", "x", T0),
-	    "fd00:0:0:1::1/64");
-	cr_assert_str_eq(alloc1(g, PFX_V6, "conduit-b", "w1", "x", T0),
-	    "fd00:0:0:100::1/64");
+	open_with("conduit-a", "conduit-b", NULL);
+	assert_alloc(PFX_V4, "conduit-a", "w1", "x", T0, "169.255.0.1/24");
+	assert_alloc(PFX_V4, "conduit-a", "w1", "y", T0, "169.255.0.2/24");
+	assert_alloc(PFX_V4, "conduit-a", "w2", "x", T0, "169.255.1.1/24");
+	assert_alloc(PFX_V4, "conduit-b", "w1", "x", T0, "169.255.16.1/24");
+	assert_alloc(PFX_V6, "conduit-a", "w1", "x", T0, "fd00::1/64");
+	assert_alloc(PFX_V6, "conduit-a", "w2", "x", T0, "fd00:0:0:1::1/64");
+	assert_alloc(PFX_V6, "conduit-b", "w1", "x", T0, "fd00:0:0:100::1/64");
 	/* Meridio's ids and child cidrs. */
 	assert_row("y-w1-conduit-a-default-0", "169.255.0.2/32", 1);
 	assert_row("x-w1-conduit-b-default-1", "fd00:0:0:100::1/128", -1);
@@ -279,52 +338,44 @@ Test(registry, first_fit_both_families)
 
 Test(registry, allocate_is_idempotent_and_refreshes)
 {
-	struct rows r;
-
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0), "169.255.0.1/24");
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0 + 5 * NS),
-	    "169.255.0.1/24");
-	r = disk_rows(st, "x-n-c-default-0");
-	cr_assert_eq(r.updated, T0 + 5 * NS);
+	open_with("c", NULL);
+	assert_alloc(PFX_V4, "c", "n", "x", T0, "169.255.0.1/24");
+	assert_alloc(PFX_V4, "c", "n", "x", T0 + 5 * NS, "169.255.0.1/24");
+	cr_assert_eq(disk_rows(st, "x-n-c-default-0").updated, T0 + 5 * NS);
 	/* The node refresh is damped to node_refresh_ns. */
-	r = disk_rows(st, "n-c-default-0");
-	cr_assert_eq(r.updated, T0);
-	alloc1(g, PFX_V4, "c", "n", "x", T0 + 61 * NS);
-	r = disk_rows(st, "n-c-default-0");
-	cr_assert_eq(r.updated, T0 + 61 * NS);
+	cr_assert_eq(disk_rows(st, "n-c-default-0").updated, T0);
+	alloc_res(PFX_V4, "c", "n", "x", T0 + 61 * NS);
+	cr_assert_eq(disk_rows(st, "n-c-default-0").updated, T0 + 61 * NS);
 	cr_assert_eq(reg_count_children(g), 1);
 }
 
 Test(registry, release_then_lowest_reused)
 {
+	int before;
 
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "a", T0);
-	alloc1(g, PFX_V4, "c", "n", "b", T0);
-	alloc1(g, PFX_V4, "c", "n", "c", T0);
-	release1(g, PFX_V4, "c", "n", "b");
-	cr_assert_not(disk_rows(st, "b-n-c-default-0").found);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "d", T0), "169.255.0.2/24");
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "e", T0), "169.255.0.4/24");
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "a", T0);
+	alloc_res(PFX_V4, "c", "n", "b", T0);
+	alloc_res(PFX_V4, "c", "n", "c", T0);
+	release1(PFX_V4, "c", "n", "b");
+	assert_on_disk(false, "b-n-c-default-0", NULL);
+	assert_alloc(PFX_V4, "c", "n", "d", T0, "169.255.0.2/24");
+	assert_alloc(PFX_V4, "c", "n", "e", T0, "169.255.0.4/24");
 	/* Unknown levels: success, nothing created. */
-	int before = disk_rows(st, NULL).n;
-	release1(g, PFX_V4, "c", "n", "nobody");
-	release1(g, PFX_V4, "c", "nonode", "a");
-	release1(g, PFX_V4, "noconduit", "n", "a");
+	before = disk_rows(st, NULL).n;
+	release1(PFX_V4, "c", "n", "nobody");
+	release1(PFX_V4, "c", "nonode", "a");
+	release1(PFX_V4, "noconduit", "n", "a");
 	cr_assert_eq(disk_rows(st, NULL).n, before);
 }
 
 Test(registry, unknown_conduit_and_family)
 {
 	struct reg_result res;
-	char err[256];
 
 	p.fam[1].enabled = false;
 	g = open_reg(st, &p, NULL);
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	begin();
 	cr_assert_eq(reg_allocate(g, PFX_V4, "nope", "n", "x", T0, &res, err,
 	    sizeof(err)), REG_ENOCONDUIT);
 	cr_assert(strstr(err, "nope") != NULL, "%s", err);
@@ -332,26 +383,23 @@ Test(registry, unknown_conduit_and_family)
 	    sizeof(err)), REG_EFAMILY);
 	cr_assert_eq(reg_allocate(g, 5, "nope", "n", "x", T0, &res, err,
 	    sizeof(err)), REG_EINVAL);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
-	cr_assert_not(disk_rows(st, "default-1").found);
+	commit();
+	assert_on_disk(false, "default-1", NULL);
 }
 
 Test(registry, node_exhausted_names_prefix)
 {
 	struct reg_result res;
-	char err[256], name[16];
-	int i;
+	char name[16], want[32];
 
 	p.fam[0].node_len = 29;	/* 8 addresses, 6 usable */
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	for (i = 0; i < 6; i++) {
+	open_with("c", NULL);
+	for (int i = 0; i < 6; i++) {
 		snprintf(name, sizeof(name), "k%d", i);
-		char want[32];
 		snprintf(want, sizeof(want), "169.255.0.%d/29", i + 1);
-		cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", name, T0), want);
+		assert_alloc(PFX_V4, "c", "n", name, T0, want);
 	}
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	begin();
 	cr_assert_eq(reg_allocate(g, PFX_V4, "c", "n", "k6", T0, &res, err,
 	    sizeof(err)), REG_EXHAUSTED);
 	cr_assert(strstr(err, "169.255.0.0/29") != NULL, "%s", err);
@@ -361,14 +409,12 @@ Test(registry, node_exhausted_names_prefix)
 Test(registry, rollback_undoes_memory_and_disk)
 {
 	struct reg_result res;
-	char err[256];
 	size_t n;
 
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "keep", T0);
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "keep", T0);
 	n = reg_count(g);
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	begin();
 	cr_assert_eq(reg_allocate(g, PFX_V4, "c", "n2", "x", T0, &res, err,
 	    sizeof(err)), REG_OK);
 	cr_assert_eq(reg_release(g, PFX_V4, "c", "n", "keep", T0, err,
@@ -381,94 +427,70 @@ Test(registry, rollback_undoes_memory_and_disk)
 	cr_assert_eq(reg_count(g), n);
 	cr_assert(reg_has_conduit(g, PFX_V4, "c"));
 	/* keep still owns .1, y gets .2, n2 does not exist. */
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "keep", T0),
-	    "169.255.0.1/24");
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "y", T0),
-	    "169.255.0.2/24");
-	cr_assert_not(disk_rows(st, "n2-c-default-0").found);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n2", "x", T0),
-	    "169.255.1.1/24");
+	assert_alloc(PFX_V4, "c", "n", "keep", T0, "169.255.0.1/24");
+	assert_alloc(PFX_V4, "c", "n", "y", T0, "169.255.0.2/24");
+	assert_on_disk(false, "n2-c-default-0", NULL);
+	assert_alloc(PFX_V4, "c", "n2", "x", T0, "169.255.1.1/24");
 }
 
 Test(registry, reopen_keeps_everything)
 {
-	static const char *const cs[] = { "a", "b" };
 	struct problems pr = { 0 };
 	size_t n;
 
-	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 2, T0);
-	alloc1(g, PFX_V4, "a", "n", "x", T0);
-	alloc1(g, PFX_V4, "b", "n", "y", T0);
-	alloc1(g, PFX_V6, "b", "n", "y", T0);
-	alloc1(g, PFX_V6, "b", "n", "bridge", T0);
+	open_with("a", "b", NULL);
+	alloc_res(PFX_V4, "a", "n", "x", T0);
+	alloc_res(PFX_V4, "b", "n", "y", T0);
+	alloc_res(PFX_V6, "b", "n", "y", T0);
+	alloc_res(PFX_V6, "b", "n", "bridge", T0);
 	n = reg_count(g);
-	reg_close(g);
-	store_close(st);
-
-	st = open_store();
+	reopen_store(NULL);
 	g = open_reg(st, &p, &pr);
 	cr_assert_eq(pr.n, 0, "%s", pr.last);
 	cr_assert_eq(reg_count(g), n);
-	cr_assert_str_eq(alloc1(g, PFX_V6, "b", "n", "y", T0),
-	    "fd00:0:0:100::1/64");
-	cr_assert_str_eq(alloc1(g, PFX_V6, "b", "n", "bridge", T0),
-	    "fd00:0:0:100::2/64");
-	cr_assert_str_eq(alloc1(g, PFX_V4, "b", "n", "z", T0),
-	    "169.255.16.2/24");
+	assert_alloc(PFX_V6, "b", "n", "y", T0, "fd00:0:0:100::1/64");
+	assert_alloc(PFX_V6, "b", "n", "bridge", T0, "fd00:0:0:100::2/64");
+	assert_alloc(PFX_V4, "b", "n", "z", T0, "169.255.16.2/24");
 	cr_assert_not(disk_rows(st, "bridge-n-b-default-1").expirable);
 }
 
 Test(registry, conduit_remove_and_readd)
 {
-	static const char *const ab[] = { "a", "b" };
-	static const char *const a[] = { "a" };
-	char err[256];
-
-	g = open_reg(st, &p, NULL);
-	add_conduits(g, ab, 2, T0);
-	alloc1(g, PFX_V4, "a", "n", "x", T0);
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	open_with("a", "b", NULL);
+	alloc_res(PFX_V4, "a", "n", "x", T0);
+	begin();
 	cr_assert_eq(reg_remove_conduit(g, "a", err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_commit(g, err, sizeof(err)), REG_OK);
+	commit();
 	cr_assert_not(reg_has_conduit(g, PFX_V4, "a"));
 	cr_assert_not(reg_has_conduit(g, PFX_V6, "a"));
-	cr_assert_not(disk_rows(st, "x-n-a-default-0").found);
-	cr_assert_not(disk_rows(st, "n-a-default-0").found);
-	cr_assert_not(disk_rows(st, "a-default-1").found);
-	add_conduits(g, a, 1, T0);
+	assert_on_disk(false, "x-n-a-default-0", "n-a-default-0",
+	    "a-default-1", NULL);
+	begin();
+	cr_assert_eq(reg_add_conduit(g, "a", T0, err, sizeof(err)), REG_OK);
+	commit();
 	cr_assert_str_eq(disk_rows(st, "a-default-0").cidr, "169.255.0.0/20");
 	cr_assert_str_eq(disk_rows(st, "b-default-0").cidr, "169.255.16.0/20");
 }
 
 Test(registry, gc_reaps_stale_keeps_bridge_and_fresh)
 {
-	size_t reaped;
-
 	p.node_refresh_ns = 1 * NS;
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "old", T0);
-	alloc1(g, PFX_V4, "c", "n", "bridge", T0);
-	alloc1(g, PFX_V4, "c", "n", "fresh", T0 + 100 * NS);
-	alloc1(g, PFX_V4, "c", "stale", "x", T0);
-	reaped = gc1(T0 + 110 * NS, 50 * NS);
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "old", T0);
+	alloc_res(PFX_V4, "c", "n", "bridge", T0);
+	alloc_res(PFX_V4, "c", "n", "fresh", T0 + 100 * NS);
+	alloc_res(PFX_V4, "c", "stale", "x", T0);
 	/* "old", and node "stale" with its child. */
-	cr_assert_eq(reaped, 3);
-	cr_assert_not(disk_rows(st, "old-n-c-default-0").found);
-	cr_assert_not(disk_rows(st, "x-stale-c-default-0").found);
-	cr_assert_not(disk_rows(st, "stale-c-default-0").found);
-	cr_assert(disk_rows(st, "bridge-n-c-default-0").found);
-	cr_assert(disk_rows(st, "fresh-n-c-default-0").found);
-	cr_assert(disk_rows(st, "n-c-default-0").found);
-	cr_assert(disk_rows(st, "c-default-0").found);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "new", T0 + 110 * NS),
-	    "169.255.0.1/24");
+	cr_assert_eq(gc1(T0 + 110 * NS, 50 * NS), 3);
+	assert_on_disk(false, "old-n-c-default-0", "x-stale-c-default-0",
+	    "stale-c-default-0", NULL);
+	assert_on_disk(true, "bridge-n-c-default-0", "fresh-n-c-default-0",
+	    "n-c-default-0", "c-default-0", NULL);
+	assert_alloc(PFX_V4, "c", "n", "new", T0 + 110 * NS, "169.255.0.1/24");
 }
 
 Test(registry, stored_prefix_mismatch_refused)
 {
-	char err[256];
 	int n;
 
 	g = open_reg(st, &p, NULL);
@@ -515,63 +537,38 @@ Test(registry, load_problems_reported_rows_untouched)
 	cr_assert_eq(pr.n, 3, "problems: %d, last %s", pr.n, pr.last);
 	cr_assert_eq(disk_rows(st, NULL).n, n);
 	/* x keeps .1; the next child gets .2 */
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "x", T0), "169.255.0.1/24");
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "w", T0), "169.255.0.2/24");
+	assert_alloc(PFX_V4, "c", "n", "x", T0, "169.255.0.1/24");
+	assert_alloc(PFX_V4, "c", "n", "w", T0, "169.255.0.2/24");
 }
 
 Test(registry, release_cooldown_keeps_address_unused)
 {
-
 	p.release_cooldown_ns = 10 * NS;
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "a", T0);
-	alloc1(g, PFX_V4, "c", "n", "b", T0);
-	alloc1(g, PFX_V4, "c", "n", "c", T0);
-	release1(g, PFX_V4, "c", "n", "b");
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "a", T0);
+	alloc_res(PFX_V4, "c", "n", "b", T0);
+	alloc_res(PFX_V4, "c", "n", "c", T0);
+	release1(PFX_V4, "c", "n", "b");
 	cr_assert_eq(reg_count_cooling(g), 1);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "d", T0), "169.255.0.4/24");
+	assert_alloc(PFX_V4, "c", "n", "d", T0, "169.255.0.4/24");
 	cr_assert_eq(reg_expire_cooldowns(g, T0 + 9 * NS), 0);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "e", T0), "169.255.0.5/24");
+	assert_alloc(PFX_V4, "c", "n", "e", T0, "169.255.0.5/24");
 	cr_assert_eq(reg_expire_cooldowns(g, T0 + 10 * NS), 1);
 	cr_assert_eq(reg_count_cooling(g), 0);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "f", T0), "169.255.0.2/24");
-}
-
-Test(registry, release_cooldown_undone_by_rollback)
-{
-	char err[256];
-
-	p.release_cooldown_ns = 10 * NS;
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "a", T0);
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
-	cr_assert_eq(reg_release(g, PFX_V4, "c", "n", "a", T0, err,
-	    sizeof(err)), REG_OK);
-	cr_assert_eq(reg_count_cooling(g), 1);
-	reg_rollback(g);
-	cr_assert_eq(reg_count_cooling(g), 0);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "a", T0), "169.255.0.1/24");
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "b", T0), "169.255.0.2/24");
+	assert_alloc(PFX_V4, "c", "n", "f", T0, "169.255.0.2/24");
 }
 
 Test(registry, release_cooldown_survives_its_node_being_reaped)
 {
-	size_t reaped;
-
 	p.release_cooldown_ns = 10 * NS;
 	p.node_refresh_ns = NS;
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "a", T0);
-	alloc1(g, PFX_V4, "c", "n", "b", T0);
-	release1(g, PFX_V4, "c", "n", "a");
-	reaped = gc1(T0 + 100 * NS, 50 * NS);
-	cr_assert_eq(reaped, 2);
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "a", T0);
+	alloc_res(PFX_V4, "c", "n", "b", T0);
+	release1(PFX_V4, "c", "n", "a");
+	cr_assert_eq(gc1(T0 + 100 * NS, 50 * NS), 2);
 	cr_assert_eq(reg_expire_cooldowns(g, T0 + 20 * NS), 1);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "a", T0 + 100 * NS),
-	    "169.255.0.1/24");
+	assert_alloc(PFX_V4, "c", "n", "a", T0 + 100 * NS, "169.255.0.1/24");
 }
 
 struct seen {
@@ -596,15 +593,13 @@ on_record(void *arg, const struct reg_record *r)
 
 Test(registry, walk_lists_parents_first_in_address_order)
 {
-	static const char *const cs[] = { "a", "b" };
 	struct seen s = { 0 };
 
 	p.fam[1].enabled = false;
-	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 2, T0);
-	alloc1(g, PFX_V4, "a", "n", "z", T0);
-	alloc1(g, PFX_V4, "a", "n", "y", T0);
-	alloc1(g, PFX_V4, "b", "m", "x", T0);
+	open_with("a", "b", NULL);
+	alloc_res(PFX_V4, "a", "n", "z", T0);
+	alloc_res(PFX_V4, "a", "n", "y", T0);
+	alloc_res(PFX_V4, "b", "m", "x", T0);
 	cr_assert_eq(reg_walk(g, NULL, NULL, on_record, &s), 0);
 	cr_assert_eq(s.n, 8);
 	cr_assert_str_eq(s.lines[0], "0 default-0 - 169.255.0.0/16 2/16");
@@ -623,42 +618,20 @@ Test(registry, walk_lists_parents_first_in_address_order)
 	cr_assert_eq(s.n, 2);
 }
 
-struct found {
-	int n;
-	char kinds[256];
-};
-
-static void
-on_found(void *arg, const struct reg_problem *pb)
-{
-	struct found *f = arg;
-
-	f->n++;
-	strncat(f->kinds, pb->kind, sizeof(f->kinds) - strlen(f->kinds) - 2);
-	strcat(f->kinds, " ");
-}
-
 Test(registry, check_reports_load_problems_and_stale_records)
 {
 	struct store_row orphan = TEST_ROW("o-gone-default-0", "o",
 	    "169.255.3.0/24", "gone-default-0", T0, true);
-	struct found f = { 0 };
 
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "old", T0);
-	alloc1(g, PFX_V4, "c", "n", "bridge", T0);
-	cr_assert_eq(reg_check(g, T0 + 10 * NS, 50 * NS, on_found, &f), 0,
-	    "%s", f.kinds);
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "old", T0);
+	alloc_res(PFX_V4, "c", "n", "bridge", T0);
+	assert_check(T0 + 10 * NS, 50 * NS, "");
 	insert_rows(&orphan, 1);
 	g = open_reg(st, &p, NULL);
-	memset(&f, 0, sizeof(f));
 	/* The node and "old" are stale; "bridge" never is. */
-	cr_assert_eq(reg_check(g, T0 + 100 * NS, 50 * NS, on_found, &f), 3,
-	    "%s", f.kinds);
-	cr_assert_str_eq(f.kinds, "orphan stale stale ");
-	memset(&f, 0, sizeof(f));
-	cr_assert_eq(reg_check(g, T0 + 100 * NS, 0, on_found, &f), 1);
+	assert_check(T0 + 100 * NS, 50 * NS, "orphan stale stale ");
+	assert_check(T0 + 100 * NS, 0, "orphan ");
 }
 
 /* A row stored below an address record (only a node can hold addresses)
@@ -667,16 +640,13 @@ Test(registry, row_below_an_address_is_an_orphan)
 {
 	struct store_row below = TEST_ROW("u-x-n-c-default-0", "u",
 	    "169.255.0.1/32", "x-n-c-default-0", T0, true);
-	struct found f = { 0 };
 
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "x", T0);
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "x", T0);
 	insert_rows(&below, 1);
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(reg_count_children(g), 1);
-	cr_assert_eq(reg_check(g, T0, 0, on_found, &f), 1, "%s", f.kinds);
-	cr_assert_str_eq(f.kinds, "orphan ");
+	assert_check(T0, 0, "orphan ");
 }
 
 /* A row whose id is not "<name>-<parent id>" is left out at load with a
@@ -689,45 +659,16 @@ Test(registry, row_with_a_foreign_id_is_left_out)
 		TEST_ROW("y-n-c-default", "y", "169.255.0.8/32",
 		    "n-c-default-0", T0, true),
 	};
-	struct found f = { 0 };
 
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "x", T0);
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "x", T0);
 	insert_rows(rows, 2);
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(reg_count_children(g), 1);
-	cr_assert_eq(reg_check(g, T0, 0, on_found, &f), 2, "%s", f.kinds);
-	cr_assert_str_eq(f.kinds, "bad-id bad-id ");
+	assert_check(T0, 0, "bad-id bad-id ");
 }
 
 /* ---- record layout ------------------------------------------------------ */
-
-/* Allocates name in a batch of its own; returns the result. */
-static struct reg_result
-alloc_res(struct reg *reg, int fam, const char *c, const char *n,
-    const char *name, int64_t now)
-{
-	struct reg_result res;
-	char err[256];
-	int rc;
-
-	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
-	rc = reg_allocate(reg, fam, c, n, name, now, &res, err, sizeof(err));
-	cr_assert_eq(rc, REG_OK, "allocate %s: %d %s", name, rc, err);
-	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
-	return res;
-}
-
-/* Counts the problems reg_check reports. */
-static void
-count_problem(void *arg, const struct reg_problem *pb)
-{
-	int *n = arg;
-
-	(void)pb;
-	(*n)++;
-}
 
 /*
  * Names are stored inline in their records: very long names and names that
@@ -738,7 +679,7 @@ Test(registry, long_names_and_shared_prefixes)
 {
 	static char names[40][520], addr[40][PFX_ADDRSTRLEN];
 	struct reg_result res;
-	int i, n = 0, problems = 0;
+	int i, n = 0;
 
 	for (i = 0; i < 10; i++) {		/* x, xx, ..., 10 x */
 		memset(names[n], 'x', (size_t)i + 1);
@@ -749,28 +690,27 @@ Test(registry, long_names_and_shared_prefixes)
 		names[n][499] = (char)('A' + i);
 		names[n++][500] = '\0';
 	}
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
+	open_with("c", NULL);
 	for (i = 0; i < n; i++) {
-		res = alloc_res(g, PFX_V6, "c", "node", names[i], T0);
+		res = alloc_res(PFX_V6, "c", "node", names[i], T0);
 		cr_assert(res.created, "%d", i);
 		snprintf(addr[i], sizeof(addr[i]), "%s", res.address);
 	}
 	cr_assert_str_eq(addr[0], "fd00::1");
 	cr_assert_str_eq(addr[39], "fd00::28");
 	for (i = 0; i < n; i++) {
-		res = alloc_res(g, PFX_V6, "c", "node", names[i], T0);
+		res = alloc_res(PFX_V6, "c", "node", names[i], T0);
 		cr_assert(!res.created, "%d", i);
 		cr_assert_str_eq(res.address, addr[i], "%d", i);
 	}
-	release1(g, PFX_V6, "c", "node", "xxx");
-	release1(g, PFX_V6, "c", "node", names[20]);
+	release1(PFX_V6, "c", "node", "xxx");
+	release1(PFX_V6, "c", "node", names[20]);
 	cr_assert_eq(reg_count_children(g), (size_t)n - 2);
 	reg_close(g);
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(reg_count_children(g), (size_t)n - 2);
 	for (i = 0; i < n; i++) {
-		res = alloc_res(g, PFX_V6, "c", "node", names[i], T0);
+		res = alloc_res(PFX_V6, "c", "node", names[i], T0);
 		if (i == 2 || i == 20) {
 			cr_assert(res.created, "%d", i);
 			continue;
@@ -778,8 +718,9 @@ Test(registry, long_names_and_shared_prefixes)
 		cr_assert(!res.created, "%d", i);
 		cr_assert_str_eq(res.address, addr[i], "%d", i);
 	}
-	cr_assert_eq(reg_check(g, T0, 0, count_problem, &problems), 0);
+	assert_check(T0, 0, "");
 }
+
 
 /*
  * The heap figures below come from glibc's mallinfo2, which does not see
@@ -824,7 +765,7 @@ static void
 fill_node(struct reg *reg, int count, char addrs[][PFX_ADDRSTRLEN])
 {
 	struct reg_result res = { .created = true };
-	char err[256] = "", name[64];
+	char name[64];
 	int i, bad = -1;
 
 	for (i = 0; i < count && bad < 0; i++) {
@@ -882,15 +823,13 @@ warm_checkpointer(struct reg *reg)
 Test(registry, release_and_reallocate_keep_the_heap_bounded,
     .timeout = 120)
 {
-	static const char *const cs[] = { "c" };
 	static char first[2000][PFX_ADDRSTRLEN], again[2000][PFX_ADDRSTRLEN];
 	size_t empty0, full0, empty, full;
 	int cycle;
 
-	g = open_reg(st, &p, NULL);
-	add_conduits(g, cs, 1, T0);
+	open_with("c", NULL);
 	/* the node itself, so that the figures below are its children only */
-	alloc1(g, PFX_V6, "c", "n", "seed", T0);
+	alloc_res(PFX_V6, "c", "n", "seed", T0);
 	warm_checkpointer(g);
 	wal_reset();
 	empty0 = reg_heap();
@@ -924,22 +863,21 @@ Test(registry, release_and_reallocate_keep_the_heap_bounded,
 /* Allocates (or, with release set, releases) the names of lengths 1, 1 +
  * step, ... up to 440 ("n" repeated) in node "n", in one batch. */
 static void
-every_length(struct reg *reg, bool release, int step,
-    char addrs[][PFX_ADDRSTRLEN])
+every_length(bool release, int step, char addrs[][PFX_ADDRSTRLEN])
 {
 	struct reg_result res;
-	char err[256], name[448];
+	char name[448];
 	int len, rc;
 
-	cr_assert_eq(reg_begin(reg, err, sizeof(err)), REG_OK);
+	begin();
 	for (len = 1; len <= 440; len += step) {
 		memset(name, 'n', (size_t)len);
 		name[len] = '\0';
 		if (release) {
-			rc = reg_release(reg, PFX_V6, "c", "n", name, T0, err,
+			rc = reg_release(g, PFX_V6, "c", "n", name, T0, err,
 			    sizeof(err));
 		} else {
-			rc = reg_allocate(reg, PFX_V6, "c", "n", name, T0, &res,
+			rc = reg_allocate(g, PFX_V6, "c", "n", name, T0, &res,
 			    err, sizeof(err));
 			if (rc == REG_OK && addrs != NULL)
 				snprintf(addrs[len - 1], PFX_ADDRSTRLEN, "%s",
@@ -947,7 +885,7 @@ every_length(struct reg *reg, bool release, int step,
 		}
 		cr_assert_eq(rc, REG_OK, "%d: %s", len, err);
 	}
-	cr_assert_eq(reg_commit(reg, err, sizeof(err)), REG_OK, "%s", err);
+	commit();
 }
 
 /*
@@ -961,31 +899,30 @@ Test(registry, records_of_every_size_reuse_their_memory)
 {
 	static char first[440][PFX_ADDRSTRLEN], again[440][PFX_ADDRSTRLEN];
 	size_t before, after;
-	int i, problems = 0;
+	int i;
 
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V6, "c", "n", "seed", T0);
+	open_with("c", NULL);
+	alloc_res(PFX_V6, "c", "n", "seed", T0);
 	warm_checkpointer(g);
 	/* a first round grows the undo log and fills glibc's tcache */
-	every_length(g, false, 1, first);
-	every_length(g, true, 1, NULL);
+	every_length(false, 1, first);
+	every_length(true, 1, NULL);
 	before = reg_heap();
-	every_length(g, false, 1, again);
+	every_length(false, 1, again);
 	for (i = 0; i < 440; i++)
 		cr_assert_str_eq(again[i], first[i], "length %d", i + 1);
 	cr_assert_eq(reg_count_children(g), 441);
-	every_length(g, true, 2, NULL);		/* odd lengths */
+	every_length(true, 2, NULL);		/* odd lengths */
 	cr_assert_eq(reg_count_children(g), 441 - 220);
-	every_length(g, false, 1, again);
+	every_length(false, 1, again);
 	for (i = 0; i < 440; i++)
 		cr_assert_str_eq(again[i], first[i], "length %d", i + 1);
-	cr_assert_eq(reg_check(g, T0, 0, count_problem, &problems), 0);
-	every_length(g, true, 1, NULL);
+	assert_check(T0, 0, "");
+	every_length(true, 1, NULL);
 	cr_assert_eq(reg_count_children(g), 1);
 	after = reg_heap();
 	cr_assert_leq(after, before + 16384, "%zu bytes kept", after - before);
-	every_length(g, false, 1, again);
+	every_length(false, 1, again);
 	for (i = 0; i < 440; i++)
 		cr_assert_str_eq(again[i], first[i], "length %d", i + 1);
 }
@@ -1021,7 +958,7 @@ assert_survivors(char addr[300][PFX_ADDRSTRLEN], int64_t now)
 		if (i % 3 == 0)
 			continue;
 		snprintf(name, sizeof(name), "k%d", i);
-		res = alloc_res(g, PFX_V6, "c", "n", name, now);
+		res = alloc_res(PFX_V6, "c", "n", name, now);
 		cr_assert(!res.created && strcmp(res.address, addr[i]) == 0,
 		    "%s", name);
 	}
@@ -1038,31 +975,26 @@ Test(registry, gc_and_rollback_in_a_large_node)
 	static char addr[300][PFX_ADDRSTRLEN];
 	struct walk_count w = { 0, 0 };
 	struct reg_result res;
-	char err[256], name[32];
-	size_t reaped;
-	int i, problems = 0;
+	char name[32];
+	int i;
 
 	p.release_cooldown_ns = 10 * NS;
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
+	open_with("c", NULL);
 	for (i = 0; i < 300; i++) {
 		snprintf(name, sizeof(name), "k%d", i);
-		res = alloc_res(g, PFX_V6, "c", "n", name,
+		res = alloc_res(PFX_V6, "c", "n", name,
 		    i % 3 == 0 ? T0 : T0 + 90 * NS);
 		snprintf(addr[i], sizeof(addr[i]), "%s", res.address);
 	}
-	reaped = gc1(T0 + 100 * NS, 50 * NS);
-	cr_assert_eq(reaped, 100);
+	cr_assert_eq(gc1(T0 + 100 * NS, 50 * NS), 100);
 	cr_assert_eq(reg_count_cooling(g), 100);
 	cr_assert_eq(reg_count_children(g), 200);
-	cr_assert_eq(reg_check(g, T0 + 100 * NS, 0, count_problem, &problems),
-	    0);
+	assert_check(T0 + 100 * NS, 0, "");
 	/* every survivor where it was; the victims' addresses stay unused */
 	assert_survivors(addr, T0 + 95 * NS);
-	res = alloc_res(g, PFX_V6, "c", "n", "new", T0 + 95 * NS);
-	cr_assert_str_eq(res.address, "fd00::12d");
+	assert_alloc(PFX_V6, "c", "n", "new", T0 + 95 * NS, "fd00::12d/64");
 	/* release everything in one batch, then roll it back */
-	cr_assert_eq(reg_begin(g, err, sizeof(err)), REG_OK);
+	begin();
 	for (i = 0; i < 300; i++) {
 		snprintf(name, sizeof(name), "k%d", i);
 		cr_assert_eq(reg_release(g, PFX_V6, "c", "n", name,
@@ -1077,12 +1009,10 @@ Test(registry, gc_and_rollback_in_a_large_node)
 	cr_assert_eq(reg_walk(g, NULL, NULL, on_walk_count, &w), 0);
 	cr_assert_eq(w.node_children, 201);
 	cr_assert_eq(w.records, 2 + 2 + 1 + 201);
-	cr_assert_eq(reg_check(g, T0 + 100 * NS, 0, count_problem, &problems),
-	    0);
+	assert_check(T0 + 100 * NS, 0, "");
 	assert_survivors(addr, T0 + 97 * NS);
 	cr_assert_eq(reg_expire_cooldowns(g, T0 + 200 * NS), 100);
-	res = alloc_res(g, PFX_V6, "c", "n", "newer", T0 + 200 * NS);
-	cr_assert_str_eq(res.address, "fd00::1");
+	assert_alloc(PFX_V6, "c", "n", "newer", T0 + 200 * NS, "fd00::1/64");
 }
 
 Test(registry, renewal_refresh_damps_child_writes)
@@ -1090,10 +1020,9 @@ Test(registry, renewal_refresh_damps_child_writes)
 	uint64_t commits;
 
 	/* default (Meridio): every renewal writes */
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "k", T0);
-	alloc1(g, PFX_V4, "c", "n", "k", T0 + 1 * NS);
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "k", T0);
+	alloc_res(PFX_V4, "c", "n", "k", T0 + 1 * NS);
 	cr_assert_eq(disk_rows(st, "k-n-c-default-0").updated, T0 + 1 * NS);
 	reg_close(g);
 
@@ -1102,35 +1031,16 @@ Test(registry, renewal_refresh_damps_child_writes)
 	p.child_refresh_ns = 10 * NS;
 	g = open_reg(st, &p, NULL);
 	commits = store_commit_count(st);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "k", T0 + 5 * NS),
-	    "169.255.0.1/24");
+	assert_alloc(PFX_V4, "c", "n", "k", T0 + 5 * NS, "169.255.0.1/24");
 	cr_assert_eq(disk_rows(st, "k-n-c-default-0").updated, T0 + 1 * NS);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "k", T0 + 10 * NS),
-	    "169.255.0.1/24");
+	assert_alloc(PFX_V4, "c", "n", "k", T0 + 10 * NS, "169.255.0.1/24");
 	cr_assert_eq(disk_rows(st, "k-n-c-default-0").updated, T0 + 1 * NS);
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "k", T0 + 11 * NS),
-	    "169.255.0.1/24");
+	assert_alloc(PFX_V4, "c", "n", "k", T0 + 11 * NS, "169.255.0.1/24");
 	cr_assert_eq(disk_rows(st, "k-n-c-default-0").updated, T0 + 11 * NS);
 	/* a new child is written at once whatever the damping */
-	alloc1(g, PFX_V4, "c", "n", "other", T0 + 12 * NS);
-	cr_assert(disk_rows(st, "other-n-c-default-0").found);
+	alloc_res(PFX_V4, "c", "n", "other", T0 + 12 * NS);
+	assert_on_disk(true, "other-n-c-default-0", NULL);
 	cr_assert_geq(store_commit_count(st), commits + 2);
-}
-
-/* Sets updated_at of row id to the SQL value val, with a connection of
- * its own (as Meridio or an operator would write it). */
-static void
-raw_set_time(const char *id, const char *val)
-{
-	sqlite3 *db = NULL;
-	char sql[256];
-
-	snprintf(sql, sizeof(sql), "UPDATE prefixes SET updated_at=%s WHERE "
-	    "id='%s'", val, id);
-	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-	cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s",
-	    sqlite3_errmsg(db));
-	sqlite3_close(db);
 }
 
 /*
@@ -1140,31 +1050,25 @@ raw_set_time(const char *id, const char *val)
  */
 Test(registry, zero_and_null_times_load_and_are_never_reaped)
 {
-	size_t reaped;
-
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "zero", T0);
-	alloc1(g, PFX_V4, "c", "n", "null", T0);
-	alloc1(g, PFX_V4, "c", "m", "x", T0);
-	reg_close(g);
-	store_close(st);
-	raw_set_time("zero-n-c-default-0", "'0001-01-01 00:00:00+00:00'");
-	raw_set_time("null-n-c-default-0", "NULL");
-	raw_set_time("n-c-default-0", "'0001-01-01 00:00:00+00:00'");
-	raw_set_time("m-c-default-0", "'0001-01-01T00:00:00Z'");
-
-	st = open_store();
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "zero", T0);
+	alloc_res(PFX_V4, "c", "n", "null", T0);
+	alloc_res(PFX_V4, "c", "m", "x", T0);
+	reopen_store("UPDATE prefixes SET updated_at="
+	    "'0001-01-01 00:00:00+00:00' WHERE id IN "
+	    "('zero-n-c-default-0', 'n-c-default-0');"
+	    "UPDATE prefixes SET updated_at=NULL WHERE id='null-n-c-default-0';"
+	    "UPDATE prefixes SET updated_at='0001-01-01T00:00:00Z' WHERE "
+	    "id='m-c-default-0'");
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(disk_rows(st, "zero-n-c-default-0").updated, 0);
-	reaped = gc1(T0 + 1000 * NS, 50 * NS);
-	cr_assert_eq(reaped, 1, "only x (stale, below a zero-time node)");
-	cr_assert(disk_rows(st, "zero-n-c-default-0").found);
-	cr_assert(disk_rows(st, "null-n-c-default-0").found);
-	cr_assert(disk_rows(st, "m-c-default-0").found);
-	cr_assert_not(disk_rows(st, "x-m-c-default-0").found);
+	cr_assert_eq(gc1(T0 + 1000 * NS, 50 * NS), 1,
+	    "only x (stale, below a zero-time node)");
+	assert_on_disk(true, "zero-n-c-default-0", "null-n-c-default-0",
+	    "m-c-default-0", NULL);
+	assert_on_disk(false, "x-m-c-default-0", NULL);
 	/* the same addresses, and a time again */
-	cr_assert_str_eq(alloc1(g, PFX_V4, "c", "n", "zero", T0 + 1000 * NS),
+	assert_alloc(PFX_V4, "c", "n", "zero", T0 + 1000 * NS,
 	    "169.255.0.1/24");
 	cr_assert_eq(disk_rows(st, "zero-n-c-default-0").updated,
 	    T0 + 1000 * NS);
@@ -1176,16 +1080,10 @@ Test(registry, zero_and_null_times_load_and_are_never_reaped)
  * help): REG_EDATA, with the row id and the column named. */
 Test(registry, unreadable_row_is_a_data_error)
 {
-	char err[256];
-
-	g = open_reg(st, &p, NULL);
-	add_conduit(g, "c", T0);
-	alloc1(g, PFX_V4, "c", "n", "x", T0);
-	reg_close(g);
-	store_close(st);
-	raw_set_time("x-n-c-default-0", "'last tuesday'");
-	st = open_store();
-	g = NULL;
+	open_with("c", NULL);
+	alloc_res(PFX_V4, "c", "n", "x", T0);
+	reopen_store("UPDATE prefixes SET updated_at='last tuesday' WHERE "
+	    "id='x-n-c-default-0'");
 	cr_assert_eq(reg_open(&g, st, &p, NULL, NULL, err, sizeof(err)),
 	    REG_EDATA);
 	cr_assert_null(g);
