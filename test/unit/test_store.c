@@ -34,6 +34,7 @@
 static char tdir[PATH_MAX];	/* this test's private directory */
 static char dbpath[PATH_MAX + 32];	/* tdir/registry.db */
 static char err[512];		/* error buffer handed to the store */
+static struct store *st;	/* the store under test, closed at teardown */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -77,7 +78,7 @@ collect(void *arg, const struct store_row *r)
 static struct rows loaded;
 
 static struct rows
-load_all(struct store *st)
+load_all(void)
 {
 	free(loaded.v);
 	loaded = (struct rows){ 0 };
@@ -99,6 +100,8 @@ teardown(void)
 {
 	free(loaded.v);
 	loaded = (struct rows){ 0 };
+	store_close(st);
+	st = NULL;
 	testutil_rmtree(tdir);
 }
 
@@ -124,30 +127,38 @@ find(const struct rows *rs, const char *id)
 static struct store *
 open_ok(int flags)
 {
-	struct store *st = NULL;
+	struct store *s = NULL;
 
-	cr_assert_eq(store_open(&st, dbpath, flags, err, sizeof(err)), 0,
+	cr_assert_eq(store_open(&s, dbpath, flags, err, sizeof(err)), 0,
 	    "open %s: %s", dbpath, err);
-	cr_assert_not_null(st);
-	return st;
+	cr_assert_not_null(s);
+	return s;
 }
 
 /* store_begin and store_commit on st, asserted. */
 static void
-begin(struct store *st)
+begin(void)
 {
 	cr_assert_eq(store_begin(st, err, sizeof(err)), 0, "%s", err);
 }
 
 static void
-commit(struct store *st)
+commit(void)
 {
 	cr_assert_eq(store_commit(st, err, sizeof(err)), 0, "%s", err);
 }
 
+/* Closes st before the test ends. */
 static void
-insert_ok(struct store *st, const char *id, const char *name,
-    const char *cidr, const char *parent, int64_t t, bool exp)
+close_store(void)
+{
+	store_close(st);
+	st = NULL;
+}
+
+static void
+insert_ok(const char *id, const char *name, const char *cidr,
+    const char *parent, int64_t t, bool exp)
 {
 	struct store_row r = TEST_ROW(id, name, cidr, parent, t, exp);
 
@@ -157,12 +168,12 @@ insert_ok(struct store *st, const char *id, const char *name,
 
 /* insert_ok in a transaction of its own. */
 static void
-put_ok(struct store *st, const char *id, const char *name, const char *cidr,
+put_ok(const char *id, const char *name, const char *cidr,
     const char *parent, int64_t t, bool exp)
 {
-	begin(st);
-	insert_ok(st, id, name, cidr, parent, t, exp);
-	commit(st);
+	begin();
+	insert_ok(id, name, cidr, parent, t, exp);
+	commit();
 }
 
 /* Reads a whole file; *len gets its size. */
@@ -226,6 +237,26 @@ assert_no_side_files(void)
 		snprintf(p, sizeof(p), "%s%s", dbpath, sfx[i]);
 		cr_assert(!exists(p), "%s was created", p);
 	}
+}
+
+/* Asserts that store_open of dbpath with flags fails with a message that
+ * names dbpath and contains why, and that it changed neither the file (or
+ * made one) nor its directory. */
+static void
+assert_refused(int flags, const char *why)
+{
+	size_t len = 0;
+	unsigned char *before = exists(dbpath) ? slurp(dbpath, &len) : NULL;
+
+	cr_assert_eq(store_open(&st, dbpath, flags, err, sizeof(err)), -1);
+	cr_assert_null(st);
+	cr_assert(strstr(err, dbpath) && strstr(err, why), "got: %s", err);
+	if (before != NULL)
+		assert_same_bytes(before, len);
+	else
+		cr_assert(!exists(dbpath), "%s was created", dbpath);
+	free(before);
+	assert_no_side_files();
 }
 
 /* A plain sqlite connection, as Meridio's driver would have. */
@@ -371,7 +402,7 @@ assert_parents_first(const struct rows *rs, size_t n)
 
 /* Commits n rows (ids and cidrs numbered from first) in one transaction. */
 static int
-commit_rows(struct store *st, int first, int n)
+commit_rows(int first, int n)
 {
 	char id[32], cidr[32];
 
@@ -419,10 +450,10 @@ limit_fsize(rlim_t soft)
 
 Test(store, new_file_has_meridio_schema_text)
 {
-	struct store *st = open_ok(0);
 	sqlite3 *db;
 
-	store_close(st);
+	st = open_ok(0);
+	close_store();
 	db = raw_open(dbpath);
 	assert_raw(db, "SELECT sql FROM sqlite_master WHERE name='prefixes'",
 	    meridio_table);
@@ -433,20 +464,20 @@ Test(store, new_file_has_meridio_schema_text)
 
 Test(store, round_trip_every_field)
 {
-	struct store *st = open_ok(0);
 	int64_t t = T2024 * NS + 123456789;
 	struct rows rs;
 	const struct trow *r;
 
-	begin(st);
-	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", t,
+	st = open_ok(0);
+	begin();
+	insert_ok("default-0", "default-0", "169.255.0.0/16", "", t,
 	    false);
-	insert_ok(st, "c-default-0", "c", "169.255.16.0/20", "default-0", 0,
+	insert_ok("c-default-0", "c", "169.255.16.0/20", "default-0", 0,
 	    false);
-	insert_ok(st, "n-c-default-0", "n", "169.255.16.0/24", "c-default-0",
+	insert_ok("n-c-default-0", "n", "169.255.16.0/24", "c-default-0",
 	    -1, true);
-	commit(st);
-	rs = load_all(st);
+	commit();
+	rs = load_all();
 	cr_assert_eq(rs.n, 3);
 	r = find(&rs, "default-0");
 	cr_assert_not_null(r);
@@ -462,7 +493,7 @@ Test(store, round_trip_every_field)
 	cr_assert_eq(r->updated_at, -1);
 	cr_assert(r->expirable);
 	cr_assert_str_eq(r->cidr, "169.255.16.0/24");
-	store_close(st);
+	close_store();
 
 	/* and on disk exactly as go-sqlite3 and gorm write them */
 	sqlite3 *db = raw_open(dbpath);
@@ -493,11 +524,11 @@ kind_order(void *arg, const struct store_row *r)
 
 Test(store, many_rows_one_transaction)
 {
-	struct store *st = open_ok(STORE_SYNC_NORMAL);
 	char id[128], name[32], parent[64], cidr[64];
 	int state[2] = { 0, 0 };	/* last kind, rows seen */
 
-	begin(st);
+	st = open_ok(STORE_SYNC_NORMAL);
+	begin();
 	/* nodes first, then conduits, then the trench */
 	for (int c = 0; c < 100; c++) {
 		for (int n = 0; n < 199; n++) {
@@ -505,59 +536,56 @@ Test(store, many_rows_one_transaction)
 			snprintf(parent, sizeof(parent), "c%d-default-0", c);
 			snprintf(id, sizeof(id), "%s-%s", name, parent);
 			snprintf(cidr, sizeof(cidr), "10.%d.%d.0/24", c, n);
-			insert_ok(st, id, name, cidr, parent, T2024 * NS, true);
+			insert_ok(id, name, cidr, parent, T2024 * NS, true);
 		}
 	}
 	for (int c = 0; c < 100; c++) {
 		snprintf(name, sizeof(name), "c%d", c);
 		snprintf(id, sizeof(id), "%s-default-0", name);
 		snprintf(cidr, sizeof(cidr), "10.%d.0.0/16", c);
-		insert_ok(st, id, name, cidr, "default-0", T2024 * NS, false);
+		insert_ok(id, name, cidr, "default-0", T2024 * NS, false);
 	}
-	insert_ok(st, "default-0", "default-0", "10.0.0.0/8", "", T2024 * NS,
+	insert_ok("default-0", "default-0", "10.0.0.0/8", "", T2024 * NS,
 	    false);
-	commit(st);
+	commit();
 	cr_assert_eq(store_commit_count(st), 1);
 	cr_assert_eq(store_load(st, kind_order, state, err, sizeof(err)), 0);
 	cr_assert_eq(state[1], 1 + 100 + 100 * 199);
-	store_close(st);
 }
 
 /* A rollback and a close with a transaction open both leave nothing,
  * and the store is usable again after a rollback. */
 Test(store, rollback_and_close_leave_nothing)
 {
-	struct store *st = open_ok(0);
-
-	begin(st);
-	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
-	insert_ok(st, "c-default-0", "c", "169.255.0.0/20", "default-0", 1,
+	st = open_ok(0);
+	begin();
+	insert_ok("default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	insert_ok("c-default-0", "c", "169.255.0.0/20", "default-0", 1,
 	    false);
 	store_rollback(st);
 	cr_assert_eq(store_commit_count(st), 0);
-	cr_assert_eq(load_all(st).n, 0);
-	begin(st);
-	commit(st);
-	begin(st);
-	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
-	store_close(st);
+	cr_assert_eq(load_all().n, 0);
+	begin();
+	commit();
+	begin();
+	insert_ok("default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	close_store();
 	st = open_ok(0);
-	cr_assert_eq(load_all(st).n, 0);
-	store_close(st);
+	cr_assert_eq(load_all().n, 0);
 }
 
 Test(store, touch_and_delete)
 {
-	struct store *st = open_ok(0);
 	struct rows rs;
 
-	begin(st);
-	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 5, false);
-	insert_ok(st, "n-default-0", "n", "169.255.0.0/24", "default-0", 5,
+	st = open_ok(0);
+	begin();
+	insert_ok("default-0", "default-0", "169.255.0.0/16", "", 5, false);
+	insert_ok("n-default-0", "n", "169.255.0.0/24", "default-0", 5,
 	    false);
-	commit(st);
+	commit();
 
-	begin(st);
+	begin();
 	cr_assert_eq(store_touch(st, "n-default-0", T2024 * NS + 7, true, err,
 	    sizeof(err)), 0, "%s", err);
 	cr_assert_eq(store_touch(st, "absent", 1, true, err, sizeof(err)), -1);
@@ -565,55 +593,52 @@ Test(store, touch_and_delete)
 	    err);
 	cr_assert_eq(store_delete(st, "never-there", err, sizeof(err)), 0);
 	cr_assert_eq(store_delete(st, "default-0", err, sizeof(err)), 0);
-	commit(st);
+	commit();
 	cr_assert_eq(store_commit_count(st), 2);
 
-	rs = load_all(st);
+	rs = load_all();
 	cr_assert_eq(rs.n, 1);
 	cr_assert_str_eq(rs.v[0].id, "n-default-0");
 	cr_assert_eq(rs.v[0].updated_at, T2024 * NS + 7);
 	cr_assert(rs.v[0].expirable);
-	store_close(st);
 }
 
 Test(store, writes_need_a_transaction)
 {
-	struct store *st = open_ok(0);
 	struct store_row r = TEST_ROW("a", "a", "10.0.0.0/8", "", 1, false);
 
+	st = open_ok(0);
 	cr_assert_eq(store_insert(st, &r, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "outside a transaction"), "%s", err);
 	cr_assert_eq(store_touch(st, "a", 1, false, err, sizeof(err)), -1);
 	cr_assert_eq(store_delete(st, "a", err, sizeof(err)), -1);
 	cr_assert_eq(store_commit(st, err, sizeof(err)), -1);
-	begin(st);
+	begin();
 	cr_assert_eq(store_begin(st, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "already open"), "%s", err);
 	store_rollback(st);
-	cr_assert_eq(load_all(st).n, 0);
-	store_close(st);
+	cr_assert_eq(load_all().n, 0);
 }
 
 Test(store, duplicate_id_fails_alone)
 {
-	struct store *st = open_ok(0);
 	struct store_row dup = TEST_ROW("default-0", "x", "10.0.0.0/8", "", 1,
 	    false);
 	struct rows rs;
 
-	begin(st);
-	insert_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	st = open_ok(0);
+	begin();
+	insert_ok("default-0", "default-0", "169.255.0.0/16", "", 1, false);
 	cr_assert_eq(store_insert(st, &dup, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "default-0") && strstr(err, dbpath), "%s", err);
 	/* same cidr under the same parent: Meridio's unique index */
 	struct store_row twin = TEST_ROW("b", "b", "169.255.0.0/16", "", 1,
 	    false);
 	cr_assert_eq(store_insert(st, &twin, err, sizeof(err)), -1);
-	commit(st);
-	rs = load_all(st);
+	commit();
+	rs = load_all();
 	cr_assert_eq(rs.n, 1);
 	cr_assert_str_eq(rs.v[0].name, "default-0");
-	store_close(st);
 }
 
 /* ---- Meridio's own files ------------------------------------------------ */
@@ -621,7 +646,6 @@ Test(store, duplicate_id_fails_alone)
 Test(store, opens_meridio_database)
 {
 	struct rows rs;
-	struct store *st;
 	const struct trow *r;
 	unsigned char *before, *after;
 	size_t blen, alen;
@@ -630,7 +654,7 @@ Test(store, opens_meridio_database)
 	before = slurp(dbpath, &blen);
 	st = open_ok(STORE_NO_CREATE);
 	cr_assert_eq(store_commit_count(st), 0);
-	rs = load_all(st);
+	rs = load_all();
 	cr_assert_eq(rs.n, 10);
 	assert_parents_first(&rs, rs.n);
 	cr_assert_eq(rs.v[0].parent[0], '\0');
@@ -661,18 +685,18 @@ Test(store, opens_meridio_database)
 	cr_assert(r->expirable);
 	r = find(&rs, "proxy-a-worker-1-load-balancer-default-0");
 	cr_assert_eq(r->updated_at, T2024 * NS + 500000000);
-	store_close(st);
+	close_store();
 
 	/* reading alone changed nothing on disk */
 	assert_same_bytes(before, blen);
 
 	/* the first write turns it into WAL; Meridio's rows stay */
 	st = open_ok(0);
-	put_ok(st, "proxy-b-worker-1-load-balancer-default-0", "proxy-b",
+	put_ok("proxy-b-worker-1-load-balancer-default-0", "proxy-b",
 	    "169.255.0.3/32", "worker-1-load-balancer-default-0", T2024 * NS,
 	    true);
-	cr_assert_eq(load_all(st).n, 11);
-	store_close(st);
+	cr_assert_eq(load_all().n, 11);
+	close_store();
 	after = slurp(dbpath, &alen);
 	cr_assert_eq(after[18], 2, "WAL write version");
 	cr_assert_eq(after[19], 2, "WAL read version");
@@ -682,26 +706,22 @@ Test(store, opens_meridio_database)
 
 Test(store, adds_missing_index_on_first_write)
 {
-	struct store *st;
 	sqlite3 *db;
-	char buf[256];
 
 	build_meridio_db("idx_prefixes_name");
 	st = open_ok(0);
-	begin(st);
-	commit(st);
-	store_close(st);
+	begin();
+	commit();
+	close_store();
 	db = raw_open(dbpath);
-	raw_text(db, "SELECT sql FROM sqlite_master WHERE "
-	    "name='idx_prefixes_name'", buf, sizeof(buf));
-	cr_assert_str_eq(buf, meridio_indexes[4]);
+	assert_raw(db, "SELECT sql FROM sqlite_master WHERE "
+	    "name='idx_prefixes_name'", meridio_indexes[4]);
 	assert_raw(db, "SELECT count(*) FROM prefixes", "10");
 	sqlite3_close(db);
 }
 
 Test(store, orphans_come_last)
 {
-	struct store *st;
 	struct rows rs;
 
 	build_meridio_db(NULL);
@@ -711,18 +731,16 @@ Test(store, orphans_come_last)
 	    " NULL,1),"
 	    "('c2-default-0','c2','169.255.16.0/20','default-0',NULL,0)");
 	st = open_ok(0);
-	rs = load_all(st);
+	rs = load_all();
 	cr_assert_eq(rs.n, 13);
 	cr_assert_geq(index_of(&rs, "x-gone-default-0"), 11);
 	cr_assert_geq(index_of(&rs, "y-x-gone-default-0"), 11);
 	assert_parents_first(&rs, 11);
 	cr_assert_lt(index_of(&rs, "c2-default-0"), 11);
-	store_close(st);
 }
 
 Test(store, integer_and_bad_updated_at)
 {
-	struct store *st;
 	struct rows rs;
 
 	build_meridio_db(NULL);
@@ -731,11 +749,11 @@ Test(store, integer_and_bad_updated_at)
 	raw_sql("UPDATE prefixes SET updated_at=1709287200123 WHERE "
 	    "id='default-1'");
 	st = open_ok(0);
-	rs = load_all(st);
+	rs = load_all();
 	cr_assert_eq(find(&rs, "default-0")->updated_at, T2024 * NS);
 	cr_assert_eq(find(&rs, "default-1")->updated_at,
 	    T2024 * NS + 123000000);
-	store_close(st);
+	close_store();
 
 	raw_sql("UPDATE prefixes SET updated_at='yesterday' WHERE "
 	    "id='load-balancer-default-0'");
@@ -746,7 +764,6 @@ Test(store, integer_and_bad_updated_at)
 	cr_assert(strstr(err, "load-balancer-default-0") &&
 	    strstr(err, "updated_at") && strstr(err, "yesterday"), "%s", err);
 	free(rs.v);
-	store_close(st);
 }
 
 /*
@@ -776,7 +793,6 @@ Test(store, go_zero_time_null_and_far_times_load)
 		{ "bridge-worker-1-load-balancer-default-1",
 		    "'9999-12-31 23:59:59.999999999+00:00'", INT64_MAX },
 	};
-	struct store *st;
 	struct rows rs;
 	sqlite3 *db;
 	char sql[256];
@@ -791,12 +807,11 @@ Test(store, go_zero_time_null_and_far_times_load)
 	}
 	sqlite3_close(db);
 	st = open_ok(0);
-	rs = load_all(st);
+	rs = load_all();
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		cr_assert_eq(find(&rs, cases[i].id)->updated_at, cases[i].want,
 		    "%s: %s gave %" PRId64, cases[i].id, cases[i].sql,
 		    find(&rs, cases[i].id)->updated_at);
-	store_close(st);
 }
 
 /* A callback's non-zero value stops the walk and comes back. */
@@ -810,7 +825,6 @@ stop_at_two(void *arg, const struct store_row *r)
 
 Test(store, load_callback_stops_walk)
 {
-	struct store *st;
 	int n = 0;
 
 	build_meridio_db(NULL);
@@ -820,7 +834,6 @@ Test(store, load_callback_stops_walk)
 	n = 0;
 	cr_assert_eq(store_load(st, stop_at_two, &n, err, sizeof(err)), 42,
 	    "the walk restarts from the top");
-	store_close(st);
 }
 
 /* ---- the lock ----------------------------------------------------------- */
@@ -847,7 +860,7 @@ open_in_child(bool drop)
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
-		struct store *st = NULL;
+		struct store *s = NULL;
 		struct timespec a, b;
 
 		close(fds[0]);
@@ -855,11 +868,11 @@ open_in_child(bool drop)
 		    setgid(65534) != 0 || setuid(65534) != 0))
 			_exit(3);
 		clock_gettime(CLOCK_MONOTONIC, &a);
-		res.rc = store_open(&st, dbpath, 0, res.err, sizeof(res.err));
+		res.rc = store_open(&s, dbpath, 0, res.err, sizeof(res.err));
 		clock_gettime(CLOCK_MONOTONIC, &b);
 		res.secs = (double)(b.tv_sec - a.tv_sec) +
 		    (double)(b.tv_nsec - a.tv_nsec) / 1e9;
-		store_close(st);
+		store_close(s);
 		_exit(write(fds[1], &res, sizeof(res)) == sizeof(res) ? 0 : 1);
 	}
 	close(fds[1]);
@@ -873,11 +886,11 @@ open_in_child(bool drop)
 
 Test(store, second_process_refused_at_once)
 {
-	struct store *st = open_ok(0);
 	struct child_open res;
 	char want[128];
 
-	put_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	st = open_ok(0);
+	put_ok("default-0", "default-0", "169.255.0.0/16", "", 1, false);
 
 	res = open_in_child(false);
 	cr_assert_eq(res.rc, -1);
@@ -888,9 +901,9 @@ Test(store, second_process_refused_at_once)
 	cr_log_info("refused in %.6f s", res.secs);
 
 	/* the holder is unharmed */
-	put_ok(st, "default-1", "default-1", "fd00::/48", "", 1, false);
-	cr_assert_eq(load_all(st).n, 2);
-	store_close(st);
+	put_ok("default-1", "default-1", "fd00::/48", "", 1, false);
+	cr_assert_eq(load_all().n, 2);
+	close_store();
 
 	/* closing released the lock */
 	res = open_in_child(false);
@@ -902,11 +915,9 @@ Test(store, second_process_refused_at_once)
  * the holder. */
 Test(store, locked_file_left_alone)
 {
-	struct store *st = NULL;
 	int ready[2], done[2], status;
 	char want[128], c;
 	pid_t pid;
-	struct stat sb;
 
 	write_file(dbpath, "", 0);
 	cr_assert_eq(pipe(ready), 0);
@@ -928,13 +939,9 @@ Test(store, locked_file_left_alone)
 	close(ready[1]);
 	close(done[0]);
 	cr_assert_eq(read(ready[0], &c, 1), 1);
-	cr_assert_eq(store_open(&st, dbpath, 0, err, sizeof(err)), -1);
 	snprintf(want, sizeof(want), "in use by another meridio-ipam (pid %ld)",
 	    (long)pid);
-	cr_assert(strstr(err, want) && strstr(err, dbpath), "got: %s", err);
-	cr_assert_eq(stat(dbpath, &sb), 0);
-	cr_assert_eq(sb.st_size, 0, "the schema was written despite the lock");
-	assert_no_side_files();
+	assert_refused(0, want);
 	close(done[1]);
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -942,38 +949,31 @@ Test(store, locked_file_left_alone)
 
 	/* once released, the same empty file becomes a store */
 	st = open_ok(0);
-	store_close(st);
-	cr_assert_eq(stat(dbpath, &sb), 0);
-	cr_assert_gt(sb.st_size, 0);
+	close_store();
+	cr_assert_gt(file_size(""), 0);
 }
 
 Test(store, second_open_in_same_process_refused)
 {
-	struct store *st = open_ok(0), *st2 = NULL;
+	struct store *st2 = NULL;
 
+	st = open_ok(0);
 	cr_assert_eq(store_open(&st2, dbpath, 0, err, sizeof(err)), -1);
 	cr_assert_null(st2);
 	cr_assert(strstr(err, "already open"), "%s", err);
-	put_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
-	cr_assert_eq(load_all(st).n, 1);
-	store_close(st);
+	put_ok("default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	cr_assert_eq(load_all().n, 1);
 }
 
 /* ---- refusals that leave the file alone --------------------------------- */
 
-/* Writes content to dbpath, asserts open refuses it naming the path and
- * containing why, and that the file and its directory are unchanged. */
+/* Writes content to dbpath and asserts that open refuses it (see
+ * assert_refused). */
 static void
 assert_refused_untouched(const void *content, size_t len, const char *why)
 {
-	struct store *st = NULL;
-
 	write_file(dbpath, content, len);
-	cr_assert_eq(store_open(&st, dbpath, 0, err, sizeof(err)), -1);
-	cr_assert_null(st);
-	cr_assert(strstr(err, dbpath) && strstr(err, why), "got: %s", err);
-	assert_same_bytes(content, len);
-	assert_no_side_files();
+	assert_refused(0, why);
 }
 
 Test(store, garbage_file_refused_untouched)
@@ -1005,21 +1005,14 @@ Test(store, corrupt_database_refused_untouched)
 
 Test(store, foreign_schema_refused_untouched)
 {
-	unsigned char *db;
-	size_t len;
-
 	raw_sql("CREATE TABLE other (a text)");
-	db = slurp(dbpath, &len);
-	assert_refused_untouched(db, len, "has no table `prefixes`");
-	free(db);
+	assert_refused(0, "has no table `prefixes`");
 
 	unlink(dbpath);
 	raw_sql("CREATE TABLE `prefixes` (`id` text,`name` text,"
 	    "`parent_id` text,`updated_at` datetime,`expirable` numeric,"
 	    "PRIMARY KEY (`id`))");
-	db = slurp(dbpath, &len);
-	assert_refused_untouched(db, len, "no column `cidr`");
-	free(db);
+	assert_refused(0, "no column `cidr`");
 }
 
 /* ---- older Meridio files ------------------------------------------------- */
@@ -1083,7 +1076,6 @@ Test(store, migrates_older_meridio_schema)
 	struct store_migration m;
 	unsigned char *before;
 	size_t blen, i;
-	struct store *st;
 	struct rows rs;
 	int64_t t0, t1, t;
 	sqlite3 *db;
@@ -1099,7 +1091,7 @@ Test(store, migrates_older_meridio_schema)
 	cr_assert_eq(m.indexes, 5);
 	cr_assert_eq(m.nodes, 2);
 	cr_assert_eq(m.children, 3);
-	rs = load_all(st);
+	rs = load_all();
 	cr_assert_eq(rs.n, 11);
 	for (i = 0; i < sizeof(marked) / sizeof(marked[0]); i++) {
 		const struct trow *r = find(&rs, marked[i]);
@@ -1113,7 +1105,7 @@ Test(store, migrates_older_meridio_schema)
 		cr_assert(!r->expirable, "%s expirable", kept[i]);
 		cr_assert_eq(r->updated_at, 0, "%s has a time", kept[i]);
 	}
-	store_close(st);
+	close_store();
 
 	/* opened and loaded only: every byte as it was */
 	assert_same_bytes(before, blen);
@@ -1126,18 +1118,17 @@ Test(store, migrates_older_meridio_schema)
 	t1 = now_ns();
 	cr_assert(store_migration(st, &m));
 	cr_assert_eq(store_upgrade(st, err, sizeof(err)), 0, "%s", err);
-	store_close(st);
+	close_store();
 	st = open_ok(0);
 	cr_assert(!store_migration(st, &m), "migrated twice");
-	store_close(st);
+	close_store();
 	db = raw_open(dbpath);
 	assert_raw(db, "SELECT group_concat(name, ',') FROM "
 	    "pragma_table_info('prefixes')",
 	    "id,name,cidr,parent_id,updated_at,expirable");
-	raw_text(db, "SELECT type || ' ' || coalesce(dflt_value, '-') FROM "
-	    "pragma_table_info('prefixes') WHERE name='expirable'", buf,
-	    sizeof(buf));
-	cr_assert_str_eq(buf, "numeric false");
+	assert_raw(db, "SELECT type || ' ' || coalesce(dflt_value, '-') FROM "
+	    "pragma_table_info('prefixes') WHERE name='expirable'",
+	    "numeric false");
 	assert_raw(db, "SELECT type FROM pragma_table_info('prefixes') WHERE "
 	    "name='updated_at'", "datetime");
 	assert_meridio_indexes(db);
@@ -1159,7 +1150,6 @@ Test(store, migrates_older_meridio_schema)
 Test(store, migration_marks_nodes_of_gc_era_file)
 {
 	struct store_migration m;
-	struct store *st;
 	struct rows rs;
 
 	build_meridio_db(NULL);
@@ -1170,13 +1160,12 @@ Test(store, migration_marks_nodes_of_gc_era_file)
 	cr_assert_eq(m.indexes, 0);
 	cr_assert_eq(m.nodes, 2);
 	cr_assert_eq(m.children, 0);
-	rs = load_all(st);
+	rs = load_all();
 	cr_assert(find(&rs, "worker-1-load-balancer-default-0")->expirable);
 	cr_assert_gt(find(&rs, "worker-1-load-balancer-default-0")->updated_at,
 	    T2024 * NS + 999999999);
 	cr_assert_eq(find(&rs, "proxy-a-worker-1-load-balancer-default-0")
 	    ->updated_at, T2024 * NS + 500000000);
-	store_close(st);
 }
 
 /* A current file has nothing to migrate, and opening it only reads: a
@@ -1184,7 +1173,6 @@ Test(store, migration_marks_nodes_of_gc_era_file)
 Test(store, current_file_needs_no_migration)
 {
 	struct store_migration m = { .columns = 9 };
-	struct store *st;
 	sqlite3 *db;
 
 	build_meridio_db(NULL);
@@ -1196,37 +1184,25 @@ Test(store, current_file_needs_no_migration)
 	cr_assert(!store_migration(st, &m));
 	cr_assert_eq(m.columns, 0, "*m not cleared");
 	cr_assert_eq(store_upgrade(st, err, sizeof(err)), 0, "%s", err);
-	store_close(st);
+	close_store();
 	st = open_ok(0);
 	cr_assert(!store_migration(st, &m));
-	store_close(st);
 }
 
 /* Rows that break Meridio's unique index stop the migration (gorm's
  * AutoMigrate fails the same way): refused, the file untouched. */
 Test(store, migration_refused_on_duplicate_cidr)
 {
-	unsigned char *before;
-	size_t blen;
-	struct store *st = NULL;
-
 	build_old_meridio_db();
 	raw_sql("INSERT INTO prefixes VALUES ('c9-w1-lb-default-0','c9',"
 	    "'169.255.0.1/32','w1-lb-default-0')");
-	before = slurp(dbpath, &blen);
-	cr_assert_eq(store_open(&st, dbpath, 0, err, sizeof(err)), -1);
-	cr_assert_null(st);
-	cr_assert(strstr(err, dbpath) && strstr(err, "prefixes.cidr") &&
-	    strstr(err, "UNIQUE") && strstr(err, "left untouched"), "got: %s",
-	    err);
-	assert_same_bytes(before, blen);
-	free(before);
-	assert_no_side_files();
+	assert_refused(0, "prefixes.cidr");
+	cr_assert(strstr(err, "UNIQUE") && strstr(err, "left untouched"),
+	    "got: %s", err);
 }
 
 Test(store, missing_directory_or_file)
 {
-	struct store *st = NULL;
 	char p[PATH_MAX + 32], dir[PATH_MAX + 16];
 
 	snprintf(dir, sizeof(dir), "%s/nope", tdir);
@@ -1236,11 +1212,7 @@ Test(store, missing_directory_or_file)
 	    strstr(err, "does not exist"), "%s", err);
 	cr_assert(!exists(dir));
 
-	cr_assert_eq(store_open(&st, dbpath, STORE_NO_CREATE, err,
-	    sizeof(err)), -1);
-	cr_assert(strstr(err, dbpath) && strstr(err, "does not exist"), "%s",
-	    err);
-	cr_assert(!exists(dbpath));
+	assert_refused(STORE_NO_CREATE, "does not exist");
 	cr_assert_eq(store_open(&st, "", 0, err, sizeof(err)), -1);
 }
 
@@ -1250,7 +1222,6 @@ Test(store, read_only_directory_refused)
 	struct child_open res;
 	unsigned char *before;
 	size_t blen;
-	struct store *st;
 
 	/* nobody must be able to reach the directory: use /tmp; and run
 	 * programs at all (not so in a chroot unpacked into a 0700 dir) */
@@ -1261,8 +1232,8 @@ Test(store, read_only_directory_refused)
 	testutil_mkdtemp(tdir, sizeof(tdir), "/tmp", "store");
 	snprintf(dbpath, sizeof(dbpath), "%s/registry.db", tdir);
 	st = open_ok(0);
-	put_ok(st, "default-0", "default-0", "169.255.0.0/16", "", 1, false);
-	store_close(st);
+	put_ok("default-0", "default-0", "169.255.0.0/16", "", 1, false);
+	close_store();
 	before = slurp(dbpath, &blen);
 
 	/* the file is writable, its directory is not: no room for -wal */
@@ -1306,14 +1277,14 @@ Test(store, read_only_directory_refused)
  */
 Test(store, disk_full_commit_fails_and_keeps_data)
 {
-	struct store *st = open_ok(0);
 	char id[64], name[300];
 	struct rows rs;
 	bool failed = false;
 
-	cr_assert_eq(commit_rows(st, 0, 10), 0, "%s", err);
+	st = open_ok(0);
+	cr_assert_eq(commit_rows(0, 10), 0, "%s", err);
 	limit_fsize(64 * 1024);
-	begin(st);
+	begin();
 	memset(name, 'n', sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
 	for (int i = 0; i < 2000 && !failed; i++) {
@@ -1331,18 +1302,17 @@ Test(store, disk_full_commit_fails_and_keeps_data)
 	cr_assert(strstr(err, "disk") != NULL, "%s", err);
 	if (failed)
 		cr_assert_eq(store_commit(st, err, sizeof(err)), -1);
-	cr_assert_eq(load_all(st).n, 10);
+	cr_assert_eq(load_all().n, 10);
 	limit_fsize(RLIM_INFINITY);
-	put_ok(st, "after", "after", "10.9.9.9/32", "default-0", 1, true);
+	put_ok("after", "after", "10.9.9.9/32", "default-0", 1, true);
 	cr_assert_eq(store_commit_count(st), 2);
-	store_close(st);
+	close_store();
 
 	st = open_ok(0);
-	rs = load_all(st);
+	rs = load_all();
 	cr_assert_eq(rs.n, 11);
 	cr_assert_not_null(find(&rs, "after"));
 	cr_assert_null(find(&rs, "big-0"));
-	store_close(st);
 }
 
 /* ---- load order against the recursive query it replaced ----------------- */
@@ -1372,7 +1342,6 @@ static const char oracle_sql[] =
  */
 Test(store, load_order_matches_recursive_query)
 {
-	struct store *st;
 	struct rows rs;
 	sqlite3 *db;
 	sqlite3_stmt *s;
@@ -1421,7 +1390,7 @@ Test(store, load_order_matches_recursive_query)
 	raw_exec(db, "COMMIT");
 
 	st = open_ok(0);
-	rs = load_all(st);
+	rs = load_all();
 	cr_assert_eq(sqlite3_prepare_v2(db, oracle_sql, -1, &s, NULL),
 	    SQLITE_OK, "%s", sqlite3_errmsg(db));
 	while (sqlite3_step(s) == SQLITE_ROW) {
@@ -1449,7 +1418,6 @@ Test(store, load_order_matches_recursive_query)
 	/* The bound is real: d65.. and the cycle come after everything. */
 	cr_assert_gt(index_of(&rs, "d65"), index_of(&rs, "d64"));
 	cr_assert_geq(index_of(&rs, "cc"), rs.n - 200);
-	store_close(st);
 }
 
 /* ---- checkpoints in the background ---------------------------------------- */
@@ -1480,17 +1448,17 @@ wal_index(uint32_t *mx, uint32_t *backfill)
  */
 Test(store, checkpoints_run_in_a_thread)
 {
-	struct store *st = open_ok(0);
-	int base = testutil_threads();
 	uint32_t mx = 0, done = 0;
 	char wal[PATH_MAX + 40];
-	int i, rows;
+	int i, rows, base;
 
+	st = open_ok(0);
+	base = testutil_threads();
 	/* 1 MiB of 4 KiB pages: STORE_CKPT_MIN_BYTES */
 	for (i = 0; i < 20000 && mx < 256; i++) {
 		cr_assert_eq(testutil_threads(), base,
 		    "a thread before 256 frames");
-		cr_assert_eq(commit_rows(st, i, 1), 0, "%s", err);
+		cr_assert_eq(commit_rows(i, 1), 0, "%s", err);
 		wal_index(&mx, &done);
 	}
 	rows = i;
@@ -1501,53 +1469,48 @@ Test(store, checkpoints_run_in_a_thread)
 		wal_index(&mx, &done);
 	}
 	cr_assert_eq(done, mx, "only %u of %u frames copied back", done, mx);
-	store_close(st);
+	close_store();
 	cr_assert_eq(testutil_threads(), base);
 	snprintf(wal, sizeof(wal), "%s-wal", dbpath);
 	cr_assert(!exists(wal), "the WAL outlived the store");
 	st = open_ok(0);
-	cr_assert_eq(load_all(st).n, (size_t)rows);
-	store_close(st);
+	cr_assert_eq(load_all().n, (size_t)rows);
 }
 
 /* The rows store_open reads ahead (while quick_check runs) serve the first
  * load only if nothing was written in between. */
 Test(store, load_after_a_write_sees_the_write)
 {
-	struct store *st;
 	struct rows rs;
 
 	build_meridio_db(NULL);
 	st = open_ok(STORE_NO_CREATE);
-	put_ok(st, "late-default-0", "late", "169.255.32.0/20", "default-0",
+	put_ok("late-default-0", "late", "169.255.32.0/20", "default-0",
 	    T2024 * NS, false);
-	rs = load_all(st);
+	rs = load_all();
 	cr_assert_eq(rs.n, 11);
 	cr_assert_not_null(find(&rs, "late-default-0"));
 	/* and a second load reads the file again */
-	cr_assert_eq(load_all(st).n, 11);
-	store_close(st);
+	cr_assert_eq(load_all().n, 11);
 }
 
 Test(store, renewal_touch_keeps_expirable_and_normalises_foreign_values)
 {
-	struct store *st;
 	struct rows rs;
 	sqlite3 *raw;
-	char buf[64];
 
 	/* rows as another writer could leave them: expirable as text */
 	st = open_ok(0);
-	begin(st);
-	insert_ok(st, "a-x", "a", "fd00::1/128", "x", 5, true);
-	insert_ok(st, "b-x", "b", "fd00::2/128", "x", 5, false);
-	insert_ok(st, "c-x", "c", "fd00::3/128", "x", 5, true);
-	commit(st);
-	store_close(st);
+	begin();
+	insert_ok("a-x", "a", "fd00::1/128", "x", 5, true);
+	insert_ok("b-x", "b", "fd00::2/128", "x", 5, false);
+	insert_ok("c-x", "c", "fd00::3/128", "x", 5, true);
+	commit();
+	close_store();
 	raw_sql("UPDATE prefixes SET expirable='true' WHERE id='c-x'");
 
 	st = open_ok(STORE_NO_CREATE);
-	begin(st);
+	begin();
 	/* renewals: same expirable, new time */
 	cr_assert_eq(store_touch(st, "a-x", T2024 * NS + 1, true, err,
 	    sizeof(err)), 0, "%s", err);
@@ -1556,8 +1519,8 @@ Test(store, renewal_touch_keeps_expirable_and_normalises_foreign_values)
 	/* stored as text: rewritten as go-sqlite3 writes a bool */
 	cr_assert_eq(store_touch(st, "c-x", T2024 * NS + 3, true, err,
 	    sizeof(err)), 0, "%s", err);
-	commit(st);
-	rs = load_all(st);
+	commit();
+	rs = load_all();
 	cr_assert_eq(rs.n, 3);
 	cr_assert_eq(find(&rs, "a-x")->updated_at, T2024 * NS + 1);
 	cr_assert(find(&rs, "a-x")->expirable);
@@ -1565,13 +1528,11 @@ Test(store, renewal_touch_keeps_expirable_and_normalises_foreign_values)
 	cr_assert(!find(&rs, "b-x")->expirable);
 	cr_assert_eq(find(&rs, "c-x")->updated_at, T2024 * NS + 3);
 	cr_assert(find(&rs, "c-x")->expirable);
-	store_close(st);
+	close_store();
 	raw = raw_open(dbpath);
-	raw_text(raw, "SELECT typeof(expirable) || expirable FROM prefixes "
-	    "WHERE id='c-x'", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "integer1");
-	raw_text(raw, "PRAGMA integrity_check", buf, sizeof(buf));
-	cr_assert_str_eq(buf, "ok");
+	assert_raw(raw, "SELECT typeof(expirable) || expirable FROM prefixes "
+	    "WHERE id='c-x'", "integer1");
+	assert_raw(raw, "PRAGMA integrity_check", "ok");
 	sqlite3_close(raw);
 }
 
@@ -1586,12 +1547,12 @@ Test(store, renewal_touch_keeps_expirable_and_normalises_foreign_values)
  */
 Test(store, wal_stays_small_and_is_reused_under_steady_commits)
 {
-	struct store *st = open_ok(STORE_SYNC_NORMAL);
 	struct store_health h;
 	off_t wal, most = 0, reached = 0, low = -1;
 
+	st = open_ok(STORE_SYNC_NORMAL);
 	for (int i = 0; i < 1500; i++) {
-		cr_assert_eq(commit_rows(st, i * 4, 4), 0, "commit %d: %s", i,
+		cr_assert_eq(commit_rows(i * 4, 4), 0, "commit %d: %s", i,
 		    err);
 		wal = file_size("-wal");
 		if (wal > most)
@@ -1610,7 +1571,6 @@ Test(store, wal_stays_small_and_is_reused_under_steady_commits)
 	cr_assert_gt(reached, 0, "the WAL never reached 2 MiB");
 	cr_assert_eq(low, -1, "the WAL shrank to %lld bytes after reaching "
 	    "2 MiB", (long long)low);
-	store_close(st);
 }
 
 /* A checkpoint that cannot grow the file (RLIMIT_FSIZE below what it
@@ -1618,11 +1578,11 @@ Test(store, wal_stays_small_and_is_reused_under_steady_commits)
  * succeeds again. Commits themselves still fit (the WAL is small). */
 Test(store, failed_checkpoints_are_counted)
 {
-	struct store *st = open_ok(STORE_SYNC_NORMAL);
 	struct store_health h;
 	int next = 0;
 
-	cr_assert_eq(commit_rows(st, next, 20000), 0, "%s", err);
+	st = open_ok(STORE_SYNC_NORMAL);
+	cr_assert_eq(commit_rows(next, 20000), 0, "%s", err);
 	next += 20000;
 	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), 0, "%s", err);
 	store_health(st, &h);
@@ -1631,7 +1591,7 @@ Test(store, failed_checkpoints_are_counted)
 	limit_fsize((rlim_t)file_size(""));
 	/* Commits until a checkpoint (the store's own, by size) failed. */
 	for (int i = 0; i < 2000; i++) {
-		cr_assert_eq(commit_rows(st, next, 20), 0, "commit %d: %s", i,
+		cr_assert_eq(commit_rows(next, 20), 0, "commit %d: %s", i,
 		    err);
 		next += 20;
 		store_health(st, &h);
@@ -1653,28 +1613,26 @@ Test(store, failed_checkpoints_are_counted)
 	cr_assert_not(h.ckpt_failing);
 	cr_assert_str_empty(h.ckpt_error);
 	cr_assert_gt(h.ckpt_failures, 0);
-	store_close(st);
 }
 
 /* A commit that fails for room is counted and makes the store copy the
  * WAL back at once, so that the next commit can reuse the WAL's space. */
 Test(store, commit_failed_for_room_checkpoints)
 {
-	struct store *st = open_ok(STORE_SYNC_NORMAL);
 	struct store_health h;
 
-	cr_assert_eq(commit_rows(st, 0, 2000), 0, "%s", err);
+	st = open_ok(STORE_SYNC_NORMAL);
+	cr_assert_eq(commit_rows(0, 2000), 0, "%s", err);
 	store_health(st, &h);
 	cr_assert_eq(h.commit_failures, 0);
 	limit_fsize((rlim_t)(file_size("-wal") + 4096));
-	cr_assert_eq(commit_rows(st, 2000, 20000), -1, "a commit past the "
+	cr_assert_eq(commit_rows(2000, 20000), -1, "a commit past the "
 	    "limit succeeded");
 	store_health(st, &h);
 	cr_assert_eq(h.commit_failures, 1);
 	cr_assert_geq(h.ckpt_runs, 1, "no checkpoint after the failure");
 	/* The WAL was copied back: a small commit now restarts it. */
-	cr_assert_eq(commit_rows(st, 50000, 10), 0, "%s", err);
-	store_close(st);
+	cr_assert_eq(commit_rows(50000, 10), 0, "%s", err);
 }
 
 /* ---- the lock held on behalf of another process ------------------------- */
@@ -1685,7 +1643,6 @@ Test(store, commit_failed_for_room_checkpoints)
  * store_lock_file meanwhile answers 1 (held). */
 Test(store, lock_file_then_open_locked)
 {
-	struct store *st = NULL;
 	struct child_open res;
 	struct stat sb;
 	bool created = false, c2;
@@ -1713,8 +1670,8 @@ Test(store, lock_file_then_open_locked)
 	/* the holder's own descriptor opens the database */
 	cr_assert_eq(store_open_locked(&st, dbpath, dup(fd), 0, err,
 	    sizeof(err)), 0, "%s", err);
-	cr_assert_eq(commit_rows(st, 0, 3), 0, "%s", err);
-	store_close(st);
+	cr_assert_eq(commit_rows(0, 3), 0, "%s", err);
+	close_store();
 	/* still locked: fd is open */
 	res = open_in_child(false);
 	cr_assert_eq(res.rc, -1);
@@ -1727,7 +1684,6 @@ Test(store, lock_file_then_open_locked)
  * locked is refused, and the new file is left alone. */
 Test(store, open_locked_refuses_a_replaced_file)
 {
-	struct store *st = NULL;
 	char moved[PATH_MAX + 40];
 	bool created;
 	long holder;
@@ -1752,26 +1708,26 @@ Test(store, open_locked_refuses_a_replaced_file)
  * file once one is removed or the database shrinks. */
 Test(store, check_files_sees_removal_and_truncation)
 {
-	struct store *st = open_ok(0);
 	char p[PATH_MAX + 40];
 
-	cr_assert_eq(commit_rows(st, 0, 50), 0, "%s", err);
+	st = open_ok(0);
+	cr_assert_eq(commit_rows(0, 50), 0, "%s", err);
 	cr_assert_eq(store_check_files(st, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(store_check_files(st, err, sizeof(err)), 0, "%s", err);
 	snprintf(p, sizeof(p), "%s-wal", dbpath);
 	cr_assert_eq(unlink(p), 0);
 	cr_assert_eq(store_check_files(st, err, sizeof(err)), -1);
 	cr_assert(strstr(err, p) != NULL && strstr(err, "removed"), "%s", err);
-	store_close(st);
+	close_store();
 
 	st = open_ok(0);
-	cr_assert_eq(commit_rows(st, 100, 50), 0, "%s", err);
+	cr_assert_eq(commit_rows(100, 50), 0, "%s", err);
 	cr_assert_eq(store_checkpoint(st, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(store_check_files(st, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(truncate(dbpath, 0), 0);
 	cr_assert_eq(store_check_files(st, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "truncated") != NULL, "%s", err);
-	store_close(st);
+	close_store();
 	/* the store left the truncated file alone at close */
 	cr_assert_eq(file_size(""), 0);
 }
@@ -1781,13 +1737,13 @@ Test(store, check_files_sees_removal_and_truncation)
  * they must not make a commit wait for the reader. */
 Test(store, foreign_reader_does_not_stall_commits)
 {
-	struct store *st = open_ok(STORE_SYNC_NORMAL);
 	struct timespec a, b;
 	double worst = 0, t;
 	sqlite3 *rd = NULL;
 	sqlite3_stmt *s = NULL;
 
-	cr_assert_eq(commit_rows(st, 0, 10), 0, "%s", err);
+	st = open_ok(STORE_SYNC_NORMAL);
+	cr_assert_eq(commit_rows(0, 10), 0, "%s", err);
 	cr_assert_eq(sqlite3_open(dbpath, &rd), SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(rd, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
 	cr_assert_eq(sqlite3_prepare_v2(rd, "SELECT count(*) FROM prefixes",
@@ -1795,7 +1751,7 @@ Test(store, foreign_reader_does_not_stall_commits)
 	cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
 	for (int i = 0; i < 600; i++) {
 		clock_gettime(CLOCK_MONOTONIC, &a);
-		cr_assert_eq(commit_rows(st, 100 + i * 10, 10), 0, "%s", err);
+		cr_assert_eq(commit_rows(100 + i * 10, 10), 0, "%s", err);
 		clock_gettime(CLOCK_MONOTONIC, &b);
 		t = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) /
 		    1e9;
@@ -1811,5 +1767,4 @@ Test(store, foreign_reader_does_not_stall_commits)
 	sqlite3_finalize(s);
 	sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
 	sqlite3_close(rd);
-	store_close(st);
 }
