@@ -634,26 +634,17 @@ Test(registry, check_reports_load_problems_and_stale_records)
 	assert_check(T0 + 100 * NS, 0, "orphan ");
 }
 
-/* A row stored below an address record (only a node can hold addresses)
- * is left out at load as an orphan, and the address itself loads. */
-Test(registry, row_below_an_address_is_an_orphan)
-{
-	struct store_row below = TEST_ROW("u-x-n-c-default-0", "u",
-	    "169.255.0.1/32", "x-n-c-default-0", T0, true);
-
-	open_with("c", NULL);
-	alloc_res(PFX_V4, "c", "n", "x", T0);
-	insert_rows(&below, 1);
-	g = open_reg(st, &p, NULL);
-	cr_assert_eq(reg_count_children(g), 1);
-	assert_check(T0, 0, "orphan ");
-}
-
-/* A row whose id is not "<name>-<parent id>" is left out at load with a
- * bad-id problem; its well-named sibling loads. */
-Test(registry, row_with_a_foreign_id_is_left_out)
+/*
+ * Rows the load leaves out, each with its problem, while the address
+ * beside them loads: one stored below an address record (only a node can
+ * hold addresses) is an orphan, ids that are not "<name>-<parent id>"
+ * are bad-id.
+ */
+Test(registry, malformed_rows_are_left_out)
 {
 	struct store_row rows[] = {
+		TEST_ROW("u-x-n-c-default-0", "u", "169.255.0.1/32",
+		    "x-n-c-default-0", T0, true),
 		TEST_ROW("y-n-c-default-0x", "y", "169.255.0.9/32",
 		    "n-c-default-0", T0, true),
 		TEST_ROW("y-n-c-default", "y", "169.255.0.8/32",
@@ -662,10 +653,10 @@ Test(registry, row_with_a_foreign_id_is_left_out)
 
 	open_with("c", NULL);
 	alloc_res(PFX_V4, "c", "n", "x", T0);
-	insert_rows(rows, 2);
+	insert_rows(rows, 3);
 	g = open_reg(st, &p, NULL);
 	cr_assert_eq(reg_count_children(g), 1);
-	assert_check(T0, 0, "bad-id bad-id ");
+	assert_check(T0, 0, "bad-id bad-id orphan ");
 }
 
 /* ---- record layout ------------------------------------------------------ */

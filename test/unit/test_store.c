@@ -470,10 +470,8 @@ Test(store, round_trip_every_field)
 
 	st = open_ok(0);
 	begin();
-	insert_ok("default-0", "default-0", "169.255.0.0/16", "", t,
-	    false);
-	insert_ok("c-default-0", "c", "169.255.16.0/20", "default-0", 0,
-	    false);
+	insert_ok("default-0", "default-0", "169.255.0.0/16", "", t, false);
+	insert_ok("c-default-0", "c", "169.255.16.0/20", "default-0", 0, false);
 	insert_ok("n-c-default-0", "n", "169.255.16.0/24", "c-default-0",
 	    -1, true);
 	commit();
@@ -560,8 +558,7 @@ Test(store, rollback_and_close_leave_nothing)
 	st = open_ok(0);
 	begin();
 	insert_ok("default-0", "default-0", "169.255.0.0/16", "", 1, false);
-	insert_ok("c-default-0", "c", "169.255.0.0/20", "default-0", 1,
-	    false);
+	insert_ok("c-default-0", "c", "169.255.0.0/20", "default-0", 1, false);
 	store_rollback(st);
 	cr_assert_eq(store_commit_count(st), 0);
 	cr_assert_eq(load_all().n, 0);
@@ -581,8 +578,7 @@ Test(store, touch_and_delete)
 	st = open_ok(0);
 	begin();
 	insert_ok("default-0", "default-0", "169.255.0.0/16", "", 5, false);
-	insert_ok("n-default-0", "n", "169.255.0.0/24", "default-0", 5,
-	    false);
+	insert_ok("n-default-0", "n", "169.255.0.0/24", "default-0", 5, false);
 	commit();
 
 	begin();
@@ -739,26 +735,16 @@ Test(store, orphans_come_last)
 	cr_assert_lt(index_of(&rs, "c2-default-0"), 11);
 }
 
-Test(store, integer_and_bad_updated_at)
+/* An updated_at that is not a time stops the load with the row and the
+ * value named. */
+Test(store, bad_updated_at_stops_load)
 {
-	struct rows rs;
+	struct rows rs = { 0 };
 
 	build_meridio_db(NULL);
-	raw_sql("UPDATE prefixes SET updated_at=1709287200 WHERE "
-	    "id='default-0'");
-	raw_sql("UPDATE prefixes SET updated_at=1709287200123 WHERE "
-	    "id='default-1'");
-	st = open_ok(0);
-	rs = load_all();
-	cr_assert_eq(find(&rs, "default-0")->updated_at, T2024 * NS);
-	cr_assert_eq(find(&rs, "default-1")->updated_at,
-	    T2024 * NS + 123000000);
-	close_store();
-
 	raw_sql("UPDATE prefixes SET updated_at='yesterday' WHERE "
 	    "id='load-balancer-default-0'");
 	st = open_ok(0);
-	memset(&rs, 0, sizeof(rs));
 	cr_assert_eq(store_load(st, collect, &rs, err, sizeof(err)),
 	    STORE_EROW);
 	cr_assert(strstr(err, "load-balancer-default-0") &&
@@ -767,27 +753,30 @@ Test(store, integer_and_bad_updated_at)
 }
 
 /*
- * Go's zero time (as go-sqlite3 writes it, or in its other forms) and
- * NULL load as "no time" (0); times Go reads that int64 nanoseconds cannot
- * hold are clamped: before 1678 to 1 ns (long ago), after 2262 to the
- * largest value (never old).
+ * Integers in updated_at are seconds, or milliseconds when that big. Go's
+ * zero time (as go-sqlite3 writes it, or in its other forms) and NULL load
+ * as "no time" (0); times Go reads that int64 nanoseconds cannot hold are
+ * clamped: before 1678 to 1 ns (long ago), after 2262 to the largest value
+ * (never old).
  */
-Test(store, go_zero_time_null_and_far_times_load)
+Test(store, updated_at_forms_load)
 {
 	static const struct {
 		const char *id, *sql;
 		int64_t want;
 	} cases[] = {
+		{ "proxy-a-worker-1-load-balancer-default-0", "1709287200",
+		    T2024 * NS },
+		{ "proxy-a-worker-1-load-balancer-default-1", "1709287200123",
+		    T2024 * NS + 123000000 },
 		{ "default-0", "'0001-01-01 00:00:00+00:00'", 0 },
 		{ "default-1", "NULL", 0 },
 		{ "load-balancer-default-0", "'0001-01-01T00:00:00Z'", 0 },
 		{ "load-balancer-default-1", "'0001-01-01 00:00:00'", 0 },
 		{ "worker-1-load-balancer-default-0",
-		    "'1500-06-01 10:00:00+00:00'",
-		    1 },
+		    "'1500-06-01 10:00:00+00:00'", 1 },
 		{ "worker-1-load-balancer-default-1",
-		    "'0001-01-01 00:00:00.5+00:00'",
-		    1 },
+		    "'0001-01-01 00:00:00.5+00:00'", 1 },
 		{ "bridge-worker-1-load-balancer-default-0",
 		    "'3000-01-01 00:00:00+00:00'", INT64_MAX },
 		{ "bridge-worker-1-load-balancer-default-1",
@@ -1552,8 +1541,7 @@ Test(store, wal_stays_small_and_is_reused_under_steady_commits)
 
 	st = open_ok(STORE_SYNC_NORMAL);
 	for (int i = 0; i < 1500; i++) {
-		cr_assert_eq(commit_rows(i * 4, 4), 0, "commit %d: %s", i,
-		    err);
+		cr_assert_eq(commit_rows(i * 4, 4), 0, "commit %d: %s", i, err);
 		wal = file_size("-wal");
 		if (wal > most)
 			most = wal;
@@ -1591,8 +1579,7 @@ Test(store, failed_checkpoints_are_counted)
 	limit_fsize((rlim_t)file_size(""));
 	/* Commits until a checkpoint (the store's own, by size) failed. */
 	for (int i = 0; i < 2000; i++) {
-		cr_assert_eq(commit_rows(next, 20), 0, "commit %d: %s", i,
-		    err);
+		cr_assert_eq(commit_rows(next, 20), 0, "commit %d: %s", i, err);
 		next += 20;
 		store_health(st, &h);
 		if (h.ckpt_failures > 0)
