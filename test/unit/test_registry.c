@@ -727,11 +727,9 @@ reg_heap(void)
 }
 
 /*
- * Checkpoints and empties the WAL from a connection of its own, so that it
- * never reaches the size at which the store starts its checkpointer
- * thread: that thread's connection allocates when the scheduler lets it
- * run, and its malloc overhead moved reg_heap by ~30 KB from one cycle to
- * the next on a loaded machine.
+ * Checkpoints and empties the WAL from a connection of its own, so that
+ * the store's checkpointer thread has nothing to do: its connection
+ * allocates whenever the scheduler lets it run, moving reg_heap.
  */
 static void
 wal_reset(void)
@@ -801,15 +799,13 @@ warm_checkpointer(struct reg *reg)
 /*
  * What an address record costs, and that release and re-allocation reuse
  * the memory: 2000 children in one node, released and allocated again
- * 18 times. Each fill gets the same addresses (first fit). The first 13
- * cycles warm up: they grow the undo log and sqlite's cache, and glibc's
- * tcache keeps up to 7 freed chunks per size (mallinfo2 counts those as in
- * use); with ten, a loaded machine (ctest -j, CI) still saw one late step
- * of 8-28 KB at cycle 11 in about one run of six. After them the heap
- * after each fill and after each release stays where cycle 13 left it (a
- * byte per record and cycle would show within the four checked). And a
- * child costs at most 144 bytes of heap (the record with its name, ~16
- * bytes of name table; it was ~300 with a tree node per index).
+ * 18 times, each fill getting the same addresses (first fit). The first
+ * 13 cycles warm up the undo log, sqlite's cache and glibc's tcache (up to
+ * 7 freed chunks per size, counted as in use); after them the heap after
+ * each fill and each release stays where cycle 13 left it (a byte per
+ * record and cycle would show within the four checked). A child costs at
+ * most 144 bytes of heap (the record with its name and its name table
+ * slot).
  */
 Test(registry, release_and_reallocate_keep_the_heap_bounded,
     .timeout = 120)
