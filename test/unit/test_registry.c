@@ -916,23 +916,6 @@ Test(registry, records_of_every_size_reuse_their_memory)
 
 #endif /* !__SANITIZE_ADDRESS__ */
 
-/* Counts the records reg_walk shows and keeps the node's child count. */
-struct walk_count {
-	size_t records;		/* records walked */
-	size_t node_children;	/* children of the (single) node */
-};
-
-static int
-on_walk_count(void *arg, const struct reg_record *r)
-{
-	struct walk_count *w = arg;
-
-	w->records++;
-	if (r->level == 2)
-		w->node_children = r->children;
-	return 0;
-}
-
 /* Renews every child k<i> of node n whose i is not a multiple of 3 at
  * now, and asserts it kept its address addr[i]. */
 static void
@@ -960,7 +943,7 @@ assert_survivors(char addr[300][PFX_ADDRSTRLEN], int64_t now)
 Test(registry, gc_and_rollback_in_a_large_node)
 {
 	static char addr[300][PFX_ADDRSTRLEN];
-	struct walk_count w = { 0, 0 };
+	struct seen w = { 0 };
 	struct reg_result res;
 	char name[32];
 	int i;
@@ -993,9 +976,10 @@ Test(registry, gc_and_rollback_in_a_large_node)
 	reg_rollback(g);
 	cr_assert_eq(reg_count_children(g), 201);
 	cr_assert_eq(reg_count_cooling(g), 100);
-	cr_assert_eq(reg_walk(g, NULL, NULL, on_walk_count, &w), 0);
-	cr_assert_eq(w.node_children, 201);
-	cr_assert_eq(w.records, 2 + 2 + 1 + 201);
+	cr_assert_eq(reg_walk(g, NULL, NULL, on_record, &w), 0);
+	cr_assert_eq(w.n, 2 + 2 + 1 + 201);
+	cr_assert_str_eq(w.lines[4], "2 n-c-default-1 c-default-1 fd00::/64 "
+	    "201/18446744073709551614");
 	assert_check(T0 + 100 * NS, 0, "");
 	assert_survivors(addr, T0 + 97 * NS);
 	cr_assert_eq(reg_expire_cooldowns(g, T0 + 200 * NS), 100);
