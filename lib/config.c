@@ -671,17 +671,11 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 	if (config_port(x, "IPAM_PORT", CFG_DEF_PORT, false, &c->port) != 0)
 		return -1;
 
-	name = "IPAM_DATA_SOURCE";
-	v = config_value(x, name, NULL);
-	if (v == NULL) {
-		name = "IPAM_DATASOURCE";
-		v = config_value(x, name, CFG_DEF_DATA_SOURCE);
-	}
-	if (!config_no_ctl(v))
-		return config_fail(x, name, v, "a file path without control "
-		    "characters");
-	c->data_source = config_dup(x, name, v);
-	if (c->data_source == NULL)
+	/* IPAM_DATASOURCE only when IPAM_DATA_SOURCE is unset or empty */
+	name = config_value(x, "IPAM_DATA_SOURCE", NULL) != NULL ?
+	    "IPAM_DATA_SOURCE" : "IPAM_DATASOURCE";
+	if (config_string(x, name, CFG_DEF_DATA_SOURCE, "a file path",
+	    &c->data_source) != 0)
 		return -1;
 
 	v = config_value(x, "IPAM_TRENCH_NAME", CFG_DEF_TRENCH);
@@ -743,15 +737,12 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 		c->nsp_service[0] = '\0';
 	}
 	if (config_string(x, "IPAM_NAMESPACE", "", "a namespace",
-	    &c->k8s_namespace) != 0)
-		return -1;
-	if (config_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
-	    &c->release_cooldown_ns) != 0)
-		return -1;
-	if (config_duration(x, "IPAM_RENEWAL_REFRESH", CFG_DEF_RENEWAL_REFRESH,
-	    false, &c->renewal_refresh_ns) != 0)
-		return -1;
-	if (config_port(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT, true,
+	    &c->k8s_namespace) != 0 ||
+	    config_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
+	    &c->release_cooldown_ns) != 0 ||
+	    config_duration(x, "IPAM_RENEWAL_REFRESH", CFG_DEF_RENEWAL_REFRESH,
+	    false, &c->renewal_refresh_ns) != 0 ||
+	    config_port(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT, true,
 	    &c->metrics_port) != 0)
 		return -1;
 	if (c->metrics_port == c->port) {
@@ -759,13 +750,8 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 		return config_fail(x, "IPAM_METRICS_PORT", v, "a port other "
 		    "than IPAM_PORT (%u)", c->port);
 	}
-	if (config_tls(x, c) != 0)
-		return -1;
-	if (config_nsp_tls(x, c) != 0)
-		return -1;
-	if (config_health_socket(x, c) != 0)
-		return -1;
-	if (config_admin_group(x, c) != 0)
+	if (config_tls(x, c) != 0 || config_nsp_tls(x, c) != 0 ||
+	    config_health_socket(x, c) != 0 || config_admin_group(x, c) != 0)
 		return -1;
 	return config_spiffe(x, c);
 }
