@@ -183,27 +183,6 @@ Test(alloc, node_first_fit_v4)
 	cr_assert_eq(count(pool), 5);
 }
 
-/* Node prefixes inside a conduit prefix: uniform /24 blocks in a /20. */
-Test(alloc, conduit_nodes)
-{
-	struct alloc_pool *pool = plain_pool("169.255.0.0/20");
-
-	expect_alloc(pool, 24, "169.255.0.0/24");
-	expect_alloc(pool, 24, "169.255.1.0/24");
-	expect_alloc(pool, 24, "169.255.2.0/24");
-	must_remove(pool, "169.255.1.0/24");
-	expect_alloc(pool, 24, "169.255.1.0/24");
-	for (int i = 3; i < 16; i++) {
-		struct pfx got;
-
-		cr_assert_eq(alloc_pool_find(pool, 24, &got), ALLOC_OK);
-		cr_assert(got.addr == (pfx_addr)0xa9ff0000u + ((pfx_addr)i << 8));
-		cr_assert_eq(link_pfx(pool, &got), ALLOC_OK);
-	}
-	struct pfx got;
-	cr_assert_eq(alloc_pool_find(pool, 24, &got), ALLOC_ENOSPACE);
-}
-
 /*
  * Children of several lengths (left by a configuration change): the answer
  * is the lowest aligned block overlapping none of them.
