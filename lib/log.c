@@ -326,17 +326,6 @@ fail:
 	log_write_all(log_state.fd, oom, sizeof(oom) - 1);
 }
 
-/* Calls log_line with the pairs given as variadic arguments. */
-static void
-log_line_pairs(enum log_level l, const char *msg, ...)
-{
-	va_list ap;
-
-	va_start(ap, msg);
-	log_line(l, msg, ap);
-	va_end(ap);
-}
-
 void
 log_kv(enum log_level l, const char *msg, ...)
 {
@@ -358,7 +347,7 @@ log_vfmt(enum log_level l, const char *fmt, va_list ap)
 
 	if (vasprintf(&msg, fmt, ap) < 0)
 		msg = NULL;
-	log_line_pairs(l, msg != NULL ? msg : fmt, (const char *)NULL);
+	log_kv(l, msg != NULL ? msg : fmt, (const char *)NULL);
 	free(msg);
 }
 
