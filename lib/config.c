@@ -316,17 +316,10 @@ config_family(struct cfg_ctx *x, enum cfg_family *out)
 	return 0;
 }
 
-/* True for the bytes strings are trimmed of (ASCII white space). */
-static bool
-config_is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
-	    c == '\v' || c == '\f';
-}
-
 /*
  * Splits the value v of name on commas into *out (*n entries, each
- * trimmed of white space, empty ones kept as ""); config_free frees them.
+ * trimmed of ASCII white space: no program sets a locale, so isspace is
+ * the C locale's; empty ones kept as ""); config_free frees them.
  * The caller checks the entries. Returns 0, or -1 when out of memory.
  */
 static int
@@ -347,9 +340,9 @@ config_list(struct cfg_ctx *x, const char *name, const char *v, char ***out,
 			end = p + strlen(p);
 		s = p;
 		e = end;
-		while (s < e && config_is_space(*s))
+		while (s < e && isspace((unsigned char)*s))
 			s++;
-		while (e > s && config_is_space(e[-1]))
+		while (e > s && isspace((unsigned char)e[-1]))
 			e--;
 		(*out)[*n] = strndup(s, (size_t)(e - s));
 		if ((*out)[*n] == NULL)

@@ -65,13 +65,9 @@ tc_ok(const char *const *vars)
 static bool
 tc_zero(const struct cfg *x)
 {
-	const unsigned char *p = (const unsigned char *)x;
+	static const struct cfg zero;
 
-	for (size_t i = 0; i < sizeof(*x); i++) {
-		if (p[i] != 0)
-			return false;
-	}
-	return true;
+	return memcmp(x, &zero, sizeof(*x)) == 0;
 }
 
 /* The JSON dump of c (configjson_text); the caller frees it. */

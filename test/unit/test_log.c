@@ -24,7 +24,7 @@
 #include "log.h"
 
 /* Both ends of the pipe the module writes into during a test. */
-static int tl_fds[2] = { -1, -1 };
+static int tl_fds[2];
 
 /* Opens a non-blocking pipe and points the logger at its write end. */
 static void
@@ -37,11 +37,8 @@ tl_setup(void)
 static void
 tl_teardown(void)
 {
-	if (tl_fds[0] >= 0)
-		close(tl_fds[0]);
-	if (tl_fds[1] >= 0)
-		close(tl_fds[1]);
-	tl_fds[0] = tl_fds[1] = -1;
+	close(tl_fds[0]);
+	close(tl_fds[1]);
 	log_init("unit", LOGL_DEBUG, 2);
 }
 
