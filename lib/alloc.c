@@ -182,21 +182,6 @@ alloc_node_get(const struct alloc_pool *pool, pfx_addr a)
 	    (struct alloc_block_tree *)&pool->blocks, &key);
 }
 
-/* The child (not a reserved address) exactly equal to p, or NULL. */
-static struct alloc_node *
-alloc_child_get(const struct alloc_pool *pool, const struct pfx *p)
-{
-	struct alloc_node *b;
-
-	if (p->family != pool->parent.family)
-		return NULL;
-	b = alloc_node_get(pool, p->addr);
-	if (b == NULL || b->an_kind == ALLOC_KIND_RESERVED ||
-	    b->an_len != p->len)
-		return NULL;
-	return b;
-}
-
 /* ---- free runs --------------------------------------------------------- */
 
 /* Index of the highest set bit of a non-zero 128-bit value. */
@@ -480,7 +465,6 @@ alloc_occupy(struct alloc_pool *pool, struct alloc_node *blk)
 	return ALLOC_OK;
 }
 
-
 /* Checks that child p can be a block of pool (not yet that it is free). */
 static int
 alloc_child_ok(const struct alloc_pool *pool, const struct pfx *p)
@@ -650,10 +634,19 @@ alloc_pool_unlink(struct alloc_pool *pool, struct alloc_node *c)
 	return ALLOC_OK;
 }
 
+/* The child (not a reserved address) exactly equal to p, or NULL. */
 void *
 alloc_pool_lookup(const struct alloc_pool *pool, const struct pfx *p)
 {
-	return alloc_child_get(pool, p);
+	struct alloc_node *b;
+
+	if (p->family != pool->parent.family)
+		return NULL;
+	b = alloc_node_get(pool, p->addr);
+	if (b == NULL || b->an_kind == ALLOC_KIND_RESERVED ||
+	    b->an_len != p->len)
+		return NULL;
+	return b;
 }
 
 /* Skips reserved blocks from b on: the next linked node or NULL. */

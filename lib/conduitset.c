@@ -79,7 +79,8 @@ conduitset_free(struct conduitset *s)
 	free(s);
 }
 
-bool
+/* True if name is acceptable as a conduit: 1 to BOUNDS_LABEL_MAX bytes. */
+static bool
 conduitset_name_ok(const char *name)
 {
 	size_t len;

@@ -42,9 +42,6 @@ struct conduitset *conduitset_new(void);
 /* Frees the set. Accepts NULL. */
 void conduitset_free(struct conduitset *s);
 
-/* True if name is acceptable as a conduit: 1 to BOUNDS_LABEL_MAX bytes. */
-bool conduitset_name_ok(const char *name);
-
 /*
  * Takes the full list names[0..n) as the current one and fills d (which
  * the caller zeroed or cleared). Invalid names and repeats are counted and

@@ -316,17 +316,10 @@ config_family(struct cfg_ctx *x, enum cfg_family *out)
 	return 0;
 }
 
-/* True for the bytes strings are trimmed of (ASCII white space). */
-static bool
-config_is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
-	    c == '\v' || c == '\f';
-}
-
 /*
  * Splits the value v of name on commas into *out (*n entries, each
- * trimmed of white space, empty ones kept as ""); config_free frees them.
+ * trimmed of ASCII white space: no program sets a locale, so isspace is
+ * the C locale's; empty ones kept as ""); config_free frees them.
  * The caller checks the entries. Returns 0, or -1 when out of memory.
  */
 static int
@@ -347,9 +340,9 @@ config_list(struct cfg_ctx *x, const char *name, const char *v, char ***out,
 			end = p + strlen(p);
 		s = p;
 		e = end;
-		while (s < e && config_is_space(*s))
+		while (s < e && isspace((unsigned char)*s))
 			s++;
-		while (e > s && config_is_space(e[-1]))
+		while (e > s && isspace((unsigned char)e[-1]))
 			e--;
 		(*out)[*n] = strndup(s, (size_t)(e - s));
 		if ((*out)[*n] == NULL)
@@ -671,17 +664,11 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 	if (config_port(x, "IPAM_PORT", CFG_DEF_PORT, false, &c->port) != 0)
 		return -1;
 
-	name = "IPAM_DATA_SOURCE";
-	v = config_value(x, name, NULL);
-	if (v == NULL) {
-		name = "IPAM_DATASOURCE";
-		v = config_value(x, name, CFG_DEF_DATA_SOURCE);
-	}
-	if (!config_no_ctl(v))
-		return config_fail(x, name, v, "a file path without control "
-		    "characters");
-	c->data_source = config_dup(x, name, v);
-	if (c->data_source == NULL)
+	/* IPAM_DATASOURCE only when IPAM_DATA_SOURCE is unset or empty */
+	name = config_value(x, "IPAM_DATA_SOURCE", NULL) != NULL ?
+	    "IPAM_DATA_SOURCE" : "IPAM_DATASOURCE";
+	if (config_string(x, name, CFG_DEF_DATA_SOURCE, "a file path",
+	    &c->data_source) != 0)
 		return -1;
 
 	v = config_value(x, "IPAM_TRENCH_NAME", CFG_DEF_TRENCH);
@@ -743,15 +730,12 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 		c->nsp_service[0] = '\0';
 	}
 	if (config_string(x, "IPAM_NAMESPACE", "", "a namespace",
-	    &c->k8s_namespace) != 0)
-		return -1;
-	if (config_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
-	    &c->release_cooldown_ns) != 0)
-		return -1;
-	if (config_duration(x, "IPAM_RENEWAL_REFRESH", CFG_DEF_RENEWAL_REFRESH,
-	    false, &c->renewal_refresh_ns) != 0)
-		return -1;
-	if (config_port(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT, true,
+	    &c->k8s_namespace) != 0 ||
+	    config_duration(x, "IPAM_RELEASE_COOLDOWN", CFG_DEF_COOLDOWN, false,
+	    &c->release_cooldown_ns) != 0 ||
+	    config_duration(x, "IPAM_RENEWAL_REFRESH", CFG_DEF_RENEWAL_REFRESH,
+	    false, &c->renewal_refresh_ns) != 0 ||
+	    config_port(x, "IPAM_METRICS_PORT", CFG_DEF_METRICS_PORT, true,
 	    &c->metrics_port) != 0)
 		return -1;
 	if (c->metrics_port == c->port) {
@@ -759,13 +743,8 @@ config_load_all(struct cfg_ctx *x, struct cfg *c)
 		return config_fail(x, "IPAM_METRICS_PORT", v, "a port other "
 		    "than IPAM_PORT (%u)", c->port);
 	}
-	if (config_tls(x, c) != 0)
-		return -1;
-	if (config_nsp_tls(x, c) != 0)
-		return -1;
-	if (config_health_socket(x, c) != 0)
-		return -1;
-	if (config_admin_group(x, c) != 0)
+	if (config_tls(x, c) != 0 || config_nsp_tls(x, c) != 0 ||
+	    config_health_socket(x, c) != 0 || config_admin_group(x, c) != 0)
 		return -1;
 	return config_spiffe(x, c);
 }

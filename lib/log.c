@@ -30,9 +30,6 @@
 /* Longest process name kept; longer names are cut. */
 #define LOG_PROCESS_MAX 64
 
-/* Size of the stack buffer tried first for a printf-style message. */
-#define LOG_MSG_STACK 512
-
 /* Module state, set by log_init and read by every log call. */
 static struct {
 	char process[LOG_PROCESS_MAX];	/* "process" field of every line */
@@ -70,13 +67,6 @@ static const char *const log_severities[] = {
 	[LOGL_ERROR] = "error",
 	[LOGL_FATAL] = "critical",
 	[LOGL_PANIC] = "critical",
-};
-
-/* Keys of extra_data that the line itself uses; a caller's field with one
- * of these names is written as "fields.<name>" (logrus does the same)
- * rather than lost. */
-static const char *const log_reserved[] = {
-	"process",
 };
 
 const char log_tag_int[] = "log: number field";
@@ -136,19 +126,10 @@ log_jstring(const char *s)
 	size_t n = strlen(s), i, k, out = 0;
 	struct json_object *j;
 	char *buf;
-	int bad = 0;
 
-	for (i = 0; i < n; i += k) {
-		k = utf8_seq(u + i, n - i);
-		if (k == 0) {
-			bad++;
-			k = 1;
-		}
-	}
-	if (bad == 0)
+	if (utf8_valid(s, n))
 		return json_object_new_string_len(s, (int)n);
-
-	buf = malloc(n + 2 * (size_t)bad + 1);
+	buf = malloc(3 * n + 1);
 	if (buf == NULL)
 		return NULL;
 	for (i = 0; i < n; i += k) {
@@ -217,16 +198,6 @@ log_format_time(const struct timespec *ts, char *buf, size_t len)
 		buf[0] = '\0';
 }
 
-/* The current time as log_format_time writes it. */
-static void
-log_time(char *buf, size_t len)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	log_format_time(&ts, buf, len);
-}
-
 /* Adds key = value to obj; a NULL value becomes JSON null. Returns 0 or -1. */
 static int
 log_add(struct json_object *obj, const char *key, const char *value)
@@ -247,34 +218,25 @@ log_add(struct json_object *obj, const char *key, const char *value)
 
 /*
  * Adds a caller's field: a string value, or (num not NULL) the number
- * *num. A key that clashes with one of ours is renamed "fields.<key>"; an
- * invalid UTF-8 key is repaired like a value.
+ * *num. A key "process", which the line itself uses, is renamed
+ * "fields.process" (as logrus does) rather than lost; an invalid UTF-8 key
+ * is repaired like a value.
  */
 static int
 log_add_field(struct json_object *obj, const char *key, const char *value,
     const long long *num)
 {
 	struct json_object *jkey;
-	char *renamed = NULL;
 	const char *k;
-	size_t i;
 	int rc;
 
 	if (key == NULL)
 		key = "";
-	for (i = 0; i < sizeof(log_reserved) / sizeof(log_reserved[0]); i++) {
-		if (strcmp(key, log_reserved[i]) == 0) {
-			if (asprintf(&renamed, "fields.%s", key) < 0)
-				return -1;
-			key = renamed;
-			break;
-		}
-	}
+	if (strcmp(key, "process") == 0)
+		key = "fields.process";
 	jkey = log_jstring(key);
-	if (jkey == NULL) {
-		free(renamed);
+	if (jkey == NULL)
 		return -1;
-	}
 	k = json_object_get_string(jkey);
 	if (num != NULL) {
 		struct json_object *v = json_object_new_int64(*num);
@@ -287,7 +249,6 @@ log_add_field(struct json_object *obj, const char *key, const char *value,
 		rc = log_add(obj, k, value);
 	}
 	json_object_put(jkey);
-	free(renamed);
 	return rc;
 }
 
@@ -304,6 +265,7 @@ log_line(enum log_level l, const char *msg, va_list ap)
 	    ":\"" LOG_FORMAT_VERSION "\",\"extra_data\":{}}\n";
 	struct json_object *obj, *extra;
 	const char *key, *value, *text;
+	struct timespec now;
 	char when[40];
 	char *line;
 	long long num;
@@ -312,7 +274,8 @@ log_line(enum log_level l, const char *msg, va_list ap)
 	obj = json_object_new_object();
 	if (obj == NULL)
 		goto fail;
-	log_time(when, sizeof(when));
+	clock_gettime(CLOCK_REALTIME, &now);
+	log_format_time(&now, when, sizeof(when));
 	if (log_add(obj, "severity", (unsigned)l < LOG_NLEVELS ?
 	    log_severities[l] : "error") != 0 ||
 	    log_add(obj, "timestamp", when) != 0 ||
@@ -363,17 +326,6 @@ fail:
 	log_write_all(log_state.fd, oom, sizeof(oom) - 1);
 }
 
-/* Calls log_line with the pairs given as variadic arguments. */
-static void
-log_line_pairs(enum log_level l, const char *msg, ...)
-{
-	va_list ap;
-
-	va_start(ap, msg);
-	log_line(l, msg, ap);
-	va_end(ap);
-}
-
 void
 log_kv(enum log_level l, const char *msg, ...)
 {
@@ -386,33 +338,17 @@ log_kv(enum log_level l, const char *msg, ...)
 	va_end(ap);
 }
 
-/*
- * Formats a printf-style message (in a stack buffer when it fits, else on
- * the heap) and writes it as a line without fields.
- */
+/* Formats a printf-style message and writes it as a line without fields
+ * (the format itself when out of memory). */
 static void
 log_vfmt(enum log_level l, const char *fmt, va_list ap)
 {
-	char stackbuf[LOG_MSG_STACK];
-	char *heap = NULL;
-	const char *msg = stackbuf;
-	va_list ap2;
-	int n;
+	char *msg;
 
-	va_copy(ap2, ap);
-	n = vsnprintf(stackbuf, sizeof(stackbuf), fmt, ap2);
-	va_end(ap2);
-	if (n < 0) {
-		msg = fmt;
-	} else if ((size_t)n >= sizeof(stackbuf)) {
-		heap = malloc((size_t)n + 1);
-		if (heap != NULL) {
-			vsnprintf(heap, (size_t)n + 1, fmt, ap);
-			msg = heap;
-		}
-	}
-	log_line_pairs(l, msg, (const char *)NULL);
-	free(heap);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	log_kv(l, msg != NULL ? msg : fmt, (const char *)NULL);
+	free(msg);
 }
 
 void

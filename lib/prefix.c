@@ -52,25 +52,19 @@ pfx_text_to_addr(const char *s, size_t n, pfx_addr *addr, int *family)
 	char buf[PFX_PARSE_ADDRMAX];
 	unsigned char bytes[16];
 	pfx_addr a = 0;
+	bool v6;
 	size_t i;
 
 	if (n == 0 || n >= sizeof(buf))
 		return -1;
 	memcpy(buf, s, n);
 	buf[n] = '\0';
-	if (memchr(buf, ':', n) != NULL) {
-		if (inet_pton(AF_INET6, buf, bytes) != 1)
-			return -1;
-		for (i = 0; i < 16; i++)
-			a = (a << 8) | bytes[i];
-		*family = PFX_V6;
-	} else {
-		if (inet_pton(AF_INET, buf, bytes) != 1)
-			return -1;
-		for (i = 0; i < 4; i++)
-			a = (a << 8) | bytes[i];
-		*family = PFX_V4;
-	}
+	v6 = memchr(buf, ':', n) != NULL;
+	if (inet_pton(v6 ? AF_INET6 : AF_INET, buf, bytes) != 1)
+		return -1;
+	for (i = 0; i < (v6 ? 16u : 4u); i++)
+		a = (a << 8) | bytes[i];
+	*family = v6 ? PFX_V6 : PFX_V4;
 	*addr = a;
 	return 0;
 }
@@ -160,20 +154,12 @@ pfx_format_addr(int family, pfx_addr a, char buf[PFX_ADDRSTRLEN])
 	unsigned char bytes[16];
 	int i;
 
-	if (family == PFX_V4) {
-		for (i = 3; i >= 0; i--) {
-			bytes[i] = (unsigned char)(a & 0xff);
-			a >>= 8;
-		}
-		if (inet_ntop(AF_INET, bytes, buf, PFX_ADDRSTRLEN) == NULL)
-			buf[0] = '\0';
-		return;
-	}
-	for (i = 15; i >= 0; i--) {
+	for (i = family == PFX_V4 ? 3 : 15; i >= 0; i--) {
 		bytes[i] = (unsigned char)(a & 0xff);
 		a >>= 8;
 	}
-	if (inet_ntop(AF_INET6, bytes, buf, PFX_ADDRSTRLEN) == NULL)
+	if (inet_ntop(family == PFX_V4 ? AF_INET : AF_INET6, bytes, buf,
+	    PFX_ADDRSTRLEN) == NULL)
 		buf[0] = '\0';
 }
 

@@ -10,7 +10,10 @@
 
 #include "conduitset.h"
 
+/* The set under test and the diff of its last list; the diff is cleared
+ * before each list and after the test. */
 static struct conduitset *set;
+static struct conduitset_diff d;
 
 static void
 setup(void)
@@ -22,19 +25,21 @@ setup(void)
 static void
 teardown(void)
 {
+	conduitset_diff_clear(&d);
 	conduitset_free(set);
 	set = NULL;
 }
 
 TestSuite(conduitset, .init = setup, .fini = teardown);
 
-/* Runs one list through the set and commits it, as the worker does after
- * the db acknowledged the request. Fails the test on an error. */
+/* Runs one list through the set into d and commits it, as the worker does
+ * after the db acknowledged the request. Fails the test on an error. */
 static void
-sync_commit(const char *const *names, size_t n, struct conduitset_diff *d)
+sync_commit(const char *const *names, size_t n)
 {
-	cr_assert_eq(conduitset_diff(set, names, n, d), 0);
-	conduitset_commit(set, d);
+	conduitset_diff_clear(&d);
+	cr_assert_eq(conduitset_diff(set, names, n, &d), 0);
+	conduitset_commit(set, &d);
 }
 
 /* Asserts that got[0..ngot) is exactly want[0..nwant), in order. */
@@ -53,42 +58,35 @@ assert_names(char **got, size_t ngot, const char *const *want, size_t nwant)
 Test(conduitset, first_list_adds_all_removes_nothing)
 {
 	const char *l[] = { "c-b", "c-a", "c-c" };
-	struct conduitset_diff d;
 
-	sync_commit(l, N(l), &d);
+	sync_commit(l, N(l));
 	assert_names(d.add, d.nadd, l, N(l));
 	cr_assert_eq(d.nremove, 0);
 	cr_assert_eq(conduitset_listed(set), 3);
 	cr_assert_eq(conduitset_seen(set), 3);
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, empty_first_list_removes_nothing)
 {
-	struct conduitset_diff d;
 
-	sync_commit(NULL, 0, &d);
+	sync_commit(NULL, 0);
 	cr_assert_eq(d.nadd, 0);
 	cr_assert_eq(d.nremove, 0);
 	cr_assert_null(d.add);
 	cr_assert_null(d.remove);
 	cr_assert_eq(conduitset_listed(set), 0);
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, addition_sends_whole_list_in_order)
 {
 	const char *l1[] = { "a", "b" };
 	const char *l2[] = { "a", "new", "b" };
-	struct conduitset_diff d;
 
-	sync_commit(l1, N(l1), &d);
-	conduitset_diff_clear(&d);
-	sync_commit(l2, N(l2), &d);
+	sync_commit(l1, N(l1));
+	sync_commit(l2, N(l2));
 	assert_names(d.add, d.nadd, l2, N(l2));
 	cr_assert_eq(d.nremove, 0);
 	cr_assert_eq(conduitset_listed(set), 3);
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, removal_of_seen_conduit)
@@ -96,16 +94,13 @@ Test(conduitset, removal_of_seen_conduit)
 	const char *l1[] = { "a", "b", "c" };
 	const char *l2[] = { "c", "a" };
 	const char *rm[] = { "b" };
-	struct conduitset_diff d;
 
-	sync_commit(l1, N(l1), &d);
-	conduitset_diff_clear(&d);
-	sync_commit(l2, N(l2), &d);
+	sync_commit(l1, N(l1));
+	sync_commit(l2, N(l2));
 	assert_names(d.add, d.nadd, l2, N(l2));
 	assert_names(d.remove, d.nremove, rm, N(rm));
 	cr_assert_not(conduitset_contains(set, "b"));
 	cr_assert_eq(conduitset_seen(set), 2);
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, partial_first_list_then_only_seen_removed)
@@ -115,46 +110,36 @@ Test(conduitset, partial_first_list_then_only_seen_removed)
 	const char *l1[] = { "a" };
 	const char *l2[] = { "b" };
 	const char *rm[] = { "a" };
-	struct conduitset_diff d;
 
-	sync_commit(l1, N(l1), &d);
+	sync_commit(l1, N(l1));
 	cr_assert_eq(d.nremove, 0);
-	conduitset_diff_clear(&d);
-	sync_commit(l2, N(l2), &d);
+	sync_commit(l2, N(l2));
 	assert_names(d.remove, d.nremove, rm, N(rm));
 	cr_assert_not(conduitset_contains(set, "x"));
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, empty_list_after_seen_removes_all_seen)
 {
 	const char *l1[] = { "b", "a" };
 	const char *rm[] = { "a", "b" };	/* name order */
-	struct conduitset_diff d;
 
-	sync_commit(l1, N(l1), &d);
-	conduitset_diff_clear(&d);
-	sync_commit(NULL, 0, &d);
+	sync_commit(l1, N(l1));
+	sync_commit(NULL, 0);
 	cr_assert_eq(d.nadd, 0);
 	assert_names(d.remove, d.nremove, rm, N(rm));
 	cr_assert_eq(conduitset_seen(set), 0);
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, removed_once_not_removed_again)
 {
 	const char *l1[] = { "a", "b" };
 	const char *l2[] = { "a" };
-	struct conduitset_diff d;
 
-	sync_commit(l1, N(l1), &d);
-	conduitset_diff_clear(&d);
-	sync_commit(l2, N(l2), &d);
+	sync_commit(l1, N(l1));
+	sync_commit(l2, N(l2));
 	cr_assert_eq(d.nremove, 1);
-	conduitset_diff_clear(&d);
-	sync_commit(l2, N(l2), &d);
+	sync_commit(l2, N(l2));
 	cr_assert_eq(d.nremove, 0);
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, re_add_after_removal)
@@ -163,34 +148,27 @@ Test(conduitset, re_add_after_removal)
 	const char *l2[] = { "a" };
 	const char *l3[] = { "b", "a" };
 	const char *rm[] = { "b" };
-	struct conduitset_diff d;
 
-	sync_commit(l1, N(l1), &d);
-	conduitset_diff_clear(&d);
-	sync_commit(l2, N(l2), &d);
-	conduitset_diff_clear(&d);
-	sync_commit(l3, N(l3), &d);
+	sync_commit(l1, N(l1));
+	sync_commit(l2, N(l2));
+	sync_commit(l3, N(l3));
 	assert_names(d.add, d.nadd, l3, N(l3));
 	cr_assert_eq(d.nremove, 0);
-	conduitset_diff_clear(&d);
 	/* and it can be removed again, since it was seen again */
-	sync_commit(l2, N(l2), &d);
+	sync_commit(l2, N(l2));
 	assert_names(d.remove, d.nremove, rm, N(rm));
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, duplicates_dropped_first_occurrence_kept)
 {
 	const char *l[] = { "z", "a", "z", "m", "a" };
 	const char *want[] = { "z", "a", "m" };
-	struct conduitset_diff d;
 
-	sync_commit(l, N(l), &d);
+	sync_commit(l, N(l));
 	assert_names(d.add, d.nadd, want, N(want));
 	cr_assert_eq(d.ndup, 2);
 	cr_assert_eq(conduitset_listed(set), 3);
 	cr_assert_eq(conduitset_seen(set), 3);
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, order_preserved_for_many)
@@ -198,7 +176,6 @@ Test(conduitset, order_preserved_for_many)
 	enum { COUNT = 1000 };
 	char *buf[COUNT];
 	const char *l[COUNT];
-	struct conduitset_diff d;
 	size_t i;
 
 	/* descending names, so tree order and list order differ */
@@ -206,9 +183,8 @@ Test(conduitset, order_preserved_for_many)
 		cr_assert_geq(asprintf(&buf[i], "conduit-%04zu", COUNT - i), 0);
 		l[i] = buf[i];
 	}
-	sync_commit(l, COUNT, &d);
+	sync_commit(l, COUNT);
 	assert_names(d.add, d.nadd, l, COUNT);
-	conduitset_diff_clear(&d);
 	for (i = 0; i < COUNT; i++)
 		free(buf[i]);
 }
@@ -219,34 +195,25 @@ Test(conduitset, invalid_names_skipped)
 	char maxname[BOUNDS_LABEL_MAX + 1];
 	const char *l[] = { "", "ok", longname, maxname, NULL };
 	const char *want[] = { "ok", maxname };
-	struct conduitset_diff d;
 
 	memset(longname, 'x', sizeof(longname) - 1);
 	longname[sizeof(longname) - 1] = '\0';
 	memset(maxname, 'y', sizeof(maxname) - 1);
 	maxname[sizeof(maxname) - 1] = '\0';
-	cr_assert_not(conduitset_name_ok(longname));
-	cr_assert(conduitset_name_ok(maxname));
-	cr_assert_not(conduitset_name_ok(""));
-	cr_assert_not(conduitset_name_ok(NULL));
-
-	sync_commit(l, N(l), &d);
+	sync_commit(l, N(l));
 	assert_names(d.add, d.nadd, want, N(want));
 	cr_assert_eq(d.nskipped, 3);
 	cr_assert_not(conduitset_contains(set, longname));
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, too_many_refused_set_unchanged)
 {
 	const char *l1[] = { "a" };
 	const char **big;
-	struct conduitset_diff d;
 	size_t i;
 
-	sync_commit(l1, N(l1), &d);
+	sync_commit(l1, N(l1));
 	conduitset_diff_clear(&d);
-
 	big = calloc(CONDUITSET_MAX + 1, sizeof(*big));
 	cr_assert_not_null(big);
 	for (i = 0; i <= CONDUITSET_MAX; i++)
@@ -263,7 +230,6 @@ Test(conduitset, too_many_refused_set_unchanged)
 	cr_assert_eq(conduitset_diff(set, big, CONDUITSET_MAX, &d), 0);
 	cr_assert_eq(d.nadd, 1);
 	cr_assert_eq(d.ndup, CONDUITSET_MAX - 1);
-	conduitset_diff_clear(&d);
 	free(big);
 }
 
@@ -274,9 +240,8 @@ Test(conduitset, uncommitted_removal_reported_again)
 	const char *l1[] = { "a", "b" };
 	const char *l2[] = { "a" };
 	const char *rm[] = { "b" };
-	struct conduitset_diff d;
 
-	sync_commit(l1, N(l1), &d);
+	sync_commit(l1, N(l1));
 	conduitset_diff_clear(&d);
 	cr_assert_eq(conduitset_diff(set, l2, N(l2), &d), 0);
 	assert_names(d.remove, d.nremove, rm, N(rm));
@@ -284,10 +249,9 @@ Test(conduitset, uncommitted_removal_reported_again)
 	cr_assert(conduitset_contains(set, "b"));
 	cr_assert_eq(conduitset_listed(set), 1);
 
-	sync_commit(l2, N(l2), &d);
+	sync_commit(l2, N(l2));
 	assert_names(d.remove, d.nremove, rm, N(rm));
 	cr_assert_not(conduitset_contains(set, "b"));
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, commit_keeps_name_listed_again)
@@ -296,22 +260,18 @@ Test(conduitset, commit_keeps_name_listed_again)
 	 * latest list names it again. */
 	const char *l1[] = { "a", "b" };
 	const char *l2[] = { "a" };
-	struct conduitset_diff stale, d;
+	struct conduitset_diff stale;
 
-	sync_commit(l1, N(l1), &d);
-	conduitset_diff_clear(&d);
+	sync_commit(l1, N(l1));
 	cr_assert_eq(conduitset_diff(set, l2, N(l2), &stale), 0);
-	sync_commit(l1, N(l1), &d);
+	sync_commit(l1, N(l1));
 	conduitset_commit(set, &stale);
 	cr_assert(conduitset_contains(set, "b"));
 	conduitset_diff_clear(&stale);
-	conduitset_diff_clear(&d);
 }
 
 Test(conduitset, free_and_clear_accept_null_and_zero)
 {
-	struct conduitset_diff d;
-
 	memset(&d, 0, sizeof(d));
 	conduitset_free(NULL);
 	conduitset_diff_clear(NULL);
