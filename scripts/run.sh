@@ -17,6 +17,13 @@ if [ ! -x "$daemon" ]; then
 fi
 
 mkdir -p run
+# The admin socket at a fixed place, so that the printed release command
+# names this instance even when others run on the machine.
+if [ -z "${RUNTIME_DIRECTORY:-}" ]; then
+	mkdir -p -m 0700 run/rt
+	RUNTIME_DIRECTORY="$(pwd)/run/rt"
+	export RUNTIME_DIRECTORY
+fi
 if [ -z "${IPAM_DATA_SOURCE:-}" ] && [ -z "${IPAM_DATASOURCE:-}" ]; then
 	IPAM_DATA_SOURCE="$(pwd)/run/registry.db"
 	export IPAM_DATA_SOURCE
@@ -44,7 +51,7 @@ meridio-ipam: gRPC on port $IPAM_PORT, data ${IPAM_DATA_SOURCE:-$IPAM_DATASOURCE
 Talk to it from another shell:
   $ctl allocate --conduit $conduit --node worker-1 --name proxy-1 --target $target
   $ctl allocate --conduit $conduit --node worker-1 --name proxy-1 --family ipv6 --target $target
-  $ctl release  --conduit $conduit --node worker-1 --name proxy-1
+  $ctl release  --conduit $conduit --node worker-1 --name proxy-1 --admin $RUNTIME_DIRECTORY/admin.sock
   $ctl health --target $target
 Ctrl-C stops it (orderly: exit 0).
 MSG

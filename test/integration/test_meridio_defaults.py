@@ -134,7 +134,12 @@ class MakeRun(unittest.TestCase):
 
     def test_printed_commands_work_as_printed(self):
         # From another shell of the same user (same TMPDIR): allocate in
-        # both families, then release prints both addresses and frees them.
+        # both families, then release prints both addresses and frees them;
+        # release names this instance's admin socket, so another instance
+        # whose socket ipamctl would also find (in /tmp) changes nothing.
+        other = harness.Daemon(env={"TMPDIR": "/tmp"})
+        self.addCleanup(other.stop)
+        other.start()
         port = self.run_script({})
         self.start_record()
         c = harness.Client("127.0.0.1:%d" % port)
