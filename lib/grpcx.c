@@ -243,12 +243,15 @@ grpcx_ccall_init(struct grpcx_ccall *u, grpc_byte_buffer *send)
 	grpc_metadata_array_init(&u->md_trail);
 }
 
-/* Fills the four ops that send u's request and read the initial
+/* Fills the four ops that send md and u's request and read the initial
  * metadata; returns 4. */
 static size_t
-grpcx_ops_request(grpc_op *ops, struct grpcx_ccall *u)
+grpcx_ops_request(grpc_op *ops, struct grpcx_ccall *u,
+    const grpc_metadata *md, size_t nmd)
 {
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].data.send_initial_metadata.count = nmd;
+	ops[0].data.send_initial_metadata.metadata = (grpc_metadata *)md;
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = u->send;
 	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -280,14 +283,15 @@ grpcx_op_status(grpc_op *op, struct grpcx_ccall *u)
  * response and status ops too, as one batch. */
 static grpc_call_error
 grpcx_ccall_start(grpc_call *call, grpc_byte_buffer *send,
-    struct grpcx_ccall *u, void *tag, bool unary)
+    const grpc_metadata *md, size_t nmd, struct grpcx_ccall *u, void *tag,
+    bool unary)
 {
 	grpc_op ops[6];
 	size_t n;
 
 	grpcx_ccall_init(u, send);
 	memset(ops, 0, sizeof(ops));
-	n = grpcx_ops_request(ops, u);
+	n = grpcx_ops_request(ops, u, md, nmd);
 	if (unary) {
 		grpcx_op_message(&ops[n++], u);
 		grpcx_op_status(&ops[n++], u);
@@ -299,14 +303,21 @@ grpc_call_error
 grpcx_unary_start(grpc_call *call, grpc_byte_buffer *send,
     struct grpcx_ccall *u, void *tag)
 {
-	return grpcx_ccall_start(call, send, u, tag, true);
+	return grpcx_ccall_start(call, send, NULL, 0, u, tag, true);
 }
 
 grpc_call_error
 grpcx_stream_start(grpc_call *call, grpc_byte_buffer *send,
     struct grpcx_ccall *u, void *tag)
 {
-	return grpcx_ccall_start(call, send, u, tag, false);
+	return grpcx_ccall_start(call, send, NULL, 0, u, tag, false);
+}
+
+grpc_call_error
+grpcx_stream_start_md(grpc_call *call, grpc_byte_buffer *send,
+    const grpc_metadata *md, size_t nmd, struct grpcx_ccall *u, void *tag)
+{
+	return grpcx_ccall_start(call, send, md, nmd, u, tag, false);
 }
 
 grpc_call_error

@@ -148,10 +148,13 @@ grpc_call_error grpcx_unary_start(grpc_call *call, grpc_byte_buffer *send,
  * receives one message into u->recv (NULL once the stream ended; a
  * message still there is freed first). grpcx_stream_finish receives the
  * status into u. Release u with grpcx_ccall_clear. Each returns
- * grpc_call_start_batch's result.
+ * grpc_call_start_batch's result. grpcx_stream_start_md also sends the
+ * nmd metadata md (kept by the caller until the batch completes).
  */
 grpc_call_error grpcx_stream_start(grpc_call *call, grpc_byte_buffer *send,
     struct grpcx_ccall *u, void *tag);
+grpc_call_error grpcx_stream_start_md(grpc_call *call, grpc_byte_buffer *send,
+    const grpc_metadata *md, size_t nmd, struct grpcx_ccall *u, void *tag);
 grpc_call_error grpcx_stream_next(grpc_call *call, struct grpcx_ccall *u,
     void *tag);
 grpc_call_error grpcx_stream_finish(grpc_call *call, struct grpcx_ccall *u,

@@ -408,24 +408,15 @@ struct spiffe_stream {
 	grpc_channel *ch;		/* plaintext, to the agent's socket */
 	grpc_completion_queue *cq;	/* the call's batches, one at a time */
 	grpc_call *call;		/* the call */
-	grpc_byte_buffer *send;		/* the request */
-	grpc_byte_buffer *recv;		/* last message, NULL at the end */
-	grpc_metadata_array md_init;	/* initial metadata received */
-	grpc_metadata_array md_trail;	/* trailing metadata */
-	grpc_status_code status;	/* the call's status */
-	grpc_slice details;		/* its message */
-	bool md_asked;			/* RECV_INITIAL_METADATA was started */
+	struct grpcx_ccall u;		/* what its batches send and fill */
 };
 
-/* Waits for the one batch in flight; its success flag. */
-static bool
+/* Waits for the one batch in flight. */
+static void
 spiffe_wait(struct spiffe_stream *st)
 {
-	grpc_event ev;
-
-	ev = grpc_completion_queue_next(st->cq,
+	(void)grpc_completion_queue_next(st->cq,
 	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
 /*
@@ -441,20 +432,15 @@ spiffe_stream_open(struct spiffe_stream *st, const char *target,
 	X509SVIDRequest rq = X509_SVIDREQUEST__INIT;
 	grpc_channel_credentials *creds;
 	grpc_metadata md;
-	grpc_op ops[3];
-	grpc_slice method;
 
 	memset(st, 0, sizeof(*st));
-	st->details = grpc_empty_slice();
-	grpc_metadata_array_init(&st->md_init);
-	grpc_metadata_array_init(&st->md_trail);
 	creds = grpc_insecure_credentials_create();
 	st->ch = grpc_channel_create(target, creds, NULL);
 	grpc_channel_credentials_release(creds);
 	st->cq = grpc_completion_queue_create_for_next(NULL);
-	method = grpc_slice_from_static_string(SPIFFE_METHOD);
 	st->call = grpc_channel_create_call(st->ch, NULL,
-	    GRPC_PROPAGATE_DEFAULTS, st->cq, method, NULL, deadline, NULL);
+	    GRPC_PROPAGATE_DEFAULTS, st->cq,
+	    grpc_slice_from_static_string(SPIFFE_METHOD), NULL, deadline, NULL);
 	if (st->call == NULL)
 		return -1;
 	if (src != NULL) {
@@ -464,43 +450,21 @@ spiffe_stream_open(struct spiffe_stream *st, const char *target,
 			grpc_call_cancel(st->call, NULL);
 		pthread_mutex_unlock(&src->mu);
 	}
-	st->send = grpcx_pack(&rq.base);
+	memset(&md, 0, sizeof(md));
 	md.key = grpc_slice_from_static_string(SPIFFE_MD_KEY);
 	md.value = grpc_slice_from_static_string(SPIFFE_MD_VALUE);
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].data.send_initial_metadata.count = 1;
-	ops[0].data.send_initial_metadata.metadata = &md;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = st->send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	if (grpc_call_start_batch(st->call, ops, 3, st, NULL) != GRPC_CALL_OK)
+	if (grpcx_stream_start_md(st->call, grpcx_pack(&rq.base), &md, 1,
+	    &st->u, st) != GRPC_CALL_OK)
 		return -1;
 	spiffe_wait(st);	/* a failure shows in the status */
 	return 0;
 }
 
-/* Receives the next message into st->recv (NULL: the stream ended). */
+/* Receives the next message into st->u.recv (NULL: the stream ended). */
 static void
 spiffe_stream_next(struct spiffe_stream *st)
 {
-	grpc_op ops[2];
-	size_t n = 0;
-
-	if (st->recv != NULL) {
-		grpc_byte_buffer_destroy(st->recv);
-		st->recv = NULL;
-	}
-	memset(ops, 0, sizeof(ops));
-	if (!st->md_asked) {
-		st->md_asked = true;
-		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-		ops[n++].data.recv_initial_metadata.recv_initial_metadata =
-		    &st->md_init;
-	}
-	ops[n].op = GRPC_OP_RECV_MESSAGE;
-	ops[n++].data.recv_message.recv_message = &st->recv;
-	if (grpc_call_start_batch(st->call, ops, n, st, NULL) == GRPC_CALL_OK)
+	if (grpcx_stream_next(st->call, &st->u, st) == GRPC_CALL_OK)
 		spiffe_wait(st);
 }
 
@@ -511,43 +475,26 @@ spiffe_stream_next(struct spiffe_stream *st)
 static void
 spiffe_stream_status(struct spiffe_stream *st, char *err, size_t errlen)
 {
-	grpc_op op;
-
 	grpc_call_cancel(st->call, NULL);
-	memset(&op, 0, sizeof(op));
-	op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	op.data.recv_status_on_client.trailing_metadata = &st->md_trail;
-	op.data.recv_status_on_client.status = &st->status;
-	op.data.recv_status_on_client.status_details = &st->details;
-	if (grpc_call_start_batch(st->call, &op, 1, st, NULL) != GRPC_CALL_OK) {
+	if (grpcx_stream_finish(st->call, &st->u, st) != GRPC_CALL_OK) {
 		errbuf_set(err, errlen, "cannot end the call");
 		return;
 	}
 	spiffe_wait(st);
-	errbuf_set(err, errlen, "%s: %.*s", grpcx_status_name(st->status),
-	    (int)GRPC_SLICE_LENGTH(st->details),
-	    (const char *)GRPC_SLICE_START_PTR(st->details));
+	errbuf_set(err, errlen, "%s: %.*s", grpcx_status_name(st->u.status),
+	    (int)GRPC_SLICE_LENGTH(st->u.details),
+	    (const char *)GRPC_SLICE_START_PTR(st->u.details));
 }
 
 /* Frees what st holds (the call must be over). */
 static void
 spiffe_stream_close(struct spiffe_stream *st)
 {
-	if (st->recv != NULL)
-		grpc_byte_buffer_destroy(st->recv);
-	if (st->send != NULL)
-		grpc_byte_buffer_destroy(st->send);
+	grpcx_ccall_clear(&st->u);
 	if (st->call != NULL)
 		grpc_call_unref(st->call);
-	grpc_slice_unref(st->details);
-	grpc_metadata_array_destroy(&st->md_init);
-	grpc_metadata_array_destroy(&st->md_trail);
 	if (st->cq != NULL) {
-		grpc_completion_queue_shutdown(st->cq);
-		while (grpc_completion_queue_next(st->cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-		    GRPC_QUEUE_SHUTDOWN)
-			;
+		grpcx_cq_drain(st->cq, NULL);
 		grpc_completion_queue_destroy(st->cq);
 	}
 	if (st->ch != NULL)
@@ -555,7 +502,7 @@ spiffe_stream_close(struct spiffe_stream *st)
 	memset(st, 0, sizeof(*st));
 }
 
-/* The SVID in the message st->recv, or NULL with err set. */
+/* The SVID in the message st->u.recv, or NULL with err set. */
 static struct spiffe_svid *
 spiffe_stream_svid(struct spiffe_stream *st, char *err, size_t errlen)
 {
@@ -563,7 +510,7 @@ spiffe_stream_svid(struct spiffe_stream *st, char *err, size_t errlen)
 	uint8_t *buf;
 	size_t len;
 
-	if (grpcx_read_all(st->recv, &buf, &len) < 0) {
+	if (grpcx_read_all(st->u.recv, &buf, &len) < 0) {
 		errbuf_set(err, errlen, "cannot read the message");
 		return NULL;
 	}
@@ -592,14 +539,14 @@ spiffe_fetch(const char *target, int64_t timeout_ms, char *err,
 		goto out;
 	}
 	spiffe_stream_next(&st);
-	if (st.recv != NULL) {
+	if (st.u.recv != NULL) {
 		s = spiffe_stream_svid(&st, why, sizeof(why));
 		if (s == NULL)
 			errbuf_set(err, errlen, "Workload API %s: %s", target,
 			    why);
 	}
 	spiffe_stream_status(&st, why, sizeof(why));
-	if (st.recv == NULL)
+	if (st.u.recv == NULL)
 		errbuf_set(err, errlen, "Workload API %s: no SVID: %s",
 		    target, why);
 out:
@@ -645,7 +592,7 @@ spiffe_watch_once(struct spiffe_source *s, char *err, size_t errlen)
 	pthread_mutex_unlock(&s->mu);
 	while (!stop) {
 		spiffe_stream_next(&st);
-		if (st.recv == NULL)
+		if (st.u.recv == NULL)
 			break;
 		got = true;
 		svid = spiffe_stream_svid(&st, why, sizeof(why));
