@@ -34,7 +34,7 @@
 
 struct spiffe_source {
 	pthread_mutex_t mu;		/* guards everything below */
-	pthread_cond_t cv;		/* a new SVID, or stop */
+	pthread_cond_t cv;		/* stop, for the watcher's backoff */
 	struct spiffe_svid *svid;	/* current SVID, NULL before the first */
 	uint64_t gen;			/* puts so far */
 	uint64_t served;		/* gen last handed to the server */
@@ -67,7 +67,8 @@ spiffe_svid_free(struct spiffe_svid *s)
 	free(s);
 }
 
-struct spiffe_svid *
+/* A deep copy of s; NULL on out of memory. */
+static struct spiffe_svid *
 spiffe_svid_dup(const struct spiffe_svid *s)
 {
 	struct spiffe_svid *d;
@@ -335,7 +336,6 @@ spiffe_source_put(struct spiffe_source *s, struct spiffe_svid *svid)
 	old = s->svid;
 	s->svid = svid;
 	s->gen++;
-	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	spiffe_svid_free(old);
 }
@@ -379,26 +379,6 @@ spiffe_after_ms(int64_t ms)
 		t.tv_nsec -= 1000000000;
 	}
 	return t;
-}
-
-bool
-spiffe_source_wait(struct spiffe_source *s, uint64_t gen, int64_t timeout_ms)
-{
-	struct timespec until = spiffe_after_ms(timeout_ms < 0 ? 0 :
-	    timeout_ms);
-	bool got;
-
-	pthread_mutex_lock(&s->mu);
-	while (s->gen <= gen && !s->stop) {
-		if (timeout_ms < 0)
-			pthread_cond_wait(&s->cv, &s->mu);
-		else if (pthread_cond_timedwait(&s->cv, &s->mu, &until) ==
-		    ETIMEDOUT)
-			break;
-	}
-	got = s->gen > gen;
-	pthread_mutex_unlock(&s->mu);
-	return got;
 }
 
 /* ---- one FetchX509SVID call --------------------------------------------- */

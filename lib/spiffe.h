@@ -52,9 +52,6 @@ struct spiffe_svid {
 struct spiffe_svid *spiffe_svid_parse(const uint8_t *msg, size_t len,
     char *err, size_t errlen);
 
-/* A deep copy of s; NULL on out of memory. */
-struct spiffe_svid *spiffe_svid_dup(const struct spiffe_svid *s);
-
 /* Wipes the key and frees s. Accepts NULL. */
 void spiffe_svid_free(struct spiffe_svid *s);
 
@@ -104,13 +101,6 @@ uint64_t spiffe_source_generation(struct spiffe_source *s);
  * generation in *gen when gen is not NULL. NULL when there is none yet.
  */
 struct spiffe_svid *spiffe_source_get(struct spiffe_source *s, uint64_t *gen);
-
-/*
- * Waits up to timeout_ms (< 0: no limit) for a generation above gen.
- * Returns true if there is one.
- */
-bool spiffe_source_wait(struct spiffe_source *s, uint64_t gen,
-    int64_t timeout_ms);
 
 /*
  * Starts the watcher thread on a Workload API at target (a gRPC target,
