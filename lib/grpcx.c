@@ -148,7 +148,8 @@ grpcx_deadline_ms(int64_t ms)
 	    gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
-bool
+/* True if the deadline is "none" (infinitely far in the future). */
+static bool
 grpcx_deadline_is_infinite(gpr_timespec deadline)
 {
 	return gpr_time_cmp(deadline, gpr_inf_future(deadline.clock_type))
@@ -163,15 +164,13 @@ int64_t
 grpcx_ms_left(gpr_timespec deadline)
 {
 	gpr_timespec left;
-	int64_t ms;
 
 	if (grpcx_deadline_is_infinite(deadline))
 		return INT64_MAX;
 	left = gpr_time_sub(deadline, gpr_now(deadline.clock_type));
 	if (left.tv_sec < 0 || (left.tv_sec == 0 && left.tv_nsec == 0))
 		return 0;
-	ms = left.tv_sec * 1000 + (left.tv_nsec + 999999) / 1000000;
-	return ms;
+	return left.tv_sec * 1000 + (left.tv_nsec + 999999) / 1000000;
 }
 
 struct grpcx_client *

@@ -109,9 +109,6 @@ void grpcx_status_set(struct grpcx_status *st, grpc_status_code code,
 /* A monotonic deadline ms milliseconds from now; ms < 0 means none. */
 gpr_timespec grpcx_deadline_ms(int64_t ms);
 
-/* True if the deadline is "none" (infinitely far in the future). */
-bool grpcx_deadline_is_infinite(gpr_timespec deadline);
-
 /*
  * Milliseconds left until deadline (any clock type): INT64_MAX when there
  * is no deadline, 0 when it has passed.
