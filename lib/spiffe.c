@@ -545,6 +545,18 @@ spiffe_report(struct spiffe_source *s, enum spiffe_event ev,
 		s->fn(s->arg, ev, text);
 }
 
+/* True once spiffe_source_free told the watcher to return. */
+static bool
+spiffe_stopping(struct spiffe_source *s)
+{
+	bool stop;
+
+	pthread_mutex_lock(&s->mu);
+	stop = s->stop;
+	pthread_mutex_unlock(&s->mu);
+	return stop;
+}
+
 /*
  * One stream, from open to its end: every message received replaces the
  * SVID. Returns true if at least one message came; err describes how the
@@ -555,44 +567,32 @@ spiffe_watch_once(struct spiffe_source *s, char *err, size_t errlen)
 {
 	struct spiffe_stream st;
 	struct spiffe_svid *svid;
-	char why[256];
-	bool got = false, stop;
+	char why[256], id[SPIFFE_ID_MAX + 1];
+	bool got = false, opened;
 
-	if (spiffe_stream_open(&st, s->target,
-	    gpr_inf_future(GPR_CLOCK_REALTIME), s) < 0) {
-		errbuf_set(err, errlen, "cannot start a call");
-		pthread_mutex_lock(&s->mu);
-		s->call = NULL;
-		pthread_mutex_unlock(&s->mu);
-		spiffe_stream_close(&st);
-		return false;
-	}
-	pthread_mutex_lock(&s->mu);
-	stop = s->stop;
-	pthread_mutex_unlock(&s->mu);
-	while (!stop) {
+	opened = spiffe_stream_open(&st, s->target,
+	    gpr_inf_future(GPR_CLOCK_REALTIME), s) == 0;
+	while (opened && !spiffe_stopping(s)) {
 		spiffe_stream_next(&st);
 		if (st.u.recv == NULL)
 			break;
 		got = true;
 		svid = spiffe_stream_svid(&st, why, sizeof(why));
 		if (svid != NULL) {
-			char id[SPIFFE_ID_MAX + 1];
-
 			snprintf(id, sizeof(id), "%s", svid->id);
 			spiffe_source_put(s, svid);
 			spiffe_report(s, SPIFFE_EV_UPDATE, id);
 		} else {
 			spiffe_report(s, SPIFFE_EV_REJECTED, why);
 		}
-		pthread_mutex_lock(&s->mu);
-		stop = s->stop;
-		pthread_mutex_unlock(&s->mu);
 	}
 	pthread_mutex_lock(&s->mu);
 	s->call = NULL;
 	pthread_mutex_unlock(&s->mu);
-	spiffe_stream_status(&st, err, errlen);
+	if (opened)
+		spiffe_stream_status(&st, err, errlen);
+	else
+		errbuf_set(err, errlen, "cannot start a call");
 	spiffe_stream_close(&st);
 	return got;
 }
@@ -608,23 +608,15 @@ spiffe_watch_main(void *arg)
 	struct spiffe_source *s = arg;
 	struct timespec until;
 	int64_t backoff = SPIFFE_BACKOFF_MIN_MS;
-	bool failing = false, stop;
+	bool failing = false;
 	char err[300];
 
-	for (;;) {
-		pthread_mutex_lock(&s->mu);
-		stop = s->stop;
-		pthread_mutex_unlock(&s->mu);
-		if (stop)
-			break;
+	while (!spiffe_stopping(s)) {
 		if (spiffe_watch_once(s, err, sizeof(err))) {
 			backoff = SPIFFE_BACKOFF_MIN_MS;
 			failing = false;
 		}
-		pthread_mutex_lock(&s->mu);
-		stop = s->stop;
-		pthread_mutex_unlock(&s->mu);
-		if (stop)
+		if (spiffe_stopping(s))
 			break;
 		if (!failing) {
 			failing = true;
