@@ -45,7 +45,7 @@ struct spiffe_source {
 	char *target;			/* the Workload API's gRPC target */
 	int64_t max_backoff_ms;		/* cap of its backoff */
 	grpc_call *call;		/* its running call, for cancel */
-	spiffe_event_fn fn;		/* its reports, or NULL */
+	spiffe_event_fn fn;		/* its reports */
 	void *arg;			/* their first argument */
 };
 
@@ -536,15 +536,6 @@ out:
 
 /* ---- the watcher -------------------------------------------------------- */
 
-/* Calls the report function, if any. */
-static void
-spiffe_report(struct spiffe_source *s, enum spiffe_event ev,
-    const char *text)
-{
-	if (s->fn != NULL)
-		s->fn(s->arg, ev, text);
-}
-
 /* True once spiffe_source_free told the watcher to return. */
 static bool
 spiffe_stopping(struct spiffe_source *s)
@@ -581,9 +572,9 @@ spiffe_watch_once(struct spiffe_source *s, char *err, size_t errlen)
 		if (svid != NULL) {
 			snprintf(id, sizeof(id), "%s", svid->id);
 			spiffe_source_put(s, svid);
-			spiffe_report(s, SPIFFE_EV_UPDATE, id);
+			s->fn(s->arg, SPIFFE_EV_UPDATE, id);
 		} else {
-			spiffe_report(s, SPIFFE_EV_REJECTED, why);
+			s->fn(s->arg, SPIFFE_EV_REJECTED, why);
 		}
 	}
 	pthread_mutex_lock(&s->mu);
@@ -620,7 +611,7 @@ spiffe_watch_main(void *arg)
 			break;
 		if (!failing) {
 			failing = true;
-			spiffe_report(s, SPIFFE_EV_FAILED, err);
+			s->fn(s->arg, SPIFFE_EV_FAILED, err);
 		}
 		until = spiffe_after_ms(backoff);
 		pthread_mutex_lock(&s->mu);

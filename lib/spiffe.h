@@ -107,7 +107,7 @@ struct spiffe_svid *spiffe_source_get(struct spiffe_source *s, uint64_t *gen);
  * "unix:/path"): it keeps a FetchX509SVID stream open and puts every SVID
  * it gets into s; when the stream breaks or cannot be opened it keeps the
  * last SVID and tries again after a backoff (100 ms doubling, at most
- * max_backoff_ms; reset by a message). fn (may be NULL) gets its reports.
+ * max_backoff_ms; reset by a message). fn gets its reports.
  * One watcher per source. Returns 0, or -1 with err set.
  */
 int spiffe_source_watch(struct spiffe_source *s, const char *target,
