@@ -365,22 +365,6 @@ spiffe_source_get(struct spiffe_source *s, uint64_t *gen)
 	return d;
 }
 
-/* A CLOCK_MONOTONIC time ms from now. */
-static struct timespec
-spiffe_after_ms(int64_t ms)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	t.tv_sec += ms / 1000;
-	t.tv_nsec += (ms % 1000) * 1000000;
-	if (t.tv_nsec >= 1000000000) {
-		t.tv_sec++;
-		t.tv_nsec -= 1000000000;
-	}
-	return t;
-}
-
 /* ---- one FetchX509SVID call --------------------------------------------- */
 
 /* A call to the Workload API on a channel of its own. */
@@ -598,7 +582,7 @@ spiffe_watch_main(void *arg)
 {
 	struct spiffe_source *s = arg;
 	struct timespec until;
-	int64_t backoff = SPIFFE_BACKOFF_MIN_MS;
+	int64_t backoff = SPIFFE_BACKOFF_MIN_MS, ns;
 	bool failing = false;
 	char err[300];
 
@@ -613,7 +597,10 @@ spiffe_watch_main(void *arg)
 			failing = true;
 			s->fn(s->arg, SPIFFE_EV_FAILED, err);
 		}
-		until = spiffe_after_ms(backoff);
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		ns = until.tv_nsec + backoff % 1000 * 1000000;
+		until.tv_sec += backoff / 1000 + ns / 1000000000;
+		until.tv_nsec = ns % 1000000000;
 		pthread_mutex_lock(&s->mu);
 		while (!s->stop && pthread_cond_timedwait(&s->cv, &s->mu,
 		    &until) != ETIMEDOUT)

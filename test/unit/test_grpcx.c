@@ -134,9 +134,9 @@ Test(grpcx, read_all_copies_bytes)
 Test(grpcx, status_names_and_codes)
 {
 	static const struct {
-		int n;			/* a number */
-		const char *name;	/* its name */
-		grpc_status_code code;	/* its code */
+		int n;
+		const char *name;
+		grpc_status_code code;
 	} t[] = {
 		{ 0, "OK", GRPC_STATUS_OK },
 		{ 3, "INVALID_ARGUMENT", GRPC_STATUS_INVALID_ARGUMENT },

@@ -157,29 +157,18 @@ response(const char *id, const char *cert, const char *key, const char *ca,
 	return buf;
 }
 
-/* spiffe_svid_parse of the response made of these files. */
-static struct spiffe_svid *
-parse(const char *id, const char *cert, const char *key, const char *ca,
-    char *err, size_t errlen)
-{
-	struct spiffe_svid *s;
-	uint8_t *msg;
-	size_t len;
-
-	msg = response(id, cert, key, ca, &len);
-	s = spiffe_svid_parse(msg, len, err, errlen);
-	free(msg);
-	return s;
-}
-
 /* The SVID of files name (cert, key) and ca; the test fails if refused. */
 static struct spiffe_svid *
 svid_of(const char *id, const char *name, const char *ca)
 {
 	struct spiffe_svid *s;
 	char err[256] = "";
+	uint8_t *msg;
+	size_t len;
 
-	s = parse(id, name, name, ca, err, sizeof(err));
+	msg = response(id, name, name, ca, &len);
+	s = spiffe_svid_parse(msg, len, err, sizeof(err));
+	free(msg);
 	cr_assert_not_null(s, "svid %s refused: %s", name, err);
 	return s;
 }
@@ -191,8 +180,12 @@ refused(const char *id, const char *cert, const char *key, const char *ca,
 {
 	struct spiffe_svid *s;
 	char err[256] = "";
+	uint8_t *msg;
+	size_t len;
 
-	s = parse(id, cert, key, ca, err, sizeof(err));
+	msg = response(id, cert, key, ca, &len);
+	s = spiffe_svid_parse(msg, len, err, sizeof(err));
+	free(msg);
 	cr_expect_null(s, "%s/%s accepted", cert, key);
 	cr_expect(strstr(err, want) != NULL, "error \"%s\" lacks \"%s\"", err,
 	    want);

@@ -178,38 +178,31 @@ TestSuite(tls, .init = tls_setup, .fini = tls_teardown,
 
 Test(tls, new_refuses_bad_files)
 {
+	/* files (NULL: none), and what the error names */
+	static const struct {
+		const char *cert, *key, *ca, *want, *want2;
+	} t[] = {
+		{ "srv1.crt", NULL, NULL, "needs a private key", "" },
+		{ NULL, "srv1.key", NULL, "needs a certificate", "" },
+		{ "missing.crt", "srv1.key", NULL, "missing.crt", "No such file" },
+		/* a key where the certificate belongs, and the reverse */
+		{ "srv1.key", "srv1.key", NULL, "no PEM certificate", "" },
+		{ "srv1.crt", "srv1.crt", NULL, "no PEM private key", "" },
+		{ "srv1.crt", "srv1.key", "junk.pem", "CA file", "junk.pem" },
+		/* a directory is not a PEM file */
+		{ NULL, NULL, ".", "not a regular file", "" },
+	};
 	char err[512];
 
-	err[0] = '\0';
-	cr_expect_null(tls_new(tls_path("srv1.crt"), NULL, NULL, err,
-	    sizeof(err)));
-	cr_expect(strstr(err, "needs a private key") != NULL, "%s", err);
-	cr_expect_null(tls_new(NULL, tls_path("srv1.key"), NULL, err,
-	    sizeof(err)));
-	cr_expect(strstr(err, "needs a certificate") != NULL, "%s", err);
-
-	cr_expect_null(tls_new(tls_path("missing.crt"),
-	    tls_path("srv1.key"), NULL, err, sizeof(err)));
-	cr_expect(strstr(err, "missing.crt") != NULL &&
-	    strstr(err, "No such file") != NULL, "%s", err);
-
-	/* a key where the certificate belongs, and the reverse */
-	cr_expect_null(tls_new(tls_path("srv1.key"),
-	    tls_path("srv1.key"), NULL, err, sizeof(err)));
-	cr_expect(strstr(err, "no PEM certificate") != NULL, "%s", err);
-	cr_expect_null(tls_new(tls_path("srv1.crt"),
-	    tls_path("srv1.crt"), NULL, err, sizeof(err)));
-	cr_expect(strstr(err, "no PEM private key") != NULL, "%s", err);
-
 	tls_sh("printf 'not a certificate' > %s/junk.pem", tls_dir);
-	cr_expect_null(tls_new(tls_path("srv1.crt"),
-	    tls_path("srv1.key"), tls_path("junk.pem"), err, sizeof(err)));
-	cr_expect(strstr(err, "CA file") != NULL &&
-	    strstr(err, "junk.pem") != NULL, "%s", err);
-
-	/* a directory is not a PEM file */
-	cr_expect_null(tls_new(NULL, NULL, tls_dir, err, sizeof(err)));
-	cr_expect(strstr(err, "not a regular file") != NULL, "%s", err);
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		err[0] = '\0';
+		cr_expect_null(tls_new(t[i].cert ? tls_path(t[i].cert) : NULL,
+		    t[i].key ? tls_path(t[i].key) : NULL, t[i].ca ?
+		    tls_path(t[i].ca) : NULL, err, sizeof(err)));
+		cr_expect(strstr(err, t[i].want) != NULL &&
+		    strstr(err, t[i].want2) != NULL, "%s", err);
+	}
 	tls_free(NULL);
 }
 
