@@ -71,9 +71,7 @@ grpcx_read_all(grpc_byte_buffer *bb, uint8_t **data, size_t *len)
 	size_t n;
 	uint8_t *p;
 
-	if (bb == NULL)
-		return -1;
-	if (!grpc_byte_buffer_reader_init(&rd, bb))
+	if (bb == NULL || !grpc_byte_buffer_reader_init(&rd, bb))
 		return -1;
 	s = grpc_byte_buffer_reader_readall(&rd);
 	grpc_byte_buffer_reader_destroy(&rd);
@@ -99,9 +97,7 @@ grpcx_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb)
 	ProtobufCMessage *m;
 	static const uint8_t empty[1];
 
-	if (bb == NULL)
-		return NULL;
-	if (!grpc_byte_buffer_reader_init(&rd, bb))
+	if (bb == NULL || !grpc_byte_buffer_reader_init(&rd, bb))
 		return NULL;
 	s = grpc_byte_buffer_reader_readall(&rd);
 	grpc_byte_buffer_reader_destroy(&rd);

@@ -679,26 +679,20 @@ spiffe_fetch_config(void *arg, grpc_ssl_server_certificate_config **config)
 	grpc_ssl_pem_key_cert_pair pair;
 	grpc_ssl_certificate_config_reload_status rs;
 
+	rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
 	pthread_mutex_lock(&s->mu);
-	if (s->svid == NULL) {
-		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
-		goto out;
-	}
-	if (s->served == s->gen) {
+	if (s->svid != NULL && s->served == s->gen) {
 		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
-		goto out;
+	} else if (s->svid != NULL) {
+		pair.private_key = s->svid->key;
+		pair.cert_chain = s->svid->cert;
+		*config = grpc_ssl_server_certificate_config_create(
+		    s->svid->bundle, &pair, 1);
+		if (*config != NULL) {
+			s->served = s->gen;
+			rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+		}
 	}
-	pair.private_key = s->svid->key;
-	pair.cert_chain = s->svid->cert;
-	*config = grpc_ssl_server_certificate_config_create(s->svid->bundle,
-	    &pair, 1);
-	if (*config == NULL) {
-		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
-		goto out;
-	}
-	s->served = s->gen;
-	rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
-out:
 	pthread_mutex_unlock(&s->mu);
 	return rs;
 }

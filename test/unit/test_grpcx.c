@@ -338,17 +338,13 @@ Test(grpcx_call, stream_helpers_read_messages_then_the_status)
 	 * then the status; each step its own batch. */
 	struct stream_call sc;
 	struct grpcx_ccall u;
-	grpc_call *call;
-	grpc_completion_queue *cq;
 	uint8_t *d;
 	size_t len;
 
 	stream_call_open(&sc, TS_ECHO);
-	call = sc.call;
-	cq = sc.cq;
-	cr_assert(wait_batch(cq, grpcx_stream_start(call,
+	cr_assert(wait_batch(sc.cq, grpcx_stream_start(sc.call,
 	    grpcx_bytes("abc", 3), &u, &u)));
-	cr_assert(wait_batch(cq, grpcx_stream_next(call, &u, &u)));
+	cr_assert(wait_batch(sc.cq, grpcx_stream_next(sc.call, &u, &u)));
 	cr_assert_not_null(u.recv);
 	cr_assert_eq(grpcx_read_all(u.recv, &d, &len), 0);
 	cr_expect_eq(len, 3);
@@ -356,9 +352,9 @@ Test(grpcx_call, stream_helpers_read_messages_then_the_status)
 	free(d);
 	/* the message still held is freed by the next read (valgrind and
 	 * ASan runs of this suite would report it otherwise) */
-	cr_assert(wait_batch(cq, grpcx_stream_next(call, &u, &u)));
+	cr_assert(wait_batch(sc.cq, grpcx_stream_next(sc.call, &u, &u)));
 	cr_expect_null(u.recv, "a second message after the end");
-	cr_assert(wait_batch(cq, grpcx_stream_finish(call, &u, &u)));
+	cr_assert(wait_batch(sc.cq, grpcx_stream_finish(sc.call, &u, &u)));
 	cr_expect_eq(u.status, GRPC_STATUS_OK);
 	cr_expect_eq(GRPC_SLICE_LENGTH(u.details), 0);
 	grpcx_ccall_clear(&u);
