@@ -308,25 +308,22 @@ tls_fetch(void *arg, grpc_ssl_server_certificate_config **config)
 		if (t->notify != NULL)
 			t->notify(t->notify_arg, -1, err);
 	}
-	if (t->served == t->generation) {
-		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
-		goto out;
-	}
-	pair.private_key = t->pem[TLS_KEY].data;
-	pair.cert_chain = t->pem[TLS_CERT].data;
-	/* gRPC asserts that a fetched config has roots, even when clients
-	 * are not asked for certificates; then our own chain stands in,
-	 * and is never used. */
-	*config = grpc_ssl_server_certificate_config_create(
-	    t->pem[TLS_CA].data != NULL ? t->pem[TLS_CA].data :
-	    t->pem[TLS_CERT].data, &pair, 1);
-	if (*config == NULL) {
+	rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+	if (t->served != t->generation) {
+		pair.private_key = t->pem[TLS_KEY].data;
+		pair.cert_chain = t->pem[TLS_CERT].data;
+		/* gRPC asserts that a fetched config has roots, even when
+		 * clients are not asked for certificates; then our own chain
+		 * stands in, and is never used. */
+		*config = grpc_ssl_server_certificate_config_create(
+		    t->pem[TLS_CA].data != NULL ? t->pem[TLS_CA].data :
+		    t->pem[TLS_CERT].data, &pair, 1);
 		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
-		goto out;
+		if (*config != NULL) {
+			t->served = t->generation;
+			rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+		}
 	}
-	t->served = t->generation;
-	rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
-out:
 	pthread_mutex_unlock(&t->mu);
 	return rs;
 }

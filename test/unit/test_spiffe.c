@@ -282,20 +282,30 @@ gen_after(struct spiffe_source *s, uint64_t gen, int ms)
 	return spiffe_source_generation(s) > gen;
 }
 
+/* Expects the source's SVID to be the one of id; returns its generation. */
+static uint64_t
+current_is(struct spiffe_source *src, const char *id)
+{
+	struct spiffe_svid *s;
+	uint64_t gen;
+
+	s = spiffe_source_get(src, &gen);
+	cr_assert_not_null(s, "no SVID");
+	cr_expect_str_eq(s->id, id);
+	spiffe_svid_free(s);
+	return gen;
+}
+
 Test(spiffe, source_generations)
 {
 	struct spiffe_source *s = spiffe_source_new();
-	struct spiffe_svid *g;
 	uint64_t gen = 99;
 
 	cr_expect_null(spiffe_source_get(s, &gen));
 	cr_expect_eq(gen, 0);
 	spiffe_source_put(s, svid_of("spiffe://example.org/ipam", "server",
 	    "ca"));
-	g = spiffe_source_get(s, &gen);
-	cr_expect_eq(gen, 1);
-	cr_expect_str_eq(g->id, "spiffe://example.org/ipam");
-	spiffe_svid_free(g);
+	cr_expect_eq(current_is(s, "spiffe://example.org/ipam"), 1);
 	spiffe_source_put(s, svid_of("spiffe://example.org/ipam2", "server2",
 	    "ca"));
 	cr_expect_eq(spiffe_source_generation(s), 2);
@@ -717,7 +727,6 @@ Test(spiffe, watcher_follows_rotation_and_agent_restart)
 	struct tagent a;
 	struct spiffe_source *src = spiffe_source_new();
 	struct tevents ev = { .mu = PTHREAD_MUTEX_INITIALIZER };
-	struct spiffe_svid *s;
 	char err[256];
 	uint64_t gen;
 
@@ -735,16 +744,12 @@ Test(spiffe, watcher_follows_rotation_and_agent_restart)
 	tagent_set(&a, "spiffe://example.org/ipam", "server");
 	tagent_start(&a);
 	cr_assert(gen_after(src, 0, 5000), "no SVID from the agent");
-	s = spiffe_source_get(src, &gen);
-	cr_expect_str_eq(s->id, "spiffe://example.org/ipam");
-	spiffe_svid_free(s);
+	gen = current_is(src, "spiffe://example.org/ipam");
 
 	/* a rotation on the open stream */
 	tagent_set(&a, "spiffe://example.org/ipam2", "server2");
 	cr_assert(gen_after(src, gen, 5000), "rotation not seen");
-	s = spiffe_source_get(src, &gen);
-	cr_expect_str_eq(s->id, "spiffe://example.org/ipam2");
-	spiffe_svid_free(s);
+	current_is(src, "spiffe://example.org/ipam2");
 	cr_expect_eq(a.calls, 1, "the stream was reopened");
 
 	/* the agent goes: the SVID stays; it comes back: the new one */
@@ -757,19 +762,14 @@ Test(spiffe, watcher_follows_rotation_and_agent_restart)
 			break;
 		usleep(50 * 1000);
 	}
-	gen = spiffe_source_generation(src);
-	s = spiffe_source_get(src, NULL);
-	cr_expect_str_eq(s->id, "spiffe://example.org/ipam2");
-	spiffe_svid_free(s);
+	gen = current_is(src, "spiffe://example.org/ipam2");
 	pthread_mutex_lock(&ev.mu);
 	cr_expect_eq(ev.failed, 2, "one more report for the new streak");
 	pthread_mutex_unlock(&ev.mu);
 	tagent_set(&a, "spiffe://example.org/ipam", "server");
 	tagent_start(&a);
 	cr_assert(gen_after(src, gen, 5000), "no SVID after restart");
-	s = spiffe_source_get(src, NULL);
-	cr_expect_str_eq(s->id, "spiffe://example.org/ipam");
-	spiffe_svid_free(s);
+	current_is(src, "spiffe://example.org/ipam");
 	cr_expect_eq(a.refused, 0);
 
 	spiffe_source_free(src);	/* cancels the open stream, joins */
