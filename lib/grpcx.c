@@ -71,9 +71,7 @@ grpcx_read_all(grpc_byte_buffer *bb, uint8_t **data, size_t *len)
 	size_t n;
 	uint8_t *p;
 
-	if (bb == NULL)
-		return -1;
-	if (!grpc_byte_buffer_reader_init(&rd, bb))
+	if (bb == NULL || !grpc_byte_buffer_reader_init(&rd, bb))
 		return -1;
 	s = grpc_byte_buffer_reader_readall(&rd);
 	grpc_byte_buffer_reader_destroy(&rd);
@@ -99,9 +97,7 @@ grpcx_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb)
 	ProtobufCMessage *m;
 	static const uint8_t empty[1];
 
-	if (bb == NULL)
-		return NULL;
-	if (!grpc_byte_buffer_reader_init(&rd, bb))
+	if (bb == NULL || !grpc_byte_buffer_reader_init(&rd, bb))
 		return NULL;
 	s = grpc_byte_buffer_reader_readall(&rd);
 	grpc_byte_buffer_reader_destroy(&rd);
@@ -148,7 +144,8 @@ grpcx_deadline_ms(int64_t ms)
 	    gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
-bool
+/* True if the deadline is "none" (infinitely far in the future). */
+static bool
 grpcx_deadline_is_infinite(gpr_timespec deadline)
 {
 	return gpr_time_cmp(deadline, gpr_inf_future(deadline.clock_type))
@@ -163,15 +160,13 @@ int64_t
 grpcx_ms_left(gpr_timespec deadline)
 {
 	gpr_timespec left;
-	int64_t ms;
 
 	if (grpcx_deadline_is_infinite(deadline))
 		return INT64_MAX;
 	left = gpr_time_sub(deadline, gpr_now(deadline.clock_type));
 	if (left.tv_sec < 0 || (left.tv_sec == 0 && left.tv_nsec == 0))
 		return 0;
-	ms = left.tv_sec * 1000 + (left.tv_nsec + 999999) / 1000000;
-	return ms;
+	return left.tv_sec * 1000 + (left.tv_nsec + 999999) / 1000000;
 }
 
 struct grpcx_client *
@@ -243,12 +238,15 @@ grpcx_ccall_init(struct grpcx_ccall *u, grpc_byte_buffer *send)
 	grpc_metadata_array_init(&u->md_trail);
 }
 
-/* Fills the four ops that send u's request and read the initial
+/* Fills the four ops that send md and u's request and read the initial
  * metadata; returns 4. */
 static size_t
-grpcx_ops_request(grpc_op *ops, struct grpcx_ccall *u)
+grpcx_ops_request(grpc_op *ops, struct grpcx_ccall *u,
+    const grpc_metadata *md, size_t nmd)
 {
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].data.send_initial_metadata.count = nmd;
+	ops[0].data.send_initial_metadata.metadata = (grpc_metadata *)md;
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = u->send;
 	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -280,14 +278,15 @@ grpcx_op_status(grpc_op *op, struct grpcx_ccall *u)
  * response and status ops too, as one batch. */
 static grpc_call_error
 grpcx_ccall_start(grpc_call *call, grpc_byte_buffer *send,
-    struct grpcx_ccall *u, void *tag, bool unary)
+    const grpc_metadata *md, size_t nmd, struct grpcx_ccall *u, void *tag,
+    bool unary)
 {
 	grpc_op ops[6];
 	size_t n;
 
 	grpcx_ccall_init(u, send);
 	memset(ops, 0, sizeof(ops));
-	n = grpcx_ops_request(ops, u);
+	n = grpcx_ops_request(ops, u, md, nmd);
 	if (unary) {
 		grpcx_op_message(&ops[n++], u);
 		grpcx_op_status(&ops[n++], u);
@@ -299,14 +298,21 @@ grpc_call_error
 grpcx_unary_start(grpc_call *call, grpc_byte_buffer *send,
     struct grpcx_ccall *u, void *tag)
 {
-	return grpcx_ccall_start(call, send, u, tag, true);
+	return grpcx_ccall_start(call, send, NULL, 0, u, tag, true);
 }
 
 grpc_call_error
 grpcx_stream_start(grpc_call *call, grpc_byte_buffer *send,
     struct grpcx_ccall *u, void *tag)
 {
-	return grpcx_ccall_start(call, send, u, tag, false);
+	return grpcx_ccall_start(call, send, NULL, 0, u, tag, false);
+}
+
+grpc_call_error
+grpcx_stream_start_md(grpc_call *call, grpc_byte_buffer *send,
+    const grpc_metadata *md, size_t nmd, struct grpcx_ccall *u, void *tag)
+{
+	return grpcx_ccall_start(call, send, md, nmd, u, tag, false);
 }
 
 grpc_call_error

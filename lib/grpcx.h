@@ -109,9 +109,6 @@ void grpcx_status_set(struct grpcx_status *st, grpc_status_code code,
 /* A monotonic deadline ms milliseconds from now; ms < 0 means none. */
 gpr_timespec grpcx_deadline_ms(int64_t ms);
 
-/* True if the deadline is "none" (infinitely far in the future). */
-bool grpcx_deadline_is_infinite(gpr_timespec deadline);
-
 /*
  * Milliseconds left until deadline (any clock type): INT64_MAX when there
  * is no deadline, 0 when it has passed.
@@ -148,10 +145,13 @@ grpc_call_error grpcx_unary_start(grpc_call *call, grpc_byte_buffer *send,
  * receives one message into u->recv (NULL once the stream ended; a
  * message still there is freed first). grpcx_stream_finish receives the
  * status into u. Release u with grpcx_ccall_clear. Each returns
- * grpc_call_start_batch's result.
+ * grpc_call_start_batch's result. grpcx_stream_start_md also sends the
+ * nmd metadata md (kept by the caller until the batch completes).
  */
 grpc_call_error grpcx_stream_start(grpc_call *call, grpc_byte_buffer *send,
     struct grpcx_ccall *u, void *tag);
+grpc_call_error grpcx_stream_start_md(grpc_call *call, grpc_byte_buffer *send,
+    const grpc_metadata *md, size_t nmd, struct grpcx_ccall *u, void *tag);
 grpc_call_error grpcx_stream_next(grpc_call *call, struct grpcx_ccall *u,
     void *tag);
 grpc_call_error grpcx_stream_finish(grpc_call *call, struct grpcx_ccall *u,

@@ -34,7 +34,7 @@
 
 struct spiffe_source {
 	pthread_mutex_t mu;		/* guards everything below */
-	pthread_cond_t cv;		/* a new SVID, or stop */
+	pthread_cond_t cv;		/* stop, for the watcher's backoff */
 	struct spiffe_svid *svid;	/* current SVID, NULL before the first */
 	uint64_t gen;			/* puts so far */
 	uint64_t served;		/* gen last handed to the server */
@@ -45,7 +45,7 @@ struct spiffe_source {
 	char *target;			/* the Workload API's gRPC target */
 	int64_t max_backoff_ms;		/* cap of its backoff */
 	grpc_call *call;		/* its running call, for cancel */
-	spiffe_event_fn fn;		/* its reports, or NULL */
+	spiffe_event_fn fn;		/* its reports */
 	void *arg;			/* their first argument */
 };
 
@@ -67,7 +67,8 @@ spiffe_svid_free(struct spiffe_svid *s)
 	free(s);
 }
 
-struct spiffe_svid *
+/* A deep copy of s; NULL on out of memory. */
+static struct spiffe_svid *
 spiffe_svid_dup(const struct spiffe_svid *s)
 {
 	struct spiffe_svid *d;
@@ -335,7 +336,6 @@ spiffe_source_put(struct spiffe_source *s, struct spiffe_svid *svid)
 	old = s->svid;
 	s->svid = svid;
 	s->gen++;
-	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	spiffe_svid_free(old);
 }
@@ -365,42 +365,6 @@ spiffe_source_get(struct spiffe_source *s, uint64_t *gen)
 	return d;
 }
 
-/* A CLOCK_MONOTONIC time ms from now. */
-static struct timespec
-spiffe_after_ms(int64_t ms)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	t.tv_sec += ms / 1000;
-	t.tv_nsec += (ms % 1000) * 1000000;
-	if (t.tv_nsec >= 1000000000) {
-		t.tv_sec++;
-		t.tv_nsec -= 1000000000;
-	}
-	return t;
-}
-
-bool
-spiffe_source_wait(struct spiffe_source *s, uint64_t gen, int64_t timeout_ms)
-{
-	struct timespec until = spiffe_after_ms(timeout_ms < 0 ? 0 :
-	    timeout_ms);
-	bool got;
-
-	pthread_mutex_lock(&s->mu);
-	while (s->gen <= gen && !s->stop) {
-		if (timeout_ms < 0)
-			pthread_cond_wait(&s->cv, &s->mu);
-		else if (pthread_cond_timedwait(&s->cv, &s->mu, &until) ==
-		    ETIMEDOUT)
-			break;
-	}
-	got = s->gen > gen;
-	pthread_mutex_unlock(&s->mu);
-	return got;
-}
-
 /* ---- one FetchX509SVID call --------------------------------------------- */
 
 /* A call to the Workload API on a channel of its own. */
@@ -408,24 +372,15 @@ struct spiffe_stream {
 	grpc_channel *ch;		/* plaintext, to the agent's socket */
 	grpc_completion_queue *cq;	/* the call's batches, one at a time */
 	grpc_call *call;		/* the call */
-	grpc_byte_buffer *send;		/* the request */
-	grpc_byte_buffer *recv;		/* last message, NULL at the end */
-	grpc_metadata_array md_init;	/* initial metadata received */
-	grpc_metadata_array md_trail;	/* trailing metadata */
-	grpc_status_code status;	/* the call's status */
-	grpc_slice details;		/* its message */
-	bool md_asked;			/* RECV_INITIAL_METADATA was started */
+	struct grpcx_ccall u;		/* what its batches send and fill */
 };
 
-/* Waits for the one batch in flight; its success flag. */
-static bool
+/* Waits for the one batch in flight. */
+static void
 spiffe_wait(struct spiffe_stream *st)
 {
-	grpc_event ev;
-
-	ev = grpc_completion_queue_next(st->cq,
+	(void)grpc_completion_queue_next(st->cq,
 	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
 /*
@@ -441,20 +396,15 @@ spiffe_stream_open(struct spiffe_stream *st, const char *target,
 	X509SVIDRequest rq = X509_SVIDREQUEST__INIT;
 	grpc_channel_credentials *creds;
 	grpc_metadata md;
-	grpc_op ops[3];
-	grpc_slice method;
 
 	memset(st, 0, sizeof(*st));
-	st->details = grpc_empty_slice();
-	grpc_metadata_array_init(&st->md_init);
-	grpc_metadata_array_init(&st->md_trail);
 	creds = grpc_insecure_credentials_create();
 	st->ch = grpc_channel_create(target, creds, NULL);
 	grpc_channel_credentials_release(creds);
 	st->cq = grpc_completion_queue_create_for_next(NULL);
-	method = grpc_slice_from_static_string(SPIFFE_METHOD);
 	st->call = grpc_channel_create_call(st->ch, NULL,
-	    GRPC_PROPAGATE_DEFAULTS, st->cq, method, NULL, deadline, NULL);
+	    GRPC_PROPAGATE_DEFAULTS, st->cq,
+	    grpc_slice_from_static_string(SPIFFE_METHOD), NULL, deadline, NULL);
 	if (st->call == NULL)
 		return -1;
 	if (src != NULL) {
@@ -464,43 +414,21 @@ spiffe_stream_open(struct spiffe_stream *st, const char *target,
 			grpc_call_cancel(st->call, NULL);
 		pthread_mutex_unlock(&src->mu);
 	}
-	st->send = grpcx_pack(&rq.base);
+	memset(&md, 0, sizeof(md));
 	md.key = grpc_slice_from_static_string(SPIFFE_MD_KEY);
 	md.value = grpc_slice_from_static_string(SPIFFE_MD_VALUE);
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].data.send_initial_metadata.count = 1;
-	ops[0].data.send_initial_metadata.metadata = &md;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = st->send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	if (grpc_call_start_batch(st->call, ops, 3, st, NULL) != GRPC_CALL_OK)
+	if (grpcx_stream_start_md(st->call, grpcx_pack(&rq.base), &md, 1,
+	    &st->u, st) != GRPC_CALL_OK)
 		return -1;
 	spiffe_wait(st);	/* a failure shows in the status */
 	return 0;
 }
 
-/* Receives the next message into st->recv (NULL: the stream ended). */
+/* Receives the next message into st->u.recv (NULL: the stream ended). */
 static void
 spiffe_stream_next(struct spiffe_stream *st)
 {
-	grpc_op ops[2];
-	size_t n = 0;
-
-	if (st->recv != NULL) {
-		grpc_byte_buffer_destroy(st->recv);
-		st->recv = NULL;
-	}
-	memset(ops, 0, sizeof(ops));
-	if (!st->md_asked) {
-		st->md_asked = true;
-		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-		ops[n++].data.recv_initial_metadata.recv_initial_metadata =
-		    &st->md_init;
-	}
-	ops[n].op = GRPC_OP_RECV_MESSAGE;
-	ops[n++].data.recv_message.recv_message = &st->recv;
-	if (grpc_call_start_batch(st->call, ops, n, st, NULL) == GRPC_CALL_OK)
+	if (grpcx_stream_next(st->call, &st->u, st) == GRPC_CALL_OK)
 		spiffe_wait(st);
 }
 
@@ -511,43 +439,26 @@ spiffe_stream_next(struct spiffe_stream *st)
 static void
 spiffe_stream_status(struct spiffe_stream *st, char *err, size_t errlen)
 {
-	grpc_op op;
-
 	grpc_call_cancel(st->call, NULL);
-	memset(&op, 0, sizeof(op));
-	op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	op.data.recv_status_on_client.trailing_metadata = &st->md_trail;
-	op.data.recv_status_on_client.status = &st->status;
-	op.data.recv_status_on_client.status_details = &st->details;
-	if (grpc_call_start_batch(st->call, &op, 1, st, NULL) != GRPC_CALL_OK) {
+	if (grpcx_stream_finish(st->call, &st->u, st) != GRPC_CALL_OK) {
 		errbuf_set(err, errlen, "cannot end the call");
 		return;
 	}
 	spiffe_wait(st);
-	errbuf_set(err, errlen, "%s: %.*s", grpcx_status_name(st->status),
-	    (int)GRPC_SLICE_LENGTH(st->details),
-	    (const char *)GRPC_SLICE_START_PTR(st->details));
+	errbuf_set(err, errlen, "%s: %.*s", grpcx_status_name(st->u.status),
+	    (int)GRPC_SLICE_LENGTH(st->u.details),
+	    (const char *)GRPC_SLICE_START_PTR(st->u.details));
 }
 
 /* Frees what st holds (the call must be over). */
 static void
 spiffe_stream_close(struct spiffe_stream *st)
 {
-	if (st->recv != NULL)
-		grpc_byte_buffer_destroy(st->recv);
-	if (st->send != NULL)
-		grpc_byte_buffer_destroy(st->send);
+	grpcx_ccall_clear(&st->u);
 	if (st->call != NULL)
 		grpc_call_unref(st->call);
-	grpc_slice_unref(st->details);
-	grpc_metadata_array_destroy(&st->md_init);
-	grpc_metadata_array_destroy(&st->md_trail);
 	if (st->cq != NULL) {
-		grpc_completion_queue_shutdown(st->cq);
-		while (grpc_completion_queue_next(st->cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-		    GRPC_QUEUE_SHUTDOWN)
-			;
+		grpcx_cq_drain(st->cq, NULL);
 		grpc_completion_queue_destroy(st->cq);
 	}
 	if (st->ch != NULL)
@@ -555,7 +466,7 @@ spiffe_stream_close(struct spiffe_stream *st)
 	memset(st, 0, sizeof(*st));
 }
 
-/* The SVID in the message st->recv, or NULL with err set. */
+/* The SVID in the message st->u.recv, or NULL with err set. */
 static struct spiffe_svid *
 spiffe_stream_svid(struct spiffe_stream *st, char *err, size_t errlen)
 {
@@ -563,7 +474,7 @@ spiffe_stream_svid(struct spiffe_stream *st, char *err, size_t errlen)
 	uint8_t *buf;
 	size_t len;
 
-	if (grpcx_read_all(st->recv, &buf, &len) < 0) {
+	if (grpcx_read_all(st->u.recv, &buf, &len) < 0) {
 		errbuf_set(err, errlen, "cannot read the message");
 		return NULL;
 	}
@@ -592,14 +503,14 @@ spiffe_fetch(const char *target, int64_t timeout_ms, char *err,
 		goto out;
 	}
 	spiffe_stream_next(&st);
-	if (st.recv != NULL) {
+	if (st.u.recv != NULL) {
 		s = spiffe_stream_svid(&st, why, sizeof(why));
 		if (s == NULL)
 			errbuf_set(err, errlen, "Workload API %s: %s", target,
 			    why);
 	}
 	spiffe_stream_status(&st, why, sizeof(why));
-	if (st.recv == NULL)
+	if (st.u.recv == NULL)
 		errbuf_set(err, errlen, "Workload API %s: no SVID: %s",
 		    target, why);
 out:
@@ -609,13 +520,16 @@ out:
 
 /* ---- the watcher -------------------------------------------------------- */
 
-/* Calls the report function, if any. */
-static void
-spiffe_report(struct spiffe_source *s, enum spiffe_event ev,
-    const char *text)
+/* True once spiffe_source_free told the watcher to return. */
+static bool
+spiffe_stopping(struct spiffe_source *s)
 {
-	if (s->fn != NULL)
-		s->fn(s->arg, ev, text);
+	bool stop;
+
+	pthread_mutex_lock(&s->mu);
+	stop = s->stop;
+	pthread_mutex_unlock(&s->mu);
+	return stop;
 }
 
 /*
@@ -628,44 +542,32 @@ spiffe_watch_once(struct spiffe_source *s, char *err, size_t errlen)
 {
 	struct spiffe_stream st;
 	struct spiffe_svid *svid;
-	char why[256];
-	bool got = false, stop;
+	char why[256], id[SPIFFE_ID_MAX + 1];
+	bool got = false, opened;
 
-	if (spiffe_stream_open(&st, s->target,
-	    gpr_inf_future(GPR_CLOCK_REALTIME), s) < 0) {
-		errbuf_set(err, errlen, "cannot start a call");
-		pthread_mutex_lock(&s->mu);
-		s->call = NULL;
-		pthread_mutex_unlock(&s->mu);
-		spiffe_stream_close(&st);
-		return false;
-	}
-	pthread_mutex_lock(&s->mu);
-	stop = s->stop;
-	pthread_mutex_unlock(&s->mu);
-	while (!stop) {
+	opened = spiffe_stream_open(&st, s->target,
+	    gpr_inf_future(GPR_CLOCK_REALTIME), s) == 0;
+	while (opened && !spiffe_stopping(s)) {
 		spiffe_stream_next(&st);
-		if (st.recv == NULL)
+		if (st.u.recv == NULL)
 			break;
 		got = true;
 		svid = spiffe_stream_svid(&st, why, sizeof(why));
 		if (svid != NULL) {
-			char id[SPIFFE_ID_MAX + 1];
-
 			snprintf(id, sizeof(id), "%s", svid->id);
 			spiffe_source_put(s, svid);
-			spiffe_report(s, SPIFFE_EV_UPDATE, id);
+			s->fn(s->arg, SPIFFE_EV_UPDATE, id);
 		} else {
-			spiffe_report(s, SPIFFE_EV_REJECTED, why);
+			s->fn(s->arg, SPIFFE_EV_REJECTED, why);
 		}
-		pthread_mutex_lock(&s->mu);
-		stop = s->stop;
-		pthread_mutex_unlock(&s->mu);
 	}
 	pthread_mutex_lock(&s->mu);
 	s->call = NULL;
 	pthread_mutex_unlock(&s->mu);
-	spiffe_stream_status(&st, err, errlen);
+	if (opened)
+		spiffe_stream_status(&st, err, errlen);
+	else
+		errbuf_set(err, errlen, "cannot start a call");
 	spiffe_stream_close(&st);
 	return got;
 }
@@ -680,30 +582,25 @@ spiffe_watch_main(void *arg)
 {
 	struct spiffe_source *s = arg;
 	struct timespec until;
-	int64_t backoff = SPIFFE_BACKOFF_MIN_MS;
-	bool failing = false, stop;
+	int64_t backoff = SPIFFE_BACKOFF_MIN_MS, ns;
+	bool failing = false;
 	char err[300];
 
-	for (;;) {
-		pthread_mutex_lock(&s->mu);
-		stop = s->stop;
-		pthread_mutex_unlock(&s->mu);
-		if (stop)
-			break;
+	while (!spiffe_stopping(s)) {
 		if (spiffe_watch_once(s, err, sizeof(err))) {
 			backoff = SPIFFE_BACKOFF_MIN_MS;
 			failing = false;
 		}
-		pthread_mutex_lock(&s->mu);
-		stop = s->stop;
-		pthread_mutex_unlock(&s->mu);
-		if (stop)
+		if (spiffe_stopping(s))
 			break;
 		if (!failing) {
 			failing = true;
-			spiffe_report(s, SPIFFE_EV_FAILED, err);
+			s->fn(s->arg, SPIFFE_EV_FAILED, err);
 		}
-		until = spiffe_after_ms(backoff);
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		ns = until.tv_nsec + backoff % 1000 * 1000000;
+		until.tv_sec += backoff / 1000 + ns / 1000000000;
+		until.tv_nsec = ns % 1000000000;
 		pthread_mutex_lock(&s->mu);
 		while (!s->stop && pthread_cond_timedwait(&s->cv, &s->mu,
 		    &until) != ETIMEDOUT)
@@ -782,26 +679,20 @@ spiffe_fetch_config(void *arg, grpc_ssl_server_certificate_config **config)
 	grpc_ssl_pem_key_cert_pair pair;
 	grpc_ssl_certificate_config_reload_status rs;
 
+	rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
 	pthread_mutex_lock(&s->mu);
-	if (s->svid == NULL) {
-		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
-		goto out;
-	}
-	if (s->served == s->gen) {
+	if (s->svid != NULL && s->served == s->gen) {
 		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
-		goto out;
+	} else if (s->svid != NULL) {
+		pair.private_key = s->svid->key;
+		pair.cert_chain = s->svid->cert;
+		*config = grpc_ssl_server_certificate_config_create(
+		    s->svid->bundle, &pair, 1);
+		if (*config != NULL) {
+			s->served = s->gen;
+			rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+		}
 	}
-	pair.private_key = s->svid->key;
-	pair.cert_chain = s->svid->cert;
-	*config = grpc_ssl_server_certificate_config_create(s->svid->bundle,
-	    &pair, 1);
-	if (*config == NULL) {
-		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
-		goto out;
-	}
-	s->served = s->gen;
-	rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
-out:
 	pthread_mutex_unlock(&s->mu);
 	return rs;
 }

@@ -52,9 +52,6 @@ struct spiffe_svid {
 struct spiffe_svid *spiffe_svid_parse(const uint8_t *msg, size_t len,
     char *err, size_t errlen);
 
-/* A deep copy of s; NULL on out of memory. */
-struct spiffe_svid *spiffe_svid_dup(const struct spiffe_svid *s);
-
 /* Wipes the key and frees s. Accepts NULL. */
 void spiffe_svid_free(struct spiffe_svid *s);
 
@@ -106,18 +103,11 @@ uint64_t spiffe_source_generation(struct spiffe_source *s);
 struct spiffe_svid *spiffe_source_get(struct spiffe_source *s, uint64_t *gen);
 
 /*
- * Waits up to timeout_ms (< 0: no limit) for a generation above gen.
- * Returns true if there is one.
- */
-bool spiffe_source_wait(struct spiffe_source *s, uint64_t gen,
-    int64_t timeout_ms);
-
-/*
  * Starts the watcher thread on a Workload API at target (a gRPC target,
  * "unix:/path"): it keeps a FetchX509SVID stream open and puts every SVID
  * it gets into s; when the stream breaks or cannot be opened it keeps the
  * last SVID and tries again after a backoff (100 ms doubling, at most
- * max_backoff_ms; reset by a message). fn (may be NULL) gets its reports.
+ * max_backoff_ms; reset by a message). fn gets its reports.
  * One watcher per source. Returns 0, or -1 with err set.
  */
 int spiffe_source_watch(struct spiffe_source *s, const char *target,

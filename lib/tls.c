@@ -97,36 +97,25 @@ tls_pem_read(const char *path, enum tls_pem_kind kind, char **data,
 {
 	struct stat st;
 	struct tls_stamp after;
-	char *buf = NULL, marker[64];
-	const char *begin;
+	char *buf = NULL, msg[80];
+	const char *begin, *why = NULL;
 	size_t len = 0;
 	ssize_t n;
 	int fd;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		snprintf(err, errlen, "%s file %s: %s", tls_pem_what[kind],
-		    path, strerror(errno));
-		return -1;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		why = strerror(errno);
+	} else if (!S_ISREG(st.st_mode) || st.st_size > TLS_PEM_MAX) {
+		snprintf(msg, sizeof(msg), "not a regular file of at most %d "
+		    "bytes", TLS_PEM_MAX);
+		why = msg;
+	} else if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
+		why = "out of memory";
 	}
-	if (fstat(fd, &st) < 0) {
-		snprintf(err, errlen, "%s file %s: %s", tls_pem_what[kind],
-		    path, strerror(errno));
+	if (why != NULL)
 		goto fail;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > TLS_PEM_MAX) {
-		snprintf(err, errlen, "%s file %s: not a regular file of at "
-		    "most %d bytes", tls_pem_what[kind], path,
-		    TLS_PEM_MAX);
-		goto fail;
-	}
 	tls_stamp_of(&st, stamp);
-	buf = malloc((size_t)st.st_size + 1);
-	if (buf == NULL) {
-		snprintf(err, errlen, "%s file %s: out of memory",
-		    tls_pem_what[kind], path);
-		goto fail;
-	}
 	while (len < (size_t)st.st_size) {
 		n = read(fd, buf + len, (size_t)st.st_size - len);
 		if (n < 0 && errno == EINTR)
@@ -139,25 +128,27 @@ tls_pem_read(const char *path, enum tls_pem_kind kind, char **data,
 		memset(&st, 0, sizeof(st));
 	tls_stamp_of(&st, &after);
 	if (len != (size_t)st.st_size || !tls_stamp_eq(stamp, &after)) {
-		snprintf(err, errlen, "%s file %s: changed while being read",
-		    tls_pem_what[kind], path);
+		why = "changed while being read";
 		goto fail;
 	}
 	buf[len] = '\0';
-	snprintf(marker, sizeof(marker), "%s", tls_pem_marker[kind]);
 	begin = strstr(buf, "-----BEGIN ");
-	if (strlen(buf) != len || begin == NULL || strstr(begin, marker) ==
-	    NULL || strstr(begin, "-----END ") == NULL) {
-		snprintf(err, errlen, "%s file %s: no PEM %s in it",
-		    tls_pem_what[kind], path, tls_pem_what[kind]);
+	if (strlen(buf) != len || begin == NULL ||
+	    strstr(begin, tls_pem_marker[kind]) == NULL ||
+	    strstr(begin, "-----END ") == NULL) {
+		snprintf(msg, sizeof(msg), "no PEM %s in it",
+		    tls_pem_what[kind]);
+		why = msg;
 		goto fail;
 	}
 	close(fd);
 	*data = buf;
 	return 0;
 fail:
+	snprintf(err, errlen, "%s file %s: %s", tls_pem_what[kind], path, why);
 	free(buf);
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return -1;
 }
 
@@ -317,25 +308,22 @@ tls_fetch(void *arg, grpc_ssl_server_certificate_config **config)
 		if (t->notify != NULL)
 			t->notify(t->notify_arg, -1, err);
 	}
-	if (t->served == t->generation) {
-		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
-		goto out;
-	}
-	pair.private_key = t->pem[TLS_KEY].data;
-	pair.cert_chain = t->pem[TLS_CERT].data;
-	/* gRPC asserts that a fetched config has roots, even when clients
-	 * are not asked for certificates; then our own chain stands in,
-	 * and is never used. */
-	*config = grpc_ssl_server_certificate_config_create(
-	    t->pem[TLS_CA].data != NULL ? t->pem[TLS_CA].data :
-	    t->pem[TLS_CERT].data, &pair, 1);
-	if (*config == NULL) {
+	rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+	if (t->served != t->generation) {
+		pair.private_key = t->pem[TLS_KEY].data;
+		pair.cert_chain = t->pem[TLS_CERT].data;
+		/* gRPC asserts that a fetched config has roots, even when
+		 * clients are not asked for certificates; then our own chain
+		 * stands in, and is never used. */
+		*config = grpc_ssl_server_certificate_config_create(
+		    t->pem[TLS_CA].data != NULL ? t->pem[TLS_CA].data :
+		    t->pem[TLS_CERT].data, &pair, 1);
 		rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
-		goto out;
+		if (*config != NULL) {
+			t->served = t->generation;
+			rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+		}
 	}
-	t->served = t->generation;
-	rs = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
-out:
 	pthread_mutex_unlock(&t->mu);
 	return rs;
 }

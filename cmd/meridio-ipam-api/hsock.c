@@ -39,7 +39,6 @@ struct hsock {
 	grpc_completion_queue *cq;	/* the caller's, for the shutdown tag */
 	void *methods[HSOCK_NMETHODS];	/* registered method handles */
 	int shutdown_tag;		/* its address: the shutdown tag */
-	bool started;			/* grpc_server_start was called */
 	bool stopping;			/* shutdown_and_notify was called */
 	bool stopped;			/* the shutdown tag arrived */
 };
@@ -180,7 +179,6 @@ void
 hsock_start(struct hsock *hs)
 {
 	grpc_server_start(hs->server);
-	hs->started = true;
 }
 
 grpc_server *

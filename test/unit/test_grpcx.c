@@ -131,25 +131,26 @@ Test(grpcx, read_all_copies_bytes)
 
 /* ---- status codes ----------------------------------------------------- */
 
-Test(grpcx, status_names)
+Test(grpcx, status_names_and_codes)
 {
-	cr_expect_str_eq(grpcx_status_name(GRPC_STATUS_OK), "OK");
-	cr_expect_str_eq(grpcx_status_name(GRPC_STATUS_INVALID_ARGUMENT),
-	    "INVALID_ARGUMENT");
-	cr_expect_str_eq(grpcx_status_name(GRPC_STATUS_UNAUTHENTICATED),
-	    "UNAUTHENTICATED");
-	cr_expect_str_eq(grpcx_status_name(GRPC_STATUS_UNAVAILABLE),
-	    "UNAVAILABLE");
-	cr_expect_str_eq(grpcx_status_name(17), "UNKNOWN");
-	cr_expect_str_eq(grpcx_status_name(-1), "UNKNOWN");
-}
+	static const struct {
+		int n;
+		const char *name;
+		grpc_status_code code;
+	} t[] = {
+		{ 0, "OK", GRPC_STATUS_OK },
+		{ 3, "INVALID_ARGUMENT", GRPC_STATUS_INVALID_ARGUMENT },
+		{ 5, "NOT_FOUND", GRPC_STATUS_NOT_FOUND },
+		{ 14, "UNAVAILABLE", GRPC_STATUS_UNAVAILABLE },
+		{ 16, "UNAUTHENTICATED", GRPC_STATUS_UNAUTHENTICATED },
+		{ 17, "UNKNOWN", GRPC_STATUS_UNKNOWN },
+		{ -1, "UNKNOWN", GRPC_STATUS_UNKNOWN },
+	};
 
-Test(grpcx, status_code)
-{
-	cr_expect_eq(grpcx_status_code(5), GRPC_STATUS_NOT_FOUND);
-	cr_expect_eq(grpcx_status_code(16), GRPC_STATUS_UNAUTHENTICATED);
-	cr_expect_eq(grpcx_status_code(99), GRPC_STATUS_UNKNOWN);
-	cr_expect_eq(grpcx_status_code(-3), GRPC_STATUS_UNKNOWN);
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		cr_expect_str_eq(grpcx_status_name(t[i].n), t[i].name);
+		cr_expect_eq(grpcx_status_code(t[i].n), t[i].code, "%d", t[i].n);
+	}
 }
 
 Test(grpcx, status_set_formats_and_truncates)
@@ -173,14 +174,11 @@ Test(grpcx, deadlines)
 	gpr_timespec dl;
 	int64_t left;
 
-	dl = grpcx_deadline_ms(-1);
-	cr_expect(grpcx_deadline_is_infinite(dl));
-	cr_expect_eq(grpcx_ms_left(dl), INT64_MAX);
-	cr_expect(grpcx_deadline_is_infinite(
-	    gpr_inf_future(GPR_CLOCK_REALTIME)));
+	cr_expect_eq(grpcx_ms_left(grpcx_deadline_ms(-1)), INT64_MAX);
+	cr_expect_eq(grpcx_ms_left(gpr_inf_future(GPR_CLOCK_REALTIME)),
+	    INT64_MAX);
 
 	dl = grpcx_deadline_ms(1000);
-	cr_expect_not(grpcx_deadline_is_infinite(dl));
 	left = grpcx_ms_left(dl);
 	cr_expect(left > 900 && left <= 1000, "left %lld",
 	    (long long)left);
@@ -247,13 +245,31 @@ Test(grpcx, finish_ops_end_a_call)
 
 /* ---- client calls against the test server (tsrv.c) --------------------- */
 
-TestSuite(grpcx_call, .init = tsrv_start, .fini = tsrv_stop, .timeout = 60);
+static struct grpcx_client *cl;	/* a client of the test server */
+
+static void
+call_setup(void)
+{
+	char err[128];
+
+	tsrv_start();
+	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+}
+
+static void
+call_teardown(void)
+{
+	grpcx_client_free(cl);
+	tsrv_stop();
+}
+
+TestSuite(grpcx_call, .init = call_setup, .fini = call_teardown,
+    .timeout = 60);
 
 Test(grpcx_call, message_round_trip)
 {
-	struct grpcx_client *cl;
 	struct grpcx_status st;
-	char err[128];
 	Ipam__V1__Child c;
 	Ipam__V1__Subnet s;
 	Nsp__V1__Conduit co;
@@ -261,20 +277,16 @@ Test(grpcx_call, message_round_trip)
 	ProtobufCMessage *resp = NULL;
 	Ipam__V1__Child *out;
 
-	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
 	fill_child(&c, &s, &co, &t);
 	cr_expect_eq(grpcx_call(cl, tsrv_paths[TS_ECHO], &c.base,
 	    &ipam__v1__child__descriptor, 5000, &resp, &st), GRPC_STATUS_OK,
 	    "%s", st.message);
-	cr_expect_eq(st.code, GRPC_STATUS_OK);
 	cr_assert_not_null(resp);
 	out = (Ipam__V1__Child *)resp;
 	cr_expect_str_eq(out->name, "proxy-x");
 	cr_assert_not_null(out->subnet);
 	cr_expect_str_eq(out->subnet->conduit->trench->name, "trench-a");
 	protobuf_c_message_free_unpacked(resp, NULL);
-	grpcx_client_free(cl);
 }
 
 /* Waits for the one batch in flight on cq; returns its success. */
@@ -315,10 +327,7 @@ static void
 stream_call_close(struct stream_call *sc)
 {
 	grpc_call_unref(sc->call);
-	grpc_completion_queue_shutdown(sc->cq);
-	while (grpc_completion_queue_next(sc->cq, gpr_inf_future(
-	    GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
-		;
+	grpcx_cq_drain(sc->cq, NULL);
 	grpc_completion_queue_destroy(sc->cq);
 	grpc_channel_destroy(sc->ch);
 }
@@ -329,17 +338,13 @@ Test(grpcx_call, stream_helpers_read_messages_then_the_status)
 	 * then the status; each step its own batch. */
 	struct stream_call sc;
 	struct grpcx_ccall u;
-	grpc_call *call;
-	grpc_completion_queue *cq;
 	uint8_t *d;
 	size_t len;
 
 	stream_call_open(&sc, TS_ECHO);
-	call = sc.call;
-	cq = sc.cq;
-	cr_assert(wait_batch(cq, grpcx_stream_start(call,
+	cr_assert(wait_batch(sc.cq, grpcx_stream_start(sc.call,
 	    grpcx_bytes("abc", 3), &u, &u)));
-	cr_assert(wait_batch(cq, grpcx_stream_next(call, &u, &u)));
+	cr_assert(wait_batch(sc.cq, grpcx_stream_next(sc.call, &u, &u)));
 	cr_assert_not_null(u.recv);
 	cr_assert_eq(grpcx_read_all(u.recv, &d, &len), 0);
 	cr_expect_eq(len, 3);
@@ -347,9 +352,9 @@ Test(grpcx_call, stream_helpers_read_messages_then_the_status)
 	free(d);
 	/* the message still held is freed by the next read (valgrind and
 	 * ASan runs of this suite would report it otherwise) */
-	cr_assert(wait_batch(cq, grpcx_stream_next(call, &u, &u)));
+	cr_assert(wait_batch(sc.cq, grpcx_stream_next(sc.call, &u, &u)));
 	cr_expect_null(u.recv, "a second message after the end");
-	cr_assert(wait_batch(cq, grpcx_stream_finish(call, &u, &u)));
+	cr_assert(wait_batch(sc.cq, grpcx_stream_finish(sc.call, &u, &u)));
 	cr_expect_eq(u.status, GRPC_STATUS_OK);
 	cr_expect_eq(GRPC_SLICE_LENGTH(u.details), 0);
 	grpcx_ccall_clear(&u);
@@ -377,69 +382,50 @@ Test(grpcx_call, stream_finish_reports_the_error_status)
 
 Test(grpcx_call, bytes_round_trip_without_deadline)
 {
-	struct grpcx_client *cl;
 	struct grpcx_status st;
-	char err[128];
 	static const uint8_t data[] = { 0x0a, 0x01, 'z' };
 	uint8_t *resp = NULL;
 	size_t len = 0;
 
-	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
 	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], data,
 	    sizeof(data), -1, &resp, &len, &st), GRPC_STATUS_OK);
 	cr_assert_not_null(resp);
 	cr_expect_eq(len, sizeof(data));
 	cr_expect_arr_eq(resp, data, sizeof(data));
 	free(resp);
-	grpcx_client_free(cl);
 }
 
 Test(grpcx_call, error_status_and_message)
 {
-	struct grpcx_client *cl;
 	struct grpcx_status st;
-	char err[128];
 	Ipam__V1__Child c;
 	ProtobufCMessage *resp = (ProtobufCMessage *)&c;
 
-	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
 	ipam__v1__child__init(&c);
 	cr_expect_eq(grpcx_call(cl, tsrv_paths[TS_FAIL], &c.base,
 	    &ipam__v1__child__descriptor, 5000, &resp, &st),
 	    GRPC_STATUS_INVALID_ARGUMENT);
 	cr_expect_str_eq(st.message, "bad thing");
 	cr_expect_null(resp);
-	grpcx_client_free(cl);
 }
 
 Test(grpcx_call, deadline_exceeded)
 {
-	struct grpcx_client *cl;
 	struct grpcx_status st;
-	char err[128];
 	uint8_t *resp = NULL;
 	size_t len = 0;
 
-	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
 	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_SLOW], "", 0, 100,
 	    &resp, &len, &st), GRPC_STATUS_DEADLINE_EXCEEDED);
 	cr_expect_null(resp);
-	grpcx_client_free(cl);
 }
 
 Test(grpcx_call, malformed_response_is_internal)
 {
-	struct grpcx_client *cl;
 	struct grpcx_status st;
-	char err[128];
 	Ipam__V1__Child c;
 	ProtobufCMessage *resp = NULL;
 
-	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
 	ipam__v1__child__init(&c);
 	cr_expect_eq(grpcx_call(cl, tsrv_paths[TS_GARBAGE], &c.base,
 	    &ipam__v1__child__descriptor, 5000, &resp, &st),
@@ -447,32 +433,30 @@ Test(grpcx_call, malformed_response_is_internal)
 	cr_expect_null(resp);
 	cr_expect(strstr(st.message, "ipam.v1.Child") != NULL, "%s",
 	    st.message);
-	grpcx_client_free(cl);
 }
 
 Test(grpcx_call, unreachable_target_is_unavailable)
 {
-	struct grpcx_client *cl;
+	struct grpcx_client *far;
 	struct grpcx_status st;
-	char err[128], target[64];
+	char err[128];
 	uint8_t *resp = NULL;
 	size_t len = 0;
 
 	/* port 1 on loopback: nothing listens there in a test sandbox */
-	snprintf(target, sizeof(target), "127.0.0.1:1");
-	cl = grpcx_client_new(target, err, sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
-	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], "", 0, 5000,
+	far = grpcx_client_new("127.0.0.1:1", err, sizeof(err));
+	cr_assert_not_null(far, "%s", err);
+	cr_expect_eq(grpcx_call_bytes(far, tsrv_paths[TS_ECHO], "", 0, 5000,
 	    &resp, &len, &st), GRPC_STATUS_UNAVAILABLE, "%s %s",
 	    grpcx_status_name(st.code), st.message);
-	grpcx_client_free(cl);
+	grpcx_client_free(far);
 }
 
 /* Twenty echo calls with payloads of its own; non-NULL if all matched. */
 static void *
 concurrent_worker(void *arg)
 {
-	struct grpcx_client *cl = arg;
+	struct grpcx_client *c = arg;
 	struct grpcx_status st;
 	char body[64];
 	uint8_t *resp;
@@ -483,7 +467,7 @@ concurrent_worker(void *arg)
 		n = (size_t)snprintf(body, sizeof(body), "%p-%d",
 		    (void *)&st, i);
 		resp = NULL;
-		if (grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], body, n, 5000,
+		if (grpcx_call_bytes(c, tsrv_paths[TS_ECHO], body, n, 5000,
 		    &resp, &len, &st) != GRPC_STATUS_OK || len != n ||
 		    memcmp(resp, body, n) != 0)
 			ok = false;
@@ -495,12 +479,8 @@ concurrent_worker(void *arg)
 Test(grpcx_call, concurrent_calls_on_one_client)
 {
 	enum { NTHREADS = 8 };
-	struct grpcx_client *cl;
-	char err[128];
 	pthread_t th[NTHREADS];
 
-	cl = grpcx_client_new(tsrv_target, err, sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
 	for (int i = 0; i < NTHREADS; i++)
 		cr_assert_eq(pthread_create(&th[i], NULL, concurrent_worker,
 		    cl), 0);
@@ -510,7 +490,6 @@ Test(grpcx_call, concurrent_calls_on_one_client)
 		pthread_join(th[i], &ok);
 		cr_expect_not_null(ok);
 	}
-	grpcx_client_free(cl);
 }
 
 Test(grpcx, client_new_refuses_empty_target)

@@ -4,7 +4,7 @@
  *
  * Certificates are made at test time with the openssl command: a CA of
  * trust domain example.org, SVIDs with a URI SAN only, and a foreign CA
- * with an SVID of the same trust domain name.
+ * with an SVID of the same trust domain name. The mTLS server is tsrv.c's.
  */
 #include <criterion/criterion.h>
 
@@ -22,6 +22,7 @@
 #include "grpcx.h"
 #include "spiffe.h"
 #include "spiffe/workload.pb-c.h"
+#include "tsrv.h"
 
 static char dir[512];
 
@@ -112,16 +113,14 @@ setup(void)
 	make_svid("twouri", "ca",
 	    "URI:spiffe://example.org/a,URI:spiffe://example.org/b");
 	grpcx_init();
+	tsrv_who = spiffe_peer_id;
 }
 
 static void
 teardown(void)
 {
-	char cmd[600];
-
 	grpc_shutdown();
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	(void)system(cmd);
+	sh("cd / && rm -rf '%s'", dir);
 }
 
 /*
@@ -192,78 +191,39 @@ refused(const char *id, const char *cert, const char *key, const char *ca,
 
 TestSuite(spiffe, .init = setup, .fini = teardown, .timeout = 60);
 
+/* Expects got to be the contents of file name (openssl's PEM). */
+static void
+same_as(const char *got, const char *name)
+{
+	size_t len;
+	char *want = (char *)slurp(name, &len);
+
+	cr_expect_str_eq(got, want, "differs from %s", name);
+	free(want);
+}
+
 Test(spiffe, parse_to_pem)
 {
-	struct spiffe_svid *s, *d;
-	size_t len;
-	uint8_t *pem;
+	struct spiffe_svid *s;
 
 	s = svid_of("spiffe://example.org/ipam", "server", "ca");
 	cr_expect_str_eq(s->id, "spiffe://example.org/ipam");
-	pem = slurp("server.pem", &len);
-	cr_expect_str_eq(s->cert, (char *)pem, "chain PEM differs from "
-	    "openssl's");
-	free(pem);
-	pem = slurp("ca.pem", &len);
-	cr_expect_str_eq(s->bundle, (char *)pem);
-	free(pem);
-	pem = slurp("server.key", &len);
-	cr_expect_str_eq(s->key, (char *)pem, "key PEM differs from openssl's");
-	free(pem);
-	d = spiffe_svid_dup(s);
-	cr_expect_str_eq(d->key, s->key);
+	same_as(s->cert, "server.pem");
+	same_as(s->bundle, "ca.pem");
+	same_as(s->key, "server.key");
 	spiffe_svid_free(s);
-	spiffe_svid_free(d);
 }
 
 /* A chain with an intermediate after the leaf: one PEM block each. */
 Test(spiffe, parse_chain_of_two)
 {
-	X509SVIDResponse r = X509_SVIDRESPONSE__INIT;
-	X509SVID v = X509_SVID__INIT, *vp = &v;
 	struct spiffe_svid *s;
-	uint8_t *leaf, *ca, *buf;
-	size_t nleaf, nca, len;
-	char err[256] = "";
-	const char *p;
-	int n = 0;
 
-	leaf = slurp("server.der", &nleaf);
-	ca = slurp("ca.der", &nca);
-	v.spiffe_id = "spiffe://example.org/ipam";
-	v.x509_svid.data = malloc(nleaf + nca);
-	memcpy(v.x509_svid.data, leaf, nleaf);
-	memcpy(v.x509_svid.data + nleaf, ca, nca);
-	v.x509_svid.len = nleaf + nca;
-	v.x509_svid_key.data = slurp("server.key.der", &v.x509_svid_key.len);
-	v.bundle.data = ca;
-	v.bundle.len = nca;
-	r.n_svids = 1;
-	r.svids = &vp;
-	len = x509_svidresponse__get_packed_size(&r);
-	buf = malloc(len);
-	x509_svidresponse__pack(&r, buf);
-	s = spiffe_svid_parse(buf, len, err, sizeof(err));
-	cr_assert_not_null(s, "%s", err);
-	for (p = s->cert; (p = strstr(p, "BEGIN CERTIFICATE")) != NULL; p++)
-		n++;
-	cr_expect_eq(n, 2);
-	{
-		size_t n1, n2;
-		char *pl = (char *)slurp("server.pem", &n1);
-		char *pc = (char *)slurp("ca.pem", &n2);
-
-		cr_expect(strncmp(s->cert, pl, n1) == 0, "leaf not first");
-		cr_expect_str_eq(s->cert + n1, pc, "intermediate not second");
-		free(pl);
-		free(pc);
-	}
+	sh("cat server.der ca.der > chain.der && cat server.pem ca.pem > "
+	    "chain.pem && cp server.key.der chain.key.der");
+	s = svid_of("spiffe://example.org/ipam", "chain", "ca");
+	same_as(s->cert, "chain.pem");	/* leaf, then intermediate */
 	spiffe_svid_free(s);
-	free(buf);
-	free(leaf);
-	free(ca);
-	free(v.x509_svid.data);
-	free(v.x509_svid_key.data);
 }
 
 Test(spiffe, parse_refusals)
@@ -308,298 +268,175 @@ Test(spiffe, ids)
 	cr_expect_not(spiffe_id_allowed("spiffe://example.org/nsx/a", list, 2));
 }
 
+/* True once the source's generation passed gen, within ms. */
+static bool
+gen_after(struct spiffe_source *s, uint64_t gen, int ms)
+{
+	for (; ms > 0 && spiffe_source_generation(s) <= gen; ms -= 10)
+		usleep(10 * 1000);
+	return spiffe_source_generation(s) > gen;
+}
+
+/* Expects the source's SVID to be the one of id; returns its generation. */
+static uint64_t
+current_is(struct spiffe_source *src, const char *id)
+{
+	struct spiffe_svid *s;
+	uint64_t gen;
+
+	s = spiffe_source_get(src, &gen);
+	cr_assert_not_null(s, "no SVID");
+	cr_expect_str_eq(s->id, id);
+	spiffe_svid_free(s);
+	return gen;
+}
+
 Test(spiffe, source_generations)
 {
 	struct spiffe_source *s = spiffe_source_new();
-	struct spiffe_svid *g;
 	uint64_t gen = 99;
 
 	cr_expect_null(spiffe_source_get(s, &gen));
 	cr_expect_eq(gen, 0);
-	cr_expect_not(spiffe_source_wait(s, 0, 50));
 	spiffe_source_put(s, svid_of("spiffe://example.org/ipam", "server",
 	    "ca"));
-	cr_expect(spiffe_source_wait(s, 0, 0));
-	g = spiffe_source_get(s, &gen);
-	cr_expect_eq(gen, 1);
-	cr_expect_str_eq(g->id, "spiffe://example.org/ipam");
-	spiffe_svid_free(g);
+	cr_expect_eq(current_is(s, "spiffe://example.org/ipam"), 1);
 	spiffe_source_put(s, svid_of("spiffe://example.org/ipam2", "server2",
 	    "ca"));
 	cr_expect_eq(spiffe_source_generation(s), 2);
 	spiffe_source_free(s);
 }
 
-/* ---- a test server: every call answers OK with the caller's ID -------- */
-
-struct tserver {
-	grpc_server *server;
-	grpc_completion_queue *cq;
-	pthread_t th;
-	int port;
-};
-
-struct tcall {
-	grpc_call *call;
-	grpc_call_details details;
-	grpc_metadata_array md;
-	int cancelled;
-	grpc_slice msg;
-	bool answering;
-};
-
-static void
-tserver_post(struct tserver *t)
+/* Serves tsrv with svid (taken) through a source of its own. */
+static struct spiffe_source *
+serve(struct spiffe_svid *svid)
 {
-	struct tcall *c = calloc(1, sizeof(*c));
+	struct spiffe_source *src = spiffe_source_new();
 
-	grpc_call_details_init(&c->details);
-	grpc_metadata_array_init(&c->md);
-	cr_assert_eq(grpc_server_request_call(t->server, &c->call, &c->details,
-	    &c->md, t->cq, t->cq, c), GRPC_CALL_OK);
-}
-
-static void *
-tserver_main(void *arg)
-{
-	struct tserver *t = arg;
-	grpc_event ev;
-	struct tcall *c;
-	grpc_op ops[3];
-	char id[SPIFFE_ID_MAX + 1];
-
-	for (;;) {
-		ev = grpc_completion_queue_next(t->cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-		if (ev.type == GRPC_QUEUE_SHUTDOWN)
-			break;
-		c = ev.tag;
-		if (c == NULL)
-			continue;	/* the shutdown tag */
-		if (c->answering || !ev.success) {
-			if (c->call != NULL)
-				grpc_call_unref(c->call);
-			grpc_slice_unref(c->msg);
-			grpc_call_details_destroy(&c->details);
-			grpc_metadata_array_destroy(&c->md);
-			free(c);
-			continue;
-		}
-		tserver_post(t);
-		if (spiffe_peer_id(c->call, id, sizeof(id)) != 0)
-			snprintf(id, sizeof(id), "no id");
-		c->answering = true;
-		c->msg = grpc_slice_from_copied_string(id);
-		memset(ops, 0, sizeof(ops));
-		ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-		ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-		ops[1].data.send_status_from_server.status = GRPC_STATUS_OK;
-		ops[1].data.send_status_from_server.status_details = &c->msg;
-		ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-		ops[2].data.recv_close_on_server.cancelled = &c->cancelled;
-		grpc_call_start_batch(c->call, ops, 3, c, NULL);
-	}
-	return NULL;
+	spiffe_source_put(src, svid);
+	tsrv_start_creds(spiffe_server_credentials(src));
+	return src;
 }
 
 static void
-tserver_start(struct tserver *t, grpc_server_credentials *creds)
+unserve(struct spiffe_source *src)
 {
-	memset(t, 0, sizeof(*t));
-	t->server = grpc_server_create(NULL, NULL);
-	t->cq = grpc_completion_queue_create_for_next(NULL);
-	grpc_server_register_completion_queue(t->server, t->cq, NULL);
-	t->port = grpc_server_add_http2_port(t->server, "127.0.0.1:0", creds);
-	grpc_server_credentials_release(creds);
-	cr_assert_gt(t->port, 0, "cannot bind the test server");
-	grpc_server_start(t->server);
-	tserver_post(t);
-	pthread_create(&t->th, NULL, tserver_main, t);
+	tsrv_stop();
+	spiffe_source_free(src);
 }
 
-static void
-tserver_stop(struct tserver *t)
+/* One Who call to tsrv with creds (taken): the status, its message in st. */
+static int
+who(grpc_channel_credentials *creds, struct grpcx_status *st)
 {
-	grpc_server_shutdown_and_notify(t->server, t->cq, NULL);
-	grpc_server_cancel_all_calls(t->server);
-	grpc_completion_queue_shutdown(t->cq);
-	pthread_join(t->th, NULL);
-	grpc_server_destroy(t->server);
-	grpc_completion_queue_destroy(t->cq);
-}
-
-/*
- * One call with creds (released here) to the test server; the status
- * code, and its message in msg.
- */
-static grpc_status_code
-tcall(struct tserver *t, grpc_channel_credentials *creds, char *msg,
-    size_t len)
-{
-	char target[64];
-	grpc_channel *ch;
-	grpc_completion_queue *cq;
-	grpc_call *call;
-	struct grpcx_ccall u;
-	grpc_status_code code;
-	grpc_slice m;
+	struct grpcx_client *cl;
+	char err[256];
+	uint8_t *resp = NULL;
+	size_t len;
 
 	cr_assert_not_null(creds);
-	snprintf(target, sizeof(target), "127.0.0.1:%d", t->port);
-	ch = grpc_channel_create(target, creds, NULL);
-	grpc_channel_credentials_release(creds);
-	cq = grpc_completion_queue_create_for_next(NULL);
-	m = grpc_slice_from_static_string("/test.T/Who");
-	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-	    m, NULL, grpcx_deadline_ms(5000), NULL);
-	cr_assert_eq(grpcx_unary_start(call, grpcx_bytes("", 0), &u, &u),
-	    GRPC_CALL_OK);
-	grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
-	    NULL);
-	code = u.status;
-	snprintf(msg, len, "%.*s", (int)GRPC_SLICE_LENGTH(u.details),
-	    (const char *)GRPC_SLICE_START_PTR(u.details));
-	grpcx_ccall_clear(&u);
-	grpc_call_unref(call);
-	grpc_completion_queue_shutdown(cq);
-	while (grpc_completion_queue_next(cq, gpr_inf_future(
-	    GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(cq);
-	grpc_channel_destroy(ch);
-	return code;
+	cl = grpcx_client_new_creds(tsrv_target, creds, NULL, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+	grpcx_call_bytes(cl, tsrv_paths[TS_WHO], "", 0, 5000, &resp, &len, st);
+	free(resp);
+	grpcx_client_free(cl);
+	return st->code;
 }
 
-/* A call presenting svid, expecting server ID expect (NULL: any). */
-static grpc_status_code
-tcall_svid(struct tserver *t, struct spiffe_svid *svid, const char *expect,
-    char *msg, size_t len)
+/* A Who call presenting svid (freed here), expecting the server ID expect
+ * (NULL: any of the trust domain). */
+static int
+who_svid(struct spiffe_svid *svid, const char *expect, struct grpcx_status *st)
 {
-	grpc_status_code code;
+	grpc_channel_credentials *creds;
 
-	code = tcall(t, spiffe_channel_credentials(svid, expect), msg, len);
+	creds = spiffe_channel_credentials(svid, expect);
 	spiffe_svid_free(svid);
-	return code;
+	return who(creds, st);
+}
+
+/* The client's SVID: spiffe://example.org/proxy from ca. */
+static struct spiffe_svid *
+proxy(void)
+{
+	return svid_of("spiffe://example.org/proxy", "client", "ca");
 }
 
 Test(spiffe, mtls_both_ways)
 {
-	struct spiffe_source *src = spiffe_source_new();
-	struct tserver t;
-	char msg[512];
+	struct spiffe_source *src;
+	struct spiffe_svid *s;
+	struct grpcx_status st;
+	size_t n;
+	char *ca;
 
-	spiffe_source_put(src, svid_of("spiffe://example.org/ipam", "server",
-	    "ca"));
-	tserver_start(&t, spiffe_server_credentials(src));
-
+	src = serve(svid_of("spiffe://example.org/ipam", "server", "ca"));
 	/* an SVID of the trust domain: in, and the server sees its ID */
-	cr_expect_eq(tcall_svid(&t, svid_of("spiffe://example.org/proxy",
-	    "client", "ca"), NULL, msg, sizeof(msg)), GRPC_STATUS_OK, "%s",
-	    msg);
-	cr_expect_str_eq(msg, "spiffe://example.org/proxy");
-	/* the exact server ID wanted */
-	cr_expect_eq(tcall_svid(&t, svid_of("spiffe://example.org/proxy",
-	    "client", "ca"), "spiffe://example.org/ipam", msg, sizeof(msg)),
-	    GRPC_STATUS_OK, "%s", msg);
-	/* another server ID wanted: the client refuses the server */
-	cr_expect_eq(tcall_svid(&t, svid_of("spiffe://example.org/proxy",
-	    "client", "ca"), "spiffe://example.org/other", msg, sizeof(msg)),
-	    GRPC_STATUS_UNAVAILABLE, "%s", msg);
+	cr_expect_eq(who_svid(proxy(), NULL, &st), GRPC_STATUS_OK, "%s",
+	    st.message);
+	cr_expect_str_eq(st.message, "spiffe://example.org/proxy");
 	/* a client of a foreign CA: the server refuses it */
-	cr_expect_eq(tcall_svid(&t, svid_of("spiffe://example.org/proxy",
-	    "alien", "foreign"), NULL, msg, sizeof(msg)),
-	    GRPC_STATUS_UNAVAILABLE, "%s", msg);
+	cr_expect_eq(who_svid(svid_of("spiffe://example.org/proxy", "alien",
+	    "foreign"), NULL, &st), GRPC_STATUS_UNAVAILABLE, "%s", st.message);
 	/* the client trusts the foreign CA only: it refuses the server */
-	{
-		struct spiffe_svid *s = svid_of("spiffe://example.org/proxy",
-		    "client", "ca");
-		size_t n;
-
-		free(s->bundle);
-		s->bundle = (char *)slurp("foreign.pem", &n);
-		cr_expect_eq(tcall_svid(&t, s, NULL, msg, sizeof(msg)),
-		    GRPC_STATUS_UNAVAILABLE, "%s", msg);
-	}
+	s = proxy();
+	free(s->bundle);
+	s->bundle = (char *)slurp("foreign.pem", &n);
+	cr_expect_eq(who_svid(s, NULL, &st), GRPC_STATUS_UNAVAILABLE, "%s",
+	    st.message);
 	/* plaintext, and TLS without a client certificate: refused */
-	cr_expect_eq(tcall(&t, grpc_insecure_credentials_create(), msg,
-	    sizeof(msg)), GRPC_STATUS_UNAVAILABLE, "%s", msg);
-	{
-		size_t n;
-		char *ca = (char *)slurp("ca.pem", &n);
-
-		cr_expect_neq(tcall(&t, grpc_ssl_credentials_create(ca, NULL,
-		    NULL, NULL), msg, sizeof(msg)), GRPC_STATUS_OK);
-		free(ca);
-	}
-	tserver_stop(&t);
-	spiffe_source_free(src);
+	cr_expect_eq(who(grpc_insecure_credentials_create(), &st),
+	    GRPC_STATUS_UNAVAILABLE, "%s", st.message);
+	ca = (char *)slurp("ca.pem", &n);
+	cr_expect_neq(who(grpc_ssl_credentials_create(ca, NULL, NULL, NULL),
+	    &st), GRPC_STATUS_OK);
+	free(ca);
+	unserve(src);
 }
 
-Test(spiffe, client_refuses_server_without_spiffe_id)
+/*
+ * Servers whose certificates chain to the bundle but that the client
+ * refuses: one of another trust domain, and one without a URI SAN (put
+ * as it is, parse would refuse it, to see the client's own check).
+ */
+Test(spiffe, client_refuses_servers_outside_its_trust_domain)
 {
-	struct spiffe_source *src = spiffe_source_new();
+	struct spiffe_source *src;
 	struct spiffe_svid *s;
-	struct tserver t;
-	char msg[512];
+	struct grpcx_status st;
+	size_t n;
 
-	/* a server certificate of the right CA without a URI SAN: put as
-	 * it is (parse would refuse it) to see the client's own check */
+	src = serve(svid_of("spiffe://other.org/proxy", "other", "ca"));
+	cr_expect_eq(who_svid(proxy(), NULL, &st), GRPC_STATUS_UNAVAILABLE,
+	    "%s", st.message);
+	unserve(src);
 	s = svid_of("spiffe://example.org/ipam", "server", "ca");
 	free(s->cert);
 	free(s->key);
-	{
-		size_t n;
-
-		s->cert = (char *)slurp("nouri.pem", &n);
-		s->key = (char *)slurp("nouri.key", &n);
-	}
-	spiffe_source_put(src, s);
-	tserver_start(&t, spiffe_server_credentials(src));
-	cr_expect_eq(tcall_svid(&t, svid_of("spiffe://example.org/proxy",
-	    "client", "ca"), NULL, msg, sizeof(msg)), GRPC_STATUS_UNAVAILABLE,
-	    "%s", msg);
-	tserver_stop(&t);
-	spiffe_source_free(src);
+	s->cert = (char *)slurp("nouri.pem", &n);
+	s->key = (char *)slurp("nouri.key", &n);
+	src = serve(s);
+	cr_expect_eq(who_svid(proxy(), NULL, &st), GRPC_STATUS_UNAVAILABLE,
+	    "%s", st.message);
+	unserve(src);
 }
 
-Test(spiffe, client_refuses_other_trust_domain)
-{
-	struct spiffe_source *src = spiffe_source_new();
-	struct tserver t;
-	char msg[512];
-
-	spiffe_source_put(src, svid_of("spiffe://other.org/proxy", "other",
-	    "ca"));
-	tserver_start(&t, spiffe_server_credentials(src));
-	cr_expect_eq(tcall_svid(&t, svid_of("spiffe://example.org/proxy",
-	    "client", "ca"), NULL, msg, sizeof(msg)), GRPC_STATUS_UNAVAILABLE,
-	    "%s", msg);
-	tserver_stop(&t);
-	spiffe_source_free(src);
-}
-
+/* The server ID a client expects: the current one only. */
 Test(spiffe, rotation_reaches_new_connections)
 {
-	struct spiffe_source *src = spiffe_source_new();
-	struct tserver t;
-	char msg[512];
+	struct spiffe_source *src;
+	struct grpcx_status st;
 
-	spiffe_source_put(src, svid_of("spiffe://example.org/ipam", "server",
-	    "ca"));
-	tserver_start(&t, spiffe_server_credentials(src));
-	cr_expect_eq(tcall_svid(&t, svid_of("spiffe://example.org/proxy",
-	    "client", "ca"), "spiffe://example.org/ipam", msg, sizeof(msg)),
-	    GRPC_STATUS_OK, "%s", msg);
+	src = serve(svid_of("spiffe://example.org/ipam", "server", "ca"));
+	cr_expect_eq(who_svid(proxy(), "spiffe://example.org/ipam", &st),
+	    GRPC_STATUS_OK, "%s", st.message);
 	spiffe_source_put(src, svid_of("spiffe://example.org/ipam2", "server2",
 	    "ca"));
-	cr_expect_eq(tcall_svid(&t, svid_of("spiffe://example.org/proxy",
-	    "client", "ca"), "spiffe://example.org/ipam2", msg, sizeof(msg)),
-	    GRPC_STATUS_OK, "%s", msg);
-	cr_expect_eq(tcall_svid(&t, svid_of("spiffe://example.org/proxy",
-	    "client", "ca"), "spiffe://example.org/ipam", msg, sizeof(msg)),
-	    GRPC_STATUS_UNAVAILABLE, "%s", msg);
-	tserver_stop(&t);
-	spiffe_source_free(src);
+	cr_expect_eq(who_svid(proxy(), "spiffe://example.org/ipam2", &st),
+	    GRPC_STATUS_OK, "%s", st.message);
+	cr_expect_eq(who_svid(proxy(), "spiffe://example.org/ipam", &st),
+	    GRPC_STATUS_UNAVAILABLE, "%s", st.message);
+	unserve(src);
 }
 
 Test(spiffe, fetch_fails_without_agent)
@@ -623,7 +460,8 @@ Test(spiffe, fetch_fails_without_agent)
  * response and then each new one set with tagent_set, until stopped.
  */
 struct tagent {
-	char path[600];
+	char path[600];			/* its socket */
+	char target[700];		/* "unix:" path */
 	grpc_server *server;
 	grpc_completion_queue *cq;
 	pthread_t th;
@@ -784,20 +622,14 @@ tagent_main(void *arg)
 static void
 tagent_start(struct tagent *a)
 {
-	char addr[700];
+	grpc_server_credentials *c = grpc_insecure_server_credentials_create();
 
 	a->server = grpc_server_create(NULL, NULL);
 	a->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(a->server, a->cq, NULL);
-	snprintf(addr, sizeof(addr), "unix:%s", a->path);
 	unlink(a->path);
-	{
-		grpc_server_credentials *c =
-		    grpc_insecure_server_credentials_create();
-
-		cr_assert_neq(grpc_server_add_http2_port(a->server, addr, c), 0);
-		grpc_server_credentials_release(c);
-	}
+	cr_assert_neq(grpc_server_add_http2_port(a->server, a->target, c), 0);
+	grpc_server_credentials_release(c);
 	a->stop = false;
 	grpc_server_start(a->server);
 	pthread_create(&a->th, NULL, tagent_main, a);
@@ -825,6 +657,7 @@ tagent_init(struct tagent *a)
 	memset(a, 0, sizeof(*a));
 	pthread_mutex_init(&a->mu, NULL);
 	snprintf(a->path, sizeof(a->path), "%s/agent.sock", dir);
+	snprintf(a->target, sizeof(a->target), "unix:%s", a->path);
 }
 
 /* What the watcher reported, for the checks. */
@@ -854,13 +687,12 @@ Test(spiffe, fetch_sends_header_and_gets_svid)
 {
 	struct tagent a;
 	struct spiffe_svid *s;
-	char err[512] = "", target[700];
+	char err[512] = "";
 
 	tagent_init(&a);
 	tagent_set(&a, "spiffe://example.org/ipam", "server");
 	tagent_start(&a);
-	snprintf(target, sizeof(target), "unix:%s", a.path);
-	s = spiffe_fetch(target, 5000, err, sizeof(err));
+	s = spiffe_fetch(a.target, 5000, err, sizeof(err));
 	cr_assert_not_null(s, "%s", err);
 	cr_expect_str_eq(s->id, "spiffe://example.org/ipam");
 	cr_expect(strstr(s->key, "BEGIN PRIVATE KEY") != NULL);
@@ -874,19 +706,12 @@ Test(spiffe, fetch_sends_header_and_gets_svid)
 Test(spiffe, fetch_reports_a_refused_svid)
 {
 	struct tagent a;
-	char err[512] = "", target[700];
-	uint8_t *msg;
-	size_t len;
+	char err[512] = "";
 
 	tagent_init(&a);
-	msg = response("spiffe://example.org/wrong", "server", "server", "ca",
-	    &len);
-	a.msg = msg;
-	a.len = len;
-	a.version = 1;
+	tagent_set(&a, "spiffe://example.org/wrong", "server");
 	tagent_start(&a);
-	snprintf(target, sizeof(target), "unix:%s", a.path);
-	cr_expect_null(spiffe_fetch(target, 5000, err, sizeof(err)));
+	cr_expect_null(spiffe_fetch(a.target, 5000, err, sizeof(err)));
 	cr_expect(strstr(err, "exactly one URI SAN") != NULL, "%s", err);
 	tagent_stop(&a);
 	free(a.msg);
@@ -897,14 +722,12 @@ Test(spiffe, watcher_follows_rotation_and_agent_restart)
 	struct tagent a;
 	struct spiffe_source *src = spiffe_source_new();
 	struct tevents ev = { .mu = PTHREAD_MUTEX_INITIALIZER };
-	struct spiffe_svid *s;
-	char err[256], target[700];
+	char err[256];
 	uint64_t gen;
 
 	tagent_init(&a);
-	snprintf(target, sizeof(target), "unix:%s", a.path);
 	/* no agent yet: one failure report, no SVID */
-	cr_assert_eq(spiffe_source_watch(src, target, 200, tevent, &ev, err,
+	cr_assert_eq(spiffe_source_watch(src, a.target, 200, tevent, &ev, err,
 	    sizeof(err)), 0, "%s", err);
 	usleep(800 * 1000);	/* several attempts */
 	cr_expect_eq(spiffe_source_generation(src), 0);
@@ -915,17 +738,13 @@ Test(spiffe, watcher_follows_rotation_and_agent_restart)
 
 	tagent_set(&a, "spiffe://example.org/ipam", "server");
 	tagent_start(&a);
-	cr_assert(spiffe_source_wait(src, 0, 5000), "no SVID from the agent");
-	s = spiffe_source_get(src, &gen);
-	cr_expect_str_eq(s->id, "spiffe://example.org/ipam");
-	spiffe_svid_free(s);
+	cr_assert(gen_after(src, 0, 5000), "no SVID from the agent");
+	gen = current_is(src, "spiffe://example.org/ipam");
 
 	/* a rotation on the open stream */
 	tagent_set(&a, "spiffe://example.org/ipam2", "server2");
-	cr_assert(spiffe_source_wait(src, gen, 5000), "rotation not seen");
-	s = spiffe_source_get(src, &gen);
-	cr_expect_str_eq(s->id, "spiffe://example.org/ipam2");
-	spiffe_svid_free(s);
+	cr_assert(gen_after(src, gen, 5000), "rotation not seen");
+	current_is(src, "spiffe://example.org/ipam2");
 	cr_expect_eq(a.calls, 1, "the stream was reopened");
 
 	/* the agent goes: the SVID stays; it comes back: the new one */
@@ -938,19 +757,14 @@ Test(spiffe, watcher_follows_rotation_and_agent_restart)
 			break;
 		usleep(50 * 1000);
 	}
-	gen = spiffe_source_generation(src);
-	s = spiffe_source_get(src, NULL);
-	cr_expect_str_eq(s->id, "spiffe://example.org/ipam2");
-	spiffe_svid_free(s);
+	gen = current_is(src, "spiffe://example.org/ipam2");
 	pthread_mutex_lock(&ev.mu);
 	cr_expect_eq(ev.failed, 2, "one more report for the new streak");
 	pthread_mutex_unlock(&ev.mu);
 	tagent_set(&a, "spiffe://example.org/ipam", "server");
 	tagent_start(&a);
-	cr_assert(spiffe_source_wait(src, gen, 5000), "no SVID after restart");
-	s = spiffe_source_get(src, NULL);
-	cr_expect_str_eq(s->id, "spiffe://example.org/ipam");
-	spiffe_svid_free(s);
+	cr_assert(gen_after(src, gen, 5000), "no SVID after restart");
+	current_is(src, "spiffe://example.org/ipam");
 	cr_expect_eq(a.refused, 0);
 
 	spiffe_source_free(src);	/* cancels the open stream, joins */
@@ -962,43 +776,25 @@ Test(spiffe, watcher_follows_rotation_and_agent_restart)
 
 Test(spiffe, agent_refuses_call_without_header)
 {
-	struct tagent a;
-	grpc_channel *ch;
-	grpc_completion_queue *cq;
-	grpc_call *call;
-	struct grpcx_ccall u;
-	char target[700];
-
 	/* checks the test agent itself, so that the tests above mean
 	 * something: a call without the header fails */
+	struct tagent a;
+	struct grpcx_client *cl;
+	struct grpcx_status st;
+	char err[256];
+	uint8_t *resp = NULL;
+	size_t len;
+
 	tagent_init(&a);
 	tagent_set(&a, "spiffe://example.org/ipam", "server");
 	tagent_start(&a);
-	snprintf(target, sizeof(target), "unix:%s", a.path);
-	{
-		grpc_channel_credentials *c = grpc_insecure_credentials_create();
-
-		ch = grpc_channel_create(target, c, NULL);
-		grpc_channel_credentials_release(c);
-	}
-	cq = grpc_completion_queue_create_for_next(NULL);
-	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-	    grpc_slice_from_static_string(SPIFFE_METHOD), NULL,
-	    grpcx_deadline_ms(5000), NULL);
-	cr_assert_eq(grpcx_unary_start(call, grpcx_bytes("", 0), &u, &u),
-	    GRPC_CALL_OK);
-	grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
-	    NULL);
-	cr_expect_eq(u.status, GRPC_STATUS_INVALID_ARGUMENT);
+	cl = grpcx_client_new(a.target, err, sizeof(err));
+	cr_assert_not_null(cl, "%s", err);
+	cr_expect_eq(grpcx_call_bytes(cl, SPIFFE_METHOD, "", 0, 5000, &resp,
+	    &len, &st), GRPC_STATUS_INVALID_ARGUMENT);
 	cr_expect_eq(a.refused, 1);
-	grpcx_ccall_clear(&u);
-	grpc_call_unref(call);
-	grpc_completion_queue_shutdown(cq);
-	while (grpc_completion_queue_next(cq, gpr_inf_future(
-	    GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(cq);
-	grpc_channel_destroy(ch);
+	free(resp);
+	grpcx_client_free(cl);
 	tagent_stop(&a);
 	free(a.msg);
 }

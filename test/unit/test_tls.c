@@ -27,6 +27,7 @@
  * localhost) and a client certificate from each (cli1, cli2).
  */
 static char tls_dir[256];
+static struct tls *tls_served;	/* the test server's, stopped by teardown */
 
 /* Runs a shell command built from fmt; fails the test if it fails. */
 static void
@@ -102,6 +103,10 @@ tls_setup(void)
 static void
 tls_teardown(void)
 {
+	if (tls_served != NULL) {
+		tsrv_stop();
+		tls_free(tls_served);
+	}
 	grpc_shutdown();
 	if (tls_dir[0] != '\0')
 		tls_sh("rm -rf %s", tls_dir);
@@ -119,28 +124,29 @@ tls_replace(const char *src, const char *dst)
 }
 
 /*
- * One echo call from a new client whose own files are cert/key/ca (NULL
- * or names in the scratch directory; all NULL and plain = plaintext).
- * Returns the status code.
+ * One echo call from a new client with the certificate leaf (leaf.crt,
+ * leaf.key; NULL: none) and the roots ca (NULL: plaintext), checking the
+ * server's name against name (NULL: the target's). Returns the status.
  */
 static int
-tls_echo(bool plain, const char *cert, const char *key, const char *ca)
+tls_echo(const char *leaf, const char *ca, const char *name)
 {
 	struct tls *t = NULL;
 	struct grpcx_client *cl;
 	struct grpcx_status st;
-	char err[256];
+	char err[256], crt[64], key[64];
 	uint8_t *resp = NULL;
 	size_t len = 0;
 	int rc;
 
-	if (!plain) {
-		t = tls_new(cert ? tls_path(cert) : NULL,
-		    key ? tls_path(key) : NULL, ca ? tls_path(ca) : NULL, err,
-		    sizeof(err));
+	snprintf(crt, sizeof(crt), "%s.crt", leaf != NULL ? leaf : "");
+	snprintf(key, sizeof(key), "%s.key", leaf != NULL ? leaf : "");
+	if (ca != NULL) {
+		t = tls_new(leaf ? tls_path(crt) : NULL, leaf ? tls_path(key) :
+		    NULL, tls_path(ca), err, sizeof(err));
 		cr_assert_not_null(t, "%s", err);
 	}
-	cl = tls_client_new(tsrv_target, t, NULL, err, sizeof(err));
+	cl = tls_client_new(tsrv_target, t, name, err, sizeof(err));
 	cr_assert_not_null(cl, "%s", err);
 	rc = grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], "x", 1, 5000, &resp,
 	    &len, &st);
@@ -155,17 +161,16 @@ tls_echo(bool plain, const char *cert, const char *key, const char *ca)
 static struct tls *
 tls_server(const char *ca)
 {
-	struct tls *t;
 	grpc_server_credentials *creds;
 	char err[256];
 
-	t = tls_new(tls_path("server.crt"), tls_path("server.key"),
+	tls_served = tls_new(tls_path("server.crt"), tls_path("server.key"),
 	    ca != NULL ? tls_path(ca) : NULL, err, sizeof(err));
-	cr_assert_not_null(t, "%s", err);
-	creds = tls_server_credentials(t);
+	cr_assert_not_null(tls_served, "%s", err);
+	creds = tls_server_credentials(tls_served);
 	cr_assert_not_null(creds);
 	tsrv_start_creds(creds);
-	return t;
+	return tls_served;
 }
 
 TestSuite(tls, .init = tls_setup, .fini = tls_teardown,
@@ -173,38 +178,31 @@ TestSuite(tls, .init = tls_setup, .fini = tls_teardown,
 
 Test(tls, new_refuses_bad_files)
 {
+	/* files (NULL: none), and what the error names */
+	static const struct {
+		const char *cert, *key, *ca, *want, *want2;
+	} t[] = {
+		{ "srv1.crt", NULL, NULL, "needs a private key", "" },
+		{ NULL, "srv1.key", NULL, "needs a certificate", "" },
+		{ "missing.crt", "srv1.key", NULL, "missing.crt", "No such file" },
+		/* a key where the certificate belongs, and the reverse */
+		{ "srv1.key", "srv1.key", NULL, "no PEM certificate", "" },
+		{ "srv1.crt", "srv1.crt", NULL, "no PEM private key", "" },
+		{ "srv1.crt", "srv1.key", "junk.pem", "CA file", "junk.pem" },
+		/* a directory is not a PEM file */
+		{ NULL, NULL, ".", "not a regular file", "" },
+	};
 	char err[512];
 
-	err[0] = '\0';
-	cr_expect_null(tls_new(tls_path("srv1.crt"), NULL, NULL, err,
-	    sizeof(err)));
-	cr_expect(strstr(err, "needs a private key") != NULL, "%s", err);
-	cr_expect_null(tls_new(NULL, tls_path("srv1.key"), NULL, err,
-	    sizeof(err)));
-	cr_expect(strstr(err, "needs a certificate") != NULL, "%s", err);
-
-	cr_expect_null(tls_new(tls_path("missing.crt"),
-	    tls_path("srv1.key"), NULL, err, sizeof(err)));
-	cr_expect(strstr(err, "missing.crt") != NULL &&
-	    strstr(err, "No such file") != NULL, "%s", err);
-
-	/* a key where the certificate belongs, and the reverse */
-	cr_expect_null(tls_new(tls_path("srv1.key"),
-	    tls_path("srv1.key"), NULL, err, sizeof(err)));
-	cr_expect(strstr(err, "no PEM certificate") != NULL, "%s", err);
-	cr_expect_null(tls_new(tls_path("srv1.crt"),
-	    tls_path("srv1.crt"), NULL, err, sizeof(err)));
-	cr_expect(strstr(err, "no PEM private key") != NULL, "%s", err);
-
 	tls_sh("printf 'not a certificate' > %s/junk.pem", tls_dir);
-	cr_expect_null(tls_new(tls_path("srv1.crt"),
-	    tls_path("srv1.key"), tls_path("junk.pem"), err, sizeof(err)));
-	cr_expect(strstr(err, "CA file") != NULL &&
-	    strstr(err, "junk.pem") != NULL, "%s", err);
-
-	/* a directory is not a PEM file */
-	cr_expect_null(tls_new(NULL, NULL, tls_dir, err, sizeof(err)));
-	cr_expect(strstr(err, "not a regular file") != NULL, "%s", err);
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		err[0] = '\0';
+		cr_expect_null(tls_new(t[i].cert ? tls_path(t[i].cert) : NULL,
+		    t[i].key ? tls_path(t[i].key) : NULL, t[i].ca ?
+		    tls_path(t[i].ca) : NULL, err, sizeof(err)));
+		cr_expect(strstr(err, t[i].want) != NULL &&
+		    strstr(err, t[i].want2) != NULL, "%s", err);
+	}
 	tls_free(NULL);
 }
 
@@ -270,112 +268,64 @@ Test(tls, refresh_reads_only_changed_files)
 
 Test(tls, server_tls_refuses_plaintext_and_unknown_ca)
 {
-	struct tls *t = tls_server(NULL);
-
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
+	tls_server(NULL);
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", NULL), GRPC_STATUS_OK);
 	/* no client certificate needed, but one does no harm */
-	cr_expect_eq(tls_echo(false, "cli2.crt", "cli2.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(true, NULL, NULL, NULL),
-	    GRPC_STATUS_UNAVAILABLE);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
-	tsrv_stop();
-	tls_free(t);
+	cr_expect_eq(tls_echo("cli2", "ca1.crt", NULL), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(NULL, NULL, NULL), GRPC_STATUS_UNAVAILABLE);
+	cr_expect_eq(tls_echo(NULL, "ca2.crt", NULL), GRPC_STATUS_UNAVAILABLE);
 }
 
 Test(tls, mtls_requires_a_certificate_from_the_ca)
 {
-	struct tls *t = tls_server("ca1.crt");
-
-	cr_expect_eq(tls_echo(false, "cli1.crt", "cli1.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
-	cr_expect_eq(tls_echo(false, "cli2.crt", "cli2.key", "ca1.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
+	tls_server("ca1.crt");
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", NULL), GRPC_STATUS_UNAVAILABLE);
 	/* a server certificate of the right CA is a client one as well */
-	cr_expect_eq(tls_echo(false, "srv1.crt", "srv1.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(true, NULL, NULL, NULL),
-	    GRPC_STATUS_UNAVAILABLE);
-	tsrv_stop();
-	tls_free(t);
+	cr_expect_eq(tls_echo("srv1", "ca1.crt", NULL), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(NULL, NULL, NULL), GRPC_STATUS_UNAVAILABLE);
 }
 
 Test(tls, server_picks_up_rotated_files_on_new_connections)
 {
-	struct tls *t = tls_server(NULL);
-
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
+	tls_server(NULL);
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", NULL), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(NULL, "ca2.crt", NULL), GRPC_STATUS_UNAVAILABLE);
 
 	/* half a rotation: the new certificate does not match the old key,
 	 * so the server keeps serving the old pair */
 	tls_replace("srv2.crt", "server.crt");
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", NULL), GRPC_STATUS_OK);
 
 	/* the key follows: now the new pair is served */
 	tls_replace("srv2.key", "server.key");
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"), GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"),
-	    GRPC_STATUS_UNAVAILABLE);
+	cr_expect_eq(tls_echo(NULL, "ca2.crt", NULL), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", NULL), GRPC_STATUS_UNAVAILABLE);
 
 	/* a broken file keeps the current pair */
 	tls_sh("printf garbage > %s/server.crt", tls_dir);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"), GRPC_STATUS_OK);
-	tsrv_stop();
-	tls_free(t);
+	cr_expect_eq(tls_echo(NULL, "ca2.crt", NULL), GRPC_STATUS_OK);
 }
 
 Test(tls, server_picks_up_a_rotated_client_ca)
 {
-	struct tls *t;
-
 	tls_sh("cp %s/ca1.crt %s/clients-ca.crt", tls_dir, tls_dir);
-	t = tls_server("clients-ca.crt");
-	cr_expect_eq(tls_echo(false, "cli1.crt", "cli1.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, "cli2.crt", "cli2.key", "ca1.crt"),
+	tls_server("clients-ca.crt");
+	cr_expect_eq(tls_echo("cli1", "ca1.crt", NULL), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo("cli2", "ca1.crt", NULL),
 	    GRPC_STATUS_UNAVAILABLE);
 	tls_replace("ca2.crt", "clients-ca.crt");
-	cr_expect_eq(tls_echo(false, "cli2.crt", "cli2.key", "ca1.crt"),
-	    GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, "cli1.crt", "cli1.key", "ca1.crt"),
+	cr_expect_eq(tls_echo("cli2", "ca1.crt", NULL), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo("cli1", "ca1.crt", NULL),
 	    GRPC_STATUS_UNAVAILABLE);
-	tsrv_stop();
-	tls_free(t);
 }
 
 Test(tls, client_server_name_override)
 {
-	struct tls *t = tls_server(NULL), *c;
-	struct grpcx_client *cl;
-	struct grpcx_status st;
-	char err[256];
-	uint8_t *resp = NULL;
-	size_t len = 0;
-
-	c = tls_new(NULL, NULL, tls_path("ca1.crt"), err, sizeof(err));
-	cr_assert_not_null(c, "%s", err);
+	tls_server(NULL);
 	/* the certificate names localhost, not other.example */
-	cl = tls_client_new(tsrv_target, c, "other.example", err,
-	    sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
-	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], "x", 1, 5000,
-	    &resp, &len, &st), GRPC_STATUS_UNAVAILABLE);
-	grpcx_client_free(cl);
-	cl = tls_client_new(tsrv_target, c, "localhost", err,
-	    sizeof(err));
-	cr_assert_not_null(cl, "%s", err);
-	cr_expect_eq(grpcx_call_bytes(cl, tsrv_paths[TS_ECHO], "x", 1, 5000,
-	    &resp, &len, &st), GRPC_STATUS_OK, "%s", st.message);
-	free(resp);
-	grpcx_client_free(cl);
-	tls_free(c);
-	tsrv_stop();
-	tls_free(t);
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", "other.example"),
+	    GRPC_STATUS_UNAVAILABLE);
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", "localhost"), GRPC_STATUS_OK);
 }
 
 /* What the fetcher reported, for the notify test. */
@@ -396,32 +346,20 @@ notify_record(void *arg, int rc, const char *err)
 
 Test(tls, fetcher_reports_reloads_and_errors_once)
 {
-	struct tls *t;
-	grpc_server_credentials *creds;
-	char err[256];
+	tls_set_notify(tls_server(NULL), notify_record, &notify_ok);
 
-	t = tls_new(tls_path("server.crt"), tls_path("server.key"),
-	    NULL, err, sizeof(err));
-	cr_assert_not_null(t, "%s", err);
-	tls_set_notify(t, notify_record, &notify_ok);
-	creds = tls_server_credentials(t);
-	cr_assert_not_null(creds);
-	tsrv_start_creds(creds);
-
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", NULL), GRPC_STATUS_OK);
 	cr_expect_eq(notify_ok + notify_fail, 0);
 
 	tls_sh("printf garbage > %s/server.key", tls_dir);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca1.crt"), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", NULL), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(NULL, "ca1.crt", NULL), GRPC_STATUS_OK);
 	cr_expect_eq(notify_fail, 1, "one report while the error lasts");
 	cr_expect(strstr(notify_err, "server.key") != NULL, "%s", notify_err);
 
 	tls_replace("srv2.crt", "server.crt");
 	tls_replace("srv2.key", "server.key");
-	cr_expect_eq(tls_echo(false, NULL, NULL, "ca2.crt"), GRPC_STATUS_OK);
+	cr_expect_eq(tls_echo(NULL, "ca2.crt", NULL), GRPC_STATUS_OK);
 	cr_expect_eq(notify_ok, 1);
 	cr_expect_eq(notify_fail, 1);
-	tsrv_stop();
-	tls_free(t);
 }

@@ -1,6 +1,6 @@
 /*
- * tsrv.c - the gRPC C core test server of test_grpcx and test_tls (see
- * tsrv.h).
+ * tsrv.c - the gRPC C core test server of test_grpcx, test_tls and
+ * test_spiffe (see tsrv.h).
  */
 #include "tsrv.h"
 
@@ -20,6 +20,7 @@
 
 const char *const tsrv_paths[TS_N] = {
 	"/test.T/Echo", "/test.T/Fail", "/test.T/Slow", "/test.T/Garbage",
+	"/test.T/Who",
 };
 
 static grpc_server *tsrv;		/* the test server */
@@ -29,6 +30,7 @@ static pthread_t tsrv_thread;		/* its polling thread */
 static int tsrv_port;			/* the port it bound */
 char tsrv_target[64];		/* "127.0.0.1:<port>" */
 int tsrv_shutdown_tag;		/* tag of shutdown_and_notify */
+int (*tsrv_who)(grpc_call *, char *, size_t);
 
 /* Posts one request for method m. */
 static void
@@ -74,6 +76,7 @@ tsrv_answer(struct tsrv_call *c)
 	grpc_op ops[4];
 	size_t n = 0;
 	grpc_slice details;
+	char who[600];
 
 	memset(ops, 0, sizeof(ops));
 	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -101,6 +104,12 @@ tsrv_answer(struct tsrv_call *c)
 	case TS_GARBAGE:
 		c->reply = grpcx_bytes(garbage, sizeof(garbage));
 		break;
+	case TS_WHO:
+		if (tsrv_who == NULL || tsrv_who(c->call, who, sizeof(who)) != 0)
+			snprintf(who, sizeof(who), "no id");
+		details = grpc_slice_from_copied_string(who);
+		c->reply = grpcx_bytes(NULL, 0);
+		break;
 	}
 	if (c->reply != NULL) {
 		ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -115,6 +124,7 @@ tsrv_answer(struct tsrv_call *c)
 	c->answering = 1;
 	cr_assert_eq(grpc_call_start_batch(c->call, ops, n, c, NULL),
 	    GRPC_CALL_OK);
+	grpc_slice_unref(details);
 }
 
 /* Polls the test server's queue until its shutdown tag arrives. */

@@ -2,14 +2,15 @@
  * tsrv.h - a small gRPC C core server for unit tests, run in a thread of
  * the test on a free loopback port. Its methods: Echo answers the request
  * bytes; Fail answers INVALID_ARGUMENT "bad thing"; Slow waits 500 ms
- * before answering OK; Garbage answers OK with bytes that are not a Child.
+ * before answering OK; Garbage answers OK with bytes that are not a Child;
+ * Who answers OK with the caller's ID from tsrv_who as the status message.
  */
 #ifndef IPAM_TEST_TSRV_H
 #define IPAM_TEST_TSRV_H
 
 #include <grpc/grpc.h>
 
-enum tsrv_method { TS_ECHO, TS_FAIL, TS_SLOW, TS_GARBAGE, TS_N };
+enum tsrv_method { TS_ECHO, TS_FAIL, TS_SLOW, TS_GARBAGE, TS_WHO, TS_N };
 
 /* One posted or answered call of the test server. */
 struct tsrv_call {
@@ -26,6 +27,8 @@ struct tsrv_call {
 extern const char *const tsrv_paths[TS_N];	/* method names */
 extern char tsrv_target[64];			/* "127.0.0.1:<port>" */
 extern int tsrv_shutdown_tag;			/* tag of shutdown_and_notify */
+/* Who's caller ID (spiffe_peer_id); NULL or failing: "no id". */
+extern int (*tsrv_who)(grpc_call *call, char *buf, size_t len);
 
 /* Starts the server with creds (taken); grpc_init is called for it. */
 void tsrv_start_creds(grpc_server_credentials *creds);
