@@ -13,15 +13,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #define IPC_HDR 4			/* bytes of the length header */
@@ -201,23 +198,10 @@ ipc_conn_queue(struct ipc_conn *c, const void *data, size_t len)
 	return 0;
 }
 
-/* send() without SIGPIPE on sockets, plain write() on anything else. */
-static ssize_t
-ipc_write_some(int fd, const void *p, size_t n)
-{
-	ssize_t w;
-
-	do {
-		w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == ENOTSOCK)
-			w = write(fd, p, n);
-	} while (w < 0 && errno == EINTR);
-	return w;
-}
-
 /*
- * Writes queued output until it is all gone or the socket would block.
- * What is left stays queued for the next call after POLLOUT.
+ * Writes queued output until it is all gone or the socket would block
+ * (without SIGPIPE: a peer gone is EPIPE). What is left stays queued for
+ * the next call after POLLOUT.
  */
 int
 ipc_conn_flush(struct ipc_conn *c)
@@ -225,9 +209,11 @@ ipc_conn_flush(struct ipc_conn *c)
 	ssize_t w;
 
 	while (c->out.off < c->out.len) {
-		w = ipc_write_some(c->fd, c->out.data + c->out.off,
-		    c->out.len - c->out.off);
+		w = send(c->fd, c->out.data + c->out.off,
+		    c->out.len - c->out.off, MSG_NOSIGNAL);
 		if (w < 0) {
+			if (errno == EINTR)
+				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return 1;
 			return -1;
