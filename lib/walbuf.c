@@ -145,8 +145,6 @@ walbuf_close(sqlite3_file *f)
 	int rc2 = w->real->pMethods->xClose(w->real);
 
 	free(w->buf);
-	w->buf = NULL;
-	w->cap = 0;
 	return rc != SQLITE_OK ? rc : rc2;
 }
 
@@ -155,9 +153,8 @@ walbuf_read(sqlite3_file *f, void *p, int amt, sqlite3_int64 off)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xRead(walbuf_real(f), p, amt, off);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xRead(walbuf_real(f), p, amt, off);
 }
 
 static int
@@ -165,9 +162,8 @@ walbuf_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xTruncate(walbuf_real(f), size);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xTruncate(walbuf_real(f), size);
 }
 
 static int
@@ -175,9 +171,8 @@ walbuf_sync(sqlite3_file *f, int flags)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xSync(walbuf_real(f), flags);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xSync(walbuf_real(f), flags);
 }
 
 static int
@@ -185,9 +180,8 @@ walbuf_file_size(sqlite3_file *f, sqlite3_int64 *size)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xFileSize(walbuf_real(f), size);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xFileSize(walbuf_real(f), size);
 }
 
 static int
@@ -195,9 +189,8 @@ walbuf_file_control(sqlite3_file *f, int op, void *arg)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xFileControl(walbuf_real(f), op, arg);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xFileControl(walbuf_real(f), op, arg);
 }
 
 /* The methods below only hand on: the WAL file is not locked through
