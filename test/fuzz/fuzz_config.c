@@ -48,16 +48,11 @@ fc_parse(const uint8_t *data, size_t size)
 	char *line, *next, *eq;
 
 	fc_env.n = 0;
-	fc_env.buf = malloc(size + 1);
-	if (fc_env.buf == NULL)
-		fuzz_fail("malloc", "input copy");
-	memcpy(fc_env.buf, data, size);
-	fc_env.buf[size] = '\0';
-	for (line = fc_env.buf; line != NULL && fc_env.n < FC_MAX_VARS;
-	    line = next) {
-		next = strchr(line, '\n');
-		if (next != NULL)
-			*next++ = '\0';
+	/* The input up to its first NUL, if any: nothing after it is read. */
+	fc_env.buf = next = strndup((const char *)data, size);
+	if (next == NULL)
+		fuzz_fail("strndup", "input copy");
+	while ((line = strsep(&next, "\n")) != NULL && fc_env.n < FC_MAX_VARS) {
 		if ((eq = strchr(line, '=')) == NULL)
 			continue;
 		*eq = '\0';
