@@ -71,8 +71,6 @@ ipcmsg_unpack_request(const uint8_t *data, size_t len)
 {
 	Ipamd__V1__Request *r;
 
-	if (data == NULL && len > 0)
-		return NULL;
 	r = ipamd__v1__request__unpack(NULL, len, data);
 	if (r == NULL)
 		return NULL;
@@ -92,16 +90,12 @@ ipcmsg_unpack_request(const uint8_t *data, size_t len)
 Ipamd__V1__Reply *
 ipcmsg_unpack_reply(const uint8_t *data, size_t len)
 {
-	if (data == NULL && len > 0)
-		return NULL;
 	return ipamd__v1__reply__unpack(NULL, len, data);
 }
 
 Ipamd__V1__WorkerStatus *
 ipcmsg_unpack_status(const uint8_t *data, size_t len)
 {
-	if (data == NULL && len > 0)
-		return NULL;
 	return ipamd__v1__worker_status__unpack(NULL, len, data);
 }
 
