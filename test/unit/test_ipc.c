@@ -43,10 +43,11 @@ setup_conn(void)
 	sv[0] = -1;
 }
 
-/* Wraps both ends of the pair: w writes, r reads. */
+/* The pair with both ends wrapped: w writes, r reads. */
 static void
-wrap_pair(void)
+setup_conns(void)
 {
+	setup_pair();
 	w = ipc_conn_new(sv[1]);
 	r = ipc_conn_new(sv[0]);
 	cr_assert_not_null(w);
@@ -54,25 +55,17 @@ wrap_pair(void)
 	sv[0] = sv[1] = -1;
 }
 
-static void
-setup_conns(void)
-{
-	setup_pair();
-	wrap_pair();
-}
-
-/* The pair, with buffers so small that flushes are partial, wrapped. */
+/* The same, with buffers so small that flushes are partial. */
 static void
 setup_tiny_conns(void)
 {
 	int small = 1024;
 
-	setup_pair();
-	cr_assert_eq(setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small,
+	setup_conns();
+	cr_assert_eq(setsockopt(ipc_conn_fd(w), SOL_SOCKET, SO_SNDBUF, &small,
 	    sizeof(small)), 0);
-	cr_assert_eq(setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &small,
+	cr_assert_eq(setsockopt(ipc_conn_fd(r), SOL_SOCKET, SO_RCVBUF, &small,
 	    sizeof(small)), 0);
-	wrap_pair();
 }
 
 /* Closes end i of the pair. */
