@@ -268,8 +268,11 @@ Test(ipc, max_size_frame_accepted, .init = setup_conn, .fini = teardown_pair)
 		big[i] = (uint8_t)(i * 7);
 	pid = fork();
 	cr_assert_geq(pid, 0);
-	if (pid == 0)
+	if (pid == 0) {
+		/* Non-blocking: ipc_send must wait for POLLOUT between parts. */
+		fcntl(sv[1], F_SETFL, O_NONBLOCK);
 		_exit(ipc_send(sv[1], big, BOUNDS_FRAME_MAX) == 0 ? 0 : 1);
+	}
 	while (rc == 0 && rounds++ < 100000) {
 		wait_readable(ipc_conn_fd(c));
 		cr_assert_gt(ipc_conn_fill(c), 0);
