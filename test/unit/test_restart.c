@@ -11,10 +11,6 @@
 
 #include "restart.h"
 
-/* waitpid-style statuses built the way the kernel encodes them. */
-#define ST_EXIT(code) (((code) & 0xff) << 8)
-#define ST_SIGNAL(sig) ((sig) & 0x7f)
-
 /* The environment restart_policy_load reads: name, value, ..., NULL. */
 static const char *const *env = (const char *const[]){ NULL };
 
@@ -56,14 +52,6 @@ run_and_die(int64_t ran, int wstatus)
 	return restart_worker_died(&w, &p, wstatus, now, &delay);
 }
 
-Test(restart, status_macros_match_the_kernel)
-{
-	cr_assert(WIFEXITED(ST_EXIT(78)));
-	cr_assert_eq(WEXITSTATUS(ST_EXIT(78)), 78);
-	cr_assert(WIFSIGNALED(ST_SIGNAL(SIGKILL)));
-	cr_assert_eq(WTERMSIG(ST_SIGNAL(SIGKILL)), SIGKILL);
-}
-
 /* setup loaded p from an empty environment. */
 Test(restart, defaults)
 {
@@ -78,7 +66,7 @@ Test(restart, defaults)
 Test(restart, long_run_restarts_at_once)
 {
 	now = 5000;
-	cr_assert_eq(run_and_die(1000, ST_SIGNAL(SIGKILL)), RESTART_AGAIN);
+	cr_assert_eq(run_and_die(1000, W_EXITCODE(0, SIGKILL)), RESTART_AGAIN);
 	cr_assert_eq(delay, 0);
 	cr_assert_eq(w.state, RESTART_WAITING);
 	cr_assert(restart_worker_due(&w, now));
@@ -91,7 +79,7 @@ Test(restart, short_runs_double_up_to_the_cap)
 
 	p.max_deaths = 63;
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-		cr_assert_eq(run_and_die(10, ST_EXIT(1)), RESTART_AGAIN);
+		cr_assert_eq(run_and_die(10, W_EXITCODE(1, 0)), RESTART_AGAIN);
 		cr_assert_eq(delay, want[i], "death %zu: %lld", i,
 		    (long long)delay);
 		cr_assert_not(restart_worker_due(&w, now + delay - 1));
@@ -102,18 +90,18 @@ Test(restart, short_runs_double_up_to_the_cap)
 
 Test(restart, medium_run_keeps_backoff_long_run_resets_it)
 {
-	run_and_die(10, ST_EXIT(1));	/* 100 */
-	run_and_die(10, ST_EXIT(1));	/* 200 */
+	run_and_die(10, W_EXITCODE(1, 0));	/* 100 */
+	run_and_die(10, W_EXITCODE(1, 0));	/* 200 */
 	cr_assert_eq(delay, 200);
 	/* 2 s: at once, but the backoff is not forgotten. */
-	run_and_die(2000, ST_EXIT(1));
+	run_and_die(2000, W_EXITCODE(1, 0));
 	cr_assert_eq(delay, 0);
-	run_and_die(10, ST_EXIT(1));
+	run_and_die(10, W_EXITCODE(1, 0));
 	cr_assert_eq(delay, 400);
 	/* 30 s stable: at once, and the next short run starts over. */
-	run_and_die(30000, ST_EXIT(1));
+	run_and_die(30000, W_EXITCODE(1, 0));
 	cr_assert_eq(delay, 0);
-	run_and_die(10, ST_EXIT(1));
+	run_and_die(10, W_EXITCODE(1, 0));
 	cr_assert_eq(delay, 100);
 }
 
@@ -121,10 +109,11 @@ Test(restart, gives_up_after_more_than_max_deaths_in_window)
 {
 	/* Ten deaths of 2 s runs: restarted every time. */
 	for (int i = 0; i < 10; i++)
-		cr_assert_eq(run_and_die(2000, ST_SIGNAL(SIGSEGV)),
+		cr_assert_eq(run_and_die(2000, W_EXITCODE(0, SIGSEGV)),
 		    RESTART_AGAIN, "death %d", i + 1);
 	/* The eleventh within 60 s: give up. */
-	cr_assert_eq(run_and_die(2000, ST_SIGNAL(SIGSEGV)), RESTART_GIVE_UP);
+	cr_assert_eq(run_and_die(2000, W_EXITCODE(0, SIGSEGV)),
+	    RESTART_GIVE_UP);
 	cr_assert_eq(w.state, RESTART_GONE);
 }
 
@@ -132,20 +121,20 @@ Test(restart, old_deaths_leave_the_window)
 {
 	/* One death every 7 s: at most 9 in any 60 s, forever fine. */
 	for (int i = 0; i < 40; i++)
-		cr_assert_eq(run_and_die(7000, ST_EXIT(2)), RESTART_AGAIN,
+		cr_assert_eq(run_and_die(7000, W_EXITCODE(2, 0)), RESTART_AGAIN,
 		    "death %d", i + 1);
 	cr_assert_leq(w.ndeaths, 10);
 }
 
 Test(restart, exit_78_is_permanent)
 {
-	cr_assert_eq(run_and_die(5000, ST_EXIT(78)), RESTART_PERMANENT);
+	cr_assert_eq(run_and_die(5000, W_EXITCODE(78, 0)), RESTART_PERMANENT);
 	cr_assert_eq(delay, -1);
 	cr_assert_eq(w.state, RESTART_GONE);
 	cr_assert_not(restart_worker_due(&w, now + 100000));
 	/* 78 as a signal number is not an exit status. */
 	restart_worker_init(&w);
-	cr_assert_eq(run_and_die(5000, ST_SIGNAL(31)), RESTART_AGAIN);
+	cr_assert_eq(run_and_die(5000, W_EXITCODE(0, 31)), RESTART_AGAIN);
 }
 
 Test(restart, asked_to_stop_is_final)
@@ -153,7 +142,7 @@ Test(restart, asked_to_stop_is_final)
 	restart_worker_started(&w, 42, 0);
 	restart_worker_stopping(&w);
 	cr_assert_eq(w.state, RESTART_STOPPING);
-	cr_assert_eq(restart_worker_died(&w, &p, ST_EXIT(78), 10, &delay),
+	cr_assert_eq(restart_worker_died(&w, &p, W_EXITCODE(78, 0), 10, &delay),
 	    RESTART_STOPPED);
 	cr_assert_eq(w.state, RESTART_GONE);
 	cr_assert_eq(w.pid, 0);
@@ -217,8 +206,8 @@ Test(restart, watchdog_needs_every_worker_recent)
 	restart_worker_beat(&ws[2], true, 1001);
 	cr_assert(restart_watchdog_ok(ws, 3, 1500, 1000));
 	/* A worker waiting for its restart counts from its last beat. */
-	cr_assert_eq(restart_worker_died(&ws[2], &p, ST_EXIT(1), 1600, &delay),
-	    RESTART_AGAIN);
+	cr_assert_eq(restart_worker_died(&ws[2], &p, W_EXITCODE(1, 0), 1600,
+	    &delay), RESTART_AGAIN);
 	cr_assert(restart_watchdog_ok(ws, 3, 1800, 1000));
 	restart_worker_beat(&ws[0], true, 2500);
 	restart_worker_beat(&ws[1], true, 2500);
@@ -226,8 +215,8 @@ Test(restart, watchdog_needs_every_worker_recent)
 	/* A worker gone for good stops it at once. */
 	restart_worker_started(&ws[2], 20, 2500);
 	cr_assert(restart_watchdog_ok(ws, 3, 2500, 1000));
-	cr_assert_eq(restart_worker_died(&ws[2], &p, ST_EXIT(78), 2600, &delay),
-	    RESTART_PERMANENT);
+	cr_assert_eq(restart_worker_died(&ws[2], &p, W_EXITCODE(78, 0), 2600,
+	    &delay), RESTART_PERMANENT);
 	cr_assert_not(restart_watchdog_ok(ws, 3, 2600, 1000));
 }
 
@@ -283,11 +272,12 @@ Test(restart, describe_exit)
 {
 	char buf[64];
 
-	restart_describe_exit(ST_EXIT(3), buf, sizeof(buf));
+	restart_describe_exit(W_EXITCODE(3, 0), buf, sizeof(buf));
 	cr_assert_str_eq(buf, "exit 3");
-	restart_describe_exit(ST_SIGNAL(SIGKILL), buf, sizeof(buf));
+	restart_describe_exit(W_EXITCODE(0, SIGKILL), buf, sizeof(buf));
 	cr_assert_str_eq(buf, "signal 9 (Killed)");
-	restart_describe_exit(ST_SIGNAL(SIGSEGV) | 0x80, buf, sizeof(buf));
+	restart_describe_exit(W_EXITCODE(0, SIGSEGV) | WCOREFLAG, buf,
+	    sizeof(buf));
 	cr_assert_str_eq(buf, "signal 11 (Segmentation fault), core dumped");
 }
 
@@ -296,12 +286,12 @@ Test(restart, alive_while_it_has_a_process)
 	cr_assert_not(restart_worker_alive(&w));
 	restart_worker_started(&w, 5, 0);
 	cr_assert(restart_worker_alive(&w));
-	restart_worker_died(&w, &p, ST_EXIT(1), 10, &delay);
+	restart_worker_died(&w, &p, W_EXITCODE(1, 0), 10, &delay);
 	cr_assert_not(restart_worker_alive(&w));
 	restart_worker_started(&w, 6, 200);
 	restart_worker_stopping(&w);
 	cr_assert(restart_worker_alive(&w));
-	restart_worker_died(&w, &p, ST_EXIT(0), 300, &delay);
+	restart_worker_died(&w, &p, W_EXITCODE(0, 0), 300, &delay);
 	cr_assert_not(restart_worker_alive(&w));
 }
 
@@ -313,7 +303,7 @@ Test(restart, cancel_only_pending_starts)
 	restart_worker_started(&w, 7, 0);
 	cr_assert_not(restart_worker_cancel(&w));
 	cr_assert_eq(w.state, RESTART_RUNNING);
-	cr_assert_eq(run_and_die(10, ST_EXIT(1)), RESTART_AGAIN);
+	cr_assert_eq(run_and_die(10, W_EXITCODE(1, 0)), RESTART_AGAIN);
 	cr_assert(restart_worker_cancel(&w));
 	cr_assert_not(restart_worker_due(&w, now + delay));
 }
