@@ -267,15 +267,15 @@ ipc_wait(int fd, short events, int64_t deadline)
 
 /*
  * Writes header and payload with one sendmsg per attempt, waiting for
- * POLLOUT when a non-blocking fd is full.
+ * POLLOUT when a non-blocking fd is full; what a partial write took is
+ * dropped from the front of the iovecs.
  */
 int
 ipc_send(int fd, const void *data, size_t len)
 {
 	uint8_t hdr[IPC_HDR];
-	struct iovec iov[2];
-	struct msghdr msg = { .msg_iov = iov };
-	size_t done = 0, total = IPC_HDR + len;
+	struct iovec iov[2] = { { hdr, IPC_HDR }, { (void *)data, len } };
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
 	ssize_t w;
 
 	if (len > BOUNDS_FRAME_MAX) {
@@ -283,28 +283,21 @@ ipc_send(int fd, const void *data, size_t len)
 		return -1;
 	}
 	ipc_put_be32(hdr, (uint32_t)len);
-	while (done < total) {
-		if (done < IPC_HDR) {
-			iov[0].iov_base = hdr + done;
-			iov[0].iov_len = IPC_HDR - done;
-			iov[1].iov_base = (void *)data;
-			iov[1].iov_len = len;
-			msg.msg_iovlen = len > 0 ? 2 : 1;
-		} else {
-			iov[0].iov_base = (uint8_t *)data + (done - IPC_HDR);
-			iov[0].iov_len = total - done;
-			msg.msg_iovlen = 1;
-		}
+	while (msg.msg_iovlen > 0) {
 		w = sendmsg(fd, &msg, MSG_NOSIGNAL);
 		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
-			    ipc_wait(fd, POLLOUT, -1) == 0)
+			if (errno == EINTR || ((errno == EAGAIN ||
+			    errno == EWOULDBLOCK) && ipc_wait(fd, POLLOUT, -1) == 0))
 				continue;
 			return -1;
 		}
-		done += (size_t)w;
+		for (; msg.msg_iovlen > 0 && (size_t)w >= msg.msg_iov->iov_len;
+		    msg.msg_iov++, msg.msg_iovlen--)
+			w -= (ssize_t)msg.msg_iov->iov_len;
+		if (msg.msg_iovlen > 0) {
+			msg.msg_iov->iov_base = (uint8_t *)msg.msg_iov->iov_base + w;
+			msg.msg_iov->iov_len -= (size_t)w;
+		}
 	}
 	return 0;
 }
