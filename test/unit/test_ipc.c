@@ -221,26 +221,6 @@ Test(ipc, split_at_every_byte, .fini = teardown_pair)
 	}
 }
 
-Test(ipc, many_frames_in_one_read, .init = setup_conn, .fini = teardown_pair)
-{
-	uint8_t buf[100 * 8];
-	size_t off = 0, len;
-	const uint8_t *data;
-	uint32_t v;
-
-	for (uint32_t i = 0; i < 100; i++)
-		put_frame(buf, &off, &i, sizeof(i));
-	write_all(sv[1], buf, off);
-	cr_assert_eq(ipc_conn_fill(c), (ssize_t)off);
-	for (uint32_t i = 0; i < 100; i++) {
-		cr_assert_eq(ipc_conn_next(c, &data, &len), 1);
-		cr_assert_eq(len, sizeof(v));
-		memcpy(&v, data, sizeof(v));
-		cr_assert_eq(v, i);
-	}
-	cr_assert_eq(ipc_conn_next(c, &data, &len), 0);
-}
-
 Test(ipc, oversize_length_refused, .init = setup_conn, .fini = teardown_pair)
 {
 	/* Only the header: the refusal must not wait for the payload. */

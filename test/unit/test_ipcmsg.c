@@ -125,23 +125,6 @@ Test(ipcmsg, reply_roundtrip_through_conn)
 	ipc_conn_free(w);
 }
 
-Test(ipcmsg, send_request_blocking)
-{
-	Ipamd__V1__Request r = IPAMD__V1__REQUEST__INIT;
-	Ipamd__V1__Ping ping = IPAMD__V1__PING__INIT;
-	Ipamd__V1__Request *got;
-
-	r.id = 1;
-	r.body_case = IPAMD__V1__REQUEST__BODY_PING;
-	r.ping = &ping;
-	cr_assert_eq(ipcmsg_send_request(sv[1], &r), 0);
-	recv_frame();
-	got = ipcmsg_unpack_request(frame, frame_len);
-	cr_assert_not_null(got);
-	cr_assert_eq(got->body_case, IPAMD__V1__REQUEST__BODY_PING);
-	ipamd__v1__request__free_unpacked(got, NULL);
-}
-
 Test(ipcmsg, large_request_uses_heap_path)
 {
 	Ipamd__V1__Request r = IPAMD__V1__REQUEST__INIT;
