@@ -33,17 +33,13 @@
  * whole size would take, for 124 KiB of memory. */
 #define WALBUF_CHUNK (124u << 10)
 
-/* Smallest gather buffer allocated. */
-#define WALBUF_MIN (64u << 10)
-
 /* One open file. */
 struct walbuf_file {
 	sqlite3_file base;		/* our methods; must come first */
 	sqlite3_file *real;		/* the wrapped VFS's file (after us) */
 	bool gather;			/* a WAL file: writes are gathered */
-	unsigned char *buf;		/* gathered bytes, or NULL */
+	unsigned char *buf;		/* WALBUF_CHUNK bytes, or NULL */
 	size_t len;			/* bytes gathered */
-	size_t cap;			/* size of buf */
 	sqlite3_int64 off;		/* file offset of buf[0] */
 };
 
@@ -83,25 +79,13 @@ walbuf_flush(struct walbuf_file *w)
 	return rc;
 }
 
-/* Makes room for need bytes in the gather buffer (need <= WALBUF_CHUNK). */
+/* Allocates the gather buffer, at its full size, on first use. */
 static bool
-walbuf_reserve(struct walbuf_file *w, size_t need)
+walbuf_reserve(struct walbuf_file *w)
 {
-	size_t cap = w->cap != 0 ? w->cap : WALBUF_MIN;
-	unsigned char *nb;
-
-	if (need <= w->cap)
-		return true;
-	while (cap < need)
-		cap *= 2;
-	if (cap > WALBUF_CHUNK)
-		cap = WALBUF_CHUNK;
-	nb = realloc(w->buf, cap);
-	if (nb == NULL)
-		return false;
-	w->buf = nb;
-	w->cap = cap;
-	return true;
+	if (w->buf == NULL)
+		w->buf = malloc(WALBUF_CHUNK);
+	return w->buf != NULL;
 }
 
 static int
@@ -121,7 +105,7 @@ walbuf_write(sqlite3_file *f, const void *p, int amt, sqlite3_int64 off)
 	}
 	/* right after it, within one write's worth: append */
 	if (w->len > 0 && off == w->off + (sqlite3_int64)w->len &&
-	    w->len + n <= WALBUF_CHUNK && walbuf_reserve(w, w->len + n)) {
+	    w->len + n <= WALBUF_CHUNK) {
 		memcpy(w->buf + w->len, p, n);
 		w->len += n;
 		return SQLITE_OK;
@@ -129,7 +113,7 @@ walbuf_write(sqlite3_file *f, const void *p, int amt, sqlite3_int64 off)
 	/* anything else starts a new run after writing the old one */
 	if ((rc = walbuf_flush(w)) != SQLITE_OK)
 		return rc;
-	if (n > WALBUF_CHUNK || !walbuf_reserve(w, n))
+	if (n > WALBUF_CHUNK || !walbuf_reserve(w))
 		return w->real->pMethods->xWrite(w->real, p, amt, off);
 	memcpy(w->buf, p, n);
 	w->len = n;
