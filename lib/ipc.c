@@ -112,8 +112,7 @@ ipc_conn_free(struct ipc_conn *c)
 {
 	if (c == NULL)
 		return;
-	if (c->fd >= 0)
-		close(c->fd);
+	close(c->fd);
 	free(c->in.data);
 	free(c->out.data);
 	free(c);

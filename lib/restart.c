@@ -75,8 +75,7 @@ restart_policy_load(struct restart_policy *p, const char *(*get)(const char *),
 void
 restart_worker_init(struct restart_worker *w)
 {
-	memset(w, 0, sizeof(*w));
-	w->state = RESTART_IDLE;
+	memset(w, 0, sizeof(*w));	/* RESTART_IDLE is 0 */
 }
 
 void
