@@ -431,28 +431,20 @@ walbuf_register(const char *name, const char *base, char *err,
 		goto out;
 	}
 	v = &walbuf_slot[walbuf_nslot];
-	memset(v, 0, sizeof(*v));
 	strcpy(v->name, name);
 	v->real = real;
-	v->vfs.iVersion = 2;
 	/* our struct, then the wrapped file, 16-byte aligned (WALBUF_HDR) */
-	v->vfs.szOsFile = (int)WALBUF_HDR + real->szOsFile;
-	v->vfs.mxPathname = real->mxPathname;
-	v->vfs.zName = v->name;
-	v->vfs.pAppData = v;
-	v->vfs.xOpen = walbuf_open;
-	v->vfs.xDelete = walbuf_delete;
-	v->vfs.xAccess = walbuf_access;
-	v->vfs.xFullPathname = walbuf_full_pathname;
-	v->vfs.xDlOpen = walbuf_dlopen;
-	v->vfs.xDlError = walbuf_dlerror;
-	v->vfs.xDlSym = walbuf_dlsym;
-	v->vfs.xDlClose = walbuf_dlclose;
-	v->vfs.xRandomness = walbuf_randomness;
-	v->vfs.xSleep = walbuf_sleep;
-	v->vfs.xCurrentTime = walbuf_current_time;
-	v->vfs.xGetLastError = walbuf_last_error;
-	v->vfs.xCurrentTimeInt64 = walbuf_current_time64;
+	v->vfs = (sqlite3_vfs){ .iVersion = 2,
+	    .szOsFile = (int)WALBUF_HDR + real->szOsFile,
+	    .mxPathname = real->mxPathname, .zName = v->name, .pAppData = v,
+	    .xOpen = walbuf_open, .xDelete = walbuf_delete,
+	    .xAccess = walbuf_access, .xFullPathname = walbuf_full_pathname,
+	    .xDlOpen = walbuf_dlopen, .xDlError = walbuf_dlerror,
+	    .xDlSym = walbuf_dlsym, .xDlClose = walbuf_dlclose,
+	    .xRandomness = walbuf_randomness, .xSleep = walbuf_sleep,
+	    .xCurrentTime = walbuf_current_time,
+	    .xGetLastError = walbuf_last_error,
+	    .xCurrentTimeInt64 = walbuf_current_time64 };
 	if (sqlite3_vfs_register(&v->vfs, 0) != SQLITE_OK) {
 		errbuf_set(err, errlen, "walbuf: cannot register VFS %s",
 		    name);
