@@ -65,11 +65,8 @@ ipc_buf_reserve(struct ipc_buf *b, size_t extra)
 		return 0;
 	while (cap < need)
 		cap *= 2;
-	p = realloc(b->data, cap);
-	if (p == NULL) {
-		errno = ENOMEM;
+	if ((p = realloc(b->data, cap)) == NULL)
 		return -1;
-	}
 	b->data = p;
 	b->cap = cap;
 	return 0;
@@ -356,11 +353,8 @@ ipc_recv(int fd, uint8_t **data, size_t *len, int timeout_ms)
 		errno = EMSGSIZE;
 		return -1;
 	}
-	buf = malloc(n > 0 ? n : 1);
-	if (buf == NULL) {
-		errno = ENOMEM;
+	if ((buf = malloc(n > 0 ? n : 1)) == NULL)
 		return -1;
-	}
 	r = ipc_read_full(fd, buf, n, deadline);
 	if (r < 0 || (size_t)r < n) {
 		if (r >= 0)

@@ -29,11 +29,8 @@ ipcmsg_emit(struct ipc_conn *c, int fd, const ProtobufCMessage *m)
 		return -1;
 	}
 	if (n > sizeof(stack)) {
-		buf = malloc(n);
-		if (buf == NULL) {
-			errno = ENOMEM;
+		if ((buf = malloc(n)) == NULL)
 			return -1;
-		}
 	}
 	protobuf_c_message_pack(m, buf);
 	r = c != NULL ? ipc_conn_queue(c, buf, n) : ipc_send(fd, buf, n);

@@ -75,10 +75,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *s, err[128];
 	struct pfx p;
 
-	if ((s = malloc(size + 1)) == NULL)
+	/* The text ends at the input's first NUL, as a C string would. */
+	if ((s = strndup((const char *)data, size)) == NULL)
 		return 0;
-	memcpy(s, data, size);
-	s[size] = '\0';
 	err[0] = '\0';
 	if (pfx_parse(s, &p, err, sizeof(err)) == 0)
 		fp_check_prefix(s, &p);
