@@ -13,15 +13,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #define IPC_HDR 4			/* bytes of the length header */
@@ -68,11 +65,8 @@ ipc_buf_reserve(struct ipc_buf *b, size_t extra)
 		return 0;
 	while (cap < need)
 		cap *= 2;
-	p = realloc(b->data, cap);
-	if (p == NULL) {
-		errno = ENOMEM;
+	if ((p = realloc(b->data, cap)) == NULL)
 		return -1;
-	}
 	b->data = p;
 	b->cap = cap;
 	return 0;
@@ -115,8 +109,7 @@ ipc_conn_free(struct ipc_conn *c)
 {
 	if (c == NULL)
 		return;
-	if (c->fd >= 0)
-		close(c->fd);
+	close(c->fd);
 	free(c->in.data);
 	free(c->out.data);
 	free(c);
@@ -201,23 +194,10 @@ ipc_conn_queue(struct ipc_conn *c, const void *data, size_t len)
 	return 0;
 }
 
-/* send() without SIGPIPE on sockets, plain write() on anything else. */
-static ssize_t
-ipc_write_some(int fd, const void *p, size_t n)
-{
-	ssize_t w;
-
-	do {
-		w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == ENOTSOCK)
-			w = write(fd, p, n);
-	} while (w < 0 && errno == EINTR);
-	return w;
-}
-
 /*
- * Writes queued output until it is all gone or the socket would block.
- * What is left stays queued for the next call after POLLOUT.
+ * Writes queued output until it is all gone or the socket would block
+ * (without SIGPIPE: a peer gone is EPIPE). What is left stays queued for
+ * the next call after POLLOUT.
  */
 int
 ipc_conn_flush(struct ipc_conn *c)
@@ -225,9 +205,11 @@ ipc_conn_flush(struct ipc_conn *c)
 	ssize_t w;
 
 	while (c->out.off < c->out.len) {
-		w = ipc_write_some(c->fd, c->out.data + c->out.off,
-		    c->out.len - c->out.off);
+		w = send(c->fd, c->out.data + c->out.off,
+		    c->out.len - c->out.off, MSG_NOSIGNAL);
 		if (w < 0) {
+			if (errno == EINTR)
+				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return 1;
 			return -1;
@@ -281,15 +263,15 @@ ipc_wait(int fd, short events, int64_t deadline)
 
 /*
  * Writes header and payload with one sendmsg per attempt, waiting for
- * POLLOUT when a non-blocking fd is full.
+ * POLLOUT when a non-blocking fd is full; what a partial write took is
+ * dropped from the front of the iovecs.
  */
 int
 ipc_send(int fd, const void *data, size_t len)
 {
 	uint8_t hdr[IPC_HDR];
-	struct iovec iov[2];
-	struct msghdr msg = { .msg_iov = iov };
-	size_t done = 0, total = IPC_HDR + len;
+	struct iovec iov[2] = { { hdr, IPC_HDR }, { (void *)data, len } };
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
 	ssize_t w;
 
 	if (len > BOUNDS_FRAME_MAX) {
@@ -297,28 +279,21 @@ ipc_send(int fd, const void *data, size_t len)
 		return -1;
 	}
 	ipc_put_be32(hdr, (uint32_t)len);
-	while (done < total) {
-		if (done < IPC_HDR) {
-			iov[0].iov_base = hdr + done;
-			iov[0].iov_len = IPC_HDR - done;
-			iov[1].iov_base = (void *)data;
-			iov[1].iov_len = len;
-			msg.msg_iovlen = len > 0 ? 2 : 1;
-		} else {
-			iov[0].iov_base = (uint8_t *)data + (done - IPC_HDR);
-			iov[0].iov_len = total - done;
-			msg.msg_iovlen = 1;
-		}
+	while (msg.msg_iovlen > 0) {
 		w = sendmsg(fd, &msg, MSG_NOSIGNAL);
 		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
-			    ipc_wait(fd, POLLOUT, -1) == 0)
+			if (errno == EINTR || ((errno == EAGAIN ||
+			    errno == EWOULDBLOCK) && ipc_wait(fd, POLLOUT, -1) == 0))
 				continue;
 			return -1;
 		}
-		done += (size_t)w;
+		for (; msg.msg_iovlen > 0 && (size_t)w >= msg.msg_iov->iov_len;
+		    msg.msg_iov++, msg.msg_iovlen--)
+			w -= (ssize_t)msg.msg_iov->iov_len;
+		if (msg.msg_iovlen > 0) {
+			msg.msg_iov->iov_base = (uint8_t *)msg.msg_iov->iov_base + w;
+			msg.msg_iov->iov_len -= (size_t)w;
+		}
 	}
 	return 0;
 }
@@ -378,11 +353,8 @@ ipc_recv(int fd, uint8_t **data, size_t *len, int timeout_ms)
 		errno = EMSGSIZE;
 		return -1;
 	}
-	buf = malloc(n > 0 ? n : 1);
-	if (buf == NULL) {
-		errno = ENOMEM;
+	if ((buf = malloc(n > 0 ? n : 1)) == NULL)
 		return -1;
-	}
 	r = ipc_read_full(fd, buf, n, deadline);
 	if (r < 0 || (size_t)r < n) {
 		if (r >= 0)

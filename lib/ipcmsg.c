@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/un.h>
 
 /* Most bytes packed on the stack; larger messages are malloc'd. */
@@ -30,11 +29,8 @@ ipcmsg_emit(struct ipc_conn *c, int fd, const ProtobufCMessage *m)
 		return -1;
 	}
 	if (n > sizeof(stack)) {
-		buf = malloc(n);
-		if (buf == NULL) {
-			errno = ENOMEM;
+		if ((buf = malloc(n)) == NULL)
 			return -1;
-		}
 	}
 	protobuf_c_message_pack(m, buf);
 	r = c != NULL ? ipc_conn_queue(c, buf, n) : ipc_send(fd, buf, n);
@@ -72,8 +68,6 @@ ipcmsg_unpack_request(const uint8_t *data, size_t len)
 {
 	Ipamd__V1__Request *r;
 
-	if (data == NULL && len > 0)
-		return NULL;
 	r = ipamd__v1__request__unpack(NULL, len, data);
 	if (r == NULL)
 		return NULL;
@@ -93,16 +87,12 @@ ipcmsg_unpack_request(const uint8_t *data, size_t len)
 Ipamd__V1__Reply *
 ipcmsg_unpack_reply(const uint8_t *data, size_t len)
 {
-	if (data == NULL && len > 0)
-		return NULL;
 	return ipamd__v1__reply__unpack(NULL, len, data);
 }
 
 Ipamd__V1__WorkerStatus *
 ipcmsg_unpack_status(const uint8_t *data, size_t len)
 {
-	if (data == NULL && len > 0)
-		return NULL;
 	return ipamd__v1__worker_status__unpack(NULL, len, data);
 }
 

@@ -65,8 +65,9 @@ int ipcmsg_queue_reply(struct ipc_conn *c, const Ipamd__V1__Reply *r);
 int ipcmsg_send_request(int fd, const Ipamd__V1__Request *r);
 
 /*
- * Unpacks a frame. NULL if the bytes are not a well-formed message of that
- * type (the caller closes the connection). Free with the matching
+ * Unpacks a frame (data as ipc_conn_next or ipc_recv hand it out, never
+ * NULL). NULL if the bytes are not a well-formed message of that type
+ * (the caller closes the connection). Free with the matching
  * ipamd__v1__*__free_unpacked(m, NULL).
  */
 Ipamd__V1__Request *ipcmsg_unpack_request(const uint8_t *data, size_t len);

@@ -10,17 +10,6 @@
 #include <string.h>
 #include <sys/wait.h>
 
-void
-restart_policy_default(struct restart_policy *p)
-{
-	p->min_run_ms = 1000;
-	p->floor_ms = 100;
-	p->cap_ms = 5000;
-	p->reset_ms = 30000;
-	p->max_deaths = 10;
-	p->window_ms = 60000;
-}
-
 /*
  * Reads one variable as a decimal integer in [min, max] into *out; an
  * unset or empty variable leaves *out alone. -1 with a message on error.
@@ -47,7 +36,8 @@ restart_env_int(const char *(*get)(const char *), const char *name, int64_t min,
 	return 0;
 }
 
-/* The bounds keep every later sum and doubling far from overflow. */
+/* The defaults of restart.h, then the environment. The bounds keep every
+ * later sum and doubling far from overflow. */
 int
 restart_policy_load(struct restart_policy *p, const char *(*get)(const char *),
     char *err, size_t errlen)
@@ -55,7 +45,9 @@ restart_policy_load(struct restart_policy *p, const char *(*get)(const char *),
 	const int64_t day = 86400000;
 	int64_t deaths;
 
-	restart_policy_default(p);
+	*p = (struct restart_policy){ .min_run_ms = 1000, .floor_ms = 100,
+	    .cap_ms = 5000, .reset_ms = 30000, .max_deaths = 10,
+	    .window_ms = 60000 };
 	deaths = p->max_deaths;
 	if (restart_env_int(get, "IPAMD_RESTART_MIN_RUN_MS", 0, day,
 	    &p->min_run_ms, err, errlen) < 0 ||
@@ -66,8 +58,7 @@ restart_policy_load(struct restart_policy *p, const char *(*get)(const char *),
 	    restart_env_int(get, "IPAMD_RESTART_RESET_MS", 0, day,
 	    &p->reset_ms, err, errlen) < 0 ||
 	    restart_env_int(get, "IPAMD_RESTART_MAX_DEATHS", 1,
-	    RESTART_TALLY_MAX - 1,
-	    &deaths, err, errlen) < 0 ||
+	    RESTART_TALLY_MAX - 1, &deaths, err, errlen) < 0 ||
 	    restart_env_int(get, "IPAMD_RESTART_WINDOW_MS", 1, day,
 	    &p->window_ms, err, errlen) < 0)
 		return -1;
@@ -84,8 +75,7 @@ restart_policy_load(struct restart_policy *p, const char *(*get)(const char *),
 void
 restart_worker_init(struct restart_worker *w)
 {
-	memset(w, 0, sizeof(*w));
-	w->state = RESTART_IDLE;
+	memset(w, 0, sizeof(*w));	/* RESTART_IDLE is 0 */
 }
 
 void
@@ -156,8 +146,7 @@ restart_tally(struct restart_worker *w, const struct restart_policy *p,
  */
 enum restart_verdict
 restart_worker_died(struct restart_worker *w, const struct restart_policy *p,
-    int wstatus,
-    int64_t now, int64_t *delay_ms)
+    int wstatus, int64_t now, int64_t *delay_ms)
 {
 	int64_t ran = now - w->started_ms, delay;
 	bool permanent = WIFEXITED(wstatus) &&

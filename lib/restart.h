@@ -71,9 +71,6 @@ struct restart_worker {
 	int64_t deaths[RESTART_TALLY_MAX]; /* death times in the window */
 };
 
-/* The defaults above. */
-void restart_policy_default(struct restart_policy *p);
-
 /*
  * Defaults overridden by the IPAMD_RESTART_* variables as read by get
  * (getenv in programs). On a bad value writes one line naming the

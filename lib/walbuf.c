@@ -33,17 +33,13 @@
  * whole size would take, for 124 KiB of memory. */
 #define WALBUF_CHUNK (124u << 10)
 
-/* Smallest gather buffer allocated. */
-#define WALBUF_MIN (64u << 10)
-
 /* One open file. */
 struct walbuf_file {
 	sqlite3_file base;		/* our methods; must come first */
 	sqlite3_file *real;		/* the wrapped VFS's file (after us) */
 	bool gather;			/* a WAL file: writes are gathered */
-	unsigned char *buf;		/* gathered bytes, or NULL */
+	unsigned char *buf;		/* WALBUF_CHUNK bytes, or NULL */
 	size_t len;			/* bytes gathered */
-	size_t cap;			/* size of buf */
 	sqlite3_int64 off;		/* file offset of buf[0] */
 };
 
@@ -83,25 +79,13 @@ walbuf_flush(struct walbuf_file *w)
 	return rc;
 }
 
-/* Makes room for need bytes in the gather buffer (need <= WALBUF_CHUNK). */
+/* Allocates the gather buffer, at its full size, on first use. */
 static bool
-walbuf_reserve(struct walbuf_file *w, size_t need)
+walbuf_reserve(struct walbuf_file *w)
 {
-	size_t cap = w->cap != 0 ? w->cap : WALBUF_MIN;
-	unsigned char *nb;
-
-	if (need <= w->cap)
-		return true;
-	while (cap < need)
-		cap *= 2;
-	if (cap > WALBUF_CHUNK)
-		cap = WALBUF_CHUNK;
-	nb = realloc(w->buf, cap);
-	if (nb == NULL)
-		return false;
-	w->buf = nb;
-	w->cap = cap;
-	return true;
+	if (w->buf == NULL)
+		w->buf = malloc(WALBUF_CHUNK);
+	return w->buf != NULL;
 }
 
 static int
@@ -121,7 +105,7 @@ walbuf_write(sqlite3_file *f, const void *p, int amt, sqlite3_int64 off)
 	}
 	/* right after it, within one write's worth: append */
 	if (w->len > 0 && off == w->off + (sqlite3_int64)w->len &&
-	    w->len + n <= WALBUF_CHUNK && walbuf_reserve(w, w->len + n)) {
+	    w->len + n <= WALBUF_CHUNK) {
 		memcpy(w->buf + w->len, p, n);
 		w->len += n;
 		return SQLITE_OK;
@@ -129,7 +113,7 @@ walbuf_write(sqlite3_file *f, const void *p, int amt, sqlite3_int64 off)
 	/* anything else starts a new run after writing the old one */
 	if ((rc = walbuf_flush(w)) != SQLITE_OK)
 		return rc;
-	if (n > WALBUF_CHUNK || !walbuf_reserve(w, n))
+	if (n > WALBUF_CHUNK || !walbuf_reserve(w))
 		return w->real->pMethods->xWrite(w->real, p, amt, off);
 	memcpy(w->buf, p, n);
 	w->len = n;
@@ -145,8 +129,6 @@ walbuf_close(sqlite3_file *f)
 	int rc2 = w->real->pMethods->xClose(w->real);
 
 	free(w->buf);
-	w->buf = NULL;
-	w->cap = 0;
 	return rc != SQLITE_OK ? rc : rc2;
 }
 
@@ -155,9 +137,8 @@ walbuf_read(sqlite3_file *f, void *p, int amt, sqlite3_int64 off)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xRead(walbuf_real(f), p, amt, off);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xRead(walbuf_real(f), p, amt, off);
 }
 
 static int
@@ -165,9 +146,8 @@ walbuf_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xTruncate(walbuf_real(f), size);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xTruncate(walbuf_real(f), size);
 }
 
 static int
@@ -175,9 +155,8 @@ walbuf_sync(sqlite3_file *f, int flags)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xSync(walbuf_real(f), flags);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xSync(walbuf_real(f), flags);
 }
 
 static int
@@ -185,9 +164,8 @@ walbuf_file_size(sqlite3_file *f, sqlite3_int64 *size)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xFileSize(walbuf_real(f), size);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xFileSize(walbuf_real(f), size);
 }
 
 static int
@@ -195,9 +173,8 @@ walbuf_file_control(sqlite3_file *f, int op, void *arg)
 {
 	int rc = walbuf_flush((struct walbuf_file *)f);
 
-	if (rc != SQLITE_OK)
-		return rc;
-	return walbuf_real(f)->pMethods->xFileControl(walbuf_real(f), op, arg);
+	return rc != SQLITE_OK ? rc :
+	    walbuf_real(f)->pMethods->xFileControl(walbuf_real(f), op, arg);
 }
 
 /* The methods below only hand on: the WAL file is not locked through
@@ -454,28 +431,20 @@ walbuf_register(const char *name, const char *base, char *err,
 		goto out;
 	}
 	v = &walbuf_slot[walbuf_nslot];
-	memset(v, 0, sizeof(*v));
 	strcpy(v->name, name);
 	v->real = real;
-	v->vfs.iVersion = 2;
 	/* our struct, then the wrapped file, 16-byte aligned (WALBUF_HDR) */
-	v->vfs.szOsFile = (int)WALBUF_HDR + real->szOsFile;
-	v->vfs.mxPathname = real->mxPathname;
-	v->vfs.zName = v->name;
-	v->vfs.pAppData = v;
-	v->vfs.xOpen = walbuf_open;
-	v->vfs.xDelete = walbuf_delete;
-	v->vfs.xAccess = walbuf_access;
-	v->vfs.xFullPathname = walbuf_full_pathname;
-	v->vfs.xDlOpen = walbuf_dlopen;
-	v->vfs.xDlError = walbuf_dlerror;
-	v->vfs.xDlSym = walbuf_dlsym;
-	v->vfs.xDlClose = walbuf_dlclose;
-	v->vfs.xRandomness = walbuf_randomness;
-	v->vfs.xSleep = walbuf_sleep;
-	v->vfs.xCurrentTime = walbuf_current_time;
-	v->vfs.xGetLastError = walbuf_last_error;
-	v->vfs.xCurrentTimeInt64 = walbuf_current_time64;
+	v->vfs = (sqlite3_vfs){ .iVersion = 2,
+	    .szOsFile = (int)WALBUF_HDR + real->szOsFile,
+	    .mxPathname = real->mxPathname, .zName = v->name, .pAppData = v,
+	    .xOpen = walbuf_open, .xDelete = walbuf_delete,
+	    .xAccess = walbuf_access, .xFullPathname = walbuf_full_pathname,
+	    .xDlOpen = walbuf_dlopen, .xDlError = walbuf_dlerror,
+	    .xDlSym = walbuf_dlsym, .xDlClose = walbuf_dlclose,
+	    .xRandomness = walbuf_randomness, .xSleep = walbuf_sleep,
+	    .xCurrentTime = walbuf_current_time,
+	    .xGetLastError = walbuf_last_error,
+	    .xCurrentTimeInt64 = walbuf_current_time64 };
 	if (sqlite3_vfs_register(&v->vfs, 0) != SQLITE_OK) {
 		errbuf_set(err, errlen, "walbuf: cannot register VFS %s",
 		    name);

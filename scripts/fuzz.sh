@@ -28,11 +28,8 @@ for t in $TARGETS; do
 	work=$BUILD/fuzz-corpus/$t
 	log=$BUILD/fuzz-artifacts/$t.log
 	mkdir -p "$work"
-	case $t in
-	cidr) maxlen=256 ;;
-	*) maxlen=8192 ;;
-	esac
-	dict=""
+	maxlen=8192 dict=""
+	[ "$t" = cidr ] && maxlen=256
 	[ -f "$TOP/test/fuzz/$t.dict" ] && dict="-dict=$TOP/test/fuzz/$t.dict"
 	# shellcheck disable=SC2086
 	if ! "$BUILD/bin/fuzz_$t" -max_total_time="$SECONDS_EACH" -max_len="$maxlen" \

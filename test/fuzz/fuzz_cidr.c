@@ -10,20 +10,10 @@
  * the same text.
  */
 #include <arpa/inet.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "prefix.h"
-
-/* Aborts with a message: libFuzzer records the input as a crash. */
-static void
-fp_fail(const char *what, const char *text)
-{
-	fprintf(stderr, "fuzz_cidr: %s: \"%s\"\n", what, text);
-	abort();
-}
 
 /* Checks an accepted prefix p parsed from s. */
 static void
@@ -33,25 +23,25 @@ fp_check_prefix(const char *s, const struct pfx *p)
 	struct pfx back;
 
 	if (p->family != PFX_V4 && p->family != PFX_V6)
-		fp_fail("unknown family", s);
+		fuzz_fail("unknown family", s);
 	if (p->len > pfx_family_bits(p->family))
-		fp_fail("length above the family's bits", s);
+		fuzz_fail("length above the family's bits", s);
 	if ((p->addr & ~pfx_mask(p->family, p->len)) != 0)
-		fp_fail("host bits set", s);
+		fuzz_fail("host bits set", s);
 	if (p->family == PFX_V4 && (p->addr >> 32) != 0)
-		fp_fail("IPv4 address above 32 bits", s);
+		fuzz_fail("IPv4 address above 32 bits", s);
 	if (pfx_first(p) != p->addr || pfx_last(p) < pfx_first(p))
-		fp_fail("first/last", s);
+		fuzz_fail("first/last", s);
 	if (!pfx_contains(p, p) || !pfx_overlaps(p, p) || pfx_cmp(p, p) != 0)
-		fp_fail("not equal to itself", s);
+		fuzz_fail("not equal to itself", s);
 	pfx_format(p, buf);
 	if (pfx_parse(buf, &back, err, sizeof(err)) != 0)
-		fp_fail("canonical text refused", buf);
+		fuzz_fail("canonical text refused", buf);
 	if (!pfx_equal(p, &back))
-		fp_fail("canonical text parses to another prefix", buf);
+		fuzz_fail("canonical text parses to another prefix", buf);
 	pfx_format(&back, buf2);
 	if (strcmp(buf, buf2) != 0)
-		fp_fail("canonical text is not a fixed point", buf);
+		fuzz_fail("canonical text is not a fixed point", buf);
 }
 
 /* The bare-address parser must agree with the C library on s. */
@@ -68,18 +58,16 @@ fp_check_addr(const char *s)
 	ok6 = inet_pton(AF_INET6, s, bin) == 1;
 	if (pfx_parse_addr(s, &a, &family, err, sizeof(err)) != 0) {
 		if (err[0] == '\0')
-			fp_fail("address refused without a reason", s);
+			fuzz_fail("address refused without a reason", s);
 		return;
 	}
 	if ((family == PFX_V4 && !ok4) || (family == PFX_V6 && !ok6))
-		fp_fail("address accepted that inet_pton refuses", s);
+		fuzz_fail("address accepted that inet_pton refuses", s);
 	pfx_format_addr(family, a, buf);
 	if (pfx_parse_addr(buf, &back, &fam2, err, sizeof(err)) != 0 ||
 	    back != a || fam2 != family)
-		fp_fail("address text does not round-trip", buf);
+		fuzz_fail("address text does not round-trip", buf);
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -87,15 +75,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *s, err[128];
 	struct pfx p;
 
-	if ((s = malloc(size + 1)) == NULL)
+	/* The text ends at the input's first NUL, as a C string would. */
+	if ((s = strndup((const char *)data, size)) == NULL)
 		return 0;
-	memcpy(s, data, size);
-	s[size] = '\0';
 	err[0] = '\0';
 	if (pfx_parse(s, &p, err, sizeof(err)) == 0)
 		fp_check_prefix(s, &p);
 	else if (err[0] == '\0')
-		fp_fail("prefix refused without a reason", s);
+		fuzz_fail("prefix refused without a reason", s);
 	fp_check_addr(s);
 	free(s);
 	return 0;

@@ -13,37 +13,24 @@
  * the same frames and stop at the same place, no frame is longer than
  * BOUNDS_FRAME_MAX, and re-encoding a decoded Request is stable.
  */
-#include <errno.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fuzz.h"
 #include "ipcmsg.h"
 
 /* Most frames compared between the two decoders for one input. */
 #define FF_MAX_FRAMES 4096
 
-/* Where a decoder stopped and what it cut: frame i is bytes
- * [start[i], start[i] + len[i]) of the stream. */
-struct ff_cut {
+/* How the non-blocking decoder cut the stream, for the blocking one to
+ * compare with. Both check that each frame is the stream's bytes right
+ * after the previous one, so equal lengths mean equal frames. */
+static struct {
 	size_t n;			/* frames decoded */
-	size_t start[FF_MAX_FRAMES];	/* offset of each payload */
 	size_t len[FF_MAX_FRAMES];	/* length of each payload */
 	int end;			/* 0: clean end, else the errno */
-};
-
-static struct ff_cut ff_conn_cut, ff_recv_cut;
-
-/* Aborts with a message: libFuzzer records the input as a crash. */
-static void
-ff_fail(const char *what)
-{
-	fprintf(stderr, "fuzz_frame: %s\n", what);
-	abort();
-}
+} ff_cut;
 
 /*
  * Packs a decoded Request again through the real queueing code, reads the
@@ -59,29 +46,29 @@ ff_roundtrip(const Ipamd__V1__Request *r)
 	Ipamd__V1__Request *r2;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		ff_fail("socketpair");
+		fuzz_fail("socketpair", strerror(errno));
 	if ((c = ipc_conn_new(sv[0])) == NULL)
-		ff_fail("ipc_conn_new");
+		fuzz_fail("ipc_conn_new", strerror(errno));
 	if (ipcmsg_queue_request(c, r) < 0) {
 		if (errno != EMSGSIZE)
-			ff_fail("ipcmsg_queue_request");
+			fuzz_fail("ipcmsg_queue_request", "");
 		goto out;
 	}
 	/* A frame below 64 KiB + 4 fits the socket buffer in one go. */
 	if (ipc_conn_flush(c) != 0)
 		goto out;
 	if (ipc_recv(sv[1], &back, &n, 1000) != 1)
-		ff_fail("ipc_recv of a queued frame");
+		fuzz_fail("ipc_recv of a queued frame", "");
 	r2 = ipcmsg_unpack_request(back, n);
 	if (r2 == NULL)
-		ff_fail("a re-encoded Request does not decode");
+		fuzz_fail("a re-encoded Request does not decode", "");
 	if (protobuf_c_message_get_packed_size(&r2->base) != n)
-		ff_fail("re-encoding is not stable (size)");
+		fuzz_fail("re-encoding is not stable (size)", "");
 	if ((again = malloc(n > 0 ? n : 1)) == NULL)
-		ff_fail("malloc");
+		fuzz_fail("malloc", "");
 	protobuf_c_message_pack(&r2->base, again);
 	if (memcmp(again, back, n) != 0)
-		ff_fail("re-encoding is not stable (bytes)");
+		fuzz_fail("re-encoding is not stable (bytes)", "");
 	ipamd__v1__request__free_unpacked(r2, NULL);
 out:
 	free(again);
@@ -99,7 +86,7 @@ ff_unpack(const uint8_t *p, size_t n)
 	Ipamd__V1__WorkerStatus *st;
 
 	if (n > BOUNDS_FRAME_MAX)
-		ff_fail("frame above BOUNDS_FRAME_MAX");
+		fuzz_fail("frame above BOUNDS_FRAME_MAX", "");
 	if ((rq = ipcmsg_unpack_request(p, n)) != NULL) {
 		ff_roundtrip(rq);
 		ipamd__v1__request__free_unpacked(rq, NULL);
@@ -110,18 +97,6 @@ ff_unpack(const uint8_t *p, size_t n)
 		ipamd__v1__worker_status__free_unpacked(st, NULL);
 }
 
-/* Records a frame into cut; stream is the start of the whole stream. */
-static void
-ff_record(struct ff_cut *cut, const uint8_t *stream, const uint8_t *p,
-    size_t n)
-{
-	if (cut->n < FF_MAX_FRAMES) {
-		cut->start[cut->n] = (size_t)(p - stream);
-		cut->len[cut->n] = n;
-	}
-	cut->n++;
-}
-
 /*
  * The non-blocking path, as the db worker runs it: the stream arrives in
  * pieces of `piece` bytes, and after each piece every complete frame is
@@ -129,19 +104,19 @@ ff_record(struct ff_cut *cut, const uint8_t *stream, const uint8_t *p,
  * against the stream, byte for byte.
  */
 static void
-ff_via_conn(const uint8_t *s, size_t len, size_t piece, struct ff_cut *cut)
+ff_via_conn(const uint8_t *s, size_t len, size_t piece)
 {
 	int sv[2];
 	struct ipc_conn *c;
 	size_t sent = 0, taken = 0;
 	bool eof = false;
 
-	cut->n = 0;
-	cut->end = 0;
+	ff_cut.n = 0;
+	ff_cut.end = 0;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		ff_fail("socketpair");
+		fuzz_fail("socketpair", strerror(errno));
 	if ((c = ipc_conn_new(sv[0])) == NULL)
-		ff_fail("ipc_conn_new");
+		fuzz_fail("ipc_conn_new", strerror(errno));
 	while (!eof) {
 		const uint8_t *p;
 		size_t n;
@@ -151,7 +126,7 @@ ff_via_conn(const uint8_t *s, size_t len, size_t piece, struct ff_cut *cut)
 		if (sent < len) {
 			size_t m = len - sent < piece ? len - sent : piece;
 			if (write(sv[1], s + sent, m) != (ssize_t)m)
-				ff_fail("write to socketpair");
+				fuzz_fail("write to socketpair", "");
 			sent += m;
 		} else if (sv[1] >= 0) {
 			close(sv[1]);
@@ -163,26 +138,28 @@ ff_via_conn(const uint8_t *s, size_t len, size_t piece, struct ff_cut *cut)
 		if (r == 0)
 			eof = true;
 		else if (errno != EAGAIN)
-			ff_fail("ipc_conn_fill");
+			fuzz_fail("ipc_conn_fill", "");
 		while ((k = ipc_conn_next(c, &p, &n)) == 1) {
 			/* The frame is the stream's bytes after a header. */
 			if (taken + 4 + n > sent || memcmp(p, s + taken + 4,
 			    n) != 0)
-				ff_fail("frame differs from the stream");
-			ff_record(cut, s, s + taken + 4, n);
+				fuzz_fail("frame differs from the stream", "");
+			if (ff_cut.n < FF_MAX_FRAMES)
+				ff_cut.len[ff_cut.n] = n;
+			ff_cut.n++;
 			ff_unpack(p, n);
 			taken += 4 + n;
 		}
 		if (k < 0) {
 			if (errno != EMSGSIZE)
-				ff_fail("ipc_conn_next: unexpected errno");
-			cut->end = EMSGSIZE;
+				fuzz_fail("ipc_conn_next: unexpected errno", "");
+			ff_cut.end = EMSGSIZE;
 			break;
 		}
 	}
 	/* EOF inside a header or a payload: ipc_recv calls that EPROTO. */
-	if (cut->end == 0 && taken < len)
-		cut->end = EPROTO;
+	if (ff_cut.end == 0 && taken < len)
+		ff_cut.end = EPROTO;
 	ipc_conn_free(c);
 	if (sv[1] >= 0)
 		close(sv[1]);
@@ -190,22 +167,21 @@ ff_via_conn(const uint8_t *s, size_t len, size_t piece, struct ff_cut *cut)
 
 /*
  * The blocking path: the whole stream is written, the writer closes, and
- * ipc_recv takes frames until EOF or an error.
+ * ipc_recv takes frames until EOF or an error; they and where it stops
+ * must be those of ff_via_conn.
  */
 static void
-ff_via_recv(const uint8_t *s, size_t len, struct ff_cut *cut)
+ff_via_recv(const uint8_t *s, size_t len)
 {
-	int sv[2];
-	size_t taken = 0;
+	int sv[2], end = 0;
+	size_t taken = 0, i = 0;
 	int sndbuf = (int)len + 4096;
 
-	cut->n = 0;
-	cut->end = 0;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		ff_fail("socketpair");
+		fuzz_fail("socketpair", strerror(errno));
 	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	if (len > 0 && write(sv[1], s, len) != (ssize_t)len)
-		ff_fail("write to socketpair");
+		fuzz_fail("write to socketpair", "");
 	close(sv[1]);
 	for (;;) {
 		uint8_t *p = NULL;
@@ -216,20 +192,24 @@ ff_via_recv(const uint8_t *s, size_t len, struct ff_cut *cut)
 			break;
 		if (r < 0) {
 			if (errno != EMSGSIZE && errno != EPROTO)
-				ff_fail("ipc_recv: unexpected errno");
-			cut->end = errno;
+				fuzz_fail("ipc_recv: unexpected errno", "");
+			end = errno;
 			break;
 		}
 		if (taken + 4 + n > len || memcmp(p, s + taken + 4, n) != 0)
-			ff_fail("ipc_recv frame differs from the stream");
-		ff_record(cut, s, s + taken + 4, n);
+			fuzz_fail("ipc_recv frame differs from the stream", "");
+		if (i >= ff_cut.n || (i < FF_MAX_FRAMES && ff_cut.len[i] != n))
+			fuzz_fail("the two decoders cut different frames", "");
+		i++;
 		taken += 4 + n;
 		free(p);
 	}
 	close(sv[0]);
+	if (i != ff_cut.n)
+		fuzz_fail("the two decoders cut a different number of frames", "");
+	if (end != ff_cut.end)
+		fuzz_fail("the two decoders stop differently", "");
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -240,17 +220,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	/* Pieces of 1..256 bytes, or the whole stream at once for 0. */
 	piece = data[0] == 0 ? size : (size_t)data[0];
-	ff_via_conn(data + 1, size - 1, piece, &ff_conn_cut);
-	ff_via_recv(data + 1, size - 1, &ff_recv_cut);
-
-	if (ff_conn_cut.n != ff_recv_cut.n)
-		ff_fail("the two decoders cut a different number of frames");
-	for (size_t i = 0; i < ff_conn_cut.n && i < FF_MAX_FRAMES; i++) {
-		if (ff_conn_cut.start[i] != ff_recv_cut.start[i] ||
-		    ff_conn_cut.len[i] != ff_recv_cut.len[i])
-			ff_fail("the two decoders cut different frames");
-	}
-	if (ff_conn_cut.end != ff_recv_cut.end)
-		ff_fail("the two decoders stop differently");
+	ff_via_conn(data + 1, size - 1, piece);
+	ff_via_recv(data + 1, size - 1);
 	return 0;
 }

@@ -10,11 +10,9 @@
  * api worker goes on to read is present, bounded and UTF-8 as promised;
  * a refusal carries a known code and a message naming a child field.
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "grpcx.h"
 #include "utf8.h"
 #include "validate.h"
@@ -32,14 +30,6 @@ static const char *const *const fr_envs[] = {
 static struct cfg fr_cfg[FR_NENVS];	/* loaded once, never freed */
 static const char *const *fr_vars;	/* environment being loaded */
 
-/* Aborts with a message: libFuzzer records the input as a crash. */
-static void
-fr_fail(const char *what, const char *detail)
-{
-	fprintf(stderr, "fuzz_request: %s: %s\n", what, detail);
-	abort();
-}
-
 /* config_load's lookup over fr_vars. */
 static const char *
 fr_get(const char *name)
@@ -51,9 +41,6 @@ fr_get(const char *name)
 	return NULL;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -62,7 +49,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	for (size_t i = 0; i < FR_NENVS; i++) {
 		fr_vars = fr_envs[i];
 		if (config_load(&fr_cfg[i], fr_get, err, sizeof(err)) != 0)
-			fr_fail("configuration", err);
+			fuzz_fail("configuration", err);
 	}
 	return 0;
 }
@@ -75,22 +62,22 @@ fr_check_ok(const struct cfg *c, const Ipam__V1__Child *ch, int family)
 	size_t n;
 
 	if (family != 4 && family != 6)
-		fr_fail("accepted", "family is neither 4 nor 6");
+		fuzz_fail("accepted", "family is neither 4 nor 6");
 	if (config_pool_of(c, family == 4 ? PFX_V4 : PFX_V6) == NULL)
-		fr_fail("accepted", "a family that is not served");
+		fuzz_fail("accepted", "a family that is not served");
 	if (s == NULL || s->conduit == NULL || s->conduit->trench == NULL)
-		fr_fail("accepted", "a missing message");
+		fuzz_fail("accepted", "a missing message");
 	if (strcmp(s->conduit->trench->name, c->trench) != 0)
-		fr_fail("accepted", "another trench");
+		fuzz_fail("accepted", "another trench");
 	n = strlen(ch->name);
 	if (n == 0 || n > BOUNDS_CHILD_MAX || !utf8_valid(ch->name, n))
-		fr_fail("accepted", "a bad child name");
+		fuzz_fail("accepted", "a bad child name");
 	n = strlen(s->node);
 	if (n == 0 || n > BOUNDS_LABEL_MAX || !utf8_valid(s->node, n))
-		fr_fail("accepted", "a bad node name");
+		fuzz_fail("accepted", "a bad node name");
 	n = strlen(s->conduit->name);
 	if (n == 0 || !utf8_valid(s->conduit->name, n))
-		fr_fail("accepted", "a bad conduit name");
+		fuzz_fail("accepted", "a bad conduit name");
 }
 
 int
@@ -106,7 +93,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	c = &fr_cfg[data[0] % FR_NENVS];
 	if ((bb = grpcx_bytes(data + 1, size - 1)) == NULL)
-		fr_fail("grpcx_bytes", "NULL");
+		fuzz_fail("grpcx_bytes", "NULL");
 	ch = (Ipam__V1__Child *)grpcx_unpack(&ipam__v1__child__descriptor,
 	    bb);
 	grpc_byte_buffer_destroy(bb);
@@ -114,20 +101,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	rc = validate_child(c, ch, &family, &st);
 	if (rc != (int)st.code)
-		fr_fail("return value and status differ", st.message);
+		fuzz_fail("return value and status differ", st.message);
 	if (rc == GRPC_STATUS_OK) {
 		if (st.message[0] != '\0')
-			fr_fail("OK with a message", st.message);
+			fuzz_fail("OK with a message", st.message);
 		fr_check_ok(c, ch, family);
 	} else {
 		if (rc != GRPC_STATUS_INVALID_ARGUMENT &&
 		    rc != GRPC_STATUS_FAILED_PRECONDITION &&
 		    rc != GRPC_STATUS_NOT_FOUND)
-			fr_fail("unexpected code", st.message);
+			fuzz_fail("unexpected code", st.message);
 		if (strncmp(st.message, "child.", 6) != 0)
-			fr_fail("message names no field", st.message);
+			fuzz_fail("message names no field", st.message);
 		if (memchr(st.message, '\0', sizeof(st.message)) == NULL)
-			fr_fail("message not terminated", "");
+			fuzz_fail("message not terminated", "");
 	}
 	ipam__v1__child__free_unpacked(ch, NULL);
 	return 0;

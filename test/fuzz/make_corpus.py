@@ -38,12 +38,12 @@ def frame(msg):
 
 def frames():
     hello = d.Request(id=1, hello=d.Hello(role=d.ROLE_API, pid=42))
-    alloc = d.Request(id=2, allocate=d.Allocate(
+    child = d.Child(trench="default", conduit="conduit-a", node="worker-1",
+                    family=d.FAMILY_IPV4, name="proxy-1")
+    alloc = d.Request(id=2, allocate=d.Allocate(child=child, wait_ms=1000))
+    rel = d.Request(id=3, release=d.Release(child=d.Child(
         trench="default", conduit="conduit-a", node="worker-1",
-        family=d.FAMILY_IPV4, name="proxy-1", wait_ms=1000))
-    rel = d.Request(id=3, release=d.Release(
-        trench="default", conduit="conduit-a", node="worker-1",
-        family=d.FAMILY_IPV6, name="proxy-1"))
+        family=d.FAMILY_IPV6, name="proxy-1")))
     sync = d.Request(id=4, sync_conduits=d.SyncConduits(
         add=["conduit-a", "conduit-b"], remove=["old"]))
     ping = d.Request(id=5, ping=d.Ping())
