@@ -6,7 +6,6 @@
  */
 #include "errbuf.h"
 #include "gotext.h"
-#include "gotime.h"
 #include "storeint.h"
 
 #include <stdint.h>
@@ -89,11 +88,11 @@ storescan_time(sqlite3_stmt *s, int col, int64_t *ns)
 		return 0;
 	case SQLITE_TEXT:
 		t = (const char *)sqlite3_column_text(s, col);
-		if (gotime_parse_secs(t, &secs, &frac) < 0)
+		if (gotext_parse_time_secs(t, &secs, &frac) < 0)
 			return -1;
-		if (secs == GOTIME_ZERO_S && frac == 0)
+		if (secs == GOTEXT_ZERO_S && frac == 0)
 			*ns = 0;
-		else if (gotime_parse(t, ns) < 0)
+		else if (gotext_parse_time(t, ns) < 0)
 			*ns = secs < 0 ? 1 : INT64_MAX;
 		return 0;
 	case SQLITE_INTEGER:

@@ -4,7 +4,7 @@
  * created, an older Meridio's file migrated as Meridio's start-up does.
  */
 #include "errbuf.h"
-#include "gotime.h"
+#include "gotext.h"
 #include "storeint.h"
 
 #include <stdio.h>
@@ -185,7 +185,7 @@ storeschema_check(struct store *st, bool *create, char *err, size_t errlen)
 		if (n == 0)
 			st->add_cols |= 1u << i;
 	}
-	/* Damaged pages are looked for by store_open (storeverify.c). */
+	/* Damaged pages are looked for by store_open (store_verify). */
 	for (i = 0; i < sizeof(storeschema_indexes) /
 	    sizeof(storeschema_indexes[0]); i++) {
 		if (storeschema_query_int(st->db, st->path,
@@ -208,9 +208,9 @@ storeschema_mig_update(struct store *st, const char *sql, int64_t now,
     int64_t *count, char *err, size_t errlen)
 {
 	sqlite3_stmt *s = NULL;
-	char t[GOTIME_STRLEN];
+	char t[GOTEXT_TIME_STRLEN];
 
-	gotime_format(now, t);
+	gotext_format_time(now, t);
 	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK ||
 	    (sqlite3_bind_text(s, 1, t, -1, SQLITE_STATIC), 0) ||
 	    sqlite3_step(s) != SQLITE_DONE) {
@@ -230,7 +230,7 @@ storeschema_mig_update(struct store *st, const char *sql, int64_t now,
  * store_begin commits it, store_close rolls it back. A file without
  * anything to do is only read, and nothing is reported. Dirty pages are
  * kept in memory until the commit (cache_spill off), so that readers
- * (storeverify's quick_check) are never locked out.
+ * (store_verify's quick_check) are never locked out.
  */
 int
 storeschema_migrate(struct store *st, int64_t now, char *err, size_t errlen)
