@@ -22,6 +22,7 @@
  */
 #include "errbuf.h"
 #include "gotext.h"
+#include "now.h"
 #include "store.h"
 #include "storeint.h"
 #include "walbuf.h"
@@ -35,7 +36,6 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <pthread.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -365,14 +365,9 @@ store_open_locked(struct store **out, const char *path, int lockfd,
 		goto fail;
 	if (store_pragmas(st, flags, err, errlen) < 0)
 		goto fail;
-	if (!create) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		if (storeschema_migrate(st, (int64_t)ts.tv_sec * 1000000000 +
-		    ts.tv_nsec, err, errlen) < 0)
-			goto fail;
-	}
+	if (!create && storeschema_migrate(st, now_ns(CLOCK_REALTIME), err,
+	    errlen) < 0)
+		goto fail;
 	if (create) {
 		if (storeschema_setup(st, true, err, errlen) < 0)
 			goto fail;
@@ -751,14 +746,11 @@ store_rollback(struct store *st)
 
 	if (st == NULL)
 		return;
+	/* An open store has its statements: store_open prepares them. */
 	if (!sqlite3_get_autocommit(st->db) && !st->mig_pending) {
 		s = st->stmt[STORE_ST_ROLLBACK];
-		if (s != NULL) {
-			sqlite3_step(s);
-			sqlite3_reset(s);
-		} else {
-			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		}
+		sqlite3_step(s);
+		sqlite3_reset(s);
 	}
 	st->in_txn = false;
 	if (st->txn_failed)

@@ -72,7 +72,7 @@ struct store {
 	bool txn_no_room;		/* ... for want of room */
 	struct storescan *prefetch;	/* rows read while quick_check ran,
 					 * for the first store_load; NULL */
-	unsigned add_cols;		/* bits of storeschema_added the
+	unsigned add_cols;		/* bits of storeschema_columns the
 					 * file lacks */
 	bool mig_found;			/* store_open found a migration */
 	bool mig_pending;		/* ... held in an open transaction */
