@@ -602,39 +602,36 @@ store_insert(struct store *st, const struct store_row *row, char *err,
 	return store_step_write(st, s, "insert", row->id, err, errlen);
 }
 
-/* Sets updated_at and expirable of an existing row; a missing id is an
- * error (the caller's memory and the file disagree). */
+/*
+ * Sets updated_at and expirable of an existing row; a missing id is an
+ * error (the caller's memory and the file disagree). Usually only the
+ * time changes (a renewal): then the first statement leaves
+ * idx_prefixes_expirable alone, one random index page less to write per
+ * renewal. Otherwise (another expirable, or stored another way, e.g. as
+ * text) the full one.
+ */
 int
 store_touch(struct store *st, const char *id, int64_t updated_at,
     bool expirable, char *err, size_t errlen)
 {
-	sqlite3_stmt *s = st->stmt[STORE_ST_TOUCH_TIME];
+	static const enum store_stmt_id which[2] = { STORE_ST_TOUCH_TIME,
+	    STORE_ST_TOUCH };
+	sqlite3_stmt *s;
 
 	if (store_check_txn(st, "touch", err, errlen) < 0)
 		return -1;
-	/* Usually only the time changes (a renewal): then idx_prefixes_
-	 * expirable is left alone, one random index page less to write
-	 * per renewal. Otherwise (another expirable, or stored another
-	 * way, e.g. as text) the full statement below. */
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	store_bind_time(s, 2, updated_at);
-	sqlite3_bind_int(s, 3, expirable ? 1 : 0);
-	if (store_step_write(st, s, "touch", id, err, errlen) < 0)
-		return -1;
-	if (sqlite3_changes(st->db) == 1)
-		return 0;
-	s = st->stmt[STORE_ST_TOUCH];
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	store_bind_time(s, 2, updated_at);
-	sqlite3_bind_int(s, 3, expirable ? 1 : 0);
-	if (store_step_write(st, s, "touch", id, err, errlen) < 0)
-		return -1;
-	if (sqlite3_changes(st->db) == 0) {
-		errbuf_set(err, errlen, "%s: touch %s: no such row", st->path,
-		    id);
-		return -1;
+	for (int i = 0; i < 2; i++) {
+		s = st->stmt[which[i]];
+		sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+		store_bind_time(s, 2, updated_at);
+		sqlite3_bind_int(s, 3, expirable ? 1 : 0);
+		if (store_step_write(st, s, "touch", id, err, errlen) < 0)
+			return -1;
+		if (sqlite3_changes(st->db) == 1)
+			return 0;
 	}
-	return 0;
+	errbuf_set(err, errlen, "%s: touch %s: no such row", st->path, id);
+	return -1;
 }
 
 /* Deletes one row (not its children). */

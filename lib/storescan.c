@@ -16,7 +16,6 @@
 /* Deepest row delivered in place: deeper ones come last, as orphans. */
 #define STORESCAN_MAX_DEPTH 64
 
-
 /* A row of the load scan; its text lives in the scan's arena. */
 struct storescan_row {
 	size_t id, name, cidr, parent;	/* arena offsets of the columns */
@@ -232,7 +231,7 @@ storescan_depth(struct storescan *sc, size_t i)
 	size_t path[STORESCAN_MAX_DEPTH + 2];
 	size_t n = 0, cur = i;
 	int base;
-	ssize_t p = 0;
+	ssize_t p;
 
 	for (;;) {
 		struct storescan_row *r = &sc->v[cur];
@@ -252,14 +251,13 @@ storescan_depth(struct storescan *sc, size_t i)
 			sc->v[i].depth = STORESCAN_DEPTH_ORPHAN;
 			return;
 		}
-		if ((p = storescan_parent(sc, r)) >= 0)
-			r->up = (uint32_t)p + 1;
-		if (p < 0) {
+		if ((p = storescan_parent(sc, r)) < 0) {
 			/* cur is an orphan, and so is all below it. */
 			for (size_t k = 0; k < n; k++)
 				sc->v[path[k]].depth = STORESCAN_DEPTH_ORPHAN;
 			return;
 		}
+		r->up = (uint32_t)p + 1;
 		cur = (size_t)p;
 	}
 	while (n > 0) {
