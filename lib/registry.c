@@ -172,8 +172,6 @@ reg_close(struct reg *g)
 	for (i = g->cool_head; i < g->cool_n; i++)
 		rec_free_tree(g, g->cool[i].rec);
 	free(g->cool);
-	g->cool = NULL;
-	g->cool_head = g->cool_n = 0;
 	slab_free_all(&g->slabs);
 	free(g->undo);
 	free(g->trench);
