@@ -249,9 +249,8 @@ gotext_format_time(int64_t ns, char buf[GOTEXT_TIME_STRLEN])
 	int64_t frac = ns % GOTEXT_NS_PER_S;
 	time_t secs = (time_t)(ns / GOTEXT_NS_PER_S);
 	struct tm tm;
-	char fbuf[11];
+	char fbuf[24];		/* ".ddddddddd" with room to spare */
 	size_t n;
-	int flen;
 
 	if (frac < 0) {
 		frac += GOTEXT_NS_PER_S;
@@ -259,12 +258,7 @@ gotext_format_time(int64_t ns, char buf[GOTEXT_TIME_STRLEN])
 	}
 	gmtime_r(&secs, &tm);
 	n = strftime(buf, GOTEXT_TIME_STRLEN, "%Y-%m-%d %H:%M:%S", &tm);
-	fbuf[0] = '\0';
-	if (frac != 0) {
-		flen = snprintf(fbuf, sizeof(fbuf), ".%09u", (unsigned)frac);
-		while (flen > 1 && fbuf[flen - 1] == '0')
-			fbuf[--flen] = '\0';
-	}
+	gotext_frac(fbuf, sizeof(fbuf), (uint64_t)frac, 9);
 	snprintf(buf + n, GOTEXT_TIME_STRLEN - n, "%s+00:00", fbuf);
 }
 
