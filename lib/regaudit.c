@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "bounds.h"
-#include "gotime.h"
+#include "gotext.h"
 #include "regint.h"
 
 /* How many child blocks r can hold: a node its addresses but two, a trench
@@ -93,9 +93,9 @@ regaudit_walk_rec(struct regaudit_walk_ctx *w, struct rec *r, struct rec
 	return rc;
 }
 
-/* reg_walk (see registry.h). */
+/* See registry.h. */
 int
-regaudit_walk(struct reg *g, const char *conduit, const char *node,
+reg_walk(struct reg *g, const char *conduit, const char *node,
     int (*fn)(void *arg, const struct reg_record *rec), void *arg)
 {
 	struct regaudit_walk_ctx w = { g, conduit && *conduit ? conduit : NULL,
@@ -174,7 +174,6 @@ regaudit_check_child(void *arg, const struct pfx *p, void *data)
 		regaudit_report(c, who, whose, "overlap",
 		    "%s overlaps its sibling %s", a, b);
 	}
-	c->prev = k;
 	if (REC_LEVEL(k) != LVL_COOL) {
 		regaudit_check_rec(c, k, parent);
 		c->parent = parent;
@@ -188,7 +187,7 @@ static void
 regaudit_check_rec(struct regaudit_check_ctx *c, const struct rec *r, const
     struct rec *parent)
 {
-	char t[GOTIME_STRLEN];
+	char t[GOTEXT_TIME_STRLEN];
 	struct rec_ext *x;
 	struct rec *k;
 	struct pfx kp;
@@ -196,7 +195,7 @@ regaudit_check_rec(struct regaudit_check_ctx *c, const struct rec *r, const
 
 	if (c->limit != 0 && REC_EXPIRABLE(r) && r->updated_at != 0 &&
 	    r->updated_at < c->limit && strcmp(r->name, REG_BRIDGE_NAME) != 0) {
-		gotime_format(r->updated_at, t);
+		gotext_format_time(r->updated_at, t);
 		regaudit_report(c, r, parent, "stale",
 		    "not refreshed since %s: "
 		    "garbage collection would reap it", t);
@@ -215,9 +214,9 @@ regaudit_check_rec(struct regaudit_check_ctx *c, const struct rec *r, const
 	(void)alloc_pool_walk(x->pool, regaudit_check_child, c);
 }
 
-/* reg_check (see registry.h): the rows left out at load, then the tree. */
+/* See registry.h: the rows left out at load, then the tree. */
 size_t
-regaudit_check(struct reg *g, int64_t now, int64_t threshold_ns,
+reg_check(struct reg *g, int64_t now, int64_t threshold_ns,
     void (*fn)(void *arg, const struct reg_problem *p), void *arg)
 {
 	struct regaudit_check_ctx c = { .g = g, .fn = fn, .arg = arg };

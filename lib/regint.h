@@ -1,8 +1,8 @@
 /*
  * regint.h - what the files of the registry share: its records, the
- * inside of a struct reg, and the functions of rec.c, regload.c and
- * regaudit.c (each documented where it is defined). Nothing else
- * includes it.
+ * inside of a struct reg, and the functions of rec.c (each documented
+ * where it is defined). regload.c defines reg_open, regaudit.c reg_walk
+ * and reg_check. Nothing else includes it.
  *
  * Every record is a struct rec. A parent keeps its children twice: in an
  * alloc_pool by address (to find free blocks) and in a hash table by name
@@ -179,16 +179,5 @@ void rec_count_tree(struct rec *r, size_t *nrec, size_t *nchild);
 int rec_attach(struct reg *g, struct rec *parent, struct rec *r);
 void rec_detach(struct reg *g, struct rec *parent, struct rec *r);
 struct rec *rec_find(const struct rec *parent, const char *name);
-
-/* regload.c: the registry built from its store at open. */
-int regload_rows(struct reg *g, reg_problem_fn problem, void *arg, char *err,
-    size_t errlen);
-int regload_roots(struct reg *g, int64_t now, char *err, size_t errlen);
-
-/* regaudit.c: the bodies of reg_walk and reg_check. */
-int regaudit_walk(struct reg *g, const char *conduit, const char *node,
-    int (*fn)(void *arg, const struct reg_record *rec), void *arg);
-size_t regaudit_check(struct reg *g, int64_t now, int64_t threshold_ns,
-    void (*fn)(void *arg, const struct reg_problem *p), void *arg);
 
 #endif

@@ -1,10 +1,11 @@
 /*
  * registry.c - Meridio's IPAM tree in memory, written through to the store.
  *
- * The records and their memory are in rec.c, loading from the store in
- * regload.c, the operators' walk and audit in regaudit.c; this file has
- * Meridio's semantics (allocate, release, conduits, garbage collection),
- * the release cooldown and the batches.
+ * The records and their memory are in rec.c, reg_open (loading from the
+ * store) in regload.c, the operators' walk and audit (reg_walk,
+ * reg_check) in regaudit.c; this file has Meridio's semantics (allocate,
+ * release, conduits, garbage collection), the release cooldown and the
+ * batches.
  *
  * Batches: every change made between reg_begin and reg_commit appends an
  * undo entry. A removed subtree is only detached (kept whole, out of its
@@ -15,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bounds.h"
 #include "errbuf.h"
@@ -147,42 +147,6 @@ reg_remove(struct reg *g, struct rec *parent, struct rec *r, char *err,
 	return REG_OK;
 }
 
-int
-reg_open(struct reg **out, struct store *st, const struct reg_params *p,
-    reg_problem_fn problem, void *arg, char *err, size_t errlen)
-{
-	struct reg *g;
-	struct timespec ts;
-	int rc;
-
-	*out = NULL;
-	if (p->trench == NULL || p->trench[0] == '\0') {
-		errbuf_set(err, errlen, "empty trench name");
-		return REG_EINVAL;
-	}
-	if ((g = calloc(1, sizeof(*g))) == NULL ||
-	    (g->trench = strdup(p->trench)) == NULL) {
-		free(g);
-		errbuf_set(err, errlen, "out of memory");
-		return REG_ENOMEM;
-	}
-	g->st = st;
-	g->p = *p;
-	g->p.trench = g->trench;
-	if ((rc = regload_rows(g, problem, arg, err, errlen)) != REG_OK)
-		goto fail;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	rc = regload_roots(g, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
-	    err, errlen);
-	if (rc != REG_OK)
-		goto fail;
-	*out = g;
-	return REG_OK;
-fail:
-	reg_close(g);
-	return rc;
-}
-
 void
 reg_close(struct reg *g)
 {
@@ -208,8 +172,6 @@ reg_close(struct reg *g)
 	for (i = g->cool_head; i < g->cool_n; i++)
 		rec_free_tree(g, g->cool[i].rec);
 	free(g->cool);
-	g->cool = NULL;
-	g->cool_head = g->cool_n = 0;
 	slab_free_all(&g->slabs);
 	free(g->undo);
 	free(g->trench);
@@ -599,21 +561,6 @@ size_t
 reg_count_children(const struct reg *g)
 {
 	return g->nchild;
-}
-
-/* The walk and the audit are in regaudit.c. */
-int
-reg_walk(struct reg *g, const char *conduit, const char *node,
-    int (*fn)(void *arg, const struct reg_record *rec), void *arg)
-{
-	return regaudit_walk(g, conduit, node, fn, arg);
-}
-
-size_t
-reg_check(struct reg *g, int64_t now, int64_t threshold_ns,
-    void (*fn)(void *arg, const struct reg_problem *p), void *arg)
-{
-	return regaudit_check(g, now, threshold_ns, fn, arg);
 }
 
 grpc_status_code

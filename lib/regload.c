@@ -1,5 +1,5 @@
 /*
- * regload.c - the registry built from the store's rows at open: each row
+ * regload.c - reg_open: the registry built from the store's rows, each row
  * checked and placed under its parent (found by store_load's parent_seq),
  * what cannot be placed reported and kept for reg_check, and the trench
  * records the configuration asks for created.
@@ -11,6 +11,7 @@
 
 #include "bounds.h"
 #include "errbuf.h"
+#include "now.h"
 #include "regint.h"
 
 struct regload_ctx {
@@ -212,7 +213,7 @@ done:
 }
 
 /* Creates the trench record of each served family that has none. */
-int
+static int
 regload_roots(struct reg *g, int64_t now, char *err, size_t errlen)
 {
 	char id[BOUNDS_ID_MAX], cidr[PFX_STRLEN];
@@ -257,23 +258,46 @@ fail:
 }
 
 /*
- * Builds the records of every row of g's store, parents first; a row that
- * cannot be placed is reported (problem, and kept for reg_check) and left
- * on disk. Returns REG_OK, REG_EMISMATCH, REG_EDATA, REG_ENOMEM or
- * REG_ESTORE with err set.
+ * See registry.h. Builds the records of every row of the store, parents
+ * first; a row that cannot be placed is reported (problem, and kept for
+ * reg_check) and left on disk. Then creates the trench records that the
+ * configuration asks for and the file lacks.
  */
 int
-regload_rows(struct reg *g, reg_problem_fn problem, void *arg, char *err,
-    size_t errlen)
+reg_open(struct reg **out, struct store *st, const struct reg_params *p,
+    reg_problem_fn problem, void *arg, char *err, size_t errlen)
 {
-	struct regload_ctx lc = { .g = g, .problem = problem, .arg = arg,
+	struct regload_ctx lc = { .problem = problem, .arg = arg,
 	    .err = err, .errlen = errlen, .status = REG_OK };
+	struct reg *g;
 	int rc;
 
-	rc = store_load(g->st, regload_row, &lc, err, errlen);
+	*out = NULL;
+	if (p->trench == NULL || p->trench[0] == '\0') {
+		errbuf_set(err, errlen, "empty trench name");
+		return REG_EINVAL;
+	}
+	if ((g = calloc(1, sizeof(*g))) == NULL ||
+	    (g->trench = strdup(p->trench)) == NULL) {
+		free(g);
+		errbuf_set(err, errlen, "out of memory");
+		return REG_ENOMEM;
+	}
+	g->st = st;
+	g->p = *p;
+	g->p.trench = g->trench;
+	lc.g = g;
+	rc = store_load(st, regload_row, &lc, err, errlen);
 	free(lc.byseq);
-	if (rc == 0)
-		return REG_OK;
-	return lc.status != REG_OK ? lc.status :
-	    rc == STORE_EROW ? REG_EDATA : REG_ESTORE;
+	if (rc != 0)
+		rc = lc.status != REG_OK ? lc.status :
+		    rc == STORE_EROW ? REG_EDATA : REG_ESTORE;
+	else
+		rc = regload_roots(g, now_ns(CLOCK_REALTIME), err, errlen);
+	if (rc != REG_OK) {
+		reg_close(g);
+		return rc;
+	}
+	*out = g;
+	return REG_OK;
 }

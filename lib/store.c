@@ -17,12 +17,12 @@
  * inside the committing call, as sqlite does by default, where each one
  * would stall a commit. The other jobs have files of their own: the lock
  * and the checks before sqlite sees the file (storelock.c), the schema
- * and migration (storeschema.c), the damaged-page check (storeverify.c),
- * the load scan (storescan.c). Their shared state is struct store
+ * and migration (storeschema.c), the load scan (storescan.c). Their shared state is struct store
  * (storeint.h).
  */
 #include "errbuf.h"
-#include "gotime.h"
+#include "gotext.h"
+#include "now.h"
 #include "store.h"
 #include "storeint.h"
 #include "walbuf.h"
@@ -36,7 +36,6 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <pthread.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -168,6 +167,77 @@ store_free(struct store *st, const char *rm)
 	free(st);
 }
 
+/* A quick_check run by store_verify's helper thread. */
+struct store_qc {
+	const char *path;		/* the file */
+	int rc;				/* 0; -1 with err set; 1 = not run */
+	int64_t n;			/* problems found */
+	char err[512];			/* why it failed */
+};
+
+/* Counts the problems quick_check finds. */
+#define STORE_QC_SQL "SELECT count(*) FROM pragma_quick_check " \
+	"WHERE quick_check<>'ok'"
+
+/* The helper thread: quick_check on a connection of its own. */
+static void *
+store_verify_main(void *arg)
+{
+	struct store_qc *q = arg;
+	sqlite3 *db = NULL;
+
+	if (sqlite3_open_v2(q->path, &db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK) {
+		sqlite3_busy_timeout(db, STORE_BUSY_MS);
+		q->rc = storeschema_query_int(db, q->path, STORE_QC_SQL,
+		    NULL, &q->n, q->err, sizeof(q->err));
+	}
+	sqlite3_close(db);
+	return NULL;
+}
+
+/*
+ * Looks for damaged pages at open, so that a damaged file is refused for
+ * good: found later by the load, they would look like a passing storage
+ * error and the worker would be restarted until the supervisor gave up.
+ * quick_check reads the whole file: it runs in a helper thread while this
+ * thread reads the rows for the first store_load, on another core. Where
+ * no thread or connection can be had, it runs here. Only reads. Returns 0
+ * or -1 with err set.
+ */
+static int
+store_verify(struct store *st, char *err, size_t errlen)
+{
+	struct store_qc q = { .path = st->path, .rc = 1 };
+	char ignored[8];
+	pthread_t t;
+	bool threaded;
+
+	threaded = pthread_create(&t, NULL, store_verify_main, &q) == 0;
+	if (storescan_read(st->stmt[STORE_ST_LOAD], st->path, &st->prefetch,
+	    ignored, sizeof(ignored)) != 0) {
+		/* store_load reads again and reports the error. */
+		storescan_free(st->prefetch);
+		st->prefetch = NULL;
+	}
+	if (threaded)
+		pthread_join(t, NULL);
+	if (q.rc == 1)
+		q.rc = storeschema_query_int(st->db, st->path,
+		    STORE_QC_SQL, NULL, &q.n, q.err, sizeof(q.err));
+	if (q.rc != 0) {
+		errbuf_set(err, errlen, "%s", q.err);
+		return -1;
+	}
+	if (q.n != 0) {
+		errbuf_set(err, errlen, "%s: damaged (sqlite quick_check found "
+		    "%lld problems); left untouched", st->path,
+		    (long long)q.n);
+		return -1;
+	}
+	return 0;
+}
+
 int
 store_open(struct store **out, const char *path, int flags, char *err,
     size_t errlen)
@@ -295,14 +365,9 @@ store_open_locked(struct store **out, const char *path, int lockfd,
 		goto fail;
 	if (store_pragmas(st, flags, err, errlen) < 0)
 		goto fail;
-	if (!create) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		if (storeschema_migrate(st, (int64_t)ts.tv_sec * 1000000000 +
-		    ts.tv_nsec, err, errlen) < 0)
-			goto fail;
-	}
+	if (!create && storeschema_migrate(st, now_ns(CLOCK_REALTIME), err,
+	    errlen) < 0)
+		goto fail;
 	if (create) {
 		if (storeschema_setup(st, true, err, errlen) < 0)
 			goto fail;
@@ -319,7 +384,7 @@ store_open_locked(struct store **out, const char *path, int lockfd,
 	}
 	if (store_prepare(st, err, errlen) < 0)
 		goto fail;
-	if (!create && storeverify_run(st, err, errlen) < 0)
+	if (!create && store_verify(st, err, errlen) < 0)
 		goto fail;
 	st->next = store_list;
 	store_list = st;
@@ -503,13 +568,13 @@ store_step_write(struct store *st, sqlite3_stmt *s, const char *what,
 static void
 store_bind_time(sqlite3_stmt *s, int idx, int64_t ns)
 {
-	char buf[GOTIME_STRLEN];
+	char buf[GOTEXT_TIME_STRLEN];
 
 	if (ns == 0) {
 		sqlite3_bind_null(s, idx);
 		return;
 	}
-	gotime_format(ns, buf);
+	gotext_format_time(ns, buf);
 	sqlite3_bind_text(s, idx, buf, -1, SQLITE_TRANSIENT);
 }
 
@@ -537,39 +602,36 @@ store_insert(struct store *st, const struct store_row *row, char *err,
 	return store_step_write(st, s, "insert", row->id, err, errlen);
 }
 
-/* Sets updated_at and expirable of an existing row; a missing id is an
- * error (the caller's memory and the file disagree). */
+/*
+ * Sets updated_at and expirable of an existing row; a missing id is an
+ * error (the caller's memory and the file disagree). Usually only the
+ * time changes (a renewal): then the first statement leaves
+ * idx_prefixes_expirable alone, one random index page less to write per
+ * renewal. Otherwise (another expirable, or stored another way, e.g. as
+ * text) the full one.
+ */
 int
 store_touch(struct store *st, const char *id, int64_t updated_at,
     bool expirable, char *err, size_t errlen)
 {
-	sqlite3_stmt *s = st->stmt[STORE_ST_TOUCH_TIME];
+	static const enum store_stmt_id which[2] = { STORE_ST_TOUCH_TIME,
+	    STORE_ST_TOUCH };
+	sqlite3_stmt *s;
 
 	if (store_check_txn(st, "touch", err, errlen) < 0)
 		return -1;
-	/* Usually only the time changes (a renewal): then idx_prefixes_
-	 * expirable is left alone, one random index page less to write
-	 * per renewal. Otherwise (another expirable, or stored another
-	 * way, e.g. as text) the full statement below. */
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	store_bind_time(s, 2, updated_at);
-	sqlite3_bind_int(s, 3, expirable ? 1 : 0);
-	if (store_step_write(st, s, "touch", id, err, errlen) < 0)
-		return -1;
-	if (sqlite3_changes(st->db) == 1)
-		return 0;
-	s = st->stmt[STORE_ST_TOUCH];
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	store_bind_time(s, 2, updated_at);
-	sqlite3_bind_int(s, 3, expirable ? 1 : 0);
-	if (store_step_write(st, s, "touch", id, err, errlen) < 0)
-		return -1;
-	if (sqlite3_changes(st->db) == 0) {
-		errbuf_set(err, errlen, "%s: touch %s: no such row", st->path,
-		    id);
-		return -1;
+	for (int i = 0; i < 2; i++) {
+		s = st->stmt[which[i]];
+		sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+		store_bind_time(s, 2, updated_at);
+		sqlite3_bind_int(s, 3, expirable ? 1 : 0);
+		if (store_step_write(st, s, "touch", id, err, errlen) < 0)
+			return -1;
+		if (sqlite3_changes(st->db) == 1)
+			return 0;
 	}
-	return 0;
+	errbuf_set(err, errlen, "%s: touch %s: no such row", st->path, id);
+	return -1;
 }
 
 /* Deletes one row (not its children). */
@@ -681,14 +743,11 @@ store_rollback(struct store *st)
 
 	if (st == NULL)
 		return;
+	/* An open store has its statements: store_open prepares them. */
 	if (!sqlite3_get_autocommit(st->db) && !st->mig_pending) {
 		s = st->stmt[STORE_ST_ROLLBACK];
-		if (s != NULL) {
-			sqlite3_step(s);
-			sqlite3_reset(s);
-		} else {
-			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		}
+		sqlite3_step(s);
+		sqlite3_reset(s);
 	}
 	st->in_txn = false;
 	if (st->txn_failed)

@@ -84,12 +84,9 @@ storeckpt_main(void *arg)
 	sqlite3 *db = NULL;
 
 	if (sqlite3_open_v2(st->path, &db, SQLITE_OPEN_READWRITE |
-	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		sqlite3_close(db);
-		db = NULL;
-	} else if (sqlite3_exec(db, st->sync_normal ?
-	    "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", NULL,
-	    NULL, NULL) != SQLITE_OK) {
+	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK || sqlite3_exec(db,
+	    st->sync_normal ? "PRAGMA synchronous=NORMAL" :
+	    "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
 		sqlite3_close(db);
 		db = NULL;
 	}

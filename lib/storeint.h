@@ -1,7 +1,7 @@
 /*
  * storeint.h - what the files of the store share: the inside of a struct
- * store, and the functions of storelock.c, storeschema.c, storeckpt.c,
- * storeverify.c and storescan.c that store.c calls (each documented where
+ * store, and the functions of storelock.c, storeschema.c, storeckpt.c
+ * and storescan.c that store.c calls (each documented where
  * it is defined). Nothing else includes it.
  */
 #ifndef IPAM_STOREINT_H
@@ -72,7 +72,7 @@ struct store {
 	bool txn_no_room;		/* ... for want of room */
 	struct storescan *prefetch;	/* rows read while quick_check ran,
 					 * for the first store_load; NULL */
-	unsigned add_cols;		/* bits of storeschema_added the
+	unsigned add_cols;		/* bits of storeschema_columns the
 					 * file lacks */
 	bool mig_found;			/* store_open found a migration */
 	bool mig_pending;		/* ... held in an open transaction */
@@ -114,8 +114,5 @@ int storeckpt_run(struct store *st, sqlite3 *db, int mode);
 int storeckpt_hook(void *arg, sqlite3 *db, const char *name, int frames);
 int storeckpt_wal_limit(struct store *st, char *err, size_t errlen);
 void storeckpt_stop(struct store *st);
-
-/* storeverify.c: the damaged-page check at open. */
-int storeverify_run(struct store *st, char *err, size_t errlen);
 
 #endif

@@ -6,7 +6,6 @@
  */
 #include "errbuf.h"
 #include "gotext.h"
-#include "gotime.h"
 #include "storeint.h"
 
 #include <stdint.h>
@@ -16,7 +15,6 @@
 
 /* Deepest row delivered in place: deeper ones come last, as orphans. */
 #define STORESCAN_MAX_DEPTH 64
-
 
 /* A row of the load scan; its text lives in the scan's arena. */
 struct storescan_row {
@@ -89,11 +87,11 @@ storescan_time(sqlite3_stmt *s, int col, int64_t *ns)
 		return 0;
 	case SQLITE_TEXT:
 		t = (const char *)sqlite3_column_text(s, col);
-		if (gotime_parse_secs(t, &secs, &frac) < 0)
+		if (gotext_parse_time_secs(t, &secs, &frac) < 0)
 			return -1;
-		if (secs == GOTIME_ZERO_S && frac == 0)
+		if (secs == GOTEXT_ZERO_S && frac == 0)
 			*ns = 0;
-		else if (gotime_parse(t, ns) < 0)
+		else if (gotext_parse_time(t, ns) < 0)
 			*ns = secs < 0 ? 1 : INT64_MAX;
 		return 0;
 	case SQLITE_INTEGER:
@@ -233,7 +231,7 @@ storescan_depth(struct storescan *sc, size_t i)
 	size_t path[STORESCAN_MAX_DEPTH + 2];
 	size_t n = 0, cur = i;
 	int base;
-	ssize_t p = 0;
+	ssize_t p;
 
 	for (;;) {
 		struct storescan_row *r = &sc->v[cur];
@@ -253,14 +251,13 @@ storescan_depth(struct storescan *sc, size_t i)
 			sc->v[i].depth = STORESCAN_DEPTH_ORPHAN;
 			return;
 		}
-		if ((p = storescan_parent(sc, r)) >= 0)
-			r->up = (uint32_t)p + 1;
-		if (p < 0) {
+		if ((p = storescan_parent(sc, r)) < 0) {
 			/* cur is an orphan, and so is all below it. */
 			for (size_t k = 0; k < n; k++)
 				sc->v[path[k]].depth = STORESCAN_DEPTH_ORPHAN;
 			return;
 		}
+		r->up = (uint32_t)p + 1;
 		cur = (size_t)p;
 	}
 	while (n > 0) {

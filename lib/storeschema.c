@@ -4,7 +4,7 @@
  * created, an older Meridio's file migrated as Meridio's start-up does.
  */
 #include "errbuf.h"
-#include "gotime.h"
+#include "gotext.h"
 #include "storeint.h"
 
 #include <stdio.h>
@@ -32,21 +32,21 @@ static const char *const storeschema_indexes[] = {
 	"idx_parent_id_cidr", "idx_prefixes_parent_id", "idx_prefixes_name",
 };
 
-/* Columns the table must have. */
-static const char *const storeschema_columns[] = {
-	"id", "name", "cidr", "parent_id",
-};
-
-/* Columns that Meridio releases before garbage collection lacked, and how
- * gorm's AutoMigrate adds them. */
+/* Columns the table must have; those with a ddl Meridio releases before
+ * garbage collection lacked, and gorm's AutoMigrate adds them so. */
 static const struct {
 	const char *name;
 	const char *ddl;
-} storeschema_added[] = {
+} storeschema_columns[] = {
+	{ "id", NULL }, { "name", NULL }, { "cidr", NULL },
+	{ "parent_id", NULL },
 	{ "updated_at", "ALTER TABLE `prefixes` ADD `updated_at` datetime" },
 	{ "expirable", "ALTER TABLE `prefixes` ADD `expirable` numeric "
 	    "DEFAULT false" },
 };
+
+#define STORESCHEMA_NCOLS \
+	(sizeof(storeschema_columns) / sizeof(storeschema_columns[0]))
 
 /* The node records (below a conduit, below a trench) as Meridio's
  * migrate() finds them. */
@@ -151,17 +151,18 @@ storeschema_check(struct store *st, bool *create, char *err, size_t errlen)
 		*create = true;
 		return 0;
 	}
-	for (i = 0; i < sizeof(storeschema_columns) /
-	    sizeof(storeschema_columns[0]); i++) {
+	for (i = 0; i < STORESCHEMA_NCOLS; i++) {
 		if (storeschema_query_int(st->db, st->path,
 		    "SELECT count(*) FROM "
 		    "pragma_table_info('prefixes') WHERE name=?1",
-		    storeschema_columns[i], &n, err, errlen) < 0)
+		    storeschema_columns[i].name, &n, err, errlen) < 0)
 			return -1;
-		if (n == 0) {
+		if (n == 0 && storeschema_columns[i].ddl != NULL) {
+			st->add_cols |= 1u << i;
+		} else if (n == 0) {
 			errbuf_set(err, errlen, "%s: table `prefixes` has no "
 			    "column `%s` (not a Meridio IPAM database?); left "
-			    "untouched", st->path, storeschema_columns[i]);
+			    "untouched", st->path, storeschema_columns[i].name);
 			return -1;
 		}
 	}
@@ -175,17 +176,7 @@ storeschema_check(struct store *st, bool *create, char *err, size_t errlen)
 		    "key than `id`; left untouched", st->path);
 		return -1;
 	}
-	for (i = 0; i < sizeof(storeschema_added) /
-	    sizeof(storeschema_added[0]); i++) {
-		if (storeschema_query_int(st->db, st->path,
-		    "SELECT count(*) FROM "
-		    "pragma_table_info('prefixes') WHERE name=?1",
-		    storeschema_added[i].name, &n, err, errlen) < 0)
-			return -1;
-		if (n == 0)
-			st->add_cols |= 1u << i;
-	}
-	/* Damaged pages are looked for by store_open (storeverify.c). */
+	/* Damaged pages are looked for by store_open (store_verify). */
 	for (i = 0; i < sizeof(storeschema_indexes) /
 	    sizeof(storeschema_indexes[0]); i++) {
 		if (storeschema_query_int(st->db, st->path,
@@ -208,9 +199,9 @@ storeschema_mig_update(struct store *st, const char *sql, int64_t now,
     int64_t *count, char *err, size_t errlen)
 {
 	sqlite3_stmt *s = NULL;
-	char t[GOTIME_STRLEN];
+	char t[GOTEXT_TIME_STRLEN];
 
-	gotime_format(now, t);
+	gotext_format_time(now, t);
 	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK ||
 	    (sqlite3_bind_text(s, 1, t, -1, SQLITE_STATIC), 0) ||
 	    sqlite3_step(s) != SQLITE_DONE) {
@@ -230,7 +221,7 @@ storeschema_mig_update(struct store *st, const char *sql, int64_t now,
  * store_begin commits it, store_close rolls it back. A file without
  * anything to do is only read, and nothing is reported. Dirty pages are
  * kept in memory until the commit (cache_spill off), so that readers
- * (storeverify's quick_check) are never locked out.
+ * (store_verify's quick_check) are never locked out.
  */
 int
 storeschema_migrate(struct store *st, int64_t now, char *err, size_t errlen)
@@ -249,11 +240,10 @@ storeschema_migrate(struct store *st, int64_t now, char *err, size_t errlen)
 	    err, errlen) < 0 || storeschema_exec(st, "BEGIN IMMEDIATE",
 	    "begin migration", err, errlen) < 0)
 		return -1;
-	for (i = 0; i < sizeof(storeschema_added) /
-	    sizeof(storeschema_added[0]); i++) {
+	for (i = 0; i < STORESCHEMA_NCOLS; i++) {
 		if (!(st->add_cols & (1u << i)))
 			continue;
-		if (storeschema_exec(st, storeschema_added[i].ddl,
+		if (storeschema_exec(st, storeschema_columns[i].ddl,
 		    "migrate: add column", err, errlen) < 0)
 			goto rollback;
 		st->mig.columns++;

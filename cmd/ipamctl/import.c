@@ -21,7 +21,7 @@
 #include <json-c/json.h>
 
 #include "prefix.h"
-#include "gotime.h"
+#include "gotext.h"
 #include "store.h"
 
 #define CTL_MAX_REPORTED 50		/* problems printed before "..." */
@@ -192,7 +192,7 @@ ctl_read_record(struct ctl_import *im, json_object *o, size_t i)
 	r->p = p;
 	r->parsed = true;
 	r->expirable = json_object_get_boolean(e);
-	if (t != NULL && gotime_parse(json_object_get_string(t),
+	if (t != NULL && gotext_parse_time(json_object_get_string(t),
 	    &r->updated_at) < 0)
 		ctl_problem(im, "record %s: updated_at \"%s\" is not a time",
 		    id, json_object_get_string(t));

@@ -12,7 +12,7 @@
 
 #include <json-c/json.h>
 
-#include "gotime.h"
+#include "gotext.h"
 #include "store.h"
 
 #define CTL_JSON_FLAGS (JSON_C_TO_STRING_PRETTY | \
@@ -57,11 +57,11 @@ ctl_json_count(uint64_t v)
 static json_object *
 ctl_json_time(int64_t ns)
 {
-	char buf[GOTIME_STRLEN];
+	char buf[GOTEXT_TIME_STRLEN];
 
 	if (ns == 0)
 		return NULL;
-	gotime_format(ns, buf);
+	gotext_format_time(ns, buf);
 	return json_object_new_string(buf);
 }
 

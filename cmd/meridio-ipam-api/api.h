@@ -159,14 +159,6 @@ struct dbconn {
 	bool trim_due;			/* calls came since the last trim */
 };
 
-/*
- * Serves on [::]:cfg->port until SIGTERM/SIGINT (which the caller has
- * blocked in every thread) or until the supervisor's status channel
- * (status_fd, -1 when there is none) closes. Forwards calls to the db
- * worker at db_path. Returns the process exit status.
- */
-int server_run(const struct cfg *cfg, const char *db_path, int status_fd);
-
 /* call.c: one call's life (posted, arrived and routed, answered, freed) */
 extern const char *const call_paths[API_GENERIC];
 void *call_tag(struct api_call *c, enum api_tag kind);

@@ -220,18 +220,55 @@ metrics_render_db(FILE *f, const Ipamd__V1__DbStats *s)
 	    s->records);
 }
 
-/* Pool usage collected from a Dump: rendered in two passes (conduits,
- * then nodes) so that each metric's lines stay together. */
+/* The pool usage gauges, filled from a Dump (each in record order). */
+enum {
+	METRICS_CONDUIT_USED,
+	METRICS_CONDUIT_USABLE,
+	METRICS_NODE_USED,
+	METRICS_NODE_USABLE,
+	METRICS_NPOOL,
+};
+
+static const struct {
+	const char *name, *help;
+} metrics_pool_gauges[METRICS_NPOOL] = {
+	{ "ipam_conduit_prefixes_used",
+	    "Node prefixes allocated in a conduit prefix." },
+	{ "ipam_conduit_prefixes_usable",
+	    "Node prefixes a conduit prefix can hold." },
+	{ "ipam_node_addresses_used", "Addresses allocated in a node prefix." },
+	{ "ipam_node_addresses_usable", "Addresses a node prefix can hand "
+	    "out (all but its first and last)." },
+};
+
+/* The samples of each pool gauge, collected while the Dump comes in. */
 struct metrics_pool {
-	FILE *conduits;			/* conduit lines */
-	FILE *nodes;			/* node lines */
-	char *cbuf, *nbuf;		/* their buffers */
-	size_t clen, nlen;		/* and lengths */
+	FILE *f[METRICS_NPOOL];		/* samples of each gauge */
+	char *buf[METRICS_NPOOL];	/* their buffers */
+	size_t len[METRICS_NPOOL];	/* and lengths */
 	char conduit_id[1024];		/* last conduit seen (parents first) */
 	char conduit[512];		/* its name */
 };
 
-/* One Dump chunk: conduit and node records become usage lines. */
+/* Writes one sample of pool gauge g: labels family, conduit, node (NULL:
+ * a conduit's sample). */
+static void
+metrics_pool_sample(struct metrics_pool *p, int g, const char *fam,
+    const char *conduit, const char *node, uint64_t v)
+{
+	FILE *f = p->f[g];
+
+	fprintf(f, "%s{family=\"%s\",conduit=\"", metrics_pool_gauges[g].name,
+	    fam);
+	metrics_label(f, conduit);
+	if (node != NULL) {
+		fputs("\",node=\"", f);
+		metrics_label(f, node);
+	}
+	fprintf(f, "\"} %llu\n", (unsigned long long)v);
+}
+
+/* One Dump chunk: conduit and node records become samples. */
 static int
 metrics_pool_chunk(void *arg, const Ipamd__V1__Reply *r)
 {
@@ -242,70 +279,27 @@ metrics_pool_chunk(void *arg, const Ipamd__V1__Reply *r)
 	for (size_t i = 0; i < r->n_records; i++) {
 		const Ipamd__V1__Record *rec = r->records[i];
 		const char *fam = strchr(rec->cidr, ':') != NULL ? "ipv6" :
-		    "ipv4";
+		    "ipv4", *conduit;
 
 		if (rec->level == 1) {
 			snprintf(p->conduit_id, sizeof(p->conduit_id), "%s",
 			    rec->id);
 			snprintf(p->conduit, sizeof(p->conduit), "%s",
 			    rec->name);
-			fprintf(p->conduits, "%s\t", fam);
-			metrics_label(p->conduits, rec->name);
-			fprintf(p->conduits, "\t%llu\t%llu\n",
-			    (unsigned long long)rec->children,
-			    (unsigned long long)rec->usable);
+			metrics_pool_sample(p, METRICS_CONDUIT_USED, fam,
+			    rec->name, NULL, rec->children);
+			metrics_pool_sample(p, METRICS_CONDUIT_USABLE, fam,
+			    rec->name, NULL, rec->usable);
 		} else if (rec->level == 2) {
-			fprintf(p->nodes, "%s\t", fam);
-			metrics_label(p->nodes,
-			    strcmp(rec->parent_id, p->conduit_id) == 0 ?
-			    p->conduit : "");
-			fputc('\t', p->nodes);
-			metrics_label(p->nodes, rec->name);
-			fprintf(p->nodes, "\t%llu\t%llu\n",
-			    (unsigned long long)rec->children,
-			    (unsigned long long)rec->usable);
+			conduit = strcmp(rec->parent_id, p->conduit_id) == 0 ?
+			    p->conduit : "";
+			metrics_pool_sample(p, METRICS_NODE_USED, fam, conduit,
+			    rec->name, rec->children);
+			metrics_pool_sample(p, METRICS_NODE_USABLE, fam,
+			    conduit, rec->name, rec->usable);
 		}
 	}
 	return 0;
-}
-
-/*
- * Writes one gauge from the tab-separated lines of a pass: family, labels
- * (already escaped), used, usable. col picks used (0) or usable (1).
- */
-static void
-metrics_render_lines(FILE *f, const char *name, const char *buf, bool node,
-    int col)
-{
-	char *copy = strdup(buf), *save = NULL, *line;
-
-	if (copy == NULL)
-		return;
-	for (line = strtok_r(copy, "\n", &save); line != NULL;
-	    line = strtok_r(NULL, "\n", &save)) {
-		char *fld[5];
-		int n = 0;
-
-		for (char *t = line; n < 5; n++) {
-			fld[n] = t;
-			t = strchr(t, '\t');
-			if (t == NULL) {
-				n++;
-				break;
-			}
-			*t++ = '\0';
-		}
-		if (n != (node ? 5 : 4))
-			continue;
-		if (node)
-			fprintf(f, "%s{family=\"%s\",conduit=\"%s\",node=\"%s\"} "
-			    "%s\n", name, fld[0], fld[1], fld[2],
-			    fld[3 + col]);
-		else
-			fprintf(f, "%s{family=\"%s\",conduit=\"%s\"} %s\n",
-			    name, fld[0], fld[1], fld[2 + col]);
-	}
-	free(copy);
 }
 
 /* Pool usage per conduit and node, from a Dump. Returns 0 or -1. */
@@ -316,13 +310,12 @@ metrics_render_pool(FILE *f, const char *db_path)
 	Ipamd__V1__Dump dump = IPAMD__V1__DUMP__INIT;
 	struct metrics_pool p;
 	char err[256];
-	int rc = -1;
+	int g, rc = -1;
 
 	memset(&p, 0, sizeof(p));
-	p.conduits = open_memstream(&p.cbuf, &p.clen);
-	p.nodes = open_memstream(&p.nbuf, &p.nlen);
-	if (p.conduits == NULL || p.nodes == NULL)
-		goto out;
+	for (g = 0; g < METRICS_NPOOL; g++)
+		if ((p.f[g] = open_memstream(&p.buf[g], &p.len[g])) == NULL)
+			goto out;
 	dump.conduit = (char *)"";
 	dump.node = (char *)"";
 	req.body_case = IPAMD__V1__REQUEST__BODY_DUMP;
@@ -330,32 +323,20 @@ metrics_render_pool(FILE *f, const char *db_path)
 	if (admin_db_call(db_path, &req, metrics_pool_chunk, &p,
 	    METRICS_DB_TIMEOUT_MS, err, sizeof(err)) != 0)
 		goto out;
-	fclose(p.conduits);
-	fclose(p.nodes);
-	p.conduits = p.nodes = NULL;
-	metrics_head(f, "ipam_conduit_prefixes_used", "gauge",
-	    "Node prefixes allocated in a conduit prefix.");
-	metrics_render_lines(f, "ipam_conduit_prefixes_used", p.cbuf, false,
-	    0);
-	metrics_head(f, "ipam_conduit_prefixes_usable", "gauge",
-	    "Node prefixes a conduit prefix can hold.");
-	metrics_render_lines(f, "ipam_conduit_prefixes_usable", p.cbuf, false,
-	    1);
-	metrics_head(f, "ipam_node_addresses_used", "gauge",
-	    "Addresses allocated in a node prefix.");
-	metrics_render_lines(f, "ipam_node_addresses_used", p.nbuf, true, 0);
-	metrics_head(f, "ipam_node_addresses_usable", "gauge",
-	    "Addresses a node prefix can hand out (all but its first and "
-	    "last).");
-	metrics_render_lines(f, "ipam_node_addresses_usable", p.nbuf, true, 1);
+	for (g = 0; g < METRICS_NPOOL; g++) {
+		fclose(p.f[g]);
+		p.f[g] = NULL;
+		metrics_head(f, metrics_pool_gauges[g].name, "gauge",
+		    metrics_pool_gauges[g].help);
+		fputs(p.buf[g], f);
+	}
 	rc = 0;
 out:
-	if (p.conduits != NULL)
-		fclose(p.conduits);
-	if (p.nodes != NULL)
-		fclose(p.nodes);
-	free(p.cbuf);
-	free(p.nbuf);
+	for (g = 0; g < METRICS_NPOOL; g++) {
+		if (p.f[g] != NULL)
+			fclose(p.f[g]);
+		free(p.buf[g]);
+	}
 	return rc;
 }
 
@@ -447,7 +428,6 @@ metrics_start(unsigned port, const char *db_path, char *err, size_t errlen)
 		.render = metrics_render,
 	};
 	struct metrics *mx;
-	struct timespec ts;
 
 	if (port == 0 || port > 65535) {
 		snprintf(err, errlen, "bad port %u", port);
@@ -464,8 +444,7 @@ metrics_start(unsigned port, const char *db_path, char *err, size_t errlen)
 		return NULL;
 	}
 	snprintf(mx->db_path, sizeof(mx->db_path), "%s", db_path);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	mx->started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	mx->started = (double)now_ns(CLOCK_REALTIME) / 1e9;
 	o.arg = mx;
 	mx->http = httpd_start(&o, err, errlen);
 	if (mx->http == NULL) {

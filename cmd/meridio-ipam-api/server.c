@@ -1,5 +1,7 @@
 /*
- * server.c - the API worker's gRPC thread: sets the server up (port, TLS,
+ * server.c - meridio-ipam-api, the API worker, started by the supervisor
+ * (see ipcmsg.h for the process contract): main reads the already
+ * validated configuration; the gRPC thread sets the server up (port, TLS,
  * health socket, admin), polls its completion queue, and runs the orderly
  * stop.
  */
@@ -12,10 +14,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -23,6 +27,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/log.h>
 
+#include "config.h"
 #include "grpcx.h"
 #include "tls.h"
 #include "ipcmsg.h"
@@ -408,11 +413,14 @@ server_destroy(struct api *a)
 }
 
 /*
- * Sets up signals (signalfd; the caller blocked them), the server and the
- * db thread, serves until the orderly stop is over, then tears down in
- * reverse order. The server is destroyed only when every call completed.
+ * Serves on [::]:cfg->port until SIGTERM (which main has blocked in every
+ * thread) or until the supervisor's status channel (status_fd, -1 when
+ * there is none) closes; forwards calls to the db worker at db_path. Sets
+ * up signals (signalfd), the server and the db thread, serves until the
+ * orderly stop is over, then tears down in reverse order. The server is
+ * destroyed only when every call completed. Returns the exit status.
  */
-int
+static int
 server_run(const struct cfg *cfg, const char *db_path, int status_fd)
 {
 	struct api *a;
@@ -512,5 +520,88 @@ out_grpc:
 	close(d.sig_fd);
 	pthread_mutex_destroy(&a->mu);
 	free(a);
+	return rc;
+}
+
+static const char *
+server_getenv(const char *name)
+{
+	return getenv(name);
+}
+
+static void
+server_usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: meridio-ipam-api [--help | --version]\n"
+	    "\n"
+	    "The API worker of meridio-ipam: serves ipam.v1.Ipam and\n"
+	    "grpc.health.v1.Health on [::]:$IPAM_PORT (and Health alone on\n"
+	    "$IPAM_HEALTH_SOCKET) and forwards calls to the db worker at\n"
+	    "$%s/%s. Started by the meridio-ipam supervisor, which\n"
+	    "passes its status channel as fd %d.\n",
+	    IPCMSG_ENV_RUNDIR, IPCMSG_DB_SOCK, IPCMSG_SUPERVISOR_FD);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct cfg cfg;
+	char err[512], path[256];
+	const char *rundir;
+	sigset_t sigs;
+	int status_fd, rc;
+
+	if (argc > 1) {
+		if (strcmp(argv[1], "--help") == 0 ||
+		    strcmp(argv[1], "-h") == 0) {
+			server_usage(stdout);
+			return 0;
+		}
+		if (strcmp(argv[1], "--version") == 0) {
+			printf("meridio-ipam-api %s\n", IPAM_VERSION);
+			return 0;
+		}
+		server_usage(stderr);
+		return 2;
+	}
+
+	log_init("api", LOGL_INFO, 2);
+	if (config_load(&cfg, server_getenv, err, sizeof(err)) < 0)
+		log_fatal("configuration: %s", err);
+	log_init("api", cfg.log_level, 2);
+
+	/* No privilege gain through exec, and die with the supervisor. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		log_fatal("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) < 0)
+		log_fatal("PR_SET_PDEATHSIG: %s", strerror(errno));
+
+	rundir = getenv(IPCMSG_ENV_RUNDIR);
+	if (rundir == NULL || rundir[0] == '\0')
+		log_fatal("%s is not set: the supervisor starts this worker",
+		    IPCMSG_ENV_RUNDIR);
+	if (ipcmsg_db_path(rundir, path, sizeof(path)) < 0)
+		log_fatal("%s: path too long for a Unix socket", rundir);
+
+	status_fd = IPCMSG_SUPERVISOR_FD;
+	if (fcntl(status_fd, F_SETFD, FD_CLOEXEC) < 0) {
+		log_warn("no supervisor channel on fd %d: running alone",
+		    status_fd);
+		status_fd = -1;
+	}
+
+	/*
+	 * Signals are taken by the db thread through a signalfd: block them
+	 * here, before gRPC starts threads that would inherit the mask.
+	 */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0)
+		log_fatal("pthread_sigmask failed");
+
+	rc = server_run(&cfg, path, status_fd);
+	config_free(&cfg);
 	return rc;
 }

@@ -41,7 +41,6 @@ struct client {
 	struct ipc_conn *conn;		/* NULL when the slot is free */
 	uint64_t gen;			/* bumped when the slot is reused */
 	int role;			/* Ipamd__V1__Role, 0 before Hello */
-	int pid;			/* the peer's pid, from Hello */
 };
 
 /*
@@ -114,8 +113,7 @@ db_cond_ok(struct db *d, struct cond *c)
 	c->ok_seen = true;
 	if (mono - c->last_fail < d->summary_ns / 4)
 		return;
-	snprintf(secs, sizeof(secs), "%.1f",
-	    (double)(now_ns(CLOCK_MONOTONIC) - c->since) / 1e9);
+	snprintf(secs, sizeof(secs), "%.1f", (double)(mono - c->since) / 1e9);
 	log_kv(LOGL_INFO, c->what, "state", "recovered",
 	    LOG_INT("failures", c->total), "seconds", secs, NULL);
 	c->on = false;
@@ -359,7 +357,7 @@ struct dump_ctx {
 	struct db *d;			/* the worker */
 	struct batch_req *p;		/* the Dump request */
 	Ipamd__V1__Record recs[DB_DUMP_CHUNK];	/* this chunk */
-	char strs[DB_DUMP_CHUNK][3][PFX_STRLEN + 1]; /* its short strings */
+	char cidrs[DB_DUMP_CHUNK][PFX_STRLEN];	/* its cidr texts */
 	char *ids[DB_DUMP_CHUNK][3];	/* its id, name, parent id copies */
 	size_t n;			/* records in this chunk */
 	bool failed;			/* out of memory: stop */
@@ -371,7 +369,7 @@ db_dump_flush(struct dump_ctx *x, bool more)
 {
 	Ipamd__V1__Reply r = IPAMD__V1__REPLY__INIT;
 	Ipamd__V1__Record *ptrs[DB_DUMP_CHUNK];
-	size_t i;
+	size_t i, j;
 
 	for (i = 0; i < x->n; i++)
 		ptrs[i] = &x->recs[i];
@@ -379,11 +377,9 @@ db_dump_flush(struct dump_ctx *x, bool more)
 	r.records = ptrs;
 	r.more = more;
 	db_send(x->d, x->p, &r);
-	for (i = 0; i < x->n; i++) {
-		free(x->ids[i][0]);
-		free(x->ids[i][1]);
-		free(x->ids[i][2]);
-	}
+	for (i = 0; i < x->n; i++)
+		for (j = 0; j < 3; j++)
+			free(x->ids[i][j]);
 	x->n = 0;
 }
 
@@ -405,11 +401,11 @@ db_dump_one(void *arg, const struct reg_record *rec)
 		x->failed = true;
 		return 1;
 	}
-	pfx_format(&rec->cidr, x->strs[x->n][0]);
+	pfx_format(&rec->cidr, x->cidrs[x->n]);
 	o->id = ids[0];
 	o->name = ids[1];
 	o->parent_id = ids[2];
-	o->cidr = x->strs[x->n][0];
+	o->cidr = x->cidrs[x->n];
 	o->updated_at = rec->updated_at;
 	o->expirable = rec->expirable;
 	o->level = rec->level;
@@ -617,9 +613,8 @@ db_dispatch(struct db *d, struct batch_req *p)
 		db_reply(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_HELLO) {
 		c->role = q->hello->role;
-		c->pid = q->hello->pid;
 		log_fmt(LOGL_DEBUG, "hello from role %d pid %d", c->role,
-		    c->pid);
+		    q->hello->pid);
 		db_reply(d, p);
 	} else if (q->body_case == IPAMD__V1__REQUEST__BODY_PING) {
 		db_reply(d, p);

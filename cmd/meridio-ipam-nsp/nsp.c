@@ -1,5 +1,9 @@
 /*
- * nsp.c - the NSP watcher worker.
+ * nsp.c - meridio-ipam-nsp, the NSP watcher worker: turns the NSP
+ * service's conduit lists into SyncConduits requests to the db worker.
+ * Started by the supervisor (fork + exec) with the status channel on fd 3
+ * and $IPAMD_RUNDIR naming the runtime directory; reads the configuration
+ * the supervisor already validated.
  *
  * The main thread runs a poll loop over the signalfd, the supervisor's
  * status channel (fd 3), the db socket and a wake pipe from the watch
@@ -20,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,7 +34,6 @@
 #include "ipc.h"
 #include "ipcmsg.h"
 #include "log.h"
-#include "nsp.h"
 #include "watch.h"
 #include "now.h"
 
@@ -323,12 +327,15 @@ nsp_take_list(struct watch *w, struct nsp_sync *sy, int wake_r)
 }
 
 /*
- * The main loop (see the top of this file). Each turn: connect to the db
- * if due, send the latest list if it is pending, report status when it
- * changed or a second passed, then poll with a timeout that wakes for the
- * next of those deadlines.
+ * The main loop (see the top of this file), until SIGTERM arrives on sigfd
+ * or the supervisor closes statusfd (-1: no status channel). Each turn:
+ * connect to the db if due, send the latest list if it is pending, report
+ * status when it changed or a second passed, then poll with a timeout that
+ * wakes for the next of those deadlines. Returns the exit status:
+ * IPCMSG_EXIT_PERMANENT when cfg names no NSP service (static conduits
+ * are the db worker's).
  */
-int
+static int
 nsp_run(const struct cfg *cfg, const char *rundir, int sigfd, int statusfd)
 {
 	struct watch *w = NULL;
@@ -469,5 +476,67 @@ out:
 		close(wake[0]);
 	if (wake[1] >= 0)
 		close(wake[1]);
+	return rc;
+}
+
+/* getenv with the constness config_load expects. */
+static const char *
+nsp_getenv(const char *name)
+{
+	return getenv(name);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct cfg cfg;
+	char err[512];
+	const char *rundir;
+	sigset_t sigs;
+	int sigfd, statusfd = IPCMSG_SUPERVISOR_FD, rc;
+
+	if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+		printf("meridio-ipam-nsp %s\n", IPAM_VERSION);
+		return 0;
+	}
+	if (argc > 1) {
+		fprintf(stderr, "usage: %s (started by meridio-ipam)\n",
+		    argv[0]);
+		return 2;
+	}
+	log_init("nsp", LOGL_INFO, 2);
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		log_fatal("prctl: %s", strerror(errno));
+
+	/* SIGTERM arrives on a signalfd (SIGINT is the supervisor's: it
+	 * comes ignored); blocked before any thread
+	 * (gRPC's included) exists, so every thread inherits the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &sigs, NULL) < 0)
+		log_fatal("sigprocmask: %s", strerror(errno));
+	sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sigfd < 0)
+		log_fatal("signalfd: %s", strerror(errno));
+	signal(SIGPIPE, SIG_IGN);
+
+	if (config_load(&cfg, nsp_getenv, err, sizeof(err)) < 0)
+		log_fatal("configuration: %s", err);
+	log_init("nsp", cfg.log_level, 2);
+	rundir = getenv(IPCMSG_ENV_RUNDIR);
+	if (rundir == NULL || rundir[0] == '\0')
+		log_fatal("%s is not set", IPCMSG_ENV_RUNDIR);
+	if (fcntl(statusfd, F_GETFD) < 0) {
+		log_warn("no status channel on fd %d; running without one",
+		    statusfd);
+		statusfd = -1;
+	} else {
+		fcntl(statusfd, F_SETFD, FD_CLOEXEC);
+	}
+
+	rc = nsp_run(&cfg, rundir, sigfd, statusfd);
+	config_free(&cfg);
+	close(sigfd);
 	return rc;
 }

@@ -564,26 +564,21 @@ watch_start(const struct cfg *cfg, int wake_fd)
 		    watch_spiffe_event, w, why, sizeof(why)) != 0) {
 			log_fmt(LOGL_ERROR, "SPIFFE: %s", w->spiffe ==
 			    NULL ? "out of memory" : why);
-			spiffe_source_free(w->spiffe);
-			grpc_shutdown();
-			pthread_cond_destroy(&w->cv);
-			pthread_mutex_destroy(&w->mu);
-			free(w);
-			return NULL;
+			goto fail;
 		}
 	}
 	err = pthread_create(&w->tid, NULL, watch_main, w);
-	if (err != 0) {
-		log_fmt(LOGL_ERROR, "cannot start the watch thread: %s",
-		    strerror(err));
-		spiffe_source_free(w->spiffe);
-		grpc_shutdown();
-		pthread_cond_destroy(&w->cv);
-		pthread_mutex_destroy(&w->mu);
-		free(w);
-		return NULL;
-	}
-	return w;
+	if (err == 0)
+		return w;
+	log_fmt(LOGL_ERROR, "cannot start the watch thread: %s",
+	    strerror(err));
+fail:
+	spiffe_source_free(w->spiffe);
+	grpc_shutdown();
+	pthread_cond_destroy(&w->cv);
+	pthread_mutex_destroy(&w->mu);
+	free(w);
+	return NULL;
 }
 
 /* Points *names at the list the thread handed over, if there is one. */

@@ -1,31 +1,40 @@
 /*
- * workers.c - the supervisor's loop: one poll over a signalfd and the
- * workers' status channels. Workers are rows of a table, started with
- * fork + exec (spawn.c); the restart decisions come from lib/restart, the
- * process contract is the comment at the top of ipcmsg.h.
+ * workers.c - meridio-ipam, the supervisor: main validates the
+ * configuration, then one poll loop over a signalfd and the workers'
+ * status channels runs the db, api and nsp workers. Workers are rows of
+ * a table, started with fork + exec (spawn.c) and given a private runtime
+ * directory with the db socket; the restart decisions come from
+ * lib/restart, the process contract is the comment at the top of
+ * ipcmsg.h. systemd hears of it through libsystemd, loaded only when
+ * systemd asks.
  */
-#include "workers.h"
-
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "configjson.h"
 #include "datalock.h"
 #include "ipc.h"
 #include "ipcmsg.h"
 #include "log.h"
 #include "now.h"
-#include "rundir.h"
-#include "sdnotify.h"
+#include "restart.h"
 #include "spawn.h"
 
 /* The policy module cannot include the generated messages; keep the two
@@ -35,6 +44,8 @@ _Static_assert(RESTART_EXIT_PERMANENT == IPCMSG_EXIT_PERMANENT,
 
 #define WORKERS_TERM_DB_MS 2000	/* stop: SIGTERM to the db worker after this */
 #define WORKERS_KILL_MS 4500	/* stop: SIGKILL what is left after this */
+#define WORKERS_BACKLOG 64	/* listen backlog of the db socket */
+#define WORKERS_LIBSYSTEMD "libsystemd.so.0"	/* libsystemd0's soname */
 
 /* One row of the worker table: adding a worker is adding a row. */
 struct workers_row {
@@ -90,6 +101,67 @@ struct workers {
 	int exit_code;			/* what workers_run returns */
 };
 
+/* sd_notify from libsystemd; NULL unless systemd listens (see
+ * workers_sd_open). */
+static int (*workers_sd_notify)(int, const char *);
+
+/* The pointers' types are sd-daemon.h's prototypes (typeof does not
+ * evaluate: no link-time reference to the library). */
+_Static_assert(__builtin_types_compatible_p(__typeof__(&sd_notify),
+    __typeof__(workers_sd_notify)), "sd_notify's type");
+_Static_assert(__builtin_types_compatible_p(__typeof__(&sd_watchdog_enabled),
+    int (*)(int, uint64_t *)), "sd_watchdog_enabled's type");
+
+/*
+ * Only systemd reads what the supervisor notifies. Elsewhere (a container,
+ * a shell, a test) libsystemd and the libraries it pulls in (gcrypt,
+ * gpg-error, lz4, zstd, lzma, cap) would only cost the supervisor a large
+ * share of its resident pages: it is loaded with dlopen when NOTIFY_SOCKET
+ * or WATCHDOG_USEC is set. Sets *usec to the watchdog interval (0: none or
+ * a bad WATCHDOG_USEC). Returns 0, or -1 with err set when systemd asked
+ * and the library or its functions cannot be loaded.
+ */
+static int
+workers_sd_open(uint64_t *usec, char *err, size_t errlen)
+{
+	static const char *const env[] = { "NOTIFY_SOCKET", "WATCHDOG_USEC" };
+	int (*watchdog)(int, uint64_t *);
+	const char *var = NULL;
+	void *h;
+
+	*usec = 0;
+	for (size_t i = 0; i < 2 && var == NULL; i++)
+		if (getenv(env[i]) != NULL)
+			var = env[i];
+	if (var == NULL)
+		return 0;
+	if ((h = dlopen(WORKERS_LIBSYSTEMD, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		snprintf(err, errlen, "%s is set but %s cannot be loaded: %s",
+		    var, WORKERS_LIBSYSTEMD, dlerror());
+		return -1;
+	}
+	*(void **)&workers_sd_notify = dlsym(h, "sd_notify");
+	*(void **)&watchdog = dlsym(h, "sd_watchdog_enabled");
+	if (workers_sd_notify == NULL || watchdog == NULL) {
+		snprintf(err, errlen, "%s is set but %s lacks sd_notify or "
+		    "sd_watchdog_enabled", var, WORKERS_LIBSYSTEMD);
+		workers_sd_notify = NULL;
+		dlclose(h);
+		return -1;
+	}
+	if (watchdog(0, usec) <= 0)
+		*usec = 0;
+	return 0;
+}
+
+/* sd_notify(0, state); nothing when systemd does not listen. */
+static void
+workers_notify(const char *state)
+{
+	if (workers_sd_notify != NULL)
+		(void)workers_sd_notify(0, state);
+}
+
 static void
 workers_close_chan(struct workers_proc *w)
 {
@@ -118,7 +190,7 @@ workers_begin_stop(struct workers *sv, int code, const char *why, int64_t now)
 	sv->stop_at = now;
 	log_kv(code == 0 ? LOGL_INFO : LOGL_ERROR, "stopping", "reason", why,
 	    NULL);
-	sdnotify_notify("STOPPING=1");
+	workers_notify("STOPPING=1");
 	for (size_t i = 0; i < sv->n; i++) {
 		restart_worker_cancel(&sv->st[i]);
 		if (!sv->w[i].row->stops_last &&
@@ -321,7 +393,7 @@ workers_update_status(struct workers *sv)
 	} else {
 		snprintf(msg, sizeof(msg), "STATUS=%s", text);
 	}
-	sdnotify_notify(msg);
+	workers_notify(msg);
 }
 
 /*
@@ -475,7 +547,7 @@ workers_watchdog(struct workers *sv, int64_t now)
 	sv->wd_next = now + sv->wd_ms / 2;
 	ok = restart_watchdog_ok(sv->st, sv->n, now, sv->wd_ms);
 	if (ok)
-		sdnotify_notify("WATCHDOG=1");
+		workers_notify("WATCHDOG=1");
 	if (ok == sv->wd_withheld)
 		log_kv(ok ? LOGL_INFO : LOGL_WARNING, ok ?
 		    "watchdog pings resumed" : "watchdog ping withheld: a "
@@ -569,7 +641,78 @@ workers_setup_signals(struct workers *sv)
 	return sv->sig_fd < 0 ? -1 : 0;
 }
 
-int
+/*
+ * Makes the instance's private runtime directory (mkdtemp: mode 0700, a
+ * fresh name per instance) under $XDG_RUNTIME_DIR, else $TMPDIR, else
+ * /tmp, and listens on the db socket in it. Returns 0, or -1 (logged;
+ * sv->rundir is "" when nothing was made).
+ */
+static int
+workers_rundir_make(struct workers *sv)
+{
+	const char *base = getenv("XDG_RUNTIME_DIR");
+	char err[256];
+
+	if (base == NULL || *base == '\0')
+		base = getenv("TMPDIR");
+	if (base == NULL || *base == '\0')
+		base = "/tmp";
+	if ((size_t)snprintf(sv->rundir, sizeof(sv->rundir),
+	    "%s/meridio-ipam.XXXXXX", base) >= sizeof(sv->rundir) ||
+	    mkdtemp(sv->rundir) == NULL) {
+		log_kv(LOGL_ERROR, "cannot create runtime directory", "base",
+		    base, "error", strerror(errno), NULL);
+		sv->rundir[0] = '\0';
+		return -1;
+	}
+	if (ipcmsg_db_path(sv->rundir, sv->sock, sizeof(sv->sock)) < 0) {
+		log_kv(LOGL_ERROR, "runtime directory path too long for a "
+		    "Unix socket", "path", sv->rundir, NULL);
+		return -1;
+	}
+	sv->listen_fd = ipc_listen(sv->sock, WORKERS_BACKLOG, err,
+	    sizeof(err));
+	if (sv->listen_fd < 0) {
+		log_kv(LOGL_ERROR, "cannot listen on db socket", "error", err,
+		    NULL);
+		return -1;
+	}
+	log_kv(LOGL_INFO, "runtime directory", "path", sv->rundir, NULL);
+	return 0;
+}
+
+/* Removes the runtime directory and what workers left in it, one level:
+ * nothing in the contract makes subdirectories. Nothing for "". */
+static void
+workers_rundir_remove(const char *rundir)
+{
+	struct dirent *de;
+	DIR *d;
+
+	if (rundir[0] == '\0')
+		return;
+	d = opendir(rundir);
+	if (d != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			if (strcmp(de->d_name, ".") == 0 ||
+			    strcmp(de->d_name, "..") == 0)
+				continue;
+			if (unlinkat(dirfd(d), de->d_name, 0) < 0 &&
+			    errno == EISDIR)
+				unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
+		}
+		closedir(d);
+	}
+	if (rmdir(rundir) < 0)
+		log_kv(LOGL_WARNING, "cannot remove runtime directory", "path",
+		    rundir, "error", strerror(errno), NULL);
+}
+
+/*
+ * Runs until SIGTERM/SIGINT (returns 0 after an orderly stop) or until a
+ * worker fails for good or too often, or setup fails (returns 1).
+ */
+static int
 workers_run(const struct cfg *cfg, const struct restart_policy *policy)
 {
 	struct workers sv = { .policy = *policy, .listen_fd = -1, .sig_fd = -1,
@@ -601,20 +744,19 @@ workers_run(const struct cfg *cfg, const struct restart_policy *policy)
 	}
 	if (datalock_take(sv.data_path, &sv.lock_fd, &sv.lock_created) < 0)
 		goto out;
-	if (rundir_make(sv.rundir, sizeof(sv.rundir), sv.sock, sizeof(sv.sock),
-	    &sv.listen_fd) < 0)
+	if (workers_rundir_make(&sv) < 0)
 		goto out;
 	sv.envp = spawn_env(sv.rundir);
 	if (sv.envp == NULL) {
 		log_kv(LOGL_ERROR, "out of memory", NULL);
 		goto out;
 	}
-	if (sdnotify_open(err, sizeof(err)) < 0) {
+	if (workers_sd_open(&usec, err, sizeof(err)) < 0) {
 		log_kv(LOGL_ERROR, "cannot notify systemd", "error", err,
 		    NULL);
 		goto out;
 	}
-	if (sdnotify_watchdog_enabled(&usec) > 0 && usec > 0) {
+	if (usec > 0) {
 		sv.wd_ms = (int64_t)(usec / 1000) > 1 ?
 		    (int64_t)(usec / 1000) : 2;
 		sv.wd_next = now_ms();
@@ -632,8 +774,124 @@ out:
 	if (sv.sig_fd >= 0)
 		close(sv.sig_fd);
 	datalock_release(sv.data_path, &sv.lock_fd, sv.lock_created);
-	rundir_remove(sv.rundir);
+	workers_rundir_remove(sv.rundir);
 	spawn_env_free(sv.envp);
 	log_kv(LOGL_INFO, "exiting", LOG_INT("code", sv.exit_code), NULL);
 	return sv.exit_code;
+}
+
+static const char *
+workers_getenv(const char *name)
+{
+	return getenv(name);
+}
+
+static void
+workers_usage(FILE *f)
+{
+	fprintf(f, "usage: meridio-ipam [--help | --version | --check | "
+	    "--debug]\n"
+	    "  --check    validate the configuration in the environment "
+	    "and exit without\n"
+	    "             serving: 0 when valid, 2 and one line naming the "
+	    "bad variable\n"
+	    "  --debug    as --check, printing the effective configuration "
+	    "as JSON\n");
+}
+
+/*
+ * The first lines: what this instance serves and where its conduits come
+ * from (NSP or IPAM_CONDUITS), with a warning when they come from nowhere
+ * or when IPAM_CONDUITS overrides a configured NSP.
+ */
+static void
+workers_log_start(const struct cfg *c)
+{
+	char conduits[1024] = "";
+	size_t i, o = 0;
+
+	for (i = 0; i < c->nconduits && o < sizeof(conduits); i++)
+		o += (size_t)snprintf(conduits + o, sizeof(conduits) - o,
+		    "%s%s", i ? "," : "", c->conduits[i]);
+	log_kv(LOGL_INFO, "starting", "release", IPAM_VERSION, "trench",
+	    c->trench, "namespace", c->k8s_namespace, "nsp_service",
+	    c->nsp_service, "conduits", conduits, NULL);
+	if (c->nsp_ignored)
+		log_kv(LOGL_WARNING, "IPAM_NSP_SERVICE ignored: IPAM_CONDUITS "
+		    "selects static conduits and no NSP", "IPAM_NSP_SERVICE",
+		    getenv("IPAM_NSP_SERVICE"), "IPAM_CONDUITS", conduits,
+		    NULL);
+	if (c->nsp_service[0] == '\0' && c->nconduits == 0)
+		log_kv(LOGL_WARNING, "no conduits: IPAM_NSP_SERVICE is empty "
+		    "and IPAM_CONDUITS unset, so every Allocate fails", NULL);
+}
+
+/*
+ * Flags first (they need no valid environment, except --debug which shows
+ * it), then the configuration and the restart policy: a bad value prints
+ * one line and exits 2 before anything is created.
+ */
+int
+main(int argc, char **argv)
+{
+	struct cfg cfg = { 0 };
+	struct restart_policy policy;
+	char err[512];
+	bool debug = false, check = false;
+	char *json;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0) {
+			workers_usage(stdout);
+			fputs(config_help(), stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("meridio-ipam %s\n", IPAM_VERSION);
+			return 0;
+		} else if (strcmp(argv[i], "--debug") == 0) {
+			debug = true;
+		} else if (strcmp(argv[i], "--check") == 0) {
+			check = true;
+		} else {
+			fprintf(stderr, "meridio-ipam: unknown argument: %s\n",
+			    argv[i]);
+			workers_usage(stderr);
+			return 2;
+		}
+	}
+	if (config_load(&cfg, workers_getenv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 2;
+	}
+	if (restart_policy_load(&policy, workers_getenv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		config_free(&cfg);
+		return 2;
+	}
+	if (check && !debug) {
+		printf("meridio-ipam: configuration is valid\n");
+		config_free(&cfg);
+		return 0;
+	}
+	if (debug) {
+		json = configjson_text(&cfg);
+		rc = json != NULL && printf("%s\n", json) > 0 ? 0 : 1;
+		free(json);
+		config_free(&cfg);
+		return rc;
+	}
+	log_init("supervisor", cfg.log_level, 2);
+	workers_log_start(&cfg);
+	/* No process of the daemon ever needs to gain privileges (setuid
+	 * binaries, file capabilities); workers inherit this. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		log_error("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+		config_free(&cfg);
+		return 1;
+	}
+	rc = workers_run(&cfg, &policy);
+	config_free(&cfg);
+	return rc;
 }

@@ -23,7 +23,7 @@
 
 #include <sqlite3.h>
 
-#include "gotime.h"
+#include "gotext.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -1123,7 +1123,7 @@ Test(store, migrates_older_meridio_schema)
 	assert_meridio_indexes(db);
 	raw_text(db, "SELECT updated_at FROM prefixes WHERE "
 	    "id='c1-w1-lb-default-0'", buf, sizeof(buf));
-	cr_assert_eq(gotime_parse(buf, &t), 0, "\"%s\"", buf);
+	cr_assert_eq(gotext_parse_time(buf, &t), 0, "\"%s\"", buf);
 	cr_assert(t >= t0 && t <= t1);
 	assert_raw(db, "SELECT count(*) FROM prefixes WHERE expirable=1", "5");
 	assert_raw(db, "SELECT count(*) FROM prefixes WHERE updated_at IS NULL "
