@@ -223,16 +223,22 @@ storelock_take(int fd, const char *path, long *holder, char *err,
 {
 	struct stat sb;
 
-	*holder = 0;
-	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-		return 0;
-	if (errno != EWOULDBLOCK) {
-		errbuf_set(err, errlen, "%s: cannot lock: %s", path,
-		    strerror(errno));
-		return -1;
+	/* A holder that exits between the flock and the /proc/locks read
+	 * is listed nowhere: try the lock again before calling it taken. */
+	for (int tries = 0; tries < 3; tries++) {
+		*holder = 0;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK) {
+			errbuf_set(err, errlen, "%s: cannot lock: %s", path,
+			    strerror(errno));
+			return -1;
+		}
+		if (fstat(fd, &sb) == 0)
+			*holder = storelock_holder(sb.st_dev, sb.st_ino);
+		if (*holder > 0)
+			break;
 	}
-	if (fstat(fd, &sb) == 0)
-		*holder = storelock_holder(sb.st_dev, sb.st_ino);
 	if (*holder > 0)
 		errbuf_set(err, errlen, "%s: in use by another meridio-ipam "
 		    "(pid %ld)", path, *holder);
