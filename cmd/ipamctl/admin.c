@@ -232,12 +232,8 @@ ctl_instance_line(const char *sock, char *buf, size_t len)
 	return (size_t)n < len ? (size_t)n : len - 1;
 }
 
-/*
- * One unary Admin call on the socket sock: method, request rq, the answer
- * unpacked with desc into *out (NULL on failure). Returns st->code.
- */
-static int
-ctl_admin_unary(const char *sock, const char *method,
+int
+ctl_admin_call(const char *sock, const char *method,
     const ProtobufCMessage *rq, const ProtobufCMessageDescriptor *desc,
     int64_t timeout_ms, ProtobufCMessage **out, struct grpcx_status *st)
 {
@@ -264,7 +260,7 @@ ctl_admin_info(const char *sock, int64_t timeout_ms,
 {
 	Ipamadmin__V1__InfoRequest rq = IPAMADMIN__V1__INFO_REQUEST__INIT;
 
-	return ctl_admin_unary(sock, "/ipamadmin.v1.Admin/Info", &rq.base,
+	return ctl_admin_call(sock, "/ipamadmin.v1.Admin/Info", &rq.base,
 	    &ipamadmin__v1__info_reply__descriptor, timeout_ms,
 	    (ProtobufCMessage **)out, st);
 }
@@ -334,7 +330,6 @@ ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 	struct grpcx_ccall u;
 	grpc_slice method;
 	char target[CTL_SUN_PATH + 8];
-	grpc_event ev;
 	bool failed = false;
 	size_t n;
 
@@ -382,33 +377,8 @@ ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 
 	grpcx_ccall_clear(&u);
 	grpc_call_unref(call);
-	grpc_completion_queue_shutdown(cq);
-	do {
-		ev = grpc_completion_queue_next(cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpcx_cq_drain(cq, NULL);
 	grpc_completion_queue_destroy(cq);
 	grpc_channel_destroy(ch);
 	return st->code;
-}
-
-int
-ctl_admin_check(const char *sock, int64_t timeout_ms,
-    Ipamadmin__V1__CheckReport **out, struct grpcx_status *st)
-{
-	Ipamadmin__V1__CheckRequest rq = IPAMADMIN__V1__CHECK_REQUEST__INIT;
-
-	return ctl_admin_unary(sock, "/ipamadmin.v1.Admin/Check", &rq.base,
-	    &ipamadmin__v1__check_report__descriptor, timeout_ms,
-	    (ProtobufCMessage **)out, st);
-}
-
-int
-ctl_admin_release(const char *sock, const Ipamadmin__V1__ReleaseRequest *rq,
-    int64_t timeout_ms, Ipamadmin__V1__ReleaseReply **out,
-    struct grpcx_status *st)
-{
-	return ctl_admin_unary(sock, "/ipamadmin.v1.Admin/Release", &rq->base,
-	    &ipamadmin__v1__release_reply__descriptor, timeout_ms,
-	    (ProtobufCMessage **)out, st);
 }

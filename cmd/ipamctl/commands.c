@@ -128,15 +128,6 @@ ctl_op_usage(FILE *f, const char *cmd)
 		    "$IPAM_DATA_SOURCE)\n");
 }
 
-/* A usage error of cmd; returns CTL_USAGE. */
-static int
-ctl_op_bad(const char *cmd, const char *what, const char *arg)
-{
-	fprintf(stderr, "ipamctl: %s: %s%s\nTry `ipamctl %s --help`.\n", cmd,
-	    what, arg, cmd);
-	return CTL_USAGE;
-}
-
 /* Parses the options. Returns CTL_OK, CTL_USAGE, or -1 after --help. */
 static int
 ctl_op_parse(struct ctl_op *op, int argc, char **argv)
@@ -164,11 +155,11 @@ ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 		    (o == CTL_O_DATA && !import) ||
 		    ((o == CTL_O_NAME || o == CTL_O_FAMILY || o == CTL_O_TRENCH) &&
 		    !release))
-			return ctl_op_bad(op->cmd, "unknown option --", opt);
+			return ctl_bad(op->cmd, "unknown option --%s", opt);
 		switch (o) {
 		case CTL_O_ADMIN:
 			if (optarg[0] == '\0')
-				return ctl_op_bad(op->cmd, "--admin: empty", "");
+				return ctl_bad(op->cmd, "--admin: empty");
 			op->admin = optarg;
 			break;
 		case CTL_O_CONDUIT:
@@ -182,8 +173,8 @@ ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 			break;
 		case CTL_O_TIMEOUT:
 			if (ctl_timeout_ms(optarg, &op->timeout_ms) != 0)
-				return ctl_op_bad(op->cmd, "--timeout: expected "
-				    "a positive Go duration, not ", optarg);
+				return ctl_bad(op->cmd, "--timeout: expected a "
+				    "positive Go duration, not %s", optarg);
 			break;
 		case CTL_O_DATA:
 			op->data_source = optarg;
@@ -197,36 +188,34 @@ ctl_op_parse(struct ctl_op *op, int argc, char **argv)
 		case CTL_O_FAMILY:
 			op->family = ctl_family(optarg);
 			if (op->family == 0)
-				return ctl_op_bad(op->cmd, "--family: expected "
-				    "ipv4 or ipv6, not ", optarg);
+				return ctl_bad(op->cmd, "--family: expected "
+				    "ipv4 or ipv6, not %s", optarg);
 			break;
 		case 'h':
 		case CTL_O_HELP:
 			ctl_op_usage(stdout, op->cmd);
 			return -1;
 		case ':':
-			return ctl_op_bad(op->cmd, "needs a value: ",
+			return ctl_bad(op->cmd, "needs a value: %s",
 			    argv[optind - 1]);
 		default:
-			return ctl_op_bad(op->cmd, "unknown option ",
+			return ctl_bad(op->cmd, "unknown option %s",
 			    argv[optind - 1]);
 		}
 	}
 	if (import && optind < argc)
 		op->file = argv[optind++];
 	if (optind < argc)
-		return ctl_op_bad(op->cmd, "unexpected argument ",
-		    argv[optind]);
+		return ctl_bad(op->cmd, "unexpected argument %s", argv[optind]);
 	if (release && (op->conduit[0] == '\0' || op->node[0] == '\0' ||
 	    op->name == NULL || op->name[0] == '\0'))
-		return ctl_op_bad(op->cmd, op->conduit[0] == '\0' ?
-		    "--conduit is required" : op->node[0] == '\0' ?
-		    "--node is required" : "--name is required", "");
+		return ctl_bad(op->cmd, "--%s is required", op->conduit[0] ==
+		    '\0' ? "conduit" : op->node[0] == '\0' ? "node" : "name");
 	if (import && op->file == NULL)
-		return ctl_op_bad(op->cmd, "FILE is required", "");
+		return ctl_bad(op->cmd, "FILE is required");
 	if (import && (op->data_source == NULL || op->data_source[0] == '\0'))
-		return ctl_op_bad(op->cmd, "--data-source is required (or set "
-		    "IPAM_DATA_SOURCE)", "");
+		return ctl_bad(op->cmd, "--data-source is required (or set "
+		    "IPAM_DATA_SOURCE)");
 	return CTL_OK;
 }
 
@@ -257,8 +246,9 @@ ctl_op_release(const struct ctl_op *op, const char *sock)
 	rq.node = (char *)op->node;
 	rq.name = (char *)op->name;
 	rq.family = op->family;
-	if (ctl_admin_release(sock, &rq, op->timeout_ms, &rep, &st) !=
-	    GRPC_STATUS_OK) {
+	if (ctl_admin_call(sock, "/ipamadmin.v1.Admin/Release", &rq.base,
+	    &ipamadmin__v1__release_reply__descriptor, op->timeout_ms,
+	    (ProtobufCMessage **)&rep, &st) != GRPC_STATUS_OK) {
 		if (st.code == GRPC_STATUS_NOT_FOUND) {
 			fprintf(stderr, "ipamctl: release: %s\n", st.message);
 			return CTL_RPC;
@@ -330,8 +320,12 @@ ctl_op_admin(const struct ctl_op *op)
 		goto out;
 	}
 	if (strcmp(op->cmd, "check") == 0) {
-		if (ctl_admin_check(sock, op->timeout_ms, &rep, &st) !=
-		    GRPC_STATUS_OK) {
+		Ipamadmin__V1__CheckRequest rq =
+		    IPAMADMIN__V1__CHECK_REQUEST__INIT;
+
+		if (ctl_admin_call(sock, "/ipamadmin.v1.Admin/Check", &rq.base,
+		    &ipamadmin__v1__check_report__descriptor, op->timeout_ms,
+		    (ProtobufCMessage **)&rep, &st) != GRPC_STATUS_OK) {
 			rc = ctl_op_rpc_error(op, sock, &st);
 		} else {
 			rc = ctl_print_check(rep, op->json);

@@ -31,6 +31,10 @@ extern const struct option ctl_options[];
 /* --timeout: a positive Go duration, in ms rounded up. Returns 0 or -1. */
 int ctl_timeout_ms(const char *arg, int64_t *ms);
 
+/* Prints "ipamctl: CMD: " and the usage error; returns CTL_USAGE. */
+int ctl_bad(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* --family: 4 for ipv4, 6 for ipv6 (any case), else 0. */
 int ctl_family(const char *arg);
 
@@ -61,6 +65,15 @@ int ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
     size_t errlen);
 
 /*
+ * One unary Admin call on the socket sock: method, request rq, the answer
+ * unpacked with desc into *out (NULL on failure). Returns the status code
+ * (also in st).
+ */
+int ctl_admin_call(const char *sock, const char *method,
+    const ProtobufCMessage *rq, const ProtobufCMessageDescriptor *desc,
+    int64_t timeout_ms, ProtobufCMessage **out, struct grpcx_status *st);
+
+/*
  * Info over the admin socket. Returns the status code (also in st); on OK
  * *out is the reply (ipamadmin__v1__info_reply__free_unpacked).
  */
@@ -87,23 +100,6 @@ int ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 /* Frees what ctl_admin_dump filled. Accepts an empty dump. */
 void ctl_dump_free(struct ctl_dump *d);
 
-/*
- * Check over the admin socket. Returns the status code (also in st); on
- * OK *out is the report (ipamadmin__v1__check_report__free_unpacked).
- */
-int ctl_admin_check(const char *sock, int64_t timeout_ms,
-    Ipamadmin__V1__CheckReport **out, struct grpcx_status *st);
-
-/*
- * Release over the admin socket: the child of rq in one family or both.
- * Returns the status code (also in st; NOT_FOUND when nothing matched);
- * on OK *out says what was released
- * (ipamadmin__v1__release_reply__free_unpacked).
- */
-int ctl_admin_release(const char *sock, const Ipamadmin__V1__ReleaseRequest *rq,
-    int64_t timeout_ms, Ipamadmin__V1__ReleaseReply **out,
-    struct grpcx_status *st);
-
 /* Read commands: print what d holds (text or JSON). Return an exit code.
  * show: info (NULL = unknown) adds the conduit source and its warning. */
 int ctl_print_show(const struct ctl_dump *d, bool json,
@@ -111,6 +107,14 @@ int ctl_print_show(const struct ctl_dump *d, bool json,
 int ctl_print_usage(const struct ctl_dump *d, bool json);
 int ctl_print_export(const struct ctl_dump *d);
 int ctl_print_check(const Ipamadmin__V1__CheckReport *r, bool json);
+
+struct json_object;
+
+/* The conduit source of info (NULL: unknown) as JSON members of doc
+ * ("conduit_source", "warnings"), or as a warning on stderr. */
+void ctl_json_source(struct json_object *doc,
+    const Ipamadmin__V1__InfoReply *info);
+void ctl_warn_source(const char *cmd, const Ipamadmin__V1__InfoReply *info);
 
 /* True if cmd is one of the operator commands of commands.c. */
 bool ctl_is_op(const char *cmd);

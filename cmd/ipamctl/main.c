@@ -13,6 +13,7 @@
  * found), 2 usage error.
  */
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,12 +140,15 @@ ctl_usage_health(FILE *f)
 	    "A daemon without conduit source gets a warning on stderr.\n");
 }
 
-/* Prints a usage error for cmd and returns CTL_USAGE. */
-static int
-ctl_bad(const char *cmd, const char *fmt, const char *arg)
+int
+ctl_bad(const char *cmd, const char *fmt, ...)
 {
+	va_list ap;
+
 	fprintf(stderr, "ipamctl: %s: ", cmd);
-	fprintf(stderr, fmt, arg);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	fprintf(stderr, "\nTry `ipamctl %s --help`.\n", cmd);
 	return CTL_USAGE;
 }
@@ -253,8 +257,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			break;
 		case CTL_O_TARGET:
 			if (optarg[0] == '\0')
-				return ctl_bad(a->cmd, "--target: empty%s",
-				    "");
+				return ctl_bad(a->cmd, "--target: empty");
 			snprintf(a->target, sizeof(a->target), "%s", optarg);
 			break;
 		case CTL_O_TIMEOUT:
@@ -271,7 +274,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			break;
 		case CTL_O_ADMIN:
 			if (optarg[0] == '\0')
-				return ctl_bad(a->cmd, "--admin: empty%s", "");
+				return ctl_bad(a->cmd, "--admin: empty");
 			a->admin = optarg;
 			break;
 		case CTL_O_TLS_CA:
@@ -314,16 +317,12 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 	if (optind < argc)
 		return ctl_bad(a->cmd, "unexpected argument %s", argv[optind]);
 	if (a->spiffe && a->tls)
-		return ctl_bad(a->cmd, "--spiffe and --tls-* exclude each other%s",
-		    "");
+		return ctl_bad(a->cmd, "--spiffe and --tls-* exclude each other");
 	if (health)
 		return CTL_OK;
-	if (a->conduit == NULL)
-		return ctl_bad(a->cmd, "--conduit is required%s", "");
-	if (a->node == NULL)
-		return ctl_bad(a->cmd, "--node is required%s", "");
-	if (a->name == NULL)
-		return ctl_bad(a->cmd, "--name is required%s", "");
+	if (a->conduit == NULL || a->node == NULL || a->name == NULL)
+		return ctl_bad(a->cmd, "--%s is required", a->conduit == NULL ?
+		    "conduit" : a->node == NULL ? "node" : "name");
 	return CTL_OK;
 }
 
@@ -412,19 +411,15 @@ ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
 	return CTL_OK;
 }
 
+/* Name of a ServingStatus value ("NOT_SERVING"). */
 static const char *
 ctl_serving_name(int s)
 {
-	switch (s) {
-	case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING:
-		return "SERVING";
-	case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING:
-		return "NOT_SERVING";
-	case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN:
-		return "SERVICE_UNKNOWN";
-	default:
-		return "UNKNOWN";
-	}
+	const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+	    &grpc__health__v1__health_check_response__serving_status__descriptor,
+	    s);
+
+	return v != NULL ? v->name : "UNKNOWN";
 }
 
 /*
@@ -464,7 +459,6 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 	Grpc__Health__V1__HealthCheckResponse *rs;
 	Ipamadmin__V1__InfoReply *info;
 	struct grpcx_status st;
-	bool none;
 	ProtobufCMessage *resp = NULL;
 	int rc;
 
@@ -475,7 +469,6 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 		return ctl_rpc_error(a, &st);
 	rs = (Grpc__Health__V1__HealthCheckResponse *)resp;
 	info = ctl_health_info(a);
-	none = info != NULL && strcmp(info->conduit_source, "none") == 0;
 	if (a->json) {
 		json_object *o = json_object_new_object();
 
@@ -483,24 +476,13 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 		    json_object_new_string(a->service));
 		json_object_object_add(o, "status",
 		    json_object_new_string(ctl_serving_name(rs->status)));
-		if (info != NULL) {
-			json_object *w = json_object_new_array();
-
-			json_object_object_add(o, "conduit_source",
-			    json_object_new_string(info->conduit_source));
-			if (none)
-				json_object_array_add(w,
-				    json_object_new_string(CTL_NO_CONDUITS));
-			json_object_object_add(o, "warnings", w);
-		}
+		ctl_json_source(o, info);
 		printf("%s\n", json_object_to_json_string_ext(o,
 		    JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
 	} else {
 		printf("%s\n", ctl_serving_name(rs->status));
-		if (none)
-			fprintf(stderr, "ipamctl: health: warning: %s\n",
-			    CTL_NO_CONDUITS);
+		ctl_warn_source(a->cmd, info);
 	}
 	if (info != NULL)
 		ipamadmin__v1__info_reply__free_unpacked(info, NULL);

@@ -92,6 +92,29 @@ ctl_trench_name(const struct ctl_dump *d, char *buf, size_t len)
 	}
 }
 
+void
+ctl_json_source(json_object *doc, const Ipamadmin__V1__InfoReply *info)
+{
+	json_object *w;
+
+	if (info == NULL)
+		return;
+	w = json_object_new_array();
+	json_object_object_add(doc, "conduit_source",
+	    json_object_new_string(info->conduit_source));
+	if (strcmp(info->conduit_source, "none") == 0)
+		json_object_array_add(w, json_object_new_string(CTL_NO_CONDUITS));
+	json_object_object_add(doc, "warnings", w);
+}
+
+void
+ctl_warn_source(const char *cmd, const Ipamadmin__V1__InfoReply *info)
+{
+	if (info != NULL && strcmp(info->conduit_source, "none") == 0)
+		fprintf(stderr, "ipamctl: %s: warning: %s\n", cmd,
+		    CTL_NO_CONDUITS);
+}
+
 /* ---- show --------------------------------------------------------------- */
 
 /* An age for people: "42s ago", "5m ago", "3h ago", "2d ago". */
@@ -172,16 +195,7 @@ ctl_show_json(const struct ctl_dump *d, const Ipamadmin__V1__InfoReply *info)
 		return ctl_json_out(NULL);
 	ctl_trench_name(d, trench, sizeof(trench));
 	json_object_object_add(doc, "trench", json_object_new_string(trench));
-	if (info != NULL) {
-		json_object *w = json_object_new_array();
-
-		json_object_object_add(doc, "conduit_source",
-		    json_object_new_string(info->conduit_source));
-		if (strcmp(info->conduit_source, "none") == 0)
-			json_object_array_add(w, json_object_new_string(
-			    CTL_NO_CONDUITS));
-		json_object_object_add(doc, "warnings", w);
-	}
+	ctl_json_source(doc, info);
 	tree = json_object_new_array();
 	json_object_object_add(doc, "tree", tree);
 	memset(stack, 0, sizeof(stack));
@@ -215,9 +229,7 @@ ctl_print_show(const struct ctl_dump *d, bool json,
 
 	if (json)
 		return ctl_show_json(d, info);
-	if (info != NULL && strcmp(info->conduit_source, "none") == 0)
-		fprintf(stderr, "ipamctl: show: warning: %s\n",
-		    CTL_NO_CONDUITS);
+	ctl_warn_source("show", info);
 	ctl_trench_name(d, trench, sizeof(trench));
 	printf("trench %s\n", trench[0] != '\0' ? trench : "(none)");
 	for (size_t i = 0; i < d->n; i++) {
