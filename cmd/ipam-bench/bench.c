@@ -579,7 +579,6 @@ bench_open(struct bench *b, char *err, size_t errlen)
 static void
 bench_close(struct bench *b)
 {
-	grpc_event ev;
 	unsigned i;
 
 	if (b->ch != NULL)
@@ -587,11 +586,7 @@ bench_close(struct bench *b)
 			if (b->ch[i] != NULL)
 				grpc_channel_destroy(b->ch[i]);
 	if (b->cq != NULL) {
-		grpc_completion_queue_shutdown(b->cq);
-		do {
-			ev = grpc_completion_queue_next(b->cq,
-			    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-		} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+		grpcx_cq_drain(b->cq, NULL);
 		grpc_completion_queue_destroy(b->cq);
 	}
 	free(b->ch);
@@ -724,7 +719,6 @@ bench_wait_ready(const struct bench_opts *o, int64_t *ready_ns,
 	grpc_completion_queue *cq;
 	struct timespec pause = { 0, BENCH_READY_STEP_MS * BENCH_NS_PER_MS };
 	int64_t limit = now_ns(CLOCK_MONOTONIC) + o->duration_ns;
-	grpc_event ev;
 	int rc = -1;
 
 	*attempts = 0;
@@ -746,11 +740,7 @@ bench_wait_ready(const struct bench_opts *o, int64_t *ready_ns,
 		}
 		nanosleep(&pause, NULL);
 	}
-	grpc_completion_queue_shutdown(cq);
-	do {
-		ev = grpc_completion_queue_next(cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpcx_cq_drain(cq, NULL);
 	grpc_completion_queue_destroy(cq);
 	return rc;
 }
