@@ -182,15 +182,13 @@ out:
 
 /* ---- calls -------------------------------------------------------------- */
 
+/* Frees a posted request (never NULL: every tag of ours is one). */
 static void
 admin_call_free(struct admin_call *c)
 {
-	if (c == NULL)
-		return;
 	if (c->call != NULL)
 		grpc_call_unref(c->call);
-	if (c->method == ADMIN_GENERIC)
-		grpc_call_details_destroy(&c->details);
+	grpc_call_details_destroy(&c->details);
 	grpc_metadata_array_destroy(&c->md);
 	if (c->payload != NULL)
 		grpc_byte_buffer_destroy(c->payload);
@@ -212,8 +210,8 @@ admin_post(struct admin *ad, enum admin_method m)
 		return -1;
 	c->method = m;
 	grpc_metadata_array_init(&c->md);
+	grpc_call_details_init(&c->details);
 	if (m == ADMIN_GENERIC) {
-		grpc_call_details_init(&c->details);
 		e = grpc_server_request_call(ad->server, &c->call, &c->details,
 		    &c->md, ad->call_cq, ad->cq, c);
 	} else {
@@ -316,11 +314,11 @@ admin_timeout(const struct admin_call *c)
 	return left < ADMIN_DB_TIMEOUT_MS ? (int)left : ADMIN_DB_TIMEOUT_MS;
 }
 
-/* State of one Dump while the db worker's replies come in. */
+/* State of one Dump or Check while the db worker's replies come in. */
 struct admin_dump {
 	struct admin *ad;		/* the service */
-	struct admin_call *c;		/* the Dump call */
-	int code;			/* db worker's error code, 0 none */
+	struct admin_call *c;		/* the call */
+	int code;			/* Dump: db worker's error code, 0 none */
 	char msg[GRPCX_MSG_MAX];	/* its message */
 };
 
@@ -416,17 +414,11 @@ out:
 	ipamadmin__v1__dump_request__free_unpacked(rq, NULL);
 }
 
-/* State of one Check while the db worker answers. */
-struct admin_check {
-	struct admin *ad;		/* the service */
-	struct admin_call *c;		/* the Check call */
-};
-
 /* Answers the Check call from the db worker's one Reply. */
 static int
 admin_check_reply(void *arg, const Ipamd__V1__Reply *r)
 {
-	struct admin_check *x = arg;
+	struct admin_dump *x = arg;
 	Ipamadmin__V1__CheckReport rep = IPAMADMIN__V1__CHECK_REPORT__INIT;
 	Ipamadmin__V1__Problem *pv, **ptrs;
 
@@ -467,7 +459,7 @@ admin_check(struct admin *ad, struct admin_call *c)
 	Ipamadmin__V1__CheckRequest *rq;
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Check chk = IPAMD__V1__CHECK__INIT;
-	struct admin_check x = { .ad = ad, .c = c };
+	struct admin_dump x = { .ad = ad, .c = c };
 	char err[GRPCX_MSG_MAX], msg[GRPCX_MSG_MAX + 32];
 
 	rq = (Ipamadmin__V1__CheckRequest *)grpcx_unpack(
@@ -702,25 +694,6 @@ admin_free(struct admin *ad)
 	free(ad);
 }
 
-/* True if a process accepts connections on the Unix socket at path. */
-static bool
-admin_sock_live(const char *path)
-{
-	struct sockaddr_un sa;
-	int fd;
-	bool ok;
-
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return false;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
-}
-
 /*
  * Under systemd with an admin group: the socket 0660 of that group, and
  * its directory passable by the group (0710). The daemon must be in that
@@ -761,15 +734,11 @@ admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
 	char addr[sizeof(ad->sock_path) + 8];
 	struct stat sb;
 	mode_t old;
-	int port;
+	int port, fd;
 
-	/* The admin thread waits on queues that do not poll: the gRPC
-	 * thread of the API polls all connections, ours included (it
-	 * accepts through poll_cq). As a second poller the admin thread took
-	 * half of the API's socket reads and handed each over with a
-	 * wake-up: health calls 46-55k/s -> 69k/s at concurrency 64, api
-	 * worker CPU per call 15.3 -> 13.6 us (health), 28.5 -> 21.4 us (new
-	 * allocation). */
+	/* Queues that do not poll: the API's gRPC thread polls every
+	 * connection, ours included (accepted through poll_cq); a second
+	 * poller would take half of the API's reads (BENCHMARKS.md). */
 	ad->cq = grpcx_cq_quiet();
 	ad->call_cq = grpcx_cq_quiet();
 	if (ad->cq == NULL || ad->call_cq == NULL) {
@@ -784,7 +753,8 @@ admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
 		    admin_paths[m], NULL,
 		    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 	if (lstat(ad->sock_path, &sb) == 0 && S_ISSOCK(sb.st_mode)) {
-		if (admin_sock_live(ad->sock_path)) {
+		if ((fd = ipc_connect(ad->sock_path, NULL, 0)) >= 0) {
+			close(fd);
 			snprintf(err, errlen, "%s is the admin socket of "
 			    "another running instance", ad->sock_path);
 			return -1;
@@ -813,17 +783,16 @@ admin_start(const char *rundir, const char *db_path, const struct cfg *cfg,
 	struct admin *ad;
 	int n;
 
+	if (rundir == NULL || rundir[0] == '\0') {
+		snprintf(err, errlen, "%s is not set", IPCMSG_ENV_RUNDIR);
+		return NULL;
+	}
 	ad = calloc(1, sizeof(*ad));
 	if (ad == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	atomic_init(&ad->stop, false);
-	if (rundir == NULL || rundir[0] == '\0') {
-		snprintf(err, errlen, "%s is not set", IPCMSG_ENV_RUNDIR);
-		free(ad);
-		return NULL;
-	}
 	ad->cfg = cfg;
 	/* systemd's RUNTIME_DIRECTORY lists the unit's runtime directories,
 	 * separated by colons: the first one is ours. */
