@@ -5,10 +5,10 @@
 #ifndef IPAM_CTL_H
 #define IPAM_CTL_H
 
-#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "grpcx.h"
 #include "ipamadmin/v1/admin.pb-c.h"
@@ -17,26 +17,29 @@
 #define CTL_RPC 1		/* RPC error, problem found, bad input */
 #define CTL_USAGE 2		/* bad command line */
 
-/* Every long option of ipamctl (ctl_options); each command takes some. */
-enum ctl_opt {
-	CTL_O_CONDUIT = 1, CTL_O_NODE, CTL_O_NAME, CTL_O_FAMILY, CTL_O_TRENCH,
-	CTL_O_SERVICE, CTL_O_JSON, CTL_O_ADMIN, CTL_O_TARGET, CTL_O_TIMEOUT,
-	CTL_O_HELP, CTL_O_TLS_CA, CTL_O_TLS_CERT, CTL_O_TLS_KEY, CTL_O_TLS_NAME,
-	CTL_O_SPIFFE, CTL_O_SPIFFE_ID, CTL_O_DATA,
+/* What the command line asked for. */
+struct ctl_args {
+	const char *cmd;		/* the command word */
+	const char *conduit;		/* --conduit */
+	const char *node;		/* --node */
+	const char *name;		/* --name */
+	const char *trench;		/* --trench, else $IPAM_TRENCH_NAME */
+	const char *service;		/* --service (health), "" by default */
+	int family;			/* --family: 4, 6; 0 = default */
+	char target[300];		/* --target, else 127.0.0.1:$IPAM_PORT */
+	int64_t timeout_ms;		/* --timeout */
+	const char *tls_ca;		/* --tls-ca: roots for the server */
+	const char *tls_cert;		/* --tls-cert: our certificate */
+	const char *tls_key;		/* --tls-key: its private key */
+	const char *tls_name;		/* --tls-server-name */
+	bool tls;			/* any --tls-* given: talk TLS */
+	bool spiffe;			/* --spiffe: mTLS with our SVID */
+	const char *spiffe_id;		/* --spiffe-id: the server's ID */
+	bool json;			/* --json */
+	const char *admin;		/* --admin: admin socket */
+	const char *data_source;	/* import: --data-source */
+	const char *file;		/* import: FILE */
 };
-
-/* The getopt_long table of every option, values enum ctl_opt. */
-extern const struct option ctl_options[];
-
-/* --timeout: a positive Go duration, in ms rounded up. Returns 0 or -1. */
-int ctl_timeout_ms(const char *arg, int64_t *ms);
-
-/* Prints "ipamctl: CMD: " and the usage error; returns CTL_USAGE. */
-int ctl_bad(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* --family: 4 for ipv4, 6 for ipv6 (any case), else 0. */
-int ctl_family(const char *arg);
 
 #define CTL_ADMIN_SOCK "admin.sock"	/* inside the runtime directory */
 #define CTL_EXPORT_FORMAT "meridio-ipam-export/1"
@@ -116,11 +119,11 @@ void ctl_json_source(struct json_object *doc,
     const Ipamadmin__V1__InfoReply *info);
 void ctl_warn_source(const char *cmd, const Ipamadmin__V1__InfoReply *info);
 
-/* True if cmd is one of the operator commands of commands.c. */
-bool ctl_is_op(const char *cmd);
+/* Prints the help of an admin socket command (or import). */
+void ctl_op_usage(FILE *f, const char *cmd);
 
-/* Runs an operator command; argv[0] is the command. Returns the exit code. */
-int ctl_op_main(int argc, char **argv);
+/* Runs a command of the admin socket. Returns the exit code. */
+int ctl_op_admin(const struct ctl_args *a);
 
 /*
  * Imports an export file into the sqlite file data_source of a stopped
