@@ -138,23 +138,17 @@ ctl_scan_all(struct ctl_found *f)
 int
 ctl_admin_instances(void)
 {
-	struct ctl_found *f;
+	struct ctl_found f = { .n = 0 };
 	char line[1024];
 
-	f = calloc(1, sizeof(*f));
-	if (f == NULL) {
-		fprintf(stderr, "ipamctl: instances: out of memory\n");
-		return CTL_RPC;
-	}
-	ctl_scan_all(f);
-	for (size_t i = 0; i < f->n && i < CTL_SCAN_MAX; i++) {
-		ctl_instance_line(f->path[i], line, sizeof(line));
+	ctl_scan_all(&f);
+	for (size_t i = 0; i < f.n && i < CTL_SCAN_MAX; i++) {
+		ctl_instance_line(f.path[i], line, sizeof(line));
 		printf("%s\n", line);
 	}
-	if (f->n == 0)
+	if (f.n == 0)
 		fprintf(stderr, "ipamctl: instances: no running meridio-ipam "
 		    "found\n");
-	free(f);
 	return CTL_OK;
 }
 
@@ -163,9 +157,8 @@ ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
     size_t errlen)
 {
 	const char *rundir;
-	struct ctl_found *f;
+	struct ctl_found f = { .n = 0 };
 	size_t used;
-	int rc = -1;
 
 	if (opt != NULL || ((rundir = getenv("IPAMD_RUNDIR")) != NULL &&
 	    rundir[0] != '\0')) {
@@ -180,35 +173,30 @@ ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
 		}
 		return 0;
 	}
-	f = calloc(1, sizeof(*f));
-	if (f == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
+	ctl_scan_all(&f);
+	if (f.n == 1) {
+		snprintf(path, pathlen, "%s", f.path[0]);
+		return 0;
 	}
-	ctl_scan_all(f);
-	if (f->n == 1) {
-		snprintf(path, pathlen, "%s", f->path[0]);
-		rc = 0;
-	} else if (f->n == 0) {
+	if (f.n == 0) {
 		snprintf(err, errlen, "no running meridio-ipam found (looked "
 		    "for meridio-ipam*/%s in $RUNTIME_DIRECTORY and under "
 		    CTL_SYSTEM_RUNDIR ", $XDG_RUNTIME_DIR, $TMPDIR and /tmp): "
 		    "give --admin PATH or set IPAMD_RUNDIR", CTL_ADMIN_SOCK);
 	} else {
 		size_t off = (size_t)snprintf(err, errlen, "%zu running "
-		    "instances, pick one with --admin PATH:", f->n);
+		    "instances, pick one with --admin PATH:", f.n);
 
-		for (size_t i = 0; i < f->n && i < CTL_SCAN_MAX &&
+		for (size_t i = 0; i < f.n && i < CTL_SCAN_MAX &&
 		    off < errlen; i++) {
 			off += (size_t)snprintf(err + off, errlen - off,
 			    "\n  ");
 			if (off < errlen)
-				off += ctl_instance_line(f->path[i], err + off,
+				off += ctl_instance_line(f.path[i], err + off,
 				    errlen - off);
 		}
 	}
-	free(f);
-	return rc;
+	return -1;
 }
 
 size_t
