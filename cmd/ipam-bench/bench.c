@@ -117,20 +117,18 @@ bench_error(struct bench *b, const char *fmt, const char *a, const char *c)
 }
 
 /*
- * A channel to o->target, plaintext or TLS (o->tls, o->tls_server_name).
- * A local subchannel pool gives every
- * channel its own connection (the global pool would share one), and short
- * reconnect backoffs let a readiness probe see a server soon after it
- * starts listening.
+ * The credentials (NULL on failure) and arguments (into args, 5 entries)
+ * of a channel to o->target, plaintext or TLS (o->tls,
+ * o->tls_server_name). A local subchannel pool gives every channel its own
+ * connection (the global pool would share one), and short reconnect
+ * backoffs let a readiness probe see a server soon after it starts
+ * listening.
  */
-static grpc_channel *
-bench_channel(const struct bench_opts *o, bool fast_reconnect)
+static grpc_channel_credentials *
+bench_channel_setup(const struct bench_opts *o, bool fast_reconnect,
+    grpc_arg *args, grpc_channel_args *ca)
 {
-	grpc_arg args[5];
-	grpc_channel_args ca = { .num_args = 1, .args = args };
-	grpc_channel_credentials *creds;
-	grpc_channel *ch;
-
+	*ca = (grpc_channel_args){ .num_args = 1, .args = args };
 	args[0].type = GRPC_ARG_INTEGER;
 	args[0].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
 	args[0].value.integer = 1;
@@ -141,20 +139,15 @@ bench_channel(const struct bench_opts *o, bool fast_reconnect)
 		args[3].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
 		args[1].value.integer = args[2].value.integer = 1;
 		args[3].value.integer = 20;
-		ca.num_args = 4;
+		ca->num_args = 4;
 	}
 	if (o->tls != NULL && o->tls_server_name != NULL) {
-		args[ca.num_args].type = GRPC_ARG_STRING;
-		args[ca.num_args].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-		args[ca.num_args++].value.string = (char *)o->tls_server_name;
+		args[ca->num_args].type = GRPC_ARG_STRING;
+		args[ca->num_args].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[ca->num_args++].value.string = (char *)o->tls_server_name;
 	}
-	creds = o->tls != NULL ? tls_channel_credentials(o->tls) :
+	return o->tls != NULL ? tls_channel_credentials(o->tls) :
 	    grpc_insecure_credentials_create();
-	if (creds == NULL)
-		return NULL;
-	ch = grpc_channel_create(o->target, creds, &ca);
-	grpc_channel_credentials_release(creds);
-	return ch;
 }
 
 /* ---- address bookkeeping --------------------------------------------- */
@@ -543,6 +536,9 @@ bench_setup(struct bench *b, uint64_t n, char *err, size_t errlen)
 static int
 bench_open(struct bench *b, char *err, size_t errlen)
 {
+	grpc_channel_credentials *creds;
+	grpc_channel_args ca;
+	grpc_arg args[5];
 	unsigned i;
 
 	b->cq = grpc_completion_queue_create_for_next(NULL);
@@ -555,7 +551,12 @@ bench_open(struct bench *b, char *err, size_t errlen)
 		return -1;
 	}
 	for (i = 0; i < b->o->channels; i++) {
-		if ((b->ch[i] = bench_channel(b->o, false)) == NULL) {
+		creds = bench_channel_setup(b->o, false, args, &ca);
+		b->ch[i] = creds != NULL ? grpc_channel_create(b->o->target,
+		    creds, &ca) : NULL;
+		if (creds != NULL)
+			grpc_channel_credentials_release(creds);
+		if (b->ch[i] == NULL) {
 			snprintf(err, errlen, "cannot make a channel to %s",
 			    b->o->target);
 			return -1;
@@ -667,48 +668,32 @@ out:
 
 /* One blocking Check on a fresh channel; true if it answered SERVING. */
 static bool
-bench_probe(const struct bench_opts *o, grpc_completion_queue *cq)
+bench_probe(const struct bench_opts *o)
 {
 	Grpc__Health__V1__HealthCheckRequest hc =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	Grpc__Health__V1__HealthCheckResponse *rs;
-	struct grpcx_ccall u;
-	grpc_byte_buffer *send;
-	grpc_channel *ch;
-	grpc_call *call;
-	grpc_event ev;
-	bool serving = false;
+	ProtobufCMessage *rs = NULL;
+	grpc_channel_credentials *creds;
+	struct grpcx_client *cl;
+	struct grpcx_status st;
+	grpc_channel_args ca;
+	grpc_arg args[5];
+	char err[256];
+	bool serving;
 
-	if ((ch = bench_channel(o, true)) == NULL)
+	if ((creds = bench_channel_setup(o, true, args, &ca)) == NULL ||
+	    (cl = grpcx_client_new_creds(o->target, creds, &ca, err,
+	    sizeof(err))) == NULL)
 		return false;
 	hc.service = (char *)"";
-	if ((send = grpcx_pack(&hc.base)) == NULL) {
-		grpc_channel_destroy(ch);
-		return false;
-	}
-	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS,
-	    cq, grpc_slice_from_static_string("/grpc.health.v1.Health/Check"),
-	    NULL, grpcx_deadline_ms(BENCH_READY_CALL_MS), NULL);
-	if (grpcx_unary_start(call, send, &u, &u) == GRPC_CALL_OK) {
-		/* The call's own deadline bounds this wait. */
-		ev = grpc_completion_queue_next(cq,
-		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-		if (ev.type == GRPC_OP_COMPLETE && ev.success &&
-		    u.status == GRPC_STATUS_OK) {
-			rs = (Grpc__Health__V1__HealthCheckResponse *)
-			    grpcx_unpack(
-			    &grpc__health__v1__health_check_response__descriptor,
-			    u.recv);
-			serving = rs != NULL && rs->status ==
-			    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-			if (rs != NULL)
-				protobuf_c_message_free_unpacked(&rs->base,
-				    NULL);
-		}
-	}
-	grpcx_ccall_clear(&u);
-	grpc_call_unref(call);
-	grpc_channel_destroy(ch);
+	serving = grpcx_call(cl, "/grpc.health.v1.Health/Check", &hc.base,
+	    &grpc__health__v1__health_check_response__descriptor,
+	    BENCH_READY_CALL_MS, &rs, &st) == GRPC_STATUS_OK &&
+	    ((Grpc__Health__V1__HealthCheckResponse *)rs)->status ==
+	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	if (rs != NULL)
+		protobuf_c_message_free_unpacked(rs, NULL);
+	grpcx_client_free(cl);
 	return serving;
 }
 
@@ -716,31 +701,21 @@ int
 bench_wait_ready(const struct bench_opts *o, int64_t *ready_ns,
     unsigned *attempts, char *err, size_t errlen)
 {
-	grpc_completion_queue *cq;
 	struct timespec pause = { 0, BENCH_READY_STEP_MS * BENCH_NS_PER_MS };
 	int64_t limit = now_ns(CLOCK_MONOTONIC) + o->duration_ns;
-	int rc = -1;
 
 	*attempts = 0;
-	if ((cq = grpc_completion_queue_create_for_next(NULL)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
 	for (;;) {
 		(*attempts)++;
-		if (bench_probe(o, cq)) {
+		if (bench_probe(o)) {
 			*ready_ns = now_ns(CLOCK_REALTIME);
-			rc = 0;
-			break;
+			return 0;
 		}
 		if (now_ns(CLOCK_MONOTONIC) >= limit) {
 			snprintf(err, errlen, "%s not SERVING after %u "
 			    "attempts", o->target, *attempts);
-			break;
+			return -1;
 		}
 		nanosleep(&pause, NULL);
 	}
-	grpcx_cq_drain(cq, NULL);
-	grpc_completion_queue_destroy(cq);
-	return rc;
 }
