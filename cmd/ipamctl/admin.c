@@ -105,8 +105,8 @@ ctl_scan_dir(const char *base, struct ctl_found *f)
 static void
 ctl_scan_all(struct ctl_found *f)
 {
-	const char *bases[4], *rundir;
-	size_t nb = 0;
+	const char *bases[] = { CTL_SYSTEM_RUNDIR, getenv("XDG_RUNTIME_DIR"),
+	    getenv("TMPDIR"), "/tmp" }, *rundir;
 
 	/* Inside a unit (or as it): its runtime directory. */
 	rundir = getenv("RUNTIME_DIRECTORY");
@@ -117,20 +117,13 @@ ctl_scan_all(struct ctl_found *f)
 		    rundir, CTL_ADMIN_SOCK);
 		ctl_found_add(f, p, false);
 	}
-	bases[nb++] = CTL_SYSTEM_RUNDIR;
-	bases[nb] = getenv("XDG_RUNTIME_DIR");
-	if (bases[nb] != NULL && bases[nb][0] != '\0')
-		nb++;
-	bases[nb] = getenv("TMPDIR");
-	if (bases[nb] != NULL && bases[nb][0] != '\0')
-		nb++;
-	bases[nb++] = "/tmp";
-	for (size_t i = 0; i < nb; i++) {
-		bool seen = false;
+	/* each directory once; unset and empty variables skipped */
+	for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
+		bool skip = bases[i] == NULL || bases[i][0] == '\0';
 
-		for (size_t k = 0; k < i; k++)
-			seen = seen || strcmp(bases[k], bases[i]) == 0;
-		if (!seen)
+		for (size_t k = 0; k < i && !skip; k++)
+			skip = bases[k] != NULL && strcmp(bases[k], bases[i]) == 0;
+		if (!skip)
 			ctl_scan_dir(bases[i], f);
 	}
 }

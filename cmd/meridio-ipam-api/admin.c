@@ -105,7 +105,7 @@ admin_db_call(const char *db_path, Ipamd__V1__Request *req,
 	uint8_t *data;
 	size_t len;
 	int fd, n, v, rc = -1;
-	bool more;
+	bool more, ours, hello_ok;
 
 	fd = ipc_connect(db_path, err, errlen);
 	if (fd < 0)
@@ -147,31 +147,23 @@ admin_db_call(const char *db_path, Ipamd__V1__Request *req,
 			    "worker");
 			goto out;
 		}
-		if (r->id == ADMIN_HELLO_ID) {
-			if (r->code != 0)
-				snprintf(err, errlen, "the db worker refused "
-				    "hello: %s", r->message);
-			v = r->code;
-			ipamd__v1__reply__free_unpacked(r, NULL);
-			if (v != 0)
-				goto out;
-			continue;
-		}
-		if (r->id != ADMIN_REQ_ID) {
-			ipamd__v1__reply__free_unpacked(r, NULL);
+		ours = r->id == ADMIN_REQ_ID;
+		if (ours) {
+			more = r->more;
+			v = fn(arg, r);
+		} else if (r->id != ADMIN_HELLO_ID) {
 			snprintf(err, errlen, "reply to an unknown request "
 			    "from the db worker");
-			goto out;
+		} else if (r->code != 0) {
+			snprintf(err, errlen, "the db worker refused hello: %s",
+			    r->message);
 		}
-		more = r->more;
-		v = fn(arg, r);
+		hello_ok = r->id == ADMIN_HELLO_ID && r->code == 0;
 		ipamd__v1__reply__free_unpacked(r, NULL);
-		if (v != 0) {
-			rc = v;
+		if (!ours && !hello_ok)
 			goto out;
-		}
-		if (!more) {
-			rc = 0;
+		if (ours && (v != 0 || !more)) {
+			rc = v;
 			goto out;
 		}
 	}
