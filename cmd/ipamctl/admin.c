@@ -128,6 +128,32 @@ ctl_scan_all(struct ctl_found *f)
 	}
 }
 
+/*
+ * One line on the instance behind admin socket sock, into buf: the path,
+ * port, data file and pid (Info), or why it did not answer. Returns the
+ * length written. Needs grpc_init.
+ */
+static size_t
+ctl_instance_line(const char *sock, char *buf, size_t len)
+{
+	Ipamadmin__V1__InfoReply *in = NULL;
+	struct grpcx_status st;
+	int n;
+
+	if (ctl_admin_info(sock, CTL_INFO_TIMEOUT_MS, &in, &st) !=
+	    GRPC_STATUS_OK)
+		n = snprintf(buf, len, "%s  (no answer: %s)", sock,
+		    grpcx_status_name(st.code));
+	else
+		n = snprintf(buf, len, "%s  port %u  data %s  pid %d", sock,
+		    in->port, in->data_source, in->pid);
+	if (in != NULL)
+		ipamadmin__v1__info_reply__free_unpacked(in, NULL);
+	if (n < 0)
+		return 0;
+	return (size_t)n < len ? (size_t)n : len - 1;
+}
+
 int
 ctl_admin_instances(void)
 {
@@ -190,27 +216,6 @@ ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
 		}
 	}
 	return -1;
-}
-
-size_t
-ctl_instance_line(const char *sock, char *buf, size_t len)
-{
-	Ipamadmin__V1__InfoReply *in = NULL;
-	struct grpcx_status st;
-	int n;
-
-	if (ctl_admin_info(sock, CTL_INFO_TIMEOUT_MS, &in, &st) !=
-	    GRPC_STATUS_OK)
-		n = snprintf(buf, len, "%s  (no answer: %s)", sock,
-		    grpcx_status_name(st.code));
-	else
-		n = snprintf(buf, len, "%s  port %u  data %s  pid %d", sock,
-		    in->port, in->data_source, in->pid);
-	if (in != NULL)
-		ipamadmin__v1__info_reply__free_unpacked(in, NULL);
-	if (n < 0)
-		return 0;
-	return (size_t)n < len ? (size_t)n : len - 1;
 }
 
 int

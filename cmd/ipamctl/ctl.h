@@ -83,13 +83,6 @@ int ctl_admin_call(const char *sock, const char *method,
 int ctl_admin_info(const char *sock, int64_t timeout_ms,
     Ipamadmin__V1__InfoReply **out, struct grpcx_status *st);
 
-/*
- * One line on the instance behind admin socket sock, into buf: the path,
- * port, data file and pid (Info), or why it did not answer. Returns the
- * length written. Needs grpc_init.
- */
-size_t ctl_instance_line(const char *sock, char *buf, size_t len);
-
 /* instances: one line per running instance found (ctl_instance_line). */
 int ctl_admin_instances(void);
 
