@@ -16,6 +16,7 @@
  */
 #include "bench.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,13 +108,17 @@ struct bench {
 };
 
 /* Records the first error's text; later ones are only counted. */
-static void
-bench_error(struct bench *b, const char *fmt, const char *a, const char *c)
+static void __attribute__((format(printf, 2, 3)))
+bench_error(struct bench *b, const char *fmt, ...)
 {
+	va_list ap;
+
 	b->r->errors++;
-	if (b->r->first_error[0] == '\0')
-		snprintf(b->r->first_error, sizeof(b->r->first_error), fmt, a,
-		    c);
+	if (b->r->first_error[0] != '\0')
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->r->first_error, sizeof(b->r->first_error), fmt, ap);
+	va_end(ap);
 }
 
 /*
@@ -295,7 +300,7 @@ bench_start(struct bench *b, struct bench_slot *s, unsigned idx)
 	ph->started++;
 	send = bench_request(b, ph->op, s->name);
 	if (send == NULL) {
-		bench_error(b, "%s%sout of memory", "", "");
+		bench_error(b, "out of memory");
 		return false;
 	}
 	s->start_ns = now;
@@ -303,7 +308,7 @@ bench_start(struct bench *b, struct bench_slot *s, unsigned idx)
 	    GRPC_PROPAGATE_DEFAULTS, b->cq, b->method[ph->op], NULL,
 	    grpcx_deadline_ms(b->o->timeout_ms), NULL);
 	if (grpcx_unary_start(s->call, send, &s->u, s) != GRPC_CALL_OK) {
-		bench_error(b, "%s%sgrpc_call_start_batch failed", "", "");
+		bench_error(b, "grpc_call_start_batch failed");
 		grpc_call_unref(s->call);
 		s->call = NULL;
 		grpcx_ccall_clear(&s->u);
@@ -335,24 +340,22 @@ bench_check_prefix(struct bench *b, uint64_t n, const Ipam__V1__Prefix *p)
 		return;
 	}
 	if ((rec = bench_name_rec(b, n)) == NULL) {
-		bench_error(b, "%s%sout of memory", "", "");
+		bench_error(b, "out of memory");
 		return;
 	}
 	if (rec->have && rec->addr != a) {
 		b->r->mismatches++;
-		bench_error(b, "a renewal moved a name to %s%s", p->address,
-		    "");
+		bench_error(b, "a renewal moved a name to %s", p->address);
 		return;
 	}
 	rec->have = true;
 	rec->addr = a;
 	other = bench_claim(b, fam, a, n);
 	if (other < 0) {
-		bench_error(b, "%s%sout of memory", "", "");
+		bench_error(b, "out of memory");
 	} else if (other > 0) {
 		b->r->duplicates++;
-		bench_error(b, "address %s given to two names%s", p->address,
-		    "");
+		bench_error(b, "address %s given to two names", p->address);
 	}
 }
 
@@ -361,21 +364,17 @@ static void
 bench_check(struct bench *b, struct bench_slot *s, bool ok)
 {
 	ProtobufCMessage *m;
-	char details[200];
 	size_t dl;
 
 	if (!ok) {
-		bench_error(b, "%s%sa call's batch failed", "", "");
+		bench_error(b, "a call's batch failed");
 		return;
 	}
 	if (s->u.status != GRPC_STATUS_OK) {
 		dl = GRPC_SLICE_LENGTH(s->u.details);
-		if (dl >= sizeof(details))
-			dl = sizeof(details) - 1;
-		memcpy(details, GRPC_SLICE_START_PTR(s->u.details), dl);
-		details[dl] = '\0';
-		bench_error(b, "%s: %s", grpcx_status_name(s->u.status),
-		    details);
+		bench_error(b, "%s: %.*s", grpcx_status_name(s->u.status),
+		    (int)(dl > 199 ? 199 : dl),
+		    (const char *)GRPC_SLICE_START_PTR(s->u.details));
 		return;
 	}
 	switch (b->ph.op) {
@@ -383,15 +382,15 @@ bench_check(struct bench *b, struct bench_slot *s, bool ok)
 		m = grpcx_unpack(&grpc__health__v1__health_check_response__descriptor,
 		    s->u.recv);
 		if (m == NULL)
-			bench_error(b, "%s%sbad Check answer", "", "");
+			bench_error(b, "bad Check answer");
 		else if (((Grpc__Health__V1__HealthCheckResponse *)m)->status !=
 		    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
-			bench_error(b, "%s%snot SERVING", "", "");
+			bench_error(b, "not SERVING");
 		break;
 	case BENCH_OP_ALLOCATE:
 		m = grpcx_unpack(&ipam__v1__prefix__descriptor, s->u.recv);
 		if (m == NULL)
-			bench_error(b, "%s%sbad Allocate answer", "", "");
+			bench_error(b, "bad Allocate answer");
 		else
 			bench_check_prefix(b, s->name,
 			    (const Ipam__V1__Prefix *)m);
@@ -400,7 +399,7 @@ bench_check(struct bench *b, struct bench_slot *s, bool ok)
 	default:
 		m = NULL;
 		if (s->u.recv == NULL)
-			bench_error(b, "%s%sRelease answered no body", "", "");
+			bench_error(b, "Release answered no body");
 		break;
 	}
 	if (m != NULL)

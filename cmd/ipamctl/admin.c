@@ -122,7 +122,8 @@ ctl_scan_all(struct ctl_found *f)
 		bool skip = bases[i] == NULL || bases[i][0] == '\0';
 
 		for (size_t k = 0; k < i && !skip; k++)
-			skip = bases[k] != NULL && strcmp(bases[k], bases[i]) == 0;
+			skip = bases[k] != NULL &&
+			    strcmp(bases[k], bases[i]) == 0;
 		if (!skip)
 			ctl_scan_dir(bases[i], f);
 	}

@@ -176,10 +176,8 @@ ctl_read_record(struct ctl_import *im, json_object *o, size_t i)
 		    canon);
 		return 0;
 	}
-	if (parent[0] == '\0')
-		snprintf(want, sizeof(want), "%s", name);
-	else
-		snprintf(want, sizeof(want), "%s-%s", name, parent);
+	snprintf(want, sizeof(want), "%s%s%s", name, parent[0] != '\0' ?
+	    "-" : "", parent);
 	if (strcmp(want, id) != 0) {
 		ctl_problem(im, "record %s: id is not Meridio's (%s)", id,
 		    want);

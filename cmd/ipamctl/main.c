@@ -286,9 +286,9 @@ ctl_parse(struct ctl_args *a, unsigned opts, int argc, char **argv)
 		case CTL_O_TIMEOUT:
 			if (ctl_timeout_ms(optarg, &a->timeout_ms) != 0)
 				return ctl_bad(a->cmd, port ? "--timeout %s: "
-				    "expected a positive Go duration such as 5s "
-				    "or 500ms" : "--timeout: expected a positive "
-				    "Go duration, not %s", optarg);
+				    "expected a positive Go duration such as "
+				    "5s or 500ms" : "--timeout: expected a "
+				    "positive Go duration, not %s", optarg);
 			break;
 		case CTL_O_SERVICE:
 			a->service = optarg;
@@ -348,7 +348,8 @@ ctl_parse(struct ctl_args *a, unsigned opts, int argc, char **argv)
 	if (optind < argc)
 		return ctl_bad(a->cmd, "unexpected argument %s", argv[optind]);
 	if (a->spiffe && a->tls)
-		return ctl_bad(a->cmd, "--spiffe and --tls-* exclude each other");
+		return ctl_bad(a->cmd, "--spiffe and --tls-* exclude each "
+		    "other");
 	if ((opts & CTL_B(NAME)) && (ctl_missing(a->conduit, port) ||
 	    ctl_missing(a->node, port) || ctl_missing(a->name, port)))
 		return ctl_bad(a->cmd, "--%s is required",

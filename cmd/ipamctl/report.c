@@ -25,7 +25,7 @@ static const char *const ctl_level_units[] = {
 
 /* Adds member key to o: the string v. */
 static void
-ctl_jstr(json_object *o, const char *key, const char *v)
+ctl_json_add(json_object *o, const char *key, const char *v)
 {
 	json_object_object_add(o, key, json_object_new_string(v));
 }
@@ -107,9 +107,10 @@ ctl_json_source(json_object *doc, const Ipamadmin__V1__InfoReply *info)
 	if (info == NULL)
 		return;
 	w = json_object_new_array();
-	ctl_jstr(doc, "conduit_source", info->conduit_source);
+	ctl_json_add(doc, "conduit_source", info->conduit_source);
 	if (strcmp(info->conduit_source, "none") == 0)
-		json_object_array_add(w, json_object_new_string(CTL_NO_CONDUITS));
+		json_object_array_add(w,
+		    json_object_new_string(CTL_NO_CONDUITS));
 	json_object_object_add(doc, "warnings", w);
 }
 
@@ -157,10 +158,10 @@ ctl_json_record(const Ipamadmin__V1__Record *r, bool full)
 
 	if (o == NULL)
 		return NULL;
-	ctl_jstr(o, "id", r->id);
-	ctl_jstr(o, "name", r->name);
-	ctl_jstr(o, "cidr", r->cidr);
-	ctl_jstr(o, "parent_id", r->parent_id);
+	ctl_json_add(o, "id", r->id);
+	ctl_json_add(o, "name", r->name);
+	ctl_json_add(o, "cidr", r->cidr);
+	ctl_json_add(o, "parent_id", r->parent_id);
 	json_object_object_add(o, "updated_at", ctl_json_time(r->updated_at));
 	json_object_object_add(o, "expirable",
 	    json_object_new_boolean(r->expirable));
@@ -191,7 +192,7 @@ ctl_show_json(const struct ctl_dump *d, const Ipamadmin__V1__InfoReply *info)
 	if (doc == NULL)
 		return ctl_json_out(NULL);
 	ctl_trench_name(d, trench, sizeof(trench));
-	ctl_jstr(doc, "trench", trench);
+	ctl_json_add(doc, "trench", trench);
 	ctl_json_source(doc, info);
 	tree = json_object_new_array();
 	json_object_object_add(doc, "tree", tree);
@@ -260,6 +261,7 @@ struct ctl_use {
 	const char *node;		/* node name, "" for a conduit */
 	uint64_t used, usable;		/* child blocks */
 	double percent;			/* used / usable */
+	char uu[48];			/* "used/usable" */
 };
 
 /* Fullest first; then by conduit, node, family for a stable order. */
@@ -307,6 +309,8 @@ ctl_print_usage(const struct ctl_dump *d, bool json)
 		u->used = r->children;
 		u->usable = r->usable;
 		u->percent = ctl_percent(r->children, r->usable);
+		snprintf(u->uu, sizeof(u->uu), "%llu/%llu",
+		    (unsigned long long)u->used, (unsigned long long)u->usable);
 		n++;
 	}
 	qsort(v, n, sizeof(*v), ctl_use_cmp);
@@ -318,10 +322,10 @@ ctl_print_usage(const struct ctl_dump *d, bool json)
 		for (size_t i = 0; i < n; i++) {
 			json_object *o = json_object_new_object();
 
-			ctl_jstr(o, "kind", v[i].kind);
-			ctl_jstr(o, "family", v[i].family);
-			ctl_jstr(o, "conduit", v[i].conduit);
-			ctl_jstr(o, "node", v[i].node);
+			ctl_json_add(o, "kind", v[i].kind);
+			ctl_json_add(o, "family", v[i].family);
+			ctl_json_add(o, "conduit", v[i].conduit);
+			ctl_json_add(o, "node", v[i].node);
 			json_object_object_add(o, "used",
 			    ctl_json_count(v[i].used));
 			json_object_object_add(o, "usable",
@@ -335,31 +339,23 @@ ctl_print_usage(const struct ctl_dump *d, bool json)
 		/* Columns as wide as their widest cell: IPv6 counts have
 		 * 20 digits, names up to 253 characters. */
 		int wc = 7, wn = 4, wu = 11, k;
-		char uu[48];
 
 		for (size_t i = 0; i < n; i++) {
 			if ((k = (int)strlen(v[i].conduit)) > wc)
 				wc = k;
 			if ((k = (int)strlen(v[i].node)) > wn)
 				wn = k;
-			k = snprintf(uu, sizeof(uu), "%llu/%llu",
-			    (unsigned long long)v[i].used,
-			    (unsigned long long)v[i].usable);
-			if (k > wu)
+			if ((k = (int)strlen(v[i].uu)) > wu)
 				wu = k;
 		}
 		printf("%-7s  %-6s  %-*s  %-*s  %*s  %7s\n", "KIND",
 		    "FAMILY", wc, "CONDUIT", wn, "NODE", wu, "USED/USABLE",
 		    "PERCENT");
-		for (size_t i = 0; i < n; i++) {
-			snprintf(uu, sizeof(uu), "%llu/%llu",
-			    (unsigned long long)v[i].used,
-			    (unsigned long long)v[i].usable);
+		for (size_t i = 0; i < n; i++)
 			printf("%-7s  %-6s  %-*s  %-*s  %*s  %6.1f%%\n",
 			    v[i].kind, v[i].family, wc, v[i].conduit, wn,
-			    v[i].node[0] != '\0' ? v[i].node : "-", wu, uu,
+			    v[i].node[0] != '\0' ? v[i].node : "-", wu, v[i].uu,
 			    v[i].percent);
-		}
 	}
 	free(v);
 	return rc;
@@ -376,8 +372,8 @@ ctl_print_export(const struct ctl_dump *d)
 	if (doc == NULL)
 		return ctl_json_out(NULL);
 	ctl_trench_name(d, trench, sizeof(trench));
-	ctl_jstr(doc, "format", CTL_EXPORT_FORMAT);
-	ctl_jstr(doc, "trench", trench);
+	ctl_json_add(doc, "format", CTL_EXPORT_FORMAT);
+	ctl_json_add(doc, "trench", trench);
 	arr = json_object_new_array();
 	json_object_object_add(doc, "records", arr);
 	for (size_t i = 0; i < d->n; i++)
@@ -404,9 +400,9 @@ ctl_print_check(const Ipamadmin__V1__CheckReport *r, bool json)
 		for (size_t i = 0; i < r->n_problems; i++) {
 			json_object *o = json_object_new_object();
 
-			ctl_jstr(o, "id", r->problems[i]->id);
-			ctl_jstr(o, "kind", r->problems[i]->kind);
-			ctl_jstr(o, "what", r->problems[i]->what);
+			ctl_json_add(o, "id", r->problems[i]->id);
+			ctl_json_add(o, "kind", r->problems[i]->kind);
+			ctl_json_add(o, "what", r->problems[i]->what);
 			json_object_array_add(arr, o);
 		}
 		if (ctl_json_out(doc) != CTL_OK)

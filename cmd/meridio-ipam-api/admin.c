@@ -310,7 +310,7 @@ admin_timeout(const struct admin_call *c)
 struct admin_dump {
 	struct admin *ad;		/* the service */
 	struct admin_call *c;		/* the call */
-	int code;			/* Dump: db worker's error code, 0 none */
+	int code;			/* Dump: db worker's error, 0 none */
 	char msg[GRPCX_MSG_MAX];	/* its message */
 };
 
