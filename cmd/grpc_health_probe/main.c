@@ -139,10 +139,7 @@ probe_usage(FILE *f)
 }
 
 /* Prints "error: ..." and returns PROBE_ARGS. */
-static int
-probe_bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
+static int __attribute__((format(printf, 1, 2)))
 probe_bad(const char *fmt, ...)
 {
 	va_list ap;
