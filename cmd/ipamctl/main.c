@@ -597,31 +597,16 @@ main(int argc, char **argv)
 	grpc_init();
 	if (a.spiffe) {
 		rc = ctl_spiffe_client(&a, &cl);
-		if (rc != CTL_OK)
-			goto out;
-	} else if (a.tls) {
-		tls = tls_new(a.tls_cert, a.tls_key, a.tls_ca, err,
-		    sizeof(err));
-		if (tls == NULL) {
-			fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
-			rc = CTL_USAGE;
-			goto out;
-		}
-	}
-	if (!a.spiffe)
-		cl = tls_client_new(a.target, tls, a.tls_name, err,
-		    sizeof(err));
-	if (cl == NULL) {
+	} else if ((a.tls && (tls = tls_new(a.tls_cert, a.tls_key, a.tls_ca,
+	    err, sizeof(err))) == NULL) || (cl = tls_client_new(a.target, tls,
+	    a.tls_name, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
 		rc = CTL_USAGE;
-		goto out;
 	}
-	if (strcmp(a.cmd, "health") == 0)
-		rc = ctl_health(cl, &a);
-	else
-		rc = ctl_child(cl, &a);
+	if (rc == CTL_OK)
+		rc = strcmp(a.cmd, "health") == 0 ? ctl_health(cl, &a) :
+		    ctl_child(cl, &a);
 	grpcx_client_free(cl);
-out:
 	tls_free(tls);
 	grpc_shutdown_blocking();	/* gRPC threads gone before exit() */
 	return rc;
