@@ -6,8 +6,9 @@
  *   ipamctl health [--service S] [--target host:port] [--timeout D] [--json]
  *   (both: [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N])
  *
- *   ipamctl show|usage|check|export|release|import ... (commands.c: the Admin
- *           socket of the running daemon, or the file of a stopped one)
+ *   ipamctl show|usage|check|export|release|instances ... (commands.c:
+ *           the Admin socket of the running daemon)
+ *   ipamctl import FILE ... (import.c: the file of a stopped one)
  *
  * Exit status: 0 ok, 1 RPC error (or health not SERVING, or a problem
  * found), 2 usage error.
