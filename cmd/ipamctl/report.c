@@ -405,14 +405,10 @@ ctl_print_check(const Ipamadmin__V1__CheckReport *r, bool json)
 			ctl_json_add(o, "what", r->problems[i]->what);
 			json_object_array_add(arr, o);
 		}
-		if (ctl_json_out(doc) != CTL_OK)
-			return CTL_RPC;
-		return rc;
+		return ctl_json_out(doc) != CTL_OK ? CTL_RPC : rc;
 	}
-	if (rc == CTL_OK) {
+	if (rc == CTL_OK)
 		printf("ok: %llu records\n", (unsigned long long)r->records);
-		return rc;
-	}
 	for (size_t i = 0; i < r->n_problems; i++)
 		printf("%s %s: %s\n", r->problems[i]->kind, r->problems[i]->id,
 		    r->problems[i]->what);

@@ -473,7 +473,7 @@ admin_check(struct admin *ad, struct admin_call *c)
 
 /* What the db worker answered to one family's Release. */
 struct admin_rel {
-	int code;			/* its code; -1 before the reply */
+	int code;			/* its code */
 	char addr[64];			/* OK: the address released */
 	char msg[GRPCX_MSG_MAX];	/* else: why */
 };
@@ -533,7 +533,6 @@ admin_release(struct admin *ad, struct admin_call *c)
 			continue;
 		ch.family = fams[i] == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
 		    IPAMD__V1__FAMILY__FAMILY_IPV6;
-		x[nf].code = -1;
 		if (admin_db_call(ad->db_path, &req, admin_release_reply,
 		    &x[nf], admin_timeout(c), err, sizeof(err)) < 0) {
 			snprintf(msg, sizeof(msg), "db worker: %s", err);
