@@ -690,8 +690,7 @@ bench_probe(const struct bench_opts *o)
 	    BENCH_READY_CALL_MS, &rs, &st) == GRPC_STATUS_OK &&
 	    ((Grpc__Health__V1__HealthCheckResponse *)rs)->status ==
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-	if (rs != NULL)
-		protobuf_c_message_free_unpacked(rs, NULL);
+	protobuf_c_message_free_unpacked(rs, NULL);
 	grpcx_client_free(cl);
 	return serving;
 }

@@ -148,8 +148,7 @@ ctl_instance_line(const char *sock, char *buf, size_t len)
 	else
 		n = snprintf(buf, len, "%s  port %u  data %s  pid %d", sock,
 		    in->port, in->data_source, in->pid);
-	if (in != NULL)
-		ipamadmin__v1__info_reply__free_unpacked(in, NULL);
+	ipamadmin__v1__info_reply__free_unpacked(in, NULL);
 	if (n < 0)
 		return 0;
 	return (size_t)n < len ? (size_t)n : len - 1;
@@ -344,9 +343,7 @@ ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 		c = (Ipamadmin__V1__DumpChunk *)grpcx_unpack(
 		    &ipamadmin__v1__dump_chunk__descriptor, u.recv);
 		if (c == NULL || ctl_dump_add(out, c) < 0) {
-			if (c != NULL)
-				ipamadmin__v1__dump_chunk__free_unpacked(c,
-				    NULL);
+			ipamadmin__v1__dump_chunk__free_unpacked(c, NULL);
 			failed = true;
 			grpc_call_cancel(call, NULL);
 			break;

@@ -235,8 +235,7 @@ ctl_op_admin(const struct ctl_args *op)
 		/* A daemon without Info (older) just gets no warning. */
 		(void)ctl_admin_info(sock, op->timeout_ms, &info, &st);
 		rc = ctl_print_show(&d, op->json, info);
-		if (info != NULL)
-			ipamadmin__v1__info_reply__free_unpacked(info, NULL);
+		ipamadmin__v1__info_reply__free_unpacked(info, NULL);
 	} else if (strcmp(op->cmd, "usage") == 0) {
 		rc = ctl_print_usage(&d, op->json);
 	} else {

@@ -531,8 +531,7 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 		printf("%s\n", ctl_serving_name(rs->status));
 		ctl_warn_source(a->cmd, info);
 	}
-	if (info != NULL)
-		ipamadmin__v1__info_reply__free_unpacked(info, NULL);
+	ipamadmin__v1__info_reply__free_unpacked(info, NULL);
 	rc = rs->status ==
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ?
 	    CTL_OK : CTL_RPC;
