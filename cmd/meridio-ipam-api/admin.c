@@ -297,13 +297,26 @@ admin_finish(struct admin *ad, struct admin_call *c, grpc_status_code code,
 		grpc_byte_buffer_destroy(bb);
 }
 
-/* Milliseconds the db worker may take for this call. */
+/*
+ * admin_db_call for the call c, within its deadline (at most
+ * ADMIN_DB_TIMEOUT_MS); when the db worker cannot be asked, answers
+ * UNAVAILABLE. Returns admin_db_call's result.
+ */
 static int
-admin_timeout(const struct admin_call *c)
+admin_ask(struct admin *ad, struct admin_call *c, Ipamd__V1__Request *req,
+    admin_reply_fn fn, void *x)
 {
 	int64_t left = grpcx_ms_left(c->deadline);
+	char err[GRPCX_MSG_MAX], msg[GRPCX_MSG_MAX + 32];
+	int rc;
 
-	return left < ADMIN_DB_TIMEOUT_MS ? (int)left : ADMIN_DB_TIMEOUT_MS;
+	rc = admin_db_call(ad->db_path, req, fn, x, left < ADMIN_DB_TIMEOUT_MS ?
+	    (int)left : ADMIN_DB_TIMEOUT_MS, err, sizeof(err));
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "db worker: %s", err);
+		admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+	}
+	return rc;
 }
 
 /* State of one Dump or Check while the db worker's replies come in. */
@@ -371,8 +384,6 @@ admin_dump(struct admin *ad, struct admin_call *c)
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Dump dump = IPAMD__V1__DUMP__INIT;
 	struct admin_dump x = { .ad = ad, .c = c };
-	char err[GRPCX_MSG_MAX], msg[GRPCX_MSG_MAX + 32];
-	int rc;
 
 	rq = (Ipamadmin__V1__DumpRequest *)grpcx_unpack(
 	    &ipamadmin__v1__dump_request__descriptor, c->payload);
@@ -391,17 +402,12 @@ admin_dump(struct admin *ad, struct admin_call *c)
 	dump.node = rq->node;
 	req.body_case = IPAMD__V1__REQUEST__BODY_DUMP;
 	req.dump = &dump;
-	rc = admin_db_call(ad->db_path, &req, admin_dump_chunk, &x,
-	    admin_timeout(c), err, sizeof(err));
-	if (rc < 0) {
-		snprintf(msg, sizeof(msg), "db worker: %s", err);
-		admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
-	} else if (x.code != 0) {
+	if (admin_ask(ad, c, &req, admin_dump_chunk, &x) < 0)
+		goto out;
+	if (x.code != 0)
 		admin_finish(ad, c, grpcx_status_code(x.code), x.msg, NULL);
-	} else {
-		/* rc 2 (client gone): the status batch just fails */
+	else	/* also after a client gone: the status batch just fails */
 		admin_finish(ad, c, GRPC_STATUS_OK, NULL, NULL);
-	}
 out:
 	ipamadmin__v1__dump_request__free_unpacked(rq, NULL);
 }
@@ -452,7 +458,6 @@ admin_check(struct admin *ad, struct admin_call *c)
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Check chk = IPAMD__V1__CHECK__INIT;
 	struct admin_dump x = { .ad = ad, .c = c };
-	char err[GRPCX_MSG_MAX], msg[GRPCX_MSG_MAX + 32];
 
 	rq = (Ipamadmin__V1__CheckRequest *)grpcx_unpack(
 	    &ipamadmin__v1__check_request__descriptor, c->payload);
@@ -464,11 +469,7 @@ admin_check(struct admin *ad, struct admin_call *c)
 	ipamadmin__v1__check_request__free_unpacked(rq, NULL);
 	req.body_case = IPAMD__V1__REQUEST__BODY_CHECK;
 	req.check = &chk;
-	if (admin_db_call(ad->db_path, &req, admin_check_reply, &x,
-	    admin_timeout(c), err, sizeof(err)) < 0) {
-		snprintf(msg, sizeof(msg), "db worker: %s", err);
-		admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
-	}
+	(void)admin_ask(ad, c, &req, admin_check_reply, &x);
 }
 
 /* What the db worker answered to one family's Release. */
@@ -505,7 +506,7 @@ admin_release(struct admin *ad, struct admin_call *c)
 	Ipamd__V1__Release rel = IPAMD__V1__RELEASE__INIT;
 	struct admin_rel x[2];
 	char *released[2], *missing[2], why[2][GRPCX_MSG_MAX + 8];
-	char err[GRPCX_MSG_MAX], msg[2 * GRPCX_MSG_MAX + 32];
+	char msg[2 * GRPCX_MSG_MAX + 32];
 	static const int fams[2] = { 4, 6 };
 	size_t nf = 0;
 
@@ -533,12 +534,8 @@ admin_release(struct admin *ad, struct admin_call *c)
 			continue;
 		ch.family = fams[i] == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
 		    IPAMD__V1__FAMILY__FAMILY_IPV6;
-		if (admin_db_call(ad->db_path, &req, admin_release_reply,
-		    &x[nf], admin_timeout(c), err, sizeof(err)) < 0) {
-			snprintf(msg, sizeof(msg), "db worker: %s", err);
-			admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+		if (admin_ask(ad, c, &req, admin_release_reply, &x[nf]) < 0)
 			goto out;
-		}
 		if (x[nf].code == 0) {
 			released[rep.n_released++] = x[nf].addr;
 		} else if (x[nf].code == GRPC_STATUS_NOT_FOUND) {
