@@ -298,6 +298,25 @@ admin_finish(struct admin *ad, struct admin_call *c, grpc_status_code code,
 }
 
 /*
+ * The body of call c unpacked as desc, or NULL after answering
+ * INVALID_ARGUMENT.
+ */
+static ProtobufCMessage *
+admin_request(struct admin *ad, struct admin_call *c,
+    const ProtobufCMessageDescriptor *desc)
+{
+	ProtobufCMessage *m = grpcx_unpack(desc, c->payload);
+	char msg[128];
+
+	if (m == NULL) {
+		snprintf(msg, sizeof(msg), "malformed request body: not a %s",
+		    desc->short_name);
+		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
+	}
+	return m;
+}
+
+/*
  * admin_db_call for the call c, within its deadline (at most
  * ADMIN_DB_TIMEOUT_MS); when the db worker cannot be asked, answers
  * UNAVAILABLE. Returns admin_db_call's result.
@@ -385,13 +404,10 @@ admin_dump(struct admin *ad, struct admin_call *c)
 	Ipamd__V1__Dump dump = IPAMD__V1__DUMP__INIT;
 	struct admin_dump x = { .ad = ad, .c = c };
 
-	rq = (Ipamadmin__V1__DumpRequest *)grpcx_unpack(
-	    &ipamadmin__v1__dump_request__descriptor, c->payload);
-	if (rq == NULL) {
-		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
-		    "malformed request body: not a DumpRequest", NULL);
+	rq = (Ipamadmin__V1__DumpRequest *)admin_request(ad, c,
+	    &ipamadmin__v1__dump_request__descriptor);
+	if (rq == NULL)
 		return;
-	}
 	if (strlen(rq->conduit) > BOUNDS_LABEL_MAX ||
 	    strlen(rq->node) > BOUNDS_LABEL_MAX) {
 		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
@@ -454,19 +470,16 @@ admin_check_reply(void *arg, const Ipamd__V1__Reply *r)
 static void
 admin_check(struct admin *ad, struct admin_call *c)
 {
-	Ipamadmin__V1__CheckRequest *rq;
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Check chk = IPAMD__V1__CHECK__INIT;
 	struct admin_dump x = { .ad = ad, .c = c };
+	ProtobufCMessage *rq;
 
-	rq = (Ipamadmin__V1__CheckRequest *)grpcx_unpack(
-	    &ipamadmin__v1__check_request__descriptor, c->payload);
-	if (rq == NULL) {
-		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
-		    "malformed request body: not a CheckRequest", NULL);
+	/* an empty message, unpacked only to refuse a malformed body */
+	rq = admin_request(ad, c, &ipamadmin__v1__check_request__descriptor);
+	if (rq == NULL)
 		return;
-	}
-	ipamadmin__v1__check_request__free_unpacked(rq, NULL);
+	protobuf_c_message_free_unpacked(rq, NULL);
 	req.body_case = IPAMD__V1__REQUEST__BODY_CHECK;
 	req.check = &chk;
 	(void)admin_ask(ad, c, &req, admin_check_reply, &x);
@@ -510,13 +523,10 @@ admin_release(struct admin *ad, struct admin_call *c)
 	static const int fams[2] = { 4, 6 };
 	size_t nf = 0;
 
-	rq = (Ipamadmin__V1__ReleaseRequest *)grpcx_unpack(
-	    &ipamadmin__v1__release_request__descriptor, c->payload);
-	if (rq == NULL) {
-		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
-		    "malformed request body: not a ReleaseRequest", NULL);
+	rq = (Ipamadmin__V1__ReleaseRequest *)admin_request(ad, c,
+	    &ipamadmin__v1__release_request__descriptor);
+	if (rq == NULL)
 		return;
-	}
 	if (rq->family != 0 && rq->family != 4 && rq->family != 6) {
 		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
 		    "family must be 4, 6 or 0 (both)", NULL);
