@@ -139,10 +139,7 @@ probe_usage(FILE *f)
 }
 
 /* Prints "error: ..." and returns PROBE_ARGS. */
-static int
-probe_bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
+static int __attribute__((format(printf, 1, 2)))
 probe_bad(const char *fmt, ...)
 {
 	va_list ap;
@@ -526,7 +523,6 @@ probe_run(const struct probe_opts *o)
 	grpc_channel *ch;
 	grpc_arg args[2];
 	grpc_channel_args cargs = { .num_args = 1, .args = args };
-	grpc_event ev;
 	char err[512], b1[32], b2[32], target[1024];
 	int64_t t0, t1;
 	int rc;
@@ -584,11 +580,7 @@ probe_run(const struct probe_opts *o)
 		    probe_dur(now_ns(CLOCK_MONOTONIC) - t1, b2, sizeof(b2)));
 out:
 	grpc_channel_destroy(ch);
-	grpc_completion_queue_shutdown(cq);
-	do {
-		ev = grpc_completion_queue_next(cq,
-		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpcx_cq_drain(cq, NULL);
 	grpc_completion_queue_destroy(cq);
 	return rc;
 }

@@ -16,6 +16,7 @@
  */
 #include "bench.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,30 +108,32 @@ struct bench {
 };
 
 /* Records the first error's text; later ones are only counted. */
-static void
-bench_error(struct bench *b, const char *fmt, const char *a, const char *c)
+static void __attribute__((format(printf, 2, 3)))
+bench_error(struct bench *b, const char *fmt, ...)
 {
+	va_list ap;
+
 	b->r->errors++;
-	if (b->r->first_error[0] == '\0')
-		snprintf(b->r->first_error, sizeof(b->r->first_error), fmt, a,
-		    c);
+	if (b->r->first_error[0] != '\0')
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->r->first_error, sizeof(b->r->first_error), fmt, ap);
+	va_end(ap);
 }
 
 /*
- * A channel to o->target, plaintext or TLS (o->tls, o->tls_server_name).
- * A local subchannel pool gives every
- * channel its own connection (the global pool would share one), and short
- * reconnect backoffs let a readiness probe see a server soon after it
- * starts listening.
+ * The credentials (NULL on failure) and arguments (into args, 5 entries)
+ * of a channel to o->target, plaintext or TLS (o->tls,
+ * o->tls_server_name). A local subchannel pool gives every channel its own
+ * connection (the global pool would share one), and short reconnect
+ * backoffs let a readiness probe see a server soon after it starts
+ * listening.
  */
-static grpc_channel *
-bench_channel(const struct bench_opts *o, bool fast_reconnect)
+static grpc_channel_credentials *
+bench_channel_setup(const struct bench_opts *o, bool fast_reconnect,
+    grpc_arg *args, grpc_channel_args *ca)
 {
-	grpc_arg args[5];
-	grpc_channel_args ca = { .num_args = 1, .args = args };
-	grpc_channel_credentials *creds;
-	grpc_channel *ch;
-
+	*ca = (grpc_channel_args){ .num_args = 1, .args = args };
 	args[0].type = GRPC_ARG_INTEGER;
 	args[0].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
 	args[0].value.integer = 1;
@@ -141,20 +144,15 @@ bench_channel(const struct bench_opts *o, bool fast_reconnect)
 		args[3].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
 		args[1].value.integer = args[2].value.integer = 1;
 		args[3].value.integer = 20;
-		ca.num_args = 4;
+		ca->num_args = 4;
 	}
 	if (o->tls != NULL && o->tls_server_name != NULL) {
-		args[ca.num_args].type = GRPC_ARG_STRING;
-		args[ca.num_args].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-		args[ca.num_args++].value.string = (char *)o->tls_server_name;
+		args[ca->num_args].type = GRPC_ARG_STRING;
+		args[ca->num_args].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[ca->num_args++].value.string = (char *)o->tls_server_name;
 	}
-	creds = o->tls != NULL ? tls_channel_credentials(o->tls) :
+	return o->tls != NULL ? tls_channel_credentials(o->tls) :
 	    grpc_insecure_credentials_create();
-	if (creds == NULL)
-		return NULL;
-	ch = grpc_channel_create(o->target, creds, &ca);
-	grpc_channel_credentials_release(creds);
-	return ch;
 }
 
 /* ---- address bookkeeping --------------------------------------------- */
@@ -302,7 +300,7 @@ bench_start(struct bench *b, struct bench_slot *s, unsigned idx)
 	ph->started++;
 	send = bench_request(b, ph->op, s->name);
 	if (send == NULL) {
-		bench_error(b, "%s%sout of memory", "", "");
+		bench_error(b, "out of memory");
 		return false;
 	}
 	s->start_ns = now;
@@ -310,7 +308,7 @@ bench_start(struct bench *b, struct bench_slot *s, unsigned idx)
 	    GRPC_PROPAGATE_DEFAULTS, b->cq, b->method[ph->op], NULL,
 	    grpcx_deadline_ms(b->o->timeout_ms), NULL);
 	if (grpcx_unary_start(s->call, send, &s->u, s) != GRPC_CALL_OK) {
-		bench_error(b, "%s%sgrpc_call_start_batch failed", "", "");
+		bench_error(b, "grpc_call_start_batch failed");
 		grpc_call_unref(s->call);
 		s->call = NULL;
 		grpcx_ccall_clear(&s->u);
@@ -342,24 +340,22 @@ bench_check_prefix(struct bench *b, uint64_t n, const Ipam__V1__Prefix *p)
 		return;
 	}
 	if ((rec = bench_name_rec(b, n)) == NULL) {
-		bench_error(b, "%s%sout of memory", "", "");
+		bench_error(b, "out of memory");
 		return;
 	}
 	if (rec->have && rec->addr != a) {
 		b->r->mismatches++;
-		bench_error(b, "a renewal moved a name to %s%s", p->address,
-		    "");
+		bench_error(b, "a renewal moved a name to %s", p->address);
 		return;
 	}
 	rec->have = true;
 	rec->addr = a;
 	other = bench_claim(b, fam, a, n);
 	if (other < 0) {
-		bench_error(b, "%s%sout of memory", "", "");
+		bench_error(b, "out of memory");
 	} else if (other > 0) {
 		b->r->duplicates++;
-		bench_error(b, "address %s given to two names%s", p->address,
-		    "");
+		bench_error(b, "address %s given to two names", p->address);
 	}
 }
 
@@ -368,21 +364,17 @@ static void
 bench_check(struct bench *b, struct bench_slot *s, bool ok)
 {
 	ProtobufCMessage *m;
-	char details[200];
 	size_t dl;
 
 	if (!ok) {
-		bench_error(b, "%s%sa call's batch failed", "", "");
+		bench_error(b, "a call's batch failed");
 		return;
 	}
 	if (s->u.status != GRPC_STATUS_OK) {
 		dl = GRPC_SLICE_LENGTH(s->u.details);
-		if (dl >= sizeof(details))
-			dl = sizeof(details) - 1;
-		memcpy(details, GRPC_SLICE_START_PTR(s->u.details), dl);
-		details[dl] = '\0';
-		bench_error(b, "%s: %s", grpcx_status_name(s->u.status),
-		    details);
+		bench_error(b, "%s: %.*s", grpcx_status_name(s->u.status),
+		    (int)(dl > 199 ? 199 : dl),
+		    (const char *)GRPC_SLICE_START_PTR(s->u.details));
 		return;
 	}
 	switch (b->ph.op) {
@@ -390,15 +382,15 @@ bench_check(struct bench *b, struct bench_slot *s, bool ok)
 		m = grpcx_unpack(&grpc__health__v1__health_check_response__descriptor,
 		    s->u.recv);
 		if (m == NULL)
-			bench_error(b, "%s%sbad Check answer", "", "");
+			bench_error(b, "bad Check answer");
 		else if (((Grpc__Health__V1__HealthCheckResponse *)m)->status !=
 		    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
-			bench_error(b, "%s%snot SERVING", "", "");
+			bench_error(b, "not SERVING");
 		break;
 	case BENCH_OP_ALLOCATE:
 		m = grpcx_unpack(&ipam__v1__prefix__descriptor, s->u.recv);
 		if (m == NULL)
-			bench_error(b, "%s%sbad Allocate answer", "", "");
+			bench_error(b, "bad Allocate answer");
 		else
 			bench_check_prefix(b, s->name,
 			    (const Ipam__V1__Prefix *)m);
@@ -407,7 +399,7 @@ bench_check(struct bench *b, struct bench_slot *s, bool ok)
 	default:
 		m = NULL;
 		if (s->u.recv == NULL)
-			bench_error(b, "%s%sRelease answered no body", "", "");
+			bench_error(b, "Release answered no body");
 		break;
 	}
 	if (m != NULL)
@@ -543,6 +535,9 @@ bench_setup(struct bench *b, uint64_t n, char *err, size_t errlen)
 static int
 bench_open(struct bench *b, char *err, size_t errlen)
 {
+	grpc_channel_credentials *creds;
+	grpc_channel_args ca;
+	grpc_arg args[5];
 	unsigned i;
 
 	b->cq = grpc_completion_queue_create_for_next(NULL);
@@ -555,7 +550,12 @@ bench_open(struct bench *b, char *err, size_t errlen)
 		return -1;
 	}
 	for (i = 0; i < b->o->channels; i++) {
-		if ((b->ch[i] = bench_channel(b->o, false)) == NULL) {
+		creds = bench_channel_setup(b->o, false, args, &ca);
+		b->ch[i] = creds != NULL ? grpc_channel_create(b->o->target,
+		    creds, &ca) : NULL;
+		if (creds != NULL)
+			grpc_channel_credentials_release(creds);
+		if (b->ch[i] == NULL) {
 			snprintf(err, errlen, "cannot make a channel to %s",
 			    b->o->target);
 			return -1;
@@ -579,7 +579,6 @@ bench_open(struct bench *b, char *err, size_t errlen)
 static void
 bench_close(struct bench *b)
 {
-	grpc_event ev;
 	unsigned i;
 
 	if (b->ch != NULL)
@@ -587,11 +586,7 @@ bench_close(struct bench *b)
 			if (b->ch[i] != NULL)
 				grpc_channel_destroy(b->ch[i]);
 	if (b->cq != NULL) {
-		grpc_completion_queue_shutdown(b->cq);
-		do {
-			ev = grpc_completion_queue_next(b->cq,
-			    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-		} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+		grpcx_cq_drain(b->cq, NULL);
 		grpc_completion_queue_destroy(b->cq);
 	}
 	free(b->ch);
@@ -672,48 +667,31 @@ out:
 
 /* One blocking Check on a fresh channel; true if it answered SERVING. */
 static bool
-bench_probe(const struct bench_opts *o, grpc_completion_queue *cq)
+bench_probe(const struct bench_opts *o)
 {
 	Grpc__Health__V1__HealthCheckRequest hc =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	Grpc__Health__V1__HealthCheckResponse *rs;
-	struct grpcx_ccall u;
-	grpc_byte_buffer *send;
-	grpc_channel *ch;
-	grpc_call *call;
-	grpc_event ev;
-	bool serving = false;
+	ProtobufCMessage *rs = NULL;
+	grpc_channel_credentials *creds;
+	struct grpcx_client *cl;
+	struct grpcx_status st;
+	grpc_channel_args ca;
+	grpc_arg args[5];
+	char err[256];
+	bool serving;
 
-	if ((ch = bench_channel(o, true)) == NULL)
+	if ((creds = bench_channel_setup(o, true, args, &ca)) == NULL ||
+	    (cl = grpcx_client_new_creds(o->target, creds, &ca, err,
+	    sizeof(err))) == NULL)
 		return false;
 	hc.service = (char *)"";
-	if ((send = grpcx_pack(&hc.base)) == NULL) {
-		grpc_channel_destroy(ch);
-		return false;
-	}
-	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS,
-	    cq, grpc_slice_from_static_string("/grpc.health.v1.Health/Check"),
-	    NULL, grpcx_deadline_ms(BENCH_READY_CALL_MS), NULL);
-	if (grpcx_unary_start(call, send, &u, &u) == GRPC_CALL_OK) {
-		/* The call's own deadline bounds this wait. */
-		ev = grpc_completion_queue_next(cq,
-		    gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-		if (ev.type == GRPC_OP_COMPLETE && ev.success &&
-		    u.status == GRPC_STATUS_OK) {
-			rs = (Grpc__Health__V1__HealthCheckResponse *)
-			    grpcx_unpack(
-			    &grpc__health__v1__health_check_response__descriptor,
-			    u.recv);
-			serving = rs != NULL && rs->status ==
-			    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-			if (rs != NULL)
-				protobuf_c_message_free_unpacked(&rs->base,
-				    NULL);
-		}
-	}
-	grpcx_ccall_clear(&u);
-	grpc_call_unref(call);
-	grpc_channel_destroy(ch);
+	serving = grpcx_call(cl, "/grpc.health.v1.Health/Check", &hc.base,
+	    &grpc__health__v1__health_check_response__descriptor,
+	    BENCH_READY_CALL_MS, &rs, &st) == GRPC_STATUS_OK &&
+	    ((Grpc__Health__V1__HealthCheckResponse *)rs)->status ==
+	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	protobuf_c_message_free_unpacked(rs, NULL);
+	grpcx_client_free(cl);
 	return serving;
 }
 
@@ -721,36 +699,21 @@ int
 bench_wait_ready(const struct bench_opts *o, int64_t *ready_ns,
     unsigned *attempts, char *err, size_t errlen)
 {
-	grpc_completion_queue *cq;
 	struct timespec pause = { 0, BENCH_READY_STEP_MS * BENCH_NS_PER_MS };
 	int64_t limit = now_ns(CLOCK_MONOTONIC) + o->duration_ns;
-	grpc_event ev;
-	int rc = -1;
 
 	*attempts = 0;
-	if ((cq = grpc_completion_queue_create_for_next(NULL)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
 	for (;;) {
 		(*attempts)++;
-		if (bench_probe(o, cq)) {
+		if (bench_probe(o)) {
 			*ready_ns = now_ns(CLOCK_REALTIME);
-			rc = 0;
-			break;
+			return 0;
 		}
 		if (now_ns(CLOCK_MONOTONIC) >= limit) {
 			snprintf(err, errlen, "%s not SERVING after %u "
 			    "attempts", o->target, *attempts);
-			break;
+			return -1;
 		}
 		nanosleep(&pause, NULL);
 	}
-	grpc_completion_queue_shutdown(cq);
-	do {
-		ev = grpc_completion_queue_next(cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
-	grpc_completion_queue_destroy(cq);
-	return rc;
 }

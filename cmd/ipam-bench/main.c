@@ -221,10 +221,7 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 				return bench_bad("--%s %s: expected seconds "
 				    "such as 3, 0.5 or 500ms", opts[li].name,
 				    optarg);
-			if (c == O_DUR)
-				o->duration_ns = ns;
-			else
-				o->warmup_ns = ns;
+			*(c == O_DUR ? &o->duration_ns : &o->warmup_ns) = ns;
 			break;
 		case O_TIMEOUT:
 			if (bench_parse_seconds(optarg, &ns) != 0 ||
@@ -245,10 +242,7 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 			if (bench_parse_u64(optarg, 1, 100000000, &v) != 0)
 				return bench_bad("--%s %s: expected "
 				    "1..100000000", opts[li].name, optarg);
-			if (c == O_NAMES)
-				o->names = v;
-			else
-				o->count = v;
+			*(c == O_NAMES ? &o->names : &o->count) = v;
 			break;
 		case O_FAMILY:
 			if (strcasecmp(optarg, "ipv4") == 0)
@@ -269,10 +263,7 @@ bench_parse(struct bench_opts *o, int argc, char **argv, char **cstore,
 			if (optarg[0] == '\0' || strlen(optarg) > 100)
 				return bench_bad("--%s %s: expected 1 to 100 "
 				    "characters", opts[li].name, optarg);
-			if (c == O_TAG)
-				o->tag = optarg;
-			else
-				o->node_prefix = optarg;
+			*(c == O_TAG ? &o->tag : &o->node_prefix) = optarg;
 			break;
 		case O_TLS_CA:
 		case O_TLS_CERT:

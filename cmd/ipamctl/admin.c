@@ -105,8 +105,8 @@ ctl_scan_dir(const char *base, struct ctl_found *f)
 static void
 ctl_scan_all(struct ctl_found *f)
 {
-	const char *bases[4], *rundir;
-	size_t nb = 0;
+	const char *bases[] = { CTL_SYSTEM_RUNDIR, getenv("XDG_RUNTIME_DIR"),
+	    getenv("TMPDIR"), "/tmp" }, *rundir;
 
 	/* Inside a unit (or as it): its runtime directory. */
 	rundir = getenv("RUNTIME_DIRECTORY");
@@ -117,44 +117,57 @@ ctl_scan_all(struct ctl_found *f)
 		    rundir, CTL_ADMIN_SOCK);
 		ctl_found_add(f, p, false);
 	}
-	bases[nb++] = CTL_SYSTEM_RUNDIR;
-	bases[nb] = getenv("XDG_RUNTIME_DIR");
-	if (bases[nb] != NULL && bases[nb][0] != '\0')
-		nb++;
-	bases[nb] = getenv("TMPDIR");
-	if (bases[nb] != NULL && bases[nb][0] != '\0')
-		nb++;
-	bases[nb++] = "/tmp";
-	for (size_t i = 0; i < nb; i++) {
-		bool seen = false;
+	/* each directory once; unset and empty variables skipped */
+	for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
+		bool skip = bases[i] == NULL || bases[i][0] == '\0';
 
-		for (size_t k = 0; k < i; k++)
-			seen = seen || strcmp(bases[k], bases[i]) == 0;
-		if (!seen)
+		for (size_t k = 0; k < i && !skip; k++)
+			skip = bases[k] != NULL &&
+			    strcmp(bases[k], bases[i]) == 0;
+		if (!skip)
 			ctl_scan_dir(bases[i], f);
 	}
+}
+
+/*
+ * One line on the instance behind admin socket sock, into buf: the path,
+ * port, data file and pid (Info), or why it did not answer. Returns the
+ * length written. Needs grpc_init.
+ */
+static size_t
+ctl_instance_line(const char *sock, char *buf, size_t len)
+{
+	Ipamadmin__V1__InfoReply *in = NULL;
+	struct grpcx_status st;
+	int n;
+
+	if (ctl_admin_info(sock, CTL_INFO_TIMEOUT_MS, &in, &st) !=
+	    GRPC_STATUS_OK)
+		n = snprintf(buf, len, "%s  (no answer: %s)", sock,
+		    grpcx_status_name(st.code));
+	else
+		n = snprintf(buf, len, "%s  port %u  data %s  pid %d", sock,
+		    in->port, in->data_source, in->pid);
+	ipamadmin__v1__info_reply__free_unpacked(in, NULL);
+	if (n < 0)
+		return 0;
+	return (size_t)n < len ? (size_t)n : len - 1;
 }
 
 int
 ctl_admin_instances(void)
 {
-	struct ctl_found *f;
+	struct ctl_found f = { .n = 0 };
 	char line[1024];
 
-	f = calloc(1, sizeof(*f));
-	if (f == NULL) {
-		fprintf(stderr, "ipamctl: instances: out of memory\n");
-		return CTL_RPC;
-	}
-	ctl_scan_all(f);
-	for (size_t i = 0; i < f->n && i < CTL_SCAN_MAX; i++) {
-		ctl_instance_line(f->path[i], line, sizeof(line));
+	ctl_scan_all(&f);
+	for (size_t i = 0; i < f.n && i < CTL_SCAN_MAX; i++) {
+		ctl_instance_line(f.path[i], line, sizeof(line));
 		printf("%s\n", line);
 	}
-	if (f->n == 0)
+	if (f.n == 0)
 		fprintf(stderr, "ipamctl: instances: no running meridio-ipam "
 		    "found\n");
-	free(f);
 	return CTL_OK;
 }
 
@@ -163,9 +176,8 @@ ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
     size_t errlen)
 {
 	const char *rundir;
-	struct ctl_found *f;
+	struct ctl_found f = { .n = 0 };
 	size_t used;
-	int rc = -1;
 
 	if (opt != NULL || ((rundir = getenv("IPAMD_RUNDIR")) != NULL &&
 	    rundir[0] != '\0')) {
@@ -180,64 +192,34 @@ ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
 		}
 		return 0;
 	}
-	f = calloc(1, sizeof(*f));
-	if (f == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
+	ctl_scan_all(&f);
+	if (f.n == 1) {
+		snprintf(path, pathlen, "%s", f.path[0]);
+		return 0;
 	}
-	ctl_scan_all(f);
-	if (f->n == 1) {
-		snprintf(path, pathlen, "%s", f->path[0]);
-		rc = 0;
-	} else if (f->n == 0) {
+	if (f.n == 0) {
 		snprintf(err, errlen, "no running meridio-ipam found (looked "
 		    "for meridio-ipam*/%s in $RUNTIME_DIRECTORY and under "
 		    CTL_SYSTEM_RUNDIR ", $XDG_RUNTIME_DIR, $TMPDIR and /tmp): "
 		    "give --admin PATH or set IPAMD_RUNDIR", CTL_ADMIN_SOCK);
 	} else {
 		size_t off = (size_t)snprintf(err, errlen, "%zu running "
-		    "instances, pick one with --admin PATH:", f->n);
+		    "instances, pick one with --admin PATH:", f.n);
 
-		for (size_t i = 0; i < f->n && i < CTL_SCAN_MAX &&
+		for (size_t i = 0; i < f.n && i < CTL_SCAN_MAX &&
 		    off < errlen; i++) {
 			off += (size_t)snprintf(err + off, errlen - off,
 			    "\n  ");
 			if (off < errlen)
-				off += ctl_instance_line(f->path[i], err + off,
+				off += ctl_instance_line(f.path[i], err + off,
 				    errlen - off);
 		}
 	}
-	free(f);
-	return rc;
+	return -1;
 }
 
-size_t
-ctl_instance_line(const char *sock, char *buf, size_t len)
-{
-	Ipamadmin__V1__InfoReply *in = NULL;
-	struct grpcx_status st;
-	int n;
-
-	if (ctl_admin_info(sock, CTL_INFO_TIMEOUT_MS, &in, &st) !=
-	    GRPC_STATUS_OK)
-		n = snprintf(buf, len, "%s  (no answer: %s)", sock,
-		    grpcx_status_name(st.code));
-	else
-		n = snprintf(buf, len, "%s  port %u  data %s  pid %d", sock,
-		    in->port, in->data_source, in->pid);
-	if (in != NULL)
-		ipamadmin__v1__info_reply__free_unpacked(in, NULL);
-	if (n < 0)
-		return 0;
-	return (size_t)n < len ? (size_t)n : len - 1;
-}
-
-/*
- * One unary Admin call on the socket sock: method, request rq, the answer
- * unpacked with desc into *out (NULL on failure). Returns st->code.
- */
-static int
-ctl_admin_unary(const char *sock, const char *method,
+int
+ctl_admin_call(const char *sock, const char *method,
     const ProtobufCMessage *rq, const ProtobufCMessageDescriptor *desc,
     int64_t timeout_ms, ProtobufCMessage **out, struct grpcx_status *st)
 {
@@ -264,7 +246,7 @@ ctl_admin_info(const char *sock, int64_t timeout_ms,
 {
 	Ipamadmin__V1__InfoRequest rq = IPAMADMIN__V1__INFO_REQUEST__INIT;
 
-	return ctl_admin_unary(sock, "/ipamadmin.v1.Admin/Info", &rq.base,
+	return ctl_admin_call(sock, "/ipamadmin.v1.Admin/Info", &rq.base,
 	    &ipamadmin__v1__info_reply__descriptor, timeout_ms,
 	    (ProtobufCMessage **)out, st);
 }
@@ -334,7 +316,6 @@ ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 	struct grpcx_ccall u;
 	grpc_slice method;
 	char target[CTL_SUN_PATH + 8];
-	grpc_event ev;
 	bool failed = false;
 	size_t n;
 
@@ -362,9 +343,7 @@ ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 		c = (Ipamadmin__V1__DumpChunk *)grpcx_unpack(
 		    &ipamadmin__v1__dump_chunk__descriptor, u.recv);
 		if (c == NULL || ctl_dump_add(out, c) < 0) {
-			if (c != NULL)
-				ipamadmin__v1__dump_chunk__free_unpacked(c,
-				    NULL);
+			ipamadmin__v1__dump_chunk__free_unpacked(c, NULL);
 			failed = true;
 			grpc_call_cancel(call, NULL);
 			break;
@@ -382,33 +361,8 @@ ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 
 	grpcx_ccall_clear(&u);
 	grpc_call_unref(call);
-	grpc_completion_queue_shutdown(cq);
-	do {
-		ev = grpc_completion_queue_next(cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	} while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpcx_cq_drain(cq, NULL);
 	grpc_completion_queue_destroy(cq);
 	grpc_channel_destroy(ch);
 	return st->code;
-}
-
-int
-ctl_admin_check(const char *sock, int64_t timeout_ms,
-    Ipamadmin__V1__CheckReport **out, struct grpcx_status *st)
-{
-	Ipamadmin__V1__CheckRequest rq = IPAMADMIN__V1__CHECK_REQUEST__INIT;
-
-	return ctl_admin_unary(sock, "/ipamadmin.v1.Admin/Check", &rq.base,
-	    &ipamadmin__v1__check_report__descriptor, timeout_ms,
-	    (ProtobufCMessage **)out, st);
-}
-
-int
-ctl_admin_release(const char *sock, const Ipamadmin__V1__ReleaseRequest *rq,
-    int64_t timeout_ms, Ipamadmin__V1__ReleaseReply **out,
-    struct grpcx_status *st)
-{
-	return ctl_admin_unary(sock, "/ipamadmin.v1.Admin/Release", &rq->base,
-	    &ipamadmin__v1__release_reply__descriptor, timeout_ms,
-	    (ProtobufCMessage **)out, st);
 }

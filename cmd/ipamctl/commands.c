@@ -1,34 +1,15 @@
 /*
- * commands.c - ipamctl's operator commands: show, usage, check and export
- * (over the Admin socket of the running daemon) and import (into the
- * sqlite file of a stopped one). Each parses its own options.
+ * commands.c - ipamctl's commands over the Admin socket of the running
+ * daemon (show, usage, check, export, release, instances), and the help
+ * of those and of import.
  */
 #include "ctl.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <grpc/grpc.h>
-
-
-#define CTL_ADMIN_TIMEOUT_MS 30000	/* default --timeout of these */
-
-/* What the command line of an operator command asked for. */
-struct ctl_op {
-	const char *cmd;		/* show, usage, check, export, import */
-	const char *admin;		/* --admin PATH, NULL: search */
-	const char *conduit;		/* --conduit filter, "" = all */
-	const char *node;		/* --node filter, "" = all */
-	const char *data_source;	/* import: --data-source */
-	const char *file;		/* import: FILE */
-	const char *name;		/* release: --name */
-	const char *trench;		/* release: --trench */
-	unsigned family;		/* release: --family, 4 or 6; 0 both */
-	bool json;			/* --json */
-	int64_t timeout_ms;		/* --timeout */
-};
 
 /* How the admin socket is found, in every command's help. */
 #define CTL_ADMIN_HELP \
@@ -40,7 +21,7 @@ struct ctl_op {
 	"                   `ipamctl instances`)\n" \
 	"  --timeout D      deadline as a Go duration (default 30s)\n"
 
-static void
+void
 ctl_op_usage(FILE *f, const char *cmd)
 {
 	if (strcmp(cmd, "show") == 0)
@@ -128,111 +109,9 @@ ctl_op_usage(FILE *f, const char *cmd)
 		    "$IPAM_DATA_SOURCE)\n");
 }
 
-/* A usage error of cmd; returns CTL_USAGE. */
-static int
-ctl_op_bad(const char *cmd, const char *what, const char *arg)
-{
-	fprintf(stderr, "ipamctl: %s: %s%s\nTry `ipamctl %s --help`.\n", cmd,
-	    what, arg, cmd);
-	return CTL_USAGE;
-}
-
-/* Parses the options. Returns CTL_OK, CTL_USAGE, or -1 after --help. */
-static int
-ctl_op_parse(struct ctl_op *op, int argc, char **argv)
-{
-	bool release = strcmp(op->cmd, "release") == 0;
-	bool filters = strcmp(op->cmd, "show") == 0 ||
-	    strcmp(op->cmd, "usage") == 0 || release;
-	bool json = (filters && !release) || strcmp(op->cmd, "check") == 0;
-	bool import = strcmp(op->cmd, "import") == 0;
-	int o, li = 0;
-
-	opterr = 0;
-	optind = 1;
-	while ((o = getopt_long(argc, argv, ":h", ctl_options, &li)) != -1) {
-		/* li is set for a long option only */
-		const char *opt = o >= CTL_O_CONDUIT && o <= CTL_O_DATA ?
-		    ctl_options[li].name : "";
-
-		if (o == CTL_O_SERVICE || o == CTL_O_TARGET ||
-		    (o >= CTL_O_TLS_CA && o <= CTL_O_SPIFFE_ID) ||
-		    ((o == CTL_O_CONDUIT || o == CTL_O_NODE) && !filters) ||
-		    (o == CTL_O_JSON && !json) ||
-		    ((o == CTL_O_ADMIN || o == CTL_O_TIMEOUT) && (import ||
-		    strcmp(op->cmd, "instances") == 0)) ||
-		    (o == CTL_O_DATA && !import) ||
-		    ((o == CTL_O_NAME || o == CTL_O_FAMILY || o == CTL_O_TRENCH) &&
-		    !release))
-			return ctl_op_bad(op->cmd, "unknown option --", opt);
-		switch (o) {
-		case CTL_O_ADMIN:
-			if (optarg[0] == '\0')
-				return ctl_op_bad(op->cmd, "--admin: empty", "");
-			op->admin = optarg;
-			break;
-		case CTL_O_CONDUIT:
-			op->conduit = optarg;
-			break;
-		case CTL_O_NODE:
-			op->node = optarg;
-			break;
-		case CTL_O_JSON:
-			op->json = true;
-			break;
-		case CTL_O_TIMEOUT:
-			if (ctl_timeout_ms(optarg, &op->timeout_ms) != 0)
-				return ctl_op_bad(op->cmd, "--timeout: expected "
-				    "a positive Go duration, not ", optarg);
-			break;
-		case CTL_O_DATA:
-			op->data_source = optarg;
-			break;
-		case CTL_O_NAME:
-			op->name = optarg;
-			break;
-		case CTL_O_TRENCH:
-			op->trench = optarg;
-			break;
-		case CTL_O_FAMILY:
-			op->family = ctl_family(optarg);
-			if (op->family == 0)
-				return ctl_op_bad(op->cmd, "--family: expected "
-				    "ipv4 or ipv6, not ", optarg);
-			break;
-		case 'h':
-		case CTL_O_HELP:
-			ctl_op_usage(stdout, op->cmd);
-			return -1;
-		case ':':
-			return ctl_op_bad(op->cmd, "needs a value: ",
-			    argv[optind - 1]);
-		default:
-			return ctl_op_bad(op->cmd, "unknown option ",
-			    argv[optind - 1]);
-		}
-	}
-	if (import && optind < argc)
-		op->file = argv[optind++];
-	if (optind < argc)
-		return ctl_op_bad(op->cmd, "unexpected argument ",
-		    argv[optind]);
-	if (release && (op->conduit[0] == '\0' || op->node[0] == '\0' ||
-	    op->name == NULL || op->name[0] == '\0'))
-		return ctl_op_bad(op->cmd, op->conduit[0] == '\0' ?
-		    "--conduit is required" : op->node[0] == '\0' ?
-		    "--node is required" : "--name is required", "");
-	if (import && op->file == NULL)
-		return ctl_op_bad(op->cmd, "FILE is required", "");
-	if (import && (op->data_source == NULL || op->data_source[0] == '\0'))
-		return ctl_op_bad(op->cmd, "--data-source is required (or set "
-		    "IPAM_DATA_SOURCE)", "");
-	return CTL_OK;
-}
-
 /* Prints a failed call; returns CTL_RPC. */
 static int
-ctl_op_rpc_error(const struct ctl_op *op, const char *sock,
+ctl_op_rpc_error(const struct ctl_args *op, const char *sock,
     const struct grpcx_status *st)
 {
 	fprintf(stderr, "ipamctl: %s: %s: %s (admin socket %s)\n", op->cmd,
@@ -246,7 +125,7 @@ ctl_op_rpc_error(const struct ctl_op *op, const char *sock,
  * exit 1 with the daemon's reason per family.
  */
 static int
-ctl_op_release(const struct ctl_op *op, const char *sock)
+ctl_op_release(const struct ctl_args *op, const char *sock)
 {
 	Ipamadmin__V1__ReleaseRequest rq = IPAMADMIN__V1__RELEASE_REQUEST__INIT;
 	Ipamadmin__V1__ReleaseReply *rep = NULL;
@@ -257,8 +136,9 @@ ctl_op_release(const struct ctl_op *op, const char *sock)
 	rq.node = (char *)op->node;
 	rq.name = (char *)op->name;
 	rq.family = op->family;
-	if (ctl_admin_release(sock, &rq, op->timeout_ms, &rep, &st) !=
-	    GRPC_STATUS_OK) {
+	if (ctl_admin_call(sock, "/ipamadmin.v1.Admin/Release", &rq.base,
+	    &ipamadmin__v1__release_reply__descriptor, op->timeout_ms,
+	    (ProtobufCMessage **)&rep, &st) != GRPC_STATUS_OK) {
 		if (st.code == GRPC_STATUS_NOT_FOUND) {
 			fprintf(stderr, "ipamctl: release: %s\n", st.message);
 			return CTL_RPC;
@@ -279,7 +159,7 @@ ctl_op_release(const struct ctl_op *op, const char *sock)
  * not an empty tree. Returns CTL_OK or CTL_RPC after the message.
  */
 static int
-ctl_op_filters_found(const struct ctl_op *op, const struct ctl_dump *d)
+ctl_op_filters_found(const struct ctl_args *op, const struct ctl_dump *d)
 {
 	bool conduit = op->conduit[0] == '\0', node = op->node[0] == '\0';
 
@@ -303,9 +183,8 @@ ctl_op_filters_found(const struct ctl_op *op, const struct ctl_dump *d)
 	return CTL_RPC;
 }
 
-/* The commands that talk to the daemon's Admin service. */
-static int
-ctl_op_admin(const struct ctl_op *op)
+int
+ctl_op_admin(const struct ctl_args *op)
 {
 	char sock[256], err[4096];
 	struct grpcx_status st;
@@ -330,8 +209,12 @@ ctl_op_admin(const struct ctl_op *op)
 		goto out;
 	}
 	if (strcmp(op->cmd, "check") == 0) {
-		if (ctl_admin_check(sock, op->timeout_ms, &rep, &st) !=
-		    GRPC_STATUS_OK) {
+		Ipamadmin__V1__CheckRequest rq =
+		    IPAMADMIN__V1__CHECK_REQUEST__INIT;
+
+		if (ctl_admin_call(sock, "/ipamadmin.v1.Admin/Check", &rq.base,
+		    &ipamadmin__v1__check_report__descriptor, op->timeout_ms,
+		    (ProtobufCMessage **)&rep, &st) != GRPC_STATUS_OK) {
 			rc = ctl_op_rpc_error(op, sock, &st);
 		} else {
 			rc = ctl_print_check(rep, op->json);
@@ -352,8 +235,7 @@ ctl_op_admin(const struct ctl_op *op)
 		/* A daemon without Info (older) just gets no warning. */
 		(void)ctl_admin_info(sock, op->timeout_ms, &info, &st);
 		rc = ctl_print_show(&d, op->json, info);
-		if (info != NULL)
-			ipamadmin__v1__info_reply__free_unpacked(info, NULL);
+		ipamadmin__v1__info_reply__free_unpacked(info, NULL);
 	} else if (strcmp(op->cmd, "usage") == 0) {
 		rc = ctl_print_usage(&d, op->json);
 	} else {
@@ -363,38 +245,4 @@ ctl_op_admin(const struct ctl_op *op)
 out:
 	grpc_shutdown_blocking();	/* gRPC threads gone before exit() */
 	return rc;
-}
-
-bool
-ctl_is_op(const char *cmd)
-{
-	return strcmp(cmd, "show") == 0 || strcmp(cmd, "usage") == 0 ||
-	    strcmp(cmd, "check") == 0 || strcmp(cmd, "export") == 0 ||
-	    strcmp(cmd, "import") == 0 || strcmp(cmd, "release") == 0 ||
-	    strcmp(cmd, "instances") == 0;
-}
-
-int
-ctl_op_main(int argc, char **argv)
-{
-	struct ctl_op op;
-	const char *ds = getenv("IPAM_DATA_SOURCE");
-	const char *trench = getenv("IPAM_TRENCH_NAME");
-	int rc;
-
-	memset(&op, 0, sizeof(op));
-	op.cmd = argv[0];
-	op.conduit = "";
-	op.node = "";
-	op.timeout_ms = CTL_ADMIN_TIMEOUT_MS;
-	op.data_source = ds;
-	op.trench = trench != NULL && trench[0] != '\0' ? trench : "default";
-	rc = ctl_op_parse(&op, argc, argv);
-	if (rc < 0)
-		return CTL_OK;
-	if (rc != CTL_OK)
-		return rc;
-	if (strcmp(op.cmd, "import") == 0)
-		return ctl_import(op.file, op.data_source);
-	return ctl_op_admin(&op);
 }

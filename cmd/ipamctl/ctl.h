@@ -5,10 +5,10 @@
 #ifndef IPAM_CTL_H
 #define IPAM_CTL_H
 
-#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "grpcx.h"
 #include "ipamadmin/v1/admin.pb-c.h"
@@ -17,22 +17,29 @@
 #define CTL_RPC 1		/* RPC error, problem found, bad input */
 #define CTL_USAGE 2		/* bad command line */
 
-/* Every long option of ipamctl (ctl_options); each command takes some. */
-enum ctl_opt {
-	CTL_O_CONDUIT = 1, CTL_O_NODE, CTL_O_NAME, CTL_O_FAMILY, CTL_O_TRENCH,
-	CTL_O_SERVICE, CTL_O_JSON, CTL_O_ADMIN, CTL_O_TARGET, CTL_O_TIMEOUT,
-	CTL_O_HELP, CTL_O_TLS_CA, CTL_O_TLS_CERT, CTL_O_TLS_KEY, CTL_O_TLS_NAME,
-	CTL_O_SPIFFE, CTL_O_SPIFFE_ID, CTL_O_DATA,
+/* What the command line asked for. */
+struct ctl_args {
+	const char *cmd;		/* the command word */
+	const char *conduit;		/* --conduit */
+	const char *node;		/* --node */
+	const char *name;		/* --name */
+	const char *trench;		/* --trench, else $IPAM_TRENCH_NAME */
+	const char *service;		/* --service (health), "" by default */
+	int family;			/* --family: 4, 6; 0 = default */
+	char target[300];		/* --target, else 127.0.0.1:$IPAM_PORT */
+	int64_t timeout_ms;		/* --timeout */
+	const char *tls_ca;		/* --tls-ca: roots for the server */
+	const char *tls_cert;		/* --tls-cert: our certificate */
+	const char *tls_key;		/* --tls-key: its private key */
+	const char *tls_name;		/* --tls-server-name */
+	bool tls;			/* any --tls-* given: talk TLS */
+	bool spiffe;			/* --spiffe: mTLS with our SVID */
+	const char *spiffe_id;		/* --spiffe-id: the server's ID */
+	bool json;			/* --json */
+	const char *admin;		/* --admin: admin socket */
+	const char *data_source;	/* import: --data-source */
+	const char *file;		/* import: FILE */
 };
-
-/* The getopt_long table of every option, values enum ctl_opt. */
-extern const struct option ctl_options[];
-
-/* --timeout: a positive Go duration, in ms rounded up. Returns 0 or -1. */
-int ctl_timeout_ms(const char *arg, int64_t *ms);
-
-/* --family: 4 for ipv4, 6 for ipv6 (any case), else 0. */
-int ctl_family(const char *arg);
 
 #define CTL_ADMIN_SOCK "admin.sock"	/* inside the runtime directory */
 #define CTL_EXPORT_FORMAT "meridio-ipam-export/1"
@@ -61,18 +68,20 @@ int ctl_admin_find(const char *opt, char *path, size_t pathlen, char *err,
     size_t errlen);
 
 /*
+ * One unary Admin call on the socket sock: method, request rq, the answer
+ * unpacked with desc into *out (NULL on failure). Returns the status code
+ * (also in st).
+ */
+int ctl_admin_call(const char *sock, const char *method,
+    const ProtobufCMessage *rq, const ProtobufCMessageDescriptor *desc,
+    int64_t timeout_ms, ProtobufCMessage **out, struct grpcx_status *st);
+
+/*
  * Info over the admin socket. Returns the status code (also in st); on OK
  * *out is the reply (ipamadmin__v1__info_reply__free_unpacked).
  */
 int ctl_admin_info(const char *sock, int64_t timeout_ms,
     Ipamadmin__V1__InfoReply **out, struct grpcx_status *st);
-
-/*
- * One line on the instance behind admin socket sock, into buf: the path,
- * port, data file and pid (Info), or why it did not answer. Returns the
- * length written. Needs grpc_init.
- */
-size_t ctl_instance_line(const char *sock, char *buf, size_t len);
 
 /* instances: one line per running instance found (ctl_instance_line). */
 int ctl_admin_instances(void);
@@ -87,23 +96,6 @@ int ctl_admin_dump(const char *sock, const char *conduit, const char *node,
 /* Frees what ctl_admin_dump filled. Accepts an empty dump. */
 void ctl_dump_free(struct ctl_dump *d);
 
-/*
- * Check over the admin socket. Returns the status code (also in st); on
- * OK *out is the report (ipamadmin__v1__check_report__free_unpacked).
- */
-int ctl_admin_check(const char *sock, int64_t timeout_ms,
-    Ipamadmin__V1__CheckReport **out, struct grpcx_status *st);
-
-/*
- * Release over the admin socket: the child of rq in one family or both.
- * Returns the status code (also in st; NOT_FOUND when nothing matched);
- * on OK *out says what was released
- * (ipamadmin__v1__release_reply__free_unpacked).
- */
-int ctl_admin_release(const char *sock, const Ipamadmin__V1__ReleaseRequest *rq,
-    int64_t timeout_ms, Ipamadmin__V1__ReleaseReply **out,
-    struct grpcx_status *st);
-
 /* Read commands: print what d holds (text or JSON). Return an exit code.
  * show: info (NULL = unknown) adds the conduit source and its warning. */
 int ctl_print_show(const struct ctl_dump *d, bool json,
@@ -112,11 +104,19 @@ int ctl_print_usage(const struct ctl_dump *d, bool json);
 int ctl_print_export(const struct ctl_dump *d);
 int ctl_print_check(const Ipamadmin__V1__CheckReport *r, bool json);
 
-/* True if cmd is one of the operator commands of commands.c. */
-bool ctl_is_op(const char *cmd);
+struct json_object;
 
-/* Runs an operator command; argv[0] is the command. Returns the exit code. */
-int ctl_op_main(int argc, char **argv);
+/* The conduit source of info (NULL: unknown) as JSON members of doc
+ * ("conduit_source", "warnings"), or as a warning on stderr. */
+void ctl_json_source(struct json_object *doc,
+    const Ipamadmin__V1__InfoReply *info);
+void ctl_warn_source(const char *cmd, const Ipamadmin__V1__InfoReply *info);
+
+/* Prints the help of an admin socket command (or import). */
+void ctl_op_usage(FILE *f, const char *cmd);
+
+/* Runs a command of the admin socket. Returns the exit code. */
+int ctl_op_admin(const struct ctl_args *a);
 
 /*
  * Imports an export file into the sqlite file data_source of a stopped

@@ -14,6 +14,7 @@
  */
 #include "ctl.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,13 +51,16 @@ struct ctl_import {
 };
 
 /* Reports one problem (the first CTL_MAX_REPORTED) on stderr. */
-static void
-ctl_problem(struct ctl_import *im, const char *fmt, const char *a,
-    const char *b)
+static void __attribute__((format(printf, 2, 3)))
+ctl_problem(struct ctl_import *im, const char *fmt, ...)
 {
+	va_list ap;
+
 	if (im->problems++ < CTL_MAX_REPORTED) {
 		fprintf(stderr, "ipamctl: import: %s: ", im->file);
-		fprintf(stderr, fmt, a, b);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
 		fputc('\n', stderr);
 	} else if (im->problems == CTL_MAX_REPORTED + 1) {
 		fprintf(stderr, "ipamctl: import: %s: more problems not "
@@ -143,10 +147,9 @@ ctl_read_record(struct ctl_import *im, json_object *o, size_t i)
 	const char *id, *name, *cidr, *parent;
 	json_object *t, *e;
 	struct ctl_row *r;
-	char idx[32], canon[PFX_STRLEN], perr[128], want[1024];
+	char canon[PFX_STRLEN], perr[128], want[1024];
 	struct pfx p;
 
-	snprintf(idx, sizeof(idx), "%zu", i);
 	id = ctl_json_str(o, "id");
 	name = ctl_json_str(o, "name");
 	cidr = ctl_json_str(o, "cidr");
@@ -157,13 +160,13 @@ ctl_read_record(struct ctl_import *im, json_object *o, size_t i)
 	    !json_object_object_get_ex(o, "expirable", &e) ||
 	    !json_object_is_type(e, json_type_boolean) ||
 	    (t != NULL && !json_object_is_type(t, json_type_string))) {
-		ctl_problem(im, "record %s: expected id, name, cidr, "
+		ctl_problem(im, "record %zu: expected id, name, cidr, "
 		    "parent_id (strings), updated_at (string or null) and "
-		    "expirable (boolean)%s", idx, "");
+		    "expirable (boolean)", i);
 		return 0;
 	}
 	if (id[0] == '\0' || name[0] == '\0') {
-		ctl_problem(im, "record %s: empty id or name%s", idx, "");
+		ctl_problem(im, "record %zu: empty id or name", i);
 		return 0;
 	}
 	if (pfx_parse(cidr, &p, perr, sizeof(perr)) < 0) {
@@ -176,10 +179,8 @@ ctl_read_record(struct ctl_import *im, json_object *o, size_t i)
 		    canon);
 		return 0;
 	}
-	if (parent[0] == '\0')
-		snprintf(want, sizeof(want), "%s", name);
-	else
-		snprintf(want, sizeof(want), "%s-%s", name, parent);
+	snprintf(want, sizeof(want), "%s%s%s", name, parent[0] != '\0' ?
+	    "-" : "", parent);
 	if (strcmp(want, id) != 0) {
 		ctl_problem(im, "record %s: id is not Meridio's (%s)", id,
 		    want);
@@ -276,8 +277,7 @@ ctl_check_rows(struct ctl_import *im)
 			ctl_problem(im, "record %s: conflicts with the stored "
 			    "row of that id (%s)", b->id, a->cidr);
 		else
-			ctl_problem(im, "record %s: twice in the file%s",
-			    b->id, "");
+			ctl_problem(im, "record %s: twice in the file", b->id);
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct ctl_row *r = &im->v[i], *p;

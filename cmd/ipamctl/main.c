@@ -6,13 +6,15 @@
  *   ipamctl health [--service S] [--target host:port] [--timeout D] [--json]
  *   (both: [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N])
  *
- *   ipamctl show|usage|check|export|release|import ... (commands.c: the Admin
- *           socket of the running daemon, or the file of a stopped one)
+ *   ipamctl show|usage|check|export|release|instances ... (commands.c:
+ *           the Admin socket of the running daemon)
+ *   ipamctl import FILE ... (import.c: the file of a stopped one)
  *
  * Exit status: 0 ok, 1 RPC error (or health not SERVING, or a problem
  * found), 2 usage error.
  */
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,29 +33,42 @@
 #include "spiffe.h"
 
 #define CTL_DEFAULT_PORT "7777"
-#define CTL_DEFAULT_TIMEOUT_MS 5000
+#define CTL_DEFAULT_TIMEOUT_MS 5000	/* allocate, health */
+#define CTL_ADMIN_TIMEOUT_MS 30000	/* the admin socket's commands */
 
-/* What the command line asked for. */
-struct ctl_args {
-	const char *cmd;		/* "allocate" or "health" */
-	const char *conduit;		/* --conduit */
-	const char *node;		/* --node */
-	const char *name;		/* --name */
-	const char *trench;		/* --trench, else $IPAM_TRENCH_NAME */
-	const char *service;		/* --service (health), "" by default */
-	int family;			/* IPAM__V1__IPFAMILY__IPV4 or _IPV6 */
-	char target[300];		/* --target, else 127.0.0.1:$IPAM_PORT */
-	int64_t timeout_ms;		/* --timeout */
-	const char *tls_ca;		/* --tls-ca: roots for the server */
-	const char *tls_cert;		/* --tls-cert: our certificate */
-	const char *tls_key;		/* --tls-key: its private key */
-	const char *tls_name;		/* --tls-server-name */
-	bool tls;			/* any --tls-* given: talk TLS */
-	bool spiffe;			/* --spiffe: mTLS with our SVID */
-	const char *spiffe_id;		/* --spiffe-id: the server's ID */
-	bool json;			/* --json (health) */
-	const char *admin;		/* --admin (health): admin socket */
+/* Every long option of ipamctl; each command takes some. */
+enum ctl_opt {
+	CTL_O_CONDUIT = 1, CTL_O_NODE, CTL_O_NAME, CTL_O_FAMILY, CTL_O_TRENCH,
+	CTL_O_SERVICE, CTL_O_JSON, CTL_O_ADMIN, CTL_O_TARGET, CTL_O_TIMEOUT,
+	CTL_O_HELP, CTL_O_TLS_CA, CTL_O_TLS_CERT, CTL_O_TLS_KEY, CTL_O_TLS_NAME,
+	CTL_O_SPIFFE, CTL_O_SPIFFE_ID, CTL_O_DATA,
 };
+
+#define CTL_B(o) (1u << CTL_O_##o)
+#define CTL_PORT (CTL_B(TARGET) | CTL_B(TIMEOUT) | CTL_B(TLS_CA) | \
+	CTL_B(TLS_CERT) | CTL_B(TLS_KEY) | CTL_B(TLS_NAME) | CTL_B(SPIFFE) | \
+	CTL_B(SPIFFE_ID))		/* the Ipam port's commands */
+#define CTL_SOCK (CTL_B(ADMIN) | CTL_B(TIMEOUT))	/* the admin socket's */
+#define CTL_CHILD (CTL_B(CONDUIT) | CTL_B(NODE) | CTL_B(NAME) | \
+	CTL_B(FAMILY) | CTL_B(TRENCH))	/* which child */
+
+/* Every command and the options it takes besides --help. */
+static const struct ctl_cmd {
+	const char *name;
+	unsigned opts;			/* bits CTL_B() */
+} ctl_cmds[] = {
+	{ "allocate", CTL_CHILD | CTL_PORT },
+	{ "health", CTL_B(SERVICE) | CTL_B(JSON) | CTL_B(ADMIN) | CTL_PORT },
+	{ "show", CTL_B(CONDUIT) | CTL_B(NODE) | CTL_B(JSON) | CTL_SOCK },
+	{ "usage", CTL_B(CONDUIT) | CTL_B(NODE) | CTL_B(JSON) | CTL_SOCK },
+	{ "check", CTL_B(JSON) | CTL_SOCK },
+	{ "export", CTL_SOCK },
+	{ "release", CTL_CHILD | CTL_SOCK },
+	{ "instances", 0 },
+	{ "import", CTL_B(DATA) },
+};
+
+#define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
 
 /* The --tls-* options, in every command's usage. */
 #define CTL_TLS_USAGE \
@@ -139,20 +154,25 @@ ctl_usage_health(FILE *f)
 	    "A daemon without conduit source gets a warning on stderr.\n");
 }
 
-/* Prints a usage error for cmd and returns CTL_USAGE. */
-static int
-ctl_bad(const char *cmd, const char *fmt, const char *arg)
+/* Prints "ipamctl: CMD: " and the usage error; returns CTL_USAGE. */
+static int __attribute__((format(printf, 2, 3)))
+ctl_bad(const char *cmd, const char *fmt, ...)
 {
+	va_list ap;
+
 	fprintf(stderr, "ipamctl: %s: ", cmd);
-	fprintf(stderr, fmt, arg);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	fprintf(stderr, "\nTry `ipamctl %s --help`.\n", cmd);
 	return CTL_USAGE;
 }
 
 /*
  * Fills the defaults that come from the environment: the target from
- * IPAM_PORT and the trench. A bad IPAM_PORT leaves the target empty: that
- * is an error only when --target does not replace it (see main).
+ * IPAM_PORT, the trench and the data source. A bad IPAM_PORT leaves the
+ * target empty: that is an error only when --target does not replace it
+ * (see main).
  */
 static void
 ctl_defaults(struct ctl_args *a)
@@ -169,11 +189,11 @@ ctl_defaults(struct ctl_args *a)
 		snprintf(a->target, sizeof(a->target), "127.0.0.1:%ld", p);
 	a->trench = trench != NULL && trench[0] != '\0' ? trench : "default";
 	a->service = "";
-	a->family = IPAM__V1__IPFAMILY__IPV4;
-	a->timeout_ms = CTL_DEFAULT_TIMEOUT_MS;
+	a->data_source = getenv("IPAM_DATA_SOURCE");
 }
 
-int
+/* --timeout: a positive Go duration, in ms rounded up. Returns 0 or -1. */
+static int
 ctl_timeout_ms(const char *arg, int64_t *ms)
 {
 	int64_t ns;
@@ -184,7 +204,8 @@ ctl_timeout_ms(const char *arg, int64_t *ms)
 	return 0;
 }
 
-int
+/* --family: 4 for ipv4, 6 for ipv6 (any case), else 0. */
+static int
 ctl_family(const char *arg)
 {
 	if (strcasecmp(arg, "ipv4") == 0)
@@ -192,7 +213,14 @@ ctl_family(const char *arg)
 	return strcasecmp(arg, "ipv6") == 0 ? 6 : 0;
 }
 
-const struct option ctl_options[] = {
+/* A child option not given; the admin socket's commands refuse "" too. */
+static bool
+ctl_missing(const char *s, bool port)
+{
+	return s == NULL || (!port && s[0] == '\0');
+}
+
+static const struct option ctl_options[] = {
 	{ "conduit", required_argument, NULL, CTL_O_CONDUIT },
 	{ "node", required_argument, NULL, CTL_O_NODE },
 	{ "name", required_argument, NULL, CTL_O_NAME },
@@ -214,21 +242,22 @@ const struct option ctl_options[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-/* Parses the options after the command word. Returns CTL_OK, CTL_USAGE,
- * or -1 when --help was printed. */
+/*
+ * Parses the options after the command word, opts those it takes. Returns
+ * CTL_OK, CTL_USAGE, or -1 when --help was printed. The messages of the
+ * admin socket's commands have their own wording.
+ */
 static int
-ctl_parse(struct ctl_args *a, int argc, char **argv)
+ctl_parse(struct ctl_args *a, unsigned opts, int argc, char **argv)
 {
-	bool health = strcmp(a->cmd, "health") == 0;
+	bool port = (opts & CTL_B(TARGET)) != 0;
 	int o, li = 0;
 
 	opterr = 0;
 	optind = 1;
 	while ((o = getopt_long(argc, argv, ":h", ctl_options, &li)) != -1) {
-		/* health takes CTL_O_SERVICE to CTL_O_ADMIN, the Ipam calls
-		 * CTL_O_CONDUIT to CTL_O_TRENCH */
-		if ((o >= CTL_O_CONDUIT && o <= CTL_O_ADMIN &&
-		    health != (o >= CTL_O_SERVICE)) || o == CTL_O_DATA)
+		if (o >= CTL_O_CONDUIT && o <= CTL_O_DATA && o != CTL_O_HELP &&
+		    (opts & (1u << o)) == 0)
 			return ctl_bad(a->cmd, "unknown option --%s",
 			    ctl_options[li].name);
 		switch (o) {
@@ -242,26 +271,25 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			a->name = optarg;
 			break;
 		case CTL_O_FAMILY:
-			if (ctl_family(optarg) == 0)
-				return ctl_bad(a->cmd, "--family %s: expected "
-				    "ipv4 or ipv6", optarg);
-			a->family = ctl_family(optarg) == 4 ?
-			    IPAM__V1__IPFAMILY__IPV4 : IPAM__V1__IPFAMILY__IPV6;
+			if ((a->family = ctl_family(optarg)) == 0)
+				return ctl_bad(a->cmd, port ? "--family %s: "
+				    "expected ipv4 or ipv6" : "--family: "
+				    "expected ipv4 or ipv6, not %s", optarg);
 			break;
 		case CTL_O_TRENCH:
 			a->trench = optarg;
 			break;
 		case CTL_O_TARGET:
 			if (optarg[0] == '\0')
-				return ctl_bad(a->cmd, "--target: empty%s",
-				    "");
+				return ctl_bad(a->cmd, "--target: empty");
 			snprintf(a->target, sizeof(a->target), "%s", optarg);
 			break;
 		case CTL_O_TIMEOUT:
 			if (ctl_timeout_ms(optarg, &a->timeout_ms) != 0)
-				return ctl_bad(a->cmd, "--timeout %s: expected "
-				    "a positive Go duration such as 5s or "
-				    "500ms", optarg);
+				return ctl_bad(a->cmd, port ? "--timeout %s: "
+				    "expected a positive Go duration such as "
+				    "5s or 500ms" : "--timeout: expected a "
+				    "positive Go duration, not %s", optarg);
 			break;
 		case CTL_O_SERVICE:
 			a->service = optarg;
@@ -271,7 +299,7 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 			break;
 		case CTL_O_ADMIN:
 			if (optarg[0] == '\0')
-				return ctl_bad(a->cmd, "--admin: empty%s", "");
+				return ctl_bad(a->cmd, "--admin: empty");
 			a->admin = optarg;
 			break;
 		case CTL_O_TLS_CA:
@@ -296,34 +324,51 @@ ctl_parse(struct ctl_args *a, int argc, char **argv)
 		case CTL_O_SPIFFE:
 			a->spiffe = true;
 			break;
+		case CTL_O_DATA:
+			a->data_source = optarg;
+			break;
 		case 'h':
 		case CTL_O_HELP:
-			if (health)
+			if (!port)
+				ctl_op_usage(stdout, a->cmd);
+			else if (strcmp(a->cmd, "health") == 0)
 				ctl_usage_health(stdout);
 			else
 				ctl_usage_child(stdout, a->cmd);
 			return -1;
 		case ':':
-			return ctl_bad(a->cmd, "%s needs a value",
-			    argv[optind - 1]);
+			return ctl_bad(a->cmd, port ? "%s needs a value" :
+			    "needs a value: %s", argv[optind - 1]);
 		default:
 			return ctl_bad(a->cmd, "unknown option %s",
 			    argv[optind - 1]);
 		}
 	}
+	if ((opts & CTL_B(DATA)) && optind < argc)
+		a->file = argv[optind++];
 	if (optind < argc)
 		return ctl_bad(a->cmd, "unexpected argument %s", argv[optind]);
 	if (a->spiffe && a->tls)
-		return ctl_bad(a->cmd, "--spiffe and --tls-* exclude each other%s",
-		    "");
-	if (health)
-		return CTL_OK;
-	if (a->conduit == NULL)
-		return ctl_bad(a->cmd, "--conduit is required%s", "");
-	if (a->node == NULL)
-		return ctl_bad(a->cmd, "--node is required%s", "");
-	if (a->name == NULL)
-		return ctl_bad(a->cmd, "--name is required%s", "");
+		return ctl_bad(a->cmd, "--spiffe and --tls-* exclude each "
+		    "other");
+	if ((opts & CTL_B(NAME)) && (ctl_missing(a->conduit, port) ||
+	    ctl_missing(a->node, port) || ctl_missing(a->name, port)))
+		return ctl_bad(a->cmd, "--%s is required",
+		    ctl_missing(a->conduit, port) ? "conduit" :
+		    ctl_missing(a->node, port) ? "node" : "name");
+	if ((opts & CTL_B(DATA)) && a->file == NULL)
+		return ctl_bad(a->cmd, "FILE is required");
+	if ((opts & CTL_B(DATA)) && (a->data_source == NULL ||
+	    a->data_source[0] == '\0'))
+		return ctl_bad(a->cmd, "--data-source is required (or set "
+		    "IPAM_DATA_SOURCE)");
+	if (!port) {
+		a->conduit = a->conduit != NULL ? a->conduit : "";
+		a->node = a->node != NULL ? a->node : "";
+	}
+	if (a->timeout_ms == 0)
+		a->timeout_ms = port ? CTL_DEFAULT_TIMEOUT_MS :
+		    CTL_ADMIN_TIMEOUT_MS;
 	return CTL_OK;
 }
 
@@ -399,7 +444,8 @@ ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
 	co.trench = &tr;
 	sn.conduit = &co;
 	sn.node = (char *)a->node;
-	sn.ipfamily = a->family;
+	sn.ipfamily = a->family == 6 ? IPAM__V1__IPFAMILY__IPV6 :
+	    IPAM__V1__IPFAMILY__IPV4;
 	ch.name = (char *)a->name;
 	ch.subnet = &sn;
 	if (grpcx_call(cl, "/ipam.v1.Ipam/Allocate", &ch.base,
@@ -412,19 +458,15 @@ ctl_child(struct grpcx_client *cl, const struct ctl_args *a)
 	return CTL_OK;
 }
 
+/* Name of a ServingStatus value ("NOT_SERVING"). */
 static const char *
 ctl_serving_name(int s)
 {
-	switch (s) {
-	case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING:
-		return "SERVING";
-	case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING:
-		return "NOT_SERVING";
-	case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN:
-		return "SERVICE_UNKNOWN";
-	default:
-		return "UNKNOWN";
-	}
+	const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+	    &grpc__health__v1__health_check_response__serving_status__descriptor,
+	    s);
+
+	return v != NULL ? v->name : "UNKNOWN";
 }
 
 /*
@@ -464,7 +506,6 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 	Grpc__Health__V1__HealthCheckResponse *rs;
 	Ipamadmin__V1__InfoReply *info;
 	struct grpcx_status st;
-	bool none;
 	ProtobufCMessage *resp = NULL;
 	int rc;
 
@@ -475,7 +516,6 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 		return ctl_rpc_error(a, &st);
 	rs = (Grpc__Health__V1__HealthCheckResponse *)resp;
 	info = ctl_health_info(a);
-	none = info != NULL && strcmp(info->conduit_source, "none") == 0;
 	if (a->json) {
 		json_object *o = json_object_new_object();
 
@@ -483,27 +523,15 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 		    json_object_new_string(a->service));
 		json_object_object_add(o, "status",
 		    json_object_new_string(ctl_serving_name(rs->status)));
-		if (info != NULL) {
-			json_object *w = json_object_new_array();
-
-			json_object_object_add(o, "conduit_source",
-			    json_object_new_string(info->conduit_source));
-			if (none)
-				json_object_array_add(w,
-				    json_object_new_string(CTL_NO_CONDUITS));
-			json_object_object_add(o, "warnings", w);
-		}
+		ctl_json_source(o, info);
 		printf("%s\n", json_object_to_json_string_ext(o,
 		    JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
 	} else {
 		printf("%s\n", ctl_serving_name(rs->status));
-		if (none)
-			fprintf(stderr, "ipamctl: health: warning: %s\n",
-			    CTL_NO_CONDUITS);
+		ctl_warn_source(a->cmd, info);
 	}
-	if (info != NULL)
-		ipamadmin__v1__info_reply__free_unpacked(info, NULL);
+	ipamadmin__v1__info_reply__free_unpacked(info, NULL);
 	rc = rs->status ==
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ?
 	    CTL_OK : CTL_RPC;
@@ -514,6 +542,7 @@ ctl_health(struct grpcx_client *cl, const struct ctl_args *a)
 int
 main(int argc, char **argv)
 {
+	const struct ctl_cmd *c;
 	struct ctl_args a;
 	struct grpcx_client *cl = NULL;
 	struct tls *tls = NULL;
@@ -541,21 +570,26 @@ main(int argc, char **argv)
 		printf("ipamctl %s\n", IPAM_VERSION);
 		return CTL_OK;
 	}
-	if (ctl_is_op(argv[1]))
-		return ctl_op_main(argc - 1, argv + 1);
-	memset(&a, 0, sizeof(a));
-	a.cmd = argv[1];
-	if (strcmp(a.cmd, "allocate") != 0 && strcmp(a.cmd, "health") != 0) {
-		fprintf(stderr, "ipamctl: unknown command %s\n", a.cmd);
+	for (c = ctl_cmds; c < ctl_cmds + CTL_NCMDS; c++)
+		if (strcmp(argv[1], c->name) == 0)
+			break;
+	if (c == ctl_cmds + CTL_NCMDS) {
+		fprintf(stderr, "ipamctl: unknown command %s\n", argv[1]);
 		ctl_usage_main(stderr);
 		return CTL_USAGE;
 	}
+	memset(&a, 0, sizeof(a));
+	a.cmd = argv[1];
 	ctl_defaults(&a);
-	rc = ctl_parse(&a, argc - 1, argv + 1);
+	rc = ctl_parse(&a, c->opts, argc - 1, argv + 1);
 	if (rc < 0)
 		return CTL_OK;
 	if (rc != CTL_OK)
 		return rc;
+	if (c->opts & CTL_B(DATA))
+		return ctl_import(a.file, a.data_source);
+	if (!(c->opts & CTL_B(TARGET)))
+		return ctl_op_admin(&a);
 	if (a.target[0] == '\0')
 		return ctl_bad(a.cmd, "IPAM_PORT=%s is not a port number: set "
 		    "it right or give --target", getenv("IPAM_PORT"));
@@ -563,31 +597,16 @@ main(int argc, char **argv)
 	grpc_init();
 	if (a.spiffe) {
 		rc = ctl_spiffe_client(&a, &cl);
-		if (rc != CTL_OK)
-			goto out;
-	} else if (a.tls) {
-		tls = tls_new(a.tls_cert, a.tls_key, a.tls_ca, err,
-		    sizeof(err));
-		if (tls == NULL) {
-			fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
-			rc = CTL_USAGE;
-			goto out;
-		}
-	}
-	if (!a.spiffe)
-		cl = tls_client_new(a.target, tls, a.tls_name, err,
-		    sizeof(err));
-	if (cl == NULL) {
+	} else if ((a.tls && (tls = tls_new(a.tls_cert, a.tls_key, a.tls_ca,
+	    err, sizeof(err))) == NULL) || (cl = tls_client_new(a.target, tls,
+	    a.tls_name, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "ipamctl: %s: %s\n", a.cmd, err);
 		rc = CTL_USAGE;
-		goto out;
 	}
-	if (strcmp(a.cmd, "health") == 0)
-		rc = ctl_health(cl, &a);
-	else
-		rc = ctl_child(cl, &a);
+	if (rc == CTL_OK)
+		rc = strcmp(a.cmd, "health") == 0 ? ctl_health(cl, &a) :
+		    ctl_child(cl, &a);
 	grpcx_client_free(cl);
-out:
 	tls_free(tls);
 	grpc_shutdown_blocking();	/* gRPC threads gone before exit() */
 	return rc;

@@ -23,6 +23,13 @@ static const char *const ctl_level_units[] = {
 	"conduits", "nodes", "addresses",
 };
 
+/* Adds member key to o: the string v. */
+static void
+ctl_json_add(json_object *o, const char *key, const char *v)
+{
+	json_object_object_add(o, key, json_object_new_string(v));
+}
+
 /* Prints a JSON document and frees it. Returns CTL_OK or CTL_RPC when
  * memory ran out while building it (doc NULL). */
 static int
@@ -92,40 +99,55 @@ ctl_trench_name(const struct ctl_dump *d, char *buf, size_t len)
 	}
 }
 
-/* ---- show --------------------------------------------------------------- */
-
-/* An age for people: "42s ago", "5m ago", "3h ago", "2d ago". */
-static void
-ctl_text_age(int64_t age, char *buf, size_t len)
+void
+ctl_json_source(json_object *doc, const Ipamadmin__V1__InfoReply *info)
 {
-	if (age < 0)
-		age = 0;
-	if (age < 60)
-		snprintf(buf, len, "%llds ago", (long long)age);
-	else if (age < 3600)
-		snprintf(buf, len, "%lldm ago", (long long)(age / 60));
-	else if (age < 86400)
-		snprintf(buf, len, "%lldh ago", (long long)(age / 3600));
-	else
-		snprintf(buf, len, "%lldd ago", (long long)(age / 86400));
+	json_object *w;
+
+	if (info == NULL)
+		return;
+	w = json_object_new_array();
+	ctl_json_add(doc, "conduit_source", info->conduit_source);
+	if (strcmp(info->conduit_source, "none") == 0)
+		json_object_array_add(w,
+		    json_object_new_string(CTL_NO_CONDUITS));
+	json_object_object_add(doc, "warnings", w);
 }
 
-/* The refresh time of a record for people: UTC and age. */
+void
+ctl_warn_source(const char *cmd, const Ipamadmin__V1__InfoReply *info)
+{
+	if (info != NULL && strcmp(info->conduit_source, "none") == 0)
+		fprintf(stderr, "ipamctl: %s: warning: %s\n", cmd,
+		    CTL_NO_CONDUITS);
+}
+
+/* ---- show --------------------------------------------------------------- */
+
+/*
+ * The refresh time of a record for people: UTC and age, the age in the
+ * largest unit it has ("42s ago", "5m ago", "3h ago", "2d ago").
+ */
 static void
 ctl_text_time(int64_t ns, char *buf, size_t len)
 {
-	struct timespec now;
-	struct tm tm;
+	static const struct { int64_t secs; char unit; } units[] = {
+		{ 86400, 'd' }, { 3600, 'h' }, { 60, 'm' }, { 1, 's' },
+	};
 	time_t t = (time_t)(ns / 1000000000);
-	int64_t age;
-	char when[32], ago[32];
+	int64_t age = (int64_t)time(NULL) - (int64_t)t;
+	struct tm tm;
+	char when[32];
+	size_t i = 0;
 
-	clock_gettime(CLOCK_REALTIME, &now);
-	age = (int64_t)now.tv_sec - (int64_t)t;
+	if (age < 0)
+		age = 0;
+	while (age < units[i].secs && units[i].secs > 1)
+		i++;
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	ctl_text_age(age, ago, sizeof(ago));
-	snprintf(buf, len, "%s (%s)", when, ago);
+	snprintf(buf, len, "%s (%lld%c ago)", when,
+	    (long long)(age / units[i].secs), units[i].unit);
 }
 
 /* One record of the tree as JSON (without its "below" list). */
@@ -136,11 +158,10 @@ ctl_json_record(const Ipamadmin__V1__Record *r, bool full)
 
 	if (o == NULL)
 		return NULL;
-	json_object_object_add(o, "id", json_object_new_string(r->id));
-	json_object_object_add(o, "name", json_object_new_string(r->name));
-	json_object_object_add(o, "cidr", json_object_new_string(r->cidr));
-	json_object_object_add(o, "parent_id",
-	    json_object_new_string(r->parent_id));
+	ctl_json_add(o, "id", r->id);
+	ctl_json_add(o, "name", r->name);
+	ctl_json_add(o, "cidr", r->cidr);
+	ctl_json_add(o, "parent_id", r->parent_id);
 	json_object_object_add(o, "updated_at", ctl_json_time(r->updated_at));
 	json_object_object_add(o, "expirable",
 	    json_object_new_boolean(r->expirable));
@@ -171,17 +192,8 @@ ctl_show_json(const struct ctl_dump *d, const Ipamadmin__V1__InfoReply *info)
 	if (doc == NULL)
 		return ctl_json_out(NULL);
 	ctl_trench_name(d, trench, sizeof(trench));
-	json_object_object_add(doc, "trench", json_object_new_string(trench));
-	if (info != NULL) {
-		json_object *w = json_object_new_array();
-
-		json_object_object_add(doc, "conduit_source",
-		    json_object_new_string(info->conduit_source));
-		if (strcmp(info->conduit_source, "none") == 0)
-			json_object_array_add(w, json_object_new_string(
-			    CTL_NO_CONDUITS));
-		json_object_object_add(doc, "warnings", w);
-	}
+	ctl_json_add(doc, "trench", trench);
+	ctl_json_source(doc, info);
 	tree = json_object_new_array();
 	json_object_object_add(doc, "tree", tree);
 	memset(stack, 0, sizeof(stack));
@@ -215,9 +227,7 @@ ctl_print_show(const struct ctl_dump *d, bool json,
 
 	if (json)
 		return ctl_show_json(d, info);
-	if (info != NULL && strcmp(info->conduit_source, "none") == 0)
-		fprintf(stderr, "ipamctl: show: warning: %s\n",
-		    CTL_NO_CONDUITS);
+	ctl_warn_source("show", info);
 	ctl_trench_name(d, trench, sizeof(trench));
 	printf("trench %s\n", trench[0] != '\0' ? trench : "(none)");
 	for (size_t i = 0; i < d->n; i++) {
@@ -251,6 +261,7 @@ struct ctl_use {
 	const char *node;		/* node name, "" for a conduit */
 	uint64_t used, usable;		/* child blocks */
 	double percent;			/* used / usable */
+	char uu[48];			/* "used/usable" */
 };
 
 /* Fullest first; then by conduit, node, family for a stable order. */
@@ -298,6 +309,8 @@ ctl_print_usage(const struct ctl_dump *d, bool json)
 		u->used = r->children;
 		u->usable = r->usable;
 		u->percent = ctl_percent(r->children, r->usable);
+		snprintf(u->uu, sizeof(u->uu), "%llu/%llu",
+		    (unsigned long long)u->used, (unsigned long long)u->usable);
 		n++;
 	}
 	qsort(v, n, sizeof(*v), ctl_use_cmp);
@@ -309,14 +322,10 @@ ctl_print_usage(const struct ctl_dump *d, bool json)
 		for (size_t i = 0; i < n; i++) {
 			json_object *o = json_object_new_object();
 
-			json_object_object_add(o, "kind",
-			    json_object_new_string(v[i].kind));
-			json_object_object_add(o, "family",
-			    json_object_new_string(v[i].family));
-			json_object_object_add(o, "conduit",
-			    json_object_new_string(v[i].conduit));
-			json_object_object_add(o, "node",
-			    json_object_new_string(v[i].node));
+			ctl_json_add(o, "kind", v[i].kind);
+			ctl_json_add(o, "family", v[i].family);
+			ctl_json_add(o, "conduit", v[i].conduit);
+			ctl_json_add(o, "node", v[i].node);
 			json_object_object_add(o, "used",
 			    ctl_json_count(v[i].used));
 			json_object_object_add(o, "usable",
@@ -330,31 +339,23 @@ ctl_print_usage(const struct ctl_dump *d, bool json)
 		/* Columns as wide as their widest cell: IPv6 counts have
 		 * 20 digits, names up to 253 characters. */
 		int wc = 7, wn = 4, wu = 11, k;
-		char uu[48];
 
 		for (size_t i = 0; i < n; i++) {
 			if ((k = (int)strlen(v[i].conduit)) > wc)
 				wc = k;
 			if ((k = (int)strlen(v[i].node)) > wn)
 				wn = k;
-			k = snprintf(uu, sizeof(uu), "%llu/%llu",
-			    (unsigned long long)v[i].used,
-			    (unsigned long long)v[i].usable);
-			if (k > wu)
+			if ((k = (int)strlen(v[i].uu)) > wu)
 				wu = k;
 		}
 		printf("%-7s  %-6s  %-*s  %-*s  %*s  %7s\n", "KIND",
 		    "FAMILY", wc, "CONDUIT", wn, "NODE", wu, "USED/USABLE",
 		    "PERCENT");
-		for (size_t i = 0; i < n; i++) {
-			snprintf(uu, sizeof(uu), "%llu/%llu",
-			    (unsigned long long)v[i].used,
-			    (unsigned long long)v[i].usable);
+		for (size_t i = 0; i < n; i++)
 			printf("%-7s  %-6s  %-*s  %-*s  %*s  %6.1f%%\n",
 			    v[i].kind, v[i].family, wc, v[i].conduit, wn,
-			    v[i].node[0] != '\0' ? v[i].node : "-", wu, uu,
+			    v[i].node[0] != '\0' ? v[i].node : "-", wu, v[i].uu,
 			    v[i].percent);
-		}
 	}
 	free(v);
 	return rc;
@@ -371,9 +372,8 @@ ctl_print_export(const struct ctl_dump *d)
 	if (doc == NULL)
 		return ctl_json_out(NULL);
 	ctl_trench_name(d, trench, sizeof(trench));
-	json_object_object_add(doc, "format",
-	    json_object_new_string(CTL_EXPORT_FORMAT));
-	json_object_object_add(doc, "trench", json_object_new_string(trench));
+	ctl_json_add(doc, "format", CTL_EXPORT_FORMAT);
+	ctl_json_add(doc, "trench", trench);
 	arr = json_object_new_array();
 	json_object_object_add(doc, "records", arr);
 	for (size_t i = 0; i < d->n; i++)
@@ -400,22 +400,15 @@ ctl_print_check(const Ipamadmin__V1__CheckReport *r, bool json)
 		for (size_t i = 0; i < r->n_problems; i++) {
 			json_object *o = json_object_new_object();
 
-			json_object_object_add(o, "id",
-			    json_object_new_string(r->problems[i]->id));
-			json_object_object_add(o, "kind",
-			    json_object_new_string(r->problems[i]->kind));
-			json_object_object_add(o, "what",
-			    json_object_new_string(r->problems[i]->what));
+			ctl_json_add(o, "id", r->problems[i]->id);
+			ctl_json_add(o, "kind", r->problems[i]->kind);
+			ctl_json_add(o, "what", r->problems[i]->what);
 			json_object_array_add(arr, o);
 		}
-		if (ctl_json_out(doc) != CTL_OK)
-			return CTL_RPC;
-		return rc;
+		return ctl_json_out(doc) != CTL_OK ? CTL_RPC : rc;
 	}
-	if (rc == CTL_OK) {
+	if (rc == CTL_OK)
 		printf("ok: %llu records\n", (unsigned long long)r->records);
-		return rc;
-	}
 	for (size_t i = 0; i < r->n_problems; i++)
 		printf("%s %s: %s\n", r->problems[i]->kind, r->problems[i]->id,
 		    r->problems[i]->what);

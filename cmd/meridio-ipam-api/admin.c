@@ -105,7 +105,7 @@ admin_db_call(const char *db_path, Ipamd__V1__Request *req,
 	uint8_t *data;
 	size_t len;
 	int fd, n, v, rc = -1;
-	bool more;
+	bool more, ours, hello_ok;
 
 	fd = ipc_connect(db_path, err, errlen);
 	if (fd < 0)
@@ -147,31 +147,23 @@ admin_db_call(const char *db_path, Ipamd__V1__Request *req,
 			    "worker");
 			goto out;
 		}
-		if (r->id == ADMIN_HELLO_ID) {
-			if (r->code != 0)
-				snprintf(err, errlen, "the db worker refused "
-				    "hello: %s", r->message);
-			v = r->code;
-			ipamd__v1__reply__free_unpacked(r, NULL);
-			if (v != 0)
-				goto out;
-			continue;
-		}
-		if (r->id != ADMIN_REQ_ID) {
-			ipamd__v1__reply__free_unpacked(r, NULL);
+		ours = r->id == ADMIN_REQ_ID;
+		if (ours) {
+			more = r->more;
+			v = fn(arg, r);
+		} else if (r->id != ADMIN_HELLO_ID) {
 			snprintf(err, errlen, "reply to an unknown request "
 			    "from the db worker");
-			goto out;
+		} else if (r->code != 0) {
+			snprintf(err, errlen, "the db worker refused hello: %s",
+			    r->message);
 		}
-		more = r->more;
-		v = fn(arg, r);
+		hello_ok = r->id == ADMIN_HELLO_ID && r->code == 0;
 		ipamd__v1__reply__free_unpacked(r, NULL);
-		if (v != 0) {
-			rc = v;
+		if (!ours && !hello_ok)
 			goto out;
-		}
-		if (!more) {
-			rc = 0;
+		if (ours && (v != 0 || !more)) {
+			rc = v;
 			goto out;
 		}
 	}
@@ -182,15 +174,13 @@ out:
 
 /* ---- calls -------------------------------------------------------------- */
 
+/* Frees a posted request (never NULL: every tag of ours is one). */
 static void
 admin_call_free(struct admin_call *c)
 {
-	if (c == NULL)
-		return;
 	if (c->call != NULL)
 		grpc_call_unref(c->call);
-	if (c->method == ADMIN_GENERIC)
-		grpc_call_details_destroy(&c->details);
+	grpc_call_details_destroy(&c->details);
 	grpc_metadata_array_destroy(&c->md);
 	if (c->payload != NULL)
 		grpc_byte_buffer_destroy(c->payload);
@@ -212,8 +202,8 @@ admin_post(struct admin *ad, enum admin_method m)
 		return -1;
 	c->method = m;
 	grpc_metadata_array_init(&c->md);
+	grpc_call_details_init(&c->details);
 	if (m == ADMIN_GENERIC) {
-		grpc_call_details_init(&c->details);
 		e = grpc_server_request_call(ad->server, &c->call, &c->details,
 		    &c->md, ad->call_cq, ad->cq, c);
 	} else {
@@ -307,20 +297,52 @@ admin_finish(struct admin *ad, struct admin_call *c, grpc_status_code code,
 		grpc_byte_buffer_destroy(bb);
 }
 
-/* Milliseconds the db worker may take for this call. */
-static int
-admin_timeout(const struct admin_call *c)
+/*
+ * The body of call c unpacked as desc, or NULL after answering
+ * INVALID_ARGUMENT.
+ */
+static ProtobufCMessage *
+admin_request(struct admin *ad, struct admin_call *c,
+    const ProtobufCMessageDescriptor *desc)
 {
-	int64_t left = grpcx_ms_left(c->deadline);
+	ProtobufCMessage *m = grpcx_unpack(desc, c->payload);
+	char msg[128];
 
-	return left < ADMIN_DB_TIMEOUT_MS ? (int)left : ADMIN_DB_TIMEOUT_MS;
+	if (m == NULL) {
+		snprintf(msg, sizeof(msg), "malformed request body: not a %s",
+		    desc->short_name);
+		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
+	}
+	return m;
 }
 
-/* State of one Dump while the db worker's replies come in. */
+/*
+ * admin_db_call for the call c, within its deadline (at most
+ * ADMIN_DB_TIMEOUT_MS); when the db worker cannot be asked, answers
+ * UNAVAILABLE. Returns admin_db_call's result.
+ */
+static int
+admin_ask(struct admin *ad, struct admin_call *c, Ipamd__V1__Request *req,
+    admin_reply_fn fn, void *x)
+{
+	int64_t left = grpcx_ms_left(c->deadline);
+	char err[GRPCX_MSG_MAX], msg[GRPCX_MSG_MAX + 32];
+	int rc;
+
+	rc = admin_db_call(ad->db_path, req, fn, x, left < ADMIN_DB_TIMEOUT_MS ?
+	    (int)left : ADMIN_DB_TIMEOUT_MS, err, sizeof(err));
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "db worker: %s", err);
+		admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+	}
+	return rc;
+}
+
+/* State of one Dump or Check while the db worker's replies come in. */
 struct admin_dump {
 	struct admin *ad;		/* the service */
-	struct admin_call *c;		/* the Dump call */
-	int code;			/* db worker's error code, 0 none */
+	struct admin_call *c;		/* the call */
+	int code;			/* Dump: db worker's error, 0 none */
 	char msg[GRPCX_MSG_MAX];	/* its message */
 };
 
@@ -381,16 +403,11 @@ admin_dump(struct admin *ad, struct admin_call *c)
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Dump dump = IPAMD__V1__DUMP__INIT;
 	struct admin_dump x = { .ad = ad, .c = c };
-	char err[GRPCX_MSG_MAX], msg[GRPCX_MSG_MAX + 32];
-	int rc;
 
-	rq = (Ipamadmin__V1__DumpRequest *)grpcx_unpack(
-	    &ipamadmin__v1__dump_request__descriptor, c->payload);
-	if (rq == NULL) {
-		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
-		    "malformed request body: not a DumpRequest", NULL);
+	rq = (Ipamadmin__V1__DumpRequest *)admin_request(ad, c,
+	    &ipamadmin__v1__dump_request__descriptor);
+	if (rq == NULL)
 		return;
-	}
 	if (strlen(rq->conduit) > BOUNDS_LABEL_MAX ||
 	    strlen(rq->node) > BOUNDS_LABEL_MAX) {
 		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
@@ -401,32 +418,21 @@ admin_dump(struct admin *ad, struct admin_call *c)
 	dump.node = rq->node;
 	req.body_case = IPAMD__V1__REQUEST__BODY_DUMP;
 	req.dump = &dump;
-	rc = admin_db_call(ad->db_path, &req, admin_dump_chunk, &x,
-	    admin_timeout(c), err, sizeof(err));
-	if (rc < 0) {
-		snprintf(msg, sizeof(msg), "db worker: %s", err);
-		admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
-	} else if (x.code != 0) {
+	if (admin_ask(ad, c, &req, admin_dump_chunk, &x) < 0)
+		goto out;
+	if (x.code != 0)
 		admin_finish(ad, c, grpcx_status_code(x.code), x.msg, NULL);
-	} else {
-		/* rc 2 (client gone): the status batch just fails */
+	else	/* also after a client gone: the status batch just fails */
 		admin_finish(ad, c, GRPC_STATUS_OK, NULL, NULL);
-	}
 out:
 	ipamadmin__v1__dump_request__free_unpacked(rq, NULL);
 }
-
-/* State of one Check while the db worker answers. */
-struct admin_check {
-	struct admin *ad;		/* the service */
-	struct admin_call *c;		/* the Check call */
-};
 
 /* Answers the Check call from the db worker's one Reply. */
 static int
 admin_check_reply(void *arg, const Ipamd__V1__Reply *r)
 {
-	struct admin_check *x = arg;
+	struct admin_dump *x = arg;
 	Ipamadmin__V1__CheckReport rep = IPAMADMIN__V1__CHECK_REPORT__INIT;
 	Ipamadmin__V1__Problem *pv, **ptrs;
 
@@ -464,32 +470,24 @@ admin_check_reply(void *arg, const Ipamd__V1__Reply *r)
 static void
 admin_check(struct admin *ad, struct admin_call *c)
 {
-	Ipamadmin__V1__CheckRequest *rq;
 	Ipamd__V1__Request req = IPAMD__V1__REQUEST__INIT;
 	Ipamd__V1__Check chk = IPAMD__V1__CHECK__INIT;
-	struct admin_check x = { .ad = ad, .c = c };
-	char err[GRPCX_MSG_MAX], msg[GRPCX_MSG_MAX + 32];
+	struct admin_dump x = { .ad = ad, .c = c };
+	ProtobufCMessage *rq;
 
-	rq = (Ipamadmin__V1__CheckRequest *)grpcx_unpack(
-	    &ipamadmin__v1__check_request__descriptor, c->payload);
-	if (rq == NULL) {
-		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
-		    "malformed request body: not a CheckRequest", NULL);
+	/* an empty message, unpacked only to refuse a malformed body */
+	rq = admin_request(ad, c, &ipamadmin__v1__check_request__descriptor);
+	if (rq == NULL)
 		return;
-	}
-	ipamadmin__v1__check_request__free_unpacked(rq, NULL);
+	protobuf_c_message_free_unpacked(rq, NULL);
 	req.body_case = IPAMD__V1__REQUEST__BODY_CHECK;
 	req.check = &chk;
-	if (admin_db_call(ad->db_path, &req, admin_check_reply, &x,
-	    admin_timeout(c), err, sizeof(err)) < 0) {
-		snprintf(msg, sizeof(msg), "db worker: %s", err);
-		admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
-	}
+	(void)admin_ask(ad, c, &req, admin_check_reply, &x);
 }
 
 /* What the db worker answered to one family's Release. */
 struct admin_rel {
-	int code;			/* its code; -1 before the reply */
+	int code;			/* its code */
 	char addr[64];			/* OK: the address released */
 	char msg[GRPCX_MSG_MAX];	/* else: why */
 };
@@ -521,17 +519,14 @@ admin_release(struct admin *ad, struct admin_call *c)
 	Ipamd__V1__Release rel = IPAMD__V1__RELEASE__INIT;
 	struct admin_rel x[2];
 	char *released[2], *missing[2], why[2][GRPCX_MSG_MAX + 8];
-	char err[GRPCX_MSG_MAX], msg[2 * GRPCX_MSG_MAX + 32];
+	char msg[2 * GRPCX_MSG_MAX + 32];
 	static const int fams[2] = { 4, 6 };
 	size_t nf = 0;
 
-	rq = (Ipamadmin__V1__ReleaseRequest *)grpcx_unpack(
-	    &ipamadmin__v1__release_request__descriptor, c->payload);
-	if (rq == NULL) {
-		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
-		    "malformed request body: not a ReleaseRequest", NULL);
+	rq = (Ipamadmin__V1__ReleaseRequest *)admin_request(ad, c,
+	    &ipamadmin__v1__release_request__descriptor);
+	if (rq == NULL)
 		return;
-	}
 	if (rq->family != 0 && rq->family != 4 && rq->family != 6) {
 		admin_finish(ad, c, GRPC_STATUS_INVALID_ARGUMENT,
 		    "family must be 4, 6 or 0 (both)", NULL);
@@ -549,13 +544,8 @@ admin_release(struct admin *ad, struct admin_call *c)
 			continue;
 		ch.family = fams[i] == 4 ? IPAMD__V1__FAMILY__FAMILY_IPV4 :
 		    IPAMD__V1__FAMILY__FAMILY_IPV6;
-		x[nf].code = -1;
-		if (admin_db_call(ad->db_path, &req, admin_release_reply,
-		    &x[nf], admin_timeout(c), err, sizeof(err)) < 0) {
-			snprintf(msg, sizeof(msg), "db worker: %s", err);
-			admin_finish(ad, c, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+		if (admin_ask(ad, c, &req, admin_release_reply, &x[nf]) < 0)
 			goto out;
-		}
 		if (x[nf].code == 0) {
 			released[rep.n_released++] = x[nf].addr;
 		} else if (x[nf].code == GRPC_STATUS_NOT_FOUND) {
@@ -702,25 +692,6 @@ admin_free(struct admin *ad)
 	free(ad);
 }
 
-/* True if a process accepts connections on the Unix socket at path. */
-static bool
-admin_sock_live(const char *path)
-{
-	struct sockaddr_un sa;
-	int fd;
-	bool ok;
-
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return false;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
-}
-
 /*
  * Under systemd with an admin group: the socket 0660 of that group, and
  * its directory passable by the group (0710). The daemon must be in that
@@ -761,15 +732,11 @@ admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
 	char addr[sizeof(ad->sock_path) + 8];
 	struct stat sb;
 	mode_t old;
-	int port;
+	int port, fd;
 
-	/* The admin thread waits on queues that do not poll: the gRPC
-	 * thread of the API polls all connections, ours included (it
-	 * accepts through poll_cq). As a second poller the admin thread took
-	 * half of the API's socket reads and handed each over with a
-	 * wake-up: health calls 46-55k/s -> 69k/s at concurrency 64, api
-	 * worker CPU per call 15.3 -> 13.6 us (health), 28.5 -> 21.4 us (new
-	 * allocation). */
+	/* Queues that do not poll: the API's gRPC thread polls every
+	 * connection, ours included (accepted through poll_cq); a second
+	 * poller would take half of the API's reads (BENCHMARKS.md). */
 	ad->cq = grpcx_cq_quiet();
 	ad->call_cq = grpcx_cq_quiet();
 	if (ad->cq == NULL || ad->call_cq == NULL) {
@@ -784,7 +751,8 @@ admin_bind(struct admin *ad, grpc_completion_queue *poll_cq, char *err,
 		    admin_paths[m], NULL,
 		    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 	if (lstat(ad->sock_path, &sb) == 0 && S_ISSOCK(sb.st_mode)) {
-		if (admin_sock_live(ad->sock_path)) {
+		if ((fd = ipc_connect(ad->sock_path, NULL, 0)) >= 0) {
+			close(fd);
 			snprintf(err, errlen, "%s is the admin socket of "
 			    "another running instance", ad->sock_path);
 			return -1;
@@ -813,17 +781,16 @@ admin_start(const char *rundir, const char *db_path, const struct cfg *cfg,
 	struct admin *ad;
 	int n;
 
+	if (rundir == NULL || rundir[0] == '\0') {
+		snprintf(err, errlen, "%s is not set", IPCMSG_ENV_RUNDIR);
+		return NULL;
+	}
 	ad = calloc(1, sizeof(*ad));
 	if (ad == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	atomic_init(&ad->stop, false);
-	if (rundir == NULL || rundir[0] == '\0') {
-		snprintf(err, errlen, "%s is not set", IPCMSG_ENV_RUNDIR);
-		free(ad);
-		return NULL;
-	}
 	ad->cfg = cfg;
 	/* systemd's RUNTIME_DIRECTORY lists the unit's runtime directories,
 	 * separated by colons: the first one is ours. */

@@ -1,14 +1,8 @@
 /*
  * admin.h - the operators' API of the api worker: ipamadmin.v1.Admin on a
- * Unix socket in the runtime directory, and the blocking db client that it
- * and the metrics endpoint share.
- *
- * The Admin service has a grpc_server of its own, bound only to
- * unix:$IPAMD_RUNDIR/admin.sock (mode 0600), or under systemd to
- * unix:$RUNTIME_DIRECTORY/admin.sock (see admin_start): the TCP server
- * never serves it (a call there is UNIMPLEMENTED). One thread answers its calls one at
- * a time, each over a fresh connection to the db worker, so that operator
- * requests never touch the Ipam calls' connection or pending table.
+ * Unix socket in the runtime directory only (the TCP port answers it
+ * UNIMPLEMENTED), and the blocking db client that it and the metrics
+ * endpoint share.
  */
 #ifndef IPAM_ADMIN_H
 #define IPAM_ADMIN_H
@@ -41,15 +35,14 @@ int admin_db_call(const char *db_path, Ipamd__V1__Request *req,
     admin_reply_fn fn, void *arg, int timeout_ms, char *err, size_t errlen);
 
 /*
- * Creates the Admin server on unix:<rundir>/admin.sock and starts its
- * thread. Under systemd ($RUNTIME_DIRECTORY set, its first entry) the
- * socket is $RUNTIME_DIRECTORY/admin.sock instead, a path that does not
+ * Creates the Admin server on unix:<rundir>/admin.sock (mode 0600) and
+ * starts its thread. Under systemd ($RUNTIME_DIRECTORY set, its first
+ * entry) the socket is $RUNTIME_DIRECTORY/admin.sock, a path that does not
  * change between starts; with cfg's admin group it is mode 0660 of that
- * group, and the directory lets the group through (0710). cfg (kept, must
- * outlive the server) also answers Info. grpc_init must have been called. The admin thread does not
- * poll for I/O: poll_cq, a queue another thread polls all the time (the
- * API's), is where the server accepts connections; it gets no event of
- * ours and must outlive admin_stop. NULL with err set on failure (nothing
+ * group and the directory 0710. cfg (kept, must outlive the server) also
+ * answers Info. grpc_init must have been called. The server accepts
+ * connections through poll_cq, a queue the API's thread polls all the
+ * time; it must outlive admin_stop. NULL with err set on failure (nothing
  * left behind).
  */
 struct admin *admin_start(const char *rundir, const char *db_path,

@@ -66,10 +66,7 @@ call_post_on(struct api *a, enum api_method m, bool on_hsock)
 		    call_tag(c, API_TAG_NEW));
 	}
 	if (e != GRPC_CALL_OK) {
-		if (m == API_GENERIC)
-			grpc_call_details_destroy(&c->details);
-		grpc_metadata_array_destroy(&c->md);
-		free(c);
+		call_free(c);
 		return -1;
 	}
 	a->posted++;
