@@ -18,7 +18,9 @@ bench_daemon() {
 	target=127.0.0.1:$port
 	mkdir -p "$2"
 	t0=$(date +%s%N)
-	env IPAM_PORT="$port" IPAM_DATA_SOURCE="$2/registry.db" \
+	# TMPDIR: its runtime directory beside its data, not a
+	# /tmp/meridio-ipam.* that ipamctl would list among the user's instances.
+	env TMPDIR="$2" IPAM_PORT="$port" IPAM_DATA_SOURCE="$2/registry.db" \
 	    IPAM_CONDUITS="$bench_conduits" IPAM_NSP_SERVICE= \
 	    IPAM_LOG_LEVEL=WARNING IPAM_TRENCH_NAME=default \
 	    IPAM_PREFIX_IPV4=10.0.0.0/8 IPAM_CONDUIT_PREFIX_LENGTH_IPV4=12 \

@@ -136,11 +136,11 @@ class MakeRun(unittest.TestCase):
         # From another shell of the same user (same TMPDIR): allocate in
         # both families, then release prints both addresses and frees them;
         # release names this instance's admin socket, so another instance
-        # whose socket ipamctl would also find (in /tmp) changes nothing.
-        other = harness.Daemon(env={"TMPDIR": "/tmp"})
+        # whose socket ipamctl would also find (same TMPDIR) changes nothing.
+        port = self.run_script({})
+        other = harness.Daemon(env={"TMPDIR": self.rt})
         self.addCleanup(other.stop)
         other.start()
-        port = self.run_script({})
         self.start_record()
         c = harness.Client("127.0.0.1:%d" % port)
         self.addCleanup(c.close)
