@@ -41,7 +41,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include <sys/tree.h>
+#include "rbtree.h"
 
 /* Who owns a block (alloc_node.an_kind). */
 enum alloc_kind {
@@ -110,13 +110,6 @@ alloc_free_augment(struct alloc_free *f)
 	f->max = m;
 }
 
-/*
- * libbsd's RB_GENERATE_STATIC marks its functions __unused, which libbsd
- * leaves undefined (it clashes with Linux struct members); define it only
- * around the two expansions so that unused tree functions do not warn.
- */
-#define __unused __attribute__((__unused__))
-
 /* The block tree needs no augmentation: generate it with the no-op hook. */
 RB_GENERATE_STATIC(alloc_block_tree, alloc_node, an_entry, alloc_block_cmp)
 
@@ -124,7 +117,6 @@ RB_GENERATE_STATIC(alloc_block_tree, alloc_node, an_entry, alloc_block_cmp)
 #define RB_AUGMENT(x) alloc_free_augment(x)
 RB_GENERATE_STATIC(alloc_free_tree, alloc_free, entry, alloc_free_cmp)
 #undef RB_AUGMENT
-#undef __unused
 
 /* ---- block tree -------------------------------------------------------- */
 

@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <sys/tree.h>
 
-#include "prefix.h"
+#include "pfx.h"
 
 struct alloc_pool;
 

@@ -11,14 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* libbsd leaves __unused undefined (it clashes with kernel headers), but
- * RB_GENERATE_STATIC marks the helpers this file does not call with it. */
-#ifndef __unused
-#define __unused __attribute__((__unused__))
-#endif
-#include <sys/tree.h>
-
 #include "conduitset.h"
+#include "rbtree.h"
 
 /* One remembered conduit. */
 struct cs_entry {

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "log.h"
-#include "prefix.h"
+#include "pfx.h"
 
 /* Which families this instance serves (a bit set). */
 enum cfg_family {

@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #include "alloc.h"
-#include "prefix.h"
+#include "pfx.h"
 #include "registry.h"
 #include "slab.h"
 

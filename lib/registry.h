@@ -22,7 +22,7 @@
 
 #include <grpc/status.h>
 
-#include "prefix.h"
+#include "pfx.h"
 #include "store.h"
 
 struct reg;

@@ -30,7 +30,7 @@
 #include "grpcx.h"
 #include "tls.h"
 #include "ipam/v1/ipam.pb-c.h"
-#include "prefix.h"
+#include "pfx.h"
 #include "now.h"
 
 #define BENCH_NS_PER_S 1000000000LL

@@ -21,7 +21,7 @@
 
 #include <json-c/json.h>
 
-#include "prefix.h"
+#include "pfx.h"
 #include "gotext.h"
 #include "store.h"
 

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "prefix.h"
+#include "pfx.h"
 
 /* Checks an accepted prefix p parsed from s. */
 static void

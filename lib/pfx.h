@@ -1,13 +1,13 @@
 /*
- * prefix.h - IPv4 and IPv6 prefixes held as 128-bit integers.
+ * pfx.h - IPv4 and IPv6 prefixes held as 128-bit integers.
  *
  * An IPv4 address is kept in the low 32 bits of a pfx_addr (the rest zero);
  * an IPv6 address uses all 128 bits. A prefix is a family, a length and an
  * address with no host bits set. The library never logs and never exits:
  * parse errors are written into the caller's buffer.
  */
-#ifndef IPAM_PREFIX_H
-#define IPAM_PREFIX_H
+#ifndef IPAM_PFX_H
+#define IPAM_PFX_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /*
- * test_prefix.c - unit tests of lib/prefix.c: parsing with its error
+ * test_pfx.c - unit tests of lib/pfx.c: parsing with its error
  * messages, canonical formatting, masks, containment, ordering and aligned
  * block arithmetic at every boundary (/0, /32, /128, byte carries, the end of
  * the address space).
@@ -7,7 +7,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "prefix.h"
+#include "pfx.h"
 
 /* Builds an IPv6 address from its high and low 64-bit halves. */
 static pfx_addr

@@ -9,7 +9,7 @@
  * value of the family's width.
  */
 #include "errbuf.h"
-#include "prefix.h"
+#include "pfx.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
