@@ -1,6 +1,7 @@
 #!/bin/sh
 # One short run of the whole daemon under valgrind's memcheck: the
-# supervisor and, through IPAMD_WORKER_WRAPPER, every worker. The scenario
+# supervisor and, through IPAMD_WORKER_WRAPPER, every worker, with the
+# conduits from a fake NSP (test/integration/fakensp.py). The scenario
 # allocates and releases in both families with ipamctl, then stops the
 # daemon with SIGTERM. Fails unless every process reports no invalid access
 # or use of uninitialised memory and no definite leak, and every worker's
@@ -17,8 +18,10 @@ BIN=$BUILD/bin
 
 dir=$(mktemp -d /tmp/ipam-valgrind.XXXXXX)
 pid=""
+nsp=""
 cleanup() {
 	[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+	[ -n "$nsp" ] && kill "$nsp" 2>/dev/null || true
 	rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -28,9 +31,20 @@ vg="valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kind
 vg="$vg --track-origins=yes --num-callers=30 --log-file=$dir/vg.%p"
 ctl() { "$BIN/ipamctl" "$@" --target "127.0.0.1:$port" --timeout 60s; }
 
+IPAM_PYGEN=$BUILD/pygen /usr/bin/python3 "$TOP/test/integration/fakensp.py" 0 conduit-a \
+	>"$dir/nsp.port" 2>"$dir/nsp.log" &
+nsp=$!
+i=0
+until [ -s "$dir/nsp.port" ]; do
+	i=$((i + 1))
+	[ $i -lt 100 ] && kill -0 "$nsp" 2>/dev/null || { cat "$dir/nsp.log" >&2; exit 1; }
+	sleep 0.1
+done
+
 t0=$(date +%s)
 env -i PATH=/usr/bin:/bin HOME=/ TMPDIR="$dir" IPAM_PORT="$port" \
-	IPAM_DATA_SOURCE="$dir/registry.db" IPAM_CONDUITS=conduit-a IPAM_LOG_LEVEL=INFO \
+	IPAM_DATA_SOURCE="$dir/registry.db" IPAM_NSP_SERVICE="127.0.0.1:$(cat "$dir/nsp.port")" \
+	IPAM_LOG_LEVEL=INFO \
 	IPAMD_WORKER_WRAPPER="$vg" \
 	$vg "$BIN/meridio-ipam" >"$dir/daemon.log" 2>&1 &
 pid=$!
@@ -46,7 +60,17 @@ until "$BIN/ipamctl" health --target "127.0.0.1:$port" --timeout 2s >/dev/null 2
 	fi
 	sleep 1
 done
-a4=$(ctl allocate --conduit conduit-a --node n1 --name c1 --family ipv4)
+# The conduit comes from the NSP through the nsp worker.
+i=0
+until a4=$(ctl allocate --conduit conduit-a --node n1 --name c1 --family ipv4 2>/dev/null); do
+	i=$((i + 1))
+	if [ $i -ge 60 ]; then
+		tail -n 40 "$dir/daemon.log" >&2
+		echo "valgrind-run: conduit-a never came from the NSP" >&2
+		exit 1
+	fi
+	sleep 1
+done
 a6=$(ctl allocate --conduit conduit-a --node n1 --name c1 --family ipv6)
 ctl allocate --conduit conduit-a --node n1 --name c2 --family ipv4 >/dev/null
 # release goes through the admin socket (it says what it released).

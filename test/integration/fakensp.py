@@ -202,3 +202,17 @@ def request_trenches():
 def default():
     """The default FakeNsp object."""
     return _default
+
+
+if __name__ == "__main__":
+    # fakensp.py PORT CONDUIT...: serves the list on 127.0.0.1:PORT (0: a
+    # free port, printed on stdout) until SIGTERM.
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(start(int(sys.argv[1])), flush=True)
+    set_conduits(sys.argv[2:])
+    try:
+        while True:
+            signal.pause()
+    finally:
+        stop()
