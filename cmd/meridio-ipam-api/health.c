@@ -39,6 +39,20 @@ health_now(struct api *a)
 	return atomic_load(&a->health);
 }
 
+/* The call's HealthCheckRequest; NULL (the call failed) when malformed. */
+static Grpc__Health__V1__HealthCheckRequest *
+health_request(struct api_call *c)
+{
+	Grpc__Health__V1__HealthCheckRequest *rq;
+
+	rq = (Grpc__Health__V1__HealthCheckRequest *)grpcx_unpack(
+	    &grpc__health__v1__health_check_request__descriptor, c->payload);
+	if (rq == NULL)
+		call_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
+		    "malformed request body: not a HealthCheckRequest");
+	return rq;
+}
+
 /*
  * Health Check: the current status for a served name, NOT_FOUND for any
  * other (grpc's health spec; SERVICE_UNKNOWN is Watch's answer).
@@ -51,13 +65,8 @@ health_check(struct api *a, struct api_call *c)
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
 	char msg[160];
 
-	rq = (Grpc__Health__V1__HealthCheckRequest *)grpcx_unpack(
-	    &grpc__health__v1__health_check_request__descriptor, c->payload);
-	if (rq == NULL) {
-		call_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
-		    "malformed request body: not a HealthCheckRequest");
+	if ((rq = health_request(c)) == NULL)
 		return;
-	}
 	if (!health_known(rq->service)) {
 		snprintf(msg, sizeof(msg), "unknown service \"%.100s\"",
 		    rq->service);
@@ -149,13 +158,8 @@ health_watch_start(struct api *a, struct api_call *c)
 	Grpc__Health__V1__HealthCheckRequest *rq;
 	grpc_op op;
 
-	rq = (Grpc__Health__V1__HealthCheckRequest *)grpcx_unpack(
-	    &grpc__health__v1__health_check_request__descriptor, c->payload);
-	if (rq == NULL) {
-		call_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
-		    "malformed request body: not a HealthCheckRequest");
+	if ((rq = health_request(c)) == NULL)
 		return;
-	}
 	c->known = health_known(rq->service);
 	grpc__health__v1__health_check_request__free_unpacked(rq, NULL);
 
